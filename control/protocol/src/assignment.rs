@@ -1,0 +1,245 @@
+//! Host assignments: what one host must run, signed by the control plane.
+//!
+//! The control plane writes one [`SignedAssignment`] per host into a JetStream KV bucket; the
+//! host watches its key. The assignment carries a revision (strictly increasing per host) and an
+//! expiry, and the host verifies the signature against its configured operator keys, so a forged
+//! assignment, a replayed older one, or one meant for another host is refused.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::keys::{KeyPair, PublicKey};
+use crate::names::{AppName, ComponentName, HostId, LatticeName};
+
+/// Everything a host must run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The lattice it belongs to.
+    pub lattice: LatticeName,
+    /// The host it is for.
+    pub host: HostId,
+    /// Strictly increasing per host.
+    pub revision: u64,
+    /// Unix seconds when it was signed.
+    pub issued_at: u64,
+    /// Unix seconds after which a host refuses to *receive* it. A host that already applied it
+    /// keeps running it (offline autonomy); the control plane re-signs before expiry.
+    pub expires_at: u64,
+    /// The workloads, in a stable order.
+    pub workloads: Vec<Workload>,
+}
+
+/// One component of one app on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// The app.
+    pub app: AppName,
+    /// The app version.
+    pub app_version: String,
+    /// The component.
+    pub component: ComponentName,
+    /// The artifact.
+    pub image: Digest,
+    /// Instances.
+    pub instances: u32,
+    /// Named config merged into one map; given to the component as its environment.
+    pub config: BTreeMap<String, String>,
+    /// Serve the component's `wasi:http/incoming-handler` on this address.
+    pub http: Option<HttpBinding>,
+}
+
+impl Workload {
+    /// A stable key naming this workload on its host.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.app, self.component)
+    }
+}
+
+/// The built-in HTTP server's binding for a component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpBinding {
+    /// `ip:port` to listen on.
+    pub address: String,
+}
+
+/// An assignment with the control plane's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedAssignment {
+    /// The MessagePack-encoded [`Assignment`]: the exact bytes signed.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// Who signed.
+    pub signer: PublicKey,
+    /// ed25519 signature over `payload`.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// Why a host refused an assignment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignmentError {
+    /// Signed by a key the host does not trust.
+    #[error(
+        "assignment signed by {0}, which is not a trusted operator key of this host (`--trust-operator`)"
+    )]
+    UntrustedSigner(PublicKey),
+    /// The signature does not verify.
+    #[error("assignment signature does not verify: it was altered after signing")]
+    BadSignature,
+    /// Not decodable.
+    #[error("malformed assignment: {0}")]
+    Malformed(String),
+    /// For another host or lattice.
+    #[error("assignment is for host {host} in lattice {lattice}, not this host")]
+    NotForThisHost {
+        /// The host named in it.
+        host: HostId,
+        /// The lattice named in it.
+        lattice: LatticeName,
+    },
+    /// Expired before it was received.
+    #[error("assignment revision {revision} expired at {expires_at} (unix seconds)")]
+    Expired {
+        /// Its revision.
+        revision: u64,
+        /// When it expired.
+        expires_at: u64,
+    },
+    /// Not newer than what the host applied.
+    #[error(
+        "assignment revision {revision} is not newer than the applied revision {applied}; refused as a replay"
+    )]
+    Replay {
+        /// Its revision.
+        revision: u64,
+        /// The revision the host applied.
+        applied: u64,
+    },
+}
+
+impl SignedAssignment {
+    /// Signs `assignment` with the control plane's operator key.
+    pub fn sign(assignment: &Assignment, key: &KeyPair) -> Self {
+        let payload = rmp_serde::to_vec_named(assignment).unwrap_or_default();
+        Self {
+            signature: key.sign(&payload),
+            signer: key.public_key(),
+            payload,
+        }
+    }
+
+    /// Decodes without any check: for tooling that only displays.
+    pub fn decode_unverified(&self) -> Result<Assignment, AssignmentError> {
+        rmp_serde::from_slice(&self.payload).map_err(|e| AssignmentError::Malformed(e.to_string()))
+    }
+
+    /// Verifies signature, trust and addressee. Expiry is checked against `now` (unix seconds)
+    /// unless `now` is `None` (re-applying a persisted assignment after a restart). The replay
+    /// check needs the host's state: see [`check_revision`].
+    pub fn verify(
+        &self,
+        trusted: &[PublicKey],
+        lattice: &LatticeName,
+        host: &HostId,
+        now: Option<u64>,
+    ) -> Result<Assignment, AssignmentError> {
+        if !trusted.contains(&self.signer) {
+            return Err(AssignmentError::UntrustedSigner(self.signer.clone()));
+        }
+        if !self.signer.verify(&self.payload, &self.signature) {
+            return Err(AssignmentError::BadSignature);
+        }
+        let assignment = self.decode_unverified()?;
+        if &assignment.host != host || &assignment.lattice != lattice {
+            return Err(AssignmentError::NotForThisHost {
+                host: assignment.host,
+                lattice: assignment.lattice,
+            });
+        }
+        if let Some(now) = now
+            && now >= assignment.expires_at
+        {
+            return Err(AssignmentError::Expired {
+                revision: assignment.revision,
+                expires_at: assignment.expires_at,
+            });
+        }
+        Ok(assignment)
+    }
+}
+
+/// Refuses a revision that is not newer than the applied one.
+pub fn check_revision(revision: u64, applied: u64) -> Result<(), AssignmentError> {
+    if revision <= applied {
+        return Err(AssignmentError::Replay { revision, applied });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyRole;
+
+    fn sample(lattice: &LatticeName, host: &HostId) -> Assignment {
+        Assignment {
+            lattice: lattice.clone(),
+            host: host.clone(),
+            revision: 3,
+            issued_at: 10,
+            expires_at: 100,
+            workloads: vec![Workload {
+                app: AppName::new("hello").expect("valid"),
+                app_version: "v1".into(),
+                component: ComponentName::new("hello").expect("valid"),
+                image: Digest::of(b"x"),
+                instances: 1,
+                config: BTreeMap::new(),
+                http: Some(HttpBinding {
+                    address: "127.0.0.1:8080".into(),
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn verifies_and_refuses() {
+        let op = KeyPair::generate(KeyRole::Operator);
+        let lattice = LatticeName::new("default").expect("valid");
+        let host = HostId::new("NHOST").expect("valid");
+        let a = sample(&lattice, &host);
+        let signed = SignedAssignment::sign(&a, &op);
+        let trusted = [op.public_key()];
+        assert_eq!(signed.verify(&trusted, &lattice, &host, Some(50)), Ok(a));
+
+        let stranger = KeyPair::generate(KeyRole::Operator);
+        assert!(matches!(
+            signed.verify(&[stranger.public_key()], &lattice, &host, Some(50)),
+            Err(AssignmentError::UntrustedSigner(_))
+        ));
+        let mut altered = signed.clone();
+        let last = altered.payload.len() - 1;
+        altered.payload[last] ^= 1;
+        assert_eq!(
+            altered.verify(&trusted, &lattice, &host, Some(50)),
+            Err(AssignmentError::BadSignature)
+        );
+        let other = HostId::new("NOTHER").expect("valid");
+        assert!(matches!(
+            signed.verify(&trusted, &lattice, &other, Some(50)),
+            Err(AssignmentError::NotForThisHost { .. })
+        ));
+        assert!(matches!(
+            signed.verify(&trusted, &lattice, &host, Some(100)),
+            Err(AssignmentError::Expired { .. })
+        ));
+        assert!(signed.verify(&trusted, &lattice, &host, None).is_ok());
+        assert!(check_revision(3, 2).is_ok());
+        assert!(matches!(
+            check_revision(3, 3),
+            Err(AssignmentError::Replay { .. })
+        ));
+    }
+}

@@ -1,0 +1,47 @@
+//! `lattice-protocol` owns the Lattice wire: everything two Lattice processes must agree on.
+//!
+//! - [`names`]: validated names (lattice, app, component, host, label). Nothing becomes part of
+//!   a subject or a JetStream name without passing through one of these types.
+//! - [`subject`]: every NATS subject and JetStream bucket name, built and parsed in one place.
+//! - [`envelope`]: the versioned MessagePack envelope every message travels in.
+//! - [`error`]: typed error codes carried by replies.
+//! - [`messages`]: control-plane API requests, replies and host heartbeats.
+//! - [`keys`]: ed25519 keys in nkey form with a role prefix.
+//! - [`claims`]: signed component claims embedded in a custom section, and their verification.
+//! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
+//! - [`digest`]: `sha256:` content addresses. [`wit`]: a component's imports and exports.
+//!
+//! The key decision: the two ends of every exchange use the same types from this crate, encoded
+//! with [`envelope::encode`] and decoded with [`envelope::decode`], so they cannot drift.
+//!
+//! ```
+//! use lattice_protocol::{envelope, messages::AppRequest, names::{AppName, LatticeName},
+//!     subject::{CtlVerb, Subject}};
+//! let lattice = LatticeName::new("default")?;
+//! let subject = Subject::ctl(&lattice, CtlVerb::Status);
+//! assert_eq!(subject.to_string(), "lattice.default.ctl.status");
+//! let bytes = envelope::encode(&AppRequest { name: AppName::new("hello")? });
+//! let back: AppRequest = envelope::decode(&bytes)?;
+//! assert_eq!(back.name.as_str(), "hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod assignment;
+pub mod claims;
+pub mod digest;
+pub mod envelope;
+pub mod error;
+pub mod keys;
+pub mod messages;
+pub mod names;
+pub mod subject;
+pub mod wit;
+
+/// Seconds since the Unix epoch, from the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,207 @@
+//! Messages of the control-plane API and of host heartbeats.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::names::{AppName, ComponentName, HostId};
+
+/// `ctl.deploy`: store a manifest as a new version of its app and reconcile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The manifest's YAML text, exactly as the operator wrote it.
+    pub manifest: String,
+}
+
+/// The answer to a deploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployReply {
+    /// The app.
+    pub name: AppName,
+    /// The version now desired.
+    pub version: String,
+    /// False when this exact manifest was already the desired version (nothing changed).
+    pub changed: bool,
+}
+
+/// `ctl.undeploy` and `ctl.status`: names one app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRequest {
+    /// The app.
+    pub name: AppName,
+}
+
+/// An app's overall state, with wadm's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppState {
+    /// Placed and running everywhere it should.
+    Deployed,
+    /// Work is being placed or started.
+    Reconciling,
+    /// Some component cannot run; the message says why.
+    Failed,
+    /// Not deployed.
+    Undeployed,
+}
+
+impl std::fmt::Display for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AppState::Deployed => "Deployed",
+            AppState::Reconciling => "Reconciling",
+            AppState::Failed => "Failed",
+            AppState::Undeployed => "Undeployed",
+        })
+    }
+}
+
+/// One line of `ctl.apps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppSummary {
+    /// The app.
+    pub name: AppName,
+    /// The desired version.
+    pub version: String,
+    /// Its state.
+    pub status: AppState,
+    /// Why, when not deployed.
+    pub message: String,
+}
+
+/// `ctl.status`: one app in detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    /// The app.
+    pub name: AppName,
+    /// The desired version.
+    pub version: String,
+    /// Its state.
+    pub status: AppState,
+    /// A summary of why, when not deployed.
+    pub message: String,
+    /// Every component on every host it was placed on (or without a host, when unplaced).
+    pub components: Vec<ComponentStatus>,
+}
+
+/// One component of an app on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentStatus {
+    /// The component.
+    pub name: ComponentName,
+    /// The host it is placed on (`None` when nothing could be placed).
+    pub host: Option<HostId>,
+    /// Instances asked of that host.
+    pub instances: u32,
+    /// What the host reports.
+    pub state: WorkloadState,
+    /// Why, when not running.
+    pub message: String,
+}
+
+/// A host as the control plane sees it (`ctl.hosts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSummary {
+    /// The host's id (its public key).
+    pub id: HostId,
+    /// Its human name (the machine's hostname unless configured).
+    pub name: String,
+    /// Its labels, built-in (`arch`, `os`, `hostname`) and configured.
+    pub labels: BTreeMap<String, String>,
+    /// `ready` or `lost`.
+    pub state: HostState,
+    /// Seconds since the host started.
+    pub uptime_secs: u64,
+    /// Seconds since its last heartbeat.
+    pub last_seen_secs: u64,
+    /// The host's software version.
+    pub version: String,
+    /// How many workloads it runs.
+    pub workloads: usize,
+}
+
+/// Whether a host is heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Heartbeats arrive.
+    Ready,
+    /// Silent for longer than its tolerance.
+    Lost,
+}
+
+impl std::fmt::Display for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostState::Ready => "ready",
+            HostState::Lost => "lost",
+        })
+    }
+}
+
+/// A host's periodic report, also sent at once whenever what it runs changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The host's id.
+    pub host: HostId,
+    /// Its human name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Unix seconds when it started.
+    pub started_at: u64,
+    /// Unix milliseconds when this heartbeat was sent.
+    pub sent_at_ms: u64,
+    /// The host's software version.
+    pub version: String,
+    /// The revision of the assignment it applied (0: none yet).
+    pub assignment_revision: u64,
+    /// Seconds between heartbeats, so the control plane knows when to worry.
+    pub interval_secs: u64,
+    /// What it runs, or failed to run.
+    pub workloads: Vec<WorkloadStatus>,
+}
+
+/// One workload as a host reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadStatus {
+    /// The app.
+    pub app: AppName,
+    /// The app version the workload belongs to.
+    pub app_version: String,
+    /// The component.
+    pub component: ComponentName,
+    /// The artifact it runs.
+    pub image: Digest,
+    /// Instances asked.
+    pub instances: u32,
+    /// Its state.
+    pub state: WorkloadState,
+    /// Why, when failed (e.g. which verification check refused it).
+    pub message: String,
+}
+
+/// The state of a workload on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadState {
+    /// Not yet reported by the host.
+    Pending,
+    /// Fetching, verifying or compiling.
+    Starting,
+    /// Serving.
+    Running,
+    /// Refused or crashed; see the message.
+    Failed,
+}
+
+impl std::fmt::Display for WorkloadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkloadState::Pending => "pending",
+            WorkloadState::Starting => "starting",
+            WorkloadState::Running => "running",
+            WorkloadState::Failed => "failed",
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! Every NATS subject and JetStream name Lattice uses is built and parsed here, and nowhere else.
+//!
+//! ```text
+//! lattice.<lattice>.ctl.<verb>                  control-plane API (request/reply, queue group)
+//! lattice.<lattice>.evt.heartbeat.<host>        host heartbeats with their inventory
+//! ```
+//!
+//! JetStream buckets are named `LATTICE_<lattice>_<purpose>`; lattice names are restricted to
+//! `[A-Za-z0-9_-]` by [`crate::names`], so every bucket name is valid.
+
+use std::fmt;
+
+use crate::names::{HostId, LatticeName};
+
+const ROOT: &str = "lattice";
+
+/// A control-plane API verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CtlVerb {
+    /// Store a manifest as a new version and reconcile it.
+    Deploy,
+    /// Remove an app.
+    Undeploy,
+    /// List apps.
+    Apps,
+    /// One app's status.
+    Status,
+    /// List hosts.
+    Hosts,
+}
+
+impl CtlVerb {
+    const ALL: [CtlVerb; 5] = [
+        CtlVerb::Deploy,
+        CtlVerb::Undeploy,
+        CtlVerb::Apps,
+        CtlVerb::Status,
+        CtlVerb::Hosts,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CtlVerb::Deploy => "deploy",
+            CtlVerb::Undeploy => "undeploy",
+            CtlVerb::Apps => "apps",
+            CtlVerb::Status => "status",
+            CtlVerb::Hosts => "hosts",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A concrete subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// `lattice.<lattice>.ctl.<verb>`
+    Ctl {
+        /// The lattice.
+        lattice: LatticeName,
+        /// The verb.
+        verb: CtlVerb,
+    },
+    /// `lattice.<lattice>.evt.heartbeat.<host>`
+    Heartbeat {
+        /// The lattice.
+        lattice: LatticeName,
+        /// The host sending it.
+        host: HostId,
+    },
+}
+
+/// A string that is not a Lattice subject.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a Lattice subject")]
+pub struct SubjectError(pub String);
+
+impl Subject {
+    /// The control-plane subject for `verb`.
+    pub fn ctl(lattice: &LatticeName, verb: CtlVerb) -> Self {
+        Subject::Ctl {
+            lattice: lattice.clone(),
+            verb,
+        }
+    }
+
+    /// The heartbeat subject of `host`.
+    pub fn heartbeat(lattice: &LatticeName, host: &HostId) -> Self {
+        Subject::Heartbeat {
+            lattice: lattice.clone(),
+            host: host.clone(),
+        }
+    }
+
+    /// The wildcard matching every host's heartbeat in `lattice`.
+    pub fn all_heartbeats(lattice: &LatticeName) -> String {
+        format!("{ROOT}.{lattice}.evt.heartbeat.*")
+    }
+
+    /// The wildcard matching every control verb in `lattice`.
+    pub fn all_ctl(lattice: &LatticeName) -> String {
+        format!("{ROOT}.{lattice}.ctl.*")
+    }
+
+    /// Parses a subject received from NATS.
+    pub fn parse(s: &str) -> Result<Self, SubjectError> {
+        let err = || SubjectError(s.to_string());
+        let parts: Vec<&str> = s.split('.').collect();
+        let (&root, rest) = parts.split_first().ok_or_else(err)?;
+        if root != ROOT || rest.is_empty() {
+            return Err(err());
+        }
+        let lattice = LatticeName::new(rest[0]).map_err(|_| err())?;
+        match &rest[1..] {
+            ["ctl", verb] => Ok(Subject::Ctl {
+                lattice,
+                verb: CtlVerb::parse(verb).ok_or_else(err)?,
+            }),
+            ["evt", "heartbeat", host] => Ok(Subject::Heartbeat {
+                lattice,
+                host: HostId::new(*host).map_err(|_| err())?,
+            }),
+            _ => Err(err()),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Ctl { lattice, verb } => write!(f, "{ROOT}.{lattice}.ctl.{}", verb.as_str()),
+            Subject::Heartbeat { lattice, host } => {
+                write!(f, "{ROOT}.{lattice}.evt.heartbeat.{host}")
+            }
+        }
+    }
+}
+
+/// The queue group the control plane's API listeners join, so that one instance answers.
+pub const CONTROL_QUEUE_GROUP: &str = "lattice-control";
+
+/// JetStream names of one lattice.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    lattice: LatticeName,
+}
+
+impl Buckets {
+    /// The buckets of `lattice`.
+    pub fn new(lattice: &LatticeName) -> Self {
+        Self {
+            lattice: lattice.clone(),
+        }
+    }
+
+    fn name(&self, purpose: &str) -> String {
+        format!("LATTICE_{}_{purpose}", self.lattice)
+    }
+
+    /// KV: app name -> the app's stored versions.
+    pub fn manifests(&self) -> String {
+        self.name("manifests")
+    }
+
+    /// KV: host id -> its signed assignment.
+    pub fn assignments(&self) -> String {
+        self.name("assignments")
+    }
+
+    /// KV: `name:version` tag -> digest of a pushed artifact.
+    pub fn tags(&self) -> String {
+        self.name("tags")
+    }
+
+    /// Object store: artifacts by digest hex.
+    pub fn artifacts(&self) -> String {
+        self.name("artifacts")
+    }
+}
+
+/// Turns a tag `name:version` into a KV key (KV keys may not contain `:`).
+pub fn tag_key(tag: &str) -> Option<String> {
+    let (name, version) = tag.split_once(':')?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (ok(name) && ok(version) && !name.contains('.')).then(|| format!("{name}.{version}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-]{1,20}"
+    }
+
+    proptest! {
+        // Invariant: every subject we build parses back to itself.
+        #[test]
+        fn subjects_round_trip(l in name(), h in name(), v in 0usize..CtlVerb::ALL.len()) {
+            let lattice = LatticeName::new(l).expect("valid");
+            let host = HostId::new(h).expect("valid");
+            for s in [Subject::ctl(&lattice, CtlVerb::ALL[v]), Subject::heartbeat(&lattice, &host)] {
+                prop_assert_eq!(Subject::parse(&s.to_string()).expect("parses"), s);
+            }
+        }
+
+        // Invariant: arbitrary strings never panic the parser, and what parses re-renders identically.
+        #[test]
+        fn parse_is_total(s in ".{0,60}") {
+            if let Ok(subject) = Subject::parse(&s) {
+                prop_assert_eq!(subject.to_string(), s);
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_foreign_subjects() {
+        for bad in [
+            "",
+            "lattice",
+            "wasmbus.ctl.x",
+            "lattice.a.ctl.explode",
+            "lattice.a.evt.heartbeat.*",
+            "lattice.a b.ctl.deploy",
+        ] {
+            assert!(Subject::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tags_become_keys() {
+        assert_eq!(tag_key("hello:0.1.0").as_deref(), Some("hello.0.1.0"));
+        assert_eq!(tag_key("hello"), None);
+        assert_eq!(tag_key("he.llo:1"), None);
+        assert_eq!(tag_key("a:b c"), None);
+    }
+}
