@@ -1,0 +1,337 @@
+//! The typed manifest: what [`parse`](crate::parse) returns once every check has passed.
+//!
+//! Field names serialize as they are spelled in YAML (`apiVersion`, `type`, `properties`), so
+//! `serde_json` of a [`Manifest`] has the same shape as the manifest a user wrote. Serde here is
+//! for storing and sending a manifest that was already validated; user input goes through
+//! [`parse`](crate::parse), which reports every problem with its position.
+
+use std::collections::BTreeMap;
+
+use lattice_protocol::names::{AppName, ComponentName, LabelKey};
+use serde::{Deserialize, Serialize};
+
+/// The only `apiVersion` accepted (wadm's).
+pub const API_VERSION: &str = "core.oam.dev/v1beta1";
+/// The only `kind` accepted.
+pub const KIND: &str = "Application";
+/// The annotation that carries an application's version.
+pub const VERSION_ANNOTATION: &str = "version";
+/// The annotation that carries an application's description.
+pub const DESCRIPTION_ANNOTATION: &str = "description";
+/// The weight of a spread entry that does not give one (wadm's default).
+pub const DEFAULT_SPREAD_WEIGHT: u32 = 100;
+/// The link name used when a link does not give one (wadm's default).
+pub const DEFAULT_LINK_NAME: &str = "default";
+
+/// An application manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always [`API_VERSION`].
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// Always [`KIND`].
+    pub kind: String,
+    /// The application's name and annotations.
+    pub metadata: Metadata,
+    /// What to run.
+    pub spec: Spec,
+}
+
+impl Manifest {
+    /// The `version` annotation, if the manifest has one.
+    pub fn version(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .get(VERSION_ANNOTATION)
+            .map(String::as_str)
+    }
+
+    /// The `description` annotation, if the manifest has one.
+    pub fn description(&self) -> Option<&str> {
+        self.metadata
+            .annotations
+            .get(DESCRIPTION_ANNOTATION)
+            .map(String::as_str)
+    }
+
+    /// The component called `name`, if there is one.
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.spec
+            .components
+            .iter()
+            .find(|component| component.name.as_str() == name)
+    }
+}
+
+/// A manifest's `metadata`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// The application's name, unique within a lattice.
+    pub name: AppName,
+    /// Free-form string annotations; `version` and `description` are the well-known ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Free-form string labels (accepted for wadm compatibility).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A manifest's `spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// The application's components, with unique names.
+    pub components: Vec<Component>,
+}
+
+/// One entry of `spec.components`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// Unique within the manifest; link targets refer to it.
+    pub name: ComponentName,
+    /// A WebAssembly component or a capability (provider).
+    #[serde(rename = "type")]
+    pub kind: ComponentKind,
+    /// What to run and how to configure it.
+    pub properties: Properties,
+    /// Scaling and links.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traits: Vec<Trait>,
+}
+
+impl Component {
+    /// The component's scaler trait (at most one exists) with its kind, `"spreadscaler"` or
+    /// `"daemonscaler"`.
+    pub fn scaler(&self) -> Option<(&'static str, &Scaler)> {
+        self.traits.iter().find_map(|t| match t {
+            Trait::Spreadscaler(scaler) | Trait::Daemonscaler(scaler) => Some((t.kind(), scaler)),
+            Trait::Link(_) => None,
+        })
+    }
+
+    /// The links whose source is this component.
+    pub fn links(&self) -> impl Iterator<Item = &Link> {
+        self.traits.iter().filter_map(|t| match t {
+            Trait::Link(link) => Some(link),
+            Trait::Spreadscaler(_) | Trait::Daemonscaler(_) => None,
+        })
+    }
+}
+
+/// A component's `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    /// `component`: a WebAssembly component (wadm's older `actor` is read as this).
+    Component,
+    /// `capability`: a capability provider, built in (`builtin:...`) or an image.
+    Capability,
+}
+
+impl ComponentKind {
+    /// The spelling used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Component => "component",
+            ComponentKind::Capability => "capability",
+        }
+    }
+}
+
+/// A component's `properties`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Properties {
+    /// Image reference: `name:version`, `sha256:<64 hex>`, a registry reference, or for a
+    /// capability `builtin:<name>`. Never empty.
+    pub image: String,
+    /// An explicit component id; when absent the control plane derives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Named configuration handed to the component (merge with [`NamedConfig::merged`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<NamedConfig>,
+}
+
+/// A named, flat string map of configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedConfig {
+    /// The config's name.
+    pub name: String,
+    /// Its key/value pairs; numbers and booleans in the YAML are kept as their text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl NamedConfig {
+    /// Merges named configs in order into one map; a key in a later config wins.
+    pub fn merged(configs: &[NamedConfig]) -> BTreeMap<String, String> {
+        configs
+            .iter()
+            .flat_map(|config| config.properties.iter())
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+}
+
+/// One entry of a component's `traits`, serialized wadm-style as `{type, properties}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "properties", rename_all = "lowercase")]
+pub enum Trait {
+    /// Run `instances` copies spread over matching hosts.
+    Spreadscaler(Scaler),
+    /// Run `instances` copies on every matching host.
+    Daemonscaler(Scaler),
+    /// Wire an interface of this component (the source) to another component (the target).
+    Link(Link),
+}
+
+impl Trait {
+    /// The trait's `type` as spelled in manifests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trait::Spreadscaler(_) => "spreadscaler",
+            Trait::Daemonscaler(_) => "daemonscaler",
+            Trait::Link(_) => "link",
+        }
+    }
+}
+
+/// The properties of a `spreadscaler` or `daemonscaler` trait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scaler {
+    /// How many instances (in total for a spreadscaler, per host for a daemonscaler); at least 1.
+    pub instances: u32,
+    /// Where to place them; empty means anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread: Vec<Spread>,
+}
+
+/// One entry of a scaler's `spread`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spread {
+    /// A name for this share of the instances.
+    pub name: String,
+    /// Relative share, at least 1; [`DEFAULT_SPREAD_WEIGHT`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Host labels that must all match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requirements: BTreeMap<LabelKey, String>,
+}
+
+impl Spread {
+    /// The weight, or [`DEFAULT_SPREAD_WEIGHT`] when none is given.
+    pub fn effective_weight(&self) -> u32 {
+        self.weight.unwrap_or(DEFAULT_SPREAD_WEIGHT)
+    }
+}
+
+/// The properties of a `link` trait: the component holding the trait imports
+/// `namespace:package/interfaces` from `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// WIT namespace, e.g. `wasi`.
+    pub namespace: String,
+    /// WIT package, e.g. `http`.
+    pub package: String,
+    /// WIT interfaces, e.g. `incoming-handler`; never empty.
+    pub interfaces: Vec<String>,
+    /// Distinguishes several links on the same interfaces; see [`Link::link_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The component that serves the interfaces.
+    pub target: LinkTarget,
+    /// Configuration for the source end.
+    #[serde(default, skip_serializing_if = "LinkSource::is_empty")]
+    pub source: LinkSource,
+}
+
+impl Link {
+    /// The link's name, or [`DEFAULT_LINK_NAME`] when none is given.
+    pub fn link_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(DEFAULT_LINK_NAME)
+    }
+}
+
+/// The target end of a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkTarget {
+    /// A component of the same manifest.
+    pub name: ComponentName,
+    /// Configuration for the target end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<NamedConfig>,
+}
+
+/// The source end of a link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSource {
+    /// Configuration for the source end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<NamedConfig>,
+}
+
+impl LinkSource {
+    /// Whether there is nothing to configure.
+    pub fn is_empty(&self) -> bool {
+        self.config.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str, pairs: &[(&str, &str)]) -> NamedConfig {
+        NamedConfig {
+            name: name.to_string(),
+            properties: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn later_configs_win_when_merged() {
+        let merged = NamedConfig::merged(&[
+            config("a", &[("x", "1"), ("y", "1")]),
+            config("b", &[("y", "2")]),
+        ]);
+        assert_eq!(merged.get("x").map(String::as_str), Some("1"));
+        assert_eq!(merged.get("y").map(String::as_str), Some("2"));
+        assert!(NamedConfig::merged(&[]).is_empty());
+    }
+
+    #[test]
+    fn defaults_for_weight_and_link_name() {
+        let spread = Spread {
+            name: "edge".into(),
+            weight: None,
+            requirements: BTreeMap::new(),
+        };
+        assert_eq!(spread.effective_weight(), DEFAULT_SPREAD_WEIGHT);
+        let link = Link {
+            namespace: "wasi".into(),
+            package: "http".into(),
+            interfaces: vec!["incoming-handler".into()],
+            name: None,
+            target: LinkTarget {
+                name: ComponentName::new("hello").expect("valid name"),
+                config: vec![],
+            },
+            source: LinkSource::default(),
+        };
+        assert_eq!(link.link_name(), DEFAULT_LINK_NAME);
+    }
+}
