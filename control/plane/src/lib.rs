@@ -1,0 +1,86 @@
+//! `lattice-control`: the control plane. It keeps the lattice's desired state (app manifests,
+//! versioned, in JetStream KV), places components on hosts by their labels, writes each host's
+//! signed assignment, and answers the operator's `lattice ctl` requests.
+//!
+//! # Layout
+//!
+//! - [`model`]: what is stored: apps, versions, and the resolved form placement works on.
+//! - [`resolve`]: manifest -> resolved app at deploy time (tags to digests, capabilities to
+//!   bindings), refusing what cannot work with every reason.
+//! - [`placement`]: pure placement of components on hosts (rendezvous hashing, property tested).
+//! - [`status`]: pure app status from the plan and host heartbeats.
+//! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
+//! - `worker` (private): the one task that owns the state: it takes heartbeats and API
+//!   requests, re-plans, and writes the assignments that changed.
+//!
+//! # Key decision
+//!
+//! Decisions are pure functions (`placement::plan`, `status::app_status`); the worker only feeds
+//! them and acts on their output. A single task owns all mutable state, so there are no locks and
+//! requests are answered in the order they arrive.
+//!
+//! ```no_run
+//! # async fn demo(client: async_nats::Client) -> anyhow::Result<()> {
+//! use lattice_control::{ControlConfig, run};
+//! use lattice_protocol::{keys::{KeyPair, KeyRole}, names::LatticeName};
+//! let config = ControlConfig::new(LatticeName::new("default")?, KeyPair::generate(KeyRole::Operator));
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! run(config, client, shutdown).await
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+use std::time::Duration;
+
+use lattice_protocol::keys::KeyPair;
+use lattice_protocol::names::LatticeName;
+use tokio_util::sync::CancellationToken;
+
+pub mod model;
+pub mod placement;
+pub mod registry;
+pub mod resolve;
+pub mod status;
+mod worker;
+
+/// How the control plane runs.
+#[derive(Debug)]
+pub struct ControlConfig {
+    /// The lattice it controls.
+    pub lattice: LatticeName,
+    /// Its operator key: signs every assignment. Hosts trust its public half.
+    pub key: KeyPair,
+    /// A host silent for this long is lost and gets no new work. `None`: three of its own
+    /// heartbeat intervals.
+    pub host_tolerance: Option<Duration>,
+    /// How long after start to only listen (so that a restarted control plane learns what runs
+    /// before it changes anything).
+    pub startup_grace: Duration,
+    /// How often to re-check hosts and expiries without any event.
+    pub tick: Duration,
+    /// Validity of a signed assignment; re-signed when half of it has passed.
+    pub assignment_ttl: Duration,
+}
+
+impl ControlConfig {
+    /// Defaults for `lattice` and `key`.
+    pub fn new(lattice: LatticeName, key: KeyPair) -> Self {
+        Self {
+            lattice,
+            key,
+            host_tolerance: None,
+            startup_grace: Duration::from_secs(2),
+            tick: Duration::from_secs(1),
+            assignment_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Runs the control plane until `shutdown` is cancelled.
+pub async fn run(
+    config: ControlConfig,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    worker::Worker::start(config, client).await?.run(shutdown).await
+}

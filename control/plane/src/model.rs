@@ -1,0 +1,127 @@
+//! What the control plane stores: apps with their versions, each resolved at deploy time into
+//! exactly what placement needs (digests, not tags; merged config; HTTP bindings).
+
+use std::collections::BTreeMap;
+
+use lattice_protocol::assignment::HttpBinding;
+use lattice_protocol::digest::Digest;
+use lattice_protocol::names::{AppName, ComponentName};
+use serde::{Deserialize, Serialize};
+
+/// How many versions of an app are kept.
+pub const MAX_VERSIONS: usize = 20;
+
+/// An app as stored in the manifests bucket (one key per app).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredApp {
+    /// The app.
+    pub name: AppName,
+    /// Versions, oldest first.
+    pub versions: Vec<StoredVersion>,
+    /// The version that should run; `None` once undeployed.
+    pub deployed: Option<String>,
+}
+
+impl StoredApp {
+    /// The version that should run, if any.
+    pub fn desired(&self) -> Option<&StoredVersion> {
+        let want = self.deployed.as_deref()?;
+        self.versions.iter().find(|v| v.version == want)
+    }
+
+    /// The newest version (deployed or not).
+    pub fn latest(&self) -> Option<&StoredVersion> {
+        self.versions.last()
+    }
+}
+
+/// One version of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredVersion {
+    /// The version string (the manifest's `version` annotation, or derived from its content).
+    pub version: String,
+    /// The manifest exactly as deployed.
+    pub manifest: String,
+    /// Unix seconds when deployed.
+    pub deployed_at: u64,
+    /// The manifest resolved for placement.
+    pub resolved: ResolvedApp,
+}
+
+/// An app reduced to what placement and hosts need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedApp {
+    /// The app.
+    pub name: AppName,
+    /// The version.
+    pub version: String,
+    /// Its runnable components (capabilities are folded into their bindings).
+    pub components: Vec<ResolvedComponent>,
+}
+
+/// One runnable component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedComponent {
+    /// The component.
+    pub name: ComponentName,
+    /// Its artifact.
+    pub image: Digest,
+    /// How many, where.
+    pub scaler: Scaling,
+    /// Its merged named config.
+    pub config: BTreeMap<String, String>,
+    /// Where the built-in HTTP server serves it.
+    pub http: Option<HttpBinding>,
+}
+
+/// How instances of a component are placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaling {
+    /// Spread (N in total) or daemon (N on every matching host).
+    pub kind: ScalerKind,
+    /// N.
+    pub instances: u32,
+    /// Where; an empty list means one entry that matches every host.
+    pub spread: Vec<SpreadEntry>,
+}
+
+/// Spread or daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScalerKind {
+    /// N instances in total, split over the spread entries by weight.
+    Spread,
+    /// N instances on every matching host.
+    Daemon,
+}
+
+/// One spread entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpreadEntry {
+    /// Its name, for messages.
+    pub name: String,
+    /// Its share.
+    pub weight: u32,
+    /// Labels a host must all have.
+    pub requirements: BTreeMap<String, String>,
+}
+
+impl SpreadEntry {
+    /// Whether a host with `labels` matches.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    /// `zone=edge, arch=aarch64`, for messages.
+    pub fn describe(&self) -> String {
+        if self.requirements.is_empty() {
+            return "any host".to_string();
+        }
+        self.requirements
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

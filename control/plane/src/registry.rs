@@ -1,0 +1,165 @@
+//! The lattice's artifact registry: a JetStream object store holding artifacts by digest, and a
+//! KV bucket of `name:version` tags pointing at digests.
+//!
+//! Used by `lattice push` (through the CLI) and by the control plane when it resolves a manifest's
+//! `image` references at deploy time. Pushing the same bytes twice stores them once.
+
+use async_nats::jetstream::{self, kv, object_store};
+use lattice_protocol::digest::Digest;
+use lattice_protocol::error::{ErrorCode, WireError};
+use lattice_protocol::names::LatticeName;
+use lattice_protocol::subject::{Buckets, tag_key};
+use lattice_protocol::wit::{Interfaces, component_interfaces};
+use tokio::io::AsyncReadExt;
+
+/// Opens (creating if needed) the artifact store and tag bucket of a lattice.
+#[derive(Clone)]
+pub struct Registry {
+    tags: kv::Store,
+    objects: object_store::ObjectStore,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// The artifact's content address.
+    pub digest: Digest,
+    /// False when the bytes were already stored.
+    pub stored: bool,
+    /// The tag now pointing at it, if any.
+    pub tag: Option<String>,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorCode::Internal, format!("{what}: {e}"))
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Opens the registry of `lattice`, creating its buckets when missing.
+    pub async fn open(js: &jetstream::Context, lattice: &LatticeName) -> anyhow::Result<Self> {
+        let b = Buckets::new(lattice);
+        let tags = match js.get_key_value(b.tags()).await {
+            Ok(kv) => kv,
+            Err(_) => {
+                js.create_key_value(kv::Config {
+                    bucket: b.tags(),
+                    description: "Lattice artifact tags (name:version -> digest)".into(),
+                    history: 5,
+                    ..Default::default()
+                })
+                .await?
+            }
+        };
+        let objects = match js.get_object_store(b.artifacts()).await {
+            Ok(os) => os,
+            Err(_) => {
+                js.create_object_store(object_store::Config {
+                    bucket: b.artifacts(),
+                    description: Some("Lattice artifacts by sha256".into()),
+                    ..Default::default()
+                })
+                .await?
+            }
+        };
+        Ok(Self { tags, objects })
+    }
+
+    /// Stores `bytes` under their digest (unless already there) and points `tag` at it.
+    pub async fn push(&self, bytes: &[u8], tag: Option<&str>) -> Result<Pushed, WireError> {
+        let digest = Digest::of(bytes);
+        let stored = match self.objects.info(digest.hex()).await {
+            Ok(info) if !info.deleted && info.size == bytes.len() => false,
+            _ => {
+                let mut reader = bytes;
+                self.objects
+                    .put(digest.hex(), &mut reader)
+                    .await
+                    .map_err(|e| internal("storing the artifact", e))?;
+                true
+            }
+        };
+        let tag = match tag {
+            Some(tag) => {
+                let key = tag_key(tag).ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::InvalidInput,
+                        format!("tag `{tag}` must look like `name:version` (letters, digits, `-`, `_`; dots only in the version)"),
+                    )
+                })?;
+                self.tags
+                    .put(key, digest.to_string().into_bytes().into())
+                    .await
+                    .map_err(|e| internal("writing the tag", e))?;
+                Some(tag.to_string())
+            }
+            None => None,
+        };
+        Ok(Pushed {
+            digest,
+            stored,
+            tag,
+        })
+    }
+
+    /// Resolves an image reference (`sha256:...` or a `name:version` tag) to a stored digest.
+    pub async fn resolve(&self, image: &str) -> Result<Digest, WireError> {
+        let not_found = |what: String| {
+            WireError::new(
+                ErrorCode::NotFound,
+                format!("{what}; push it first with `lattice push FILE.wasm`"),
+            )
+        };
+        let digest = if image.starts_with("sha256:") {
+            Digest::parse(image).map_err(|e| WireError::new(ErrorCode::InvalidInput, e.to_string()))?
+        } else {
+            let key = tag_key(image).ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::InvalidInput,
+                    format!("image `{image}` is neither `sha256:<hex>` nor a `name:version` tag"),
+                )
+            })?;
+            let value = self
+                .tags
+                .get(key)
+                .await
+                .map_err(|e| internal("reading tags", e))?
+                .ok_or_else(|| not_found(format!("no artifact is tagged `{image}`")))?;
+            Digest::parse(&String::from_utf8_lossy(&value))
+                .map_err(|e| internal("a stored tag is corrupt", e))?
+        };
+        match self.objects.info(digest.hex()).await {
+            Ok(info) if !info.deleted => Ok(digest),
+            _ => Err(not_found(format!("artifact {digest} is not in the lattice"))),
+        }
+    }
+
+    /// The bytes of an artifact, checked against its digest.
+    pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, WireError> {
+        let mut object = self.objects.get(digest.hex()).await.map_err(|e| {
+            WireError::new(ErrorCode::NotFound, format!("artifact {digest}: {e}"))
+        })?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| internal("reading the artifact", e))?;
+        if Digest::of(&bytes) != *digest {
+            return Err(internal("artifact", format!("{digest} does not match its content")));
+        }
+        Ok(bytes)
+    }
+
+    /// The imports and exports of a stored component.
+    pub async fn interfaces(&self, digest: &Digest) -> Result<Interfaces, WireError> {
+        let bytes = self.get(digest).await?;
+        component_interfaces(&bytes).map_err(|e| {
+            WireError::new(ErrorCode::InvalidInput, format!("artifact {digest}: {e}"))
+        })
+    }
+}

@@ -1,0 +1,520 @@
+//! The control plane's single worker: it owns all state, takes heartbeats and API requests, and
+//! writes the assignments that the pure planner says changed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use lattice_manifest::Manifest;
+use lattice_protocol::assignment::{Assignment, SignedAssignment};
+use lattice_protocol::envelope::{self, Reply};
+use lattice_protocol::error::{ErrorCode, WireError};
+use lattice_protocol::messages::{
+    AppRequest, AppState, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat,
+    HostState, HostSummary,
+};
+use lattice_protocol::names::{AppName, HostId};
+use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, CtlVerb, Subject};
+use lattice_protocol::unix_now;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::ControlConfig;
+use crate::model::{MAX_VERSIONS, StoredApp, StoredVersion};
+use crate::placement::{self, HostView, Plan};
+use crate::registry::Registry;
+use crate::status::{self, short};
+
+struct Observed {
+    heartbeat: Heartbeat,
+    last_seen: Instant,
+}
+
+struct Written {
+    kv_revision: u64,
+    assignment: Assignment,
+}
+
+pub(crate) struct Worker {
+    cfg: ControlConfig,
+    client: async_nats::Client,
+    manifests: kv::Store,
+    assignments: kv::Store,
+    registry: Registry,
+    apps: BTreeMap<AppName, (StoredApp, u64)>,
+    hosts: BTreeMap<HostId, Observed>,
+    ready: Vec<HostId>,
+    written: BTreeMap<HostId, Written>,
+    plan: Plan,
+    started: Instant,
+    dirty: bool,
+}
+
+async fn bucket(js: &jetstream::Context, name: String, what: &str) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    Ok(js
+        .create_key_value(kv::Config {
+            bucket: name,
+            description: what.to_string(),
+            history: 5,
+            ..Default::default()
+        })
+        .await?)
+}
+
+async fn load<T: serde::de::DeserializeOwned>(
+    store: &kv::Store,
+) -> anyhow::Result<Vec<(String, T, u64)>> {
+    let mut out = Vec::new();
+    let mut keys = store.keys().await?;
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        if let Some(entry) = store.entry(&key).await?
+            && entry.operation == kv::Operation::Put
+        {
+            match envelope::decode::<T>(&entry.value) {
+                Ok(v) => out.push((key, v, entry.revision)),
+                Err(e) => warn!(key, error = %e, "skipping an entry that does not decode"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn invalid(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::InvalidInput, message)
+}
+
+fn version_of(manifest: &Manifest, yaml: &str) -> String {
+    manifest.version().map(str::to_string).unwrap_or_else(|| {
+        let digest = hex::encode(Sha256::digest(yaml.as_bytes()));
+        format!("sha-{}", &digest[..12])
+    })
+}
+
+impl Worker {
+    pub(crate) async fn start(cfg: ControlConfig, client: async_nats::Client) -> anyhow::Result<Self> {
+        let js = jetstream::new(client.clone());
+        let b = Buckets::new(&cfg.lattice);
+        let manifests = bucket(&js, b.manifests(), "Lattice app manifests").await?;
+        let assignments = bucket(&js, b.assignments(), "Lattice signed host assignments").await?;
+        let registry = Registry::open(&js, &cfg.lattice).await?;
+        let mut apps = BTreeMap::new();
+        for (_, app, rev) in load::<StoredApp>(&manifests).await? {
+            apps.insert(app.name.clone(), (app, rev));
+        }
+        let mut written = BTreeMap::new();
+        for (_, signed, kv_revision) in load::<SignedAssignment>(&assignments).await? {
+            if let Ok(assignment) = signed.decode_unverified() {
+                written.insert(
+                    assignment.host.clone(),
+                    Written {
+                        kv_revision,
+                        assignment,
+                    },
+                );
+            }
+        }
+        info!(
+            lattice = %cfg.lattice,
+            key = %cfg.key.public_key(),
+            apps = apps.len(),
+            assignments = written.len(),
+            "control plane started"
+        );
+        Ok(Self {
+            cfg,
+            client,
+            manifests,
+            assignments,
+            registry,
+            apps,
+            hosts: BTreeMap::new(),
+            ready: Vec::new(),
+            written,
+            plan: Plan::default(),
+            started: Instant::now(),
+            dirty: true,
+        })
+    }
+
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let lattice = self.cfg.lattice.clone();
+        let mut heartbeats = self.client.subscribe(Subject::all_heartbeats(&lattice)).await?;
+        let mut requests = self
+            .client
+            .queue_subscribe(Subject::all_ctl(&lattice), CONTROL_QUEUE_GROUP.to_string())
+            .await?;
+        // Make sure the subscriptions are registered before anyone is told we are up.
+        self.client.flush().await?;
+        let mut tick = tokio::time::interval(self.cfg.tick);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(msg) = heartbeats.next() => self.on_heartbeat(&msg.payload),
+                Some(msg) = requests.next() => self.on_request(msg).await,
+                _ = tick.tick() => self.check_hosts(),
+            }
+            if self.dirty {
+                self.reconcile().await;
+            }
+        }
+        info!("control plane stopped");
+        Ok(())
+    }
+
+    fn tolerance(&self, hb: &Heartbeat) -> Duration {
+        self.cfg
+            .host_tolerance
+            .unwrap_or_else(|| Duration::from_secs(hb.interval_secs.max(1) * 3 + 1))
+    }
+
+    fn on_heartbeat(&mut self, payload: &[u8]) {
+        let hb: Heartbeat = match envelope::decode(payload) {
+            Ok(hb) => hb,
+            Err(e) => {
+                warn!(error = %e, "ignoring a heartbeat that does not decode");
+                return;
+            }
+        };
+        let changed = self
+            .hosts
+            .get(&hb.host)
+            .is_none_or(|o| o.heartbeat.labels != hb.labels);
+        if changed {
+            info!(host = %hb.host, name = %hb.name, "host joined or changed labels");
+        }
+        self.hosts.insert(
+            hb.host.clone(),
+            Observed {
+                heartbeat: hb,
+                last_seen: Instant::now(),
+            },
+        );
+        self.check_hosts();
+        self.dirty |= changed;
+    }
+
+    /// Recomputes which hosts are ready; a change means re-planning.
+    fn check_hosts(&mut self) {
+        let ready: Vec<HostId> = self
+            .hosts
+            .iter()
+            .filter(|(_, o)| o.last_seen.elapsed() <= self.tolerance(&o.heartbeat))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ready != self.ready {
+            for lost in self.ready.iter().filter(|h| !ready.contains(h)) {
+                warn!(host = %lost, "host lost: no heartbeat within its tolerance");
+            }
+            self.ready = ready;
+            self.dirty = true;
+        }
+        // Re-sign assignments before they expire.
+        let now = unix_now();
+        let half = self.cfg.assignment_ttl.as_secs() / 2;
+        if self
+            .written
+            .values()
+            .any(|w| w.assignment.expires_at.saturating_sub(now) < half)
+        {
+            self.dirty = true;
+        }
+    }
+
+    async fn reconcile(&mut self) {
+        let desired: Vec<_> = self
+            .apps
+            .values()
+            .filter_map(|(app, _)| app.desired().map(|v| &v.resolved))
+            .collect();
+        let hosts: Vec<HostView> = self
+            .ready
+            .iter()
+            .filter_map(|id| self.hosts.get(id))
+            .map(|o| HostView {
+                id: o.heartbeat.host.clone(),
+                labels: o.heartbeat.labels.clone(),
+            })
+            .collect();
+        self.plan = placement::plan(&desired, &hosts);
+        if self.started.elapsed() < self.cfg.startup_grace {
+            // Still learning what runs: keep planning for status, but change nothing yet.
+            return;
+        }
+        self.dirty = false;
+        let now = unix_now();
+        let half = self.cfg.assignment_ttl.as_secs() / 2;
+        let changes: Vec<_> = self
+            .plan
+            .hosts
+            .iter()
+            .filter(|(host, workloads)| match self.written.get(*host) {
+                Some(w) => {
+                    &w.assignment.workloads != *workloads
+                        || w.assignment.expires_at.saturating_sub(now) < half
+                }
+                None => !workloads.is_empty(),
+            })
+            .map(|(h, w)| (h.clone(), w.clone()))
+            .collect();
+        for (host, workloads) in changes {
+            if let Err(e) = self.write_assignment(&host, workloads, now).await {
+                warn!(host = %host, error = %e, "writing an assignment failed; will retry");
+                self.dirty = true;
+            }
+        }
+    }
+
+    async fn write_assignment(
+        &mut self,
+        host: &HostId,
+        workloads: Vec<lattice_protocol::assignment::Workload>,
+        now: u64,
+    ) -> anyhow::Result<()> {
+        let previous = self.written.get(host);
+        let assignment = Assignment {
+            lattice: self.cfg.lattice.clone(),
+            host: host.clone(),
+            revision: previous.map_or(0, |w| w.assignment.revision) + 1,
+            issued_at: now,
+            expires_at: now + self.cfg.assignment_ttl.as_secs(),
+            workloads,
+        };
+        let bytes = envelope::encode(&SignedAssignment::sign(&assignment, &self.cfg.key));
+        let result = match previous {
+            Some(w) => {
+                self.assignments
+                    .update(host.as_str(), bytes.into(), w.kv_revision)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            None => self
+                .assignments
+                .create(host.as_str(), bytes.into())
+                .await
+                .map_err(anyhow::Error::from),
+        };
+        match result {
+            Ok(kv_revision) => {
+                info!(
+                    host = %short(host),
+                    revision = assignment.revision,
+                    workloads = assignment.workloads.len(),
+                    "assignment written"
+                );
+                self.written.insert(
+                    host.clone(),
+                    Written {
+                        kv_revision,
+                        assignment,
+                    },
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // Someone else wrote this key: learn its revision so the next attempt can win.
+                if let Ok(Some(entry)) = self.assignments.entry(host.as_str()).await
+                    && let Ok(signed) = envelope::decode::<SignedAssignment>(&entry.value)
+                    && let Ok(assignment) = signed.decode_unverified()
+                {
+                    self.written.insert(
+                        host.clone(),
+                        Written {
+                            kv_revision: entry.revision,
+                            assignment,
+                        },
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn on_request(&mut self, msg: async_nats::Message) {
+        let Some(reply_to) = msg.reply.clone() else {
+            return;
+        };
+        let verb = match Subject::parse(&msg.subject) {
+            Ok(Subject::Ctl { verb, .. }) => verb,
+            _ => return,
+        };
+        debug!(?verb, "control request");
+        let bytes = match verb {
+            CtlVerb::Deploy => encode_reply(self.deploy(&msg.payload).await),
+            CtlVerb::Undeploy => encode_reply(self.undeploy(&msg.payload).await),
+            CtlVerb::Apps => encode_reply(Ok::<_, WireError>(self.apps_summary())),
+            CtlVerb::Status => encode_reply(
+                envelope::decode::<AppRequest>(&msg.payload)
+                    .map_err(WireError::from)
+                    .and_then(|r| self.status(&r.name)),
+            ),
+            CtlVerb::Hosts => encode_reply(Ok::<_, WireError>(self.hosts_summary())),
+        };
+        if let Err(e) = self.client.publish(reply_to, bytes.into()).await {
+            warn!(error = %e, "could not send a reply");
+        }
+    }
+
+    async fn store_app(&mut self, app: StoredApp) -> Result<(), WireError> {
+        let bytes = envelope::encode(&app);
+        let result = match self.apps.get(&app.name) {
+            Some((_, rev)) => self
+                .manifests
+                .update(app.name.as_str(), bytes.into(), *rev)
+                .await
+                .map_err(|e| e.to_string()),
+            None => self
+                .manifests
+                .create(app.name.as_str(), bytes.into())
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let rev = result.map_err(|e| {
+            WireError::new(
+                ErrorCode::Conflict,
+                format!("storing app `{}` failed ({e}); retry the command", app.name),
+            )
+        })?;
+        self.apps.insert(app.name.clone(), (app, rev));
+        self.dirty = true;
+        Ok(())
+    }
+
+    async fn deploy(&mut self, payload: &[u8]) -> Reply<DeployReply> {
+        let req: DeployRequest = envelope::decode(payload)?;
+        let manifest = lattice_manifest::parse(&req.manifest).map_err(|diags| {
+            invalid(format!(
+                "the manifest has {} problem(s):\n{diags}",
+                diags.len()
+            ))
+        })?;
+        let name = manifest.metadata.name.clone();
+        let version = version_of(&manifest, &req.manifest);
+        let mut app = self.apps.get(&name).map(|(a, _)| a.clone()).unwrap_or(StoredApp {
+            name: name.clone(),
+            versions: Vec::new(),
+            deployed: None,
+        });
+        if let Some(existing) = app.versions.iter().find(|v| v.version == version) {
+            if existing.manifest != req.manifest {
+                return Err(WireError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "app `{name}` version `{version}` was already deployed with a different manifest; change metadata.annotations.version to deploy a new version"
+                    ),
+                ));
+            }
+        } else {
+            let resolved = crate::resolve::resolve(&manifest, &version, &self.registry).await?;
+            app.versions.push(StoredVersion {
+                version: version.clone(),
+                manifest: req.manifest.clone(),
+                deployed_at: unix_now(),
+                resolved,
+            });
+            if app.versions.len() > MAX_VERSIONS {
+                let extra = app.versions.len() - MAX_VERSIONS;
+                app.versions.drain(..extra);
+            }
+        }
+        let changed = app.deployed.as_deref() != Some(version.as_str());
+        app.deployed = Some(version.clone());
+        if changed {
+            self.store_app(app).await?;
+            info!(app = %name, version, "deployed");
+        }
+        Ok(DeployReply {
+            name,
+            version,
+            changed,
+        })
+    }
+
+    async fn undeploy(&mut self, payload: &[u8]) -> Reply<()> {
+        let req: AppRequest = envelope::decode(payload)?;
+        let Some((app, _)) = self.apps.get(&req.name) else {
+            return Err(not_found(&req.name));
+        };
+        let mut app = app.clone();
+        if app.deployed.take().is_some() {
+            self.store_app(app).await?;
+            info!(app = %req.name, "undeployed");
+        }
+        Ok(())
+    }
+
+    fn observed(&self) -> BTreeMap<HostId, Heartbeat> {
+        self.hosts
+            .iter()
+            .map(|(id, o)| (id.clone(), o.heartbeat.clone()))
+            .collect()
+    }
+
+    fn status(&self, name: &AppName) -> Reply<AppStatus> {
+        let (app, _) = self.apps.get(name).ok_or_else(|| not_found(name))?;
+        Ok(match app.desired() {
+            Some(v) => status::app_status(&v.resolved, &self.plan, &self.observed()),
+            None => AppStatus {
+                name: name.clone(),
+                version: app.latest().map(|v| v.version.clone()).unwrap_or_default(),
+                status: AppState::Undeployed,
+                message: String::new(),
+                components: Vec::new(),
+            },
+        })
+    }
+
+    fn apps_summary(&self) -> Vec<AppSummary> {
+        self.apps
+            .keys()
+            .filter_map(|name| self.status(name).ok())
+            .map(|s| AppSummary {
+                name: s.name,
+                version: s.version,
+                status: s.status,
+                message: s.message,
+            })
+            .collect()
+    }
+
+    fn hosts_summary(&self) -> Vec<HostSummary> {
+        let now = unix_now();
+        self.hosts
+            .values()
+            .map(|o| {
+                let hb = &o.heartbeat;
+                HostSummary {
+                    id: hb.host.clone(),
+                    name: hb.name.clone(),
+                    labels: hb.labels.clone(),
+                    state: if self.ready.contains(&hb.host) {
+                        HostState::Ready
+                    } else {
+                        HostState::Lost
+                    },
+                    uptime_secs: now.saturating_sub(hb.started_at),
+                    last_seen_secs: o.last_seen.elapsed().as_secs(),
+                    version: hb.version.clone(),
+                    workloads: hb.workloads.len(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn not_found(name: &AppName) -> WireError {
+    WireError::new(
+        ErrorCode::NotFound,
+        format!("no app named `{name}`; `lattice ctl get apps` lists them"),
+    )
+}
+
+fn encode_reply<T: Serialize>(reply: Reply<T>) -> Vec<u8> {
+    envelope::encode(&reply)
+}
