@@ -9,6 +9,8 @@
 //!   bindings), refusing what cannot work with every reason.
 //! - [`placement`]: pure placement of components on hosts (rendezvous hashing, property tested).
 //! - [`status`]: pure app status from the plan and host heartbeats.
+//! - [`buckets`]: KV bucket creation that every nats-server version accepts.
+//! - [`client`]: a typed client of the control-plane API (`lattice ctl`, tests).
 //! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
 //! - `worker` (private): the one task that owns the state: it takes heartbeats and API
 //!   requests, re-plans, and writes the assignments that changed.
@@ -36,6 +38,8 @@ use lattice_protocol::keys::KeyPair;
 use lattice_protocol::names::LatticeName;
 use tokio_util::sync::CancellationToken;
 
+pub mod buckets;
+pub mod client;
 pub mod model;
 pub mod placement;
 pub mod registry;
@@ -82,5 +86,8 @@ pub async fn run(
     client: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    worker::Worker::start(config, client).await?.run(shutdown).await
+    worker::Worker::start(config, client)
+        .await?
+        .run(shutdown)
+        .await
 }

@@ -236,7 +236,11 @@ mod tests {
         let p = plan(&[&a], &[host(1, "edge")]);
         assert_eq!(total(&p), 0);
         assert_eq!(p.unplaced.len(), 1);
-        assert!(p.unplaced[0].reason.contains("zone=mars"), "{:?}", p.unplaced);
+        assert!(
+            p.unplaced[0].reason.contains("zone=mars"),
+            "{:?}",
+            p.unplaced
+        );
     }
 
     #[test]
@@ -250,15 +254,8 @@ mod tests {
     }
 
     fn hosts_strategy() -> impl Strategy<Value = Vec<HostView>> {
-        prop::collection::vec(prop::sample::select(vec!["edge", "cloud", "core"]), 0..12).prop_map(
-            |zones| {
-                zones
-                    .iter()
-                    .enumerate()
-                    .map(|(i, z)| host(i, z))
-                    .collect()
-            },
-        )
+        prop::collection::vec(prop::sample::select(vec!["edge", "cloud", "core"]), 0..12)
+            .prop_map(|zones| zones.iter().enumerate().map(|(i, z)| host(i, z)).collect())
     }
 
     proptest! {

@@ -44,18 +44,13 @@ impl Registry {
     /// Opens the registry of `lattice`, creating its buckets when missing.
     pub async fn open(js: &jetstream::Context, lattice: &LatticeName) -> anyhow::Result<Self> {
         let b = Buckets::new(lattice);
-        let tags = match js.get_key_value(b.tags()).await {
-            Ok(kv) => kv,
-            Err(_) => {
-                js.create_key_value(kv::Config {
-                    bucket: b.tags(),
-                    description: "Lattice artifact tags (name:version -> digest)".into(),
-                    history: 5,
-                    ..Default::default()
-                })
-                .await?
-            }
-        };
+        let tags = crate::buckets::ensure_kv(
+            js,
+            &b.tags(),
+            5,
+            "Lattice artifact tags (name:version -> digest)",
+        )
+        .await?;
         let objects = match js.get_object_store(b.artifacts()).await {
             Ok(os) => os,
             Err(_) => {
@@ -116,7 +111,8 @@ impl Registry {
             )
         };
         let digest = if image.starts_with("sha256:") {
-            Digest::parse(image).map_err(|e| WireError::new(ErrorCode::InvalidInput, e.to_string()))?
+            Digest::parse(image)
+                .map_err(|e| WireError::new(ErrorCode::InvalidInput, e.to_string()))?
         } else {
             let key = tag_key(image).ok_or_else(|| {
                 WireError::new(
@@ -135,22 +131,28 @@ impl Registry {
         };
         match self.objects.info(digest.hex()).await {
             Ok(info) if !info.deleted => Ok(digest),
-            _ => Err(not_found(format!("artifact {digest} is not in the lattice"))),
+            _ => Err(not_found(format!(
+                "artifact {digest} is not in the lattice"
+            ))),
         }
     }
 
     /// The bytes of an artifact, checked against its digest.
     pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, WireError> {
-        let mut object = self.objects.get(digest.hex()).await.map_err(|e| {
-            WireError::new(ErrorCode::NotFound, format!("artifact {digest}: {e}"))
-        })?;
+        let mut object =
+            self.objects.get(digest.hex()).await.map_err(|e| {
+                WireError::new(ErrorCode::NotFound, format!("artifact {digest}: {e}"))
+            })?;
         let mut bytes = Vec::new();
         object
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| internal("reading the artifact", e))?;
         if Digest::of(&bytes) != *digest {
-            return Err(internal("artifact", format!("{digest} does not match its content")));
+            return Err(internal(
+                "artifact",
+                format!("{digest} does not match its content"),
+            ));
         }
         Ok(bytes)
     }
@@ -158,8 +160,7 @@ impl Registry {
     /// The imports and exports of a stored component.
     pub async fn interfaces(&self, digest: &Digest) -> Result<Interfaces, WireError> {
         let bytes = self.get(digest).await?;
-        component_interfaces(&bytes).map_err(|e| {
-            WireError::new(ErrorCode::InvalidInput, format!("artifact {digest}: {e}"))
-        })
+        component_interfaces(&bytes)
+            .map_err(|e| WireError::new(ErrorCode::InvalidInput, format!("artifact {digest}: {e}")))
     }
 }

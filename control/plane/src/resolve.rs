@@ -26,13 +26,19 @@ enum Builtin {
 fn builtin(image: &str) -> Option<Builtin> {
     // wasmCloud manifests name their HTTP server provider by its OCI image; the host's built-in
     // server does the same job, so those manifests deploy unchanged.
-    let wasmcloud = ["ghcr.io/wasmcloud/http-server", "wasmcloud.azurecr.io/httpserver"];
+    let wasmcloud = [
+        "ghcr.io/wasmcloud/http-server",
+        "wasmcloud.azurecr.io/httpserver",
+    ];
     (image == "builtin:http-server" || wasmcloud.iter().any(|p| image.starts_with(p)))
         .then_some(Builtin::HttpServer)
 }
 
 /// Where the built-in HTTP server serves which component: from the capabilities' link traits.
-fn http_bindings(manifest: &Manifest, problems: &mut Vec<String>) -> BTreeMap<ComponentName, String> {
+fn http_bindings(
+    manifest: &Manifest,
+    problems: &mut Vec<String>,
+) -> BTreeMap<ComponentName, String> {
     let mut out: BTreeMap<ComponentName, String> = BTreeMap::new();
     let mut by_address: BTreeMap<String, ComponentName> = BTreeMap::new();
     for cap in manifest
@@ -83,7 +89,11 @@ fn http_bindings(manifest: &Manifest, problems: &mut Vec<String>) -> BTreeMap<Co
                 ));
                 continue;
             }
-            if let Some(other) = by_address.get(&address).filter(|o| *o != target) {
+            // Port 0 means "any free port": such bindings never collide.
+            if let Some(other) = by_address
+                .get(&address)
+                .filter(|o| *o != target && !address.ends_with(":0"))
+            {
                 problems.push(format!(
                     "address {address} is bound to both `{other}` and `{target}`; give each its own address"
                 ));
@@ -156,7 +166,10 @@ pub async fn resolve(
         .filter(|c| c.kind == ComponentKind::Component)
     {
         let Some(scaler) = scaling(c) else {
-            problems.push(format!("component `{}` has no spreadscaler or daemonscaler", c.name));
+            problems.push(format!(
+                "component `{}` has no spreadscaler or daemonscaler",
+                c.name
+            ));
             continue;
         };
         let image = match registry.resolve(&c.properties.image).await {

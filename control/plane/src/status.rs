@@ -22,6 +22,7 @@ pub fn app_status(
             instances: 0,
             state: WorkloadState::Failed,
             message: unplaced.reason.clone(),
+            endpoint: None,
         });
     }
     for (host, workloads) in &plan.hosts {
@@ -34,9 +35,13 @@ pub fn app_status(
                         && r.image == w.image
                 })
             });
-            let (state, message) = match reported {
-                Some(r) => (r.state, r.message.clone()),
-                None => (WorkloadState::Pending, "waiting for the host".to_string()),
+            let (state, message, endpoint) = match reported {
+                Some(r) => (r.state, r.message.clone(), r.endpoint.clone()),
+                None => (
+                    WorkloadState::Pending,
+                    "waiting for the host".to_string(),
+                    None,
+                ),
             };
             components.push(ComponentStatus {
                 name: w.component.clone(),
@@ -44,6 +49,7 @@ pub fn app_status(
                 instances: w.instances,
                 state,
                 message,
+                endpoint,
             });
         }
     }
@@ -73,7 +79,10 @@ pub fn app_status(
             .count();
         (
             AppState::Reconciling,
-            format!("{waiting} of {} placements not running yet", components.len()),
+            format!(
+                "{waiting} of {} placements not running yet",
+                components.len()
+            ),
         )
     };
     AppStatus {

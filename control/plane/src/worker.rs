@@ -11,8 +11,8 @@ use lattice_protocol::assignment::{Assignment, SignedAssignment};
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
-    AppRequest, AppState, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat,
-    HostState, HostSummary,
+    AppRequest, AppState, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostState,
+    HostSummary,
 };
 use lattice_protocol::names::{AppName, HostId};
 use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, CtlVerb, Subject};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::ControlConfig;
+use crate::buckets::ensure_kv;
 use crate::model::{MAX_VERSIONS, StoredApp, StoredVersion};
 use crate::placement::{self, HostView, Plan};
 use crate::registry::Registry;
@@ -51,20 +52,6 @@ pub(crate) struct Worker {
     plan: Plan,
     started: Instant,
     dirty: bool,
-}
-
-async fn bucket(js: &jetstream::Context, name: String, what: &str) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(&name).await {
-        return Ok(store);
-    }
-    Ok(js
-        .create_key_value(kv::Config {
-            bucket: name,
-            description: what.to_string(),
-            history: 5,
-            ..Default::default()
-        })
-        .await?)
 }
 
 async fn load<T: serde::de::DeserializeOwned>(
@@ -98,11 +85,15 @@ fn version_of(manifest: &Manifest, yaml: &str) -> String {
 }
 
 impl Worker {
-    pub(crate) async fn start(cfg: ControlConfig, client: async_nats::Client) -> anyhow::Result<Self> {
+    pub(crate) async fn start(
+        cfg: ControlConfig,
+        client: async_nats::Client,
+    ) -> anyhow::Result<Self> {
         let js = jetstream::new(client.clone());
         let b = Buckets::new(&cfg.lattice);
-        let manifests = bucket(&js, b.manifests(), "Lattice app manifests").await?;
-        let assignments = bucket(&js, b.assignments(), "Lattice signed host assignments").await?;
+        let manifests = ensure_kv(&js, &b.manifests(), 5, "Lattice app manifests").await?;
+        let assignments =
+            ensure_kv(&js, &b.assignments(), 5, "Lattice signed host assignments").await?;
         let registry = Registry::open(&js, &cfg.lattice).await?;
         let mut apps = BTreeMap::new();
         for (_, app, rev) in load::<StoredApp>(&manifests).await? {
@@ -145,7 +136,10 @@ impl Worker {
 
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let lattice = self.cfg.lattice.clone();
-        let mut heartbeats = self.client.subscribe(Subject::all_heartbeats(&lattice)).await?;
+        let mut heartbeats = self
+            .client
+            .subscribe(Subject::all_heartbeats(&lattice))
+            .await?;
         let mut requests = self
             .client
             .queue_subscribe(Subject::all_ctl(&lattice), CONTROL_QUEUE_GROUP.to_string())
@@ -288,12 +282,11 @@ impl Worker {
         };
         let bytes = envelope::encode(&SignedAssignment::sign(&assignment, &self.cfg.key));
         let result = match previous {
-            Some(w) => {
-                self.assignments
-                    .update(host.as_str(), bytes.into(), w.kv_revision)
-                    .await
-                    .map_err(anyhow::Error::from)
-            }
+            Some(w) => self
+                .assignments
+                .update(host.as_str(), bytes.into(), w.kv_revision)
+                .await
+                .map_err(anyhow::Error::from),
             None => self
                 .assignments
                 .create(host.as_str(), bytes.into())
@@ -396,11 +389,15 @@ impl Worker {
         })?;
         let name = manifest.metadata.name.clone();
         let version = version_of(&manifest, &req.manifest);
-        let mut app = self.apps.get(&name).map(|(a, _)| a.clone()).unwrap_or(StoredApp {
-            name: name.clone(),
-            versions: Vec::new(),
-            deployed: None,
-        });
+        let mut app = self
+            .apps
+            .get(&name)
+            .map(|(a, _)| a.clone())
+            .unwrap_or(StoredApp {
+                name: name.clone(),
+                versions: Vec::new(),
+                deployed: None,
+            });
         if let Some(existing) = app.versions.iter().find(|v| v.version == version) {
             if existing.manifest != req.manifest {
                 return Err(WireError::new(

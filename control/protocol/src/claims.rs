@@ -144,7 +144,9 @@ pub enum VerifyError {
     #[error("malformed WebAssembly: {0}")]
     Malformed(String),
     /// No claims section.
-    #[error("unsigned component: it has no `{CLAIMS_SECTION}` section; sign it with `lattice sign`")]
+    #[error(
+        "unsigned component: it has no `{CLAIMS_SECTION}` section; sign it with `lattice sign`"
+    )]
     Unsigned,
     /// The claims section cannot be decoded.
     #[error("malformed claims section: {0}")]
@@ -158,7 +160,9 @@ pub enum VerifyError {
         issuer: String,
     },
     /// The component's bytes differ from those signed.
-    #[error("tampered component: its content hash is {actual} but the claims were signed for {expected}")]
+    #[error(
+        "tampered component: its content hash is {actual} but the claims were signed for {expected}"
+    )]
     Tampered {
         /// The hash in the claims.
         expected: Digest,
@@ -186,7 +190,9 @@ pub enum VerifyError {
         not_before: u64,
     },
     /// It imports something its claims do not allow.
-    #[error("component imports `{import}`, which its signed claims do not allow (allowed: {allowed})")]
+    #[error(
+        "component imports `{import}`, which its signed claims do not allow (allowed: {allowed})"
+    )]
     ImportNotAllowed {
         /// The import.
         import: String,
@@ -202,7 +208,9 @@ pub enum SignError {
     #[error(transparent)]
     Input(#[from] VerifyError),
     /// The key is not an issuer key.
-    #[error("signing needs an issuer key (`lattice keys gen issuer`), this one is for the {0} role")]
+    #[error(
+        "signing needs an issuer key (`lattice keys gen issuer`), this one is for the {0} role"
+    )]
     NotIssuer(&'static str),
 }
 
@@ -243,7 +251,9 @@ fn read_leb_u32(bytes: &[u8], mut pos: usize) -> Result<(u32, usize), VerifyErro
                 .map_err(|_| VerifyError::Malformed("section length too large".into()));
         }
     }
-    Err(VerifyError::Malformed("section length is not a valid LEB128".into()))
+    Err(VerifyError::Malformed(
+        "section length is not a valid LEB128".into(),
+    ))
 }
 
 /// The top-level sections. Components and core modules frame sections the same way (an id byte,
@@ -257,7 +267,9 @@ fn sections(bytes: &[u8]) -> Result<Vec<Section>, VerifyError> {
         let end = content_start
             .checked_add(len as usize)
             .filter(|end| *end <= bytes.len())
-            .ok_or_else(|| VerifyError::Malformed("a section runs past the end of the file".into()))?;
+            .ok_or_else(|| {
+                VerifyError::Malformed("a section runs past the end of the file".into())
+            })?;
         out.push(Section {
             id,
             start: pos,
@@ -274,7 +286,9 @@ fn custom_section<'a>(bytes: &'a [u8], s: &Section) -> Result<(&'a str, &'a [u8]
     let (name_len, name_start) = read_leb_u32(bytes, s.content_start)?;
     let name_end = name_start + name_len as usize;
     if name_end > s.end {
-        return Err(VerifyError::Malformed("custom section name runs past its section".into()));
+        return Err(VerifyError::Malformed(
+            "custom section name runs past its section".into(),
+        ));
     }
     let name = std::str::from_utf8(&bytes[name_start..name_end])
         .map_err(|_| VerifyError::Malformed("custom section name is not UTF-8".into()))?;
@@ -336,7 +350,10 @@ pub fn sign_component(
     let (mut stripped, _) = split_claims(component)?;
     let claims = Claims {
         issuer: issuer.public_key(),
-        subject: options.subject.clone().unwrap_or_else(|| options.name.clone()),
+        subject: options
+            .subject
+            .clone()
+            .unwrap_or_else(|| options.name.clone()),
         name: options.name.clone(),
         version: options.version.clone(),
         module_hash: Digest::of(&stripped),
@@ -469,9 +486,8 @@ mod tests {
 
         // Re-signing with another key keeps a valid signature but an untrusted issuer.
         let stranger = KeyPair::generate(KeyRole::Issuer);
-        let resigned =
-            sign_component(&signed, &stranger, &ClaimsOptions::named("hello", "1"), 100)
-                .expect("signs");
+        let resigned = sign_component(&signed, &stranger, &ClaimsOptions::named("hello", "1"), 100)
+            .expect("signs");
         assert!(matches!(
             verify_component(&resigned, &trust, 100),
             Err(VerifyError::UntrustedIssuer { .. })
@@ -524,7 +540,10 @@ mod tests {
             verify_component(b"\0asm\x01\0\0\0", &trust, 0),
             Err(VerifyError::NotAComponent)
         );
-        assert_eq!(verify_component(b"hello", &trust, 0), Err(VerifyError::NotWasm));
+        assert_eq!(
+            verify_component(b"hello", &trust, 0),
+            Err(VerifyError::NotWasm)
+        );
         let mut truncated = component_with_custom("x", b"abc");
         truncated.pop();
         assert!(matches!(

@@ -80,7 +80,12 @@ mod tests {
     fn round_trips_and_refuses_garbage() {
         let d = Digest::of(b"abc");
         assert_eq!(Digest::parse(&d.to_string()).expect("parses"), d);
-        for bad in ["sha256:", "md5:00", "sha256:ABC", &format!("sha256:{}", "g".repeat(64))] {
+        for bad in [
+            "sha256:",
+            "md5:00",
+            "sha256:ABC",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
             assert!(Digest::parse(bad).is_err(), "{bad}");
         }
     }

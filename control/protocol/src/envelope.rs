@@ -105,7 +105,10 @@ mod tests {
 
     #[test]
     fn replies_carry_typed_errors() {
-        let r: Reply<u32> = Err(WireError::new(ErrorCode::NoHosts, "nothing matches zone=edge"));
+        let r: Reply<u32> = Err(WireError::new(
+            ErrorCode::NoHosts,
+            "nothing matches zone=edge",
+        ));
         let back: Reply<u32> = decode(&encode(&r)).expect("decodes");
         assert_eq!(back.unwrap_err().code, ErrorCode::NoHosts);
     }

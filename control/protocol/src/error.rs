@@ -19,6 +19,8 @@ pub enum ErrorCode {
     NotAllowed,
     /// Nobody answered in time.
     Timeout,
+    /// Nobody is there to answer (no control plane, no host).
+    Unavailable,
     /// The operation conflicts with the current state (e.g. a concurrent write).
     Conflict,
     /// The message could not be decoded or is of an unsupported version.

@@ -83,7 +83,9 @@ pub enum KeyError {
         reason: String,
     },
     /// The key has another role than the one needed here.
-    #[error("this is a key for the {found} role, but the {expected} role is needed here; generate one with `lattice keys gen {expected}`")]
+    #[error(
+        "this is a key for the {found} role, but the {expected} role is needed here; generate one with `lattice keys gen {expected}`"
+    )]
     WrongRole {
         /// The role needed.
         expected: &'static str,
@@ -120,7 +122,9 @@ impl PublicKey {
             .chars()
             .next()
             .and_then(KeyRole::of_prefix)
-            .ok_or_else(|| invalid("it must start with A (issuer), O (operator) or N (host)".into()))?;
+            .ok_or_else(|| {
+                invalid("it must start with A (issuer), O (operator) or N (host)".into())
+            })?;
         NKeyPair::from_public_key(s).map_err(|e| invalid(e.to_string()))?;
         let _ = role;
         Ok(Self {
@@ -306,7 +310,11 @@ mod tests {
     fn wrong_role_is_named() {
         let kp = KeyPair::generate(KeyRole::Host);
         let err = KeyPair::from_seed_role(&kp.seed(), KeyRole::Operator).unwrap_err();
-        assert!(err.to_string().contains("the host role, but the operator role"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the host role, but the operator role"),
+            "{err}"
+        );
         assert!(PublicKey::parse("Zgarbage").is_err());
     }
 

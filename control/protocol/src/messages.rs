@@ -97,6 +97,9 @@ pub struct ComponentStatus {
     pub state: WorkloadState,
     /// Why, when not running.
     pub message: String,
+    /// Where it is served (`ip:port` of the built-in HTTP server), when it is.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// A host as the control plane sees it (`ctl.hosts`).
@@ -160,6 +163,9 @@ pub struct Heartbeat {
     pub interval_secs: u64,
     /// What it runs, or failed to run.
     pub workloads: Vec<WorkloadStatus>,
+    /// The last assignment it refused, and why (forged, replayed, expired, ...).
+    #[serde(default)]
+    pub last_refusal: Option<String>,
 }
 
 /// One workload as a host reports it.
@@ -179,6 +185,10 @@ pub struct WorkloadStatus {
     pub state: WorkloadState,
     /// Why, when failed (e.g. which verification check refused it).
     pub message: String,
+    /// The address the built-in HTTP server actually listens on for it (a manifest may ask
+    /// for port 0: any free port).
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// The state of a workload on a host.

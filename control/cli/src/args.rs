@@ -1,0 +1,311 @@
+//! Command-line arguments of `lattice` and `lattice-host`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Lattice: a distributed actor runtime for WebAssembly components over NATS.
+#[derive(Debug, Parser)]
+#[command(name = "lattice", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a local lattice in the foreground: nats-server, control plane and one host, with dev keys.
+    Up(UpArgs),
+    /// Operate a lattice: deploy, undeploy, get, status.
+    Ctl(CtlArgs),
+    /// Manage keys.
+    Keys {
+        /// The key command.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Sign a component: embed claims signed by an issuer key.
+    Sign(SignArgs),
+    /// Show a component's claims, imports and exports, and whether its signature verifies.
+    Inspect(InspectArgs),
+    /// Store a component in the lattice and print its reference.
+    Push(PushArgs),
+    /// Run a host.
+    Host(HostArgs),
+    /// Run the control plane.
+    Control(ControlArgs),
+}
+
+/// How to reach NATS; every networked command takes these.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS URL. Default: the lattice `lattice up` started, else nats://127.0.0.1:4222.
+    #[arg(long, env = "LATTICE_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// Lattice name.
+    #[arg(long, env = "LATTICE_LATTICE", global = true)]
+    pub lattice: Option<String>,
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long, env = "LATTICE_NATS_CREDS", global = true)]
+    pub creds: Option<PathBuf>,
+    /// File with a NATS nkey seed (`SU...`) to authenticate with.
+    #[arg(long, env = "LATTICE_NATS_NKEY", global = true)]
+    pub nkey: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS server with.
+    #[arg(long, env = "LATTICE_NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --tls-key.
+    #[arg(
+        long,
+        env = "LATTICE_NATS_TLS_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(
+        long,
+        env = "LATTICE_NATS_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS even if the server does not ask for it.
+    #[arg(long, env = "LATTICE_NATS_TLS", global = true)]
+    pub tls: bool,
+}
+
+/// `lattice up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Use this NATS (with JetStream) instead of starting a nats-server.
+    #[arg(long, env = "LATTICE_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Lattice name.
+    #[arg(long, env = "LATTICE_LATTICE", default_value = "default")]
+    pub lattice: String,
+    /// Where keys, NATS data and host state live. Default: ~/.lattice
+    #[arg(long, env = "LATTICE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Port of the started nats-server (0: any free port).
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Labels of the local host, `key=value`.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// `lattice ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The state directory of `lattice up`, whose NATS URL is used when none is given.
+    #[arg(long, env = "LATTICE_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// `lattice ctl ...`.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Deploy a manifest as a new version of its app.
+    Deploy {
+        /// The manifest (YAML).
+        file: PathBuf,
+        /// Wait until the app is deployed (or failed), showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (e.g. 90s, 5m).
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Stop and remove an app (its versions are kept).
+    Undeploy {
+        /// The app.
+        name: String,
+    },
+    /// List apps or hosts.
+    Get {
+        /// What to list.
+        #[command(subcommand)]
+        what: GetWhat,
+    },
+    /// One app's status, per component and host.
+    Status {
+        /// The app.
+        name: String,
+    },
+}
+
+/// `lattice ctl get ...`.
+#[derive(Debug, Subcommand)]
+pub enum GetWhat {
+    /// Apps with their version and status.
+    Apps,
+    /// Hosts with their labels and state.
+    Hosts,
+}
+
+/// `lattice keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a key pair.
+    Gen {
+        /// issuer (signs components), operator (the control plane) or host.
+        role: String,
+        /// Write the key to this file (mode 0600) instead of printing the seed.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `lattice sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The component to sign.
+    pub input: PathBuf,
+    /// Where to write the signed component.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The issuer key file (`lattice keys gen issuer -o FILE`).
+    #[arg(long, env = "LATTICE_ISSUER_KEY")]
+    pub issuer: PathBuf,
+    /// Name in the claims. Default: the file name without extension.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Version in the claims.
+    #[arg(long, default_value = "0.1.0")]
+    pub version: String,
+    /// An interface it may import beyond WASI's base (repeatable), e.g. wasi:http or wasi:keyvalue/store.
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
+    /// Validity from now, e.g. 30d or 12h. Default: no expiry.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
+    /// Not valid until this long from now.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub not_before_in: Option<std::time::Duration>,
+}
+
+/// `lattice inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The component.
+    pub file: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `lattice push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The component.
+    pub file: PathBuf,
+    /// Tag to point at it (`name:version`). Default: from its signed claims.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// The state directory of `lattice up`, whose NATS URL is used when none is given.
+    #[arg(long, env = "LATTICE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `lattice host` and `lattice-host`.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Labels, `key=value` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Issuer public keys (`A...`) whose components this host runs.
+    #[arg(
+        long = "trust-issuer",
+        env = "LATTICE_TRUST_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub trust_issuers: Vec<String>,
+    /// Control-plane public keys (`O...`) whose assignments this host accepts.
+    #[arg(
+        long = "trust-operator",
+        env = "LATTICE_TRUST_OPERATORS",
+        value_delimiter = ','
+    )]
+    pub trust_operators: Vec<String>,
+    /// Where the host keeps its key, assignment, artifacts and compiled code. Default: ~/.lattice/host
+    #[arg(long, env = "LATTICE_HOST_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The host's human name. Default: the machine's hostname.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat_secs: u64,
+}
+
+/// `lattice control`.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The operator key file (`lattice keys gen operator -o FILE`).
+    #[arg(long, env = "LATTICE_CONTROL_KEY")]
+    pub key: PathBuf,
+}
+
+/// Parses `key=value`, validating the key as a label name.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label `{s}` must be `key=value`"))?;
+    lattice_protocol::names::LabelKey::new(k).map_err(|e| e.to_string())?;
+    if v.chars().any(char::is_control) {
+        return Err(format!("label `{k}` has a control character in its value"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn labels_are_validated() {
+        assert_eq!(
+            parse_label("zone=edge"),
+            Ok(("zone".to_string(), "edge".to_string()))
+        );
+        assert!(parse_label("zone").is_err());
+        let err = parse_label("my.zone=edge").unwrap_err();
+        assert!(err.contains("subject separator"), "{err}");
+    }
+}

@@ -1,0 +1,251 @@
+//! `lattice ctl`: deploy, undeploy, get, status.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lattice_control::client::CtlClient;
+use lattice_protocol::messages::{AppState, AppStatus, HostSummary, WorkloadState};
+use lattice_protocol::names::AppName;
+
+use crate::args::{CtlArgs, CtlCommand, GetWhat, Output};
+use crate::nats::{self, Patience};
+use crate::output::{self, ago, table};
+
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// Runs a `lattice ctl` command.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    // A manifest is checked locally first: errors then point into the user's file.
+    let manifest = match &args.command {
+        CtlCommand::Deploy { file, .. } => Some(read_manifest(file)?),
+        _ => None,
+    };
+    let target = nats::target(&args.nats, args.state_dir.as_deref())?;
+    let client = nats::connect(&args.nats, &target.url, "lattice ctl", Patience::FailFast).await?;
+    let ctl = CtlClient::new(client, target.lattice.clone());
+    match args.command {
+        CtlCommand::Deploy { wait, timeout, .. } => {
+            let (yaml, name) = manifest.context("manifest read above")?;
+            let reply = ctl.deploy(&yaml).await?;
+            if args.output == Output::Table {
+                eprintln!(
+                    "{} {} {}",
+                    reply.name,
+                    reply.version,
+                    if reply.changed {
+                        "deployed"
+                    } else {
+                        "is already the deployed version"
+                    }
+                );
+            }
+            if wait {
+                let status = wait_deployed(&ctl, &name, timeout, args.output).await?;
+                output::print(args.output, &status, status_table);
+            } else if args.output == Output::Json {
+                output::print(args.output, &reply, |_| String::new());
+            }
+        }
+        CtlCommand::Undeploy { name } => {
+            let name = AppName::new(name)?;
+            ctl.undeploy(&name).await?;
+            eprintln!("{name} undeployed");
+        }
+        CtlCommand::Get {
+            what: GetWhat::Apps,
+        } => {
+            let apps = ctl.apps().await?;
+            output::print(args.output, &apps, |apps| {
+                let rows: Vec<Vec<String>> = apps
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.name.to_string(),
+                            a.version.clone(),
+                            a.status.to_string(),
+                            a.message.clone(),
+                        ]
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    return "no apps; deploy one with `lattice ctl deploy FILE.yaml`\n".into();
+                }
+                table(&["NAME", "VERSION", "STATUS", "MESSAGE"], &rows)
+            });
+        }
+        CtlCommand::Get {
+            what: GetWhat::Hosts,
+        } => {
+            let hosts = ctl.hosts().await?;
+            output::print(args.output, &hosts, hosts_table);
+        }
+        CtlCommand::Status { name } => {
+            let status = ctl.status(&AppName::new(name)?).await?;
+            output::print(args.output, &status, status_table);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks a manifest, printing every problem with its line.
+fn read_manifest(file: &Path) -> anyhow::Result<(String, AppName)> {
+    let yaml =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    match lattice_manifest::parse(&yaml) {
+        Ok(m) => Ok((yaml, m.metadata.name)),
+        Err(diags) => {
+            for d in diags.iter() {
+                eprintln!(
+                    "{}:{}:{}: {}: {}",
+                    file.display(),
+                    d.line,
+                    d.column,
+                    d.path,
+                    d.message
+                );
+                if let Some(help) = &d.help {
+                    eprintln!("  help: {help}");
+                }
+            }
+            anyhow::bail!(
+                "{} has {} problem(s); nothing was deployed",
+                file.display(),
+                diags.len()
+            )
+        }
+    }
+}
+
+/// Polls the app's status until it is deployed, failed for good, or `timeout` passes.
+async fn wait_deployed(
+    ctl: &CtlClient,
+    name: &AppName,
+    timeout: Duration,
+    output: Output,
+) -> anyhow::Result<AppStatus> {
+    let start = Instant::now();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let status = ctl.status(name).await?;
+        if output == Output::Table {
+            for c in &status.components {
+                let key = format!(
+                    "{} on {}",
+                    c.name,
+                    c.host
+                        .as_ref()
+                        .map_or("-".to_string(), |h| short(h.as_str()))
+                );
+                let line = if c.message.is_empty() {
+                    c.state.to_string()
+                } else {
+                    format!("{} ({})", c.state, c.message)
+                };
+                if seen.get(&key) != Some(&line) {
+                    eprintln!("  [{:>5.1}s] {key}: {line}", start.elapsed().as_secs_f64());
+                    seen.insert(key, line);
+                }
+            }
+        }
+        match status.status {
+            AppState::Deployed => return Ok(status),
+            // A failure may be brief (no host has joined yet); give it a moment to clear.
+            AppState::Failed => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(3) {
+                    anyhow::bail!("{name} {} failed: {}", status.version, status.message);
+                }
+            }
+            _ => failing_since = None,
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!(
+                "{name} is still {} after {:?}: {}; see `lattice ctl status {name}`",
+                status.status,
+                timeout,
+                status.message
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn hosts_table(hosts: &Vec<HostSummary>) -> String {
+    if hosts.is_empty() {
+        return "no hosts have reported; start one with `lattice host` or `lattice up`\n".into();
+    }
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                short(h.id.as_str()),
+                h.name.clone(),
+                h.state.to_string(),
+                ago(h.uptime_secs),
+                format!("{} ago", ago(h.last_seen_secs)),
+                h.workloads.to_string(),
+                h.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "NAME",
+            "STATE",
+            "UPTIME",
+            "LAST SEEN",
+            "WORKLOADS",
+            "LABELS",
+        ],
+        &rows,
+    )
+}
+
+fn status_table(s: &AppStatus) -> String {
+    let mut out = format!("{} {}: {}\n", s.name, s.version, s.status);
+    if !s.message.is_empty() {
+        out += &format!("  {}\n", s.message);
+    }
+    let rows: Vec<Vec<String>> = s
+        .components
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.to_string(),
+                c.host.as_ref().map_or("-".into(), |h| short(h.as_str())),
+                c.instances.to_string(),
+                c.state.to_string(),
+                if c.state == WorkloadState::Running {
+                    c.endpoint
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("http://{e}/"))
+                } else {
+                    c.message.clone()
+                },
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out += &table(
+            &[
+                "COMPONENT",
+                "HOST",
+                "INSTANCES",
+                "STATE",
+                "ENDPOINT / MESSAGE",
+            ],
+            &rows,
+        );
+    }
+    out
+}

@@ -1,0 +1,100 @@
+//! `lattice host` and `lattice control`: long-running processes in the foreground.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lattice_control::ControlConfig;
+use lattice_host::HostConfig;
+use lattice_protocol::keys::{KeyRole, PublicKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{ControlArgs, HostArgs};
+use crate::nats::{self, Patience};
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+fn keys(list: &[String], role: KeyRole, flag: &str) -> anyhow::Result<Vec<PublicKey>> {
+    list.iter()
+        .map(|k| PublicKey::parse_role(k, role).map_err(|e| anyhow::anyhow!("{flag} {k}: {e}")))
+        .collect()
+}
+
+/// Builds a host configuration from its arguments.
+pub fn host_config(
+    args: &HostArgs,
+    lattice: lattice_protocol::names::LatticeName,
+) -> anyhow::Result<HostConfig> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| nats::default_state_dir().join("host"));
+    let mut config = HostConfig::new(lattice, state_dir);
+    config.name = args.name.clone();
+    config.labels = args.labels.iter().cloned().collect();
+    config.trusted_issuers = keys(&args.trust_issuers, KeyRole::Issuer, "--trust-issuer")?;
+    config.trusted_operators = keys(&args.trust_operators, KeyRole::Operator, "--trust-operator")?;
+    config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    if config.trusted_issuers.is_empty() {
+        tracing::warn!("no --trust-issuer given: this host will refuse every component");
+    }
+    Ok(config)
+}
+
+/// Runs a host in the foreground.
+pub async fn host(args: HostArgs) -> anyhow::Result<()> {
+    let target = nats::target(&args.nats, None)?;
+    let config = host_config(&args, target.lattice.clone())?;
+    // A host starts even when NATS is unreachable: it serves from its saved state meanwhile.
+    let client = nats::connect(
+        &args.nats,
+        &target.url,
+        "lattice host",
+        Patience::KeepTrying,
+    )
+    .await?;
+    lattice_host::run(config, client, shutdown_on_signal()).await
+}
+
+/// Runs the control plane in the foreground.
+pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
+    let target = nats::target(&args.nats, None)?;
+    let key = crate::keys::read(&args.key, KeyRole::Operator)?;
+    let client = nats::connect(
+        &args.nats,
+        &target.url,
+        "lattice control",
+        Patience::FailFast,
+    )
+    .await?;
+    lattice_control::run(
+        ControlConfig::new(target.lattice, key),
+        client,
+        shutdown_on_signal(),
+    )
+    .await
+}
+
+/// `~/.lattice/keys/<name>.nk`-style paths.
+pub fn key_path(state_dir: &std::path::Path, name: &str) -> PathBuf {
+    state_dir.join("keys").join(format!("{name}.nk"))
+}

@@ -1,0 +1,121 @@
+//! `lattice sign` and `lattice inspect`.
+
+use anyhow::Context;
+use lattice_protocol::claims::{self, ClaimsOptions};
+use lattice_protocol::keys::KeyRole;
+use lattice_protocol::unix_now;
+use lattice_protocol::wit::component_interfaces;
+use serde::Serialize;
+
+use crate::args::{InspectArgs, Output, SignArgs};
+use crate::output;
+
+/// Signs a component.
+pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let issuer = crate::keys::read(&args.issuer, KeyRole::Issuer)?;
+    let now = unix_now();
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => args
+            .input
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace('_', "-"))
+            .unwrap_or_else(|| "component".into()),
+    };
+    let options = ClaimsOptions {
+        name: name.clone(),
+        version: args.version.clone(),
+        subject: None,
+        allow: args.allow.clone(),
+        not_before: args.not_before_in.map(|d| now + d.as_secs()),
+        expires: args.expires_in.map(|d| now + d.as_secs()),
+    };
+    let signed = claims::sign_component(&bytes, &issuer, &options, now)
+        .with_context(|| format!("signing {}", args.input.display()))?;
+    std::fs::write(&args.output, &signed)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!(
+        "signed {name} {} by issuer {} -> {}",
+        args.version,
+        issuer.public_key(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Inspection {
+    file: String,
+    size: usize,
+    digest: String,
+    claims: Option<claims::Claims>,
+    signature: String,
+    imports: Vec<String>,
+    exports: Vec<String>,
+}
+
+/// Shows what a component carries.
+pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let interfaces = component_interfaces(&bytes)
+        .with_context(|| format!("{} is not a usable component", args.file.display()))?;
+    let (claims, signature) = match claims::read_claims(&bytes) {
+        Ok((c, Ok(()))) => (
+            Some(c),
+            "valid (signature and content hash verify)".to_string(),
+        ),
+        Ok((c, Err(e))) => (Some(c), format!("INVALID: {e}")),
+        Err(e) => (None, format!("none: {e}")),
+    };
+    let report = Inspection {
+        file: args.file.display().to_string(),
+        size: bytes.len(),
+        digest: lattice_protocol::digest::Digest::of(&bytes).to_string(),
+        claims,
+        signature,
+        imports: interfaces.imports,
+        exports: interfaces.exports,
+    };
+    output::print(args.output, &report, |r| {
+        let mut out = format!("{}  ({} bytes, {})\n", r.file, r.size, r.digest);
+        out += &format!("signature: {}\n", r.signature);
+        if let Some(c) = &r.claims {
+            let when = |t: Option<u64>| t.map_or_else(|| "-".to_string(), |t| t.to_string());
+            out += &format!(
+                "claims:\n  name:       {}\n  version:    {}\n  subject:    {}\n  issuer:     {}\n  module:     {}\n  issued at:  {}\n  not before: {}\n  expires:    {}\n  allow:      {}\n",
+                c.name,
+                c.version,
+                c.subject,
+                c.issuer,
+                c.module_hash,
+                c.issued_at,
+                when(c.not_before),
+                when(c.expires),
+                if c.allow.is_empty() {
+                    "(no restriction)".to_string()
+                } else {
+                    c.allow.join(", ")
+                }
+            );
+        }
+        out += "imports:\n";
+        for i in &r.imports {
+            out += &format!("  {i}\n");
+        }
+        out += "exports:\n";
+        for e in &r.exports {
+            out += &format!("  {e}\n");
+        }
+        out
+    });
+    if args.output == Output::Table && report.claims.is_none() {
+        eprintln!(
+            "hint: sign it with `lattice sign {} -o OUT.wasm --issuer KEYFILE`",
+            args.file.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! A typed client of the control-plane API, used by `lattice ctl` and by tests.
+
+use std::time::Duration;
+
+use lattice_protocol::envelope::{self, Reply};
+use lattice_protocol::error::{ErrorCode, WireError};
+use lattice_protocol::messages::{
+    AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, HostSummary,
+};
+use lattice_protocol::names::{AppName, LatticeName};
+use lattice_protocol::subject::{CtlVerb, Subject};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Talks to whichever control plane of the lattice answers.
+#[derive(Debug, Clone)]
+pub struct CtlClient {
+    client: async_nats::Client,
+    lattice: LatticeName,
+    timeout: Duration,
+}
+
+impl CtlClient {
+    /// A client for `lattice` over `client`.
+    pub fn new(client: async_nats::Client, lattice: LatticeName) -> Self {
+        Self {
+            client,
+            lattice,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        verb: CtlVerb,
+        body: &Req,
+    ) -> Result<Resp, WireError> {
+        let subject = Subject::ctl(&self.lattice, verb).to_string();
+        let request = self.client.request(subject, envelope::encode(body).into());
+        let msg = match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => {
+                return Err(WireError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the control plane of lattice `{}` did not answer within {:?}",
+                        self.lattice, self.timeout
+                    ),
+                ));
+            }
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "no control plane is running for lattice `{}`; start one with `lattice up` or `lattice control`",
+                        self.lattice
+                    ),
+                ));
+            }
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                return Err(WireError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the control plane of lattice `{}` did not answer in time",
+                        self.lattice
+                    ),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    format!("request failed: {e}"),
+                ));
+            }
+            Ok(Ok(msg)) => msg,
+        };
+        envelope::decode::<Reply<Resp>>(&msg.payload)?
+    }
+
+    /// Deploys a manifest (its YAML text).
+    pub async fn deploy(&self, manifest: &str) -> Result<DeployReply, WireError> {
+        self.call(
+            CtlVerb::Deploy,
+            &DeployRequest {
+                manifest: manifest.to_string(),
+            },
+        )
+        .await
+    }
+
+    /// Undeploys an app.
+    pub async fn undeploy(&self, name: &AppName) -> Result<(), WireError> {
+        self.call(CtlVerb::Undeploy, &AppRequest { name: name.clone() })
+            .await
+    }
+
+    /// Lists apps.
+    pub async fn apps(&self) -> Result<Vec<AppSummary>, WireError> {
+        self.call(CtlVerb::Apps, &()).await
+    }
+
+    /// One app's status.
+    pub async fn status(&self, name: &AppName) -> Result<AppStatus, WireError> {
+        self.call(CtlVerb::Status, &AppRequest { name: name.clone() })
+            .await
+    }
+
+    /// Lists hosts.
+    pub async fn hosts(&self) -> Result<Vec<HostSummary>, WireError> {
+        self.call(CtlVerb::Hosts, &()).await
+    }
+}

@@ -1,0 +1,408 @@
+//! The host agent: it watches this host's signed assignment, converges the running workloads on
+//! it, and reports what runs in heartbeats.
+//!
+//! Three tasks share a small [`Report`]: the watcher (verifies each assignment revision and hands
+//! accepted ones over), the applier (owns the running workloads: fetch, verify, compile, bind)
+//! and the heartbeat (publishes the report on a timer and at once after every change).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use lattice_protocol::assignment::{Assignment, SignedAssignment, Workload, check_revision};
+use lattice_protocol::claims::{Trust, verify_component};
+use lattice_protocol::envelope;
+use lattice_protocol::messages::{Heartbeat, WorkloadState, WorkloadStatus};
+use lattice_protocol::names::HostId;
+use lattice_protocol::subject::{Buckets, Subject};
+use lattice_protocol::unix_now;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use wasmtime::component::Linker;
+
+use crate::HostConfig;
+use crate::artifacts::ArtifactCache;
+use crate::compile::CodeCache;
+use crate::engine::Runtime;
+use crate::http::{HttpServer, HttpWorkload, prepare_http};
+use crate::state::HostStore;
+use crate::wasi::{HostState, new_linker};
+
+/// What the host reports about itself.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    applied_revision: u64,
+    workloads: BTreeMap<String, WorkloadStatus>,
+    last_refusal: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    report: Arc<Mutex<Report>>,
+    changed: Arc<Notify>,
+}
+
+impl Shared {
+    fn report(&self) -> MutexGuard<'_, Report> {
+        // A panic while holding this lock cannot leave the report inconsistent (every update is
+        // a single assignment), so a poisoned lock is still usable.
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Running {
+    workload: Workload,
+    http: Option<SocketAddr>,
+}
+
+/// The parts of a host that act on assignments.
+pub(crate) struct Agent {
+    pub(crate) config: HostConfig,
+    pub(crate) host: HostId,
+    pub(crate) name: String,
+    pub(crate) store: HostStore,
+    pub(crate) runtime: Runtime,
+    pub(crate) linker: Arc<Linker<HostState>>,
+    pub(crate) code: Arc<CodeCache>,
+    pub(crate) artifacts: ArtifactCache,
+    pub(crate) http: HttpServer,
+    pub(crate) shared: Shared,
+    running: BTreeMap<String, Running>,
+}
+
+impl Agent {
+    pub(crate) fn new(config: HostConfig, client: &async_nats::Client) -> anyhow::Result<Self> {
+        let store = HostStore::open(&config.state_dir)?;
+        let key = store.host_key()?;
+        let host = HostId::new(key.public_key().to_string())?;
+        let runtime = Runtime::new(&config.engine)?;
+        let linker = Arc::new(new_linker(&runtime)?);
+        let code = Arc::new(CodeCache::new(store.subdir("compiled")?)?);
+        let artifacts = ArtifactCache::new(
+            store.subdir("artifacts")?,
+            jetstream::new(client.clone()),
+            &config.lattice,
+        );
+        let http = HttpServer::new(runtime.clone());
+        let name = config.name.clone().unwrap_or_else(crate::hostname);
+        Ok(Self {
+            config,
+            host,
+            name,
+            store,
+            runtime,
+            linker,
+            code,
+            artifacts,
+            http,
+            shared: Shared {
+                report: Arc::default(),
+                changed: Arc::new(Notify::new()),
+            },
+            running: BTreeMap::new(),
+        })
+    }
+
+    /// Re-applies the assignment saved on disk, so a restarted host serves at once, offline too.
+    pub(crate) async fn boot_from_disk(&mut self) -> anyhow::Result<()> {
+        let Some(signed) = self.store.load_assignment()? else {
+            return Ok(());
+        };
+        match signed.verify(
+            &self.config.trusted_operators,
+            &self.config.lattice,
+            &self.host,
+            None,
+        ) {
+            Ok(assignment) => {
+                info!(
+                    revision = assignment.revision,
+                    "re-applying the saved assignment"
+                );
+                self.apply(assignment).await;
+            }
+            Err(e) => warn!(error = %e, "ignoring the saved assignment"),
+        }
+        Ok(())
+    }
+
+    /// Converges on `assignment`.
+    pub(crate) async fn apply(&mut self, assignment: Assignment) {
+        self.shared.report().applied_revision = assignment.revision;
+        let wanted: BTreeMap<String, &Workload> =
+            assignment.workloads.iter().map(|w| (w.key(), w)).collect();
+        let gone: Vec<String> = self
+            .running
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.stop(&key).await;
+        }
+        self.shared
+            .report()
+            .workloads
+            .retain(|k, _| wanted.contains_key(k));
+        for (key, workload) in wanted {
+            if self
+                .running
+                .get(&key)
+                .is_some_and(|r| r.workload == *workload)
+            {
+                continue;
+            }
+            self.set_status(workload, WorkloadState::Starting, String::new());
+            match self.start(workload).await {
+                Ok(http) => {
+                    let previous = self.running.insert(
+                        key,
+                        Running {
+                            workload: workload.clone(),
+                            http,
+                        },
+                    );
+                    if let Some(old) = previous.and_then(|p| p.http).filter(|a| Some(*a) != http) {
+                        self.http.unbind(old).await;
+                    }
+                    self.set_status(workload, WorkloadState::Running, String::new());
+                    if let Some(addr) = http {
+                        self.set_endpoint(workload, addr);
+                    }
+                    info!(workload = %workload.key(), version = %workload.app_version, "running");
+                }
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    warn!(workload = %workload.key(), error = %message, "workload failed to start");
+                    self.set_status(workload, WorkloadState::Failed, message);
+                }
+            }
+        }
+    }
+
+    async fn stop(&mut self, key: &str) {
+        if let Some(running) = self.running.remove(key) {
+            if let Some(addr) = running.http {
+                self.http.unbind(addr).await;
+            }
+            info!(workload = key, "stopped");
+        }
+    }
+
+    /// Stops everything (shutdown).
+    pub(crate) async fn stop_all(&mut self) {
+        let keys: Vec<String> = self.running.keys().cloned().collect();
+        for key in keys {
+            self.stop(&key).await;
+        }
+    }
+
+    fn set_endpoint(&self, w: &Workload, addr: SocketAddr) {
+        if let Some(status) = self.shared.report().workloads.get_mut(&w.key()) {
+            status.endpoint = Some(addr.to_string());
+        }
+        self.shared.changed.notify_one();
+    }
+
+    fn set_status(&self, w: &Workload, state: WorkloadState, message: String) {
+        self.shared.report().workloads.insert(
+            w.key(),
+            WorkloadStatus {
+                app: w.app.clone(),
+                app_version: w.app_version.clone(),
+                component: w.component.clone(),
+                image: w.image.clone(),
+                instances: w.instances,
+                state,
+                message,
+                endpoint: None,
+            },
+        );
+        self.shared.changed.notify_one();
+    }
+
+    /// Fetch, verify, compile, link and (for HTTP components) bind one workload.
+    async fn start(&self, w: &Workload) -> anyhow::Result<Option<SocketAddr>> {
+        let max = self.runtime.config().max_component_bytes;
+        let bytes = self.artifacts.get(&w.image, max).await?;
+        // Verification comes before any compilation: an untrusted component costs no CPU.
+        let trust = Trust::new(self.config.trusted_issuers.clone());
+        let claims = verify_component(&bytes, &trust, unix_now())
+            .map_err(|e| anyhow::anyhow!("refused before compilation: {e}"))?;
+        let (runtime, code, digest) =
+            (self.runtime.clone(), self.code.clone(), w.image.to_string());
+        let (component, outcome) =
+            tokio::task::spawn_blocking(move || code.load(&runtime, &digest, &bytes))
+                .await
+                .context("the compiler task failed")??;
+        info!(workload = %w.key(), component = %claims.name, ?outcome, "component loaded");
+        let Some(binding) = &w.http else {
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .context("linking the component")?;
+            return Ok(None);
+        };
+        let addr: SocketAddr = binding
+            .address
+            .parse()
+            .with_context(|| format!("HTTP address `{}` is not ip:port", binding.address))?;
+        let pre = prepare_http(&self.runtime, &self.linker, &component)?;
+        let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
+        env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
+        env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
+        let workload = Arc::new(HttpWorkload {
+            name: w.key(),
+            pre,
+            env,
+        });
+        let bound = self.http.bind(addr, workload).await?;
+        Ok(Some(bound))
+    }
+}
+
+/// An assignment the watcher accepted, with its signed form to persist.
+pub(crate) struct Accepted {
+    pub(crate) signed: SignedAssignment,
+    pub(crate) assignment: Assignment,
+}
+
+/// Watches this host's assignment key and sends each acceptable revision to the applier.
+pub(crate) async fn watch_assignments(
+    js: jetstream::Context,
+    config: Arc<(HostConfig, HostId)>,
+    shared: Shared,
+    tx: mpsc::Sender<Accepted>,
+) {
+    let (config, host) = (&config.0, &config.1);
+    let bucket = Buckets::new(&config.lattice).assignments();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match watch_once(&js, &bucket, config, host, &shared, &tx).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "watching the assignment failed; retrying");
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        // Production retry with backoff (the bucket appears when a control plane starts).
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn watch_once(
+    js: &jetstream::Context,
+    bucket: &str,
+    config: &HostConfig,
+    host: &HostId,
+    shared: &Shared,
+    tx: &mpsc::Sender<Accepted>,
+) -> anyhow::Result<()> {
+    let store = js
+        .get_key_value(bucket)
+        .await
+        .context("no assignment bucket yet (is a control plane running?)")?;
+    let mut watch = store.watch_with_history(host.as_str()).await?;
+    // Revisions handed to the applier but perhaps not applied yet also count for replay checks.
+    let mut accepted = 0;
+    while let Some(entry) = watch.next().await {
+        let entry = entry?;
+        if entry.operation != kv::Operation::Put {
+            continue;
+        }
+        let verdict = envelope::decode::<SignedAssignment>(&entry.value)
+            .map_err(|e| format!("malformed assignment: {e}"))
+            .and_then(|signed| {
+                let assignment = signed
+                    .verify(
+                        &config.trusted_operators,
+                        &config.lattice,
+                        host,
+                        Some(unix_now()),
+                    )
+                    .map_err(|e| e.to_string())?;
+                Ok((signed, assignment))
+            });
+        let (signed, assignment) = match verdict {
+            Ok(v) => v,
+            Err(reason) => {
+                refuse(shared, reason);
+                continue;
+            }
+        };
+        let applied = shared.report().applied_revision.max(accepted);
+        if assignment.revision == applied {
+            continue; // the one we run, seen again on (re)connect
+        }
+        if let Err(e) = check_revision(assignment.revision, applied) {
+            refuse(shared, e.to_string());
+            continue;
+        }
+        accepted = assignment.revision;
+        if tx.send(Accepted { signed, assignment }).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn refuse(shared: &Shared, reason: String) {
+    warn!(reason = %reason, "assignment refused; keeping what runs");
+    shared.report().last_refusal = Some(reason);
+    shared.changed.notify_one();
+}
+
+/// Publishes heartbeats every `interval`, and at once when the report changes.
+pub(crate) async fn heartbeats(
+    client: async_nats::Client,
+    config: Arc<(HostConfig, HostId)>,
+    name: String,
+    shared: Shared,
+    shutdown: CancellationToken,
+) {
+    let (config, host) = (&config.0, &config.1);
+    let started_at = unix_now();
+    let subject = Subject::heartbeat(&config.lattice, host).to_string();
+    let mut labels = crate::builtin_labels();
+    labels.extend(config.labels.clone());
+    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    loop {
+        let hb = {
+            let report = shared.report();
+            Heartbeat {
+                host: host.clone(),
+                name: name.clone(),
+                labels: labels.clone(),
+                started_at,
+                sent_at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                assignment_revision: report.applied_revision,
+                interval_secs: config.heartbeat_interval.as_secs().max(1),
+                workloads: report.workloads.values().cloned().collect(),
+                last_refusal: report.last_refusal.clone(),
+            }
+        };
+        if let Err(e) = client
+            .publish(subject.clone(), envelope::encode(&hb).into())
+            .await
+        {
+            warn!(error = %e, "heartbeat not sent");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            () = shared.changed.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The host's one wasmtime [`Engine`] and the limits every guest runs under.
+//!
+//! A host makes one [`Runtime`] at start-up and clones it freely: compiled
+//! components, pre-instantiated workloads and per-request stores all belong to
+//! its engine. The engine is configured for what the host does most, which is
+//! instantiating a small component per request:
+//!
+//! - **Pooling allocator**, sized from the machine's memory (see
+//!   [`PoolSizing`]), with the first MiB of each linear memory kept resident
+//!   and reset in place (`PAGEMAP_SCAN` where the kernel has it). Measured on
+//!   the reference machine this made a request about twice as cheap as the
+//!   pool's defaults. Machines too small for a pool, or where creating it
+//!   fails, fall back to on-demand allocation, and [`Runtime::pool_description`]
+//!   says why.
+//! - **Epoch interruption**, ticked every [`EPOCH_TICK`] by a background
+//!   thread, so a guest that loops yields to other requests on the same thread
+//!   and is stopped at its execution deadline.
+//!
+//! ```no_run
+//! use lattice_host::engine::{EngineConfig, Runtime};
+//!
+//! let runtime = Runtime::new(&EngineConfig::default())?;
+//! println!("{} ({})", runtime.pool_description(), runtime.fingerprint());
+//! # anyhow::Ok(())
+//! ```
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of execution deadlines and of
+/// the yields that keep a busy guest from starving its neighbours.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+const MIB: usize = 1 << 20;
+
+/// Below this much memory the host does not try to pool: the reservations
+/// and kept-resident pages would crowd out everything else (wasmCloud's
+/// pooling allocator failing on ~1 GB machines is the cautionary tale).
+const MIN_POOLING_MEMORY: usize = 1536 * MIB;
+
+/// Share of the machine's memory the pool may keep resident.
+const POOL_MEMORY_DIVISOR: usize = 4;
+
+/// What one pooled instance of a small component is expected to keep resident
+/// between uses: 1 MiB of linear memory kept resident, its async stack,
+/// tables and instance metadata. Only used to size the pool.
+const INSTANCE_FOOTPRINT: usize = 4 * MIB;
+
+/// Bounds on the number of pooled instances chosen automatically.
+const AUTO_INSTANCES: (u32, u32) = (64, 10_000);
+
+/// Linear memory kept resident (and reset with `memset`/`PAGEMAP_SCAN`
+/// instead of `madvise`) when a pooled memory slot is freed.
+const KEEP_RESIDENT: usize = MIB;
+
+/// The largest linear memory a guest may have on a small machine: a quarter
+/// of the machine, so one runaway guest cannot take the host down.
+const MEMORY_LIMIT_DIVISOR: usize = 4;
+
+/// How the engine allocates instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolSizing {
+    /// Pool sized from the machine's memory; on-demand on small machines.
+    #[default]
+    Auto,
+    /// No pool: every instance maps its memory when created. Slower per
+    /// instance, but reserves nothing up front.
+    OnDemand,
+    /// A pool for exactly this many concurrent component instances.
+    Pooled {
+        /// Concurrent component instances (also the number of linear memories).
+        instances: u32,
+    },
+}
+
+/// Limits and allocation settings for the host's engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Largest component (in bytes of WebAssembly) the host agrees to compile.
+    pub max_component_bytes: usize,
+    /// Largest linear memory one instance may grow to. [`Runtime::new`] lowers
+    /// it to a quarter of the machine's memory on small machines.
+    pub memory_limit_bytes: usize,
+    /// Longest a single invocation (e.g. one HTTP request) may run.
+    pub execution_timeout: Duration,
+    /// How instances are allocated.
+    pub pool: PoolSizing,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_component_bytes: 50 * MIB,
+            memory_limit_bytes: 256 * MIB,
+            execution_timeout: Duration::from_secs(60),
+            pool: PoolSizing::Auto,
+        }
+    }
+}
+
+/// The host's wasmtime engine with its configuration. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Engine,
+    config: EngineConfig,
+    fingerprint: String,
+    pool_description: String,
+    /// Dropping this (with the last `Runtime` clone) stops the epoch thread.
+    _stop_ticker: mpsc::Sender<()>,
+}
+
+impl Runtime {
+    /// Creates the engine and starts its epoch ticker.
+    ///
+    /// `cfg` is adjusted to the machine: see [`Runtime::config`] for the
+    /// values in force.
+    pub fn new(cfg: &EngineConfig) -> anyhow::Result<Runtime> {
+        let machine_memory = machine_memory();
+        let mut config = cfg.clone();
+        if let Some(total) = machine_memory {
+            let cap = total / MEMORY_LIMIT_DIVISOR;
+            if config.memory_limit_bytes > cap {
+                tracing::info!(
+                    requested = config.memory_limit_bytes,
+                    limit = cap,
+                    "lowering the per-instance memory limit to a quarter of this machine's memory"
+                );
+                config.memory_limit_bytes = cap;
+            }
+        }
+
+        let (engine, pool_description) = build_engine(&config, machine_memory)?;
+        let fingerprint = fingerprint(&engine);
+        let (stop_ticker, stopped) = mpsc::channel();
+        spawn_epoch_ticker(engine.clone(), stopped)?;
+        tracing::info!(pool = %pool_description, %fingerprint, "wasm engine ready");
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                config,
+                fingerprint,
+                pool_description,
+                _stop_ticker: stop_ticker,
+            }),
+        })
+    }
+
+    /// The wasmtime engine every component of this host is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The configuration in force (after adjusting to the machine).
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// A short hex hash of everything that makes compiled code compatible
+    /// with this engine; part of the name of every cached compiled component.
+    pub fn fingerprint(&self) -> String {
+        self.inner.fingerprint.clone()
+    }
+
+    /// How instances are allocated, for logs and heartbeats, e.g.
+    /// `pooling: 1536 instances, 256 MiB each` or `on-demand: <reason>`.
+    pub fn pool_description(&self) -> String {
+        self.inner.pool_description.clone()
+    }
+
+    /// Number of epoch ticks that make up `timeout` (at least one).
+    pub fn epoch_ticks(timeout: Duration) -> u64 {
+        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// Settings shared by the pooled and on-demand engines.
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config
+}
+
+/// Builds the engine the sizing asks for, falling back to on-demand
+/// allocation when pooling is not possible. Returns the engine and a
+/// description of the allocation for logs.
+fn build_engine(
+    config: &EngineConfig,
+    machine_memory: Option<usize>,
+) -> anyhow::Result<(Engine, String)> {
+    let instances = match pool_instances(config.pool, machine_memory) {
+        Ok(instances) => instances,
+        Err(reason) => return on_demand(reason),
+    };
+    let mut wasm = base_config();
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+        instances,
+        config.memory_limit_bytes,
+    )));
+    match Engine::new(&wasm) {
+        Ok(engine) => Ok((
+            engine,
+            format!(
+                "pooling: {instances} instances, {} MiB each",
+                config.memory_limit_bytes / MIB
+            ),
+        )),
+        Err(err) => {
+            // Typically a virtual address space limit (ulimit -v) or an
+            // overcommit policy refusing the pool's reservation.
+            tracing::warn!(error = %err, instances, "creating the pooling allocator failed");
+            on_demand(format!(
+                "creating a pool of {instances} instances failed: {err}"
+            ))
+        }
+    }
+}
+
+fn on_demand(reason: String) -> anyhow::Result<(Engine, String)> {
+    let mut wasm = base_config();
+    wasm.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    let engine = Engine::new(&wasm)
+        .map_err(anyhow::Error::from)
+        .context("creating the wasm engine")?;
+    Ok((engine, format!("on-demand: {reason}")))
+}
+
+/// How many concurrent instances to pool, or why not to pool at all.
+fn pool_instances(sizing: PoolSizing, machine_memory: Option<usize>) -> Result<u32, String> {
+    match sizing {
+        PoolSizing::OnDemand => Err("configured".to_owned()),
+        PoolSizing::Pooled { instances: 0 } => Err("configured with 0 instances".to_owned()),
+        PoolSizing::Pooled { instances } => Ok(instances),
+        PoolSizing::Auto => {
+            let Some(memory) = machine_memory else {
+                return Err("cannot read this machine's memory size".to_owned());
+            };
+            auto_instances(memory)
+        }
+    }
+}
+
+/// The automatic pool size for a machine with `memory` bytes.
+fn auto_instances(memory: usize) -> Result<u32, String> {
+    if memory < MIN_POOLING_MEMORY {
+        return Err(format!(
+            "{} MiB of memory is less than the {} MiB pooling needs",
+            memory / MIB,
+            MIN_POOLING_MEMORY / MIB
+        ));
+    }
+    let fit = memory / POOL_MEMORY_DIVISOR / INSTANCE_FOOTPRINT;
+    let (min, max) = AUTO_INSTANCES;
+    Ok(u32::try_from(fit).unwrap_or(max).clamp(min, max))
+}
+
+fn pooling_config(instances: u32, memory_limit: usize) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        // A component made by wit-component instantiates its main module
+        // plus small shim modules (Rust's `hello`: 3 core instances, 2
+        // tables) but normally has one linear memory. Tables are cheap.
+        .total_core_instances(instances.saturating_mul(4))
+        .total_tables(instances.saturating_mul(4))
+        .total_memories(instances)
+        .total_stacks(instances)
+        .max_memory_size(memory_limit)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        // Auto: used on Linux >= 6.7, silently skipped elsewhere.
+        .pagemap_scan(Enabled::Auto);
+    pool
+}
+
+/// A short, stable hex hash of the engine's compatibility hash.
+fn fingerprint(engine: &Engine) -> String {
+    // `DefaultHasher::new` is the same in every process of one build of the
+    // host, which is all a cache key needs: a new toolchain recompiles at worst.
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until `stop` is
+/// disconnected (when the last [`Runtime`] clone is dropped).
+fn spawn_epoch_ticker(engine: Engine, stop: mpsc::Receiver<()>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("lattice-epoch".to_owned())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(EPOCH_TICK) {
+                engine.increment_epoch();
+            }
+        })
+        .context("starting the epoch thread")?;
+    Ok(())
+}
+
+/// The memory this host may use: the machine's `MemTotal`, or the cgroup's
+/// limit when running in a container with a smaller one.
+fn machine_memory() -> Option<usize> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|meminfo| parse_mem_total(&meminfo));
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|max| max.trim().parse::<usize>().ok());
+    match (total, cgroup) {
+        (Some(total), Some(cgroup)) => Some(total.min(cgroup)),
+        (total, cgroup) => total.or(cgroup),
+    }
+}
+
+/// `MemTotal` in bytes from the text of `/proc/meminfo`.
+fn parse_mem_total(meminfo: &str) -> Option<usize> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let value: usize = fields.next()?.parse().ok()?;
+    let unit = match fields.next() {
+        Some("kB") => 1024,
+        None => 1,
+        Some(_) => return None,
+    };
+    value.checked_mul(unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: usize = 1 << 30;
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let meminfo = "MemTotal:       24684092 kB\nMemFree:  1 kB\n";
+        assert_eq!(parse_mem_total(meminfo), Some(24_684_092 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_mem_total("MemTotal: 12 MB\n"), None);
+    }
+
+    #[test]
+    fn small_machines_do_not_pool() {
+        let Err(reason) = auto_instances(GIB) else {
+            panic!("a 1 GiB machine must not pool");
+        };
+        assert!(reason.contains("1024 MiB"), "{reason}");
+        // 2 GiB: a quarter of it in 4 MiB instances.
+        assert_eq!(auto_instances(2 * GIB), Ok(128));
+        // Very large machines are capped.
+        assert_eq!(auto_instances(1 << 50), Ok(AUTO_INSTANCES.1));
+    }
+
+    #[test]
+    fn explicit_sizing_wins() {
+        assert_eq!(
+            pool_instances(PoolSizing::Pooled { instances: 7 }, None),
+            Ok(7)
+        );
+        assert!(pool_instances(PoolSizing::OnDemand, Some(64 * GIB)).is_err());
+        assert!(pool_instances(PoolSizing::Auto, None).is_err());
+    }
+
+    #[test]
+    fn epoch_ticks_round_up() {
+        assert_eq!(Runtime::epoch_ticks(Duration::ZERO), 1);
+        assert_eq!(Runtime::epoch_ticks(Duration::from_millis(15)), 2);
+        assert_eq!(Runtime::epoch_ticks(Duration::from_secs(60)), 6000);
+    }
+
+    #[test]
+    fn on_demand_runtime_describes_itself() -> anyhow::Result<()> {
+        let runtime = Runtime::new(&EngineConfig {
+            pool: PoolSizing::OnDemand,
+            ..EngineConfig::default()
+        })?;
+        assert_eq!(runtime.pool_description(), "on-demand: configured");
+        assert_eq!(runtime.fingerprint().len(), 16);
+        // Same configuration, same fingerprint: the code cache depends on it.
+        let again = Runtime::new(&EngineConfig {
+            pool: PoolSizing::Pooled { instances: 8 },
+            ..EngineConfig::default()
+        })?;
+        assert!(again.pool_description().starts_with("pooling: 8 instances"));
+        assert_eq!(runtime.fingerprint(), again.fingerprint());
+        Ok(())
+    }
+}

@@ -1,0 +1,631 @@
+//! The built-in HTTP server for `wasi:http/incoming-handler` components.
+//!
+//! One [`HttpServer`] serves any number of addresses, each with one
+//! [`HttpWorkload`] (a pre-instantiated component and its environment).
+//! Every request gets a fresh [`Store`](wasmtime::Store) and instance from the
+//! workload's [`ProxyPre`]: instances share nothing, so a guest that traps,
+//! loops or runs out of memory fails its own request (500) and nothing else.
+//!
+//! Binding an address that is already served swaps its workload in place, so
+//! a new version of a component takes over without the port ever closing;
+//! [`HttpServer::unbind`] closes the port before it returns.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use lattice_host::engine::{EngineConfig, Runtime};
+//! use lattice_host::http::{HttpServer, HttpWorkload, prepare_http};
+//! use lattice_host::wasi::new_linker;
+//!
+//! # async fn example(component: wasmtime::component::Component) -> anyhow::Result<()> {
+//! let runtime = Runtime::new(&EngineConfig::default())?;
+//! let linker = new_linker(&runtime)?;
+//! let workload = Arc::new(HttpWorkload {
+//!     name: "shop/frontend".to_owned(),
+//!     pre: prepare_http(&runtime, &linker, &component)?,
+//!     env: vec![("GREETING".to_owned(), "Hello".to_owned())],
+//! });
+//! let server = HttpServer::new(runtime);
+//! let addr = server.bind("127.0.0.1:8080".parse()?, workload).await?;
+//! // ...
+//! server.unbind(addr).await;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument as _;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{PoolConcurrencyLimitError, Trap};
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::engine::Runtime;
+use crate::wasi::{HostState, Limits, new_store};
+
+mod workers;
+
+use workers::Workers;
+
+/// The interface a component must export to be served, at any 0.2.x version.
+const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
+const INCOMING_HANDLER_VERSION: &str = "@0.2.";
+
+/// Default largest request body passed to a guest.
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 << 20;
+
+/// How long the accept loop pauses after an error such as running out of
+/// file descriptors, instead of spinning on it.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A component ready to serve HTTP on an address.
+pub struct HttpWorkload {
+    /// Which component this is (`app/component`), for logs.
+    pub name: String,
+    /// The component, linked and pre-instantiated (see [`prepare_http`]).
+    pub pre: ProxyPre<HostState>,
+    /// Environment variables the guest sees.
+    pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for HttpWorkload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Environment values may be secrets: show only the names.
+        let env: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("HttpWorkload")
+            .field("name", &self.name)
+            .field("env", &env)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Links `component` and pre-instantiates it for serving HTTP.
+///
+/// Fails with a message naming what is wrong when the component does not
+/// export `wasi:http/incoming-handler@0.2.x` or imports something the
+/// linker does not provide.
+pub fn prepare_http(
+    runtime: &Runtime,
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> anyhow::Result<ProxyPre<HostState>> {
+    let ty = component.component_type();
+    let exports: Vec<&str> = ty.exports(runtime.engine()).map(|(name, _)| name).collect();
+    let serves_http = exports.iter().any(|name| {
+        name.strip_prefix(INCOMING_HANDLER)
+            .is_some_and(|version| version.starts_with(INCOMING_HANDLER_VERSION))
+    });
+    if !serves_http {
+        anyhow::bail!(
+            "the component does not export {INCOMING_HANDLER}{INCOMING_HANDLER_VERSION}x, so it \
+             cannot serve HTTP (it exports: {})",
+            if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            }
+        );
+    }
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(anyhow::Error::from)
+        .context("linking the component")?;
+    ProxyPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .context("preparing the component to serve HTTP")
+}
+
+/// Settings of an [`HttpServer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Largest request body passed to a guest; larger requests are answered
+    /// 413 (or cut off with an error to the guest when the size is not
+    /// announced up front).
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+        }
+    }
+}
+
+/// The host's HTTP server: listeners by address, each serving one workload.
+/// Cheap to clone; listeners close when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct HttpServer {
+    inner: Arc<ServerInner>,
+}
+
+#[derive(Debug)]
+struct ServerInner {
+    runtime: Runtime,
+    options: HttpOptions,
+    listeners: Mutex<HashMap<SocketAddr, Listener>>,
+    /// Started with the first listener, so a server that serves nothing
+    /// costs no threads.
+    workers: OnceLock<Arc<Workers>>,
+    /// Serializes `bind` and `unbind`, which await while changing
+    /// `listeners` (a std mutex cannot be held across those awaits).
+    changing: tokio::sync::Mutex<()>,
+}
+
+/// One bound address.
+#[derive(Debug)]
+struct Listener {
+    site: Arc<Site>,
+    /// `true` (or dropping it) stops the accept loop and winds down its
+    /// connections.
+    stop: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// A server with default [`HttpOptions`]; it serves nothing until
+    /// [`HttpServer::bind`] is called.
+    pub fn new(runtime: Runtime) -> Self {
+        Self::with_options(runtime, HttpOptions::default())
+    }
+
+    /// A server with the given options.
+    pub fn with_options(runtime: Runtime, options: HttpOptions) -> Self {
+        Self {
+            inner: Arc::new(ServerInner {
+                runtime,
+                options,
+                listeners: Mutex::new(HashMap::new()),
+                workers: OnceLock::new(),
+                changing: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Serves `workload` on `addr` and returns the bound address (useful
+    /// with port 0).
+    ///
+    /// If this server already listens on `addr`, the workload is swapped:
+    /// requests that start afterwards run the new one, requests in flight
+    /// finish on the old one, and the port stays open throughout. Must be
+    /// called within a tokio runtime, which runs the listener.
+    pub async fn bind(
+        &self,
+        addr: SocketAddr,
+        workload: Arc<HttpWorkload>,
+    ) -> anyhow::Result<SocketAddr> {
+        let _changing = self.inner.changing.lock().await;
+        if let Some(listener) = self.inner.listeners().get(&addr) {
+            tracing::info!(%addr, component = %workload.name, "swapping the HTTP workload");
+            listener.site.set_workload(workload);
+            return Ok(addr);
+        }
+
+        let workers = match self.inner.workers.get() {
+            Some(workers) => workers.clone(),
+            None => {
+                let workers = Arc::new(Workers::per_core()?);
+                // Cannot be set already: `changing` is held.
+                let _ = self.inner.workers.set(workers.clone());
+                workers
+            }
+        };
+        let socket = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+        let bound = socket
+            .local_addr()
+            .with_context(|| format!("reading the address bound for {addr}"))?;
+        tracing::info!(addr = %bound, component = %workload.name, "serving HTTP");
+        let site = Arc::new(Site {
+            runtime: self.inner.runtime.clone(),
+            limits: Limits::from_config(self.inner.runtime.config()),
+            max_request_body: self.inner.options.max_request_body_bytes,
+            workload: RwLock::new(workload),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let accept_task = tokio::spawn(accept_loop(socket, workers, site.clone(), stopped));
+        self.inner.listeners().insert(
+            bound,
+            Listener {
+                site,
+                stop,
+                accept_task,
+            },
+        );
+        Ok(bound)
+    }
+
+    /// Stops serving `addr`: when this returns the port is closed. Requests
+    /// in flight may finish; idle keep-alive connections are closed.
+    pub async fn unbind(&self, addr: SocketAddr) {
+        let _changing = self.inner.changing.lock().await;
+        let Some(listener) = self.inner.listeners().remove(&addr) else {
+            return;
+        };
+        // Ignored error: the loop has already ended if nobody receives.
+        let _ = listener.stop.send(true);
+        // The listening socket belongs to the accept loop: once it has
+        // ended the socket is closed.
+        if let Err(err) = listener.accept_task.await {
+            tracing::error!(%addr, error = %err, "the HTTP accept loop failed");
+        }
+        tracing::info!(%addr, "stopped serving HTTP");
+    }
+
+    /// The addresses being served, sorted.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let mut addresses: Vec<SocketAddr> = self.inner.listeners().keys().copied().collect();
+        addresses.sort();
+        addresses
+    }
+}
+
+impl ServerInner {
+    fn listeners(&self) -> MutexGuard<'_, HashMap<SocketAddr, Listener>> {
+        // Nothing panics while holding the lock; if something did, the map
+        // itself is still consistent.
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Accepts connections on `socket` for `workers` until `stop` is set or
+/// dropped.
+async fn accept_loop(
+    socket: TcpListener,
+    workers: Arc<Workers>,
+    site: Arc<Site>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            accepted = socket.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                workers.dispatch(stream, site.clone(), stop.clone());
+            }
+            Err(err) if is_connection_error(&err) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "accepting an HTTP connection failed");
+                tokio::select! {
+                    () = stopped(&mut stop) => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `stop` is set or its sender dropped.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // Either outcome means stop; the guard must not live across an await.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Errors that concern one connection, not the listener.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    )
+}
+
+/// Serves HTTP/1.1 requests on one connection until the client closes it or
+/// `stop` is set, when requests in flight finish and the connection closes.
+async fn serve_connection(stream: TcpStream, site: Arc<Site>, mut stop: watch::Receiver<bool>) {
+    // Responses are written whole; waiting for more (Nagle) only adds delay.
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
+        let site = site.clone();
+        async move { Ok::<_, Infallible>(site.handle(request).await) }
+    });
+    let connection = http1::Builder::new()
+        // Gives the default 30 s header read timeout effect (slow clients).
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        // Clients going away mid-request are routine.
+        tracing::debug!(error = %err, "HTTP connection ended with an error");
+    }
+}
+
+/// What every connection on one address shares.
+#[derive(Debug)]
+struct Site {
+    runtime: Runtime,
+    limits: Limits,
+    max_request_body: u64,
+    workload: RwLock<Arc<HttpWorkload>>,
+}
+
+impl Site {
+    fn workload(&self) -> Arc<HttpWorkload> {
+        self.workload
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_workload(&self, workload: Arc<HttpWorkload>) {
+        *self
+            .workload
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = workload;
+    }
+
+    /// Answers one request with a fresh instance of the current workload.
+    async fn handle(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        let workload = self.workload();
+        // No path, query or headers: they may carry secrets.
+        let span = tracing::info_span!(
+            "lattice_host.http.request",
+            component = %workload.name,
+            method = %request.method(),
+            status = tracing::field::Empty,
+        );
+        let response = self.run(workload, request).instrument(span.clone()).await;
+        span.record("status", response.status().as_u16());
+        response
+    }
+
+    async fn run(
+        &self,
+        workload: Arc<HttpWorkload>,
+        request: Request<Incoming>,
+    ) -> Response<HyperOutgoingBody> {
+        if content_length(&request).is_some_and(|length| length > self.max_request_body) {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        }
+        let request = request.map(|body| LimitedBody::new(body, self.max_request_body));
+
+        let mut store = new_store(&self.runtime, HostState::new(&workload.env, &self.limits));
+        let request = match store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+        {
+            Ok(request) => request,
+            Err(err) => {
+                // E.g. no Host header: the client's mistake.
+                tracing::debug!(error = %err, "refusing a malformed request");
+                return error_response(StatusCode::BAD_REQUEST, "bad request\n");
+            }
+        };
+        let (send_response, response) = oneshot::channel();
+        let out = match store.data_mut().http().new_response_outparam(send_response) {
+            Ok(out) => out,
+            Err(err) => {
+                tracing::error!(error = %err, "creating the response slot failed");
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            }
+        };
+
+        // The guest runs in its own task: after it has set the response it
+        // may still be writing the body, which hyper streams meanwhile.
+        let timeout = self.limits.execution_timeout;
+        let guest = tokio::spawn(
+            async move {
+                let call = async {
+                    let proxy = workload
+                        .pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(Failure::instantiate)?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, request, out)
+                        .await
+                        .map_err(Failure::guest)
+                };
+                let result = match tokio::time::timeout(timeout, call).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => Err(Failure::Timeout),
+                };
+                if let Err(failure) = &result {
+                    failure.log();
+                }
+                result
+            }
+            .in_current_span(),
+        );
+
+        match response.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => {
+                tracing::warn!(error = ?code, "the component answered with an error");
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "component error\n")
+            }
+            // The store is gone and no response was set: see why.
+            Err(_) => match guest.await {
+                Ok(Ok(())) => {
+                    tracing::warn!("the component returned without setting a response");
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "no response\n")
+                }
+                Ok(Err(failure)) => failure.response(),
+                Err(err) => {
+                    tracing::error!(error = %err, "the request task failed");
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+                }
+            },
+        }
+    }
+}
+
+/// Why a guest did not finish a request.
+#[derive(Debug)]
+enum Failure {
+    /// The pooling allocator has no free slot: the host is at capacity.
+    PoolFull(wasmtime::Error),
+    /// Instantiation failed for another reason (e.g. a memory limit).
+    Instantiate(wasmtime::Error),
+    /// The guest trapped (panic, out of bounds, unreachable, ...).
+    Trap(wasmtime::Error),
+    /// The guest ran past the execution timeout.
+    Timeout,
+}
+
+impl Failure {
+    fn instantiate(err: wasmtime::Error) -> Self {
+        if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            Self::PoolFull(err)
+        } else {
+            Self::Instantiate(err)
+        }
+    }
+
+    fn guest(err: wasmtime::Error) -> Self {
+        // The epoch callback interrupts a guest that is past its deadline.
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Self::Timeout,
+            _ => Self::Trap(err),
+        }
+    }
+
+    fn log(&self) {
+        match self {
+            Self::PoolFull(err) => {
+                tracing::warn!(error = %err, "no instance slot free for the request");
+            }
+            Self::Instantiate(err) => {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "instantiating the component failed"
+                );
+            }
+            Self::Trap(err) => {
+                tracing::warn!(error = format!("{err:#}"), "the component trapped");
+            }
+            Self::Timeout => tracing::warn!("the component exceeded its execution time"),
+        }
+    }
+
+    fn response(&self) -> Response<HyperOutgoingBody> {
+        match self {
+            Self::PoolFull(_) => {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "host at capacity\n")
+            }
+            Self::Instantiate(_) | Self::Trap(_) => {
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "component failed\n")
+            }
+            Self::Timeout => {
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "component timed out\n")
+            }
+        }
+    }
+}
+
+/// The announced body length, if any and well formed.
+fn content_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A short plain-text response from the host itself.
+fn error_response(status: StatusCode, message: &'static str) -> Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from_static(message.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A request body that fails once more than `limit` bytes have been read,
+/// for bodies whose size was not announced up front.
+struct LimitedBody<B> {
+    inner: B,
+    remaining: u64,
+    limit: u64,
+}
+
+impl<B> LimitedBody<B> {
+    fn new(inner: B, limit: u64) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            if len > this.remaining {
+                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
+                    Some(this.limit),
+                ))));
+            }
+            this.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

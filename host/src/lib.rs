@@ -1,0 +1,151 @@
+//! The Lattice host: runs WebAssembly components with wasmtime and serves
+//! them.
+//!
+//! The wasm half of the crate follows wasmtime's own layering, each layer
+//! paying once for what the next one reuses:
+//!
+//! - [`engine`]: the one [`wasmtime::Engine`] per host (pooling allocator
+//!   sized from the machine, epoch ticker) and the limits guests run under;
+//! - [`compile`]: components compiled once per digest, the compiled code
+//!   cached on disk;
+//! - [`wasi`]: the per-invocation [`wasmtime::Store`] data (WASI P2 and
+//!   `wasi:http` contexts, limits) and the linker that provides them;
+//! - [`http`]: the built-in HTTP server that runs a fresh instance of a
+//!   `wasi:http/incoming-handler` component for every request.
+#![deny(missing_docs)]
+
+pub mod compile;
+pub mod engine;
+pub mod http;
+pub mod wasi;
+
+pub mod agent;
+pub mod artifacts;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use lattice_protocol::keys::PublicKey;
+use lattice_protocol::names::LatticeName;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::engine::EngineConfig;
+
+/// How a host runs.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The lattice it joins.
+    pub lattice: LatticeName,
+    /// Where it keeps its key, its last assignment, artifacts and compiled code.
+    pub state_dir: PathBuf,
+    /// Its human name; the machine's hostname when `None`.
+    pub name: Option<String>,
+    /// Labels on top of the built-in `arch`, `os` and `hostname`.
+    pub labels: BTreeMap<String, String>,
+    /// Issuers whose signed components it runs.
+    pub trusted_issuers: Vec<PublicKey>,
+    /// Control-plane keys whose assignments it accepts.
+    pub trusted_operators: Vec<PublicKey>,
+    /// Time between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Engine limits and allocation.
+    pub engine: EngineConfig,
+}
+
+impl HostConfig {
+    /// Defaults for a host of `lattice` keeping its state in `state_dir`.
+    pub fn new(lattice: LatticeName, state_dir: PathBuf) -> Self {
+        Self {
+            lattice,
+            state_dir,
+            name: None,
+            labels: BTreeMap::new(),
+            trusted_issuers: Vec::new(),
+            trusted_operators: Vec::new(),
+            heartbeat_interval: Duration::from_secs(5),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// Runs a host until `shutdown` is cancelled: re-applies its saved assignment, then follows the
+/// lattice.
+pub async fn run(
+    config: HostConfig,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if config.trusted_operators.is_empty() {
+        anyhow::bail!(
+            "no trusted operator key: give the control plane's public key with --trust-operator"
+        );
+    }
+    let mut agent = agent::Agent::new(config.clone(), &client)?;
+    info!(
+        host = %agent.host,
+        name = %agent.name,
+        lattice = %config.lattice,
+        pool = %agent.runtime.pool_description(),
+        "host starting"
+    );
+    agent.boot_from_disk().await?;
+    let ids = Arc::new((config, agent.host.clone()));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let tasks = CancellationToken::new();
+    let watcher = tokio::spawn(agent::watch_assignments(
+        jetstream::new(client.clone()),
+        ids.clone(),
+        agent.shared.clone(),
+        tx,
+    ));
+    let beats = tokio::spawn(agent::heartbeats(
+        client.clone(),
+        ids,
+        agent.name.clone(),
+        agent.shared.clone(),
+        tasks.clone(),
+    ));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = rx.recv() => {
+                let Some(accepted) = accepted else { break };
+                let agent::Accepted { signed, assignment } = accepted;
+                // Durable first: once accepted, this is what the host runs after a restart.
+                agent.store.save_assignment(&signed)?;
+                info!(revision = assignment.revision, workloads = assignment.workloads.len(), "applying assignment");
+                agent.apply(assignment).await;
+            }
+        }
+    }
+    watcher.abort();
+    agent.stop_all().await;
+    tasks.cancel();
+    let _ = beats.await;
+    info!("host stopped");
+    Ok(())
+}
+
+/// The machine's hostname.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Labels every host has: `arch`, `os` and `hostname`.
+pub fn builtin_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("arch".to_string(), std::env::consts::ARCH.to_string()),
+        ("os".to_string(), std::env::consts::OS.to_string()),
+        ("hostname".to_string(), hostname()),
+    ])
+}

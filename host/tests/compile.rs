@@ -1,0 +1,129 @@
+//! The code cache: compile once, then load the compiled form; refuse what is
+//! not a component before compiling anything.
+
+mod common;
+
+use common::{digest, hello_wasm, small_runtime};
+use lattice_host::compile::{CacheOutcome, CodeCache, LoadError};
+use lattice_host::engine::{EngineConfig, PoolSizing, Runtime};
+
+#[test]
+fn compiles_once_then_loads_the_cached_code() -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    let dir = tempfile::tempdir()?;
+    let bytes = hello_wasm()?;
+    let digest = digest(&bytes);
+
+    let (_, first) = CodeCache::new(dir.path().into())?.load(&runtime, &digest, &bytes)?;
+    assert_eq!(first, CacheOutcome::Compiled);
+
+    // A new cache on the same directory (as after a restart) finds it.
+    let cache = CodeCache::new(dir.path().into())?;
+    let (_, second) = cache.load(&runtime, &digest, &bytes)?;
+    assert_eq!(second, CacheOutcome::Hit);
+
+    let hex = digest.trim_start_matches("sha256:");
+    let expected = format!("{hex}-{}.cwasm", runtime.fingerprint());
+    let names: Vec<String> = std::fs::read_dir(dir.path())?
+        .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    assert_eq!(names, [expected], "only the compiled file, no temporaries");
+    Ok(())
+}
+
+#[test]
+fn a_damaged_cache_entry_is_compiled_again_and_replaced() -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    let dir = tempfile::tempdir()?;
+    let cache = CodeCache::new(dir.path().into())?;
+    let bytes = hello_wasm()?;
+    let digest = digest(&bytes);
+    cache.load(&runtime, &digest, &bytes)?;
+
+    let hex = digest.trim_start_matches("sha256:");
+    let path = dir
+        .path()
+        .join(format!("{hex}-{}.cwasm", runtime.fingerprint()));
+    std::fs::write(&path, b"\x7fELF but not really")?;
+
+    let (_, outcome) = cache.load(&runtime, &digest, &bytes)?;
+    assert_eq!(outcome, CacheOutcome::Compiled);
+    let (_, outcome) = cache.load(&runtime, &digest, &bytes)?;
+    assert_eq!(outcome, CacheOutcome::Hit);
+    Ok(())
+}
+
+#[test]
+fn core_modules_and_garbage_are_refused_with_a_reason() -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    let dir = tempfile::tempdir()?;
+    let cache = CodeCache::new(dir.path().into())?;
+
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = cache
+        .load(&runtime, &digest(core_module), core_module)
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a core module was accepted"))?;
+    assert!(matches!(err, LoadError::CoreModule), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("not a WebAssembly component (it is a core module; wrap it with"),
+        "{message}"
+    );
+
+    let garbage = b"<html>not found</html>";
+    let err = cache
+        .load(&runtime, &digest(garbage), garbage)
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("garbage was accepted"))?;
+    assert!(matches!(err, LoadError::NotWasm), "{err:?}");
+    assert!(err.to_string().starts_with("not WebAssembly"), "{err}");
+
+    // A valid header with a malformed body fails in the compiler.
+    let truncated = b"\0asm\x0d\0\x01\0\x07";
+    let err = cache
+        .load(&runtime, &digest(truncated), truncated)
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a truncated component was accepted"))?;
+    assert!(matches!(err, LoadError::Invalid(_)), "{err:?}");
+
+    // Nothing refused was written to the cache.
+    assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+    Ok(())
+}
+
+#[test]
+fn oversized_components_are_refused_before_compiling() -> anyhow::Result<()> {
+    let bytes = hello_wasm()?;
+    let runtime = Runtime::new(&EngineConfig {
+        max_component_bytes: bytes.len() - 1,
+        pool: PoolSizing::OnDemand,
+        ..EngineConfig::default()
+    })?;
+    let dir = tempfile::tempdir()?;
+    let cache = CodeCache::new(dir.path().into())?;
+    let err = cache
+        .load(&runtime, &digest(&bytes), &bytes)
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("an oversized component was accepted"))?;
+    assert!(
+        matches!(err, LoadError::TooLarge { size, max } if size == bytes.len() && max == size - 1),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("more than the"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn digests_that_are_not_sha256_are_refused() -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    let dir = tempfile::tempdir()?;
+    let cache = CodeCache::new(dir.path().into())?;
+    let bytes = hello_wasm()?;
+    let err = cache
+        .load(&runtime, "sha256:../../escape", &bytes)
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a path-like digest was accepted"))?;
+    assert!(matches!(err, LoadError::InvalidDigest(_)), "{err:?}");
+    Ok(())
+}

@@ -1,0 +1,457 @@
+//! `lattice-tests`: the harness every end-to-end suite uses, and the suites themselves (in
+//! `tests/`).
+//!
+//! - [`NatsServer`]: a real `nats-server -js` on a random port (`-p -1`, read back from its
+//!   ports file), in its own temporary directory, killed on drop.
+//! - [`TestLattice`]: that server plus a control plane and any number of hosts, all in-process,
+//!   with fresh dev keys; helpers to sign, push, deploy and wait.
+//! - [`http_get`]: a minimal HTTP/1.1 client, so that tests see exactly what a user's curl sees.
+//!
+//! The example components are built for `wasm32-wasip2` by this crate's build script, once and
+//! cached: [`hello_wasm`] is the signed-nothing component straight from the compiler.
+//!
+//! Waiting is driven by events: [`TestLattice::wait_for`] re-checks its condition on every host
+//! heartbeat, and every wait is bounded.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use lattice_control::ControlConfig;
+use lattice_control::client::CtlClient;
+use lattice_control::registry::Registry;
+use lattice_host::HostConfig;
+use lattice_protocol::claims::{ClaimsOptions, sign_component};
+use lattice_protocol::digest::Digest;
+use lattice_protocol::keys::{KeyPair, KeyRole};
+use lattice_protocol::messages::{AppState, AppStatus};
+use lattice_protocol::names::{AppName, LatticeName};
+use lattice_protocol::subject::Subject;
+use lattice_protocol::unix_now;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The hello component as the compiler produced it (unsigned).
+pub fn hello_wasm() -> Vec<u8> {
+    std::fs::read(env!("LATTICE_HELLO_WASM")).expect("the build script built hello.wasm")
+}
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A real nats-server with JetStream, on a random port, stopped on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: std::process::Child,
+    /// Its client URL.
+    pub url: String,
+    /// Its client port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server in a fresh temporary directory.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        Self::start_in(dir, None).await
+    }
+
+    /// Starts a server in `dir`, on `port` or a random one.
+    pub async fn start_in(dir: tempfile::TempDir, port: Option<u16>) -> anyhow::Result<Self> {
+        let binary = lattice_cli::up::find_nats_server().context(
+            "nats-server is not installed: run `make deps` (or apt-get install nats-server)",
+        )?;
+        let ports = dir.path().join("ports");
+        std::fs::create_dir_all(&ports)?;
+        let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
+        let child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+            .arg(dir.path().join("js"))
+            .arg("--ports_file_dir")
+            .arg(&ports)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut server = Self {
+            child,
+            url: String::new(),
+            port: 0,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(url) = read_ports(&ports) {
+                server.port = url
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .context("port in the ports file")?;
+                server.url = url;
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("nats-server exited at start: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("nats-server wrote no ports file within 20 s");
+            }
+            // The ports file is the only signal nats-server gives; poll it briefly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A new client connection.
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        Ok(async_nats::connect(&self.url).await?)
+    }
+
+    /// The server's directory (JetStream data lives in `js/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server (SIGKILL) and gives its directory back, to restart on the same data.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_ports(dir: &Path) -> Option<String> {
+    let entry = std::fs::read_dir(dir).ok()?.flatten().next()?;
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(entry.path()).ok()?).ok()?;
+    json["nats"].get(0)?.as_str().map(str::to_string)
+}
+
+/// A host running in-process.
+#[derive(Debug)]
+pub struct TestHost {
+    token: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+}
+
+impl TestHost {
+    /// Stops the host and waits for it to finish.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.token.cancel();
+        tokio::time::timeout(WAIT, self.task).await???;
+        Ok(())
+    }
+}
+
+/// A lattice for one test: real NATS, control plane and hosts in-process, fresh keys.
+#[derive(Debug)]
+pub struct TestLattice {
+    /// The NATS server.
+    pub nats: NatsServer,
+    /// A client connection for the test itself.
+    pub client: async_nats::Client,
+    /// The lattice name.
+    pub lattice: LatticeName,
+    /// Signs components; every host trusts it.
+    pub issuer: KeyPair,
+    /// The control plane's key; every host trusts it.
+    pub operator: KeyPair,
+    /// The control-plane API client.
+    pub ctl: CtlClient,
+    control: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    dir: tempfile::TempDir,
+}
+
+impl TestLattice {
+    /// NATS and a control plane.
+    pub async fn start() -> anyhow::Result<Self> {
+        let nats = NatsServer::start().await?;
+        let client = nats.client().await?;
+        let lattice = LatticeName::new("test")?;
+        let operator = KeyPair::generate(KeyRole::Operator);
+        let mut t = Self {
+            ctl: CtlClient::new(client.clone(), lattice.clone()),
+            nats,
+            client,
+            lattice,
+            issuer: KeyPair::generate(KeyRole::Issuer),
+            operator,
+            control: None,
+            dir: tempfile::tempdir()?,
+        };
+        t.start_control().await?;
+        Ok(t)
+    }
+
+    /// Starts the control plane (again).
+    pub async fn start_control(&mut self) -> anyhow::Result<()> {
+        let mut config = ControlConfig::new(
+            self.lattice.clone(),
+            KeyPair::from_seed(&self.operator.seed())?,
+        );
+        config.startup_grace = Duration::ZERO;
+        config.tick = Duration::from_millis(200);
+        let token = CancellationToken::new();
+        let client = self.nats.client().await?;
+        let task = tokio::spawn(lattice_control::run(config, client, token.clone()));
+        self.control = Some((token, task));
+        // The control plane answers once its subscriptions are in place.
+        self.wait_for("the control plane answers", || async {
+            Ok(self.ctl.apps().await.is_ok())
+        })
+        .await
+    }
+
+    /// A host configuration trusting this lattice's keys, with a fresh state directory.
+    pub fn host_config(&self, name: &str) -> HostConfig {
+        let mut c = HostConfig::new(self.lattice.clone(), self.dir.path().join(name));
+        c.name = Some(name.to_string());
+        c.trusted_issuers = vec![self.issuer.public_key()];
+        c.trusted_operators = vec![self.operator.public_key()];
+        c.heartbeat_interval = Duration::from_secs(1);
+        c
+    }
+
+    /// Starts a host with `config`.
+    pub async fn start_host(&self, config: HostConfig) -> anyhow::Result<TestHost> {
+        let token = CancellationToken::new();
+        let client = self.nats.client().await?;
+        let state_dir = config.state_dir.clone();
+        let task = tokio::spawn(lattice_host::run(config, client, token.clone()));
+        Ok(TestHost {
+            token,
+            task,
+            state_dir,
+        })
+    }
+
+    /// Starts a host named `name` and waits until the control plane sees it.
+    pub async fn add_host(&self, name: &str) -> anyhow::Result<TestHost> {
+        let host = self.start_host(self.host_config(name)).await?;
+        self.wait_for(&format!("host {name} to report"), || async {
+            Ok(self.ctl.hosts().await?.iter().any(|h| h.name == name))
+        })
+        .await?;
+        Ok(host)
+    }
+
+    /// Signs `component` with this lattice's issuer.
+    pub fn sign(&self, component: &[u8], name: &str, version: &str) -> Vec<u8> {
+        sign_component(
+            component,
+            &self.issuer,
+            &ClaimsOptions::named(name, version),
+            unix_now(),
+        )
+        .expect("signs")
+    }
+
+    /// Pushes an artifact; returns its digest.
+    pub async fn push(&self, bytes: &[u8]) -> anyhow::Result<Digest> {
+        let registry = Registry::open(
+            &async_nats::jetstream::new(self.client.clone()),
+            &self.lattice,
+        )
+        .await?;
+        Ok(registry.push(bytes, None).await?.digest)
+    }
+
+    /// Waits until `check` is true, re-checking on every heartbeat (and at least every 250 ms).
+    pub async fn wait_for<F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<bool>>,
+    {
+        let mut beats = self
+            .client
+            .subscribe(Subject::all_heartbeats(&self.lattice))
+            .await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut last_err = None;
+        loop {
+            match check().await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => last_err = Some(e),
+            }
+            tokio::select! {
+                _ = beats.next() => {}
+                _ = tick.tick() => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    bail!("timed out waiting for {what} (last error: {last_err:?})");
+                }
+            }
+        }
+    }
+
+    /// Waits until app `name` has a status accepted by `done`, and returns it.
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&AppStatus) -> bool,
+    ) -> anyhow::Result<AppStatus> {
+        let name = AppName::new(name)?;
+        let mut found = None;
+        let mut last = None;
+        let result = self
+            .wait_for(what, || {
+                let status = self.ctl.status(&name);
+                let (found, last) = (&mut found, &mut last);
+                let done = &done;
+                async move {
+                    let s = status.await?;
+                    let ok = done(&s);
+                    *last = Some(s.clone());
+                    if ok {
+                        *found = Some(s);
+                    }
+                    Ok(ok)
+                }
+            })
+            .await;
+        match (result, found) {
+            (Ok(()), Some(s)) => Ok(s),
+            (r, _) => Err(r
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("no status"))
+                .context(format!("last status: {last:?}"))),
+        }
+    }
+
+    /// Waits until app `name` is deployed; returns the status.
+    pub async fn wait_deployed(&self, name: &str) -> anyhow::Result<AppStatus> {
+        self.wait_status(name, &format!("{name} to be deployed"), |s| {
+            s.status == AppState::Deployed
+        })
+        .await
+    }
+}
+
+impl Drop for TestLattice {
+    fn drop(&mut self) {
+        if let Some((token, _)) = &self.control {
+            token.cancel();
+        }
+    }
+}
+
+/// A manifest for the hello component, served over HTTP on `address` (`127.0.0.1:0`: any port).
+pub fn hello_manifest(
+    app: &str,
+    version: &str,
+    image: &str,
+    greeting: &str,
+    address: &str,
+) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: {app}
+  annotations:
+    version: {version}
+spec:
+  components:
+    - name: hello
+      type: component
+      properties:
+        image: {image}
+        config:
+          - name: greeting
+            properties:
+              GREETING: "{greeting}"
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: hello
+            source:
+              config:
+                - name: default-http
+                  properties:
+                    address: {address}
+"#
+    )
+}
+
+/// The endpoint of the first component of a status that reports one.
+pub fn endpoint(status: &AppStatus) -> anyhow::Result<String> {
+    status
+        .components
+        .iter()
+        .find_map(|c| c.endpoint.clone())
+        .context("no component reports an HTTP endpoint")
+}
+
+/// GET `http://{addr}{path}`: status code and body.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let fut = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("no status code")?;
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        anyhow::Ok((code, body))
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut).await?
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
