@@ -307,7 +307,8 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, _peer)) => {
-                workers.dispatch(stream, site.clone(), stop.clone());
+                let _ = &workers;
+                tokio::spawn(serve_connection(stream, site.clone(), stop.clone()));
             }
             Err(err) if is_connection_error(&err) => {}
             Err(err) => {

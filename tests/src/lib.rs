@@ -275,6 +275,20 @@ impl TestLattice {
         F: FnMut() -> Fut,
         Fut: Future<Output = anyhow::Result<bool>>,
     {
+        self.wait_until(what, || {
+            let fut = check();
+            async move { Ok(fut.await?.then_some(())) }
+        })
+        .await
+    }
+
+    /// Waits until `check` gives a value, re-checking on every heartbeat (and at least every
+    /// 250 ms), for at most [`WAIT`].
+    pub async fn wait_until<T, F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<Option<T>>>,
+    {
         let mut beats = self
             .client
             .subscribe(Subject::all_heartbeats(&self.lattice))
@@ -284,8 +298,8 @@ impl TestLattice {
         let mut last_err = None;
         loop {
             match check().await {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
                 Err(e) => last_err = Some(e),
             }
             tokio::select! {
@@ -306,31 +320,16 @@ impl TestLattice {
         done: impl Fn(&AppStatus) -> bool,
     ) -> anyhow::Result<AppStatus> {
         let name = AppName::new(name)?;
-        let mut found = None;
-        let mut last = None;
-        let result = self
-            .wait_for(what, || {
-                let status = self.ctl.status(&name);
-                let (found, last) = (&mut found, &mut last);
-                let done = &done;
-                async move {
-                    let s = status.await?;
-                    let ok = done(&s);
-                    *last = Some(s.clone());
-                    if ok {
-                        *found = Some(s);
-                    }
-                    Ok(ok)
-                }
-            })
-            .await;
-        match (result, found) {
-            (Ok(()), Some(s)) => Ok(s),
-            (r, _) => Err(r
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("no status"))
-                .context(format!("last status: {last:?}"))),
-        }
+        let last = std::sync::Mutex::new(None);
+        let (done, last_ref, name_ref) = (&done, &last, &name);
+        self.wait_until(what, || async move {
+            let s = self.ctl.status(name_ref).await?;
+            let ok = done(&s);
+            *last_ref.lock().expect("not poisoned") = Some(s.clone());
+            Ok(ok.then_some(s))
+        })
+        .await
+        .with_context(|| format!("last status: {:?}", last.lock().expect("not poisoned")))
     }
 
     /// Waits until app `name` is deployed; returns the status.

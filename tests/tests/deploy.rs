@@ -1,0 +1,463 @@
+//! End to end, in-process: a real nats-server, the control plane, hosts and the hello component.
+//! Deploy, serve, update, undeploy; and every refusal the foundation promises, each with its
+//! own error.
+
+use lattice_protocol::assignment::{Assignment, SignedAssignment};
+use lattice_protocol::claims::{ClaimsOptions, sign_component};
+use lattice_protocol::envelope;
+use lattice_protocol::error::ErrorCode;
+use lattice_protocol::keys::{KeyPair, KeyRole};
+use lattice_protocol::messages::{AppState, HostSummary};
+use lattice_protocol::names::AppName;
+use lattice_protocol::subject::Buckets;
+use lattice_protocol::unix_now;
+use lattice_tests::{TestLattice, endpoint, hello_manifest, hello_wasm, http_get};
+
+const ANY_PORT: &str = "127.0.0.1:0";
+
+/// Compiled-code files in a host's cache: refusals must leave none.
+fn compiled_files(host: &lattice_tests::TestHost) -> usize {
+    std::fs::read_dir(host.state_dir.join("compiled"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn hello_deploys_serves_updates_and_undeploys() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+
+    let v1 = hello_manifest("hello", "v1", &image.to_string(), "Hello", ANY_PORT);
+    let reply = t.ctl.deploy(&v1).await?;
+    assert_eq!((reply.version.as_str(), reply.changed), ("v1", true));
+    let status = t.wait_deployed("hello").await?;
+    let addr = endpoint(&status)?;
+    let (code, body) = http_get(&addr, "/").await?;
+    assert_eq!(code, 200);
+    assert_eq!(body, "Hello from Lattice (host edge-1)\n");
+
+    // Deploying the same manifest again changes nothing.
+    assert!(!t.ctl.deploy(&v1).await?.changed);
+    // The same version with other content is refused: versions are immutable.
+    let clash = hello_manifest("hello", "v1", &image.to_string(), "Changed", ANY_PORT);
+    assert_eq!(
+        t.ctl.deploy(&clash).await.unwrap_err().code,
+        ErrorCode::Conflict
+    );
+
+    // A new version: the answer changes.
+    let v2 = hello_manifest("hello", "v2", &image.to_string(), "Howdy", ANY_PORT);
+    t.ctl.deploy(&v2).await?;
+    let status = t
+        .wait_status("hello", "v2 deployed", |s| {
+            s.version == "v2" && s.status == AppState::Deployed
+        })
+        .await?;
+    let addr2 = endpoint(&status)?;
+    let (code, body) = http_get(&addr2, "/").await?;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "Howdy from Lattice (host edge-1)\n")
+    );
+
+    // Undeploy: the port closes.
+    t.ctl.undeploy(&AppName::new("hello")?).await?;
+    t.wait_for("the host to stop serving", || async {
+        Ok(tokio::net::TcpStream::connect(&addr2).await.is_err())
+    })
+    .await?;
+    let status = t.ctl.status(&AppName::new("hello")?).await?;
+    assert_eq!(status.status, AppState::Undeployed);
+    let apps = t.ctl.apps().await?;
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].status, AppState::Undeployed);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_fixed_address_keeps_its_port_across_versions() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    // Let the OS choose a port once, then ask for it explicitly.
+    let v1 = hello_manifest("hello", "v1", &image.to_string(), "One", ANY_PORT);
+    t.ctl.deploy(&v1).await?;
+    let addr = endpoint(&t.wait_deployed("hello").await?)?;
+    let fixed = hello_manifest("hello", "v2", &image.to_string(), "Two", &addr);
+    t.ctl.deploy(&fixed).await?;
+    t.wait_status("hello", "v2", |s| {
+        s.version == "v2" && s.status == AppState::Deployed
+    })
+    .await?;
+    let v3 = hello_manifest("hello", "v3", &image.to_string(), "Three", &addr);
+    t.ctl.deploy(&v3).await?;
+    let status = t
+        .wait_status("hello", "v3", |s| {
+            s.version == "v3" && s.status == AppState::Deployed
+        })
+        .await?;
+    assert_eq!(
+        endpoint(&status)?,
+        addr,
+        "the same port serves the new version"
+    );
+    assert_eq!(
+        http_get(&addr, "/").await?.1,
+        "Three from Lattice (host edge-1)\n"
+    );
+    Ok(())
+}
+
+/// Deploys `bytes` and waits for the app to fail; returns the failure message.
+async fn deploy_expecting_failure(t: &TestLattice, bytes: &[u8]) -> anyhow::Result<String> {
+    let image = t.push(bytes).await?;
+    t.ctl
+        .deploy(&hello_manifest(
+            "bad",
+            "v1",
+            &image.to_string(),
+            "Hi",
+            ANY_PORT,
+        ))
+        .await?;
+    let status = t
+        .wait_status("bad", "the app to fail", |s| s.status == AppState::Failed)
+        .await?;
+    Ok(status.message)
+}
+
+#[tokio::test]
+async fn unsigned_component_is_refused_before_compilation() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.add_host("h").await?;
+    let message = deploy_expecting_failure(&t, &hello_wasm()).await?;
+    assert!(message.contains("unsigned component"), "{message}");
+    assert_eq!(compiled_files(&host), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn tampered_component_is_refused() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.add_host("h").await?;
+    let mut bytes = t.sign(&hello_wasm(), "hello", "0.1.0");
+    // Flip a byte inside the greeting text: the component still parses, its hash does not match.
+    let pos = bytes
+        .windows(12)
+        .position(|w| w == b"from Lattice")
+        .expect("the greeting is in the component");
+    bytes[pos] = b'F';
+    let message = deploy_expecting_failure(&t, &bytes).await?;
+    assert!(message.contains("tampered component"), "{message}");
+    assert_eq!(compiled_files(&host), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_claims_fail_the_signature() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.add_host("h").await?;
+    let mut bytes = t.sign(&hello_wasm(), "hello", "7.7.7");
+    // Raise the version inside the signed claims: the issuer's signature no longer matches.
+    let pos = bytes
+        .windows(5)
+        .rposition(|w| w == b"7.7.7")
+        .expect("the version is in the claims");
+    bytes[pos] = b'9';
+    let message = deploy_expecting_failure(&t, &bytes).await?;
+    assert!(message.contains("bad signature"), "{message}");
+    assert_eq!(compiled_files(&host), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn untrusted_issuer_is_refused() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.add_host("h").await?;
+    let stranger = KeyPair::generate(KeyRole::Issuer);
+    let bytes = sign_component(
+        &hello_wasm(),
+        &stranger,
+        &ClaimsOptions::named("hello", "0.1.0"),
+        unix_now(),
+    )?;
+    let message = deploy_expecting_failure(&t, &bytes).await?;
+    assert!(message.contains("untrusted issuer"), "{message}");
+    assert!(
+        message.contains(stranger.public_key().as_str()),
+        "{message}"
+    );
+    assert_eq!(compiled_files(&host), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_component_is_refused() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.add_host("h").await?;
+    let now = unix_now();
+    let bytes = sign_component(
+        &hello_wasm(),
+        &t.issuer,
+        &ClaimsOptions {
+            expires: Some(now - 60),
+            ..ClaimsOptions::named("hello", "0.1.0")
+        },
+        now - 3600,
+    )?;
+    let message = deploy_expecting_failure(&t, &bytes).await?;
+    assert!(message.contains("expired component"), "{message}");
+    assert_eq!(compiled_files(&host), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_component_is_refused_and_the_host_stays_up() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let mut config = t.host_config("small");
+    config.engine.max_component_bytes = 16 * 1024;
+    let host = t.start_host(config).await?;
+    t.wait_for("the host to report", || async {
+        Ok(!t.ctl.hosts().await?.is_empty())
+    })
+    .await?;
+    let message = deploy_expecting_failure(&t, &t.sign(&hello_wasm(), "hello", "1")).await?;
+    assert!(message.contains("more than the 16384 bytes"), "{message}");
+    assert_eq!(compiled_files(&host), 0);
+    // Still alive: it keeps reporting.
+    let before = t.ctl.hosts().await?[0].uptime_secs;
+    t.wait_for("another heartbeat", || async {
+        Ok(t.ctl.hosts().await?[0].uptime_secs > before)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_core_module_is_refused_at_deploy() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let image = t.push(&core_module).await?;
+    let err = t
+        .ctl
+        .deploy(&hello_manifest(
+            "core",
+            "v1",
+            &image.to_string(),
+            "x",
+            ANY_PORT,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    assert!(
+        err.message.contains("not a WebAssembly component"),
+        "{}",
+        err.message
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_image_is_refused_with_what_to_do() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let err = t
+        .ctl
+        .deploy(&hello_manifest("x", "v1", "hello:9.9.9", "x", ANY_PORT))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert!(err.message.contains("lattice push"), "{}", err.message);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_malformed_manifest_reports_every_problem() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let manifest = "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: bad.name\nspec:\n  components:\n    - name: hello\n      type: component\n      propertes:\n        image: x:1\n";
+    let err = t.ctl.deploy(manifest).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    assert!(err.message.contains("line 4"), "{}", err.message);
+    assert!(err.message.contains("subject separator"), "{}", err.message);
+    assert!(err.message.contains("line 9"), "{}", err.message);
+    assert!(
+        err.message.contains("did you mean `properties`"),
+        "{}",
+        err.message
+    );
+    assert!(t.ctl.apps().await?.is_empty(), "nothing was stored");
+    Ok(())
+}
+
+/// The host's id as the control plane knows it.
+async fn only_host(t: &TestLattice) -> anyhow::Result<HostSummary> {
+    let hosts = t.ctl.hosts().await?;
+    anyhow::ensure!(hosts.len() == 1, "expected one host, got {hosts:?}");
+    Ok(hosts.into_iter().next().expect("one host"))
+}
+
+/// Writes an assignment straight into the bucket, as an attacker with NATS access could.
+async fn write_assignment(t: &TestLattice, signed: &SignedAssignment) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(t.client.clone());
+    let kv = js
+        .get_key_value(Buckets::new(&t.lattice).assignments())
+        .await?;
+    let a = signed.decode_unverified()?;
+    kv.put(a.host.as_str(), envelope::encode(signed).into())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_and_replayed_assignments_are_refused_and_work_keeps_running() -> anyhow::Result<()>
+{
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("h").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    t.ctl
+        .deploy(&hello_manifest(
+            "hello",
+            "v1",
+            &image.to_string(),
+            "One",
+            ANY_PORT,
+        ))
+        .await?;
+    t.wait_deployed("hello").await?;
+    t.ctl
+        .deploy(&hello_manifest(
+            "hello",
+            "v2",
+            &image.to_string(),
+            "Two",
+            ANY_PORT,
+        ))
+        .await?;
+    let status = t
+        .wait_status("hello", "v2", |s| {
+            s.version == "v2" && s.status == AppState::Deployed
+        })
+        .await?;
+    let addr = endpoint(&status)?;
+    let host = only_host(&t).await?;
+
+    // Forged: a well-formed assignment emptying the host, signed by a key it does not trust.
+    let forged = Assignment {
+        lattice: t.lattice.clone(),
+        host: host.id.clone(),
+        revision: 1000,
+        issued_at: unix_now(),
+        expires_at: unix_now() + 3600,
+        workloads: Vec::new(),
+    };
+    let stranger = KeyPair::generate(KeyRole::Operator);
+    write_assignment(&t, &SignedAssignment::sign(&forged, &stranger)).await?;
+    let refusal = |needle: &'static str| {
+        let t = &t;
+        move || async move { Ok(last_refusal(t).await?.is_some_and(|r| r.contains(needle))) }
+    };
+    t.wait_for(
+        "the forged assignment to be refused",
+        refusal("not a trusted operator key"),
+    )
+    .await?;
+    assert_eq!(http_get(&addr, "/").await?.1, "Two from Lattice (host h)\n");
+
+    // Replayed: a genuine signature on an older revision.
+    let replay = Assignment {
+        revision: 1,
+        ..forged
+    };
+    write_assignment(&t, &SignedAssignment::sign(&replay, &t.operator)).await?;
+    t.wait_for("the replay to be refused", refusal("refused as a replay"))
+        .await?;
+    assert_eq!(http_get(&addr, "/").await?.1, "Two from Lattice (host h)\n");
+    Ok(())
+}
+
+/// The last refusal the only host reported in its heartbeat.
+async fn last_refusal(t: &TestLattice) -> anyhow::Result<Option<String>> {
+    use futures::StreamExt;
+    let mut beats = t
+        .client
+        .subscribe(lattice_protocol::subject::Subject::all_heartbeats(
+            &t.lattice,
+        ))
+        .await?;
+    let msg = tokio::time::timeout(lattice_tests::WAIT, beats.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("heartbeat subscription closed"))?;
+    let hb: lattice_protocol::messages::Heartbeat = envelope::decode(&msg.payload)?;
+    Ok(hb.last_refusal)
+}
+
+#[tokio::test]
+async fn a_restarted_host_serves_from_disk_without_nats() -> anyhow::Result<()> {
+    let mut t = TestLattice::start().await?;
+    let host = t.add_host("gateway").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    t.ctl
+        .deploy(&hello_manifest(
+            "hello",
+            "v1",
+            &image.to_string(),
+            "Online",
+            ANY_PORT,
+        ))
+        .await?;
+    // Pin the port the OS chose, so that the restarted host binds the same one.
+    let addr = endpoint(&t.wait_deployed("hello").await?)?;
+    t.ctl
+        .deploy(&hello_manifest(
+            "hello",
+            "v2",
+            &image.to_string(),
+            "Offline",
+            &addr,
+        ))
+        .await?;
+    t.wait_status("hello", "v2", |s| {
+        s.version == "v2" && s.status == AppState::Deployed
+    })
+    .await?;
+    let config = {
+        let mut c = t.host_config("gateway");
+        c.state_dir = host.state_dir.clone();
+        c.engine = lattice_host::engine::EngineConfig::default();
+        c
+    };
+    host.stop().await?;
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "stopped host closed its port"
+    );
+
+    // NATS goes away entirely; the host starts anyway and serves its saved assignment.
+    let url = t.nats.url.clone();
+    let dir = std::mem::replace(&mut t.nats, lattice_tests::NatsServer::start().await?).kill();
+    drop(dir);
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(&url)
+        .await?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(lattice_host::run(config, client, token.clone()));
+    t.wait_for("the offline host to serve", || async {
+        Ok(http_get(&addr, "/")
+            .await
+            .is_ok_and(|(code, _)| code == 200))
+    })
+    .await?;
+    assert_eq!(
+        http_get(&addr, "/").await?.1,
+        "Offline from Lattice (host gateway)\n"
+    );
+    token.cancel();
+    tokio::time::timeout(lattice_tests::WAIT, task).await???;
+    Ok(())
+}
