@@ -307,8 +307,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, _peer)) => {
-                let _ = &workers;
-                tokio::spawn(serve_connection(stream, site.clone(), stop.clone()));
+                workers.dispatch(stream, site.clone(), stop.clone());
             }
             Err(err) if is_connection_error(&err) => {}
             Err(err) => {

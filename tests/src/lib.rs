@@ -40,6 +40,23 @@ pub fn hello_wasm() -> Vec<u8> {
     std::fs::read(env!("LATTICE_HELLO_WASM")).expect("the build script built hello.wasm")
 }
 
+/// The `lattice` binary built next to this test (`make test` builds it first).
+pub fn lattice_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its path");
+    // target/<profile>/deps/<test> -> target/<profile>/lattice
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("lattice"))
+        .expect("a target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` first (`make test` does)",
+        bin.display()
+    );
+    bin
+}
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 

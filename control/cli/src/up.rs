@@ -18,6 +18,9 @@ use crate::args::{HostArgs, NatsArgs, UpArgs};
 use crate::nats::{self, Patience, UpRecord};
 use crate::serve::{host_config, key_path, shutdown_on_signal};
 
+/// The port `lattice up` prefers for its nats-server.
+pub const DEFAULT_PORT: u16 = 4222;
+
 /// Where a nats-server binary may be: PATH, then the places distributions install it.
 pub fn find_nats_server() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -111,7 +114,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let url = match &args.nats_url {
         Some(url) => url.clone(),
         None => {
-            let s = start_nats(&state_dir, args.nats_port).await?;
+            // The distribution's nats-server service (without JetStream) often holds 4222 already;
+            // then take any free port: the URL is recorded for `lattice ctl` either way.
+            let mut port = args.nats_port;
+            if port == DEFAULT_PORT && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                eprintln!(
+                    "port {port} is taken (a system nats-server?); starting ours on a free port"
+                );
+                port = 0;
+            }
+            let s = start_nats(&state_dir, port).await?;
             let url = s.url.clone();
             server = Some(s);
             url

@@ -1,0 +1,263 @@
+//! The real `lattice` binary, as an operator uses it: keys, sign, inspect, `up`, push, deploy,
+//! status, get, and the errors a user sees.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use lattice_tests::{hello_manifest, hello_wasm, http_get, lattice_bin};
+
+fn lattice(args: &[&str], state: &Path) -> anyhow::Result<Output> {
+    let out = Command::new(lattice_bin())
+        .args(args)
+        .env("LATTICE_STATE_DIR", state)
+        .env_remove("LATTICE_NATS_URL")
+        .env_remove("LATTICE_LATTICE")
+        .stdin(Stdio::null())
+        .output()?;
+    Ok(out)
+}
+
+fn ok(args: &[&str], state: &Path) -> anyhow::Result<String> {
+    let out = lattice(args, state)?;
+    ensure!(
+        out.status.success(),
+        "lattice {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `lattice up` in the background, stopped with SIGTERM on drop.
+struct Up(std::process::Child);
+
+impl Up {
+    fn start(state: &Path) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(state.with_extension("log"))?;
+        let child = Command::new(lattice_bin())
+            .args(["up", "--nats-port", "0", "--state-dir"])
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Self(child))
+    }
+
+    fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()?;
+        Ok(self.0.wait()?)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `lattice` until `done` accepts its output, for at most a minute (the lattice is starting).
+fn until(args: &[&str], state: &Path, done: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = lattice(args, state)?;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && done(&stdout) {
+            return Ok(stdout);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "`lattice {args:?}` never gave what was expected; last: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Each try is a new process: there is no event to wait on from outside.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let p = |name: &str| dir.path().join(name).display().to_string();
+
+    // Keys: public key on stdout, seed only in a 0600 file.
+    let public = ok(&["keys", "gen", "issuer", "-o", &p("issuer.nk")], &state)?;
+    assert!(public.trim().starts_with('A'), "{public}");
+    let mode = std::fs::metadata(p("issuer.nk"))?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = lattice(&["keys", "gen", "issuer", "-o", &p("issuer.nk")], &state)?;
+    assert!(
+        !again.status.success(),
+        "an existing key file is never overwritten"
+    );
+
+    // Sign and inspect.
+    std::fs::write(p("hello.wasm"), hello_wasm())?;
+    ok(
+        &[
+            "sign",
+            &p("hello.wasm"),
+            "-o",
+            &p("hello.signed.wasm"),
+            "--issuer",
+            &p("issuer.nk"),
+            "--name",
+            "hello",
+            "--version",
+            "1.2.3",
+        ],
+        &state,
+    )?;
+    let inspected: serde_json::Value = serde_json::from_str(&ok(
+        &["inspect", &p("hello.signed.wasm"), "-o", "json"],
+        &state,
+    )?)?;
+    assert_eq!(inspected["claims"]["name"], "hello");
+    assert_eq!(inspected["claims"]["issuer"], public.trim());
+    assert!(
+        inspected["signature"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("valid")
+    );
+    assert!(
+        inspected["exports"]
+            .to_string()
+            .contains("wasi:http/incoming-handler"),
+        "{inspected}"
+    );
+
+    // Bring a lattice up, then sign with its dev issuer, push and deploy.
+    let up = Up::start(&state)?;
+    until(&["ctl", "get", "hosts", "-o", "json"], &state, |s| {
+        serde_json::from_str::<serde_json::Value>(s)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    })?;
+    let dev_issuer = state.join("keys/issuer.nk").display().to_string();
+    ok(
+        &[
+            "sign",
+            &p("hello.wasm"),
+            "-o",
+            &p("dev.wasm"),
+            "--issuer",
+            &dev_issuer,
+            "--name",
+            "hello",
+            "--version",
+            "0.1.0",
+        ],
+        &state,
+    )?;
+    let reference = ok(&["push", &p("dev.wasm")], &state)?;
+    assert!(reference.trim().starts_with("sha256:"), "{reference}");
+    assert_eq!(
+        ok(&["push", &p("dev.wasm")], &state)?,
+        reference,
+        "pushing twice is a no-op"
+    );
+
+    std::fs::write(
+        p("app.yaml"),
+        hello_manifest("hello", "v1", "hello:0.1.0", "Hello", "127.0.0.1:0"),
+    )?;
+    ok(&["ctl", "deploy", &p("app.yaml"), "--wait"], &state)?;
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["ctl", "status", "hello", "-o", "json"], &state)?)?;
+    assert_eq!(status["status"], "Deployed");
+    assert_eq!(status["version"], "v1");
+    let component = &status["components"][0];
+    for field in ["name", "host", "instances", "state", "message"] {
+        assert!(
+            component.get(field).is_some(),
+            "status lacks {field}: {status}"
+        );
+    }
+    let endpoint = component["endpoint"].as_str().context("an endpoint")?;
+    let (code, body) = http_get(endpoint, "/").await?;
+    assert_eq!(code, 200);
+    assert!(body.starts_with("Hello from Lattice (host "), "{body}");
+
+    let hosts: serde_json::Value =
+        serde_json::from_str(&ok(&["ctl", "get", "hosts", "-o", "json"], &state)?)?;
+    let host = &hosts[0];
+    for field in ["id", "name", "labels", "state"] {
+        assert!(host.get(field).is_some(), "hosts lack {field}: {hosts}");
+    }
+    assert_eq!(host["state"], "ready");
+    assert!(host["labels"]["arch"].is_string());
+    let apps: serde_json::Value =
+        serde_json::from_str(&ok(&["ctl", "get", "apps", "-o", "json"], &state)?)?;
+    assert_eq!(apps[0]["name"], "hello");
+    assert_eq!(apps[0]["status"], "Deployed");
+
+    // A malformed manifest: every problem, with file and line, and nothing deployed.
+    std::fs::write(
+        p("bad.yaml"),
+        "apiVersion: core.oam.dev/v1beta1\nkind: Aplication\nmetadata:\n  name: bad\nspec:\n  components: []\n",
+    )?;
+    let bad = lattice(&["ctl", "deploy", &p("bad.yaml")], &state)?;
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("bad.yaml:2:7: kind:"), "{stderr}");
+    assert!(stderr.contains("bad.yaml:6:"), "{stderr}");
+
+    // A second `lattice up` on the same state directory comes back with the app.
+    let stopped = up.stop()?;
+    assert!(
+        stopped.success(),
+        "lattice up stops cleanly on SIGTERM: {stopped}"
+    );
+    let _up = Up::start(&state)?;
+    until(&["ctl", "status", "hello", "-o", "json"], &state, |s| {
+        s.contains("\"Deployed\"")
+    })?;
+    Ok(())
+}
+
+#[test]
+fn ctl_without_nats_says_where_it_looked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = lattice(
+        &["ctl", "get", "hosts", "--nats-url", "nats://127.0.0.1:1"],
+        dir.path(),
+    )?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach NATS at nats://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    Ok(())
+}
+
+#[test]
+fn bad_names_never_become_subjects() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = lattice(
+        &[
+            "ctl",
+            "get",
+            "apps",
+            "--lattice",
+            "prod.eu",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+        ],
+        dir.path(),
+    )?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lattice name `prod.eu`"), "{stderr}");
+    let out = lattice(&["host", "--label", "my zone=x"], dir.path())?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("whitespace"));
+    Ok(())
+}
