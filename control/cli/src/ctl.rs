@@ -81,7 +81,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             what: GetWhat::Hosts,
         } => {
             let hosts = ctl.hosts().await?;
-            output::print(args.output, &hosts, hosts_table);
+            output::print(args.output, &hosts, |h| hosts_table(h));
         }
         CtlCommand::Status { name } => {
             let status = ctl.status(&AppName::new(name)?).await?;
@@ -175,7 +175,7 @@ async fn wait_deployed(
     }
 }
 
-fn hosts_table(hosts: &Vec<HostSummary>) -> String {
+fn hosts_table(hosts: &[HostSummary]) -> String {
     if hosts.is_empty() {
         return "no hosts have reported; start one with `lattice host` or `lattice up`\n".into();
     }
