@@ -197,6 +197,33 @@ async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
     assert_eq!(apps[0]["name"], "hello");
     assert_eq!(apps[0]["status"], "Deployed");
 
+    // `deploy --wait` of a component the host refuses exits non-zero with the reason.
+    ok(
+        &["push", &p("hello.wasm"), "--tag", "unsigned:0.1.0"],
+        &state,
+    )?;
+    std::fs::write(
+        p("unsigned.yaml"),
+        hello_manifest("unsigned", "v1", "unsigned:0.1.0", "x", "127.0.0.1:0"),
+    )?;
+    let failed = lattice(
+        &[
+            "ctl",
+            "deploy",
+            &p("unsigned.yaml"),
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &state,
+    )?;
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("failed") && stderr.contains("unsigned component"),
+        "{stderr}"
+    );
+
     // A malformed manifest: every problem, with file and line, and nothing deployed.
     std::fs::write(
         p("bad.yaml"),
