@@ -129,7 +129,7 @@ impl CodeCache {
         &self.dir
     }
 
-    /// The component with `digest` ("sha256:<hex>") whose bytes are `bytes`,
+    /// The component with `digest` (`sha256:<hex>`) whose bytes are `bytes`,
     /// from the cache or compiled now. The caller has checked that `bytes`
     /// hash to `digest`: the cache trusts the pair.
     ///

@@ -142,12 +142,16 @@ pub struct HttpOptions {
     /// 413 (or cut off with an error to the guest when the size is not
     /// announced up front).
     pub max_request_body_bytes: u64,
+    /// Threads serving connections, each with its own single-threaded
+    /// runtime; 0 means one per core this process may use.
+    pub worker_threads: usize,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            worker_threads: 0,
         }
     }
 }
@@ -224,7 +228,7 @@ impl HttpServer {
         let workers = match self.inner.workers.get() {
             Some(workers) => workers.clone(),
             None => {
-                let workers = Arc::new(Workers::per_core()?);
+                let workers = Arc::new(Workers::start(self.inner.options.worker_threads)?);
                 // Cannot be set already: `changing` is held.
                 let _ = self.inner.workers.set(workers.clone());
                 workers

@@ -4,10 +4,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use common::{Client, hello_component, small_runtime, within};
-use lattice_host::engine::{EngineConfig, Runtime};
-use lattice_host::http::{HttpServer, HttpWorkload, prepare_http};
+use common::{Client, guests, hello_component, small_runtime, within};
+use lattice_host::engine::{EngineConfig, PoolSizing, Runtime};
+use lattice_host::http::{HttpOptions, HttpServer, HttpWorkload, prepare_http};
 use lattice_host::wasi::new_linker;
 use wasmtime::component::Component;
 
@@ -27,6 +28,16 @@ fn hello(runtime: &Runtime, greeting: &str) -> anyhow::Result<Arc<HttpWorkload>>
             ("GREETING".to_owned(), greeting.to_owned()),
             ("LATTICE_HOST_NAME".to_owned(), "test-host".to_owned()),
         ],
+    }))
+}
+
+/// `bytes` (a component) as an HTTP workload.
+fn workload(runtime: &Runtime, name: &str, bytes: &[u8]) -> anyhow::Result<Arc<HttpWorkload>> {
+    let component = Component::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
+    Ok(Arc::new(HttpWorkload {
+        name: name.to_owned(),
+        pre: prepare_http(runtime, &new_linker(runtime)?, &component)?,
+        env: Vec::new(),
     }))
 }
 
@@ -151,5 +162,95 @@ fn a_component_without_an_http_handler_is_refused() -> anyhow::Result<()> {
         message.contains("does not export wasi:http/incoming-handler@0.2.x"),
         "{message}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_guest_gets_a_500_and_the_server_keeps_serving() -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    let server = HttpServer::new(runtime.clone());
+    let trapping = workload(&runtime, "test/trap", &guests::trapping())?;
+    let addr = within("bind", server.bind(any_port(), trapping)).await??;
+    let mut client = Client::connect(addr).await?;
+    for _ in 0..2 {
+        // Twice on one connection: the trap ended the request, not the
+        // connection.
+        let reply = client.get("/").await?;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (500, "component failed\n")
+        );
+    }
+
+    let silent = workload(&runtime, "test/silent", &guests::silent())?;
+    within("rebind", server.bind(addr, silent)).await??;
+    let reply = client.get("/").await?;
+    assert_eq!((reply.status, reply.body.as_str()), (500, "no response\n"));
+
+    within("rebind", server.bind(addr, hello(&runtime, "Still")?)).await??;
+    let reply = client.get("/").await?;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "Still from Lattice (host test-host)\n")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_guest_times_out_without_holding_up_its_thread() -> anyhow::Result<()> {
+    let runtime = Runtime::new(&EngineConfig {
+        execution_timeout: Duration::from_secs(4),
+        pool: PoolSizing::Pooled { instances: 16 },
+        ..EngineConfig::default()
+    })?;
+    // One worker thread: both requests below share it.
+    let server = HttpServer::with_options(
+        runtime.clone(),
+        HttpOptions {
+            worker_threads: 1,
+            ..HttpOptions::default()
+        },
+    );
+    let looping = workload(&runtime, "test/loop", &guests::looping())?;
+    let loop_addr = within("bind", server.bind(any_port(), looping)).await??;
+    let hello_addr = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
+
+    // The looping request is written before the other connection exists, so
+    // the worker takes it up first.
+    let mut stuck = Client::connect(loop_addr).await?;
+    let stuck = tokio::spawn(async move { stuck.get("/").await });
+    let mut other = Client::connect(hello_addr).await?;
+    let reply = tokio::time::timeout(Duration::from_secs(2), other.get("/"))
+        .await
+        .map_err(|_| anyhow::anyhow!("the looping guest held up its worker thread"))??;
+    assert_eq!(reply.status, 200);
+
+    let reply = within("the timed-out request", stuck).await???;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (500, "component timed out\n")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_grow_past_the_memory_limit() -> anyhow::Result<()> {
+    let runtime = Runtime::new(&EngineConfig {
+        memory_limit_bytes: 1 << 20,
+        pool: PoolSizing::Pooled { instances: 16 },
+        ..EngineConfig::default()
+    })?;
+    let server = HttpServer::new(runtime.clone());
+    // 1 page + 8 pages = 576 KiB: allowed.
+    let modest = workload(&runtime, "test/modest", &guests::greedy(8))?;
+    let addr = within("bind", server.bind(any_port(), modest)).await??;
+    let mut client = Client::connect(addr).await?;
+    assert_eq!(client.get("/").await?.body, "no response\n");
+
+    // 1 page + 16 pages = 1088 KiB: over the 1 MiB limit, so the growth
+    // fails and the guest traps.
+    let greedy = workload(&runtime, "test/greedy", &guests::greedy(16))?;
+    within("rebind", server.bind(addr, greedy)).await??;
+    assert_eq!(client.get("/").await?.body, "component failed\n");
     Ok(())
 }

@@ -3,12 +3,13 @@
 //!
 //! A request's work is almost all CPU on one thread (instantiate, run the
 //! guest, drop the store), so a work-stealing runtime buys little and its
-//! cross-thread wake-ups cost a lot: measured here, the same server did
-//! ~27–29k requests/s on per-core current-thread runtimes against ~16–17k
-//! on one multi-threaded runtime. Connections are dealt round-robin by the
-//! listener's accept loop, which balanced slightly better than
-//! `SO_REUSEPORT` listeners and keeps one socket per address (so unbinding
-//! closes exactly one).
+//! cross-thread wake-ups cost a lot. Measured on the 2-core reference
+//! machine with `hello` and `wrk -c16` on the same cores: ~37–39k
+//! requests/s on per-core current-thread runtimes against ~19–27k with the
+//! connections spawned on one multi-threaded runtime (same engine settings).
+//! Connections are dealt round-robin by the listener's accept loop, which
+//! balanced slightly better than `SO_REUSEPORT` listeners and keeps one
+//! socket per address (so unbinding closes exactly one).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,9 +42,12 @@ impl std::fmt::Debug for Job {
 }
 
 impl Workers {
-    /// Starts `count` worker threads (at least one).
+    /// Starts `count` worker threads, or one per core if `count` is 0.
     pub(super) fn start(count: usize) -> anyhow::Result<Self> {
-        let count = count.max(1);
+        let count = match count {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            count => count,
+        };
         let mut queues = Vec::with_capacity(count);
         for index in 0..count {
             let (queue, jobs) = mpsc::unbounded_channel();
@@ -61,11 +65,6 @@ impl Workers {
             queues,
             next: AtomicUsize::new(0),
         })
-    }
-
-    /// One worker per core this process may use.
-    pub(super) fn per_core() -> anyhow::Result<Self> {
-        Self::start(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
     /// Hands a freshly accepted connection to the next worker.

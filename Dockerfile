@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+#
+# The Lattice binaries in a small image:
+#   lattice        the CLI, the control plane (`lattice control`) and hosts (`lattice host`)
+#   lattice-host   the host alone
+#
+#   docker build -t lattice .
+#   docker run --rm lattice --help
+#
+# docker-compose.yml uses this image for the control plane and the hosts.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+# Only the `lattice-cli` package: its two binaries. (The test crate's build script builds the
+# example components for wasm32-wasip2, which an image does not need.)
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p lattice-cli --bins \
+ && install -D -m 0755 -t /out target/release/lattice target/release/lattice-host
+
+FROM debian:bookworm-slim
+# CA certificates for TLS connections to NATS.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+# An unprivileged user whose home holds the host's state (mount a volume there to keep it).
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/lattice lattice
+COPY --from=build /out/lattice /out/lattice-host /usr/local/bin/
+USER lattice
+WORKDIR /var/lib/lattice
+ENV LATTICE_HOST_STATE_DIR=/var/lib/lattice/host
+ENTRYPOINT ["lattice"]
+CMD ["--help"]
