@@ -116,104 +116,110 @@ async fn a_fixed_address_keeps_its_port_across_versions() -> anyhow::Result<()> 
 /// Deploys `bytes` and waits for the app to fail; returns the failure message.
 async fn deploy_expecting_failure(t: &TestLattice, bytes: &[u8]) -> anyhow::Result<String> {
     let image = t.push(bytes).await?;
-    t.ctl
-        .deploy(&hello_manifest(
-            "bad",
-            "v1",
-            &image.to_string(),
-            "Hi",
-            ANY_PORT,
-        ))
-        .await?;
+    let manifest = hello_manifest("bad", "v1", &image.to_string(), "Hi", ANY_PORT);
+    t.ctl.deploy(&manifest).await?;
     let status = t
         .wait_status("bad", "the app to fail", |s| s.status == AppState::Failed)
         .await?;
     Ok(status.message)
 }
 
-#[tokio::test]
-async fn unsigned_component_is_refused_before_compilation() -> anyhow::Result<()> {
+/// On a fresh lattice with one host, the component `make` builds is refused before
+/// compilation with a message containing every one of `needles`.
+async fn assert_refused(
+    make: impl FnOnce(&TestLattice) -> anyhow::Result<Vec<u8>>,
+    needles: &[&str],
+) -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let host = t.add_host("h").await?;
-    let message = deploy_expecting_failure(&t, &hello_wasm()).await?;
-    assert!(message.contains("unsigned component"), "{message}");
-    assert_eq!(compiled_files(&host), 0);
+    let message = deploy_expecting_failure(&t, &make(&t)?).await?;
+    for needle in needles {
+        assert!(message.contains(needle), "`{needle}` not in: {message}");
+    }
+    assert_eq!(compiled_files(&host), 0, "nothing was compiled");
     Ok(())
+}
+
+/// Replaces the first (or last) occurrence of `what` in `bytes` by changing its first byte.
+fn flip(mut bytes: Vec<u8>, what: &[u8], last: bool) -> Vec<u8> {
+    let mut places = bytes
+        .windows(what.len())
+        .enumerate()
+        .filter(|(_, w)| *w == what);
+    let pos = if last { places.last() } else { places.next() };
+    let pos = pos.map(|(i, _)| i).expect("the bytes are present");
+    bytes[pos] ^= 0x20;
+    bytes
+}
+
+#[tokio::test]
+async fn unsigned_component_is_refused_before_compilation() -> anyhow::Result<()> {
+    assert_refused(|_| Ok(hello_wasm()), &["unsigned component"]).await
 }
 
 #[tokio::test]
 async fn tampered_component_is_refused() -> anyhow::Result<()> {
-    let t = TestLattice::start().await?;
-    let host = t.add_host("h").await?;
-    let mut bytes = t.sign(&hello_wasm(), "hello", "0.1.0");
-    // Flip a byte inside the greeting text: the component still parses, its hash does not match.
-    let pos = bytes
-        .windows(12)
-        .position(|w| w == b"from Lattice")
-        .expect("the greeting is in the component");
-    bytes[pos] = b'F';
-    let message = deploy_expecting_failure(&t, &bytes).await?;
-    assert!(message.contains("tampered component"), "{message}");
-    assert_eq!(compiled_files(&host), 0);
-    Ok(())
+    // A byte of the greeting text changes: the component still parses, its hash does not match.
+    assert_refused(
+        |t| {
+            Ok(flip(
+                t.sign(&hello_wasm(), "hello", "0.1.0"),
+                b"from Lattice",
+                false,
+            ))
+        },
+        &["tampered component"],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn forged_claims_fail_the_signature() -> anyhow::Result<()> {
-    let t = TestLattice::start().await?;
-    let host = t.add_host("h").await?;
-    let mut bytes = t.sign(&hello_wasm(), "hello", "7.7.7");
-    // Raise the version inside the signed claims: the issuer's signature no longer matches.
-    let pos = bytes
-        .windows(5)
-        .rposition(|w| w == b"7.7.7")
-        .expect("the version is in the claims");
-    bytes[pos] = b'9';
-    let message = deploy_expecting_failure(&t, &bytes).await?;
-    assert!(message.contains("bad signature"), "{message}");
-    assert_eq!(compiled_files(&host), 0);
-    Ok(())
+    // The version inside the signed claims changes: the issuer's signature no longer matches.
+    assert_refused(
+        |t| {
+            Ok(flip(
+                t.sign(&hello_wasm(), "hello", "7.7.7"),
+                b"7.7.7",
+                true,
+            ))
+        },
+        &["bad signature"],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn untrusted_issuer_is_refused() -> anyhow::Result<()> {
-    let t = TestLattice::start().await?;
-    let host = t.add_host("h").await?;
     let stranger = KeyPair::generate(KeyRole::Issuer);
-    let bytes = sign_component(
-        &hello_wasm(),
-        &stranger,
-        &ClaimsOptions::named("hello", "0.1.0"),
-        unix_now(),
-    )?;
-    let message = deploy_expecting_failure(&t, &bytes).await?;
-    assert!(message.contains("untrusted issuer"), "{message}");
-    assert!(
-        message.contains(stranger.public_key().as_str()),
-        "{message}"
-    );
-    assert_eq!(compiled_files(&host), 0);
-    Ok(())
+    let options = ClaimsOptions::named("hello", "0.1.0");
+    let bytes = sign_component(&hello_wasm(), &stranger, &options, unix_now())?;
+    assert_refused(
+        |_| Ok(bytes),
+        &["untrusted issuer", stranger.public_key().as_str()],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn expired_component_is_refused() -> anyhow::Result<()> {
-    let t = TestLattice::start().await?;
-    let host = t.add_host("h").await?;
-    let now = unix_now();
-    let bytes = sign_component(
-        &hello_wasm(),
-        &t.issuer,
-        &ClaimsOptions {
-            expires: Some(now - 60),
-            ..ClaimsOptions::named("hello", "0.1.0")
+    assert_refused(
+        |t| {
+            let now = unix_now();
+            let options = ClaimsOptions {
+                expires: Some(now - 60),
+                ..ClaimsOptions::named("hello", "0.1.0")
+            };
+            Ok(sign_component(
+                &hello_wasm(),
+                &t.issuer,
+                &options,
+                now - 3600,
+            )?)
         },
-        now - 3600,
-    )?;
-    let message = deploy_expecting_failure(&t, &bytes).await?;
-    assert!(message.contains("expired component"), "{message}");
-    assert_eq!(compiled_files(&host), 0);
-    Ok(())
+        &["expired component"],
+    )
+    .await
 }
 
 #[tokio::test]

@@ -155,7 +155,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         labels: args.labels.clone(),
         trust_issuers: vec![issuer.public_key().to_string()],
         trust_operators: vec![operator.public_key().to_string()],
-        state_dir: Some(state_dir.join("host")),
+        state_dir: Some(state_dir.join("up-host")),
         name: None,
         heartbeat_secs: 5,
     };
