@@ -78,8 +78,26 @@ impl NatsServer {
         Self::start_in(dir, None).await
     }
 
+    /// Starts a server in a fresh temporary directory with a configuration file (for
+    /// authorization, TLS, leaf nodes); the port stays random.
+    pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, config)?;
+        let path = path.display().to_string();
+        Self::start_args(dir, None, &["-c", &path]).await
+    }
+
     /// Starts a server in `dir`, on `port` or a random one.
     pub async fn start_in(dir: tempfile::TempDir, port: Option<u16>) -> anyhow::Result<Self> {
+        Self::start_args(dir, port, &[]).await
+    }
+
+    async fn start_args(
+        dir: tempfile::TempDir,
+        port: Option<u16>,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let binary = lattice_cli::up::find_nats_server().context(
             "nats-server is not installed: run `make deps` (or apt-get install nats-server)",
         )?;
@@ -87,6 +105,7 @@ impl NatsServer {
         std::fs::create_dir_all(&ports)?;
         let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
         let child = std::process::Command::new(binary)
+            .args(extra)
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
             .arg(dir.path().join("js"))
             .arg("--ports_file_dir")

@@ -288,3 +288,45 @@ fn bad_names_never_become_subjects() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("whitespace"));
     Ok(())
 }
+
+#[tokio::test]
+async fn nkey_authentication_is_used_when_given() -> anyhow::Result<()> {
+    let user = nkeys::KeyPair::new_user();
+    let nats = lattice_tests::NatsServer::start_with_config(&format!(
+        "authorization: {{ users: [ {{ nkey: \"{}\" }} ] }}\n",
+        user.public_key()
+    ))
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let seed = dir.path().join("user.nk");
+    std::fs::write(&seed, user.seed()?)?;
+    let seed = seed.display().to_string();
+
+    let without = lattice(
+        &["ctl", "get", "hosts", "--nats-url", &nats.url],
+        dir.path(),
+    )?;
+    assert!(!without.status.success());
+    let stderr = String::from_utf8_lossy(&without.stderr).to_lowercase();
+    assert!(
+        stderr.contains("cannot reach nats") && stderr.contains("authorization"),
+        "{stderr}"
+    );
+
+    // Authenticated, the request reaches the lattice: there is simply no control plane yet.
+    let with = lattice(
+        &[
+            "ctl",
+            "get",
+            "hosts",
+            "--nats-url",
+            &nats.url,
+            "--nkey",
+            &seed,
+        ],
+        dir.path(),
+    )?;
+    let stderr = String::from_utf8_lossy(&with.stderr);
+    assert!(stderr.contains("no control plane is running"), "{stderr}");
+    Ok(())
+}
