@@ -80,6 +80,50 @@ async fn hello_deploys_serves_updates_and_undeploys() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn versions_are_kept_and_rollback_goes_back() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let name = AppName::new("hello")?;
+    for (version, greeting) in [("v1", "One"), ("v2", "Two")] {
+        let manifest = hello_manifest("hello", version, &image.to_string(), greeting, ANY_PORT);
+        t.ctl.deploy(&manifest).await?;
+        t.wait_status("hello", version, |s| {
+            s.version == version && s.status == AppState::Deployed
+        })
+        .await?;
+    }
+    let history = t.ctl.history(&name).await?;
+    let listed: Vec<(&str, bool)> = history
+        .iter()
+        .map(|v| (v.version.as_str(), v.current))
+        .collect();
+    assert_eq!(listed, [("v1", false), ("v2", true)]);
+
+    let reply = t.ctl.rollback(&name, None).await?;
+    assert_eq!((reply.version.as_str(), reply.changed), ("v1", true));
+    let status = t
+        .wait_status("hello", "v1 again", |s| {
+            s.version == "v1" && s.status == AppState::Deployed
+        })
+        .await?;
+    assert_eq!(
+        http_get(&endpoint(&status)?, "/").await?.1,
+        "One from Lattice (host edge-1)\n"
+    );
+
+    // Nothing is earlier than v1; an unknown version names the ones that exist.
+    assert_eq!(
+        t.ctl.rollback(&name, None).await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    let err = t.ctl.rollback(&name, Some("v9")).await.unwrap_err();
+    assert!(err.message.contains("v1, v2"), "{}", err.message);
+    assert!(t.ctl.rollback(&name, Some("v2")).await?.changed);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_fixed_address_keeps_its_port_across_versions() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;

@@ -153,6 +153,19 @@ pub enum CtlCommand {
         /// The app.
         name: String,
     },
+    /// An app's stored versions.
+    History {
+        /// The app.
+        name: String,
+    },
+    /// Deploy a stored version again: the previous one, or `--to VERSION`.
+    Rollback {
+        /// The app.
+        name: String,
+        /// The version to go back to.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// `lattice ctl get ...`.

@@ -83,6 +83,39 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let hosts = ctl.hosts().await?;
             output::print(args.output, &hosts, |h| hosts_table(h));
         }
+        CtlCommand::History { name } => {
+            let versions = ctl.history(&AppName::new(name)?).await?;
+            output::print(args.output, &versions, |versions| {
+                let rows: Vec<Vec<String>> = versions
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.version.clone(),
+                            v.deployed_at.to_string(),
+                            if v.current {
+                                "yes".into()
+                            } else {
+                                String::new()
+                            },
+                        ]
+                    })
+                    .collect();
+                table(&["VERSION", "DEPLOYED AT (UNIX)", "CURRENT"], &rows)
+            });
+        }
+        CtlCommand::Rollback { name, to } => {
+            let reply = ctl.rollback(&AppName::new(name)?, to.as_deref()).await?;
+            if args.output == Output::Json {
+                output::print(args.output, &reply, |_| String::new());
+            } else if reply.changed {
+                eprintln!("{} rolled back to {}", reply.name, reply.version);
+            } else {
+                eprintln!(
+                    "{} {} is already the deployed version",
+                    reply.name, reply.version
+                );
+            }
+        }
         CtlCommand::Status { name } => {
             let status = ctl.status(&AppName::new(name)?).await?;
             output::print(args.output, &status, status_table);

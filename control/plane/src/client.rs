@@ -5,7 +5,8 @@ use std::time::Duration;
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
-    AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, HostSummary,
+    AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, HostSummary, RollbackRequest,
+    VersionSummary,
 };
 use lattice_protocol::names::{AppName, LatticeName};
 use lattice_protocol::subject::{CtlVerb, Subject};
@@ -101,6 +102,25 @@ impl CtlClient {
     pub async fn status(&self, name: &AppName) -> Result<AppStatus, WireError> {
         self.call(CtlVerb::Status, &AppRequest { name: name.clone() })
             .await
+    }
+
+    /// An app's stored versions, oldest first.
+    pub async fn history(&self, name: &AppName) -> Result<Vec<VersionSummary>, WireError> {
+        self.call(CtlVerb::History, &AppRequest { name: name.clone() })
+            .await
+    }
+
+    /// Makes a stored version desired again (`None`: the one before the current).
+    pub async fn rollback(
+        &self,
+        name: &AppName,
+        version: Option<&str>,
+    ) -> Result<DeployReply, WireError> {
+        let request = RollbackRequest {
+            name: name.clone(),
+            version: version.map(str::to_string),
+        };
+        self.call(CtlVerb::Rollback, &request).await
     }
 
     /// Lists hosts.

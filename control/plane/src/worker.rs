@@ -12,7 +12,7 @@ use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
     AppRequest, AppState, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostState,
-    HostSummary,
+    HostSummary, RollbackRequest, VersionSummary,
 };
 use lattice_protocol::names::{AppName, HostId};
 use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, CtlVerb, Subject};
@@ -348,6 +348,12 @@ impl Worker {
                     .and_then(|r| self.status(&r.name)),
             ),
             CtlVerb::Hosts => encode_reply(Ok::<_, WireError>(self.hosts_summary())),
+            CtlVerb::History => encode_reply(
+                envelope::decode::<AppRequest>(&msg.payload)
+                    .map_err(WireError::from)
+                    .and_then(|r| self.history(&r.name)),
+            ),
+            CtlVerb::Rollback => encode_reply(self.rollback(&msg.payload).await),
         };
         if let Err(e) = self.client.publish(reply_to, bytes.into()).await {
             warn!(error = %e, "could not send a reply");
@@ -444,6 +450,82 @@ impl Worker {
             info!(app = %req.name, "undeployed");
         }
         Ok(())
+    }
+
+    fn history(&self, name: &AppName) -> Reply<Vec<VersionSummary>> {
+        let (app, _) = self.apps.get(name).ok_or_else(|| not_found(name))?;
+        Ok(app
+            .versions
+            .iter()
+            .map(|v| VersionSummary {
+                version: v.version.clone(),
+                deployed_at: v.deployed_at,
+                current: app.deployed.as_deref() == Some(v.version.as_str()),
+            })
+            .collect())
+    }
+
+    async fn rollback(&mut self, payload: &[u8]) -> Reply<DeployReply> {
+        let req: RollbackRequest = envelope::decode(payload)?;
+        let (app, _) = self
+            .apps
+            .get(&req.name)
+            .ok_or_else(|| not_found(&req.name))?;
+        let mut app = app.clone();
+        let listed = || {
+            app.versions
+                .iter()
+                .map(|v| v.version.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let version = match &req.version {
+            Some(v) if app.versions.iter().any(|s| &s.version == v) => v.clone(),
+            Some(v) => {
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "app `{}` has no version `{v}`; it has: {}",
+                        req.name,
+                        listed()
+                    ),
+                ));
+            }
+            None => {
+                // The version before the desired one; after an undeploy, the last one.
+                let current = app
+                    .deployed
+                    .as_deref()
+                    .and_then(|d| app.versions.iter().position(|v| v.version == d));
+                let index = match current {
+                    Some(0) | None if app.deployed.is_some() => None,
+                    Some(i) => Some(i - 1),
+                    None => app.versions.len().checked_sub(1),
+                };
+                let index = index.ok_or_else(|| {
+                    WireError::new(
+                        ErrorCode::NotFound,
+                        format!(
+                            "app `{}` has no earlier version to roll back to (versions: {})",
+                            req.name,
+                            listed()
+                        ),
+                    )
+                })?;
+                app.versions[index].version.clone()
+            }
+        };
+        let changed = app.deployed.as_deref() != Some(version.as_str());
+        app.deployed = Some(version.clone());
+        if changed {
+            self.store_app(app).await?;
+            info!(app = %req.name, version, "rolled back");
+        }
+        Ok(DeployReply {
+            name: req.name,
+            version,
+            changed,
+        })
     }
 
     fn observed(&self) -> BTreeMap<HostId, Heartbeat> {

@@ -32,6 +32,26 @@ pub struct AppRequest {
     pub name: AppName,
 }
 
+/// `ctl.rollback`: make a stored version desired again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The app.
+    pub name: AppName,
+    /// The version; `None`: the one before the current (or last) desired version.
+    pub version: Option<String>,
+}
+
+/// One line of `ctl.history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    /// The version.
+    pub version: String,
+    /// Unix seconds when it was first deployed.
+    pub deployed_at: u64,
+    /// Whether it is the desired version now.
+    pub current: bool,
+}
+
 /// An app's overall state, with wadm's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AppState {

@@ -27,15 +27,21 @@ pub enum CtlVerb {
     Status,
     /// List hosts.
     Hosts,
+    /// An app's stored versions.
+    History,
+    /// Make a stored version the desired one again.
+    Rollback,
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 5] = [
+    const ALL: [CtlVerb; 7] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
         CtlVerb::Status,
         CtlVerb::Hosts,
+        CtlVerb::History,
+        CtlVerb::Rollback,
     ];
 
     fn as_str(self) -> &'static str {
@@ -45,6 +51,8 @@ impl CtlVerb {
             CtlVerb::Apps => "apps",
             CtlVerb::Status => "status",
             CtlVerb::Hosts => "hosts",
+            CtlVerb::History => "history",
+            CtlVerb::Rollback => "rollback",
         }
     }
 
