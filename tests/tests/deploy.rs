@@ -190,7 +190,7 @@ fn flip(mut bytes: Vec<u8>, what: &[u8], last: bool) -> Vec<u8> {
         .windows(what.len())
         .enumerate()
         .filter(|(_, w)| *w == what);
-    let pos = if last { places.last() } else { places.next() };
+    let pos = if last { places.next_back() } else { places.next() };
     let pos = pos.map(|(i, _)| i).expect("the bytes are present");
     bytes[pos] ^= 0x20;
     bytes
