@@ -123,9 +123,37 @@ struct Round {
     first_request: Option<Duration>,
 }
 
+/// What the host has on disk when it receives the assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// Artifact and compiled code cached (the figure with a target).
+    Cached,
+    /// Artifact cached, compiled code removed: the host compiles.
+    Compile,
+    /// Both removed: the host fetches from the object store, verifies and compiles.
+    Nothing,
+}
+
+impl Case {
+    fn label(self) -> &'static str {
+        match self {
+            Case::Cached => "artifact and compiled code cached",
+            Case::Compile => "artifact cached, compile needed",
+            Case::Nothing => "nothing cached (fetch + verify + compile)",
+        }
+    }
+    fn key(self) -> &'static str {
+        match self {
+            Case::Cached => "cached",
+            Case::Compile => "compile",
+            Case::Nothing => "nothing_cached",
+        }
+    }
+}
+
 async fn run(rounds: usize, marks: Marks) -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _host = t.add_host("bench").await?;
+    let host = t.add_host("bench").await?;
     let host_id = t
         .ctl
         .hosts()
@@ -140,20 +168,14 @@ async fn run(rounds: usize, marks: Marks) -> anyhow::Result<()> {
     // Warm-up: the first deploy compiles the component and caches its compiled code.
     let started = Instant::now();
     t.ctl
-        .deploy(&hello_manifest(
-            APP,
-            "v0",
-            &image.to_string(),
-            "Hi",
-            "127.0.0.1:0",
-        ))
+        .deploy(&hello_manifest(APP, "v0", &image.to_string(), "Hi", "127.0.0.1:0"))
         .await?;
     let status = t.wait_deployed(APP).await?;
     let addr = endpoint(&status)?;
     let (code, _) = http_get(&addr, "/").await?;
     anyhow::ensure!(code == 200, "warm-up GET answered {code}");
     println!(
-        "warm-up (compile + cache): deployed and answering in {:.1} ms on {addr}",
+        "warm-up (compile + cache): deploy request -> deployed status -> 200 in {:.1} ms, on {addr}",
         ms(started.elapsed())
     );
     let sockaddr: SocketAddr = addr.parse()?;
@@ -164,113 +186,155 @@ async fn run(rounds: usize, marks: Marks) -> anyhow::Result<()> {
         .await?;
     let mut watch = kv.watch(host_id.as_str()).await?;
 
-    let mut results = Vec::with_capacity(rounds);
-    for round in 1..=rounds {
-        // Stop the app and wait until the port is really closed.
-        t.ctl.undeploy(&app).await?;
-        wait_closed(sockaddr).await?;
-        marks.lock().unwrap_or_else(|p| p.into_inner()).clear();
-
-        let version = format!("v{round}");
-        let manifest = hello_manifest(APP, &version, &image.to_string(), "Hi", &addr);
-        let requested = Instant::now();
-        t.ctl.deploy(&manifest).await?;
-        let t0 = tokio::time::timeout(WAIT, async {
-            while let Some(entry) = watch.next().await {
-                let entry = entry?;
-                let seen = Instant::now();
-                if entry.operation != async_nats::jetstream::kv::Operation::Put {
-                    continue;
-                }
-                let signed: SignedAssignment = envelope::decode(&entry.value)?;
-                let assignment = signed.decode_unverified()?;
-                if assignment
-                    .workloads
-                    .iter()
-                    .any(|w| w.app == app && w.app_version == version)
-                {
-                    return Ok(seen);
-                }
+    let uncached_rounds = (rounds / 4).max(3);
+    let plan = [
+        (Case::Cached, rounds),
+        (Case::Compile, uncached_rounds),
+        (Case::Nothing, uncached_rounds),
+    ];
+    let mut version = 0;
+    let mut all = Vec::new();
+    for (case, n) in plan {
+        println!();
+        println!("case: {} ({n} rounds)", case.label());
+        let mut results = Vec::with_capacity(n);
+        for round in 1..=n {
+            // Stop the app and wait until the port is really closed.
+            t.ctl.undeploy(&app).await?;
+            wait_closed(sockaddr).await?;
+            if case != Case::Cached {
+                clear_dir(&host.state_dir.join("compiled"))?;
             }
-            anyhow::bail!("the assignment watch ended")
-        })
-        .await
-        .context("no assignment with the new version")??;
-        let t1 = tokio::task::spawn_blocking(move || first_200(sockaddr))
-            .await
-            .context("client task")??;
+            if case == Case::Nothing {
+                clear_dir(&host.state_dir.join("artifacts"))?;
+            }
+            marks.lock().unwrap_or_else(|p| p.into_inner()).clear();
 
-        let marks = marks.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let at = |name: &str| marks.iter().find(|(_, m)| *m == name).map(|(i, _)| *i);
-        let (apply, loaded, running) = (at(MARKS[0]), at(MARKS[1]), at(MARKS[2]));
-        let r = Round {
-            control: t0 - requested,
-            total: t1 - t0,
-            accept: apply.map(|a| a.saturating_duration_since(t0)),
-            load: apply.zip(loaded).map(|(a, b)| b - a),
-            bind: loaded.zip(running).map(|(a, b)| b - a),
-            first_request: running.map(|r| t1.saturating_duration_since(r)),
-        };
-        println!(
-            "round {round:>3}: assignment -> first 200 {:>7.2} ms  (control plane before t0: {:.1} ms)",
-            ms(r.total),
-            ms(r.control)
-        );
-        results.push(r);
+            version += 1;
+            let version = format!("v{version}");
+            let manifest = hello_manifest(APP, &version, &image.to_string(), "Hi", &addr);
+            let requested = Instant::now();
+            t.ctl.deploy(&manifest).await?;
+            let t0 = tokio::time::timeout(WAIT, async {
+                while let Some(entry) = watch.next().await {
+                    let entry = entry?;
+                    let seen = Instant::now();
+                    if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                        continue;
+                    }
+                    let signed: SignedAssignment = envelope::decode(&entry.value)?;
+                    let assignment = signed.decode_unverified()?;
+                    if assignment
+                        .workloads
+                        .iter()
+                        .any(|w| w.app == app && w.app_version == version)
+                    {
+                        return Ok(seen);
+                    }
+                }
+                anyhow::bail!("the assignment watch ended")
+            })
+            .await
+            .context("no assignment with the new version")??;
+            let t1 = tokio::task::spawn_blocking(move || first_200(sockaddr))
+                .await
+                .context("client task")??;
+
+            let marks = marks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let at = |name: &str| marks.iter().find(|(_, m)| *m == name).map(|(i, _)| *i);
+            let (apply, loaded, running) = (at(MARKS[0]), at(MARKS[1]), at(MARKS[2]));
+            let r = Round {
+                control: t0 - requested,
+                total: t1 - t0,
+                accept: apply.map(|a| a.saturating_duration_since(t0)),
+                load: apply.zip(loaded).map(|(a, b)| b.saturating_duration_since(a)),
+                bind: loaded.zip(running).map(|(a, b)| b.saturating_duration_since(a)),
+                first_request: running.map(|r| t1.saturating_duration_since(r)),
+            };
+            println!(
+                "  round {round:>3}: assignment -> first 200 {:>8.2} ms   (control plane before t0: {:.1} ms)",
+                ms(r.total),
+                ms(r.control)
+            );
+            results.push(r);
+        }
+        all.push((case, results));
     }
 
-    println!();
-    println!(
-        "assignment -> first 200, {rounds} rounds, compiled code cached (ms; t0 = host's assignment key changed):"
-    );
-    println!(
-        "  {:<44} {:>8} {:>8} {:>8} {:>8}",
-        "", "min", "p50", "p90", "max"
-    );
-    let row = |label: &str, values: Vec<Duration>| {
-        if values.is_empty() {
-            println!("  {label:<44} (not observed)");
-            return;
-        }
-        let s = summary(values);
+    for (case, results) in &all {
+        println!();
         println!(
-            "  {label:<44} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            "assignment -> first 200, {}, {} rounds (ms; t0 = the host's assignment key changed):",
+            case.label(),
+            results.len()
+        );
+        println!(
+            "  {:<46} {:>8} {:>8} {:>8} {:>8}",
+            "", "min", "p50", "p90", "max"
+        );
+        let row = |label: &str, values: Vec<Duration>| {
+            if values.is_empty() {
+                println!("  {label:<46} (not observed)");
+                return;
+            }
+            let s = summary(values);
+            println!(
+                "  {label:<46} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                ms(s[0]),
+                ms(s[1]),
+                ms(s[2]),
+                ms(s[3])
+            );
+        };
+        row(
+            "TOTAL assignment -> first 200",
+            results.iter().map(|r| r.total).collect(),
+        );
+        row(
+            "  host: accept (watch, verify, save to disk)",
+            results.iter().filter_map(|r| r.accept).collect(),
+        );
+        row(
+            "  host: load (artifact, claims, code)",
+            results.iter().filter_map(|r| r.load).collect(),
+        );
+        row(
+            "  host: link + bind",
+            results.iter().filter_map(|r| r.bind).collect(),
+        );
+        row(
+            "  running -> client's first 200",
+            results.iter().filter_map(|r| r.first_request).collect(),
+        );
+        row(
+            "(excluded) deploy request -> assignment",
+            results.iter().map(|r| r.control).collect(),
+        );
+    }
+    println!();
+    for (case, results) in &all {
+        let s = summary(results.iter().map(|r| r.total).collect());
+        println!(
+            "RESULT assign_to_first_200.{} rounds={} min_ms={:.2} p50_ms={:.2} p90_ms={:.2} max_ms={:.2}",
+            case.key(),
+            results.len(),
             ms(s[0]),
             ms(s[1]),
             ms(s[2]),
             ms(s[3])
         );
-    };
-    row(
-        "TOTAL assignment -> first 200",
-        results.iter().map(|r| r.total).collect(),
-    );
-    row(
-        "  host: accept (watch, verify, save to disk)",
-        results.iter().filter_map(|r| r.accept).collect(),
-    );
-    row(
-        "  host: load (artifact, claims, cached code)",
-        results.iter().filter_map(|r| r.load).collect(),
-    );
-    row(
-        "  host: link + bind",
-        results.iter().filter_map(|r| r.bind).collect(),
-    );
-    row(
-        "  running -> client's first 200",
-        results.iter().filter_map(|r| r.first_request).collect(),
-    );
-    row(
-        "(excluded) deploy request -> assignment",
-        results.iter().map(|r| r.control).collect(),
-    );
-    let p50 = summary(results.iter().map(|r| r.total).collect())[1];
-    println!("RESULT assign_to_first_200_p50_ms {:.2}", ms(p50));
-    println!(
-        "RESULT assign_to_first_200_p90_ms {:.2}",
-        ms(summary(results.iter().map(|r| r.total).collect())[2])
-    );
+    }
+    Ok(())
+}
+
+/// Removes every file in `dir`.
+fn clear_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
     Ok(())
 }
 
