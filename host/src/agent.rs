@@ -73,6 +73,8 @@ pub(crate) struct Agent {
     pub(crate) http: HttpServer,
     pub(crate) shared: Shared,
     running: BTreeMap<String, Running>,
+    /// The assignment being converged on, kept to retry what failed to start.
+    current: Option<Assignment>,
 }
 
 impl Agent {
@@ -105,6 +107,7 @@ impl Agent {
                 changed: Arc::new(Notify::new()),
             },
             running: BTreeMap::new(),
+            current: None,
         })
     }
 
@@ -131,8 +134,24 @@ impl Agent {
         Ok(())
     }
 
+    /// Tries again to start the workloads of the current assignment that are not running (a
+    /// port that was busy, an artifact store that was unreachable). Refusals are retried too:
+    /// they are cheap, because verification comes before compilation.
+    pub(crate) async fn retry_failed(&mut self) {
+        let pending = self.current.as_ref().is_some_and(|a| {
+            a.workloads
+                .iter()
+                .any(|w| self.running.get(&w.key()).is_none_or(|r| r.workload != *w))
+        });
+        if let Some(assignment) = self.current.clone().filter(|_| pending) {
+            info!("retrying workloads that failed to start");
+            self.apply(assignment).await;
+        }
+    }
+
     /// Converges on `assignment`.
     pub(crate) async fn apply(&mut self, assignment: Assignment) {
+        self.current = Some(assignment.clone());
         self.shared.report().applied_revision = assignment.revision;
         let wanted: BTreeMap<String, &Workload> =
             assignment.workloads.iter().map(|w| (w.key(), w)).collect();
@@ -252,6 +271,16 @@ impl Agent {
             .address
             .parse()
             .with_context(|| format!("HTTP address `{}` is not ip:port", binding.address))?;
+        // Another workload (of this or another app) already serving the address keeps it.
+        if let Some((other, _)) = self
+            .running
+            .iter()
+            .find(|(k, r)| **k != w.key() && addr.port() != 0 && r.http == Some(addr))
+        {
+            anyhow::bail!(
+                "HTTP address {addr} is already served by {other} on this host; give each component its own address"
+            );
+        }
         let pre = prepare_http(&self.runtime, &self.linker, &component)?;
         let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));

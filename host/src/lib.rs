@@ -73,6 +73,9 @@ impl HostConfig {
     }
 }
 
+/// How often a host retries workloads that failed to start.
+const RETRY_FAILED: Duration = Duration::from_secs(30);
+
 /// Runs a host until `shutdown` is cancelled: re-applies its saved assignment, then follows the
 /// lattice.
 pub async fn run(
@@ -110,9 +113,12 @@ pub async fn run(
         agent.shared.clone(),
         tasks.clone(),
     ));
+    let mut retry = tokio::time::interval(RETRY_FAILED);
+    retry.tick().await;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = retry.tick() => agent.retry_failed().await,
             accepted = rx.recv() => {
                 let Some(accepted) = accepted else { break };
                 let agent::Accepted { signed, assignment } = accepted;

@@ -168,7 +168,13 @@ async fn run(rounds: usize, marks: Marks) -> anyhow::Result<()> {
     // Warm-up: the first deploy compiles the component and caches its compiled code.
     let started = Instant::now();
     t.ctl
-        .deploy(&hello_manifest(APP, "v0", &image.to_string(), "Hi", "127.0.0.1:0"))
+        .deploy(&hello_manifest(
+            APP,
+            "v0",
+            &image.to_string(),
+            "Hi",
+            "127.0.0.1:0",
+        ))
         .await?;
     let status = t.wait_deployed(APP).await?;
     let addr = endpoint(&status)?;
@@ -247,8 +253,12 @@ async fn run(rounds: usize, marks: Marks) -> anyhow::Result<()> {
                 control: t0 - requested,
                 total: t1 - t0,
                 accept: apply.map(|a| a.saturating_duration_since(t0)),
-                load: apply.zip(loaded).map(|(a, b)| b.saturating_duration_since(a)),
-                bind: loaded.zip(running).map(|(a, b)| b.saturating_duration_since(a)),
+                load: apply
+                    .zip(loaded)
+                    .map(|(a, b)| b.saturating_duration_since(a)),
+                bind: loaded
+                    .zip(running)
+                    .map(|(a, b)| b.saturating_duration_since(a)),
                 first_request: running.map(|r| t1.saturating_duration_since(r)),
             };
             println!(

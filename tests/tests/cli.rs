@@ -56,6 +56,17 @@ impl Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
+        // SIGTERM first, so that `lattice up` stops its nats-server; SIGKILL if it hangs.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -124,6 +124,33 @@ async fn versions_are_kept_and_rollback_goes_back() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn two_apps_cannot_share_an_address_on_one_host() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let first = hello_manifest("first", "v1", &image.to_string(), "First", ANY_PORT);
+    t.ctl.deploy(&first).await?;
+    let addr = endpoint(&t.wait_deployed("first").await?)?;
+    let second = hello_manifest("second", "v1", &image.to_string(), "Second", &addr);
+    t.ctl.deploy(&second).await?;
+    let status = t
+        .wait_status("second", "the second app to fail", |s| {
+            s.status == AppState::Failed
+        })
+        .await?;
+    assert!(
+        status.message.contains("already served by first/hello"),
+        "{}",
+        status.message
+    );
+    assert_eq!(
+        http_get(&addr, "/").await?.1,
+        "First from Lattice (host edge-1)\n"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_fixed_address_keeps_its_port_across_versions() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
@@ -190,7 +217,11 @@ fn flip(mut bytes: Vec<u8>, what: &[u8], last: bool) -> Vec<u8> {
         .windows(what.len())
         .enumerate()
         .filter(|(_, w)| *w == what);
-    let pos = if last { places.next_back() } else { places.next() };
+    let pos = if last {
+        places.next_back()
+    } else {
+        places.next()
+    };
     let pos = pos.map(|(i, _)| i).expect("the bytes are present");
     bytes[pos] ^= 0x20;
     bytes

@@ -18,7 +18,7 @@ pub struct Cli {
 pub enum Command {
     /// Start a local lattice in the foreground: nats-server, control plane and one host, with dev keys.
     Up(UpArgs),
-    /// Operate a lattice: deploy, undeploy, get, status.
+    /// Operate a lattice: deploy, undeploy, get, status, history, rollback.
     Ctl(CtlArgs),
     /// Manage keys.
     Keys {

@@ -18,10 +18,18 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
     let now = unix_now();
     let name = match &args.name {
         Some(n) => n.clone(),
+        // `hello.signed.wasm` -> `hello`: the name also makes the default tag `name:version`.
         None => args
             .input
-            .file_stem()
-            .map(|s| s.to_string_lossy().replace('_', "-"))
+            .file_name()
+            .map(|s| {
+                s.to_string_lossy()
+                    .split('.')
+                    .next()
+                    .unwrap_or("")
+                    .replace('_', "-")
+            })
+            .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "component".into()),
     };
     let options = ClaimsOptions {

@@ -142,11 +142,20 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let client = nats::connect(&nats_args, &url, "lattice up", Patience::FailFast).await?;
     let shutdown = shutdown_on_signal();
 
+    // The only host is in this process and reports at once: no need to wait for others.
+    let mut control_config = ControlConfig::new(
+        lattice.clone(),
+        crate::keys::read(&key_path(&state_dir, "operator"), KeyRole::Operator)?,
+    );
+    control_config.startup_grace = Duration::from_secs(1);
+    // The only host is in this process and reports at once: no need to wait for others.
+    let mut control_config = ControlConfig::new(
+        lattice.clone(),
+        crate::keys::read(&key_path(&state_dir, "operator"), KeyRole::Operator)?,
+    );
+    control_config.startup_grace = Duration::from_secs(1);
     let control = tokio::spawn(lattice_control::run(
-        ControlConfig::new(
-            lattice.clone(),
-            crate::keys::read(&key_path(&state_dir, "operator"), KeyRole::Operator)?,
-        ),
+        control_config,
         client.clone(),
         shutdown.clone(),
     ));

@@ -73,7 +73,9 @@ impl ControlConfig {
             lattice,
             key,
             host_tolerance: None,
-            startup_grace: Duration::from_secs(2),
+            // Longer than a host's default heartbeat interval (5 s), so that every live host
+            // has reported before anything is re-placed.
+            startup_grace: Duration::from_secs(6),
             tick: Duration::from_secs(1),
             assignment_ttl: Duration::from_secs(7 * 24 * 3600),
         }

@@ -67,6 +67,16 @@ impl Registry {
 
     /// Stores `bytes` under their digest (unless already there) and points `tag` at it.
     pub async fn push(&self, bytes: &[u8], tag: Option<&str>) -> Result<Pushed, WireError> {
+        // Check the tag before uploading anything.
+        let tag_key = tag.map(|tag| {
+            tag_key(tag).ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::InvalidInput,
+                    format!("tag `{tag}` must look like `name:version` (letters, digits, `-`, `_`; dots only in the version)"),
+                )
+            })
+        });
+        let tag_key = tag_key.transpose()?;
         let digest = Digest::of(bytes);
         let stored = match self.objects.info(digest.hex()).await {
             Ok(info) if !info.deleted && info.size == bytes.len() => false,
@@ -79,22 +89,13 @@ impl Registry {
                 true
             }
         };
-        let tag = match tag {
-            Some(tag) => {
-                let key = tag_key(tag).ok_or_else(|| {
-                    WireError::new(
-                        ErrorCode::InvalidInput,
-                        format!("tag `{tag}` must look like `name:version` (letters, digits, `-`, `_`; dots only in the version)"),
-                    )
-                })?;
-                self.tags
-                    .put(key, digest.to_string().into_bytes().into())
-                    .await
-                    .map_err(|e| internal("writing the tag", e))?;
-                Some(tag.to_string())
-            }
-            None => None,
-        };
+        if let Some(key) = tag_key {
+            self.tags
+                .put(key, digest.to_string().into_bytes().into())
+                .await
+                .map_err(|e| internal("writing the tag", e))?;
+        }
+        let tag = tag.map(str::to_string);
         Ok(Pushed {
             digest,
             stored,

@@ -209,14 +209,15 @@ impl Worker {
             self.ready = ready;
             self.dirty = true;
         }
-        // Re-sign assignments before they expire.
+        // Re-sign assignments of hosts that are here before they expire (a lost host's
+        // assignment waits for it to come back).
         let now = unix_now();
         let half = self.cfg.assignment_ttl.as_secs() / 2;
-        if self
-            .written
-            .values()
-            .any(|w| w.assignment.expires_at.saturating_sub(now) < half)
-        {
+        if self.ready.iter().any(|h| {
+            self.written
+                .get(h)
+                .is_some_and(|w| w.assignment.expires_at.saturating_sub(now) < half)
+        }) {
             self.dirty = true;
         }
     }

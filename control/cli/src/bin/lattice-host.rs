@@ -5,7 +5,11 @@ use lattice_cli::args::HostArgs;
 
 /// A Lattice host: runs signed WebAssembly components assigned by the control plane.
 #[derive(Debug, Parser)]
-#[command(name = "lattice-host", version, about)]
+#[command(
+    name = "lattice-host",
+    version,
+    about = "A Lattice host: runs signed WebAssembly components assigned by the control plane"
+)]
 struct Cli {
     #[command(flatten)]
     host: HostArgs,
