@@ -110,6 +110,8 @@ wait_until() {
 
 http_ok() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1")" = 200 ]; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# "VmRSS anon=RssAnon file=RssFile" in kB.
+rss_detail() { awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { print r, "anon_kb=" a, "file_kb=" f }' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # utime + stime of a process, in clock ticks (fields 14 and 15, after the `(comm)` field).
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
@@ -151,15 +153,23 @@ if [ -z "$WASMTIME" ]; then
 fi
 
 # --- Build --------------------------------------------------------------------------------
+mkdir -p "$OUT_DIR"
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     say "Building release binaries (cargo build --release -p lattice-cli)"
     cargo build --release -p lattice-cli
     say "Building the hello component"
     cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -p hello
     say "Building the assignment benchmark"
-    cargo bench -p lattice-tests --bench assign_to_first_200 --no-run
+    cargo bench -p lattice-tests --bench assign_to_first_200 --no-run --message-format=json-render-diagnostics \
+        | sed -n 's/.*"executable":"\([^"]*assign_to_first_200[^"]*\)".*/\1/p' | tail -n 1 >"$OUT_DIR/assign-bench-exe"
 fi
-for f in "$LATTICE" "$LATTICE_HOST" "$HELLO"; do
+# The benchmark executable built with the binaries above (so a later edit of the tree does not
+# rebuild it halfway through the run).
+ASSIGN_BENCH="$(cat "$OUT_DIR/assign-bench-exe" 2>/dev/null || true)"
+if [ -z "$ASSIGN_BENCH" ] || [ ! -x "$ASSIGN_BENCH" ]; then
+    ASSIGN_BENCH="$(ls -t "$REPO_ROOT"/target/release/deps/assign_to_first_200-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)"
+fi
+for f in "$LATTICE" "$LATTICE_HOST" "$HELLO" "$ASSIGN_BENCH"; do
     [ -f "$f" ] || die "$f is missing (run without BENCH_SKIP_BUILD=1)"
 done
 
@@ -199,8 +209,7 @@ HOST_PID=$STARTED
 host_joined() { "$LATTICE" ctl get hosts -o json | grep -q '"bench"'; }
 wait_until "the lattice-host to join" 60 host_joined
 sleep 3
-RSS_IDLE=$(rss_kb "$HOST_PID")
-record "rss_idle_kb $RSS_IDLE (lattice-host joined, nothing deployed)"
+record "rss_idle_kb $(rss_detail "$HOST_PID") (lattice-host joined, nothing deployed)"
 
 say "Signing, pushing and deploying hello onto the role=bench host"
 "$LATTICE" sign "$HELLO" -o "$WORK/hello.signed.wasm" --issuer "$WORK/up/keys/issuer.nk" \
@@ -265,8 +274,8 @@ if [ -n "$L_HOST" ] && ! "$LATTICE" ctl get hosts -o json | jq -e --arg id "$L_H
 fi
 LATTICE_URL="http://$L_ADDR/"
 wait_until "Lattice to answer on $LATTICE_URL" 30 http_ok "$LATTICE_URL"
-RSS_DEPLOYED=$(rss_kb "$HOST_PID")
-record "rss_deployed_before_load_kb $RSS_DEPLOYED"
+sleep 2
+record "rss_deployed_before_load_kb $(rss_detail "$HOST_PID") (hello deployed, one request served)"
 record "lattice_url $LATTICE_URL body=\"$(curl -s "$LATTICE_URL" | tr -d '\n')\""
 
 # --- wasmtime serve, same component, same environment for the guest ------------------------
@@ -336,10 +345,8 @@ done
 record "load_after_http $(cut -d' ' -f1-3 /proc/loadavg)"
 
 sleep 5
-RSS_AFTER=$(rss_kb "$HOST_PID")
-HWM_HOST=$(hwm_kb "$HOST_PID")
-record "rss_deployed_after_load_kb $RSS_AFTER (5 s after the last load)"
-record "rss_peak_kb $HWM_HOST (VmHWM of the lattice-host over the whole run)"
+record "rss_deployed_after_load_kb $(rss_detail "$HOST_PID") (5 s after the last load)"
+record "rss_peak_kb $(hwm_kb "$HOST_PID") (VmHWM of the lattice-host over the whole run)"
 if [ -n "$W_PID" ]; then
     record "wasmtime_rss_after_load_kb $(rss_kb "$W_PID") peak_kb=$(hwm_kb "$W_PID")"
     stop "$W_PID"
@@ -357,7 +364,7 @@ record "component hello.wasm bytes=$(stat -c %s "$HELLO")"
 
 # --- Assignment -> first 200 -------------------------------------------------------------------
 say "Assignment -> first 200 (cargo bench -p lattice-tests --bench assign_to_first_200 -- $ROUNDS)"
-cargo bench -q -p lattice-tests --bench assign_to_first_200 -- "$ROUNDS" | tee "$WORK/assign.txt" >&2
+"$ASSIGN_BENCH" "$ROUNDS" | tee "$WORK/assign.txt" >&2
 grep '^RESULT ' "$WORK/assign.txt" | sed 's/^RESULT //' >>"$RESULTS"
 record "load_after_all $(cut -d' ' -f1-3 /proc/loadavg)"
 

@@ -403,25 +403,27 @@ pub(crate) async fn heartbeats(
     let mut labels = crate::builtin_labels();
     labels.extend(config.labels.clone());
     let mut tick = tokio::time::interval(config.heartbeat_interval);
+    let beat = |stopping: bool| {
+        let report = shared.report();
+        Heartbeat {
+            host: host.clone(),
+            name: name.clone(),
+            labels: labels.clone(),
+            started_at,
+            sent_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            assignment_revision: report.applied_revision,
+            interval_secs: config.heartbeat_interval.as_secs().max(1),
+            workloads: report.workloads.values().cloned().collect(),
+            last_refusal: report.last_refusal.clone(),
+            stopping,
+        }
+    };
     loop {
-        let hb = {
-            let report = shared.report();
-            Heartbeat {
-                host: host.clone(),
-                name: name.clone(),
-                labels: labels.clone(),
-                started_at,
-                sent_at_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                assignment_revision: report.applied_revision,
-                interval_secs: config.heartbeat_interval.as_secs().max(1),
-                workloads: report.workloads.values().cloned().collect(),
-                last_refusal: report.last_refusal.clone(),
-            }
-        };
+        let hb = beat(false);
         if let Err(e) = client
             .publish(subject.clone(), envelope::encode(&hb).into())
             .await
@@ -429,9 +431,15 @@ pub(crate) async fn heartbeats(
             warn!(error = %e, "heartbeat not sent");
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             _ = tick.tick() => {}
             () = shared.changed.notified() => {}
         }
+    }
+    // The last word: this host is stopping, so its movable work can go elsewhere now rather
+    // than after its tolerance.
+    let last = envelope::encode(&beat(true));
+    if client.publish(subject, last.into()).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     }
 }

@@ -32,6 +32,7 @@ use async_nats::jetstream;
 use lattice_protocol::keys::PublicKey;
 use lattice_protocol::names::LatticeName;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
 
 use crate::engine::EngineConfig;
@@ -100,19 +101,20 @@ pub async fn run(
     let ids = Arc::new((config, agent.host.clone()));
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let tasks = CancellationToken::new();
-    let watcher = tokio::spawn(agent::watch_assignments(
+    // Both tasks end with this function, however it ends (even when its future is dropped).
+    let watcher = AbortOnDropHandle::new(tokio::spawn(agent::watch_assignments(
         jetstream::new(client.clone()),
         ids.clone(),
         agent.shared.clone(),
         tx,
-    ));
-    let beats = tokio::spawn(agent::heartbeats(
+    )));
+    let beats = AbortOnDropHandle::new(tokio::spawn(agent::heartbeats(
         client.clone(),
         ids,
         agent.name.clone(),
         agent.shared.clone(),
         tasks.clone(),
-    ));
+    )));
     let mut retry = tokio::time::interval(RETRY_FAILED);
     retry.tick().await;
     loop {
@@ -130,9 +132,11 @@ pub async fn run(
         }
     }
     watcher.abort();
-    agent.stop_all().await;
+    // Say "stopping" first, so the control plane places movable work elsewhere while this host
+    // still serves; then stop.
     tasks.cancel();
     let _ = beats.await;
+    agent.stop_all().await;
     info!("host stopped");
     Ok(())
 }

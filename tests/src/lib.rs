@@ -184,7 +184,13 @@ pub struct TestHost {
 }
 
 impl TestHost {
-    /// Stops the host and waits for it to finish.
+    /// Ends the host abruptly, as a crash or a cut cable would: no last heartbeat.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Stops the host gracefully and waits for it to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.token.cancel();
         tokio::time::timeout(WAIT, self.task).await???;
@@ -214,6 +220,11 @@ pub struct TestLattice {
 impl TestLattice {
     /// NATS and a control plane.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// NATS and a control plane configured by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut ControlConfig)) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
         let client = nats.client().await?;
         let lattice = LatticeName::new("test")?;
@@ -228,18 +239,22 @@ impl TestLattice {
             control: None,
             dir: tempfile::tempdir()?,
         };
-        t.start_control().await?;
+        t.start_control(configure).await?;
         Ok(t)
     }
 
     /// Starts the control plane (again).
-    pub async fn start_control(&mut self) -> anyhow::Result<()> {
+    pub async fn start_control(
+        &mut self,
+        configure: impl FnOnce(&mut ControlConfig),
+    ) -> anyhow::Result<()> {
         let mut config = ControlConfig::new(
             self.lattice.clone(),
             KeyPair::from_seed(&self.operator.seed())?,
         );
         config.startup_grace = Duration::ZERO;
         config.tick = Duration::from_millis(200);
+        configure(&mut config);
         let token = CancellationToken::new();
         let client = self.nats.client().await?;
         let task = tokio::spawn(lattice_control::run(config, client, token.clone()));

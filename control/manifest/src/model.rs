@@ -210,6 +210,19 @@ pub struct Scaler {
     /// Where to place them; empty means anywhere.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spread: Vec<Spread>,
+    /// Lattice addition: how long a host may be silent before its movable instances are placed
+    /// elsewhere (`90s`, `5m`, `2h`). Absent: the control plane's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<String>,
+}
+
+impl Scaler {
+    /// The tolerance, when given (validated at parse time).
+    pub fn tolerance(&self) -> Option<std::time::Duration> {
+        self.tolerance
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+    }
 }
 
 /// One entry of a scaler's `spread`.
@@ -224,6 +237,10 @@ pub struct Spread {
     /// Host labels that must all match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub requirements: BTreeMap<LabelKey, String>,
+    /// Lattice addition: instances placed by this entry stay on their host however long it is
+    /// silent (an edge gateway that drops off the network keeps its work).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 impl Spread {
@@ -319,6 +336,7 @@ mod tests {
             name: "edge".into(),
             weight: None,
             requirements: BTreeMap::new(),
+            pinned: false,
         };
         assert_eq!(spread.effective_weight(), DEFAULT_SPREAD_WEIGHT);
         let link = Link {

@@ -383,7 +383,11 @@ fn read_trait(
 }
 
 fn read_scaler(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Scaler> {
-    let fields = reader.mapping(node, path, &["instances", "replicas", "spread"])?;
+    let fields = reader.mapping(
+        node,
+        path,
+        &["instances", "replicas", "spread", "tolerance"],
+    )?;
     // wadm reads `replicas` as an alias of `instances`.
     let key = if fields.has("instances") || !fields.has("replicas") {
         if let (true, Some(at)) = (fields.has("instances"), fields.key_pos("replicas")) {
@@ -429,14 +433,37 @@ fn read_scaler(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Scale
             })
         }
     };
+    let tolerance = match fields.optional("tolerance") {
+        None => Some(None),
+        Some(node) => {
+            let path = fields.path("tolerance");
+            reader.non_empty_string(node, &path).and_then(|text| {
+                match humantime::parse_duration(text.trim()) {
+                    Ok(_) => Some(Some(text.trim().to_string())),
+                    Err(e) => {
+                        reader.push(
+                            Diagnostic::new(
+                                pos(node),
+                                path,
+                                format!("`{text}` is not a duration: {e}"),
+                            )
+                            .with_help("write a duration such as `90s`, `5m` or `2h`"),
+                        );
+                        None
+                    }
+                }
+            })
+        }
+    };
     Some(Scaler {
         instances: instances?,
         spread: spread?,
+        tolerance: tolerance?,
     })
 }
 
 fn read_spread(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Spread> {
-    let fields = reader.mapping(node, path, &["name", "weight", "requirements"])?;
+    let fields = reader.mapping(node, path, &["name", "weight", "requirements", "pinned"])?;
     let name = fields
         .required(reader, "name")
         .and_then(|node| reader.non_empty_string(node, &fields.path("name")));
@@ -460,10 +487,15 @@ fn read_spread(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Sprea
         None => Some(BTreeMap::new()),
         Some(node) => read_requirements(reader, node, &fields.path("requirements")),
     };
+    let pinned = match fields.optional("pinned") {
+        None => Some(false),
+        Some(node) => reader.boolean(node, &fields.path("pinned")),
+    };
     Some(Spread {
         name: name?,
         weight: weight?,
         requirements: requirements?,
+        pinned: pinned?,
     })
 }
 

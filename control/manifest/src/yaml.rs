@@ -432,6 +432,34 @@ impl Reader {
         None
     }
 
+    /// A plain `true` or `false`.
+    pub(crate) fn boolean(&mut self, node: &Node<'_>, path: &str) -> Option<bool> {
+        let view = view(node);
+        if let View::Scalar(scalar) = &view
+            && matches!(scalar.kind, ScalarKind::Bool | ScalarKind::Quoted)
+        {
+            match scalar.text.trim() {
+                "true" if matches!(scalar.kind, ScalarKind::Bool) => return Some(true),
+                "false" if matches!(scalar.kind, ScalarKind::Bool) => return Some(false),
+                "true" | "false" => {
+                    self.push(
+                        Diagnostic::new(
+                            pos(node),
+                            path,
+                            "expected true or false, found a quoted string",
+                        )
+                        .with_help(format!("remove the quotes: {}", scalar.text.trim())),
+                    );
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        let found = describe(&view);
+        self.error(node, path, format!("expected true or false, found {found}"));
+        None
+    }
+
     /// A flat map of strings; numbers and booleans are kept as written.
     pub(crate) fn string_map(
         &mut self,

@@ -54,9 +54,9 @@ pub struct ControlConfig {
     pub lattice: LatticeName,
     /// Its operator key: signs every assignment. Hosts trust its public half.
     pub key: KeyPair,
-    /// A host silent for this long is lost and gets no new work. `None`: three of its own
-    /// heartbeat intervals.
-    pub host_tolerance: Option<Duration>,
+    /// How long a host may be silent before its movable work is placed elsewhere, for
+    /// components whose manifest sets no `tolerance`. Also when `ctl get hosts` calls it lost.
+    pub host_tolerance: Duration,
     /// How long after start to only listen (so that a restarted control plane learns what runs
     /// before it changes anything).
     pub startup_grace: Duration,
@@ -72,7 +72,8 @@ impl ControlConfig {
         Self {
             lattice,
             key,
-            host_tolerance: None,
+            // Three missed heartbeats at the hosts' default interval (5 s), and a second.
+            host_tolerance: Duration::from_secs(16),
             // Longer than a host's default heartbeat interval (5 s), so that every live host
             // has reported before anything is re-placed.
             startup_grace: Duration::from_secs(6),

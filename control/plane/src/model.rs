@@ -83,6 +83,10 @@ pub struct Scaling {
     pub instances: u32,
     /// Where; an empty list means one entry that matches every host.
     pub spread: Vec<SpreadEntry>,
+    /// How long a host may be silent before movable instances leave it; `None`: the control
+    /// plane's default.
+    #[serde(default)]
+    pub tolerance_secs: Option<u64>,
 }
 
 /// Spread or daemon.
@@ -103,6 +107,9 @@ pub struct SpreadEntry {
     pub weight: u32,
     /// Labels a host must all have.
     pub requirements: BTreeMap<String, String>,
+    /// Instances stay on their host however long it is silent.
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 impl SpreadEntry {

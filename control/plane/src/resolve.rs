@@ -145,8 +145,10 @@ fn scaling(c: &Component) -> Option<Scaling> {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.clone()))
                     .collect(),
+                pinned: s.pinned,
             })
             .collect(),
+        tolerance_secs: scaler.tolerance().map(|t| t.as_secs()),
     })
 }
 

@@ -2,12 +2,12 @@
 //! writes the assignments that the pure planner says changed.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use lattice_manifest::Manifest;
-use lattice_protocol::assignment::{Assignment, SignedAssignment};
+use lattice_protocol::assignment::{Assignment, SignedAssignment, Workload};
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::ControlConfig;
 use crate::buckets::ensure_kv;
 use crate::model::{MAX_VERSIONS, StoredApp, StoredVersion};
-use crate::placement::{self, HostView, Plan};
+use crate::placement::{self, HostView, Plan, Policy};
 use crate::registry::Registry;
 use crate::status::{self, short};
 
@@ -162,12 +162,6 @@ impl Worker {
         Ok(())
     }
 
-    fn tolerance(&self, hb: &Heartbeat) -> Duration {
-        self.cfg
-            .host_tolerance
-            .unwrap_or_else(|| Duration::from_secs(hb.interval_secs.max(1) * 3 + 1))
-    }
-
     fn on_heartbeat(&mut self, payload: &[u8]) {
         let hb: Heartbeat = match envelope::decode(payload) {
             Ok(hb) => hb,
@@ -179,10 +173,15 @@ impl Worker {
         let changed = self
             .hosts
             .get(&hb.host)
-            .is_none_or(|o| o.heartbeat.labels != hb.labels);
+            .is_none_or(|o| o.heartbeat.labels != hb.labels || o.heartbeat.stopping != hb.stopping);
         if changed {
-            info!(host = %hb.host, name = %hb.name, "host joined or changed labels");
+            if hb.stopping {
+                info!(host = %hb.host, name = %hb.name, "host stopping: its movable work goes elsewhere");
+            } else {
+                info!(host = %hb.host, name = %hb.name, "host joined or changed labels");
+            }
         }
+        let host = hb.host.clone();
         self.hosts.insert(
             hb.host.clone(),
             Observed {
@@ -190,36 +189,26 @@ impl Worker {
                 last_seen: Instant::now(),
             },
         );
-        self.check_hosts();
-        self.dirty |= changed;
+        if changed || !self.ready.contains(&host) {
+            self.check_hosts();
+        }
     }
 
-    /// Recomputes which hosts are ready; a change means re-planning.
+    /// Recomputes which hosts are ready. Silence matters per component (each may set its own
+    /// tolerance), so every tick re-plans; the plan is cheap and only changes are written.
     fn check_hosts(&mut self) {
+        let tolerance = self.cfg.host_tolerance;
         let ready: Vec<HostId> = self
             .hosts
             .iter()
-            .filter(|(_, o)| o.last_seen.elapsed() <= self.tolerance(&o.heartbeat))
+            .filter(|(_, o)| !o.heartbeat.stopping && o.last_seen.elapsed() <= tolerance)
             .map(|(id, _)| id.clone())
             .collect();
-        if ready != self.ready {
-            for lost in self.ready.iter().filter(|h| !ready.contains(h)) {
-                warn!(host = %lost, "host lost: no heartbeat within its tolerance");
-            }
-            self.ready = ready;
-            self.dirty = true;
+        for lost in self.ready.iter().filter(|h| !ready.contains(h)) {
+            warn!(host = %lost, "host lost or stopped");
         }
-        // Re-sign assignments of hosts that are here before they expire (a lost host's
-        // assignment waits for it to come back).
-        let now = unix_now();
-        let half = self.cfg.assignment_ttl.as_secs() / 2;
-        if self.ready.iter().any(|h| {
-            self.written
-                .get(h)
-                .is_some_and(|w| w.assignment.expires_at.saturating_sub(now) < half)
-        }) {
-            self.dirty = true;
-        }
+        self.ready = ready;
+        self.dirty = true;
     }
 
     async fn reconcile(&mut self) {
@@ -229,15 +218,24 @@ impl Worker {
             .filter_map(|(app, _)| app.desired().map(|v| &v.resolved))
             .collect();
         let hosts: Vec<HostView> = self
-            .ready
-            .iter()
-            .filter_map(|id| self.hosts.get(id))
+            .hosts
+            .values()
             .map(|o| HostView {
                 id: o.heartbeat.host.clone(),
                 labels: o.heartbeat.labels.clone(),
+                silent: o.last_seen.elapsed(),
+                stopped: o.heartbeat.stopping,
             })
             .collect();
-        self.plan = placement::plan(&desired, &hosts);
+        let current: BTreeMap<HostId, Vec<Workload>> = self
+            .written
+            .iter()
+            .map(|(h, w)| (h.clone(), w.assignment.workloads.clone()))
+            .collect();
+        let policy = Policy {
+            default_tolerance: self.cfg.host_tolerance,
+        };
+        self.plan = placement::plan(&desired, &hosts, &current, policy);
         if self.started.elapsed() < self.cfg.startup_grace {
             // Still learning what runs: keep planning for status, but change nothing yet.
             return;
@@ -269,7 +267,7 @@ impl Worker {
     async fn write_assignment(
         &mut self,
         host: &HostId,
-        workloads: Vec<lattice_protocol::assignment::Workload>,
+        workloads: Vec<Workload>,
         now: u64,
     ) -> anyhow::Result<()> {
         let previous = self.written.get(host);
@@ -573,7 +571,9 @@ impl Worker {
                     id: hb.host.clone(),
                     name: hb.name.clone(),
                     labels: hb.labels.clone(),
-                    state: if self.ready.contains(&hb.host) {
+                    state: if hb.stopping {
+                        HostState::Stopped
+                    } else if self.ready.contains(&hb.host) {
                         HostState::Ready
                     } else {
                         HostState::Lost

@@ -151,6 +151,8 @@ pub enum HostState {
     Ready,
     /// Silent for longer than its tolerance.
     Lost,
+    /// Stopped gracefully; its pinned work waits for it.
+    Stopped,
 }
 
 impl std::fmt::Display for HostState {
@@ -158,6 +160,7 @@ impl std::fmt::Display for HostState {
         f.write_str(match self {
             HostState::Ready => "ready",
             HostState::Lost => "lost",
+            HostState::Stopped => "stopped",
         })
     }
 }
@@ -186,6 +189,9 @@ pub struct Heartbeat {
     /// The last assignment it refused, and why (forged, replayed, expired, ...).
     #[serde(default)]
     pub last_refusal: Option<String>,
+    /// Its last heartbeat: it is stopping gracefully, and its movable work should go elsewhere.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 /// One workload as a host reports it.

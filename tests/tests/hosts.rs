@@ -1,0 +1,211 @@
+//! Hosts coming and going: a lost host's movable work moves and is trimmed when it returns, a
+//! stopping host hands its work over at once, and pinned work stays on a silent gateway.
+
+use std::time::Duration;
+
+use lattice_protocol::messages::{AppState, AppStatus, HostState, WorkloadState};
+use lattice_tests::{TestLattice, hello_wasm};
+
+/// A one-instance HTTP app whose single spread entry requires `role` and may be pinned.
+fn manifest(image: &str, role: &str, pinned: bool, tolerance: Option<&str>) -> String {
+    let tolerance = tolerance.map_or(String::new(), |t| format!("\n            tolerance: {t}"));
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: app
+spec:
+  components:
+    - name: hello
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1{tolerance}
+            spread:
+              - name: {role}s
+                pinned: {pinned}
+                requirements:
+                  role: {role}
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target: hello
+            source_config:
+              - name: http
+                properties:
+                  address: 127.0.0.1:0
+"#
+    )
+}
+
+/// Host names that run the app's component now, per the control plane.
+fn running_on(status: &AppStatus, names: &[(String, String)]) -> Vec<String> {
+    status
+        .components
+        .iter()
+        .filter(|c| c.state == WorkloadState::Running)
+        .filter_map(|c| c.host.as_ref())
+        .filter_map(|h| names.iter().find(|(id, _)| id == h.as_str()))
+        .map(|(_, name)| name.clone())
+        .collect()
+}
+
+async fn host_names(t: &TestLattice) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(t.ctl
+        .hosts()
+        .await?
+        .into_iter()
+        .map(|h| (h.id.to_string(), h.name))
+        .collect())
+}
+
+async fn labelled_host(
+    t: &TestLattice,
+    name: &str,
+    role: &str,
+) -> anyhow::Result<lattice_tests::TestHost> {
+    let mut config = t.host_config(name);
+    config.labels.insert("role".into(), role.into());
+    let host = t.start_host(config).await?;
+    t.wait_for(&format!("{name} to report"), || async {
+        Ok(t.ctl.hosts().await?.iter().any(|h| h.name == name))
+    })
+    .await?;
+    Ok(host)
+}
+
+/// Deploys and returns the name of the host the instance landed on.
+async fn deploy_and_find(t: &TestLattice, yaml: &str) -> anyhow::Result<String> {
+    t.ctl.deploy(yaml).await?;
+    let status = t.wait_deployed("app").await?;
+    let on = running_on(&status, &host_names(t).await?);
+    anyhow::ensure!(on.len() == 1, "one placement expected: {status:?}");
+    Ok(on[0].clone())
+}
+
+#[tokio::test]
+async fn a_lost_hosts_work_moves_and_is_trimmed_when_it_returns() -> anyhow::Result<()> {
+    let t = TestLattice::start_with(|c| c.host_tolerance = Duration::from_secs(2)).await?;
+    let mut hosts = vec![
+        ("a", labelled_host(&t, "a", "worker").await?),
+        ("b", labelled_host(&t, "b", "worker").await?),
+    ];
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let first = deploy_and_find(&t, &manifest(&image.to_string(), "worker", false, None)).await?;
+    let index = hosts
+        .iter()
+        .position(|(n, _)| *n == first)
+        .expect("a known host");
+    let (_, lost) = hosts.remove(index);
+    let state_dir = lost.state_dir.clone();
+    lost.kill().await;
+
+    let other = hosts[0].0.to_string();
+    t.wait_status("app", "the work to move to the other host", |s| {
+        s.status == AppState::Deployed
+            && s.components
+                .iter()
+                .all(|c| c.state == WorkloadState::Running)
+    })
+    .await?;
+    let names = host_names(&t).await?;
+    t.wait_for("the instance to run on the other host", || async {
+        Ok(running_on(&t.ctl.status(&"app".parse()?).await?, &names) == vec![other.clone()])
+    })
+    .await?;
+
+    // The lost host comes back with its saved assignment, which still runs the instance: the
+    // newer assignment it finds trims that surplus.
+    let mut config = t.host_config(&first);
+    config.labels.insert("role".into(), "worker".into());
+    config.state_dir = state_dir;
+    let _back = t.start_host(config).await?;
+    t.wait_for("the returning host to run nothing", || async {
+        let hosts = t.ctl.hosts().await?;
+        Ok(hosts
+            .iter()
+            .any(|h| h.name == first && h.state == HostState::Ready && h.workloads == 0))
+    })
+    .await?;
+    let status = t.ctl.status(&"app".parse()?).await?;
+    assert_eq!(running_on(&status, &names), vec![other]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopping_host_hands_its_work_over_at_once() -> anyhow::Result<()> {
+    // A tolerance of an hour: only the host's own "stopping" can move the work in this test.
+    let t = TestLattice::start_with(|c| c.host_tolerance = Duration::from_secs(3600)).await?;
+    let mut hosts = vec![
+        ("a", labelled_host(&t, "a", "worker").await?),
+        ("b", labelled_host(&t, "b", "worker").await?),
+    ];
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let first = deploy_and_find(&t, &manifest(&image.to_string(), "worker", false, None)).await?;
+    let index = hosts
+        .iter()
+        .position(|(n, _)| *n == first)
+        .expect("a known host");
+    let (_, stopping) = hosts.remove(index);
+    stopping.stop().await?;
+    let other = hosts[0].0.to_string();
+    let names = host_names(&t).await?;
+    t.wait_for("the work to move to the other host", || async {
+        Ok(running_on(&t.ctl.status(&"app".parse()?).await?, &names) == vec![other.clone()])
+    })
+    .await?;
+    let stopped = t.ctl.hosts().await?.into_iter().find(|h| h.name == first);
+    assert_eq!(stopped.map(|h| h.state), Some(HostState::Stopped));
+    Ok(())
+}
+
+#[tokio::test]
+async fn pinned_work_stays_on_a_silent_gateway() -> anyhow::Result<()> {
+    let t = TestLattice::start_with(|c| c.host_tolerance = Duration::from_secs(1)).await?;
+    let gateway = labelled_host(&t, "gateway", "gateway").await?;
+    let _cloud = labelled_host(&t, "cloud", "cloud").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let on = deploy_and_find(
+        &t,
+        &manifest(&image.to_string(), "gateway", true, Some("1s")),
+    )
+    .await?;
+    assert_eq!(on, "gateway");
+    let names = host_names(&t).await?;
+    let gateway_id = names
+        .iter()
+        .find(|(_, n)| n == "gateway")
+        .map(|(id, _)| id.clone());
+    gateway.kill().await;
+    t.wait_for("the gateway to be seen as lost", || async {
+        Ok(t.ctl
+            .hosts()
+            .await?
+            .iter()
+            .any(|h| h.name == "gateway" && h.state == HostState::Lost))
+    })
+    .await?;
+    // Well past the tolerance, the work is still assigned to the gateway and nowhere else.
+    let status = t.ctl.status(&"app".parse()?).await?;
+    let placed: Vec<_> = status
+        .components
+        .iter()
+        .filter_map(|c| c.host.as_ref().map(ToString::to_string))
+        .collect();
+    assert_eq!(
+        placed,
+        vec![gateway_id.expect("gateway known")],
+        "{status:?}"
+    );
+    Ok(())
+}
