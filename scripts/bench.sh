@@ -12,8 +12,9 @@
 #   BENCH_WARMUP=2         seconds of warm-up load before each point (not measured)
 #   BENCH_THREADS=1        wrk threads (the load generator shares the machine's cores)
 #   BENCH_CONCURRENCY="1 16 64"
-#   BENCH_REPEATS=2        passes over every (concurrency, server) pair; the order of the
-#                          two servers alternates between passes; figures are the mean
+#   BENCH_REPEATS=3        passes over every (concurrency, server) pair; the order of the
+#                          two servers alternates between passes; the table shows medians
+#                          over passes, and the median of the per-pass ratios
 #   BENCH_ROUNDS=20        rounds of the assignment benchmark (cached case)
 #   BENCH_SKIP_BUILD=1     use the binaries already built
 #   WASMTIME=/path         the wasmtime CLI (default: PATH, then ~/.cargo/bin/wasmtime);
@@ -28,7 +29,7 @@ DURATION="${BENCH_DURATION:-10}"
 WARMUP="${BENCH_WARMUP:-2}"
 THREADS="${BENCH_THREADS:-1}"
 CONCURRENCY="${BENCH_CONCURRENCY:-1 16 64}"
-REPEATS="${BENCH_REPEATS:-2}"
+REPEATS="${BENCH_REPEATS:-3}"
 ROUNDS="${BENCH_ROUNDS:-20}"
 
 OUT_DIR="$REPO_ROOT/target/bench"
@@ -115,6 +116,8 @@ rss_detail() { awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f 
 hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # utime + stime of a process, in clock ticks (fields 14 and 15, after the `(comm)` field).
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# "total idle steal" ticks of all cores, from /proc/stat.
+machine_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6, $9; exit }' /proc/stat; }
 free_port() {
     local port
     for _ in $(seq 1 100); do
@@ -284,7 +287,7 @@ if [ -n "$WASMTIME" ]; then
     W_PORT="$(free_port)"
     say "Starting wasmtime serve on 127.0.0.1:$W_PORT"
     start "$WORK/wasmtime.log" "$WASMTIME" serve -S cli --addr "127.0.0.1:$W_PORT" \
-        --env GREETING=Hello --env "LATTICE_HOST_NAME=$(hostname)" --env LATTICE_HOST_ID=bench \
+        --env GREETING=Hello --env LATTICE_HOST_NAME=bench --env LATTICE_HOST_ID=bench \
         "$HELLO"
     W_PID=$STARTED
     WASMTIME_URL="http://127.0.0.1:$W_PORT/"
@@ -307,10 +310,12 @@ point() {
     local t=$THREADS
     [ "$t" -le "$c" ] || t=$c
     wrk -t "$t" -c "$c" -d "${WARMUP}s" "$url" >/dev/null 2>&1 || true
-    local cpu0 cpu1
+    local cpu0 cpu1 sys0 sys1
     cpu0=$(cpu_ticks "$pid")
+    sys0="$(machine_ticks)"
     out="$(wrk -t "$t" -c "$c" -d "${DURATION}s" --latency "$url")"
     cpu1=$(cpu_ticks "$pid")
+    sys1="$(machine_ticks)"
     printf '%s\n' "$out" >"$WORK/wrk-$name-c$c-p$pass.txt"
     local rps p50 p99 requests errors non2xx cpu_us
     rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
@@ -323,9 +328,16 @@ point() {
     tck="$(getconf CLK_TCK)"
     cpu_us="$(awk -v a="$cpu0" -v b="$cpu1" -v n="$requests" -v t="$tck" \
         'BEGIN { if (n > 0) printf "%.1f", (b - a) / t * 1e6 / n; else print "nan" }')"
-    record "http server=$name c=$c pass=$pass rps=$rps p50_us=$p50 p99_us=$p99 requests=$requests cpu_us_per_req=$cpu_us socket_errors=${errors:-0} non2xx=${non2xx:-0}"
-    printf '  %-9s c=%-3s pass %s: %10s req/s  p50 %8s us  p99 %9s us  %6s us CPU/req\n' \
-        "$name" "$c" "$pass" "$rps" "$p50" "$p99" "$cpu_us" >&2
+    # Machine-wide over the point, in % of all cores: busy (server + wrk + anything else
+    # running), the server alone, and steal (time the hypervisor gave to other guests).
+    local shares
+    shares="$(awk -v s0="$sys0" -v s1="$sys1" -v a="$cpu0" -v b="$cpu1" 'BEGIN {
+        split(s0, x, " "); split(s1, y, " "); total = y[1] - x[1]; idle = y[2] - x[2]; steal = y[3] - x[3]
+        if (total <= 0) { print "machine_busy_pct=nan server_pct=nan steal_pct=nan"; exit }
+        printf "machine_busy_pct=%.0f server_pct=%.0f steal_pct=%.1f", 100 * (total - idle - steal) / total, 100 * (b - a) / total, 100 * steal / total }')"
+    record "http server=$name c=$c pass=$pass rps=$rps p50_us=$p50 p99_us=$p99 requests=$requests cpu_us_per_req=$cpu_us socket_errors=${errors:-0} non2xx=${non2xx:-0} $shares"
+    printf '  %-9s c=%-3s pass %s: %10s req/s  p50 %8s us  p99 %9s us  %6s us CPU/req  (%s)\n' \
+        "$name" "$c" "$pass" "$rps" "$p50" "$p99" "$cpu_us" "$shares" >&2
 }
 
 say "HTTP load: wrk -t $THREADS, ${WARMUP}s warm-up + ${DURATION}s per point, $REPEATS passes (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -370,13 +382,21 @@ record "load_after_all $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- Table ---------------------------------------------------------------------------------
 awk '
-function mean(sum, n) { return n ? sum / n : 0 }
 function kv(field,    i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == field) return a[2] } return "" }
+# median of the space-separated numbers in s
+function median(s,    v, n, i, j, x) {
+    n = split(s, v, " ")
+    if (n == 0) return "nan"
+    for (i = 2; i <= n; i++) { x = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
 $1 == "http" {
-    s = kv("server"); c = kv("c")
+    s = kv("server"); c = kv("c"); p = kv("pass")
     key = s SUBSEP c
-    n[key]++; rps[key] += kv("rps"); p50[key] += kv("p50_us"); p99[key] += kv("p99_us"); cpu[key] += kv("cpu_us_per_req")
+    rps[key] = rps[key] " " kv("rps"); p50[key] = p50[key] " " kv("p50_us"); p99[key] = p99[key] " " kv("p99_us"); cpu[key] = cpu[key] " " kv("cpu_us_per_req")
+    one[s, c, p] = kv("rps")
     if (!(c in seen)) { seen[c] = 1; order[++nc] = c }
+    if (p > np) np = p
 }
 $1 == "rss_idle_kb" { idle = $2 }
 $1 == "rss_deployed_after_load_kb" { after = $2 }
@@ -385,14 +405,18 @@ $1 == "rss_peak_kb" { peak = $2 }
 $1 == "binary" { bins[$2] = $0 }
 $1 ~ /^assign_to_first_200/ { assign[$1] = $0 }
 END {
-    printf "\nHTTP hello (mean of passes; Lattice = lattice-host release, peer = wasmtime serve)\n"
-    printf "%4s | %12s %9s %9s %7s | %12s %9s %9s %7s | %s\n", "c", "Lattice r/s", "p50 us", "p99 us", "CPU/req", "wasmtime r/s", "p50 us", "p99 us", "CPU/req", "ratio (r/s)"
+    printf "\nHTTP hello, median of %d passes (Lattice = lattice-host release, peer = wasmtime serve)\n", np
+    printf "%4s | %12s %8s %8s %7s | %12s %8s %8s %7s | %s\n", "c", "Lattice r/s", "p50 us", "p99 us", "CPU/req", "wasmtime r/s", "p50 us", "p99 us", "CPU/req", "ratio r/s (per pass)"
     for (i = 1; i <= nc; i++) {
         c = order[i]; l = "lattice" SUBSEP c; w = "wasmtime" SUBSEP c
-        ratio = (n[w] && rps[w] > 0) ? sprintf("%.2f", rps[l] / rps[w]) : "-"
-        printf "%4s | %12.0f %9.0f %9.0f %7.1f | %12.0f %9.0f %9.0f %7.1f | %s\n", c,
-            mean(rps[l], n[l]), mean(p50[l], n[l]), mean(p99[l], n[l]), mean(cpu[l], n[l]),
-            mean(rps[w], n[w]), mean(p50[w], n[w]), mean(p99[w], n[w]), mean(cpu[w], n[w]), ratio
+        ratios = ""; list = ""
+        for (p = 1; p <= np; p++) if (((("wasmtime", c, p) in one)) && one["wasmtime", c, p] > 0) {
+            r = one["lattice", c, p] / one["wasmtime", c, p]; ratios = ratios " " r; list = list sprintf("%s%.2f", list == "" ? "" : " ", r)
+        }
+        ratio = ratios == "" ? "-" : sprintf("%.2f (%s)", median(ratios), list)
+        printf "%4s | %12.0f %8.0f %8.0f %7.1f | %12.0f %8.0f %8.0f %7.1f | %s\n", c,
+            median(rps[l]), median(p50[l]), median(p99[l]), median(cpu[l]),
+            median(rps[w]), median(p50[w]), median(p99[w]), median(cpu[w]), ratio
     }
     printf "\nlattice-host RSS (MiB): idle %.1f, hello deployed %.1f before load, %.1f after load, peak %.1f\n", idle / 1024, before / 1024, after / 1024, peak / 1024
     for (b in bins) print bins[b]

@@ -203,6 +203,16 @@ async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
     }
     assert_eq!(host["state"], "ready");
     assert!(host["labels"]["arch"].is_string());
+    let components: serde_json::Value =
+        serde_json::from_str(&ok(&["ctl", "get", "components", "-o", "json"], &state)?)?;
+    assert_eq!(components[0]["app"], "hello");
+    assert_eq!(components[0]["state"], "running");
+    let host_name = host["name"].as_str().context("a host name")?;
+    let inventory = ok(&["ctl", "get", "inventory", host_name], &state)?;
+    assert!(
+        inventory.contains("hello") && inventory.contains("running"),
+        "{inventory}"
+    );
     let apps: serde_json::Value =
         serde_json::from_str(&ok(&["ctl", "get", "apps", "-o", "json"], &state)?)?;
     assert_eq!(apps[0]["name"], "hello");

@@ -542,3 +542,56 @@ async fn a_restarted_host_serves_from_disk_without_nats() -> anyhow::Result<()> 
     tokio::time::timeout(lattice_tests::WAIT, task).await???;
     Ok(())
 }
+
+#[tokio::test]
+async fn events_and_inventory_tell_what_happened() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use lattice_protocol::messages::{Event, EventKind};
+
+    let t = TestLattice::start().await?;
+    let mut events = t
+        .client
+        .subscribe(lattice_protocol::subject::Subject::events(&t.lattice).to_string())
+        .await?;
+    t.client.flush().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    t.ctl
+        .deploy(&hello_manifest(
+            "hello",
+            "v1",
+            &image.to_string(),
+            "Hi",
+            ANY_PORT,
+        ))
+        .await?;
+    t.wait_deployed("hello").await?;
+
+    // Every kind this story produces arrives, in order of happening, up to the workload running.
+    let mut seen: Vec<Event> = Vec::new();
+    let running = |e: &Event| e.kind == EventKind::Workload && e.message.contains("running");
+    while !seen.iter().any(running) {
+        let msg = tokio::time::timeout(lattice_tests::WAIT, events.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("event stream closed"))?;
+        seen.push(envelope::decode(&msg.payload)?);
+    }
+    let position = |k: EventKind| seen.iter().position(|e| e.kind == k).expect("seen");
+    assert!(
+        position(EventKind::Deployed) < position(EventKind::Assigned),
+        "{seen:?}"
+    );
+    assert!(
+        position(EventKind::HostJoined) < position(EventKind::Deployed),
+        "{seen:?}"
+    );
+
+    let inventory = t.ctl.inventory("edge-1").await?;
+    assert_eq!(inventory.workloads.len(), 1);
+    assert_eq!(inventory.workloads[0].app.as_str(), "hello");
+    assert_eq!(
+        t.ctl.inventory("nope").await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    Ok(())
+}

@@ -158,6 +158,13 @@ pub enum CtlCommand {
         /// The app.
         name: String,
     },
+    /// Print the lattice's events as they happen (deploys, hosts joining and leaving,
+    /// assignments, workload state changes) until Ctrl-C.
+    Watch {
+        /// Also print every host heartbeat.
+        #[arg(long)]
+        heartbeats: bool,
+    },
     /// Deploy a stored version again: the previous one, or `--to VERSION`.
     Rollback {
         /// The app.
@@ -175,6 +182,13 @@ pub enum GetWhat {
     Apps,
     /// Hosts with their labels and state.
     Hosts,
+    /// Every placed component: app, host, instances, state.
+    Components,
+    /// What one host runs (by id, id prefix or name).
+    Inventory {
+        /// The host.
+        host: String,
+    },
 }
 
 /// `lattice keys ...`.

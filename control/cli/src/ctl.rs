@@ -26,7 +26,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     };
     let target = nats::target(&args.nats, args.state_dir.as_deref())?;
     let client = nats::connect(&args.nats, &target.url, "lattice ctl", Patience::FailFast).await?;
-    let ctl = CtlClient::new(client, target.lattice.clone());
+    let ctl = CtlClient::new(client.clone(), target.lattice.clone());
     match args.command {
         CtlCommand::Deploy { wait, timeout, .. } => {
             let (yaml, name) = manifest.context("manifest read above")?;
@@ -115,6 +115,29 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     reply.name, reply.version
                 );
             }
+        }
+        CtlCommand::Get {
+            what: GetWhat::Components,
+        } => {
+            let mut all = Vec::new();
+            for app in ctl.apps().await? {
+                let status = ctl.status(&app.name).await?;
+                all.extend(status.components.into_iter().map(|c| PlacedComponent {
+                    app: status.name.to_string(),
+                    version: status.version.clone(),
+                    component: c,
+                }));
+            }
+            output::print(args.output, &all, |all| components_table(all));
+        }
+        CtlCommand::Get {
+            what: GetWhat::Inventory { host },
+        } => {
+            let hb = ctl.inventory(&host).await?;
+            output::print(args.output, &hb, inventory_table);
+        }
+        CtlCommand::Watch { heartbeats } => {
+            watch(&client, &target.lattice, heartbeats, args.output).await?;
         }
         CtlCommand::Status { name } => {
             let status = ctl.status(&AppName::new(name)?).await?;
@@ -281,4 +304,139 @@ fn status_table(s: &AppStatus) -> String {
         );
     }
     out
+}
+
+/// A component of an app on a host, for `get components`.
+#[derive(Debug, serde::Serialize)]
+struct PlacedComponent {
+    app: String,
+    version: String,
+    #[serde(flatten)]
+    component: lattice_protocol::messages::ComponentStatus,
+}
+
+fn components_table(all: &[PlacedComponent]) -> String {
+    if all.is_empty() {
+        return "no components placed\n".into();
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|p| {
+            let c = &p.component;
+            vec![
+                p.app.clone(),
+                p.version.clone(),
+                c.name.to_string(),
+                c.host.as_ref().map_or("-".into(), |h| short(h.as_str())),
+                c.instances.to_string(),
+                c.state.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["APP", "VERSION", "COMPONENT", "HOST", "INSTANCES", "STATE"],
+        &rows,
+    )
+}
+
+fn inventory_table(hb: &lattice_protocol::messages::Heartbeat) -> String {
+    let mut out = format!(
+        "host {} ({})\n  version {}, assignment revision {}{}\n",
+        hb.name,
+        hb.host,
+        hb.version,
+        hb.assignment_revision,
+        if hb.stopping { ", stopping" } else { "" }
+    );
+    if let Some(refusal) = &hb.last_refusal {
+        out += &format!("  last refused assignment: {refusal}\n");
+    }
+    let rows: Vec<Vec<String>> = hb
+        .workloads
+        .iter()
+        .map(|w| {
+            vec![
+                w.app.to_string(),
+                w.app_version.clone(),
+                w.component.to_string(),
+                w.image.short().to_string(),
+                w.state.to_string(),
+                w.endpoint.clone().unwrap_or_else(|| w.message.clone()),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out += "  runs nothing\n";
+    } else {
+        out += &table(
+            &[
+                "APP",
+                "VERSION",
+                "COMPONENT",
+                "IMAGE",
+                "STATE",
+                "ENDPOINT / MESSAGE",
+            ],
+            &rows,
+        );
+    }
+    out
+}
+
+/// Prints events (and heartbeats, if asked) until Ctrl-C.
+async fn watch(
+    client: &async_nats::Client,
+    lattice: &lattice_protocol::names::LatticeName,
+    heartbeats: bool,
+    output: Output,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use lattice_protocol::messages::{Event, Heartbeat};
+    use lattice_protocol::subject::Subject;
+
+    let mut events = client
+        .subscribe(Subject::events(lattice).to_string())
+        .await?;
+    let mut beats = if heartbeats {
+        Some(client.subscribe(Subject::all_heartbeats(lattice)).await?)
+    } else {
+        None
+    };
+    eprintln!("watching lattice {lattice} (Ctrl-C to stop)");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            msg = events.next() => {
+                let Some(msg) = msg else { return Ok(()) };
+                let Ok(event) = lattice_protocol::envelope::decode::<Event>(&msg.payload) else { continue };
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string(&event)?),
+                    Output::Table => println!("{}  {:<13} {}", clock(event.at_ms), event.kind.to_string(), event.message),
+                }
+            }
+            msg = async { match beats.as_mut() { Some(b) => b.next().await, None => std::future::pending().await } } => {
+                let Some(msg) = msg else { return Ok(()) };
+                let Ok(hb) = lattice_protocol::envelope::decode::<Heartbeat>(&msg.payload) else { continue };
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string(&hb)?),
+                    Output::Table => println!(
+                        "{}  {:<13} {} ({}): {} workload(s), revision {}",
+                        clock(hb.sent_at_ms), "heartbeat", hb.name, short(hb.host.as_str()), hb.workloads.len(), hb.assignment_revision
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// `HH:MM:SS.mmm` (UTC) of unix milliseconds.
+fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60,
+        ms % 1000
+    )
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
-    AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, HostSummary, RollbackRequest,
-    VersionSummary,
+    AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostSummary,
+    InventoryRequest, RollbackRequest, VersionSummary,
 };
 use lattice_protocol::names::{AppName, LatticeName};
 use lattice_protocol::subject::{CtlVerb, Subject};
@@ -121,6 +121,14 @@ impl CtlClient {
             version: version.map(str::to_string),
         };
         self.call(CtlVerb::Rollback, &request).await
+    }
+
+    /// One host's latest report (`host`: id, unique id prefix, or name).
+    pub async fn inventory(&self, host: &str) -> Result<Heartbeat, WireError> {
+        let request = InventoryRequest {
+            host: host.to_string(),
+        };
+        self.call(CtlVerb::Inventory, &request).await
     }
 
     /// Lists hosts.

@@ -11,8 +11,8 @@ use lattice_protocol::assignment::{Assignment, SignedAssignment, Workload};
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
-    AppRequest, AppState, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostState,
-    HostSummary, RollbackRequest, VersionSummary,
+    AppRequest, AppState, AppStatus, AppSummary, DeployReply, DeployRequest, Event, EventKind,
+    Heartbeat, HostState, HostSummary, InventoryRequest, RollbackRequest, VersionSummary,
 };
 use lattice_protocol::names::{AppName, HostId};
 use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, CtlVerb, Subject};
@@ -150,9 +150,18 @@ impl Worker {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(msg) = heartbeats.next() => self.on_heartbeat(&msg.payload),
+                Some(msg) = heartbeats.next() => {
+                    if let Some((previous, hb)) = self.on_heartbeat(&msg.payload) {
+                        self.emit_heartbeat_changes(previous.as_ref(), &hb).await;
+                    }
+                }
                 Some(msg) = requests.next() => self.on_request(msg).await,
-                _ = tick.tick() => self.check_hosts(),
+                _ = tick.tick() => {
+                    for lost in self.check_hosts() {
+                        let message = format!("host {} lost: no heartbeat within its tolerance", short(&lost));
+                        self.emit(EventKind::HostLost, None, Some(&lost), message).await;
+                    }
+                }
             }
             if self.dirty {
                 self.reconcile().await;
@@ -162,12 +171,75 @@ impl Worker {
         Ok(())
     }
 
-    fn on_heartbeat(&mut self, payload: &[u8]) {
+    /// Publishes an event for `lattice ctl watch` (best effort: events are for people).
+    async fn emit(
+        &self,
+        kind: EventKind,
+        app: Option<&AppName>,
+        host: Option<&HostId>,
+        message: String,
+    ) {
+        let event = Event {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            kind,
+            app: app.cloned(),
+            host: host.cloned(),
+            message,
+        };
+        let subject = Subject::events(&self.cfg.lattice).to_string();
+        if let Err(e) = self
+            .client
+            .publish(subject, envelope::encode(&event).into())
+            .await
+        {
+            debug!(error = %e, "event not published");
+        }
+    }
+
+    /// Events for what changed between a host's previous heartbeat and this one.
+    async fn emit_heartbeat_changes(&self, previous: Option<&Heartbeat>, hb: &Heartbeat) {
+        match previous {
+            None => {
+                let message = format!("host {} joined", hb.name);
+                self.emit(EventKind::HostJoined, None, Some(&hb.host), message)
+                    .await;
+            }
+            Some(p) if !p.stopping && hb.stopping => {
+                let message = format!("host {} is stopping", hb.name);
+                self.emit(EventKind::HostStopped, None, Some(&hb.host), message)
+                    .await;
+            }
+            Some(_) => {}
+        }
+        for w in &hb.workloads {
+            let before = previous.and_then(|p| {
+                p.workloads.iter().find(|o| {
+                    o.app == w.app && o.component == w.component && o.app_version == w.app_version
+                })
+            });
+            if before.is_none_or(|b| b.state != w.state || b.message != w.message) {
+                let mut message = format!(
+                    "{}/{} {} on {}: {}",
+                    w.app, w.component, w.app_version, hb.name, w.state
+                );
+                if !w.message.is_empty() {
+                    message += &format!(" ({})", w.message);
+                }
+                self.emit(EventKind::Workload, Some(&w.app), Some(&hb.host), message)
+                    .await;
+            }
+        }
+    }
+
+    fn on_heartbeat(&mut self, payload: &[u8]) -> Option<(Option<Heartbeat>, Heartbeat)> {
         let hb: Heartbeat = match envelope::decode(payload) {
             Ok(hb) => hb,
             Err(e) => {
                 warn!(error = %e, "ignoring a heartbeat that does not decode");
-                return;
+                return None;
             }
         };
         let changed = self
@@ -182,21 +254,22 @@ impl Worker {
             }
         }
         let host = hb.host.clone();
-        self.hosts.insert(
+        let previous = self.hosts.insert(
             hb.host.clone(),
             Observed {
-                heartbeat: hb,
+                heartbeat: hb.clone(),
                 last_seen: Instant::now(),
             },
         );
         if changed || !self.ready.contains(&host) {
-            self.check_hosts();
+            let _ = self.check_hosts();
         }
+        Some((previous.map(|p| p.heartbeat), hb))
     }
 
     /// Recomputes which hosts are ready. Silence matters per component (each may set its own
     /// tolerance), so every tick re-plans; the plan is cheap and only changes are written.
-    fn check_hosts(&mut self) {
+    fn check_hosts(&mut self) -> Vec<HostId> {
         let tolerance = self.cfg.host_tolerance;
         let ready: Vec<HostId> = self
             .hosts
@@ -204,11 +277,19 @@ impl Worker {
             .filter(|(_, o)| !o.heartbeat.stopping && o.last_seen.elapsed() <= tolerance)
             .map(|(id, _)| id.clone())
             .collect();
-        for lost in self.ready.iter().filter(|h| !ready.contains(h)) {
-            warn!(host = %lost, "host lost or stopped");
+        let lost: Vec<HostId> = self
+            .ready
+            .iter()
+            .filter(|h| !ready.contains(h))
+            .filter(|h| self.hosts.get(*h).is_some_and(|o| !o.heartbeat.stopping))
+            .cloned()
+            .collect();
+        for host in &lost {
+            warn!(host = %host, "host lost: no heartbeat within its tolerance");
         }
         self.ready = ready;
         self.dirty = true;
+        lost
     }
 
     async fn reconcile(&mut self) {
@@ -300,6 +381,12 @@ impl Worker {
                     workloads = assignment.workloads.len(),
                     "assignment written"
                 );
+                let message = format!(
+                    "assignment revision {} written for host {}: {} workload(s)",
+                    assignment.revision,
+                    short(host),
+                    assignment.workloads.len()
+                );
                 self.written.insert(
                     host.clone(),
                     Written {
@@ -307,6 +394,8 @@ impl Worker {
                         assignment,
                     },
                 );
+                self.emit(EventKind::Assigned, None, Some(host), message)
+                    .await;
                 Ok(())
             }
             Err(e) => {
@@ -353,6 +442,11 @@ impl Worker {
                     .and_then(|r| self.history(&r.name)),
             ),
             CtlVerb::Rollback => encode_reply(self.rollback(&msg.payload).await),
+            CtlVerb::Inventory => encode_reply(
+                envelope::decode::<InventoryRequest>(&msg.payload)
+                    .map_err(WireError::from)
+                    .and_then(|r| self.inventory(&r.host)),
+            ),
         };
         if let Err(e) = self.client.publish(reply_to, bytes.into()).await {
             warn!(error = %e, "could not send a reply");
@@ -430,6 +524,9 @@ impl Worker {
         if changed {
             self.store_app(app).await?;
             info!(app = %name, version, "deployed");
+            let message = format!("{name} {version} deployed");
+            self.emit(EventKind::Deployed, Some(&name), None, message)
+                .await;
         }
         Ok(DeployReply {
             name,
@@ -447,8 +544,31 @@ impl Worker {
         if app.deployed.take().is_some() {
             self.store_app(app).await?;
             info!(app = %req.name, "undeployed");
+            let message = format!("{} undeployed", req.name);
+            self.emit(EventKind::Undeployed, Some(&req.name), None, message)
+                .await;
         }
         Ok(())
+    }
+
+    fn inventory(&self, wanted: &str) -> Reply<Heartbeat> {
+        let matches: Vec<&Heartbeat> = self
+            .hosts
+            .values()
+            .map(|o| &o.heartbeat)
+            .filter(|hb| hb.host.as_str().starts_with(wanted) || hb.name == wanted)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("no host `{wanted}`; `lattice ctl get hosts` lists them"),
+            )),
+            many => Err(invalid(format!(
+                "`{wanted}` matches {} hosts; give more of the id",
+                many.len()
+            ))),
+        }
     }
 
     fn history(&self, name: &AppName) -> Reply<Vec<VersionSummary>> {
@@ -519,6 +639,9 @@ impl Worker {
         if changed {
             self.store_app(app).await?;
             info!(app = %req.name, version, "rolled back");
+            let message = format!("{} rolled back to {version}", req.name);
+            self.emit(EventKind::Deployed, Some(&req.name), None, message)
+                .await;
         }
         Ok(DeployReply {
             name: req.name,

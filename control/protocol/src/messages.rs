@@ -41,6 +41,13 @@ pub struct RollbackRequest {
     pub version: Option<String>,
 }
 
+/// `ctl.inventory`: names a host by id, id prefix or name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryRequest {
+    /// Id, unique id prefix, or name.
+    pub host: String,
+}
+
 /// One line of `ctl.history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionSummary {
@@ -238,6 +245,55 @@ impl std::fmt::Display for WorkloadState {
             WorkloadState::Starting => "starting",
             WorkloadState::Running => "running",
             WorkloadState::Failed => "failed",
+        })
+    }
+}
+
+/// Something the control plane did or saw, published for `lattice ctl watch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// What kind of event.
+    pub kind: EventKind,
+    /// The app concerned, if any.
+    pub app: Option<AppName>,
+    /// The host concerned, if any.
+    pub host: Option<HostId>,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// Kinds of [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new desired version of an app.
+    Deployed,
+    /// An app was undeployed.
+    Undeployed,
+    /// A host appeared (or changed its labels).
+    HostJoined,
+    /// A host went silent past its tolerance.
+    HostLost,
+    /// A host stopped gracefully.
+    HostStopped,
+    /// A host's assignment was written.
+    Assigned,
+    /// A workload on a host changed state.
+    Workload,
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventKind::Deployed => "deployed",
+            EventKind::Undeployed => "undeployed",
+            EventKind::HostJoined => "host-joined",
+            EventKind::HostLost => "host-lost",
+            EventKind::HostStopped => "host-stopped",
+            EventKind::Assigned => "assigned",
+            EventKind::Workload => "workload",
         })
     }
 }

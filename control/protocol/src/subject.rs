@@ -3,6 +3,7 @@
 //! ```text
 //! lattice.<lattice>.ctl.<verb>                  control-plane API (request/reply, queue group)
 //! lattice.<lattice>.evt.heartbeat.<host>        host heartbeats with their inventory
+//! lattice.<lattice>.evt.control                 what the control plane did and saw (`ctl watch`)
 //! ```
 //!
 //! JetStream buckets are named `LATTICE_<lattice>_<purpose>`; lattice names are restricted to
@@ -31,10 +32,12 @@ pub enum CtlVerb {
     History,
     /// Make a stored version the desired one again.
     Rollback,
+    /// One host's latest report.
+    Inventory,
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 7] = [
+    const ALL: [CtlVerb; 8] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
@@ -42,6 +45,7 @@ impl CtlVerb {
         CtlVerb::Hosts,
         CtlVerb::History,
         CtlVerb::Rollback,
+        CtlVerb::Inventory,
     ];
 
     fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl CtlVerb {
             CtlVerb::Hosts => "hosts",
             CtlVerb::History => "history",
             CtlVerb::Rollback => "rollback",
+            CtlVerb::Inventory => "inventory",
         }
     }
 
@@ -70,6 +75,11 @@ pub enum Subject {
         lattice: LatticeName,
         /// The verb.
         verb: CtlVerb,
+    },
+    /// `lattice.<lattice>.evt.control`: what the control plane did and saw.
+    Events {
+        /// The lattice.
+        lattice: LatticeName,
     },
     /// `lattice.<lattice>.evt.heartbeat.<host>`
     Heartbeat {
@@ -102,6 +112,13 @@ impl Subject {
         }
     }
 
+    /// The control plane's event stream of `lattice`.
+    pub fn events(lattice: &LatticeName) -> Self {
+        Subject::Events {
+            lattice: lattice.clone(),
+        }
+    }
+
     /// The wildcard matching every host's heartbeat in `lattice`.
     pub fn all_heartbeats(lattice: &LatticeName) -> String {
         format!("{ROOT}.{lattice}.evt.heartbeat.*")
@@ -126,6 +143,7 @@ impl Subject {
                 lattice,
                 verb: CtlVerb::parse(verb).ok_or_else(err)?,
             }),
+            ["evt", "control"] => Ok(Subject::Events { lattice }),
             ["evt", "heartbeat", host] => Ok(Subject::Heartbeat {
                 lattice,
                 host: HostId::new(*host).map_err(|_| err())?,
@@ -139,6 +157,7 @@ impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Subject::Ctl { lattice, verb } => write!(f, "{ROOT}.{lattice}.ctl.{}", verb.as_str()),
+            Subject::Events { lattice } => write!(f, "{ROOT}.{lattice}.evt.control"),
             Subject::Heartbeat { lattice, host } => {
                 write!(f, "{ROOT}.{lattice}.evt.heartbeat.{host}")
             }
@@ -214,7 +233,7 @@ mod tests {
         fn subjects_round_trip(l in name(), h in name(), v in 0usize..CtlVerb::ALL.len()) {
             let lattice = LatticeName::new(l).expect("valid");
             let host = HostId::new(h).expect("valid");
-            for s in [Subject::ctl(&lattice, CtlVerb::ALL[v]), Subject::heartbeat(&lattice, &host)] {
+            for s in [Subject::ctl(&lattice, CtlVerb::ALL[v]), Subject::heartbeat(&lattice, &host), Subject::events(&lattice)] {
                 prop_assert_eq!(Subject::parse(&s.to_string()).expect("parses"), s);
             }
         }
