@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::Context;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use lattice_protocol::assignment::{Assignment, SignedAssignment, Workload, check_revision};
+use lattice_protocol::assignment::{
+    Assignment, SignedAssignment, Workload, check_epoch, check_revision,
+};
 use lattice_protocol::claims::{Trust, verify_component};
 use lattice_protocol::envelope;
 use lattice_protocol::messages::{Heartbeat, WorkloadState, WorkloadStatus};
@@ -37,6 +39,7 @@ use crate::wasi::{HostState, new_linker};
 #[derive(Debug, Default)]
 pub(crate) struct Report {
     applied_revision: u64,
+    applied_epoch: u64,
     workloads: BTreeMap<String, WorkloadStatus>,
     last_refusal: Option<String>,
 }
@@ -152,7 +155,11 @@ impl Agent {
     /// Converges on `assignment`.
     pub(crate) async fn apply(&mut self, assignment: Assignment) {
         self.current = Some(assignment.clone());
-        self.shared.report().applied_revision = assignment.revision;
+        {
+            let mut report = self.shared.report();
+            report.applied_revision = assignment.revision;
+            report.applied_epoch = assignment.epoch;
+        }
         let wanted: BTreeMap<String, &Workload> =
             assignment.workloads.iter().map(|w| (w.key(), w)).collect();
         let gone: Vec<String> = self
@@ -341,7 +348,7 @@ async fn watch_once(
         .context("no assignment bucket yet (is a control plane running?)")?;
     let mut watch = store.watch_with_history(host.as_str()).await?;
     // Revisions handed to the applier but perhaps not applied yet also count for replay checks.
-    let mut accepted = 0;
+    let (mut accepted, mut accepted_epoch) = (0, 0);
     while let Some(entry) = watch.next().await {
         let entry = entry?;
         if entry.operation != kv::Operation::Put {
@@ -371,11 +378,15 @@ async fn watch_once(
         if assignment.revision == applied {
             continue; // the one we run, seen again on (re)connect
         }
-        if let Err(e) = check_revision(assignment.revision, applied) {
+        let applied_epoch = shared.report().applied_epoch.max(accepted_epoch);
+        if let Err(e) = check_revision(assignment.revision, applied)
+            .and_then(|()| check_epoch(&assignment, applied_epoch))
+        {
             refuse(shared, e.to_string());
             continue;
         }
         accepted = assignment.revision;
+        accepted_epoch = assignment.epoch;
         if tx.send(Accepted { signed, assignment }).await.is_err() {
             return Ok(());
         }

@@ -198,6 +198,28 @@ impl TestHost {
     }
 }
 
+/// A control plane running in-process.
+#[derive(Debug)]
+pub struct ControlHandle {
+    token: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl ControlHandle {
+    /// Stops it gracefully (it gives its lease up).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.token.cancel();
+        tokio::time::timeout(WAIT, self.task).await???;
+        Ok(())
+    }
+
+    /// Ends it abruptly, as SIGKILL would: its lease expires on its own.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
 /// A lattice for one test: real NATS, control plane and hosts in-process, fresh keys.
 #[derive(Debug)]
 pub struct TestLattice {
@@ -241,6 +263,41 @@ impl TestLattice {
         };
         t.start_control(configure).await?;
         Ok(t)
+    }
+
+    /// Starts another control plane on this lattice (a standby while one leads).
+    pub async fn spawn_control(
+        &self,
+        configure: impl FnOnce(&mut ControlConfig),
+    ) -> anyhow::Result<ControlHandle> {
+        let mut config = ControlConfig::new(
+            self.lattice.clone(),
+            KeyPair::from_seed(&self.operator.seed())?,
+        );
+        config.startup_grace = Duration::ZERO;
+        config.tick = Duration::from_millis(200);
+        configure(&mut config);
+        let token = CancellationToken::new();
+        let client = self.nats.client().await?;
+        let task = tokio::spawn(lattice_control::run(config, client, token.clone()));
+        Ok(ControlHandle { token, task })
+    }
+
+    /// Stops the first control plane gracefully (it gives its lease up).
+    pub async fn stop_control(&mut self) -> anyhow::Result<()> {
+        if let Some((token, task)) = self.control.take() {
+            token.cancel();
+            tokio::time::timeout(WAIT, task).await???;
+        }
+        Ok(())
+    }
+
+    /// Ends the first control plane abruptly (no lease release), as SIGKILL would.
+    pub async fn kill_control(&mut self) {
+        if let Some((_, task)) = self.control.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 
     /// Starts the control plane (again).

@@ -10,6 +10,7 @@
 //! - [`placement`]: pure placement of components on hosts (rendezvous hashing, property tested).
 //! - [`status`]: pure app status from the plan and host heartbeats.
 //! - [`buckets`]: KV bucket creation that every nats-server version accepts.
+//! - [`lease`]: leadership among several control planes, with fencing epochs.
 //! - [`client`]: a typed client of the control-plane API (`lattice ctl`, tests).
 //! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
 //! - `worker` (private): the one task that owns the state: it takes heartbeats and API
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod buckets;
 pub mod client;
+pub mod lease;
 pub mod model;
 pub mod placement;
 pub mod registry;
@@ -64,6 +66,9 @@ pub struct ControlConfig {
     pub tick: Duration,
     /// Validity of a signed assignment; re-signed when half of it has passed.
     pub assignment_ttl: Duration,
+    /// How long a leader's lease lasts without renewal: a standby takes over this long after
+    /// the leader dies.
+    pub lease_ttl: Duration,
 }
 
 impl ControlConfig {
@@ -79,18 +84,57 @@ impl ControlConfig {
             startup_grace: Duration::from_secs(6),
             tick: Duration::from_secs(1),
             assignment_ttl: Duration::from_secs(7 * 24 * 3600),
+            lease_ttl: Duration::from_secs(3),
         }
     }
 }
 
-/// Runs the control plane until `shutdown` is cancelled.
+/// Runs the control plane until `shutdown` is cancelled. Several may run on one lattice: one
+/// leads (holds the lease) and acts; the others stand by and take over when it goes.
 pub async fn run(
     config: ControlConfig,
     client: async_nats::Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    worker::Worker::start(config, client)
-        .await?
-        .run(shutdown)
-        .await
+    let config = std::sync::Arc::new(config);
+    let js = async_nats::jetstream::new(client.clone());
+    let bucket = lattice_protocol::subject::Buckets::new(&config.lattice).control();
+    let leases = buckets::ensure_kv(&js, &bucket, 1, "Lattice control-plane leader lease").await?;
+    // Unique per process run: a restarted control plane is a new holder.
+    let holder = format!("control-{}", uuid::Uuid::new_v4());
+    let mut standby_logged = false;
+    loop {
+        let lease = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            lease = lease::Lease::try_acquire(&leases, &holder, config.lease_ttl) => lease?,
+        };
+        let Some(lease) = lease else {
+            if !standby_logged {
+                tracing::info!("another control plane leads; standing by");
+                standby_logged = true;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(config.lease_ttl / 3) => continue,
+            }
+        };
+        standby_logged = false;
+        let epoch = lease.epoch;
+        let stop_lease = CancellationToken::new();
+        let (leading, keeper) = lease.keep(stop_lease.clone());
+        // If this future is dropped (the process dies), renewal dies with it, as it would.
+        let keeper = tokio_util::task::AbortOnDropHandle::new(keeper);
+        let worker = worker::Worker::start(config.clone(), epoch, client.clone()).await;
+        let outcome = match worker {
+            Ok(w) => w.run(shutdown.clone(), leading).await,
+            Err(e) => Err(e),
+        };
+        stop_lease.cancel();
+        let _ = keeper.await;
+        match outcome {
+            Ok(true) => return Ok(()),
+            Ok(false) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }

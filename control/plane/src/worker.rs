@@ -2,6 +2,7 @@
 //! writes the assignments that the pure planner says changed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::{self, kv};
@@ -40,7 +41,9 @@ struct Written {
 }
 
 pub(crate) struct Worker {
-    cfg: ControlConfig,
+    cfg: Arc<ControlConfig>,
+    /// This leadership's fencing epoch, stamped on every assignment.
+    epoch: u64,
     client: async_nats::Client,
     manifests: kv::Store,
     assignments: kv::Store,
@@ -86,7 +89,8 @@ fn version_of(manifest: &Manifest, yaml: &str) -> String {
 
 impl Worker {
     pub(crate) async fn start(
-        cfg: ControlConfig,
+        cfg: Arc<ControlConfig>,
+        epoch: u64,
         client: async_nats::Client,
     ) -> anyhow::Result<Self> {
         let js = jetstream::new(client.clone());
@@ -114,12 +118,14 @@ impl Worker {
         info!(
             lattice = %cfg.lattice,
             key = %cfg.key.public_key(),
+            epoch,
             apps = apps.len(),
             assignments = written.len(),
-            "control plane started"
+            "control plane leading"
         );
         Ok(Self {
             cfg,
+            epoch,
             client,
             manifests,
             assignments,
@@ -134,7 +140,12 @@ impl Worker {
         })
     }
 
-    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// Acts until `shutdown` (returns `Ok(true)`) or until the lease is lost (`Ok(false)`).
+    pub(crate) async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        mut leading: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<bool> {
         let lattice = self.cfg.lattice.clone();
         let mut heartbeats = self
             .client
@@ -150,6 +161,12 @@ impl Worker {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = leading.changed() => {
+                    if !*leading.borrow() {
+                        warn!(epoch = self.epoch, "lost leadership: stepping down");
+                        return Ok(false);
+                    }
+                }
                 Some(msg) = heartbeats.next() => {
                     if let Some((previous, hb)) = self.on_heartbeat(&msg.payload) {
                         self.emit_heartbeat_changes(previous.as_ref(), &hb).await;
@@ -168,7 +185,7 @@ impl Worker {
             }
         }
         info!("control plane stopped");
-        Ok(())
+        Ok(true)
     }
 
     /// Publishes an event for `lattice ctl watch` (best effort: events are for people).
@@ -332,6 +349,8 @@ impl Worker {
                 Some(w) => {
                     &w.assignment.workloads != *workloads
                         || w.assignment.expires_at.saturating_sub(now) < half
+                        // A new leader re-signs everything: this fences off the previous one.
+                        || w.assignment.epoch < self.epoch
                 }
                 None => !workloads.is_empty(),
             })
@@ -356,6 +375,7 @@ impl Worker {
             lattice: self.cfg.lattice.clone(),
             host: host.clone(),
             revision: previous.map_or(0, |w| w.assignment.revision) + 1,
+            epoch: self.epoch,
             issued_at: now,
             expires_at: now + self.cfg.assignment_ttl.as_secs(),
             workloads,

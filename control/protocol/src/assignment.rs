@@ -22,6 +22,10 @@ pub struct Assignment {
     pub host: HostId,
     /// Strictly increasing per host.
     pub revision: u64,
+    /// The signing control plane's leadership epoch: a host refuses an assignment with an epoch
+    /// lower than one it has applied (a deposed leader's).
+    #[serde(default)]
+    pub epoch: u64,
     /// Unix seconds when it was signed.
     pub issued_at: u64,
     /// Unix seconds after which a host refuses to *receive* it. A host that already applied it
@@ -107,6 +111,18 @@ pub enum AssignmentError {
         /// When it expired.
         expires_at: u64,
     },
+    /// From a control plane that lost its leadership.
+    #[error(
+        "assignment revision {revision} comes from leadership epoch {epoch}, older than the applied epoch {applied}; refused as coming from a deposed control plane"
+    )]
+    Deposed {
+        /// Its revision.
+        revision: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// The epoch the host applied.
+        applied: u64,
+    },
     /// Not newer than what the host applied.
     #[error(
         "assignment revision {revision} is not newer than the applied revision {applied}; refused as a replay"
@@ -178,6 +194,18 @@ pub fn check_revision(revision: u64, applied: u64) -> Result<(), AssignmentError
     Ok(())
 }
 
+/// Refuses an assignment from an older leadership epoch than the applied one.
+pub fn check_epoch(a: &Assignment, applied_epoch: u64) -> Result<(), AssignmentError> {
+    if a.epoch < applied_epoch {
+        return Err(AssignmentError::Deposed {
+            revision: a.revision,
+            epoch: a.epoch,
+            applied: applied_epoch,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +216,7 @@ mod tests {
             lattice: lattice.clone(),
             host: host.clone(),
             revision: 3,
+            epoch: 2,
             issued_at: 10,
             expires_at: 100,
             workloads: vec![Workload {
@@ -240,6 +269,12 @@ mod tests {
         assert!(matches!(
             check_revision(3, 3),
             Err(AssignmentError::Replay { .. })
+        ));
+        let a = signed.decode_unverified().expect("decodes");
+        assert!(check_epoch(&a, 2).is_ok());
+        assert!(matches!(
+            check_epoch(&a, 3),
+            Err(AssignmentError::Deposed { .. })
         ));
     }
 }

@@ -196,6 +196,11 @@ impl Buckets {
         self.name("assignments")
     }
 
+    /// KV: the control planes' leader lease.
+    pub fn control(&self) -> String {
+        self.name("control")
+    }
+
     /// KV: `name:version` tag -> digest of a pushed artifact.
     pub fn tags(&self) -> String {
         self.name("tags")
