@@ -176,11 +176,19 @@ impl Agent {
             .workloads
             .retain(|k, _| wanted.contains_key(k));
         for (key, workload) in wanted {
-            if self
-                .running
-                .get(&key)
-                .is_some_and(|r| r.workload == *workload)
-            {
+            if let Some(running) = self.running.get(&key).filter(|r| r.workload == *workload) {
+                // Unchanged. After a failed update (rolled back since), the report may still
+                // describe the version that failed: describe the one that serves.
+                let stale = self.shared.report().workloads.get(&key).is_none_or(|s| {
+                    s.app_version != workload.app_version || s.state != WorkloadState::Running
+                });
+                if stale {
+                    let http = running.http;
+                    self.set_status(workload, WorkloadState::Running, String::new());
+                    if let Some(addr) = http {
+                        self.set_endpoint(workload, addr);
+                    }
+                }
                 continue;
             }
             self.set_status(workload, WorkloadState::Starting, String::new());

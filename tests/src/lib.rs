@@ -458,6 +458,7 @@ impl Drop for TestLattice {
 }
 
 /// A manifest for the hello component, served over HTTP on `address` (`127.0.0.1:0`: any port).
+/// New versions roll out without a health period, so tests need not wait one.
 pub fn hello_manifest(
     app: &str,
     version: &str,
@@ -473,6 +474,8 @@ metadata:
   annotations:
     version: {version}
 spec:
+  rollout:
+    healthy_for: 0s
   components:
     - name: hello
       type: component

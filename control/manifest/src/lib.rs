@@ -68,7 +68,7 @@ mod yaml;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::{
     Component, ComponentKind, Link, LinkSource, LinkTarget, Manifest, Metadata, NamedConfig,
-    Properties, Scaler, Spec, Spread, Trait,
+    Properties, Rollout, Scaler, Spec, Spread, Trait,
 };
 
 /// Parses and validates a manifest, returning every problem found, in source order.

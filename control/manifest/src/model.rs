@@ -84,6 +84,32 @@ pub struct Metadata {
 pub struct Spec {
     /// The application's components, with unique names.
     pub components: Vec<Component>,
+    /// Lattice addition: how a new version replaces the running one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// Lattice addition: a rollout policy. A new version goes to `batch` hosts at a time; each batch
+/// must run healthy for `healthy_for` before the next; a failure rolls back to the last version
+/// that was deployed healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// Hosts switched per step; absent: all at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    /// How long a batch must run before the next (`10s`, `1m`); absent: 5 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_for: Option<String>,
+}
+
+impl Rollout {
+    /// The health period (validated at parse time).
+    pub fn healthy_for(&self) -> Option<std::time::Duration> {
+        self.healthy_for
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+    }
 }
 
 /// One entry of `spec.components`.

@@ -12,7 +12,7 @@ use lattice_protocol::names::{AppName, ComponentName, LabelKey};
 use crate::diagnostic::{Diagnostic, Pos, suggest};
 use crate::model::{
     API_VERSION, Component, ComponentKind, KIND, Link, LinkSource, LinkTarget, Manifest, Metadata,
-    NamedConfig, Properties, Scaler, Spec, Spread, Trait,
+    NamedConfig, Properties, Rollout, Scaler, Spec, Spread, Trait,
 };
 use crate::validate::{self, ComponentOutline, Located, Outline};
 use crate::yaml::{self, Fields, Node, Reader, View, index, pos, view};
@@ -160,7 +160,11 @@ fn read_spec(
     path: &str,
     outline: &mut Outline,
 ) -> Option<Spec> {
-    let fields = reader.mapping(node, path, &["components"])?;
+    let fields = reader.mapping(node, path, &["components", "rollout"])?;
+    let rollout = match fields.optional("rollout") {
+        None => Some(None),
+        Some(node) => read_rollout(reader, node, &fields.path("rollout")).map(Some),
+    };
     let node = fields.required(reader, "components")?;
     let path = fields.path("components");
     let items = reader.sequence(node, &path)?;
@@ -175,7 +179,51 @@ fn read_spec(
         .collect();
     Some(Spec {
         components: components.into_iter().collect::<Option<Vec<_>>>()?,
+        rollout: rollout?,
     })
+}
+
+fn read_rollout(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Rollout> {
+    let fields = reader.mapping(node, path, &["batch", "healthy_for"])?;
+    let batch = match fields.optional("batch") {
+        None => Some(None),
+        Some(node) => {
+            let path = fields.path("batch");
+            match reader.whole_number(node, &path) {
+                Some(0) => {
+                    reader.push(
+                        Diagnostic::new(pos(node), path, "must be at least 1")
+                            .with_help("leave `batch` out to switch every host at once"),
+                    );
+                    None
+                }
+                batch => batch.map(Some),
+            }
+        }
+    };
+    let healthy_for = match fields.optional("healthy_for") {
+        None => Some(None),
+        Some(node) => read_duration(reader, node, &fields.path("healthy_for")).map(Some),
+    };
+    Some(Rollout {
+        batch: batch?,
+        healthy_for: healthy_for?,
+    })
+}
+
+/// A duration such as `90s` or `5m`, kept as written.
+fn read_duration(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<String> {
+    let text = reader.non_empty_string(node, path)?;
+    match humantime::parse_duration(text.trim()) {
+        Ok(_) => Some(text.trim().to_string()),
+        Err(e) => {
+            reader.push(
+                Diagnostic::new(pos(node), path, format!("`{text}` is not a duration: {e}"))
+                    .with_help("write a duration such as `90s`, `5m` or `2h`"),
+            );
+            None
+        }
+    }
 }
 
 fn read_component(
@@ -435,25 +483,7 @@ fn read_scaler(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Scale
     };
     let tolerance = match fields.optional("tolerance") {
         None => Some(None),
-        Some(node) => {
-            let path = fields.path("tolerance");
-            reader.non_empty_string(node, &path).and_then(|text| {
-                match humantime::parse_duration(text.trim()) {
-                    Ok(_) => Some(Some(text.trim().to_string())),
-                    Err(e) => {
-                        reader.push(
-                            Diagnostic::new(
-                                pos(node),
-                                path,
-                                format!("`{text}` is not a duration: {e}"),
-                            )
-                            .with_help("write a duration such as `90s`, `5m` or `2h`"),
-                        );
-                        None
-                    }
-                }
-            })
-        }
+        Some(node) => read_duration(reader, node, &fields.path("tolerance")).map(Some),
     };
     Some(Scaler {
         instances: instances?,

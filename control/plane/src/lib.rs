@@ -8,6 +8,7 @@
 //! - [`resolve`]: manifest -> resolved app at deploy time (tags to digests, capabilities to
 //!   bindings), refusing what cannot work with every reason.
 //! - [`placement`]: pure placement of components on hosts (rendezvous hashing, property tested).
+//! - [`rollout`]: pure rollout decisions: next batch, completion, rollback.
 //! - [`status`]: pure app status from the plan and host heartbeats.
 //! - [`buckets`]: KV bucket creation that every nats-server version accepts.
 //! - [`lease`]: leadership among several control planes, with fencing epochs.
@@ -46,6 +47,7 @@ pub mod model;
 pub mod placement;
 pub mod registry;
 pub mod resolve;
+pub mod rollout;
 pub mod status;
 mod worker;
 
@@ -115,7 +117,8 @@ pub async fn run(
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(config.lease_ttl / 3) => continue,
+                // Checked often, so that a lease given up gracefully is taken at once.
+                () = tokio::time::sleep((config.lease_ttl / 3).min(Duration::from_millis(500))) => continue,
             }
         };
         standby_logged = false;

@@ -20,13 +20,45 @@ pub struct StoredApp {
     pub versions: Vec<StoredVersion>,
     /// The version that should run; `None` once undeployed.
     pub deployed: Option<String>,
+    /// A rollout in progress from the previous version to `deployed`.
+    #[serde(default)]
+    pub rollout: Option<RolloutState>,
+    /// The last rollout that failed and was rolled back, until the next deploy.
+    #[serde(default)]
+    pub rolled_back: Option<RollbackNote>,
+}
+
+/// A rollout in progress: hosts in `switched` run `to`, the others still run `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutState {
+    /// The version being replaced.
+    pub from: String,
+    /// The version rolling out (the app's `deployed`).
+    pub to: String,
+    /// Hosts already switched to `to`.
+    pub switched: Vec<lattice_protocol::names::HostId>,
+}
+
+/// Why a rollout was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackNote {
+    /// The version that failed.
+    pub failed: String,
+    /// The version restored.
+    pub restored: String,
+    /// Which component failed on which host, and why.
+    pub reason: String,
 }
 
 impl StoredApp {
     /// The version that should run, if any.
     pub fn desired(&self) -> Option<&StoredVersion> {
-        let want = self.deployed.as_deref()?;
-        self.versions.iter().find(|v| v.version == want)
+        self.version(self.deployed.as_deref()?)
+    }
+
+    /// A stored version.
+    pub fn version(&self, version: &str) -> Option<&StoredVersion> {
+        self.versions.iter().find(|v| v.version == version)
     }
 
     /// The newest version (deployed or not).
@@ -57,6 +89,27 @@ pub struct ResolvedApp {
     pub version: String,
     /// Its runnable components (capabilities are folded into their bindings).
     pub components: Vec<ResolvedComponent>,
+    /// How a new version of it replaces the running one.
+    #[serde(default)]
+    pub rollout: RolloutPolicy,
+}
+
+/// How a new version replaces the running one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutPolicy {
+    /// Hosts switched per step; `None`: all at once.
+    pub batch: Option<u32>,
+    /// How long a step must run healthy before the next, in seconds.
+    pub healthy_for_secs: u64,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        Self {
+            batch: None,
+            healthy_for_secs: 5,
+        }
+    }
 }
 
 /// One runnable component.

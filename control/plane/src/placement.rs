@@ -285,6 +285,7 @@ mod tests {
                 config: BTreeMap::new(),
                 http: None,
             }],
+            rollout: Default::default(),
         }
     }
 

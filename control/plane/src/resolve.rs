@@ -8,7 +8,9 @@ use lattice_protocol::assignment::HttpBinding;
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::names::ComponentName;
 
-use crate::model::{ResolvedApp, ResolvedComponent, ScalerKind, Scaling, SpreadEntry};
+use crate::model::{
+    ResolvedApp, ResolvedComponent, RolloutPolicy, ScalerKind, Scaling, SpreadEntry,
+};
 use crate::registry::Registry;
 
 /// The address the built-in HTTP server listens on when a link gives none (wasmCloud's default).
@@ -217,9 +219,19 @@ pub async fn resolve(
             ),
         ));
     }
+    let rollout = manifest
+        .spec
+        .rollout
+        .as_ref()
+        .map(|r| RolloutPolicy {
+            batch: r.batch,
+            healthy_for_secs: r.healthy_for().map_or(5, |d| d.as_secs()),
+        })
+        .unwrap_or_default();
     Ok(ResolvedApp {
         name: manifest.metadata.name.clone(),
         version: version.to_string(),
         components,
+        rollout,
     })
 }

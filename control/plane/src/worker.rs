@@ -25,9 +25,10 @@ use tracing::{debug, info, warn};
 
 use crate::ControlConfig;
 use crate::buckets::ensure_kv;
-use crate::model::{MAX_VERSIONS, StoredApp, StoredVersion};
+use crate::model::{MAX_VERSIONS, RollbackNote, RolloutState, StoredApp, StoredVersion};
 use crate::placement::{self, HostView, Plan, Policy};
 use crate::registry::Registry;
+use crate::rollout;
 use crate::status::{self, short};
 
 struct Observed {
@@ -53,6 +54,8 @@ pub(crate) struct Worker {
     ready: Vec<HostId>,
     written: BTreeMap<HostId, Written>,
     plan: Plan,
+    /// Since when every switched host of a rolling-out app runs its new version.
+    healthy_since: BTreeMap<AppName, Instant>,
     started: Instant,
     dirty: bool,
 }
@@ -135,6 +138,7 @@ impl Worker {
             ready: Vec::new(),
             written,
             plan: Plan::default(),
+            healthy_since: BTreeMap::new(),
             started: Instant::now(),
             dirty: true,
         })
@@ -333,10 +337,53 @@ impl Worker {
         let policy = Policy {
             default_tolerance: self.cfg.host_tolerance,
         };
-        self.plan = placement::plan(&desired, &hosts, &current, policy);
+        let to_plan = placement::plan(&desired, &hosts, &current, policy);
+        // Apps rolling out: their previous version is placed too, for the hosts not switched yet.
+        let rolling: Vec<(AppName, RolloutState, &crate::model::ResolvedApp)> = self
+            .apps
+            .values()
+            .filter_map(|(app, _)| {
+                let r = app.rollout.as_ref()?;
+                let to = &app.desired()?.resolved;
+                let _ = app.version(&r.from)?;
+                Some((app.name.clone(), r.clone(), to))
+            })
+            .collect();
+        let from_apps: Vec<_> = self
+            .apps
+            .values()
+            .filter_map(|(app, _)| app.version(&app.rollout.as_ref()?.from))
+            .map(|v| &v.resolved)
+            .collect();
+        let from_plan = placement::plan(&from_apps, &hosts, &current, policy);
+        let mut plan = to_plan.clone();
+        for (name, r, _) in &rolling {
+            rollout::merge(name, r, &mut plan, &from_plan);
+        }
+        let observed = self.observed();
+        let steps: Vec<(AppName, RolloutState, rollout::Step)> = rolling
+            .into_iter()
+            .map(|(name, r, to)| {
+                let healthy_for = self.healthy_since.get(&name).map(Instant::elapsed);
+                let step = rollout::next_step(
+                    &name,
+                    &r,
+                    &to.rollout,
+                    &to_plan,
+                    &from_plan,
+                    &observed,
+                    healthy_for,
+                );
+                (name, r, step)
+            })
+            .collect();
+        self.plan = plan;
         if self.started.elapsed() < self.cfg.startup_grace {
             // Still learning what runs: keep planning for status, but change nothing yet.
             return;
+        }
+        for (name, r, step) in steps {
+            self.advance_rollout(name, r, step).await;
         }
         self.dirty = false;
         let now = unix_now();
@@ -362,6 +409,61 @@ impl Worker {
                 self.dirty = true;
             }
         }
+    }
+
+    /// Acts on a rollout decision: switch a batch, finish, or roll back.
+    async fn advance_rollout(&mut self, name: AppName, r: RolloutState, step: rollout::Step) {
+        use rollout::Step;
+        let Some((mut app, _)) = self.apps.get(&name).cloned() else {
+            return;
+        };
+        let (event, message) = match step {
+            Step::Wait { running } => {
+                if running {
+                    self.healthy_since.entry(name).or_insert_with(Instant::now);
+                } else {
+                    self.healthy_since.remove(&name);
+                }
+                return;
+            }
+            Step::Switch(hosts) => {
+                let names: Vec<&str> = hosts.iter().map(short).collect();
+                let message = format!("{name} {}: switching host(s) {}", r.to, names.join(", "));
+                let mut next = r.clone();
+                next.switched.extend(hosts);
+                app.rollout = Some(next);
+                (EventKind::Deployed, message)
+            }
+            Step::Complete => {
+                app.rollout = None;
+                (
+                    EventKind::Deployed,
+                    format!("{name} {}: rollout complete", r.to),
+                )
+            }
+            Step::RollBack(reason) => {
+                warn!(app = %name, failed = %r.to, restored = %r.from, %reason, "rolling back");
+                app.deployed = Some(r.from.clone());
+                app.rollout = None;
+                let message = format!(
+                    "{name} {} failed, rolled back to {}: {reason}",
+                    r.to, r.from
+                );
+                app.rolled_back = Some(RollbackNote {
+                    failed: r.to.clone(),
+                    restored: r.from.clone(),
+                    reason,
+                });
+                (EventKind::Deployed, message)
+            }
+        };
+        self.healthy_since.remove(&name);
+        info!(app = %name, "{message}");
+        if let Err(e) = self.store_app(app).await {
+            warn!(app = %name, error = %e, "could not record the rollout step; will retry");
+            return;
+        }
+        self.emit(event, Some(&name), None, message).await;
     }
 
     async fn write_assignment(
@@ -516,6 +618,8 @@ impl Worker {
                 name: name.clone(),
                 versions: Vec::new(),
                 deployed: None,
+                rollout: None,
+                rolled_back: None,
             });
         if let Some(existing) = app.versions.iter().find(|v| v.version == version) {
             if existing.manifest != req.manifest {
@@ -540,6 +644,20 @@ impl Worker {
             }
         }
         let changed = app.deployed.as_deref() != Some(version.as_str());
+        if changed {
+            // Replacing a running version goes through a rollout; going back to the version a
+            // rollout started from simply ends it.
+            let from = match &app.rollout {
+                Some(r) => Some(r.from.clone()),
+                None => app.deployed.clone(),
+            };
+            app.rollout = from.filter(|f| *f != version).map(|from| RolloutState {
+                from,
+                to: version.clone(),
+                switched: Vec::new(),
+            });
+            app.rolled_back = None;
+        }
         app.deployed = Some(version.clone());
         if changed {
             self.store_app(app).await?;
@@ -561,6 +679,7 @@ impl Worker {
             return Err(not_found(&req.name));
         };
         let mut app = app.clone();
+        app.rollout = None;
         if app.deployed.take().is_some() {
             self.store_app(app).await?;
             info!(app = %req.name, "undeployed");
@@ -656,6 +775,8 @@ impl Worker {
         };
         let changed = app.deployed.as_deref() != Some(version.as_str());
         app.deployed = Some(version.clone());
+        app.rollout = None;
+        app.rolled_back = None;
         if changed {
             self.store_app(app).await?;
             info!(app = %req.name, version, "rolled back");
@@ -680,7 +801,27 @@ impl Worker {
     fn status(&self, name: &AppName) -> Reply<AppStatus> {
         let (app, _) = self.apps.get(name).ok_or_else(|| not_found(name))?;
         Ok(match app.desired() {
-            Some(v) => status::app_status(&v.resolved, &self.plan, &self.observed()),
+            Some(v) => {
+                let mut s = status::app_status(&v.resolved, &self.plan, &self.observed());
+                if let Some(note) = &app.rolled_back {
+                    s.status = AppState::Failed;
+                    s.message = format!(
+                        "version {} failed and was rolled back to {} (which keeps serving): {}",
+                        note.failed, note.restored, note.reason
+                    );
+                } else if let Some(r) = &app.rollout
+                    && s.status != AppState::Failed
+                {
+                    s.status = AppState::Reconciling;
+                    s.message = format!(
+                        "rolling out {} (from {}): {} host(s) switched",
+                        r.to,
+                        r.from,
+                        r.switched.len()
+                    );
+                }
+                s
+            }
             None => AppStatus {
                 name: name.clone(),
                 version: app.latest().map(|v| v.version.clone()).unwrap_or_default(),
