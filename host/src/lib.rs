@@ -127,7 +127,12 @@ pub async fn run(
                 // Durable first: once accepted, this is what the host runs after a restart.
                 agent.store.save_assignment(&signed)?;
                 info!(revision = assignment.revision, workloads = assignment.workloads.len(), "applying assignment");
+                let stop = assignment.stop;
                 agent.apply(assignment).await;
+                if stop {
+                    info!("the control plane asked this host to stop");
+                    break;
+                }
             }
         }
     }

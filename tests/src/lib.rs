@@ -190,6 +190,12 @@ impl TestHost {
         let _ = self.task.await;
     }
 
+    /// Waits for the host to end by itself (e.g. asked to stop by the control plane).
+    pub async fn finished(self) -> anyhow::Result<()> {
+        tokio::time::timeout(WAIT, self.task).await???;
+        Ok(())
+    }
+
     /// Stops the host gracefully and waits for it to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.token.cancel();

@@ -209,3 +209,88 @@ async fn pinned_work_stays_on_a_silent_gateway() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn ctl_stop_host_drains_it_and_its_work_moves() -> anyhow::Result<()> {
+    let t = TestLattice::start_with(|c| c.host_tolerance = Duration::from_secs(3600)).await?;
+    let mut hosts = vec![
+        ("a", labelled_host(&t, "a", "worker").await?),
+        ("b", labelled_host(&t, "b", "worker").await?),
+    ];
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let first = deploy_and_find(&t, &manifest(&image.to_string(), "worker", false, None)).await?;
+    let index = hosts
+        .iter()
+        .position(|(n, _)| *n == first)
+        .expect("a known host");
+    let (_, stopping) = hosts.remove(index);
+    t.ctl.stop_host(&first).await?;
+    stopping.finished().await?;
+    let other = hosts[0].0.to_string();
+    let names = host_names(&t).await?;
+    t.wait_for("the work to move to the other host", || async {
+        Ok(running_on(&t.ctl.status(&"app".parse()?).await?, &names) == vec![other.clone()])
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn labels_set_by_the_operator_steer_placement() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _a = labelled_host(&t, "a", "worker").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    // Nothing has role=gpu yet; the app says to wait rather than fail.
+    let yaml = manifest(&image.to_string(), "gpu", false, None).replace(
+        "  name: app\n",
+        "  name: app\n  annotations:\n    lattice.wait-for-hosts: \"true\"\n",
+    );
+    t.ctl.deploy(&yaml).await?;
+    let waiting = t
+        .wait_status("app", "the app to wait", |s| s.status == AppState::Waiting)
+        .await?;
+    assert!(waiting.message.contains("role=gpu"), "{}", waiting.message);
+
+    let labels = t
+        .ctl
+        .label(
+            "a",
+            [("role".to_string(), "gpu".to_string())].into(),
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(labels.get("role").map(String::as_str), Some("gpu"));
+    t.wait_deployed("app").await?;
+    let hosts = t.ctl.hosts().await?;
+    assert_eq!(hosts[0].labels.get("role").map(String::as_str), Some("gpu"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn scaling_deploys_a_new_version_with_the_new_count() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _a = labelled_host(&t, "a", "worker").await?;
+    let _b = labelled_host(&t, "b", "worker").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    deploy_and_find(&t, &manifest(&image.to_string(), "worker", false, None)).await?;
+    let reply = t.ctl.scale(&"app".parse()?, &"hello".parse()?, 2).await?;
+    assert!(reply.version.ends_with("+hello=2"), "{}", reply.version);
+    let status = t
+        .wait_status("app", "two instances running", |s| {
+            s.status == AppState::Deployed
+                && s.components.iter().map(|c| c.instances).sum::<u32>() == 2
+        })
+        .await?;
+    assert_eq!(status.version, reply.version);
+    let history = t.ctl.history(&"app".parse()?).await?;
+    assert_eq!(history.len(), 2, "scaling added a version: {history:?}");
+    assert_eq!(
+        t.ctl
+            .scale(&"app".parse()?, &"hello".parse()?, 0)
+            .await
+            .unwrap_err()
+            .code,
+        lattice_protocol::error::ErrorCode::InvalidInput
+    );
+    Ok(())
+}

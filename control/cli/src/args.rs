@@ -18,7 +18,7 @@ pub struct Cli {
 pub enum Command {
     /// Start a local lattice in the foreground: nats-server, control plane and one host, with dev keys.
     Up(UpArgs),
-    /// Operate a lattice: deploy, undeploy, get, status, history, rollback.
+    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback.
     Ctl(CtlArgs),
     /// Manage keys.
     Keys {
@@ -165,6 +165,32 @@ pub enum CtlCommand {
         #[arg(long)]
         heartbeats: bool,
     },
+    /// Change how many instances of a component run (deploys a new version of the app).
+    Scale {
+        /// The app.
+        app: String,
+        /// The component.
+        component: String,
+        /// Instances.
+        instances: u32,
+    },
+    /// Set (`key=value`) or remove (`--delete key`) labels of a host.
+    Label {
+        /// The host: id, id prefix or name.
+        host: String,
+        /// Labels to set.
+        #[arg(value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Label keys to remove (repeatable).
+        #[arg(long)]
+        delete: Vec<String>,
+    },
+    /// Stop something gracefully: `stop host ID` drains a host; its movable work moves.
+    Stop {
+        /// What to stop.
+        #[command(subcommand)]
+        what: StopWhat,
+    },
     /// Deploy a stored version again: the previous one, or `--to VERSION`.
     Rollback {
         /// The app.
@@ -172,6 +198,16 @@ pub enum CtlCommand {
         /// The version to go back to.
         #[arg(long)]
         to: Option<String>,
+    },
+}
+
+/// `lattice ctl stop ...`.
+#[derive(Debug, Subcommand)]
+pub enum StopWhat {
+    /// A host, by id, id prefix or name.
+    Host {
+        /// The host.
+        host: String,
     },
 }
 

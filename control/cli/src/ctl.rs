@@ -9,7 +9,7 @@ use lattice_control::client::CtlClient;
 use lattice_protocol::messages::{AppState, AppStatus, HostSummary, WorkloadState};
 use lattice_protocol::names::AppName;
 
-use crate::args::{CtlArgs, CtlCommand, GetWhat, Output};
+use crate::args::{CtlArgs, CtlCommand, GetWhat, Output, StopWhat};
 use crate::nats::{self, Patience};
 use crate::output::{self, ago, table};
 
@@ -135,6 +135,44 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         } => {
             let hb = ctl.inventory(&host).await?;
             output::print(args.output, &hb, inventory_table);
+        }
+        CtlCommand::Scale {
+            app,
+            component,
+            instances,
+        } => {
+            let component = lattice_protocol::names::ComponentName::new(component)?;
+            let reply = ctl
+                .scale(&AppName::new(app)?, &component, instances)
+                .await?;
+            eprintln!(
+                "{} {}: {component} scaled to {instances} (new version)",
+                reply.name, reply.version
+            );
+        }
+        CtlCommand::Label {
+            host,
+            labels,
+            delete,
+        } => {
+            if labels.is_empty() && delete.is_empty() {
+                anyhow::bail!("give labels to set (`key=value`) or --delete KEY");
+            }
+            let now = ctl
+                .label(&host, labels.into_iter().collect(), delete)
+                .await?;
+            output::print(args.output, &now, |labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .collect::<String>()
+            });
+        }
+        CtlCommand::Stop {
+            what: StopWhat::Host { host },
+        } => {
+            ctl.stop_host(&host).await?;
+            eprintln!("host {host} asked to stop; its movable work moves to other hosts");
         }
         CtlCommand::Watch { heartbeats } => {
             watch(&client, &target.lattice, heartbeats, args.output).await?;

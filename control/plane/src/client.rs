@@ -6,7 +6,7 @@ use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
     AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostSummary,
-    InventoryRequest, RollbackRequest, VersionSummary,
+    InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, VersionSummary,
 };
 use lattice_protocol::names::{AppName, LatticeName};
 use lattice_protocol::subject::{CtlVerb, Subject};
@@ -129,6 +129,44 @@ impl CtlClient {
             host: host.to_string(),
         };
         self.call(CtlVerb::Inventory, &request).await
+    }
+
+    /// Asks a host to stop gracefully.
+    pub async fn stop_host(&self, host: &str) -> Result<(), WireError> {
+        let request = StopHostRequest {
+            host: host.to_string(),
+        };
+        self.call(CtlVerb::StopHost, &request).await
+    }
+
+    /// A new version of `name` with `instances` of `component`.
+    pub async fn scale(
+        &self,
+        name: &AppName,
+        component: &lattice_protocol::names::ComponentName,
+        instances: u32,
+    ) -> Result<DeployReply, WireError> {
+        let request = ScaleRequest {
+            name: name.clone(),
+            component: component.clone(),
+            instances,
+        };
+        self.call(CtlVerb::Scale, &request).await
+    }
+
+    /// Sets and removes labels of a host; returns its labels now.
+    pub async fn label(
+        &self,
+        host: &str,
+        set: std::collections::BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<std::collections::BTreeMap<String, String>, WireError> {
+        let request = LabelRequest {
+            host: host.to_string(),
+            set,
+            delete,
+        };
+        self.call(CtlVerb::Label, &request).await
     }
 
     /// Lists hosts.

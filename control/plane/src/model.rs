@@ -92,7 +92,14 @@ pub struct ResolvedApp {
     /// How a new version of it replaces the running one.
     #[serde(default)]
     pub rollout: RolloutPolicy,
+    /// When no host matches, report `Waiting` rather than `Failed` (annotation
+    /// `lattice.wait-for-hosts: "true"`).
+    #[serde(default)]
+    pub wait_for_hosts: bool,
 }
+
+/// The annotation that makes an app wait for matching hosts instead of failing.
+pub const WAIT_ANNOTATION: &str = "lattice.wait-for-hosts";
 
 /// How a new version replaces the running one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

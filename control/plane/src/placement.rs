@@ -286,6 +286,7 @@ mod tests {
                 http: None,
             }],
             rollout: Default::default(),
+            wait_for_hosts: false,
         }
     }
 

@@ -233,5 +233,10 @@ pub async fn resolve(
         version: version.to_string(),
         components,
         rollout,
+        wait_for_hosts: manifest
+            .metadata
+            .annotations
+            .get(crate::model::WAIT_ANNOTATION)
+            .is_some_and(|v| v == "true"),
     })
 }

@@ -14,6 +14,25 @@ pub fn app_status(
     plan: &Plan,
     observed: &BTreeMap<HostId, Heartbeat>,
 ) -> AppStatus {
+    let mut status = placed_status(app, plan, observed);
+    // Nothing matched, and the manifest says to wait for a host rather than fail.
+    let failed_only_unplaced = status
+        .components
+        .iter()
+        .filter(|c| c.state == WorkloadState::Failed)
+        .all(|c| c.host.is_none());
+    if app.wait_for_hosts && status.status == AppState::Failed && failed_only_unplaced {
+        status.status = AppState::Waiting;
+        status.message = format!("waiting for a matching host: {}", status.message);
+    }
+    status
+}
+
+fn placed_status(
+    app: &ResolvedApp,
+    plan: &Plan,
+    observed: &BTreeMap<HostId, Heartbeat>,
+) -> AppStatus {
     let mut components = Vec::new();
     for unplaced in plan.unplaced.iter().filter(|u| u.app == app.name) {
         components.push(ComponentStatus {

@@ -7,29 +7,25 @@ use std::time::Instant;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use lattice_manifest::Manifest;
 use lattice_protocol::assignment::{Assignment, SignedAssignment, Workload};
-use lattice_protocol::envelope::{self, Reply};
+use lattice_protocol::envelope;
 use lattice_protocol::error::{ErrorCode, WireError};
-use lattice_protocol::messages::{
-    AppRequest, AppState, AppStatus, AppSummary, DeployReply, DeployRequest, Event, EventKind,
-    Heartbeat, HostState, HostSummary, InventoryRequest, RollbackRequest, VersionSummary,
-};
+use lattice_protocol::messages::{Event, EventKind, Heartbeat};
 use lattice_protocol::names::{AppName, HostId};
-use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, CtlVerb, Subject};
+use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, Subject};
 use lattice_protocol::unix_now;
-use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod api;
+
 use crate::ControlConfig;
 use crate::buckets::ensure_kv;
-use crate::model::{MAX_VERSIONS, RollbackNote, RolloutState, StoredApp, StoredVersion};
+use crate::model::{RollbackNote, RolloutState, StoredApp};
 use crate::placement::{self, HostView, Plan, Policy};
 use crate::registry::Registry;
 use crate::rollout;
-use crate::status::{self, short};
+use crate::status::short;
 
 struct Observed {
     heartbeat: Heartbeat,
@@ -54,6 +50,11 @@ pub(crate) struct Worker {
     ready: Vec<HostId>,
     written: BTreeMap<HostId, Written>,
     plan: Plan,
+    /// Hosts asked to stop (`ctl stop host`) that have not said they are stopping yet.
+    stop_requested: std::collections::BTreeSet<HostId>,
+    /// Label changes made with `ctl label`: `None` removes a label the host reports.
+    label_overrides: BTreeMap<HostId, BTreeMap<String, Option<String>>>,
+    labels_kv: kv::Store,
     /// Since when every switched host of a rolling-out app runs its new version.
     healthy_since: BTreeMap<AppName, Instant>,
     started: Instant,
@@ -79,17 +80,6 @@ async fn load<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
-fn invalid(message: impl Into<String>) -> WireError {
-    WireError::new(ErrorCode::InvalidInput, message)
-}
-
-fn version_of(manifest: &Manifest, yaml: &str) -> String {
-    manifest.version().map(str::to_string).unwrap_or_else(|| {
-        let digest = hex::encode(Sha256::digest(yaml.as_bytes()));
-        format!("sha-{}", &digest[..12])
-    })
-}
-
 impl Worker {
     pub(crate) async fn start(
         cfg: Arc<ControlConfig>,
@@ -102,6 +92,13 @@ impl Worker {
         let assignments =
             ensure_kv(&js, &b.assignments(), 5, "Lattice signed host assignments").await?;
         let registry = Registry::open(&js, &cfg.lattice).await?;
+        let labels_kv = ensure_kv(&js, &b.labels(), 5, "Lattice host label changes").await?;
+        let mut label_overrides = BTreeMap::new();
+        for (key, overrides, _) in load::<BTreeMap<String, Option<String>>>(&labels_kv).await? {
+            if let Ok(host) = HostId::new(key) {
+                label_overrides.insert(host, overrides);
+            }
+        }
         let mut apps = BTreeMap::new();
         for (_, app, rev) in load::<StoredApp>(&manifests).await? {
             apps.insert(app.name.clone(), (app, rev));
@@ -139,6 +136,9 @@ impl Worker {
             written,
             plan: Plan::default(),
             healthy_since: BTreeMap::new(),
+            stop_requested: Default::default(),
+            label_overrides,
+            labels_kv,
             started: Instant::now(),
             dirty: true,
         })
@@ -275,6 +275,9 @@ impl Worker {
             }
         }
         let host = hb.host.clone();
+        if hb.stopping {
+            self.stop_requested.remove(&host);
+        }
         let previous = self.hosts.insert(
             hb.host.clone(),
             Observed {
@@ -324,7 +327,7 @@ impl Worker {
             .values()
             .map(|o| HostView {
                 id: o.heartbeat.host.clone(),
-                labels: o.heartbeat.labels.clone(),
+                labels: self.labels_of(&o.heartbeat),
                 silent: o.last_seen.elapsed(),
                 stopped: o.heartbeat.stopping,
             })
@@ -398,8 +401,9 @@ impl Worker {
                         || w.assignment.expires_at.saturating_sub(now) < half
                         // A new leader re-signs everything: this fences off the previous one.
                         || w.assignment.epoch < self.epoch
+                        || (self.stop_requested.contains(*host) && !w.assignment.stop)
                 }
-                None => !workloads.is_empty(),
+                None => !workloads.is_empty() || self.stop_requested.contains(*host),
             })
             .map(|(h, w)| (h.clone(), w.clone()))
             .collect();
@@ -478,6 +482,7 @@ impl Worker {
             host: host.clone(),
             revision: previous.map_or(0, |w| w.assignment.revision) + 1,
             epoch: self.epoch,
+            stop: self.stop_requested.contains(host),
             issued_at: now,
             expires_at: now + self.cfg.assignment_ttl.as_secs(),
             workloads,
@@ -539,42 +544,6 @@ impl Worker {
         }
     }
 
-    async fn on_request(&mut self, msg: async_nats::Message) {
-        let Some(reply_to) = msg.reply.clone() else {
-            return;
-        };
-        let verb = match Subject::parse(&msg.subject) {
-            Ok(Subject::Ctl { verb, .. }) => verb,
-            _ => return,
-        };
-        debug!(?verb, "control request");
-        let bytes = match verb {
-            CtlVerb::Deploy => encode_reply(self.deploy(&msg.payload).await),
-            CtlVerb::Undeploy => encode_reply(self.undeploy(&msg.payload).await),
-            CtlVerb::Apps => encode_reply(Ok::<_, WireError>(self.apps_summary())),
-            CtlVerb::Status => encode_reply(
-                envelope::decode::<AppRequest>(&msg.payload)
-                    .map_err(WireError::from)
-                    .and_then(|r| self.status(&r.name)),
-            ),
-            CtlVerb::Hosts => encode_reply(Ok::<_, WireError>(self.hosts_summary())),
-            CtlVerb::History => encode_reply(
-                envelope::decode::<AppRequest>(&msg.payload)
-                    .map_err(WireError::from)
-                    .and_then(|r| self.history(&r.name)),
-            ),
-            CtlVerb::Rollback => encode_reply(self.rollback(&msg.payload).await),
-            CtlVerb::Inventory => encode_reply(
-                envelope::decode::<InventoryRequest>(&msg.payload)
-                    .map_err(WireError::from)
-                    .and_then(|r| self.inventory(&r.host)),
-            ),
-        };
-        if let Err(e) = self.client.publish(reply_to, bytes.into()).await {
-            warn!(error = %e, "could not send a reply");
-        }
-    }
-
     async fn store_app(&mut self, app: StoredApp) -> Result<(), WireError> {
         let bytes = envelope::encode(&app);
         let result = match self.apps.get(&app.name) {
@@ -600,285 +569,10 @@ impl Worker {
         Ok(())
     }
 
-    async fn deploy(&mut self, payload: &[u8]) -> Reply<DeployReply> {
-        let req: DeployRequest = envelope::decode(payload)?;
-        let manifest = lattice_manifest::parse(&req.manifest).map_err(|diags| {
-            invalid(format!(
-                "the manifest has {} problem(s):\n{diags}",
-                diags.len()
-            ))
-        })?;
-        let name = manifest.metadata.name.clone();
-        let version = version_of(&manifest, &req.manifest);
-        let mut app = self
-            .apps
-            .get(&name)
-            .map(|(a, _)| a.clone())
-            .unwrap_or(StoredApp {
-                name: name.clone(),
-                versions: Vec::new(),
-                deployed: None,
-                rollout: None,
-                rolled_back: None,
-            });
-        if let Some(existing) = app.versions.iter().find(|v| v.version == version) {
-            if existing.manifest != req.manifest {
-                return Err(WireError::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "app `{name}` version `{version}` was already deployed with a different manifest; change metadata.annotations.version to deploy a new version"
-                    ),
-                ));
-            }
-        } else {
-            let resolved = crate::resolve::resolve(&manifest, &version, &self.registry).await?;
-            app.versions.push(StoredVersion {
-                version: version.clone(),
-                manifest: req.manifest.clone(),
-                deployed_at: unix_now(),
-                resolved,
-            });
-            if app.versions.len() > MAX_VERSIONS {
-                let extra = app.versions.len() - MAX_VERSIONS;
-                app.versions.drain(..extra);
-            }
-        }
-        let changed = app.deployed.as_deref() != Some(version.as_str());
-        if changed {
-            // Replacing a running version goes through a rollout; going back to the version a
-            // rollout started from simply ends it.
-            let from = match &app.rollout {
-                Some(r) => Some(r.from.clone()),
-                None => app.deployed.clone(),
-            };
-            app.rollout = from.filter(|f| *f != version).map(|from| RolloutState {
-                from,
-                to: version.clone(),
-                switched: Vec::new(),
-            });
-            app.rolled_back = None;
-        }
-        app.deployed = Some(version.clone());
-        if changed {
-            self.store_app(app).await?;
-            info!(app = %name, version, "deployed");
-            let message = format!("{name} {version} deployed");
-            self.emit(EventKind::Deployed, Some(&name), None, message)
-                .await;
-        }
-        Ok(DeployReply {
-            name,
-            version,
-            changed,
-        })
-    }
-
-    async fn undeploy(&mut self, payload: &[u8]) -> Reply<()> {
-        let req: AppRequest = envelope::decode(payload)?;
-        let Some((app, _)) = self.apps.get(&req.name) else {
-            return Err(not_found(&req.name));
-        };
-        let mut app = app.clone();
-        app.rollout = None;
-        if app.deployed.take().is_some() {
-            self.store_app(app).await?;
-            info!(app = %req.name, "undeployed");
-            let message = format!("{} undeployed", req.name);
-            self.emit(EventKind::Undeployed, Some(&req.name), None, message)
-                .await;
-        }
-        Ok(())
-    }
-
-    fn inventory(&self, wanted: &str) -> Reply<Heartbeat> {
-        let matches: Vec<&Heartbeat> = self
-            .hosts
-            .values()
-            .map(|o| &o.heartbeat)
-            .filter(|hb| hb.host.as_str().starts_with(wanted) || hb.name == wanted)
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(WireError::new(
-                ErrorCode::NotFound,
-                format!("no host `{wanted}`; `lattice ctl get hosts` lists them"),
-            )),
-            many => Err(invalid(format!(
-                "`{wanted}` matches {} hosts; give more of the id",
-                many.len()
-            ))),
-        }
-    }
-
-    fn history(&self, name: &AppName) -> Reply<Vec<VersionSummary>> {
-        let (app, _) = self.apps.get(name).ok_or_else(|| not_found(name))?;
-        Ok(app
-            .versions
-            .iter()
-            .map(|v| VersionSummary {
-                version: v.version.clone(),
-                deployed_at: v.deployed_at,
-                current: app.deployed.as_deref() == Some(v.version.as_str()),
-            })
-            .collect())
-    }
-
-    async fn rollback(&mut self, payload: &[u8]) -> Reply<DeployReply> {
-        let req: RollbackRequest = envelope::decode(payload)?;
-        let (app, _) = self
-            .apps
-            .get(&req.name)
-            .ok_or_else(|| not_found(&req.name))?;
-        let mut app = app.clone();
-        let listed = || {
-            app.versions
-                .iter()
-                .map(|v| v.version.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let version = match &req.version {
-            Some(v) if app.versions.iter().any(|s| &s.version == v) => v.clone(),
-            Some(v) => {
-                return Err(WireError::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "app `{}` has no version `{v}`; it has: {}",
-                        req.name,
-                        listed()
-                    ),
-                ));
-            }
-            None => {
-                // The version before the desired one; after an undeploy, the last one.
-                let current = app
-                    .deployed
-                    .as_deref()
-                    .and_then(|d| app.versions.iter().position(|v| v.version == d));
-                let index = match current {
-                    Some(0) | None if app.deployed.is_some() => None,
-                    Some(i) => Some(i - 1),
-                    None => app.versions.len().checked_sub(1),
-                };
-                let index = index.ok_or_else(|| {
-                    WireError::new(
-                        ErrorCode::NotFound,
-                        format!(
-                            "app `{}` has no earlier version to roll back to (versions: {})",
-                            req.name,
-                            listed()
-                        ),
-                    )
-                })?;
-                app.versions[index].version.clone()
-            }
-        };
-        let changed = app.deployed.as_deref() != Some(version.as_str());
-        app.deployed = Some(version.clone());
-        app.rollout = None;
-        app.rolled_back = None;
-        if changed {
-            self.store_app(app).await?;
-            info!(app = %req.name, version, "rolled back");
-            let message = format!("{} rolled back to {version}", req.name);
-            self.emit(EventKind::Deployed, Some(&req.name), None, message)
-                .await;
-        }
-        Ok(DeployReply {
-            name: req.name,
-            version,
-            changed,
-        })
-    }
-
     fn observed(&self) -> BTreeMap<HostId, Heartbeat> {
         self.hosts
             .iter()
             .map(|(id, o)| (id.clone(), o.heartbeat.clone()))
             .collect()
     }
-
-    fn status(&self, name: &AppName) -> Reply<AppStatus> {
-        let (app, _) = self.apps.get(name).ok_or_else(|| not_found(name))?;
-        Ok(match app.desired() {
-            Some(v) => {
-                let mut s = status::app_status(&v.resolved, &self.plan, &self.observed());
-                if let Some(note) = &app.rolled_back {
-                    s.status = AppState::Failed;
-                    s.message = format!(
-                        "version {} failed and was rolled back to {} (which keeps serving): {}",
-                        note.failed, note.restored, note.reason
-                    );
-                } else if let Some(r) = &app.rollout
-                    && s.status != AppState::Failed
-                {
-                    s.status = AppState::Reconciling;
-                    s.message = format!(
-                        "rolling out {} (from {}): {} host(s) switched",
-                        r.to,
-                        r.from,
-                        r.switched.len()
-                    );
-                }
-                s
-            }
-            None => AppStatus {
-                name: name.clone(),
-                version: app.latest().map(|v| v.version.clone()).unwrap_or_default(),
-                status: AppState::Undeployed,
-                message: String::new(),
-                components: Vec::new(),
-            },
-        })
-    }
-
-    fn apps_summary(&self) -> Vec<AppSummary> {
-        self.apps
-            .keys()
-            .filter_map(|name| self.status(name).ok())
-            .map(|s| AppSummary {
-                name: s.name,
-                version: s.version,
-                status: s.status,
-                message: s.message,
-            })
-            .collect()
-    }
-
-    fn hosts_summary(&self) -> Vec<HostSummary> {
-        let now = unix_now();
-        self.hosts
-            .values()
-            .map(|o| {
-                let hb = &o.heartbeat;
-                HostSummary {
-                    id: hb.host.clone(),
-                    name: hb.name.clone(),
-                    labels: hb.labels.clone(),
-                    state: if hb.stopping {
-                        HostState::Stopped
-                    } else if self.ready.contains(&hb.host) {
-                        HostState::Ready
-                    } else {
-                        HostState::Lost
-                    },
-                    uptime_secs: now.saturating_sub(hb.started_at),
-                    last_seen_secs: o.last_seen.elapsed().as_secs(),
-                    version: hb.version.clone(),
-                    workloads: hb.workloads.len(),
-                }
-            })
-            .collect()
-    }
-}
-
-fn not_found(name: &AppName) -> WireError {
-    WireError::new(
-        ErrorCode::NotFound,
-        format!("no app named `{name}`; `lattice ctl get apps` lists them"),
-    )
-}
-
-fn encode_reply<T: Serialize>(reply: Reply<T>) -> Vec<u8> {
-    envelope::encode(&reply)
 }

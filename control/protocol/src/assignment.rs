@@ -33,6 +33,10 @@ pub struct Assignment {
     pub expires_at: u64,
     /// The workloads, in a stable order.
     pub workloads: Vec<Workload>,
+    /// Stop the host gracefully when this revision arrives (`lattice ctl stop host`). Ignored
+    /// when a saved assignment is re-applied at start, so the host can be started again.
+    #[serde(default)]
+    pub stop: bool,
 }
 
 /// One component of one app on this host.
@@ -219,6 +223,7 @@ mod tests {
             epoch: 2,
             issued_at: 10,
             expires_at: 100,
+            stop: false,
             workloads: vec![Workload {
                 app: AppName::new("hello").expect("valid"),
                 app_version: "v1".into(),

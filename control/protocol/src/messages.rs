@@ -48,6 +48,35 @@ pub struct InventoryRequest {
     pub host: String,
 }
 
+/// `ctl.stop_host`: stop a host gracefully (it drains and exits; its movable work moves).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopHostRequest {
+    /// Id, unique id prefix, or name.
+    pub host: String,
+}
+
+/// `ctl.scale`: a new version of an app with another instance count for one component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    /// The app.
+    pub name: AppName,
+    /// The component.
+    pub component: ComponentName,
+    /// The new instance count (at least 1).
+    pub instances: u32,
+}
+
+/// `ctl.label`: set or remove labels of a host, on top of what the host itself reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelRequest {
+    /// Id, unique id prefix, or name.
+    pub host: String,
+    /// Labels to set.
+    pub set: BTreeMap<String, String>,
+    /// Label keys to remove.
+    pub delete: Vec<String>,
+}
+
 /// One line of `ctl.history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionSummary {
@@ -70,6 +99,8 @@ pub enum AppState {
     Failed,
     /// Not deployed.
     Undeployed,
+    /// No host matches yet, and the manifest says to wait for one (rather than fail).
+    Waiting,
 }
 
 impl std::fmt::Display for AppState {
@@ -79,6 +110,7 @@ impl std::fmt::Display for AppState {
             AppState::Reconciling => "Reconciling",
             AppState::Failed => "Failed",
             AppState::Undeployed => "Undeployed",
+            AppState::Waiting => "Waiting",
         })
     }
 }

@@ -34,10 +34,16 @@ pub enum CtlVerb {
     Rollback,
     /// One host's latest report.
     Inventory,
+    /// Stop a host gracefully.
+    StopHost,
+    /// Change a component's instance count (a new app version).
+    Scale,
+    /// Set or remove host labels.
+    Label,
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 8] = [
+    const ALL: [CtlVerb; 11] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
@@ -46,6 +52,9 @@ impl CtlVerb {
         CtlVerb::History,
         CtlVerb::Rollback,
         CtlVerb::Inventory,
+        CtlVerb::StopHost,
+        CtlVerb::Scale,
+        CtlVerb::Label,
     ];
 
     fn as_str(self) -> &'static str {
@@ -58,6 +67,9 @@ impl CtlVerb {
             CtlVerb::History => "history",
             CtlVerb::Rollback => "rollback",
             CtlVerb::Inventory => "inventory",
+            CtlVerb::StopHost => "stop_host",
+            CtlVerb::Scale => "scale",
+            CtlVerb::Label => "label",
         }
     }
 
@@ -199,6 +211,11 @@ impl Buckets {
     /// KV: the control planes' leader lease.
     pub fn control(&self) -> String {
         self.name("control")
+    }
+
+    /// KV: host id -> label changes made with `lattice ctl label`.
+    pub fn labels(&self) -> String {
+        self.name("labels")
     }
 
     /// KV: `name:version` tag -> digest of a pushed artifact.

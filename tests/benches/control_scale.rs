@@ -1,0 +1,925 @@
+//! The control plane at scale, with simulated hosts: deploy of a 1,000-component app over 1,000
+//! hosts, CPU of steady heartbeats, and the re-placement of a lost host's work.
+//!
+//! `cargo bench -p lattice-tests --bench control_scale` (optional argument: the number of hosts,
+//! which is also the number of components; default 1,000). Prints figures; asserts nothing about
+//! time. Needs `target/release/lattice` (`cargo build --release -p lattice-cli`) for part 2.
+//!
+//! A **simulated host** is a task that publishes a [`Heartbeat`] (real host key, labels, its
+//! workloads) on its heartbeat subject every second, and reports the workloads of its
+//! assignment as running as soon as the assignments bucket shows one. It runs no wasm. All
+//! simulated hosts share one NATS client (a thousand connections would measure NATS), and one
+//! `watch_all` on the assignments bucket reads every host's key for all of them; the same watch
+//! gives the bench its timings (t = when this process sees the KV entry).
+//!
+//! - **Part 1** (in-process control plane, `lattice_control::run`, `host_tolerance` 2 s,
+//!   `startup_grace` 0.5 s, default tick 1 s): (1) `ctl deploy` of the app -> every instance
+//!   written into some host's assignment; (3) hosts holding instances stop heartbeating (as a
+//!   crash would: no last "stopping" heartbeat), several rounds: each host's last heartbeat ->
+//!   all its instances written into other hosts' assignments, reported as measured - tolerance.
+//! - **Part 2** (the control plane as a separate process, the `lattice control` binary next to
+//!   this bench, default settings): (2) its CPU time (`/proc/<pid>/stat` utime + stime) over
+//!   10 s of steady heartbeats from every host, first with no app, then with the app deployed
+//!   and running; also, for information, (1) again against that process.
+//!
+//! Each part has its own nats-server. Machine load (`/proc/loadavg`, `/proc/stat`) is printed
+//! with every figure, since the machine may be shared.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use lattice_control::ControlConfig;
+use lattice_control::client::CtlClient;
+use lattice_control::registry::Registry;
+use lattice_protocol::assignment::{Assignment, SignedAssignment};
+use lattice_protocol::claims::{ClaimsOptions, sign_component};
+use lattice_protocol::digest::Digest;
+use lattice_protocol::envelope;
+use lattice_protocol::keys::{KeyPair, KeyRole};
+use lattice_protocol::messages::{
+    AppState, Event, EventKind, Heartbeat, WorkloadState, WorkloadStatus,
+};
+use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
+use lattice_protocol::subject::{Buckets, Subject};
+use lattice_protocol::unix_now;
+use lattice_tests::{NatsServer, hello_wasm, lattice_bin};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+const DEFAULT_HOSTS: usize = 1000;
+const APP: &str = "scale";
+/// Every simulated host's heartbeat interval.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The in-process control plane's `host_tolerance` (part 1).
+const TOLERANCE: Duration = Duration::from_secs(2);
+/// How long each CPU window lasts (part 2).
+const CPU_WINDOW: Duration = Duration::from_secs(10);
+/// Lost-host rounds, and hosts silenced per round (part 1).
+const LOST_ROUNDS: usize = 3;
+const LOST_PER_ROUND: usize = 5;
+/// Longest any one wait may take; past it the figure is reported as not reached.
+const WAIT: Duration = Duration::from_secs(45);
+
+fn main() -> anyhow::Result<()> {
+    lattice_cli::quiet_library_backtraces();
+    let hosts = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(|a| a.parse::<usize>().context("the argument is the number of hosts"))
+        .transpose()?
+        .unwrap_or(DEFAULT_HOSTS)
+        .max(LOST_ROUNDS * LOST_PER_ROUND + 1);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(hosts))
+}
+
+async fn run(n: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!("control plane at scale: {n} simulated hosts, an app of {n} components (1 instance each)");
+    println!("machine: {} cores, {}", cores(), cpu_model());
+    println!("load average at start: {}", loadavg());
+    let part1 = part1(n).await?;
+    let part2 = part2(n).await?;
+
+    println!();
+    println!("== Summary ({n} hosts, {n} components; bench took {:.0} s) ==", started.elapsed().as_secs_f64());
+    println!(
+        "(1) deploy -> all assignments written (in-process): {}  target <= 2000 ms",
+        opt_ms(part1.deploy.all_written)
+    );
+    println!(
+        "    deploy -> all assignments written (release process, for information): {}",
+        opt_ms(part2.deploy.all_written)
+    );
+    println!(
+        "(2) control-plane CPU, steady heartbeats, no app: {:.2} % of one core  target <= 5 %",
+        part2.idle.control_pct()
+    );
+    println!(
+        "    control-plane CPU, steady heartbeats, app deployed and running: {:.2} % of one core  target <= 5 %",
+        part2.loaded.control_pct()
+    );
+    let lost: Vec<Duration> = part1.lost.iter().filter_map(|l| l.replaced).collect();
+    if lost.is_empty() {
+        println!("(3) lost host -> re-placed: not reached");
+    } else {
+        let s = summary(lost.clone());
+        println!(
+            "(3) last heartbeat -> work re-placed: min {:.0} / p50 {:.0} / max {:.0} ms over {} hosts; minus tolerance ({} ms): p50 {:.0} ms, max {:.0} ms  target <= 1000 ms",
+            ms(s[0]),
+            ms(s[1]),
+            ms(s[3]),
+            lost.len(),
+            TOLERANCE.as_millis(),
+            ms(s[1]) - ms(TOLERANCE),
+            ms(s[3]) - ms(TOLERANCE)
+        );
+    }
+    println!("load average at end: {}", loadavg());
+    println!();
+    println!(
+        "RESULT control_scale.deploy_to_assigned hosts={n} components={n} ms={} reply_ms={}",
+        opt_ms_raw(part1.deploy.all_written),
+        ms(part1.deploy.reply)
+    );
+    println!(
+        "RESULT control_scale.deploy_to_assigned_release_process hosts={n} components={n} ms={}",
+        opt_ms_raw(part2.deploy.all_written)
+    );
+    for (name, w) in [("idle", &part2.idle), ("app_running", &part2.loaded)] {
+        println!(
+            "RESULT control_scale.heartbeat_cpu.{name} hosts={n} control_pct_one_core={:.2} sim_pct_one_core={:.2} machine_busy_pct={:.0} window_s={:.1} loadavg=\"{}\"",
+            w.control_pct(),
+            w.sim_pct(),
+            w.machine_busy_pct,
+            w.wall.as_secs_f64(),
+            w.load
+        );
+    }
+    if !lost.is_empty() {
+        let s = summary(lost.clone());
+        println!(
+            "RESULT control_scale.lost_host_replaced hosts={} tolerance_ms={} p50_ms={:.0} max_ms={:.0} p50_minus_tolerance_ms={:.0} max_minus_tolerance_ms={:.0}",
+            lost.len(),
+            TOLERANCE.as_millis(),
+            ms(s[1]),
+            ms(s[3]),
+            ms(s[1]) - ms(TOLERANCE),
+            ms(s[3]) - ms(TOLERANCE)
+        );
+    }
+    Ok(())
+}
+
+// --- Part 1: in-process control plane ----------------------------------------------------------
+
+struct Part1 {
+    deploy: DeployFigures,
+    lost: Vec<LostFigures>,
+}
+
+async fn part1(n: usize) -> anyhow::Result<Part1> {
+    println!();
+    println!("== Part 1: in-process control plane (host_tolerance {TOLERANCE:?}, startup_grace 0.5 s, tick 1 s) ==");
+    let nats = NatsServer::start().await?;
+    let lattice = LatticeName::new("scale1")?;
+    let mut config = ControlConfig::new(lattice.clone(), KeyPair::generate(KeyRole::Operator));
+    config.host_tolerance = TOLERANCE;
+    config.startup_grace = Duration::from_millis(500);
+    let shutdown = CancellationToken::new();
+    let control = tokio::spawn(lattice_control::run(
+        config,
+        nats.client().await?,
+        shutdown.clone(),
+    ));
+    let ctl = CtlClient::new(nats.client().await?, lattice.clone());
+    wait_answers(&ctl).await?;
+    let image = push_hello(&nats, &lattice).await?;
+
+    let sim_client = nats.client().await?;
+    let mut fleet = Fleet::start(&sim_client, &lattice, n).await?;
+    wait_hosts(&ctl, n).await?;
+    println!("{n} simulated hosts seen by the control plane");
+
+    let manifest = app_manifest(n, &image, "v1");
+    let deploy = measure_deploy(&ctl, &mut fleet, n, &manifest, "v1").await?;
+    wait_running(&ctl, n).await?;
+
+    // Lost hosts: who saw the control plane call them lost, and when.
+    let mut lost_events = sim_client
+        .subscribe(Subject::events(&lattice).to_string())
+        .await?;
+    let (lost_tx, mut lost_rx) = mpsc::unbounded_channel::<(HostId, Instant)>();
+    let _events = AbortOnDropHandle::new(tokio::spawn(async move {
+        while let Some(msg) = lost_events.next().await {
+            if let Ok(event) = envelope::decode::<Event>(&msg.payload)
+                && event.kind == EventKind::HostLost
+                && let Some(host) = event.host
+            {
+                let _ = lost_tx.send((host, Instant::now()));
+            }
+        }
+    }));
+    let mut lost = Vec::new();
+    let mut silenced: BTreeSet<HostId> = BTreeSet::new();
+    for round in 1..=LOST_ROUNDS {
+        // Let the previous round's moves settle, so each round starts from a steady state.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fleet.drain();
+        let victims: Vec<(HostId, BTreeSet<ComponentName>)> = fleet
+            .latest
+            .iter()
+            .filter(|(h, _)| !silenced.contains(*h))
+            .map(|(h, s)| (h.clone(), app_components(&s.assignment)))
+            .filter(|(_, cs)| !cs.is_empty())
+            .take(LOST_PER_ROUND)
+            .collect();
+        let mut last_beat = BTreeMap::new();
+        for (host, _) in &victims {
+            silenced.insert(host.clone());
+            last_beat.insert(host.clone(), fleet.silence(host).await);
+        }
+        let mut pending: BTreeMap<HostId, BTreeSet<ComponentName>> =
+            victims.iter().cloned().collect();
+        let mut replaced: BTreeMap<HostId, Instant> = BTreeMap::new();
+        let silenced_ref = &silenced;
+        fleet
+            .until(|latest, at| {
+                pending.retain(|host, components| {
+                    let moved = latest
+                        .iter()
+                        .filter(|(h, _)| !silenced_ref.contains(*h))
+                        .flat_map(|(_, s)| s.assignment.workloads.iter())
+                        .filter(|w| w.app.as_str() == APP && components.contains(&w.component))
+                        .count();
+                    let done = moved >= components.len();
+                    if done {
+                        replaced.insert(host.clone(), at);
+                    }
+                    !done
+                });
+                pending.is_empty()
+            })
+            .await?;
+        let mut lost_at = BTreeMap::new();
+        while let Ok((host, at)) = lost_rx.try_recv() {
+            lost_at.entry(host).or_insert(at);
+        }
+        println!("round {round}: {} hosts silenced", victims.len());
+        for (host, components) in &victims {
+            let Some(Some(last)) = last_beat.get(host).copied() else {
+                continue;
+            };
+            let f = LostFigures {
+                replaced: replaced.get(host).map(|t| t.saturating_duration_since(last)),
+                detected: lost_at.get(host).map(|t| t.saturating_duration_since(last)),
+            };
+            println!(
+                "  host {}..: {} instance(s); last heartbeat -> declared lost {}, -> re-placed {} (minus tolerance: {})",
+                &host.as_str()[..8],
+                components.len(),
+                opt_ms(f.detected),
+                opt_ms(f.replaced),
+                f.replaced
+                    .map_or("-".to_string(), |r| format!("{:.0} ms", ms(r) - ms(TOLERANCE)))
+            );
+            lost.push(f);
+        }
+    }
+    println!("load average: {}", loadavg());
+
+    fleet.stop().await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, control)
+        .await
+        .context("the control plane did not stop")???;
+    Ok(Part1 { deploy, lost })
+}
+
+struct LostFigures {
+    /// Last heartbeat -> the control plane's `host-lost` event.
+    detected: Option<Duration>,
+    /// Last heartbeat -> every instance it held is in another host's assignment.
+    replaced: Option<Duration>,
+}
+
+fn app_components(a: &Assignment) -> BTreeSet<ComponentName> {
+    a.workloads
+        .iter()
+        .filter(|w| w.app.as_str() == APP)
+        .map(|w| w.component.clone())
+        .collect()
+}
+
+// --- Part 2: the control plane as its own process ----------------------------------------------
+
+struct Part2 {
+    idle: CpuWindow,
+    loaded: CpuWindow,
+    deploy: DeployFigures,
+}
+
+async fn part2(n: usize) -> anyhow::Result<Part2> {
+    println!();
+    println!("== Part 2: `lattice control` as a separate process (default settings) ==");
+    let bin = lattice_bin();
+    println!(
+        "binary: {} (built {} ago; `cargo build --release -p lattice-cli` refreshes it)",
+        bin.display(),
+        std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or("?".to_string(), |d| format!("{:.0} min", d.as_secs_f64() / 60.0))
+    );
+    let nats = NatsServer::start().await?;
+    let lattice = LatticeName::new("scale2")?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("operator.nk");
+    let status = std::process::Command::new(&bin)
+        .args(["keys", "gen", "operator", "-o"])
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "`lattice keys gen operator` failed: {status}");
+    let control = ControlProcess::start(&bin, &nats.url, &lattice, &key, &dir.path().join("control.log"))?;
+    let ctl = CtlClient::new(nats.client().await?, lattice.clone());
+    wait_answers(&ctl).await?;
+    let image = push_hello(&nats, &lattice).await?;
+    let sim_client = nats.client().await?;
+    let mut fleet = Fleet::start(&sim_client, &lattice, n).await?;
+    wait_hosts(&ctl, n).await?;
+    println!("{n} simulated hosts seen by the control plane (pid {})", control.pid());
+    // Settle: every host has been seen at least twice, and start-up work is over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = cpu_window(control.pid(), &mut fleet, "steady heartbeats, no app").await?;
+
+    // The process's startup grace (6 s by default) has passed by now.
+    let manifest = app_manifest(n, &image, "v1");
+    let deploy = measure_deploy(&ctl, &mut fleet, n, &manifest, "v1").await?;
+    wait_running(&ctl, n).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = cpu_window(
+        control.pid(),
+        &mut fleet,
+        "steady heartbeats, app deployed and running",
+    )
+    .await?;
+
+    fleet.stop().await;
+    control.stop().await;
+    Ok(Part2 {
+        idle,
+        loaded,
+        deploy,
+    })
+}
+
+/// The `lattice control` process; killed on drop if not stopped.
+struct ControlProcess {
+    child: Option<std::process::Child>,
+}
+
+impl ControlProcess {
+    fn start(
+        bin: &Path,
+        url: &str,
+        lattice: &LatticeName,
+        key: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = std::fs::File::create(log)?;
+        let child = std::process::Command::new(bin)
+            .args(["control", "--nats-url", url, "--lattice", lattice.as_str(), "--key"])
+            .arg(key)
+            .env_remove("RUST_LOG")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self { child: Some(child) })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// SIGTERM (it gives its lease up), then SIGKILL if it lingers.
+    async fn stop(mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ControlProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// --- Measurements ------------------------------------------------------------------------------
+
+struct DeployFigures {
+    /// Deploy request -> reply.
+    reply: Duration,
+    /// Deploy request -> every instance in some host's assignment.
+    all_written: Option<Duration>,
+}
+
+/// Deploys `manifest` and times it until every component of `version` is in some host's
+/// assignment, `n` instances in all.
+async fn measure_deploy(
+    ctl: &CtlClient,
+    fleet: &mut Fleet,
+    n: usize,
+    manifest: &str,
+    version: &str,
+) -> anyhow::Result<DeployFigures> {
+    fleet.drain();
+    let load = loadavg();
+    let t0 = Instant::now();
+    ctl.deploy(manifest).await?;
+    let reply = t0.elapsed();
+    let mut first: Option<Instant> = None;
+    let done = fleet
+        .until(|latest, at| {
+            first.get_or_insert(at);
+            let mut instances = 0u64;
+            let mut components = BTreeSet::new();
+            for s in latest.values() {
+                for w in &s.assignment.workloads {
+                    if w.app.as_str() == APP && w.app_version == version {
+                        instances += u64::from(w.instances);
+                        components.insert(&w.component);
+                    }
+                }
+            }
+            instances == n as u64 && components.len() == n
+        })
+        .await?;
+    let all_written = done.map(|t| t.saturating_duration_since(t0));
+    let per_host: Vec<usize> = fleet
+        .latest
+        .values()
+        .map(|s| app_components(&s.assignment).len())
+        .collect();
+    let holding = per_host.iter().filter(|c| **c > 0).count();
+    let most = per_host.iter().copied().max().unwrap_or(0);
+    println!(
+        "(1) deploy -> all {n} instances written: {} (reply after {:.0} ms, first assignment seen after {}); {} hosts hold instances, at most {} on one host; load average before: {load}",
+        opt_ms(all_written),
+        ms(reply),
+        opt_ms(first.map(|f| f.saturating_duration_since(t0))),
+        holding,
+        most
+    );
+    Ok(DeployFigures { reply, all_written })
+}
+
+struct CpuWindow {
+    wall: Duration,
+    control: Duration,
+    sim: Duration,
+    machine_busy_pct: f64,
+    load: String,
+}
+
+impl CpuWindow {
+    fn control_pct(&self) -> f64 {
+        100.0 * self.control.as_secs_f64() / self.wall.as_secs_f64()
+    }
+    fn sim_pct(&self) -> f64 {
+        100.0 * self.sim.as_secs_f64() / self.wall.as_secs_f64()
+    }
+}
+
+/// CPU time of process `pid` over [`CPU_WINDOW`], beside this process's (the simulated hosts)
+/// and the machine's.
+async fn cpu_window(pid: u32, fleet: &mut Fleet, what: &str) -> anyhow::Result<CpuWindow> {
+    let (c0, s0, m0, t0) = (
+        proc_cpu(pid)?,
+        proc_cpu(std::process::id())?,
+        machine_ticks()?,
+        Instant::now(),
+    );
+    // Keep the bench's own view of assignments current while waiting (it is cheap).
+    let end = tokio::time::Instant::now() + CPU_WINDOW;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(500).min(end - tokio::time::Instant::now())).await;
+        fleet.drain();
+    }
+    let (c1, s1, m1, wall) = (
+        proc_cpu(pid)?,
+        proc_cpu(std::process::id())?,
+        machine_ticks()?,
+        t0.elapsed(),
+    );
+    let total = (m1.0 - m0.0).max(1) as f64;
+    let w = CpuWindow {
+        wall,
+        control: c1.saturating_sub(c0),
+        sim: s1.saturating_sub(s0),
+        machine_busy_pct: 100.0 * ((m1.0 - m0.0) - (m1.1 - m0.1)) as f64 / total,
+        load: loadavg(),
+    };
+    println!(
+        "(2) {what}: control plane {:.2} % of one core ({:.0} ms CPU in {:.1} s); simulated hosts + bench {:.1} %; machine busy {:.0} % of all cores; load average after: {}",
+        w.control_pct(),
+        ms(w.control),
+        w.wall.as_secs_f64(),
+        w.sim_pct(),
+        w.machine_busy_pct,
+        w.load
+    );
+    Ok(w)
+}
+
+// --- Simulated hosts ---------------------------------------------------------------------------
+
+/// What the bench saw in the assignments bucket for one host.
+struct Seen {
+    host: HostId,
+    assignment: Assignment,
+    at: Instant,
+}
+
+struct SimHost {
+    silence: CancellationToken,
+    task: Option<JoinHandle<Option<Instant>>>,
+}
+
+/// Simulated hosts on one shared client, and the bench's view of their assignments.
+struct Fleet {
+    hosts: BTreeMap<HostId, SimHost>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    /// The latest assignment of each host, as far as [`Fleet::drain`] / [`Fleet::until`] read.
+    latest: BTreeMap<HostId, Seen>,
+    _watcher: AbortOnDropHandle<()>,
+}
+
+impl Fleet {
+    async fn start(
+        client: &async_nats::Client,
+        lattice: &LatticeName,
+        n: usize,
+    ) -> anyhow::Result<Self> {
+        let js = async_nats::jetstream::new(client.clone());
+        let kv = js
+            .get_key_value(Buckets::new(lattice).assignments())
+            .await
+            .context("the control plane creates the assignments bucket")?;
+        let mut watch = kv.watch_all().await?;
+        let mut hosts = BTreeMap::new();
+        let mut inboxes = BTreeMap::new();
+        for i in 0..n {
+            let id = HostId::new(KeyPair::generate(KeyRole::Host).public_key().to_string())?;
+            let name = format!("sim-{i:04}");
+            let labels: BTreeMap<String, String> = [
+                ("arch", "x86_64".to_string()),
+                ("os", "linux".to_string()),
+                ("hostname", name.clone()),
+                ("zone", format!("z{}", i % 4)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let hb = Heartbeat {
+                host: id.clone(),
+                name,
+                labels,
+                started_at: unix_now(),
+                sent_at_ms: 0,
+                version: "sim".to_string(),
+                assignment_revision: 0,
+                interval_secs: HEARTBEAT.as_secs(),
+                workloads: Vec::new(),
+                last_refusal: None,
+                stopping: false,
+            };
+            let (tx, rx) = mpsc::unbounded_channel();
+            let silence = CancellationToken::new();
+            // Spread the hosts' phases over one interval, as real hosts started at random would.
+            let phase = HEARTBEAT.mul_f64(i as f64 / n as f64);
+            let subject = Subject::heartbeat(lattice, &id).to_string();
+            let task = tokio::spawn(simulate_host(
+                client.clone(),
+                subject,
+                hb,
+                phase,
+                rx,
+                silence.clone(),
+            ));
+            inboxes.insert(id.clone(), tx);
+            hosts.insert(
+                id,
+                SimHost {
+                    silence,
+                    task: Some(task),
+                },
+            );
+        }
+        let (seen_tx, seen) = mpsc::unbounded_channel();
+        let watcher = tokio::spawn(async move {
+            while let Some(Ok(entry)) = watch.next().await {
+                let at = Instant::now();
+                if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                    continue;
+                }
+                let Ok(assignment) = envelope::decode::<SignedAssignment>(&entry.value)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|s| Ok(s.decode_unverified()?))
+                else {
+                    continue;
+                };
+                if let Some(inbox) = inboxes.get(&assignment.host) {
+                    let _ = inbox.send(assignment.clone());
+                }
+                let _ = seen_tx.send(Seen {
+                    host: assignment.host.clone(),
+                    assignment,
+                    at,
+                });
+            }
+        });
+        Ok(Self {
+            hosts,
+            seen,
+            latest: BTreeMap::new(),
+            _watcher: AbortOnDropHandle::new(watcher),
+        })
+    }
+
+    /// Reads everything the watch has seen so far.
+    fn drain(&mut self) {
+        while let Ok(s) = self.seen.try_recv() {
+            self.latest.insert(s.host.clone(), s);
+        }
+    }
+
+    /// Applies what the watch sees one entry at a time until `done` holds; returns the instant
+    /// the entry that made it hold was seen (`None`: not within [`WAIT`]).
+    async fn until(
+        &mut self,
+        mut done: impl FnMut(&BTreeMap<HostId, Seen>, Instant) -> bool,
+    ) -> anyhow::Result<Option<Instant>> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = tokio::select! {
+                s = self.seen.recv() => s.context("the assignments watch ended")?,
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+            };
+            let at = s.at;
+            self.latest.insert(s.host.clone(), s);
+            if done(&self.latest, at) {
+                return Ok(Some(at));
+            }
+        }
+    }
+
+    /// Stops `host`'s heartbeats (no last word, as a crash); returns when it last sent one.
+    async fn silence(&mut self, host: &HostId) -> Option<Instant> {
+        let sim = self.hosts.get_mut(host)?;
+        sim.silence.cancel();
+        sim.task.take()?.await.ok().flatten()
+    }
+
+    async fn stop(mut self) {
+        for sim in self.hosts.values() {
+            sim.silence.cancel();
+        }
+        for sim in self.hosts.values_mut() {
+            if let Some(task) = sim.task.take() {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// One simulated host: a heartbeat every [`HEARTBEAT`], and at once when its assignment changes
+/// (reporting every assigned workload as running). Returns when it last sent a heartbeat.
+async fn simulate_host(
+    client: async_nats::Client,
+    subject: String,
+    mut hb: Heartbeat,
+    phase: Duration,
+    mut assignments: mpsc::UnboundedReceiver<Assignment>,
+    silence: CancellationToken,
+) -> Option<Instant> {
+    tokio::select! {
+        () = silence.cancelled() => return None,
+        () = tokio::time::sleep(phase) => {}
+    }
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        tokio::select! {
+            biased;
+            () = silence.cancelled() => return last,
+            Some(mut a) = assignments.recv() => {
+                while let Ok(newer) = assignments.try_recv() {
+                    a = newer;
+                }
+                hb.assignment_revision = a.revision;
+                hb.workloads = a
+                    .workloads
+                    .iter()
+                    .map(|w| WorkloadStatus {
+                        app: w.app.clone(),
+                        app_version: w.app_version.clone(),
+                        component: w.component.clone(),
+                        image: w.image.clone(),
+                        instances: w.instances,
+                        state: WorkloadState::Running,
+                        message: String::new(),
+                        endpoint: None,
+                    })
+                    .collect();
+            }
+            _ = tick.tick() => {}
+        }
+        hb.sent_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if client
+            .publish(subject.clone(), envelope::encode(&hb).into())
+            .await
+            .is_ok()
+        {
+            last = Some(Instant::now());
+        }
+    }
+}
+
+// --- Lattice helpers ---------------------------------------------------------------------------
+
+async fn push_hello(nats: &NatsServer, lattice: &LatticeName) -> anyhow::Result<Digest> {
+    let issuer = KeyPair::generate(KeyRole::Issuer);
+    let signed = sign_component(
+        &hello_wasm(),
+        &issuer,
+        &ClaimsOptions::named("hello", "0.1.0"),
+        unix_now(),
+    )?;
+    let js = async_nats::jetstream::new(nats.client().await?);
+    let registry = Registry::open(&js, lattice).await?;
+    Ok(registry.push(&signed, None).await?.digest)
+}
+
+/// One app of `n` components `c0..`, each a spreadscaler of one instance of `image`.
+fn app_manifest(n: usize, image: &Digest, version: &str) -> String {
+    let mut yaml = format!(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: {APP}\n  annotations:\n    version: {version}\nspec:\n  components:\n"
+    );
+    for i in 0..n {
+        yaml += &format!(
+            "    - name: c{i}\n      type: component\n      properties:\n        image: {image}\n      traits:\n        - type: spreadscaler\n          properties:\n            instances: 1\n"
+        );
+    }
+    yaml
+}
+
+/// Polls `check` every 250 ms for at most [`WAIT`].
+async fn poll<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+async fn wait_answers(ctl: &CtlClient) -> anyhow::Result<()> {
+    poll("the control plane to answer", || async {
+        ctl.apps().await.is_ok()
+    })
+    .await
+}
+
+async fn wait_hosts(ctl: &CtlClient, n: usize) -> anyhow::Result<()> {
+    poll("every simulated host to be seen", || async {
+        ctl.hosts().await.is_ok_and(|h| h.len() >= n)
+    })
+    .await
+}
+
+async fn wait_running(ctl: &CtlClient, n: usize) -> anyhow::Result<()> {
+    let app = AppName::new(APP)?;
+    let t0 = Instant::now();
+    poll("the app to be running everywhere", || async {
+        ctl.status(&app).await.is_ok_and(|s| {
+            s.status == AppState::Deployed
+                && s
+                    .components
+                    .iter()
+                    .filter(|c| c.state == WorkloadState::Running)
+                    .count()
+                    >= n
+        })
+    })
+    .await?;
+    println!(
+        "    every instance reported running (status Deployed) {:.0} ms later",
+        ms(t0.elapsed())
+    );
+    Ok(())
+}
+
+// --- Measuring the machine -----------------------------------------------------------------------
+
+/// utime + stime of a process.
+fn proc_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let (_, rest) = stat.rsplit_once(')').context("a stat line")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the command start at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
+        + fields.get(12).context("stime")?.parse::<u64>()?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks()))
+}
+
+fn clock_ticks() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// (total, idle + iowait) jiffies of all cores, from /proc/stat.
+fn machine_ticks() -> anyhow::Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("a cpu line")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Ok((
+        v.iter().sum(),
+        v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0),
+    ))
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, usize::from)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+// --- Figures -------------------------------------------------------------------------------------
+
+/// min, p50, p90, max (nearest rank).
+fn summary(mut values: Vec<Duration>) -> [Duration; 4] {
+    values.sort();
+    let rank = |p: f64| {
+        let i = ((p / 100.0) * values.len() as f64).ceil() as usize;
+        values[i.clamp(1, values.len()) - 1]
+    };
+    [values[0], rank(50.0), rank(90.0), values[values.len() - 1]]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn opt_ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || format!("not reached within {} s", WAIT.as_secs()),
+        |d| format!("{:.0} ms", ms(d)),
+    )
+}
+
+fn opt_ms_raw(d: Option<Duration>) -> String {
+    d.map_or("nan".to_string(), |d| format!("{:.0}", ms(d)))
+}
+
