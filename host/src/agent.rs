@@ -33,7 +33,7 @@ use crate::compile::CodeCache;
 use crate::engine::Runtime;
 use crate::http::{HttpServer, HttpWorkload, prepare_http};
 use crate::state::HostStore;
-use crate::wasi::{HostState, new_linker};
+use crate::wasi::{HostState, Limits, new_linker, new_store};
 
 /// What the host reports about itself.
 #[derive(Debug, Default)]
@@ -300,6 +300,14 @@ impl Agent {
         let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
         env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
+        // One trial instantiation (microseconds) before taking the address: a component that
+        // traps at start fails here, and the version it would replace keeps serving.
+        let limits = Limits::from_config(self.runtime.config());
+        let mut store = new_store(&self.runtime, HostState::new(&env, &limits));
+        pre.instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("the component traps at start")?;
         let workload = Arc::new(HttpWorkload {
             name: w.key(),
             pre,

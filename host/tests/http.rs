@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Client, guests, hello_component, small_runtime, within};
+use common::{Client, hello_component, small_runtime, within};
 use lattice_host::engine::{EngineConfig, PoolSizing, Runtime};
 use lattice_host::http::{HttpOptions, HttpServer, HttpWorkload, prepare_http};
 use lattice_host::wasi::new_linker;
+use lattice_test_guests as guests;
 use wasmtime::component::Component;
 
 /// Any free port on the loopback interface.

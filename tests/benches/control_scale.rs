@@ -70,7 +70,10 @@ fn main() -> anyhow::Result<()> {
     let hosts = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
-        .map(|a| a.parse::<usize>().context("the argument is the number of hosts"))
+        .map(|a| {
+            a.parse::<usize>()
+                .context("the argument is the number of hosts")
+        })
         .transpose()?
         .unwrap_or(DEFAULT_HOSTS)
         .max(LOST_ROUNDS * LOST_PER_ROUND + 1);
@@ -82,14 +85,19 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(n: usize) -> anyhow::Result<()> {
     let started = Instant::now();
-    println!("control plane at scale: {n} simulated hosts, an app of {n} components (1 instance each)");
+    println!(
+        "control plane at scale: {n} simulated hosts, an app of {n} components (1 instance each)"
+    );
     println!("machine: {} cores, {}", cores(), cpu_model());
     println!("load average at start: {}", loadavg());
     let part1 = part1(n).await?;
     let part2 = part2(n).await?;
 
     println!();
-    println!("== Summary ({n} hosts, {n} components; bench took {:.0} s) ==", started.elapsed().as_secs_f64());
+    println!(
+        "== Summary ({n} hosts, {n} components; bench took {:.0} s) ==",
+        started.elapsed().as_secs_f64()
+    );
     println!(
         "(1) deploy -> all assignments written (in-process): {}  target <= 2000 ms",
         opt_ms(part1.deploy.all_written)
@@ -167,7 +175,9 @@ struct Part1 {
 
 async fn part1(n: usize) -> anyhow::Result<Part1> {
     println!();
-    println!("== Part 1: in-process control plane (host_tolerance {TOLERANCE:?}, startup_grace 0.5 s, tick 1 s) ==");
+    println!(
+        "== Part 1: in-process control plane (host_tolerance {TOLERANCE:?}, startup_grace 0.5 s, tick 1 s) =="
+    );
     let nats = NatsServer::start().await?;
     let lattice = LatticeName::new("scale1")?;
     let mut config = ControlConfig::new(lattice.clone(), KeyPair::generate(KeyRole::Operator));
@@ -258,7 +268,9 @@ async fn part1(n: usize) -> anyhow::Result<Part1> {
                 continue;
             };
             let f = LostFigures {
-                replaced: replaced.get(host).map(|t| t.saturating_duration_since(last)),
+                replaced: replaced
+                    .get(host)
+                    .map(|t| t.saturating_duration_since(last)),
                 detected: lost_at.get(host).map(|t| t.saturating_duration_since(last)),
             };
             println!(
@@ -267,8 +279,10 @@ async fn part1(n: usize) -> anyhow::Result<Part1> {
                 components.len(),
                 opt_ms(f.detected),
                 opt_ms(f.replaced),
-                f.replaced
-                    .map_or("-".to_string(), |r| format!("{:.0} ms", ms(r) - ms(TOLERANCE)))
+                f.replaced.map_or("-".to_string(), |r| format!(
+                    "{:.0} ms",
+                    ms(r) - ms(TOLERANCE)
+                ))
             );
             lost.push(f);
         }
@@ -317,7 +331,10 @@ async fn part2(n: usize) -> anyhow::Result<Part2> {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .map_or("?".to_string(), |d| format!("{:.0} min", d.as_secs_f64() / 60.0))
+            .map_or("?".to_string(), |d| format!(
+                "{:.0} min",
+                d.as_secs_f64() / 60.0
+            ))
     );
     let nats = NatsServer::start().await?;
     let lattice = LatticeName::new("scale2")?;
@@ -329,15 +346,27 @@ async fn part2(n: usize) -> anyhow::Result<Part2> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()?;
-    anyhow::ensure!(status.success(), "`lattice keys gen operator` failed: {status}");
-    let control = ControlProcess::start(&bin, &nats.url, &lattice, &key, &dir.path().join("control.log"))?;
+    anyhow::ensure!(
+        status.success(),
+        "`lattice keys gen operator` failed: {status}"
+    );
+    let control = ControlProcess::start(
+        &bin,
+        &nats.url,
+        &lattice,
+        &key,
+        &dir.path().join("control.log"),
+    )?;
     let ctl = CtlClient::new(nats.client().await?, lattice.clone());
     wait_answers(&ctl).await?;
     let image = push_hello(&nats, &lattice).await?;
     let sim_client = nats.client().await?;
     let mut fleet = Fleet::start(&sim_client, &lattice, n).await?;
     wait_hosts(&ctl, n).await?;
-    println!("{n} simulated hosts seen by the control plane (pid {})", control.pid());
+    println!(
+        "{n} simulated hosts seen by the control plane (pid {})",
+        control.pid()
+    );
     // Settle: every host has been seen at least twice, and start-up work is over.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = cpu_window(control.pid(), &mut fleet, "steady heartbeats, no app").await?;
@@ -378,7 +407,14 @@ impl ControlProcess {
     ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log)?;
         let child = std::process::Command::new(bin)
-            .args(["control", "--nats-url", url, "--lattice", lattice.as_str(), "--key"])
+            .args([
+                "control",
+                "--nats-url",
+                url,
+                "--lattice",
+                lattice.as_str(),
+                "--key",
+            ])
             .arg(key)
             .env_remove("RUST_LOG")
             .stdout(log.try_clone()?)
@@ -817,8 +853,7 @@ async fn wait_running(ctl: &CtlClient, n: usize) -> anyhow::Result<()> {
     poll("the app to be running everywhere", || async {
         ctl.status(&app).await.is_ok_and(|s| {
             s.status == AppState::Deployed
-                && s
-                    .components
+                && s.components
                     .iter()
                     .filter(|c| c.state == WorkloadState::Running)
                     .count()
@@ -922,4 +957,3 @@ fn opt_ms(d: Option<Duration>) -> String {
 fn opt_ms_raw(d: Option<Duration>) -> String {
     d.map_or("nan".to_string(), |d| format!("{:.0}", ms(d)))
 }
-

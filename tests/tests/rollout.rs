@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use lattice_protocol::messages::{AppState, WorkloadState};
 use lattice_tests::{TestLattice, endpoint, hello_manifest, hello_wasm, http_get};
 
-#[tokio::test]
-async fn a_failing_version_is_rolled_back_while_the_old_one_serves() -> anyhow::Result<()> {
+/// Deploys a good v1, then `bad` as v2, polling HTTP all along: v2 is rolled back with a
+/// message containing `why`, and the poller only ever sees v1 answer.
+async fn rolled_back_while_the_old_one_serves(
+    make_bad: impl FnOnce(&TestLattice) -> Vec<u8>,
+    why: &str,
+) -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("h").await?;
     let good = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
@@ -40,17 +44,10 @@ async fn a_failing_version_is_rolled_back_while_the_old_one_serves() -> anyhow::
         }
     });
 
-    // v2 is unsigned: the host refuses it, the control plane rolls back to v1.
-    let unsigned = t.push(&hello_wasm()).await?;
-    t.ctl
-        .deploy(&hello_manifest(
-            "hello",
-            "v2",
-            &unsigned.to_string(),
-            "New",
-            &addr,
-        ))
-        .await?;
+    // The host refuses v2 or cannot start it; the control plane rolls back to v1.
+    let image = t.push(&make_bad(&t)).await?;
+    let v2 = hello_manifest("hello", "v2", &image.to_string(), "New", &addr);
+    t.ctl.deploy(&v2).await?;
     let status = t
         .wait_status("hello", "the rollback", |s| {
             s.status == AppState::Failed && s.message.contains("rolled back")
@@ -68,11 +65,7 @@ async fn a_failing_version_is_rolled_back_while_the_old_one_serves() -> anyhow::
         "{}",
         status.message
     );
-    assert!(
-        status.message.contains("unsigned component"),
-        "{}",
-        status.message
-    );
+    assert!(status.message.contains(why), "{}", status.message);
     assert_eq!(status.version, "v1");
     t.wait_for("v1 to be reported running again", || async {
         let s = t.ctl.status(&"hello".parse()?).await?;
@@ -91,6 +84,21 @@ async fn a_failing_version_is_rolled_back_while_the_old_one_serves() -> anyhow::
         "no error and no other answer during the rollout"
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn an_unsigned_version_is_rolled_back_while_the_old_one_serves() -> anyhow::Result<()> {
+    rolled_back_while_the_old_one_serves(|_| hello_wasm(), "unsigned component").await
+}
+
+#[tokio::test]
+async fn a_version_that_traps_at_start_is_rolled_back_while_the_old_one_serves()
+-> anyhow::Result<()> {
+    rolled_back_while_the_old_one_serves(
+        |t| t.sign(&lattice_test_guests::trapping_at_start(), "trap", "0.1.0"),
+        "traps at start",
+    )
+    .await
 }
 
 #[tokio::test]

@@ -20,8 +20,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use wasmtime::component::Component;
 
-pub mod guests;
-
 /// Bound on every await in the tests.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 

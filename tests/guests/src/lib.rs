@@ -1,18 +1,25 @@
-//! Misbehaving `wasi:http` guests, encoded by hand: each exports
-//! `wasi:http/incoming-handler@0.2.0` whose `handle` runs one core function
-//! body and never touches its arguments.
+//! Misbehaving `wasi:http` guests for Lattice's tests, encoded by hand: each
+//! exports `wasi:http/incoming-handler@0.2.0` whose `handle` runs one core
+//! function body and never touches its arguments. Shared by the host's tests
+//! and the end-to-end suites, so each misbehaviour is written once.
 
 use wasm_encoder::{
     Alias, BlockType, CanonicalFunctionSection, CodeSection, Component, ComponentAliasSection,
     ComponentExportKind, ComponentExportSection, ComponentImportSection, ComponentInstanceSection,
     ComponentTypeRef, ComponentTypeSection, ComponentValType, ExportKind, ExportSection, Function,
     FunctionSection, InstanceSection, InstanceType, Instruction, MemorySection, MemoryType, Module,
-    ModuleArg, ModuleSection, TypeBounds, TypeSection, ValType,
+    ModuleArg, ModuleSection, StartSection, TypeBounds, TypeSection, ValType,
 };
 
 /// A handler that traps at once (`unreachable`).
 pub fn trapping() -> Vec<u8> {
     handler(&[Instruction::Unreachable], false)
+}
+
+/// A component that traps while being instantiated: its core module's start
+/// function is `unreachable`, so it never gets to handle anything.
+pub fn trapping_at_start() -> Vec<u8> {
+    build(&[], false, true)
 }
 
 /// A handler that grows its one-page linear memory by `pages` (64 KiB
@@ -53,6 +60,11 @@ pub fn silent() -> Vec<u8> {
 /// A component whose `handle(request, response-out)` is a core function
 /// with `body`, in a module with a one-page memory if `memory`.
 fn handler(body: &[Instruction<'_>], memory: bool) -> Vec<u8> {
+    build(body, memory, false)
+}
+
+/// [`handler`], with a start function that traps if `trap_at_start`.
+fn build(body: &[Instruction<'_>], memory: bool, trap_at_start: bool) -> Vec<u8> {
     let mut component = Component::new();
 
     // type 0: the part of `wasi:http/types` the handler's signature needs.
@@ -99,7 +111,7 @@ fn handler(body: &[Instruction<'_>], memory: bool) -> Vec<u8> {
     component.section(&types);
 
     // core module 0, core instance 0, core func 0.
-    component.section(&ModuleSection(&core_module(body, memory)));
+    component.section(&ModuleSection(&core_module(body, memory, trap_at_start)));
     let mut instances = InstanceSection::new();
     instances.instantiate(0, Vec::<(&str, ModuleArg)>::new());
     component.section(&instances);
@@ -130,14 +142,19 @@ fn handler(body: &[Instruction<'_>], memory: bool) -> Vec<u8> {
     component.finish()
 }
 
-/// A core module exporting `handle: (i32, i32) -> ()` with `body`.
-fn core_module(body: &[Instruction<'_>], memory: bool) -> Module {
+/// A core module exporting `handle: (i32, i32) -> ()` with `body`, and with a
+/// trapping start function if `trap_at_start`.
+fn core_module(body: &[Instruction<'_>], memory: bool, trap_at_start: bool) -> Module {
     let mut module = Module::new();
     let mut types = TypeSection::new();
     types.ty().function([ValType::I32, ValType::I32], []);
+    types.ty().function([], []);
     module.section(&types);
     let mut functions = FunctionSection::new();
     functions.function(0);
+    if trap_at_start {
+        functions.function(1);
+    }
     module.section(&functions);
     if memory {
         let mut memories = MemorySection::new();
@@ -153,6 +170,9 @@ fn core_module(body: &[Instruction<'_>], memory: bool) -> Module {
     let mut exports = ExportSection::new();
     exports.export("handle", ExportKind::Func, 0);
     module.section(&exports);
+    if trap_at_start {
+        module.section(&StartSection { function_index: 1 });
+    }
     let mut code = CodeSection::new();
     let mut function = Function::new([]);
     for instruction in body {
@@ -160,6 +180,12 @@ fn core_module(body: &[Instruction<'_>], memory: bool) -> Module {
     }
     function.instruction(&Instruction::End);
     code.function(&function);
+    if trap_at_start {
+        let mut start = Function::new([]);
+        start.instruction(&Instruction::Unreachable);
+        start.instruction(&Instruction::End);
+        code.function(&start);
+    }
     module.section(&code);
     module
 }
