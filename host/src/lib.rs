@@ -12,16 +12,39 @@
 //!   `wasi:http` contexts, limits) and the linker that provides them;
 //! - [`http`]: the built-in HTTP server that runs a fresh instance of a
 //!   `wasi:http/incoming-handler` component for every request.
+//!
+//! The lattice half joins NATS and converges on what the control plane asks:
+//!
+//! - [`agent`]: watches this host's signed assignment (verifying signature,
+//!   addressee, expiry, revision and leadership epoch), converges the running
+//!   workloads on it (fetch, verify claims before compiling, compile, trial
+//!   instantiation, bind), and heartbeats what runs;
+//! - [`artifacts`]: component bytes by digest, fetched from the lattice's
+//!   object store and kept on disk;
+//! - [`state`]: the host's identity key and its last accepted assignment in
+//!   an embedded redb database, so a restarted host serves at once, offline too.
+//!
+//! [`run`] ties them together: it re-applies the saved assignment, then follows
+//! the lattice until its shutdown token is cancelled.
+//!
+//! ```no_run
+//! # async fn demo(client: async_nats::Client) -> anyhow::Result<()> {
+//! use lattice_host::{HostConfig, run};
+//! use lattice_protocol::{keys::PublicKey, names::LatticeName};
+//! let mut config = HostConfig::new(LatticeName::new("default")?, "/var/lib/lattice".into());
+//! config.trusted_operators = vec![PublicKey::parse("OCYJLQEDEZL47B3ZE3L5PV2YK5I4C6RWE7UZQBJIQ345VZDWJIYTD6ZU")?];
+//! run(config, client, tokio_util::sync::CancellationToken::new()).await
+//! # }
+//! ```
 #![deny(missing_docs)]
-
-pub mod compile;
-pub mod engine;
-pub mod http;
-pub mod wasi;
 
 pub mod agent;
 pub mod artifacts;
+pub mod compile;
+pub mod engine;
+pub mod http;
 pub mod state;
+pub mod wasi;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
