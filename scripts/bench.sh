@@ -73,6 +73,12 @@ cleanup() {
             kill -TERM "$pid" 2>/dev/null || true
         fi
     done
+    # Keep the logs and wrk's full outputs next to the results.
+    if [ -d "$OUT_DIR" ]; then
+        rm -rf "$OUT_DIR/logs"
+        mkdir -p "$OUT_DIR/logs"
+        cp "$WORK"/*.log "$WORK"/*.txt "$OUT_DIR/logs/" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -259,8 +265,11 @@ spec:
               config:
                 - name: default-http
                   properties:
-                    address: 127.0.0.1:0
+                    address: 127.0.0.1:L_PORT
 EOF
+# A fixed port, so that the host serves the same URL after the restart below.
+L_PORT="$(free_port)"
+sed -i "s/L_PORT/$L_PORT/" "$WORK/hello.yaml"
 "$LATTICE" ctl deploy "$WORK/hello.yaml" --wait >/dev/null
 STATUS_JSON="$("$LATTICE" ctl status hello -o json)"
 if [ -z "${JQ_MISSING:-}" ]; then
@@ -363,6 +372,42 @@ if [ -n "$W_PID" ]; then
     record "wasmtime_rss_after_load_kb $(rss_kb "$W_PID") peak_kb=$(hwm_kb "$W_PID")"
     stop "$W_PID"
 fi
+
+# The same host restarted: it serves hello from its saved assignment and its cached compiled
+# code, so the compiler never runs in this process (the steady state of a rebooted gateway).
+say "Restarting the lattice-host (saved assignment, cached compiled code)"
+stop "$HOST_PID"
+wait_until "the port to close" 30 sh -c "! curl -s -o /dev/null --max-time 1 '$LATTICE_URL'"
+RESTART_T0="$(date +%s%N)"
+start "$WORK/host-restarted.log" "$LATTICE_HOST" --nats-url "$NATS_URL" --lattice "$LATTICE_NAME" \
+    --trust-issuer "$ISSUER" --trust-operator "$OPERATOR" --label role=bench --name bench \
+    --state-dir "$WORK/host"
+HOST_PID=$STARTED
+deadline=$((SECONDS + 60))
+# Polled with bash's /dev/tcp (no process per attempt while the port is closed).
+get_200() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$L_PORT" &&
+        printf 'GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n' >&3 &&
+        head -c 12 <&3 | grep -q ' 200') 2>/dev/null
+}
+until get_200; do
+    [ "$SECONDS" -lt "$deadline" ] || die "the restarted host does not answer on $LATTICE_URL"
+done
+RESTART_T1="$(date +%s%N)"
+record "restart_to_first_200_ms $(((RESTART_T1 - RESTART_T0) / 1000000)) (lattice-host process started -> first 200, polling a connect)"
+wait_until "the restarted host to rejoin" 60 host_joined
+sleep 3
+wait_until "the restarted host to serve hello" 30 http_ok "$LATTICE_URL"
+record "rss_restarted_kb $(rss_detail "$HOST_PID") (restarted, hello served from cached code, one request)"
+wrk -t "$THREADS" -c 16 -d "${DURATION}s" "$LATTICE_URL" >/dev/null
+sleep 5
+record "rss_restarted_after_load_kb $(rss_detail "$HOST_PID") (after ${DURATION}s of wrk -c 16, then 5 s idle)"
+if grep -q "compiled component" "$WORK/host-restarted.log"; then
+    record "note the restarted host compiled hello again (its compiled-code cache was not used)"
+fi
+if grep -q "stopped serving HTTP" "$WORK/host-restarted.log"; then
+    record "note the restarted host stopped serving hello for a moment after its restart (see its log)"
+fi
 stop "$HOST_PID"
 stop "$UP_PID"
 
@@ -402,6 +447,9 @@ $1 == "rss_idle_kb" { idle = $2 }
 $1 == "rss_deployed_after_load_kb" { after = $2 }
 $1 == "rss_deployed_before_load_kb" { before = $2 }
 $1 == "rss_peak_kb" { peak = $2 }
+$1 == "rss_restarted_kb" { rs = $2 }
+$1 == "rss_restarted_after_load_kb" { rsl = $2 }
+$1 == "restart_to_first_200_ms" { restart = $2 }
 $1 == "binary" { bins[$2] = $0 }
 $1 ~ /^assign_to_first_200/ { assign[$1] = $0 }
 END {
@@ -418,7 +466,8 @@ END {
             median(rps[l]), median(p50[l]), median(p99[l]), median(cpu[l]),
             median(rps[w]), median(p50[w]), median(p99[w]), median(cpu[w]), ratio
     }
-    printf "\nlattice-host RSS (MiB): idle %.1f, hello deployed %.1f before load, %.1f after load, peak %.1f\n", idle / 1024, before / 1024, after / 1024, peak / 1024
+    printf "\nlattice-host RSS (MiB): idle %.1f; hello deployed (compiled in this process) %.1f before load, %.1f after load, peak %.1f\n", idle / 1024, before / 1024, after / 1024, peak / 1024
+    printf "lattice-host restarted (cached code): first 200 %s ms after the process started; RSS %.1f MiB, %.1f MiB after load\n", restart, rs / 1024, rsl / 1024
     for (b in bins) print bins[b]
     for (a in assign) print assign[a]
 }' "$RESULTS" | tee "$OUT_DIR/table.txt"

@@ -241,7 +241,7 @@ pub struct TestLattice {
     pub operator: KeyPair,
     /// The control-plane API client.
     pub ctl: CtlClient,
-    control: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    control: Option<ControlHandle>,
     dir: tempfile::TempDir,
 }
 
@@ -291,18 +291,16 @@ impl TestLattice {
 
     /// Stops the first control plane gracefully (it gives its lease up).
     pub async fn stop_control(&mut self) -> anyhow::Result<()> {
-        if let Some((token, task)) = self.control.take() {
-            token.cancel();
-            tokio::time::timeout(WAIT, task).await???;
+        match self.control.take() {
+            Some(control) => control.stop().await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Ends the first control plane abruptly (no lease release), as SIGKILL would.
     pub async fn kill_control(&mut self) {
-        if let Some((_, task)) = self.control.take() {
-            task.abort();
-            let _ = task.await;
+        if let Some(control) = self.control.take() {
+            control.kill().await;
         }
     }
 
@@ -311,17 +309,7 @@ impl TestLattice {
         &mut self,
         configure: impl FnOnce(&mut ControlConfig),
     ) -> anyhow::Result<()> {
-        let mut config = ControlConfig::new(
-            self.lattice.clone(),
-            KeyPair::from_seed(&self.operator.seed())?,
-        );
-        config.startup_grace = Duration::ZERO;
-        config.tick = Duration::from_millis(200);
-        configure(&mut config);
-        let token = CancellationToken::new();
-        let client = self.nats.client().await?;
-        let task = tokio::spawn(lattice_control::run(config, client, token.clone()));
-        self.control = Some((token, task));
+        self.control = Some(self.spawn_control(configure).await?);
         // The control plane answers once its subscriptions are in place.
         self.wait_for("the control plane answers", || async {
             Ok(self.ctl.apps().await.is_ok())
@@ -457,8 +445,8 @@ impl TestLattice {
 
 impl Drop for TestLattice {
     fn drop(&mut self) {
-        if let Some((token, _)) = &self.control {
-            token.cancel();
+        if let Some(control) = &self.control {
+            control.token.cancel();
         }
     }
 }

@@ -93,36 +93,55 @@ async fn deploy_and_find(t: &TestLattice, yaml: &str) -> anyhow::Result<String> 
     Ok(on[0].clone())
 }
 
-#[tokio::test]
-async fn a_lost_hosts_work_moves_and_is_trimmed_when_it_returns() -> anyhow::Result<()> {
-    let t = TestLattice::start_with(|c| c.host_tolerance = Duration::from_secs(2)).await?;
+/// Two worker hosts `a` and `b`, and a one-instance app placed on one of them.
+struct TwoWorkers {
+    /// The host running the instance, and its name.
+    holder: lattice_tests::TestHost,
+    holder_name: String,
+    /// The other host's name (its host keeps running while this lives).
+    other: String,
+    _other_host: lattice_tests::TestHost,
+}
+
+async fn two_workers_one_instance(t: &TestLattice) -> anyhow::Result<TwoWorkers> {
     let mut hosts = vec![
-        ("a", labelled_host(&t, "a", "worker").await?),
-        ("b", labelled_host(&t, "b", "worker").await?),
+        ("a", labelled_host(t, "a", "worker").await?),
+        ("b", labelled_host(t, "b", "worker").await?),
     ];
     let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
-    let first = deploy_and_find(&t, &manifest(&image.to_string(), "worker", false, None)).await?;
+    let first = deploy_and_find(t, &manifest(&image.to_string(), "worker", false, None)).await?;
     let index = hosts
         .iter()
         .position(|(n, _)| *n == first)
         .expect("a known host");
-    let (_, lost) = hosts.remove(index);
-    let state_dir = lost.state_dir.clone();
-    lost.kill().await;
+    let (_, holder) = hosts.remove(index);
+    let (other, other_host) = hosts.remove(0);
+    Ok(TwoWorkers {
+        holder,
+        holder_name: first,
+        other: other.to_string(),
+        _other_host: other_host,
+    })
+}
 
-    let other = hosts[0].0.to_string();
-    t.wait_status("app", "the work to move to the other host", |s| {
-        s.status == AppState::Deployed
-            && s.components
-                .iter()
-                .all(|c| c.state == WorkloadState::Running)
+/// Waits until the app's one instance runs on `host` only.
+async fn wait_running_only_on(t: &TestLattice, host: &str) -> anyhow::Result<()> {
+    let names = host_names(t).await?;
+    t.wait_for(&format!("the instance to run on {host} only"), || async {
+        Ok(running_on(&t.ctl.status(&"app".parse()?).await?, &names) == vec![host.to_string()])
     })
-    .await?;
+    .await
+}
+
+#[tokio::test]
+async fn a_lost_hosts_work_moves_and_is_trimmed_when_it_returns() -> anyhow::Result<()> {
+    let t = TestLattice::start_with(|c| c.host_tolerance = Duration::from_secs(2)).await?;
+    let w = two_workers_one_instance(&t).await?;
+    let (first, other) = (w.holder_name.clone(), w.other.clone());
+    let state_dir = w.holder.state_dir.clone();
+    w.holder.kill().await;
+    wait_running_only_on(&t, &other).await?;
     let names = host_names(&t).await?;
-    t.wait_for("the instance to run on the other host", || async {
-        Ok(running_on(&t.ctl.status(&"app".parse()?).await?, &names) == vec![other.clone()])
-    })
-    .await?;
 
     // The lost host comes back with its saved assignment, which still runs the instance: the
     // newer assignment it finds trims that surplus.
@@ -146,24 +165,10 @@ async fn a_lost_hosts_work_moves_and_is_trimmed_when_it_returns() -> anyhow::Res
 async fn a_stopping_host_hands_its_work_over_at_once() -> anyhow::Result<()> {
     // A tolerance of an hour: only the host's own "stopping" can move the work in this test.
     let t = TestLattice::start_with(|c| c.host_tolerance = Duration::from_secs(3600)).await?;
-    let mut hosts = vec![
-        ("a", labelled_host(&t, "a", "worker").await?),
-        ("b", labelled_host(&t, "b", "worker").await?),
-    ];
-    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
-    let first = deploy_and_find(&t, &manifest(&image.to_string(), "worker", false, None)).await?;
-    let index = hosts
-        .iter()
-        .position(|(n, _)| *n == first)
-        .expect("a known host");
-    let (_, stopping) = hosts.remove(index);
-    stopping.stop().await?;
-    let other = hosts[0].0.to_string();
-    let names = host_names(&t).await?;
-    t.wait_for("the work to move to the other host", || async {
-        Ok(running_on(&t.ctl.status(&"app".parse()?).await?, &names) == vec![other.clone()])
-    })
-    .await?;
+    let w = two_workers_one_instance(&t).await?;
+    let first = w.holder_name.clone();
+    w.holder.stop().await?;
+    wait_running_only_on(&t, &w.other).await?;
     let stopped = t.ctl.hosts().await?.into_iter().find(|h| h.name == first);
     assert_eq!(stopped.map(|h| h.state), Some(HostState::Stopped));
     Ok(())
@@ -213,25 +218,10 @@ async fn pinned_work_stays_on_a_silent_gateway() -> anyhow::Result<()> {
 #[tokio::test]
 async fn ctl_stop_host_drains_it_and_its_work_moves() -> anyhow::Result<()> {
     let t = TestLattice::start_with(|c| c.host_tolerance = Duration::from_secs(3600)).await?;
-    let mut hosts = vec![
-        ("a", labelled_host(&t, "a", "worker").await?),
-        ("b", labelled_host(&t, "b", "worker").await?),
-    ];
-    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
-    let first = deploy_and_find(&t, &manifest(&image.to_string(), "worker", false, None)).await?;
-    let index = hosts
-        .iter()
-        .position(|(n, _)| *n == first)
-        .expect("a known host");
-    let (_, stopping) = hosts.remove(index);
-    t.ctl.stop_host(&first).await?;
-    stopping.finished().await?;
-    let other = hosts[0].0.to_string();
-    let names = host_names(&t).await?;
-    t.wait_for("the work to move to the other host", || async {
-        Ok(running_on(&t.ctl.status(&"app".parse()?).await?, &names) == vec![other.clone()])
-    })
-    .await?;
+    let w = two_workers_one_instance(&t).await?;
+    t.ctl.stop_host(&w.holder_name).await?;
+    w.holder.finished().await?;
+    wait_running_only_on(&t, &w.other).await?;
     Ok(())
 }
 
