@@ -213,6 +213,12 @@ async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
         inventory.contains("hello") && inventory.contains("running"),
         "{inventory}"
     );
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(&["ctl", "history", "hello", "-o", "json"], &state)?)?;
+    assert_eq!(history[0]["version"], "v1");
+    assert_eq!(history[0]["current"], true);
+    let again = lattice(&["ctl", "deploy", "hello", "--version", "v1"], &state)?;
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already the deployed version"));
     let apps: serde_json::Value =
         serde_json::from_str(&ok(&["ctl", "get", "apps", "-o", "json"], &state)?)?;
     assert_eq!(apps[0]["name"], "hello");

@@ -128,8 +128,12 @@ pub enum Output {
 pub enum CtlCommand {
     /// Deploy a manifest as a new version of its app.
     Deploy {
-        /// The manifest (YAML).
+        /// The manifest (YAML); or, with --version, the name of an app whose stored version to
+        /// deploy again.
         file: PathBuf,
+        /// Deploy this stored version of the app named by FILE (see `ctl history`).
+        #[arg(long)]
+        version: Option<String>,
         /// Wait until the app is deployed (or failed), showing progress.
         #[arg(long)]
         wait: bool,

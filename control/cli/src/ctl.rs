@@ -21,16 +21,32 @@ fn short(id: &str) -> String {
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     // A manifest is checked locally first: errors then point into the user's file.
     let manifest = match &args.command {
-        CtlCommand::Deploy { file, .. } => Some(read_manifest(file)?),
+        CtlCommand::Deploy {
+            file,
+            version: None,
+            ..
+        } => Some(read_manifest(file)?),
         _ => None,
     };
     let target = nats::target(&args.nats, args.state_dir.as_deref())?;
     let client = nats::connect(&args.nats, &target.url, "lattice ctl", Patience::FailFast).await?;
     let ctl = CtlClient::new(client.clone(), target.lattice.clone());
     match args.command {
-        CtlCommand::Deploy { wait, timeout, .. } => {
-            let (yaml, name) = manifest.context("manifest read above")?;
-            let reply = ctl.deploy(&yaml).await?;
+        CtlCommand::Deploy {
+            file,
+            version,
+            wait,
+            timeout,
+        } => {
+            let (reply, name) = match (version, manifest) {
+                // `deploy NAME --version V`: a stored version, deployed again.
+                (Some(version), _) => {
+                    let name = AppName::new(file.display().to_string())?;
+                    (ctl.rollback(&name, Some(&version)).await?, name)
+                }
+                (None, Some((yaml, name))) => (ctl.deploy(&yaml).await?, name),
+                (None, None) => anyhow::bail!("no manifest was read"),
+            };
             if args.output == Output::Table {
                 eprintln!(
                     "{} {} {}",
