@@ -212,6 +212,10 @@ async fn pinned_work_stays_on_a_silent_gateway() -> anyhow::Result<()> {
         vec![gateway_id.expect("gateway known")],
         "{status:?}"
     );
+    assert!(
+        status.components[0].message.contains("host disconnected for"),
+        "{status:?}"
+    );
     Ok(())
 }
 

@@ -67,7 +67,7 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::{
-    Component, ComponentKind, Link, LinkSource, LinkTarget, Manifest, Metadata, NamedConfig,
+    Batch, Component, ComponentKind, Link, LinkSource, LinkTarget, Manifest, Metadata, NamedConfig,
     Properties, Rollout, Scaler, Spec, Spread, Trait,
 };
 

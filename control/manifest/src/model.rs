@@ -95,12 +95,52 @@ pub struct Spec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rollout {
-    /// Hosts switched per step; absent: all at once.
+    /// Hosts switched per step (`2`) or a share of them (`"25%"`); absent: all at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch: Option<u32>,
+    pub batch: Option<Batch>,
     /// How long a batch must run before the next (`10s`, `1m`); absent: 5 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_for: Option<String>,
+}
+
+/// A rollout step: a number of hosts, or a percentage of them (at least one host either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Batch {
+    /// This many hosts per step.
+    Hosts(u32),
+    /// This share of the hosts per step, written `"25%"`.
+    Percent(#[serde(with = "percent")] u32),
+}
+
+impl Batch {
+    /// Hosts per step out of `total` (never 0).
+    pub fn hosts(self, total: usize) -> usize {
+        match self {
+            Batch::Hosts(n) => n as usize,
+            Batch::Percent(p) => (total * p as usize).div_ceil(100),
+        }
+        .max(1)
+    }
+}
+
+/// `25%` as text in YAML and JSON.
+mod percent {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(p: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{p}%"))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(d)?;
+        text.strip_suffix('%')
+            .and_then(|n| n.trim().parse().ok())
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                D::Error::custom(format!("`{text}` is not a percentage from 1% to 100%"))
+            })
+    }
 }
 
 impl Rollout {

@@ -11,8 +11,8 @@ use lattice_protocol::names::{AppName, ComponentName, LabelKey};
 
 use crate::diagnostic::{Diagnostic, Pos, suggest};
 use crate::model::{
-    API_VERSION, Component, ComponentKind, KIND, Link, LinkSource, LinkTarget, Manifest, Metadata,
-    NamedConfig, Properties, Rollout, Scaler, Spec, Spread, Trait,
+    API_VERSION, Batch, Component, ComponentKind, KIND, Link, LinkSource, LinkTarget, Manifest,
+    Metadata, NamedConfig, Properties, Rollout, Scaler, Spec, Spread, Trait,
 };
 use crate::validate::{self, ComponentOutline, Located, Outline};
 use crate::yaml::{self, Fields, Node, Reader, View, index, pos, view};
@@ -187,19 +187,7 @@ fn read_rollout(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Roll
     let fields = reader.mapping(node, path, &["batch", "healthy_for"])?;
     let batch = match fields.optional("batch") {
         None => Some(None),
-        Some(node) => {
-            let path = fields.path("batch");
-            match reader.whole_number(node, &path) {
-                Some(0) => {
-                    reader.push(
-                        Diagnostic::new(pos(node), path, "must be at least 1")
-                            .with_help("leave `batch` out to switch every host at once"),
-                    );
-                    None
-                }
-                batch => batch.map(Some),
-            }
-        }
+        Some(node) => read_batch(reader, node, &fields.path("batch")).map(Some),
     };
     let healthy_for = match fields.optional("healthy_for") {
         None => Some(None),
@@ -209,6 +197,37 @@ fn read_rollout(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Roll
         batch: batch?,
         healthy_for: healthy_for?,
     })
+}
+
+/// A rollout batch: a whole number of hosts, or a percentage such as `25%`.
+fn read_batch(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Batch> {
+    let help = "write a number of hosts (`2`) or a share of them (`25%`)";
+    let text = reader.string(node, path)?;
+    let parsed = match text.trim().strip_suffix('%') {
+        Some(p) => p
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=100).contains(p))
+            .map(Batch::Percent),
+        None => text
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(Batch::Hosts),
+    };
+    if parsed.is_none() {
+        reader.push(
+            Diagnostic::new(
+                pos(node),
+                path,
+                format!("`{text}` is not a batch size of at least 1 host or 1% to 100%"),
+            )
+            .with_help(help),
+        );
+    }
+    parsed
 }
 
 /// A duration such as `90s` or `5m`, kept as written.

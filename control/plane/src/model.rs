@@ -105,7 +105,7 @@ pub const WAIT_ANNOTATION: &str = "lattice.wait-for-hosts";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutPolicy {
     /// Hosts switched per step; `None`: all at once.
-    pub batch: Option<u32>,
+    pub batch: Option<lattice_manifest::Batch>,
     /// How long a step must run healthy before the next, in seconds.
     pub healthy_for_secs: u64,
 }

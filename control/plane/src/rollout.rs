@@ -102,7 +102,8 @@ pub fn next_step(
     if remaining.is_empty() {
         return Step::Complete;
     }
-    let batch = policy.batch.map_or(remaining.len(), |b| b.max(1) as usize);
+    let all = remaining.len() + switched.len();
+    let batch = policy.batch.map_or(remaining.len(), |b| b.hosts(all));
     Step::Switch(remaining.into_iter().take(batch).collect())
 }
 
@@ -205,7 +206,7 @@ mod tests {
     }
 
     const ONE_BY_ONE: RolloutPolicy = RolloutPolicy {
-        batch: Some(1),
+        batch: Some(lattice_manifest::Batch::Hosts(1)),
         healthy_for_secs: 10,
     };
 
@@ -245,6 +246,15 @@ mod tests {
             report("b", "v2", WorkloadState::Running),
         ];
         assert_eq!(step(&state(&["a", "b"]), &both, Some(10)), Step::Complete);
+    }
+
+    #[test]
+    fn percentages_round_up_to_whole_hosts() {
+        use lattice_manifest::Batch;
+        assert_eq!(Batch::Percent(25).hosts(10), 3);
+        assert_eq!(Batch::Percent(1).hosts(3), 1);
+        assert_eq!(Batch::Percent(100).hosts(3), 3);
+        assert_eq!(Batch::Hosts(2).hosts(10), 2);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub(crate) struct Worker {
     ready: Vec<HostId>,
     written: BTreeMap<HostId, Written>,
     plan: Plan,
+    /// Hosts found lost since the last events were published.
+    newly_lost: Vec<HostId>,
     /// Hosts asked to stop (`ctl stop host`) that have not said they are stopping yet.
     stop_requested: std::collections::BTreeSet<HostId>,
     /// Label changes made with `ctl label`: `None` removes a label the host reports.
@@ -137,6 +139,7 @@ impl Worker {
             plan: Plan::default(),
             healthy_since: BTreeMap::new(),
             stop_requested: Default::default(),
+            newly_lost: Vec::new(),
             label_overrides,
             labels_kv,
             started: Instant::now(),
@@ -178,11 +181,17 @@ impl Worker {
                 }
                 Some(msg) = requests.next() => self.on_request(msg).await,
                 _ = tick.tick() => {
-                    for lost in self.check_hosts() {
-                        let message = format!("host {} lost: no heartbeat within its tolerance", short(&lost));
-                        self.emit(EventKind::HostLost, None, Some(&lost), message).await;
-                    }
+                    let lost = self.check_hosts();
+                    self.newly_lost.extend(lost);
                 }
+            }
+            for lost in std::mem::take(&mut self.newly_lost) {
+                let message = format!(
+                    "host {} lost: no heartbeat within its tolerance",
+                    short(&lost)
+                );
+                self.emit(EventKind::HostLost, None, Some(&lost), message)
+                    .await;
             }
             if self.dirty {
                 self.reconcile().await;
@@ -286,7 +295,8 @@ impl Worker {
             },
         );
         if changed || !self.ready.contains(&host) {
-            let _ = self.check_hosts();
+            let lost = self.check_hosts();
+            self.newly_lost.extend(lost);
         }
         Some((previous.map(|p| p.heartbeat), hb))
     }
@@ -385,10 +395,11 @@ impl Worker {
             // Still learning what runs: keep planning for status, but change nothing yet.
             return;
         }
+        // Cleared before acting, so a rollout step recorded below re-plans at once.
+        self.dirty = false;
         for (name, r, step) in steps {
             self.advance_rollout(name, r, step).await;
         }
-        self.dirty = false;
         let now = unix_now();
         let half = self.cfg.assignment_ttl.as_secs() / 2;
         let changes: Vec<_> = self
@@ -558,12 +569,22 @@ impl Worker {
                 .await
                 .map_err(|e| e.to_string()),
         };
-        let rev = result.map_err(|e| {
-            WireError::new(
-                ErrorCode::Conflict,
-                format!("storing app `{}` failed ({e}); retry the command", app.name),
-            )
-        })?;
+        let rev = match result {
+            Ok(rev) => rev,
+            Err(e) => {
+                // Someone else (a deposed leader) wrote it: learn what is stored, so that the
+                // retry starts from there.
+                if let Ok(Some(entry)) = self.manifests.entry(app.name.as_str()).await
+                    && let Ok(stored) = envelope::decode::<StoredApp>(&entry.value)
+                {
+                    self.apps.insert(app.name.clone(), (stored, entry.revision));
+                }
+                return Err(WireError::new(
+                    ErrorCode::Conflict,
+                    format!("storing app `{}` failed ({e}); retry the command", app.name),
+                ));
+            }
+        };
         self.apps.insert(app.name.clone(), (app, rev));
         self.dirty = true;
         Ok(())

@@ -122,6 +122,8 @@ impl Worker {
             }
         }
         let changed = app.deployed.as_deref() != Some(version.as_str());
+        // An explicit deploy is the operator's answer to an earlier rollback.
+        let acknowledged = app.rolled_back.take().is_some();
         if changed {
             // Replacing a running version goes through a rollout; going back to the version a
             // rollout started from simply ends it.
@@ -137,7 +139,7 @@ impl Worker {
             app.rolled_back = None;
         }
         app.deployed = Some(version.clone());
-        if changed {
+        if changed || acknowledged {
             self.store_app(app).await?;
             info!(app = %name, version, "deployed");
             let message = format!("{name} {version} deployed");
@@ -367,8 +369,8 @@ impl Worker {
         let changed = app.deployed.as_deref() != Some(version.as_str());
         app.deployed = Some(version.clone());
         app.rollout = None;
-        app.rolled_back = None;
-        if changed {
+        let acknowledged = app.rolled_back.take().is_some();
+        if changed || acknowledged {
             self.store_app(app).await?;
             info!(app = %req.name, version, "rolled back");
             let message = format!("{} rolled back to {version}", req.name);
@@ -387,6 +389,22 @@ impl Worker {
         Ok(match app.desired() {
             Some(v) => {
                 let mut s = status::app_status(&v.resolved, &self.plan, &self.observed());
+                // Work kept on a silent or stopped host (pinned, daemon, or within tolerance):
+                // say so rather than repeat the host's last report as if it were fresh.
+                for c in &mut s.components {
+                    let Some(o) = c.host.as_ref().and_then(|h| self.hosts.get(h)) else {
+                        continue;
+                    };
+                    if o.heartbeat.stopping {
+                        c.message = format!("host stopped; last reported {}", c.state);
+                    } else if !self.ready.contains(&o.heartbeat.host) {
+                        c.message = format!(
+                            "host disconnected for {}s; last reported {}",
+                            o.last_seen.elapsed().as_secs(),
+                            c.state
+                        );
+                    }
+                }
                 if let Some(note) = &app.rolled_back {
                     s.status = AppState::Failed;
                     s.message = format!(
