@@ -194,6 +194,7 @@ record "machine cpu=\"$CPU_MODEL\" cores=$(nproc) mem_gib=$MEM_GB kernel=$(uname
 record "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty tree)')"
 NATS_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
 record "versions rustc=\"$(rustc --version)\" wrk=\"$(wrk -v 2>&1 | head -n 1 | awk '{print $2}')\" nats-server=\"$("$NATS_BIN" --version 2>&1 | head -n 1)\" wasmtime=\"$([ -n "$WASMTIME" ] && "$WASMTIME" --version)\""
+record "binaries lattice-host built $(date -u -r "$LATTICE_HOST" +%Y-%m-%dT%H:%M:%SZ)$([ "${BENCH_SKIP_BUILD:-0}" = 1 ] && echo ' (BENCH_SKIP_BUILD=1: not rebuilt for this run)')"
 record "environment RUST_BACKTRACE=unset RUST_LIB_BACKTRACE=0 RUST_LOG=unset"
 record "load wrk -t $THREADS -c <c> -d ${DURATION}s --latency, after -d ${WARMUP}s warm-up; loopback; $REPEATS passes, servers alternated"
 record "load_before $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -25,6 +25,11 @@
 //! Each part has its own nats-server. Machine load (`/proc/loadavg`, `/proc/stat`) is printed
 //! with every figure, since the machine may be shared.
 
+#[path = "control_scale/machine.rs"]
+mod machine;
+#[path = "control_scale/sim.rs"]
+mod sim;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,22 +39,22 @@ use futures::StreamExt;
 use lattice_control::ControlConfig;
 use lattice_control::client::CtlClient;
 use lattice_control::registry::Registry;
-use lattice_protocol::assignment::{Assignment, SignedAssignment};
+use lattice_protocol::assignment::Assignment;
 use lattice_protocol::claims::{ClaimsOptions, sign_component};
 use lattice_protocol::digest::Digest;
 use lattice_protocol::envelope;
 use lattice_protocol::keys::{KeyPair, KeyRole};
-use lattice_protocol::messages::{
-    AppState, Event, EventKind, Heartbeat, WorkloadState, WorkloadStatus,
-};
+use lattice_protocol::messages::{AppState, Event, EventKind, WorkloadState};
 use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
-use lattice_protocol::subject::{Buckets, Subject};
+use lattice_protocol::subject::Subject;
 use lattice_protocol::unix_now;
 use lattice_tests::{NatsServer, hello_wasm, lattice_bin};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+
+use machine::{cores, cpu_model, loadavg, machine_ticks, proc_cpu};
+use sim::Fleet;
 
 const DEFAULT_HOSTS: usize = 1000;
 const APP: &str = "scale";
@@ -574,223 +579,6 @@ async fn cpu_window(pid: u32, fleet: &mut Fleet, what: &str) -> anyhow::Result<C
     Ok(w)
 }
 
-// --- Simulated hosts ---------------------------------------------------------------------------
-
-/// What the bench saw in the assignments bucket for one host.
-struct Seen {
-    host: HostId,
-    assignment: Assignment,
-    at: Instant,
-}
-
-struct SimHost {
-    silence: CancellationToken,
-    task: Option<JoinHandle<Option<Instant>>>,
-}
-
-/// Simulated hosts on one shared client, and the bench's view of their assignments.
-struct Fleet {
-    hosts: BTreeMap<HostId, SimHost>,
-    seen: mpsc::UnboundedReceiver<Seen>,
-    /// The latest assignment of each host, as far as [`Fleet::drain`] / [`Fleet::until`] read.
-    latest: BTreeMap<HostId, Seen>,
-    _watcher: AbortOnDropHandle<()>,
-}
-
-impl Fleet {
-    async fn start(
-        client: &async_nats::Client,
-        lattice: &LatticeName,
-        n: usize,
-    ) -> anyhow::Result<Self> {
-        let js = async_nats::jetstream::new(client.clone());
-        let kv = js
-            .get_key_value(Buckets::new(lattice).assignments())
-            .await
-            .context("the control plane creates the assignments bucket")?;
-        let mut watch = kv.watch_all().await?;
-        let mut hosts = BTreeMap::new();
-        let mut inboxes = BTreeMap::new();
-        for i in 0..n {
-            let id = HostId::new(KeyPair::generate(KeyRole::Host).public_key().to_string())?;
-            let name = format!("sim-{i:04}");
-            let labels: BTreeMap<String, String> = [
-                ("arch", "x86_64".to_string()),
-                ("os", "linux".to_string()),
-                ("hostname", name.clone()),
-                ("zone", format!("z{}", i % 4)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            let hb = Heartbeat {
-                host: id.clone(),
-                name,
-                labels,
-                started_at: unix_now(),
-                sent_at_ms: 0,
-                version: "sim".to_string(),
-                assignment_revision: 0,
-                interval_secs: HEARTBEAT.as_secs(),
-                workloads: Vec::new(),
-                last_refusal: None,
-                stopping: false,
-            };
-            let (tx, rx) = mpsc::unbounded_channel();
-            let silence = CancellationToken::new();
-            // Spread the hosts' phases over one interval, as real hosts started at random would.
-            let phase = HEARTBEAT.mul_f64(i as f64 / n as f64);
-            let subject = Subject::heartbeat(lattice, &id).to_string();
-            let task = tokio::spawn(simulate_host(
-                client.clone(),
-                subject,
-                hb,
-                phase,
-                rx,
-                silence.clone(),
-            ));
-            inboxes.insert(id.clone(), tx);
-            hosts.insert(
-                id,
-                SimHost {
-                    silence,
-                    task: Some(task),
-                },
-            );
-        }
-        let (seen_tx, seen) = mpsc::unbounded_channel();
-        let watcher = tokio::spawn(async move {
-            while let Some(Ok(entry)) = watch.next().await {
-                let at = Instant::now();
-                if entry.operation != async_nats::jetstream::kv::Operation::Put {
-                    continue;
-                }
-                let Ok(assignment) = envelope::decode::<SignedAssignment>(&entry.value)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|s| Ok(s.decode_unverified()?))
-                else {
-                    continue;
-                };
-                if let Some(inbox) = inboxes.get(&assignment.host) {
-                    let _ = inbox.send(assignment.clone());
-                }
-                let _ = seen_tx.send(Seen {
-                    host: assignment.host.clone(),
-                    assignment,
-                    at,
-                });
-            }
-        });
-        Ok(Self {
-            hosts,
-            seen,
-            latest: BTreeMap::new(),
-            _watcher: AbortOnDropHandle::new(watcher),
-        })
-    }
-
-    /// Reads everything the watch has seen so far.
-    fn drain(&mut self) {
-        while let Ok(s) = self.seen.try_recv() {
-            self.latest.insert(s.host.clone(), s);
-        }
-    }
-
-    /// Applies what the watch sees one entry at a time until `done` holds; returns the instant
-    /// the entry that made it hold was seen (`None`: not within [`WAIT`]).
-    async fn until(
-        &mut self,
-        mut done: impl FnMut(&BTreeMap<HostId, Seen>, Instant) -> bool,
-    ) -> anyhow::Result<Option<Instant>> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let s = tokio::select! {
-                s = self.seen.recv() => s.context("the assignments watch ended")?,
-                () = tokio::time::sleep_until(deadline) => return Ok(None),
-            };
-            let at = s.at;
-            self.latest.insert(s.host.clone(), s);
-            if done(&self.latest, at) {
-                return Ok(Some(at));
-            }
-        }
-    }
-
-    /// Stops `host`'s heartbeats (no last word, as a crash); returns when it last sent one.
-    async fn silence(&mut self, host: &HostId) -> Option<Instant> {
-        let sim = self.hosts.get_mut(host)?;
-        sim.silence.cancel();
-        sim.task.take()?.await.ok().flatten()
-    }
-
-    async fn stop(mut self) {
-        for sim in self.hosts.values() {
-            sim.silence.cancel();
-        }
-        for sim in self.hosts.values_mut() {
-            if let Some(task) = sim.task.take() {
-                let _ = task.await;
-            }
-        }
-    }
-}
-
-/// One simulated host: a heartbeat every [`HEARTBEAT`], and at once when its assignment changes
-/// (reporting every assigned workload as running). Returns when it last sent a heartbeat.
-async fn simulate_host(
-    client: async_nats::Client,
-    subject: String,
-    mut hb: Heartbeat,
-    phase: Duration,
-    mut assignments: mpsc::UnboundedReceiver<Assignment>,
-    silence: CancellationToken,
-) -> Option<Instant> {
-    tokio::select! {
-        () = silence.cancelled() => return None,
-        () = tokio::time::sleep(phase) => {}
-    }
-    let mut tick = tokio::time::interval(HEARTBEAT);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = None;
-    loop {
-        tokio::select! {
-            biased;
-            () = silence.cancelled() => return last,
-            Some(mut a) = assignments.recv() => {
-                while let Ok(newer) = assignments.try_recv() {
-                    a = newer;
-                }
-                hb.assignment_revision = a.revision;
-                hb.workloads = a
-                    .workloads
-                    .iter()
-                    .map(|w| WorkloadStatus {
-                        app: w.app.clone(),
-                        app_version: w.app_version.clone(),
-                        component: w.component.clone(),
-                        image: w.image.clone(),
-                        instances: w.instances,
-                        state: WorkloadState::Running,
-                        message: String::new(),
-                        endpoint: None,
-                    })
-                    .collect();
-            }
-            _ = tick.tick() => {}
-        }
-        hb.sent_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if client
-            .publish(subject.clone(), envelope::encode(&hb).into())
-            .await
-            .is_ok()
-        {
-            last = Some(Instant::now());
-        }
-    }
-}
-
 // --- Lattice helpers ---------------------------------------------------------------------------
 
 async fn push_hello(nats: &NatsServer, lattice: &LatticeName) -> anyhow::Result<Digest> {
@@ -850,85 +638,36 @@ async fn wait_hosts(ctl: &CtlClient, n: usize) -> anyhow::Result<()> {
 async fn wait_running(ctl: &CtlClient, n: usize) -> anyhow::Result<()> {
     let app = AppName::new(APP)?;
     let t0 = Instant::now();
-    poll("the app to be running everywhere", || async {
-        ctl.status(&app).await.is_ok_and(|s| {
-            s.status == AppState::Deployed
-                && s.components
+    let last = std::sync::Mutex::new(String::new());
+    let result = poll("the app to be running everywhere", || async {
+        match ctl.status(&app).await {
+            Ok(s) => {
+                let running = s
+                    .components
                     .iter()
                     .filter(|c| c.state == WorkloadState::Running)
-                    .count()
-                    >= n
-        })
+                    .count();
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = format!(
+                    "{} with {running} of {} placed instances running",
+                    s.status,
+                    s.components.len()
+                );
+                s.status == AppState::Deployed && running >= n
+            }
+            Err(e) => {
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                false
+            }
+        }
     })
-    .await?;
+    .await;
+    let last = last.into_inner().unwrap_or_else(|p| p.into_inner());
+    result.with_context(|| format!("last status: {last}"))?;
     println!(
         "    every instance reported running (status Deployed) {:.0} ms later",
         ms(t0.elapsed())
     );
     Ok(())
-}
-
-// --- Measuring the machine -----------------------------------------------------------------------
-
-/// utime + stime of a process.
-fn proc_cpu(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let (_, rest) = stat.rsplit_once(')').context("a stat line")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the command start at field 3 (state); utime and stime are fields 14 and 15.
-    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
-        + fields.get(12).context("stime")?.parse::<u64>()?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks()))
-}
-
-fn clock_ticks() -> f64 {
-    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// (total, idle + iowait) jiffies of all cores, from /proc/stat.
-fn machine_ticks() -> anyhow::Result<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("a cpu line")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    Ok((
-        v.iter().sum(),
-        v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0),
-    ))
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_string())
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(0, usize::from)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_string())
 }
 
 // --- Figures -------------------------------------------------------------------------------------

@@ -213,7 +213,9 @@ async fn pinned_work_stays_on_a_silent_gateway() -> anyhow::Result<()> {
         "{status:?}"
     );
     assert!(
-        status.components[0].message.contains("host disconnected for"),
+        status.components[0]
+            .message
+            .contains("host disconnected for"),
         "{status:?}"
     );
     Ok(())

@@ -129,7 +129,17 @@ pub async fn run(
         let keeper = tokio_util::task::AbortOnDropHandle::new(keeper);
         let worker = worker::Worker::start(config.clone(), epoch, client.clone()).await;
         let outcome = match worker {
-            Ok(w) => w.run(shutdown.clone(), leading).await,
+            // A task of its own, not a part of this future: a binary blocks on this future in
+            // its main thread, where every heartbeat delivered would cost a thread wake-up; a
+            // runtime task is woken on the thread that read the message. Aborted if this
+            // future is dropped, like the lease keeper.
+            Ok(w) => {
+                let task = tokio::spawn(w.run(shutdown.clone(), leading));
+                match tokio_util::task::AbortOnDropHandle::new(task).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => Err(anyhow::anyhow!("the control-plane worker failed: {e}")),
+                }
+            }
             Err(e) => Err(e),
         };
         stop_lease.cancel();

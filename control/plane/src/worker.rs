@@ -1,12 +1,12 @@
 //! The control plane's single worker: it owns all state, takes heartbeats and API requests, and
 //! writes the assignments that the pure planner says changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lattice_protocol::assignment::{Assignment, SignedAssignment, Workload};
 use lattice_protocol::envelope;
 use lattice_protocol::error::{ErrorCode, WireError};
@@ -26,6 +26,10 @@ use crate::placement::{self, HostView, Plan, Policy};
 use crate::registry::Registry;
 use crate::rollout;
 use crate::status::short;
+
+/// At most this many heartbeats are taken in a row before the worker re-plans and looks at
+/// requests again.
+const HEARTBEAT_BATCH: usize = 1024;
 
 struct Observed {
     heartbeat: Heartbeat,
@@ -47,7 +51,7 @@ pub(crate) struct Worker {
     registry: Registry,
     apps: BTreeMap<AppName, (StoredApp, u64)>,
     hosts: BTreeMap<HostId, Observed>,
-    ready: Vec<HostId>,
+    ready: BTreeSet<HostId>,
     written: BTreeMap<HostId, Written>,
     plan: Plan,
     /// Hosts found lost since the last events were published.
@@ -134,7 +138,7 @@ impl Worker {
             registry,
             apps,
             hosts: BTreeMap::new(),
-            ready: Vec::new(),
+            ready: BTreeSet::new(),
             written,
             plan: Plan::default(),
             healthy_since: BTreeMap::new(),
@@ -175,8 +179,20 @@ impl Worker {
                     }
                 }
                 Some(msg) = heartbeats.next() => {
-                    if let Some((previous, hb)) = self.on_heartbeat(&msg.payload) {
-                        self.emit_heartbeat_changes(previous.as_ref(), &hb).await;
+                    // The heartbeats already waiting are taken too, so that the re-plan below
+                    // runs once for all of them: a thousand hosts joining, or a worker that
+                    // fell behind, then cost one plan rather than one each (which, at 1,000
+                    // hosts and 1,000 components, never caught up).
+                    let mut next = Some(msg);
+                    let mut taken = 0;
+                    while let Some(msg) = next.take() {
+                        if let Some((previous, hb)) = self.on_heartbeat(&msg.payload) {
+                            self.emit_heartbeat_changes(previous.as_ref(), &hb).await;
+                        }
+                        taken += 1;
+                        if taken < HEARTBEAT_BATCH {
+                            next = heartbeats.next().now_or_never().flatten();
+                        }
                     }
                 }
                 Some(msg) = requests.next() => self.on_request(msg).await,
@@ -305,7 +321,7 @@ impl Worker {
     /// tolerance), so every tick re-plans; the plan is cheap and only changes are written.
     fn check_hosts(&mut self) -> Vec<HostId> {
         let tolerance = self.cfg.host_tolerance;
-        let ready: Vec<HostId> = self
+        let ready: BTreeSet<HostId> = self
             .hosts
             .iter()
             .filter(|(_, o)| !o.heartbeat.stopping && o.last_seen.elapsed() <= tolerance)
@@ -373,7 +389,12 @@ impl Worker {
         for (name, r, _) in &rolling {
             rollout::merge(name, r, &mut plan, &from_plan);
         }
-        let observed = self.observed();
+        // Every heartbeat cloned: only rollouts need it.
+        let observed = if rolling.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.observed()
+        };
         let steps: Vec<(AppName, RolloutState, rollout::Step)> = rolling
             .into_iter()
             .map(|(name, r, to)| {
@@ -391,12 +412,14 @@ impl Worker {
             })
             .collect();
         self.plan = plan;
+        // Cleared before acting, so a rollout step recorded below re-plans at once; and before
+        // the grace check, so that the grace does not re-plan on every message (the tick that
+        // follows it acts).
+        self.dirty = false;
         if self.started.elapsed() < self.cfg.startup_grace {
             // Still learning what runs: keep planning for status, but change nothing yet.
             return;
         }
-        // Cleared before acting, so a rollout step recorded below re-plans at once.
-        self.dirty = false;
         for (name, r, step) in steps {
             self.advance_rollout(name, r, step).await;
         }

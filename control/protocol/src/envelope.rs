@@ -18,6 +18,7 @@ struct EnvelopeOut<'a, T> {
 
 #[derive(serde::Deserialize)]
 struct EnvelopeIn<T> {
+    v: u16,
     body: T,
 }
 
@@ -62,12 +63,18 @@ pub fn encode<T: Serialize>(body: &T) -> Vec<u8> {
 /// Decodes a message, checking the envelope's version first so that a version mismatch is
 /// reported as such rather than as a confusing shape error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let VersionOnly { v } = rmp_serde::from_slice(bytes)?;
-    if v != PROTOCOL_VERSION {
-        return Err(DecodeError::Version { found: v });
+    // One pass in the common case (heartbeats arrive by the thousand); the version is read on
+    // its own only to explain a failure.
+    match rmp_serde::from_slice::<EnvelopeIn<T>>(bytes) {
+        Ok(env) if env.v == PROTOCOL_VERSION => Ok(env.body),
+        Ok(env) => Err(DecodeError::Version { found: env.v }),
+        Err(e) => match rmp_serde::from_slice::<VersionOnly>(bytes) {
+            Ok(VersionOnly { v }) if v != PROTOCOL_VERSION => {
+                Err(DecodeError::Version { found: v })
+            }
+            _ => Err(DecodeError::Malformed(e)),
+        },
     }
-    let env: EnvelopeIn<T> = rmp_serde::from_slice(bytes)?;
-    Ok(env.body)
 }
 
 /// A reply: the answer or a typed error.
