@@ -52,6 +52,10 @@ pub(crate) struct Worker {
     apps: BTreeMap<AppName, (StoredApp, u64)>,
     hosts: BTreeMap<HostId, Observed>,
     ready: BTreeSet<HostId>,
+    /// [`Worker::silence_marks`] as of the last check.
+    silence: BTreeMap<HostId, usize>,
+    /// Whether the startup grace has passed (and been acted on).
+    grace_over: bool,
     written: BTreeMap<HostId, Written>,
     plan: Plan,
     /// Hosts found lost since the last events were published.
@@ -139,6 +143,8 @@ impl Worker {
             apps,
             hosts: BTreeMap::new(),
             ready: BTreeSet::new(),
+            silence: BTreeMap::new(),
+            grace_over: false,
             written,
             plan: Plan::default(),
             healthy_since: BTreeMap::new(),
@@ -311,14 +317,16 @@ impl Worker {
             },
         );
         if changed || !self.ready.contains(&host) {
+            // New labels or a stop change placement even when readiness does not.
+            self.dirty |= changed;
             let lost = self.check_hosts();
             self.newly_lost.extend(lost);
         }
         Some((previous.map(|p| p.heartbeat), hb))
     }
 
-    /// Recomputes which hosts are ready. Silence matters per component (each may set its own
-    /// tolerance), so every tick re-plans; the plan is cheap and only changes are written.
+    /// Recomputes which hosts are ready, and whether placement needs another look; returns the
+    /// hosts that were just found lost.
     fn check_hosts(&mut self) -> Vec<HostId> {
         let tolerance = self.cfg.host_tolerance;
         let ready: BTreeSet<HostId> = self
@@ -337,9 +345,52 @@ impl Worker {
         for host in &lost {
             warn!(host = %host, "host lost: no heartbeat within its tolerance");
         }
+        let marks = self.silence_marks();
+        // Re-plan only when something the plan depends on moved: a host crossed one of the
+        // tolerances in use, a rollout is waiting out its health period, or an assignment
+        // nears its expiry. A quiet lattice then costs heartbeats, not plans.
+        let expiring = {
+            let now = unix_now();
+            let half = self.cfg.assignment_ttl.as_secs() / 2;
+            self.written
+                .values()
+                .any(|w| w.assignment.expires_at.saturating_sub(now) < half)
+        };
+        let rolling = self.apps.values().any(|(a, _)| a.rollout.is_some());
+        // The first check after the startup grace acts on everything learnt meanwhile.
+        let grace_over = !self.grace_over && self.started.elapsed() >= self.cfg.startup_grace;
+        self.grace_over |= grace_over;
+        if ready != self.ready || marks != self.silence || rolling || expiring || grace_over {
+            self.dirty = true;
+        }
         self.ready = ready;
-        self.dirty = true;
+        self.silence = marks;
         lost
+    }
+
+    /// For each host, how many of the tolerances in use (the default and every deployed
+    /// component's own) its silence exceeds: placement changes only when one of these moves.
+    fn silence_marks(&self) -> BTreeMap<HostId, usize> {
+        let mut tolerances: BTreeSet<std::time::Duration> = self
+            .apps
+            .values()
+            .filter_map(|(a, _)| a.desired())
+            .flat_map(|v| v.resolved.components.iter())
+            .filter_map(|c| c.scaler.tolerance_secs)
+            .map(std::time::Duration::from_secs)
+            .collect();
+        tolerances.insert(self.cfg.host_tolerance);
+        self.hosts
+            .iter()
+            .map(|(id, o)| {
+                let silent = o.last_seen.elapsed();
+                (
+                    id.clone(),
+                    tolerances.iter().filter(|t| silent > **t).count(),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     async fn reconcile(&mut self) {
@@ -413,8 +464,8 @@ impl Worker {
             .collect();
         self.plan = plan;
         // Cleared before acting, so a rollout step recorded below re-plans at once; and before
-        // the grace check, so that the grace does not re-plan on every message (the tick that
-        // follows it acts).
+        // the grace check, so that the grace does not re-plan on every message (the first check
+        // after it acts: see `check_hosts`).
         self.dirty = false;
         if self.started.elapsed() < self.cfg.startup_grace {
             // Still learning what runs: keep planning for status, but change nothing yet.
