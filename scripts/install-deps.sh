@@ -2,7 +2,8 @@
 # Installs what building and testing Lattice needs and is missing, on Debian/Ubuntu:
 #   - the Rust target wasm32-wasip2 (example components, test fixtures);
 #   - nats-server (tests, `lattice up`, the demo), from the distribution's packages;
-#   - curl (the demo).
+#   - curl (the demo);
+#   - a C compiler (build-essential), which crates such as ring need.
 # Idempotent: installs nothing that is already there. Runs as root, or as a user with sudo.
 set -euo pipefail
 
@@ -68,6 +69,13 @@ if command -v curl >/dev/null 2>&1; then
 else
     say "curl: missing"
     missing+=(curl)
+fi
+# Some crates (ring, for NATS TLS) compile C: a C compiler and linker must be there.
+if command -v cc >/dev/null 2>&1; then
+    say "C compiler: found at $(command -v cc)"
+else
+    say "C compiler: missing"
+    missing+=(build-essential)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
