@@ -31,7 +31,7 @@ use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
-use crate::http::{HttpServer, HttpWorkload, prepare_http};
+use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
 use crate::state::HostStore;
 use crate::wasi::{HostState, Limits, new_linker, new_store};
 
@@ -41,6 +41,8 @@ pub(crate) struct Report {
     applied_revision: u64,
     applied_epoch: u64,
     workloads: BTreeMap<String, WorkloadStatus>,
+    /// Failed-request counters of the HTTP workloads, read at each heartbeat.
+    failures: BTreeMap<String, FailureCount>,
     last_refusal: Option<String>,
 }
 
@@ -171,10 +173,11 @@ impl Agent {
         for key in gone {
             self.stop(&key).await;
         }
-        self.shared
-            .report()
-            .workloads
-            .retain(|k, _| wanted.contains_key(k));
+        {
+            let mut report = self.shared.report();
+            report.workloads.retain(|k, _| wanted.contains_key(k));
+            report.failures.retain(|k, _| wanted.contains_key(k));
+        }
         for (key, workload) in wanted {
             if let Some(running) = self.running.get(&key).filter(|r| r.workload == *workload) {
                 // Unchanged. After a failed update (rolled back since), the report may still
@@ -255,6 +258,7 @@ impl Agent {
                 state,
                 message,
                 endpoint: None,
+                failures: 0,
             },
         );
         self.shared.changed.notify_one();
@@ -308,12 +312,15 @@ impl Agent {
             .await
             .map_err(anyhow::Error::from)
             .context("the component traps at start")?;
+        let failures = FailureCount::default();
         let workload = Arc::new(HttpWorkload {
             name: w.key(),
             pre,
             env,
+            failures: failures.clone(),
         });
         let bound = self.http.bind(addr, workload).await?;
+        self.shared.report().failures.insert(w.key(), failures);
         Ok(Some(bound))
     }
 }
@@ -444,7 +451,14 @@ pub(crate) async fn heartbeats(
             version: env!("CARGO_PKG_VERSION").to_string(),
             assignment_revision: report.applied_revision,
             interval_secs: config.heartbeat_interval.as_secs().max(1),
-            workloads: report.workloads.values().cloned().collect(),
+            workloads: report
+                .workloads
+                .iter()
+                .map(|(key, w)| WorkloadStatus {
+                    failures: report.failures.get(key).map_or(0, FailureCount::get),
+                    ..w.clone()
+                })
+                .collect(),
             last_refusal: report.last_refusal.clone(),
             stopping,
         }

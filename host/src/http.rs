@@ -23,6 +23,7 @@
 //!     name: "shop/frontend".to_owned(),
 //!     pre: prepare_http(&runtime, &linker, &component)?,
 //!     env: vec![("GREETING".to_owned(), "Hello".to_owned())],
+//!     failures: Default::default(),
 //! });
 //! let server = HttpServer::new(runtime);
 //! let addr = server.bind("127.0.0.1:8080".parse()?, workload).await?;
@@ -86,6 +87,23 @@ pub struct HttpWorkload {
     pub pre: ProxyPre<HostState>,
     /// Environment variables the guest sees.
     pub env: Vec<(String, String)>,
+    /// Requests this workload failed (trap, timeout, failed instantiation), for heartbeats.
+    pub failures: FailureCount,
+}
+
+/// A shared count of failed requests.
+#[derive(Debug, Clone, Default)]
+pub struct FailureCount(Arc<std::sync::atomic::AtomicU64>);
+
+impl FailureCount {
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for HttpWorkload {
@@ -465,6 +483,9 @@ impl Site {
                 };
                 if let Err(failure) = &result {
                     failure.log(&workload.name);
+                    if !matches!(failure, Failure::PoolFull(_)) {
+                        workload.failures.add();
+                    }
                 }
                 result
             }

@@ -29,6 +29,7 @@ fn hello(runtime: &Runtime, greeting: &str) -> anyhow::Result<Arc<HttpWorkload>>
             ("GREETING".to_owned(), greeting.to_owned()),
             ("LATTICE_HOST_NAME".to_owned(), "test-host".to_owned()),
         ],
+        failures: Default::default(),
     }))
 }
 
@@ -39,6 +40,7 @@ fn workload(runtime: &Runtime, name: &str, bytes: &[u8]) -> anyhow::Result<Arc<H
         name: name.to_owned(),
         pre: prepare_http(runtime, &new_linker(runtime)?, &component)?,
         env: Vec::new(),
+        failures: Default::default(),
     }))
 }
 

@@ -149,3 +149,64 @@ async fn a_rollout_goes_one_host_at_a_time() -> anyhow::Result<()> {
     assert_eq!(status.components.len(), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_version_whose_requests_keep_failing_is_rolled_back() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("h").await?;
+    let good = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let manifest = |version: &str, image: &str, addr: &str, healthy: &str| {
+        hello_manifest("hello", version, image, "Old", addr)
+            .replace("healthy_for: 0s", &format!("healthy_for: {healthy}"))
+    };
+    // v1 takes any port; v1b pins that port, so that every later version serves on it.
+    t.ctl
+        .deploy(&manifest("v1", &good.to_string(), "127.0.0.1:0", "0s"))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("hello").await?)?;
+    t.ctl
+        .deploy(&manifest("v1b", &good.to_string(), &addr, "0s"))
+        .await?;
+    t.wait_status("hello", "v1b deployed", |s| {
+        s.version == "v1b" && s.status == AppState::Deployed
+    })
+    .await?;
+
+    // v2 starts fine but traps on every request. Requests are what reveal it: send them.
+    let trapping = t
+        .push(&t.sign(&lattice_test_guests::trapping(), "trap", "0.1.0"))
+        .await?;
+    // A long health period: only v2's failures can end its rollout early.
+    t.ctl
+        .deploy(&manifest("v2", &trapping.to_string(), &addr, "60s"))
+        .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = tokio::spawn({
+        let (stop, addr) = (stop.clone(), addr.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = http_get(&addr, "/").await;
+            }
+        }
+    });
+    let status = t
+        .wait_status("hello", "the rollback", |s| {
+            s.status == AppState::Failed && s.message.contains("rolled back")
+        })
+        .await?;
+    stop.store(true, Ordering::Relaxed);
+    client.await?;
+    assert!(
+        status.message.contains("requests failed"),
+        "{}",
+        status.message
+    );
+    assert_eq!(status.version, "v1b");
+    t.wait_for("v1b to answer again", || async {
+        Ok(http_get(&addr, "/")
+            .await
+            .is_ok_and(|(code, body)| code == 200 && body == "Old from Lattice (host h)\n"))
+    })
+    .await?;
+    Ok(())
+}

@@ -16,6 +16,9 @@ use lattice_protocol::names::{AppName, HostId};
 use crate::model::{RolloutPolicy, RolloutState};
 use crate::placement::Plan;
 
+/// Failed requests (traps, timeouts) of a new version on one host that stop its rollout.
+pub const FAILURES_TO_ROLL_BACK: u64 = 3;
+
 /// What to do with a rollout now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -73,6 +76,14 @@ pub fn next_step(
                 })
             });
             match reported {
+                Some(r) if r.failures >= FAILURES_TO_ROLL_BACK => {
+                    return Step::RollBack(format!(
+                        "{} on host {}: {} requests failed (the component traps or times out)",
+                        w.component,
+                        crate::status::short(host),
+                        r.failures
+                    ));
+                }
                 Some(r) if r.state == WorkloadState::Failed => {
                     return Step::RollBack(format!(
                         "{} on host {}: {}",
@@ -190,6 +201,7 @@ mod tests {
                     state,
                     message: "boom".into(),
                     endpoint: None,
+                    failures: 0,
                 }],
                 last_refusal: None,
                 stopping: false,
@@ -267,6 +279,20 @@ mod tests {
         let step = next_step(&app, &state(&["a"]), &ONE_BY_ONE, &to, &from, &obs, None);
         assert!(
             matches!(&step, Step::RollBack(r) if r.contains("c on host a: boom")),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn a_version_that_keeps_failing_requests_rolls_back() {
+        let app = AppName::new("app").expect("valid");
+        let (to, from) = (plan("v2", &["a", "b"]), plan("v1", &["a", "b"]));
+        let (host, mut hb) = report("a", "v2", WorkloadState::Running);
+        hb.workloads[0].failures = FAILURES_TO_ROLL_BACK;
+        let obs: BTreeMap<_, _> = [(host, hb)].into_iter().collect();
+        let step = next_step(&app, &state(&["a"]), &ONE_BY_ONE, &to, &from, &obs, None);
+        assert!(
+            matches!(&step, Step::RollBack(r) if r.contains("3 requests failed")),
             "{step:?}"
         );
     }

@@ -254,6 +254,10 @@ pub struct WorkloadStatus {
     /// for port 0: any free port).
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Requests it failed since it started (traps, timeouts): a rollout rolls back a version
+    /// that keeps failing.
+    #[serde(default)]
+    pub failures: u64,
 }
 
 /// The state of a workload on a host.

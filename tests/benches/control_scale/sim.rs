@@ -224,6 +224,7 @@ async fn simulate_host(
                         state: WorkloadState::Running,
                         message: String::new(),
                         endpoint: None,
+                        failures: 0,
                     })
                     .collect();
             }
