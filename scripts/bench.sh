@@ -5,7 +5,10 @@
 #   1. HTTP hello through a `lattice-host` (release) beside `wasmtime serve` on the same
 #      component, with wrk at concurrency 1, 16 and 64, the two servers measured alternately;
 #   2. assignment -> first HTTP 200 with cached compiled code (cargo bench, tests/benches/);
-#   3. lattice-host RSS idle and with hello deployed; binary sizes.
+#   3. lattice-host RSS idle, with hello deployed, and after a restart that serves hello from
+#      the saved assignment and cached compiled code (with the restart -> first 200 time);
+#      binary sizes, release and stripped.
+# Raw server logs and every wrk output are kept in target/bench/logs/.
 #
 # Settings (environment):
 #   BENCH_DURATION=10      seconds measured per point
@@ -69,7 +72,9 @@ cleanup() {
         [ -e "$f" ] || continue
         pid="${f##*_}"
         pid="${pid%.ports}"
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        # Only if that pid is still our nats-server (pids are recycled).
+        if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] &&
+            tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$WORK/up/nats"; then
             kill -TERM "$pid" 2>/dev/null || true
         fi
     done
@@ -102,6 +107,12 @@ stop() {
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    # Forget it, so that cleanup never signals a recycled pid.
+    local kept=() p
+    for p in "${PIDS[@]}"; do
+        [ "$p" = "$pid" ] || kept+=("$p")
+    done
+    PIDS=("${kept[@]}")
 }
 
 # Waits (at most $2 seconds) until `$3...` succeeds.

@@ -213,7 +213,16 @@ fn place_component(
         let is_candidate = |h: &HostView| {
             entry.matches(&h.labels) && (stays || (!h.stopped && h.silent <= tolerance))
         };
-        let candidates: Vec<&HostView> = hosts.iter().filter(|h| is_candidate(h)).collect();
+        let mut candidates: Vec<&HostView> = hosts.iter().filter(|h| is_candidate(h)).collect();
+        if candidates.is_empty() && !stays {
+            // Nowhere else to go: movable work stays with the silent or stopped hosts that
+            // hold it, rather than being taken from them for nothing (a lone gateway that
+            // restarts must find its work still assigned).
+            candidates = hosts
+                .iter()
+                .filter(|h| entry.matches(&h.labels) && running.is_some_and(|r| r.contains(&h.id)))
+                .collect();
+        }
         if candidates.is_empty() {
             if share > 0 || c.scaler.kind == ScalerKind::Daemon {
                 problems.push(format!(
@@ -531,6 +540,20 @@ mod tests {
         assert_eq!(moved.hosts[&other][0].instances, 1);
         // When it returns, the work stays where it went.
         assert_eq!(replan(&[&a], &hosts, &moved), moved);
+    }
+
+    #[test]
+    fn movable_work_stays_when_no_other_host_can_take_it() {
+        let a = app(ScalerKind::Spread, 1, vec![]);
+        let hosts = vec![host(1, "edge")];
+        let first = place(&[&a], &hosts);
+        let mut stopped = hosts.clone();
+        stopped[0].stopped = true;
+        assert_eq!(replan(&[&a], &stopped, &first), first);
+        assert_eq!(
+            replan(&[&a], &[silent(hosts[0].clone(), 3600)], &first),
+            first
+        );
     }
 
     #[test]
