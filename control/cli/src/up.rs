@@ -143,15 +143,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
 
     // The only host is in this process and reports at once: no need to wait for others.
+    // (The key read above is the control plane's: a `KeyPair` is not `Clone`, so pass a copy.)
     let mut control_config = ControlConfig::new(
         lattice.clone(),
-        crate::keys::read(&key_path(&state_dir, "operator"), KeyRole::Operator)?,
-    );
-    control_config.startup_grace = Duration::from_secs(1);
-    // The only host is in this process and reports at once: no need to wait for others.
-    let mut control_config = ControlConfig::new(
-        lattice.clone(),
-        crate::keys::read(&key_path(&state_dir, "operator"), KeyRole::Operator)?,
+        lattice_protocol::keys::KeyPair::from_seed(&operator.seed())?,
     );
     control_config.startup_grace = Duration::from_secs(1);
     let control = tokio::spawn(lattice_control::run(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use lattice_manifest::{Component, ComponentKind, Manifest, NamedConfig};
 use lattice_protocol::assignment::HttpBinding;
+use lattice_protocol::digest::Digest;
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::names::ComponentName;
 
@@ -163,6 +164,10 @@ pub async fn resolve(
     let mut problems = Vec::new();
     let http = http_bindings(manifest, &mut problems);
     let mut components = Vec::new();
+    // Many components share an image: each distinct reference is looked up (and fetched for
+    // its interfaces) once per deploy.
+    let mut digests: BTreeMap<&str, Result<Digest, WireError>> = BTreeMap::new();
+    let mut exports_http: BTreeMap<Digest, Result<bool, WireError>> = BTreeMap::new();
     for c in manifest
         .spec
         .components
@@ -176,7 +181,11 @@ pub async fn resolve(
             ));
             continue;
         };
-        let image = match registry.resolve(&c.properties.image).await {
+        let reference = c.properties.image.as_str();
+        if !digests.contains_key(reference) {
+            digests.insert(reference, registry.resolve(reference).await);
+        }
+        let image = match digests[reference].clone() {
             Ok(d) => d,
             Err(e) => {
                 problems.push(format!("component `{}`: {}", c.name, e.message));
@@ -187,9 +196,16 @@ pub async fn resolve(
             address: address.clone(),
         });
         if binding.is_some() {
-            match registry.interfaces(&image).await {
-                Ok(i) if i.exports_interface(INCOMING_HANDLER) => {}
-                Ok(_) => problems.push(format!(
+            if !exports_http.contains_key(&image) {
+                let exports = registry
+                    .interfaces(&image)
+                    .await
+                    .map(|i| i.exports_interface(INCOMING_HANDLER));
+                exports_http.insert(image.clone(), exports);
+            }
+            match exports_http[&image].clone() {
+                Ok(true) => {}
+                Ok(false) => problems.push(format!(
                     "component `{}` is linked to the HTTP server but its image {} does not export {INCOMING_HANDLER}",
                     c.name, c.properties.image
                 )),
