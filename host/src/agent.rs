@@ -24,16 +24,19 @@ use lattice_protocol::subject::{Buckets, Subject};
 use lattice_protocol::unix_now;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 use wasmtime::component::Linker;
 
 use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
+use crate::caps::calls::{self, Loaded, Router, link_imports};
+use crate::caps::{LatticeLink, WorkloadCtx, messaging};
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
 use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
 use crate::state::HostStore;
-use crate::wasi::{HostState, Limits, new_linker, new_store};
+use crate::wasi::{HostState, Limits, new_linker};
 
 /// What the host reports about itself.
 #[derive(Debug, Default)]
@@ -63,6 +66,8 @@ impl Shared {
 struct Running {
     workload: Workload,
     http: Option<SocketAddr>,
+    /// Its call and subscription servers, stopped when it is dropped.
+    _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
 /// The parts of a host that act on assignments.
@@ -77,6 +82,10 @@ pub(crate) struct Agent {
     pub(crate) artifacts: ArtifactCache,
     pub(crate) http: HttpServer,
     pub(crate) shared: Shared,
+    /// The host's NATS connection as capabilities use it.
+    lattice: LatticeLink,
+    /// Where components run, for calls between them.
+    router: Arc<Router>,
     running: BTreeMap<String, Running>,
     /// The assignment being converged on, kept to retry what failed to start.
     current: Option<Assignment>,
@@ -97,7 +106,16 @@ impl Agent {
         );
         let http = HttpServer::new(runtime.clone());
         let name = config.name.clone().unwrap_or_else(crate::hostname);
+        let lattice = LatticeLink {
+            client: client.clone(),
+            jetstream: jetstream::new(client.clone()),
+            lattice: config.lattice.clone(),
+            host: host.clone(),
+        };
+        let router = Arc::new(Router::new(Some(lattice.clone())));
         Ok(Self {
+            lattice,
+            router,
             config,
             host,
             name,
@@ -196,12 +214,13 @@ impl Agent {
             }
             self.set_status(workload, WorkloadState::Starting, String::new());
             match self.start(workload).await {
-                Ok(http) => {
+                Ok(Started { http, tasks }) => {
                     let previous = self.running.insert(
                         key,
                         Running {
                             workload: workload.clone(),
                             http,
+                            _tasks: tasks,
                         },
                     );
                     if let Some(old) = previous.and_then(|p| p.http).filter(|a| Some(*a) != http) {
@@ -224,6 +243,8 @@ impl Agent {
 
     async fn stop(&mut self, key: &str) {
         if let Some(running) = self.running.remove(key) {
+            self.router
+                .remove(&running.workload.app, &running.workload.component);
             if let Some(addr) = running.http {
                 self.http.unbind(addr).await;
             }
@@ -264,8 +285,9 @@ impl Agent {
         self.shared.changed.notify_one();
     }
 
-    /// Fetch, verify, compile, link and (for HTTP components) bind one workload.
-    async fn start(&self, w: &Workload) -> anyhow::Result<Option<SocketAddr>> {
+    /// Fetch, verify, compile, link, try, and start serving one workload: its calls, its
+    /// subscriptions and (for HTTP components) its address.
+    async fn start(&self, w: &Workload) -> anyhow::Result<Started> {
         let max = self.runtime.config().max_component_bytes;
         let bytes = self.artifacts.get(&w.image, max).await?;
         // Verification comes before any compilation: an untrusted component costs no CPU.
@@ -279,50 +301,101 @@ impl Agent {
                 .await
                 .context("the compiler task failed")??;
         info!(workload = %w.key(), component = %claims.name, ?outcome, "component loaded");
-        let Some(binding) = &w.http else {
-            self.linker
-                .instantiate_pre(&component)
-                .map_err(anyhow::Error::from)
-                .context("linking the component")?;
-            return Ok(None);
+        let addr = match &w.http {
+            None => None,
+            Some(binding) => {
+                let addr: SocketAddr = binding.address.parse().with_context(|| {
+                    format!("HTTP address `{}` is not ip:port", binding.address)
+                })?;
+                // Another workload (of this or another app) already serving the address keeps it.
+                if let Some((other, _)) = self
+                    .running
+                    .iter()
+                    .find(|(k, r)| **k != w.key() && addr.port() != 0 && r.http == Some(addr))
+                {
+                    anyhow::bail!(
+                        "HTTP address {addr} is already served by {other} on this host; give each component its own address"
+                    );
+                }
+                Some(addr)
+            }
         };
-        let addr: SocketAddr = binding
-            .address
-            .parse()
-            .with_context(|| format!("HTTP address `{}` is not ip:port", binding.address))?;
-        // Another workload (of this or another app) already serving the address keeps it.
-        if let Some((other, _)) = self
-            .running
-            .iter()
-            .find(|(k, r)| **k != w.key() && addr.port() != 0 && r.http == Some(addr))
-        {
-            anyhow::bail!(
-                "HTTP address {addr} is already served by {other} on this host; give each component its own address"
-            );
-        }
-        let pre = prepare_http(&self.runtime, &self.linker, &component)?;
+        // The host's linker plus this workload's own imports (component links, and failing
+        // stand-ins for unlinked ones).
+        let mut linker = (*self.linker).clone();
+        link_imports(&mut linker, &self.runtime, &component, &w.links)?;
         let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
         env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
-        // One trial instantiation (microseconds) before taking the address: a component that
-        // traps at start fails here, and the version it would replace keeps serving.
+        let ctx = Arc::new(WorkloadCtx::new(
+            w.app.clone(),
+            w.component.clone(),
+            env,
+            w.config.clone(),
+            w.links.clone(),
+            Some(self.lattice.clone()),
+            Some(self.router.clone()),
+        ));
+        let proxy = match addr {
+            Some(_) => Some(prepare_http(&self.runtime, &linker, &component)?),
+            None => None,
+        };
+        let pre = match &proxy {
+            Some(p) => p.instance_pre().clone(),
+            None => linker
+                .instantiate_pre(&component)
+                .map_err(anyhow::Error::from)
+                .context("linking the component")?,
+        };
         let limits = Limits::from_config(self.runtime.config());
-        let mut store = new_store(&self.runtime, HostState::new(&env, &limits));
-        pre.instantiate_async(&mut store)
+        let loaded = Arc::new(Loaded::new(
+            self.runtime.clone(),
+            pre,
+            ctx.clone(),
+            limits,
+            FailureCount::default(),
+        ));
+        // One trial instantiation (microseconds) before serving anything: a component that
+        // traps at start fails here, and the version it would replace keeps serving.
+        loaded
+            .pre
+            .instantiate_async(&mut loaded.store(None))
             .await
             .map_err(anyhow::Error::from)
             .context("the component traps at start")?;
-        let failures = FailureCount::default();
-        let workload = Arc::new(HttpWorkload {
-            name: w.key(),
-            pre,
-            env,
-            failures: failures.clone(),
-        });
-        let bound = self.http.bind(addr, workload).await?;
-        self.shared.report().failures.insert(w.key(), failures);
-        Ok(Some(bound))
+        let mut tasks = Vec::new();
+        if loaded.serves_calls() {
+            tasks.push(calls::serve(loaded.clone(), &self.lattice).await?);
+        }
+        if !w.subscriptions.is_empty() {
+            tasks.push(messaging::serve(loaded.clone(), &self.lattice, &w.subscriptions).await?);
+        }
+        self.router.insert(loaded.clone());
+        self.shared
+            .report()
+            .failures
+            .insert(w.key(), loaded.failures.clone());
+        let http = match (addr, proxy) {
+            (Some(addr), Some(pre)) => {
+                let workload = Arc::new(HttpWorkload {
+                    name: w.key(),
+                    pre,
+                    ctx,
+                    failures: loaded.failures.clone(),
+                });
+                Some(self.http.bind(addr, workload).await?)
+            }
+            _ => None,
+        };
+        Ok(Started { http, tasks })
     }
+}
+
+/// What [`Agent::start`] started.
+struct Started {
+    http: Option<SocketAddr>,
+    /// Call and subscription servers; dropping them stops them.
+    tasks: Vec<AbortOnDropHandle<()>>,
 }
 
 /// An assignment the watcher accepted, with its signed form to persist.

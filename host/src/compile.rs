@@ -11,6 +11,13 @@
 //! Every component is checked the same way whether or not it is cached (size,
 //! then header), so what the host accepts never depends on the cache.
 //!
+//! Where the compiler runs is the engine's [`Compiler`] setting. In a
+//! long-running host it runs in a short-lived child process
+//! ([`Compiler::Subprocess`], which runs [`compiler_main`]): compiling
+//! in-process leaves ~6 MiB of compiler threads, heap and state behind, and
+//! ~5 MiB of compiler code mapped, for the rest of the host's life. The host
+//! then maps the compiled file from the cache like any cache hit.
+//!
 //! ```no_run
 //! use lattice_host::compile::{CacheOutcome, CodeCache};
 //! use lattice_host::engine::{EngineConfig, Runtime};
@@ -26,14 +33,16 @@
 //! # }
 //! ```
 
-use std::io::Write as _;
+use std::ffi::OsString;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use wasmtime::component::Component;
 
-use crate::engine::Runtime;
+use crate::engine::{self, Runtime};
 
 /// The preamble of every WebAssembly binary.
 const WASM_MAGIC: [u8; 4] = *b"\0asm";
@@ -47,6 +56,33 @@ const CACHE_EXTENSION: &str = "cwasm";
 /// Marks files being written; left-overs from a crash are removed on start.
 const TEMP_MARKER: &str = ".tmp-";
 
+/// Exit status of a compiler process refusing the component itself
+/// (`EX_DATAERR`), as opposed to failing for any other reason.
+const EXIT_INVALID_COMPONENT: u8 = 65;
+
+/// At most this much of a compiler process's standard error goes into an
+/// error message: enough for any error of ours, bounded for a wild one.
+const MAX_CHILD_MESSAGE: usize = 2000;
+
+/// Where components are compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Compiler {
+    /// In the calling process: nothing to set up, for libraries and tests.
+    #[default]
+    InProcess,
+    /// In a child process started for each compile: `program` with `args`,
+    /// followed by the arguments [`compiler_main`] reads. `program` must be
+    /// this same build of the host, since the code it writes must fit this
+    /// engine (the child checks the engine fingerprint and refuses otherwise).
+    Subprocess {
+        /// The executable, e.g. the host's own binary.
+        program: PathBuf,
+        /// Arguments that select its compiler entry point, e.g. a hidden
+        /// subcommand.
+        args: Vec<OsString>,
+    },
+}
+
 /// Which way [`CodeCache::load`] obtained the component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
@@ -57,7 +93,8 @@ pub enum CacheOutcome {
 }
 
 /// Why a component cannot be loaded. Every variant but [`LoadError::Cache`]
-/// is a property of the component itself: retrying will not help.
+/// and [`LoadError::Compiler`] is a property of the component itself:
+/// retrying will not help.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The digest is not `sha256:` followed by 64 lowercase hex digits.
@@ -86,6 +123,11 @@ pub enum LoadError {
     /// The component is malformed or uses features the host does not enable.
     #[error("invalid component: {0:#}")]
     Invalid(anyhow::Error),
+    /// The compiler process could not be run, failed for another reason than
+    /// the component (crashed, killed, could not write), or wrote code this
+    /// engine cannot load.
+    #[error("compiling in a separate process failed: {0}")]
+    Compiler(String),
     /// The cache directory could not be read.
     #[error("code cache at {path}: {source}")]
     Cache {
@@ -163,47 +205,268 @@ impl CodeCache {
         }
 
         let started = std::time::Instant::now();
-        let component = Component::new(runtime.engine(), bytes)
-            .map_err(|err| LoadError::Invalid(err.into()))?;
+        let component = match &runtime.config().compiler {
+            Compiler::InProcess => {
+                let component = Component::new(runtime.engine(), bytes)
+                    .map_err(|err| LoadError::Invalid(err.into()))?;
+                // Failing to save only costs a compile next time: the
+                // component itself is good, so log and carry on.
+                if let Err(err) = self.store(&component, &path) {
+                    tracing::warn!(path = %path.display(), error = %format!("{err:#}"),
+                        "could not save a compiled component");
+                }
+                component
+            }
+            Compiler::Subprocess { program, args } => {
+                compile_in_child(program, args, runtime, bytes, &path)?;
+                deserialize(runtime, &path).map_err(|err| {
+                    // Not worth keeping: the next load would only retry it.
+                    let _ = std::fs::remove_file(&path);
+                    LoadError::Compiler(format!(
+                        "the compiler process wrote code this host cannot load: {err:#}"
+                    ))
+                })?
+            }
+        };
         tracing::info!(
             digest,
             bytes = bytes.len(),
             elapsed_ms = started.elapsed().as_millis(),
+            in_child_process = matches!(runtime.config().compiler, Compiler::Subprocess { .. }),
             "compiled component"
         );
-        // Failing to save only costs a compile next time: the component
-        // itself is good, so log and carry on.
-        if let Err(err) = self.store(&component, &path) {
-            tracing::warn!(path = %path.display(), error = %format!("{err:#}"),
-                "could not save a compiled component");
-        }
         Ok((component, CacheOutcome::Compiled))
     }
 
-    /// Writes the compiled form of `component` to `path` atomically: readers
-    /// see the old file, no file, or the whole new one.
+    /// Writes the compiled form of `component` to `path` atomically.
     fn store(&self, component: &Component, path: &Path) -> anyhow::Result<()> {
         let code = component
             .serialize()
             .map_err(anyhow::Error::from)
             .context("serializing the compiled component")?;
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(format!("{TEMP_MARKER}{}-{n}", std::process::id()));
-        let temp = PathBuf::from(temp);
+        write_atomically(path, &code, n)
+    }
+}
 
-        let written = (|| {
-            let mut file = std::fs::File::create(&temp)?;
-            file.write_all(&code)?;
-            // Durable before the rename, so a crash cannot leave a complete
-            // name over incomplete contents.
-            file.sync_all()?;
-            std::fs::rename(&temp, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
+/// Writes `code` to `path` atomically: readers see the old file, no file, or
+/// the whole new one. `n` makes the temporary name unique within the process.
+fn write_atomically(path: &Path, code: &[u8], n: u64) -> anyhow::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!("{TEMP_MARKER}{}-{n}", std::process::id()));
+    let temp = PathBuf::from(temp);
+
+    let written = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(code)?;
+        // Durable before the rename, so a crash cannot leave a complete
+        // name over incomplete contents.
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs the compiler process on `bytes`, which writes the compiled form to
+/// `out`; returns once it has, or with why it did not.
+fn compile_in_child(
+    program: &Path,
+    args: &[OsString],
+    runtime: &Runtime,
+    bytes: &[u8],
+    out: &Path,
+) -> Result<(), LoadError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .arg("--fingerprint")
+        .arg(runtime.fingerprint())
+        .arg("--max-component-bytes")
+        .arg(runtime.config().max_component_bytes.to_string())
+        .arg("-")
+        .arg(out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| LoadError::Compiler(format!("cannot start {}: {err}", program.display())))?;
+    // Writing all of stdin before reading stderr cannot deadlock: the child
+    // reads its whole input before it writes anything but a short usage
+    // error. A child that exits early closes the pipe; its status says why.
+    if let Some(mut stdin) = child.stdin.take() {
+        match stdin.write_all(bytes) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(err) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LoadError::Compiler(format!(
+                    "sending the component to {}: {err}",
+                    program.display()
+                )));
+            }
         }
-        written.with_context(|| format!("writing {}", path.display()))
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|err| LoadError::Compiler(format!("waiting for {}: {err}", program.display())))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let message = child_message(&output.stderr);
+    if output.status.code() == Some(i32::from(EXIT_INVALID_COMPONENT)) {
+        return Err(LoadError::Invalid(anyhow::anyhow!(message)));
+    }
+    let how = match exit_signal(&output.status) {
+        Some(9) => "was killed (SIGKILL: out of memory, or killed by an operator)".to_owned(),
+        Some(signal) => format!("was killed by signal {signal}"),
+        None => format!("failed ({})", output.status),
+    };
+    Err(LoadError::Compiler(if message.is_empty() {
+        format!("the compiler process {how}")
+    } else {
+        format!("the compiler process {how}: {message}")
+    }))
+}
+
+#[cfg(unix)]
+fn exit_signal(status: &std::process::ExitStatus) -> Option<i32> {
+    std::os::unix::process::ExitStatusExt::signal(status)
+}
+
+#[cfg(not(unix))]
+fn exit_signal(_: &std::process::ExitStatus) -> Option<i32> {
+    None
+}
+
+/// The gist of a child's standard error: trimmed, on one line, bounded.
+fn child_message(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(MAX_CHILD_MESSAGE) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// What a compiler process is asked to do: compile one component for the
+/// engine with `fingerprint` and write the code to `output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CompileJob {
+    fingerprint: String,
+    max_component_bytes: usize,
+    /// The component's file, or `-` for standard input.
+    input: PathBuf,
+    output: PathBuf,
+}
+
+impl CompileJob {
+    /// Reads `--fingerprint HEX --max-component-bytes N INPUT OUTPUT`, as
+    /// [`compile_in_child`] writes them.
+    fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, String> {
+        let mut fingerprint = None;
+        let mut max = None;
+        let mut paths = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.to_str() {
+                Some("--fingerprint") => {
+                    fingerprint = args.next().and_then(|v| v.into_string().ok());
+                }
+                Some("--max-component-bytes") => {
+                    max = args
+                        .next()
+                        .and_then(|v| v.into_string().ok())
+                        .and_then(|v| v.parse::<usize>().ok());
+                }
+                _ => paths.push(PathBuf::from(arg)),
+            }
+        }
+        let usage = "usage: --fingerprint HEX --max-component-bytes N INPUT|- OUTPUT";
+        match (fingerprint, max, <[PathBuf; 2]>::try_from(paths)) {
+            (Some(fingerprint), Some(max_component_bytes), Ok([input, output])) => Ok(Self {
+                fingerprint,
+                max_component_bytes,
+                input,
+                output,
+            }),
+            _ => Err(usage.to_owned()),
+        }
+    }
+
+    fn run(&self) -> Result<(), LoadError> {
+        let bytes = self.read_input()?;
+        check_component(&bytes, self.max_component_bytes)?;
+        let engine = engine::code_engine()
+            .map_err(|err| LoadError::Compiler(format!("creating the engine: {err:#}")))?;
+        let fingerprint = engine::fingerprint(&engine);
+        if fingerprint != self.fingerprint {
+            return Err(LoadError::Compiler(format!(
+                "this compiler makes code for engine {fingerprint}, not for the host's engine \
+                 {}: the compiler must be the same build as the host",
+                self.fingerprint
+            )));
+        }
+        let code = engine
+            .precompile_component(&bytes)
+            .map_err(|err| LoadError::Invalid(err.into()))?;
+        write_atomically(&self.output, &code, 0)
+            .map_err(|err| LoadError::Compiler(format!("{err:#}")))
+    }
+
+    /// The component, read to at most one byte over the limit (enough to
+    /// refuse it without holding more).
+    fn read_input(&self) -> Result<Vec<u8>, LoadError> {
+        let limit = u64::try_from(self.max_component_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let mut bytes = Vec::new();
+        let read = if self.input.as_os_str() == "-" {
+            std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
+        } else {
+            std::fs::File::open(&self.input).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+        };
+        read.map_err(|err| {
+            LoadError::Compiler(format!("reading {}: {err}", self.input.display()))
+        })?;
+        Ok(bytes)
+    }
+}
+
+/// The entry point of a compiler process ([`Compiler::Subprocess`]): give it
+/// the arguments that follow the ones selecting it. It compiles one
+/// component and writes the code atomically, or prints why not on standard
+/// error and exits non-zero (65 when the component itself is at fault).
+pub fn compiler_main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let job = match CompileJob::parse(args) {
+        Ok(job) => job,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match job.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // The host adds its own context to both messages.
+        Err(LoadError::Invalid(err)) => {
+            eprintln!("{err:#}");
+            ExitCode::from(EXIT_INVALID_COMPONENT)
+        }
+        Err(LoadError::Compiler(message)) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+        Err(err @ LoadError::Cache { .. }) => {
+            eprintln!("{err}");
+            ExitCode::FAILURE
+        }
+        // Size and header: the component's own fault.
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::from(EXIT_INVALID_COMPONENT)
+        }
     }
 }
 
@@ -287,6 +550,58 @@ mod tests {
             check_component(&component, 7),
             Err(LoadError::TooLarge { size: 8, max: 7 })
         ));
+    }
+
+    #[test]
+    fn compile_jobs_are_read_back() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        let job = CompileJob::parse(args(&[
+            "--fingerprint",
+            "00ff",
+            "--max-component-bytes",
+            "123",
+            "-",
+            "out.cwasm",
+        ]));
+        assert_eq!(
+            job,
+            Ok(CompileJob {
+                fingerprint: "00ff".to_owned(),
+                max_component_bytes: 123,
+                input: "-".into(),
+                output: "out.cwasm".into(),
+            })
+        );
+        for bad in [
+            &["--fingerprint", "00ff", "-", "out"][..],
+            &[
+                "--fingerprint",
+                "00ff",
+                "--max-component-bytes",
+                "x",
+                "-",
+                "out",
+            ],
+            &["--fingerprint", "00ff", "--max-component-bytes", "1", "-"],
+            &[
+                "--fingerprint",
+                "00ff",
+                "--max-component-bytes",
+                "1",
+                "a",
+                "b",
+                "c",
+            ],
+        ] {
+            assert!(CompileJob::parse(args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn child_messages_are_one_bounded_line() {
+        assert_eq!(child_message(b"  error:\n  bad\tbody\n"), "error: bad body");
+        let long = child_message("é".repeat(3 * MAX_CHILD_MESSAGE).as_bytes());
+        assert_eq!(long.chars().count(), MAX_CHILD_MESSAGE + 1);
     }
 
     #[test]

@@ -33,6 +33,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::compile::Compiler;
+
 /// How often the epoch advances: the granularity of execution deadlines and of
 /// the yields that keep a busy guest from starving its neighbours.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -87,7 +89,7 @@ pub enum PoolSizing {
     },
 }
 
-/// Limits and allocation settings for the host's engine.
+/// Limits, allocation and compilation settings for the host's engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Largest component (in bytes of WebAssembly) the host agrees to compile.
@@ -99,6 +101,10 @@ pub struct EngineConfig {
     pub execution_timeout: Duration,
     /// How instances are allocated.
     pub pool: PoolSizing,
+    /// Where components are compiled for this engine: in-process by
+    /// default; a long-running host compiles in a child process, so the
+    /// compiler's memory is not kept for its lifetime.
+    pub compiler: Compiler,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +114,7 @@ impl Default for EngineConfig {
             memory_limit_bytes: 256 * MIB,
             execution_timeout: Duration::from_secs(60),
             pool: PoolSizing::Auto,
+            compiler: Compiler::InProcess,
         }
     }
 }
@@ -187,7 +194,19 @@ impl Runtime {
     }
 }
 
-/// Settings shared by the pooled and on-demand engines.
+/// An on-demand engine, which produces the same code as every [`Runtime`]
+/// of this build (the pool does not affect code); a compiler process uses
+/// it without a ticker, since it runs nothing.
+pub(crate) fn code_engine() -> anyhow::Result<Engine> {
+    let mut wasm = base_config();
+    wasm.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    Engine::new(&wasm)
+        .map_err(anyhow::Error::from)
+        .context("creating the wasm engine")
+}
+
+/// Settings shared by the pooled, on-demand and compile-only engines: all
+/// that decides what code is generated.
 fn base_config() -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
@@ -230,12 +249,7 @@ fn build_engine(
 }
 
 fn on_demand(reason: String) -> anyhow::Result<(Engine, String)> {
-    let mut wasm = base_config();
-    wasm.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-    let engine = Engine::new(&wasm)
-        .map_err(anyhow::Error::from)
-        .context("creating the wasm engine")?;
-    Ok((engine, format!("on-demand: {reason}")))
+    Ok((code_engine()?, format!("on-demand: {reason}")))
 }
 
 /// How many concurrent instances to pool, or why not to pool at all.
@@ -286,7 +300,7 @@ fn pooling_config(instances: u32, memory_limit: usize) -> PoolingAllocationConfi
 }
 
 /// A short, stable hex hash of the engine's compatibility hash.
-fn fingerprint(engine: &Engine) -> String {
+pub(crate) fn fingerprint(engine: &Engine) -> String {
     // `DefaultHasher::new` is the same in every process of one build of the
     // host, which is all a cache key needs: a new toolchain recompiles at worst.
     let mut hasher = std::hash::DefaultHasher::new();
@@ -387,6 +401,8 @@ mod tests {
         })?;
         assert!(again.pool_description().starts_with("pooling: 8 instances"));
         assert_eq!(runtime.fingerprint(), again.fingerprint());
+        // A compiler process's engine makes code both can load.
+        assert_eq!(fingerprint(&code_engine()?), runtime.fingerprint());
         Ok(())
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
+//! use lattice_host::caps::WorkloadCtx;
 //! use lattice_host::engine::{EngineConfig, Runtime};
 //! use lattice_host::http::{HttpServer, HttpWorkload, prepare_http};
 //! use lattice_host::wasi::new_linker;
@@ -22,7 +23,7 @@
 //! let workload = Arc::new(HttpWorkload {
 //!     name: "shop/frontend".to_owned(),
 //!     pre: prepare_http(&runtime, &linker, &component)?,
-//!     env: vec![("GREETING".to_owned(), "Hello".to_owned())],
+//!     ctx: WorkloadCtx::detached(&[("GREETING".to_owned(), "Hello".to_owned())]),
 //!     failures: Default::default(),
 //! });
 //! let server = HttpServer::new(runtime);
@@ -61,6 +62,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::caps::WorkloadCtx;
 use crate::engine::Runtime;
 use crate::wasi::{HostState, Limits, new_store};
 
@@ -85,8 +87,8 @@ pub struct HttpWorkload {
     pub name: String,
     /// The component, linked and pre-instantiated (see [`prepare_http`]).
     pub pre: ProxyPre<HostState>,
-    /// Environment variables the guest sees.
-    pub env: Vec<(String, String)>,
+    /// The workload's context: environment, config, links.
+    pub ctx: Arc<WorkloadCtx>,
     /// Requests this workload failed (trap, timeout, failed instantiation), for heartbeats.
     pub failures: FailureCount,
 }
@@ -101,7 +103,7 @@ impl FailureCount {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn add(&self) {
+    pub(crate) fn add(&self) {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -109,7 +111,7 @@ impl FailureCount {
 impl std::fmt::Debug for HttpWorkload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Environment values may be secrets: show only the names.
-        let env: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        let env: Vec<&str> = self.ctx.env.iter().map(|(name, _)| name.as_str()).collect();
         f.debug_struct("HttpWorkload")
             .field("name", &self.name)
             .field("env", &env)
@@ -437,7 +439,10 @@ impl Site {
         }
         let request = request.map(|body| LimitedBody::new(body, self.max_request_body));
 
-        let mut store = new_store(&self.runtime, HostState::new(&workload.env, &self.limits));
+        let mut store = new_store(
+            &self.runtime,
+            HostState::for_workload(workload.ctx.clone(), &self.limits),
+        );
         let request = match store
             .data_mut()
             .http()

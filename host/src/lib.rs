@@ -10,6 +10,8 @@
 //!   cached on disk;
 //! - [`wasi`]: the per-invocation [`wasmtime::Store`] data (WASI P2 and
 //!   `wasi:http` contexts, limits) and the linker that provides them;
+//! - [`caps`]: what guests get beyond WASI: logging, config, key-value, messaging and calls to
+//!   other components, as their links say;
 //! - [`http`]: the built-in HTTP server that runs a fresh instance of a
 //!   `wasi:http/incoming-handler` component for every request.
 //!
@@ -40,6 +42,7 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod caps;
 pub mod compile;
 pub mod engine;
 pub mod http;

@@ -11,8 +11,9 @@
 //! - no arguments, no stdin, stdout discarded, stderr to the host's stderr
 //!   (a guest's panic message is the first thing one needs when debugging it);
 //! - no filesystem preopens, no TCP, UDP or name lookups;
-//! - outgoing `wasi:http` requests refused with `HTTP-request-denied` (an
-//!   allow-list comes later).
+//! - outgoing `wasi:http` requests refused with `HTTP-request-denied`, except
+//!   to the hosts a link to the `http-client` capability allows
+//!   (`allowed_hosts`: `host`, `host:port` or `*`, comma-separated).
 //!
 //! ```no_run
 //! use lattice_host::engine::{EngineConfig, Runtime};
@@ -27,15 +28,18 @@
 //! # anyhow::Ok(())
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
+use crate::caps::WorkloadCtx;
+use crate::caps::bindings::Capabilities;
 use crate::engine::{EngineConfig, Runtime};
 
 /// Table elements one instance may have; matches the pooling allocator's
@@ -69,10 +73,13 @@ impl Limits {
 pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     limits: StoreLimits,
-    execution_timeout: Duration,
-    hooks: DenyOutgoing,
+    /// When this invocation must end: host calls (component calls, requests) wait no longer.
+    deadline: Instant,
+    hooks: OutgoingPolicy,
+    /// The workload this store runs: its config, links and capabilities.
+    pub(crate) ctx: Arc<WorkloadCtx>,
 }
 
 impl std::fmt::Debug for HostState {
@@ -86,10 +93,15 @@ impl std::fmt::Debug for HostState {
 
 impl HostState {
     /// State for one invocation of a guest that sees `env` as its
-    /// environment.
+    /// environment and has no links (outside a lattice, e.g. in tests).
     pub fn new(env: &[(String, String)], limits: &Limits) -> Self {
+        Self::for_workload(WorkloadCtx::detached(env), limits)
+    }
+
+    /// State for one invocation of the workload `ctx`.
+    pub fn for_workload(ctx: Arc<WorkloadCtx>, limits: &Limits) -> Self {
         let mut wasi = WasiCtx::builder();
-        wasi.envs(env)
+        wasi.envs(&ctx.env)
             .inherit_stderr()
             .allow_tcp(false)
             .allow_udp(false)
@@ -102,9 +114,17 @@ impl HostState {
                 .memory_size(limits.memory_bytes)
                 .table_elements(limits.table_elements)
                 .build(),
-            execution_timeout: limits.execution_timeout,
-            hooks: DenyOutgoing,
+            deadline: Instant::now() + limits.execution_timeout,
+            hooks: OutgoingPolicy {
+                allowed: allowed_hosts(&ctx),
+            },
+            ctx,
         }
+    }
+
+    /// When this invocation must end.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 }
 
@@ -127,9 +147,38 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// `wasi:http` hooks that refuse every outgoing request.
+/// The built-in capability serving outgoing `wasi:http` in links.
+pub const HTTP_CLIENT: &str = "http-client";
+
+/// The hosts a workload's `http-client` links allow, from both ends' `allowed_hosts`.
+fn allowed_hosts(ctx: &WorkloadCtx) -> Vec<String> {
+    ctx.builtin_links(HTTP_CLIENT, "wasi", "http", "outgoing-handler")
+        .flat_map(|l| {
+            [
+                l.source_config.get("allowed_hosts"),
+                l.target_config.get("allowed_hosts"),
+            ]
+        })
+        .flatten()
+        .flat_map(|list| list.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect()
+}
+
+/// Whether `authority` (`host` or `host:port`, lower case) is allowed by `allowed`.
+fn authority_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
+    allowed
+        .iter()
+        .any(|a| a == "*" || *a == host || port.is_some_and(|p| *a == format!("{host}:{p}")))
+}
+
+/// `wasi:http` hooks that send only to allowed hosts; everything else is
+/// refused with `HTTP-request-denied`.
 #[derive(Debug)]
-struct DenyOutgoing;
+struct OutgoingPolicy {
+    allowed: Vec<String>,
+}
 
 /// What [`WasiHttpHooks::send_request`] returns: the response and a future
 /// reporting errors while its body is read.
@@ -142,16 +191,32 @@ type SendRequestFuture = Box<
         > + Send,
 >;
 
-impl WasiHttpHooks for DenyOutgoing {
+impl WasiHttpHooks for OutgoingPolicy {
     fn send_request(
         &mut self,
         request: hyper::Request<WasiBody>,
-        _options: Option<RequestOptions>,
+        options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendRequestFuture {
-        // The guest gets a WIT error it can handle, not a trap.
-        tracing::debug!(authority = ?request.uri().authority(), "outgoing HTTP request denied");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("https") => Some(443),
+            _ => Some(80),
+        });
+        if !authority_allowed(&self.allowed, &host, port) {
+            // The guest gets a WIT error it can handle, not a trap.
+            tracing::debug!(%host, ?port, "outgoing HTTP request denied");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
     }
 }
 
@@ -161,6 +226,7 @@ pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(runtime.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Capabilities::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 
@@ -172,7 +238,7 @@ pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
 /// timeout has passed the next tick traps it with
 /// [`wasmtime::Trap::Interrupt`].
 pub fn new_store(runtime: &Runtime, state: HostState) -> Store<HostState> {
-    let deadline = Instant::now() + state.execution_timeout;
+    let deadline = state.deadline;
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);
@@ -184,4 +250,20 @@ pub fn new_store(runtime: &Runtime, state: HostState) -> Store<HostState> {
         })
     });
     store
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_host_or_host_and_port() {
+        let allowed = vec!["example.com".to_string(), "127.0.0.1:8080".to_string()];
+        assert!(authority_allowed(&allowed, "example.com", Some(443)));
+        assert!(authority_allowed(&allowed, "127.0.0.1", Some(8080)));
+        assert!(!authority_allowed(&allowed, "127.0.0.1", Some(8081)));
+        assert!(!authority_allowed(&allowed, "evil.example.com", Some(80)));
+        assert!(!authority_allowed(&[], "example.com", Some(80)));
+        assert!(authority_allowed(&["*".to_string()], "anything", None));
+    }
 }

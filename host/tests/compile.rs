@@ -4,7 +4,7 @@
 mod common;
 
 use common::{digest, hello_wasm, small_runtime};
-use lattice_host::compile::{CacheOutcome, CodeCache, LoadError};
+use lattice_host::compile::{CacheOutcome, CodeCache, Compiler, LoadError};
 use lattice_host::engine::{EngineConfig, PoolSizing, Runtime};
 
 #[test]
@@ -125,5 +125,93 @@ fn digests_that_are_not_sha256_are_refused() -> anyhow::Result<()> {
         .err()
         .ok_or_else(|| anyhow::anyhow!("a path-like digest was accepted"))?;
     assert!(matches!(err, LoadError::InvalidDigest(_)), "{err:?}");
+    Ok(())
+}
+
+/// A runtime whose compiler is `/bin/sh -c script`, standing in for a compiler
+/// process that misbehaves in a chosen way.
+fn runtime_compiling_with(script: &str) -> anyhow::Result<Runtime> {
+    Runtime::new(&EngineConfig {
+        pool: PoolSizing::OnDemand,
+        compiler: Compiler::Subprocess {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into(), "compiler".into()],
+        },
+        ..EngineConfig::default()
+    })
+}
+
+/// The smallest component: a header the host lets through to the compiler.
+const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+fn load_error(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<(LoadError, usize)> {
+    let dir = tempfile::tempdir()?;
+    let cache = CodeCache::new(dir.path().into())?;
+    let err = cache
+        .load(runtime, &digest(bytes), bytes)
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("the component was loaded"))?;
+    Ok((err, std::fs::read_dir(dir.path())?.count()))
+}
+
+#[test]
+fn a_compiler_process_refusing_the_component_is_an_invalid_component() -> anyhow::Result<()> {
+    let runtime = runtime_compiling_with("echo 'unknown section 0x7f' >&2; exit 65")?;
+    let (err, files) = load_error(&runtime, EMPTY_COMPONENT)?;
+    assert!(matches!(err, LoadError::Invalid(_)), "{err:?}");
+    assert_eq!(err.to_string(), "invalid component: unknown section 0x7f");
+    assert_eq!(files, 0);
+    Ok(())
+}
+
+#[test]
+fn a_failing_or_killed_compiler_process_is_reported_as_such() -> anyhow::Result<()> {
+    let runtime = runtime_compiling_with("echo 'no space left on device' >&2; exit 1")?;
+    let (err, files) = load_error(&runtime, EMPTY_COMPONENT)?;
+    assert!(matches!(err, LoadError::Compiler(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "compiling in a separate process failed: the compiler process failed \
+         (exit status: 1): no space left on device"
+    );
+    assert_eq!(files, 0);
+
+    let runtime = runtime_compiling_with("kill -9 $$")?;
+    let (err, _) = load_error(&runtime, EMPTY_COMPONENT)?;
+    assert!(matches!(err, LoadError::Compiler(_)), "{err:?}");
+    assert!(err.to_string().contains("was killed (SIGKILL"), "{err}");
+
+    // Exiting without writing the code is no success either.
+    let runtime = runtime_compiling_with("exit 0")?;
+    let (err, _) = load_error(&runtime, EMPTY_COMPONENT)?;
+    assert!(
+        err.to_string()
+            .contains("the compiler process wrote code this host cannot load"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_compiler_that_cannot_start_is_reported() -> anyhow::Result<()> {
+    let runtime = Runtime::new(&EngineConfig {
+        pool: PoolSizing::OnDemand,
+        compiler: Compiler::Subprocess {
+            program: "/nonexistent/lattice-compiler".into(),
+            args: Vec::new(),
+        },
+        ..EngineConfig::default()
+    })?;
+    let (err, _) = load_error(&runtime, EMPTY_COMPONENT)?;
+    assert!(matches!(err, LoadError::Compiler(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("cannot start /nonexistent/lattice-compiler"),
+        "{err}"
+    );
+
+    // What the host refuses by itself never reaches the compiler process.
+    let (err, _) = load_error(&runtime, b"\0asm\x01\0\0\0")?;
+    assert!(matches!(err, LoadError::CoreModule), "{err:?}");
     Ok(())
 }

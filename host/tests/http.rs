@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Client, hello_component, small_runtime, within};
+use lattice_host::caps::WorkloadCtx;
 use lattice_host::engine::{EngineConfig, PoolSizing, Runtime};
 use lattice_host::http::{HttpOptions, HttpServer, HttpWorkload, prepare_http};
 use lattice_host::wasi::new_linker;
@@ -25,10 +26,10 @@ fn hello(runtime: &Runtime, greeting: &str) -> anyhow::Result<Arc<HttpWorkload>>
     Ok(Arc::new(HttpWorkload {
         name: format!("test/{greeting}"),
         pre: prepare_http(runtime, &linker, &component)?,
-        env: vec![
+        ctx: WorkloadCtx::detached(&[
             ("GREETING".to_owned(), greeting.to_owned()),
             ("LATTICE_HOST_NAME".to_owned(), "test-host".to_owned()),
-        ],
+        ]),
         failures: Default::default(),
     }))
 }
@@ -39,7 +40,7 @@ fn workload(runtime: &Runtime, name: &str, bytes: &[u8]) -> anyhow::Result<Arc<H
     Ok(Arc::new(HttpWorkload {
         name: name.to_owned(),
         pre: prepare_http(runtime, &new_linker(runtime)?, &component)?,
-        env: Vec::new(),
+        ctx: WorkloadCtx::detached(&[]),
         failures: Default::default(),
     }))
 }

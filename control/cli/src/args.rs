@@ -1,5 +1,6 @@
 //! Command-line arguments of `lattice` and `lattice-host`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -36,6 +37,26 @@ pub enum Command {
     Host(HostArgs),
     /// Run the control plane.
     Control(ControlArgs),
+    /// Hidden: what a host runs in its own child processes.
+    #[command(flatten)]
+    Internal(Internal),
+}
+
+/// Subcommands a host runs its own binary with, in child processes; hidden from users.
+#[derive(Debug, Subcommand)]
+pub enum Internal {
+    /// Compile one component for this build's engine and write the code atomically.
+    #[command(name = "__compile", hide = true)]
+    Compile(CompileArgs),
+}
+
+/// `__compile`: passed through as they are to `lattice_host::compile::compiler_main`, which
+/// owns both ends of this interface.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The compiler's arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
 }
 
 /// How to reach NATS; every networked command takes these.

@@ -1,12 +1,16 @@
 //! `lattice`: parse the arguments, set up logging, run the command.
 
 use clap::Parser;
-use lattice_cli::args::{Cli, Command, KeysCommand};
+use lattice_cli::args::{Cli, Command, Internal, KeysCommand};
 use lattice_cli::{ctl, keys, push, serve, sign, telemetry, up};
 
 fn main() -> std::process::ExitCode {
     lattice_cli::quiet_library_backtraces();
     let cli = Cli::parse();
+    // A compiler child: no logging setup, no async runtime, nothing but the compile.
+    if let Command::Internal(Internal::Compile(args)) = cli.command {
+        return serve::compile(args);
+    }
     let quiet = matches!(
         cli.command,
         Command::Ctl(_)
@@ -28,6 +32,7 @@ fn main() -> std::process::ExitCode {
             Command::Push(args) => push::push(&args).await,
             Command::Host(args) => serve::host(args).await,
             Command::Control(args) => serve::control(args).await,
+            Command::Internal(Internal::Compile(_)) => unreachable!("handled above"),
         }
     })
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use lattice_control::ControlConfig;
 use lattice_host::HostConfig;
+use lattice_host::compile::Compiler;
 use lattice_protocol::keys::{KeyRole, PublicKey};
 use tokio_util::sync::CancellationToken;
 
@@ -54,10 +55,36 @@ pub fn host_config(
     config.trusted_issuers = keys(&args.trust_issuers, KeyRole::Issuer, "--trust-issuer")?;
     config.trusted_operators = keys(&args.trust_operators, KeyRole::Operator, "--trust-operator")?;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    config.engine.compiler = compiler_in_child();
     if config.trusted_issuers.is_empty() {
         tracing::warn!("no --trust-issuer given: this host will refuse every component");
     }
     Ok(config)
+}
+
+/// Compiling in a child process running this binary's hidden `__compile` subcommand (both
+/// binaries have it), so that a long-running host keeps none of the compiler's memory.
+pub fn compiler_in_child() -> Compiler {
+    // `/proc/self/exe` is this very build even after its file was replaced (an upgrade while
+    // running), whose code would not fit this engine; the path is only the fallback.
+    let program = Some(PathBuf::from("/proc/self/exe"))
+        .filter(|p| p.exists())
+        .or_else(|| std::env::current_exe().ok());
+    match program {
+        Some(program) => Compiler::Subprocess {
+            program,
+            args: vec!["__compile".into()],
+        },
+        None => {
+            tracing::warn!("cannot find this program's executable: compiling in-process");
+            Compiler::InProcess
+        }
+    }
+}
+
+/// Runs the hidden `__compile` subcommand.
+pub fn compile(args: crate::args::CompileArgs) -> std::process::ExitCode {
+    lattice_host::compile::compiler_main(args.args)
 }
 
 /// Runs a host in the foreground.

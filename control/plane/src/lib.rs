@@ -10,7 +10,6 @@
 //! - [`placement`]: pure placement of components on hosts (rendezvous hashing, property tested).
 //! - [`rollout`]: pure rollout decisions: next batch, completion, rollback.
 //! - [`status`]: pure app status from the plan and host heartbeats.
-//! - [`buckets`]: KV bucket creation that every nats-server version accepts.
 //! - [`lease`]: leadership among several control planes, with fencing epochs.
 //! - [`client`]: a typed client of the control-plane API (`lattice ctl`, tests).
 //! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
@@ -40,7 +39,6 @@ use lattice_protocol::keys::KeyPair;
 use lattice_protocol::names::LatticeName;
 use tokio_util::sync::CancellationToken;
 
-pub mod buckets;
 pub mod client;
 pub mod lease;
 pub mod model;
@@ -101,7 +99,13 @@ pub async fn run(
     let config = std::sync::Arc::new(config);
     let js = async_nats::jetstream::new(client.clone());
     let bucket = lattice_protocol::subject::Buckets::new(&config.lattice).control();
-    let leases = buckets::ensure_kv(&js, &bucket, 1, "Lattice control-plane leader lease").await?;
+    let leases = lattice_protocol::jetstream::ensure_kv(
+        &js,
+        &bucket,
+        1,
+        "Lattice control-plane leader lease",
+    )
+    .await?;
     // Unique per process run: a restarted control plane is a new holder.
     let holder = format!("control-{}", uuid::Uuid::new_v4());
     let mut standby_logged = false;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lattice_protocol::assignment::HttpBinding;
+use lattice_protocol::assignment::{HttpBinding, WorkloadLink};
 use lattice_protocol::digest::Digest;
 use lattice_protocol::names::{AppName, ComponentName};
 use serde::{Deserialize, Serialize};
@@ -132,6 +132,12 @@ pub struct ResolvedComponent {
     pub config: BTreeMap<String, String>,
     /// Where the built-in HTTP server serves it.
     pub http: Option<HttpBinding>,
+    /// What serves its linked imports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<WorkloadLink>,
+    /// Subjects delivered to its messaging handler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<String>,
 }
 
 /// How instances of a component are placed.

@@ -292,6 +292,8 @@ pub fn plan(
                         instances,
                         config: c.config.clone(),
                         http: c.http.clone(),
+                        links: c.links.clone(),
+                        subscriptions: c.subscriptions.clone(),
                     });
                 }
             }
@@ -345,6 +347,8 @@ mod tests {
                 },
                 config: BTreeMap::new(),
                 http: None,
+                links: Vec::new(),
+                subscriptions: Vec::new(),
             }],
             rollout: Default::default(),
             wait_for_hosts: false,

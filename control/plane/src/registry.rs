@@ -44,7 +44,7 @@ impl Registry {
     /// Opens the registry of `lattice`, creating its buckets when missing.
     pub async fn open(js: &jetstream::Context, lattice: &LatticeName) -> anyhow::Result<Self> {
         let b = Buckets::new(lattice);
-        let tags = crate::buckets::ensure_kv(
+        let tags = lattice_protocol::jetstream::ensure_kv(
             js,
             &b.tags(),
             5,

@@ -1,132 +1,40 @@
 //! Turning a validated manifest into a [`ResolvedApp`]: tags become digests, capabilities fold
-//! into bindings, and everything that cannot work is refused at deploy time with every reason.
+//! into bindings and links, and everything that cannot work is refused at deploy time with every
+//! reason.
+//!
+//! - `builtin` (private): the built-in capabilities, what each serves, and the checks on their
+//!   links' configuration.
+//! - `links` (private): the pure link rules (`links::wire`): what serves each linked
+//!   import, HTTP bindings, messaging subscriptions, checked against what each artifact imports,
+//!   exports and is allowed by its claims.
+//! - [`resolve`]: the one function with I/O: looks images up in the registry, reads each
+//!   distinct artifact once, and applies the rules.
 
 use std::collections::BTreeMap;
 
 use lattice_manifest::{Component, ComponentKind, Manifest, NamedConfig};
-use lattice_protocol::assignment::HttpBinding;
+use lattice_protocol::claims::read_claims;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::names::ComponentName;
+use lattice_protocol::wit::component_interfaces;
 
 use crate::model::{
     ResolvedApp, ResolvedComponent, RolloutPolicy, ScalerKind, Scaling, SpreadEntry,
 };
 use crate::registry::Registry;
 
+mod builtin;
+mod links;
+
+pub use builtin::{ALLOWED_HOSTS_KEY, BUCKET_KEY, SUBSCRIPTIONS_KEY};
+pub use links::MESSAGING_HANDLER;
+
 /// The address the built-in HTTP server listens on when a link gives none (wasmCloud's default).
 pub const DEFAULT_HTTP_ADDRESS: &str = "0.0.0.0:8000";
 
 /// The interface a component must export to be served over HTTP.
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
-
-/// Capabilities built into every host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Builtin {
-    HttpServer,
-}
-
-fn builtin(image: &str) -> Option<Builtin> {
-    // wasmCloud manifests name their HTTP server provider by its OCI image; the host's built-in
-    // server does the same job, so those manifests deploy unchanged.
-    let wasmcloud = [
-        "ghcr.io/wasmcloud/http-server",
-        "wasmcloud.azurecr.io/httpserver",
-    ];
-    (image == "builtin:http-server" || wasmcloud.iter().any(|p| image.starts_with(p)))
-        .then_some(Builtin::HttpServer)
-}
-
-/// Where the built-in HTTP server serves which component: from the capabilities' link traits.
-fn http_bindings(
-    manifest: &Manifest,
-    problems: &mut Vec<String>,
-) -> BTreeMap<ComponentName, String> {
-    let mut out: BTreeMap<ComponentName, String> = BTreeMap::new();
-    let mut by_address: BTreeMap<String, ComponentName> = BTreeMap::new();
-    for cap in manifest
-        .spec
-        .components
-        .iter()
-        .filter(|c| c.kind == ComponentKind::Capability)
-    {
-        if builtin(&cap.properties.image).is_none() {
-            problems.push(format!(
-                "capability `{}`: image `{}` is not a built-in capability of this Lattice version; use `builtin:http-server`",
-                cap.name, cap.properties.image
-            ));
-            continue;
-        }
-        for link in cap.links() {
-            let target = &link.target.name;
-            if (link.namespace.as_str(), link.package.as_str()) != ("wasi", "http")
-                || link.interfaces.iter().any(|i| i != "incoming-handler")
-            {
-                problems.push(format!(
-                    "capability `{}` links `{}:{}/{}` to `{target}`; the built-in HTTP server serves only wasi:http/incoming-handler",
-                    cap.name,
-                    link.namespace,
-                    link.package,
-                    link.interfaces.join(",")
-                ));
-                continue;
-            }
-            if manifest
-                .component(target.as_str())
-                .is_some_and(|t| t.kind != ComponentKind::Component)
-            {
-                problems.push(format!(
-                    "capability `{}` links to `{target}`, which is not a component",
-                    cap.name
-                ));
-                continue;
-            }
-            let address = NamedConfig::merged(&link.source.config)
-                .get("address")
-                .cloned()
-                .unwrap_or_else(|| DEFAULT_HTTP_ADDRESS.to_string());
-            if address.parse::<std::net::SocketAddr>().is_err() {
-                problems.push(format!(
-                    "capability `{}`: address `{address}` for `{target}` is not `ip:port` (e.g. 127.0.0.1:8080)",
-                    cap.name
-                ));
-                continue;
-            }
-            // Port 0 means "any free port": such bindings never collide.
-            if let Some(other) = by_address
-                .get(&address)
-                .filter(|o| *o != target && !address.ends_with(":0"))
-            {
-                problems.push(format!(
-                    "address {address} is bound to both `{other}` and `{target}`; give each its own address"
-                ));
-                continue;
-            }
-            by_address.insert(address.clone(), target.clone());
-            if let Some(previous) = out.insert(target.clone(), address.clone())
-                && previous != address
-            {
-                problems.push(format!(
-                    "`{target}` is linked to two HTTP addresses ({previous} and {address}); one per component"
-                ));
-            }
-        }
-    }
-    for c in manifest
-        .spec
-        .components
-        .iter()
-        .filter(|c| c.kind == ComponentKind::Component)
-    {
-        if let Some(link) = c.links().next() {
-            problems.push(format!(
-                "component `{}` links `{}:{}` to `{}`: links from components to providers and other components are not supported by this Lattice version",
-                c.name, link.namespace, link.package, link.target.name
-            ));
-        }
-    }
-    out
-}
 
 fn scaling(c: &Component) -> Option<Scaling> {
     let (kind, scaler) = c.scaler()?;
@@ -155,6 +63,23 @@ fn scaling(c: &Component) -> Option<Scaling> {
     })
 }
 
+/// What resolution needs from an artifact: its interfaces and its claims' allow list.
+async fn image_facts(registry: &Registry, digest: &Digest) -> Result<links::ImageFacts, WireError> {
+    let bytes = registry.get(digest).await?;
+    let interfaces = component_interfaces(&bytes)
+        .map_err(|e| WireError::new(ErrorCode::InvalidInput, format!("artifact {digest}: {e}")))?;
+    // An unsigned component declares nothing (hosts refuse it); a bad signature is the host's to
+    // report too: its allow list can only make this check stricter.
+    let allow = read_claims(&bytes)
+        .map(|(claims, _)| claims.allow)
+        .unwrap_or_default();
+    Ok(links::ImageFacts {
+        digest: digest.clone(),
+        interfaces,
+        allow,
+    })
+}
+
 /// Resolves `manifest` as `version`, checking every image against the registry.
 pub async fn resolve(
     manifest: &Manifest,
@@ -162,12 +87,10 @@ pub async fn resolve(
     registry: &Registry,
 ) -> Result<ResolvedApp, WireError> {
     let mut problems = Vec::new();
-    let http = http_bindings(manifest, &mut problems);
-    let mut components = Vec::new();
-    // Many components share an image: each distinct reference is looked up (and fetched for
-    // its interfaces) once per deploy.
+    let mut runnable: Vec<(&Component, Scaling, Digest)> = Vec::new();
+    // Many components share an image: each distinct reference is looked up, and each distinct
+    // artifact fetched for its interfaces, once per deploy.
     let mut digests: BTreeMap<&str, Result<Digest, WireError>> = BTreeMap::new();
-    let mut exports_http: BTreeMap<Digest, Result<bool, WireError>> = BTreeMap::new();
     for c in manifest
         .spec
         .components
@@ -185,41 +108,41 @@ pub async fn resolve(
         if !digests.contains_key(reference) {
             digests.insert(reference, registry.resolve(reference).await);
         }
-        let image = match digests[reference].clone() {
-            Ok(d) => d,
-            Err(e) => {
-                problems.push(format!("component `{}`: {}", c.name, e.message));
-                continue;
-            }
-        };
-        let binding = http.get(&c.name).map(|address| HttpBinding {
-            address: address.clone(),
-        });
-        if binding.is_some() {
-            if !exports_http.contains_key(&image) {
-                let exports = registry
-                    .interfaces(&image)
-                    .await
-                    .map(|i| i.exports_interface(INCOMING_HANDLER));
-                exports_http.insert(image.clone(), exports);
-            }
-            match exports_http[&image].clone() {
-                Ok(true) => {}
-                Ok(false) => problems.push(format!(
-                    "component `{}` is linked to the HTTP server but its image {} does not export {INCOMING_HANDLER}",
-                    c.name, c.properties.image
-                )),
-                Err(e) => problems.push(format!("component `{}`: {}", c.name, e.message)),
-            }
+        match digests[reference].clone() {
+            Ok(image) => runnable.push((c, scaler, image)),
+            Err(e) => problems.push(format!("component `{}`: {}", c.name, e.message)),
         }
-        components.push(ResolvedComponent {
-            name: c.name.clone(),
-            image,
-            scaler,
-            config: NamedConfig::merged(&c.properties.config),
-            http: binding,
-        });
     }
+    let involved = links::involved(manifest);
+    let mut by_digest: BTreeMap<Digest, Result<links::ImageFacts, WireError>> = BTreeMap::new();
+    let mut facts: BTreeMap<ComponentName, links::ImageFacts> = BTreeMap::new();
+    for (c, _, image) in runnable.iter().filter(|(c, ..)| involved.contains(&c.name)) {
+        if !by_digest.contains_key(image) {
+            by_digest.insert(image.clone(), image_facts(registry, image).await);
+        }
+        match &by_digest[image] {
+            Ok(f) => {
+                facts.insert(c.name.clone(), f.clone());
+            }
+            Err(e) => problems.push(format!("component `{}`: {}", c.name, e.message)),
+        }
+    }
+    let mut wiring = links::wire(manifest, &facts, &mut problems);
+    let components = runnable
+        .into_iter()
+        .map(|(c, scaler, image)| {
+            let w = wiring.remove(&c.name).unwrap_or_default();
+            ResolvedComponent {
+                name: c.name.clone(),
+                image,
+                scaler,
+                config: NamedConfig::merged(&c.properties.config),
+                http: w.http,
+                links: w.links,
+                subscriptions: w.subscriptions,
+            }
+        })
+        .collect();
     if !problems.is_empty() {
         let code = if problems.len() == 1 && problems[0].contains("push it first") {
             ErrorCode::NotFound

@@ -166,6 +166,8 @@ mod tests {
             instances: 1,
             config: BTreeMap::new(),
             http: None,
+            links: Vec::new(),
+            subscriptions: Vec::new(),
         }
     }
 

@@ -20,12 +20,12 @@ use tracing::{debug, info, warn};
 mod api;
 
 use crate::ControlConfig;
-use crate::buckets::ensure_kv;
 use crate::model::{RollbackNote, RolloutState, StoredApp};
 use crate::placement::{self, HostView, Plan, Policy};
 use crate::registry::Registry;
 use crate::rollout;
 use crate::status::short;
+use lattice_protocol::jetstream::ensure_kv;
 
 /// At most this many heartbeats are taken in a row before the worker re-plans and looks at
 /// requests again.

@@ -56,6 +56,56 @@ pub struct Workload {
     pub config: BTreeMap<String, String>,
     /// Serve the component's `wasi:http/incoming-handler` on this address.
     pub http: Option<HttpBinding>,
+    /// What serves each of the component's linked imports. An import not named here is not
+    /// linked: a call to it fails at once with a WIT error (or a trap naming the import, when
+    /// its function has no error to return).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<WorkloadLink>,
+    /// NATS subjects whose messages are delivered to the component's
+    /// `wasmcloud:messaging/handler` export (from a messaging capability's link to it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<String>,
+}
+
+/// One link from a workload's imports to what serves them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadLink {
+    /// WIT namespace, e.g. `wasi`.
+    pub namespace: String,
+    /// WIT package, e.g. `keyvalue`.
+    pub package: String,
+    /// WIT interfaces of the package, e.g. `store`, `atomics`.
+    pub interfaces: Vec<String>,
+    /// The link name (`default` when the manifest gives none).
+    pub name: String,
+    /// What serves the interfaces.
+    pub target: LinkTarget,
+    /// Configuration of the source (importing) end.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_config: BTreeMap<String, String>,
+    /// Configuration of the target end, e.g. `bucket` for key-value storage.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_config: BTreeMap<String, String>,
+}
+
+impl WorkloadLink {
+    /// Whether this link serves `namespace:package/interface` (any version).
+    pub fn serves(&self, namespace: &str, package: &str, interface: &str) -> bool {
+        self.namespace == namespace
+            && self.package == package
+            && self.interfaces.iter().any(|i| i == interface)
+    }
+}
+
+/// The serving end of a [`WorkloadLink`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkTarget {
+    /// A capability built into every host, by its built-in name (e.g. `keyvalue-nats`).
+    Builtin(String),
+    /// A component of the same app: called in-process when an instance of it runs on the
+    /// caller's host, otherwise over NATS on [`crate::subject::Subject::Rpc`].
+    Component(ComponentName),
 }
 
 impl Workload {
@@ -234,6 +284,8 @@ mod tests {
                 http: Some(HttpBinding {
                     address: "127.0.0.1:8080".into(),
                 }),
+                links: Vec::new(),
+                subscriptions: Vec::new(),
             }],
         }
     }

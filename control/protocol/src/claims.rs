@@ -63,15 +63,25 @@ pub struct Claims {
 impl Claims {
     /// Whether `import` (a WIT name like `wasi:http/types@0.2.0`) is allowed by these claims.
     pub fn allows(&self, import: &str) -> bool {
-        self.allow.is_empty()
-            || BASE_INTERFACES.iter().any(|p| import.starts_with(p))
-            || self.allow.iter().any(|a| {
-                import == a
-                    || import
-                        .strip_prefix(a.as_str())
-                        .is_some_and(|rest| rest.starts_with(['/', '@']))
-            })
+        allow_list_allows(&self.allow, import)
     }
+}
+
+/// Whether `import` (a WIT name like `wasi:http/types@0.2.0`) is allowed by the claims allow
+/// list `allow`: an empty list allows everything; otherwise [`BASE_INTERFACES`] and every
+/// import equal to an entry or extending it with `/...` or `@...` (`wasi:http` allows
+/// `wasi:http/types@0.2.0`, `wasi:keyvalue/store` allows `wasi:keyvalue/store@0.2.0-draft`).
+/// Hosts refuse a component whose imports this does not allow; the control plane refuses a link
+/// on an interface it does not allow.
+pub fn allow_list_allows(allow: &[String], import: &str) -> bool {
+    allow.is_empty()
+        || BASE_INTERFACES.iter().any(|p| import.starts_with(p))
+        || allow.iter().any(|a| {
+            import == a
+                || import
+                    .strip_prefix(a.as_str())
+                    .is_some_and(|rest| rest.starts_with(['/', '@']))
+        })
 }
 
 #[derive(Debug, Serialize, Deserialize)]

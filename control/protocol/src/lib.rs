@@ -6,9 +6,11 @@
 //! - [`envelope`]: the versioned MessagePack envelope every message travels in.
 //! - [`error`]: typed error codes carried by replies.
 //! - [`messages`]: control-plane API requests, replies and host heartbeats.
+//! - [`rpc`]: component-to-component calls over NATS.
 //! - [`keys`]: ed25519 keys in nkey form with a role prefix.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
+//! - `jetstream` (feature `jetstream`): creating KV buckets every supported nats-server accepts.
 //! - [`digest`]: `sha256:` content addresses. [`wit`]: a component's imports and exports.
 //!
 //! The key decision: the two ends of every exchange use the same types from this crate, encoded
@@ -32,9 +34,12 @@ pub mod claims;
 pub mod digest;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod keys;
 pub mod messages;
 pub mod names;
+pub mod rpc;
 pub mod subject;
 pub mod wit;
 

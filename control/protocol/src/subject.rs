@@ -4,6 +4,7 @@
 //! lattice.<lattice>.ctl.<verb>                  control-plane API (request/reply, queue group)
 //! lattice.<lattice>.evt.heartbeat.<host>        host heartbeats with their inventory
 //! lattice.<lattice>.evt.control                 what the control plane did and saw (`ctl watch`)
+//! lattice.<lattice>.rpc.<app>.<component>       calls to a component's exports (queue group)
 //! ```
 //!
 //! JetStream buckets are named `LATTICE_<lattice>_<purpose>`; lattice names are restricted to
@@ -11,7 +12,7 @@
 
 use std::fmt;
 
-use crate::names::{HostId, LatticeName};
+use crate::names::{AppName, ComponentName, HostId, LatticeName};
 
 const ROOT: &str = "lattice";
 
@@ -100,6 +101,16 @@ pub enum Subject {
         /// The host sending it.
         host: HostId,
     },
+    /// `lattice.<lattice>.rpc.<app>.<component>`: calls to one component of one app, served by
+    /// a queue group of its instances (the subject is also the group's name).
+    Rpc {
+        /// The lattice.
+        lattice: LatticeName,
+        /// The app.
+        app: AppName,
+        /// The called component.
+        component: ComponentName,
+    },
 }
 
 /// A string that is not a Lattice subject.
@@ -128,6 +139,15 @@ impl Subject {
     pub fn events(lattice: &LatticeName) -> Self {
         Subject::Events {
             lattice: lattice.clone(),
+        }
+    }
+
+    /// The subject calls to `app`'s `component` go to.
+    pub fn rpc(lattice: &LatticeName, app: &AppName, component: &ComponentName) -> Self {
+        Subject::Rpc {
+            lattice: lattice.clone(),
+            app: app.clone(),
+            component: component.clone(),
         }
     }
 
@@ -160,6 +180,11 @@ impl Subject {
                 lattice,
                 host: HostId::new(*host).map_err(|_| err())?,
             }),
+            ["rpc", app, component] => Ok(Subject::Rpc {
+                lattice,
+                app: AppName::new(*app).map_err(|_| err())?,
+                component: ComponentName::new(*component).map_err(|_| err())?,
+            }),
             _ => Err(err()),
         }
     }
@@ -173,6 +198,11 @@ impl fmt::Display for Subject {
             Subject::Heartbeat { lattice, host } => {
                 write!(f, "{ROOT}.{lattice}.evt.heartbeat.{host}")
             }
+            Subject::Rpc {
+                lattice,
+                app,
+                component,
+            } => write!(f, "{ROOT}.{lattice}.rpc.{app}.{component}"),
         }
     }
 }
@@ -253,9 +283,10 @@ mod tests {
         // Invariant: every subject we build parses back to itself.
         #[test]
         fn subjects_round_trip(l in name(), h in name(), v in 0usize..CtlVerb::ALL.len()) {
+            let (app, component) = (AppName::new(h.clone()).expect("valid"), ComponentName::new(l.clone()).expect("valid"));
             let lattice = LatticeName::new(l).expect("valid");
             let host = HostId::new(h).expect("valid");
-            for s in [Subject::ctl(&lattice, CtlVerb::ALL[v]), Subject::heartbeat(&lattice, &host), Subject::events(&lattice)] {
+            for s in [Subject::ctl(&lattice, CtlVerb::ALL[v]), Subject::heartbeat(&lattice, &host), Subject::events(&lattice), Subject::rpc(&lattice, &app, &component)] {
                 prop_assert_eq!(Subject::parse(&s.to_string()).expect("parses"), s);
             }
         }

@@ -1,0 +1,560 @@
+//! Links: which built-in capability or component serves each linked import of a component,
+//! which address serves it over HTTP, which subjects are delivered to it; and every reason a
+//! manifest's `link` traits cannot work.
+//!
+//! Pure: [`wire`] takes the manifest and what was read from each component's artifact
+//! ([`ImageFacts`]), so every rule is tested without NATS. [`super::resolve`] fetches the facts
+//! (once per digest) for the components [`involved`] in links.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lattice_manifest::{Component, ComponentKind, Link, Manifest, NamedConfig};
+use lattice_protocol::assignment::{HttpBinding, LinkTarget, WorkloadLink};
+use lattice_protocol::claims::allow_list_allows;
+use lattice_protocol::digest::Digest;
+use lattice_protocol::names::ComponentName;
+use lattice_protocol::wit::Interfaces;
+
+use super::builtin::{
+    ALLOWED_HOSTS_KEY, BUCKET_KEY, Builtin, SUBSCRIPTIONS_KEY, allowed_hosts_problem,
+    bucket_problem, subscriptions,
+};
+use super::{DEFAULT_HTTP_ADDRESS, INCOMING_HANDLER};
+
+/// The interface a component must export to receive messages from `messaging-nats`.
+pub const MESSAGING_HANDLER: &str = "wasmcloud:messaging/handler";
+
+/// What resolution reads from a component's artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// The artifact.
+    pub digest: Digest,
+    /// Its top-level imports and exports.
+    pub interfaces: Interfaces,
+    /// Its signed claims' allow list; empty when it declares none (or is unsigned: hosts refuse
+    /// that anyway).
+    pub allow: Vec<String>,
+}
+
+/// What links give one component.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wiring {
+    /// Where the built-in HTTP server serves it.
+    pub http: Option<HttpBinding>,
+    /// What serves its linked imports, in manifest order.
+    pub links: Vec<WorkloadLink>,
+    /// Subjects delivered to its `wasmcloud:messaging/handler`.
+    pub subscriptions: Vec<String>,
+}
+
+/// The components whose artifacts [`wire`] reads: sources and targets of links.
+pub fn involved(manifest: &Manifest) -> BTreeSet<ComponentName> {
+    let mut out = BTreeSet::new();
+    for c in &manifest.spec.components {
+        for link in c.links() {
+            if c.kind == ComponentKind::Component {
+                out.insert(c.name.clone());
+            }
+            if manifest
+                .component(link.target.name.as_str())
+                .is_some_and(|t| t.kind == ComponentKind::Component)
+            {
+                out.insert(link.target.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Resolves every link of `manifest`. `facts` holds what was read from the artifacts of the
+/// components [`involved`] in links; a component missing from it (its image could not be
+/// resolved or read: a problem already reported) is wired without the checks that need it.
+/// Every problem is added to `problems`.
+pub fn wire(
+    manifest: &Manifest,
+    facts: &BTreeMap<ComponentName, ImageFacts>,
+    problems: &mut Vec<String>,
+) -> BTreeMap<ComponentName, Wiring> {
+    let mut out: BTreeMap<ComponentName, Wiring> = BTreeMap::new();
+    let mut found = Vec::new();
+    capability_links(manifest, facts, &mut out, &mut found);
+    for c in manifest
+        .spec
+        .components
+        .iter()
+        .filter(|c| c.kind == ComponentKind::Component)
+    {
+        let links = component_links(manifest, c, facts, &mut found);
+        if !links.is_empty() {
+            out.entry(c.name.clone()).or_default().links = links;
+        }
+    }
+    // Two links with the same fault (e.g. both naming an interface the image lacks) say the
+    // same thing: once is enough.
+    for p in found {
+        if !problems.contains(&p) {
+            problems.push(p);
+        }
+    }
+    out
+}
+
+/// `namespace:package/interface` for each interface of `link`.
+fn qualified(link: &Link) -> Vec<String> {
+    link.interfaces
+        .iter()
+        .map(|i| format!("{}:{}/{i}", link.namespace, link.package))
+        .collect()
+}
+
+/// A WIT name without its version: `wasi:http/types@0.2.0` -> `wasi:http/types`.
+fn unversioned(name: &str) -> &str {
+    name.split('@').next().unwrap_or(name)
+}
+
+/// The component's image for messages: the reference as written, and the digest when the
+/// reference is a tag.
+fn image_of(c: &Component, facts: &ImageFacts) -> String {
+    let written = &c.properties.image;
+    if *written == facts.digest.to_string() {
+        written.clone()
+    } else {
+        format!("{written} ({})", facts.digest)
+    }
+}
+
+/// Links from capabilities to components: HTTP bindings and messaging subscriptions.
+fn capability_links(
+    manifest: &Manifest,
+    facts: &BTreeMap<ComponentName, ImageFacts>,
+    out: &mut BTreeMap<ComponentName, Wiring>,
+    problems: &mut Vec<String>,
+) {
+    let mut by_address: BTreeMap<String, ComponentName> = BTreeMap::new();
+    // Components linked to a message handler, checked for the export once each.
+    let mut handlers: BTreeSet<ComponentName> = BTreeSet::new();
+    for cap in manifest
+        .spec
+        .components
+        .iter()
+        .filter(|c| c.kind == ComponentKind::Capability)
+    {
+        let Some(builtin) = Builtin::from_image(&cap.properties.image) else {
+            problems.push(format!(
+                "capability `{}`: image `{}` is not a built-in capability of this Lattice version; use one of {} (wasmCloud's images of these providers mean the same); external providers are not supported yet",
+                cap.name,
+                cap.properties.image,
+                Builtin::list()
+            ));
+            continue;
+        };
+        for link in cap.links() {
+            let target = &link.target.name;
+            match builtin {
+                Builtin::HttpServer => {
+                    http_link(manifest, cap, link, &mut by_address, out, problems);
+                }
+                Builtin::MessagingNats => {
+                    if messaging_link(manifest, cap, link, out, problems) {
+                        handlers.insert(target.clone());
+                    }
+                }
+                Builtin::KeyvalueNats | Builtin::HttpClient => problems.push(format!(
+                    "capability `{}` ({}) links `{}` to `{target}`, but it serves components that link to it: put the `link` trait on `{target}`, with target `{}`",
+                    cap.name,
+                    builtin.image(),
+                    qualified(link).join(", "),
+                    cap.name
+                )),
+            }
+        }
+    }
+    for (name, wiring) in out.iter() {
+        let (Some(c), Some(f)) = (manifest.component(name.as_str()), facts.get(name)) else {
+            continue;
+        };
+        if wiring.http.is_some() && !f.interfaces.exports_interface(INCOMING_HANDLER) {
+            problems.push(format!(
+                "component `{name}` is linked to the HTTP server but its image {} does not export {INCOMING_HANDLER}",
+                c.properties.image
+            ));
+        }
+    }
+    for name in &handlers {
+        let (Some(c), Some(f)) = (manifest.component(name.as_str()), facts.get(name)) else {
+            continue;
+        };
+        if !f.interfaces.exports_interface(MESSAGING_HANDLER) {
+            problems.push(format!(
+                "component `{name}` is linked to receive messages but its image {} does not export {MESSAGING_HANDLER}",
+                image_of(c, f)
+            ));
+        }
+    }
+}
+
+/// Whether `link`'s target is a component; reports it when not.
+fn targets_component(
+    manifest: &Manifest,
+    cap: &Component,
+    link: &Link,
+    problems: &mut Vec<String>,
+) -> bool {
+    let target = &link.target.name;
+    if manifest
+        .component(target.as_str())
+        .is_some_and(|t| t.kind != ComponentKind::Component)
+    {
+        problems.push(format!(
+            "capability `{}` links to `{target}`, which is not a component",
+            cap.name
+        ));
+        return false;
+    }
+    true
+}
+
+/// The built-in HTTP server serving `link`'s target on an address.
+fn http_link(
+    manifest: &Manifest,
+    cap: &Component,
+    link: &Link,
+    by_address: &mut BTreeMap<String, ComponentName>,
+    out: &mut BTreeMap<ComponentName, Wiring>,
+    problems: &mut Vec<String>,
+) {
+    let target = &link.target.name;
+    if (link.namespace.as_str(), link.package.as_str()) != ("wasi", "http")
+        || link.interfaces.iter().any(|i| i != "incoming-handler")
+    {
+        problems.push(format!(
+            "capability `{}` links `{}:{}/{}` to `{target}`; the built-in HTTP server serves only wasi:http/incoming-handler",
+            cap.name,
+            link.namespace,
+            link.package,
+            link.interfaces.join(",")
+        ));
+        return;
+    }
+    if !targets_component(manifest, cap, link, problems) {
+        return;
+    }
+    let address = NamedConfig::merged(&link.source.config)
+        .get("address")
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_HTTP_ADDRESS.to_string());
+    if address.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(format!(
+            "capability `{}`: address `{address}` for `{target}` is not `ip:port` (e.g. 127.0.0.1:8080)",
+            cap.name
+        ));
+        return;
+    }
+    // Port 0 means "any free port": such bindings never collide.
+    if let Some(other) = by_address
+        .get(&address)
+        .filter(|o| *o != target && !address.ends_with(":0"))
+    {
+        problems.push(format!(
+            "address {address} is bound to both `{other}` and `{target}`; give each its own address"
+        ));
+        return;
+    }
+    by_address.insert(address.clone(), target.clone());
+    let wiring = out.entry(target.clone()).or_default();
+    match &wiring.http {
+        Some(previous) if previous.address != address => problems.push(format!(
+            "`{target}` is linked to two HTTP addresses ({} and {address}); one per component",
+            previous.address
+        )),
+        _ => wiring.http = Some(HttpBinding { address }),
+    }
+}
+
+/// `messaging-nats` delivering subjects to `link`'s target. Returns whether the link is a
+/// handler link to a component (whose export is then checked).
+fn messaging_link(
+    manifest: &Manifest,
+    cap: &Component,
+    link: &Link,
+    out: &mut BTreeMap<ComponentName, Wiring>,
+    problems: &mut Vec<String>,
+) -> bool {
+    let target = &link.target.name;
+    let wanted = qualified(link);
+    if wanted.iter().any(|w| w != MESSAGING_HANDLER) {
+        problems.push(format!(
+            "capability `{}` ({}) links `{}` to `{target}`; it delivers messages to components only through {MESSAGING_HANDLER} (a component publishes by linking wasmcloud:messaging/consumer to `{}`)",
+            cap.name,
+            Builtin::MessagingNats.image(),
+            wanted.join(", "),
+            cap.name
+        ));
+        return false;
+    }
+    if !targets_component(manifest, cap, link, problems) {
+        return false;
+    }
+    let config = NamedConfig::merged(&link.source.config);
+    let Some(value) = config.get(SUBSCRIPTIONS_KEY) else {
+        let hint = if NamedConfig::merged(&link.target.config).contains_key(SUBSCRIPTIONS_KEY) {
+            format!("`{SUBSCRIPTIONS_KEY}` is in the target config; move it to `source.config`")
+        } else {
+            format!(
+                "set `{SUBSCRIPTIONS_KEY}` in the link's `source.config` (comma-separated NATS subjects, e.g. `orders.>`)"
+            )
+        };
+        problems.push(format!(
+            "capability `{}` links {MESSAGING_HANDLER} to `{target}` without subjects, so nothing would be delivered: {hint}",
+            cap.name
+        ));
+        return true;
+    };
+    match subscriptions(value) {
+        Ok(subjects) if subjects.is_empty() => problems.push(format!(
+            "capability `{}` links {MESSAGING_HANDLER} to `{target}` with an empty `{SUBSCRIPTIONS_KEY}`: give at least one NATS subject",
+            cap.name
+        )),
+        Ok(subjects) => {
+            let have = &mut out.entry(target.clone()).or_default().subscriptions;
+            for s in subjects {
+                if !have.contains(&s) {
+                    have.push(s);
+                }
+            }
+        }
+        Err(problem) => problems.push(format!(
+            "capability `{}` links {MESSAGING_HANDLER} to `{target}`: {problem}",
+            cap.name
+        )),
+    }
+    true
+}
+
+/// The links of component `c`: what serves each linked import.
+fn component_links(
+    manifest: &Manifest,
+    c: &Component,
+    facts: &BTreeMap<ComponentName, ImageFacts>,
+    problems: &mut Vec<String>,
+) -> Vec<WorkloadLink> {
+    let mut links = Vec::new();
+    // (interface, link name) -> the target of the first link serving it.
+    let mut seen: BTreeMap<(String, &str), &ComponentName> = BTreeMap::new();
+    for link in c.links() {
+        let target_name = &link.target.name;
+        let wanted = qualified(link);
+        for w in &wanted {
+            if let Some(first) = seen.insert((w.clone(), link.link_name()), target_name) {
+                let targets = if first == target_name {
+                    format!("both to `{first}`")
+                } else {
+                    format!("to `{first}` and to `{target_name}`")
+                };
+                problems.push(format!(
+                    "component `{}` links {w} under link name `{}` twice, {targets}: remove one, or give one a `name` of its own",
+                    c.name,
+                    link.link_name()
+                ));
+            }
+        }
+        if *target_name == c.name {
+            problems.push(format!(
+                "component `{}` links `{}` to itself: a component cannot serve its own imports; target another component or a capability",
+                c.name,
+                wanted.join(", ")
+            ));
+            continue;
+        }
+        // Link targets exist: the manifest was validated.
+        let Some(target) = manifest.component(target_name.as_str()) else {
+            continue;
+        };
+        let source_config = NamedConfig::merged(&link.source.config);
+        let mut target_config = NamedConfig::merged(&link.target.config);
+        // The interfaces the target serves; only those are checked against the source's image.
+        let mut served: Vec<&String> = Vec::new();
+        let serving = match target.kind {
+            ComponentKind::Capability => {
+                // Not built in: refused with the capability itself.
+                let Some(builtin) = Builtin::from_image(&target.properties.image) else {
+                    continue;
+                };
+                for w in &wanted {
+                    if builtin.serves().contains(&w.as_str()) {
+                        served.push(w);
+                    } else {
+                        problems.push(not_served(c, w, target, builtin));
+                    }
+                }
+                capability_config(
+                    manifest,
+                    c,
+                    target,
+                    builtin,
+                    &source_config,
+                    &mut target_config,
+                    problems,
+                );
+                LinkTarget::Builtin(builtin.name().to_string())
+            }
+            ComponentKind::Component => {
+                served.extend(&wanted);
+                if let Some(tf) = facts.get(target_name) {
+                    for w in wanted
+                        .iter()
+                        .filter(|w| !tf.interfaces.exports_interface(w))
+                    {
+                        problems.push(format!(
+                            "component `{}` links {w} to component `{target_name}`, but the image {} of `{target_name}` does not export it (it exports: {}); link `{}` to a component that exports {w}",
+                            c.name,
+                            image_of(target, tf),
+                            list_or_nothing(&tf.interfaces.exports),
+                            c.name
+                        ));
+                    }
+                }
+                LinkTarget::Component(target_name.clone())
+            }
+        };
+        if let Some(sf) = facts.get(&c.name) {
+            for w in served {
+                source_checks(c, sf, w, target_name, problems);
+            }
+        }
+        links.push(WorkloadLink {
+            namespace: link.namespace.clone(),
+            package: link.package.clone(),
+            interfaces: link.interfaces.clone(),
+            name: link.link_name().to_string(),
+            target: serving,
+            source_config,
+            target_config,
+        });
+    }
+    links
+}
+
+fn list_or_nothing(names: &[String]) -> String {
+    if names.is_empty() {
+        "nothing".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Why capability `target` cannot serve `interface` to `c`.
+fn not_served(c: &Component, interface: &str, target: &Component, builtin: Builtin) -> String {
+    let head = format!(
+        "component `{}` links {interface} to `{}`, but `{}` ({})",
+        c.name,
+        target.name,
+        target.name,
+        builtin.image()
+    );
+    if builtin.serves().is_empty() {
+        format!(
+            "{head} serves nothing to components: the HTTP server calls the component, so put the `link` trait (wasi:http/incoming-handler) on `{}`, with target `{}`",
+            target.name, c.name
+        )
+    } else {
+        format!(
+            "{head} serves only {}; link one of those, or target a capability that serves {interface}",
+            builtin.serves().join(", ")
+        )
+    }
+}
+
+/// The source image of a link must import the interface, and its claims must allow it.
+fn source_checks(
+    c: &Component,
+    facts: &ImageFacts,
+    interface: &str,
+    target: &ComponentName,
+    problems: &mut Vec<String>,
+) {
+    let imports: Vec<&String> = facts
+        .interfaces
+        .imports
+        .iter()
+        .filter(|i| unversioned(i) == interface)
+        .collect();
+    if imports.is_empty() {
+        let package = interface.split('/').next().unwrap_or(interface);
+        let same_package: Vec<String> = facts
+            .interfaces
+            .imports
+            .iter()
+            .filter(|i| i.split('/').next() == Some(package))
+            .cloned()
+            .collect();
+        let imported = if same_package.is_empty() {
+            format!("it imports nothing from {package}")
+        } else {
+            format!("from {package} it imports {}", same_package.join(", "))
+        };
+        problems.push(format!(
+            "component `{}` links {interface} to `{target}`, but its image {} does not import it ({imported}); remove {interface} from the link, or deploy an image that imports it",
+            c.name,
+            image_of(c, facts)
+        ));
+        return;
+    }
+    if let Some(refused) = imports.iter().find(|i| !allow_list_allows(&facts.allow, i)) {
+        problems.push(format!(
+            "component `{}` links {interface} to `{target}`, but its signed claims do not allow {refused} (allowed: {}); sign it again with `lattice sign --allow {interface}`",
+            c.name,
+            facts.allow.join(", ")
+        ));
+    }
+}
+
+/// The configuration checks and defaults of a link from `c` to built-in capability `target`.
+fn capability_config(
+    manifest: &Manifest,
+    c: &Component,
+    target: &Component,
+    builtin: Builtin,
+    source_config: &BTreeMap<String, String>,
+    target_config: &mut BTreeMap<String, String>,
+    problems: &mut Vec<String>,
+) {
+    let head = format!("component `{}` links to `{}`", c.name, target.name);
+    match builtin {
+        Builtin::KeyvalueNats => {
+            if let Some(bucket) = target_config.get(BUCKET_KEY) {
+                if let Some(problem) = bucket_problem(bucket) {
+                    problems.push(format!("{head}: {problem}"));
+                }
+                return;
+            }
+            if source_config.contains_key(BUCKET_KEY) {
+                problems.push(format!(
+                    "{head} with `{BUCKET_KEY}` in the source config; the bucket is the link's target config: move it to `target.config`"
+                ));
+                return;
+            }
+            let app = manifest.metadata.name.to_string();
+            if let Some(problem) = bucket_problem(&app) {
+                problems.push(format!(
+                    "{head} without a `{BUCKET_KEY}`, so the bucket would be the app's name, but {problem}; set `{BUCKET_KEY}` in the link's target config"
+                ));
+            }
+            target_config.insert(BUCKET_KEY.to_string(), app);
+        }
+        Builtin::HttpClient => {
+            for (end, config) in [("source", source_config), ("target", &*target_config)] {
+                if let Some(problem) = config
+                    .get(ALLOWED_HOSTS_KEY)
+                    .and_then(|v| allowed_hosts_problem(v))
+                {
+                    problems.push(format!("{head}: in the {end} config, {problem}"));
+                }
+            }
+        }
+        Builtin::MessagingNats | Builtin::HttpServer => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,61 @@
+//! `greeter`: serves the app's own interface `example:greeter/greet` (`wit/greeter.wit`) to
+//! other components, here `greeter-client`, through a Lattice link.
+//!
+//! It is the callee of the component-to-component tests: `greet` is the plain call, `where`
+//! tells which host served it (the `LATTICE_HOST_ID` the host sets), `fail` returns an error or
+//! traps on request, `echo` returns every WIT value type unchanged, and `notify` logs through
+//! `wasi:logging` without an answer worth waiting for.
+//!
+//! Build with `cargo build --release --target wasm32-wasip2` in `examples/`.
+
+use exports::example::greeter::greet::{Everything, Guest};
+use wasi::logging::logging::{Level, log};
+
+wit_bindgen::generate!({
+    inline: "
+        package example:greeter-component;
+
+        world greeter {
+            import wasi:logging/logging@0.1.0-draft;
+            export example:greeter/greet@0.1.0;
+        }
+    ",
+    path: ["../../wit/deps/logging.wit", "wit/greeter.wit"],
+    // The packages are not in this crate (nor in a crate to map them to): generate them here.
+    generate_all,
+});
+
+export!(Greeter);
+
+/// The `context` of this component's log records.
+const LOG_CONTEXT: &str = "greeter";
+
+struct Greeter;
+
+impl Guest for Greeter {
+    fn greet(name: String) -> String {
+        format!("Hello, {name}!")
+    }
+
+    fn where_() -> String {
+        std::env::var("LATTICE_HOST_ID").unwrap_or_else(|_| "unknown".to_owned())
+    }
+
+    fn fail(how: String) -> Result<String, String> {
+        match how.as_str() {
+            "err" => Err("asked to fail".to_owned()),
+            // A trap in the callee must reach the caller as a failed call.
+            "trap" => panic!("asked to trap"),
+            _ => Ok(format!("not failing ({how})")),
+        }
+    }
+
+    fn echo(v: Everything) -> Everything {
+        v
+    }
+
+    fn notify(msg: String) -> Result<(), String> {
+        log(Level::Info, LOG_CONTEXT, &msg);
+        Ok(())
+    }
+}

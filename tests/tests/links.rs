@@ -1,0 +1,478 @@
+//! Links and capabilities end to end, in-process: a real nats-server, the control plane, hosts,
+//! and real guest components written for the standard interfaces (`examples/kv-counter`,
+//! `greeter`, `greeter-client`, `messaging-echo`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lattice_protocol::digest::Digest;
+use lattice_tests::{TestLattice, endpoint, http_get};
+
+const ANY_PORT: &str = "127.0.0.1:0";
+
+fn wasm(path: &str) -> Vec<u8> {
+    std::fs::read(path).expect("the build script built the example components")
+}
+
+async fn push(t: &TestLattice, path: &str, name: &str) -> anyhow::Result<Digest> {
+    t.push(&t.sign(&wasm(path), name, "0.1.0")).await
+}
+
+/// The HTTP server capability serving `target`.
+fn http_server(target: &str) -> String {
+    format!(
+        r#"
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: {target}
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: {ANY_PORT}
+"#
+    )
+}
+
+fn header(app: &str) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: {app}
+  annotations:
+    version: v1
+spec:
+  rollout:
+    healthy_for: 0s
+  components:"#
+    )
+}
+
+/// kv-counter, linked to NATS KV bucket `bucket` when given.
+fn kv_manifest(app: &str, image: &Digest, bucket: Option<&str>) -> String {
+    let link = bucket.map_or(String::new(), |bucket| {
+        format!(
+            r#"
+        - type: link
+          properties:
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics, batch]
+            target:
+              name: kvnats
+              config:
+                - name: bucket
+                  properties:
+                    bucket: {bucket}"#
+        )
+    });
+    let capability = if bucket.is_some() {
+        "
+    - name: kvnats
+      type: capability
+      properties:
+        image: builtin:keyvalue-nats"
+    } else {
+        ""
+    };
+    format!(
+        r#"{}
+    - name: counter
+      type: component
+      properties:
+        image: {image}
+        config:
+          - name: greeting
+            properties:
+              greeting: Hi
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1{link}{capability}{}"#,
+        header(app),
+        http_server("counter")
+    )
+}
+
+/// An HTTP request with a body: status and body.
+async fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, rest.to_string()))
+}
+
+#[tokio::test]
+async fn keyvalue_config_and_logging_from_a_real_guest() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = push(&t, env!("LATTICE_KV_COUNTER_WASM"), "kv-counter").await?;
+    t.ctl
+        .deploy(&kv_manifest("counter", &image, Some("counts")))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("counter").await?)?;
+
+    // atomics.increment, with the greeting from wasi:config.
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hi hits: 1\n".into()));
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hi hits: 2\n".into()));
+    assert_eq!(
+        http_get(&addr, "/apples").await?,
+        (200, "Hi apples: 1\n".into())
+    );
+
+    // The values are in the NATS KV bucket the link names, readable by anyone with NATS.
+    let js = async_nats::jetstream::new(t.client.clone());
+    let kv = js.get_key_value("counts").await?;
+    assert_eq!(kv.get("hits").await?.as_deref(), Some(&b"2"[..]));
+
+    // store: set, get, delete; list-keys; batch.
+    assert_eq!(http(&addr, "PUT", "/_kv/color", "blue").await?.0, 200);
+    assert_eq!(http_get(&addr, "/_kv/color").await?, (200, "blue".into()));
+    assert_eq!(kv.get("color").await?.as_deref(), Some(&b"blue"[..]));
+    let (code, keys) = http_get(&addr, "/_keys").await?;
+    assert_eq!(code, 200);
+    let keys: BTreeSet<&str> = keys.lines().collect();
+    assert_eq!(keys, BTreeSet::from(["apples", "color", "hits"]));
+    assert_eq!(http(&addr, "POST", "/_batch", "a=1\nb=2").await?.0, 200);
+    let (code, batch) = http_get(&addr, "/_batch?keys=a,b,missing").await?;
+    assert_eq!(code, 200, "{batch}");
+    assert!(batch.contains("a=1") && batch.contains("b=2"), "{batch}");
+    assert_eq!(http(&addr, "DELETE", "/_kv/color", "").await?.0, 200);
+    assert_eq!(http_get(&addr, "/_kv/color").await?.0, 404);
+    assert_eq!(kv.get("color").await?, None);
+
+    // An identifier the link does not name is no store at all.
+    let (code, body) = http_get(&addr, "/_open/elsewhere").await?;
+    assert_eq!(code, 500);
+    assert!(body.contains("NoSuchStore"), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unlinked_capability_fails_at_once_with_a_wit_error() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = push(&t, env!("LATTICE_KV_COUNTER_WASM"), "kv-counter").await?;
+    t.ctl.deploy(&kv_manifest("counter", &image, None)).await?;
+    let addr = endpoint(&t.wait_deployed("counter").await?)?;
+    let started = std::time::Instant::now();
+    let (code, body) = http_get(&addr, "/").await?;
+    assert_eq!(code, 500);
+    assert!(body.contains("not linked"), "{body}");
+    // "At once": far below any timeout a hang would run into.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
+}
+
+/// greeter-client (HTTP) linked to greeter, each placed on hosts labelled `role`.
+fn greeter_manifest(
+    client: &Digest,
+    greeter: &Digest,
+    greeters: u32,
+    client_role: &str,
+    greeter_role: &str,
+    linked: bool,
+) -> String {
+    let link = if linked {
+        "
+        - type: link
+          properties:
+            namespace: example
+            package: greeter
+            interfaces: [greet]
+            target:
+              name: greeter"
+    } else {
+        ""
+    };
+    format!(
+        r#"{}
+    - name: greeter
+      type: component
+      properties:
+        image: {greeter}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: {greeters}
+            spread:
+              - name: cloud
+                requirements:
+                  role: {greeter_role}
+    - name: client
+      type: component
+      properties:
+        image: {client}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+            spread:
+              - name: edge
+                requirements:
+                  role: {client_role}{link}{}"#,
+        header("greeter"),
+        http_server("client")
+    )
+}
+
+async fn host_with_role(
+    t: &TestLattice,
+    name: &str,
+    role: &str,
+) -> anyhow::Result<lattice_tests::TestHost> {
+    let mut config = t.host_config(name);
+    config.labels.insert("role".into(), role.into());
+    let host = t.start_host(config).await?;
+    t.wait_for(&format!("host {name} to report"), || async {
+        Ok(t.ctl.hosts().await?.iter().any(|h| h.name == name))
+    })
+    .await?;
+    Ok(host)
+}
+
+#[tokio::test]
+async fn components_call_each_other_across_hosts_with_load_spread() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _edge = host_with_role(&t, "edge-1", "edge").await?;
+    let _cloud1 = host_with_role(&t, "cloud-1", "cloud").await?;
+    let _cloud2 = host_with_role(&t, "cloud-2", "cloud").await?;
+    let greeter = push(&t, env!("LATTICE_GREETER_WASM"), "greeter").await?;
+    let client = push(&t, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    t.ctl
+        .deploy(&greeter_manifest(
+            &client, &greeter, 2, "edge", "cloud", true,
+        ))
+        .await?;
+    let status = t.wait_deployed("greeter").await?;
+    let addr = endpoint(&status)?;
+    let cloud_hosts: BTreeSet<String> = status
+        .components
+        .iter()
+        .filter(|c| c.name.as_str() == "greeter")
+        .filter_map(|c| c.host.as_ref().map(ToString::to_string))
+        .collect();
+    assert_eq!(cloud_hosts.len(), 2, "{status:?}");
+
+    assert_eq!(
+        http_get(&addr, "/greet?name=Ada").await?,
+        (200, "Hello, Ada!".into())
+    );
+    // Every WIT value type crosses the wire and comes back equal.
+    let (code, body) = http_get(&addr, "/echo").await?;
+    assert_eq!((code, body.as_str()), (200, "same"), "{body}");
+    // The target's own error is an ordinary result; a trap in the target is a trap error.
+    let (code, body) = http_get(&addr, "/fail/err").await?;
+    assert_eq!((code, body.as_str()), (500, "err: asked to fail"));
+    let (code, body) = http_get(&addr, "/fail/trap").await?;
+    assert_eq!(code, 500);
+    assert!(body.starts_with("err: trap:"), "{body}");
+    // The caller still works after the target trapped.
+    assert_eq!(http_get(&addr, "/fail/no").await?.0, 200);
+
+    // Calls are spread over both hosts running greeter.
+    let mut served = BTreeSet::new();
+    for _ in 0..40 {
+        let (code, host) = http_get(&addr, "/where").await?;
+        assert_eq!(code, 200);
+        served.insert(host);
+        if served.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(served, cloud_hosts, "calls went only to {served:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_stay_in_process_when_the_target_runs_on_the_same_host() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _both = host_with_role(&t, "gateway", "gateway").await?;
+    let greeter = push(&t, env!("LATTICE_GREETER_WASM"), "greeter").await?;
+    let client = push(&t, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    t.ctl
+        .deploy(&greeter_manifest(
+            &client, &greeter, 1, "gateway", "gateway", true,
+        ))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("greeter").await?)?;
+    // Watch the call subjects: a same-host call must not appear there.
+    let mut rpc = t.client.subscribe("lattice.test.rpc.>").await?;
+    t.client.flush().await?;
+    assert_eq!(
+        http_get(&addr, "/greet?name=Bob").await?,
+        (200, "Hello, Bob!".into())
+    );
+    assert_eq!(http_get(&addr, "/echo").await?, (200, "same".into()));
+    let over_nats = tokio::time::timeout(Duration::from_millis(500), rpc.next()).await;
+    assert!(over_nats.is_err(), "a same-host call went over NATS");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unlinked_component_import_fails_as_not_linked() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = host_with_role(&t, "gateway", "gateway").await?;
+    let greeter = push(&t, env!("LATTICE_GREETER_WASM"), "greeter").await?;
+    let client = push(&t, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    t.ctl
+        .deploy(&greeter_manifest(
+            &client, &greeter, 1, "gateway", "gateway", false,
+        ))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("greeter").await?)?;
+    // A function with a string error gets it; one without traps the caller: both at once.
+    let (code, body) = http_get(&addr, "/fail/err").await?;
+    assert_eq!(code, 500);
+    assert!(body.starts_with("err: not-linked:"), "{body}");
+    assert_eq!(http_get(&addr, "/greet?name=Ada").await?.0, 500);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_to_a_component_running_nowhere_is_no_instance() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = host_with_role(&t, "edge-1", "edge").await?;
+    let greeter = push(&t, env!("LATTICE_GREETER_WASM"), "greeter").await?;
+    let client = push(&t, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    // No host has role=cloud: greeter runs nowhere, the client runs.
+    t.ctl
+        .deploy(&greeter_manifest(
+            &client, &greeter, 1, "edge", "cloud", true,
+        ))
+        .await?;
+    let status = t
+        .wait_status("greeter", "the client running", |s| {
+            s.components.iter().any(|c| c.endpoint.is_some())
+        })
+        .await?;
+    let addr = endpoint(&status)?;
+    let (code, body) = http_get(&addr, "/fail/err").await?;
+    assert_eq!(code, 500);
+    assert!(body.starts_with("err: no-instance:"), "{body}");
+    Ok(())
+}
+
+fn echo_manifest(image: &Digest, subject: &str) -> String {
+    format!(
+        r#"{}
+    - name: echo
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+            target:
+              name: nats
+    - name: nats
+      type: capability
+      properties:
+        image: builtin:messaging-nats
+      traits:
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            target:
+              name: echo
+            source:
+              config:
+                - name: subscriptions
+                  properties:
+                    subscriptions: {subject}
+"#,
+        header("echo")
+    )
+}
+
+#[tokio::test]
+async fn messages_reach_the_handler_and_it_publishes_and_requests() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = push(&t, env!("LATTICE_MESSAGING_ECHO_WASM"), "messaging-echo").await?;
+    t.ctl.deploy(&echo_manifest(&image, "demo.in")).await?;
+    t.wait_deployed("echo").await?;
+    let client = t.client.clone();
+
+    // A request: the handler publishes its answer to the reply subject.
+    let reply = t
+        .wait_until("the handler to answer", || {
+            let client = client.clone();
+            async move {
+                Ok(tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.request("demo.in", "hello".into()),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok))
+            }
+        })
+        .await?;
+    assert_eq!(&reply.payload[..], b"HELLO");
+
+    // A plain message: the answer goes to `<subject>.echo`.
+    let mut echoes = client.subscribe("demo.in.echo").await?;
+    client.flush().await?;
+    client.publish("demo.in", "quiet".into()).await?;
+    let echo = tokio::time::timeout(Duration::from_secs(10), echoes.next())
+        .await?
+        .expect("an echo");
+    assert_eq!(&echo.payload[..], b"QUIET");
+
+    // The guest's own request (consumer.request) to a responder this test runs.
+    let mut pings = client.subscribe("demo.pong").await?;
+    client.flush().await?;
+    let responder = client.clone();
+    tokio::spawn(async move {
+        if let Some(m) = pings.next().await
+            && let Some(reply) = m.reply
+        {
+            let _ = responder.publish(reply, "pong".into()).await;
+        }
+    });
+    client
+        .publish("demo.in", "request:demo.pong".into())
+        .await?;
+    let echo = tokio::time::timeout(Duration::from_secs(10), echoes.next())
+        .await?
+        .expect("an echo");
+    assert_eq!(&echo.payload[..], b"pong");
+    Ok(())
+}
