@@ -476,3 +476,97 @@ async fn messages_reach_the_handler_and_it_publishes_and_requests() -> anyhow::R
     assert_eq!(&echo.payload[..], b"pong");
     Ok(())
 }
+
+/// http-fetch, linked to the http-client capability allowing `allowed` when given.
+fn fetch_manifest(image: &Digest, allowed: Option<&str>) -> String {
+    let link = allowed.map_or(String::new(), |allowed| {
+        format!(
+            r#"
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [outgoing-handler]
+            target:
+              name: httpclient
+              config:
+                - name: allow
+                  properties:
+                    allowed_hosts: "{allowed}"
+    - name: httpclient
+      type: capability
+      properties:
+        image: builtin:http-client"#
+        )
+    });
+    format!(
+        r#"{}
+    - name: fetch
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1{link}{}"#,
+        header("fetch"),
+        http_server("fetch")
+    )
+}
+
+/// A one-route HTTP server answering `pong` on an ephemeral port.
+async fn pong_server() -> anyhow::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong",
+                    )
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn outgoing_http_goes_only_where_the_link_allows() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = push(&t, env!("LATTICE_HTTP_FETCH_WASM"), "http-fetch").await?;
+    let allowed = pong_server().await?;
+    let other = pong_server().await?;
+
+    t.ctl
+        .deploy(&fetch_manifest(&image, Some(&allowed.to_string())))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("fetch").await?)?;
+    assert_eq!(
+        http_get(&addr, &format!("/?url=http://{allowed}/ping")).await?,
+        (200, "200 pong".into())
+    );
+    let (code, body) = http_get(&addr, &format!("/?url=http://{other}/ping")).await?;
+    assert_eq!(code, 502);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+
+    // Without a link nothing goes out.
+    t.ctl
+        .deploy(&fetch_manifest(&image, None).replace("version: v1", "version: v2"))
+        .await?;
+    let status = t
+        .wait_status("fetch", "v2 deployed", |s| {
+            s.version == "v2" && s.status == lattice_protocol::messages::AppState::Deployed
+        })
+        .await?;
+    let addr = endpoint(&status)?;
+    let (code, body) = http_get(&addr, &format!("/?url=http://{allowed}/ping")).await?;
+    assert_eq!(code, 502);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    Ok(())
+}
