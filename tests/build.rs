@@ -114,6 +114,10 @@ fn watch(examples: &Path, members: &[String]) {
     for file in ["Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", examples.join(file).display());
     }
+    // The components' bindings are generated from the repository's WIT.
+    if let Some(repo) = examples.parent() {
+        println!("cargo:rerun-if-changed={}", repo.join("wit").display());
+    }
     let Ok(entries) = std::fs::read_dir(examples) else {
         return;
     };
