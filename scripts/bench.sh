@@ -2,12 +2,13 @@
 # `make bench`: the foundation benchmarks, printed as a table and written raw to
 # target/bench/results.txt. Figures are measured and reported, never asserted.
 #
-#   1. HTTP hello through a `lattice-host` (release) beside `wasmtime serve` on the same
+#   1. HTTP hello through a `lattice-host` (built with the `edge` profile, as for gateways)
+#      beside `wasmtime serve` on the same
 #      component, with wrk at concurrency 1, 16 and 64, the two servers measured alternately;
 #   2. assignment -> first HTTP 200 with cached compiled code (cargo bench, tests/benches/);
 #   3. lattice-host RSS idle, with hello deployed, and after a restart that serves hello from
 #      the saved assignment and cached compiled code (with the restart -> first 200 time);
-#      binary sizes, release and stripped.
+#      binary sizes (release, stripped, edge).
 # Raw server logs and every wrk output are kept in target/bench/logs/.
 #
 # Settings (environment):
@@ -20,6 +21,8 @@
 #                          over passes, and the median of the per-pass ratios
 #   BENCH_ROUNDS=20        rounds of the assignment benchmark (cached case)
 #   BENCH_SKIP_BUILD=1     use the binaries already built
+#   BENCH_HOST_PROFILE=edge  the cargo profile of the measured lattice-host (`release` to
+#                          compare; the `lattice` CLI driving the benchmark is always release)
 #   WASMTIME=/path         the wasmtime CLI (default: PATH, then ~/.cargo/bin/wasmtime);
 #                          without it the peer column is skipped
 #                          (install: cargo install wasmtime-cli@48.0.8 --locked)
@@ -37,8 +40,9 @@ ROUNDS="${BENCH_ROUNDS:-20}"
 
 OUT_DIR="$REPO_ROOT/target/bench"
 RESULTS="$OUT_DIR/results.txt"
+HOST_PROFILE="${BENCH_HOST_PROFILE:-edge}"
 LATTICE="$REPO_ROOT/target/release/lattice"
-LATTICE_HOST="$REPO_ROOT/target/release/lattice-host"
+LATTICE_HOST="$REPO_ROOT/target/$HOST_PROFILE/lattice-host"
 HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/hello.wasm"
 
 say() { printf '\n==> %s\n' "$*" >&2; }
@@ -177,6 +181,10 @@ mkdir -p "$OUT_DIR"
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     say "Building release binaries (cargo build --release -p lattice-cli)"
     cargo build --release -p lattice-cli
+    if [ "$HOST_PROFILE" != release ]; then
+        say "Building the measured host (cargo build --profile $HOST_PROFILE -p lattice-cli --bin lattice-host)"
+        cargo build --profile "$HOST_PROFILE" -p lattice-cli --bin lattice-host
+    fi
     say "Building the hello component"
     cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -p hello
     say "Building the assignment benchmark"
@@ -205,7 +213,7 @@ record "machine cpu=\"$CPU_MODEL\" cores=$(nproc) mem_gib=$MEM_GB kernel=$(uname
 record "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (dirty tree)')"
 NATS_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
 record "versions rustc=\"$(rustc --version)\" wrk=\"$(wrk -v 2>&1 | head -n 1 | awk '{print $2}')\" nats-server=\"$("$NATS_BIN" --version 2>&1 | head -n 1)\" wasmtime=\"$([ -n "$WASMTIME" ] && "$WASMTIME" --version)\""
-record "binaries lattice-host built $(date -u -r "$LATTICE_HOST" +%Y-%m-%dT%H:%M:%SZ)$([ "${BENCH_SKIP_BUILD:-0}" = 1 ] && echo ' (BENCH_SKIP_BUILD=1: not rebuilt for this run)')"
+record "binaries lattice-host profile=$HOST_PROFILE built $(date -u -r "$LATTICE_HOST" +%Y-%m-%dT%H:%M:%SZ)$([ "${BENCH_SKIP_BUILD:-0}" = 1 ] && echo ' (BENCH_SKIP_BUILD=1: not rebuilt for this run)')"
 record "environment RUST_BACKTRACE=unset RUST_LIB_BACKTRACE=0 RUST_LOG=unset"
 record "load wrk -t $THREADS -c <c> -d ${DURATION}s --latency, after -d ${WARMUP}s warm-up; loopback; $REPEATS passes, servers alternated"
 record "load_before $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -299,7 +307,7 @@ fi
 LATTICE_URL="http://$L_ADDR/"
 wait_until "Lattice to answer on $LATTICE_URL" 30 http_ok "$LATTICE_URL"
 sleep 2
-record "rss_deployed_before_load_kb $(rss_detail "$HOST_PID") (hello deployed, one request served)"
+record "rss_deployed_before_load_kb $(rss_detail "$HOST_PID") (hello deployed and compiled by the host's compiler process, one request served)"
 record "lattice_url $LATTICE_URL body=\"$(curl -s "$LATTICE_URL" | tr -d '\n')\""
 
 # --- wasmtime serve, same component, same environment for the guest ------------------------
@@ -386,7 +394,7 @@ if [ -n "$W_PID" ]; then
 fi
 
 # The same host restarted: it serves hello from its saved assignment and its cached compiled
-# code, so the compiler never runs in this process (the steady state of a rebooted gateway).
+# code, so it starts no compiler process (the steady state of a rebooted gateway).
 say "Restarting the lattice-host (saved assignment, cached compiled code)"
 stop "$HOST_PID"
 wait_until "the port to close" 30 sh -c "! curl -s -o /dev/null --max-time 1 '$LATTICE_URL'"
@@ -426,9 +434,13 @@ stop "$UP_PID"
 # --- Binary sizes ----------------------------------------------------------------------------
 for bin in lattice-host lattice; do
     path="$REPO_ROOT/target/release/$bin"
+    [ -f "$path" ] || continue
     strip -o "$WORK/$bin.stripped" "$path"
     record "binary $bin release_bytes=$(stat -c %s "$path") stripped_bytes=$(stat -c %s "$WORK/$bin.stripped")"
 done
+if [ "$HOST_PROFILE" != release ]; then
+    record "binary lattice-host ${HOST_PROFILE}_bytes=$(stat -c %s "$LATTICE_HOST")"
+fi
 record "component hello.wasm bytes=$(stat -c %s "$HELLO")"
 
 # --- Assignment -> first 200 -------------------------------------------------------------------
@@ -438,7 +450,7 @@ grep '^RESULT ' "$WORK/assign.txt" | sed 's/^RESULT //' >>"$RESULTS"
 record "load_after_all $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- Table ---------------------------------------------------------------------------------
-awk '
+awk -v profile="$HOST_PROFILE" '
 function kv(field,    i, a) { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == field) return a[2] } return "" }
 # median of the space-separated numbers in s
 function median(s,    v, n, i, j, x) {
@@ -462,10 +474,10 @@ $1 == "rss_peak_kb" { peak = $2 }
 $1 == "rss_restarted_kb" { rs = $2 }
 $1 == "rss_restarted_after_load_kb" { rsl = $2 }
 $1 == "restart_to_first_200_ms" { restart = $2 }
-$1 == "binary" { bins[$2] = $0 }
+$1 == "binary" { bins[++nbins] = $0 }
 $1 ~ /^assign_to_first_200/ { assign[$1] = $0 }
 END {
-    printf "\nHTTP hello, median of %d passes (Lattice = lattice-host release, peer = wasmtime serve)\n", np
+    printf "\nHTTP hello, median of %d passes (Lattice = lattice-host, %s profile; peer = wasmtime serve)\n", np, profile
     printf "%4s | %12s %8s %8s %7s | %12s %8s %8s %7s | %s\n", "c", "Lattice r/s", "p50 us", "p99 us", "CPU/req", "wasmtime r/s", "p50 us", "p99 us", "CPU/req", "ratio r/s (per pass)"
     for (i = 1; i <= nc; i++) {
         c = order[i]; l = "lattice" SUBSEP c; w = "wasmtime" SUBSEP c
@@ -478,9 +490,9 @@ END {
             median(rps[l]), median(p50[l]), median(p99[l]), median(cpu[l]),
             median(rps[w]), median(p50[w]), median(p99[w]), median(cpu[w]), ratio
     }
-    printf "\nlattice-host RSS (MiB): idle %.1f; hello deployed (compiled in this process) %.1f before load, %.1f after load, peak %.1f\n", idle / 1024, before / 1024, after / 1024, peak / 1024
+    printf "\nlattice-host RSS (MiB): idle %.1f; hello deployed (compiled by its compiler process) %.1f before load, %.1f after load, peak %.1f\n", idle / 1024, before / 1024, after / 1024, peak / 1024
     printf "lattice-host restarted (cached code): first 200 %s ms after the process started; RSS %.1f MiB, %.1f MiB after load\n", restart, rs / 1024, rsl / 1024
-    for (b in bins) print bins[b]
+    for (b = 1; b <= nbins; b++) print bins[b]
     for (a in assign) print assign[a]
 }' "$RESULTS" | tee "$OUT_DIR/table.txt"
 printf '\nRaw results: %s\n' "$RESULTS"

@@ -2,6 +2,8 @@
 # Installs what building and testing Lattice needs and is missing, on Debian/Ubuntu:
 #   - the Rust target wasm32-wasip2 (example components, test fixtures);
 #   - nats-server (tests, `lattice up`, the demo), from the distribution's packages;
+#   - redis-server (the keyvalue-redis provider's tests), likewise;
+#   - mosquitto (the mqtt provider's tests), likewise;
 #   - curl (the demo);
 #   - a C compiler (build-essential), which crates such as ring need.
 # Idempotent: installs nothing that is already there. Runs as root, or as a user with sudo.
@@ -96,6 +98,66 @@ if [ "${#missing[@]}" -gt 0 ]; then
         apt-get install -y --no-install-recommends "${missing[@]}"
     nats="$(find_nats_server)" || die "nats-server is still not found after installing it"
     say "nats-server: installed at $nats"
+fi
+
+# --- redis-server (the keyvalue-redis provider's tests) --------------------------------------
+# Its own block, so that other test servers can be added beside it without touching this one.
+if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; then
+    say "redis-server: found at $(command -v redis-server || echo /usr/bin/redis-server)"
+else
+    say "redis-server: missing"
+    command -v apt-get >/dev/null 2>&1 \
+        || die "apt-get not found: install redis-server with your system's package manager"
+    if [ "$(id -u)" -eq 0 ]; then
+        sudo=()
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo=(sudo)
+    else
+        die "not root and sudo is not installed: as root, run: apt-get install redis-server"
+    fi
+    say "running: ${sudo[*]:+${sudo[*]} }apt-get update"
+    "${sudo[@]}" apt-get update
+    say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends redis-server"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends redis-server
+    command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] \
+        || die "redis-server is still not found after installing it"
+    say "redis-server: installed"
+fi
+
+# --- mosquitto (the mqtt provider's tests) ----------------------------------------------------
+# Its own block too. Debian installs the broker to /usr/sbin, not on a regular user's PATH.
+find_mosquitto() {
+    command -v mosquitto 2>/dev/null && return 0
+    local candidate
+    for candidate in /usr/sbin/mosquitto /usr/local/sbin/mosquitto; do
+        if [ -x "$candidate" ]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+if mosquitto="$(find_mosquitto)"; then
+    say "mosquitto: found at $mosquitto"
+else
+    say "mosquitto: missing"
+    command -v apt-get >/dev/null 2>&1 \
+        || die "apt-get not found: install mosquitto with your system's package manager"
+    if [ "$(id -u)" -eq 0 ]; then
+        sudo=()
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo=(sudo)
+    else
+        die "not root and sudo is not installed: as root, run: apt-get install mosquitto"
+    fi
+    say "running: ${sudo[*]:+${sudo[*]} }apt-get update"
+    "${sudo[@]}" apt-get update
+    say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends mosquitto"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends mosquitto
+    mosquitto="$(find_mosquitto)" || die "mosquitto is still not found after installing it"
+    say "mosquitto: installed at $mosquitto"
 fi
 
 say "nats-server version: $("$nats" --version 2>&1 | head -n 1)"

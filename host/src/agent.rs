@@ -31,7 +31,8 @@ use wasmtime::component::Linker;
 use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
-use crate::caps::{LatticeLink, WorkloadCtx, messaging};
+use crate::caps::providers::{Providers, link_id};
+use crate::caps::{HostServices, LatticeLink, WorkloadCtx, messaging};
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
 use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
@@ -82,10 +83,8 @@ pub(crate) struct Agent {
     pub(crate) artifacts: ArtifactCache,
     pub(crate) http: HttpServer,
     pub(crate) shared: Shared,
-    /// The host's NATS connection as capabilities use it.
-    lattice: LatticeLink,
-    /// Where components run, for calls between them.
-    router: Arc<Router>,
+    /// What workloads' capabilities use: NATS, the call router, providers.
+    services: HostServices,
     running: BTreeMap<String, Running>,
     /// The assignment being converged on, kept to retry what failed to start.
     current: Option<Assignment>,
@@ -112,10 +111,13 @@ impl Agent {
             lattice: config.lattice.clone(),
             host: host.clone(),
         };
-        let router = Arc::new(Router::new(Some(lattice.clone())));
-        Ok(Self {
+        let services = HostServices {
+            router: Arc::new(Router::new(Some(lattice.clone()))),
+            providers: Arc::new(Providers::new(lattice.clone(), config.providers.clone())),
             lattice,
-            router,
+        };
+        Ok(Self {
+            services,
             config,
             host,
             name,
@@ -223,6 +225,22 @@ impl Agent {
                             _tasks: tasks,
                         },
                     );
+                    if let Some(old) = &previous {
+                        // Links the new version no longer has (a link it kept was put again).
+                        let id = |l| link_id(&workload.app, &workload.component, l);
+                        let kept: Vec<_> = workload.links.iter().map(id).collect();
+                        let dropped: Vec<_> = old
+                            .workload
+                            .links
+                            .iter()
+                            .filter(|l| !kept.contains(&id(l)))
+                            .cloned()
+                            .collect();
+                        self.services
+                            .providers
+                            .detach(&workload.app, &workload.component, &dropped)
+                            .await;
+                    }
                     if let Some(old) = previous.and_then(|p| p.http).filter(|a| Some(*a) != http) {
                         self.http.unbind(old).await;
                     }
@@ -243,8 +261,12 @@ impl Agent {
 
     async fn stop(&mut self, key: &str) {
         if let Some(running) = self.running.remove(key) {
-            self.router
-                .remove(&running.workload.app, &running.workload.component);
+            let w = &running.workload;
+            self.services.router.remove(&w.app, &w.component);
+            self.services
+                .providers
+                .detach(&w.app, &w.component, &w.links)
+                .await;
             if let Some(addr) = running.http {
                 self.http.unbind(addr).await;
             }
@@ -327,15 +349,19 @@ impl Agent {
         let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
         env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
-        let ctx = Arc::new(WorkloadCtx::new(
+        let ctx = Arc::new(WorkloadCtx::with_services(
             w.app.clone(),
             w.component.clone(),
             env,
             w.config.clone(),
             w.links.clone(),
-            Some(self.lattice.clone()),
-            Some(self.router.clone()),
+            &self.services,
         ));
+        // Providers learn the links (a provider process starts if needed) before the first call.
+        self.services
+            .providers
+            .attach(&w.app, &w.component, &w.links)
+            .await?;
         let proxy = match addr {
             Some(_) => Some(prepare_http(&self.runtime, &linker, &component)?),
             None => None,
@@ -364,13 +390,14 @@ impl Agent {
             .map_err(anyhow::Error::from)
             .context("the component traps at start")?;
         let mut tasks = Vec::new();
+        let lattice = &self.services.lattice;
         if loaded.serves_calls() {
-            tasks.push(calls::serve(loaded.clone(), &self.lattice).await?);
+            tasks.push(calls::serve(loaded.clone(), lattice).await?);
         }
         if !w.subscriptions.is_empty() {
-            tasks.push(messaging::serve(loaded.clone(), &self.lattice, &w.subscriptions).await?);
+            tasks.push(messaging::serve(loaded.clone(), lattice, &w.subscriptions).await?);
         }
-        self.router.insert(loaded.clone());
+        self.services.router.insert(loaded.clone());
         self.shared
             .report()
             .failures

@@ -476,11 +476,13 @@ pub fn compiler_main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 )]
 fn deserialize(runtime: &Runtime, path: &Path) -> anyhow::Result<Component> {
     // SAFETY: `deserialize_file` requires a file produced by
-    // `Component::serialize` for a compatible engine and not modified while
-    // mapped. Only this host writes to its private cache directory, always
+    // `Component::serialize` (or `Engine::precompile_component`) for a
+    // compatible engine and not modified while mapped. Only this host and
+    // its compiler processes write to its private cache directory, always
     // through a temporary file renamed into place (never rewritten in
-    // place), and the name carries the engine fingerprint; wasmtime also
-    // checks the header and engine compatibility itself.
+    // place), and the name carries the engine fingerprint, which a compiler
+    // process checks against its own; wasmtime also checks the header and
+    // engine compatibility itself.
     let component = unsafe { Component::deserialize_file(runtime.engine(), path) }?;
     Ok(component)
 }

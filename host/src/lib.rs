@@ -82,6 +82,8 @@ pub struct HostConfig {
     pub heartbeat_interval: Duration,
     /// Engine limits and allocation.
     pub engine: EngineConfig,
+    /// How provider processes are found and connected.
+    pub providers: caps::providers::ProviderLaunch,
 }
 
 impl HostConfig {
@@ -96,6 +98,7 @@ impl HostConfig {
             trusted_operators: Vec::new(),
             heartbeat_interval: Duration::from_secs(5),
             engine: EngineConfig::default(),
+            providers: Default::default(),
         }
     }
 }

@@ -186,15 +186,16 @@ fn ctx(
     lattice: Option<LatticeLink>,
     router: Option<Arc<Router>>,
 ) -> anyhow::Result<Arc<WorkloadCtx>> {
-    Ok(Arc::new(WorkloadCtx::new(
-        AppName::new(APP)?,
-        ComponentName::new(component)?,
-        Vec::new(),
-        BTreeMap::new(),
+    Ok(Arc::new(WorkloadCtx {
+        app: AppName::new(APP)?,
+        component: ComponentName::new(component)?,
+        env: Vec::new(),
+        config: BTreeMap::new(),
         links,
         lattice,
         router,
-    )))
+        providers: None,
+    }))
 }
 
 /// What both parts share: the engine, greeter compiled and linked, the caller component.

@@ -13,6 +13,9 @@
 //! Waiting is driven by events: [`TestLattice::wait_for`] re-checks its condition on every host
 //! heartbeat, and every wait is bounded.
 
+pub mod mosquitto;
+pub mod redis;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -324,6 +327,7 @@ impl TestLattice {
         c.trusted_issuers = vec![self.issuer.public_key()];
         c.trusted_operators = vec![self.operator.public_key()];
         c.heartbeat_interval = Duration::from_secs(1);
+        c.providers.nats_url = Some(self.nats.url.clone());
         c
     }
 

@@ -44,6 +44,7 @@ fn keys(list: &[String], role: KeyRole, flag: &str) -> anyhow::Result<Vec<Public
 pub fn host_config(
     args: &HostArgs,
     lattice: lattice_protocol::names::LatticeName,
+    nats_url: &str,
 ) -> anyhow::Result<HostConfig> {
     let state_dir = args
         .state_dir
@@ -56,6 +57,9 @@ pub fn host_config(
     config.trusted_operators = keys(&args.trust_operators, KeyRole::Operator, "--trust-operator")?;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
     config.engine.compiler = compiler_in_child();
+    // Provider processes the host starts connect where it does, as it does.
+    config.providers.nats_url = Some(nats_url.to_string());
+    config.providers.creds = args.nats.creds.clone();
     if config.trusted_issuers.is_empty() {
         tracing::warn!("no --trust-issuer given: this host will refuse every component");
     }
@@ -90,7 +94,7 @@ pub fn compile(args: crate::args::CompileArgs) -> std::process::ExitCode {
 /// Runs a host in the foreground.
 pub async fn host(args: HostArgs) -> anyhow::Result<()> {
     let target = nats::target(&args.nats, None)?;
-    let config = host_config(&args, target.lattice.clone())?;
+    let config = host_config(&args, target.lattice.clone(), &target.url)?;
     // A host starts even when NATS is unreachable: it serves from its saved state meanwhile.
     let client = nats::connect(
         &args.nats,
@@ -99,8 +103,42 @@ pub async fn host(args: HostArgs) -> anyhow::Result<()> {
         Patience::KeepTrying,
     )
     .await?;
+    let _trimmer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(return_free_memory()));
     lattice_host::run(config, client, shutdown_on_signal()).await
 }
+
+/// How often a host gives the heap memory it no longer uses back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(2);
+
+/// Hands the allocator's free memory back to the system every [`TRIM_EVERY`]. glibc keeps what a
+/// burst of requests freed (measured: ~1.8 MiB after 64 concurrent connections, a tenth of a
+/// gateway host's memory) for the life of the process; trimming when there is nothing to give
+/// back takes microseconds, and what it gives back under load is at most some page faults.
+async fn return_free_memory() {
+    let mut tick = tokio::time::interval(TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        trim_heap();
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[expect(
+    unsafe_code,
+    reason = "glibc's malloc_trim has no safe binding in the standard library"
+)]
+fn trim_heap() {
+    unsafe extern "C" {
+        // `int malloc_trim(size_t pad)` from glibc's <malloc.h>: no preconditions, thread-safe.
+        safe fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    malloc_trim(0);
+}
+
+/// Elsewhere there is no such call (musl's allocator unmaps freed memory itself).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// Runs the control plane in the foreground.
 pub async fn control(args: ControlArgs) -> anyhow::Result<()> {

@@ -164,7 +164,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         heartbeat_secs: 5,
     };
     let host = tokio::spawn(lattice_host::run(
-        host_config(&host_args, lattice.clone())?,
+        host_config(&host_args, lattice.clone(), &url)?,
         client.clone(),
         shutdown.clone(),
     ));

@@ -106,6 +106,9 @@ pub enum LinkTarget {
     /// A component of the same app: called in-process when an instance of it runs on the
     /// caller's host, otherwise over NATS on [`crate::subject::Subject::Rpc`].
     Component(ComponentName),
+    /// A capability provider run as a separate process by the host, by its provider name
+    /// (e.g. `keyvalue-redis`), reached on [`crate::subject::Subject::Provider`].
+    Provider(String),
 }
 
 impl Workload {

@@ -6,7 +6,7 @@
 //! - [`envelope`]: the versioned MessagePack envelope every message travels in.
 //! - [`error`]: typed error codes carried by replies.
 //! - [`messages`]: control-plane API requests, replies and host heartbeats.
-//! - [`rpc`]: component-to-component calls over NATS.
+//! - [`rpc`]: component-to-component calls over NATS. [`provider`]: hosts and capability providers.
 //! - [`keys`]: ed25519 keys in nkey form with a role prefix.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
@@ -39,6 +39,7 @@ pub mod jetstream;
 pub mod keys;
 pub mod messages;
 pub mod names;
+pub mod provider;
 pub mod rpc;
 pub mod subject;
 pub mod wit;

@@ -5,6 +5,7 @@
 //! lattice.<lattice>.evt.heartbeat.<host>        host heartbeats with their inventory
 //! lattice.<lattice>.evt.control                 what the control plane did and saw (`ctl watch`)
 //! lattice.<lattice>.rpc.<app>.<component>       calls to a component's exports (queue group)
+//! lattice.<lattice>.prov.<host>.<provider>      a host's calls to a provider process it runs
 //! ```
 //!
 //! JetStream buckets are named `LATTICE_<lattice>_<purpose>`; lattice names are restricted to
@@ -111,6 +112,16 @@ pub enum Subject {
         /// The called component.
         component: ComponentName,
     },
+    /// `lattice.<lattice>.prov.<host>.<provider>`: a host's requests to a provider process it
+    /// started.
+    Provider {
+        /// The lattice.
+        lattice: LatticeName,
+        /// The host that runs the provider.
+        host: HostId,
+        /// The provider (e.g. `keyvalue-redis`).
+        provider: ComponentName,
+    },
 }
 
 /// A string that is not a Lattice subject.
@@ -151,6 +162,15 @@ impl Subject {
         }
     }
 
+    /// The subject of provider `provider` run by `host`.
+    pub fn provider(lattice: &LatticeName, host: &HostId, provider: &ComponentName) -> Self {
+        Subject::Provider {
+            lattice: lattice.clone(),
+            host: host.clone(),
+            provider: provider.clone(),
+        }
+    }
+
     /// The wildcard matching every host's heartbeat in `lattice`.
     pub fn all_heartbeats(lattice: &LatticeName) -> String {
         format!("{ROOT}.{lattice}.evt.heartbeat.*")
@@ -185,6 +205,11 @@ impl Subject {
                 app: AppName::new(*app).map_err(|_| err())?,
                 component: ComponentName::new(*component).map_err(|_| err())?,
             }),
+            ["prov", host, provider] => Ok(Subject::Provider {
+                lattice,
+                host: HostId::new(*host).map_err(|_| err())?,
+                provider: ComponentName::new(*provider).map_err(|_| err())?,
+            }),
             _ => Err(err()),
         }
     }
@@ -203,6 +228,11 @@ impl fmt::Display for Subject {
                 app,
                 component,
             } => write!(f, "{ROOT}.{lattice}.rpc.{app}.{component}"),
+            Subject::Provider {
+                lattice,
+                host,
+                provider,
+            } => write!(f, "{ROOT}.{lattice}.prov.{host}.{provider}"),
         }
     }
 }
@@ -286,7 +316,7 @@ mod tests {
             let (app, component) = (AppName::new(h.clone()).expect("valid"), ComponentName::new(l.clone()).expect("valid"));
             let lattice = LatticeName::new(l).expect("valid");
             let host = HostId::new(h).expect("valid");
-            for s in [Subject::ctl(&lattice, CtlVerb::ALL[v]), Subject::heartbeat(&lattice, &host), Subject::events(&lattice), Subject::rpc(&lattice, &app, &component)] {
+            for s in [Subject::ctl(&lattice, CtlVerb::ALL[v]), Subject::heartbeat(&lattice, &host), Subject::events(&lattice), Subject::rpc(&lattice, &app, &component), Subject::provider(&lattice, &host, &component)] {
                 prop_assert_eq!(Subject::parse(&s.to_string()).expect("parses"), s);
             }
         }

@@ -103,9 +103,12 @@ impl Loaded {
         }
     }
 
-    /// Whether it exports interfaces other workloads call (outside the host's packages).
+    /// Whether it exports interfaces others call: the app's own, or the messaging handler
+    /// (which provider processes deliver to).
     pub fn serves_calls(&self) -> bool {
-        self.exports.values().any(|name| !host_provided(name))
+        self.exports
+            .values()
+            .any(|name| !host_provided(name) || name.starts_with("wasmcloud:messaging/handler"))
     }
 
     /// Whether it exports `interface` (unversioned) at some version.
@@ -432,7 +435,7 @@ pub fn link_imports(
                 Box::new(async move {
                     let ctx = store.data().ctx.clone();
                     let deadline = store.data().deadline();
-                    let outcome = match (&target, &ctx.router) {
+                    let outcome = match (&target, ctx.router()) {
                         (None, _) => Err(CallError::new(
                             CallErrorKind::NotLinked,
                             format!(

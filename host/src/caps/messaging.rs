@@ -13,15 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use lattice_protocol::assignment::LinkTarget;
+use lattice_protocol::provider::{Call, LinkId, Reply};
 use lattice_protocol::subject::Subject;
+use lattice_provider_sdk::Provider;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::LatticeLink;
 use super::bindings::handler::Handles;
 use super::bindings::handler::wasmcloud::messaging::types::BrokerMessage as HandlerMessage;
 use super::bindings::wasmcloud::messaging::consumer::Host;
 use super::bindings::wasmcloud::messaging::types::BrokerMessage;
 use super::calls::Loaded;
+use super::providers::link_id;
+use super::{LatticeLink, WorkloadCtx};
 use crate::wasi::HostState;
 
 /// The built-in capability's name in links.
@@ -47,23 +51,45 @@ pub fn refuse_subject(subject: &str) -> Option<String> {
         .map(|p| format!("subjects under `{p}` are reserved for the lattice itself"))
 }
 
-impl HostState {
-    fn messaging(&self) -> Result<&LatticeLink, String> {
-        if self
-            .ctx
-            .builtin_links(BUILTIN, "wasmcloud", "messaging", "consumer")
-            .next()
-            .is_none()
-        {
-            return Err(format!(
-                "not-linked: wasmcloud:messaging/consumer is not linked for `{}`: add a link trait from it to a `builtin:messaging-nats` capability",
-                self.ctx.name()
-            ));
+/// Where a workload's `consumer` calls go.
+enum Via {
+    /// The lattice's NATS (`messaging-nats`).
+    Nats(Box<LatticeLink>),
+    /// A provider (e.g. `mqtt`), on this link.
+    Provider(Arc<dyn Provider>, LinkId),
+}
+
+/// The link serving `ctx`'s `wasmcloud:messaging/consumer`, and where it goes.
+async fn consumer(ctx: Arc<WorkloadCtx>) -> Result<Via, String> {
+    let Some(link) = ctx
+        .links
+        .iter()
+        .find(|l| l.serves("wasmcloud", "messaging", "consumer"))
+    else {
+        return Err(format!(
+            "not-linked: wasmcloud:messaging/consumer is not linked for `{}`: add a link trait from it to a messaging capability (e.g. `builtin:messaging-nats`)",
+            ctx.name()
+        ));
+    };
+    match &link.target {
+        LinkTarget::Builtin(name) if name == BUILTIN => ctx
+            .lattice()
+            .cloned()
+            .map(|l| Via::Nats(Box::new(l)))
+            .ok_or_else(|| "this host is not connected to a lattice".to_string()),
+        target => {
+            let providers = ctx.providers().ok_or("this host has no providers")?;
+            let provider = providers.get(target).await.ok_or_else(|| {
+                format!(
+                    "the messaging provider of link `{}` is not running on this host",
+                    link.name
+                )
+            })?;
+            Ok(Via::Provider(
+                provider,
+                link_id(&ctx.app, &ctx.component, link),
+            ))
         }
-        self.ctx
-            .lattice
-            .as_ref()
-            .ok_or_else(|| "this host is not connected to a lattice".to_string())
     }
 }
 
@@ -76,56 +102,90 @@ impl Host for HostState {
         body: Vec<u8>,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<BrokerMessage, String>> {
-        let lattice = match self.messaging() {
-            Ok(l) => l.clone(),
-            Err(e) => return Ok(Err(e)),
-        };
-        if let Some(why) = refuse_subject(&subject) {
-            return Ok(Err(why));
-        }
         // Never past the guest's own deadline.
         let wait = Duration::from_millis(u64::from(timeout_ms)).min(
             self.deadline()
                 .saturating_duration_since(std::time::Instant::now()),
         );
-        let request = async_nats::Request::new()
-            .payload(body.into())
-            .timeout(Some(wait));
-        Ok(
-            match lattice.client.send_request(subject.clone(), request).await {
-                Ok(reply) => Ok(BrokerMessage {
-                    subject: reply.subject.to_string(),
-                    body: reply.payload.to_vec(),
-                    reply_to: None,
-                }),
-                Err(e) => Err(format!("request on `{subject}`: {e}")),
-            },
-        )
+        let via = match consumer(self.ctx.clone()).await {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(match via {
+            Via::Nats(lattice) => {
+                if let Some(why) = refuse_subject(&subject) {
+                    return Ok(Err(why));
+                }
+                let request = async_nats::Request::new()
+                    .payload(body.into())
+                    .timeout(Some(wait));
+                match lattice.client.send_request(subject.clone(), request).await {
+                    Ok(reply) => Ok(BrokerMessage {
+                        subject: reply.subject.to_string(),
+                        body: reply.payload.to_vec(),
+                        reply_to: None,
+                    }),
+                    Err(e) => Err(format!("request on `{subject}`: {e}")),
+                }
+            }
+            Via::Provider(provider, link) => {
+                let call = Call::Request {
+                    subject,
+                    body,
+                    timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+                };
+                match provider.call(&link, call).await {
+                    Ok(Reply::Message { subject, body }) => Ok(BrokerMessage {
+                        subject,
+                        body,
+                        reply_to: None,
+                    }),
+                    Ok(other) => Err(format!("the provider answered {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
     }
 
     async fn publish(&mut self, msg: BrokerMessage) -> wasmtime::Result<Result<(), String>> {
-        let lattice = match self.messaging() {
-            Ok(l) => l.clone(),
+        let via = match consumer(self.ctx.clone()).await {
+            Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        if let Some(why) = refuse_subject(&msg.subject) {
-            return Ok(Err(why));
-        }
-        let sent = match msg.reply_to {
-            Some(reply) => {
-                lattice
-                    .client
-                    .publish_with_reply(msg.subject.clone(), reply, msg.body.into())
-                    .await
+        Ok(match via {
+            Via::Nats(lattice) => {
+                if let Some(why) = refuse_subject(&msg.subject) {
+                    return Ok(Err(why));
+                }
+                let sent = match msg.reply_to {
+                    Some(reply) => {
+                        lattice
+                            .client
+                            .publish_with_reply(msg.subject.clone(), reply, msg.body.into())
+                            .await
+                    }
+                    None => {
+                        lattice
+                            .client
+                            .publish(msg.subject.clone(), msg.body.into())
+                            .await
+                    }
+                };
+                sent.map_err(|e| format!("publish on `{}`: {e}", msg.subject))
             }
-            None => {
-                lattice
-                    .client
-                    .publish(msg.subject.clone(), msg.body.into())
+            Via::Provider(provider, link) => {
+                let call = Call::Publish {
+                    subject: msg.subject,
+                    body: msg.body,
+                    reply_to: msg.reply_to,
+                };
+                provider
+                    .call(&link, call)
                     .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
-        };
-        Ok(sent.map_err(|e| format!("publish on `{}`: {e}", msg.subject)))
+        })
     }
 }
 

@@ -5,8 +5,10 @@
 //! - [`logging`] (`wasi:logging`, into the host's tracing, tagged with the component) and
 //!   [`config`] (`wasi:config/store` and `/runtime`, the component's named config): always
 //!   served, no link needed;
-//! - [`keyvalue`]: `wasi:keyvalue` store, atomics and batch on a NATS KV bucket, served when a
-//!   link names the `keyvalue-nats` capability;
+//! - [`keyvalue`]: `wasi:keyvalue` store, atomics and batch, served by the provider a link
+//!   names (`keyvalue-nats` inside the host, or a provider process);
+//! - [`providers`]: the host's providers: built-in ones in-process, others as processes it
+//!   supervises;
 //! - [`messaging`]: `wasmcloud:messaging/consumer` (publish, request) over NATS, and delivery of
 //!   subscribed subjects to a component's `handler` export;
 //! - [`calls`] and [`codec`]: component-to-component calls over the app's own WIT interfaces,
@@ -23,6 +25,7 @@ pub mod config;
 pub mod keyvalue;
 pub mod logging;
 pub mod messaging;
+pub mod providers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,8 +47,19 @@ pub struct LatticeLink {
     pub host: HostId,
 }
 
-/// What every store of one workload shares: who it is, its config and links, and the
-/// connections its capabilities use.
+/// What a host lends every workload: its lattice connection, its call router, its providers.
+#[derive(Clone, Debug)]
+pub struct HostServices {
+    /// The host's NATS connection.
+    pub lattice: LatticeLink,
+    /// Where components run, for calls between them.
+    pub router: Arc<calls::Router>,
+    /// Built-in providers and provider processes.
+    pub providers: Arc<providers::Providers>,
+}
+
+/// What every store of one workload shares: who it is, its config and links, and the host's
+/// services its capabilities use.
 #[derive(Debug)]
 pub struct WorkloadCtx {
     /// The app.
@@ -58,38 +72,38 @@ pub struct WorkloadCtx {
     pub config: BTreeMap<String, String>,
     /// What serves its linked imports.
     pub links: Vec<WorkloadLink>,
-    /// The lattice, when the host has joined one (tests may run without).
+    /// The host's NATS connection, when it has joined a lattice (tests may run without).
     pub lattice: Option<LatticeLink>,
-    /// Component calls: where targets run.
+    /// Where components run, for calls between them.
     pub router: Option<Arc<calls::Router>>,
-    /// Key-value buckets opened so far, by bucket name.
-    pub(crate) buckets: keyvalue::BucketCache,
+    /// The host's providers.
+    pub providers: Option<Arc<providers::Providers>>,
 }
 
 impl WorkloadCtx {
     /// A context with only an environment: no links, no lattice (every linked capability
     /// answers that it is not linked). For components run outside a lattice, e.g. in tests.
     pub fn detached(env: &[(String, String)]) -> Arc<Self> {
-        Arc::new(Self::new(
-            AppName::new("local").expect("a valid name"),
-            ComponentName::new("local").expect("a valid name"),
-            env.to_vec(),
-            BTreeMap::new(),
-            Vec::new(),
-            None,
-            None,
-        ))
+        Arc::new(Self {
+            app: AppName::new("local").expect("a valid name"),
+            component: ComponentName::new("local").expect("a valid name"),
+            env: env.to_vec(),
+            config: BTreeMap::new(),
+            links: Vec::new(),
+            lattice: None,
+            router: None,
+            providers: None,
+        })
     }
 
-    /// A context for a workload.
-    pub fn new(
+    /// A context of `app/component` using `services`.
+    pub fn with_services(
         app: AppName,
         component: ComponentName,
         env: Vec<(String, String)>,
         config: BTreeMap<String, String>,
         links: Vec<WorkloadLink>,
-        lattice: Option<LatticeLink>,
-        router: Option<Arc<calls::Router>>,
+        services: &HostServices,
     ) -> Self {
         Self {
             app,
@@ -97,10 +111,25 @@ impl WorkloadCtx {
             env,
             config,
             links,
-            lattice,
-            router,
-            buckets: keyvalue::BucketCache::default(),
+            lattice: Some(services.lattice.clone()),
+            router: Some(services.router.clone()),
+            providers: Some(services.providers.clone()),
         }
+    }
+
+    /// The host's NATS connection, if it has one.
+    pub fn lattice(&self) -> Option<&LatticeLink> {
+        self.lattice.as_ref()
+    }
+
+    /// The host's call router, if it has one.
+    pub fn router(&self) -> Option<&Arc<calls::Router>> {
+        self.router.as_ref()
+    }
+
+    /// The host's providers, if it has them.
+    pub fn providers(&self) -> Option<&Arc<providers::Providers>> {
+        self.providers.as_ref()
     }
 
     /// `app/component`, for logs.

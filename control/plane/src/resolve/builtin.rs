@@ -2,8 +2,9 @@
 //! configuration their links carry (bucket names, outgoing-HTTP allow-lists, NATS subjects).
 //! Pure: every check returns the problem as text for [`super::resolve`] to collect.
 
-/// A capability built into every host. The host serves it under [`Builtin::name`]
-/// (`LinkTarget::Builtin(name)` in a workload's links).
+/// A capability this Lattice version knows: built into every host (`LinkTarget::Builtin(name)`
+/// in a workload's links), or shipped as a provider process the host starts and supervises
+/// (`LinkTarget::Provider(name)`, image `provider:<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Builtin {
     /// Serves components' `wasi:http/incoming-handler` on an address (its links go from the
@@ -16,15 +17,25 @@ pub(crate) enum Builtin {
     MessagingNats,
     /// `wasi:http/outgoing-handler`, limited to an allow-list of hosts.
     HttpClient,
+    /// `keyvalue-nats` as a process of its own (isolation; the same code as the built-in).
+    KeyvalueNatsProcess,
+    /// `wasi:keyvalue` on Redis, a provider process.
+    KeyvalueRedis,
+    /// MQTT: delivers topics to a component's `handler`, publishes for `consumer`; a provider
+    /// process (for sensors on gateways).
+    Mqtt,
 }
 
 impl Builtin {
     /// Every built-in, in the order messages list them.
-    pub(crate) const ALL: [Builtin; 4] = [
+    pub(crate) const ALL: [Builtin; 7] = [
         Builtin::HttpServer,
         Builtin::KeyvalueNats,
         Builtin::MessagingNats,
         Builtin::HttpClient,
+        Builtin::KeyvalueNatsProcess,
+        Builtin::KeyvalueRedis,
+        Builtin::Mqtt,
     ];
 
     /// The name hosts know it by.
@@ -34,12 +45,45 @@ impl Builtin {
             Builtin::KeyvalueNats => "keyvalue-nats",
             Builtin::MessagingNats => "messaging-nats",
             Builtin::HttpClient => "http-client",
+            Builtin::KeyvalueNatsProcess => "keyvalue-nats",
+            Builtin::KeyvalueRedis => "keyvalue-redis",
+            Builtin::Mqtt => "mqtt",
         }
     }
 
-    /// Its image in manifests, `builtin:<name>`.
+    /// Whether hosts run it as a separate provider process.
+    pub(crate) fn is_process(self) -> bool {
+        matches!(
+            self,
+            Builtin::KeyvalueNatsProcess | Builtin::KeyvalueRedis | Builtin::Mqtt
+        )
+    }
+
+    /// What a workload's link names as its target.
+    pub(crate) fn link_target(self) -> lattice_protocol::assignment::LinkTarget {
+        use lattice_protocol::assignment::LinkTarget;
+        if self.is_process() {
+            LinkTarget::Provider(self.name().to_string())
+        } else {
+            LinkTarget::Builtin(self.name().to_string())
+        }
+    }
+
+    /// Whether it stores keys and values (its links carry a `bucket`).
+    pub(crate) fn is_keyvalue(self) -> bool {
+        matches!(
+            self,
+            Builtin::KeyvalueNats | Builtin::KeyvalueNatsProcess | Builtin::KeyvalueRedis
+        )
+    }
+
+    /// Its image in manifests: `builtin:<name>`, or `provider:<name>` for a provider process.
     pub(crate) fn image(self) -> String {
-        format!("builtin:{}", self.name())
+        if self.is_process() {
+            format!("provider:{}", self.name())
+        } else {
+            format!("builtin:{}", self.name())
+        }
     }
 
     /// wasmCloud's provider images that mean the same capability (prefixes), so that wadm
@@ -53,6 +97,8 @@ impl Builtin {
             Builtin::KeyvalueNats => &["ghcr.io/wasmcloud/keyvalue-nats"],
             Builtin::MessagingNats => &["ghcr.io/wasmcloud/messaging-nats"],
             Builtin::HttpClient => &["ghcr.io/wasmcloud/http-client"],
+            Builtin::KeyvalueRedis => &["ghcr.io/wasmcloud/keyvalue-redis"],
+            Builtin::KeyvalueNatsProcess | Builtin::Mqtt => &[],
         }
     }
 
@@ -61,12 +107,12 @@ impl Builtin {
     pub(crate) fn serves(self) -> &'static [&'static str] {
         match self {
             Builtin::HttpServer => &[],
-            Builtin::KeyvalueNats => &[
+            Builtin::KeyvalueNats | Builtin::KeyvalueNatsProcess | Builtin::KeyvalueRedis => &[
                 "wasi:keyvalue/store",
                 "wasi:keyvalue/atomics",
                 "wasi:keyvalue/batch",
             ],
-            Builtin::MessagingNats => &["wasmcloud:messaging/consumer"],
+            Builtin::MessagingNats | Builtin::Mqtt => &["wasmcloud:messaging/consumer"],
             Builtin::HttpClient => &["wasi:http/outgoing-handler"],
         }
     }
@@ -242,14 +288,20 @@ mod tests {
                 Some(Builtin::HttpClient),
             ),
             ("builtin:keyvalue-redis", None),
-            ("ghcr.io/wasmcloud/keyvalue-redis:0.28.1", None),
+            ("provider:keyvalue-redis", Some(Builtin::KeyvalueRedis)),
+            (
+                "ghcr.io/wasmcloud/keyvalue-redis:0.28.1",
+                Some(Builtin::KeyvalueRedis),
+            ),
+            ("provider:keyvalue-nats", Some(Builtin::KeyvalueNatsProcess)),
+            ("provider:mqtt", Some(Builtin::Mqtt)),
             ("builtin:http-server2", None),
         ] {
             assert_eq!(Builtin::from_image(image), expected, "{image}");
         }
         assert_eq!(
             Builtin::list(),
-            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client"
+            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt"
         );
     }
 

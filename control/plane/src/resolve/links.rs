@@ -86,7 +86,8 @@ pub fn wire(
     {
         let links = component_links(manifest, c, facts, &mut found);
         if !links.is_empty() {
-            out.entry(c.name.clone()).or_default().links = links;
+            // After any handler link a provider already gave it.
+            out.entry(c.name.clone()).or_default().links.extend(links);
         }
     }
     // Two links with the same fault (e.g. both naming an interface the image lacks) say the
@@ -141,7 +142,7 @@ fn capability_links(
     {
         let Some(builtin) = Builtin::from_image(&cap.properties.image) else {
             problems.push(format!(
-                "capability `{}`: image `{}` is not a built-in capability of this Lattice version; use one of {} (wasmCloud's images of these providers mean the same); external providers are not supported yet",
+                "capability `{}`: image `{}` is not a capability this Lattice version knows; use one of {} (wasmCloud's images of these providers mean the same)",
                 cap.name,
                 cap.properties.image,
                 Builtin::list()
@@ -159,7 +160,15 @@ fn capability_links(
                         handlers.insert(target.clone());
                     }
                 }
-                Builtin::KeyvalueNats | Builtin::HttpClient => problems.push(format!(
+                Builtin::Mqtt => {
+                    if mqtt_link(manifest, cap, link, out, problems) {
+                        handlers.insert(target.clone());
+                    }
+                }
+                Builtin::KeyvalueNats
+                | Builtin::KeyvalueNatsProcess
+                | Builtin::KeyvalueRedis
+                | Builtin::HttpClient => problems.push(format!(
                     "capability `{}` ({}) links `{}` to `{target}`, but it serves components that link to it: put the `link` trait on `{target}`, with target `{}`",
                     cap.name,
                     builtin.image(),
@@ -396,7 +405,7 @@ fn component_links(
                     &mut target_config,
                     problems,
                 );
-                LinkTarget::Builtin(builtin.name().to_string())
+                builtin.link_target()
             }
             ComponentKind::Component => {
                 served.extend(&wanted);
@@ -521,7 +530,7 @@ fn capability_config(
 ) {
     let head = format!("component `{}` links to `{}`", c.name, target.name);
     match builtin {
-        Builtin::KeyvalueNats => {
+        b if b.is_keyvalue() => {
             if let Some(bucket) = target_config.get(BUCKET_KEY) {
                 if let Some(problem) = bucket_problem(bucket) {
                     problems.push(format!("{head}: {problem}"));
@@ -552,8 +561,70 @@ fn capability_config(
                 }
             }
         }
-        Builtin::MessagingNats | Builtin::HttpServer => {}
+        _ => {}
     }
+}
+
+/// The `mqtt` provider delivering topics to `link`'s target's handler: one `WorkloadLink` of the
+/// target, to the provider process, carrying the link's config (`subscriptions`: MQTT topic
+/// filters; `uri` of the broker). Returns whether the target's export is then to be checked.
+fn mqtt_link(
+    manifest: &Manifest,
+    cap: &Component,
+    link: &Link,
+    out: &mut BTreeMap<ComponentName, Wiring>,
+    problems: &mut Vec<String>,
+) -> bool {
+    let target = &link.target.name;
+    let wanted = qualified(link);
+    if wanted.iter().any(|w| w != MESSAGING_HANDLER) {
+        problems.push(format!(
+            "capability `{}` ({}) links `{}` to `{target}`; it delivers MQTT messages to components only through {MESSAGING_HANDLER}",
+            cap.name,
+            Builtin::Mqtt.image(),
+            wanted.join(", "),
+        ));
+        return false;
+    }
+    if !targets_component(manifest, cap, link, problems) {
+        return false;
+    }
+    let source_config = NamedConfig::merged(&link.source.config);
+    let filters: Vec<&str> = source_config
+        .get(SUBSCRIPTIONS_KEY)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if filters.is_empty() {
+        problems.push(format!(
+            "capability `{}` links {MESSAGING_HANDLER} to `{target}` without topics: set `{SUBSCRIPTIONS_KEY}` in the link's `source.config` (comma-separated MQTT topic filters, e.g. `sensors/+/temperature`)",
+            cap.name
+        ));
+        return true;
+    }
+    if let Some(bad) = filters.iter().find(|f| f.contains(char::is_whitespace)) {
+        problems.push(format!(
+            "capability `{}` links {MESSAGING_HANDLER} to `{target}`: `{bad}` is not an MQTT topic filter (no spaces)",
+            cap.name
+        ));
+    }
+    out.entry(target.clone())
+        .or_default()
+        .links
+        .push(WorkloadLink {
+            namespace: "wasmcloud".into(),
+            package: "messaging".into(),
+            interfaces: vec!["handler".into()],
+            name: link.link_name().to_string(),
+            target: Builtin::Mqtt.link_target(),
+            source_config,
+            target_config: NamedConfig::merged(&link.target.config),
+        });
+    true
 }
 
 #[cfg(test)]

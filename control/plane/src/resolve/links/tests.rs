@@ -672,15 +672,15 @@ fn unknown_capability_images_are_refused_once() {
         component(
             "counter",
             "counter:0.1.0",
-            &[link("wasi:keyvalue", &["store"], "redis")],
+            &[link("wasi:keyvalue", &["store"], "blobs")],
         ),
-        capability("redis", "ghcr.io/wasmcloud/keyvalue-redis:0.28.1", &[]),
+        capability("blobs", "ghcr.io/wasmcloud/blobstore-fs:0.10.0", &[]),
     ]);
     one_problem(
         &refused(&m, &known(vec![("counter", counter_facts())])),
         &[
-            "capability `redis`: image `ghcr.io/wasmcloud/keyvalue-redis:0.28.1` is not a built-in capability",
-            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client",
+            "capability `blobs`: image `ghcr.io/wasmcloud/blobstore-fs:0.10.0` is not a capability this Lattice version knows",
+            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt",
         ],
     );
 }
@@ -786,7 +786,7 @@ fn every_problem_is_reported_at_once() {
         &known(vec![("hello", facts(&WASI_BASE, &[INCOMING], &[]))]),
     );
     let expected = [
-        "image `builtin:keyvalue-redis` is not a built-in",
+        "image `builtin:keyvalue-redis` is not a capability this Lattice version knows",
         "subject `$SYS.>` is a NATS system subject",
         "does not export wasmcloud:messaging/handler",
         "links wasi:keyvalue/store under link name `default` twice",

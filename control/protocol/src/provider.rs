@@ -1,0 +1,262 @@
+//! Capability providers over NATS: what a host sends the provider processes it runs, and what
+//! they answer. The same [`Call`]s reach a provider running inside the host, so one provider
+//! implementation serves both ways.
+//!
+//! A host talks to each provider process it started on
+//! [`crate::subject::Subject::Provider`] (`lattice.<l>.prov.<host>.<provider>`), request/reply,
+//! each request a [`ProviderRequest`] in an envelope. Links are told to the provider with
+//! [`ProviderRequest::LinkPut`] before the first call that uses them, and again after a restart.
+//! Providers deliver to components (an MQTT message to a `wasmcloud:messaging/handler`) with an
+//! ordinary component call ([`crate::rpc::RpcCall`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{AppName, ComponentName};
+
+/// Names one link on one host: the importing (or handling) component's app and name, the link
+/// name and the WIT package (`wasi:keyvalue`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LinkId {
+    /// The app.
+    pub app: AppName,
+    /// The component at the other end.
+    pub component: ComponentName,
+    /// The link name (`default` when the manifest gives none).
+    pub name: String,
+    /// `namespace:package` of the linked interfaces.
+    pub package: String,
+}
+
+impl std::fmt::Display for LinkId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} {} ({})",
+            self.app, self.component, self.package, self.name
+        )
+    }
+}
+
+/// A link as a provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// Which link.
+    pub id: LinkId,
+    /// The linked interfaces of the package, e.g. `store`, `atomics`.
+    pub interfaces: Vec<String>,
+    /// Whether the component imports the interfaces (it calls the provider) or the provider
+    /// delivers to the component's export (`wasmcloud:messaging/handler`).
+    pub direction: LinkDirection,
+    /// Configuration of the component's end.
+    #[serde(default)]
+    pub source_config: BTreeMap<String, String>,
+    /// Configuration of the provider's end.
+    #[serde(default)]
+    pub target_config: BTreeMap<String, String>,
+}
+
+/// Which way a link's calls go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkDirection {
+    /// The component calls the provider.
+    Import,
+    /// The provider calls the component's export.
+    Export,
+}
+
+/// An operation a component asks of a provider, by interface. Resources (a key-value bucket)
+/// stay in the host; the provider sees their names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Call {
+    /// `wasi:keyvalue/store.open`: whether the link may open `identifier`, and which bucket
+    /// that is.
+    KvOpen {
+        /// What the guest passed.
+        identifier: String,
+    },
+    /// `bucket.get`.
+    KvGet {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// `bucket.set`.
+    KvSet {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// `bucket.delete`.
+    KvDelete {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// `bucket.exists`.
+    KvExists {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// `bucket.list-keys`.
+    KvListKeys {
+        /// Bucket.
+        bucket: String,
+        /// Where the previous page ended.
+        cursor: Option<u64>,
+    },
+    /// `atomics.increment`.
+    KvIncrement {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Added.
+        delta: u64,
+    },
+    /// `batch.get-many`.
+    KvGetMany {
+        /// Bucket.
+        bucket: String,
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// `batch.set-many`.
+    KvSetMany {
+        /// Bucket.
+        bucket: String,
+        /// Keys and values.
+        entries: Vec<(String, serde_bytes::ByteBuf)>,
+    },
+    /// `batch.delete-many`.
+    KvDeleteMany {
+        /// Bucket.
+        bucket: String,
+        /// Keys.
+        keys: Vec<String>,
+    },
+    /// `wasmcloud:messaging/consumer.publish`.
+    Publish {
+        /// Subject (or topic).
+        subject: String,
+        /// Body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+        /// Where answers go.
+        reply_to: Option<String>,
+    },
+    /// `wasmcloud:messaging/consumer.request`.
+    Request {
+        /// Subject (or topic).
+        subject: String,
+        /// Body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+        /// How long to wait for the answer.
+        timeout_ms: u32,
+    },
+}
+
+/// A provider's answer to a [`Call`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// Done, nothing to return.
+    Unit,
+    /// A bucket name (`KvOpen`).
+    Bucket(String),
+    /// A value or none (`KvGet`).
+    Value(Option<serde_bytes::ByteBuf>),
+    /// `KvExists`.
+    Bool(bool),
+    /// `KvIncrement`.
+    Number(u64),
+    /// `KvListKeys`.
+    Keys {
+        /// This page.
+        keys: Vec<String>,
+        /// Where the next page starts, if there is one.
+        cursor: Option<u64>,
+    },
+    /// `KvGetMany`, in the order asked.
+    Values(Vec<Option<(String, serde_bytes::ByteBuf)>>),
+    /// `Request`'s answer.
+    Message {
+        /// The subject it came on.
+        subject: String,
+        /// Its body.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+}
+
+/// Why a provider did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderError {
+    /// No store by that identifier (`wasi:keyvalue`'s `no-such-store`).
+    #[error("no such store")]
+    NoSuchStore,
+    /// Not allowed.
+    #[error("access denied")]
+    AccessDenied,
+    /// The provider does not serve this call.
+    #[error("this provider does not serve {0}")]
+    Unsupported(String),
+    /// The link was never put (or was deleted).
+    #[error("unknown link {0}")]
+    UnknownLink(String),
+    /// The provider could not be reached or is restarting.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a host sends a provider process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderRequest {
+    /// Are you there? Answered with [`ProviderResponse::Ready`].
+    Ping,
+    /// A link to serve (again).
+    LinkPut(LinkInfo),
+    /// A link that is gone.
+    LinkDel(LinkId),
+    /// An operation on a link.
+    Call {
+        /// The link.
+        link: LinkId,
+        /// The operation.
+        call: Call,
+    },
+}
+
+/// A provider process's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderResponse {
+    /// To `Ping`: the provider's name and the links it holds.
+    Ready {
+        /// Its name.
+        name: String,
+        /// How many links it holds.
+        links: usize,
+    },
+    /// To a call or link change: done.
+    Ok(Reply),
+    /// It failed.
+    Err(ProviderError),
+}

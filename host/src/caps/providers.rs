@@ -1,0 +1,322 @@
+//! The providers a host's workloads link to: the built-in ones inside the host, and provider
+//! processes the host starts, supervises and tells its links.
+//!
+//! Every provider is an `Arc<dyn Provider>` (the SDK's trait): [`NatsKv`] in-process for
+//! `keyvalue-nats`, a [`Remote`] for a process. One process per provider name per host serves
+//! every app that links to it; it stops when the last link on the host is gone, so undeploying
+//! one app never stops what another uses.
+//!
+//! A process that exits (a crash, SIGKILL) is started again with backoff (250 ms doubling to
+//! 30 s, back to 250 ms after a minute of good health); once it answers a ping it is given every
+//! link again, and calls resume. Calls made meanwhile fail at once as unavailable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use lattice_protocol::assignment::{LinkTarget, WorkloadLink};
+use lattice_protocol::names::{AppName, ComponentName};
+use lattice_protocol::provider::{LinkDirection, LinkId, LinkInfo};
+use lattice_protocol::subject::Subject;
+use lattice_provider_keyvalue_nats::NatsKv;
+use lattice_provider_sdk::{Provider, Remote};
+use tokio_util::task::AbortOnDropHandle;
+
+use super::LatticeLink;
+
+/// How provider processes are found and connected.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderLaunch {
+    /// The NATS URL providers connect to (the host's own); without it no process can start.
+    pub nats_url: Option<String>,
+    /// A NATS credentials file providers use, if the host uses one.
+    pub creds: Option<PathBuf>,
+    /// Directories searched for `lattice-provider-<name>` before the host's own directory and
+    /// `PATH`.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// How long a provider has to answer a request.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a started process has to answer its first ping.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// The `LinkId` of `link` for the component `app/component`.
+pub fn link_id(app: &AppName, component: &ComponentName, link: &WorkloadLink) -> LinkId {
+    LinkId {
+        app: app.clone(),
+        component: component.clone(),
+        name: link.name.clone(),
+        package: format!("{}:{}", link.namespace, link.package),
+    }
+}
+
+/// Whether the component exports what this link delivers (a handler) rather than importing it.
+fn direction(link: &WorkloadLink) -> LinkDirection {
+    if link.serves("wasmcloud", "messaging", "handler") {
+        LinkDirection::Export
+    } else {
+        LinkDirection::Import
+    }
+}
+
+/// A provider process and the links it was given.
+struct Process {
+    remote: Remote,
+    links: Arc<Mutex<BTreeMap<LinkId, LinkInfo>>>,
+    /// Whether the process answers (false while it starts or restarts).
+    ready: tokio::sync::watch::Receiver<bool>,
+    _supervisor: AbortOnDropHandle<()>,
+}
+
+/// The host's providers.
+pub struct Providers {
+    lattice: LatticeLink,
+    launch: ProviderLaunch,
+    keyvalue_nats: Arc<NatsKv>,
+    processes: tokio::sync::Mutex<HashMap<String, Process>>,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Providers").finish_non_exhaustive()
+    }
+}
+
+impl Providers {
+    /// The providers of a host on `lattice`.
+    pub fn new(lattice: LatticeLink, launch: ProviderLaunch) -> Self {
+        Self {
+            keyvalue_nats: Arc::new(NatsKv::new(lattice.jetstream.clone())),
+            lattice,
+            launch,
+            processes: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The provider serving `target`, when it is a provider and runs.
+    pub async fn get(&self, target: &LinkTarget) -> Option<Arc<dyn Provider>> {
+        match target {
+            LinkTarget::Builtin(name) if name == lattice_provider_keyvalue_nats::NAME => {
+                Some(self.keyvalue_nats.clone())
+            }
+            LinkTarget::Provider(name) => self
+                .processes
+                .lock()
+                .await
+                .get(name)
+                .map(|p| Arc::new(p.remote.clone()) as Arc<dyn Provider>),
+            _ => None,
+        }
+    }
+
+    /// Tells each provider of `links` about its link from `app/component`, starting provider
+    /// processes that are not running yet.
+    pub async fn attach(
+        &self,
+        app: &AppName,
+        component: &ComponentName,
+        links: &[WorkloadLink],
+    ) -> anyhow::Result<()> {
+        for link in links {
+            let info = LinkInfo {
+                id: link_id(app, component, link),
+                interfaces: link.interfaces.clone(),
+                direction: direction(link),
+                source_config: link.source_config.clone(),
+                target_config: link.target_config.clone(),
+            };
+            match &link.target {
+                LinkTarget::Builtin(name) if name == lattice_provider_keyvalue_nats::NAME => {
+                    self.keyvalue_nats.link_put(info).await?;
+                }
+                LinkTarget::Provider(name) => {
+                    let mut processes = self.processes.lock().await;
+                    if !processes.contains_key(name) {
+                        let process = self.start(name)?;
+                        processes.insert(name.clone(), process);
+                    }
+                    let process = &processes[name];
+                    process
+                        .links
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(info.id.clone(), info.clone());
+                    // The workload starts once its provider answers, so its first call works.
+                    let mut ready = process.ready.clone();
+                    // (The watch's guard is dropped at once: it may not live across an await.)
+                    let answered = tokio::time::timeout(START_TIMEOUT, ready.wait_for(|r| *r))
+                        .await
+                        .is_ok_and(|r| r.is_ok());
+                    if !answered {
+                        anyhow::bail!(
+                            "provider `{name}` did not start within {START_TIMEOUT:?}; the host log says why"
+                        );
+                    }
+                    process
+                        .remote
+                        .link_put(info)
+                        .await
+                        .with_context(|| format!("provider `{name}` refused the link"))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back the links of `app/component`; a provider process left without links stops.
+    pub async fn detach(&self, app: &AppName, component: &ComponentName, links: &[WorkloadLink]) {
+        for link in links {
+            let id = link_id(app, component, link);
+            match &link.target {
+                LinkTarget::Builtin(name) if name == lattice_provider_keyvalue_nats::NAME => {
+                    self.keyvalue_nats.link_del(&id).await;
+                }
+                LinkTarget::Provider(name) => {
+                    let mut processes = self.processes.lock().await;
+                    let Some(process) = processes.get(name) else {
+                        continue;
+                    };
+                    process.remote.link_del(&id).await;
+                    let empty = {
+                        let mut held = process.links.lock().expect("not poisoned");
+                        held.remove(&id);
+                        held.is_empty()
+                    };
+                    if empty {
+                        tracing::info!(provider = %name, "no links left on this host: stopping the provider");
+                        processes.remove(name);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Starts supervising provider process `name`.
+    fn start(&self, name: &str) -> anyhow::Result<Process> {
+        let program = self.find(name)?;
+        let nats_url = self.launch.nats_url.clone().with_context(|| {
+            format!(
+                "cannot start provider `{name}`: this host was not given its NATS URL to pass on"
+            )
+        })?;
+        let provider = ComponentName::new(name)?;
+        let subject =
+            Subject::provider(&self.lattice.lattice, &self.lattice.host, &provider).to_string();
+        let remote = Remote::new(name, self.lattice.client.clone(), subject, CALL_TIMEOUT);
+        let links = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut command = tokio::process::Command::new(&program);
+        command
+            .env("LATTICE_NATS_URL", nats_url)
+            .env("LATTICE_LATTICE", self.lattice.lattice.as_str())
+            .env("LATTICE_HOST_ID", self.lattice.host.as_str())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(creds) = &self.launch.creds {
+            command.env("LATTICE_CREDS", creds);
+        }
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let supervisor = tokio::spawn(supervise(
+            name.to_string(),
+            command,
+            remote.clone(),
+            links.clone(),
+            ready_tx,
+        ));
+        tracing::info!(provider = %name, program = %program.display(), "starting provider process");
+        Ok(Process {
+            remote,
+            links,
+            ready,
+            _supervisor: AbortOnDropHandle::new(supervisor),
+        })
+    }
+
+    /// `lattice-provider-<name>`: in the configured directories, next to this program (or one
+    /// level up, where cargo puts binaries beside test executables), then on `PATH`.
+    fn find(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let file = format!("lattice-provider-{name}");
+        let exe_dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from));
+        let mut dirs = self.launch.dirs.clone();
+        dirs.extend(exe_dir.iter().cloned());
+        dirs.extend(exe_dir.iter().filter_map(|d| d.parent().map(PathBuf::from)));
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        dirs.into_iter()
+            .map(|d| d.join(&file))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!("provider program `{file}` not found next to the host or on PATH; install it beside lattice-host")
+            })
+    }
+}
+
+/// Runs provider process `name` for as long as this task lives: starts it, gives it its links
+/// once it answers, and starts it again with backoff whenever it exits.
+async fn supervise(
+    name: String,
+    mut command: tokio::process::Command,
+    remote: Remote,
+    links: Arc<Mutex<BTreeMap<LinkId, LinkInfo>>>,
+    ready_tx: tokio::sync::watch::Sender<bool>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        match command.spawn() {
+            Ok(mut child) => {
+                if ready(&remote, &mut child).await {
+                    let all: Vec<LinkInfo> = links
+                        .lock()
+                        .expect("not poisoned")
+                        .values()
+                        .cloned()
+                        .collect();
+                    for link in all {
+                        if let Err(e) = remote.link_put(link).await {
+                            tracing::warn!(provider = %name, error = %e, "the provider refused a link");
+                        }
+                    }
+                    tracing::info!(provider = %name, "provider ready");
+                    ready_tx.send_replace(true);
+                }
+                let status = child.wait().await;
+                ready_tx.send_replace(false);
+                tracing::warn!(provider = %name, ?status, retry_in = ?backoff, "provider process exited; starting it again");
+            }
+            Err(e) => {
+                tracing::warn!(provider = %name, error = %e, retry_in = ?backoff, "cannot start the provider process");
+            }
+        }
+        if started.elapsed() > HEALTHY_AFTER {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Waits until the process answers a ping (or exits, or takes too long).
+async fn ready(remote: &Remote, child: &mut tokio::process::Child) -> bool {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if remote.ping().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

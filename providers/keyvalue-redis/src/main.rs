@@ -1,0 +1,10 @@
+//! `lattice-provider-keyvalue-redis`: the Redis key-value provider as a process. Started by a
+//! Lattice host, which sets its environment; each link's target config names its Redis.
+
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let provider = lattice_provider_keyvalue_redis::RedisKv::new();
+    lattice_provider_sdk::run_process(Arc::new(provider)).await
+}

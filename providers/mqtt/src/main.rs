@@ -1,0 +1,13 @@
+//! `lattice-provider-mqtt`: the MQTT messaging provider as a process of its own. Started by a
+//! Lattice host, which sets its environment; it delivers with the same NATS connection the SDK
+//! serves the host's requests on.
+
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = lattice_provider_sdk::ProcessEnv::from_env()?;
+    let client = env.connect().await?;
+    let provider = lattice_provider_mqtt::Mqtt::new(client, env.lattice.clone());
+    lattice_provider_sdk::run_process(Arc::new(provider)).await
+}

@@ -1,0 +1,119 @@
+//! A real Mosquitto MQTT broker for the MQTT provider's tests: on a free port of 127.0.0.1,
+//! configured by a file in its own temporary directory, killed on drop.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A running `mosquitto`, stopped on drop.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Where Debian's package puts the broker (`/usr/sbin`, not on a regular user's PATH).
+fn find_mosquitto() -> Option<PathBuf> {
+    ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join("mosquitto"))
+                    .find(|p| p.exists())
+            })
+        })
+}
+
+impl Mosquitto {
+    /// Starts a broker on a free port, anonymous and without persistence.
+    pub async fn start() -> anyhow::Result<Self> {
+        // The port is picked here, not by mosquitto, so that a restart can reuse it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        let child = spawn(&dir, port)?;
+        let mut broker = Self { child, port, dir };
+        broker.wait_ready().await?;
+        Ok(broker)
+    }
+
+    /// Its URI, as a link's `uri` config names it.
+    pub fn uri(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL, as a crash would) and starts it again on the same port,
+    /// with nothing remembered.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.child = spawn(&self.dir, self.port)?;
+        self.wait_ready().await
+    }
+
+    /// Kills the broker; [`Mosquitto::restart`] brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self.dir.path().join("mosquitto.log"))
+                    .unwrap_or_default();
+                bail!("mosquitto exited at start: {status}\n{log}");
+            }
+            if Instant::now() > deadline {
+                bail!("mosquitto did not accept connections within 20 s");
+            }
+            // A listening port is the only signal mosquitto gives; poll it briefly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn spawn(dir: &tempfile::TempDir, port: u16) -> anyhow::Result<std::process::Child> {
+    let binary = find_mosquitto()
+        .context("mosquitto is not installed: run `make deps` (or apt-get install mosquitto)")?;
+    let config = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             log_dest stderr\n"
+        ),
+    )?;
+    // Its log goes to a file of ours: run as root, mosquitto drops to its own user, which
+    // could not open a file in this directory itself.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("mosquitto.log"))?;
+    Ok(std::process::Command::new(binary)
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

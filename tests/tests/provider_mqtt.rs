@@ -1,0 +1,550 @@
+//! The MQTT provider against a real Mosquitto and a real nats-server: deliveries to a
+//! component's handler (answered here as a host would answer them), publishes for a component,
+//! a broker restart, link deletion, and the provider as a process of its own.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lattice_protocol::envelope;
+use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
+use lattice_protocol::rpc::{RpcCall, RpcReply};
+use lattice_protocol::subject::Subject;
+use lattice_provider_mqtt::Mqtt;
+use lattice_provider_sdk::{
+    Call, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
+};
+use lattice_tests::NatsServer;
+use lattice_tests::mosquitto::Mosquitto;
+use rmpv::Value;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+/// How long a message may take to arrive.
+const ARRIVE: Duration = Duration::from_secs(20);
+
+/// How long to watch for a message that must not arrive.
+const QUIET: Duration = Duration::from_millis(1500);
+
+fn lattice() -> LatticeName {
+    LatticeName::new("test").expect("valid")
+}
+
+fn link_id(component: &str, package: &str) -> LinkId {
+    LinkId {
+        app: AppName::new("sensors").expect("valid"),
+        component: ComponentName::new(component).expect("valid"),
+        name: "default".into(),
+        package: package.into(),
+    }
+}
+
+fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A handler link: `component` gets what matches `subscriptions` on `broker`.
+fn handler_link(component: &str, subscriptions: &str, broker: &Mosquitto) -> LinkInfo {
+    LinkInfo {
+        id: link_id(component, "wasmcloud:messaging"),
+        interfaces: vec!["handler".into()],
+        direction: LinkDirection::Export,
+        source_config: config(&[("subscriptions", subscriptions), ("uri", &broker.uri())]),
+        target_config: BTreeMap::new(),
+    }
+}
+
+/// A consumer link: `component` publishes on `broker`.
+fn consumer_link(component: &str, broker: &Mosquitto) -> LinkInfo {
+    LinkInfo {
+        id: link_id(component, "wasmcloud:messaging"),
+        interfaces: vec!["consumer".into()],
+        direction: LinkDirection::Import,
+        source_config: BTreeMap::new(),
+        // `tcp://` is accepted as well as `mqtt://`.
+        target_config: config(&[("uri", &format!("tcp://127.0.0.1:{}", broker.port))]),
+    }
+}
+
+/// Stands in for the hosts running `component`: answers its handler calls as a host does
+/// (`[{"ok": nil}]`: the handler returned `ok`), and passes on each message's topic and body.
+async fn component(
+    nats: &async_nats::Client,
+    component: &str,
+) -> anyhow::Result<mpsc::UnboundedReceiver<(String, Vec<u8>)>> {
+    let subject = Subject::rpc(
+        &lattice(),
+        &AppName::new("sensors")?,
+        &ComponentName::new(component)?,
+    );
+    let mut calls = nats.subscribe(subject.to_string()).await?;
+    nats.flush().await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let nats = nats.clone();
+    tokio::spawn(async move {
+        while let Some(message) = calls.next().await {
+            let call: RpcCall = envelope::decode(&message.payload).expect("an RpcCall");
+            assert_eq!(
+                (call.interface.as_str(), call.function.as_str()),
+                ("wasmcloud:messaging/handler", "handle-message")
+            );
+            let args = rmpv::decode::read_value(&mut &call.args[..]).expect("MessagePack");
+            let fields = args[0].as_map().expect("the broker-message record");
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(name))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or(Value::Nil)
+            };
+            let topic = field("subject").as_str().expect("a subject").to_string();
+            let body = field("body").as_slice().expect("a body").to_vec();
+            let mut ok = Vec::new();
+            rmpv::encode::write_value(
+                &mut ok,
+                &Value::Array(vec![Value::Map(vec![(Value::from("ok"), Value::Nil)])]),
+            )
+            .expect("encodes");
+            let reply = envelope::encode(&RpcReply::Ok(ok));
+            if let Some(reply_to) = message.reply {
+                let _ = nats.publish(reply_to, reply.into()).await;
+            }
+            if tx.send((topic, body)).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>) -> (String, String) {
+    let (topic, body) = tokio::time::timeout(ARRIVE, rx.recv())
+        .await
+        .expect("a delivery within the time limit")
+        .expect("the component stand-in runs");
+    (topic, String::from_utf8(body).expect("UTF-8"))
+}
+
+async fn quiet(rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    if let Ok(Some((topic, body))) = tokio::time::timeout(QUIET, rx.recv()).await {
+        panic!(
+            "unexpected delivery on {topic}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+/// An MQTT client of the test's own: a sensor publishing, or an actuator subscribing.
+struct TestMqtt {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestMqtt {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestMqtt {
+    async fn connect(broker: &Mosquitto, id: &str) -> Self {
+        let options = MqttOptions::new(id, "127.0.0.1", broker.port);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(event) => {
+                        let _ = tx.send(event);
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let mut this = Self {
+            client,
+            events,
+            task,
+        };
+        this.wait(|e| matches!(e, Event::Incoming(Packet::ConnAck(_))))
+            .await;
+        this
+    }
+
+    async fn wait(&mut self, want: impl Fn(&Event) -> bool) -> Event {
+        tokio::time::timeout(ARRIVE, async {
+            loop {
+                let event = self.events.recv().await.expect("the event loop runs");
+                if want(&event) {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("the MQTT event within the time limit")
+    }
+
+    async fn publish(&self, topic: &str, body: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, body.as_bytes().to_vec())
+            .await
+            .expect("queued");
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("queued");
+        self.wait(|e| matches!(e, Event::Incoming(Packet::SubAck(_))))
+            .await;
+    }
+
+    async fn next_publish(&mut self) -> (String, String) {
+        match self
+            .wait(|e| matches!(e, Event::Incoming(Packet::Publish(_))))
+            .await
+        {
+            Event::Incoming(Packet::Publish(p)) => (
+                p.topic,
+                String::from_utf8(p.payload.to_vec()).expect("UTF-8"),
+            ),
+            _ => unreachable!("filtered"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn handler_links_get_matching_messages_in_order() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let provider = Mqtt::new(client.clone(), lattice());
+    let mut temps = component(&client, "temps").await?;
+
+    let link = handler_link("temps", "sensors/+/temp, alarms/#", &broker);
+    provider.link_put(link.clone()).await?;
+
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let room = ["kitchen", "attic", "cellar"][i % 3];
+        let topic = format!("sensors/{room}/temp");
+        // Neither matches: another measure, and a deeper topic than `+` covers.
+        sensor
+            .publish(&format!("sensors/{room}/humidity"), "55")
+            .await;
+        sensor
+            .publish(&format!("sensors/{room}/temp/raw"), "0x1f")
+            .await;
+        sensor.publish(&topic, &format!("{}", 20 + i)).await;
+        sent.push((topic, format!("{}", 20 + i)));
+    }
+    sensor.publish("alarms/fire/kitchen", "smoke").await;
+    sent.push(("alarms/fire/kitchen".into(), "smoke".into()));
+
+    for expected in &sent {
+        assert_eq!(&next(&mut temps).await, expected);
+    }
+    quiet(&mut temps).await;
+    let stats = provider.stats(&link.id).expect("the link is served");
+    assert_eq!((stats.delivered, stats.failed), (sent.len() as u64, 0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_counted_and_do_not_stop_the_link() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let provider =
+        Mqtt::new(client.clone(), lattice()).with_delivery_timeout(Duration::from_secs(2));
+    let link = handler_link("late", "sensors/#", &broker);
+    provider.link_put(link.clone()).await?;
+
+    // No instance of the component yet: both deliveries fail (no responders), and are dropped.
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    sensor.publish("sensors/a/temp", "lost-1").await;
+    sensor.publish("sensors/a/temp", "lost-2").await;
+    let deadline = tokio::time::Instant::now() + ARRIVE;
+    while provider.stats(&link.id).expect("served").failed < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "failures were not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Once the component runs, the next message arrives: nothing is stuck on the failed ones.
+    let mut late = component(&client, "late").await?;
+    sensor.publish("sensors/a/temp", "kept").await;
+    assert_eq!(
+        next(&mut late).await,
+        ("sensors/a/temp".into(), "kept".into())
+    );
+    quiet(&mut late).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn consumer_links_publish_to_mqtt() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let provider = Mqtt::new(nats.client().await?, lattice());
+    let link = consumer_link("controller", &broker);
+    provider.link_put(link.clone()).await?;
+
+    let mut valve = TestMqtt::connect(&broker, "valve-1").await;
+    valve.subscribe("actuators/#").await;
+
+    for body in ["open", "close"] {
+        let reply = provider
+            .call(
+                &link.id,
+                Call::Publish {
+                    subject: "actuators/valve/1".into(),
+                    body: body.as_bytes().to_vec(),
+                    reply_to: None,
+                },
+            )
+            .await?;
+        assert_eq!(reply, Reply::Unit);
+    }
+    assert_eq!(
+        valve.next_publish().await,
+        ("actuators/valve/1".into(), "open".into())
+    );
+    assert_eq!(
+        valve.next_publish().await,
+        ("actuators/valve/1".into(), "close".into())
+    );
+
+    // MQTT has no request/reply, and a wildcard is no topic to publish to.
+    let request = Call::Request {
+        subject: "actuators/valve/1".into(),
+        body: b"status?".to_vec(),
+        timeout_ms: 1000,
+    };
+    match provider.call(&link.id, request).await {
+        Err(ProviderError::Unsupported(why)) => assert!(why.contains("request/reply"), "{why}"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let wildcard = Call::Publish {
+        subject: "actuators/+".into(),
+        body: Vec::new(),
+        reply_to: None,
+    };
+    assert!(provider.call(&link.id, wildcard).await.is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn deliveries_resume_after_the_broker_restarts() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let mut broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let provider = Mqtt::new(client.clone(), lattice());
+    let mut temps = component(&client, "temps").await?;
+    provider
+        .link_put(handler_link("temps", "sensors/+/temp", &broker))
+        .await?;
+
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    sensor.publish("sensors/a/temp", "before").await;
+    assert_eq!(
+        next(&mut temps).await,
+        ("sensors/a/temp".into(), "before".into())
+    );
+    drop(sensor);
+
+    // Down for a while (the provider's attempts are refused), then back knowing nothing of the
+    // provider's subscriptions: it must connect and subscribe again.
+    broker.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.restart().await?;
+    let sensor = TestMqtt::connect(&broker, "sensor-2").await;
+    // Published until one arrives: the provider reconnects on its own schedule.
+    let deadline = tokio::time::Instant::now() + ARRIVE;
+    let arrived = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery after the broker restarted"
+        );
+        sensor.publish("sensors/a/temp", "after").await;
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(250), temps.recv()).await
+        {
+            break message;
+        }
+    };
+    assert_eq!(arrived, ("sensors/a/temp".into(), b"after".to_vec()));
+
+    // And keep coming, in order.
+    while let Ok(Some(_)) = tokio::time::timeout(QUIET, temps.recv()).await {}
+    for i in 0..5 {
+        sensor.publish("sensors/b/temp", &i.to_string()).await;
+    }
+    for i in 0..5 {
+        assert_eq!(
+            next(&mut temps).await,
+            ("sensors/b/temp".into(), i.to_string())
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleted_links_get_nothing_more() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let provider = Mqtt::new(client.clone(), lattice());
+    let mut all = component(&client, "all").await?;
+    let mut temps = component(&client, "temps").await?;
+    // Two links on one broker (one client), sharing the topics of `sensors/+/temp`.
+    let all_link = handler_link("all", "sensors/#", &broker);
+    let temps_link = handler_link("temps", "sensors/+/temp", &broker);
+    provider.link_put(all_link.clone()).await?;
+    provider.link_put(temps_link.clone()).await?;
+
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    sensor.publish("sensors/a/temp", "1").await;
+    assert_eq!(next(&mut all).await, ("sensors/a/temp".into(), "1".into()));
+    assert_eq!(
+        next(&mut temps).await,
+        ("sensors/a/temp".into(), "1".into())
+    );
+
+    provider.link_del(&all_link.id).await;
+    assert_eq!(provider.stats(&all_link.id), None);
+    sensor.publish("sensors/a/humidity", "40").await;
+    sensor.publish("sensors/a/temp", "2").await;
+    // The other link still gets its topics.
+    assert_eq!(
+        next(&mut temps).await,
+        ("sensors/a/temp".into(), "2".into())
+    );
+    quiet(&mut all).await;
+    quiet(&mut temps).await;
+
+    provider.link_del(&temps_link.id).await;
+    sensor.publish("sensors/a/temp", "3").await;
+    quiet(&mut temps).await;
+    quiet(&mut all).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_link_put_again_follows_its_new_filters() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let provider = Mqtt::new(client.clone(), lattice());
+    let mut readings = component(&client, "readings").await?;
+    provider
+        .link_put(handler_link("readings", "sensors/+/temp", &broker))
+        .await?;
+    provider
+        .link_put(handler_link("readings", "sensors/+/humidity", &broker))
+        .await?;
+
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    sensor.publish("sensors/a/temp", "21").await;
+    sensor.publish("sensors/a/humidity", "40").await;
+    assert_eq!(
+        next(&mut readings).await,
+        ("sensors/a/humidity".into(), "40".into())
+    );
+    quiet(&mut readings).await;
+    Ok(())
+}
+
+/// The provider process, killed on drop.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The provider binary built next to this test, as `lattice_bin()` finds `lattice`.
+fn provider_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its path");
+    // target/<profile>/deps/<test> -> target/<profile>/lattice-provider-mqtt
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("lattice-provider-mqtt"))
+        .expect("a target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` first (`make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test]
+async fn the_provider_runs_as_a_process() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let host = HostId::new("NTESTHOST")?;
+    let _process = Process(
+        std::process::Command::new(provider_bin())
+            .env("LATTICE_NATS_URL", &nats.url)
+            .env("LATTICE_LATTICE", lattice().to_string())
+            .env("LATTICE_HOST_ID", host.to_string())
+            .env("RUST_LOG", "warn")
+            .spawn()?,
+    );
+    let subject = Subject::provider(&lattice(), &host, &ComponentName::new("mqtt")?);
+    let remote = Remote::new(
+        "mqtt",
+        client.clone(),
+        subject.to_string(),
+        Duration::from_secs(10),
+    );
+    // Ready once it answers (no responders until it subscribed).
+    let deadline = tokio::time::Instant::now() + ARRIVE;
+    while remote.ping().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the provider never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut temps = component(&client, "temps").await?;
+    remote
+        .link_put(handler_link("temps", "sensors/+/temp", &broker))
+        .await?;
+    assert_eq!(remote.ping().await?, 1);
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    sensor.publish("sensors/roof/temp", "-3").await;
+    assert_eq!(
+        next(&mut temps).await,
+        ("sensors/roof/temp".into(), "-3".into())
+    );
+
+    // Requests reach it too, with the provider's own answer.
+    let consumer = consumer_link("controller", &broker);
+    remote.link_put(consumer.clone()).await?;
+    let request = Call::Request {
+        subject: "x".into(),
+        body: Vec::new(),
+        timeout_ms: 100,
+    };
+    assert!(matches!(
+        remote.call(&consumer.id, request).await,
+        Err(ProviderError::Unsupported(_))
+    ));
+    Ok(())
+}
