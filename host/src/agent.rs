@@ -32,7 +32,7 @@ use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
-use crate::caps::{HostServices, LatticeLink, WorkloadCtx, messaging};
+use crate::caps::{HostServices, LatticeLink, WorkloadCtx, blobstore, messaging};
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
 use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
@@ -354,7 +354,8 @@ impl Agent {
             w.component.clone(),
             env,
             w.config.clone(),
-            w.links.clone(),
+            // `blobstore-fs` links without a `root` keep their blobs in this host's state dir.
+            blobstore::with_default_root(w.links.clone(), &self.config.state_dir, &w.app),
             &self.services,
         ));
         // Providers learn the links (a provider process starts if needed) before the first call.

@@ -227,6 +227,7 @@ pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     Capabilities::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    crate::caps::blobstore::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

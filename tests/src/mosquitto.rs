@@ -6,6 +6,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+/// How long a test waits for an MQTT event.
+const ARRIVE: Duration = Duration::from_secs(20);
 
 /// A running `mosquitto`, stopped on drop.
 #[derive(Debug)]
@@ -115,5 +120,87 @@ fn spawn(dir: &tempfile::TempDir, port: u16) -> anyhow::Result<std::process::Chi
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// An MQTT client of the test's own: a sensor publishing, or an actuator subscribing.
+#[allow(missing_debug_implementations)] // holds an MQTT client and its event channel
+pub struct TestMqtt {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestMqtt {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestMqtt {
+    pub async fn connect(broker: &Mosquitto, id: &str) -> Self {
+        let options = MqttOptions::new(id, "127.0.0.1", broker.port);
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(event) => {
+                        let _ = tx.send(event);
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let mut this = Self {
+            client,
+            events,
+            task,
+        };
+        this.wait(|e| matches!(e, Event::Incoming(Packet::ConnAck(_))))
+            .await;
+        this
+    }
+
+    pub async fn wait(&mut self, want: impl Fn(&Event) -> bool) -> Event {
+        tokio::time::timeout(ARRIVE, async {
+            loop {
+                let event = self.events.recv().await.expect("the event loop runs");
+                if want(&event) {
+                    return event;
+                }
+            }
+        })
+        .await
+        .expect("the MQTT event within the time limit")
+    }
+
+    pub async fn publish(&self, topic: &str, body: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, body.as_bytes().to_vec())
+            .await
+            .expect("queued");
+    }
+
+    pub async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("queued");
+        self.wait(|e| matches!(e, Event::Incoming(Packet::SubAck(_))))
+            .await;
+    }
+
+    pub async fn next_publish(&mut self) -> (String, String) {
+        match self
+            .wait(|e| matches!(e, Event::Incoming(Packet::Publish(_))))
+            .await
+        {
+            Event::Incoming(Packet::Publish(p)) => (
+                p.topic,
+                String::from_utf8(p.payload.to_vec()).expect("UTF-8"),
+            ),
+            _ => unreachable!("filtered"),
+        }
     }
 }

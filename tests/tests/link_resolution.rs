@@ -138,7 +138,7 @@ async fn every_link_problem_is_reported_in_one_refusal() -> anyhow::Result<()> {
                 "subscriptions: lattice.>",
             ),
         ),
-        capability("blobs", "ghcr.io/wasmcloud/blobstore-fs:0.10.0", ""),
+        capability("blobs", "ghcr.io/wasmcloud/blobstore-s3:0.10.0", ""),
     ]);
     let err = refused(&t, &manifest).await?;
     assert_contains(
@@ -152,7 +152,7 @@ async fn every_link_problem_is_reported_in_one_refusal() -> anyhow::Result<()> {
             "component `b` links to `fetch`: in the source config, `allowed_hosts` entry `http://x`",
             "capability `mq` links wasmcloud:messaging/handler to `a`: subject `lattice.>`",
             "component `a` is linked to receive messages but its image",
-            "capability `blobs`: image `ghcr.io/wasmcloud/blobstore-fs:0.10.0` is not a capability this Lattice version knows",
+            "capability `blobs`: image `ghcr.io/wasmcloud/blobstore-s3:0.10.0` is not a capability this Lattice version knows",
         ],
     );
     Ok(())

@@ -16,9 +16,8 @@ use lattice_provider_sdk::{
     Call, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
 };
 use lattice_tests::NatsServer;
-use lattice_tests::mosquitto::Mosquitto;
+use lattice_tests::mosquitto::{Mosquitto, TestMqtt};
 use rmpv::Value;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 /// How long a message may take to arrive.
@@ -31,12 +30,13 @@ fn lattice() -> LatticeName {
     LatticeName::new("test").expect("valid")
 }
 
-fn link_id(component: &str, package: &str) -> LinkId {
+fn link_id(component: &str, direction: LinkDirection) -> LinkId {
     LinkId {
         app: AppName::new("sensors").expect("valid"),
         component: ComponentName::new(component).expect("valid"),
         name: "default".into(),
-        package: package.into(),
+        package: "wasmcloud:messaging".into(),
+        direction,
     }
 }
 
@@ -50,7 +50,7 @@ fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// A handler link: `component` gets what matches `subscriptions` on `broker`.
 fn handler_link(component: &str, subscriptions: &str, broker: &Mosquitto) -> LinkInfo {
     LinkInfo {
-        id: link_id(component, "wasmcloud:messaging"),
+        id: link_id(component, LinkDirection::Export),
         interfaces: vec!["handler".into()],
         direction: LinkDirection::Export,
         source_config: config(&[("subscriptions", subscriptions), ("uri", &broker.uri())]),
@@ -61,7 +61,7 @@ fn handler_link(component: &str, subscriptions: &str, broker: &Mosquitto) -> Lin
 /// A consumer link: `component` publishes on `broker`.
 fn consumer_link(component: &str, broker: &Mosquitto) -> LinkInfo {
     LinkInfo {
-        id: link_id(component, "wasmcloud:messaging"),
+        id: link_id(component, LinkDirection::Import),
         interfaces: vec!["consumer".into()],
         direction: LinkDirection::Import,
         source_config: BTreeMap::new(),
@@ -135,87 +135,6 @@ async fn quiet(rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
             "unexpected delivery on {topic}: {}",
             String::from_utf8_lossy(&body)
         );
-    }
-}
-
-/// An MQTT client of the test's own: a sensor publishing, or an actuator subscribing.
-struct TestMqtt {
-    client: AsyncClient,
-    events: mpsc::UnboundedReceiver<Event>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for TestMqtt {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl TestMqtt {
-    async fn connect(broker: &Mosquitto, id: &str) -> Self {
-        let options = MqttOptions::new(id, "127.0.0.1", broker.port);
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
-        let (tx, events) = mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(event) => {
-                        let _ = tx.send(event);
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        let mut this = Self {
-            client,
-            events,
-            task,
-        };
-        this.wait(|e| matches!(e, Event::Incoming(Packet::ConnAck(_))))
-            .await;
-        this
-    }
-
-    async fn wait(&mut self, want: impl Fn(&Event) -> bool) -> Event {
-        tokio::time::timeout(ARRIVE, async {
-            loop {
-                let event = self.events.recv().await.expect("the event loop runs");
-                if want(&event) {
-                    return event;
-                }
-            }
-        })
-        .await
-        .expect("the MQTT event within the time limit")
-    }
-
-    async fn publish(&self, topic: &str, body: &str) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, body.as_bytes().to_vec())
-            .await
-            .expect("queued");
-    }
-
-    async fn subscribe(&mut self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("queued");
-        self.wait(|e| matches!(e, Event::Incoming(Packet::SubAck(_))))
-            .await;
-    }
-
-    async fn next_publish(&mut self) -> (String, String) {
-        match self
-            .wait(|e| matches!(e, Event::Incoming(Packet::Publish(_))))
-            .await
-        {
-            Event::Incoming(Packet::Publish(p)) => (
-                p.topic,
-                String::from_utf8(p.payload.to_vec()).expect("UTF-8"),
-            ),
-            _ => unreachable!("filtered"),
-        }
     }
 }
 

@@ -27,6 +27,7 @@ fn link_id(app: &str, name: &str) -> LinkId {
         component: ComponentName::new("shop").expect("valid component name"),
         name: name.to_string(),
         package: "wasi:keyvalue".into(),
+        direction: lattice_provider_sdk::LinkDirection::Import,
     }
 }
 

@@ -177,3 +177,135 @@ async fn two_apps_share_one_provider_and_undeploying_one_keeps_it() -> anyhow::R
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
+
+/// messaging-echo fed by the `mqtt` provider process from topics `sensors/#` of `broker`, and
+/// publishing its answers back through it.
+fn mqtt_manifest(image: &Digest, broker: &str) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: sensors
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: echo
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+            target:
+              name: mqtt
+              config:
+                - name: broker
+                  properties:
+                    uri: {broker}
+    - name: mqtt
+      type: capability
+      properties:
+        image: provider:mqtt
+      traits:
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            target:
+              name: echo
+            source:
+              config:
+                - name: topics
+                  properties:
+                    subscriptions: sensors/#
+                    uri: {broker}
+"#
+    )
+}
+
+#[tokio::test]
+async fn mqtt_messages_reach_a_component_and_its_answers_go_back_to_mqtt() -> anyhow::Result<()> {
+    use lattice_tests::mosquitto::{Mosquitto, TestMqtt};
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("lattice_host=debug,warn")
+        .try_init();
+    let broker = Mosquitto::start().await?;
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("gateway").await?;
+    let image = t
+        .push(&t.sign(
+            &std::fs::read(env!("LATTICE_MESSAGING_ECHO_WASM"))?,
+            "messaging-echo",
+            "0.1.0",
+        ))
+        .await?;
+    t.ctl.deploy(&mqtt_manifest(&image, &broker.uri())).await?;
+    t.wait_deployed("sensors").await?;
+
+    let mut sensor = TestMqtt::connect(&broker, "sensor").await;
+    // The guest answers on `<topic>.echo`, which `sensors/#` also matches.
+    sensor.subscribe("sensors/#").await;
+    for body in ["hello", "world"] {
+        sensor.publish("sensors/t1", body).await;
+    }
+    let mut echoes = Vec::new();
+    while echoes.len() < 2 {
+        let (topic, body) = sensor.next_publish().await;
+        if topic == "sensors/t1.echo" {
+            echoes.push(body);
+        }
+    }
+    assert_eq!(
+        echoes,
+        ["HELLO", "WORLD"],
+        "in order, through the component"
+    );
+    Ok(())
+}
+
+/// kv-counter linked to the `keyvalue-redis` provider process at `url`.
+fn redis_manifest(image: &Digest, url: &str) -> String {
+    manifest("counter", image, "redis-counts")
+        .replace(
+            "image: provider:keyvalue-nats",
+            "image: provider:keyvalue-redis",
+        )
+        .replace(
+            "                    bucket: redis-counts",
+            &format!("                    bucket: redis-counts\n                    url: {url}"),
+        )
+}
+
+#[tokio::test]
+async fn a_component_counts_in_redis_through_the_provider_process() -> anyhow::Result<()> {
+    let redis = lattice_tests::redis::RedisServer::start().await?;
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t
+        .push(&t.sign(
+            &std::fs::read(env!("LATTICE_KV_COUNTER_WASM"))?,
+            "kv-counter",
+            "0.1.0",
+        ))
+        .await?;
+    t.ctl.deploy(&redis_manifest(&image, &redis.url)).await?;
+    let addr = endpoint(&t.wait_deployed("counter").await?)?;
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 1\n".into()));
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 2\n".into()));
+    // The count is in Redis, under `<bucket>:<key>` (asked in Redis's inline protocol).
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port)).await?;
+    conn.write_all(b"GET redis-counts:hits\r\nQUIT\r\n").await?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await?;
+    assert!(answer.starts_with("$1\r\n2\r\n"), "{answer:?}");
+    Ok(())
+}

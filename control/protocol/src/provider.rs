@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::names::{AppName, ComponentName};
 
 /// Names one link on one host: the importing (or handling) component's app and name, the link
-/// name and the WIT package (`wasi:keyvalue`).
+/// name, the WIT package (`wasi:keyvalue`) and the direction (a component may both receive
+/// messages from a provider and publish through it, under the same package and link name).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LinkId {
     /// The app.
@@ -27,6 +28,9 @@ pub struct LinkId {
     pub name: String,
     /// `namespace:package` of the linked interfaces.
     pub package: String,
+    /// Which way the link's calls go.
+    #[serde(default)]
+    pub direction: LinkDirection,
 }
 
 impl std::fmt::Display for LinkId {
@@ -58,10 +62,13 @@ pub struct LinkInfo {
 }
 
 /// Which way a link's calls go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkDirection {
     /// The component calls the provider.
+    #[default]
     Import,
     /// The provider calls the component's export.
     Export,

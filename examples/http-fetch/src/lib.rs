@@ -39,7 +39,9 @@ fn fetch(url: &str) -> Result<(u16, String), String> {
         .ok_or_else(|| format!("only http:// URLs: `{url}`"))?;
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let request = OutgoingRequest::new(Fields::new());
-    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "scheme")?;
+    request
+        .set_scheme(Some(&Scheme::Http))
+        .map_err(|()| "scheme")?;
     request
         .set_authority(Some(authority))
         .map_err(|()| "authority")?;
@@ -48,7 +50,8 @@ fn fetch(url: &str) -> Result<(u16, String), String> {
         .map_err(|()| "path")?;
     let body = request.body().map_err(|()| "body")?;
     OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
-    let future = outgoing_handler::handle(request, None).map_err(|e: ErrorCode| format!("{e:?}"))?;
+    let future =
+        outgoing_handler::handle(request, None).map_err(|e: ErrorCode| format!("{e:?}"))?;
     future.subscribe().block();
     let response = future
         .get()

@@ -28,6 +28,34 @@ wasmtime::component::bindgen!({
     },
 });
 
+/// `wasi:blobstore`, apart: its streams are wasmtime-wasi's `wasi:io` (already in the linker), so
+/// its interfaces are added one by one ([`crate::caps::blobstore::add_to_linker`]) rather than
+/// as a world, which would add `wasi:io` a second time.
+pub mod blobstore {
+    wasmtime::component::bindgen!({
+        path: ["../wit/deps/io.wit", "../wit/deps/blobstore.wit"],
+        inline: "
+            package lattice:blobstore;
+
+            world blobstore {
+                import wasi:blobstore/types@0.2.0-draft;
+                import wasi:blobstore/container@0.2.0-draft;
+                import wasi:blobstore/blobstore@0.2.0-draft;
+            }
+        ",
+        world: "lattice:blobstore/blobstore",
+        imports: { default: async | trappable },
+        with: {
+            // The guest reads and writes values with wasmtime-wasi's streams.
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:blobstore/container.container": crate::caps::blobstore::Container,
+            "wasi:blobstore/container.stream-object-names": crate::caps::blobstore::ObjectNames,
+            "wasi:blobstore/types.outgoing-value": crate::caps::blobstore::OutgoingValue,
+            "wasi:blobstore/types.incoming-value": crate::caps::blobstore::IncomingValue,
+        },
+    });
+}
+
 /// The messaging handler export, called for each message on a subscribed subject.
 pub mod handler {
     wasmtime::component::bindgen!({

@@ -7,6 +7,8 @@
 //!   served, no link needed;
 //! - [`keyvalue`]: `wasi:keyvalue` store, atomics and batch, served by the provider a link
 //!   names (`keyvalue-nats` inside the host, or a provider process);
+//! - [`blobstore`]: `wasi:blobstore` (types, container, blobstore) on the host's filesystem,
+//!   for links to `blobstore-fs`: one directory per container under the link's `root`;
 //! - [`providers`]: the host's providers: built-in ones in-process, others as processes it
 //!   supervises;
 //! - [`messaging`]: `wasmcloud:messaging/consumer` (publish, request) over NATS, and delivery of
@@ -19,6 +21,7 @@
 
 #[allow(missing_docs)] // generated from the WIT, whose comments are the documentation
 pub mod bindings;
+pub mod blobstore;
 pub mod calls;
 pub mod codec;
 pub mod config;

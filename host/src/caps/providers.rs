@@ -53,6 +53,7 @@ pub fn link_id(app: &AppName, component: &ComponentName, link: &WorkloadLink) ->
         component: component.clone(),
         name: link.name.clone(),
         package: format!("{}:{}", link.namespace, link.package),
+        direction: direction(link),
     }
 }
 

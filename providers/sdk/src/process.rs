@@ -1,13 +1,14 @@
 //! A provider as a process of its own: the environment a host starts it with, and the loop
 //! that answers the host's requests.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use lattice_protocol::envelope;
 use lattice_protocol::names::{ComponentName, HostId, LatticeName};
-use lattice_protocol::provider::{ProviderRequest, ProviderResponse, Reply};
+use lattice_protocol::provider::{LinkId, ProviderRequest, ProviderResponse, Reply};
 use lattice_protocol::subject::Subject;
 
 use crate::Provider;
@@ -63,13 +64,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let mut requests = client.subscribe(subject).await?;
     client.flush().await?;
+    let links = Arc::new(Mutex::new(BTreeSet::new()));
     while let Some(message) = requests.next().await {
         let Some(reply_to) = message.reply else {
             continue;
         };
-        let (provider, client) = (provider.clone(), client.clone());
+        let (provider, client, links) = (provider.clone(), client.clone(), links.clone());
         tokio::spawn(async move {
-            let response = answer(provider.as_ref(), &message.payload).await;
+            let response = answer(provider.as_ref(), &links, &message.payload).await;
             if let Err(e) = client
                 .publish(reply_to, envelope::encode(&response).into())
                 .await
@@ -81,11 +83,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// Links held, for `Ping`'s answer.
-static LINKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-async fn answer(provider: &dyn Provider, payload: &[u8]) -> ProviderResponse {
-    use std::sync::atomic::Ordering::Relaxed;
+/// Answers one request; `links` are the links held, for `Ping`'s answer.
+async fn answer(
+    provider: &dyn Provider,
+    links: &Mutex<BTreeSet<LinkId>>,
+    payload: &[u8],
+) -> ProviderResponse {
     let request: ProviderRequest = match envelope::decode(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -97,18 +100,21 @@ async fn answer(provider: &dyn Provider, payload: &[u8]) -> ProviderResponse {
     match request {
         ProviderRequest::Ping => ProviderResponse::Ready {
             name: provider.name().to_string(),
-            links: LINKS.load(Relaxed),
+            links: links.lock().expect("not poisoned").len(),
         },
-        ProviderRequest::LinkPut(link) => match provider.link_put(link).await {
-            Ok(()) => {
-                LINKS.fetch_add(1, Relaxed);
-                ProviderResponse::Ok(Reply::Unit)
+        ProviderRequest::LinkPut(link) => {
+            let id = link.id.clone();
+            match provider.link_put(link).await {
+                Ok(()) => {
+                    links.lock().expect("not poisoned").insert(id);
+                    ProviderResponse::Ok(Reply::Unit)
+                }
+                Err(e) => ProviderResponse::Err(e),
             }
-            Err(e) => ProviderResponse::Err(e),
-        },
+        }
         ProviderRequest::LinkDel(link) => {
             provider.link_del(&link).await;
-            let _ = LINKS.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+            links.lock().expect("not poisoned").remove(&link);
             ProviderResponse::Ok(Reply::Unit)
         }
         ProviderRequest::Call { link, call } => match provider.call(&link, call).await {

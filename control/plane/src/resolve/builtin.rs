@@ -1,5 +1,6 @@
 //! The capabilities built into every host, what each serves, and the checks on the
-//! configuration their links carry (bucket names, outgoing-HTTP allow-lists, NATS subjects).
+//! configuration their links carry (bucket names, outgoing-HTTP allow-lists, NATS subjects,
+//! blob-store roots).
 //! Pure: every check returns the problem as text for [`super::resolve`] to collect.
 
 /// A capability this Lattice version knows: built into every host (`LinkTarget::Builtin(name)`
@@ -17,6 +18,8 @@ pub(crate) enum Builtin {
     MessagingNats,
     /// `wasi:http/outgoing-handler`, limited to an allow-list of hosts.
     HttpClient,
+    /// `wasi:blobstore` on the host's filesystem: one directory per container under a root.
+    BlobstoreFs,
     /// `keyvalue-nats` as a process of its own (isolation; the same code as the built-in).
     KeyvalueNatsProcess,
     /// `wasi:keyvalue` on Redis, a provider process.
@@ -28,11 +31,12 @@ pub(crate) enum Builtin {
 
 impl Builtin {
     /// Every built-in, in the order messages list them.
-    pub(crate) const ALL: [Builtin; 7] = [
+    pub(crate) const ALL: [Builtin; 8] = [
         Builtin::HttpServer,
         Builtin::KeyvalueNats,
         Builtin::MessagingNats,
         Builtin::HttpClient,
+        Builtin::BlobstoreFs,
         Builtin::KeyvalueNatsProcess,
         Builtin::KeyvalueRedis,
         Builtin::Mqtt,
@@ -45,6 +49,7 @@ impl Builtin {
             Builtin::KeyvalueNats => "keyvalue-nats",
             Builtin::MessagingNats => "messaging-nats",
             Builtin::HttpClient => "http-client",
+            Builtin::BlobstoreFs => "blobstore-fs",
             Builtin::KeyvalueNatsProcess => "keyvalue-nats",
             Builtin::KeyvalueRedis => "keyvalue-redis",
             Builtin::Mqtt => "mqtt",
@@ -97,6 +102,7 @@ impl Builtin {
             Builtin::KeyvalueNats => &["ghcr.io/wasmcloud/keyvalue-nats"],
             Builtin::MessagingNats => &["ghcr.io/wasmcloud/messaging-nats"],
             Builtin::HttpClient => &["ghcr.io/wasmcloud/http-client"],
+            Builtin::BlobstoreFs => &["ghcr.io/wasmcloud/blobstore-fs"],
             Builtin::KeyvalueRedis => &["ghcr.io/wasmcloud/keyvalue-redis"],
             Builtin::KeyvalueNatsProcess | Builtin::Mqtt => &[],
         }
@@ -114,6 +120,11 @@ impl Builtin {
             ],
             Builtin::MessagingNats | Builtin::Mqtt => &["wasmcloud:messaging/consumer"],
             Builtin::HttpClient => &["wasi:http/outgoing-handler"],
+            Builtin::BlobstoreFs => &[
+                "wasi:blobstore/blobstore",
+                "wasi:blobstore/container",
+                "wasi:blobstore/types",
+            ],
         }
     }
 
@@ -142,6 +153,37 @@ pub const ALLOWED_HOSTS_KEY: &str = "allowed_hosts";
 
 /// The source config key of a `messaging-nats` link's subjects.
 pub const SUBSCRIPTIONS_KEY: &str = "subscriptions";
+
+/// The target config key of a `blobstore-fs` link's root directory (absolute; the host's
+/// `<state dir>/blobs/<app>` when not given).
+pub const ROOT_KEY: &str = "root";
+
+/// Why `root` cannot be a `blobstore-fs` link's root directory, if it cannot.
+pub(crate) fn root_problem(root: &str) -> Option<String> {
+    let path = std::path::Path::new(root);
+    if root.trim().is_empty() {
+        return Some(format!(
+            "`{ROOT_KEY}` is empty: give an absolute directory, or leave it out for the host's default"
+        ));
+    }
+    if !path.is_absolute() {
+        return Some(format!(
+            "`{ROOT_KEY}` `{root}` is not an absolute path: a relative one would depend on where each host runs"
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Some(format!(
+            "`{ROOT_KEY}` `{root}` contains `..`: name the directory directly"
+        ));
+    }
+    if root.contains('\0') {
+        return Some(format!("`{ROOT_KEY}` contains a NUL character"));
+    }
+    None
+}
 
 /// The prefix of the lattice's own JetStream buckets (`LATTICE_<lattice>_<purpose>`).
 const RESERVED_BUCKET_PREFIX: &str = "LATTICE_";
@@ -295,14 +337,36 @@ mod tests {
             ),
             ("provider:keyvalue-nats", Some(Builtin::KeyvalueNatsProcess)),
             ("provider:mqtt", Some(Builtin::Mqtt)),
+            ("builtin:blobstore-fs", Some(Builtin::BlobstoreFs)),
+            (
+                "ghcr.io/wasmcloud/blobstore-fs:0.10.0",
+                Some(Builtin::BlobstoreFs),
+            ),
+            ("provider:blobstore-fs", None),
             ("builtin:http-server2", None),
         ] {
             assert_eq!(Builtin::from_image(image), expected, "{image}");
         }
         assert_eq!(
             Builtin::list(),
-            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt"
+            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, builtin:blobstore-fs, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt"
         );
+    }
+
+    #[test]
+    fn blob_roots() {
+        for ok in ["/var/lib/blobs", "/"] {
+            assert_eq!(root_problem(ok), None, "{ok}");
+        }
+        for (bad, needle) in [
+            ("", "empty"),
+            ("blobs", "not an absolute path"),
+            ("./blobs", "not an absolute path"),
+            ("/var/../etc", "`..`"),
+        ] {
+            let problem = root_problem(bad).expect("refused");
+            assert!(problem.contains(needle), "{bad}: {problem}");
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use lattice_protocol::names::ComponentName;
 use lattice_protocol::wit::Interfaces;
 
 use super::builtin::{
-    ALLOWED_HOSTS_KEY, BUCKET_KEY, Builtin, SUBSCRIPTIONS_KEY, allowed_hosts_problem,
-    bucket_problem, subscriptions,
+    ALLOWED_HOSTS_KEY, BUCKET_KEY, Builtin, ROOT_KEY, SUBSCRIPTIONS_KEY, allowed_hosts_problem,
+    bucket_problem, root_problem, subscriptions,
 };
 use super::{DEFAULT_HTTP_ADDRESS, INCOMING_HANDLER};
 
@@ -168,7 +168,8 @@ fn capability_links(
                 Builtin::KeyvalueNats
                 | Builtin::KeyvalueNatsProcess
                 | Builtin::KeyvalueRedis
-                | Builtin::HttpClient => problems.push(format!(
+                | Builtin::HttpClient
+                | Builtin::BlobstoreFs => problems.push(format!(
                     "capability `{}` ({}) links `{}` to `{target}`, but it serves components that link to it: put the `link` trait on `{target}`, with target `{}`",
                     cap.name,
                     builtin.image(),
@@ -559,6 +560,16 @@ fn capability_config(
                 {
                     problems.push(format!("{head}: in the {end} config, {problem}"));
                 }
+            }
+        }
+        Builtin::BlobstoreFs => {
+            if let Some(problem) = target_config.get(ROOT_KEY).and_then(|r| root_problem(r)) {
+                problems.push(format!("{head}: {problem}"));
+            } else if source_config.contains_key(ROOT_KEY) && !target_config.contains_key(ROOT_KEY)
+            {
+                problems.push(format!(
+                    "{head} with `{ROOT_KEY}` in the source config; the directory is the link's target config: move it to `target.config`"
+                ));
             }
         }
         _ => {}

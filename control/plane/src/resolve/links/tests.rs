@@ -561,6 +561,69 @@ fn http_client_links_pass_their_allow_list_through() {
 }
 
 #[test]
+fn blobstore_links_serve_wasi_blobstore_and_check_their_root() {
+    const BLOBSTORE: &str = "wasi:blobstore/blobstore@0.2.0-draft";
+    const CONTAINER: &str = "wasi:blobstore/container@0.2.0-draft";
+    const TYPES: &str = "wasi:blobstore/types@0.2.0-draft";
+    let store = facts(&[BLOBSTORE, CONTAINER, TYPES], &[INCOMING], &[]);
+    let f = known(vec![("store", store)]);
+    let blobs = |l: L, image: &str| {
+        manifest(&[
+            component("store", "store:0.1.0", &[l]),
+            capability("blobs", image, &[]),
+        ])
+    };
+    let all = ["blobstore", "container", "types"];
+
+    let m = blobs(
+        link("wasi:blobstore", &all, "blobs").target("root", "/srv/blobs"),
+        "builtin:blobstore-fs",
+    );
+    let l = &wired(&m, &f)[&name("store")].links[0];
+    assert_eq!(l.target, LinkTarget::Builtin("blobstore-fs".into()));
+    assert_eq!(l.target_config, config(&[("root", "/srv/blobs")]));
+
+    // No root: the host's default, left to the host; wasmCloud's image means the same.
+    let m = blobs(
+        link("wasi:blobstore", &all, "blobs"),
+        "ghcr.io/wasmcloud/blobstore-fs:0.10.0",
+    );
+    let l = &wired(&m, &f)[&name("store")].links[0];
+    assert_eq!(l.target, LinkTarget::Builtin("blobstore-fs".into()));
+    assert!(l.target_config.is_empty());
+
+    let m = blobs(
+        link("wasi:blobstore", &all, "blobs").target("root", "blobs"),
+        "builtin:blobstore-fs",
+    );
+    one_problem(
+        &refused(&m, &f),
+        &[
+            "component `store` links to `blobs`",
+            "`blobs` is not an absolute path",
+        ],
+    );
+    let m = blobs(
+        link("wasi:blobstore", &all, "blobs").source("root", "/srv/blobs"),
+        "builtin:blobstore-fs",
+    );
+    one_problem(&refused(&m, &f), &["move it to `target.config`"]);
+
+    // It serves nothing else.
+    let m = blobs(
+        link("wasi:keyvalue", &["store"], "blobs"),
+        "builtin:blobstore-fs",
+    );
+    assert!(
+        refused(&m, &f)
+            .iter()
+            .any(|p| p.contains("serves only wasi:blobstore/blobstore")),
+        "{:?}",
+        refused(&m, &f)
+    );
+}
+
+#[test]
 fn messaging_delivers_subscriptions_and_serves_the_consumer() {
     let echo = facts(&[CONSUMER, WASI_BASE[0]], &[HANDLER], &[]);
     let m = manifest(&[
@@ -674,13 +737,13 @@ fn unknown_capability_images_are_refused_once() {
             "counter:0.1.0",
             &[link("wasi:keyvalue", &["store"], "blobs")],
         ),
-        capability("blobs", "ghcr.io/wasmcloud/blobstore-fs:0.10.0", &[]),
+        capability("blobs", "ghcr.io/wasmcloud/blobstore-s3:0.10.0", &[]),
     ]);
     one_problem(
         &refused(&m, &known(vec![("counter", counter_facts())])),
         &[
-            "capability `blobs`: image `ghcr.io/wasmcloud/blobstore-fs:0.10.0` is not a capability this Lattice version knows",
-            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt",
+            "capability `blobs`: image `ghcr.io/wasmcloud/blobstore-s3:0.10.0` is not a capability this Lattice version knows",
+            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, builtin:blobstore-fs, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt",
         ],
     );
 }

@@ -1,0 +1,304 @@
+//! `wasi:blobstore` end to end: a real nats-server, the control plane, a host, and the
+//! `examples/blob-store` guest linked to the built-in `blobstore-fs`, whose objects must be
+//! files under the link's root and nowhere else.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use lattice_protocol::digest::Digest;
+use lattice_tests::{TestLattice, endpoint, http_get};
+
+const ANY_PORT: &str = "127.0.0.1:0";
+
+async fn push_blob_store(t: &TestLattice) -> anyhow::Result<Digest> {
+    let wasm = std::fs::read(env!("LATTICE_BLOB_STORE_WASM"))
+        .expect("the build script built the example components");
+    t.push(&t.sign(&wasm, "blob-store", "0.1.0")).await
+}
+
+/// blob-store behind the HTTP server; linked to `blobstore-fs` when `link` is given, with
+/// `root` as its target config when that is given too.
+fn manifest(app: &str, image: &Digest, link: bool, root: Option<&Path>) -> String {
+    let config = root.map_or(String::new(), |root| {
+        format!(
+            r#"
+              config:
+                - name: blobs
+                  properties:
+                    root: "{}""#,
+            root.display()
+        )
+    });
+    let (link, capability) = if link {
+        (
+            format!(
+                r#"
+        - type: link
+          properties:
+            namespace: wasi
+            package: blobstore
+            interfaces: [blobstore, container, types]
+            target:
+              name: blobs{config}"#
+            ),
+            "
+    - name: blobs
+      type: capability
+      properties:
+        image: builtin:blobstore-fs",
+        )
+    } else {
+        (String::new(), "")
+    };
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: {app}
+  annotations:
+    version: v1
+spec:
+  rollout:
+    healthy_for: 0s
+  components:
+    - name: store
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1{link}{capability}
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: store
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: {ANY_PORT}
+"#
+    )
+}
+
+/// An HTTP request with a body: status and body.
+async fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, rest.to_string()))
+}
+
+/// Every path under `dir`, relative to it.
+fn tree(dir: &Path) -> BTreeSet<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).expect("readable").flatten() {
+            let path = entry.path();
+            let relative = path.strip_prefix(base).expect("under base");
+            out.insert(relative.to_string_lossy().into_owned());
+            if path.is_dir() {
+                walk(base, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn set(paths: &[&str]) -> BTreeSet<String> {
+    paths.iter().map(|p| (*p).to_string()).collect()
+}
+
+#[tokio::test]
+async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = push_blob_store(&t).await?;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("blobs");
+    t.ctl
+        .deploy(&manifest("files", &image, true, Some(&root)))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("files").await?)?;
+
+    // Put: the container is created, each object is a file of its own.
+    assert_eq!(
+        http(&addr, "PUT", "/photos/cat.txt", "meow").await?,
+        (200, "stored 4 bytes\n".into())
+    );
+    assert_eq!(http(&addr, "PUT", "/photos/dog.txt", "woof").await?.0, 200);
+    assert_eq!(http(&addr, "PUT", "/photos/ant%20colony", "").await?.0, 200);
+    assert_eq!(std::fs::read(root.join("photos/cat.txt"))?, b"meow");
+    assert_eq!(std::fs::read(root.join("photos/dog.txt"))?, b"woof");
+    assert_eq!(std::fs::read(root.join("photos/ant colony"))?, b"");
+
+    // Get, and replace.
+    assert_eq!(
+        http_get(&addr, "/photos/cat.txt").await?,
+        (200, "meow".into())
+    );
+    assert_eq!(http(&addr, "PUT", "/photos/cat.txt", "purr").await?.0, 200);
+    assert_eq!(
+        http_get(&addr, "/photos/cat.txt").await?,
+        (200, "purr".into())
+    );
+    assert_eq!(std::fs::read(root.join("photos/cat.txt"))?, b"purr");
+
+    // List: three names, read two at a time.
+    assert_eq!(
+        http_get(&addr, "/photos").await?,
+        (200, "ant colony\ncat.txt\ndog.txt\n".into())
+    );
+
+    // Absent objects and containers.
+    assert_eq!(http_get(&addr, "/photos/bird.txt").await?.0, 404);
+    assert_eq!(http_get(&addr, "/videos").await?.0, 404);
+    assert_eq!(http_get(&addr, "/videos/a").await?.0, 404);
+
+    // Delete: the file goes; deleting again is no error.
+    assert_eq!(http(&addr, "DELETE", "/photos/cat.txt", "").await?.0, 200);
+    assert_eq!(http_get(&addr, "/photos/cat.txt").await?.0, 404);
+    assert!(!root.join("photos/cat.txt").exists());
+    assert_eq!(http(&addr, "DELETE", "/photos/cat.txt", "").await?.0, 200);
+    assert_eq!(
+        http_get(&addr, "/photos").await?,
+        (200, "ant colony\ndog.txt\n".into())
+    );
+
+    // A second container, then deleting it whole.
+    assert_eq!(http(&addr, "PUT", "/tmp/x", "1").await?.0, 200);
+    assert_eq!(
+        tree(&root),
+        set(&[
+            "photos",
+            "photos/ant colony",
+            "photos/dog.txt",
+            "tmp",
+            "tmp/x"
+        ])
+    );
+    assert_eq!(http(&addr, "DELETE", "/tmp", "").await?.0, 200);
+    assert_eq!(
+        tree(&root),
+        set(&["photos", "photos/ant colony", "photos/dog.txt"])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn names_that_would_leave_the_root_are_refused() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = push_blob_store(&t).await?;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("blobs");
+    t.ctl
+        .deploy(&manifest("escape", &image, true, Some(&root)))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("escape").await?)?;
+    assert_eq!(http(&addr, "PUT", "/box/inside", "ok").await?.0, 200);
+
+    for path in [
+        "/box/%2e%2e",
+        "/box/%2E%2E",
+        "/%2e%2e/escaped",
+        "/box/..%2fescaped",
+        "/box/%2e%2e%2f%2e%2e%2fescaped",
+        "/box/%2fetc%2fpasswd",
+        "/box/.hidden",
+        "/%2e/escaped",
+        "/box/a%00b",
+        "/../escaped",
+        "/box/../../escaped",
+    ] {
+        let (code, body) = http(&addr, "PUT", path, "gotcha").await?;
+        assert_ne!(code, 200, "{path}: {body}");
+        if code == 500 {
+            assert!(body.contains("is refused"), "{path}: {body}");
+        }
+        let (code, body) = http_get(&addr, path).await?;
+        assert_ne!(code, 200, "{path}: {body}");
+    }
+    // The blob store itself refused them (not only the HTTP layer).
+    let (code, body) = http(&addr, "PUT", "/box/%2e%2e", "gotcha").await?;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("object name `..` is refused"), "{body}");
+    let (code, body) = http(&addr, "PUT", "/%2e%2e/escaped", "gotcha").await?;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("container name `..` is refused"), "{body}");
+
+    // Nothing was written anywhere but the one object, inside the root.
+    assert_eq!(
+        tree(dir.path()),
+        set(&["blobs", "blobs/box", "blobs/box/inside"])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_root_blobs_go_to_the_hosts_state_dir() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.add_host("edge-1").await?;
+    let image = push_blob_store(&t).await?;
+    t.ctl
+        .deploy(&manifest("defaults", &image, true, None))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("defaults").await?)?;
+    assert_eq!(http(&addr, "PUT", "/docs/readme", "hi").await?.0, 200);
+    assert_eq!(
+        std::fs::read(host.state_dir.join("blobs/defaults/docs/readme"))?,
+        b"hi"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unlinked_blobstore_fails_at_once_with_a_wit_error() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = push_blob_store(&t).await?;
+    t.ctl
+        .deploy(&manifest("unlinked", &image, false, None))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("unlinked").await?)?;
+    let started = std::time::Instant::now();
+    let (code, body) = http(&addr, "PUT", "/box/thing", "x").await?;
+    assert_eq!(code, 500);
+    assert!(
+        body.contains("wasi:blobstore is not linked") && body.contains("builtin:blobstore-fs"),
+        "{body}"
+    );
+    let (code, body) = http_get(&addr, "/box").await?;
+    assert_eq!(code, 500, "{body}");
+    // "At once": far below any timeout a hang would run into.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
+}
