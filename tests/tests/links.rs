@@ -570,3 +570,48 @@ async fn outgoing_http_goes_only_where_the_link_allows() -> anyhow::Result<()> {
     assert!(body.contains("HttpRequestDenied"), "{body}");
     Ok(())
 }
+
+/// Everything this test process logs, as text: a `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn guest_logs_reach_the_host_log_tagged_with_the_component() -> anyhow::Result<()> {
+    // Each test runs in its own process (nextest), so the global subscriber is this test's.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("guest=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = push(&t, env!("LATTICE_KV_COUNTER_WASM"), "kv-counter").await?;
+    t.ctl
+        .deploy(&kv_manifest("logs", &image, Some("logged")))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("logs").await?)?;
+    assert_eq!(http_get(&addr, "/").await?.0, 200);
+    let text = String::from_utf8(captured.0.lock().expect("not poisoned").clone())?;
+    let line = text
+        .lines()
+        .find(|l| l.contains("hits is now 1"))
+        .unwrap_or_else(|| panic!("no guest log line in:\n{text}"));
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("component=logs/counter"), "{line}");
+    assert!(line.contains("context=kv-counter"), "{line}");
+    Ok(())
+}
