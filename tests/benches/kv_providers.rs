@@ -6,7 +6,8 @@
 //! `cargo build --release -p lattice-provider-keyvalue-nats` (the bench runs in the bench
 //! profile, so it looks in `target/release/`). Prints figures and ratios; asserts nothing about
 //! time. Every operation is on a 16-byte key and a 100-byte value, one at a time (a component's
-//! calls are sequential).
+//! calls are sequential). The provider process the host starts in part 2 logs at `info` on the
+//! bench's stderr unless `RUST_LOG=warn` is set.
 //!
 //! **Part 1, provider level.** One nats-server (JetStream, random port, started by the bench)
 //! and one NATS connection standing for the host's. Variants, per operation:
