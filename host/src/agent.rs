@@ -100,14 +100,14 @@ impl Agent {
         let code = Arc::new(CodeCache::new(store.subdir("compiled")?)?);
         let artifacts = ArtifactCache::new(
             store.subdir("artifacts")?,
-            jetstream::new(client.clone()),
+            config.jetstream(client),
             &config.lattice,
         );
         let http = HttpServer::new(runtime.clone());
         let name = config.name.clone().unwrap_or_else(crate::hostname);
         let lattice = LatticeLink {
             client: client.clone(),
-            jetstream: jetstream::new(client.clone()),
+            jetstream: config.jetstream(client),
             lattice: config.lattice.clone(),
             host: host.clone(),
         };

@@ -24,7 +24,9 @@
 //! - [`artifacts`]: component bytes by digest, fetched from the lattice's
 //!   object store and kept on disk;
 //! - [`state`]: the host's identity key and its last accepted assignment in
-//!   an embedded redb database, so a restarted host serves at once, offline too.
+//!   an embedded redb database, so a restarted host serves at once, offline too;
+//! - [`outbox`]: the durable outbox for queued calls: appends committed with fsync (group commit)
+//!   before they are acknowledged, read in order by a forwarder.
 //!
 //! [`run`] ties them together: it re-applies the saved assignment, then follows
 //! the lattice until its shutdown token is cancelled.
@@ -46,6 +48,7 @@ pub mod caps;
 pub mod compile;
 pub mod engine;
 pub mod http;
+pub mod outbox;
 pub mod state;
 pub mod wasi;
 
@@ -84,6 +87,11 @@ pub struct HostConfig {
     pub engine: EngineConfig,
     /// How provider processes are found and connected.
     pub providers: caps::providers::ProviderLaunch,
+    /// The JetStream domain of the lattice's JetStream (`None`: the default API prefix,
+    /// `$JS.API`). A host on an edge NATS leaf node without JetStream of its own sets the hub's
+    /// domain, so that its assignment watch and artifact downloads reach the hub's JetStream
+    /// across the leaf-node link (`$JS.<domain>.API`).
+    pub js_domain: Option<String>,
 }
 
 impl HostConfig {
@@ -99,6 +107,16 @@ impl HostConfig {
             heartbeat_interval: Duration::from_secs(5),
             engine: EngineConfig::default(),
             providers: Default::default(),
+            js_domain: None,
+        }
+    }
+
+    /// The JetStream context of the lattice's JetStream, in [`HostConfig::js_domain`]: every
+    /// JetStream use of the host goes through one.
+    pub fn jetstream(&self, client: &async_nats::Client) -> jetstream::Context {
+        match &self.js_domain {
+            Some(domain) => jetstream::with_domain(client.clone(), domain),
+            None => jetstream::new(client.clone()),
         }
     }
 }
@@ -127,12 +145,13 @@ pub async fn run(
         "host starting"
     );
     agent.boot_from_disk().await?;
+    let js = config.jetstream(&client);
     let ids = Arc::new((config, agent.host.clone()));
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let tasks = CancellationToken::new();
     // Both tasks end with this function, however it ends (even when its future is dropped).
     let watcher = AbortOnDropHandle::new(tokio::spawn(agent::watch_assignments(
-        jetstream::new(client.clone()),
+        js,
         ids.clone(),
         agent.shared.clone(),
         tx,

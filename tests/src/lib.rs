@@ -13,7 +13,9 @@
 //! Waiting is driven by events: [`TestLattice::wait_for`] re-checks its condition on every host
 //! heartbeat, and every wait is bounded.
 
+pub mod edge;
 pub mod mosquitto;
+pub mod proxy;
 pub mod redis;
 
 use std::future::Future;
@@ -91,6 +93,16 @@ impl NatsServer {
         Self::start_args(dir, None, &["-c", &path]).await
     }
 
+    /// As [`NatsServer::start_with_config`], without JetStream unless `config` enables it (an
+    /// edge leaf node that uses the hub's JetStream).
+    pub async fn start_with_config_no_js(config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, config)?;
+        let path = path.display().to_string();
+        Self::start_js(dir, None, &["-c", &path], false).await
+    }
+
     /// Starts a server in `dir`, on `port` or a random one.
     pub async fn start_in(dir: tempfile::TempDir, port: Option<u16>) -> anyhow::Result<Self> {
         Self::start_args(dir, port, &[]).await
@@ -101,16 +113,29 @@ impl NatsServer {
         port: Option<u16>,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_js(dir, port, extra, true).await
+    }
+
+    async fn start_js(
+        dir: tempfile::TempDir,
+        port: Option<u16>,
+        extra: &[&str],
+        jetstream: bool,
+    ) -> anyhow::Result<Self> {
         let binary = lattice_cli::up::find_nats_server().context(
             "nats-server is not installed: run `make deps` (or apt-get install nats-server)",
         )?;
         let ports = dir.path().join("ports");
         std::fs::create_dir_all(&ports)?;
         let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
-        let child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        command
             .args(extra)
-            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
-            .arg(dir.path().join("js"))
+            .args(["-a", "127.0.0.1", "-p", &port_arg]);
+        if jetstream {
+            command.args(["-js", "-sd"]).arg(dir.path().join("js"));
+        }
+        let child = command
             .arg("--ports_file_dir")
             .arg(&ports)
             .stdout(Stdio::null())
@@ -256,7 +281,15 @@ impl TestLattice {
 
     /// NATS and a control plane configured by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut ControlConfig)) -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await?;
+        Self::start_on(NatsServer::start().await?, configure).await
+    }
+
+    /// A control plane configured by `configure` on `nats` (a hub of an
+    /// [`edge::EdgeTopology`]).
+    pub async fn start_on(
+        nats: NatsServer,
+        configure: impl FnOnce(&mut ControlConfig),
+    ) -> anyhow::Result<Self> {
         let client = nats.client().await?;
         let lattice = LatticeName::new("test")?;
         let operator = KeyPair::generate(KeyRole::Operator);

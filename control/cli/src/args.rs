@@ -351,6 +351,10 @@ pub struct HostArgs {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// JetStream domain of the lattice's JetStream: on an edge NATS leaf node, the hub's domain
+    /// (`hub` in deploy/hub.conf). Default: the server's own JetStream (`$JS.API`).
+    #[arg(long, env = "LATTICE_JS_DOMAIN")]
+    pub js_domain: Option<String>,
 }
 
 /// `lattice control`.

@@ -56,6 +56,7 @@ pub fn host_config(
     config.trusted_issuers = keys(&args.trust_issuers, KeyRole::Issuer, "--trust-issuer")?;
     config.trusted_operators = keys(&args.trust_operators, KeyRole::Operator, "--trust-operator")?;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    config.js_domain = args.js_domain.clone().filter(|d| !d.is_empty());
     config.engine.compiler = compiler_in_child();
     // Provider processes the host starts connect where it does, as it does.
     config.providers.nats_url = Some(nats_url.to_string());

@@ -162,6 +162,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         state_dir: Some(state_dir.join("up-host")),
         name: None,
         heartbeat_secs: 5,
+        js_domain: None,
     };
     let host = tokio::spawn(lattice_host::run(
         host_config(&host_args, lattice.clone(), &url)?,

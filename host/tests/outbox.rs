@@ -1,0 +1,536 @@
+//! The durable outbox (`lattice_host::outbox`): order, group commit, capacity with both
+//! policies, expiry, reopening, a child process killed with SIGKILL mid-stream, and a write
+//! failure from the kernel (a file-size limit) in a child process.
+//!
+//! The child-process tests re-run this test binary (`std::env::current_exe()`) with one test
+//! selected (`child_*`) and an environment variable saying what to do; without it those tests
+//! return at once.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lattice_host::outbox::{
+    FullPolicy, Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent, Sequence,
+};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn entry(key: &str, payload: &str) -> OutboxEntry {
+    OutboxEntry::new(key, payload.as_bytes().to_vec(), HOUR)
+}
+
+fn open(dir: &Path, config: OutboxConfig) -> Outbox {
+    Outbox::open(dir.join("outbox.redb"), config).expect("open the outbox")
+}
+
+#[tokio::test]
+async fn peek_returns_entries_in_order_and_remove_acks_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), OutboxConfig::default());
+    let mut appended = Vec::new();
+    for i in 0..20 {
+        let key = if i % 2 == 0 {
+            "app/a -> t"
+        } else {
+            "app/b -> t"
+        };
+        let e = entry(key, &format!("m{i}"));
+        let seq = outbox.append(e.clone()).await.expect("append");
+        appended.push((seq, e));
+    }
+    assert!(appended.windows(2).all(|w| w[0].0 < w[1].0));
+
+    let all = outbox.peek(100).await.expect("peek");
+    assert_eq!(all, appended, "everything, in sequence order, unchanged");
+    let first5 = outbox.peek(5).await.expect("peek");
+    assert_eq!(first5, appended[..5]);
+    let after = outbox
+        .peek_after(appended[4].0, 3)
+        .await
+        .expect("peek_after");
+    assert_eq!(after, appended[5..8]);
+    // Per stream key, the order of the appends.
+    let a: Vec<_> = all
+        .iter()
+        .filter(|(_, e)| e.stream_key == "app/a -> t")
+        .map(|(_, e)| e.payload.clone())
+        .collect();
+    let expected: Vec<_> = (0..20)
+        .step_by(2)
+        .map(|i| bytes::Bytes::from(format!("m{i}")))
+        .collect();
+    assert_eq!(a, expected);
+
+    let acked: Vec<Sequence> = appended[..10].iter().map(|(s, _)| *s).collect();
+    assert_eq!(outbox.remove(&acked).await.expect("remove"), 10);
+    assert_eq!(outbox.remove(&acked).await.expect("remove again"), 0);
+    assert_eq!(outbox.peek(100).await.expect("peek"), appended[10..]);
+    let stats = outbox.stats();
+    assert_eq!(stats.pending, 10);
+    assert_eq!(
+        stats.bytes,
+        appended[10..]
+            .iter()
+            .map(|(_, e)| e.encoded_len() as u64)
+            .sum::<u64>()
+    );
+    assert!(stats.oldest_age.is_some());
+    assert_eq!(stats.appended_total, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_batches_concurrent_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), OutboxConfig::default());
+    const TASKS: usize = 64;
+    const EACH: usize = 10;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let key = format!("app/c{t} -> target");
+                let mut seqs = Vec::new();
+                for i in 0..EACH {
+                    seqs.push(
+                        outbox
+                            .append(entry(&key, &i.to_string()))
+                            .await
+                            .expect("append"),
+                    );
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut per_task = Vec::new();
+    for t in tasks {
+        per_task.push(t.await.expect("task"));
+    }
+    let stats = outbox.stats();
+    let appends = (TASKS * EACH) as u64;
+    assert_eq!(stats.appended_total, appends);
+    assert_eq!(stats.pending, appends);
+    eprintln!("{appends} appends in {} commits", stats.commits);
+    assert!(
+        stats.commits * 4 <= appends,
+        "{} commits for {appends} concurrent appends: not batched",
+        stats.commits
+    );
+    // Each task's appends keep their order.
+    let all = outbox.peek(usize::MAX).await.expect("peek");
+    for (t, seqs) in per_task.iter().enumerate() {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        let key = format!("app/c{t} -> target");
+        let payloads: Vec<_> = all
+            .iter()
+            .filter(|(_, e)| e.stream_key == key)
+            .map(|(_, e)| String::from_utf8(e.payload.to_vec()).expect("utf8"))
+            .collect();
+        let expected: Vec<_> = (0..EACH).map(|i| i.to_string()).collect();
+        assert_eq!(payloads, expected);
+    }
+}
+
+#[tokio::test]
+async fn full_outbox_refuses_with_a_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = OutboxConfig {
+        capacity_entries: 3,
+        ..OutboxConfig::default()
+    };
+    let outbox = open(dir.path(), config);
+    for i in 0..3 {
+        outbox
+            .append(entry("k", &i.to_string()))
+            .await
+            .expect("append");
+    }
+    let err = outbox.append(entry("k", "3")).await.expect_err("full");
+    assert!(matches!(
+        err,
+        OutboxError::Full {
+            pending: 3,
+            capacity_entries: 3,
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("outbox is full"), "{err}");
+    assert_eq!(outbox.peek(10).await.expect("peek").len(), 3);
+    // Room again after an ack.
+    let first = outbox.peek(1).await.expect("peek")[0].0;
+    outbox.remove(&[first]).await.expect("remove");
+    outbox
+        .append(entry("k", "4"))
+        .await
+        .expect("append after ack");
+
+    // By bytes too; and an entry bigger than the outbox is refused under any policy.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let small = OutboxEntry::new("k", vec![0u8; 100], HOUR);
+    let config = OutboxConfig {
+        capacity_bytes: 2 * small.encoded_len() as u64,
+        policy: FullPolicy::DropOldest,
+        ..OutboxConfig::default()
+    };
+    let outbox = open(dir2.path(), config);
+    let big = OutboxEntry::new("k", vec![0u8; 1000], HOUR);
+    assert!(matches!(
+        outbox.append(big).await,
+        Err(OutboxError::TooLarge { .. })
+    ));
+    assert_eq!(outbox.stats().pending, 0);
+}
+
+#[tokio::test]
+async fn drop_oldest_makes_room_and_reports_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let config = OutboxConfig {
+        capacity_entries: 3,
+        policy: FullPolicy::DropOldest,
+        on_event: Some(Arc::new(move |e: &OutboxEvent| {
+            seen.lock().expect("lock").push(e.clone())
+        })),
+        ..OutboxConfig::default()
+    };
+    let outbox = open(dir.path(), config);
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(
+            outbox
+                .append(entry("k", &i.to_string()))
+                .await
+                .expect("append"),
+        );
+    }
+    let left: Vec<Sequence> = outbox
+        .peek(10)
+        .await
+        .expect("peek")
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(left, seqs[2..]);
+    let stats = outbox.stats();
+    assert_eq!((stats.pending, stats.dropped_total), (3, 2));
+    let dropped: Vec<Sequence> = events
+        .lock()
+        .expect("lock")
+        .iter()
+        .flat_map(|e| match e {
+            OutboxEvent::Dropped(d) => d.iter().map(|r| r.seq).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(dropped, seqs[..2]);
+}
+
+#[tokio::test]
+async fn expired_entries_are_not_returned_and_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), OutboxConfig::default());
+    let short = OutboxEntry::new("k", b"short".to_vec(), Duration::from_millis(50));
+    let long = entry("k", "long");
+    outbox.append(short.clone()).await.expect("append");
+    outbox.append(long.clone()).await.expect("append");
+    assert_eq!(outbox.peek(10).await.expect("peek").len(), 2);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let left = outbox.peek(10).await.expect("peek");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1, long);
+    let stats = outbox.stats();
+    assert_eq!((stats.pending, stats.expired_total), (1, 1));
+
+    // sweep() on its own; an already-expired entry (ttl 0) goes at once.
+    outbox
+        .append(OutboxEntry::new("k", b"x".to_vec(), Duration::ZERO))
+        .await
+        .expect("append");
+    assert_eq!(outbox.sweep().await.expect("sweep"), 1);
+    assert_eq!(outbox.stats().expired_total, 2);
+
+    // A full outbox makes room from expired entries before refusing.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let config = OutboxConfig {
+        capacity_entries: 1,
+        ..OutboxConfig::default()
+    };
+    let outbox = open(dir2.path(), config);
+    outbox
+        .append(OutboxEntry::new(
+            "k",
+            b"x".to_vec(),
+            Duration::from_millis(10),
+        ))
+        .await
+        .expect("append");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    outbox
+        .append(entry("k", "y"))
+        .await
+        .expect("room from expiry");
+    assert_eq!(outbox.stats().expired_total, 1);
+}
+
+#[tokio::test]
+async fn reopening_keeps_entries_and_sequences() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), OutboxConfig::default());
+    let mut appended = Vec::new();
+    for i in 0..5 {
+        let e = entry("k", &i.to_string());
+        appended.push((outbox.append(e.clone()).await.expect("append"), e));
+    }
+    // Remove the last one, so the next sequence must come from what was stored, not the table.
+    outbox.remove(&[appended[4].0]).await.expect("remove");
+    let last = appended.pop().expect("last").0;
+    drop(outbox);
+
+    let outbox = open(dir.path(), OutboxConfig::default());
+    assert_eq!(outbox.peek(10).await.expect("peek"), appended);
+    assert_eq!(outbox.stats().pending, 4);
+    let next = outbox.append(entry("k", "after")).await.expect("append");
+    assert!(next > last, "{next} reuses a sequence (last was {last})");
+}
+
+// ---- SIGKILL ----
+
+const CHILD_ENV: &str = "LATTICE_OUTBOX_TEST_CHILD";
+const DIR_ENV: &str = "LATTICE_OUTBOX_TEST_DIR";
+
+/// Spawns this test binary running only `test`, with `mode` in [`CHILD_ENV`].
+fn child(test: &str, mode: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, mode)
+        .env(DIR_ENV, dir)
+        .stdout(Stdio::piped());
+    cmd
+}
+
+/// In the child: 16 tasks append as fast as they can, printing `ACK <seq> <id>` for every
+/// acknowledged append, until killed.
+#[test]
+fn child_appender() {
+    if std::env::var(CHILD_ENV).as_deref() != Ok("append") {
+        return;
+    }
+    let dir = std::env::var(DIR_ENV).expect("dir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let outbox = open(Path::new(&dir), OutboxConfig::default());
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move {
+                    for i in 0u64.. {
+                        let e = OutboxEntry::new(
+                            format!("app/c{t} -> target"),
+                            format!("{t}:{i}:{}", "x".repeat(200)).into_bytes(),
+                            HOUR,
+                        );
+                        let id = e.id;
+                        let seq = outbox.append(e).await.expect("append");
+                        println!("ACK {seq} {id}");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+}
+
+#[test]
+fn sigkill_keeps_every_acknowledged_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proc = child("child_appender", "append", dir.path())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = proc.stdout.take().expect("stdout");
+    let mut acked = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read");
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let (seq, id) = rest.split_once(' ').expect("ACK seq id");
+            acked.insert(seq.parse::<u64>().expect("seq"), id.to_string());
+            if acked.len() >= 3000 || Instant::now() > deadline {
+                break;
+            }
+        }
+    }
+    proc.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
+    let status = proc.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "the child was killed, not finished: {status:?}"
+    );
+    assert!(
+        acked.len() >= 100,
+        "only {} acks before the deadline",
+        acked.len()
+    );
+
+    let outbox = open(dir.path(), OutboxConfig::default());
+    let stored: BTreeMap<u64, String> = outbox
+        .peek(usize::MAX)
+        .await_blocking()
+        .expect("peek after reopen")
+        .into_iter()
+        .map(|(s, e)| (s.0, e.id.to_string()))
+        .collect();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(s, id)| stored.get(s) != Some(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged appends missing after SIGKILL, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+    eprintln!(
+        "{} acknowledged before SIGKILL, {} stored after reopen (appends in flight may land)",
+        acked.len(),
+        stored.len()
+    );
+    // And the outbox takes appends again after the crash.
+    let next = outbox
+        .append(entry("k", "after"))
+        .await_blocking()
+        .expect("append after reopen");
+    assert!(next.0 > *acked.keys().last().expect("some"));
+}
+
+// ---- A write failure from the kernel ----
+
+/// In the child: under a file-size limit (set by the parent with `prlimit --fsize`, SIGXFSZ
+/// ignored, so a write past it fails with EFBIG), append 4 KiB entries until one fails; then
+/// check reads still work and print what happened.
+#[test]
+fn child_file_size_limit() {
+    if std::env::var(CHILD_ENV).as_deref() != Ok("fsize") {
+        return;
+    }
+    let dir = std::env::var(DIR_ENV).expect("dir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let outbox = open(Path::new(&dir), OutboxConfig::default());
+        let mut acked = 0u64;
+        let err = loop {
+            match outbox
+                .append(OutboxEntry::new("k", vec![7u8; 4096], HOUR))
+                .await
+            {
+                Ok(seq) => {
+                    acked += 1;
+                    println!("ACK {seq}");
+                    assert!(acked < 100_000, "the file-size limit never hit");
+                }
+                Err(e) => break e,
+            }
+        };
+        println!("ERR {err}");
+        assert!(matches!(err, OutboxError::Storage(_)), "{err:?}");
+        // Reads still work, and see every acknowledged entry.
+        let peeked = outbox
+            .peek(usize::MAX)
+            .await
+            .expect("peek after the failure");
+        println!("PEEK {}", peeked.len());
+        let again = outbox
+            .append(OutboxEntry::new("k", vec![7u8; 4096], HOUR))
+            .await;
+        println!("AGAIN {}", again.is_ok());
+        let stats = outbox.stats();
+        println!("STATS {} {}", stats.pending, stats.storage_failures);
+        // Room again after acks, within the same limit.
+        let seqs: Vec<Sequence> = peeked.iter().map(|(s, _)| *s).collect();
+        outbox
+            .remove(&seqs)
+            .await
+            .expect("remove after the failure");
+        outbox
+            .append(OutboxEntry::new("k", vec![7u8; 4096], HOUR))
+            .await
+            .expect("append after making room");
+        println!("DONE");
+    });
+}
+
+#[test]
+fn write_failure_fails_the_append_and_keeps_the_outbox_readable() {
+    // Not a full disk: making ENOSPC for real needs a small filesystem (tmpfs, a loop mount),
+    // i.e. root. RLIMIT_FSIZE makes the kernel fail writes past a size with EFBIG instead,
+    // which reaches redb through the same path (an io::Error from write or set_len during a
+    // commit). The limit is set on the child alone, with util-linux `prlimit`.
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: `prlimit` (util-linux) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = Command::new("sh")
+        .arg("-c")
+        // An ignored signal stays ignored across exec: the writes fail instead of killing.
+        .arg(r#"trap '' XFSZ; exec prlimit --fsize=4194304 -- "$@""#)
+        .arg("sh")
+        .arg(exe)
+        .args([
+            "child_file_size_limit",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "fsize")
+        .env(DIR_ENV, dir.path())
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("DONE"),
+        "child failed ({:?}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let acked = stdout.lines().filter(|l| l.starts_with("ACK ")).count();
+    let err = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ERR "))
+        .expect("ERR line");
+    let peeked: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PEEK "))
+        .expect("PEEK line")
+        .parse()
+        .expect("number");
+    eprintln!("{acked} appends acknowledged under a 4 MiB file limit, then: {err}\n{stdout}");
+    assert!(acked > 10, "{stdout}");
+    assert!(err.contains("storage failed"), "{err}");
+    // Every acknowledged entry is readable after the failure. The failed batch may be there
+    // too: an error from a commit does not say that nothing reached the disk (at least once).
+    assert!(
+        peeked == acked || peeked == acked + 1,
+        "{peeked} entries readable, {acked} acknowledged"
+    );
+}
+
+/// Lets the synchronous tests await.
+trait AwaitBlocking: std::future::Future + Sized {
+    fn await_blocking(self) -> Self::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(self)
+    }
+}
+impl<F: std::future::Future> AwaitBlocking for F {}

@@ -1,0 +1,238 @@
+//! The production edge topology: a hub NATS with JetStream (the control plane's side) and an
+//! edge leaf NATS joined to it through a [`Proxy`] the test can cut.
+//!
+//! ```text
+//!   control plane, cloud hosts ──> hub nats-server (JetStream, domain `hub`, leafnode port)
+//!                                        ^
+//!                                        │ leaf-node link, through the cuttable Proxy
+//!                                        │
+//!   edge hosts ────────────────────> leaf nats-server (no JetStream)
+//! ```
+//!
+//! The leaf has no JetStream of its own. Edge hosts reach the hub's JetStream (the assignment
+//! watch, the artifact store) across the link with the JetStream domain `hub`
+//! ([`HostConfig::js_domain`], `lattice host --js-domain hub`): their API requests go to
+//! `$JS.hub.API.>`, which the hub answers. Both servers run the configuration files shipped in
+//! `deploy/` (`hub.conf`, `leaf.conf`), with local ports; the leaf also maps the default API
+//! prefix to the hub's domain, for clients without a domain setting.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use lattice_control::ControlConfig;
+use lattice_host::HostConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::Proxy;
+use crate::{NatsServer, TestHost, TestLattice, WAIT};
+
+/// The hub's JetStream domain.
+pub const HUB_DOMAIN: &str = "hub";
+
+/// A hub, a leaf joined to it through a cuttable proxy, and a control plane on the hub.
+#[derive(Debug)]
+pub struct EdgeTopology {
+    /// The hub side: its NATS (JetStream, domain [`HUB_DOMAIN`]), control plane, keys and the
+    /// test's own client; hosts started through it connect to the hub.
+    pub hub: TestLattice,
+    /// The edge NATS, a leaf node of the hub; no JetStream.
+    pub leaf: NatsServer,
+    /// The link between the leaf and the hub's leaf-node port.
+    pub proxy: Proxy,
+    /// A client of the leaf, for the test.
+    pub leaf_client: async_nats::Client,
+    /// The hub's leaf-node port.
+    pub hub_leafnode_port: u16,
+}
+
+impl EdgeTopology {
+    /// Hub, proxy, leaf and a control plane; returns once the leaf-node link is up.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// As [`EdgeTopology::start`], with the control plane configured by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut ControlConfig)) -> anyhow::Result<Self> {
+        let leafnode_port = free_port()?;
+        let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], leafnode_port))).await?;
+        let hub = NatsServer::start_with_config(&hub_config(leafnode_port, proxy.addr)).await?;
+        let leaf = NatsServer::start_with_config_no_js(&leaf_config(proxy.addr)).await?;
+        let leaf_client = leaf.client().await?;
+        let hub = TestLattice::start_on(hub, configure).await?;
+        let topology = Self {
+            hub,
+            leaf,
+            proxy,
+            leaf_client,
+            hub_leafnode_port: leafnode_port,
+        };
+        topology.wait_linked().await?;
+        Ok(topology)
+    }
+
+    /// A host configuration for an edge host: the hub's keys, a fresh state directory, the
+    /// hub's JetStream domain, providers connecting to the leaf.
+    pub fn edge_host_config(&self, name: &str) -> HostConfig {
+        let mut c = self.hub.host_config(name);
+        c.js_domain = Some(HUB_DOMAIN.to_string());
+        c.providers.nats_url = Some(self.leaf.url.clone());
+        c
+    }
+
+    /// Starts a host connected to the leaf (it starts even when the link is cut).
+    pub async fn start_edge_host(&self, config: HostConfig) -> anyhow::Result<TestHost> {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(&self.leaf.url)
+            .await?;
+        let token = CancellationToken::new();
+        let state_dir = config.state_dir.clone();
+        let task = tokio::spawn(lattice_host::run(config, client, token.clone()));
+        Ok(TestHost {
+            token,
+            task,
+            state_dir,
+        })
+    }
+
+    /// Starts an edge host named `name` with `labels` and waits until the control plane sees
+    /// it.
+    pub async fn add_edge_host(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<TestHost> {
+        let mut config = self.edge_host_config(name);
+        config.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let host = self.start_edge_host(config).await?;
+        self.hub
+            .wait_for(&format!("edge host {name} to report"), || async {
+                Ok(self.hub.ctl.hosts().await?.iter().any(|h| h.name == name))
+            })
+            .await?;
+        Ok(host)
+    }
+
+    /// Cuts the link and waits until no message crosses it; checks again after the leaf's
+    /// reconnect interval (1 s), so that the leaf found no way around the proxy.
+    pub async fn cut(&self) -> anyhow::Result<()> {
+        self.proxy.cut();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.crosses().await? {
+            if tokio::time::Instant::now() > deadline {
+                bail!("messages still cross the cut link");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if self.crosses().await? {
+            bail!("the leaf reconnected to the hub around the cut proxy");
+        }
+        Ok(())
+    }
+
+    /// Heals the link and waits until messages cross it again.
+    pub async fn heal(&self) -> anyhow::Result<()> {
+        self.proxy.heal();
+        self.wait_linked().await
+    }
+
+    /// Waits until a message published on the leaf reaches a subscriber on the hub.
+    pub async fn wait_linked(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.crosses().await? {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the leaf-node link did not come up within {WAIT:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a message published on the leaf reaches the hub within 200 ms.
+    async fn crosses(&self) -> anyhow::Result<bool> {
+        let subject = format!("edge.probe.{}", rand_suffix());
+        let mut sub = self.hub.client.subscribe(subject.clone()).await?;
+        self.hub.client.flush().await?;
+        let until = tokio::time::Instant::now() + Duration::from_millis(200);
+        while tokio::time::Instant::now() < until {
+            self.leaf_client
+                .publish(subject.clone(), "probe".into())
+                .await?;
+            self.leaf_client.flush().await?;
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// `deploy/hub.conf` as shipped, made local: no fixed client or monitoring port (the harness
+/// picks one), the harness's JetStream directory, the leaf-node listener on `leafnode_port` and
+/// advertising `advertise` (the proxy) to leaf nodes, so that a leaf cannot reconnect around a
+/// cut. Panics when the file no longer has the expected shape.
+pub fn hub_config(leafnode_port: u16, advertise: SocketAddr) -> String {
+    deploy_file(
+        "hub.conf",
+        &[
+            ("listen: 0.0.0.0:4222\n", ""),
+            ("http: 0.0.0.0:8222\n", ""),
+            ("  store_dir: /data/jetstream\n", ""),
+            (
+                "  listen: 0.0.0.0:7422\n",
+                &format!("  listen: \"127.0.0.1:{leafnode_port}\"\n  advertise: \"{advertise}\"\n"),
+            ),
+        ],
+    )
+}
+
+/// `deploy/leaf.conf` as shipped, made local: no fixed client port, dialling the hub at `hub`
+/// (the proxy). Panics when the file no longer has the expected shape.
+pub fn leaf_config(hub: SocketAddr) -> String {
+    deploy_file(
+        "leaf.conf",
+        &[
+            ("listen: 0.0.0.0:4222\n", ""),
+            ("nats-leaf://nats-hub:7422", &format!("nats-leaf://{hub}")),
+        ],
+    )
+}
+
+fn deploy_file(name: &str, replacements: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(name);
+    let mut text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (from, to) in replacements {
+        assert!(
+            text.contains(from),
+            "{} no longer contains {from:?}: update lattice_tests::edge",
+            path.display()
+        );
+        text = text.replace(from, to);
+    }
+    assert!(
+        text.contains(&format!("domain: {HUB_DOMAIN}")) || name != "hub.conf",
+        "deploy/hub.conf's JetStream domain is no longer `{HUB_DOMAIN}`"
+    );
+    text
+}
+
+/// A port free right now (the OS picked it; nothing holds it after this returns).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr().context("local address")?.port())
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    u64::from(std::process::id()) << 32 | n
+}
