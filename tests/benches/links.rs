@@ -177,6 +177,7 @@ fn greeter_link() -> WorkloadLink {
         target: LinkTarget::Component(ComponentName::new("greeter").expect("a valid name")),
         source_config: BTreeMap::new(),
         target_config: BTreeMap::new(),
+        queued: None,
     }
 }
 

@@ -86,6 +86,33 @@ pub struct WorkloadLink {
     /// Configuration of the target end, e.g. `bucket` for key-value storage.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub target_config: BTreeMap<String, String>,
+    /// Calls on this link are queued: written to the host's durable outbox and delivered later,
+    /// exactly once in effect (only for one-way functions). `None`: direct calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<QueuedDelivery>,
+}
+
+/// How a queued link's calls are kept and delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedDelivery {
+    /// How long a call may wait for delivery before it expires (counted, never silent).
+    pub ttl_secs: u64,
+    /// Most calls the sending host's outbox keeps for this link.
+    pub capacity: u64,
+    /// What happens to a new call when the outbox is full.
+    pub on_full: OnFull,
+    /// Delivery attempts before a call goes to the dead-letter stream with its last error.
+    pub max_attempts: u32,
+}
+
+/// The explicit policy for a full outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// The guest's call returns an error it can handle.
+    Refuse,
+    /// The oldest queued call is dropped (with an event and a count) to make room.
+    DropOldest,
 }
 
 impl WorkloadLink {

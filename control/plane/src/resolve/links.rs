@@ -440,6 +440,7 @@ fn component_links(
             target: serving,
             source_config,
             target_config,
+            queued: None,
         });
     }
     links
@@ -634,6 +635,7 @@ fn mqtt_link(
             target: Builtin::Mqtt.link_target(),
             source_config,
             target_config: NamedConfig::merged(&link.target.config),
+            queued: None,
         });
     true
 }

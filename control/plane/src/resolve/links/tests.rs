@@ -200,6 +200,7 @@ fn keyvalue_link_defaults_its_bucket_to_the_app_name() {
                 target: LinkTarget::Builtin("keyvalue-nats".into()),
                 source_config: config(&[("prefix", "c-")]),
                 target_config: config(&[("bucket", "shop")]),
+                queued: None,
             }],
             subscriptions: vec![],
         }
@@ -466,6 +467,7 @@ fn components_serve_components_that_export_the_interface() {
             target: LinkTarget::Component(name("greeter")),
             source_config: BTreeMap::new(),
             target_config: config(&[("lang", "fr")]),
+            queued: None,
         }]
     );
     assert!(!out.contains_key(&name("greeter")));
