@@ -723,6 +723,7 @@ mod tests {
             target_config: root
                 .map(|r| [(ROOT_KEY.to_string(), r.to_string())].into())
                 .unwrap_or_default(),
+            queued: None,
         };
         let app = AppName::new("shop").expect("a valid name");
         let links = with_default_root(
