@@ -32,6 +32,7 @@ use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
+use crate::caps::queue::{self, Queue};
 use crate::caps::{HostServices, LatticeLink, WorkloadCtx, blobstore, messaging};
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
@@ -88,6 +89,8 @@ pub(crate) struct Agent {
     running: BTreeMap<String, Running>,
     /// The assignment being converged on, kept to retry what failed to start.
     current: Option<Assignment>,
+    /// Moves queued calls from the outbox to the hub; stopped with the agent.
+    _forwarder: Option<AbortOnDropHandle<()>>,
 }
 
 impl Agent {
@@ -111,9 +114,20 @@ impl Agent {
             lattice: config.lattice.clone(),
             host: host.clone(),
         };
+        // A host whose outbox cannot be opened (e.g. another process holds it) still serves:
+        // only its queued calls fail, each with the reason.
+        let (queue, forwarder) =
+            match Queue::open(&config.state_dir.join("outbox"), lattice.clone()) {
+                Ok((queue, forwarder)) => (Some(queue), Some(forwarder)),
+                Err(e) => {
+                    warn!(error = %e, "cannot open the outbox: queued calls will be refused");
+                    (None, None)
+                }
+            };
         let services = HostServices {
             router: Arc::new(Router::new(Some(lattice.clone()))),
             providers: Arc::new(Providers::new(lattice.clone(), config.providers.clone())),
+            queue,
             lattice,
         };
         Ok(Self {
@@ -133,6 +147,7 @@ impl Agent {
             },
             running: BTreeMap::new(),
             current: None,
+            _forwarder: forwarder,
         })
     }
 
@@ -394,6 +409,7 @@ impl Agent {
         let lattice = &self.services.lattice;
         if loaded.serves_calls() {
             tasks.push(calls::serve(loaded.clone(), lattice).await?);
+            tasks.push(queue::consume(loaded.clone(), lattice.clone()));
         }
         if !w.subscriptions.is_empty() {
             tasks.push(messaging::serve(loaded.clone(), lattice, &w.subscriptions).await?);

@@ -196,6 +196,7 @@ fn ctx(
         lattice,
         router,
         providers: None,
+        queue: None,
     }))
 }
 

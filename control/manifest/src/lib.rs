@@ -59,6 +59,7 @@
 
 #![deny(missing_docs)]
 
+mod delivery;
 mod diagnostic;
 pub mod model;
 mod parse;
@@ -67,8 +68,8 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::{
-    Batch, Component, ComponentKind, Link, LinkSource, LinkTarget, Manifest, Metadata, NamedConfig,
-    Properties, Rollout, Scaler, Spec, Spread, Trait,
+    Batch, Component, ComponentKind, Delivery, Link, LinkSource, LinkTarget, Manifest, Metadata,
+    NamedConfig, OnFull, Properties, QueuedDelivery, Rollout, Scaler, Spec, Spread, Trait,
 };
 
 /// Parses and validates a manifest, returning every problem found, in source order.

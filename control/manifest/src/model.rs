@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+pub use lattice_protocol::assignment::{OnFull, QueuedDelivery};
 use lattice_protocol::names::{AppName, ComponentName, LabelKey};
 use serde::{Deserialize, Serialize};
 
@@ -335,12 +336,64 @@ pub struct Link {
     /// Configuration for the source end.
     #[serde(default, skip_serializing_if = "LinkSource::is_empty")]
     pub source: LinkSource,
+    /// Lattice addition: how calls on the link travel; absent: [`Delivery::Direct`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    /// Queued delivery: how long a call may wait (`24h`); absent: [`DEFAULT_QUEUE_TTL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Queued delivery: most calls waiting on the sending host; absent: [`DEFAULT_QUEUE_CAPACITY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    /// Queued delivery: what a call meets when the queue is full; absent: `refuse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_full: Option<OnFull>,
+    /// Queued delivery: delivery attempts before dead-lettering; absent:
+    /// [`DEFAULT_QUEUE_MAX_ATTEMPTS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+/// The time to live of a queued call when the link gives none.
+pub const DEFAULT_QUEUE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// The capacity of a queued link when it gives none.
+pub const DEFAULT_QUEUE_CAPACITY: u32 = 10_000;
+/// Delivery attempts of a queued call when the link gives none.
+pub const DEFAULT_QUEUE_MAX_ATTEMPTS: u32 = 5;
+
+/// How calls on a link travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// The caller waits for the target's answer (the default).
+    Direct,
+    /// The call is kept durably on the caller's host and delivered later, exactly once in
+    /// effect; only for one-way functions.
+    Queued,
 }
 
 impl Link {
     /// The link's name, or [`DEFAULT_LINK_NAME`] when none is given.
     pub fn link_name(&self) -> &str {
         self.name.as_deref().unwrap_or(DEFAULT_LINK_NAME)
+    }
+
+    /// The queued-delivery settings, defaults filled in, when the link is `delivery: queued`.
+    pub fn queued(&self) -> Option<QueuedDelivery> {
+        if self.delivery != Some(Delivery::Queued) {
+            return None;
+        }
+        let ttl = self
+            .ttl
+            .as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
+            .unwrap_or(DEFAULT_QUEUE_TTL);
+        Some(QueuedDelivery {
+            ttl_secs: ttl.as_secs().max(1),
+            capacity: u64::from(self.capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY)),
+            on_full: self.on_full.unwrap_or(OnFull::Refuse),
+            max_attempts: self.max_attempts.unwrap_or(DEFAULT_QUEUE_MAX_ATTEMPTS),
+        })
     }
 }
 
@@ -415,7 +468,27 @@ mod tests {
                 config: vec![],
             },
             source: LinkSource::default(),
+            delivery: None,
+            ttl: None,
+            capacity: None,
+            on_full: None,
+            max_attempts: None,
         };
         assert_eq!(link.link_name(), DEFAULT_LINK_NAME);
+        assert_eq!(link.queued(), None);
+        let queued = Link {
+            delivery: Some(Delivery::Queued),
+            ttl: Some("2h".into()),
+            ..link
+        };
+        assert_eq!(
+            queued.queued(),
+            Some(QueuedDelivery {
+                ttl_secs: 7200,
+                capacity: u64::from(DEFAULT_QUEUE_CAPACITY),
+                on_full: OnFull::Refuse,
+                max_attempts: DEFAULT_QUEUE_MAX_ATTEMPTS,
+            })
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use lattice_protocol::names::{AppName, ComponentName, LabelKey};
 
+use crate::delivery;
 use crate::diagnostic::{Diagnostic, Pos, suggest};
 use crate::model::{
     API_VERSION, Batch, Component, ComponentKind, KIND, Link, LinkSource, LinkTarget, Manifest,
@@ -589,8 +590,15 @@ fn read_link(
             // wadm before 0.13 spelled `source.config` and `target.config` these ways.
             "source_config",
             "target_config",
+            // Lattice additions: queued delivery.
+            "delivery",
+            "ttl",
+            "capacity",
+            "on_full",
+            "max_attempts",
         ],
     )?;
+    let delivery = delivery::read(reader, &fields);
     let namespace = fields
         .required(reader, "namespace")
         .and_then(|node| reader.non_empty_string(node, &fields.path("namespace")));
@@ -639,6 +647,11 @@ fn read_link(
         name: name?,
         target: target?,
         source: LinkSource { config: source? },
+        delivery: delivery.as_ref()?.delivery,
+        ttl: delivery.as_ref()?.ttl.clone(),
+        capacity: delivery.as_ref()?.capacity,
+        on_full: delivery.as_ref()?.on_full,
+        max_attempts: delivery.as_ref()?.max_attempts,
     })
 }
 

@@ -67,6 +67,9 @@ pub enum CallErrorKind {
     Trap,
     /// The arguments or results did not match the function's types.
     InvalidPayload,
+    /// A queued call was not queued: the link's queue is full (policy `refuse`) or the host's
+    /// outbox could not store it.
+    QueueFull,
 }
 
 impl std::fmt::Display for CallErrorKind {
@@ -77,6 +80,7 @@ impl std::fmt::Display for CallErrorKind {
             CallErrorKind::Timeout => "timeout",
             CallErrorKind::Trap => "trap",
             CallErrorKind::InvalidPayload => "invalid-payload",
+            CallErrorKind::QueueFull => "queue-full",
         })
     }
 }

@@ -9,7 +9,7 @@
 //!   `trap` traps the callee, which traps this component too, so the request fails;
 //! - `GET /echo`: sends a fixed `everything` with every field set and answers `same` when
 //!   it comes back equal (floats compared bit for bit), else 500 with both values;
-//! - `/notify?msg=X` (or the request body as the message): `notify(msg)`, answers `ok`.
+//! - `/notify?msg=X` (or the request body as the message): `notifier.notify(msg)`, answers `ok`.
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` in `examples/`.
 
@@ -29,6 +29,7 @@ wit_bindgen::generate!({
 
         world greeter-client {
             import example:greeter/greet@0.1.0;
+            import example:greeter/notifier@0.1.0;
         }
     ",
     path: ["../greeter/wit/greeter.wit"],
@@ -74,7 +75,7 @@ fn route(request: IncomingRequest) -> (u16, String) {
                 Some(msg) => msg,
                 None => String::from_utf8_lossy(&read_body(request)).into_owned(),
             };
-            match greet::notify(&msg) {
+            match example::greeter::notifier::notify(&msg) {
                 Ok(()) => (200, "ok".to_owned()),
                 Err(text) => (500, format!("err: {text}")),
             }

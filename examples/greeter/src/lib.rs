@@ -18,6 +18,7 @@ wit_bindgen::generate!({
         world greeter {
             import wasi:logging/logging@0.1.0-draft;
             export example:greeter/greet@0.1.0;
+            export example:greeter/notifier@0.1.0;
         }
     ",
     path: ["../../wit/deps/logging.wit", "wit/greeter.wit"],
@@ -53,8 +54,13 @@ impl Guest for Greeter {
     fn echo(v: Everything) -> Everything {
         v
     }
+}
 
+impl exports::example::greeter::notifier::Guest for Greeter {
     fn notify(msg: String) -> Result<(), String> {
+        if msg.starts_with("fail") {
+            return Err(format!("asked to fail: {msg}"));
+        }
         log(Level::Info, LOG_CONTEXT, &msg);
         Ok(())
     }

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
-use lattice_protocol::assignment::{LinkTarget, WorkloadLink};
+use lattice_protocol::assignment::{LinkTarget, QueuedDelivery, WorkloadLink};
 use lattice_protocol::envelope;
 use lattice_protocol::names::{AppName, ComponentName};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall, RpcReply};
@@ -407,10 +407,15 @@ pub fn link_imports(
         let Some((ns, pkg, iface)) = split_interface(name) else {
             continue;
         };
-        let target = links.iter().find_map(|l| match &l.target {
-            LinkTarget::Component(c) if l.serves(ns, pkg, iface) => Some(c.clone()),
-            _ => None,
-        });
+        let (target, queued) = links
+            .iter()
+            .find_map(|l| match &l.target {
+                LinkTarget::Component(c) if l.serves(ns, pkg, iface) => {
+                    Some((Some(c.clone()), l.queued.clone().map(Arc::new)))
+                }
+                _ => None,
+            })
+            .unwrap_or((None, None));
         let interface = Arc::new(unversioned(name).to_string());
         let mut scope = linker.instance(name)?;
         for (function, item) in instance.exports(engine) {
@@ -424,18 +429,37 @@ pub fn link_imports(
                     "{name}.{function} passes resources, streams or futures, which cannot cross components; link it to a capability instead"
                 );
             }
-            let (interface, function_name, target) = (
+            if queued.is_some() && !one_way(&func) {
+                anyhow::bail!(
+                    "{name}.{function} is on a link with `delivery: queued` but returns data: only one-way operations qualify (functions without a return value other than `result<_, error>`); make the link direct"
+                );
+            }
+            let (interface, function_name, target, queued) = (
                 interface.clone(),
                 Arc::new(function.to_string()),
                 target.clone(),
+                queued.clone(),
             );
             scope.func_new_async(function, move |store, ty, params, results| {
-                let (interface, function_name, target) =
-                    (interface.clone(), function_name.clone(), target.clone());
+                let (interface, function_name, target, queued) = (
+                    interface.clone(),
+                    function_name.clone(),
+                    target.clone(),
+                    queued.clone(),
+                );
                 Box::new(async move {
                     let ctx = store.data().ctx.clone();
                     let deadline = store.data().deadline();
                     let outcome = match (&target, ctx.router()) {
+                        (Some(t), _) if let Some(q) = &queued => {
+                            enqueue(&ctx, t, &interface, &function_name, &ty, params, q).await.map(
+                                |()| {
+                                    if let Some(slot) = results.first_mut() {
+                                        *slot = Val::Result(Ok(None));
+                                    }
+                                },
+                            )
+                        }
                         (None, _) => Err(CallError::new(
                             CallErrorKind::NotLinked,
                             format!(
@@ -465,6 +489,80 @@ pub fn link_imports(
         }
     }
     Ok(())
+}
+
+/// Whether a function returns nothing a caller would wait for: no result, or `result<_, E>`.
+fn one_way(func: &ComponentFunc) -> bool {
+    let mut results = func.results();
+    match (results.len(), results.next()) {
+        (0, _) => true,
+        (1, Some(Type::Result(r))) => r.ok().is_none(),
+        _ => false,
+    }
+}
+
+/// Queues a call on a queued link in the host's outbox.
+async fn enqueue(
+    ctx: &WorkloadCtx,
+    target: &ComponentName,
+    interface: &str,
+    function: &str,
+    ty: &ComponentFunc,
+    params: &[Val],
+    delivery: &QueuedDelivery,
+) -> Result<(), CallError> {
+    let Some(queue) = ctx.queue() else {
+        return Err(CallError::new(
+            CallErrorKind::QueueFull,
+            "this host has no outbox for queued calls".to_string(),
+        ));
+    };
+    let args = codec_array(params.iter().zip(ty.params().map(|(_, t)| t)))
+        .map_err(|e| CallError::new(CallErrorKind::InvalidPayload, format!("arguments: {e}")))?;
+    let call = RpcCall {
+        interface: interface.to_string(),
+        function: function.to_string(),
+        args,
+        deadline_ms: 0,
+        caller: ctx.name(),
+    };
+    queue.enqueue(ctx, target, call, delivery).await
+}
+
+/// Runs a queued call in a fresh instance of `loaded`: `Ok` only when the function returned
+/// without a trap and without its own error.
+pub(crate) async fn deliver(
+    loaded: &Loaded,
+    call: &RpcCall,
+    deadline: Instant,
+) -> Result<(), CallError> {
+    let mut store = loaded.store(Some(deadline));
+    let func = loaded
+        .instantiate_func(&mut store, &call.interface, &call.function, deadline)
+        .await?;
+    let ty = func.ty(&store);
+    let mut params = vec![Val::Bool(false); ty.params().len()];
+    decode_into(&call.args, ty.params().map(|(_, t)| t), &mut params)
+        .map_err(|e| CallError::new(CallErrorKind::InvalidPayload, format!("arguments: {e}")))?;
+    let mut results = vec![Val::Bool(false); ty.results().len()];
+    func.call_async(&mut store, &params, &mut results)
+        .await
+        .map_err(|e| loaded.failed(&e, deadline))?;
+    match results.first() {
+        Some(Val::Result(Err(e))) => Err(CallError::new(
+            CallErrorKind::Trap,
+            format!(
+                "`{}` returned an error: {}",
+                loaded.ctx.name(),
+                match e.as_deref() {
+                    Some(Val::String(s)) => s.clone(),
+                    Some(other) => format!("{other:?}"),
+                    None => "(no detail)".to_string(),
+                }
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Answers calls to `loaded`'s component arriving over NATS, until the handle is dropped.

@@ -29,6 +29,7 @@ pub mod keyvalue;
 pub mod logging;
 pub mod messaging;
 pub mod providers;
+pub mod queue;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct HostServices {
     pub router: Arc<calls::Router>,
     /// Built-in providers and provider processes.
     pub providers: Arc<providers::Providers>,
+    /// The outbox of queued calls, when the host has one.
+    pub queue: Option<Arc<queue::Queue>>,
 }
 
 /// What every store of one workload shares: who it is, its config and links, and the host's
@@ -81,6 +84,8 @@ pub struct WorkloadCtx {
     pub router: Option<Arc<calls::Router>>,
     /// The host's providers.
     pub providers: Option<Arc<providers::Providers>>,
+    /// The host's outbox of queued calls.
+    pub queue: Option<Arc<queue::Queue>>,
 }
 
 impl WorkloadCtx {
@@ -96,6 +101,7 @@ impl WorkloadCtx {
             lattice: None,
             router: None,
             providers: None,
+            queue: None,
         })
     }
 
@@ -117,7 +123,13 @@ impl WorkloadCtx {
             lattice: Some(services.lattice.clone()),
             router: Some(services.router.clone()),
             providers: Some(services.providers.clone()),
+            queue: services.queue.clone(),
         }
+    }
+
+    /// The host's outbox of queued calls, if it has one.
+    pub fn queue(&self) -> Option<&Arc<queue::Queue>> {
+        self.queue.as_ref()
     }
 
     /// The host's NATS connection, if it has one.

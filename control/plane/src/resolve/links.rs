@@ -151,6 +151,14 @@ fn capability_links(
         };
         for link in cap.links() {
             let target = &link.target.name;
+            if link.queued().is_some() {
+                problems.push(format!(
+                    "capability `{}` links `{}` to `{target}` with `delivery: queued`: only links between components can be queued; remove `delivery: queued`",
+                    cap.name,
+                    qualified(link).join(", ")
+                ));
+                continue;
+            }
             match builtin {
                 Builtin::HttpServer => {
                     http_link(manifest, cap, link, &mut by_address, out, problems);
@@ -380,6 +388,15 @@ fn component_links(
         let Some(target) = manifest.component(target_name.as_str()) else {
             continue;
         };
+        let queued = link.queued();
+        if queued.is_some() && target.kind == ComponentKind::Capability {
+            problems.push(format!(
+                "component `{}` links `{}` to capability `{target_name}` with `delivery: queued`: only links between components can be queued; remove `delivery: queued`",
+                c.name,
+                wanted.join(", ")
+            ));
+            continue;
+        }
         let source_config = NamedConfig::merged(&link.source.config);
         let mut target_config = NamedConfig::merged(&link.target.config);
         // The interfaces the target serves; only those are checked against the source's image.
@@ -440,7 +457,7 @@ fn component_links(
             target: serving,
             source_config,
             target_config,
-            queued: None,
+            queued,
         });
     }
     links

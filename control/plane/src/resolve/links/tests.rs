@@ -23,6 +23,7 @@ struct L {
     name: Option<&'static str>,
     source: Vec<(&'static str, &'static str)>,
     target_config: Vec<(&'static str, &'static str)>,
+    props: Vec<(&'static str, &'static str)>,
 }
 
 fn link(wit: &'static str, interfaces: &[&'static str], target: &'static str) -> L {
@@ -33,6 +34,7 @@ fn link(wit: &'static str, interfaces: &[&'static str], target: &'static str) ->
         name: None,
         source: Vec::new(),
         target_config: Vec::new(),
+        props: Vec::new(),
     }
 }
 
@@ -44,6 +46,11 @@ impl L {
 
     fn source(mut self, key: &'static str, value: &'static str) -> Self {
         self.source.push((key, value));
+        self
+    }
+
+    fn prop(mut self, key: &'static str, value: &'static str) -> Self {
+        self.props.push((key, value));
         self
     }
 
@@ -67,6 +74,9 @@ impl L {
         );
         if let Some(name) = self.name {
             s.push_str(&format!("            name: {name}\n"));
+        }
+        for (k, v) in &self.props {
+            s.push_str(&format!("            {k}: {v}\n"));
         }
         s.push_str(&format!(
             "            target:\n              name: {}\n",
@@ -486,6 +496,59 @@ fn components_serve_components_that_export_the_interface() {
 
     // Without facts (the image could not be read: reported already) nothing more is said.
     wired(&m, &BTreeMap::new());
+}
+
+#[test]
+fn queued_links_carry_their_delivery_and_only_between_components() {
+    let client = facts(
+        &[
+            "example:greeter/greet@0.1.0",
+            "wasi:keyvalue/store@0.2.0-draft",
+        ],
+        &[],
+        &[],
+    );
+    let greeter = facts(&[], &["example:greeter/greet@0.1.0"], &[]);
+    let m = manifest(&[
+        component(
+            "client",
+            "client:0.1.0",
+            &[link("example:greeter", &["greet"], "greeter")
+                .prop("delivery", "queued")
+                .prop("ttl", "1h")
+                .prop("on_full", "drop_oldest")],
+        ),
+        component("greeter", "greeter:0.1.0", &[]),
+    ]);
+    let out = wired(
+        &m,
+        &known(vec![("client", client.clone()), ("greeter", greeter)]),
+    );
+    assert_eq!(
+        out[&name("client")].links[0].queued,
+        Some(lattice_protocol::assignment::QueuedDelivery {
+            ttl_secs: 3600,
+            capacity: 10_000,
+            on_full: lattice_protocol::assignment::OnFull::DropOldest,
+            max_attempts: 5,
+        })
+    );
+
+    let m = manifest(&[
+        component(
+            "client",
+            "client:0.1.0",
+            &[link("wasi:keyvalue", &["store"], "kv").prop("delivery", "queued")],
+        ),
+        capability("kv", "builtin:keyvalue-nats", &[]),
+    ]);
+    one_problem(
+        &refused(&m, &known(vec![("client", client)])),
+        &[
+            "component `client` links `wasi:keyvalue/store` to capability `kv` with `delivery: queued`",
+            "only links between components can be queued",
+        ],
+    );
 }
 
 #[test]

@@ -1,0 +1,140 @@
+//! A link's delivery properties (lattice addition): `delivery: direct | queued`, and for queued
+//! links `ttl`, `capacity`, `on_full` and `max_attempts`.
+
+use crate::diagnostic::Diagnostic;
+use crate::model::{Delivery, OnFull};
+use crate::yaml::{Fields, Node, Reader, pos};
+
+/// What a link's delivery properties hold.
+#[derive(Debug, Default)]
+pub(crate) struct Settings {
+    pub(crate) delivery: Option<Delivery>,
+    pub(crate) ttl: Option<String>,
+    pub(crate) capacity: Option<u32>,
+    pub(crate) on_full: Option<OnFull>,
+    pub(crate) max_attempts: Option<u32>,
+}
+
+/// Reads the delivery properties of a link; `None` after reporting a problem.
+pub(crate) fn read(reader: &mut Reader, fields: &Fields<'_, '_>) -> Option<Settings> {
+    let mut ok = true;
+    let delivery = match fields.optional("delivery") {
+        None => None,
+        Some(node) => {
+            let path = fields.path("delivery");
+            match reader.string(node, &path).as_deref().map(str::trim) {
+                Some("direct") => Some(Delivery::Direct),
+                Some("queued") => Some(Delivery::Queued),
+                Some(other) => {
+                    reader.push(
+                        Diagnostic::new(
+                            pos(node),
+                            path,
+                            format!("`{other}` is not a delivery mode"),
+                        )
+                        .with_help("write `direct` (the default) or `queued`"),
+                    );
+                    ok = false;
+                    None
+                }
+                None => {
+                    ok = false;
+                    None
+                }
+            }
+        }
+    };
+    let queued = delivery == Some(Delivery::Queued);
+    let delivery_ok = ok;
+    let only_queued = |reader: &mut Reader, key: &str, node: &Node<'_>| {
+        if !queued && delivery_ok {
+            reader.push(
+                Diagnostic::new(
+                    fields.key_pos(key).unwrap_or(pos(node)),
+                    fields.path(key),
+                    format!("`{key}` applies only to queued links"),
+                )
+                .with_help("add `delivery: queued`, or remove it"),
+            );
+            return false;
+        }
+        true
+    };
+    let mut settings = Settings {
+        delivery,
+        ..Settings::default()
+    };
+    if let Some(node) = fields.optional("ttl") {
+        ok &= only_queued(reader, "ttl", node);
+        let path = fields.path("ttl");
+        settings.ttl = reader.non_empty_string(node, &path).and_then(|text| {
+            match humantime::parse_duration(text.trim()) {
+                Ok(d) if d.as_secs() >= 1 => Some(text.trim().to_string()),
+                Ok(_) => {
+                    reader.push(
+                        Diagnostic::new(pos(node), path.as_str(), "must be at least 1s")
+                            .with_help("write a duration such as `1h` or `24h`"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    reader.push(
+                        Diagnostic::new(
+                            pos(node),
+                            path.as_str(),
+                            format!("`{text}` is not a duration: {e}"),
+                        )
+                        .with_help("write a duration such as `1h` or `24h`"),
+                    );
+                    None
+                }
+            }
+        });
+        ok &= settings.ttl.is_some();
+    }
+    for key in ["capacity", "max_attempts"] {
+        let Some(node) = fields.optional(key) else {
+            continue;
+        };
+        ok &= only_queued(reader, key, node);
+        let path = fields.path(key);
+        let value = reader.whole_number(node, &path).filter(|n| {
+            if *n == 0 {
+                reader.push(
+                    Diagnostic::new(pos(node), path.as_str(), "must be at least 1").with_help(
+                        if key == "capacity" {
+                            "the number of calls the sending host keeps, e.g. `10000`"
+                        } else {
+                            "the number of delivery attempts before dead-lettering, e.g. `5`"
+                        },
+                    ),
+                );
+            }
+            *n > 0
+        });
+        ok &= value.is_some();
+        if key == "capacity" {
+            settings.capacity = value;
+        } else {
+            settings.max_attempts = value;
+        }
+    }
+    if let Some(node) = fields.optional("on_full") {
+        ok &= only_queued(reader, "on_full", node);
+        let path = fields.path("on_full");
+        settings.on_full = match reader.string(node, &path).as_deref().map(str::trim) {
+            Some("refuse") => Some(OnFull::Refuse),
+            Some("drop_oldest") => Some(OnFull::DropOldest),
+            Some(other) => {
+                reader.push(
+                    Diagnostic::new(pos(node), path, format!("`{other}` is not a policy"))
+                        .with_help("write `refuse` (the default) or `drop_oldest`"),
+                );
+                None
+            }
+            None => None,
+        };
+        ok &= settings.on_full.is_some();
+    }
+    ok.then_some(settings)
+}
