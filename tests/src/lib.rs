@@ -408,6 +408,31 @@ impl TestLattice {
         Ok(registry.push(bytes, None).await?.digest)
     }
 
+    /// Signs the example component built at `path` as `name` 0.1.0 with this lattice's issuer,
+    /// and pushes it.
+    pub async fn push_example(&self, path: &str, name: &str) -> anyhow::Result<Digest> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("{path}: the build script builds the example components"))?;
+        self.push(&self.sign(&bytes, name, "0.1.0")).await
+    }
+
+    /// Starts host `name` with the label `key=value` and waits until it reports.
+    pub async fn add_labelled_host(
+        &self,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> anyhow::Result<TestHost> {
+        let mut config = self.host_config(name);
+        config.labels.insert(key.into(), value.into());
+        let host = self.start_host(config).await?;
+        self.wait_for(&format!("host {name} to report"), || async {
+            Ok(self.ctl.hosts().await?.iter().any(|h| h.name == name))
+        })
+        .await?;
+        Ok(host)
+    }
+
     /// Waits until `check` is true, re-checking on every heartbeat (and at least every 250 ms).
     pub async fn wait_for<F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<()>
     where
@@ -552,12 +577,25 @@ pub fn endpoint(status: &AppStatus) -> anyhow::Result<String> {
 
 /// GET `http://{addr}{path}`: status code and body.
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(addr, "GET", path, "").await
+}
+
+/// `method` `http://{addr}{path}` with `body`: status code and body (de-chunked).
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let fut = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
             .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
+                format!(
+                    "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
             )
             .await?;
         let mut raw = Vec::new();

@@ -7,15 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use lattice_protocol::digest::Digest;
-use lattice_tests::{TestLattice, endpoint, http_get};
+use lattice_tests::{TestLattice, endpoint, http_get, http_request};
 
 const ANY_PORT: &str = "127.0.0.1:0";
-
-async fn push_blob_store(t: &TestLattice) -> anyhow::Result<Digest> {
-    let wasm = std::fs::read(env!("LATTICE_BLOB_STORE_WASM"))
-        .expect("the build script built the example components");
-    t.push(&t.sign(&wasm, "blob-store", "0.1.0")).await
-}
 
 /// blob-store behind the HTTP server; linked to `blobstore-fs` when `link` is given, with
 /// `root` as its target config when that is given too.
@@ -91,31 +85,6 @@ spec:
     )
 }
 
-/// An HTTP request with a body: status and body.
-async fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, rest.to_string()))
-}
-
 /// Every path under `dir`, relative to it.
 fn tree(dir: &Path) -> BTreeSet<String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
@@ -141,7 +110,9 @@ fn set(paths: &[&str]) -> BTreeSet<String> {
 async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
-    let image = push_blob_store(&t).await?;
+    let image = t
+        .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
+        .await?;
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("blobs");
     t.ctl
@@ -151,11 +122,21 @@ async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
 
     // Put: the container is created, each object is a file of its own.
     assert_eq!(
-        http(&addr, "PUT", "/photos/cat.txt", "meow").await?,
+        http_request(&addr, "PUT", "/photos/cat.txt", "meow").await?,
         (200, "stored 4 bytes\n".into())
     );
-    assert_eq!(http(&addr, "PUT", "/photos/dog.txt", "woof").await?.0, 200);
-    assert_eq!(http(&addr, "PUT", "/photos/ant%20colony", "").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "PUT", "/photos/dog.txt", "woof")
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(
+        http_request(&addr, "PUT", "/photos/ant%20colony", "")
+            .await?
+            .0,
+        200
+    );
     assert_eq!(std::fs::read(root.join("photos/cat.txt"))?, b"meow");
     assert_eq!(std::fs::read(root.join("photos/dog.txt"))?, b"woof");
     assert_eq!(std::fs::read(root.join("photos/ant colony"))?, b"");
@@ -165,7 +146,12 @@ async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
         http_get(&addr, "/photos/cat.txt").await?,
         (200, "meow".into())
     );
-    assert_eq!(http(&addr, "PUT", "/photos/cat.txt", "purr").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "PUT", "/photos/cat.txt", "purr")
+            .await?
+            .0,
+        200
+    );
     assert_eq!(
         http_get(&addr, "/photos/cat.txt").await?,
         (200, "purr".into())
@@ -184,17 +170,27 @@ async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
     assert_eq!(http_get(&addr, "/videos/a").await?.0, 404);
 
     // Delete: the file goes; deleting again is no error.
-    assert_eq!(http(&addr, "DELETE", "/photos/cat.txt", "").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "DELETE", "/photos/cat.txt", "")
+            .await?
+            .0,
+        200
+    );
     assert_eq!(http_get(&addr, "/photos/cat.txt").await?.0, 404);
     assert!(!root.join("photos/cat.txt").exists());
-    assert_eq!(http(&addr, "DELETE", "/photos/cat.txt", "").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "DELETE", "/photos/cat.txt", "")
+            .await?
+            .0,
+        200
+    );
     assert_eq!(
         http_get(&addr, "/photos").await?,
         (200, "ant colony\ndog.txt\n".into())
     );
 
     // A second container, then deleting it whole.
-    assert_eq!(http(&addr, "PUT", "/tmp/x", "1").await?.0, 200);
+    assert_eq!(http_request(&addr, "PUT", "/tmp/x", "1").await?.0, 200);
     assert_eq!(
         tree(&root),
         set(&[
@@ -205,7 +201,7 @@ async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
             "tmp/x"
         ])
     );
-    assert_eq!(http(&addr, "DELETE", "/tmp", "").await?.0, 200);
+    assert_eq!(http_request(&addr, "DELETE", "/tmp", "").await?.0, 200);
     assert_eq!(
         tree(&root),
         set(&["photos", "photos/ant colony", "photos/dog.txt"])
@@ -217,14 +213,19 @@ async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
 async fn names_that_would_leave_the_root_are_refused() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
-    let image = push_blob_store(&t).await?;
+    let image = t
+        .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
+        .await?;
     let dir = tempfile::tempdir()?;
     let root = dir.path().join("blobs");
     t.ctl
         .deploy(&manifest("escape", &image, true, Some(&root)))
         .await?;
     let addr = endpoint(&t.wait_deployed("escape").await?)?;
-    assert_eq!(http(&addr, "PUT", "/box/inside", "ok").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "PUT", "/box/inside", "ok").await?.0,
+        200
+    );
 
     for path in [
         "/box/%2e%2e",
@@ -239,7 +240,7 @@ async fn names_that_would_leave_the_root_are_refused() -> anyhow::Result<()> {
         "/../escaped",
         "/box/../../escaped",
     ] {
-        let (code, body) = http(&addr, "PUT", path, "gotcha").await?;
+        let (code, body) = http_request(&addr, "PUT", path, "gotcha").await?;
         assert_ne!(code, 200, "{path}: {body}");
         if code == 500 {
             assert!(body.contains("is refused"), "{path}: {body}");
@@ -248,10 +249,10 @@ async fn names_that_would_leave_the_root_are_refused() -> anyhow::Result<()> {
         assert_ne!(code, 200, "{path}: {body}");
     }
     // The blob store itself refused them (not only the HTTP layer).
-    let (code, body) = http(&addr, "PUT", "/box/%2e%2e", "gotcha").await?;
+    let (code, body) = http_request(&addr, "PUT", "/box/%2e%2e", "gotcha").await?;
     assert_eq!(code, 500, "{body}");
     assert!(body.contains("object name `..` is refused"), "{body}");
-    let (code, body) = http(&addr, "PUT", "/%2e%2e/escaped", "gotcha").await?;
+    let (code, body) = http_request(&addr, "PUT", "/%2e%2e/escaped", "gotcha").await?;
     assert_eq!(code, 500, "{body}");
     assert!(body.contains("container name `..` is refused"), "{body}");
 
@@ -267,12 +268,17 @@ async fn names_that_would_leave_the_root_are_refused() -> anyhow::Result<()> {
 async fn without_a_root_blobs_go_to_the_hosts_state_dir() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let host = t.add_host("edge-1").await?;
-    let image = push_blob_store(&t).await?;
+    let image = t
+        .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
+        .await?;
     t.ctl
         .deploy(&manifest("defaults", &image, true, None))
         .await?;
     let addr = endpoint(&t.wait_deployed("defaults").await?)?;
-    assert_eq!(http(&addr, "PUT", "/docs/readme", "hi").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "PUT", "/docs/readme", "hi").await?.0,
+        200
+    );
     assert_eq!(
         std::fs::read(host.state_dir.join("blobs/defaults/docs/readme"))?,
         b"hi"
@@ -284,13 +290,15 @@ async fn without_a_root_blobs_go_to_the_hosts_state_dir() -> anyhow::Result<()> 
 async fn an_unlinked_blobstore_fails_at_once_with_a_wit_error() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
-    let image = push_blob_store(&t).await?;
+    let image = t
+        .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
+        .await?;
     t.ctl
         .deploy(&manifest("unlinked", &image, false, None))
         .await?;
     let addr = endpoint(&t.wait_deployed("unlinked").await?)?;
     let started = std::time::Instant::now();
-    let (code, body) = http(&addr, "PUT", "/box/thing", "x").await?;
+    let (code, body) = http_request(&addr, "PUT", "/box/thing", "x").await?;
     assert_eq!(code, 500);
     assert!(
         body.contains("wasi:blobstore is not linked") && body.contains("builtin:blobstore-fs"),

@@ -7,17 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use lattice_protocol::digest::Digest;
-use lattice_tests::{TestLattice, endpoint, http_get};
+use lattice_tests::{TestLattice, endpoint, http_get, http_request};
 
 const ANY_PORT: &str = "127.0.0.1:0";
-
-fn wasm(path: &str) -> Vec<u8> {
-    std::fs::read(path).expect("the build script built the example components")
-}
-
-async fn push(t: &TestLattice, path: &str, name: &str) -> anyhow::Result<Digest> {
-    t.push(&t.sign(&wasm(path), name, "0.1.0")).await
-}
 
 /// The HTTP server capability serving `target`.
 fn http_server(target: &str) -> String {
@@ -105,36 +97,13 @@ fn kv_manifest(app: &str, image: &Digest, bucket: Option<&str>) -> String {
     )
 }
 
-/// An HTTP request with a body: status and body.
-async fn http(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, rest.to_string()))
-}
-
 #[tokio::test]
 async fn keyvalue_config_and_logging_from_a_real_guest() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
-    let image = push(&t, env!("LATTICE_KV_COUNTER_WASM"), "kv-counter").await?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
     t.ctl
         .deploy(&kv_manifest("counter", &image, Some("counts")))
         .await?;
@@ -154,18 +123,27 @@ async fn keyvalue_config_and_logging_from_a_real_guest() -> anyhow::Result<()> {
     assert_eq!(kv.get("hits").await?.as_deref(), Some(&b"2"[..]));
 
     // store: set, get, delete; list-keys; batch.
-    assert_eq!(http(&addr, "PUT", "/_kv/color", "blue").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "PUT", "/_kv/color", "blue").await?.0,
+        200
+    );
     assert_eq!(http_get(&addr, "/_kv/color").await?, (200, "blue".into()));
     assert_eq!(kv.get("color").await?.as_deref(), Some(&b"blue"[..]));
     let (code, keys) = http_get(&addr, "/_keys").await?;
     assert_eq!(code, 200);
     let keys: BTreeSet<&str> = keys.lines().collect();
     assert_eq!(keys, BTreeSet::from(["apples", "color", "hits"]));
-    assert_eq!(http(&addr, "POST", "/_batch", "a=1\nb=2").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "POST", "/_batch", "a=1\nb=2").await?.0,
+        200
+    );
     let (code, batch) = http_get(&addr, "/_batch?keys=a,b,missing").await?;
     assert_eq!(code, 200, "{batch}");
     assert!(batch.contains("a=1") && batch.contains("b=2"), "{batch}");
-    assert_eq!(http(&addr, "DELETE", "/_kv/color", "").await?.0, 200);
+    assert_eq!(
+        http_request(&addr, "DELETE", "/_kv/color", "").await?.0,
+        200
+    );
     assert_eq!(http_get(&addr, "/_kv/color").await?.0, 404);
     assert_eq!(kv.get("color").await?, None);
 
@@ -180,7 +158,9 @@ async fn keyvalue_config_and_logging_from_a_real_guest() -> anyhow::Result<()> {
 async fn an_unlinked_capability_fails_at_once_with_a_wit_error() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
-    let image = push(&t, env!("LATTICE_KV_COUNTER_WASM"), "kv-counter").await?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
     t.ctl.deploy(&kv_manifest("counter", &image, None)).await?;
     let addr = endpoint(&t.wait_deployed("counter").await?)?;
     let started = std::time::Instant::now();
@@ -244,29 +224,18 @@ fn greeter_manifest(
     )
 }
 
-async fn host_with_role(
-    t: &TestLattice,
-    name: &str,
-    role: &str,
-) -> anyhow::Result<lattice_tests::TestHost> {
-    let mut config = t.host_config(name);
-    config.labels.insert("role".into(), role.into());
-    let host = t.start_host(config).await?;
-    t.wait_for(&format!("host {name} to report"), || async {
-        Ok(t.ctl.hosts().await?.iter().any(|h| h.name == name))
-    })
-    .await?;
-    Ok(host)
-}
-
 #[tokio::test]
 async fn components_call_each_other_across_hosts_with_load_spread() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _edge = host_with_role(&t, "edge-1", "edge").await?;
-    let _cloud1 = host_with_role(&t, "cloud-1", "cloud").await?;
-    let _cloud2 = host_with_role(&t, "cloud-2", "cloud").await?;
-    let greeter = push(&t, env!("LATTICE_GREETER_WASM"), "greeter").await?;
-    let client = push(&t, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    let _edge = t.add_labelled_host("edge-1", "role", "edge").await?;
+    let _cloud1 = t.add_labelled_host("cloud-1", "role", "cloud").await?;
+    let _cloud2 = t.add_labelled_host("cloud-2", "role", "cloud").await?;
+    let greeter = t
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let client = t
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
     t.ctl
         .deploy(&greeter_manifest(
             &client, &greeter, 2, "edge", "cloud", true,
@@ -315,9 +284,13 @@ async fn components_call_each_other_across_hosts_with_load_spread() -> anyhow::R
 #[tokio::test]
 async fn calls_stay_in_process_when_the_target_runs_on_the_same_host() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _both = host_with_role(&t, "gateway", "gateway").await?;
-    let greeter = push(&t, env!("LATTICE_GREETER_WASM"), "greeter").await?;
-    let client = push(&t, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    let _both = t.add_labelled_host("gateway", "role", "gateway").await?;
+    let greeter = t
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let client = t
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
     t.ctl
         .deploy(&greeter_manifest(
             &client, &greeter, 1, "gateway", "gateway", true,
@@ -340,9 +313,13 @@ async fn calls_stay_in_process_when_the_target_runs_on_the_same_host() -> anyhow
 #[tokio::test]
 async fn an_unlinked_component_import_fails_as_not_linked() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _host = host_with_role(&t, "gateway", "gateway").await?;
-    let greeter = push(&t, env!("LATTICE_GREETER_WASM"), "greeter").await?;
-    let client = push(&t, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    let _host = t.add_labelled_host("gateway", "role", "gateway").await?;
+    let greeter = t
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let client = t
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
     t.ctl
         .deploy(&greeter_manifest(
             &client, &greeter, 1, "gateway", "gateway", false,
@@ -360,9 +337,13 @@ async fn an_unlinked_component_import_fails_as_not_linked() -> anyhow::Result<()
 #[tokio::test]
 async fn a_call_to_a_component_running_nowhere_is_no_instance() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _host = host_with_role(&t, "edge-1", "edge").await?;
-    let greeter = push(&t, env!("LATTICE_GREETER_WASM"), "greeter").await?;
-    let client = push(&t, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    let _host = t.add_labelled_host("edge-1", "role", "edge").await?;
+    let greeter = t
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let client = t
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
     // No host has role=cloud: greeter runs nowhere, the client runs.
     t.ctl
         .deploy(&greeter_manifest(
@@ -425,7 +406,9 @@ fn echo_manifest(image: &Digest, subject: &str) -> String {
 async fn messages_reach_the_handler_and_it_publishes_and_requests() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
-    let image = push(&t, env!("LATTICE_MESSAGING_ECHO_WASM"), "messaging-echo").await?;
+    let image = t
+        .push_example(env!("LATTICE_MESSAGING_ECHO_WASM"), "messaging-echo")
+        .await?;
     t.ctl.deploy(&echo_manifest(&image, "demo.in")).await?;
     t.wait_deployed("echo").await?;
     let client = t.client.clone();
@@ -539,7 +522,9 @@ async fn pong_server() -> anyhow::Result<std::net::SocketAddr> {
 async fn outgoing_http_goes_only_where_the_link_allows() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
-    let image = push(&t, env!("LATTICE_HTTP_FETCH_WASM"), "http-fetch").await?;
+    let image = t
+        .push_example(env!("LATTICE_HTTP_FETCH_WASM"), "http-fetch")
+        .await?;
     let allowed = pong_server().await?;
     let other = pong_server().await?;
 
@@ -599,7 +584,9 @@ async fn guest_logs_reach_the_host_log_tagged_with_the_component() -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
-    let image = push(&t, env!("LATTICE_KV_COUNTER_WASM"), "kv-counter").await?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
     t.ctl
         .deploy(&kv_manifest("logs", &image, Some("logged")))
         .await?;

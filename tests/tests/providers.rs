@@ -99,11 +99,7 @@ async fn a_killed_provider_is_restarted_and_calls_resume() -> anyhow::Result<()>
     let _host = t.add_host("edge-1").await?;
     let host = host_id(&t, "edge-1").await?;
     let image = t
-        .push(&t.sign(
-            &std::fs::read(env!("LATTICE_KV_COUNTER_WASM"))?,
-            "kv-counter",
-            "0.1.0",
-        ))
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
         .await?;
     t.ctl.deploy(&manifest("counter", &image, "procs")).await?;
     let addr = endpoint(&t.wait_deployed("counter").await?)?;
@@ -141,11 +137,7 @@ async fn two_apps_share_one_provider_and_undeploying_one_keeps_it() -> anyhow::R
     let _host = t.add_host("edge-1").await?;
     let host = host_id(&t, "edge-1").await?;
     let image = t
-        .push(&t.sign(
-            &std::fs::read(env!("LATTICE_KV_COUNTER_WASM"))?,
-            "kv-counter",
-            "0.1.0",
-        ))
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
         .await?;
     t.ctl.deploy(&manifest("first", &image, "first")).await?;
     t.ctl.deploy(&manifest("second", &image, "second")).await?;
@@ -241,11 +233,7 @@ async fn mqtt_messages_reach_a_component_and_its_answers_go_back_to_mqtt() -> an
     let t = TestLattice::start().await?;
     let _host = t.add_host("gateway").await?;
     let image = t
-        .push(&t.sign(
-            &std::fs::read(env!("LATTICE_MESSAGING_ECHO_WASM"))?,
-            "messaging-echo",
-            "0.1.0",
-        ))
+        .push_example(env!("LATTICE_MESSAGING_ECHO_WASM"), "messaging-echo")
         .await?;
     t.ctl.deploy(&mqtt_manifest(&image, &broker.uri())).await?;
     t.wait_deployed("sensors").await?;
@@ -290,11 +278,7 @@ async fn a_component_counts_in_redis_through_the_provider_process() -> anyhow::R
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
     let image = t
-        .push(&t.sign(
-            &std::fs::read(env!("LATTICE_KV_COUNTER_WASM"))?,
-            "kv-counter",
-            "0.1.0",
-        ))
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
         .await?;
     t.ctl.deploy(&redis_manifest(&image, &redis.url)).await?;
     let addr = endpoint(&t.wait_deployed("counter").await?)?;

@@ -55,11 +55,6 @@ fn delivered(prefix: &str) -> Vec<u32> {
         .collect()
 }
 
-async fn push(e: &EdgeTopology, path: &str, name: &str) -> anyhow::Result<Digest> {
-    let bytes = std::fs::read(path).expect("the build script built the example components");
-    e.hub.push(&e.hub.sign(&bytes, name, "0.1.0")).await
-}
-
 /// greeter on `role: cloud` hosts; greeter-client, served over HTTP, pinned to `role: edge`
 /// hosts, its `notifier` linked to greeter with queued delivery.
 fn manifest(client: &Digest, greeter: &Digest) -> String {
@@ -140,8 +135,14 @@ async fn setup(e: &EdgeTopology) -> anyhow::Result<(TestHost, TestHost, String)>
             Ok(e.hub.ctl.hosts().await?.len() == 2)
         })
         .await?;
-    let greeter = push(e, env!("LATTICE_GREETER_WASM"), "greeter").await?;
-    let client = push(e, env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client").await?;
+    let greeter = e
+        .hub
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let client = e
+        .hub
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
     e.hub.ctl.deploy(&manifest(&client, &greeter)).await?;
     let addr = endpoint(&e.hub.wait_deployed("greeter").await?)?;
     Ok((cloud, edge, addr))

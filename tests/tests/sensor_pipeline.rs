@@ -14,7 +14,7 @@ use lattice_control::registry::Registry;
 use lattice_protocol::claims::{ClaimsOptions, sign_component};
 use lattice_protocol::unix_now;
 use lattice_tests::mosquitto::{Mosquitto, TestMqtt};
-use lattice_tests::{TestHost, TestLattice, endpoint, http_get};
+use lattice_tests::{TestLattice, endpoint, http_get};
 
 /// The example's manifest, deployed as it is apart from the two addresses below.
 const MANIFEST: &str = include_str!("../../examples/manifests/sensor-pipeline.yaml");
@@ -51,17 +51,6 @@ async fn push(t: &TestLattice, path: &str, name: &str, allow: &[&str]) -> anyhow
     Ok(())
 }
 
-async fn host_with_role(t: &TestLattice, name: &str, role: &str) -> anyhow::Result<TestHost> {
-    let mut config = t.host_config(name);
-    config.labels.insert("role".into(), role.into());
-    let host = t.start_host(config).await?;
-    t.wait_for(&format!("host {name} to report"), || async {
-        Ok(t.ctl.hosts().await?.iter().any(|h| h.name == name))
-    })
-    .await?;
-    Ok(host)
-}
-
 #[tokio::test]
 async fn mqtt_readings_are_filtered_on_the_edge_and_aggregated_in_the_cloud() -> anyhow::Result<()>
 {
@@ -71,8 +60,8 @@ async fn mqtt_readings_are_filtered_on_the_edge_and_aggregated_in_the_cloud() ->
         .try_init();
     let broker = Mosquitto::start().await?;
     let t = TestLattice::start().await?;
-    let _edge = host_with_role(&t, "edge-1", "edge").await?;
-    let _cloud = host_with_role(&t, "cloud-1", "cloud").await?;
+    let _edge = t.add_labelled_host("edge-1", "role", "edge").await?;
+    let _cloud = t.add_labelled_host("cloud-1", "role", "cloud").await?;
     push(
         &t,
         env!("LATTICE_SENSOR_FILTER_WASM"),
