@@ -3,8 +3,6 @@
 //! runs in-process for `builtin:keyvalue-nats`), and the real `kv-counter` guest.
 //! `cargo build --bins` first: the host starts the provider program from beside the tests.
 
-use std::time::Duration;
-
 use lattice_protocol::digest::Digest;
 use lattice_protocol::names::AppName;
 use lattice_tests::{TestLattice, endpoint, http_get};
@@ -166,7 +164,6 @@ async fn two_apps_share_one_provider_and_undeploying_one_keeps_it() -> anyhow::R
         Ok(provider_pids("keyvalue-nats", &host).is_empty())
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
 

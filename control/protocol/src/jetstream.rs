@@ -14,6 +14,17 @@ pub async fn ensure_kv(
     history: i64,
     description: &str,
 ) -> anyhow::Result<kv::Store> {
+    ensure_kv_expiring(js, name, history, std::time::Duration::ZERO, description).await
+}
+
+/// [`ensure_kv`] for a bucket whose values expire after `max_age` (zero: never).
+pub async fn ensure_kv_expiring(
+    js: &jetstream::Context,
+    name: &str,
+    history: i64,
+    max_age: std::time::Duration,
+    description: &str,
+) -> anyhow::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
@@ -22,6 +33,7 @@ pub async fn ensure_kv(
         description: Some(description.to_string()),
         subjects: vec![format!("$KV.{name}.>")],
         max_messages_per_subject: history,
+        max_age,
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,

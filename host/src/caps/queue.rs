@@ -392,30 +392,15 @@ async fn processed_store(
     lattice: &LatticeName,
 ) -> anyhow::Result<kv::Store> {
     let bucket = processed_bucket(lattice);
-    if let Ok(store) = js.get_key_value(&bucket).await {
-        return Ok(store);
-    }
-    // The bucket's backing stream, created directly (see `lattice_protocol::jetstream`: the
-    // client's `create_key_value` cannot read older servers' replies), with a max age.
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{bucket}"),
-        description: Some("ids of queued calls that were run".to_string()),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        max_age: PROCESSED_MAX_AGE,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        storage: stream::StorageType::File,
-        num_replicas: 1,
-        ..Default::default()
-    })
+    lattice_protocol::jetstream::ensure_kv_expiring(
+        js,
+        &bucket,
+        1,
+        PROCESSED_MAX_AGE,
+        "ids of queued calls that were run",
+    )
     .await
-    .map_err(|e| anyhow::anyhow!("creating bucket {bucket}: {e}"))?;
-    js.get_key_value(&bucket)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e}"))
+    .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))
 }
 
 async fn consume_once(loaded: &Arc<Loaded>, lattice: &LatticeLink) -> anyhow::Result<()> {

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    lattice_provider_sdk::init_logging();
     let env = lattice_provider_sdk::ProcessEnv::from_env()?;
     let client = env.connect().await?;
-    let provider = lattice_provider_keyvalue_nats::NatsKv::new(async_nats::jetstream::new(client));
-    lattice_provider_sdk::run_process(Arc::new(provider)).await
+    let provider =
+        lattice_provider_keyvalue_nats::NatsKv::new(async_nats::jetstream::new(client.clone()));
+    lattice_provider_sdk::run_process(&env, client, Arc::new(provider)).await
 }

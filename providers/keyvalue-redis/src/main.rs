@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    lattice_provider_sdk::init_logging();
+    let env = lattice_provider_sdk::ProcessEnv::from_env()?;
+    let client = env.connect().await?;
     let provider = lattice_provider_keyvalue_redis::RedisKv::new();
-    lattice_provider_sdk::run_process(Arc::new(provider)).await
+    lattice_provider_sdk::run_process(&env, client, Arc::new(provider)).await
 }

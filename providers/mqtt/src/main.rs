@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    lattice_provider_sdk::init_logging();
     let env = lattice_provider_sdk::ProcessEnv::from_env()?;
     let client = env.connect().await?;
-    let provider = lattice_provider_mqtt::Mqtt::new(client, env.lattice.clone());
-    lattice_provider_sdk::run_process(Arc::new(provider)).await
+    let provider = lattice_provider_mqtt::Mqtt::new(client.clone(), env.lattice.clone());
+    lattice_provider_sdk::run_process(&env, client, Arc::new(provider)).await
 }

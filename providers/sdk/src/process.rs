@@ -124,9 +124,8 @@ async fn answer(
     }
 }
 
-/// The whole `main` of a provider process: logs to stderr, reads [`ProcessEnv`], connects, and
-/// serves `provider` on its subject until SIGTERM or Ctrl-C.
-pub async fn run_process(provider: Arc<dyn Provider>) -> anyhow::Result<()> {
+/// Logging for a provider process: to stderr (the host passes it on), `RUST_LOG` or `info`.
+pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -134,8 +133,16 @@ pub async fn run_process(provider: Arc<dyn Provider>) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let env = ProcessEnv::from_env()?;
-    let client = env.connect().await?;
+}
+
+/// The rest of a provider process's `main` once [`init_logging`], [`ProcessEnv::from_env`] and
+/// [`ProcessEnv::connect`] ran: serves `provider` on its subject with `client` (the same
+/// connection the provider may use itself) until SIGTERM or Ctrl-C.
+pub async fn run_process(
+    env: &ProcessEnv,
+    client: async_nats::Client,
+    provider: Arc<dyn Provider>,
+) -> anyhow::Result<()> {
     let name = ComponentName::new(provider.name())?;
     let subject = Subject::provider(&env.lattice, &env.host, &name).to_string();
     tracing::info!(provider = %name, %subject, "provider serving");
