@@ -4,19 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
 use futures::StreamExt as _;
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
+use lattice_protocol::queue::{
+    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, MSG_ID_HEADER, QueuedCall, deadletter_stream,
+    deadletter_stream_subjects, deadletter_subject, processed_bucket, queue_consumer, queue_stream,
+    queue_subject,
+};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 use super::forward::queue_stream_ready;
-use super::{
-    DELIVERY_TIMEOUT, ERROR_HEADER, MAX_BACKOFF, PROCESSED_MAX_AGE, QueuedCall, deadletter_stream,
-    processed_bucket, queue_stream, queue_subject, unix_ms,
-};
+use super::{DELIVERY_TIMEOUT, MAX_BACKOFF, PROCESSED_MAX_AGE, unix_ms};
 use crate::caps::LatticeLink;
 use crate::caps::calls::{Loaded, deliver};
 
@@ -64,7 +65,7 @@ async fn consume_once(loaded: &Arc<Loaded>, lattice: &LatticeLink) -> anyhow::Re
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (app, component) = (&loaded.ctx.app, &loaded.ctx.component);
-    let durable = format!("queue-{app}-{component}");
+    let durable = queue_consumer(app.as_str(), component.as_str());
     let consumer = stream
         .get_or_create_consumer(
             &durable,
@@ -102,16 +103,26 @@ async fn handle(
     let ack = |kind| async move { msg.ack_with(kind).await.map_err(|e| anyhow::anyhow!("{e}")) };
     let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (delivered, stream_seq) = (info.delivered, info.stream_sequence);
-    let id = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Msg-Id"))
-        .map(|v| v.to_string())
+    let header = |name| {
+        let value = message.headers.as_ref()?.get(name)?.to_string();
+        Some(value)
+    };
+    // The call's id survives requeues (each requeue publishes with a new `Nats-Msg-Id`).
+    let id = header(CALL_ID_HEADER)
+        .or_else(|| header(MSG_ID_HEADER))
         .unwrap_or_else(|| format!("seq-{stream_seq}"));
     let queued: QueuedCall = match envelope::decode(&message.payload) {
         Ok(q) => q,
         Err(e) => {
-            deadletter(loaded, lattice, &message, &id, &format!("undecodable: {e}")).await?;
+            deadletter(
+                loaded,
+                lattice,
+                &message,
+                &id,
+                delivered,
+                &format!("undecodable: {e}"),
+            )
+            .await?;
             return ack(AckKind::Term).await;
         }
     };
@@ -143,7 +154,7 @@ async fn handle(
         }
         Err(e) if delivered >= i64::from(queued.max_attempts) => {
             warn!(workload = %loaded.ctx.name(), %id, attempts = delivered, error = %e, "queued call failed for good; dead-lettered");
-            deadletter(loaded, lattice, &message, &id, &e.to_string()).await?;
+            deadletter(loaded, lattice, &message, &id, delivered, &e.to_string()).await?;
             ack(AckKind::Term).await
         }
         Err(e) => {
@@ -159,25 +170,26 @@ async fn deadletter(
     lattice: &LatticeLink,
     message: &jetstream::Message,
     id: &str,
+    attempts: i64,
     error: &str,
 ) -> anyhow::Result<()> {
     let (js, l) = (&lattice.jetstream, &lattice.lattice);
     js.get_or_create_stream(stream::Config {
         name: deadletter_stream(l),
-        subjects: vec![format!("lattice.{l}.dlq.>")],
+        subjects: vec![deadletter_stream_subjects(l)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
     .map_err(|e| anyhow::anyhow!("creating the dead-letter stream: {e}"))?;
-    let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id);
+    // The queue message's own headers (its link, its attempts allowed), then what happened.
+    // Its `Nats-Msg-Id` is new for every requeue, so a call dead-lettered again is kept again.
+    let mut headers = message.headers.clone().unwrap_or_default();
+    headers.insert(CALL_ID_HEADER, id);
+    headers.insert(ATTEMPTS_HEADER, attempts.to_string().as_str());
     headers.insert(ERROR_HEADER, error.replace(['\r', '\n'], " ").as_str());
-    let subject = format!(
-        "lattice.{l}.dlq.{}.{}",
-        loaded.ctx.app, loaded.ctx.component
-    );
+    let subject = deadletter_subject(l, loaded.ctx.app.as_str(), loaded.ctx.component.as_str());
     js.publish_with_headers(subject, headers, message.payload.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?

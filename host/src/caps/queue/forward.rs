@@ -8,14 +8,15 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
+use lattice_protocol::queue::{
+    CALL_ID_HEADER, LINK_HEADER, MAX_ATTEMPTS_HEADER, MSG_ID_HEADER, QueuedCall, queue_stream,
+    queue_stream_subjects, queue_subject,
+};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use super::{
-    BATCH, Counts, MAX_ATTEMPTS_HEADER, MAX_BACKOFF, QueuedCall, forget, queue_stream,
-    queue_subject,
-};
+use super::{BATCH, Counts, MAX_BACKOFF, forget};
 use crate::caps::LatticeLink;
 use crate::outbox::Outbox;
 
@@ -26,7 +27,7 @@ pub(super) async fn queue_stream_ready(
 ) -> anyhow::Result<()> {
     js.get_or_create_stream(stream::Config {
         name: queue_stream(lattice),
-        subjects: vec![format!("lattice.{lattice}.q.>")],
+        subjects: vec![queue_stream_subjects(lattice)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         ..Default::default()
@@ -96,7 +97,10 @@ async fn forward_batch(
         };
         let queued: Option<QueuedCall> = envelope::decode(&entry.payload).ok();
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", entry.id.to_string().as_str());
+        let id = entry.id.to_string();
+        headers.insert(MSG_ID_HEADER, id.as_str());
+        headers.insert(CALL_ID_HEADER, id.as_str());
+        headers.insert(LINK_HEADER, entry.stream_key.as_str());
         if let Some(q) = &queued {
             headers.insert(MAX_ATTEMPTS_HEADER, q.max_attempts.to_string().as_str());
         }

@@ -22,7 +22,12 @@
 //! is retried with backoff; after the link's `max_attempts` it goes, with its last error, to the
 //! stream `LATTICE_<lattice>_deadletter` (subject `lattice.<lattice>.dlq.<app>.<target>`).
 //! The remaining window: a host that dies after a call succeeded and before its id was recorded
-//! runs it again on redelivery.
+//! runs it again on redelivery. A requeued dead letter keeps its call id (`Lattice-Call-Id`)
+//! under a new `Nats-Msg-Id`, so it is run at most once more in effect.
+//!
+//! Layout: this file is the sender side ([`Queue`]); `forward.rs` the forwarder; `deliver.rs`
+//! the target side ([`consume`]). Stream, subject and header names are in
+//! [`lattice_protocol::queue`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,9 +36,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lattice_protocol::assignment::{OnFull, QueuedDelivery};
 use lattice_protocol::envelope;
-use lattice_protocol::names::{ComponentName, LatticeName};
+use lattice_protocol::names::ComponentName;
+use lattice_protocol::queue::QueuedCall;
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::warn;
@@ -54,41 +59,6 @@ const BATCH: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a delivered call may run.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Header: the delivery attempts the link allows.
-const MAX_ATTEMPTS_HEADER: &str = "Lattice-Max-Attempts";
-/// Header (dead letters): the last error.
-const ERROR_HEADER: &str = "Lattice-Error";
-
-/// The stream queued calls travel in.
-pub fn queue_stream(lattice: &LatticeName) -> String {
-    format!("LATTICE_{lattice}_queue")
-}
-
-/// The stream calls that failed `max_attempts` times go to.
-pub fn deadletter_stream(lattice: &LatticeName) -> String {
-    format!("LATTICE_{lattice}_deadletter")
-}
-
-/// The KV bucket of the ids of calls that were run.
-pub fn processed_bucket(lattice: &LatticeName) -> String {
-    format!("LATTICE_{lattice}_processed")
-}
-
-/// The subject queued calls to `app`'s `component` travel on.
-pub fn queue_subject(lattice: &LatticeName, app: &str, component: &str) -> String {
-    format!("lattice.{lattice}.q.{app}.{component}")
-}
-
-/// What one queued call carries, in an outbox entry and in the stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct QueuedCall {
-    /// Delivery attempts before dead-lettering.
-    max_attempts: u32,
-    /// Unix ms after which the call is not worth running.
-    expires_at_ms: u64,
-    /// The call.
-    call: RpcCall,
-}
 
 /// Calls waiting per stream key, kept beside the outbox for the per-link capacity.
 type Counts = Arc<Mutex<Option<HashMap<String, u64>>>>;
