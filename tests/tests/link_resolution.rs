@@ -172,3 +172,40 @@ async fn built_in_capabilities_without_links_are_accepted() -> anyhow::Result<()
     assert_eq!((reply.version.as_str(), reply.changed), ("v1", true));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_queued_link_to_functions_that_return_data_is_refused() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let client = t
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
+    let greeter = t
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let queued = |interfaces: &str| {
+        app(&[
+            hello(
+                "client",
+                &client.to_string(),
+                &format!(
+                    "{}            delivery: queued\n",
+                    link("example:greeter", interfaces, "greeter", "")
+                ),
+            ),
+            hello("greeter", &greeter.to_string(), ""),
+        ])
+    };
+    // Read from greeter-client's real import types: `greet`'s functions answer with data.
+    let err = refused(&t, &queued("greet, notifier")).await?;
+    assert_contains(
+        &err.message,
+        &[
+            "component `client` links example:greeter/greet to `greeter` with `delivery: queued`",
+            "greet, where, fail, echo of example:greeter/greet return data",
+        ],
+    );
+    assert!(!err.message.contains("notifier"), "{}", err.message);
+    // `notifier.notify` returns `result<_, string>`: one-way, so it may be queued.
+    t.ctl.deploy(&queued("notifier")).await?;
+    Ok(())
+}

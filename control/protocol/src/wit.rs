@@ -1,7 +1,10 @@
 //! What a component imports and exports, by WIT name (`wasi:http/incoming-handler@0.2.0`),
-//! read from its top-level import and export sections.
+//! read from its top-level import and export sections; and which imported functions return
+//! data (read from the validated component's types), since only one-way functions can be
+//! queued.
 
-use wasmparser::{Parser, Payload};
+use wasmparser::component_types::{ComponentDefinedType, ComponentEntityType, ComponentValType};
+use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 
 use crate::claims::{VerifyError, check_component_header};
 
@@ -12,6 +15,11 @@ pub struct Interfaces {
     pub imports: Vec<String>,
     /// Exported names.
     pub exports: Vec<String>,
+    /// Imported functions that return data a caller waits for (anything but no result or
+    /// `result<_, E>`), as `<import name>#<function>`. Empty when the component's types could
+    /// not be read (the host checks again when it links).
+    #[serde(default)]
+    pub returning_data: Vec<String>,
 }
 
 impl Interfaces {
@@ -21,6 +29,17 @@ impl Interfaces {
         self.exports
             .iter()
             .any(|e| e.split('@').next() == Some(interface))
+    }
+
+    /// The functions of imported `interface` (at any version) that return data.
+    pub fn functions_returning_data<'a>(
+        &'a self,
+        interface: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.returning_data.iter().filter_map(move |f| {
+            let (import, function) = f.split_once('#')?;
+            (import.split('@').next() == Some(interface)).then_some(function)
+        })
     }
 }
 
@@ -51,5 +70,37 @@ pub fn component_interfaces(bytes: &[u8]) -> Result<Interfaces, VerifyError> {
             _ => {}
         }
     }
+    out.returning_data = returning_data(bytes, &out.imports);
     Ok(out)
+}
+
+/// The imported functions of `imports` that return data (see [`Interfaces::returning_data`]).
+fn returning_data(bytes: &[u8], imports: &[String]) -> Vec<String> {
+    let Ok(types) = Validator::new_with_features(WasmFeatures::all()).validate_all(bytes) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for import in imports {
+        let Some(ComponentEntityType::Instance(id)) =
+            types.component_item_for_import(import).map(|item| item.ty)
+        else {
+            continue;
+        };
+        for (name, item) in &types[id].exports {
+            let ComponentEntityType::Func(f) = item.ty else {
+                continue;
+            };
+            let one_way = match types[f].result {
+                None => true,
+                Some(ComponentValType::Type(t)) => {
+                    matches!(types[t], ComponentDefinedType::Result { ok: None, .. })
+                }
+                Some(ComponentValType::Primitive(_)) => false,
+            };
+            if !one_way {
+                out.push(format!("{import}#{name}"));
+            }
+        }
+    }
+    out
 }

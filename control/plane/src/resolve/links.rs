@@ -445,6 +445,9 @@ fn component_links(
             }
         };
         if let Some(sf) = facts.get(&c.name) {
+            if queued.is_some() {
+                queued_checks(c, sf, &served, target_name, problems);
+            }
             for w in served {
                 source_checks(c, sf, w, target_name, problems);
             }
@@ -494,6 +497,26 @@ fn not_served(c: &Component, interface: &str, target: &Component, builtin: Built
 }
 
 /// The source image of a link must import the interface, and its claims must allow it.
+/// A queued call returns before it runs: refuses queued links whose functions return data.
+fn queued_checks(
+    c: &Component,
+    facts: &ImageFacts,
+    served: &[&String],
+    target: &ComponentName,
+    problems: &mut Vec<String>,
+) {
+    for w in served {
+        let functions: Vec<&str> = facts.interfaces.functions_returning_data(w).collect();
+        if !functions.is_empty() {
+            problems.push(format!(
+                "component `{}` links {w} to `{target}` with `delivery: queued`, but {} of {w} return data, which a queued call cannot wait for (only functions returning nothing or `result<_, error>` qualify); remove `delivery: queued`, or link the interfaces with one-way functions separately",
+                c.name,
+                functions.join(", "),
+            ));
+        }
+    }
+}
+
 fn source_checks(
     c: &Component,
     facts: &ImageFacts,

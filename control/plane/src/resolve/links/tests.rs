@@ -135,6 +135,7 @@ fn facts(imports: &[&str], exports: &[&str], allow: &[&str]) -> ImageFacts {
         interfaces: Interfaces {
             imports: strings(imports),
             exports: strings(exports),
+            ..Interfaces::default()
         },
         allow: strings(allow),
     }
@@ -548,6 +549,55 @@ fn queued_links_carry_their_delivery_and_only_between_components() {
             "component `client` links `wasi:keyvalue/store` to capability `kv` with `delivery: queued`",
             "only links between components can be queued",
         ],
+    );
+}
+
+#[test]
+fn queued_links_refuse_functions_that_return_data() {
+    let mut client = facts(
+        &[
+            "example:greeter/greet@0.1.0",
+            "example:greeter/notifier@0.1.0",
+        ],
+        &[],
+        &[],
+    );
+    client.interfaces.returning_data = vec![
+        "example:greeter/greet@0.1.0#greet".into(),
+        "example:greeter/greet@0.1.0#where".into(),
+    ];
+    let greeter = facts(
+        &[],
+        &[
+            "example:greeter/greet@0.1.0",
+            "example:greeter/notifier@0.1.0",
+        ],
+        &[],
+    );
+    let linked = |interfaces: &[&'static str]| {
+        manifest(&[
+            component(
+                "client",
+                "client:0.1.0",
+                &[link("example:greeter", interfaces, "greeter").prop("delivery", "queued")],
+            ),
+            component("greeter", "greeter:0.1.0", &[]),
+        ])
+    };
+    let known = known(vec![("client", client), ("greeter", greeter)]);
+    one_problem(
+        &refused(&linked(&["greet", "notifier"]), &known),
+        &[
+            "component `client` links example:greeter/greet to `greeter` with `delivery: queued`",
+            "greet, where of example:greeter/greet return data",
+            "remove `delivery: queued`",
+        ],
+    );
+    // One-way functions only: queued.
+    assert!(
+        wired(&linked(&["notifier"]), &known)[&name("client")].links[0]
+            .queued
+            .is_some()
     );
 }
 
