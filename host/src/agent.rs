@@ -55,6 +55,8 @@ pub(crate) struct Report {
 pub(crate) struct Shared {
     report: Arc<Mutex<Report>>,
     changed: Arc<Notify>,
+    /// The host's queue, whose per-link outbox stats each heartbeat carries.
+    queue: Option<Arc<Queue>>,
 }
 
 impl Shared {
@@ -124,6 +126,11 @@ impl Agent {
                     (None, None)
                 }
             };
+        let shared = Shared {
+            report: Arc::default(),
+            changed: Arc::new(Notify::new()),
+            queue: queue.clone(),
+        };
         let services = HostServices {
             router: Arc::new(Router::new(Some(lattice.clone()))),
             providers: Arc::new(Providers::new(lattice.clone(), config.providers.clone())),
@@ -141,10 +148,7 @@ impl Agent {
             code,
             artifacts,
             http,
-            shared: Shared {
-                report: Arc::default(),
-                changed: Arc::new(Notify::new()),
-            },
+            shared,
             running: BTreeMap::new(),
             current: None,
             _forwarder: forwarder,
@@ -409,11 +413,12 @@ impl Agent {
         let lattice = &self.services.lattice;
         if loaded.serves_calls() {
             tasks.push(calls::serve(loaded.clone(), lattice).await?);
-            tasks.push(queue::consume(loaded.clone(), lattice.clone()));
         }
         if !w.subscriptions.is_empty() {
             tasks.push(messaging::serve(loaded.clone(), lattice, &w.subscriptions).await?);
         }
+        // Only what the assignment names it a queue target of (none: no consumer at all).
+        tasks.extend(queue::consume(&loaded, lattice, w)?);
         self.services.router.insert(loaded.clone());
         self.shared
             .report()
@@ -554,7 +559,7 @@ pub(crate) async fn heartbeats(
     let mut labels = crate::builtin_labels();
     labels.extend(config.labels.clone());
     let mut tick = tokio::time::interval(config.heartbeat_interval);
-    let beat = |stopping: bool| {
+    let beat = |stopping: bool, queues| {
         let report = shared.report();
         Heartbeat {
             host: host.clone(),
@@ -578,10 +583,24 @@ pub(crate) async fn heartbeats(
                 .collect(),
             last_refusal: report.last_refusal.clone(),
             stopping,
+            queues,
+        }
+    };
+    let queue_stats = || async {
+        match &shared.queue {
+            Some(queue) => queue.link_stats().await,
+            None => Vec::new(),
+        }
+    };
+    // Resolves when the queue counted dropped or expired calls (never without a queue).
+    let queue_changed = || async {
+        match &shared.queue {
+            Some(queue) => queue.stats_changed().await,
+            None => std::future::pending().await,
         }
     };
     loop {
-        let hb = beat(false);
+        let hb = beat(false, queue_stats().await);
         if let Err(e) = client
             .publish(subject.clone(), envelope::encode(&hb).into())
             .await
@@ -592,11 +611,12 @@ pub(crate) async fn heartbeats(
             () = shutdown.cancelled() => break,
             _ = tick.tick() => {}
             () = shared.changed.notified() => {}
+            () = queue_changed() => {}
         }
     }
     // The last word: this host is stopping, so its movable work can go elsewhere now rather
     // than after its tolerance.
-    let last = envelope::encode(&beat(true));
+    let last = envelope::encode(&beat(true, queue_stats().await));
     if client.publish(subject, last.into()).await.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     }

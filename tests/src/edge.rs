@@ -17,7 +17,8 @@
 //! prefix to the hub's domain, for clients without a domain setting.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -27,7 +28,7 @@ use lattice_host::HostConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
-use crate::{NatsServer, TestHost, TestLattice, WAIT};
+use crate::{NatsServer, TestHost, TestLattice, WAIT, lattice_bin};
 
 /// The hub's JetStream domain.
 pub const HUB_DOMAIN: &str = "hub";
@@ -119,6 +120,43 @@ impl EdgeTopology {
         Ok(host)
     }
 
+    /// Starts a real `lattice-host` process on the leaf, named `name`, with `labels` and its
+    /// state in `state_dir`; it logs (`RUST_LOG=warn`) to [`HostProcess::log`].
+    pub fn start_host_process(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        state_dir: &Path,
+    ) -> anyhow::Result<HostProcess> {
+        let t = &self.hub;
+        let log = state_dir.with_extension("log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("creating {}", log.display()))?;
+        let mut command = Command::new(lattice_bin().with_file_name("lattice-host"));
+        command
+            .args(["--nats-url", &self.leaf.url])
+            .args(["--lattice", t.lattice.as_str(), "--name", name])
+            .args(["--js-domain", HUB_DOMAIN])
+            .args(["--trust-issuer", t.issuer.public_key().as_str()])
+            .args(["--trust-operator", t.operator.public_key().as_str()])
+            .args(["--heartbeat-secs", "1", "--state-dir"])
+            .arg(state_dir);
+        for (k, v) in labels {
+            command.args(["--label", &format!("{k}={v}")]);
+        }
+        let child = command
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("starting lattice-host (`cargo build --bins` builds it)")?;
+        Ok(HostProcess { child, log })
+    }
+
     /// Cuts the link and waits until no message crosses it; checks again after the leaf's
     /// reconnect interval (1 s), so that the leaf found no way around the proxy.
     pub async fn cut(&self) -> anyhow::Result<()> {
@@ -169,6 +207,37 @@ impl EdgeTopology {
             }
         }
         Ok(false)
+    }
+}
+
+/// A `lattice-host` process, SIGKILLed on drop.
+#[derive(Debug)]
+pub struct HostProcess {
+    child: Child,
+    /// Where its stderr goes (appended to across restarts on the same state directory).
+    pub log: PathBuf,
+}
+
+impl HostProcess {
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill_now(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill_now();
     }
 }
 

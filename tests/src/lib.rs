@@ -16,6 +16,7 @@
 pub mod edge;
 pub mod mosquitto;
 pub mod proxy;
+pub mod queued;
 pub mod redis;
 
 use std::future::Future;

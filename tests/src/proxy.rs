@@ -5,11 +5,19 @@
 //! ones as soon as it accepts them (a peer sees its connection reset or closed, as with a
 //! dead link); [`Proxy::heal`] lets connections through again. The listening port stays the
 //! same throughout, so whatever dials it (a NATS leaf node) reconnects by itself after a heal.
+//!
+//! [`Proxy::hold_replies`] makes the link one-way without closing it: bytes from the dialler to
+//! the target (leaf → hub) still pass, bytes back (hub → leaf) wait in the proxy, unread, until
+//! [`Proxy::release_replies`] or [`Proxy::heal`] (a [`Proxy::cut`] drops them with the
+//! connections). A leaf's publishes then reach the hub, and the hub's answers (JetStream acks)
+//! never come back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,6 +36,8 @@ struct State {
     cut: AtomicBool,
     /// Bumped on every cut: connections of an older generation end.
     generation: watch::Sender<u64>,
+    /// Whether target → dialler bytes are held.
+    hold: watch::Sender<bool>,
     accepted: AtomicU64,
 }
 
@@ -39,6 +49,7 @@ impl Proxy {
         let state = Arc::new(State {
             cut: AtomicBool::new(false),
             generation: watch::channel(0).0,
+            hold: watch::channel(false).0,
             accepted: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, target, state.clone()));
@@ -55,9 +66,21 @@ impl Proxy {
         self.state.generation.send_modify(|g| *g += 1);
     }
 
-    /// Lets connections through again.
+    /// Lets connections through again, both ways.
     pub fn heal(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+        self.release_replies();
+    }
+
+    /// Holds the bytes the target sends back (hub → leaf) on every connection, open or new;
+    /// bytes towards the target still pass.
+    pub fn hold_replies(&self) {
+        self.state.hold.send_replace(true);
+    }
+
+    /// Passes the held bytes on, and all that follow.
+    pub fn release_replies(&self) {
+        self.state.hold.send_replace(false);
     }
 
     /// Whether the link is cut.
@@ -91,18 +114,50 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, state: Arc<State
         }
         let mut generation = state.generation.subscribe();
         let born = *generation.borrow_and_update();
+        let hold = state.hold.subscribe();
         tokio::spawn(async move {
             let Ok(outbound) = TcpStream::connect(target).await else {
                 return;
             };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
-            let (mut inbound, mut outbound) = (inbound, outbound);
+            let (from_dialler, to_dialler) = inbound.into_split();
+            let (from_target, to_target) = outbound.into_split();
             tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                _ = async {
+                    tokio::join!(
+                        pipe(from_dialler, to_target, None),
+                        pipe(from_target, to_dialler, Some(hold)),
+                    )
+                } => {}
                 _ = generation.wait_for(|g| *g != born) => {}
             }
             // Both sockets close here: each side sees the link go.
         });
     }
+}
+
+/// Copies `from` to `to` until either ends; a chunk read while `hold` is set waits for it to
+/// clear before it is written (and nothing more is read meanwhile).
+async fn pipe(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut hold: Option<watch::Receiver<bool>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(hold) = hold.as_mut()
+            && hold.wait_for(|held| !held).await.is_err()
+        {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

@@ -1,14 +1,12 @@
 //! The edge topology: a hub NATS (JetStream, control plane) and a leaf NATS joined through a
 //! proxy the test cuts; edge hosts on the leaf.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use lattice_protocol::messages::{AppState, HostState};
 use lattice_tests::edge::{EdgeTopology, HUB_DOMAIN, free_port};
-use lattice_tests::{WAIT, endpoint, hello_manifest, hello_wasm, http_get, lattice_bin};
+use lattice_tests::{WAIT, endpoint, hello_manifest, hello_wasm, http_get};
 
 #[tokio::test]
 async fn the_hubs_jetstream_is_reachable_from_the_leaf() -> anyhow::Result<()> {
@@ -192,52 +190,12 @@ async fn an_edge_host_restarted_while_cut_serves_from_disk() -> anyhow::Result<(
     Ok(())
 }
 
-/// A `lattice-host` process on the leaf, SIGKILLed on drop.
-struct HostProcess(Child);
-
-impl HostProcess {
-    fn start(e: &EdgeTopology, name: &str, state_dir: &Path) -> anyhow::Result<Self> {
-        let t = &e.hub;
-        Ok(Self(
-            Command::new(lattice_bin().with_file_name("lattice-host"))
-                .args([
-                    "--nats-url",
-                    &e.leaf.url,
-                    "--lattice",
-                    t.lattice.as_str(),
-                    "--name",
-                    name,
-                    "--label",
-                    "zone=edge",
-                    "--js-domain",
-                    HUB_DOMAIN,
-                ])
-                .args(["--trust-issuer", t.issuer.public_key().as_str()])
-                .args(["--trust-operator", t.operator.public_key().as_str()])
-                .args(["--heartbeat-secs", "1", "--state-dir"])
-                .arg(state_dir)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        ))
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_sigkilled_edge_host_process_restarts_while_cut_and_serves() -> anyhow::Result<()> {
     let e = EdgeTopology::start_with(|c| c.host_tolerance = Duration::from_secs(2)).await?;
     let dir = tempfile::tempdir()?;
     let state_dir = dir.path().join("edge-1");
-    let first = HostProcess::start(&e, "edge-1", &state_dir)?;
+    let first = e.start_host_process("edge-1", EDGE, &state_dir)?;
     e.hub
         .wait_for("the edge host process to report", || async {
             Ok(host_state(&e, "edge-1").await? == Some(HostState::Ready))
@@ -252,7 +210,7 @@ async fn a_sigkilled_edge_host_process_restarts_while_cut_and_serves() -> anyhow
         "the killed host's port is closed"
     );
     let started = Instant::now();
-    let _second = HostProcess::start(&e, "edge-1", &state_dir)?;
+    let _second = e.start_host_process("edge-1", EDGE, &state_dir)?;
     let took = first_200(&addr, started).await?;
     println!("lattice-host process restarted while cut: first 200 after {took:?}");
     assert_eq!(

@@ -19,7 +19,7 @@ pub struct Cli {
 pub enum Command {
     /// Start a local lattice in the foreground: nats-server, control plane and one host, with dev keys.
     Up(UpArgs),
-    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback.
+    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback, requeue.
     Ctl(CtlArgs),
     /// Manage keys.
     Keys {
@@ -216,6 +216,15 @@ pub enum CtlCommand {
         #[command(subcommand)]
         what: StopWhat,
     },
+    /// Put a queued link's dead letters back in their queue, with fresh attempts (all of them,
+    /// or those given with --id); fix the target first.
+    Requeue {
+        /// `app/source->target` as `get queues` shows it, or `app/target` for every sender.
+        link: lattice_protocol::queue_ops::LinkSelector,
+        /// A call id from `get deadletters` (repeatable); none: every dead letter of the link.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
     /// Deploy a stored version again: the previous one, or `--to VERSION`.
     Rollback {
         /// The app.
@@ -249,6 +258,14 @@ pub enum GetWhat {
     Inventory {
         /// The host.
         host: String,
+    },
+    /// Queued links: calls waiting on each sending host, in flight at the hub, dead-lettered.
+    Queues,
+    /// A queued link's dead letters: id, when, attempts, function, last error.
+    #[command(name = "deadletters", alias = "dead-letters")]
+    Deadletters {
+        /// `app/source->target` as `get queues` shows it, or `app/target` for every sender.
+        link: lattice_protocol::queue_ops::LinkSelector,
     },
 }
 

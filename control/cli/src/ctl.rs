@@ -1,4 +1,5 @@
-//! `lattice ctl`: deploy, undeploy, get, status.
+//! `lattice ctl`: deploy, undeploy, get, status, and the rest of the operator's verbs; queued
+//! delivery's (`get queues`, `get deadletters`, `requeue`) are in `ctl/queues.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +13,8 @@ use lattice_protocol::names::AppName;
 use crate::args::{CtlArgs, CtlCommand, GetWhat, Output, StopWhat};
 use crate::nats::{self, Patience};
 use crate::output::{self, ago, table};
+
+mod queues;
 
 fn short(id: &str) -> String {
     id.chars().take(12).collect()
@@ -151,6 +154,15 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         } => {
             let hb = ctl.inventory(&host).await?;
             output::print(args.output, &hb, inventory_table);
+        }
+        CtlCommand::Get {
+            what: GetWhat::Queues,
+        } => queues::get_queues(&ctl, args.output).await?,
+        CtlCommand::Get {
+            what: GetWhat::Deadletters { link },
+        } => queues::get_dead_letters(&ctl, &link, args.output).await?,
+        CtlCommand::Requeue { link, ids } => {
+            queues::requeue(&ctl, &link, ids, args.output).await?;
         }
         CtlCommand::Scale {
             app,

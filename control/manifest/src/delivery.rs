@@ -1,5 +1,8 @@
 //! A link's delivery properties (lattice addition): `delivery: direct | queued`, and for queued
-//! links `ttl`, `capacity`, `on_full` and `max_attempts`.
+//! links `ttl`, `capacity`, `on_full` and `max_attempts`. The same properties queue calls
+//! between components and messages a component publishes through `messaging-nats`; which link
+//! targets may be queued is checked when the control plane resolves links (it knows what each
+//! target is).
 
 use crate::diagnostic::Diagnostic;
 use crate::model::{Delivery, OnFull};

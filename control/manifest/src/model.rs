@@ -336,7 +336,8 @@ pub struct Link {
     /// Configuration for the source end.
     #[serde(default, skip_serializing_if = "LinkSource::is_empty")]
     pub source: LinkSource,
-    /// Lattice addition: how calls on the link travel; absent: [`Delivery::Direct`].
+    /// Lattice addition: how calls on the link travel (or, on a component's link to
+    /// `messaging-nats`, the messages it publishes); absent: [`Delivery::Direct`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
     /// Queued delivery: how long a call may wait (`24h`); absent: [`DEFAULT_QUEUE_TTL`].
@@ -361,14 +362,15 @@ pub const DEFAULT_QUEUE_CAPACITY: u32 = 10_000;
 /// Delivery attempts of a queued call when the link gives none.
 pub const DEFAULT_QUEUE_MAX_ATTEMPTS: u32 = 5;
 
-/// How calls on a link travel.
+/// How calls (or published messages) on a link travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
     /// The caller waits for the target's answer (the default).
     Direct,
     /// The call is kept durably on the caller's host and delivered later, exactly once in
-    /// effect; only for one-way functions.
+    /// effect; only for one-way functions, and for messages published on a link to
+    /// `messaging-nats` (once to each subscribed component; `request` is refused there).
     Queued,
 }
 

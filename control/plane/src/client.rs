@@ -9,6 +9,9 @@ use lattice_protocol::messages::{
     InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, VersionSummary,
 };
 use lattice_protocol::names::{AppName, LatticeName};
+use lattice_protocol::queue_ops::{
+    DeadLetter, DeadLettersRequest, LinkQueue, LinkSelector, RequeueReply, RequeueRequest,
+};
 use lattice_protocol::subject::{CtlVerb, Subject};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -172,5 +175,30 @@ impl CtlClient {
     /// Lists hosts.
     pub async fn hosts(&self) -> Result<Vec<HostSummary>, WireError> {
         self.call(CtlVerb::Hosts, &()).await
+    }
+
+    /// Every queued link: its senders' outboxes, in flight at the hub, dead-lettered.
+    pub async fn queues(&self) -> Result<Vec<LinkQueue>, WireError> {
+        self.call(CtlVerb::Queues, &()).await
+    }
+
+    /// The dead letters of a link (`app/source->target`) or target (`app/target`), oldest first.
+    pub async fn dead_letters(&self, link: &LinkSelector) -> Result<Vec<DeadLetter>, WireError> {
+        let request = DeadLettersRequest { link: link.clone() };
+        self.call(CtlVerb::DeadLetters, &request).await
+    }
+
+    /// Puts dead letters back in their queue with fresh attempts: those with `ids`, or all of
+    /// the link's when `ids` is empty.
+    pub async fn requeue(
+        &self,
+        link: &LinkSelector,
+        ids: Vec<String>,
+    ) -> Result<RequeueReply, WireError> {
+        let request = RequeueRequest {
+            link: link.clone(),
+            ids,
+        };
+        self.call(CtlVerb::Requeue, &request).await
     }
 }

@@ -10,6 +10,8 @@
 //! - [`placement`]: pure placement of components on hosts (rendezvous hashing, property tested).
 //! - [`rollout`]: pure rollout decisions: next batch, completion, rollback.
 //! - [`status`]: pure app status from the plan and host heartbeats.
+//! - `queues` (private): `ctl get queues`, `get deadletters`, `requeue` (read from JetStream and
+//!   the hosts' heartbeats), and the events for queued calls dropped, expired or dead-lettered.
 //! - [`lease`]: leadership among several control planes, with fencing epochs.
 //! - [`client`]: a typed client of the control-plane API (`lattice ctl`, tests).
 //! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
@@ -43,6 +45,7 @@ pub mod client;
 pub mod lease;
 pub mod model;
 pub mod placement;
+mod queues;
 pub mod registry;
 pub mod resolve;
 pub mod rollout;

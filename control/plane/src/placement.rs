@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use lattice_protocol::assignment::Workload;
+use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::names::{AppName, ComponentName, HostId};
 
 use crate::model::{ResolvedApp, ResolvedComponent, ScalerKind, SpreadEntry};
@@ -294,6 +294,13 @@ pub fn plan(
                         http: c.http.clone(),
                         links: c.links.clone(),
                         subscriptions: c.subscriptions.clone(),
+                        // Derived here, from the links stored with the app, so that apps
+                        // resolved before it existed get it too.
+                        queue: Some(QueueInbox::of(
+                            &c.name,
+                            app.components.iter().flat_map(|o| &o.links),
+                            &c.subscriptions,
+                        )),
                     });
                 }
             }

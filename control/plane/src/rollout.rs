@@ -168,6 +168,7 @@ mod tests {
             http: None,
             links: Vec::new(),
             subscriptions: Vec::new(),
+            queue: None,
         }
     }
 
@@ -207,6 +208,7 @@ mod tests {
                 }],
                 last_refusal: None,
                 stopping: false,
+                queues: Vec::new(),
             },
         )
     }

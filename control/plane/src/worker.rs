@@ -27,6 +27,34 @@ use crate::rollout;
 use crate::status::short;
 use lattice_protocol::jetstream::ensure_kv;
 
+/// Publishes an event for `lattice ctl watch` (best effort: events are for people).
+pub(crate) async fn publish_event(
+    client: &async_nats::Client,
+    lattice: &lattice_protocol::names::LatticeName,
+    kind: EventKind,
+    app: Option<&AppName>,
+    host: Option<&HostId>,
+    message: String,
+) {
+    let event = Event {
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        kind,
+        app: app.cloned(),
+        host: host.cloned(),
+        message,
+    };
+    let subject = Subject::events(lattice).to_string();
+    if let Err(e) = client
+        .publish(subject, envelope::encode(&event).into())
+        .await
+    {
+        debug!(error = %e, "event not published");
+    }
+}
+
 /// At most this many heartbeats are taken in a row before the worker re-plans and looks at
 /// requests again.
 const HEARTBEAT_BATCH: usize = 1024;
@@ -175,6 +203,10 @@ impl Worker {
         // Make sure the subscriptions are registered before anyone is told we are up.
         self.client.flush().await?;
         let mut tick = tokio::time::interval(self.cfg.tick);
+        // Only the leader announces dead letters; stopped when this leadership ends.
+        let _dead_letters = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            crate::queues::watch_dead_letters(self.client.clone(), lattice.clone()),
+        ));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -231,24 +263,7 @@ impl Worker {
         host: Option<&HostId>,
         message: String,
     ) {
-        let event = Event {
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            kind,
-            app: app.cloned(),
-            host: host.cloned(),
-            message,
-        };
-        let subject = Subject::events(&self.cfg.lattice).to_string();
-        if let Err(e) = self
-            .client
-            .publish(subject, envelope::encode(&event).into())
-            .await
-        {
-            debug!(error = %e, "event not published");
-        }
+        publish_event(&self.client, &self.cfg.lattice, kind, app, host, message).await;
     }
 
     /// Events for what changed between a host's previous heartbeat and this one.
@@ -266,6 +281,7 @@ impl Worker {
             }
             Some(_) => {}
         }
+        self.emit_outbox_losses(previous, hb).await;
         for w in &hb.workloads {
             let before = previous.and_then(|p| {
                 p.workloads.iter().find(|o| {
@@ -283,6 +299,16 @@ impl Worker {
                 self.emit(EventKind::Workload, Some(&w.app), Some(&hb.host), message)
                     .await;
             }
+        }
+    }
+
+    /// Events for queued calls a host dropped or saw expire since its last heartbeat.
+    async fn emit_outbox_losses(&self, previous: Option<&Heartbeat>, hb: &Heartbeat) {
+        let leading_since = unix_now().saturating_sub(self.started.elapsed().as_secs());
+        for (kind, link, message) in crate::queues::outbox_losses(previous, hb, leading_since) {
+            warn!(host = %hb.name, %link, "{message}");
+            self.emit(kind, Some(&link.app), Some(&hb.host), message)
+                .await;
         }
     }
 

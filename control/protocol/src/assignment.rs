@@ -65,6 +65,45 @@ pub struct Workload {
     /// `wasmcloud:messaging/handler` export (from a messaging capability's link to it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
+    /// The queued deliveries it consumes, each through a durable consumer of the queue stream
+    /// (see [`crate::queue`]); a workload consuming nothing creates none. `None` in
+    /// assignments from control planes that predate it: the host then consumes queued calls
+    /// whenever the component exports interfaces others call, as those hosts did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueInbox>,
+}
+
+/// Which queued deliveries a workload consumes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueInbox {
+    /// Queued calls: a link of its app with `delivery: queued` targets it.
+    pub calls: bool,
+    /// Queued messages on its [`Workload::subscriptions`]: every component subscribed through
+    /// `messaging-nats` consumes them, since any app may publish queued messages on its
+    /// subjects.
+    pub messages: bool,
+}
+
+impl QueueInbox {
+    /// What `component` consumes, given the links of every component of its app and its own
+    /// subscriptions.
+    pub fn of<'a>(
+        component: &ComponentName,
+        app_links: impl IntoIterator<Item = &'a WorkloadLink>,
+        subscriptions: &[String],
+    ) -> Self {
+        Self {
+            calls: app_links.into_iter().any(|l| {
+                l.queued.is_some() && l.target == LinkTarget::Component(component.clone())
+            }),
+            messages: !subscriptions.is_empty(),
+        }
+    }
+
+    /// Whether it consumes nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.calls && !self.messages
+    }
 }
 
 /// One link from a workload's imports to what serves them.
@@ -316,8 +355,39 @@ mod tests {
                 }),
                 links: Vec::new(),
                 subscriptions: Vec::new(),
+                queue: Some(QueueInbox::default()),
             }],
         }
+    }
+
+    #[test]
+    fn only_targets_of_queued_links_and_subscribers_consume() {
+        let sink = ComponentName::new("sink").expect("valid");
+        let link = |target: &str, queued: bool| WorkloadLink {
+            namespace: "example".into(),
+            package: "sink".into(),
+            interfaces: vec!["notify".into()],
+            name: "default".into(),
+            target: LinkTarget::Component(ComponentName::new(target).expect("valid")),
+            source_config: BTreeMap::new(),
+            target_config: BTreeMap::new(),
+            queued: queued.then_some(QueuedDelivery {
+                ttl_secs: 60,
+                capacity: 10,
+                on_full: OnFull::Refuse,
+                max_attempts: 3,
+            }),
+        };
+        let direct = [link("sink", false), link("other", true)];
+        assert!(QueueInbox::of(&sink, &direct, &[]).is_empty());
+        let queued = [link("other", false), link("sink", true)];
+        assert_eq!(
+            QueueInbox::of(&sink, &queued, &["orders.>".into()]),
+            QueueInbox {
+                calls: true,
+                messages: true
+            }
+        );
     }
 
     #[test]

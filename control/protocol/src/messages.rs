@@ -231,6 +231,10 @@ pub struct Heartbeat {
     /// Its last heartbeat: it is stopping gracefully, and its movable work should go elsewhere.
     #[serde(default)]
     pub stopping: bool,
+    /// Its outbox per queued link it sends on (`ctl get queues`); absent from hosts that
+    /// predate it.
+    #[serde(default)]
+    pub queues: Vec<crate::queue_ops::LinkOutboxStats>,
 }
 
 /// One workload as a host reports it.
@@ -318,6 +322,12 @@ pub enum EventKind {
     Assigned,
     /// A workload on a host changed state.
     Workload,
+    /// Queued calls were dropped from a sending host's full outbox (`on_full: drop_oldest`).
+    QueueDropped,
+    /// Queued calls expired (their `ttl` passed) before they were delivered.
+    QueueExpired,
+    /// A queued call failed `max_attempts` times and went to the dead-letter stream.
+    DeadLettered,
 }
 
 impl std::fmt::Display for EventKind {
@@ -330,6 +340,9 @@ impl std::fmt::Display for EventKind {
             EventKind::HostStopped => "host-stopped",
             EventKind::Assigned => "assigned",
             EventKind::Workload => "workload",
+            EventKind::QueueDropped => "queue-dropped",
+            EventKind::QueueExpired => "queue-expired",
+            EventKind::DeadLettered => "dead-lettered",
         })
     }
 }

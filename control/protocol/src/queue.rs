@@ -1,36 +1,51 @@
-//! Queued delivery on the wire: the JetStream names queued calls travel through, the headers
-//! they carry, and the envelope of one queued call. The host's outbox forwarder and target
-//! consumers, and the control plane's queue commands (`ctl get queues`, `ctl get deadletters`,
-//! `ctl requeue`), use these and nothing else.
+//! Queued delivery on the wire: the JetStream names queued calls and messages travel through,
+//! the headers they carry, and the envelope of one queued item. The host's outbox forwarder and
+//! target consumers, and the control plane's queue commands (`ctl get queues`,
+//! `ctl get deadletters`, `ctl requeue`), use these and nothing else.
 //!
 //! ```text
-//!   sender host outbox ──> stream LATTICE_<l>_queue, subject lattice.<l>.q.<app>.<target>
-//!                               │ durable consumer `queue-<app>-<target>` per target
+//!   sender host outbox ──> stream LATTICE_<l>_queue
+//!                            calls:    lattice.<l>.q.<app>.<target>
+//!                            messages: lattice.<l>.q.@msg.<subject>
+//!                               │ durable consumers: `queue-<app>-<target>` per call target,
+//!                               │ `queue-<app>-<component>-msg-<hash>` per subscription
 //!                               v
 //!                         target component ──(max attempts failed)──> LATTICE_<l>_deadletter,
-//!                               │                                     lattice.<l>.dlq.<app>.<target>
+//!                               │                                     lattice.<l>.dlq.<app>.<component>
 //!                               v
-//!                         KV LATTICE_<l>_processed: ids already run (exactly once in effect)
+//!                         KV LATTICE_<l>_processed: ids already run (messages: per component)
 //! ```
+//!
+//! Messages share the call stream under [`MESSAGE_TOKEN`], which no app can be named (app names
+//! hold only letters, digits, `-` and `_`), so a message subject never reads as an app's calls.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::names::LatticeName;
 use crate::rpc::RpcCall;
 
 /// Header: JetStream's deduplication id of a stream message (unique per publish attempt chain).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
-/// Header: the call's own id, kept across requeues (the processed-ids key). Absent on messages
-/// published before requeue existed: then the `Nats-Msg-Id` is the call's id.
+/// Header: the call's (or message's) own id, kept across requeues (the processed-ids key).
+/// Absent on messages published before requeue existed: then the `Nats-Msg-Id` is the id.
 pub const CALL_ID_HEADER: &str = "Lattice-Call-Id";
-/// Header: the sending link, `app/source -> target`.
+/// Header: the sending link, `app/source -> target` (`target` is `messaging-nats` for
+/// messages).
 pub const LINK_HEADER: &str = "Lattice-Link";
 /// Header: the delivery attempts the link allows.
 pub const MAX_ATTEMPTS_HEADER: &str = "Lattice-Max-Attempts";
+/// Header: the queue-stream subject the item was queued on (kept by dead letters, so a requeue
+/// can put it back there).
+pub const QUEUE_SUBJECT_HEADER: &str = "Lattice-Queue-Subject";
 /// Header (dead letters): the attempts made.
 pub const ATTEMPTS_HEADER: &str = "Lattice-Attempts";
 /// Header (dead letters): the last error.
 pub const ERROR_HEADER: &str = "Lattice-Error";
+
+/// The token after `q.` under which queued messages travel: not a valid app name, so it never
+/// collides with [`queue_subject`].
+pub const MESSAGE_TOKEN: &str = "@msg";
 
 /// The stream queued calls travel in.
 pub fn queue_stream(lattice: &LatticeName) -> String {
@@ -67,38 +82,176 @@ pub fn deadletter_subject(lattice: &LatticeName, app: &str, component: &str) -> 
     format!("lattice.{lattice}.dlq.{app}.{component}")
 }
 
-/// The KV bucket of the ids of calls that were run.
+/// The KV bucket of the ids of calls and messages that were run.
 pub fn processed_bucket(lattice: &LatticeName) -> String {
     format!("LATTICE_{lattice}_processed")
 }
 
-/// What one queued call carries, in an outbox entry and in the streams.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueuedCall {
+/// The key, in [`processed_bucket`], recording that `app`'s `component` ran `item` with id
+/// `id`: for a message `<app>.<component>.<id>`, since each component subscribed to it runs it
+/// once; for a call (which has one target) the id itself, as before queued messages existed,
+/// so that records written then still count.
+pub fn processed_key(item: &QueuedItem, app: &str, component: &str, id: &str) -> String {
+    match item {
+        QueuedItem::Call(_) => id.to_string(),
+        QueuedItem::Message(_) => format!("{app}.{component}.{id}"),
+    }
+}
+
+/// The subject a message queued for NATS subject `subject` travels on; with a subscription
+/// (wildcards `*` and `>` allowed), the filter of its consumer.
+pub fn message_subject(lattice: &LatticeName, subject: &str) -> String {
+    format!("lattice.{lattice}.q.{MESSAGE_TOKEN}.{subject}")
+}
+
+/// The durable consumer delivering the queued messages on `subscription` to `app`'s
+/// `component`. Subscriptions hold `.`, `*` and `>`, which consumer names cannot: a hash of it
+/// names it (the consumer's filter subject shows the subscription itself).
+pub fn message_consumer(app: &str, component: &str, subscription: &str) -> String {
+    let hash = Sha256::digest(subscription.as_bytes());
+    format!("queue-{app}-{component}-msg-{}", hex::encode(&hash[..8]))
+}
+
+/// What one queued call or message carries, in an outbox entry and in the stream.
+///
+/// Encoded with its item flattened (`{max_attempts, expires_at_ms, subject, call: ..}` or
+/// `{.., message: ..}`), so entries written as the call-only envelope of earlier versions
+/// still decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
     /// Delivery attempts before dead-lettering.
     pub max_attempts: u32,
-    /// Unix ms after which the call is not worth running.
+    /// Unix ms after which the item is not worth delivering.
     pub expires_at_ms: u64,
-    /// The call.
-    pub call: RpcCall,
+    /// The queue-stream subject it is forwarded to ([`queue_subject`] or [`message_subject`]).
+    /// Empty in entries written before queued messages existed: those are calls, whose subject
+    /// follows from their link.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+    /// The call or the message.
+    #[serde(flatten)]
+    pub item: QueuedItem,
+}
+
+/// The payload of a [`Queued`] entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueuedItem {
+    /// A one-way call to a component's export.
+    Call(RpcCall),
+    /// A message published on a queued `wasmcloud:messaging` link, for the components
+    /// subscribed to its subject.
+    Message(QueuedMessage),
+}
+
+/// A queued message: what `wasmcloud:messaging/consumer.publish` was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    /// The NATS subject it was published on.
+    pub subject: String,
+    /// Its body.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// Where answers go, if the publisher gave a place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope;
+    use crate::names::validate_name;
 
     #[test]
     fn names_nest_under_their_streams() {
         let l = LatticeName::new("edge").expect("valid");
         assert_eq!(queue_stream(&l), "LATTICE_edge_queue");
         assert_eq!(queue_subject(&l, "app", "sink"), "lattice.edge.q.app.sink");
-        assert!(
-            queue_subject(&l, "a", "b")
-                .starts_with(queue_stream_subjects(&l).trim_end_matches('>'))
-        );
+        let inside = |s: String| s.starts_with(queue_stream_subjects(&l).trim_end_matches('>'));
+        assert!(inside(queue_subject(&l, "a", "b")));
+        assert!(inside(message_subject(&l, "orders.new")));
         assert!(
             deadletter_subject(&l, "a", "b")
                 .starts_with(deadletter_stream_subjects(&l).trim_end_matches('>'))
+        );
+    }
+
+    /// Invariant: no app name can make its call subject a message subject.
+    #[test]
+    fn the_message_token_is_no_app_name() {
+        assert!(validate_name("app", MESSAGE_TOKEN).is_err());
+        let l = LatticeName::new("edge").expect("valid");
+        assert_eq!(
+            message_subject(&l, "orders.>"),
+            "lattice.edge.q.@msg.orders.>"
+        );
+    }
+
+    #[test]
+    fn message_consumers_are_valid_names_per_subscription() {
+        let a = message_consumer("app", "sink", "orders.>");
+        let b = message_consumer("app", "sink", "orders.*");
+        assert_ne!(a, b);
+        assert!(a.starts_with("queue-app-sink-msg-"), "{a}");
+        assert!(!a.contains(['.', '*', '>', ' ']), "{a}");
+    }
+
+    fn call() -> RpcCall {
+        RpcCall {
+            interface: "example:greeter/notifier".into(),
+            function: "notify".into(),
+            args: vec![0x91, 0xa1, b'x'],
+            deadline_ms: 0,
+            caller: "app/client".into(),
+        }
+    }
+
+    #[test]
+    fn both_items_round_trip() {
+        for item in [
+            QueuedItem::Call(call()),
+            QueuedItem::Message(QueuedMessage {
+                subject: "orders.new".into(),
+                body: b"\x00body".to_vec(),
+                reply_to: Some("orders.reply".into()),
+            }),
+        ] {
+            let queued = Queued {
+                max_attempts: 3,
+                expires_at_ms: 42,
+                subject: "lattice.edge.q.x.y".into(),
+                item,
+            };
+            let back: Queued = envelope::decode(&envelope::encode(&queued)).expect("decodes");
+            assert_eq!(back, queued);
+        }
+    }
+
+    /// Regression: outbox entries and stream messages written by the call-only envelope
+    /// (before queued messages) must still decode, as calls without a subject.
+    #[test]
+    fn the_call_only_envelope_still_decodes() {
+        #[derive(Serialize)]
+        struct QueuedCall {
+            max_attempts: u32,
+            expires_at_ms: u64,
+            call: RpcCall,
+        }
+        let old = envelope::encode(&QueuedCall {
+            max_attempts: 5,
+            expires_at_ms: 7,
+            call: call(),
+        });
+        let back: Queued = envelope::decode(&old).expect("decodes");
+        assert_eq!(
+            back,
+            Queued {
+                max_attempts: 5,
+                expires_at_ms: 7,
+                subject: String::new(),
+                item: QueuedItem::Call(call()),
+            }
         );
     }
 }

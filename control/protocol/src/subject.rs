@@ -42,10 +42,16 @@ pub enum CtlVerb {
     Scale,
     /// Set or remove host labels.
     Label,
+    /// Queued links: outboxes, in flight, dead-lettered.
+    Queues,
+    /// A queued link's dead letters.
+    DeadLetters,
+    /// Put dead letters back in their queue.
+    Requeue,
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 11] = [
+    const ALL: [CtlVerb; 14] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
@@ -57,6 +63,9 @@ impl CtlVerb {
         CtlVerb::StopHost,
         CtlVerb::Scale,
         CtlVerb::Label,
+        CtlVerb::Queues,
+        CtlVerb::DeadLetters,
+        CtlVerb::Requeue,
     ];
 
     fn as_str(self) -> &'static str {
@@ -72,6 +81,9 @@ impl CtlVerb {
             CtlVerb::StopHost => "stop_host",
             CtlVerb::Scale => "scale",
             CtlVerb::Label => "label",
+            CtlVerb::Queues => "queues",
+            CtlVerb::DeadLetters => "deadletters",
+            CtlVerb::Requeue => "requeue",
         }
     }
 

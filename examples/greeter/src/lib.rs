@@ -6,9 +6,14 @@
 //! traps on request, `echo` returns every WIT value type unchanged, and `notify` logs through
 //! `wasi:logging` without an answer worth waiting for.
 //!
+//! `notify` fails for messages starting with `fail` (to exercise retries and dead letters),
+//! unless its `wasi:config` key `notify-fails` is `never`: redeploying with that config is how
+//! the tests "fix" the target before requeueing its dead letters.
+//!
 //! Build with `cargo build --release --target wasm32-wasip2` in `examples/`.
 
 use exports::example::greeter::greet::{Everything, Guest};
+use wasi::config::store as config;
 use wasi::logging::logging::{Level, log};
 
 wit_bindgen::generate!({
@@ -17,11 +22,16 @@ wit_bindgen::generate!({
 
         world greeter {
             import wasi:logging/logging@0.1.0-draft;
+            import wasi:config/store@0.2.0-draft;
             export example:greeter/greet@0.1.0;
             export example:greeter/notifier@0.1.0;
         }
     ",
-    path: ["../../wit/deps/logging.wit", "wit/greeter.wit"],
+    path: [
+        "../../wit/deps/logging.wit",
+        "../../wit/deps/config.wit",
+        "wit/greeter.wit",
+    ],
     // The packages are not in this crate (nor in a crate to map them to): generate them here.
     generate_all,
 });
@@ -58,10 +68,15 @@ impl Guest for Greeter {
 
 impl exports::example::greeter::notifier::Guest for Greeter {
     fn notify(msg: String) -> Result<(), String> {
-        if msg.starts_with("fail") {
+        if msg.starts_with("fail") && notify_may_fail() {
             return Err(format!("asked to fail: {msg}"));
         }
         log(Level::Info, LOG_CONTEXT, &msg);
         Ok(())
     }
+}
+
+/// Whether `notify` honours `fail...` messages: yes unless config `notify-fails` is `never`.
+fn notify_may_fail() -> bool {
+    !matches!(config::get("notify-fails"), Ok(Some(v)) if v == "never")
 }

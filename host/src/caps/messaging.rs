@@ -8,19 +8,27 @@
 //!
 //! Subscriptions join a queue group per app and component, so each message is handled by one
 //! instance wherever the component runs, like every other call.
+//!
+//! **Queued messages.** On a `consumer` link to `messaging-nats` with `delivery: queued`,
+//! `publish` appends the message to the host's durable outbox and returns once it is committed
+//! (same capacity and `on_full` rules as queued calls); [`super::queue`] forwards it to the
+//! queue stream and delivers it, once per subscribed app and component, through [`deliver`].
+//! `request` on such a link is refused: a request needs its answer now. Queued messages are not
+//! also published on the plain subject (a subscribed component would get each twice).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use lattice_protocol::assignment::LinkTarget;
+use lattice_protocol::assignment::{LinkTarget, QueuedDelivery};
 use lattice_protocol::provider::{Call, LinkId, Reply};
+use lattice_protocol::queue::QueuedMessage;
 use lattice_protocol::subject::Subject;
 use lattice_provider_sdk::Provider;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::bindings::handler::Handles;
 use super::bindings::handler::wasmcloud::messaging::types::BrokerMessage as HandlerMessage;
+use super::bindings::handler::{Handles, HandlesPre};
 use super::bindings::wasmcloud::messaging::consumer::Host;
 use super::bindings::wasmcloud::messaging::types::BrokerMessage;
 use super::calls::Loaded;
@@ -51,10 +59,41 @@ pub fn refuse_subject(subject: &str) -> Option<String> {
         .map(|p| format!("subjects under `{p}` are reserved for the lattice itself"))
 }
 
+/// Why a subject cannot carry a queued message, if it cannot: it must name one subject (no
+/// wildcards, no empty tokens), and not a reply inbox (the requester waits now, not later).
+fn refuse_queued_subject(subject: &str) -> Option<String> {
+    if subject.starts_with(INBOXES) {
+        return Some(format!(
+            "`{subject}` is a reply inbox: a reply cannot be queued, since the requester waits for it now; answer over a direct `messaging-nats` link"
+        ));
+    }
+    subject
+        .split('.')
+        .any(|t| t.is_empty() || t == "*" || t == ">")
+        .then(|| format!("`{subject}` is not one subject (empty token or wildcard): a queued message goes to one subject, e.g. `orders.new`"))
+}
+
+/// Room kept in a stream message for the envelope and the headers around a queued body.
+const QUEUED_OVERHEAD: usize = 4096;
+
+/// Why a queued body of `len` bytes would never be accepted by the stream, if it would not:
+/// such an entry would wait in the outbox, ahead of every later one, until its `ttl`.
+fn too_big(ctx: &WorkloadCtx, len: usize) -> Option<String> {
+    // Zero when the host has not reached NATS yet: then it cannot tell, and accepts.
+    let max = ctx.lattice()?.client.server_info().max_payload;
+    (max > 0 && len + QUEUED_OVERHEAD > max).then(|| {
+        format!(
+            "a queued message of {len} bytes does not fit in NATS's max_payload ({max} bytes, less {QUEUED_OVERHEAD} for the envelope); the message was not queued: send a smaller body (or a reference to it, e.g. a blob name)"
+        )
+    })
+}
+
 /// Where a workload's `consumer` calls go.
 enum Via {
     /// The lattice's NATS (`messaging-nats`).
     Nats(Box<LatticeLink>),
+    /// The host's outbox, on a queued `messaging-nats` link (named for errors).
+    Queued(String, QueuedDelivery),
     /// A provider (e.g. `mqtt`), on this link.
     Provider(Arc<dyn Provider>, LinkId),
 }
@@ -72,6 +111,12 @@ async fn consumer(ctx: Arc<WorkloadCtx>) -> Result<Via, String> {
         ));
     };
     match &link.target {
+        LinkTarget::Builtin(name)
+            if name == BUILTIN
+                && let Some(q) = &link.queued =>
+        {
+            Ok(Via::Queued(link.name.clone(), q.clone()))
+        }
         LinkTarget::Builtin(name) if name == BUILTIN => ctx
             .lattice()
             .cloned()
@@ -112,6 +157,9 @@ impl Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         Ok(match via {
+            Via::Queued(link, _) => Err(format!(
+                "request on `{subject}`: link `{link}` to {BUILTIN} has `delivery: queued`, and a queued message cannot bring an answer now; publish instead (an answer can come back as a message to a subject you subscribe to), or make the link `delivery: direct`"
+            )),
             Via::Nats(lattice) => {
                 if let Some(why) = refuse_subject(&subject) {
                     return Ok(Err(why));
@@ -153,6 +201,30 @@ impl Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         Ok(match via {
+            Via::Queued(_, delivery) => {
+                if let Some(why) =
+                    refuse_subject(&msg.subject).or_else(|| refuse_queued_subject(&msg.subject))
+                {
+                    return Ok(Err(why));
+                }
+                let Some(queue) = self.ctx.queue() else {
+                    return Ok(Err(
+                        "queue-full: this host has no outbox (see its log for why it could not be opened); the message was not queued".to_string(),
+                    ));
+                };
+                if let Some(why) = too_big(&self.ctx, msg.body.len()) {
+                    return Ok(Err(why));
+                }
+                let message = QueuedMessage {
+                    subject: msg.subject,
+                    body: msg.body,
+                    reply_to: msg.reply_to,
+                };
+                queue
+                    .enqueue_message(&self.ctx, message, &delivery)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             Via::Nats(lattice) => {
                 if let Some(why) = refuse_subject(&msg.subject) {
                     return Ok(Err(why));
@@ -195,11 +267,7 @@ pub async fn serve(
     lattice: &LatticeLink,
     subjects: &[String],
 ) -> anyhow::Result<AbortOnDropHandle<()>> {
-    let pre = super::bindings::handler::HandlesPre::new(loaded.pre.clone()).map_err(|e| {
-        anyhow::anyhow!(
-            "the component has subscriptions but does not export wasmcloud:messaging/handler@0.2.0: {e:#}"
-        )
-    })?;
+    let pre = handler(&loaded)?;
     let ctx = &loaded.ctx;
     let group = Subject::rpc(&lattice.lattice, &ctx.app, &ctx.component).to_string();
     let mut streams = Vec::new();
@@ -233,26 +301,103 @@ pub async fn serve(
                     body: message.payload.to_vec(),
                     reply_to: message.reply.map(|r| r.to_string()),
                 };
-                let mut store = loaded.store(None);
-                let outcome = async {
-                    let handles: Handles = pre.instantiate_async(&mut store).await?;
-                    handles
-                        .wasmcloud_messaging_handler()
-                        .call_handle_message(&mut store, &msg)
-                        .await
-                }
-                .await;
-                match outcome {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
+                match handle(&loaded, &pre, &msg, None).await {
+                    Ok(()) => {}
+                    Err(HandlerError::Refused(e)) => {
                         tracing::warn!(workload = %loaded.ctx.name(), subject = %msg.subject, error = %e, "the handler refused a message");
                     }
-                    Err(e) => {
-                        loaded.failures.add();
-                        tracing::warn!(workload = %loaded.ctx.name(), subject = %msg.subject, error = %format!("{e:#}"), "the handler trapped");
+                    Err(HandlerError::Trapped(e)) => {
+                        tracing::warn!(workload = %loaded.ctx.name(), subject = %msg.subject, error = %e, "the handler trapped");
                     }
                 }
             });
         }
     })))
+}
+
+/// The handler export of `loaded`, ready to instantiate.
+pub(crate) fn handler(loaded: &Loaded) -> anyhow::Result<HandlesPre<HostState>> {
+    HandlesPre::new(loaded.pre.clone()).map_err(|e| {
+        anyhow::anyhow!(
+            "the component has subscriptions but does not export wasmcloud:messaging/handler@0.2.0: {e:#}"
+        )
+    })
+}
+
+/// Why a handler did not take a message.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandlerError {
+    /// It returned its own error.
+    #[error("the handler refused the message: {0}")]
+    Refused(String),
+    /// It trapped (counted as a failure of the workload).
+    #[error("the handler trapped: {0}")]
+    Trapped(String),
+}
+
+/// Runs `msg` in a fresh instance of `loaded`'s handler, ended by `deadline` at the latest.
+async fn handle(
+    loaded: &Loaded,
+    pre: &HandlesPre<HostState>,
+    msg: &HandlerMessage,
+    deadline: Option<Instant>,
+) -> Result<(), HandlerError> {
+    let mut store = loaded.store(deadline);
+    let outcome = async {
+        let handles: Handles = pre.instantiate_async(&mut store).await?;
+        handles
+            .wasmcloud_messaging_handler()
+            .call_handle_message(&mut store, msg)
+            .await
+    }
+    .await;
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(HandlerError::Refused(e)),
+        Err(e) => {
+            loaded.failures.add();
+            Err(HandlerError::Trapped(format!("{e:#}")))
+        }
+    }
+}
+
+/// Delivers a queued message to `loaded`'s handler (see [`super::queue`]).
+pub(crate) async fn deliver(
+    loaded: &Loaded,
+    pre: &HandlesPre<HostState>,
+    message: &QueuedMessage,
+    deadline: Instant,
+) -> Result<(), HandlerError> {
+    let msg = HandlerMessage {
+        subject: message.subject.clone(),
+        body: message.body.clone(),
+        reply_to: message.reply_to.clone(),
+    };
+    handle(loaded, pre, &msg, Some(deadline)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_message_goes_to_one_plain_subject() {
+        assert_eq!(refuse_queued_subject("orders.new"), None);
+        for bad in [
+            "orders.*",
+            "orders.>",
+            "orders..new",
+            "orders.",
+            "_INBOX.abc",
+        ] {
+            assert!(
+                refuse_queued_subject(bad).is_some(),
+                "{bad} must be refused"
+            );
+        }
+        assert!(
+            refuse_queued_subject("_INBOX.x")
+                .is_some_and(|why| why.contains("a reply cannot be queued"))
+        );
+    }
 }

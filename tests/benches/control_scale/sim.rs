@@ -85,6 +85,7 @@ impl Fleet {
                 workloads: Vec::new(),
                 last_refusal: None,
                 stopping: false,
+                queues: Vec::new(),
             };
             let (tx, rx) = mpsc::unbounded_channel();
             let silence = CancellationToken::new();

@@ -153,9 +153,10 @@ fn capability_links(
             let target = &link.target.name;
             if link.queued().is_some() {
                 problems.push(format!(
-                    "capability `{}` links `{}` to `{target}` with `delivery: queued`: only links between components can be queued; remove `delivery: queued`",
+                    "capability `{}` links `{}` to `{target}` with `delivery: queued`: a capability's own links cannot be queued (whether a message is queued is the publisher's choice: put `delivery: queued` on the publishing component's wasmcloud:messaging/consumer link to `{}`); remove `delivery: queued`",
                     cap.name,
-                    qualified(link).join(", ")
+                    qualified(link).join(", "),
+                    cap.name
                 ));
                 continue;
             }
@@ -389,11 +390,16 @@ fn component_links(
             continue;
         };
         let queued = link.queued();
-        if queued.is_some() && target.kind == ComponentKind::Capability {
+        // Queued publish: `messaging-nats` serves only wasmcloud:messaging/consumer, whose
+        // `request` the host refuses on a queued link.
+        let queued_messages = target.kind == ComponentKind::Capability
+            && Builtin::from_image(&target.properties.image) == Some(Builtin::MessagingNats);
+        if queued.is_some() && target.kind == ComponentKind::Capability && !queued_messages {
             problems.push(format!(
-                "component `{}` links `{}` to capability `{target_name}` with `delivery: queued`: only links between components can be queued; remove `delivery: queued`",
+                "component `{}` links `{}` to capability `{target_name}` with `delivery: queued`: only links between components, and links to `{}` (queued messages), can be queued; remove `delivery: queued`",
                 c.name,
-                wanted.join(", ")
+                wanted.join(", "),
+                Builtin::MessagingNats.image()
             ));
             continue;
         }
@@ -445,7 +451,7 @@ fn component_links(
             }
         };
         if let Some(sf) = facts.get(&c.name) {
-            if queued.is_some() {
+            if queued.is_some() && !queued_messages {
                 queued_checks(c, sf, &served, target_name, problems);
             }
             for w in served {

@@ -1,9 +1,10 @@
 //! The control-plane API: one handler per `lattice ctl` verb, run by the worker that owns the
 //! state (see the parent module).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lattice_manifest::Manifest;
+use lattice_protocol::assignment::LinkTarget;
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
@@ -12,6 +13,7 @@ use lattice_protocol::messages::{
     StopHostRequest, VersionSummary,
 };
 use lattice_protocol::names::AppName;
+use lattice_protocol::queue_ops::{DeadLettersRequest, QueueLink, RequeueRequest};
 use lattice_protocol::subject::{CtlVerb, Subject};
 use lattice_protocol::unix_now;
 use serde::Serialize;
@@ -20,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::Worker;
 use crate::model::{MAX_VERSIONS, RolloutState, StoredApp, StoredVersion};
-use crate::status;
+use crate::{queues, status};
 
 fn invalid(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::InvalidInput, message)
@@ -43,6 +45,12 @@ impl Worker {
             _ => return,
         };
         debug!(?verb, "control request");
+        if matches!(
+            verb,
+            CtlVerb::Queues | CtlVerb::DeadLetters | CtlVerb::Requeue
+        ) {
+            return self.on_queue_request(verb, reply_to, msg.payload);
+        }
         let bytes = match verb {
             CtlVerb::Deploy => encode_reply(self.deploy(&msg.payload).await),
             CtlVerb::Undeploy => encode_reply(self.undeploy(&msg.payload).await),
@@ -67,10 +75,83 @@ impl Worker {
                     .map_err(WireError::from)
                     .and_then(|r| self.inventory(&r.host)),
             ),
+            CtlVerb::Queues | CtlVerb::DeadLetters | CtlVerb::Requeue => return,
         };
         if let Err(e) = self.client.publish(reply_to, bytes.into()).await {
             warn!(error = %e, "could not send a reply");
         }
+    }
+
+    /// Queue requests read JetStream, which may be slow: they are answered by a task of their
+    /// own, from a snapshot of what the hosts reported.
+    fn on_queue_request(
+        &self,
+        verb: CtlVerb,
+        reply_to: async_nats::Subject,
+        payload: bytes::Bytes,
+    ) {
+        let client = self.client.clone();
+        let lattice = self.cfg.lattice.clone();
+        let js = async_nats::jetstream::new(client.clone());
+        let (deployed, reports) = if verb == CtlVerb::Queues {
+            (self.queued_links(), self.outbox_reports())
+        } else {
+            Default::default()
+        };
+        tokio::spawn(async move {
+            let bytes = match verb {
+                CtlVerb::Queues => {
+                    encode_reply(queues::queues(&js, &lattice, deployed, reports).await)
+                }
+                CtlVerb::DeadLetters => match envelope::decode::<DeadLettersRequest>(&payload) {
+                    Ok(r) => encode_reply(queues::dead_letters(&js, &lattice, &r.link).await),
+                    Err(e) => encode_reply::<()>(Err(e.into())),
+                },
+                _ => match envelope::decode::<RequeueRequest>(&payload) {
+                    Ok(r) => encode_reply(queues::requeue(&js, &lattice, &r).await),
+                    Err(e) => encode_reply::<()>(Err(e.into())),
+                },
+            };
+            if let Err(e) = client.publish(reply_to, bytes.into()).await {
+                warn!(error = %e, "could not send a reply");
+            }
+        });
+    }
+
+    /// The queued links between components of the deployed apps.
+    fn queued_links(&self) -> BTreeSet<QueueLink> {
+        let mut links = BTreeSet::new();
+        for (app, _) in self.apps.values() {
+            let Some(version) = app.desired() else {
+                continue;
+            };
+            for c in &version.resolved.components {
+                for l in c.links.iter().filter(|l| l.queued.is_some()) {
+                    if let LinkTarget::Component(target) = &l.target {
+                        links.insert(QueueLink {
+                            app: app.name.clone(),
+                            source: c.name.clone(),
+                            target: target.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        links
+    }
+
+    /// What each host last reported about its outbox.
+    fn outbox_reports(&self) -> Vec<queues::OutboxReport> {
+        self.hosts
+            .values()
+            .filter(|o| !o.heartbeat.queues.is_empty())
+            .map(|o| queues::OutboxReport {
+                host: o.heartbeat.host.clone(),
+                name: o.heartbeat.name.clone(),
+                stats: o.heartbeat.queues.clone(),
+                reported_secs_ago: o.last_seen.elapsed().as_secs(),
+            })
+            .collect()
     }
 
     async fn deploy(&mut self, payload: &[u8]) -> Reply<DeployReply> {

@@ -1,5 +1,6 @@
 //! The forwarder: moves outbox entries, oldest first, to the hub's queue stream and removes them
-//! once the stream acknowledged them.
+//! once the stream acknowledged them. It knows nothing of calls or messages: each entry's
+//! envelope ([`Queued`]) names its stream subject.
 
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use async_nats::jetstream::{self, stream};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
-    CALL_ID_HEADER, LINK_HEADER, MAX_ATTEMPTS_HEADER, MSG_ID_HEADER, QueuedCall, queue_stream,
-    queue_stream_subjects, queue_subject,
+    CALL_ID_HEADER, LINK_HEADER, MAX_ATTEMPTS_HEADER, MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued,
+    queue_stream, queue_stream_subjects, queue_subject,
 };
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -86,29 +87,27 @@ async fn forward_batch(
     // stream has it, and everything after a failure is published again (deduplicated by id).
     let mut acks = Vec::with_capacity(batch.len());
     for (seq, entry) in &batch {
-        let Some((app, target)) = entry
-            .stream_key
-            .split_once(" -> ")
-            .and_then(|(from, target)| Some((from.split_once('/')?.0, target)))
+        let queued: Option<Queued> = envelope::decode(&entry.payload).ok();
+        let Some(subject) = stream_subject(&lattice.lattice, queued.as_ref(), &entry.stream_key)
         else {
-            warn!(stream = %entry.stream_key, "dropping a queued call with a malformed stream key");
+            warn!(stream = %entry.stream_key, "dropping a queued entry with no stream subject (undecodable, with a malformed stream key)");
             outbox.remove(&[*seq]).await?;
+            forget(counts, [entry.stream_key.clone()]);
             continue;
         };
-        let queued: Option<QueuedCall> = envelope::decode(&entry.payload).ok();
         let mut headers = HeaderMap::new();
         let id = entry.id.to_string();
         headers.insert(MSG_ID_HEADER, id.as_str());
         headers.insert(CALL_ID_HEADER, id.as_str());
         headers.insert(LINK_HEADER, entry.stream_key.as_str());
+        headers.insert(QUEUE_SUBJECT_HEADER, subject.as_str());
         if let Some(q) = &queued {
             headers.insert(MAX_ATTEMPTS_HEADER, q.max_attempts.to_string().as_str());
         }
-        let subject = queue_subject(&lattice.lattice, app, target);
         let ack = js
             .publish_with_headers(subject, headers, entry.payload.clone())
             .await
-            .context("publishing a queued call")?;
+            .context("publishing a queued entry")?;
         acks.push((*seq, entry.stream_key.clone(), ack));
     }
     let (mut done, mut keys, mut failed) = (Vec::new(), Vec::new(), None);
@@ -119,7 +118,7 @@ async fn forward_batch(
                 keys.push(key);
             }
             Ok(Err(e)) => {
-                failed = Some(anyhow::anyhow!("the stream refused a queued call: {e}"));
+                failed = Some(anyhow::anyhow!("the stream refused a queued entry: {e}"));
                 break;
             }
             Err(_) => {
@@ -136,4 +135,14 @@ async fn forward_batch(
         Some(e) => Err(e),
         None => Ok(done.len()),
     }
+}
+
+/// Where an entry goes: the subject its envelope names; for entries written before envelopes
+/// named one (calls only), the call subject of its stream key `app/source -> target`.
+fn stream_subject(lattice: &LatticeName, queued: Option<&Queued>, key: &str) -> Option<String> {
+    if let Some(q) = queued.filter(|q| !q.subject.is_empty()) {
+        return Some(q.subject.clone());
+    }
+    let (from, target) = key.split_once(" -> ")?;
+    Some(queue_subject(lattice, from.split_once('/')?.0, target))
 }

@@ -1,29 +1,40 @@
-//! Queued delivery of one-way component calls (links with `delivery: queued`).
+//! Queued delivery of one-way component calls and of messages (links with `delivery: queued`).
 //!
 //! **Sender.** A queued link's function encodes its call like a cross-host call (an
-//! [`RpcCall`], arguments in MessagePack by type) and appends it to the host's durable
-//! [`Outbox`] (`<state_dir>/outbox`); the guest gets `ok` once the append is committed (fsync'd),
-//! so an acknowledged call survives a crash or a cut link. A full link (its `capacity` of calls
-//! waiting on this host) refuses the call with a `queue-full` error (`on_full: refuse`) or drops
-//! its oldest waiting call with a warning (`on_full: drop_oldest`).
+//! [`RpcCall`], arguments in MessagePack by type); a `wasmcloud:messaging/consumer.publish` on
+//! a queued link to `messaging-nats` keeps its subject, body and reply-to. Either is appended,
+//! as a [`Queued`] envelope naming the stream subject it goes to, to the host's durable
+//! [`Outbox`] (`<state_dir>/outbox`); the guest gets `ok` once the append is committed
+//! (fsync'd), so an acknowledged call or message survives a crash or a cut link. A full link
+//! (its `capacity` waiting on this host) refuses with a `queue-full` error (`on_full: refuse`)
+//! or drops its oldest waiting entry with a warning (`on_full: drop_oldest`).
 //!
 //! **Forwarder.** One task per host moves outbox entries, oldest first, to the JetStream stream
-//! `LATTICE_<lattice>_queue` (subjects `lattice.<lattice>.q.>`, created when missing) on subject
-//! `lattice.<lattice>.q.<app>.<target>`, with `Nats-Msg-Id` = the entry's id, and removes them
-//! once the stream acknowledged them. While the hub is unreachable it retries with backoff
-//! (at most 30 s apart), however long that takes; the entries wait in the outbox until their
-//! `ttl`.
+//! `LATTICE_<lattice>_queue` (subjects `lattice.<lattice>.q.>`, created when missing) on the
+//! subject each envelope names (`lattice.<lattice>.q.<app>.<target>` for calls,
+//! `lattice.<lattice>.q.@msg.<subject>` for messages), with `Nats-Msg-Id` = the entry's id,
+//! and removes them once the stream acknowledged them. While the hub is unreachable it retries
+//! with backoff (at most 30 s apart), however long that takes; the entries wait in the outbox
+//! until their `ttl`.
 //!
-//! **Target.** Each workload serving calls consumes its subject through a durable pull consumer
-//! (one per app and component, `max_ack_pending = 1`: one call at a time, in stream order) and
-//! runs each call in a fresh instance. Exactly once in effect: the entry's id is looked up in the
-//! KV bucket `LATTICE_<lattice>_processed` (kept 30 days) first and skipped when present, and
-//! recorded there after the call succeeded. A failed call (a trap, or the function's own error)
-//! is retried with backoff; after the link's `max_attempts` it goes, with its last error, to the
-//! stream `LATTICE_<lattice>_deadletter` (subject `lattice.<lattice>.dlq.<app>.<target>`).
-//! The remaining window: a host that dies after a call succeeded and before its id was recorded
-//! runs it again on redelivery. A requeued dead letter keeps its call id (`Lattice-Call-Id`)
-//! under a new `Nats-Msg-Id`, so it is run at most once more in effect.
+//! **Target.** Only workloads the assignment names as queue targets consume
+//! ([`lattice_protocol::assignment::QueueInbox`]): a target of queued calls through one durable
+//! pull consumer on its call subject, a component subscribed through `messaging-nats` through
+//! one per subscription (filtered on it, wildcards included); each `max_ack_pending = 1`: one
+//! at a time, in stream order. Each item runs in a fresh instance (the called function, or the
+//! `wasmcloud:messaging/handler` export). Exactly once in effect, per component: the item's id
+//! is looked up in the KV bucket `LATTICE_<lattice>_processed` (kept 30 days; a call under its
+//! id, a message under `<app>.<component>.<id>`) first and skipped when present, and recorded
+//! there after it ran. A failure (a trap, or the function's or handler's own error) is retried with backoff; after
+//! the link's `max_attempts` it goes, with its last error, to the stream
+//! `LATTICE_<lattice>_deadletter` (subject `lattice.<lattice>.dlq.<app>.<component>`).
+//! The remaining window: a host that dies after an item ran and before its id was recorded
+//! runs it again on redelivery. A requeued dead letter keeps its id (`Lattice-Call-Id`) under a
+//! new `Nats-Msg-Id`, so it is run at most once more in effect.
+//!
+//! Queued messages are not republished on their plain NATS subject: a component subscribed to
+//! it would otherwise receive each twice (once from NATS, once from the stream). Other NATS
+//! clients read them from the stream (`lattice.<lattice>.q.@msg.<subject>`).
 //!
 //! Layout: this file is the sender side ([`Queue`]); `forward.rs` the forwarder; `deliver.rs`
 //! the target side ([`consume`]). Stream, subject and header names are in
@@ -36,8 +47,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lattice_protocol::assignment::{OnFull, QueuedDelivery};
 use lattice_protocol::envelope;
-use lattice_protocol::names::ComponentName;
-use lattice_protocol::queue::QueuedCall;
+use lattice_protocol::names::{ComponentName, LatticeName};
+use lattice_protocol::queue::{Queued, QueuedItem, QueuedMessage, message_subject, queue_subject};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall};
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
@@ -48,6 +59,7 @@ use crate::outbox::{Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent,
 
 mod deliver;
 mod forward;
+mod stats;
 
 pub use deliver::consume;
 
@@ -69,6 +81,10 @@ pub struct Queue {
     outbox: Outbox,
     counts: Counts,
     wake: Arc<Notify>,
+    /// The lattice, whose queue stream the entries go to.
+    lattice: LatticeName,
+    /// Dropped and expired calls per link, for the heartbeat (`stats.rs`).
+    totals: Arc<stats::Totals>,
 }
 
 fn lock(counts: &Counts) -> std::sync::MutexGuard<'_, Option<HashMap<String, u64>>> {
@@ -94,6 +110,8 @@ impl Queue {
     ) -> Result<(Arc<Self>, AbortOnDropHandle<()>), OutboxError> {
         let counts: Counts = Arc::default();
         let hook_counts = counts.clone();
+        let totals = Arc::new(stats::Totals::default());
+        let hook_totals = totals.clone();
         let config = OutboxConfig {
             on_event: Some(Arc::new(move |event: &OutboxEvent| match event {
                 OutboxEvent::Dropped(gone) | OutboxEvent::Expired(gone) => {
@@ -104,6 +122,8 @@ impl Queue {
                     };
                     warn!(count = gone.len(), "queued calls {what} before delivery");
                     forget(&hook_counts, gone.iter().map(|e| e.stream_key.clone()));
+                    let dropped = matches!(event, OutboxEvent::Dropped(_));
+                    hook_totals.record(dropped, gone.iter().map(|e| e.stream_key.as_str()));
                 }
                 OutboxEvent::StorageFailed(e) => warn!(error = %e, "the outbox failed to commit"),
             })),
@@ -115,6 +135,8 @@ impl Queue {
             outbox: outbox.clone(),
             counts: counts.clone(),
             wake: wake.clone(),
+            lattice: lattice.lattice.clone(),
+            totals,
         });
         let task = tokio::spawn(forward::forward(outbox, counts, lattice, wake));
         Ok((queue, AbortOnDropHandle::new(task)))
@@ -157,9 +179,43 @@ impl Queue {
         call: RpcCall,
         delivery: &QueuedDelivery,
     ) -> Result<(), CallError> {
+        let subject = queue_subject(&self.lattice, caller.app.as_str(), target.as_str());
+        let to = Link {
+            key: link_key(caller, target.as_str()),
+            what: "call",
+        };
+        self.append(to, subject, QueuedItem::Call(call), delivery)
+            .await
+    }
+
+    /// Queues `message`, published by `caller` on its queued messaging link, durably; `Ok`
+    /// once it is on disk. The subject was checked by the caller.
+    pub async fn enqueue_message(
+        &self,
+        caller: &WorkloadCtx,
+        message: QueuedMessage,
+        delivery: &QueuedDelivery,
+    ) -> Result<(), CallError> {
+        let subject = message_subject(&self.lattice, &message.subject);
+        let to = Link {
+            key: link_key(caller, super::messaging::BUILTIN),
+            what: "message",
+        };
+        self.append(to, subject, QueuedItem::Message(message), delivery)
+            .await
+    }
+
+    /// Appends `item` for stream `subject` to the outbox, within `to`'s capacity.
+    async fn append(
+        &self,
+        to: Link,
+        subject: String,
+        item: QueuedItem,
+        delivery: &QueuedDelivery,
+    ) -> Result<(), CallError> {
         let full = |e: OutboxError| CallError::new(CallErrorKind::QueueFull, e.to_string());
         self.load_counts().await.map_err(full)?;
-        let key = format!("{}/{} -> {}", caller.app, caller.component, target);
+        let Link { key, what } = to;
         let waiting = lock(&self.counts)
             .as_ref()
             .and_then(|m| m.get(&key).copied())
@@ -170,7 +226,7 @@ impl Queue {
                     return Err(CallError::new(
                         CallErrorKind::QueueFull,
                         format!(
-                            "the queue to `{target}` is full ({waiting} of {} calls waiting on this host); the call was not queued: retry later or drop it",
+                            "the queue of link `{key}` is full ({waiting} of {} waiting on this host); the {what} was not queued: retry later or drop it",
                             delivery.capacity
                         ),
                     ));
@@ -179,10 +235,11 @@ impl Queue {
             }
         }
         let ttl = Duration::from_secs(delivery.ttl_secs);
-        let queued = QueuedCall {
+        let queued = Queued {
             max_attempts: delivery.max_attempts.max(1),
             expires_at_ms: unix_ms(SystemTime::now() + ttl),
-            call,
+            subject,
+            item,
         };
         let entry = OutboxEntry::new(key.clone(), envelope::encode(&queued), ttl);
         // Counted before the append, so concurrent calls cannot overshoot the capacity.
@@ -219,11 +276,23 @@ impl Queue {
                 if self.outbox.remove(&[*seq]).await? > 0 {
                     warn!(stream = key, id = %entry.id, "queue full: dropped its oldest call (on_full: drop_oldest)");
                     forget(&self.counts, [key.to_string()]);
+                    self.totals.record(true, [key]);
                 }
                 return Ok(());
             }
         }
     }
+}
+
+/// The outbox stream key of a queued link, `app/source -> target` (also its `Lattice-Link`
+/// header), and what it carries, for messages.
+struct Link {
+    key: String,
+    what: &'static str,
+}
+
+fn link_key(caller: &WorkloadCtx, target: &str) -> String {
+    format!("{}/{} -> {target}", caller.app, caller.component)
 }
 
 fn unix_ms(t: SystemTime) -> u64 {

@@ -547,7 +547,51 @@ fn queued_links_carry_their_delivery_and_only_between_components() {
         &refused(&m, &known(vec![("client", client)])),
         &[
             "component `client` links `wasi:keyvalue/store` to capability `kv` with `delivery: queued`",
-            "only links between components can be queued",
+            "only links between components, and links to `builtin:messaging-nats` (queued messages), can be queued",
+        ],
+    );
+}
+
+#[test]
+fn a_publishers_consumer_link_to_messaging_nats_may_be_queued() {
+    let mut publisher = facts(&[CONSUMER], &[], &[]);
+    // `request` returns data: that alone does not refuse a queued messaging link (the host
+    // refuses the request itself).
+    publisher.interfaces.returning_data = vec![format!("{CONSUMER}#request")];
+    let m = manifest(&[
+        component(
+            "publisher",
+            "publisher:0.1.0",
+            &[link("wasmcloud:messaging", &["consumer"], "nats")
+                .prop("delivery", "queued")
+                .prop("max_attempts", "2")],
+        ),
+        capability("nats", "builtin:messaging-nats", &[]),
+    ]);
+    let out = wired(&m, &known(vec![("publisher", publisher)]));
+    let l = &out[&name("publisher")].links[0];
+    assert_eq!(l.target, LinkTarget::Builtin("messaging-nats".into()));
+    assert_eq!(l.queued.as_ref().map(|q| q.max_attempts), Some(2));
+}
+
+#[test]
+fn a_capabilitys_own_link_cannot_be_queued() {
+    let echo = facts(&[], &[HANDLER], &[]);
+    let m = manifest(&[
+        component("echo", "echo:0.1.0", &[]),
+        capability(
+            "nats",
+            "builtin:messaging-nats",
+            &[link("wasmcloud:messaging", &["handler"], "echo")
+                .source("subscriptions", "orders.>")
+                .prop("delivery", "queued")],
+        ),
+    ]);
+    one_problem(
+        &refused(&m, &known(vec![("echo", echo)])),
+        &[
+            "capability `nats` links `wasmcloud:messaging/handler` to `echo` with `delivery: queued`",
+            "put `delivery: queued` on the publishing component's wasmcloud:messaging/consumer link to `nats`",
         ],
     );
 }

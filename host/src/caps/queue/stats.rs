@@ -1,0 +1,126 @@
+//! Per-link outbox statistics, reported in every heartbeat (`lattice ctl get queues`): calls
+//! waiting and the age of the oldest, read from the outbox; calls dropped (full,
+//! `on_full: drop_oldest`) and expired (`ttl` passed) since the host started, counted as they
+//! happen. The control plane turns growing totals into events, so no call leaves an outbox
+//! unnoticed.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use lattice_protocol::queue_ops::{LinkOutboxStats, QueueLink};
+use tokio::sync::Notify;
+
+use super::Queue;
+use crate::outbox::Sequence;
+
+/// Entries read per outbox scan step.
+const SCAN_BATCH: usize = 1024;
+/// The most entries one report reads; beyond, the oldest ages are already known in practice
+/// (entries are kept in append order) and the counts come from the sender's own tally.
+const SCAN_LIMIT: usize = 100_000;
+
+/// Dropped and expired calls per stream key since the host started.
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    by_key: Mutex<BTreeMap<String, Counted>>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counted {
+    dropped: u64,
+    expired: u64,
+}
+
+impl Totals {
+    /// Counts calls of `keys` (one per call) as dropped or expired, and wakes the heartbeat.
+    pub(super) fn record<'a>(&self, dropped: bool, keys: impl IntoIterator<Item = &'a str>) {
+        {
+            let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+            for key in keys {
+                let c = map.entry(key.to_string()).or_default();
+                if dropped {
+                    c.dropped += 1;
+                } else {
+                    c.expired += 1;
+                }
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, Counted> {
+        self.by_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Queue {
+    /// Each queued link's outbox on this host: waiting calls, the oldest one's age, and the
+    /// dropped and expired totals. Reads the outbox from its oldest entry (which also sweeps
+    /// expired entries, so they are counted now rather than at the next forward).
+    pub async fn link_stats(&self) -> Vec<LinkOutboxStats> {
+        let now = SystemTime::now();
+        let mut waiting: BTreeMap<String, (u64, SystemTime)> = BTreeMap::new();
+        let mut after: Option<Sequence> = None;
+        let mut read = 0;
+        while read < SCAN_LIMIT {
+            let batch = match after {
+                None => self.outbox.peek(SCAN_BATCH).await,
+                Some(a) => self.outbox.peek_after(a, SCAN_BATCH).await,
+            };
+            // An outbox that cannot be read reports what it counted; the next beat tries again.
+            let Ok(batch) = batch else { break };
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(*last);
+            read += batch.len();
+            for (_, entry) in &batch {
+                let w = waiting
+                    .entry(entry.stream_key.clone())
+                    .or_insert((0, entry.created_at));
+                w.0 += 1;
+            }
+        }
+        // Links that sent since the host started are reported even when nothing waits; past
+        // the scan limit the sender's own tally has the counts.
+        if let Some(counts) = super::lock(&self.counts).as_ref() {
+            for (key, n) in counts {
+                let w = waiting.entry(key.clone()).or_insert((0, now));
+                if read >= SCAN_LIMIT {
+                    w.0 = w.0.max(*n);
+                }
+            }
+        }
+        let totals = self.totals.snapshot();
+        let keys: std::collections::BTreeSet<&String> =
+            waiting.keys().chain(totals.keys()).collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                // Keys of other kinds of queued traffic, if any, are not links.
+                let link: QueueLink = key.parse().ok()?;
+                let (pending, oldest) = waiting
+                    .get(key)
+                    .copied()
+                    .map_or((0, None), |(n, t)| (n, (n > 0).then_some(t)));
+                let counted = totals.get(key).copied().unwrap_or_default();
+                Some(LinkOutboxStats {
+                    link,
+                    pending,
+                    oldest_age_ms: oldest
+                        .map(|t| now.duration_since(t).map_or(0, |d| d.as_millis() as u64)),
+                    dropped_total: counted.dropped,
+                    expired_total: counted.expired,
+                })
+            })
+            .collect()
+    }
+
+    /// Resolves when calls were dropped or expired since the last call, so that the heartbeat
+    /// reports it at once.
+    pub async fn stats_changed(&self) {
+        self.totals.changed.notified().await;
+    }
+}

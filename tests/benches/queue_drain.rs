@@ -1,0 +1,281 @@
+//! Backlog drain after a long outage: an outbox holding N queued calls is forwarded to the hub's
+//! queue stream by the host's real forwarder, beside raw JetStream async publish of the same
+//! messages, in the same run on the same nats-server.
+//!
+//! `cargo bench -p lattice-tests --bench queue_drain` (optional arguments: entries, default
+//! 1,000,000; rounds, default 2). Prints figures and ratios; asserts nothing about time.
+//!
+//! **Setup.** One nats-server (JetStream, file storage, random port, started by the bench); one
+//! NATS connection standing for the host's. Every message is the same kind of queued call a
+//! guest makes through `example:greeter/notifier.notify` on a queued link: an envelope-encoded
+//! `Queued` call (about 150 bytes) with the headers the forwarder sets (`Nats-Msg-Id`,
+//! `Lattice-Call-Id`, `Lattice-Link`, `Lattice-Max-Attempts`), to a stream made like the
+//! forwarder's (`Limits`, file storage, 2-minute duplicate window).
+//!
+//! **Variants** (each on a fresh stream; their order alternates between rounds):
+//! - `raw` (**the baseline**): `jetstream::Context::publish_with_headers` of the N messages,
+//!   keeping at most [`RAW_WINDOW`] acknowledgements outstanding (nats.go's default for async
+//!   publish is 4,000), timed from the first publish to the last acknowledgement.
+//! - `outbox` (**Lattice**): the N entries are first appended to a durable outbox (not timed:
+//!   that is the outage), then [`Queue::open`] starts the host's forwarder on it, timed from the
+//!   open to the moment the outbox is empty, i.e. every entry was acknowledged by the stream and
+//!   removed from the outbox with an fsync'd commit.
+//!
+//! Both variants end with the stream holding exactly N messages (checked).
+
+#[allow(dead_code)] // only some of the helpers are used here
+#[path = "control_scale/machine.rs"]
+mod machine;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use lattice_host::caps::LatticeLink;
+use lattice_host::caps::queue::Queue;
+use lattice_host::outbox::{Outbox, OutboxConfig, OutboxEntry};
+use lattice_protocol::envelope;
+use lattice_protocol::names::{HostId, LatticeName};
+use lattice_protocol::queue::{
+    CALL_ID_HEADER, LINK_HEADER, MAX_ATTEMPTS_HEADER, MSG_ID_HEADER, Queued, QueuedItem,
+    queue_stream, queue_stream_subjects, queue_subject,
+};
+use lattice_protocol::rpc::RpcCall;
+use lattice_tests::NatsServer;
+
+use machine::{cores, cpu_model, loadavg};
+
+const DEFAULT_ENTRIES: usize = 1_000_000;
+const DEFAULT_ROUNDS: usize = 2;
+/// Outstanding acknowledgements of the raw publisher.
+const RAW_WINDOW: usize = 4_000;
+/// Concurrent appenders filling the outbox (setup, not timed).
+const FILLERS: usize = 256;
+const APP: &str = "bench";
+const LINK: &str = "bench/client -> greeter";
+
+fn main() -> anyhow::Result<()> {
+    lattice_cli::quiet_library_backtraces();
+    let mut numbers = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| a.parse::<usize>().context("arguments: entries [rounds]"));
+    let entries = numbers
+        .next()
+        .transpose()?
+        .unwrap_or(DEFAULT_ENTRIES)
+        .max(1);
+    let rounds = numbers.next().transpose()?.unwrap_or(DEFAULT_ROUNDS).max(1);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(entries, rounds))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The payload of queued call `i`, as `Queue::enqueue` encodes it.
+fn payload(i: usize) -> Vec<u8> {
+    let in_a_day = unix_ms(SystemTime::now() + Duration::from_secs(86_400));
+    let lattice = LatticeName::new("bench").expect("valid");
+    envelope::encode(&Queued {
+        max_attempts: 5,
+        expires_at_ms: in_a_day,
+        subject: queue_subject(&lattice, APP, "greeter"),
+        item: QueuedItem::Call(RpcCall {
+            interface: "example:greeter/notifier".into(),
+            function: "notify".into(),
+            args: rmp_serde::to_vec(&(format!("reading-{i:08}."),)).expect("encodes"),
+            deadline_ms: in_a_day,
+            caller: "bench/client".into(),
+        }),
+    })
+}
+
+async fn fresh_stream(js: &jetstream::Context, lattice: &LatticeName) -> anyhow::Result<()> {
+    let _ = js.delete_stream(queue_stream(lattice)).await;
+    js.create_stream(stream::Config {
+        name: queue_stream(lattice),
+        subjects: vec![queue_stream_subjects(lattice)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the stream: {e}"))?;
+    Ok(())
+}
+
+async fn stream_messages(js: &jetstream::Context, lattice: &LatticeName) -> anyhow::Result<u64> {
+    let mut s = js
+        .get_stream(queue_stream(lattice))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(s.info()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .state
+        .messages)
+}
+
+/// `raw`: publishes every message with a bounded window of acknowledgements.
+async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow::Result<Duration> {
+    let payloads: Vec<Vec<u8>> = (0..n).map(payload).collect();
+    let subject = queue_subject(lattice, APP, "greeter");
+    let started = Instant::now();
+    let mut window = VecDeque::with_capacity(RAW_WINDOW);
+    for (i, body) in payloads.into_iter().enumerate() {
+        if window.len() == RAW_WINDOW {
+            let ack: jetstream::context::PublishAckFuture = window.pop_front().expect("not empty");
+            ack.await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID_HEADER, id.as_str());
+        headers.insert(CALL_ID_HEADER, id.as_str());
+        headers.insert(LINK_HEADER, LINK);
+        headers.insert(MAX_ATTEMPTS_HEADER, "5");
+        let ack = js
+            .publish_with_headers(subject.clone(), headers, body.into())
+            .await
+            .map_err(|e| anyhow::anyhow!("publish {i}: {e}"))?;
+        window.push_back(ack);
+    }
+    for ack in window {
+        ack.await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Fills an outbox at `path` with `n` entries (the outage; not timed).
+async fn fill(path: &Path, n: usize) -> anyhow::Result<()> {
+    let outbox = Outbox::open(
+        path,
+        OutboxConfig {
+            capacity_entries: n as u64 + 1,
+            capacity_bytes: u64::MAX,
+            ..OutboxConfig::default()
+        },
+    )?;
+    let mut tasks = Vec::new();
+    for t in 0..FILLERS {
+        let outbox = outbox.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..n).step_by(FILLERS) {
+                let entry = OutboxEntry::new(LINK, payload(i), Duration::from_secs(86_400));
+                outbox.append(entry).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    anyhow::ensure!(
+        outbox.stats().pending == n as u64,
+        "the outbox holds every entry"
+    );
+    Ok(())
+}
+
+/// `outbox`: the host's forwarder drains a filled outbox.
+async fn forwarded(link: &LatticeLink, path: &Path, n: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let (queue, forwarder) = Queue::open(path, link.clone())?;
+    let queue = Arc::clone(&queue);
+    let mut last_report = Instant::now();
+    while queue.outbox().stats().pending > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  ... {} of {n} still in the outbox after {:.0?}",
+                queue.outbox().stats().pending,
+                started.elapsed()
+            );
+            last_report = Instant::now();
+        }
+    }
+    let took = started.elapsed();
+    drop(forwarder);
+    Ok(took)
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+async fn run(n: usize, rounds: usize) -> anyhow::Result<()> {
+    println!(
+        "queue_drain: a backlog of {n} queued calls, forwarded vs raw JetStream async publish"
+    );
+    println!("machine: {} cores, {}", cores(), cpu_model());
+    println!("{rounds} rounds; load average at start: {}", loadavg());
+    let server = NatsServer::start().await?;
+    let client = server.client().await?;
+    let js = jetstream::new(client.clone());
+    let lattice = LatticeName::new("bench")?;
+    let link = LatticeLink {
+        client,
+        jetstream: js.clone(),
+        lattice: lattice.clone(),
+        host: HostId::new("bench-host")?,
+    };
+    let work = tempfile::tempdir()?;
+    let (mut raw_rates, mut outbox_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut this = [0.0f64; 2];
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for variant in order {
+            fresh_stream(&js, &lattice).await?;
+            let took = if variant == 0 {
+                raw(&js, &lattice, n).await?
+            } else {
+                let path = work.path().join(format!("outbox-{round}"));
+                let filling = Instant::now();
+                fill(&path, n).await?;
+                eprintln!(
+                    "  round {round}: outbox filled in {:.1?}",
+                    filling.elapsed()
+                );
+                forwarded(&link, &path, n).await?
+            };
+            let held = stream_messages(&js, &lattice).await?;
+            anyhow::ensure!(held == n as u64, "the stream holds {held} of {n} messages");
+            this[variant] = rate(n, took);
+            println!(
+                "round {round}: {:<6} {n} messages in {:>8.2?}: {:>9.0} msg/s (load {})",
+                ["raw", "outbox"][variant],
+                took,
+                this[variant],
+                loadavg()
+            );
+        }
+        raw_rates.push(this[0]);
+        outbox_rates.push(this[1]);
+        ratios.push(this[1] / this[0]);
+    }
+    let fmt = |v: &[f64], unit: &str| {
+        v.iter()
+            .map(|x| format!("{x:.2}{unit}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!();
+    println!("| Variant | msg/s per round |");
+    println!("|---|---:|");
+    println!("| `raw` (baseline) | {} |", fmt(&raw_rates, ""));
+    println!("| `outbox` (forwarder) | {} |", fmt(&outbox_rates, ""));
+    println!(
+        "| **outbox / raw** (target >= 0.5x) | {} |",
+        fmt(&ratios, "x")
+    );
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Shared by the queued-delivery suites (`queued.rs`, `queued_faults.rs`, `queue_ops.rs`): the
+//! greeter app with a queued link, its setup on an [`EdgeTopology`], and how deliveries are
+//! observed.
+//!
+//! The app: greeter on `role: cloud` hosts; greeter-client, served over HTTP, pinned to
+//! `role: edge` hosts, its `notifier` linked to greeter with queued delivery. `GET
+//! /notify?msg=...` on the client makes one queued `notify` call.
+//!
+//! What counts as delivered: greeter's `notify` logs its message through `wasi:logging`, which
+//! the host turns into a `tracing` event (target `guest`). With the greeter's host in the test
+//! process, the subscriber [`captured`] installs sees every real invocation of the guest's
+//! function, in the order they ran: a duplicate shows twice, a loss not at all. Messages are
+//! written `<prefix>-<n>.` so that [`delivered`] can read the numbers back.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use lattice_protocol::digest::Digest;
+
+use crate::edge::EdgeTopology;
+use crate::{TestHost, WAIT, endpoint};
+
+/// Everything the captured tracing targets printed.
+#[derive(Debug, Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once per test process) the global subscriber capturing the `guest` target and the
+/// host's queue logs (`lattice_host::caps::queue`, debug); call it first in every test.
+pub fn captured() -> &'static Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("guest=info,lattice_host::caps::queue=debug")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        captured
+    })
+}
+
+/// Everything captured so far, as text.
+pub fn log_text() -> String {
+    String::from_utf8_lossy(&captured().0.lock().expect("not poisoned")).into_owned()
+}
+
+/// The notifications greeter logged with `prefix`, in order (`prefix-<n>.` → n).
+pub fn delivered(prefix: &str) -> Vec<u32> {
+    let needle = format!("{prefix}-");
+    log_text()
+        .lines()
+        .filter_map(|line| {
+            let rest = &line[line.find(&needle)? + needle.len()..];
+            rest[..rest.find('.')?].parse().ok()
+        })
+        .collect()
+}
+
+/// Waits until greeter logged `n` notifications with `prefix`.
+pub async fn wait_delivered(prefix: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while delivered(prefix).len() < n {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "only {:?} of {n} `{prefix}` notifications arrived; log:\n{}",
+                delivered(prefix),
+                log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// The queued link's properties.
+#[derive(Debug, Clone)]
+pub struct QueuedLink {
+    /// `max_attempts`.
+    pub max_attempts: u32,
+    /// `capacity`, when set.
+    pub capacity: Option<u32>,
+    /// `on_full` (`refuse` or `drop_oldest`), when set.
+    pub on_full: Option<&'static str>,
+    /// `ttl` (a duration such as `1h`), when set.
+    pub ttl: Option<&'static str>,
+    /// Where the client listens for HTTP (not a link property; default `127.0.0.1:0`, a port
+    /// picked anew each time the client starts).
+    pub http_address: Option<String>,
+}
+
+impl Default for QueuedLink {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            capacity: None,
+            on_full: None,
+            ttl: None,
+            http_address: None,
+        }
+    }
+}
+
+impl QueuedLink {
+    /// The link trait's delivery properties, as manifest lines.
+    fn properties(&self) -> String {
+        let mut lines = format!(
+            "            delivery: queued\n            max_attempts: {}\n",
+            self.max_attempts
+        );
+        if let Some(capacity) = self.capacity {
+            lines += &format!("            capacity: {capacity}\n");
+        }
+        if let Some(on_full) = self.on_full {
+            lines += &format!("            on_full: {on_full}\n");
+        }
+        if let Some(ttl) = self.ttl {
+            lines += &format!("            ttl: {ttl}\n");
+        }
+        lines
+    }
+}
+
+/// The greeter app (named `greeter`) with `link` as the client's queued link to greeter.
+pub fn manifest(client: &Digest, greeter: &Digest, link: &QueuedLink) -> String {
+    let address = link.http_address.as_deref().unwrap_or("127.0.0.1:0");
+    let link = link.properties();
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: greeter
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: greeter
+      type: component
+      properties:
+        image: {greeter}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+            spread:
+              - name: cloud
+                requirements:
+                  role: cloud
+    - name: client
+      type: component
+      properties:
+        image: {client}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+            spread:
+              - name: edge
+                pinned: true
+                requirements:
+                  role: edge
+        - type: link
+          properties:
+            namespace: example
+            package: greeter
+            interfaces: [notifier]
+            target: greeter
+{link}    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: client
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: {address}
+"#
+    )
+}
+
+/// Starts the in-process cloud host (`cloud-1`, `role: cloud`) on the hub.
+pub async fn start_cloud_host(e: &EdgeTopology) -> anyhow::Result<TestHost> {
+    let mut cloud = e.hub.host_config("cloud-1");
+    cloud.labels.insert("role".into(), "cloud".into());
+    e.hub.start_host(cloud).await
+}
+
+/// Starts the in-process edge host (`edge-1`, `role: edge`) on the leaf.
+pub async fn start_edge_host(e: &EdgeTopology) -> anyhow::Result<TestHost> {
+    let mut edge = e.edge_host_config("edge-1");
+    edge.labels.insert("role".into(), "edge".into());
+    e.start_edge_host(edge).await
+}
+
+/// Waits until `n` hosts report, pushes greeter and greeter-client, deploys the app with
+/// `link` and returns the client's HTTP address once it is deployed.
+pub async fn deploy(e: &EdgeTopology, hosts: usize, link: &QueuedLink) -> anyhow::Result<String> {
+    e.hub
+        .wait_for(&format!("{hosts} hosts to report"), || async {
+            Ok(e.hub.ctl.hosts().await?.len() == hosts)
+        })
+        .await?;
+    let greeter = e
+        .hub
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let client = e
+        .hub
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
+    e.hub.ctl.deploy(&manifest(&client, &greeter, link)).await?;
+    endpoint(&e.hub.wait_deployed("greeter").await?)
+}
+
+/// A cloud and an edge host (both in-process) and the app deployed with `link`; returns the
+/// hosts and the client's HTTP address.
+pub async fn setup_with(
+    e: &EdgeTopology,
+    link: &QueuedLink,
+) -> anyhow::Result<(TestHost, TestHost, String)> {
+    let cloud = start_cloud_host(e).await?;
+    let edge = start_edge_host(e).await?;
+    let addr = deploy(e, 2, link).await?;
+    Ok((cloud, edge, addr))
+}
+
+/// [`setup_with`] the default link (`max_attempts: 3`).
+pub async fn setup(e: &EdgeTopology) -> anyhow::Result<(TestHost, TestHost, String)> {
+    setup_with(e, &QueuedLink::default()).await
+}

@@ -1,0 +1,423 @@
+//! Queued delivery under real faults: duplicates forced into the hub's stream past its
+//! deduplication window, a SIGKILLed sending host, a full outbox. The app, its setup and how
+//! deliveries are observed (greeter's log lines, captured in-process) are
+//! [`lattice_tests::queued`]'s; the happy path is `queued.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use futures::TryStreamExt;
+use lattice_host::outbox::{Outbox, OutboxConfig};
+use lattice_protocol::queue::{
+    CALL_ID_HEADER, processed_bucket, queue_consumer, queue_stream, queue_stream_subjects,
+};
+use lattice_tests::edge::{EdgeTopology, free_port};
+use lattice_tests::queued::{
+    QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, start_cloud_host,
+    wait_delivered,
+};
+use lattice_tests::{WAIT, http_get};
+
+/// The queue stream's message count.
+async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
+    let js = jetstream::new(e.hub.client.clone());
+    let mut stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
+    Ok(stream.info().await?.state.messages)
+}
+
+/// Waits until `check` holds, re-checking every 50 ms for at most [`WAIT`].
+async fn poll<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await? {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out waiting for {what}; log:\n{}", log_text());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Waits until greeter's queue consumer has settled every message in the stream (nothing
+/// pending, nothing unacknowledged): no copy is left that could still run.
+async fn wait_consumer_idle(e: &EdgeTopology) -> anyhow::Result<()> {
+    let js = jetstream::new(e.hub.client.clone());
+    let stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
+    let consumer = queue_consumer("greeter", "greeter");
+    poll(
+        "greeter's queue consumer to settle every message",
+        || async {
+            let info = stream.consumer_info(&consumer).await?;
+            Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+        },
+    )
+    .await
+}
+
+/// How many copies of each call (by `Lattice-Call-Id`) the queue stream holds.
+async fn copies_per_call(e: &EdgeTopology) -> anyhow::Result<BTreeMap<String, u32>> {
+    let js = jetstream::new(e.hub.client.clone());
+    let mut stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
+    let state = stream.info().await?.state.clone();
+    let mut copies = BTreeMap::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        let message = stream.get_raw_message(seq).await?;
+        let id = message
+            .headers
+            .get(CALL_ID_HEADER)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        *copies.entry(id).or_default() += 1;
+    }
+    Ok(copies)
+}
+
+/// Sends `/notify?msg=end-0.` until the client accepts it (the queue may still be full while
+/// the forwarder drains it), then waits until it is delivered: delivery to a target is in
+/// order, so every call queued before it has been delivered or skipped by then.
+async fn send_end_marker(addr: &str) -> anyhow::Result<()> {
+    poll("the end marker to be accepted", || async {
+        Ok(http_get(addr, "/notify?msg=end-0.").await?.0 == 200)
+    })
+    .await?;
+    wait_delivered("end", 1).await
+}
+
+/// Test 2. The forwarder publishes, the hub stores, the acknowledgements are lost; past the
+/// stream's duplicate window the forwarder publishes the same entries again, and the stream keeps
+/// both copies (deduplication by `Nats-Msg-Id` no longer applies). The target must still run
+/// each call once, in order: the processed-ids bucket is what stops the copies.
+///
+/// How the copies are forced, with real parts only: the test creates the queue stream before
+/// the hosts start, with a 1 s `duplicate_window` (the hosts get-or-create it, so they keep
+/// it). The proxy then holds hub → leaf bytes while passing leaf → hub bytes
+/// ([`Proxy::hold_replies`](lattice_tests::proxy::Proxy::hold_replies)): the forwarder's batch
+/// reaches the hub and is stored (and delivered from there), its acks never reach the edge host,
+/// so the outbox keeps those entries. (While held, the forwarder cannot re-publish by itself:
+/// after the ack timeout it re-checks the stream through a JetStream API request, whose answer
+/// is held too; the calls behind the batch wait in the outbox.) Then the link is cut and
+/// healed: the forwarder publishes the stored entries again, well past the window, and the rest
+/// behind them.
+#[tokio::test]
+async fn an_outage_past_the_duplicate_window_stores_copies_and_runs_each_call_once()
+-> anyhow::Result<()> {
+    captured();
+    let e = EdgeTopology::start().await?;
+    let duplicate_window = Duration::from_secs(1);
+    let js = jetstream::new(e.hub.client.clone());
+    js.create_stream(stream::Config {
+        name: queue_stream(&e.hub.lattice),
+        subjects: vec![queue_stream_subjects(&e.hub.lattice)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        duplicate_window,
+        ..Default::default()
+    })
+    .await?;
+    let (_cloud, _edge, addr) = setup(&e).await?;
+    assert_eq!(
+        http_get(&addr, "/notify?msg=warmup-0.").await?,
+        (200, "ok".into())
+    );
+    wait_delivered("warmup", 1).await?;
+    let window = js
+        .get_stream(queue_stream(&e.hub.lattice))
+        .await?
+        .info()
+        .await?
+        .config
+        .duplicate_window;
+    assert_eq!(window, duplicate_window, "the host kept the test's stream");
+
+    // One-way link: what the forwarder publishes is stored on the hub, its acks are held.
+    let before = stream_messages(&e).await?;
+    e.proxy.hold_replies();
+    const N: u32 = 10;
+    for i in 0..N {
+        assert_eq!(
+            http_get(&addr, &format!("/notify?msg=dup-{i}.")).await?,
+            (200, "ok".into()),
+            "call {i}"
+        );
+    }
+    // The forwarder's first batch (at least the first call) is stored; its ack never comes,
+    // and the calls behind it wait in the outbox (the forwarder re-checks the stream first).
+    poll("the hub to store calls whose acks are held", || async {
+        Ok(stream_messages(&e).await? > before)
+    })
+    .await?;
+    // A lower bound, not a race: any re-publish from now on is past the window.
+    tokio::time::sleep(duplicate_window * 2).await;
+
+    // Cut (the held acks are lost with the connection) and heal: the forwarder re-publishes.
+    e.cut().await?;
+    e.heal().await?;
+    send_end_marker(&addr).await?;
+    wait_consumer_idle(&e).await?;
+
+    let copies = copies_per_call(&e).await?;
+    let total: u32 = copies.values().sum();
+    assert!(
+        u64::from(total) > before + u64::from(N) + 1,
+        "the stream holds {total} messages for {} calls: no copy was forced ({copies:?})",
+        copies.len()
+    );
+    assert!(copies.values().any(|&n| n >= 2), "{copies:?}");
+    assert_eq!(
+        copies.len(),
+        N as usize + 2,
+        "warmup, dups, end: {copies:?}"
+    );
+    assert_eq!(delivered("dup"), (0..N).collect::<Vec<_>>());
+    assert_eq!(delivered("warmup"), vec![0]);
+    assert_eq!(delivered("end"), vec![0]);
+    // Every call is recorded as processed: that is what made the later copies skip.
+    let processed = js.get_key_value(processed_bucket(&e.hub.lattice)).await?;
+    let keys: BTreeSet<String> = processed.keys().await?.try_collect().await?;
+    for id in copies.keys() {
+        assert!(keys.contains(id), "{id} not in the processed bucket");
+    }
+    Ok(())
+}
+
+/// Test 3. A real `lattice-host` process runs greeter-client on the leaf; four clients fire
+/// queued calls at it, each one call at a time, recording the calls answered 200; the process
+/// is SIGKILLed while calls are in flight, then restarted on the same state directory. Every
+/// call answered 200 (written to the outbox, fsync'd) arrives after the restart; none arrives
+/// twice; a call whose request failed arrives at most once.
+///
+/// The forwarder is active throughout. So that some entries are certainly published but not yet
+/// removed from the outbox when the process dies, the proxy holds hub → leaf bytes for the last
+/// stretch before the kill (the stream stores those calls; their acks never come back): after
+/// the restart the forwarder publishes them again, and the stream's deduplication and the
+/// processed ids keep them to one run each.
+#[tokio::test]
+async fn a_sigkilled_sending_host_delivers_every_accepted_call_once_after_restart()
+-> anyhow::Result<()> {
+    captured();
+    let e = EdgeTopology::start().await?;
+    let _cloud = start_cloud_host(&e).await?;
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("edge-1");
+    const EDGE: &[(&str, &str)] = &[("role", "edge")];
+    let first = e.start_host_process("edge-1", EDGE, &state_dir)?;
+    let link = QueuedLink {
+        http_address: Some(format!("127.0.0.1:{}", free_port()?)),
+        ..QueuedLink::default()
+    };
+    let addr = deploy(&e, 2, &link).await?;
+    assert_eq!(
+        http_get(&addr, "/notify?msg=warmup-0.").await?,
+        (200, "ok".into())
+    );
+    wait_delivered("warmup", 1).await?;
+
+    // Four clients, one call at a time each; ids `client * 100_000 + i`.
+    let accepted: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let sent: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let clients: Vec<_> = (0..4u32)
+        .map(|client| {
+            let (addr, accepted, sent) = (addr.clone(), accepted.clone(), sent.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let id = client * 100_000 + i;
+                    sent.lock().expect("not poisoned").push(id);
+                    let answer = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        http_get(&addr, &format!("/notify?msg=kill-{id}.")),
+                    )
+                    .await;
+                    match answer {
+                        Ok(Ok((200, _))) => accepted.lock().expect("not poisoned").push(id),
+                        // The host is gone (or answered otherwise): this client is done.
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = |v: &Arc<Mutex<Vec<u32>>>| v.lock().expect("not poisoned").len();
+    poll("40 calls to be accepted", || async {
+        Ok(count(&accepted) >= 40)
+    })
+    .await?;
+    e.proxy.hold_replies();
+    let accepted_at_hold = count(&accepted);
+    poll("40 more calls to be accepted", || async {
+        Ok(count(&accepted) >= accepted_at_hold + 40)
+    })
+    .await?;
+    first.kill();
+    for client in clients {
+        client.await?;
+    }
+    let accepted = accepted.lock().expect("not poisoned").clone();
+    let sent: BTreeSet<u32> = sent.lock().expect("not poisoned").iter().copied().collect();
+
+    // What the kill left: entries both in the outbox (a copy of it, so that the restarted host
+    // finds the file as the kill left it) and in the stream were published and not yet removed.
+    let copy = dir.path().join("outbox-at-kill");
+    std::fs::copy(state_dir.join("outbox"), &copy)?;
+    let outbox =
+        tokio::task::spawn_blocking(move || Outbox::open(&copy, OutboxConfig::default())).await??;
+    let left: BTreeSet<String> = outbox
+        .peek(100_000)
+        .await?
+        .into_iter()
+        .map(|(_, entry)| entry.id.to_string())
+        .collect();
+    drop(outbox);
+    let in_stream: BTreeSet<String> = copies_per_call(&e).await?.into_keys().collect();
+    let published_not_removed = left.intersection(&in_stream).count();
+    assert!(
+        published_not_removed > 0,
+        "no outbox entry was both published and left in the outbox: {} left, {} in the stream",
+        left.len(),
+        in_stream.len()
+    );
+
+    // Restarted on the same state directory, the link whole again.
+    e.proxy.release_replies();
+    let second = e.start_host_process("edge-1", EDGE, &state_dir)?;
+    for id in &accepted {
+        let id = *id;
+        if let Err(err) = wait_until_delivered("kill", id).await {
+            anyhow::bail!("{err:#}\nedge host log:\n{}", second.log_text());
+        }
+    }
+    // Then the end marker, through the restarted host: everything its outbox held before it
+    // has been delivered or skipped once it arrives.
+    poll("the restarted host to serve HTTP", || async {
+        Ok(matches!(http_get(&addr, "/where-not").await, Ok((404, _))))
+    })
+    .await?;
+    send_end_marker(&addr).await?;
+    wait_consumer_idle(&e).await?;
+
+    let got = delivered("kill");
+    let mut times: HashMap<u32, usize> = HashMap::new();
+    for id in &got {
+        *times.entry(*id).or_default() += 1;
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    for id in &accepted {
+        assert!(times.contains_key(id), "accepted call {id} was lost");
+    }
+    for id in times.keys() {
+        assert!(sent.contains(id), "delivered {id}, which was never sent");
+    }
+    // Each client's calls were queued one after another: they arrive in that order.
+    for client in 0..4 {
+        let theirs: Vec<u32> = got
+            .iter()
+            .copied()
+            .filter(|id| id / 100_000 == client)
+            .collect();
+        assert!(theirs.is_sorted(), "client {client}: {theirs:?}");
+    }
+    println!(
+        "accepted {}, sent {}, delivered {}; at the kill the outbox held {} entries, \
+         {published_not_removed} of them already in the stream",
+        accepted.len(),
+        sent.len(),
+        got.len(),
+        left.len(),
+    );
+    Ok(())
+}
+
+/// Waits until greeter logged `<prefix>-<id>.`.
+async fn wait_until_delivered(prefix: &str, id: u32) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while !delivered(prefix).contains(&id) {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("`{prefix}-{id}.` was accepted but never delivered");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Test 5, `on_full: refuse`. With the link cut, a link of capacity 3 takes three calls; the
+/// fourth is refused with the `queue-full` error, which reaches the HTTP caller; the host keeps
+/// serving; after the heal exactly the three accepted calls arrive.
+#[tokio::test]
+async fn a_full_queue_refuses_the_call_past_capacity_and_keeps_serving() -> anyhow::Result<()> {
+    captured();
+    let e = EdgeTopology::start().await?;
+    let link = QueuedLink {
+        capacity: Some(3),
+        on_full: Some("refuse"),
+        ..QueuedLink::default()
+    };
+    let (_cloud, _edge, addr) = setup_with(&e, &link).await?;
+
+    e.cut().await?;
+    for i in 0..3 {
+        assert_eq!(
+            http_get(&addr, &format!("/notify?msg=full-{i}.")).await?,
+            (200, "ok".into()),
+            "call {i}"
+        );
+    }
+    for i in 3..5 {
+        let (status, body) = http_get(&addr, &format!("/notify?msg=full-{i}.")).await?;
+        assert_eq!(status, 500, "call {i}: {body}");
+        assert!(
+            body.starts_with("err: queue-full") && body.contains("retry later"),
+            "call {i}: {body}"
+        );
+        // The host still serves other requests.
+        assert_eq!(
+            http_get(&addr, "/no-such-route").await?,
+            (404, "no such route\n".into())
+        );
+    }
+
+    e.heal().await?;
+    wait_delivered("full", 3).await?;
+    send_end_marker(&addr).await?;
+    assert_eq!(delivered("full"), vec![0, 1, 2]);
+    Ok(())
+}
+
+/// Test 5, `on_full: drop_oldest`. With the link cut, seven calls on a link of capacity 3 are
+/// all accepted; each of the four past capacity drops the oldest waiting call, with a warning;
+/// after the heal only the newest three arrive.
+#[tokio::test]
+async fn a_full_queue_drops_its_oldest_calls_and_says_so() -> anyhow::Result<()> {
+    captured();
+    let e = EdgeTopology::start().await?;
+    let link = QueuedLink {
+        capacity: Some(3),
+        on_full: Some("drop_oldest"),
+        ..QueuedLink::default()
+    };
+    let (_cloud, _edge, addr) = setup_with(&e, &link).await?;
+
+    e.cut().await?;
+    for i in 0..7 {
+        assert_eq!(
+            http_get(&addr, &format!("/notify?msg=drop-{i}.")).await?,
+            (200, "ok".into()),
+            "call {i}"
+        );
+    }
+    let drops = log_text()
+        .lines()
+        .filter(|l| l.contains("queue full: dropped its oldest call (on_full: drop_oldest)"))
+        .count();
+    assert_eq!(drops, 4, "log:\n{}", log_text());
+
+    e.heal().await?;
+    wait_delivered("drop", 3).await?;
+    send_end_marker(&addr).await?;
+    assert_eq!(delivered("drop"), vec![4, 5, 6]);
+    Ok(())
+}
