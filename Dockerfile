@@ -13,11 +13,14 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # Only the `lattice-cli` package: its two binaries. (The test crate's build script builds the
-# example components for wasm32-wasip2, which an image does not need.)
+# example components for wasm32-wasip2, which an image does not need.) In the workspace's `edge`
+# profile (Cargo.toml: built for size, fat LTO, stripped), the one gateways run: a host's
+# resident memory is mostly its own code (BENCHMARKS.md, section 3). Its output is in
+# `target/edge/`.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p lattice-cli --bins \
- && install -D -m 0755 -t /out target/release/lattice target/release/lattice-host
+    cargo build --profile edge --locked -p lattice-cli --bins \
+ && install -D -m 0755 -t /out target/edge/lattice target/edge/lattice-host
 
 FROM debian:bookworm-slim
 # CA certificates for TLS connections to NATS.

@@ -32,7 +32,7 @@ use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
-use crate::caps::queue::{self, Queue};
+use crate::caps::queue::{self, OutboxLimits, Queue};
 use crate::caps::{HostServices, LatticeLink, WorkloadCtx, blobstore, messaging};
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
@@ -116,10 +116,14 @@ impl Agent {
             lattice: config.lattice.clone(),
             host: host.clone(),
         };
+        let limits = OutboxLimits {
+            entries: config.outbox_max_entries,
+            bytes: config.outbox_max_bytes,
+        };
         // A host whose outbox cannot be opened (e.g. another process holds it) still serves:
         // only its queued calls fail, each with the reason.
         let (queue, forwarder) =
-            match Queue::open(&config.state_dir.join("outbox"), lattice.clone()) {
+            match Queue::open_with(&config.state_dir.join("outbox"), lattice.clone(), limits) {
                 Ok((queue, forwarder)) => (Some(queue), Some(forwarder)),
                 Err(e) => {
                     warn!(error = %e, "cannot open the outbox: queued calls will be refused");

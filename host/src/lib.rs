@@ -92,7 +92,20 @@ pub struct HostConfig {
     /// domain, so that its assignment watch and artifact downloads reach the hub's JetStream
     /// across the leaf-node link (`$JS.<domain>.API`).
     pub js_domain: Option<String>,
+    /// The most entries the outbox keeps, all queued links together (`--outbox-max-entries`);
+    /// a link's own `capacity` bounds it further.
+    pub outbox_max_entries: u64,
+    /// The most bytes of entries the outbox keeps, all queued links together
+    /// (`--outbox-max-bytes`).
+    pub outbox_max_bytes: u64,
 }
+
+/// The default of [`HostConfig::outbox_max_entries`]: sized for a gateway that queues calls
+/// through a long outage (e.g. one a second for 11 days, or ten a second for a day).
+pub const DEFAULT_OUTBOX_MAX_ENTRIES: u64 = 1_000_000;
+/// The default of [`HostConfig::outbox_max_bytes`]: a million entries of about 1 KiB each, a
+/// disk's worth any gateway has; the outbox uses disk only for what is waiting.
+pub const DEFAULT_OUTBOX_MAX_BYTES: u64 = 1 << 30;
 
 impl HostConfig {
     /// Defaults for a host of `lattice` keeping its state in `state_dir`.
@@ -108,6 +121,8 @@ impl HostConfig {
             engine: EngineConfig::default(),
             providers: Default::default(),
             js_domain: None,
+            outbox_max_entries: DEFAULT_OUTBOX_MAX_ENTRIES,
+            outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
         }
     }
 

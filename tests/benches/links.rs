@@ -197,6 +197,7 @@ fn ctx(
         router,
         providers: None,
         queue: None,
+        kv_buckets: Default::default(),
     }))
 }
 

@@ -22,6 +22,16 @@
 //!   removed from the outbox with an fsync'd commit.
 //!
 //! Both variants end with the stream holding exactly N messages (checked).
+//!
+//! **Part 2, forwarded and delivered** (third argument: entries, default 20,000). A
+//! `TestLattice` (nats-server, control plane, one host, in this process) runs the real `greeter`
+//! component as the target of a queued link from `greeter-client` (the app of
+//! `tests/src/queued.rs`). An outbox holding the entries, made as above, is drained by the
+//! forwarder, and the host's durable consumer runs `notifier.notify` in a fresh greeter instance
+//! for each, checking and recording its id in the processed-ids bucket, one at a time in stream
+//! order. Timed from the forwarder's start to the consumer having acknowledged the last entry;
+//! compared with `raw` above (the raw figure has no delivery in it: the ratio says how far the
+//! whole path is from publishing alone).
 
 #[allow(dead_code)] // only some of the helpers are used here
 #[path = "control_scale/machine.rs"]
@@ -42,20 +52,24 @@ use lattice_protocol::envelope;
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
     CALL_ID_HEADER, LINK_HEADER, MAX_ATTEMPTS_HEADER, MSG_ID_HEADER, Queued, QueuedItem,
-    queue_stream, queue_stream_subjects, queue_subject,
+    queue_consumer, queue_stream, queue_stream_subjects, queue_subject,
 };
 use lattice_protocol::rpc::RpcCall;
-use lattice_tests::NatsServer;
+use lattice_tests::queued::{self, QueuedLink};
+use lattice_tests::{NatsServer, TestLattice};
 
 use machine::{cores, cpu_model, loadavg};
 
 const DEFAULT_ENTRIES: usize = 1_000_000;
 const DEFAULT_ROUNDS: usize = 2;
+const DEFAULT_DELIVERED: usize = 20_000;
 /// Outstanding acknowledgements of the raw publisher.
 const RAW_WINDOW: usize = 4_000;
 /// Concurrent appenders filling the outbox (setup, not timed).
 const FILLERS: usize = 256;
 const APP: &str = "bench";
+/// The app of `tests/src/queued.rs`'s manifest.
+const APP_DEPLOYED: &str = "greeter";
 const LINK: &str = "bench/client -> greeter";
 
 fn main() -> anyhow::Result<()> {
@@ -70,10 +84,17 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(DEFAULT_ENTRIES)
         .max(1);
     let rounds = numbers.next().transpose()?.unwrap_or(DEFAULT_ROUNDS).max(1);
+    let delivered = numbers.next().transpose()?.unwrap_or(DEFAULT_DELIVERED);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(entries, rounds))
+        .block_on(async {
+            let raw = run(entries, rounds).await?;
+            if delivered > 0 {
+                deliver(delivered, raw).await?;
+            }
+            Ok(())
+        })
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -82,14 +103,13 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The payload of queued call `i`, as `Queue::enqueue` encodes it.
-fn payload(i: usize) -> Vec<u8> {
+/// The payload of queued call `i` to `app`'s greeter, as `Queue::enqueue` encodes it.
+fn payload(lattice: &LatticeName, app: &str, i: usize) -> Vec<u8> {
     let in_a_day = unix_ms(SystemTime::now() + Duration::from_secs(86_400));
-    let lattice = LatticeName::new("bench").expect("valid");
     envelope::encode(&Queued {
         max_attempts: 5,
         expires_at_ms: in_a_day,
-        subject: queue_subject(&lattice, APP, "greeter"),
+        subject: queue_subject(lattice, app, "greeter"),
         item: QueuedItem::Call(RpcCall {
             interface: "example:greeter/notifier".into(),
             function: "notify".into(),
@@ -128,7 +148,7 @@ async fn stream_messages(js: &jetstream::Context, lattice: &LatticeName) -> anyh
 
 /// `raw`: publishes every message with a bounded window of acknowledgements.
 async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow::Result<Duration> {
-    let payloads: Vec<Vec<u8>> = (0..n).map(payload).collect();
+    let payloads: Vec<Vec<u8>> = (0..n).map(|i| payload(lattice, APP, i)).collect();
     let subject = queue_subject(lattice, APP, "greeter");
     let started = Instant::now();
     let mut window = VecDeque::with_capacity(RAW_WINDOW);
@@ -155,8 +175,9 @@ async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow
     Ok(started.elapsed())
 }
 
-/// Fills an outbox at `path` with `n` entries (the outage; not timed).
-async fn fill(path: &Path, n: usize) -> anyhow::Result<()> {
+/// Fills an outbox at `path` with `n` calls from `app`'s client to its greeter (the outage;
+/// not timed).
+async fn fill(path: &Path, lattice: &LatticeName, app: &str, n: usize) -> anyhow::Result<()> {
     let outbox = Outbox::open(
         path,
         OutboxConfig {
@@ -167,10 +188,15 @@ async fn fill(path: &Path, n: usize) -> anyhow::Result<()> {
     )?;
     let mut tasks = Vec::new();
     for t in 0..FILLERS {
-        let outbox = outbox.clone();
+        let (outbox, lattice, app) = (outbox.clone(), lattice.clone(), app.to_string());
         tasks.push(tokio::spawn(async move {
+            let key = format!("{app}/client -> greeter");
             for i in (t..n).step_by(FILLERS) {
-                let entry = OutboxEntry::new(LINK, payload(i), Duration::from_secs(86_400));
+                let entry = OutboxEntry::new(
+                    key.as_str(),
+                    payload(&lattice, &app, i),
+                    Duration::from_secs(86_400),
+                );
                 outbox.append(entry).await?;
             }
             anyhow::Ok(())
@@ -212,7 +238,8 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-async fn run(n: usize, rounds: usize) -> anyhow::Result<()> {
+/// Part 1; returns the median raw rate.
+async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
     println!(
         "queue_drain: a backlog of {n} queued calls, forwarded vs raw JetStream async publish"
     );
@@ -240,7 +267,7 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<()> {
             } else {
                 let path = work.path().join(format!("outbox-{round}"));
                 let filling = Instant::now();
-                fill(&path, n).await?;
+                fill(&path, &lattice, APP, n).await?;
                 eprintln!(
                     "  round {round}: outbox filled in {:.1?}",
                     filling.elapsed()
@@ -276,6 +303,88 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<()> {
     println!(
         "| **outbox / raw** (target >= 0.5x) | {} |",
         fmt(&ratios, "x")
+    );
+    raw_rates.sort_by(f64::total_cmp);
+    Ok(raw_rates[raw_rates.len() / 2])
+}
+
+/// Part 2: forwarded and delivered to greeter on a real host.
+async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
+    println!();
+    println!("part 2: {n} queued calls forwarded and delivered to greeter on a host");
+    let t = TestLattice::start().await?;
+    let _host = t.add_labelled_host("cloud-1", "role", "cloud").await?;
+    let greeter = t
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let client = t
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
+    let link = QueuedLink {
+        capacity: Some(u32::try_from(n)?.max(1)),
+        ..QueuedLink::default()
+    };
+    t.ctl
+        .deploy(&queued::manifest(&client, &greeter, &link))
+        .await?;
+    let js = jetstream::new(t.client.clone());
+    let consumer_name = queue_consumer(APP_DEPLOYED, "greeter");
+    t.wait_for("greeter's queue consumer", || async {
+        let Ok(stream) = js.get_stream(queue_stream(&t.lattice)).await else {
+            return Ok(false);
+        };
+        Ok(stream.consumer_info(&consumer_name).await.is_ok())
+    })
+    .await?;
+    let work = tempfile::tempdir()?;
+    let path = work.path().join("outbox");
+    fill(&path, &t.lattice, APP_DEPLOYED, n).await?;
+    let link = LatticeLink {
+        client: t.client.clone(),
+        jetstream: js.clone(),
+        lattice: t.lattice.clone(),
+        host: HostId::new("bench-sender")?,
+    };
+    let started = Instant::now();
+    let (queue, _forwarder) = Queue::open(&path, link)?;
+    let mut forwarded: Option<Duration> = None;
+    let mut last_report = Instant::now();
+    let stream = js
+        .get_stream(queue_stream(&t.lattice))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    loop {
+        if forwarded.is_none() && queue.outbox().stats().pending == 0 {
+            forwarded = Some(started.elapsed());
+        }
+        let info = stream
+            .consumer_info(&consumer_name)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let settled = info.ack_floor.stream_sequence;
+        if forwarded.is_some() && settled >= n as u64 {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  ... {settled} of {n} delivered after {:.0?}",
+                started.elapsed()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    let forwarded = forwarded.expect("set before the loop ends");
+    let delivered = rate(n, took);
+    println!(
+        "forwarded in {forwarded:.2?} ({:.0} msg/s); forwarded and delivered in {took:.2?}: {delivered:.0} msg/s (load {})",
+        rate(n, forwarded),
+        loadavg()
+    );
+    println!(
+        "| **forwarded and delivered / raw publish** | {:.3}x ({delivered:.0} / {raw_rate:.0} msg/s) |",
+        delivered / raw_rate
     );
     Ok(())
 }

@@ -57,6 +57,28 @@ impl EdgeTopology {
 
     /// As [`EdgeTopology::start`], with the control plane configured by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut ControlConfig)) -> anyhow::Result<Self> {
+        Self::start_leaf(configure, leaf_config).await
+    }
+
+    /// As [`EdgeTopology::start`], with a leaf that does not map the default JetStream API
+    /// prefix to the hub's domain: only clients that use the domain reach JetStream.
+    pub async fn start_without_default_domain() -> anyhow::Result<Self> {
+        Self::start_leaf(|_| {}, |hub| {
+            let mapping = format!("default_js_domain: {{ \"$G\": \"{HUB_DOMAIN}\" }}\n");
+            let config = leaf_config(hub);
+            assert!(
+                config.contains(&mapping),
+                "deploy/leaf.conf no longer maps the default domain as {mapping:?}: update lattice_tests::edge"
+            );
+            config.replace(&mapping, "")
+        })
+        .await
+    }
+
+    async fn start_leaf(
+        configure: impl FnOnce(&mut ControlConfig),
+        leaf_config: impl FnOnce(SocketAddr) -> String,
+    ) -> anyhow::Result<Self> {
         let leafnode_port = free_port()?;
         let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], leafnode_port))).await?;
         let hub = NatsServer::start_with_config(&hub_config(leafnode_port, proxy.addr)).await?;
@@ -75,11 +97,12 @@ impl EdgeTopology {
     }
 
     /// A host configuration for an edge host: the hub's keys, a fresh state directory, the
-    /// hub's JetStream domain, providers connecting to the leaf.
+    /// hub's JetStream domain, providers connecting to the leaf in that domain.
     pub fn edge_host_config(&self, name: &str) -> HostConfig {
         let mut c = self.hub.host_config(name);
         c.js_domain = Some(HUB_DOMAIN.to_string());
         c.providers.nats_url = Some(self.leaf.url.clone());
+        c.providers.js_domain = Some(HUB_DOMAIN.to_string());
         c
     }
 

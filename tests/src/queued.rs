@@ -16,6 +16,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use lattice_host::HostConfig;
 use lattice_protocol::digest::Digest;
 
 use crate::edge::EdgeTopology;
@@ -57,16 +58,20 @@ pub fn log_text() -> String {
     String::from_utf8_lossy(&captured().0.lock().expect("not poisoned")).into_owned()
 }
 
-/// The notifications greeter logged with `prefix`, in order (`prefix-<n>.` → n).
-pub fn delivered(prefix: &str) -> Vec<u32> {
-    let needle = format!("{prefix}-");
-    log_text()
-        .lines()
+/// The numbers `n` of the lines holding `<needle><n>.`, in order.
+pub fn numbered<'a>(lines: impl IntoIterator<Item = &'a str>, needle: &str) -> Vec<u32> {
+    lines
+        .into_iter()
         .filter_map(|line| {
-            let rest = &line[line.find(&needle)? + needle.len()..];
+            let rest = &line[line.find(needle)? + needle.len()..];
             rest[..rest.find('.')?].parse().ok()
         })
         .collect()
+}
+
+/// The notifications greeter logged with `prefix`, in order (`prefix-<n>.` → n).
+pub fn delivered(prefix: &str) -> Vec<u32> {
+    numbered(log_text().lines(), &format!("{prefix}-"))
 }
 
 /// Waits until greeter logged `n` notifications with `prefix`.
@@ -207,14 +212,29 @@ pub async fn start_cloud_host(e: &EdgeTopology) -> anyhow::Result<TestHost> {
 
 /// Starts the in-process edge host (`edge-1`, `role: edge`) on the leaf.
 pub async fn start_edge_host(e: &EdgeTopology) -> anyhow::Result<TestHost> {
+    start_edge_host_with(e, |_| {}).await
+}
+
+/// [`start_edge_host`], its configuration changed by `configure` first (e.g. its outbox limits).
+pub async fn start_edge_host_with(
+    e: &EdgeTopology,
+    configure: impl FnOnce(&mut HostConfig),
+) -> anyhow::Result<TestHost> {
     let mut edge = e.edge_host_config("edge-1");
     edge.labels.insert("role".into(), "edge".into());
+    configure(&mut edge);
     e.start_edge_host(edge).await
 }
 
 /// Waits until `n` hosts report, pushes greeter and greeter-client, deploys the app with
 /// `link` and returns the client's HTTP address once it is deployed.
 pub async fn deploy(e: &EdgeTopology, hosts: usize, link: &QueuedLink) -> anyhow::Result<String> {
+    deploy_only(e, hosts, link).await?;
+    endpoint(&e.hub.wait_deployed("greeter").await?)
+}
+
+/// [`deploy`] without waiting for the app to be deployed (e.g. while greeter has no host).
+pub async fn deploy_only(e: &EdgeTopology, hosts: usize, link: &QueuedLink) -> anyhow::Result<()> {
     e.hub
         .wait_for(&format!("{hosts} hosts to report"), || async {
             Ok(e.hub.ctl.hosts().await?.len() == hosts)
@@ -229,7 +249,7 @@ pub async fn deploy(e: &EdgeTopology, hosts: usize, link: &QueuedLink) -> anyhow
         .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
         .await?;
     e.hub.ctl.deploy(&manifest(&client, &greeter, link)).await?;
-    endpoint(&e.hub.wait_deployed("greeter").await?)
+    Ok(())
 }
 
 /// A cloud and an edge host (both in-process) and the app deployed with `link`; returns the
@@ -238,8 +258,17 @@ pub async fn setup_with(
     e: &EdgeTopology,
     link: &QueuedLink,
 ) -> anyhow::Result<(TestHost, TestHost, String)> {
+    setup_with_edge(e, link, |_| {}).await
+}
+
+/// [`setup_with`], the edge host's configuration changed by `configure`.
+pub async fn setup_with_edge(
+    e: &EdgeTopology,
+    link: &QueuedLink,
+    configure: impl FnOnce(&mut HostConfig),
+) -> anyhow::Result<(TestHost, TestHost, String)> {
     let cloud = start_cloud_host(e).await?;
-    let edge = start_edge_host(e).await?;
+    let edge = start_edge_host_with(e, configure).await?;
     let addr = deploy(e, 2, link).await?;
     Ok((cloud, edge, addr))
 }

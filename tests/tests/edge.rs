@@ -346,3 +346,77 @@ async fn local_calls_between_edge_components_work_while_cut() -> anyhow::Result<
     host.stop().await?;
     Ok(())
 }
+
+/// kv-counter on an edge host, counting through the `keyvalue-nats` provider *process*, on a leaf
+/// that does not map the default JetStream prefix to the hub: the process reaches the hub's
+/// JetStream only in the domain its host gives it.
+#[tokio::test]
+async fn an_edge_hosts_provider_process_uses_the_hosts_jetstream_domain() -> anyhow::Result<()> {
+    let e = EdgeTopology::start_without_default_domain().await?;
+    let _host = e.add_edge_host("edge-1", EDGE).await?;
+    let image = e
+        .hub
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
+    let manifest = format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: counter
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: counter
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics]
+            target:
+              name: kv
+              config:
+                - name: bucket
+                  properties:
+                    bucket: edge-counts
+    - name: kv
+      type: capability
+      properties:
+        image: provider:keyvalue-nats
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: counter
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: 127.0.0.1:0
+"#
+    );
+    e.hub.ctl.deploy(&manifest).await?;
+    let addr = endpoint(&e.hub.wait_deployed("counter").await?)?;
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 1\n".into()));
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 2\n".into()));
+    // The count is in the hub's JetStream.
+    let kv = jetstream::new(e.hub.client.clone())
+        .get_key_value("edge-counts")
+        .await?;
+    assert_eq!(kv.get("hits").await?.as_deref(), Some(&b"2"[..]));
+    Ok(())
+}

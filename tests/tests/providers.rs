@@ -3,9 +3,13 @@
 //! runs in-process for `builtin:keyvalue-nats`), and the real `kv-counter` guest.
 //! `cargo build --bins` first: the host starts the provider program from beside the tests.
 
+use futures::StreamExt as _;
 use lattice_protocol::digest::Digest;
-use lattice_protocol::names::AppName;
-use lattice_tests::{TestLattice, endpoint, http_get};
+use lattice_protocol::envelope;
+use lattice_protocol::names::{AppName, ComponentName, HostId};
+use lattice_protocol::provider::{Call, ProviderRequest};
+use lattice_protocol::subject::Subject;
+use lattice_tests::{TestLattice, WAIT, endpoint, http_get};
 
 /// kv-counter of app `app`, linked to the keyvalue-nats provider *process*, bucket `bucket`.
 fn manifest(app: &str, image: &Digest, bucket: &str) -> String {
@@ -164,6 +168,65 @@ async fn two_apps_share_one_provider_and_undeploying_one_keeps_it() -> anyhow::R
         Ok(provider_pids("keyvalue-nats", &host).is_empty())
     })
     .await?;
+    Ok(())
+}
+
+/// kv-counter opens its bucket on every request; the host asks the provider process once per
+/// link and identifier, and asks again after a refusal. Seen on the provider's own subject, where
+/// the test's subscription receives a copy of every request the host sends.
+#[tokio::test]
+async fn the_host_asks_a_provider_process_to_open_a_bucket_once() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let host = HostId::new(host_id(&t, "edge-1").await?)?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
+    t.ctl.deploy(&manifest("counter", &image, "opens")).await?;
+    let addr = endpoint(&t.wait_deployed("counter").await?)?;
+    // Subscribed once the provider answers (a subscriber that never answers would hold the
+    // host's start-up pings until they time out).
+    let subject = Subject::provider(&t.lattice, &host, &ComponentName::new("keyvalue-nats")?);
+    let mut requests = t.client.subscribe(subject.to_string()).await?;
+    t.client.flush().await?;
+    for n in 1..=5 {
+        assert_eq!(
+            http_get(&addr, "/").await?,
+            (200, format!("Hello hits: {n}\n"))
+        );
+    }
+    // A refused bucket is refused every time, with the provider's answer, and never remembered.
+    for _ in 0..2 {
+        assert_eq!(
+            http_get(&addr, "/_open/elsewhere").await?,
+            (500, "Error::NoSuchStore\n".into())
+        );
+    }
+    // The host sends its requests in order on one connection: once the last refused open is
+    // here, everything before it is.
+    let (mut opens, mut refused, mut increments) = (Vec::new(), 0, 0);
+    while refused < 2 {
+        let message = tokio::time::timeout(WAIT, requests.next())
+            .await?
+            .expect("the subscription lives");
+        match envelope::decode::<ProviderRequest>(&message.payload)? {
+            ProviderRequest::Call {
+                call: Call::KvOpen { identifier },
+                ..
+            } if identifier == "elsewhere" => refused += 1,
+            ProviderRequest::Call {
+                call: Call::KvOpen { identifier },
+                ..
+            } => opens.push(identifier),
+            ProviderRequest::Call {
+                call: Call::KvIncrement { .. },
+                ..
+            } => increments += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(increments, 5, "every request counted through the provider");
+    assert_eq!(opens, ["default"], "one open for five requests");
     Ok(())
 }
 

@@ -9,11 +9,13 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use lattice_protocol::envelope;
 use lattice_protocol::messages::{Event, EventKind, WorkloadState};
+use lattice_protocol::queue::{Queued, queue_stream, queue_subject};
 use lattice_protocol::queue_ops::{LinkQueue, LinkSelector};
 use lattice_protocol::subject::Subject;
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::{
-    QueuedLink, captured, delivered, log_text, manifest, setup, setup_with, wait_delivered,
+    QueuedLink, captured, delivered, deploy_only, log_text, manifest, setup, setup_with,
+    start_cloud_host, start_edge_host, wait_delivered,
 };
 
 /// `fail-<n>.` notifications greeter logged (only greeter's own lines: the host's retry logs
@@ -28,7 +30,7 @@ fn notified_fail() -> Vec<u32> {
         })
         .collect()
 }
-use lattice_tests::{WAIT, http_get};
+use lattice_tests::{WAIT, endpoint, http_get};
 
 /// The client's queued link to greeter, as `get queues` names it.
 const LINK: &str = "greeter/client->greeter";
@@ -178,21 +180,7 @@ async fn a_dead_letter_is_listed_then_requeued_once_the_target_is_fixed() -> any
 
     // Fix the target for real: greeter redeployed with config that stops the failure.
     e.hub.ctl.deploy(&fixed_manifest(&e, &link).await?).await?;
-    e.hub
-        .wait_for("only greeter v2 to run on the cloud host", || async {
-            let inv = e.hub.ctl.inventory("cloud-1").await?;
-            let greeters: Vec<_> = inv
-                .workloads
-                .iter()
-                .filter(|w| w.component.as_str() == "greeter")
-                .collect();
-            Ok(!greeters.is_empty()
-                && greeters
-                    .iter()
-                    .all(|w| w.app_version == "v2" && w.state == WorkloadState::Running))
-        })
-        .await?;
-    e.hub.wait_deployed("greeter").await?;
+    wait_greeter_v2(&e).await?;
     assert_eq!(notified_fail(), Vec::<u32>::new());
 
     // Requeued: delivered once, gone from the dead letters.
@@ -223,6 +211,146 @@ async fn a_dead_letter_is_listed_then_requeued_once_the_target_is_fixed() -> any
     // Requeueing again finds nothing.
     let again = e.hub.ctl.requeue(&selector, Vec::new()).await?;
     assert!(again.requeued.is_empty(), "{again:?}");
+    Ok(())
+}
+
+/// Waits until greeter v2 is the only greeter running on the cloud host, and the app is
+/// deployed.
+async fn wait_greeter_v2(e: &EdgeTopology) -> anyhow::Result<()> {
+    e.hub
+        .wait_for("only greeter v2 to run on the cloud host", || async {
+            let inv = e.hub.ctl.inventory("cloud-1").await?;
+            let greeters: Vec<_> = inv
+                .workloads
+                .iter()
+                .filter(|w| w.component.as_str() == "greeter")
+                .collect();
+            Ok(!greeters.is_empty()
+                && greeters
+                    .iter()
+                    .all(|w| w.app_version == "v2" && w.state == WorkloadState::Running))
+        })
+        .await?;
+    e.hub.wait_deployed("greeter").await?;
+    Ok(())
+}
+
+/// A call that reaches the hub's stream while its target is not running (greeter's host is not
+/// started yet), and expires there (ttl 2 s), is dead-lettered with why when the target comes
+/// up, not dropped; requeued (after the link's ttl was raised to 1 h), it gets a fresh expiry
+/// from the link and is delivered once. Without the fresh expiry it would be dead-lettered again
+/// at once.
+#[tokio::test]
+async fn a_call_expired_in_the_stream_is_dead_lettered_and_requeued_with_a_fresh_ttl()
+-> anyhow::Result<()> {
+    captured();
+    let e = EdgeTopology::start().await?;
+    let link = QueuedLink {
+        ttl: Some("2s"),
+        ..QueuedLink::default()
+    };
+    // Only the client runs: greeter waits for a cloud host, so nothing consumes its calls.
+    let _edge = start_edge_host(&e).await?;
+    deploy_only(&e, 1, &link).await?;
+    let status = e
+        .hub
+        .wait_status("greeter", "the client's HTTP endpoint", |s| {
+            endpoint(s).is_ok()
+        })
+        .await?;
+    let addr = endpoint(&status)?;
+    let mut events = Events::subscribe(&e).await?;
+    assert_eq!(
+        http_get(&addr, "/notify?msg=late-0.").await?,
+        (200, "ok".into())
+    );
+    // The call reaches the hub's stream and waits there, past its expiry (read from the stored
+    // envelope).
+    let js = jetstream::new(e.hub.client.clone());
+    let call_subject = queue_subject(&e.hub.lattice, "greeter", "greeter");
+    let stored = e
+        .hub
+        .wait_until("the call to reach the hub's stream", || async {
+            let stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
+            Ok(Some(
+                stream
+                    .get_last_raw_message_by_subject(&call_subject)
+                    .await?,
+            ))
+        })
+        .await?;
+    let expires_at_ms = envelope::decode::<Queued>(&stored.payload)?.expires_at_ms;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    };
+    while now_ms() <= u128::from(expires_at_ms) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The target comes up: the expired call is dead-lettered, counted and announced, not run.
+    let _cloud = start_cloud_host(&e).await?;
+    e.hub.wait_deployed("greeter").await?;
+    wait_link(&e, "the expired call to be dead-lettered", |l| {
+        l.dead_lettered == 1 && l.in_flight == Some(0)
+    })
+    .await?;
+    let selector: LinkSelector = LINK.parse()?;
+    let dead = e.hub.ctl.dead_letters(&selector).await?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d = &dead[0];
+    assert!(
+        d.error
+            .starts_with("expired before delivery: its ttl passed at ")
+            && d.error.contains("requeue it to try again with a fresh ttl"),
+        "{d:?}"
+    );
+    assert_eq!(d.function, "example:greeter/notifier.notify", "{d:?}");
+    assert_eq!(d.attempts, 0, "{d:?}");
+    let event = events.expect(&[EventKind::DeadLettered]).await?.remove(0);
+    assert!(
+        event.message.contains(&d.call_id) && event.message.contains("expired before delivery"),
+        "{event:?}"
+    );
+    assert_eq!(delivered("late"), Vec::<u32>::new());
+
+    // The link's ttl raised to 1 h (app v2), then requeued: it expires 1 h from the requeue.
+    let longer = QueuedLink {
+        ttl: Some("1h"),
+        ..QueuedLink::default()
+    };
+    e.hub
+        .ctl
+        .deploy(&fixed_manifest(&e, &longer).await?)
+        .await?;
+    wait_greeter_v2(&e).await?;
+    let requeued_at_ms = now_ms();
+    let reply = e.hub.ctl.requeue(&selector, Vec::new()).await?;
+    assert_eq!(
+        reply.requeued,
+        std::slice::from_ref(&d.call_id),
+        "{reply:?}"
+    );
+    wait_delivered("late", 1).await?;
+    wait_link(&e, "the requeued call to be settled", |l| {
+        l.dead_lettered == 0 && l.in_flight == Some(0)
+    })
+    .await?;
+    let again = js
+        .get_stream(queue_stream(&e.hub.lattice))
+        .await?
+        .get_last_raw_message_by_subject(&call_subject)
+        .await?;
+    let fresh = u128::from(envelope::decode::<Queued>(&again.payload)?.expires_at_ms);
+    assert!(
+        fresh >= requeued_at_ms + 3_600_000 && fresh <= now_ms() + 3_600_000,
+        "requeued at {requeued_at_ms} ms, expires at {fresh} ms"
+    );
+    // Settled means acknowledged; give a duplicate every chance to show before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(delivered("late"), vec![0], "{}", log_text());
+    assert!(e.hub.ctl.dead_letters(&selector).await?.is_empty());
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use lattice_protocol::queue::deadletter_stream;
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::http_get;
 use lattice_tests::queued::{captured, delivered, setup, wait_delivered};
@@ -65,9 +66,7 @@ async fn a_failing_queued_call_is_retried_then_dead_lettered() -> anyhow::Result
     );
     wait_delivered("after", 1).await?;
     let js = async_nats::jetstream::new(e.hub.client.clone());
-    let mut dlq = js
-        .get_stream(format!("LATTICE_{}_deadletter", e.hub.lattice))
-        .await?;
+    let mut dlq = js.get_stream(deadletter_stream(&e.hub.lattice)).await?;
     let state = dlq.info().await?.state.clone();
     assert_eq!(state.messages, 1, "{state:?}");
     let dead = dlq.get_raw_message(state.first_sequence).await?;

@@ -15,8 +15,8 @@ use lattice_protocol::queue::{
 };
 use lattice_tests::edge::{EdgeTopology, free_port};
 use lattice_tests::queued::{
-    QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, start_cloud_host,
-    wait_delivered,
+    QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, setup_with_edge,
+    start_cloud_host, wait_delivered,
 };
 use lattice_tests::{WAIT, http_get};
 
@@ -419,5 +419,45 @@ async fn a_full_queue_drops_its_oldest_calls_and_says_so() -> anyhow::Result<()>
     wait_delivered("drop", 3).await?;
     send_end_marker(&addr).await?;
     assert_eq!(delivered("drop"), vec![4, 5, 6]);
+    Ok(())
+}
+
+/// The host's own limit (`--outbox-max-entries`), not the link's `capacity`: with the link
+/// cut, an edge host whose outbox keeps 2 entries takes two calls on a link of capacity 10000
+/// and refuses the third with a `queue-full` error that says which limit and names the flag;
+/// after the heal the two accepted calls arrive.
+#[tokio::test]
+async fn a_full_outbox_refuses_the_call_and_names_the_hosts_flag() -> anyhow::Result<()> {
+    captured();
+    let e = EdgeTopology::start().await?;
+    let link = QueuedLink {
+        capacity: Some(10_000),
+        on_full: Some("refuse"),
+        ..QueuedLink::default()
+    };
+    let (_cloud, _edge, addr) = setup_with_edge(&e, &link, |c| c.outbox_max_entries = 2).await?;
+
+    e.cut().await?;
+    for i in 0..2 {
+        assert_eq!(
+            http_get(&addr, &format!("/notify?msg=host-{i}.")).await?,
+            (200, "ok".into()),
+            "call {i}"
+        );
+    }
+    let (status, body) = http_get(&addr, "/notify?msg=host-2.").await?;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.starts_with("err: queue-full")
+            && body.contains("this host's outbox is full (2 of 2 entries")
+            && body.contains("not the link's `capacity`")
+            && body.contains("raise the host's --outbox-max-entries"),
+        "{body}"
+    );
+
+    e.heal().await?;
+    wait_delivered("host", 2).await?;
+    send_end_marker(&addr).await?;
+    assert_eq!(delivered("host"), vec![0, 1]);
     Ok(())
 }

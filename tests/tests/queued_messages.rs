@@ -18,7 +18,7 @@ use lattice_protocol::queue::{
     queue_stream,
 };
 use lattice_tests::edge::EdgeTopology;
-use lattice_tests::queued::{captured, log_text, start_cloud_host, start_edge_host};
+use lattice_tests::queued::{captured, log_text, numbered, start_cloud_host, start_edge_host};
 use lattice_tests::{TestHost, WAIT, endpoint, http_get};
 
 const APP: &str = "relay";
@@ -160,14 +160,10 @@ fn handled(component: &str, prefix: &str) -> Vec<u32> {
         format!("component={APP}/{component} "),
         format!("handled {SUBJECT}: {prefix}-"),
     );
-    log_text()
-        .lines()
-        .filter(|line| line.contains(&tag))
-        .filter_map(|line| {
-            let rest = &line[line.find(&needle)? + needle.len()..];
-            rest[..rest.find('.')?].parse().ok()
-        })
-        .collect()
+    numbered(
+        log_text().lines().filter(|line| line.contains(&tag)),
+        &needle,
+    )
 }
 
 /// Waits until both subscribers handled `n` messages with `prefix`.

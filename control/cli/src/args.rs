@@ -372,6 +372,26 @@ pub struct HostArgs {
     /// (`hub` in deploy/hub.conf). Default: the server's own JetStream (`$JS.API`).
     #[arg(long, env = "LATTICE_JS_DOMAIN")]
     pub js_domain: Option<String>,
+    /// The most queued calls and messages this host's outbox keeps while the hub is out of
+    /// reach, all queued links together (each link's `capacity` bounds its own share). Size it
+    /// for the longest outage: calls a second times its seconds.
+    #[arg(
+        long,
+        env = "LATTICE_OUTBOX_MAX_ENTRIES",
+        default_value_t = lattice_host::DEFAULT_OUTBOX_MAX_ENTRIES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub outbox_max_entries: u64,
+    /// The most bytes (a plain number, e.g. 1073741824 for 1 GiB) of queued calls and messages
+    /// the outbox keeps, all queued links together: each counts its encoded call or message,
+    /// its link's name and 41 bytes. Leave the disk room for it.
+    #[arg(
+        long,
+        env = "LATTICE_OUTBOX_MAX_BYTES",
+        default_value_t = lattice_host::DEFAULT_OUTBOX_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub outbox_max_bytes: u64,
 }
 
 /// `lattice control`.

@@ -57,10 +57,13 @@ pub fn host_config(
     config.trusted_operators = keys(&args.trust_operators, KeyRole::Operator, "--trust-operator")?;
     config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
     config.js_domain = args.js_domain.clone().filter(|d| !d.is_empty());
+    config.outbox_max_entries = args.outbox_max_entries;
+    config.outbox_max_bytes = args.outbox_max_bytes;
     config.engine.compiler = compiler_in_child();
     // Provider processes the host starts connect where it does, as it does.
     config.providers.nats_url = Some(nats_url.to_string());
     config.providers.creds = args.nats.creds.clone();
+    config.providers.js_domain = config.js_domain.clone();
     if config.trusted_issuers.is_empty() {
         tracing::warn!("no --trust-issuer given: this host will refuse every component");
     }

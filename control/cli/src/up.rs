@@ -163,6 +163,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         name: None,
         heartbeat_secs: 5,
         js_domain: None,
+        outbox_max_entries: lattice_host::DEFAULT_OUTBOX_MAX_ENTRIES,
+        outbox_max_bytes: lattice_host::DEFAULT_OUTBOX_MAX_BYTES,
     };
     let host = tokio::spawn(lattice_host::run(
         host_config(&host_args, lattice.clone(), &url)?,

@@ -106,7 +106,7 @@ pub(crate) fn read(reader: &mut Reader, fields: &Fields<'_, '_>) -> Option<Setti
                 reader.push(
                     Diagnostic::new(pos(node), path.as_str(), "must be at least 1").with_help(
                         if key == "capacity" {
-                            "the number of calls the sending host keeps, e.g. `10000`"
+                            "the number of calls or messages the sending host keeps, e.g. `10000`"
                         } else {
                             "the number of delivery attempts before dead-lettering, e.g. `5`"
                         },

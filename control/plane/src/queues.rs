@@ -11,6 +11,8 @@
 //! `Nats-Msg-Id` (JetStream's duplicate window would otherwise drop it) and its call id, then
 //! deleted; a requeue interrupted between the two leaves the call in both places, and the
 //! target runs it once because its processed-ids bucket is keyed by the call id.
+//! A requeued item expires its link's `ttl` after the requeue (the default ttl when the link
+//! is no longer deployed): one dead-lettered because it expired would otherwise expire again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -159,11 +161,18 @@ pub(crate) async fn dead_letters(
     Ok(dead.into_iter().map(|(d, _)| d).collect())
 }
 
-/// `ctl requeue LINK [--id ...]`.
+/// The ttl a requeued item gets when its link is no longer deployed (its own is not known):
+/// the manifest's default for a link without `ttl`.
+pub(crate) const REQUEUE_DEFAULT_TTL: Duration = lattice_manifest::model::DEFAULT_QUEUE_TTL;
+
+/// `ctl requeue LINK [--id ...]`. `ttls` are the deployed queued links' `ttl`s: a requeued item
+/// expires that long after the requeue (else [`REQUEUE_DEFAULT_TTL`]), not at its first
+/// expiry, which may have passed (then it would be dead-lettered again at once).
 pub(crate) async fn requeue(
     js: &jetstream::Context,
     lattice: &LatticeName,
     req: &RequeueRequest,
+    ttls: &BTreeMap<QueueLink, Duration>,
 ) -> Reply<RequeueReply> {
     let (dead, _) = read_dead_letters(js, lattice, Some(&req.link)).await?;
     let wanted: BTreeSet<&str> = req.ids.iter().map(String::as_str).collect();
@@ -200,7 +209,13 @@ pub(crate) async fn requeue(
         headers.insert(CALL_ID_HEADER, dead.call_id.as_str());
         let msg_id = uuid::Uuid::new_v4().to_string();
         headers.insert(MSG_ID_HEADER, msg_id.as_str());
-        js.publish_with_headers(subject, headers, message.payload.clone())
+        let ttl = dead
+            .link
+            .as_ref()
+            .and_then(|l| ttls.get(l))
+            .copied()
+            .unwrap_or(REQUEUE_DEFAULT_TTL);
+        js.publish_with_headers(subject, headers, fresh_expiry(&message.payload, ttl))
             .await
             .map_err(|e| hub_error("the queue stream (publishing)", e))?
             .await
@@ -216,6 +231,21 @@ pub(crate) async fn requeue(
         requeued,
         not_found,
     })
+}
+
+/// `payload` (a [`Queued`] envelope) expiring `ttl` from now; as it is when it cannot be decoded
+/// (the target dead-letters it again as undecodable).
+fn fresh_expiry(payload: &bytes::Bytes, ttl: Duration) -> bytes::Bytes {
+    match envelope::decode::<Queued>(payload) {
+        Ok(mut queued) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            queued.expires_at_ms = u64::try_from((now + ttl).as_millis()).unwrap_or(u64::MAX);
+            envelope::encode(&queued).into()
+        }
+        Err(_) => payload.clone(),
+    }
 }
 
 /// Where a dead letter goes back to: the queue subject it came from (a header, or its

@@ -80,7 +80,8 @@ pub enum LinkDirection {
 #[serde(rename_all = "snake_case")]
 pub enum Call {
     /// `wasi:keyvalue/store.open`: whether the link may open `identifier`, and which bucket
-    /// that is.
+    /// that is. The answer must depend on the link alone (its config): a host remembers a
+    /// bucket for as long as the link lives (not a refusal).
     KvOpen {
         /// What the guest passed.
         identifier: String,

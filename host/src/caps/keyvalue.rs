@@ -4,9 +4,12 @@
 //!
 //! `open(identifier)` picks the link: the one named `identifier`, else the only one, else the
 //! one whose `bucket` is `identifier`; the provider then says which bucket that is (or
-//! `no-such-store`).
+//! `no-such-store`). The answer depends on the link alone, so the workload's context remembers
+//! it ([`OpenedBuckets`]): a guest opening its bucket on every request (instances are fresh per
+//! request) asks a provider process once, not once per request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use lattice_protocol::assignment::{LinkTarget, WorkloadLink};
 use lattice_protocol::provider::{Call, LinkId, ProviderError, Reply};
@@ -17,6 +20,34 @@ use super::WorkloadCtx;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::providers::link_id;
 use crate::wasi::HostState;
+
+/// The most answers to `open` one workload remembers (the providers here accept at most four
+/// identifiers per link; this only bounds a provider that accepts any).
+const MAX_OPENED: usize = 64;
+
+/// The buckets a workload's links opened, by link name and identifier: the providers' answers to
+/// `open` (`Call::KvOpen`), which depend on the link alone. A workload context lives as long as
+/// its links (an assignment that changes them starts the workload again, with a new context), so
+/// nothing here goes stale. Refusals and errors are not remembered: they are asked again.
+#[derive(Debug, Default)]
+pub struct OpenedBuckets(Mutex<HashMap<(String, String), String>>);
+
+impl OpenedBuckets {
+    fn get(&self, link: &str, identifier: &str) -> Option<String> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .get(&(link.to_string(), identifier.to_string()))
+            .cloned()
+    }
+
+    fn insert(&self, link: &str, identifier: String, bucket: &str) {
+        let mut opened = self.0.lock().expect("not poisoned");
+        if opened.len() < MAX_OPENED {
+            opened.insert((link.to_string(), identifier), bucket.to_string());
+        }
+    }
+}
 
 /// An open bucket, as the guest holds it.
 pub struct Bucket {
@@ -94,16 +125,31 @@ async fn open(ctx: Arc<WorkloadCtx>, identifier: String) -> Result<Bucket, store
         ))
     })?;
     let id = link_id(&ctx.app, &ctx.component, link);
-    match provider
-        .call(&id, Call::KvOpen { identifier })
-        .await
-        .map_err(from_provider)?
-    {
-        Reply::Bucket(name) => Ok(Bucket {
+    if let Some(name) = ctx.kv_buckets.get(&link.name, &identifier) {
+        return Ok(Bucket {
             provider,
             link: id,
             name,
-        }),
+        });
+    }
+    match provider
+        .call(
+            &id,
+            Call::KvOpen {
+                identifier: identifier.clone(),
+            },
+        )
+        .await
+        .map_err(from_provider)?
+    {
+        Reply::Bucket(name) => {
+            ctx.kv_buckets.insert(&link.name, identifier, &name);
+            Ok(Bucket {
+                provider,
+                link: id,
+                name,
+            })
+        }
         reply => Err(unexpected(&reply)),
     }
 }

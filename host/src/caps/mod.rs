@@ -86,6 +86,8 @@ pub struct WorkloadCtx {
     pub providers: Option<Arc<providers::Providers>>,
     /// The host's outbox of queued calls.
     pub queue: Option<Arc<queue::Queue>>,
+    /// The providers' answers to `wasi:keyvalue` `open` on its links, remembered.
+    pub kv_buckets: keyvalue::OpenedBuckets,
 }
 
 impl WorkloadCtx {
@@ -102,6 +104,7 @@ impl WorkloadCtx {
             router: None,
             providers: None,
             queue: None,
+            kv_buckets: Default::default(),
         })
     }
 
@@ -124,6 +127,7 @@ impl WorkloadCtx {
             router: Some(services.router.clone()),
             providers: Some(services.providers.clone()),
             queue: services.queue.clone(),
+            kv_buckets: Default::default(),
         }
     }
 

@@ -21,7 +21,7 @@ use lattice_protocol::names::{AppName, ComponentName};
 use lattice_protocol::provider::{LinkDirection, LinkId, LinkInfo};
 use lattice_protocol::subject::Subject;
 use lattice_provider_keyvalue_nats::NatsKv;
-use lattice_provider_sdk::{Provider, Remote};
+use lattice_provider_sdk::{ProcessEnv, Provider, Remote};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::LatticeLink;
@@ -33,6 +33,8 @@ pub struct ProviderLaunch {
     pub nats_url: Option<String>,
     /// A NATS credentials file providers use, if the host uses one.
     pub creds: Option<PathBuf>,
+    /// The JetStream domain providers use (the host's own, `HostConfig::js_domain`), if any.
+    pub js_domain: Option<String>,
     /// Directories searched for `lattice-provider-<name>` before the host's own directory and
     /// `PATH`.
     pub dirs: Vec<PathBuf>,
@@ -213,16 +215,23 @@ impl Providers {
             Subject::provider(&self.lattice.lattice, &self.lattice.host, &provider).to_string();
         let remote = Remote::new(name, self.lattice.client.clone(), subject, CALL_TIMEOUT);
         let links = Arc::new(Mutex::new(BTreeMap::new()));
+        let env = ProcessEnv {
+            nats_url,
+            lattice: self.lattice.lattice.clone(),
+            host: self.lattice.host.clone(),
+            creds: self.launch.creds.clone(),
+            js_domain: self.launch.js_domain.clone(),
+        };
         let mut command = tokio::process::Command::new(&program);
+        for (name, value) in env.vars() {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
         command
-            .env("LATTICE_NATS_URL", nats_url)
-            .env("LATTICE_LATTICE", self.lattice.lattice.as_str())
-            .env("LATTICE_HOST_ID", self.lattice.host.as_str())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        if let Some(creds) = &self.launch.creds {
-            command.env("LATTICE_CREDS", creds);
-        }
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let supervisor = tokio::spawn(supervise(
             name.to_string(),

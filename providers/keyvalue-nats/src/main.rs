@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     lattice_provider_sdk::init_logging();
     let env = lattice_provider_sdk::ProcessEnv::from_env()?;
     let client = env.connect().await?;
-    let provider =
-        lattice_provider_keyvalue_nats::NatsKv::new(async_nats::jetstream::new(client.clone()));
+    // In the host's JetStream domain, when it has one (an edge host on a leaf node).
+    let provider = lattice_provider_keyvalue_nats::NatsKv::new(env.jetstream(&client));
     lattice_provider_sdk::run_process(&env, client, Arc::new(provider)).await
 }

@@ -2,9 +2,12 @@
 //! that answers the host's requests.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use async_nats::jetstream;
 use futures::StreamExt as _;
 use lattice_protocol::envelope;
 use lattice_protocol::names::{ComponentName, HostId, LatticeName};
@@ -14,8 +17,9 @@ use lattice_protocol::subject::Subject;
 use crate::Provider;
 
 /// What a host tells a provider process it starts, in environment variables (so a provider in
-/// any language reads them the same way).
-#[derive(Debug, Clone)]
+/// any language reads them the same way). The host writes them with [`ProcessEnv::vars`], the
+/// process reads them with [`ProcessEnv::from_env`]: the names live here only.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessEnv {
     /// `LATTICE_NATS_URL`.
     pub nats_url: String,
@@ -24,23 +28,59 @@ pub struct ProcessEnv {
     /// `LATTICE_HOST_ID`: the host that started it, whose requests it answers.
     pub host: HostId,
     /// `LATTICE_CREDS`, when the host connects with a credentials file.
-    pub creds: Option<String>,
+    pub creds: Option<PathBuf>,
+    /// `LATTICE_JS_DOMAIN`, when the host reaches the lattice's JetStream in a domain (an edge
+    /// host on a leaf node without JetStream): the process's JetStream goes there too, see
+    /// [`ProcessEnv::jetstream`].
+    pub js_domain: Option<String>,
 }
+
+const NATS_URL: &str = "LATTICE_NATS_URL";
+const LATTICE: &str = "LATTICE_LATTICE";
+const HOST_ID: &str = "LATTICE_HOST_ID";
+const CREDS: &str = "LATTICE_CREDS";
+const JS_DOMAIN: &str = "LATTICE_JS_DOMAIN";
 
 impl ProcessEnv {
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(|name| std::env::var_os(name))
+    }
+
+    /// Reads the variables `get` returns (`None`: unset).
+    pub fn from_vars(get: impl Fn(&str) -> Option<OsString>) -> anyhow::Result<Self> {
+        let text = |name: &str| -> anyhow::Result<Option<String>> {
+            get(name)
+                .map(|v| {
+                    v.into_string()
+                        .map_err(|_| anyhow::anyhow!("{name} is not UTF-8"))
+                })
+                .transpose()
+        };
         let var = |name: &str| {
-            std::env::var(name).with_context(|| {
+            text(name)?.with_context(|| {
                 format!("{name} is not set: provider processes are started by a Lattice host")
             })
         };
         Ok(Self {
-            nats_url: var("LATTICE_NATS_URL")?,
-            lattice: LatticeName::new(var("LATTICE_LATTICE")?)?,
-            host: HostId::new(var("LATTICE_HOST_ID")?)?,
-            creds: std::env::var("LATTICE_CREDS").ok(),
+            nats_url: var(NATS_URL)?,
+            lattice: LatticeName::new(var(LATTICE)?)?,
+            host: HostId::new(var(HOST_ID)?)?,
+            creds: get(CREDS).map(PathBuf::from),
+            js_domain: text(JS_DOMAIN)?.filter(|d| !d.is_empty()),
         })
+    }
+
+    /// The variables a host sets for the process (`None`: removes a variable the host's own
+    /// environment may have, so that the process sees only what the host says).
+    pub fn vars(&self) -> Vec<(&'static str, Option<OsString>)> {
+        vec![
+            (NATS_URL, Some(self.nats_url.clone().into())),
+            (LATTICE, Some(self.lattice.as_str().into())),
+            (HOST_ID, Some(self.host.as_str().into())),
+            (CREDS, self.creds.clone().map(Into::into)),
+            (JS_DOMAIN, self.js_domain.clone().map(Into::into)),
+        ]
     }
 
     /// Connects to NATS as the host does.
@@ -53,6 +93,15 @@ impl ProcessEnv {
             .connect(&self.nats_url)
             .await
             .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+    }
+
+    /// JetStream on `client` as the host has it: in [`ProcessEnv::js_domain`] when set, else
+    /// the default API prefix.
+    pub fn jetstream(&self, client: &async_nats::Client) -> jetstream::Context {
+        match &self.js_domain {
+            Some(domain) => jetstream::with_domain(client.clone(), domain),
+            None => jetstream::new(client.clone()),
+        }
     }
 }
 
@@ -151,5 +200,60 @@ pub async fn run_process(
         served = serve(provider, client, subject) => served,
         _ = terminate.recv() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn read(vars: Vec<(&'static str, Option<OsString>)>) -> anyhow::Result<ProcessEnv> {
+        let set: HashMap<_, _> = vars
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        ProcessEnv::from_vars(|name| set.get(name).cloned())
+    }
+
+    #[test]
+    fn what_the_host_writes_the_process_reads() -> anyhow::Result<()> {
+        let full = ProcessEnv {
+            nats_url: "nats://leaf:4222".into(),
+            lattice: LatticeName::new("edge")?,
+            host: HostId::new("NHOST")?,
+            creds: Some(PathBuf::from("/etc/lattice/host.creds")),
+            js_domain: Some("hub".into()),
+        };
+        assert_eq!(read(full.vars())?, full);
+        let bare = ProcessEnv {
+            creds: None,
+            js_domain: None,
+            ..full
+        };
+        assert_eq!(read(bare.vars())?, bare);
+        // Unset optional variables are removed from what the process inherits.
+        assert!(
+            bare.vars()
+                .iter()
+                .any(|(k, v)| *k == "LATTICE_JS_DOMAIN" && v.is_none())
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_empty_domain_is_none_and_a_missing_variable_is_named() -> anyhow::Result<()> {
+        let env = ProcessEnv::from_vars(|name| match name {
+            "LATTICE_NATS_URL" => Some("nats://x".into()),
+            "LATTICE_LATTICE" => Some("default".into()),
+            "LATTICE_HOST_ID" => Some("NHOST".into()),
+            "LATTICE_JS_DOMAIN" => Some("".into()),
+            _ => None,
+        })?;
+        assert_eq!(env.js_domain, None);
+        let missing = ProcessEnv::from_vars(|_| None).unwrap_err().to_string();
+        assert!(missing.contains("LATTICE_NATS_URL"), "{missing}");
+        Ok(())
     }
 }

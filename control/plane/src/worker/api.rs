@@ -2,6 +2,7 @@
 //! state (see the parent module).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use lattice_manifest::Manifest;
 use lattice_protocol::assignment::LinkTarget;
@@ -12,7 +13,7 @@ use lattice_protocol::messages::{
     HostState, HostSummary, InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest,
     StopHostRequest, VersionSummary,
 };
-use lattice_protocol::names::AppName;
+use lattice_protocol::names::{AppName, ComponentName};
 use lattice_protocol::queue_ops::{DeadLettersRequest, QueueLink, RequeueRequest};
 use lattice_protocol::subject::{CtlVerb, Subject};
 use lattice_protocol::unix_now;
@@ -98,6 +99,11 @@ impl Worker {
         } else {
             Default::default()
         };
+        let ttls = if verb == CtlVerb::Requeue {
+            self.queued_ttls()
+        } else {
+            BTreeMap::new()
+        };
         tokio::spawn(async move {
             let bytes = match verb {
                 CtlVerb::Queues => {
@@ -108,7 +114,7 @@ impl Worker {
                     Err(e) => encode_reply::<()>(Err(e.into())),
                 },
                 _ => match envelope::decode::<RequeueRequest>(&payload) {
-                    Ok(r) => encode_reply(queues::requeue(&js, &lattice, &r).await),
+                    Ok(r) => encode_reply(queues::requeue(&js, &lattice, &r, &ttls).await),
                     Err(e) => encode_reply::<()>(Err(e.into())),
                 },
             };
@@ -138,6 +144,39 @@ impl Worker {
             }
         }
         links
+    }
+
+    /// The `ttl` of every queued link of the deployed apps, calls and messages (a message link's
+    /// target is `messaging-nats`, as in its `Lattice-Link` header).
+    fn queued_ttls(&self) -> BTreeMap<QueueLink, Duration> {
+        let mut ttls = BTreeMap::new();
+        for (app, _) in self.apps.values() {
+            let Some(version) = app.desired() else {
+                continue;
+            };
+            for c in &version.resolved.components {
+                for l in &c.links {
+                    let Some(queued) = &l.queued else { continue };
+                    let target = match &l.target {
+                        LinkTarget::Component(t) => t.clone(),
+                        LinkTarget::Builtin(name) => match ComponentName::new(name.as_str()) {
+                            Ok(t) => t,
+                            Err(_) => continue,
+                        },
+                        LinkTarget::Provider(_) => continue,
+                    };
+                    ttls.insert(
+                        QueueLink {
+                            app: app.name.clone(),
+                            source: c.name.clone(),
+                            target,
+                        },
+                        Duration::from_secs(queued.ttl_secs),
+                    );
+                }
+            }
+        }
+        ttls
     }
 
     /// What each host last reported about its outbox.

@@ -1,6 +1,15 @@
 //! The target side: durable consumers of the queue stream deliver queued calls and messages to
-//! one workload, one at a time, skip what it already processed, retry failures and dead-letter
-//! what keeps failing.
+//! one workload, one at a time in stream order, skip what it already processed, retry failures
+//! in place and dead-letter what keeps failing or expired before it could run.
+//!
+//! Each consumer is a pipeline of three stages, each in stream order (`consume_once`): the
+//! reader decodes a message and starts looking up its processed id; the runner waits for that
+//! answer and runs the item (or skips it); the acknowledger waits until the item's processed id
+//! is recorded, then acknowledges it. Up to [`WINDOW`] items are in the pipeline
+//! (`max_ack_pending`), so the round trips of lookups, records and acknowledgements overlap the
+//! runs instead of adding to them (BENCHMARKS.md section 9). A copy of an item close behind it
+//! in the stream (republished after the duplicate window) is caught by the runner's memory of
+//! the last [`RECENT`] keys even before the item's record is written.
 //!
 //! [`consume`] starts one consumer per [`Inbox`]: the workload's call subject when it is a
 //! target of queued calls, each of its subscriptions when it consumes queued messages. Calls and
@@ -8,6 +17,7 @@
 //! decoding, the processed-ids check, settling, retries and dead letters ([`handle`]) are one
 //! path for both.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +31,8 @@ use lattice_protocol::queue::{
     deadletter_stream, deadletter_stream_subjects, deadletter_subject, message_consumer,
     message_subject, processed_bucket, processed_key, queue_consumer, queue_stream, queue_subject,
 };
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
@@ -158,7 +170,7 @@ async fn consume_once(target: &Target, lattice: &LatticeLink, inbox: &Inbox) -> 
                 filter_subject: inbox.filter.clone(),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: DELIVERY_TIMEOUT + Duration::from_secs(30),
-                max_ack_pending: 1,
+                max_ack_pending: WINDOW as i64,
                 ..Default::default()
             },
         )
@@ -169,37 +181,156 @@ async fn consume_once(target: &Target, lattice: &LatticeLink, inbox: &Inbox) -> 
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(workload = %target.loaded.ctx.name(), what = %inbox.what, "delivering queued items");
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-        handle(target, lattice, &processed, message).await?;
-    }
+    // Three stages, each in stream order: look up (here), run (one at a time), acknowledge
+    // (once the item's processed id is recorded). The lookups and records of neighbouring items
+    // overlap the runs, so a backlog drains at the pace of the runs, not of round trips.
+    let (to_run, runs) = mpsc::channel::<Prepared>(WINDOW);
+    let (to_ack, acks) = mpsc::channel::<Settled>(WINDOW);
+    let runner = run_in_order(target, lattice, &processed, runs, to_ack);
+    let acker = ack_in_order(acks);
+    let reader = async {
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let prepared = prepare(target, &processed, message)?;
+            if to_run.send(prepared).await.is_err() {
+                break;
+            }
+        }
+        drop(to_run);
+        anyhow::Ok(())
+    };
+    tokio::try_join!(reader, runner, acker)?;
     Ok(())
 }
 
-/// Runs one queued item, at most once in effect for this component, and settles its message.
-async fn handle(
+/// Items delivered to the runner and not yet acknowledged, at most (the consumer's
+/// `max_ack_pending`).
+const WINDOW: usize = 256;
+/// Processed keys remembered in memory: more than can be in flight, so that a copy of an item
+/// right behind it in the stream is skipped even before the item's record is written.
+const RECENT: usize = 4 * WINDOW;
+
+/// A message read, decoded, its processed id being looked up.
+struct Prepared {
+    message: jetstream::Message,
+    /// The item's id (`Lattice-Call-Id`, kept across requeues).
+    id: String,
+    /// Deliveries of this message so far, this one included.
+    delivered: i64,
+    /// The item, or why it could not be decoded.
+    queued: Result<Queued, String>,
+    /// Its key in the processed-ids bucket, and whether the bucket has it (being looked up).
+    key: Option<(String, JoinHandle<anyhow::Result<bool>>)>,
+}
+
+/// What to do with a message once its item is dealt with.
+struct Settled {
+    message: jetstream::Message,
+    /// The record of its processed id, to wait for before acknowledging.
+    record: Option<JoinHandle<()>>,
+    ack: AckKind,
+}
+
+fn prepare(
     target: &Target,
-    lattice: &LatticeLink,
     processed: &kv::Store,
     message: jetstream::Message,
-) -> anyhow::Result<()> {
-    let msg = &message;
-    let ack = |kind| async move { msg.ack_with(kind).await.map_err(|e| anyhow::anyhow!("{e}")) };
+) -> anyhow::Result<Prepared> {
     let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (delivered, stream_seq) = (info.delivered, info.stream_sequence);
     let header = |name| {
         let value = message.headers.as_ref()?.get(name)?.to_string();
         Some(value)
     };
-    let ctx = &target.loaded.ctx;
     // The item's id survives requeues (each requeue publishes with a new `Nats-Msg-Id`).
     let id = header(CALL_ID_HEADER)
         .or_else(|| header(MSG_ID_HEADER))
         .unwrap_or_else(|| format!("seq-{stream_seq}"));
-    let queued: Queued = match envelope::decode(&message.payload) {
+    let queued: Result<Queued, String> =
+        envelope::decode(&message.payload).map_err(|e| format!("undecodable: {e}"));
+    let ctx = &target.loaded.ctx;
+    let key = queued.as_ref().ok().map(|q| {
+        // Per component: a message is run once by each component subscribed to it.
+        let key = processed_key(&q.item, ctx.app.as_str(), ctx.component.as_str(), &id);
+        let (store, k) = (processed.clone(), key.clone());
+        let seen = tokio::spawn(async move {
+            let entry = store.get(&k).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(entry.is_some())
+        });
+        (key, seen)
+    });
+    Ok(Prepared {
+        message,
+        id,
+        delivered,
+        queued,
+        key,
+    })
+}
+
+/// The runner: each item in order, at most once in effect for this component.
+async fn run_in_order(
+    target: &Target,
+    lattice: &LatticeLink,
+    processed: &kv::Store,
+    mut runs: mpsc::Receiver<Prepared>,
+    to_ack: mpsc::Sender<Settled>,
+) -> anyhow::Result<()> {
+    let mut recent: (HashSet<String>, VecDeque<String>) = Default::default();
+    while let Some(prepared) = runs.recv().await {
+        let settled = settle(target, lattice, processed, prepared, &mut recent).await?;
+        if to_ack.send(settled).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The acknowledger: each message once its processed id is recorded.
+async fn ack_in_order(mut acks: mpsc::Receiver<Settled>) -> anyhow::Result<()> {
+    while let Some(Settled {
+        message,
+        record,
+        ack,
+    }) = acks.recv().await
+    {
+        if let Some(record) = record {
+            let _ = record.await;
+        }
+        message
+            .ack_with(ack)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs one queued item unless it was processed, retrying it in place (so that the items
+/// behind it wait: order per sender and target), dead-lettering it when it keeps failing,
+/// expired or cannot be read.
+async fn settle(
+    target: &Target,
+    lattice: &LatticeLink,
+    processed: &kv::Store,
+    prepared: Prepared,
+    recent: &mut (HashSet<String>, VecDeque<String>),
+) -> anyhow::Result<Settled> {
+    let Prepared {
+        message,
+        id,
+        delivered,
+        queued,
+        key,
+    } = prepared;
+    let ctx = &target.loaded.ctx;
+    let done = |message, ack| Settled {
+        message,
+        record: None,
+        ack,
+    };
+    let queued = match queued {
         Ok(q) => q,
-        Err(e) => {
-            let error = format!("undecodable: {e}");
+        Err(error) => {
             let dead = Dead {
                 item: None,
                 id: &id,
@@ -207,57 +338,89 @@ async fn handle(
                 error: &error,
             };
             deadletter(target, lattice, &message, dead).await?;
-            return ack(AckKind::Term).await;
+            return Ok(done(message, AckKind::Term));
         }
     };
     let kind = match queued.item {
         QueuedItem::Call(_) => "call",
         QueuedItem::Message(_) => "message",
     };
+    // Expired on its way (e.g. its target was not running): dead-lettered, not dropped, so that
+    // the operator sees it (`ctl get deadletters`, the `dead-lettered` event) and may requeue it.
     if unix_ms(SystemTime::now()) > queued.expires_at_ms {
-        warn!(workload = %ctx.name(), %id, kind, "a queued item expired before delivery; dropped");
-        return ack(AckKind::Term).await;
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(queued.expires_at_ms);
+        let error = format!(
+            "expired before delivery: its ttl passed at {}; requeue it to try again with a fresh ttl, or raise the link's ttl",
+            humantime::format_rfc3339_millis(at)
+        );
+        warn!(workload = %ctx.name(), %id, kind, "a queued item expired before delivery; dead-lettered");
+        let dead = Dead {
+            item: Some(&queued.item),
+            id: &id,
+            // Runs made: this delivery was not one.
+            attempts: (delivered - 1).max(0),
+            error: &error,
+        };
+        deadletter(target, lattice, &message, dead).await?;
+        return Ok(done(message, AckKind::Term));
     }
-    // Per component: a message is run once by each component subscribed to it.
-    let key = processed_key(&queued.item, ctx.app.as_str(), ctx.component.as_str(), &id);
-    if processed
-        .get(&key)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .is_some()
-    {
+    let Some((key, seen)) = key else {
+        unreachable!("a decoded item has a processed key");
+    };
+    let seen = seen.await.map_err(|e| anyhow::anyhow!("{e}"))??;
+    if seen || recent.0.contains(&key) {
         debug!(%id, kind, "queued item already processed; skipping");
-        return ack(AckKind::Ack).await;
+        return Ok(done(message, AckKind::Ack));
     }
-    match run(target, &queued.item).await {
-        Ok(()) => {
-            if let Err(e) = processed.create(&key, bytes::Bytes::new()).await
-                && !matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
-            {
-                warn!(%id, kind, error = %e, "could not record a processed item");
+    // Attempts made before this delivery (by this host or another, before a restart).
+    let mut attempt = delivered.max(1);
+    loop {
+        match run(target, &queued.item).await {
+            Ok(()) => break,
+            Err(e) if attempt >= i64::from(queued.max_attempts) => {
+                warn!(workload = %ctx.name(), %id, kind, attempts = attempt, error = %e, "queued item failed for good; dead-lettered");
+                let dead = Dead {
+                    item: Some(&queued.item),
+                    id: &id,
+                    attempts: attempt,
+                    error: &e,
+                };
+                deadletter(target, lattice, &message, dead).await?;
+                return Ok(done(message, AckKind::Term));
             }
-            message
-                .double_ack()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-        }
-        Err(e) if delivered >= i64::from(queued.max_attempts) => {
-            warn!(workload = %ctx.name(), %id, kind, attempts = delivered, error = %e, "queued item failed for good; dead-lettered");
-            let dead = Dead {
-                item: Some(&queued.item),
-                id: &id,
-                attempts: delivered,
-                error: &e,
-            };
-            deadletter(target, lattice, &message, dead).await?;
-            ack(AckKind::Term).await
-        }
-        Err(e) => {
-            let delay = Duration::from_millis(250 << delivered.clamp(0, 7)).min(MAX_BACKOFF);
-            debug!(%id, kind, attempt = delivered, error = %e, ?delay, "queued item failed; will retry");
-            ack(AckKind::Nak(Some(delay))).await
+            Err(e) => {
+                let delay = Duration::from_millis(250 << attempt.clamp(0, 7)).min(MAX_BACKOFF);
+                debug!(%id, kind, attempt, error = %e, ?delay, "queued item failed; will retry");
+                // Still being worked on: not redelivered while it waits.
+                message
+                    .ack_with(AckKind::Progress)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
         }
     }
+    if recent.1.len() >= RECENT
+        && let Some(old) = recent.1.pop_front()
+    {
+        recent.0.remove(&old);
+    }
+    recent.0.insert(key.clone());
+    recent.1.push_back(key.clone());
+    let processed = processed.clone();
+    let record = tokio::spawn(async move {
+        if let Err(e) = processed.create(&key, bytes::Bytes::new()).await
+            && !matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
+        {
+            warn!(%key, error = %e, "could not record a processed item");
+        }
+    });
+    Ok(Settled {
+        message,
+        record: Some(record),
+        ack: AckKind::Ack,
+    })
 }
 
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its

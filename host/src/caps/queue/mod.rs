@@ -20,14 +20,18 @@
 //! **Target.** Only workloads the assignment names as queue targets consume
 //! ([`lattice_protocol::assignment::QueueInbox`]): a target of queued calls through one durable
 //! pull consumer on its call subject, a component subscribed through `messaging-nats` through
-//! one per subscription (filtered on it, wildcards included); each `max_ack_pending = 1`: one
-//! at a time, in stream order. Each item runs in a fresh instance (the called function, or the
-//! `wasmcloud:messaging/handler` export). Exactly once in effect, per component: the item's id
+//! one per subscription (filtered on it, wildcards included). Each consumer runs its items one
+//! at a time, in stream order, in a fresh instance (the called function, or the
+//! `wasmcloud:messaging/handler` export), while up to 256 items behind the running one are
+//! being looked up and the ones before it recorded and acknowledged (`deliver.rs`). Exactly once in effect, per component: the item's id
 //! is looked up in the KV bucket `LATTICE_<lattice>_processed` (kept 30 days; a call under its
 //! id, a message under `<app>.<component>.<id>`) first and skipped when present, and recorded
-//! there after it ran. A failure (a trap, or the function's or handler's own error) is retried with backoff; after
-//! the link's `max_attempts` it goes, with its last error, to the stream
+//! there after it ran (an item is acknowledged only once its record is written). A failure (a
+//! trap, or the function's or handler's own error) is retried in place with backoff, the items
+//! behind it waiting (order per sender and target); after the link's `max_attempts` it goes, with its last error, to the stream
 //! `LATTICE_<lattice>_deadletter` (subject `lattice.<lattice>.dlq.<app>.<component>`).
+//! So does an item whose `ttl` passed before it could run (e.g. its target was not running),
+//! with the error `expired before delivery: ...`; `ctl requeue` gives it a fresh expiry.
 //! The remaining window: a host that dies after an item ran and before its id was recorded
 //! runs it again on redelivery. A requeued dead letter keeps its id (`Lattice-Call-Id`) under a
 //! new `Nats-Msg-Id`, so it is run at most once more in effect.
@@ -72,6 +76,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long a delivered call may run.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The outbox's own limits, all queued links together ([`crate::HostConfig::outbox_max_entries`]
+/// and [`crate::HostConfig::outbox_max_bytes`]); each link's `capacity` bounds its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// The most entries it keeps.
+    pub entries: u64,
+    /// The most bytes of entries it keeps.
+    pub bytes: u64,
+}
+
+impl Default for OutboxLimits {
+    /// A host's defaults ([`crate::DEFAULT_OUTBOX_MAX_ENTRIES`], [`crate::DEFAULT_OUTBOX_MAX_BYTES`]).
+    fn default() -> Self {
+        Self {
+            entries: crate::DEFAULT_OUTBOX_MAX_ENTRIES,
+            bytes: crate::DEFAULT_OUTBOX_MAX_BYTES,
+        }
+    }
+}
+
 /// Calls waiting per stream key, kept beside the outbox for the per-link capacity.
 type Counts = Arc<Mutex<Option<HashMap<String, u64>>>>;
 
@@ -102,11 +126,21 @@ fn forget(counts: &Counts, keys: impl IntoIterator<Item = String>) {
 }
 
 impl Queue {
-    /// Opens the outbox at `path` (blocking: it may repair the database after a crash) and
-    /// starts the forwarder, which runs until the returned handle is dropped.
+    /// Opens the outbox at `path` with the default [`OutboxLimits`] (blocking: it may repair
+    /// the database after a crash) and starts the forwarder, which runs until the returned
+    /// handle is dropped.
     pub fn open(
         path: &Path,
         lattice: LatticeLink,
+    ) -> Result<(Arc<Self>, AbortOnDropHandle<()>), OutboxError> {
+        Self::open_with(path, lattice, OutboxLimits::default())
+    }
+
+    /// [`Queue::open`] with `limits` (a host's `--outbox-max-entries` and `--outbox-max-bytes`).
+    pub fn open_with(
+        path: &Path,
+        lattice: LatticeLink,
+        limits: OutboxLimits,
     ) -> Result<(Arc<Self>, AbortOnDropHandle<()>), OutboxError> {
         let counts: Counts = Arc::default();
         let hook_counts = counts.clone();
@@ -127,6 +161,8 @@ impl Queue {
                 }
                 OutboxEvent::StorageFailed(e) => warn!(error = %e, "the outbox failed to commit"),
             })),
+            capacity_entries: limits.entries,
+            capacity_bytes: limits.bytes,
             ..OutboxConfig::default()
         };
         let outbox = Outbox::open(path, config)?;
@@ -213,9 +249,9 @@ impl Queue {
         item: QueuedItem,
         delivery: &QueuedDelivery,
     ) -> Result<(), CallError> {
-        let full = |e: OutboxError| CallError::new(CallErrorKind::QueueFull, e.to_string());
-        self.load_counts().await.map_err(full)?;
         let Link { key, what } = to;
+        let full = |e: OutboxError| CallError::new(CallErrorKind::QueueFull, outbox_full(&e, what));
+        self.load_counts().await.map_err(full)?;
         let waiting = lock(&self.counts)
             .as_ref()
             .and_then(|m| m.get(&key).copied())
@@ -295,8 +331,70 @@ fn link_key(caller: &WorkloadCtx, target: &str) -> String {
     format!("{}/{} -> {target}", caller.app, caller.component)
 }
 
+/// What a guest is told when the outbox refused its `what` (`call` or `message`): when the
+/// outbox-wide limit refused it (not the link's `capacity`), says so and names the host's flag.
+fn outbox_full(e: &OutboxError, what: &str) -> String {
+    match e {
+        OutboxError::Full {
+            pending,
+            capacity_entries,
+            bytes,
+            capacity_bytes,
+        } => {
+            let flag = if pending >= capacity_entries {
+                "--outbox-max-entries"
+            } else {
+                "--outbox-max-bytes"
+            };
+            format!(
+                "this host's outbox is full ({pending} of {capacity_entries} entries, {bytes} of {capacity_bytes} bytes waiting, all queued links together; not the link's `capacity`); the {what} was not queued: retry later or drop it, and raise the host's {flag} if its outages last longer"
+            )
+        }
+        OutboxError::TooLarge {
+            size,
+            capacity_bytes,
+        } => format!(
+            "the {what} ({size} bytes) is larger than this host's whole outbox ({capacity_bytes} bytes); it was not queued: send less, or raise the host's --outbox-max-bytes"
+        ),
+        other => format!("the {what} was not queued: {other}"),
+    }
+}
+
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(pending: u64, bytes: u64) -> OutboxError {
+        OutboxError::Full {
+            pending,
+            capacity_entries: 10,
+            bytes,
+            capacity_bytes: 1000,
+        }
+    }
+
+    #[test]
+    fn a_full_outbox_names_the_limit_that_refused() {
+        let entries = outbox_full(&full(10, 5), "call");
+        assert!(entries.contains("--outbox-max-entries"), "{entries}");
+        let bytes = outbox_full(&full(3, 990), "message");
+        assert!(
+            bytes.contains("--outbox-max-bytes") && bytes.contains("the message was not queued"),
+            "{bytes}"
+        );
+        let large = outbox_full(
+            &OutboxError::TooLarge {
+                size: 2000,
+                capacity_bytes: 1000,
+            },
+            "call",
+        );
+        assert!(large.contains("--outbox-max-bytes"), "{large}");
+    }
 }

@@ -1,0 +1,457 @@
+//! The durable outbox for queued (one-way) calls: an entry is on disk, committed with fsync,
+//! before [`Outbox::append`] returns, so a guest told "queued" keeps its message through a crash,
+//! a power cut or a cut link; a forwarder later moves entries on ([`Outbox::peek`], then
+//! [`Outbox::remove`] once the hub has them).
+//!
+//! **One writer, group commit.** [`Outbox::open`] starts a dedicated thread that owns the redb
+//! database. Every operation is a message to it; each caller waits on its own oneshot. The
+//! writer takes the first waiting message, then everything else already queued (up to
+//! [`OutboxConfig::max_batch`] appends), applies them in arrival order in **one** write
+//! transaction and commits it (redb's `Durability::Immediate`: fsync before `commit` returns),
+//! then answers them all. No timer gathers a batch: while one commit is being fsynced, the next
+//! batch queues up, so the busier the outbox, the more appends share an fsync.
+//!
+//! **Order.** Sequences are assigned by the writer in arrival order and never reused (the next
+//! sequence is stored with the entries); [`Outbox::peek`] returns entries in sequence order, so
+//! the entries of one stream key (sender → target) come out in the order their appends were made
+//! by a caller that awaits each append before the next.
+//!
+//! **Limits.** [`OutboxConfig::capacity_entries`] and [`OutboxConfig::capacity_bytes`] bound the
+//! outbox (bytes are the entries' encoded size: payload, stream key and 41 bytes). When an
+//! append does not fit, expired entries go first; then [`FullPolicy::Refuse`] answers
+//! [`OutboxError::Full`], while [`FullPolicy::DropOldest`] removes the oldest entries in the same
+//! transaction and reports them ([`OutboxEvent::Dropped`] to [`OutboxConfig::on_event`], and
+//! [`OutboxStats::dropped_total`]).
+//!
+//! **Expiry.** An entry expires at `created_at + ttl`. Expired entries are never returned by
+//! [`Outbox::peek`]; they are removed (durably, counted in [`OutboxStats::expired_total`] and
+//! reported as [`OutboxEvent::Expired`]) by `peek`, [`Outbox::sweep`], and by an append that
+//! finds the outbox full.
+//!
+//! **Storage failures.** A failed write or fsync (a full disk, `EFBIG`, an I/O error) fails the
+//! whole batch with [`OutboxError::Storage`] (none of its appends is acknowledged), is reported as
+//! [`OutboxEvent::StorageFailed`], and the writer reopens the database (redb stops using a
+//! database after an I/O error; reopening recovers its last commit), so reads keep working and
+//! appends work again once there is room. Nothing in the writer panics on an error.
+//!
+//! **Crash safety.** redb commits are atomic and checksummed: after a crash (SIGKILL, power cut)
+//! the database reopens at its last commit, which holds everything an `append` acknowledged.
+//! Tested with a child process killed by SIGKILL mid-stream (`host/tests/outbox.rs`).
+//!
+//! Dropping the last [`Outbox`] handle stops the writer once the queued operations are done and
+//! waits for it (at most one commit), so the same path can be reopened at once.
+//!
+//! **Layout.** This file is the public API: [`Outbox`] (the handle, whose operations are
+//! messages to the writer), [`OutboxEntry`] and its encoding, [`OutboxConfig`], [`OutboxError`],
+//! [`OutboxStats`] and [`OutboxEvent`]. `store` is the writer thread: its redb database, the
+//! batches it commits, capacity, expiry and recovery after a storage failure.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use store::{Op, Reply, Store};
+
+mod store;
+
+const FORMAT_VERSION: u8 = 1;
+/// Encoded size of an entry beyond its stream key and payload.
+const ENTRY_OVERHEAD: usize = 1 + 16 + 8 + 8 + 4 + 4;
+
+/// An entry's place in the outbox: assigned by the writer, increasing, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sequence(pub u64);
+
+impl fmt::Display for Sequence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One queued message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Unique id (a UUID v7 from [`OutboxEntry::new`]: time-ordered), for deduplication downstream.
+    pub id: Uuid,
+    /// The ordering key: sender and target, e.g. `app/source-component -> target`.
+    pub stream_key: String,
+    /// When the message was made (kept to the nanosecond until the year 2554).
+    pub created_at: SystemTime,
+    /// How long after `created_at` the message is still worth delivering.
+    pub ttl: Duration,
+    /// The message itself.
+    pub payload: Bytes,
+}
+
+impl OutboxEntry {
+    /// A new entry made now, with a fresh UUID v7.
+    pub fn new(stream_key: impl Into<String>, payload: impl Into<Bytes>, ttl: Duration) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            stream_key: stream_key.into(),
+            created_at: SystemTime::now(),
+            ttl,
+            payload: payload.into(),
+        }
+    }
+
+    /// When the entry expires (saturating).
+    pub fn expires_at(&self) -> SystemTime {
+        self.created_at
+            .checked_add(self.ttl)
+            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_nanos(u64::MAX))
+    }
+
+    /// The size the entry takes in the outbox (what [`OutboxConfig::capacity_bytes`] counts).
+    pub fn encoded_len(&self) -> usize {
+        ENTRY_OVERHEAD + self.stream_key.len() + self.payload.len()
+    }
+
+    fn expires_ns(&self) -> u64 {
+        nanos(self.created_at)
+            .saturating_add(u64::try_from(self.ttl.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, OutboxError> {
+        let key_len = u32::try_from(self.stream_key.len())
+            .map_err(|_| OutboxError::InvalidEntry("stream key longer than 4 GiB".into()))?;
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&nanos(self.created_at).to_le_bytes());
+        out.extend_from_slice(
+            &u64::try_from(self.ttl.as_nanos())
+                .unwrap_or(u64::MAX)
+                .to_le_bytes(),
+        );
+        out.extend_from_slice(&0u32.to_le_bytes()); // flags, reserved
+        out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(self.stream_key.as_bytes());
+        out.extend_from_slice(&self.payload);
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let header = bytes
+            .get(..ENTRY_OVERHEAD)
+            .ok_or_else(|| format!("entry of {} bytes is shorter than its header", bytes.len()))?;
+        if header[0] != FORMAT_VERSION {
+            return Err(format!("unknown entry format {}", header[0]));
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&header[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&header[1..17]);
+        let created_ns = u64_at(17);
+        let ttl_ns = u64_at(25);
+        let mut key_len = [0u8; 4];
+        key_len.copy_from_slice(&header[37..41]);
+        let key_end = ENTRY_OVERHEAD + u32::from_le_bytes(key_len) as usize;
+        let key = bytes
+            .get(ENTRY_OVERHEAD..key_end)
+            .ok_or("entry's stream key runs past its end")?;
+        let stream_key = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            id: Uuid::from_bytes(id),
+            stream_key,
+            created_at: UNIX_EPOCH + Duration::from_nanos(created_ns),
+            ttl: Duration::from_nanos(ttl_ns),
+            payload: Bytes::copy_from_slice(&bytes[key_end..]),
+        })
+    }
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What an append does when the outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FullPolicy {
+    /// Refuse the new entry with [`OutboxError::Full`]; the caller (the guest) decides.
+    #[default]
+    Refuse,
+    /// Remove the oldest entries to make room, reporting them ([`OutboxEvent::Dropped`]).
+    DropOldest,
+}
+
+/// Something the host should log, count or turn into a lattice event.
+#[derive(Debug, Clone)]
+pub enum OutboxEvent {
+    /// Entries removed to make room ([`FullPolicy::DropOldest`]), in a committed batch.
+    Dropped(Vec<RemovedEntry>),
+    /// Entries removed because their time to live had passed, in a committed batch.
+    Expired(Vec<RemovedEntry>),
+    /// A batch failed to commit (the message is the storage error); its operations failed.
+    StorageFailed(String),
+}
+
+/// An entry removed without being delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedEntry {
+    /// Its sequence.
+    pub seq: Sequence,
+    /// Its id.
+    pub id: Uuid,
+    /// Its stream key.
+    pub stream_key: String,
+    /// When it was made.
+    pub created_at: SystemTime,
+    /// Its encoded size.
+    pub bytes: u64,
+}
+
+/// Called on the writer thread after a batch: must be quick and must not block on the outbox.
+pub type EventHook = Arc<dyn Fn(&OutboxEvent) + Send + Sync>;
+
+/// How an outbox is bounded and reports.
+#[derive(Clone)]
+pub struct OutboxConfig {
+    /// At most this many pending entries.
+    pub capacity_entries: u64,
+    /// At most this many bytes of pending entries ([`OutboxEntry::encoded_len`]).
+    pub capacity_bytes: u64,
+    /// What an append does when either capacity would be exceeded.
+    pub policy: FullPolicy,
+    /// At most this many appends per commit (1 makes one fsync per append).
+    pub max_batch: usize,
+    /// Receives [`OutboxEvent`]s (drops, expiries, storage failures), if set.
+    pub on_event: Option<EventHook>,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            capacity_entries: 100_000,
+            capacity_bytes: 256 << 20,
+            policy: FullPolicy::Refuse,
+            max_batch: 4096,
+            on_event: None,
+        }
+    }
+}
+
+impl fmt::Debug for OutboxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxConfig")
+            .field("capacity_entries", &self.capacity_entries)
+            .field("capacity_bytes", &self.capacity_bytes)
+            .field("policy", &self.policy)
+            .field("max_batch", &self.max_batch)
+            .field("on_event", &self.on_event.as_ref().map(|_| "<hook>"))
+            .finish()
+    }
+}
+
+/// Why an outbox operation failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum OutboxError {
+    /// The outbox is full and its policy is [`FullPolicy::Refuse`]: nothing was queued.
+    #[error(
+        "the outbox is full ({pending} of {capacity_entries} entries, {bytes} of {capacity_bytes} \
+         bytes pending); the message was not queued: retry later or drop it"
+    )]
+    Full {
+        /// Pending entries.
+        pending: u64,
+        /// The entry limit.
+        capacity_entries: u64,
+        /// Pending bytes.
+        bytes: u64,
+        /// The byte limit.
+        capacity_bytes: u64,
+    },
+    /// The entry alone is bigger than the outbox may hold.
+    #[error(
+        "the message ({size} bytes) is larger than the outbox's capacity ({capacity_bytes} bytes)"
+    )]
+    TooLarge {
+        /// The entry's encoded size.
+        size: u64,
+        /// The byte limit.
+        capacity_bytes: u64,
+    },
+    /// The entry cannot be stored as given.
+    #[error("invalid outbox entry: {0}")]
+    InvalidEntry(String),
+    /// Writing, syncing or reading the database failed (a full disk, an I/O error); nothing in
+    /// the failed batch was committed.
+    #[error("outbox storage failed: {0}")]
+    Storage(String),
+    /// The outbox's writer has stopped.
+    #[error("the outbox is closed")]
+    Closed,
+}
+
+/// Counters and gauges, as of the last batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Entries waiting (expired ones included until removed).
+    pub pending: u64,
+    /// Their encoded size.
+    pub bytes: u64,
+    /// How long ago the oldest pending entry was made.
+    pub oldest_age: Option<Duration>,
+    /// Entries removed to make room since the outbox was opened.
+    pub dropped_total: u64,
+    /// Entries removed as expired since the outbox was opened.
+    pub expired_total: u64,
+    /// Appends acknowledged since the outbox was opened.
+    pub appended_total: u64,
+    /// Write transactions committed (each one fsync'd) since the outbox was opened.
+    pub commits: u64,
+    /// Batches that failed to commit since the outbox was opened.
+    pub storage_failures: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Shared {
+    stats: OutboxStats,
+    oldest_created_ns: Option<u64>,
+}
+
+/// A handle on an open outbox; clones share it. See the [module docs](self).
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    tx: Option<mpsc::Sender<Op>>,
+    shared: Arc<Mutex<Shared>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel stops the writer once it has answered what is queued.
+        self.tx = None;
+        if let Some(writer) = self.writer.take()
+            && writer.thread().id() != std::thread::current().id()
+        {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Outbox {
+    /// Opens (creating) the outbox database at `path` and starts its writer thread. Blocking
+    /// (it may repair the database after a crash): call it from `spawn_blocking` in async code.
+    pub fn open(path: impl AsRef<Path>, config: OutboxConfig) -> Result<Self, OutboxError> {
+        let path = path.as_ref().to_path_buf();
+        let mut store = Store::open(&path)?;
+        let shared = Arc::new(Mutex::new(store.shared.clone()));
+        store.config = config;
+        store.config.max_batch = store.config.max_batch.max(1);
+        store.published = shared.clone();
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("lattice-outbox".into())
+            .spawn(move || store.run(rx))
+            .map_err(|e| OutboxError::Storage(format!("starting the outbox writer: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                tx: Some(tx),
+                shared,
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        let tx = self.inner.tx.as_ref().ok_or(OutboxError::Closed)?;
+        tx.send(make(reply)).map_err(|_| OutboxError::Closed)?;
+        answer.await.map_err(|_| OutboxError::Closed)?
+    }
+
+    /// Queues `entry` durably: returns its sequence once the batch holding it is committed and
+    /// fsync'd. Fails with [`OutboxError::Full`] (policy `Refuse`), [`OutboxError::TooLarge`],
+    /// or [`OutboxError::Storage`] (then the entry is not in the outbox).
+    pub async fn append(&self, entry: OutboxEntry) -> Result<Sequence, OutboxError> {
+        let encoded = entry.encode()?;
+        self.call(|reply| Op::Append {
+            entry,
+            encoded,
+            reply,
+        })
+        .await
+    }
+
+    /// Up to `max` pending, unexpired entries in sequence order, from the oldest. Removes the
+    /// expired entries it meets (see the module docs). Entries stay until [`Outbox::remove`].
+    pub async fn peek(&self, max: usize) -> Result<Vec<(Sequence, OutboxEntry)>, OutboxError> {
+        self.call(|reply| Op::Peek {
+            after: None,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`Outbox::peek`], but only entries after `after` (for a forwarder with entries in
+    /// flight).
+    pub async fn peek_after(
+        &self,
+        after: Sequence,
+        max: usize,
+    ) -> Result<Vec<(Sequence, OutboxEntry)>, OutboxError> {
+        self.call(|reply| Op::Peek {
+            after: Some(after),
+            max,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes these entries (delivered), durably; returns how many were still there.
+    pub async fn remove(&self, seqs: &[Sequence]) -> Result<usize, OutboxError> {
+        let seqs = seqs.to_vec();
+        self.call(|reply| Op::Remove { seqs, reply }).await
+    }
+
+    /// Removes the expired entries, durably; returns how many.
+    pub async fn sweep(&self) -> Result<usize, OutboxError> {
+        self.call(|reply| Op::Sweep { reply }).await
+    }
+
+    /// The outbox's counters as of its last batch.
+    pub fn stats(&self) -> OutboxStats {
+        let shared = match self.inner.shared.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut stats = shared.stats;
+        stats.oldest_age = shared
+            .oldest_created_ns
+            .map(|ns| Duration::from_nanos(nanos(SystemTime::now()).saturating_sub(ns)));
+        stats
+    }
+}

@@ -1,0 +1,463 @@
+//! The outbox's writer thread: [`Store`] owns the redb database and is the only code that touches
+//! it. [`Outbox`](super::Outbox) sends it [`Op`]s; [`Store::run`] gathers them into batches,
+//! [`Store::apply`] applies a batch's writes in one write transaction (capacity, drop-oldest and
+//! expiry included) and commits it, [`Store::answer`] replies to each caller, and
+//! [`Store::reopen`] recovers after a storage failure (reloading the gauges from the last commit).
+//!
+//! Layout: the tables and the messages; `Store` and its batch cycle; then the table helpers
+//! (`sweep`, `remove_entry`, `oldest_created`) that `apply` uses inside a transaction.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{
+    FullPolicy, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent, OutboxStats, RemovedEntry,
+    Sequence, Shared, nanos,
+};
+
+/// Entries by sequence: the encoded entry.
+const ENTRIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("outbox_entries");
+/// Expiry index: (expires at, in ns since the Unix epoch; sequence).
+const EXPIRY: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("outbox_expiry");
+/// Counters kept with the entries.
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("outbox_meta");
+const NEXT_SEQ: &str = "next_seq";
+
+fn storage(e: impl Into<redb::Error>) -> OutboxError {
+    OutboxError::Storage(e.into().to_string())
+}
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
+
+pub(super) enum Op {
+    Append {
+        entry: OutboxEntry,
+        encoded: Vec<u8>,
+        reply: Reply<Sequence>,
+    },
+    Remove {
+        seqs: Vec<Sequence>,
+        reply: Reply<usize>,
+    },
+    Sweep {
+        reply: Reply<usize>,
+    },
+    Peek {
+        after: Option<Sequence>,
+        max: usize,
+        reply: Reply<Vec<(Sequence, OutboxEntry)>>,
+    },
+}
+
+/// The writer's side: owns the database.
+pub(super) struct Store {
+    path: PathBuf,
+    /// `None` after a storage failure that reopening could not repair yet.
+    db: Option<Database>,
+    next_seq: u64,
+    pub(super) shared: Shared,
+    pub(super) published: Arc<Mutex<Shared>>,
+    pub(super) config: OutboxConfig,
+}
+
+/// What one operation of a batch did, before the commit.
+enum Outcome {
+    Appended(Sequence),
+    Refused(OutboxError),
+    Removed(usize),
+    Peek,
+}
+
+impl Store {
+    pub(super) fn open(path: &Path) -> Result<Self, OutboxError> {
+        let mut store = Self {
+            path: path.to_path_buf(),
+            db: None,
+            next_seq: 1,
+            shared: Shared::default(),
+            published: Arc::default(),
+            config: OutboxConfig::default(),
+        };
+        store.reopen()?;
+        Ok(store)
+    }
+
+    /// (Re)opens the database and reloads the gauges from it.
+    fn reopen(&mut self) -> Result<(), OutboxError> {
+        self.db = None;
+        let db = Database::create(&self.path).map_err(storage)?;
+        // Read only: after a storage failure the disk may have no room for a commit.
+        let tx = db.begin_read().map_err(storage)?;
+        let (next_seq, pending, bytes, oldest) = match tx.open_table(ENTRIES) {
+            Err(redb::TableError::TableDoesNotExist(_)) => (1, 0, 0, None),
+            Err(e) => return Err(storage(e)),
+            Ok(entries) => {
+                let mut bytes = 0u64;
+                for item in entries.iter().map_err(storage)? {
+                    let (_, v) = item.map_err(storage)?;
+                    bytes += v.value().len() as u64;
+                }
+                let last = entries.last().map_err(storage)?.map(|(k, _)| k.value());
+                let stored = match tx.open_table(META) {
+                    Ok(meta) => meta.get(NEXT_SEQ).map_err(storage)?.map(|v| v.value()),
+                    Err(redb::TableError::TableDoesNotExist(_)) => None,
+                    Err(e) => return Err(storage(e)),
+                };
+                let next = stored.unwrap_or(1).max(last.map_or(1, |l| l + 1));
+                let pending = entries.len().map_err(storage)?;
+                (next, pending, bytes, oldest_created(&entries)?)
+            }
+        };
+        drop(tx);
+        self.next_seq = next_seq;
+        self.shared.stats.pending = pending;
+        self.shared.stats.bytes = bytes;
+        self.shared.oldest_created_ns = oldest;
+        self.db = Some(db);
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let mut published = match self.published.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *published = self.shared.clone();
+    }
+
+    fn emit(&self, event: OutboxEvent) {
+        if let Some(hook) = &self.config.on_event {
+            hook(&event);
+        }
+    }
+
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Op>) {
+        let mut queue = VecDeque::new();
+        while let Ok(first) = rx.recv() {
+            queue.push_back(first);
+            // Whatever queued while the last commit was being fsynced joins this batch.
+            let mut appends = usize::from(matches!(queue.front(), Some(Op::Append { .. })));
+            while appends < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        appends += usize::from(matches!(op, Op::Append { .. }));
+                        queue.push_back(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.batch(queue.drain(..).collect());
+        }
+    }
+
+    fn batch(&mut self, ops: Vec<Op>) {
+        if self.db.is_none()
+            && let Err(e) = self.reopen()
+        {
+            fail_all(ops, &e);
+            return;
+        }
+        let mut removed = Removed::default();
+        let before = (self.next_seq, self.shared.clone());
+        match self.apply(&ops, &mut removed) {
+            Ok(outcomes) => {
+                self.shared.stats.commits += 1;
+                if !removed.dropped.is_empty() {
+                    self.shared.stats.dropped_total += removed.dropped.len() as u64;
+                }
+                self.shared.stats.expired_total += removed.expired.len() as u64;
+                self.shared.stats.appended_total += outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Outcome::Appended(_)))
+                    .count() as u64;
+                self.publish();
+                if !removed.dropped.is_empty() {
+                    self.emit(OutboxEvent::Dropped(removed.dropped));
+                }
+                if !removed.expired.is_empty() {
+                    self.emit(OutboxEvent::Expired(removed.expired));
+                }
+                self.answer(ops, outcomes);
+            }
+            Err(e) => {
+                // Nothing of the batch is committed: restore the gauges, reopen the database
+                // (redb refuses every operation after an I/O error) and fail the writes.
+                (self.next_seq, self.shared) = before;
+                self.shared.stats.storage_failures += 1;
+                let message = match &e {
+                    OutboxError::Storage(m) => m.clone(),
+                    other => other.to_string(),
+                };
+                self.emit(OutboxEvent::StorageFailed(message));
+                let reopened = self.reopen();
+                self.publish();
+                let mut reads = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Append { reply, .. } => drop(reply.send(Err(e.clone()))),
+                        Op::Remove { reply, .. } | Op::Sweep { reply } => {
+                            drop(reply.send(Err(e.clone())))
+                        }
+                        peek @ Op::Peek { .. } => reads.push(peek),
+                    }
+                }
+                // Reads still work from the last commit, if the database reopened.
+                match reopened {
+                    Ok(()) => self.answer(reads, Vec::new()),
+                    Err(e) => fail_all(reads, &e),
+                }
+            }
+        }
+    }
+
+    /// Applies the batch's writes in one transaction and commits it.
+    fn apply(&mut self, ops: &[Op], removed: &mut Removed) -> Result<Vec<Outcome>, OutboxError> {
+        let Some(db) = &self.db else {
+            return Err(OutboxError::Storage("the database is not open".into()));
+        };
+        let now = nanos(SystemTime::now());
+        let tx = db.begin_write().map_err(storage)?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        {
+            let mut entries = tx.open_table(ENTRIES).map_err(storage)?;
+            let mut expiry = tx.open_table(EXPIRY).map_err(storage)?;
+            let stats = &mut self.shared.stats;
+            // Expired entries are swept at most once per batch (by a peek, a sweep or an append
+            // that finds the outbox full).
+            let mut swept = false;
+            for op in ops {
+                let outcome = match op {
+                    Op::Append { entry, encoded, .. } => {
+                        let size = encoded.len() as u64;
+                        let cfg = &self.config;
+                        if size > cfg.capacity_bytes || cfg.capacity_entries == 0 {
+                            Outcome::Refused(OutboxError::TooLarge {
+                                size,
+                                capacity_bytes: cfg.capacity_bytes,
+                            })
+                        } else {
+                            let fits = |s: &OutboxStats| {
+                                s.pending < cfg.capacity_entries
+                                    && s.bytes + size <= cfg.capacity_bytes
+                            };
+                            if !fits(stats) && !swept {
+                                swept = true;
+                                sweep(&mut entries, &mut expiry, now, stats, removed)?;
+                            }
+                            if !fits(stats) && cfg.policy == FullPolicy::DropOldest {
+                                while !fits(stats) {
+                                    let Some(first) =
+                                        entries.first().map_err(storage)?.map(|(k, _)| k.value())
+                                    else {
+                                        break;
+                                    };
+                                    if let Some(entry) =
+                                        remove_entry(&mut entries, &mut expiry, first, stats)?
+                                    {
+                                        removed.dropped.push(entry);
+                                    }
+                                }
+                            }
+                            if fits(stats) {
+                                let seq = self.next_seq;
+                                self.next_seq += 1;
+                                entries.insert(seq, encoded.as_slice()).map_err(storage)?;
+                                expiry
+                                    .insert((entry.expires_ns(), seq), ())
+                                    .map_err(storage)?;
+                                stats.pending += 1;
+                                stats.bytes += size;
+                                Outcome::Appended(Sequence(seq))
+                            } else {
+                                Outcome::Refused(OutboxError::Full {
+                                    pending: stats.pending,
+                                    capacity_entries: cfg.capacity_entries,
+                                    bytes: stats.bytes,
+                                    capacity_bytes: cfg.capacity_bytes,
+                                })
+                            }
+                        }
+                    }
+                    Op::Remove { seqs, .. } => {
+                        let mut n = 0;
+                        for seq in seqs {
+                            if remove_entry(&mut entries, &mut expiry, seq.0, stats)?.is_some() {
+                                n += 1;
+                            }
+                        }
+                        Outcome::Removed(n)
+                    }
+                    Op::Sweep { .. } => {
+                        swept = true;
+                        Outcome::Removed(sweep(&mut entries, &mut expiry, now, stats, removed)?)
+                    }
+                    Op::Peek { .. } => {
+                        if !swept {
+                            swept = true;
+                            sweep(&mut entries, &mut expiry, now, stats, removed)?;
+                        }
+                        Outcome::Peek
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            let mut meta = tx.open_table(META).map_err(storage)?;
+            meta.insert(NEXT_SEQ, self.next_seq).map_err(storage)?;
+            self.shared.oldest_created_ns = oldest_created(&entries)?;
+        }
+        tx.commit().map_err(storage)?;
+        Ok(outcomes)
+    }
+
+    /// Answers a committed batch (or, after a failure, its reads alone).
+    fn answer(&self, ops: Vec<Op>, outcomes: Vec<Outcome>) {
+        let mut outcomes = outcomes.into_iter();
+        for op in ops {
+            let outcome = outcomes.next();
+            match (op, outcome) {
+                (Op::Append { reply, .. }, Some(Outcome::Appended(seq))) => {
+                    drop(reply.send(Ok(seq)))
+                }
+                (Op::Append { reply, .. }, Some(Outcome::Refused(e))) => drop(reply.send(Err(e))),
+                (Op::Remove { reply, .. } | Op::Sweep { reply }, Some(Outcome::Removed(n))) => {
+                    drop(reply.send(Ok(n)))
+                }
+                (Op::Peek { after, max, reply }, _) => drop(reply.send(self.read(after, max))),
+                (Op::Append { reply, .. }, _) => {
+                    drop(reply.send(Err(OutboxError::Storage("internal: no outcome".into()))))
+                }
+                (Op::Remove { reply, .. } | Op::Sweep { reply }, _) => {
+                    drop(reply.send(Err(OutboxError::Storage("internal: no outcome".into()))))
+                }
+            }
+        }
+    }
+
+    /// Committed, unexpired entries after `after`, in order.
+    fn read(
+        &self,
+        after: Option<Sequence>,
+        max: usize,
+    ) -> Result<Vec<(Sequence, OutboxEntry)>, OutboxError> {
+        let db = self.db.as_ref().ok_or(OutboxError::Closed)?;
+        let tx = db.begin_read().map_err(storage)?;
+        let entries = match tx.open_table(ENTRIES) {
+            Ok(entries) => entries,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        let now = SystemTime::now();
+        let start = after.map_or(0, |s| s.0.saturating_add(1));
+        let mut out = Vec::new();
+        for item in entries.range(start..).map_err(storage)? {
+            if out.len() >= max {
+                break;
+            }
+            let (k, v) = item.map_err(storage)?;
+            let entry = OutboxEntry::decode(v.value()).map_err(|e| {
+                OutboxError::Storage(format!("entry {} is unreadable: {e}", k.value()))
+            })?;
+            if entry.expires_at() > now {
+                out.push((Sequence(k.value()), entry));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Default)]
+struct Removed {
+    dropped: Vec<RemovedEntry>,
+    expired: Vec<RemovedEntry>,
+}
+
+fn fail_all(ops: Vec<Op>, e: &OutboxError) {
+    for op in ops {
+        match op {
+            Op::Append { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Remove { reply, .. } | Op::Sweep { reply } => drop(reply.send(Err(e.clone()))),
+            Op::Peek { reply, .. } => drop(reply.send(Err(e.clone()))),
+        }
+    }
+}
+
+fn oldest_created(
+    entries: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Option<u64>, OutboxError> {
+    match entries.first().map_err(storage)? {
+        None => Ok(None),
+        Some((_, v)) => Ok(OutboxEntry::decode(v.value())
+            .ok()
+            .map(|e| nanos(e.created_at))),
+    }
+}
+
+/// Removes the entries expired at `now`; returns how many.
+fn sweep(
+    entries: &mut redb::Table<'_, u64, &[u8]>,
+    expiry: &mut redb::Table<'_, (u64, u64), ()>,
+    now: u64,
+    stats: &mut OutboxStats,
+    removed: &mut Removed,
+) -> Result<usize, OutboxError> {
+    let due: Vec<(u64, u64)> = expiry
+        .range(..=(now, u64::MAX))
+        .map_err(storage)?
+        .map(|item| item.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()
+        .map_err(storage)?;
+    let mut n = 0;
+    for (expires, seq) in due {
+        expiry.remove((expires, seq)).map_err(storage)?;
+        if let Some(entry) = remove_entry(entries, expiry, seq, stats)? {
+            removed.expired.push(entry);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Removes entry `seq` and its expiry index row, updating the gauges.
+fn remove_entry(
+    entries: &mut redb::Table<'_, u64, &[u8]>,
+    expiry: &mut redb::Table<'_, (u64, u64), ()>,
+    seq: u64,
+    stats: &mut OutboxStats,
+) -> Result<Option<RemovedEntry>, OutboxError> {
+    let Some(value) = entries.remove(seq).map_err(storage)? else {
+        return Ok(None);
+    };
+    let bytes = value.value().len() as u64;
+    let decoded = OutboxEntry::decode(value.value());
+    drop(value);
+    stats.pending = stats.pending.saturating_sub(1);
+    stats.bytes = stats.bytes.saturating_sub(bytes);
+    match decoded {
+        Ok(entry) => {
+            expiry.remove((entry.expires_ns(), seq)).map_err(storage)?;
+            Ok(Some(RemovedEntry {
+                seq: Sequence(seq),
+                id: entry.id,
+                stream_key: entry.stream_key,
+                created_at: entry.created_at,
+                bytes,
+            }))
+        }
+        // An entry we cannot read is gone now; its index row expires harmlessly.
+        Err(_) => Ok(Some(RemovedEntry {
+            seq: Sequence(seq),
+            id: Uuid::nil(),
+            stream_key: String::new(),
+            created_at: UNIX_EPOCH,
+            bytes,
+        })),
+    }
+}
