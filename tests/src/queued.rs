@@ -240,6 +240,13 @@ pub async fn deploy_only(e: &EdgeTopology, hosts: usize, link: &QueuedLink) -> a
             Ok(e.hub.ctl.hosts().await?.len() == hosts)
         })
         .await?;
+    let (client, greeter) = push_images(e).await?;
+    e.hub.ctl.deploy(&manifest(&client, &greeter, link)).await?;
+    Ok(())
+}
+
+/// Signs and pushes greeter-client and greeter; returns their digests, in that order.
+pub async fn push_images(e: &EdgeTopology) -> anyhow::Result<(Digest, Digest)> {
     let greeter = e
         .hub
         .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
@@ -248,8 +255,7 @@ pub async fn deploy_only(e: &EdgeTopology, hosts: usize, link: &QueuedLink) -> a
         .hub
         .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
         .await?;
-    e.hub.ctl.deploy(&manifest(&client, &greeter, link)).await?;
-    Ok(())
+    Ok((client, greeter))
 }
 
 /// A cloud and an edge host (both in-process) and the app deployed with `link`; returns the

@@ -14,8 +14,8 @@ use lattice_protocol::queue_ops::{LinkQueue, LinkSelector};
 use lattice_protocol::subject::Subject;
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::{
-    QueuedLink, captured, delivered, deploy_only, log_text, manifest, setup, setup_with,
-    start_cloud_host, start_edge_host, wait_delivered,
+    self as queued, QueuedLink, captured, delivered, deploy_only, log_text, manifest, setup,
+    setup_with, start_cloud_host, start_edge_host, wait_delivered,
 };
 
 /// `fail-<n>.` notifications greeter logged (only greeter's own lines: the host's retry logs
@@ -108,14 +108,7 @@ impl Events {
 /// The app's manifest again as version `v2`, greeter with config `notify-fails: never`: its
 /// `notify` stops failing on `fail...` messages.
 async fn fixed_manifest(e: &EdgeTopology, link: &QueuedLink) -> anyhow::Result<String> {
-    let greeter = e
-        .hub
-        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
-        .await?;
-    let client = e
-        .hub
-        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
-        .await?;
+    let (client, greeter) = queued::push_images(e).await?;
     let v1 = manifest(&client, &greeter, link);
     let image = format!("        image: {greeter}\n");
     anyhow::ensure!(v1.contains(&image) && v1.contains("version: v1\n"));
@@ -397,7 +390,7 @@ async fn get_queues_shows_what_waits_on_the_edge_host() -> anyhow::Result<()> {
     // wait on the edge host and its heartbeats say so, with the oldest one's age.
     let js = jetstream::new(e.hub.client.clone());
     let mut stream = js
-        .get_stream(format!("LATTICE_{}_queue", e.hub.lattice))
+        .get_stream(lattice_protocol::queue::queue_stream(&e.hub.lattice))
         .await?;
     let mut config = stream.info().await?.config.clone();
     let open = config.clone();

@@ -21,7 +21,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::{self, AckKind, consumer, kv, stream};
+use async_nats::jetstream::{self, AckKind, consumer, kv};
 use futures::StreamExt as _;
 use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::envelope;
@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
-use super::forward::queue_stream_ready;
+use super::forward::{ensure_stream, queue_stream_ready};
 use super::{DELIVERY_TIMEOUT, MAX_BACKOFF, PROCESSED_MAX_AGE, unix_ms};
 use crate::caps::bindings::handler::HandlesPre;
 use crate::caps::calls::{self, Loaded};
@@ -470,15 +470,7 @@ async fn deadletter(
         error,
     } = dead;
     let (js, l) = (&lattice.jetstream, &lattice.lattice);
-    js.get_or_create_stream(stream::Config {
-        name: deadletter_stream(l),
-        subjects: vec![deadletter_stream_subjects(l)],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("creating the dead-letter stream: {e}"))?;
+    ensure_stream(js, deadletter_stream(l), deadletter_stream_subjects(l)).await?;
     // The queue message's own headers (its link, its attempts allowed, its queue subject), then
     // what happened. Its `Nats-Msg-Id` is new for every requeue, so an item dead-lettered again
     // is kept again; for a message, made per component like its processed key, so that a

@@ -29,15 +29,25 @@ pub(super) async fn queue_stream_ready(
     js: &jetstream::Context,
     lattice: &LatticeName,
 ) -> anyhow::Result<()> {
+    ensure_stream(js, queue_stream(lattice), queue_stream_subjects(lattice)).await
+}
+
+/// Creates the stream `name` over `subjects` when missing, as the queue and dead-letter streams
+/// are: Limits retention, file storage.
+pub(super) async fn ensure_stream(
+    js: &jetstream::Context,
+    name: String,
+    subjects: String,
+) -> anyhow::Result<()> {
     js.get_or_create_stream(stream::Config {
-        name: queue_stream(lattice),
-        subjects: vec![queue_stream_subjects(lattice)],
+        name: name.clone(),
+        subjects: vec![subjects],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         ..Default::default()
     })
     .await
-    .map_err(|e| anyhow::anyhow!("creating the queue stream: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("creating the stream {name}: {e}"))?;
     Ok(())
 }
 
