@@ -229,11 +229,7 @@ impl Agent {
                     s.app_version != workload.app_version || s.state != WorkloadState::Running
                 });
                 if stale {
-                    let http = running.http;
-                    self.set_status(workload, WorkloadState::Running, String::new());
-                    if let Some(addr) = http {
-                        self.set_endpoint(workload, addr);
-                    }
+                    self.set_running(workload, running.http);
                 }
                 continue;
             }
@@ -267,10 +263,7 @@ impl Agent {
                     if let Some(old) = previous.and_then(|p| p.http).filter(|a| Some(*a) != http) {
                         self.http.unbind(old).await;
                     }
-                    self.set_status(workload, WorkloadState::Running, String::new());
-                    if let Some(addr) = http {
-                        self.set_endpoint(workload, addr);
-                    }
+                    self.set_running(workload, http);
                     info!(workload = %workload.key(), version = %workload.app_version, "running");
                 }
                 Err(e) => {
@@ -305,14 +298,23 @@ impl Agent {
         }
     }
 
-    fn set_endpoint(&self, w: &Workload, addr: SocketAddr) {
-        if let Some(status) = self.shared.report().workloads.get_mut(&w.key()) {
-            status.endpoint = Some(addr.to_string());
-        }
-        self.shared.changed.notify_one();
+    /// Running, with its HTTP address, in one change of the report: a heartbeat never says it
+    /// runs without saying where it serves.
+    fn set_running(&self, w: &Workload, http: Option<SocketAddr>) {
+        self.set_status_at(w, WorkloadState::Running, String::new(), http);
     }
 
     fn set_status(&self, w: &Workload, state: WorkloadState, message: String) {
+        self.set_status_at(w, state, message, None);
+    }
+
+    fn set_status_at(
+        &self,
+        w: &Workload,
+        state: WorkloadState,
+        message: String,
+        endpoint: Option<SocketAddr>,
+    ) {
         self.shared.report().workloads.insert(
             w.key(),
             WorkloadStatus {
@@ -323,7 +325,7 @@ impl Agent {
                 instances: w.instances,
                 state,
                 message,
-                endpoint: None,
+                endpoint: endpoint.map(|a| a.to_string()),
                 failures: 0,
             },
         );

@@ -247,6 +247,11 @@ impl HostProcess {
         self.kill_now();
     }
 
+    /// Whether the process is still running (it has not exited).
+    pub fn is_running(&mut self) -> anyhow::Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
+    }
+
     /// What it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

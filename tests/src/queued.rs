@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use lattice_host::HostConfig;
 use lattice_protocol::digest::Digest;
+use lattice_protocol::messages::AppState;
 
 use crate::edge::EdgeTopology;
 use crate::{TestHost, WAIT, endpoint};
@@ -104,6 +105,8 @@ pub struct QueuedLink {
     /// Where the client listens for HTTP (not a link property; default `127.0.0.1:0`, a port
     /// picked anew each time the client starts).
     pub http_address: Option<String>,
+    /// Greeter on every `role: cloud` host (a daemon) rather than one instance.
+    pub greeter_everywhere: bool,
 }
 
 impl Default for QueuedLink {
@@ -114,6 +117,7 @@ impl Default for QueuedLink {
             on_full: None,
             ttl: None,
             http_address: None,
+            greeter_everywhere: false,
         }
     }
 }
@@ -141,6 +145,11 @@ impl QueuedLink {
 /// The greeter app (named `greeter`) with `link` as the client's queued link to greeter.
 pub fn manifest(client: &Digest, greeter: &Digest, link: &QueuedLink) -> String {
     let address = link.http_address.as_deref().unwrap_or("127.0.0.1:0");
+    let scaler = if link.greeter_everywhere {
+        "daemonscaler"
+    } else {
+        "spreadscaler"
+    };
     let link = link.properties();
     format!(
         r#"apiVersion: core.oam.dev/v1beta1
@@ -156,7 +165,7 @@ spec:
       properties:
         image: {greeter}
       traits:
-        - type: spreadscaler
+        - type: {scaler}
           properties:
             instances: 1
             spread:
@@ -230,7 +239,15 @@ pub async fn start_edge_host_with(
 /// `link` and returns the client's HTTP address once it is deployed.
 pub async fn deploy(e: &EdgeTopology, hosts: usize, link: &QueuedLink) -> anyhow::Result<String> {
     deploy_only(e, hosts, link).await?;
-    endpoint(&e.hub.wait_deployed("greeter").await?)
+    // A host reports a workload running, then (a moment later, in another report) its HTTP
+    // address: the app can be deployed without an endpoint for a heartbeat.
+    let status = e
+        .hub
+        .wait_status("greeter", "greeter to be deployed, with an endpoint", |s| {
+            s.status == AppState::Deployed && s.components.iter().any(|c| c.endpoint.is_some())
+        })
+        .await?;
+    endpoint(&status)
 }
 
 /// [`deploy`] without waiting for the app to be deployed (e.g. while greeter has no host).

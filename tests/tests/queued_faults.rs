@@ -1,9 +1,12 @@
 //! Queued delivery under real faults: duplicates forced into the hub's stream past its
-//! deduplication window, a SIGKILLed sending host, a full outbox. The app, its setup and how
-//! deliveries are observed (greeter's log lines, captured in-process) are
-//! [`lattice_tests::queued`]'s; the happy path is `queued.rs`.
+//! deduplication window, a SIGKILLed sending host, a full outbox, a full disk under a host
+//! process. The app, its setup and how deliveries are observed (greeter's log lines, captured
+//! in-process) are [`lattice_tests::queued`]'s; the happy path is `queued.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -459,5 +462,174 @@ async fn a_full_outbox_refuses_the_call_and_names_the_hosts_flag() -> anyhow::Re
     wait_delivered("host", 2).await?;
     send_end_marker(&addr).await?;
     assert_eq!(delivered("host"), vec![0, 1]);
+    Ok(())
+}
+
+/// A tmpfs of `size` mounted on a directory for as long as this lives; unmounted on drop (also
+/// when the test fails), lazily if something still holds it.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=`, e.g. `2m`) on `dir`, creating it. Fails,
+    /// saying so, when the test does not run as root or may not mount.
+    fn mount(dir: &Path, size: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Ok(Self {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(out) => anyhow::bail!(
+                "this test needs root (it mounts a tmpfs to fill up): `mount -t tmpfs` on {} \
+                 failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => anyhow::bail!(
+                "this test needs root and `mount` (it mounts a tmpfs to fill up): {e}"
+            ),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("--lazy").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Writes zeros to `path` until the filesystem is full, then gives `headroom` bytes back;
+/// returns the file's size.
+fn fill(path: &Path, headroom: u64) -> anyhow::Result<u64> {
+    let mut file = std::fs::File::create(path)?;
+    let block = vec![0u8; 4096];
+    loop {
+        match file.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = file.metadata()?.len();
+    let kept = len.saturating_sub(headroom);
+    file.set_len(kept)?;
+    file.sync_all()?;
+    Ok(kept)
+}
+
+/// A full disk behaves like a full outbox, and the host stays up. A real `lattice-host`
+/// process on the edge keeps its outbox (`<state_dir>/outbox`, a symlink) on a 2 MiB tmpfs,
+/// which the test fills up but for a little room once the host has opened it. With the link
+/// cut, queued calls are accepted until a commit fails for want of space; that call is refused
+/// with the `queue-full` error (`err: queue-full: the call was not queued: outbox storage
+/// failed: ...`), the process keeps running and serving HTTP, and so do later refusals. Then
+/// the filler is deleted: calls are accepted again, with the link still cut; after the heal,
+/// every call answered 200 arrives once, in order, and no refused call arrives.
+///
+/// **Needs root** (it mounts a tmpfs): run as anyone else, it fails saying so.
+#[tokio::test]
+async fn a_full_disk_refuses_queued_calls_and_the_host_stays_up() -> anyhow::Result<()> {
+    captured();
+    // Dropped in reverse order: the host process first, then the tmpfs, then the directory.
+    let dir = tempfile::tempdir()?;
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "2m")?;
+    let state_dir = dir.path().join("edge-1");
+    std::fs::create_dir_all(&state_dir)?;
+    let outbox = disk.dir.join("outbox");
+    std::os::unix::fs::symlink(&outbox, state_dir.join("outbox"))?;
+
+    let e = EdgeTopology::start().await?;
+    let _cloud = start_cloud_host(&e).await?;
+    const EDGE: &[(&str, &str)] = &[("role", "edge")];
+    let mut host = e.start_host_process("edge-1", EDGE, &state_dir)?;
+    let addr = deploy(&e, 2, &QueuedLink::default()).await?;
+    assert_eq!(
+        http_get(&addr, "/notify?msg=warmup-0.").await?,
+        (200, "ok".into())
+    );
+    wait_delivered("warmup", 1).await?;
+    assert!(
+        std::fs::metadata(&outbox)?.len() > 0,
+        "the host did not open its outbox through the symlink, on the tmpfs"
+    );
+
+    e.cut().await?;
+    // Room for some tens of calls, then none.
+    let filler = disk.dir.join("filler");
+    let filled = fill(&filler, 32 << 10)?;
+    let mut accepted = Vec::new();
+    let mut refusal = None;
+    for i in 0..10_000u32 {
+        let (status, body) = http_get(&addr, &format!("/notify?msg=disk-{i}.")).await?;
+        if status == 200 {
+            accepted.push(i);
+        } else {
+            refusal = Some((i, status, body));
+            break;
+        }
+    }
+    let Some((refused, status, body)) = refusal else {
+        anyhow::bail!("10000 calls were accepted on a full 2 MiB tmpfs");
+    };
+    println!(
+        "{} calls accepted with {filled} bytes of filler, then: {status} {body}",
+        accepted.len()
+    );
+    assert_eq!(status, 500, "call {refused}: {body}");
+    assert!(
+        body.starts_with("err: queue-full")
+            && body.contains("the call was not queued: outbox storage failed")
+            && body.contains("(os error 28)"), // ENOSPC
+        "call {refused}: {body}"
+    );
+    assert!(!accepted.is_empty(), "not one call fit in the room left");
+    // The host is up and serves; a call is still refused, not hung.
+    assert!(host.is_running()?, "the host exited:\n{}", host.log_text());
+    assert_eq!(
+        http_get(&addr, "/no-such-route").await?,
+        (404, "no such route\n".into())
+    );
+    let (status, body) = http_get(&addr, "/notify?msg=refused-0.").await?;
+    assert!(
+        status == 500 && body.starts_with("err: queue-full"),
+        "{status} {body}"
+    );
+
+    // Room again: calls are accepted, the link still cut.
+    std::fs::remove_file(&filler)?;
+    let after = refused + 1;
+    for i in after..after + 5 {
+        assert_eq!(
+            http_get(&addr, &format!("/notify?msg=disk-{i}.")).await?,
+            (200, "ok".into()),
+            "call {i}, after room was made; host log:\n{}",
+            host.log_text()
+        );
+        accepted.push(i);
+    }
+    assert!(host.is_running()?, "the host exited:\n{}", host.log_text());
+
+    e.heal().await?;
+    send_end_marker(&addr).await?;
+    wait_consumer_idle(&e).await?;
+    assert_eq!(
+        delivered("disk"),
+        accepted,
+        "every accepted call, once, in order"
+    );
+    assert_eq!(delivered("refused"), Vec::<u32>::new());
+    drop(host);
     Ok(())
 }

@@ -2,14 +2,13 @@
 //! one workload, one at a time in stream order, skip what it already processed, retry failures
 //! in place and dead-letter what keeps failing or expired before it could run.
 //!
-//! Each consumer is a pipeline of three stages, each in stream order (`consume_once`): the
-//! reader decodes a message and starts looking up its processed id; the runner waits for that
-//! answer and runs the item (or skips it); the acknowledger waits until the item's processed id
-//! is recorded, then acknowledges it. Up to [`WINDOW`] items are in the pipeline
-//! (`max_ack_pending`), so the round trips of lookups, records and acknowledgements overlap the
-//! runs instead of adding to them (BENCHMARKS.md section 9). A copy of an item close behind it
-//! in the stream (republished after the duplicate window) is caught by the runner's memory of
-//! the last [`RECENT`] keys even before the item's record is written.
+//! One item at a time per target (`max_ack_pending = 1`), across every instance of the target:
+//! when a target runs on several hosts they pull from the same durable consumer, and a larger
+//! window would hand neighbouring items to different hosts and lose the order per sender and
+//! target. Per item: its processed id is looked up, it runs, its id is recorded, and only then
+//! is it acknowledged (and the next one delivered). A window with one active consumer per target
+//! (a lease among the target's hosts) would overlap those round trips: measured at 3.5× the
+//! throughput in BENCHMARKS.md section 9, not built.
 //!
 //! [`consume`] starts one consumer per [`Inbox`]: the workload's call subject when it is a
 //! target of queued calls, each of its subscriptions when it consumes queued messages. Calls and
@@ -17,7 +16,6 @@
 //! decoding, the processed-ids check, settling, retries and dead letters ([`handle`]) are one
 //! path for both.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,8 +29,6 @@ use lattice_protocol::queue::{
     deadletter_stream, deadletter_stream_subjects, deadletter_subject, message_consumer,
     message_subject, processed_bucket, processed_key, queue_consumer, queue_stream, queue_subject,
 };
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
@@ -170,7 +166,9 @@ async fn consume_once(target: &Target, lattice: &LatticeLink, inbox: &Inbox) -> 
                 filter_subject: inbox.filter.clone(),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: DELIVERY_TIMEOUT + Duration::from_secs(30),
-                max_ack_pending: WINDOW as i64,
+                // One item at a time across every instance of the target, wherever they run:
+                // that is what keeps the order per sender and target (see the module docs).
+                max_ack_pending: 1,
                 ..Default::default()
             },
         )
@@ -181,36 +179,19 @@ async fn consume_once(target: &Target, lattice: &LatticeLink, inbox: &Inbox) -> 
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     info!(workload = %target.loaded.ctx.name(), what = %inbox.what, "delivering queued items");
-    // Three stages, each in stream order: look up (here), run (one at a time), acknowledge
-    // (once the item's processed id is recorded). The lookups and records of neighbouring items
-    // overlap the runs, so a backlog drains at the pace of the runs, not of round trips.
-    let (to_run, runs) = mpsc::channel::<Prepared>(WINDOW);
-    let (to_ack, acks) = mpsc::channel::<Settled>(WINDOW);
-    let runner = run_in_order(target, lattice, &processed, runs, to_ack);
-    let acker = ack_in_order(acks);
-    let reader = async {
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-            let prepared = prepare(target, &processed, message)?;
-            if to_run.send(prepared).await.is_err() {
-                break;
-            }
-        }
-        drop(to_run);
-        anyhow::Ok(())
-    };
-    tokio::try_join!(reader, runner, acker)?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let prepared = prepare(target, message)?;
+        let (message, ack) = settle(target, lattice, &processed, prepared).await?;
+        message
+            .ack_with(ack)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     Ok(())
 }
 
-/// Items delivered to the runner and not yet acknowledged, at most (the consumer's
-/// `max_ack_pending`).
-const WINDOW: usize = 256;
-/// Processed keys remembered in memory: more than can be in flight, so that a copy of an item
-/// right behind it in the stream is skipped even before the item's record is written.
-const RECENT: usize = 4 * WINDOW;
-
-/// A message read, decoded, its processed id being looked up.
+/// A message read and decoded.
 struct Prepared {
     message: jetstream::Message,
     /// The item's id (`Lattice-Call-Id`, kept across requeues).
@@ -219,23 +200,11 @@ struct Prepared {
     delivered: i64,
     /// The item, or why it could not be decoded.
     queued: Result<Queued, String>,
-    /// Its key in the processed-ids bucket, and whether the bucket has it (being looked up).
-    key: Option<(String, JoinHandle<anyhow::Result<bool>>)>,
+    /// Its key in the processed-ids bucket, when decoded.
+    key: Option<String>,
 }
 
-/// What to do with a message once its item is dealt with.
-struct Settled {
-    message: jetstream::Message,
-    /// The record of its processed id, to wait for before acknowledging.
-    record: Option<JoinHandle<()>>,
-    ack: AckKind,
-}
-
-fn prepare(
-    target: &Target,
-    processed: &kv::Store,
-    message: jetstream::Message,
-) -> anyhow::Result<Prepared> {
+fn prepare(target: &Target, message: jetstream::Message) -> anyhow::Result<Prepared> {
     let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (delivered, stream_seq) = (info.delivered, info.stream_sequence);
     let header = |name| {
@@ -249,16 +218,11 @@ fn prepare(
     let queued: Result<Queued, String> =
         envelope::decode(&message.payload).map_err(|e| format!("undecodable: {e}"));
     let ctx = &target.loaded.ctx;
-    let key = queued.as_ref().ok().map(|q| {
-        // Per component: a message is run once by each component subscribed to it.
-        let key = processed_key(&q.item, ctx.app.as_str(), ctx.component.as_str(), &id);
-        let (store, k) = (processed.clone(), key.clone());
-        let seen = tokio::spawn(async move {
-            let entry = store.get(&k).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(entry.is_some())
-        });
-        (key, seen)
-    });
+    // Per component: a message is run once by each component subscribed to it.
+    let key = queued
+        .as_ref()
+        .ok()
+        .map(|q| processed_key(&q.item, ctx.app.as_str(), ctx.component.as_str(), &id));
     Ok(Prepared {
         message,
         id,
@@ -266,43 +230,6 @@ fn prepare(
         queued,
         key,
     })
-}
-
-/// The runner: each item in order, at most once in effect for this component.
-async fn run_in_order(
-    target: &Target,
-    lattice: &LatticeLink,
-    processed: &kv::Store,
-    mut runs: mpsc::Receiver<Prepared>,
-    to_ack: mpsc::Sender<Settled>,
-) -> anyhow::Result<()> {
-    let mut recent: (HashSet<String>, VecDeque<String>) = Default::default();
-    while let Some(prepared) = runs.recv().await {
-        let settled = settle(target, lattice, processed, prepared, &mut recent).await?;
-        if to_ack.send(settled).await.is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// The acknowledger: each message once its processed id is recorded.
-async fn ack_in_order(mut acks: mpsc::Receiver<Settled>) -> anyhow::Result<()> {
-    while let Some(Settled {
-        message,
-        record,
-        ack,
-    }) = acks.recv().await
-    {
-        if let Some(record) = record {
-            let _ = record.await;
-        }
-        message
-            .ack_with(ack)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    Ok(())
 }
 
 /// Runs one queued item unless it was processed, retrying it in place (so that the items
@@ -313,8 +240,7 @@ async fn settle(
     lattice: &LatticeLink,
     processed: &kv::Store,
     prepared: Prepared,
-    recent: &mut (HashSet<String>, VecDeque<String>),
-) -> anyhow::Result<Settled> {
+) -> anyhow::Result<(jetstream::Message, AckKind)> {
     let Prepared {
         message,
         id,
@@ -323,11 +249,7 @@ async fn settle(
         key,
     } = prepared;
     let ctx = &target.loaded.ctx;
-    let done = |message, ack| Settled {
-        message,
-        record: None,
-        ack,
-    };
+    let done = |message, ack| (message, ack);
     let queued = match queued {
         Ok(q) => q,
         Err(error) => {
@@ -364,11 +286,14 @@ async fn settle(
         deadletter(target, lattice, &message, dead).await?;
         return Ok(done(message, AckKind::Term));
     }
-    let Some((key, seen)) = key else {
+    let Some(key) = key else {
         unreachable!("a decoded item has a processed key");
     };
-    let seen = seen.await.map_err(|e| anyhow::anyhow!("{e}"))??;
-    if seen || recent.0.contains(&key) {
+    let seen = processed
+        .get(&key)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if seen.is_some() {
         debug!(%id, kind, "queued item already processed; skipping");
         return Ok(done(message, AckKind::Ack));
     }
@@ -401,26 +326,13 @@ async fn settle(
             }
         }
     }
-    if recent.1.len() >= RECENT
-        && let Some(old) = recent.1.pop_front()
+    // Recorded before it is acknowledged.
+    if let Err(e) = processed.create(&key, bytes::Bytes::new()).await
+        && !matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
     {
-        recent.0.remove(&old);
+        warn!(%key, error = %e, "could not record a processed item");
     }
-    recent.0.insert(key.clone());
-    recent.1.push_back(key.clone());
-    let processed = processed.clone();
-    let record = tokio::spawn(async move {
-        if let Err(e) = processed.create(&key, bytes::Bytes::new()).await
-            && !matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
-        {
-            warn!(%key, error = %e, "could not record a processed item");
-        }
-    });
-    Ok(Settled {
-        message,
-        record: Some(record),
-        ack: AckKind::Ack,
-    })
+    Ok((message, AckKind::Ack))
 }
 
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its

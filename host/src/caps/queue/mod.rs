@@ -20,10 +20,10 @@
 //! **Target.** Only workloads the assignment names as queue targets consume
 //! ([`lattice_protocol::assignment::QueueInbox`]): a target of queued calls through one durable
 //! pull consumer on its call subject, a component subscribed through `messaging-nats` through
-//! one per subscription (filtered on it, wildcards included). Each consumer runs its items one
-//! at a time, in stream order, in a fresh instance (the called function, or the
-//! `wasmcloud:messaging/handler` export), while up to 256 items behind the running one are
-//! being looked up and the ones before it recorded and acknowledged (`deliver.rs`). Exactly once in effect, per component: the item's id
+//! one per subscription (filtered on it, wildcards included). Each consumer has one item in
+//! flight (`max_ack_pending = 1`) across every host running the target, so items run one at a
+//! time, in stream order, each in a fresh instance (the called function, or the
+//! `wasmcloud:messaging/handler` export). Exactly once in effect, per component: the item's id
 //! is looked up in the KV bucket `LATTICE_<lattice>_processed` (kept 30 days; a call under its
 //! id, a message under `<app>.<component>.<id>`) first and skipped when present, and recorded
 //! there after it ran (an item is acknowledged only once its record is written). A failure (a
