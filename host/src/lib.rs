@@ -129,10 +129,7 @@ impl HostConfig {
     /// The JetStream context of the lattice's JetStream, in [`HostConfig::js_domain`]: every
     /// JetStream use of the host goes through one.
     pub fn jetstream(&self, client: &async_nats::Client) -> jetstream::Context {
-        match &self.js_domain {
-            Some(domain) => jetstream::with_domain(client.clone(), domain),
-            None => jetstream::new(client.clone()),
-        }
+        lattice_protocol::jetstream::context(client, self.js_domain.as_deref())
     }
 }
 

@@ -1,4 +1,5 @@
-//! Creating JetStream KV buckets in a way every supported nats-server accepts.
+//! JetStream contexts (with the hub's domain, for edge hosts) and creating KV buckets in a way
+//! every supported nats-server accepts.
 //!
 //! async-nats 0.51's `create_key_value` cannot read nats-server 2.9's reply (the one Debian
 //! ships), so Lattice creates the bucket's backing stream itself, with the configuration that
@@ -6,6 +7,15 @@
 //! direct get), and then opens it as a KV store. Servers of every version accept that.
 
 use async_nats::jetstream::{self, kv, stream};
+
+/// JetStream on `client`, under `domain` when one is set: a host, or a provider process it
+/// starts, on an edge leaf reaches the hub's JetStream by the hub's domain.
+pub fn context(client: &async_nats::Client, domain: Option<&str>) -> jetstream::Context {
+    match domain {
+        Some(domain) => jetstream::with_domain(client.clone(), domain),
+        None => jetstream::new(client.clone()),
+    }
+}
 
 /// Opens the KV bucket `name`, creating it (keeping `history` values per key) if missing.
 pub async fn ensure_kv(

@@ -12,7 +12,8 @@
 //! - [`keys`]: ed25519 keys in nkey form with a role prefix.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
-//! - `jetstream` (feature `jetstream`): creating KV buckets every supported nats-server accepts.
+//! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
+//!   buckets every supported nats-server accepts.
 //! - [`digest`]: `sha256:` content addresses. [`wit`]: a component's imports and exports.
 //!
 //! The key decision: the two ends of every exchange use the same types from this crate, encoded

@@ -98,10 +98,7 @@ impl ProcessEnv {
     /// JetStream on `client` as the host has it: in [`ProcessEnv::js_domain`] when set, else
     /// the default API prefix.
     pub fn jetstream(&self, client: &async_nats::Client) -> jetstream::Context {
-        match &self.js_domain {
-            Some(domain) => jetstream::with_domain(client.clone(), domain),
-            None => jetstream::new(client.clone()),
-        }
+        lattice_protocol::jetstream::context(client, self.js_domain.as_deref())
     }
 }
 
