@@ -16,9 +16,10 @@ use crate::outbox::Sequence;
 
 /// Entries read per outbox scan step.
 const SCAN_BATCH: usize = 1024;
-/// The most entries one report reads; beyond, the oldest ages are already known in practice
-/// (entries are kept in append order) and the counts come from the sender's own tally.
-const SCAN_LIMIT: usize = 100_000;
+/// The oldest entries one report reads for the links' oldest ages: a heartbeat must stay cheap
+/// with a backlog of a million entries. A link with nothing among them reports no age (its
+/// oldest call is younger than all of them).
+const SCAN_LIMIT: usize = 4 * SCAN_BATCH;
 
 /// Dropped and expired calls per stream key since the host started.
 #[derive(Debug, Default)]
@@ -59,12 +60,15 @@ impl Totals {
 }
 
 impl Queue {
-    /// Each queued link's outbox on this host: waiting calls, the oldest one's age, and the
-    /// dropped and expired totals. Reads the outbox from its oldest entry (which also sweeps
-    /// expired entries, so they are counted now rather than at the next forward).
+    /// Each queued link's outbox on this host: waiting calls (the sender's tally, loaded from
+    /// the outbox once), the oldest one's age (from the oldest entries), and the dropped and
+    /// expired totals. Reading the oldest entries also sweeps expired ones, so they are counted
+    /// now rather than at the next forward.
     pub async fn link_stats(&self) -> Vec<LinkOutboxStats> {
         let now = SystemTime::now();
-        let mut waiting: BTreeMap<String, (u64, SystemTime)> = BTreeMap::new();
+        // An outbox that cannot be read reports what it has; the next beat tries again.
+        let _ = self.load_counts().await;
+        let mut oldest: BTreeMap<String, SystemTime> = BTreeMap::new();
         let mut after: Option<Sequence> = None;
         let mut read = 0;
         while read < SCAN_LIMIT {
@@ -72,28 +76,26 @@ impl Queue {
                 None => self.outbox.peek(SCAN_BATCH).await,
                 Some(a) => self.outbox.peek_after(a, SCAN_BATCH).await,
             };
-            // An outbox that cannot be read reports what it counted; the next beat tries again.
             let Ok(batch) = batch else { break };
             let Some((last, _)) = batch.last() else { break };
             after = Some(*last);
             read += batch.len();
             for (_, entry) in &batch {
-                let w = waiting
+                oldest
                     .entry(entry.stream_key.clone())
-                    .or_insert((0, entry.created_at));
-                w.0 += 1;
+                    .or_insert(entry.created_at);
             }
         }
-        // Links that sent since the host started are reported even when nothing waits; past
-        // the scan limit the sender's own tally has the counts.
-        if let Some(counts) = super::lock(&self.counts).as_ref() {
-            for (key, n) in counts {
-                let w = waiting.entry(key.clone()).or_insert((0, now));
-                if read >= SCAN_LIMIT {
-                    w.0 = w.0.max(*n);
-                }
-            }
-        }
+        // Links that sent since the host started are reported even when nothing waits.
+        let waiting: BTreeMap<String, (u64, Option<SystemTime>)> = super::lock(&self.counts)
+            .as_ref()
+            .map(|counts| {
+                counts
+                    .iter()
+                    .map(|(key, n)| (key.clone(), (*n, oldest.get(key).copied())))
+                    .collect()
+            })
+            .unwrap_or_default();
         let totals = self.totals.snapshot();
         let keys: std::collections::BTreeSet<&String> =
             waiting.keys().chain(totals.keys()).collect();
@@ -104,7 +106,7 @@ impl Queue {
                 let (pending, oldest) = waiting
                     .get(key)
                     .copied()
-                    .map_or((0, None), |(n, t)| (n, (n > 0).then_some(t)));
+                    .map_or((0, None), |(n, t)| (n, t.filter(|_| n > 0)));
                 let counted = totals.get(key).copied().unwrap_or_default();
                 Some(LinkOutboxStats {
                     link,
