@@ -51,13 +51,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
-use lattice_protocol::digest::Digest;
 use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
 use lattice_protocol::provider::{LinkDirection, LinkId, LinkInfo};
 use lattice_protocol::subject::Subject;
 use lattice_provider_keyvalue_nats::NatsKv;
 use lattice_provider_sdk::{Call, Provider, Remote, Reply};
-use lattice_tests::{NatsServer, TestLattice, endpoint};
+use lattice_tests::{NatsServer, TestLattice, endpoint, kv_counter_manifest as manifest};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 
@@ -430,62 +429,6 @@ impl Target for GuestBench {
             }
         }
     }
-}
-
-/// kv-counter as app `app`, linked to `provider` (`builtin:keyvalue-nats` or
-/// `provider:keyvalue-nats`) with bucket `bucket`, served on a port of its own.
-fn manifest(app: &str, image: &Digest, provider: &str, bucket: &str) -> String {
-    format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: {app}
-  annotations:
-    version: v1
-spec:
-  components:
-    - name: counter
-      type: component
-      properties:
-        image: {image}
-      traits:
-        - type: spreadscaler
-          properties:
-            instances: 1
-        - type: link
-          properties:
-            namespace: wasi
-            package: keyvalue
-            interfaces: [store, atomics]
-            target:
-              name: kv
-              config:
-                - name: bucket
-                  properties:
-                    bucket: {bucket}
-    - name: kv
-      type: capability
-      properties:
-        image: {provider}
-    - name: httpserver
-      type: capability
-      properties:
-        image: builtin:http-server
-      traits:
-        - type: link
-          properties:
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            target:
-              name: counter
-            source:
-              config:
-                - name: http
-                  properties:
-                    address: 127.0.0.1:0
-"#
-    )
 }
 
 async fn guest_level(program: &Path, ops: usize) -> anyhow::Result<Vec<String>> {

@@ -66,6 +66,23 @@ pub fn lattice_bin() -> PathBuf {
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// Waits until `check` holds, re-checking every 50 ms, for at most `within`: for what no
+/// lattice event announces (a log line, a stream's state, a process answering).
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await? {
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// A real nats-server with JetStream, on a random port, stopped on drop.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -563,6 +580,63 @@ spec:
                 - name: default-http
                   properties:
                     address: {address}
+"#
+    )
+}
+
+/// kv-counter as app `app`, its `wasi:keyvalue` store and atomics linked to `provider`
+/// (`builtin:keyvalue-nats`, `provider:keyvalue-nats`, ...) with bucket `bucket`, served over
+/// HTTP on a port of its own.
+pub fn kv_counter_manifest(app: &str, image: &Digest, provider: &str, bucket: &str) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: {app}
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: counter
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics]
+            target:
+              name: kv
+              config:
+                - name: bucket
+                  properties:
+                    bucket: {bucket}
+    - name: kv
+      type: capability
+      properties:
+        image: {provider}
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: counter
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: 127.0.0.1:0
 "#
     )
 }

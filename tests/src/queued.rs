@@ -14,14 +14,15 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use lattice_host::HostConfig;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::messages::AppState;
 
 use crate::edge::EdgeTopology;
-use crate::{TestHost, WAIT, endpoint};
+use anyhow::Context as _;
+
+use crate::{TestHost, WAIT, endpoint, eventually};
 
 /// Everything the captured tracing targets printed.
 #[derive(Debug, Clone, Default)]
@@ -77,18 +78,13 @@ pub fn delivered(prefix: &str) -> Vec<u32> {
 
 /// Waits until greeter logged `n` notifications with `prefix`.
 pub async fn wait_delivered(prefix: &str, n: usize) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT * 2;
-    while delivered(prefix).len() < n {
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "only {:?} of {n} `{prefix}` notifications arrived; log:\n{}",
-                delivered(prefix),
-                log_text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    eventually(
+        WAIT * 2,
+        &format!("{n} `{prefix}` notifications"),
+        || async { Ok(delivered(prefix).len() >= n) },
+    )
+    .await
+    .with_context(|| format!("only {:?} arrived; log:\n{}", delivered(prefix), log_text()))
 }
 
 /// The queued link's properties.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use lattice_protocol::messages::{AppState, HostState};
 use lattice_tests::edge::{EdgeTopology, HUB_DOMAIN, free_port};
-use lattice_tests::{WAIT, endpoint, hello_manifest, hello_wasm, http_get};
+use lattice_tests::{WAIT, endpoint, hello_manifest, hello_wasm, http_get, kv_counter_manifest};
 
 #[tokio::test]
 async fn the_hubs_jetstream_is_reachable_from_the_leaf() -> anyhow::Result<()> {
@@ -358,57 +358,7 @@ async fn an_edge_hosts_provider_process_uses_the_hosts_jetstream_domain() -> any
         .hub
         .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
         .await?;
-    let manifest = format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: counter
-  annotations:
-    version: v1
-spec:
-  components:
-    - name: counter
-      type: component
-      properties:
-        image: {image}
-      traits:
-        - type: spreadscaler
-          properties:
-            instances: 1
-        - type: link
-          properties:
-            namespace: wasi
-            package: keyvalue
-            interfaces: [store, atomics]
-            target:
-              name: kv
-              config:
-                - name: bucket
-                  properties:
-                    bucket: edge-counts
-    - name: kv
-      type: capability
-      properties:
-        image: provider:keyvalue-nats
-    - name: httpserver
-      type: capability
-      properties:
-        image: builtin:http-server
-      traits:
-        - type: link
-          properties:
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            target:
-              name: counter
-            source:
-              config:
-                - name: http
-                  properties:
-                    address: 127.0.0.1:0
-"#
-    );
+    let manifest = kv_counter_manifest("counter", &image, "provider:keyvalue-nats", "edge-counts");
     e.hub.ctl.deploy(&manifest).await?;
     let addr = endpoint(&e.hub.wait_deployed("counter").await?)?;
     assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 1\n".into()));

@@ -15,8 +15,8 @@ use lattice_provider_mqtt::Mqtt;
 use lattice_provider_sdk::{
     Call, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
 };
-use lattice_tests::NatsServer;
 use lattice_tests::mosquitto::{Mosquitto, TestMqtt};
+use lattice_tests::{NatsServer, eventually};
 use rmpv::Value;
 use tokio::sync::mpsc;
 
@@ -190,14 +190,10 @@ async fn failed_deliveries_are_counted_and_do_not_stop_the_link() -> anyhow::Res
     let sensor = TestMqtt::connect(&broker, "sensor-1").await;
     sensor.publish("sensors/a/temp", "lost-1").await;
     sensor.publish("sensors/a/temp", "lost-2").await;
-    let deadline = tokio::time::Instant::now() + ARRIVE;
-    while provider.stats(&link.id).expect("served").failed < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "failures were not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(ARRIVE, "both failures to be counted", || async {
+        Ok(provider.stats(&link.id).expect("served").failed >= 2)
+    })
+    .await?;
 
     // Once the component runs, the next message arrives: nothing is stuck on the failed ones.
     let mut late = component(&client, "late").await?;
@@ -432,14 +428,10 @@ async fn the_provider_runs_as_a_process() -> anyhow::Result<()> {
         Duration::from_secs(10),
     );
     // Ready once it answers (no responders until it subscribed).
-    let deadline = tokio::time::Instant::now() + ARRIVE;
-    while remote.ping().await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the provider never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(ARRIVE, "the provider to answer", || async {
+        Ok(remote.ping().await.is_ok())
+    })
+    .await?;
 
     let mut temps = component(&client, "temps").await?;
     remote

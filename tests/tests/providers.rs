@@ -9,61 +9,11 @@ use lattice_protocol::envelope;
 use lattice_protocol::names::{AppName, ComponentName, HostId};
 use lattice_protocol::provider::{Call, ProviderRequest};
 use lattice_protocol::subject::Subject;
-use lattice_tests::{TestLattice, WAIT, endpoint, http_get};
+use lattice_tests::{TestLattice, WAIT, endpoint, http_get, kv_counter_manifest};
 
 /// kv-counter of app `app`, linked to the keyvalue-nats provider *process*, bucket `bucket`.
 fn manifest(app: &str, image: &Digest, bucket: &str) -> String {
-    format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: {app}
-  annotations:
-    version: v1
-spec:
-  components:
-    - name: counter
-      type: component
-      properties:
-        image: {image}
-      traits:
-        - type: spreadscaler
-          properties:
-            instances: 1
-        - type: link
-          properties:
-            namespace: wasi
-            package: keyvalue
-            interfaces: [store, atomics]
-            target:
-              name: kv
-              config:
-                - name: bucket
-                  properties:
-                    bucket: {bucket}
-    - name: kv
-      type: capability
-      properties:
-        image: provider:keyvalue-nats
-    - name: httpserver
-      type: capability
-      properties:
-        image: builtin:http-server
-      traits:
-        - type: link
-          properties:
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            target:
-              name: counter
-            source:
-              config:
-                - name: http
-                  properties:
-                    address: 127.0.0.1:0
-"#
-    )
+    kv_counter_manifest(app, image, "provider:keyvalue-nats", bucket)
 }
 
 /// Pids of provider `name` processes started by host `host` (their environment says which).

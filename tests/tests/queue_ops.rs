@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_nats::jetstream;
 use futures::StreamExt;
 use lattice_protocol::envelope;
@@ -30,7 +31,7 @@ fn notified_fail() -> Vec<u32> {
         })
         .collect()
 }
-use lattice_tests::{WAIT, endpoint, http_get};
+use lattice_tests::{WAIT, endpoint, eventually, http_get};
 
 /// The client's queued link to greeter, as `get queues` names it.
 const LINK: &str = "greeter/client->greeter";
@@ -184,15 +185,11 @@ async fn a_dead_letter_is_listed_then_requeued_once_the_target_is_fixed() -> any
         "{reply:?}"
     );
     assert!(reply.not_found.is_empty());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while notified_fail().is_empty() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the requeued call did not arrive; log:\n{}",
-            log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(WAIT, "the requeued call to arrive", || async {
+        Ok(!notified_fail().is_empty())
+    })
+    .await
+    .with_context(|| format!("log:\n{}", log_text()))?;
     wait_link(&e, "the requeued call to be settled", |l| {
         l.dead_lettered == 0 && l.in_flight == Some(0)
     })
@@ -446,15 +443,11 @@ async fn dropped_and_expired_calls_are_counted_and_announced() -> anyhow::Result
             (200, "ok".into())
         );
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while expired_in_log() < 2 {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the calls did not expire on the edge host; log:\n{}",
-            log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(WAIT, "the calls to expire on the edge host", || async {
+        Ok(expired_in_log() >= 2)
+    })
+    .await
+    .with_context(|| format!("log:\n{}", log_text()))?;
 
     // Healed: the edge host's next heartbeat carries its totals; the control plane announces
     // what grew.

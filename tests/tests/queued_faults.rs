@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
 use lattice_host::outbox::{Outbox, OutboxConfig};
@@ -21,7 +22,7 @@ use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, setup_with_edge,
     start_cloud_host, wait_delivered,
 };
-use lattice_tests::{WAIT, http_get};
+use lattice_tests::{WAIT, eventually, http_get};
 
 /// The queue stream's message count.
 async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
@@ -30,20 +31,15 @@ async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
     Ok(stream.info().await?.state.messages)
 }
 
-/// Waits until `check` holds, re-checking every 50 ms for at most [`WAIT`].
-async fn poll<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+/// Waits until `check` holds, for at most [`WAIT`]; on failure says what greeter's host logged.
+async fn poll<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await? {
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("timed out waiting for {what}; log:\n{}", log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    eventually(WAIT, what, check)
+        .await
+        .with_context(|| format!("log:\n{}", log_text()))
 }
 
 /// Waits until greeter's queue consumer has settled every message in the stream (nothing
@@ -337,14 +333,11 @@ async fn a_sigkilled_sending_host_delivers_every_accepted_call_once_after_restar
 
 /// Waits until greeter logged `<prefix>-<id>.`.
 async fn wait_until_delivered(prefix: &str, id: u32) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + WAIT * 2;
-    while !delivered(prefix).contains(&id) {
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("`{prefix}-{id}.` was accepted but never delivered");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    eventually(WAIT * 2, &format!("`{prefix}-{id}.`"), || async {
+        Ok(delivered(prefix).contains(&id))
+    })
+    .await
+    .context("accepted but never delivered")
 }
 
 /// Test 5, `on_full: refuse`. With the link cut, a link of capacity 3 takes three calls; the

@@ -9,8 +9,9 @@
 //! [`lattice_tests::queued`] describes: a duplicate shows twice, a loss not at all.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::queue::{
@@ -19,7 +20,7 @@ use lattice_protocol::queue::{
 };
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::{captured, log_text, numbered, start_cloud_host, start_edge_host};
-use lattice_tests::{TestHost, WAIT, endpoint, http_get};
+use lattice_tests::{TestHost, WAIT, endpoint, eventually, http_get};
 
 const APP: &str = "relay";
 /// The subject the sender publishes on; both subscriptions match it.
@@ -168,19 +169,21 @@ fn handled(component: &str, prefix: &str) -> Vec<u32> {
 
 /// Waits until both subscribers handled `n` messages with `prefix`.
 async fn wait_handled(prefix: &str, n: usize) -> anyhow::Result<()> {
-    let since = Instant::now();
-    while handled("sink", prefix).len() < n || handled("audit", prefix).len() < n {
-        if since.elapsed() > WAIT * 2 {
-            anyhow::bail!(
-                "sink handled {:?}, audit {:?} of {n} `{prefix}` messages; log:\n{}",
-                handled("sink", prefix),
-                handled("audit", prefix),
-                log_text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+    let both = || handled("sink", prefix).len() >= n && handled("audit", prefix).len() >= n;
+    eventually(
+        WAIT * 2,
+        &format!("{n} `{prefix}` messages handled twice"),
+        || async { Ok(both()) },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "sink handled {:?}, audit {:?}; log:\n{}",
+            handled("sink", prefix),
+            handled("audit", prefix),
+            log_text()
+        )
+    })
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use lattice_protocol::claims::read_claims;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::names::ComponentName;
-use lattice_protocol::wit::component_interfaces;
+use lattice_protocol::wit::{component_interfaces, returning_data};
 
 use crate::model::{
     ResolvedApp, ResolvedComponent, RolloutPolicy, ScalerKind, Scaling, SpreadEntry,
@@ -63,11 +63,19 @@ fn scaling(c: &Component) -> Option<Scaling> {
     })
 }
 
-/// What resolution needs from an artifact: its interfaces and its claims' allow list.
-async fn image_facts(registry: &Registry, digest: &Digest) -> Result<links::ImageFacts, WireError> {
+/// What resolution needs from an artifact: its interfaces and its claims' allow list; with
+/// `function_types` (the app queues calls), which of its imported functions return data.
+async fn image_facts(
+    registry: &Registry,
+    digest: &Digest,
+    function_types: bool,
+) -> Result<links::ImageFacts, WireError> {
     let bytes = registry.get(digest).await?;
-    let interfaces = component_interfaces(&bytes)
+    let mut interfaces = component_interfaces(&bytes)
         .map_err(|e| WireError::new(ErrorCode::InvalidInput, format!("artifact {digest}: {e}")))?;
+    if function_types {
+        interfaces.returning_data = returning_data(&bytes, &interfaces.imports);
+    }
     // An unsigned component declares nothing (hosts refuse it); a bad signature is the host's to
     // report too: its allow list can only make this check stricter.
     let allow = read_claims(&bytes)
@@ -114,11 +122,16 @@ pub async fn resolve(
         }
     }
     let involved = links::involved(manifest);
+    let queued = manifest
+        .spec
+        .components
+        .iter()
+        .any(|c| c.links().any(|l| l.queued().is_some()));
     let mut by_digest: BTreeMap<Digest, Result<links::ImageFacts, WireError>> = BTreeMap::new();
     let mut facts: BTreeMap<ComponentName, links::ImageFacts> = BTreeMap::new();
     for (c, _, image) in runnable.iter().filter(|(c, ..)| involved.contains(&c.name)) {
         if !by_digest.contains_key(image) {
-            by_digest.insert(image.clone(), image_facts(registry, image).await);
+            by_digest.insert(image.clone(), image_facts(registry, image, queued).await);
         }
         match &by_digest[image] {
             Ok(f) => {

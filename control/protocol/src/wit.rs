@@ -16,8 +16,9 @@ pub struct Interfaces {
     /// Exported names.
     pub exports: Vec<String>,
     /// Imported functions that return data a caller waits for (anything but no result or
-    /// `result<_, E>`), as `<import name>#<function>`. Empty when the component's types could
-    /// not be read (the host checks again when it links).
+    /// `result<_, E>`), as `<import name>#<function>`. Filled only by [`returning_data`] (it
+    /// validates the whole component, which reading the sections does not need); empty when
+    /// not asked for or when the types could not be read (the host checks again when it links).
     #[serde(default)]
     pub returning_data: Vec<String>,
 }
@@ -70,12 +71,11 @@ pub fn component_interfaces(bytes: &[u8]) -> Result<Interfaces, VerifyError> {
             _ => {}
         }
     }
-    out.returning_data = returning_data(bytes, &out.imports);
     Ok(out)
 }
 
 /// The imported functions of `imports` that return data (see [`Interfaces::returning_data`]).
-fn returning_data(bytes: &[u8], imports: &[String]) -> Vec<String> {
+pub fn returning_data(bytes: &[u8], imports: &[String]) -> Vec<String> {
     let Ok(types) = Validator::new_with_features(WasmFeatures::all()).validate_all(bytes) else {
         return Vec::new();
     };
