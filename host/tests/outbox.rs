@@ -1,6 +1,7 @@
 //! The durable outbox (`lattice_host::outbox`): order, group commit, capacity with both
-//! policies, expiry, reopening, a child process killed with SIGKILL mid-stream, and a write
-//! failure from the kernel (a file-size limit) in a child process.
+//! policies, expiry, reopening, lane sequences and the outbox's id, a child process killed with
+//! SIGKILL mid-stream, and a write failure from the kernel (a file-size limit) in a child
+//! process.
 //!
 //! The child-process tests re-run this test binary (`std::env::current_exe()`) with one test
 //! selected (`child_*`) and an environment variable saying what to do; without it those tests
@@ -23,6 +24,12 @@ fn entry(key: &str, payload: &str) -> OutboxEntry {
     OutboxEntry::new(key, payload.as_bytes().to_vec(), HOUR)
 }
 
+/// `e` as `peek` returns it: with the lane sequence the writer gave it.
+fn with_lane_seq(mut e: OutboxEntry, lane_seq: u64) -> OutboxEntry {
+    e.lane_seq = lane_seq;
+    e
+}
+
 fn open(dir: &Path, config: OutboxConfig) -> Outbox {
     Outbox::open(dir.join("outbox.redb"), config).expect("open the outbox")
 }
@@ -40,7 +47,7 @@ async fn peek_returns_entries_in_order_and_remove_acks_them() {
         };
         let e = entry(key, &format!("m{i}"));
         let seq = outbox.append(e.clone()).await.expect("append");
-        appended.push((seq, e));
+        appended.push((seq, with_lane_seq(e, i / 2 + 1)));
     }
     assert!(appended.windows(2).all(|w| w[0].0 < w[1].0));
 
@@ -228,6 +235,19 @@ async fn drop_oldest_makes_room_and_reports_it() {
         })
         .collect();
     assert_eq!(dropped, seqs[..2]);
+    let dropped_lane_seqs: Vec<(String, u64)> = events
+        .lock()
+        .expect("lock")
+        .iter()
+        .flat_map(|e| match e {
+            OutboxEvent::Dropped(d) => d.iter().map(|r| (r.lane.clone(), r.lane_seq)).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(
+        dropped_lane_seqs,
+        [("k".to_string(), 1), ("k".to_string(), 2)]
+    );
 }
 
 #[tokio::test]
@@ -242,7 +262,7 @@ async fn expired_entries_are_not_returned_and_are_counted() {
     tokio::time::sleep(Duration::from_millis(80)).await;
     let left = outbox.peek(10).await.expect("peek");
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].1, long);
+    assert_eq!(left[0].1, with_lane_seq(long, 2));
     let stats = outbox.stats();
     assert_eq!((stats.pending, stats.expired_total), (1, 1));
 
@@ -284,7 +304,8 @@ async fn reopening_keeps_entries_and_sequences() {
     let mut appended = Vec::new();
     for i in 0..5 {
         let e = entry("k", &i.to_string());
-        appended.push((outbox.append(e.clone()).await.expect("append"), e));
+        let seq = outbox.append(e.clone()).await.expect("append");
+        appended.push((seq, with_lane_seq(e, i + 1)));
     }
     // Remove the last one, so the next sequence must come from what was stored, not the table.
     outbox.remove(&[appended[4].0]).await.expect("remove");
@@ -296,6 +317,172 @@ async fn reopening_keeps_entries_and_sequences() {
     assert_eq!(outbox.stats().pending, 4);
     let next = outbox.append(entry("k", "after")).await.expect("append");
     assert!(next > last, "{next} reuses a sequence (last was {last})");
+}
+
+// ---- Lanes and the outbox's id ----
+
+/// The lane sequences of what `peek` returns, by lane.
+async fn lane_seqs(outbox: &Outbox) -> BTreeMap<String, Vec<u64>> {
+    let mut by_lane: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (_, e) in outbox.peek(usize::MAX).await.expect("peek") {
+        by_lane.entry(e.lane).or_default().push(e.lane_seq);
+    }
+    by_lane
+}
+
+#[tokio::test]
+async fn lane_sequences_count_per_lane_and_come_with_peek() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), OutboxConfig::default());
+    // Two lanes interleaved; lane "a" spans two stream keys, and "k" is a stream key's own lane.
+    let plan = [
+        ("app/x -> t", Some("a")),
+        ("app/y -> t", Some("b")),
+        ("app/y -> t", Some("a")),
+        ("k", None),
+        ("app/x -> t", Some("b")),
+        ("app/x -> t", Some("a")),
+        ("k", None),
+    ];
+    for (i, (key, lane)) in plan.iter().enumerate() {
+        let mut e = entry(key, &i.to_string());
+        if let Some(lane) = lane {
+            e = e.in_lane(*lane);
+        }
+        e.lane_seq = 99; // ignored: the writer assigns it
+        outbox.append(e).await.expect("append");
+    }
+    let peeked = outbox.peek(usize::MAX).await.expect("peek");
+    let got: Vec<(&str, &str, u64)> = peeked
+        .iter()
+        .map(|(_, e)| (e.stream_key.as_str(), e.lane.as_str(), e.lane_seq))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("app/x -> t", "a", 1),
+            ("app/y -> t", "b", 1),
+            ("app/y -> t", "a", 2),
+            ("k", "k", 1),
+            ("app/x -> t", "b", 2),
+            ("app/x -> t", "a", 3),
+            ("k", "k", 2),
+        ]
+    );
+    // peek_after carries them too.
+    let after = outbox
+        .peek_after(peeked[4].0, 10)
+        .await
+        .expect("peek_after");
+    assert_eq!(after, peeked[5..]);
+    assert_eq!(
+        outbox.lanes().await.expect("lanes"),
+        [
+            ("a".to_string(), 4),
+            ("b".to_string(), 3),
+            ("k".to_string(), 3)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lane_sequences_are_gapless_per_lane_under_concurrent_appends() {
+    // Many appends per commit: each lane still counts 1, 2, 3, … in its append order.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), OutboxConfig::default());
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    let e = entry(&format!("app/c{t} -> t"), &i.to_string())
+                        .in_lane(format!("lane{}", t % 4));
+                    outbox.append(e).await.expect("append");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert!(outbox.stats().commits < 320, "the appends were not batched");
+    let by_lane = lane_seqs(&outbox).await;
+    assert_eq!(by_lane.len(), 4);
+    for seqs in by_lane.values() {
+        assert_eq!(*seqs, (1..=80).collect::<Vec<u64>>());
+    }
+}
+
+#[tokio::test]
+async fn lane_sequences_survive_removal_expiry_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), OutboxConfig::default());
+    assert_eq!(outbox.lanes().await.expect("lanes"), []);
+    for i in 0..3 {
+        outbox
+            .append(entry("k", &i.to_string()).in_lane("a"))
+            .await
+            .expect("append");
+    }
+    for i in 0..2 {
+        outbox
+            .append(entry("k", &i.to_string()).in_lane("b"))
+            .await
+            .expect("append");
+    }
+    // The fourth of lane "a" expires at once.
+    outbox
+        .append(OutboxEntry::new("k", b"x".to_vec(), Duration::ZERO).in_lane("a"))
+        .await
+        .expect("append");
+    assert_eq!(outbox.sweep().await.expect("sweep"), 1);
+    // Every entry goes: the lanes' sequences must come from what is stored for the lanes.
+    let all: Vec<Sequence> = outbox
+        .peek(usize::MAX)
+        .await
+        .expect("peek")
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(outbox.remove(&all).await.expect("remove"), 5);
+    assert_eq!(outbox.stats().pending, 0);
+    drop(outbox);
+
+    let outbox = open(dir.path(), OutboxConfig::default());
+    let expected = [("a".to_string(), 5), ("b".to_string(), 3)];
+    assert_eq!(outbox.lanes().await.expect("lanes"), expected);
+    for lane in ["a", "b", "c", "a"] {
+        outbox
+            .append(entry("k", lane).in_lane(lane))
+            .await
+            .expect("append");
+    }
+    let by_lane = lane_seqs(&outbox).await;
+    assert_eq!(by_lane["a"], [5, 6]);
+    assert_eq!(by_lane["b"], [3]);
+    assert_eq!(by_lane["c"], [1]);
+    assert_eq!(
+        outbox.lanes().await.expect("lanes"),
+        [
+            ("a".to_string(), 7),
+            ("b".to_string(), 4),
+            ("c".to_string(), 2)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_outbox_id_is_kept_with_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = open(dir.path(), OutboxConfig::default());
+    let id = outbox.id();
+    assert_eq!(id.get_version_num(), 4);
+    outbox.append(entry("k", "x")).await.expect("append");
+    drop(outbox);
+    assert_eq!(open(dir.path(), OutboxConfig::default()).id(), id);
+
+    let other = tempfile::tempdir().expect("tempdir");
+    assert_ne!(open(other.path(), OutboxConfig::default()).id(), id);
 }
 
 // ---- SIGKILL ----
@@ -379,10 +566,19 @@ fn sigkill_keeps_every_acknowledged_append() {
     );
 
     let outbox = open(dir.path(), OutboxConfig::default());
-    let stored: BTreeMap<u64, String> = outbox
+    let peeked = outbox
         .peek(usize::MAX)
         .await_blocking()
-        .expect("peek after reopen")
+        .expect("peek after reopen");
+    // Each task's stream key is its lane: its lane sequences have no gap after the crash.
+    let mut by_lane: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (_, e) in &peeked {
+        by_lane.entry(e.lane.clone()).or_default().push(e.lane_seq);
+    }
+    for (lane, seqs) in &by_lane {
+        assert_eq!(*seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{lane}");
+    }
+    let stored: BTreeMap<u64, String> = peeked
         .into_iter()
         .map(|(s, e)| (s.0, e.id.to_string()))
         .collect();
@@ -446,6 +642,10 @@ fn child_file_size_limit() {
             .await
             .expect("peek after the failure");
         println!("PEEK {}", peeked.len());
+        // Lane "k" holds every entry: its sequences are 1..=n, the failed batch's (if it reached
+        // the disk after all) included.
+        let lane_seqs: Vec<u64> = peeked.iter().map(|(_, e)| e.lane_seq).collect();
+        assert_eq!(lane_seqs, (1..=peeked.len() as u64).collect::<Vec<_>>());
         let again = outbox
             .append(OutboxEntry::new("k", vec![7u8; 4096], HOUR))
             .await;
@@ -458,10 +658,26 @@ fn child_file_size_limit() {
             .remove(&seqs)
             .await
             .expect("remove after the failure");
-        outbox
+        let last = outbox
             .append(OutboxEntry::new("k", vec![7u8; 4096], HOUR))
             .await
             .expect("append after making room");
+        // A batch that failed to commit consumed no lane sequence.
+        let lane_seq = outbox
+            .peek(usize::MAX)
+            .await
+            .expect("peek")
+            .into_iter()
+            .find(|(s, _)| *s == last)
+            .expect("the last append")
+            .1
+            .lane_seq;
+        let expected = peeked.len() as u64 + u64::from(again.is_ok()) + 1;
+        println!("LANE {lane_seq} {expected}");
+        assert_eq!(
+            outbox.lanes().await.expect("lanes"),
+            [("k".to_string(), lane_seq + 1)]
+        );
         println!("DONE");
     });
 }
@@ -520,6 +736,15 @@ fn write_failure_fails_the_append_and_keeps_the_outbox_readable() {
     assert!(
         peeked == acked || peeked == acked + 1,
         "{peeked} entries readable, {acked} acknowledged"
+    );
+    let (lane_seq, expected) = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LANE "))
+        .and_then(|l| l.split_once(' '))
+        .expect("LANE line");
+    assert_eq!(
+        lane_seq, expected,
+        "the append after the failure got the wrong lane sequence"
     );
 }
 

@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use lattice_protocol::queue::deadletter_stream;
+use anyhow::Context as _;
+use lattice_protocol::envelope;
+use lattice_protocol::lease::LeaseRecord;
+use lattice_protocol::queue::{deadletter_stream, leases_bucket, queue_consumer};
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::http_get;
 use lattice_tests::queued::{
@@ -77,8 +80,8 @@ async fn a_failing_queued_call_is_retried_then_dead_lettered() -> anyhow::Result
     Ok(())
 }
 
-/// Two hosts run the target and pull from its one durable consumer: one item at a time across
-/// both keeps the order (a window of items in flight would hand neighbours to different hosts).
+/// Two hosts run the target: only the holder of the consumer's lease pulls, with many items in
+/// flight, so the order holds (both pulling would hand neighbours to different hosts at once).
 #[tokio::test]
 async fn with_the_target_on_two_hosts_queued_calls_still_arrive_once_in_order() -> anyhow::Result<()>
 {
@@ -114,5 +117,71 @@ async fn with_the_target_on_two_hosts_queued_calls_still_arrive_once_in_order() 
     wait_delivered("both", N as usize).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(delivered("both"), (0..N).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// The host delivering a target's queued calls stops: the other host running the target takes
+/// its lease over and goes on from where the lane stopped: the calls queued later arrive once
+/// each, in order, after the earlier ones, none run again.
+#[tokio::test]
+async fn when_the_delivering_host_stops_another_takes_over_its_lanes() -> anyhow::Result<()> {
+    captured();
+    let e = EdgeTopology::start().await?;
+    let cloud = start_cloud_host(&e).await?;
+    let mut second = e.hub.host_config("cloud-2");
+    second.labels.insert("role".into(), "cloud".into());
+    let second = e.hub.start_host(second).await?;
+    let _edge = start_edge_host(&e).await?;
+    let link = QueuedLink {
+        greeter_everywhere: true,
+        ..QueuedLink::default()
+    };
+    let addr = deploy(&e, 3, &link).await?;
+    const N: u32 = 20;
+    for i in 0..N {
+        let answer = http_get(&addr, &format!("/notify?msg=over-{i}.")).await?;
+        assert_eq!(answer, (200, "ok".into()), "call {i}");
+    }
+    wait_delivered("over", N as usize).await?;
+
+    // Which host delivers: the lease names it.
+    let js = async_nats::jetstream::new(e.hub.client.clone());
+    let leases = js.get_key_value(leases_bucket(&e.hub.lattice)).await?;
+    let record = leases
+        .get(queue_consumer("greeter", "greeter"))
+        .await?
+        .context("the consumer's lease")?;
+    let record: LeaseRecord = envelope::decode(&record)?;
+    let hosts = e.hub.ctl.hosts().await?;
+    let holder = hosts
+        .iter()
+        .find(|h| record.holder.starts_with(&h.id.to_string()))
+        .with_context(|| format!("no host holds {record:?}"))?;
+    let stays = if holder.name == "cloud-1" {
+        cloud.stop().await?;
+        second
+    } else {
+        second.stop().await?;
+        cloud
+    };
+
+    // More calls, queued while the hub is away, then released to the remaining host.
+    e.cut().await?;
+    for i in N..2 * N {
+        let answer = http_get(&addr, &format!("/notify?msg=over-{i}.")).await?;
+        assert_eq!(answer, (200, "ok".into()), "call {i}");
+    }
+    e.heal().await?;
+    wait_delivered("over", 2 * N as usize).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(delivered("over"), (0..2 * N).collect::<Vec<_>>());
+    let now: LeaseRecord = envelope::decode(
+        &leases
+            .get(queue_consumer("greeter", "greeter"))
+            .await?
+            .context("the consumer's lease")?,
+    )?;
+    assert_ne!(now.holder, record.holder, "the lease changed hands");
+    drop(stays);
     Ok(())
 }

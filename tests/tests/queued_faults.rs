@@ -14,8 +14,9 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
 use lattice_host::outbox::{Outbox, OutboxConfig};
+use lattice_protocol::envelope;
 use lattice_protocol::queue::{
-    CALL_ID_HEADER, processed_bucket, queue_consumer, queue_stream, queue_stream_subjects,
+    CALL_ID_HEADER, LaneState, lanes_bucket, queue_consumer, queue_stream, queue_stream_subjects,
 };
 use lattice_tests::edge::{EdgeTopology, free_port};
 use lattice_tests::queued::{
@@ -90,7 +91,7 @@ async fn send_end_marker(addr: &str) -> anyhow::Result<()> {
 /// Test 2. The forwarder publishes, the hub stores, the acknowledgements are lost; past the
 /// stream's duplicate window the forwarder publishes the same entries again, and the stream keeps
 /// both copies (deduplication by `Nats-Msg-Id` no longer applies). The target must still run
-/// each call once, in order: the processed-ids bucket is what stops the copies.
+/// each call once, in order: the lane's remembered last call is what stops the copies.
 ///
 /// How the copies are forced, with real parts only: the test creates the queue stream before
 /// the hosts start, with a 1 s `duplicate_window` (the hosts get-or-create it, so they keep
@@ -175,12 +176,15 @@ async fn an_outage_past_the_duplicate_window_stores_copies_and_runs_each_call_on
     assert_eq!(delivered("dup"), (0..N).collect::<Vec<_>>());
     assert_eq!(delivered("warmup"), vec![0]);
     assert_eq!(delivered("end"), vec![0]);
-    // Every call is recorded as processed: that is what made the later copies skip.
-    let processed = js.get_key_value(processed_bucket(&e.hub.lattice)).await?;
-    let keys: BTreeSet<String> = processed.keys().await?.try_collect().await?;
-    for id in copies.keys() {
-        assert!(keys.contains(id), "{id} not in the processed bucket");
-    }
+    // One lane (this sender's link to greeter) remembers its last call run: that is what made
+    // the later copies skip.
+    let lanes = js.get_key_value(lanes_bucket(&e.hub.lattice)).await?;
+    let keys: Vec<String> = lanes.keys().await?.try_collect().await?;
+    let ours = format!("{}.", queue_consumer("greeter", "greeter"));
+    let ours: Vec<&String> = keys.iter().filter(|k| k.starts_with(&ours)).collect();
+    assert_eq!(ours.len(), 1, "one lane: {keys:?}");
+    let state: LaneState = envelope::decode(&lanes.get(ours[0]).await?.context("lane state")?)?;
+    assert_eq!(state.last, u64::from(N) + 2, "{state:?}");
     Ok(())
 }
 
@@ -194,7 +198,7 @@ async fn an_outage_past_the_duplicate_window_stores_copies_and_runs_each_call_on
 /// removed from the outbox when the process dies, the proxy holds hub → leaf bytes for the last
 /// stretch before the kill (the stream stores those calls; their acks never come back): after
 /// the restart the forwarder publishes them again, and the stream's deduplication and the
-/// processed ids keep them to one run each.
+/// lane's remembered last call keep them to one run each.
 #[tokio::test]
 async fn a_sigkilled_sending_host_delivers_every_accepted_call_once_after_restart()
 -> anyhow::Result<()> {

@@ -12,7 +12,8 @@
 //! - [`status`]: pure app status from the plan and host heartbeats.
 //! - `queues` (private): `ctl get queues`, `get deadletters`, `requeue` (read from JetStream and
 //!   the hosts' heartbeats), and the events for queued calls dropped, expired or dead-lettered.
-//! - [`lease`]: leadership among several control planes, with fencing epochs.
+//! - leadership among several control planes, with fencing epochs: a lease
+//!   ([`lattice_protocol::lease`]) under the key `leader`.
 //! - [`client`]: a typed client of the control-plane API (`lattice ctl`, tests).
 //! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
 //! - `worker` (private): the one task that owns the state: it takes heartbeats and API
@@ -38,11 +39,11 @@
 use std::time::Duration;
 
 use lattice_protocol::keys::KeyPair;
+use lattice_protocol::lease::Lease;
 use lattice_protocol::names::LatticeName;
 use tokio_util::sync::CancellationToken;
 
 pub mod client;
-pub mod lease;
 pub mod model;
 pub mod placement;
 mod queues;
@@ -115,7 +116,7 @@ pub async fn run(
     loop {
         let lease = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            lease = lease::Lease::try_acquire(&leases, &holder, config.lease_ttl) => lease?,
+            lease = Lease::try_acquire(&leases, "leader", &holder, config.lease_ttl) => lease?,
         };
         let Some(lease) = lease else {
             if !standby_logged {

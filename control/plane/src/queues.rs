@@ -26,7 +26,7 @@ use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{EventKind, Heartbeat};
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
-    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, LINK_HEADER, MSG_ID_HEADER,
+    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, LANE_HEADERS, LINK_HEADER, MSG_ID_HEADER,
     QUEUE_SUBJECT_HEADER, Queued, QueuedItem, deadletter_stream, deadletter_stream_subjects,
     queue_consumer, queue_stream, queue_subject,
 };
@@ -196,8 +196,11 @@ pub(crate) async fn requeue(
         let mut headers = HeaderMap::new();
         for (name, values) in message.headers.iter() {
             let name: &str = name.as_ref();
+            // Out of its lane: its lane's receiver already counts it as handled, so it is
+            // deduplicated by its id instead.
             if [MSG_ID_HEADER, ATTEMPTS_HEADER, ERROR_HEADER]
                 .iter()
+                .chain(&LANE_HEADERS)
                 .any(|h| h.eq_ignore_ascii_case(name))
             {
                 continue;

@@ -13,7 +13,8 @@
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
-//!   buckets every supported nats-server accepts.
+//!   buckets every supported nats-server accepts; `lease`: leases in KV keys (the control
+//!   plane's leader, a queue target's consuming host).
 //! - [`digest`]: `sha256:` content addresses. [`wit`]: a component's imports and exports.
 //!
 //! The key decision: the two ends of every exchange use the same types from this crate, encoded
@@ -40,6 +41,8 @@ pub mod error;
 #[cfg(feature = "jetstream")]
 pub mod jetstream;
 pub mod keys;
+#[cfg(feature = "jetstream")]
+pub mod lease;
 pub mod messages;
 pub mod names;
 pub mod provider;

@@ -13,8 +13,21 @@
 //!                         target component ──(max attempts failed)──> LATTICE_<l>_deadletter,
 //!                               │                                     lattice.<l>.dlq.<app>.<component>
 //!                               v
-//!                         KV LATTICE_<l>_processed: ids already run (messages: per component)
+//!                         KV LATTICE_<l>_lanes: per consumer and lane, the last sequence run
+//!                         KV LATTICE_<l>_processed: ids of requeued items already run
+//!                         KV LATTICE_<l>_queue_leases: which host consumes for a target
 //! ```
+//!
+//! **Lanes.** Items travel in lanes: one sender's outbox, one link, one stream subject. The
+//! sender numbers each lane's items 1, 2, 3, ... ([`LANE_SEQ_HEADER`]) and says with each one
+//! its floor ([`LANE_FLOOR_HEADER`]): every item of the lane numbered below it was stored in the
+//! stream before this one was published, or will never come (dropped or expired at the sender).
+//! The receiver keeps one [`LaneState`] per lane instead of one record per item: an item at or
+//! below the last one run is a copy; the next number runs; a higher one runs once the floors
+//! seen prove the items between it and the last one run will not come, and waits for them
+//! otherwise (a publish lost in transit and published again lands after later ones). A
+//! [`LANE_MARKER_HEADER`] message carries only a floor: the sender publishes one when items it
+//! had published without an acknowledgement are gone for good, so nothing waits for them.
 //!
 //! Messages share the call stream under [`MESSAGE_TOKEN`], which no app can be named (app names
 //! hold only letters, digits, `-` and `_`), so a message subject never reads as an app's calls.
@@ -42,6 +55,68 @@ pub const QUEUE_SUBJECT_HEADER: &str = "Lattice-Queue-Subject";
 pub const ATTEMPTS_HEADER: &str = "Lattice-Attempts";
 /// Header (dead letters): the last error.
 pub const ERROR_HEADER: &str = "Lattice-Error";
+
+/// Header: the item's lane, `<sender outbox id>.<hash of the lane>` ([`lane_id`]). Absent on
+/// requeued items and on items from senders that predate lanes: those are deduplicated by id.
+pub const LANE_HEADER: &str = "Lattice-Lane";
+/// Header: the item's sequence in its lane (from 1).
+pub const LANE_SEQ_HEADER: &str = "Lattice-Lane-Seq";
+/// Header: the lane's floor when the item was published (see the module docs).
+pub const LANE_FLOOR_HEADER: &str = "Lattice-Lane-Floor";
+/// Header: present (`1`) on a marker, a message that carries no item, only its lane's floor.
+pub const LANE_MARKER_HEADER: &str = "Lattice-Lane-Marker";
+
+/// The headers that place a stream message in its lane: a dead letter put back by `requeue`
+/// drops them (it is a new delivery, deduplicated by its id).
+pub const LANE_HEADERS: [&str; 4] = [
+    LANE_HEADER,
+    LANE_SEQ_HEADER,
+    LANE_FLOOR_HEADER,
+    LANE_MARKER_HEADER,
+];
+
+/// The lane an item queued on stream subject `subject` through link `link` travels in, as the
+/// sender's outbox names it: the subject, a space, the link (subjects hold no spaces).
+pub fn lane_name(subject: &str, link: &str) -> String {
+    format!("{subject} {link}")
+}
+
+/// The stream subject of lane `lane` ([`lane_name`]).
+pub fn lane_subject(lane: &str) -> &str {
+    lane.split_once(' ').map_or(lane, |(subject, _)| subject)
+}
+
+/// A lane's id on the wire and in KV keys: the sender's outbox id (hex) and a hash of the
+/// lane's name, both made only of characters KV keys and headers allow.
+pub fn lane_id(outbox: &str, lane: &str) -> String {
+    let hash = Sha256::digest(lane.as_bytes());
+    format!("{outbox}.{}", hex::encode(&hash[..8]))
+}
+
+/// The KV bucket of [`LaneState`]s.
+pub fn lanes_bucket(lattice: &LatticeName) -> String {
+    format!("LATTICE_{lattice}_lanes")
+}
+
+/// The key, in [`lanes_bucket`], of lane `lane_id`'s state at consumer `durable`.
+pub fn lane_key(durable: &str, lane_id: &str) -> String {
+    format!("{durable}.{lane_id}")
+}
+
+/// The KV bucket of the leases naming the one host that consumes for each queue consumer (the
+/// key is the consumer's name).
+pub fn leases_bucket(lattice: &LatticeName) -> String {
+    format!("LATTICE_{lattice}_queue_leases")
+}
+
+/// What a consumer remembers of one lane (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneState {
+    /// The highest sequence run (or dead-lettered, or known gone); 0 before the first.
+    pub last: u64,
+    /// The highest floor seen.
+    pub floor: u64,
+}
 
 /// The token after `q.` under which queued messages travel: not a valid app name, so it never
 /// collides with [`queue_subject`].
@@ -162,6 +237,23 @@ mod tests {
     use super::*;
     use crate::envelope;
     use crate::names::validate_name;
+
+    #[test]
+    fn lanes_name_their_subject_and_make_key_safe_ids() {
+        let lane = lane_name("lattice.edge.q.app.sink", "app/src -> sink");
+        assert_eq!(lane_subject(&lane), "lattice.edge.q.app.sink");
+        let id = lane_id("0123abcd", &lane);
+        assert!(id.starts_with("0123abcd."), "{id}");
+        assert!(
+            id.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'),
+            "{id}"
+        );
+        assert_ne!(id, lane_id("0123abcd", &lane_name("s", "other")));
+        assert_eq!(
+            lane_key("queue-app-sink", &id),
+            format!("queue-app-sink.{id}")
+        );
+    }
 
     #[test]
     fn names_nest_under_their_streams() {

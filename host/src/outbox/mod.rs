@@ -16,8 +16,18 @@
 //! the entries of one stream key (sender → target) come out in the order their appends were made
 //! by a caller that awaits each append before the next.
 //!
+//! **Lanes.** Each entry belongs to an ordering lane ([`OutboxEntry::lane`], by default its stream
+//! key): downstream, the entries of one lane are delivered in order. The writer gives each entry
+//! its lane sequence ([`OutboxEntry::lane_seq`]: 1, 2, 3, … per lane) in the append's own
+//! transaction, where the lane's next sequence is stored, so a sequence is never reused: not
+//! after its entry is removed, dropped or expired, not after a reopen, and a batch that fails to
+//! commit consumes none. With it, the receiver of a lane tells a gap (an entry it has not seen
+//! yet) from a duplicate with one number per lane instead of one record per entry;
+//! [`Outbox::id`] names the outbox the lanes belong to, and [`Outbox::lanes`] gives a forwarder
+//! every lane's next sequence after a restart.
+//!
 //! **Limits.** [`OutboxConfig::capacity_entries`] and [`OutboxConfig::capacity_bytes`] bound the
-//! outbox (bytes are the entries' encoded size: payload, stream key and 41 bytes). When an
+//! outbox (bytes are the entries' encoded size: payload, stream key, lane and 53 bytes). When an
 //! append does not fit, expired entries go first; then [`FullPolicy::Refuse`] answers
 //! [`OutboxError::Full`], while [`FullPolicy::DropOldest`] removes the oldest entries in the same
 //! transaction and reports them ([`OutboxEvent::Dropped`] to [`OutboxConfig::on_event`], and
@@ -44,7 +54,7 @@
 //! **Layout.** This file is the public API: [`Outbox`] (the handle, whose operations are
 //! messages to the writer), [`OutboxEntry`] and its encoding, [`OutboxConfig`], [`OutboxError`],
 //! [`OutboxStats`] and [`OutboxEvent`]. `store` is the writer thread: its redb database, the
-//! batches it commits, capacity, expiry and recovery after a storage failure.
+//! batches it commits, capacity, expiry, lane sequences and recovery after a storage failure.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,9 +71,35 @@ use store::{Op, Reply, Store};
 
 mod store;
 
-const FORMAT_VERSION: u8 = 1;
-/// Encoded size of an entry beyond its stream key and payload.
-const ENTRY_OVERHEAD: usize = 1 + 16 + 8 + 8 + 4 + 4;
+// Entry encoding (integers little-endian). Version 2, written now:
+//
+//   offset  size  field
+//        0     1  format version (2)
+//        1    16  id (UUID bytes)
+//       17     8  created_at, ns since the Unix epoch
+//       25     8  ttl, ns
+//       33     4  flags, reserved (0)
+//       37     4  stream key length K
+//       41     8  lane sequence (written by the writer at append: see `set_lane_seq`)
+//       49     4  lane length L
+//       53     K  stream key (UTF-8)
+//     53+K     L  lane (UTF-8)
+//   53+K+L     …  payload (to the end)
+//
+// Version 1 (the previous release, still read) is the first 41 bytes of that header (up to and
+// with the key length), then the stream key and the payload: its lane is the stream key and its
+// lane sequence 0. The fixed-size fields come first, so the writer can set the lane sequence in
+// place without re-encoding.
+const FORMAT_VERSION: u8 = 2;
+const FORMAT_V1: u8 = 1;
+/// Header of a version-1 entry.
+const V1_HEADER: usize = 1 + 16 + 8 + 8 + 4 + 4;
+/// Where the lane sequence is in a version-2 entry.
+const LANE_SEQ_AT: usize = V1_HEADER;
+/// Header of a version-2 entry: version 1's, the lane sequence and the lane length.
+const V2_HEADER: usize = V1_HEADER + 8 + 4;
+/// Encoded size of an entry (as written now) beyond its stream key, lane and payload.
+const ENTRY_OVERHEAD: usize = V2_HEADER;
 
 /// An entry's place in the outbox: assigned by the writer, increasing, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,8 +116,13 @@ impl fmt::Display for Sequence {
 pub struct OutboxEntry {
     /// Unique id (a UUID v7 from [`OutboxEntry::new`]: time-ordered), for deduplication downstream.
     pub id: Uuid,
-    /// The ordering key: sender and target, e.g. `app/source-component -> target`.
+    /// Sender and target, e.g. `app/source-component -> target`; the default lane.
     pub stream_key: String,
+    /// The ordering lane: entries of one lane are delivered in order downstream.
+    pub lane: String,
+    /// The entry's sequence in its lane: 1, 2, 3, … assigned by the writer at append (what the
+    /// caller sets is ignored), never reused. 0 in entries written by the previous format.
+    pub lane_seq: u64,
     /// When the message was made (kept to the nanosecond until the year 2554).
     pub created_at: SystemTime,
     /// How long after `created_at` the message is still worth delivering.
@@ -91,15 +132,24 @@ pub struct OutboxEntry {
 }
 
 impl OutboxEntry {
-    /// A new entry made now, with a fresh UUID v7.
+    /// A new entry made now, with a fresh UUID v7, in the lane of its stream key.
     pub fn new(stream_key: impl Into<String>, payload: impl Into<Bytes>, ttl: Duration) -> Self {
+        let stream_key = stream_key.into();
         Self {
             id: Uuid::now_v7(),
-            stream_key: stream_key.into(),
+            lane: stream_key.clone(),
+            stream_key,
+            lane_seq: 0,
             created_at: SystemTime::now(),
             ttl,
             payload: payload.into(),
         }
+    }
+
+    /// The same entry in ordering lane `lane` instead of its stream key's.
+    pub fn in_lane(mut self, lane: impl Into<String>) -> Self {
+        self.lane = lane.into();
+        self
     }
 
     /// When the entry expires (saturating).
@@ -111,7 +161,7 @@ impl OutboxEntry {
 
     /// The size the entry takes in the outbox (what [`OutboxConfig::capacity_bytes`] counts).
     pub fn encoded_len(&self) -> usize {
-        ENTRY_OVERHEAD + self.stream_key.len() + self.payload.len()
+        ENTRY_OVERHEAD + self.stream_key.len() + self.lane.len() + self.payload.len()
     }
 
     fn expires_ns(&self) -> u64 {
@@ -122,6 +172,8 @@ impl OutboxEntry {
     fn encode(&self) -> Result<Vec<u8>, OutboxError> {
         let key_len = u32::try_from(self.stream_key.len())
             .map_err(|_| OutboxError::InvalidEntry("stream key longer than 4 GiB".into()))?;
+        let lane_len = u32::try_from(self.lane.len())
+            .map_err(|_| OutboxError::InvalidEntry("lane longer than 4 GiB".into()))?;
         let mut out = Vec::with_capacity(self.encoded_len());
         out.push(FORMAT_VERSION);
         out.extend_from_slice(self.id.as_bytes());
@@ -133,40 +185,71 @@ impl OutboxEntry {
         );
         out.extend_from_slice(&0u32.to_le_bytes()); // flags, reserved
         out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(&self.lane_seq.to_le_bytes());
+        out.extend_from_slice(&lane_len.to_le_bytes());
         out.extend_from_slice(self.stream_key.as_bytes());
+        out.extend_from_slice(self.lane.as_bytes());
         out.extend_from_slice(&self.payload);
         Ok(out)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let header = bytes
-            .get(..ENTRY_OVERHEAD)
-            .ok_or_else(|| format!("entry of {} bytes is shorter than its header", bytes.len()))?;
-        if header[0] != FORMAT_VERSION {
-            return Err(format!("unknown entry format {}", header[0]));
+    /// Sets the lane sequence of an entry encoded by [`OutboxEntry::encode`], in place.
+    fn set_lane_seq(encoded: &mut [u8], lane_seq: u64) {
+        if let Some(at) = encoded.get_mut(LANE_SEQ_AT..LANE_SEQ_AT + 8) {
+            at.copy_from_slice(&lane_seq.to_le_bytes());
         }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let version = *bytes.first().ok_or("empty entry")?;
+        let header_len = match version {
+            FORMAT_VERSION => V2_HEADER,
+            FORMAT_V1 => V1_HEADER,
+            other => return Err(format!("unknown entry format {other}")),
+        };
+        let header = bytes
+            .get(..header_len)
+            .ok_or_else(|| format!("entry of {} bytes is shorter than its header", bytes.len()))?;
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&header[at..at + 8]);
             u64::from_le_bytes(b)
         };
+        let len_at = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&header[at..at + 4]);
+            u32::from_le_bytes(b) as usize
+        };
+        let text = |range: std::ops::Range<usize>, what: &str| {
+            let raw = bytes
+                .get(range)
+                .ok_or_else(|| format!("entry's {what} runs past its end"))?;
+            String::from_utf8(raw.to_vec()).map_err(|e| format!("entry's {what}: {e}"))
+        };
         let mut id = [0u8; 16];
         id.copy_from_slice(&header[1..17]);
         let created_ns = u64_at(17);
         let ttl_ns = u64_at(25);
-        let mut key_len = [0u8; 4];
-        key_len.copy_from_slice(&header[37..41]);
-        let key_end = ENTRY_OVERHEAD + u32::from_le_bytes(key_len) as usize;
-        let key = bytes
-            .get(ENTRY_OVERHEAD..key_end)
-            .ok_or("entry's stream key runs past its end")?;
-        let stream_key = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
+        let key_end = header_len.saturating_add(len_at(37));
+        let stream_key = text(header_len..key_end, "stream key")?;
+        let (lane, lane_seq, payload_at) = if version == FORMAT_V1 {
+            (stream_key.clone(), 0, key_end)
+        } else {
+            let lane_end = key_end.saturating_add(len_at(LANE_SEQ_AT + 8));
+            (
+                text(key_end..lane_end, "lane")?,
+                u64_at(LANE_SEQ_AT),
+                lane_end,
+            )
+        };
         Ok(Self {
             id: Uuid::from_bytes(id),
             stream_key,
+            lane,
+            lane_seq,
             created_at: UNIX_EPOCH + Duration::from_nanos(created_ns),
             ttl: Duration::from_nanos(ttl_ns),
-            payload: Bytes::copy_from_slice(&bytes[key_end..]),
+            payload: Bytes::copy_from_slice(&bytes[payload_at..]),
         })
     }
 }
@@ -207,6 +290,11 @@ pub struct RemovedEntry {
     pub id: Uuid,
     /// Its stream key.
     pub stream_key: String,
+    /// Its lane.
+    pub lane: String,
+    /// Its lane sequence, which the lane's receiver will never see (0 if the entry was written
+    /// by the previous format or could not be read).
+    pub lane_seq: u64,
     /// When it was made.
     pub created_at: SystemTime,
     /// Its encoded size.
@@ -330,6 +418,7 @@ pub struct Outbox {
 
 struct Inner {
     path: PathBuf,
+    id: Uuid,
     tx: Option<mpsc::Sender<Op>>,
     shared: Arc<Mutex<Shared>>,
     writer: Option<JoinHandle<()>>,
@@ -339,6 +428,7 @@ impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
             .field("path", &self.inner.path)
+            .field("id", &self.inner.id)
             .finish_non_exhaustive()
     }
 }
@@ -361,6 +451,7 @@ impl Outbox {
     pub fn open(path: impl AsRef<Path>, config: OutboxConfig) -> Result<Self, OutboxError> {
         let path = path.as_ref().to_path_buf();
         let mut store = Store::open(&path)?;
+        let id = store.id;
         let shared = Arc::new(Mutex::new(store.shared.clone()));
         store.config = config;
         store.config.max_batch = store.config.max_batch.max(1);
@@ -373,6 +464,7 @@ impl Outbox {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                id,
                 tx: Some(tx),
                 shared,
                 writer: Some(writer),
@@ -383,6 +475,13 @@ impl Outbox {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The outbox's identity: a random UUID (v4) stored in the database when it was created
+    /// (or first opened by a release that has it), the same on every reopen of the file. With a
+    /// lane it names a sequence of [`OutboxEntry::lane_seq`]s.
+    pub fn id(&self) -> Uuid {
+        self.inner.id
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, OutboxError> {
@@ -442,6 +541,13 @@ impl Outbox {
         self.call(|reply| Op::Sweep { reply }).await
     }
 
+    /// Every lane the outbox has ever assigned a sequence in, with its next lane sequence (one
+    /// more than the last assigned), in lane order; lanes whose entries are all gone included.
+    /// A forwarder reads it after a restart to learn where each lane stands.
+    pub async fn lanes(&self) -> Result<Vec<(String, u64)>, OutboxError> {
+        self.call(|reply| Op::Lanes { reply }).await
+    }
+
     /// The outbox's counters as of its last batch.
     pub fn stats(&self) -> OutboxStats {
         let shared = match self.inner.shared.lock() {
@@ -453,5 +559,71 @@ impl Outbox {
             .oldest_created_ns
             .map(|ns| Duration::from_nanos(nanos(SystemTime::now()).saturating_sub(ns)));
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_2_round_trips_and_encoded_len_counts_every_byte() {
+        let mut entry = OutboxEntry::new("app/a -> t", b"payload".to_vec(), Duration::from_secs(9))
+            .in_lane("lane-1");
+        entry.lane_seq = 7;
+        let mut encoded = entry.encode().expect("encode");
+        assert_eq!(encoded[0], FORMAT_VERSION);
+        assert_eq!(encoded.len(), entry.encoded_len());
+        assert_eq!(OutboxEntry::decode(&encoded).expect("decode"), entry);
+
+        // The writer sets the lane sequence in place.
+        OutboxEntry::set_lane_seq(&mut encoded, 42);
+        let decoded = OutboxEntry::decode(&encoded).expect("decode");
+        assert_eq!(decoded.lane_seq, 42);
+        assert_eq!(
+            (decoded.lane.as_str(), decoded.payload),
+            ("lane-1", entry.payload)
+        );
+    }
+
+    #[test]
+    fn version_1_entries_still_decode_in_their_stream_keys_lane() {
+        // The previous release's layout, byte for byte.
+        let id = Uuid::now_v7();
+        let key = "app/a -> t";
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(id.as_bytes());
+        v1.extend_from_slice(&1_700_000_000_123_456_789u64.to_le_bytes());
+        v1.extend_from_slice(&3_600_000_000_000u64.to_le_bytes());
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        v1.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        v1.extend_from_slice(key.as_bytes());
+        v1.extend_from_slice(b"old payload");
+
+        let entry = OutboxEntry::decode(&v1).expect("decode v1");
+        assert_eq!(entry.id, id);
+        assert_eq!(entry.stream_key, key);
+        assert_eq!(entry.lane, key);
+        assert_eq!(entry.lane_seq, 0);
+        assert_eq!(
+            entry.created_at,
+            UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789)
+        );
+        assert_eq!(entry.ttl, Duration::from_secs(3600));
+        assert_eq!(entry.payload, Bytes::from_static(b"old payload"));
+    }
+
+    #[test]
+    fn truncated_or_unknown_entries_are_errors() {
+        let entry = OutboxEntry::new("key", b"p".to_vec(), Duration::from_secs(1)).in_lane("lane");
+        let encoded = entry.encode().expect("encode");
+        // Cut inside the lane.
+        let cut = V2_HEADER + "key".len() + 2;
+        assert!(OutboxEntry::decode(&encoded[..cut]).is_err());
+        assert!(OutboxEntry::decode(&encoded[..V2_HEADER - 1]).is_err());
+        assert!(OutboxEntry::decode(&[]).is_err());
+        let mut unknown = encoded.clone();
+        unknown[0] = 3;
+        assert!(OutboxEntry::decode(&unknown).is_err());
     }
 }

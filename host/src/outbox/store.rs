@@ -4,10 +4,15 @@
 //! expiry included) and commits it, [`Store::answer`] replies to each caller, and
 //! [`Store::reopen`] recovers after a storage failure (reloading the gauges from the last commit).
 //!
+//! Tables: `outbox_entries` (sequence → encoded entry), `outbox_expiry` (the expiry index),
+//! `outbox_meta` (the next sequence and the outbox's id) and `outbox_lanes` (lane → its next lane
+//! sequence). An append sets its entry's lane sequence from `outbox_lanes` and stores the lane's
+//! next one in the same transaction, so a batch that fails to commit consumes none.
+//!
 //! Layout: the tables and the messages; `Store` and its batch cycle; then the table helpers
 //! (`sweep`, `remove_entry`, `oldest_created`) that `apply` uses inside a transaction.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -26,9 +31,14 @@ use super::{
 const ENTRIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("outbox_entries");
 /// Expiry index: (expires at, in ns since the Unix epoch; sequence).
 const EXPIRY: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("outbox_expiry");
-/// Counters kept with the entries.
+/// Counters kept with the entries, and the outbox's id.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("outbox_meta");
 const NEXT_SEQ: &str = "next_seq";
+/// The outbox's id ([`Uuid::as_u64_pair`]), written once, when the database is first opened.
+const ID_HIGH: &str = "id_high";
+const ID_LOW: &str = "id_low";
+/// Lanes: the lane's next lane sequence (1 + the last one assigned).
+const LANES: TableDefinition<'_, &str, u64> = TableDefinition::new("outbox_lanes");
 
 fn storage(e: impl Into<redb::Error>) -> OutboxError {
     OutboxError::Storage(e.into().to_string())
@@ -54,6 +64,9 @@ pub(super) enum Op {
         max: usize,
         reply: Reply<Vec<(Sequence, OutboxEntry)>>,
     },
+    Lanes {
+        reply: Reply<Vec<(String, u64)>>,
+    },
 }
 
 /// The writer's side: owns the database.
@@ -61,6 +74,7 @@ pub(super) struct Store {
     path: PathBuf,
     /// `None` after a storage failure that reopening could not repair yet.
     db: Option<Database>,
+    pub(super) id: Uuid,
     next_seq: u64,
     pub(super) shared: Shared,
     pub(super) published: Arc<Mutex<Shared>>,
@@ -72,7 +86,8 @@ enum Outcome {
     Appended(Sequence),
     Refused(OutboxError),
     Removed(usize),
-    Peek,
+    /// A read, answered after the commit.
+    Read,
 }
 
 impl Store {
@@ -80,13 +95,44 @@ impl Store {
         let mut store = Self {
             path: path.to_path_buf(),
             db: None,
+            id: Uuid::nil(),
             next_seq: 1,
             shared: Shared::default(),
             published: Arc::default(),
             config: OutboxConfig::default(),
         };
         store.reopen()?;
+        store.id = store.load_or_create_id()?;
         Ok(store)
+    }
+
+    /// The stored id, or a new one stored now (the only write at open: [`Store::reopen`], also
+    /// used after a storage failure, only reads).
+    fn load_or_create_id(&self) -> Result<Uuid, OutboxError> {
+        let db = self.db.as_ref().ok_or(OutboxError::Closed)?;
+        let tx = db.begin_read().map_err(storage)?;
+        match tx.open_table(META) {
+            Ok(meta) => {
+                let high = meta.get(ID_HIGH).map_err(storage)?.map(|v| v.value());
+                let low = meta.get(ID_LOW).map_err(storage)?.map(|v| v.value());
+                if let (Some(high), Some(low)) = (high, low) {
+                    return Ok(Uuid::from_u64_pair(high, low));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(storage(e)),
+        }
+        drop(tx);
+        let id = Uuid::new_v4();
+        let (high, low) = id.as_u64_pair();
+        let tx = db.begin_write().map_err(storage)?;
+        {
+            let mut meta = tx.open_table(META).map_err(storage)?;
+            meta.insert(ID_HIGH, high).map_err(storage)?;
+            meta.insert(ID_LOW, low).map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        Ok(id)
     }
 
     /// (Re)opens the database and reloads the gauges from it.
@@ -158,7 +204,7 @@ impl Store {
         }
     }
 
-    fn batch(&mut self, ops: Vec<Op>) {
+    fn batch(&mut self, mut ops: Vec<Op>) {
         if self.db.is_none()
             && let Err(e) = self.reopen()
         {
@@ -167,7 +213,7 @@ impl Store {
         }
         let mut removed = Removed::default();
         let before = (self.next_seq, self.shared.clone());
-        match self.apply(&ops, &mut removed) {
+        match self.apply(&mut ops, &mut removed) {
             Ok(outcomes) => {
                 self.shared.stats.commits += 1;
                 if !removed.dropped.is_empty() {
@@ -206,7 +252,7 @@ impl Store {
                         Op::Remove { reply, .. } | Op::Sweep { reply } => {
                             drop(reply.send(Err(e.clone())))
                         }
-                        peek @ Op::Peek { .. } => reads.push(peek),
+                        read @ (Op::Peek { .. } | Op::Lanes { .. }) => reads.push(read),
                     }
                 }
                 // Reads still work from the last commit, if the database reopened.
@@ -218,8 +264,13 @@ impl Store {
         }
     }
 
-    /// Applies the batch's writes in one transaction and commits it.
-    fn apply(&mut self, ops: &[Op], removed: &mut Removed) -> Result<Vec<Outcome>, OutboxError> {
+    /// Applies the batch's writes in one transaction and commits it. Sets the lane sequence in
+    /// each appended entry's encoding.
+    fn apply(
+        &mut self,
+        ops: &mut [Op],
+        removed: &mut Removed,
+    ) -> Result<Vec<Outcome>, OutboxError> {
         let Some(db) = &self.db else {
             return Err(OutboxError::Storage("the database is not open".into()));
         };
@@ -229,11 +280,15 @@ impl Store {
         {
             let mut entries = tx.open_table(ENTRIES).map_err(storage)?;
             let mut expiry = tx.open_table(EXPIRY).map_err(storage)?;
+            let mut lanes = tx.open_table(LANES).map_err(storage)?;
+            // The batch's lanes' next sequences, read from the table on first use and written
+            // back before the commit: lost with the transaction if it fails.
+            let mut lane_next: HashMap<String, u64> = HashMap::new();
             let stats = &mut self.shared.stats;
             // Expired entries are swept at most once per batch (by a peek, a sweep or an append
             // that finds the outbox full).
             let mut swept = false;
-            for op in ops {
+            for op in ops.iter_mut() {
                 let outcome = match op {
                     Op::Append { entry, encoded, .. } => {
                         let size = encoded.len() as u64;
@@ -269,6 +324,18 @@ impl Store {
                             if fits(stats) {
                                 let seq = self.next_seq;
                                 self.next_seq += 1;
+                                let next = match lane_next.get_mut(entry.lane.as_str()) {
+                                    Some(next) => next,
+                                    None => {
+                                        let stored = lanes
+                                            .get(entry.lane.as_str())
+                                            .map_err(storage)?
+                                            .map_or(1, |v| v.value());
+                                        lane_next.entry(entry.lane.clone()).or_insert(stored)
+                                    }
+                                };
+                                OutboxEntry::set_lane_seq(encoded, *next);
+                                *next += 1;
                                 entries.insert(seq, encoded.as_slice()).map_err(storage)?;
                                 expiry
                                     .insert((entry.expires_ns(), seq), ())
@@ -304,10 +371,14 @@ impl Store {
                             swept = true;
                             sweep(&mut entries, &mut expiry, now, stats, removed)?;
                         }
-                        Outcome::Peek
+                        Outcome::Read
                     }
+                    Op::Lanes { .. } => Outcome::Read,
                 };
                 outcomes.push(outcome);
+            }
+            for (lane, next) in &lane_next {
+                lanes.insert(lane.as_str(), *next).map_err(storage)?;
             }
             let mut meta = tx.open_table(META).map_err(storage)?;
             meta.insert(NEXT_SEQ, self.next_seq).map_err(storage)?;
@@ -331,6 +402,7 @@ impl Store {
                     drop(reply.send(Ok(n)))
                 }
                 (Op::Peek { after, max, reply }, _) => drop(reply.send(self.read(after, max))),
+                (Op::Lanes { reply }, _) => drop(reply.send(self.lanes())),
                 (Op::Append { reply, .. }, _) => {
                     drop(reply.send(Err(OutboxError::Storage("internal: no outcome".into()))))
                 }
@@ -371,6 +443,25 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// Every lane with its next lane sequence, as committed.
+    fn lanes(&self) -> Result<Vec<(String, u64)>, OutboxError> {
+        let db = self.db.as_ref().ok_or(OutboxError::Closed)?;
+        let tx = db.begin_read().map_err(storage)?;
+        let lanes = match tx.open_table(LANES) {
+            Ok(lanes) => lanes,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        lanes
+            .iter()
+            .map_err(storage)?
+            .map(|item| {
+                item.map(|(k, v)| (k.value().to_string(), v.value()))
+                    .map_err(storage)
+            })
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -385,6 +476,7 @@ fn fail_all(ops: Vec<Op>, e: &OutboxError) {
             Op::Append { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::Remove { reply, .. } | Op::Sweep { reply } => drop(reply.send(Err(e.clone()))),
             Op::Peek { reply, .. } => drop(reply.send(Err(e.clone()))),
+            Op::Lanes { reply } => drop(reply.send(Err(e.clone()))),
         }
     }
 }
@@ -447,6 +539,8 @@ fn remove_entry(
                 seq: Sequence(seq),
                 id: entry.id,
                 stream_key: entry.stream_key,
+                lane: entry.lane,
+                lane_seq: entry.lane_seq,
                 created_at: entry.created_at,
                 bytes,
             }))
@@ -456,6 +550,8 @@ fn remove_entry(
             seq: Sequence(seq),
             id: Uuid::nil(),
             stream_key: String::new(),
+            lane: String::new(),
+            lane_seq: 0,
             created_at: UNIX_EPOCH,
             bytes,
         })),

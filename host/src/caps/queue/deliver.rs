@@ -1,59 +1,58 @@
 //! The target side: durable consumers of the queue stream deliver queued calls and messages to
-//! one workload, one at a time in stream order, skip what it already processed, retry failures
-//! in place and dead-letter what keeps failing or expired before it could run.
-//!
-//! One item at a time per target (`max_ack_pending = 1`), across every instance of the target:
-//! when a target runs on several hosts they pull from the same durable consumer, and a larger
-//! window would hand neighbouring items to different hosts and lose the order per sender and
-//! target. Per item: its processed id is looked up, it runs, its id is recorded, and only then
-//! is it acknowledged (and the next one delivered). A window with one active consumer per target
-//! (a lease among the target's hosts) would overlap those round trips: measured at 3.5× the
-//! throughput in BENCHMARKS.md section 9, not built.
+//! one workload in lane order, skip what it already handled, retry failures in place and
+//! dead-letter what keeps failing or expired before it could run.
 //!
 //! [`consume`] starts one consumer per [`Inbox`]: the workload's call subject when it is a
-//! target of queued calls, each of its subscriptions when it consumes queued messages. Calls and
-//! messages differ only in what runs ([`run`]: the called function, or the handler export);
-//! decoding, the processed-ids check, settling, retries and dead letters ([`handle`]) are one
-//! path for both.
+//! target of queued calls, each of its subscriptions when it consumes queued messages; one host
+//! at a time runs each (`inbox.rs`: the lease, the takeover, the lanes). This file is what
+//! happens to one item: [`settle`] runs it ([`run`]: the called function, or the handler
+//! export), retrying in place, and dead-letters it ([`deadletter`]); calls and messages differ
+//! only in what runs. Items outside any lane (requeued ones) are checked against, and recorded
+//! in, the processed-ids bucket.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::jetstream::{self, AckKind, consumer, kv};
-use futures::StreamExt as _;
+use async_nats::jetstream::{self, AckKind, kv};
 use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
     ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, MSG_ID_HEADER, Queued, QueuedItem,
     deadletter_stream, deadletter_stream_subjects, deadletter_subject, message_consumer,
-    message_subject, processed_bucket, processed_key, queue_consumer, queue_stream, queue_subject,
+    message_subject, processed_bucket, processed_key, queue_consumer, queue_subject,
 };
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::forward::{ensure_stream, queue_stream_ready};
+use super::forward::ensure_stream;
+use super::inbox::consume_leased;
 use super::{DELIVERY_TIMEOUT, MAX_BACKOFF, PROCESSED_MAX_AGE, unix_ms};
 use crate::caps::bindings::handler::HandlesPre;
 use crate::caps::calls::{self, Loaded};
 use crate::caps::{LatticeLink, messaging};
 use crate::wasi::HostState;
 
+/// How long a delivered item may stay unacknowledged before it is delivered again: its run, and
+/// the rest of its chunk.
+pub(super) const DELIVERY_ACK_WAIT: Duration = Duration::from_secs(90);
+
 /// What queued items run in: the workload, and its message handler when it exports one.
-struct Target {
-    loaded: Arc<Loaded>,
+pub(super) struct Target {
+    pub(super) loaded: Arc<Loaded>,
     handler: Option<HandlesPre<HostState>>,
 }
 
 /// One durable consumer of the queue stream.
 #[derive(Debug, Clone)]
-struct Inbox {
+pub(super) struct Inbox {
     /// Its durable name.
-    durable: String,
+    pub(super) durable: String,
     /// The stream subjects it takes (wildcards allowed).
-    filter: String,
+    pub(super) filter: String,
     /// What it delivers, for logs: `calls`, or `messages on <subscription>`.
-    what: String,
+    pub(super) what: String,
 }
 
 /// Starts delivering the queued calls and messages `w` consumes to `loaded`'s component (none
@@ -88,8 +87,17 @@ pub fn consume(
         .into_iter()
         .map(|inbox| {
             let (target, lattice) = (target.clone(), lattice.clone());
+            let stop = CancellationToken::new();
+            let worker = tokio::spawn({
+                let stop = stop.clone();
+                async move { keep_consuming(&target, &lattice, &inbox, &stop).await }
+            });
+            // Dropping the handle asks the worker to stop between two items, so that what ran
+            // is remembered and acknowledged, rather than aborting it in the middle of a chunk
+            // (whose items the next host would run again).
             AbortOnDropHandle::new(tokio::spawn(async move {
-                keep_consuming(&target, &lattice, &inbox).await
+                let _stop = stop.drop_guard();
+                let _ = worker.await;
             }))
         })
         .collect())
@@ -116,23 +124,31 @@ fn inboxes(l: &LatticeName, w: &Workload, inbox: QueueInbox) -> Vec<Inbox> {
     out
 }
 
-/// Runs one consumer, reconnecting with backoff, until aborted.
-async fn keep_consuming(target: &Target, lattice: &LatticeLink, inbox: &Inbox) {
+/// Runs one consumer, reconnecting with backoff, until `stop`.
+async fn keep_consuming(
+    target: &Target,
+    lattice: &LatticeLink,
+    inbox: &Inbox,
+    stop: &CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
-    loop {
+    while !stop.is_cancelled() {
         let started = Instant::now();
-        if let Err(e) = consume_once(target, lattice, inbox).await {
+        if let Err(e) = consume_leased(target, lattice, inbox, stop).await {
             debug!(workload = %target.loaded.ctx.name(), what = %inbox.what, error = %format!("{e:#}"), "consuming queued items failed; retrying");
         }
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_millis(200);
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = tokio::time::sleep(backoff) => {}
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-async fn processed_store(
+pub(super) async fn processed_store(
     js: &jetstream::Context,
     lattice: &LatticeName,
 ) -> anyhow::Result<kv::Store> {
@@ -148,51 +164,8 @@ async fn processed_store(
     .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))
 }
 
-async fn consume_once(target: &Target, lattice: &LatticeLink, inbox: &Inbox) -> anyhow::Result<()> {
-    let js = &lattice.jetstream;
-    let l = &lattice.lattice;
-    queue_stream_ready(js, l).await?;
-    let processed = processed_store(js, l).await?;
-    let stream = js
-        .get_stream(queue_stream(l))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let durable = &inbox.durable;
-    let consumer = stream
-        .get_or_create_consumer(
-            durable,
-            consumer::pull::Config {
-                durable_name: Some(durable.clone()),
-                filter_subject: inbox.filter.clone(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: DELIVERY_TIMEOUT + Duration::from_secs(30),
-                // One item at a time across every instance of the target, wherever they run:
-                // that is what keeps the order per sender and target (see the module docs).
-                max_ack_pending: 1,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("creating consumer {durable}: {e}"))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    info!(workload = %target.loaded.ctx.name(), what = %inbox.what, "delivering queued items");
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let prepared = prepare(target, message)?;
-        let (message, ack) = settle(target, lattice, &processed, prepared).await?;
-        message
-            .ack_with(ack)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    Ok(())
-}
-
 /// A message read and decoded.
-struct Prepared {
+pub(super) struct Prepared {
     message: jetstream::Message,
     /// The item's id (`Lattice-Call-Id`, kept across requeues).
     id: String,
@@ -204,7 +177,7 @@ struct Prepared {
     key: Option<String>,
 }
 
-fn prepare(target: &Target, message: jetstream::Message) -> anyhow::Result<Prepared> {
+pub(super) fn prepare(target: &Target, message: jetstream::Message) -> anyhow::Result<Prepared> {
     let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (delivered, stream_seq) = (info.delivered, info.stream_sequence);
     let header = |name| {
@@ -232,15 +205,18 @@ fn prepare(target: &Target, message: jetstream::Message) -> anyhow::Result<Prepa
     })
 }
 
-/// Runs one queued item unless it was processed, retrying it in place (so that the items
-/// behind it wait: order per sender and target), dead-lettering it when it keeps failing,
-/// expired or cannot be read.
-async fn settle(
+/// Runs one queued item, retrying it in place (so that the items behind it wait: order per
+/// sender and target), dead-lettering it when it keeps failing, expired or cannot be read.
+/// With `processed` (an item outside any lane), it is skipped when its id is recorded there,
+/// and its id is recorded once it ran. `None` when `stop` came while it waited for a retry: it
+/// is left unacknowledged, for the next host.
+pub(super) async fn settle(
     target: &Target,
     lattice: &LatticeLink,
-    processed: &kv::Store,
+    processed: Option<&kv::Store>,
     prepared: Prepared,
-) -> anyhow::Result<(jetstream::Message, AckKind)> {
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<(jetstream::Message, AckKind)>> {
     let Prepared {
         message,
         id,
@@ -249,7 +225,7 @@ async fn settle(
         key,
     } = prepared;
     let ctx = &target.loaded.ctx;
-    let done = |message, ack| (message, ack);
+    let done = |message, ack| Some((message, ack));
     let queued = match queued {
         Ok(q) => q,
         Err(error) => {
@@ -286,16 +262,16 @@ async fn settle(
         deadletter(target, lattice, &message, dead).await?;
         return Ok(done(message, AckKind::Term));
     }
-    let Some(key) = key else {
-        unreachable!("a decoded item has a processed key");
-    };
-    let seen = processed
-        .get(&key)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if seen.is_some() {
-        debug!(%id, kind, "queued item already processed; skipping");
-        return Ok(done(message, AckKind::Ack));
+    let record = processed.zip(key);
+    if let Some((processed, key)) = &record {
+        let seen = processed
+            .get(key)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if seen.is_some() {
+            debug!(%id, kind, "queued item already processed; skipping");
+            return Ok(done(message, AckKind::Ack));
+        }
     }
     // Attempts made before this delivery (by this host or another, before a restart).
     let mut attempt = delivered.max(1);
@@ -321,18 +297,22 @@ async fn settle(
                     .ack_with(AckKind::Progress)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
                 attempt += 1;
             }
         }
     }
     // Recorded before it is acknowledged.
-    if let Err(e) = processed.create(&key, bytes::Bytes::new()).await
+    if let Some((processed, key)) = &record
+        && let Err(e) = processed.create(key, bytes::Bytes::new()).await
         && !matches!(e.kind(), kv::CreateErrorKind::AlreadyExists)
     {
         warn!(%key, error = %e, "could not record a processed item");
     }
-    Ok((message, AckKind::Ack))
+    Ok(done(message, AckKind::Ack))
 }
 
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its

@@ -20,28 +20,34 @@
 //! **Target.** Only workloads the assignment names as queue targets consume
 //! ([`lattice_protocol::assignment::QueueInbox`]): a target of queued calls through one durable
 //! pull consumer on its call subject, a component subscribed through `messaging-nats` through
-//! one per subscription (filtered on it, wildcards included). Each consumer has one item in
-//! flight (`max_ack_pending = 1`) across every host running the target, so items run one at a
-//! time, in stream order, each in a fresh instance (the called function, or the
-//! `wasmcloud:messaging/handler` export). Exactly once in effect, per component: the item's id
-//! is looked up in the KV bucket `LATTICE_<lattice>_processed` (kept 30 days; a call under its
-//! id, a message under `<app>.<component>.<id>`) first and skipped when present, and recorded
-//! there after it ran (an item is acknowledged only once its record is written). A failure (a
-//! trap, or the function's or handler's own error) is retried in place with backoff, the items
-//! behind it waiting (order per sender and target); after the link's `max_attempts` it goes, with its last error, to the stream
-//! `LATTICE_<lattice>_deadletter` (subject `lattice.<lattice>.dlq.<app>.<component>`).
-//! So does an item whose `ttl` passed before it could run (e.g. its target was not running),
-//! with the error `expired before delivery: ...`; `ctl requeue` gives it a fresh expiry.
-//! The remaining window: a host that dies after an item ran and before its id was recorded
-//! runs it again on redelivery. A requeued dead letter keeps its id (`Lattice-Call-Id`) under a
-//! new `Nats-Msg-Id`, so it is run at most once more in effect.
+//! one per subscription (filtered on it, wildcards included). One host at a time pulls each
+//! consumer: the holder of its lease in `LATTICE_<lattice>_queue_leases` (the target's other
+//! hosts stand by). It takes up to 20,000 items in flight and runs them one at a time, in lane
+//! order (one sender's link and subject: the order per sender and target), each in a fresh
+//! instance (the called function, or the `wasmcloud:messaging/handler` export). Exactly once in
+//! effect, per consumer: each lane's last item run is remembered in the KV bucket
+//! `LATTICE_<lattice>_lanes` (kept 30 days), written once per chunk of up to 256 items before
+//! they are acknowledged; a copy of an item already run is acknowledged without running, and an
+//! item whose predecessors may still come waits for them (see "Lanes" in
+//! [`lattice_protocol::queue`]). A failure (a trap, or the function's or handler's own error) is
+//! retried in place with backoff, the items behind it waiting; after the link's `max_attempts`
+//! it goes, with its last error, to the stream `LATTICE_<lattice>_deadletter` (subject
+//! `lattice.<lattice>.dlq.<app>.<component>`). So does an item whose `ttl` passed before it
+//! could run (e.g. its target was not running), with the error `expired before delivery: ...`;
+//! `ctl requeue` gives it a fresh expiry. A requeued dead letter leaves its lane and keeps its
+//! id (`Lattice-Call-Id`) under a new `Nats-Msg-Id`: it is checked against and recorded in the
+//! KV bucket `LATTICE_<lattice>_processed` (a call under its id, a message under
+//! `<app>.<component>.<id>`), so it is run at most once more in effect. The remaining window: a
+//! host that dies after items ran and before their lanes were remembered (at most one chunk)
+//! runs them again when the next holder takes over.
 //!
 //! Queued messages are not republished on their plain NATS subject: a component subscribed to
 //! it would otherwise receive each twice (once from NATS, once from the stream). Other NATS
 //! clients read them from the stream (`lattice.<lattice>.q.@msg.<subject>`).
 //!
-//! Layout: this file is the sender side ([`Queue`]); `forward.rs` the forwarder; `deliver.rs`
-//! the target side ([`consume`]). Stream, subject and header names are in
+//! Layout: this file is the sender side ([`Queue`]); `forward.rs` the forwarder; `inbox.rs` the
+//! target's consumer (lease, takeover, lanes); `lanes.rs` the pure lane decisions; `deliver.rs`
+//! one item's run, retries and dead letter ([`consume`]). Stream, subject and header names are in
 //! [`lattice_protocol::queue`].
 
 use std::collections::HashMap;
@@ -52,7 +58,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lattice_protocol::assignment::{OnFull, QueuedDelivery};
 use lattice_protocol::envelope;
 use lattice_protocol::names::{ComponentName, LatticeName};
-use lattice_protocol::queue::{Queued, QueuedItem, QueuedMessage, message_subject, queue_subject};
+use lattice_protocol::queue::{
+    Queued, QueuedItem, QueuedMessage, lane_name, message_subject, queue_subject,
+};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall};
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
@@ -63,6 +71,8 @@ use crate::outbox::{Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent,
 
 mod deliver;
 mod forward;
+mod inbox;
+mod lanes;
 mod stats;
 
 pub use deliver::consume;
@@ -277,7 +287,8 @@ impl Queue {
             subject,
             item,
         };
-        let entry = OutboxEntry::new(key.clone(), envelope::encode(&queued), ttl);
+        let lane = lane_name(&queued.subject, &key);
+        let entry = OutboxEntry::new(key.clone(), envelope::encode(&queued), ttl).in_lane(lane);
         // Counted before the append, so concurrent calls cannot overshoot the capacity.
         *lock(&self.counts)
             .get_or_insert_with(HashMap::new)

@@ -1,20 +1,23 @@
-//! Leadership among control planes: a lease in a JetStream KV key, taken and renewed by
-//! compare-and-set on the key's revision, so at most one control plane acts at a time.
+//! Leases in JetStream KV keys, taken and renewed by compare-and-set on the key's revision, so
+//! that at most one holder acts at a time: the control plane's leadership (key `leader`), and
+//! the one host that consumes a queue target's deliveries (key: the consumer's name).
 //!
-//! Each time the lease changes hands its `epoch` grows. The leader stamps the epoch on every
-//! assignment it signs and, on taking over, re-signs every assignment, which (a) makes every
-//! KV revision a deposed leader remembers stale, so its compare-and-set writes are refused, and
-//! (b) lets hosts refuse any assignment with an epoch lower than one they have seen.
+//! Each time a lease changes hands its `epoch` grows. The control plane's leader stamps the
+//! epoch on every assignment it signs and, on taking over, re-signs every assignment, which (a)
+//! makes every KV revision a deposed leader remembers stale, so its compare-and-set writes are
+//! refused, and (b) lets hosts refuse any assignment with an epoch lower than one they have seen.
+//!
+//! A holder stops acting when a renewal fails (every third of the TTL); another may take the
+//! lease only once the TTL has passed since the last renewal, so the two never act at once while
+//! a renewal's round trip is shorter than two thirds of the TTL.
 
 use std::time::Duration;
 
+use crate::envelope;
 use async_nats::jetstream::kv;
-use lattice_protocol::envelope;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
-
-const KEY: &str = "leader";
 
 /// What the lease key holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +41,7 @@ fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Lease {
     kv: kv::Store,
+    key: String,
     holder: String,
     ttl: Duration,
     revision: u64,
@@ -46,14 +50,15 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes the lease if it is free, expired, or already ours; `None` if someone else holds it.
+    /// Takes the lease `key` if it is free, expired, or already ours; `None` if someone else holds it.
     pub async fn try_acquire(
         kv: &kv::Store,
+        key: &str,
         holder: &str,
         ttl: Duration,
     ) -> anyhow::Result<Option<Lease>> {
         let expires_at_ms = now_ms() + ttl.as_millis() as u64;
-        let entry = kv.entry(KEY).await?;
+        let entry = kv.entry(key).await?;
         let (epoch, result) = match entry.filter(|e| e.operation == kv::Operation::Put) {
             None => {
                 let record = LeaseRecord {
@@ -63,7 +68,7 @@ impl Lease {
                 };
                 (
                     1,
-                    kv.create(KEY, envelope::encode(&record).into()).await.ok(),
+                    kv.create(key, envelope::encode(&record).into()).await.ok(),
                 )
             }
             Some(entry) => {
@@ -79,12 +84,13 @@ impl Lease {
                 let bytes = envelope::encode(&record);
                 (
                     record.epoch,
-                    kv.update(KEY, bytes.into(), entry.revision).await.ok(),
+                    kv.update(key, bytes.into(), entry.revision).await.ok(),
                 )
             }
         };
         Ok(result.map(|revision| Lease {
             kv: kv.clone(),
+            key: key.to_string(),
             holder: holder.to_string(),
             ttl,
             revision,
@@ -101,7 +107,7 @@ impl Lease {
         };
         match self
             .kv
-            .update(KEY, envelope::encode(&record).into(), self.revision)
+            .update(&self.key, envelope::encode(&record).into(), self.revision)
             .await
         {
             Ok(revision) => {
@@ -109,13 +115,13 @@ impl Lease {
                 true
             }
             Err(e) => {
-                warn!(error = %e, epoch = self.epoch, "lease renewal refused: leadership lost");
+                warn!(error = %e, epoch = self.epoch, "lease renewal refused: lease lost");
                 false
             }
         }
     }
 
-    /// Gives the lease up at once, so that another control plane takes over without waiting.
+    /// Gives the lease up at once, so that another holder takes over without waiting.
     pub async fn release(self) {
         let record = LeaseRecord {
             holder: self.holder.clone(),
@@ -124,7 +130,7 @@ impl Lease {
         };
         let _ = self
             .kv
-            .update(KEY, envelope::encode(&record).into(), self.revision)
+            .update(&self.key, envelope::encode(&record).into(), self.revision)
             .await;
     }
 
@@ -142,7 +148,7 @@ impl Lease {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => {
-                        info!(epoch = self.epoch, "giving up leadership");
+                        info!(epoch = self.epoch, "giving up the lease");
                         self.release().await;
                         return;
                     }

@@ -1,0 +1,362 @@
+//! One inbox's consumer, run by one host at a time: the host that holds the inbox's lease
+//! pulls its durable consumer with many items in flight, runs them in lane order
+//! ([`super::lanes`]), remembers each lane's state once per chunk of items, then acknowledges
+//! the chunk. About one JetStream operation per item (its acknowledgement, published without a
+//! round trip) instead of four in turn.
+//!
+//! **Why a lease.** The target may run on several hosts; if they all pulled, neighbouring items
+//! of a lane would run on two hosts at once and the order per sender and target would be lost.
+//! The lease (key: the consumer's name, in [`leases_bucket`]) names the one host that pulls;
+//! the others stand by and take over when it lets go (its workload stops) or stops renewing.
+//!
+//! **Taking over.** The new holder recreates the durable consumer from the old one's
+//! acknowledgement floor, so it reads every item not known to be done, in stream order, before
+//! anything newer: items the previous holder ran but did not acknowledge are copies by their
+//! lane's remembered state; the others run in order.
+//!
+//! **What remains.** A host that dies after running items and before remembering their lanes
+//! (at most one chunk, [`CHUNK`]) runs them again on takeover.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::{self, AckKind, kv};
+use futures::StreamExt as _;
+use lattice_protocol::envelope;
+use lattice_protocol::lease::Lease;
+use lattice_protocol::names::LatticeName;
+use lattice_protocol::queue::{
+    LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER, LaneState, lane_key,
+    lanes_bucket, leases_bucket, queue_stream,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::PROCESSED_MAX_AGE;
+use super::deliver::{DELIVERY_ACK_WAIT, Inbox, Target, prepare, processed_store, settle};
+use super::forward::queue_stream_ready;
+use super::lanes::{Lane, Offer, Release};
+use crate::caps::LatticeLink;
+
+/// How long an inbox's lease lasts without renewal (renewed every third of it).
+const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often a standby host asks for the lease.
+const LEASE_POLL: Duration = Duration::from_millis(500);
+/// Items delivered and not yet acknowledged, per consumer: room for items waiting in their lane
+/// behind one published again (a sender keeps up to 4,096 publishes in flight).
+const MAX_ACK_PENDING: i64 = 20_000;
+/// Items asked for per pull request.
+const PULL_BATCH: usize = 1024;
+/// The most items run before their lanes are remembered and they are acknowledged.
+const CHUNK: usize = 256;
+
+/// Delivers `inbox`'s items while this host holds its lease (waiting for it first).
+/// Returns `Ok` when `stop` came.
+pub(super) async fn consume_leased(
+    target: &Target,
+    lattice: &LatticeLink,
+    inbox: &Inbox,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let (js, l) = (&lattice.jetstream, &lattice.lattice);
+    queue_stream_ready(js, l).await?;
+    let leases = lattice_protocol::jetstream::ensure_kv(
+        js,
+        &leases_bucket(l),
+        1,
+        "the host delivering each queue consumer's items",
+    )
+    .await?;
+    // Per task, not per host: two versions of a workload on one host must not share it.
+    let holder = format!("{} {}", lattice.host, uuid::Uuid::new_v4());
+    let lease = loop {
+        if let Some(lease) = Lease::try_acquire(&leases, &inbox.durable, &holder, LEASE_TTL).await?
+        {
+            break lease;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(LEASE_POLL) => {}
+        }
+    };
+    let give_back = CancellationToken::new();
+    // However this ends (an error, the workload stopping), the lease is given back at once.
+    let _give_back = give_back.clone().drop_guard();
+    let (mut leased, _keeper) = lease.keep(give_back);
+    let consumer = take_over(js, l, inbox).await?;
+    let lanes = Lanes::open(js, l, &inbox.durable).await?;
+    info!(workload = %target.loaded.ctx.name(), what = %inbox.what, "delivering queued items");
+    tokio::select! {
+        result = receive(target, lattice, consumer, lanes, stop) => result,
+        _ = leased.wait_for(|held| !held) => {
+            anyhow::bail!("lost the lease on {}: another host delivers its items now", inbox.durable)
+        }
+    }
+}
+
+/// Recreates `inbox`'s durable consumer from its acknowledgement floor (see the module docs),
+/// or creates it.
+async fn take_over(
+    js: &jetstream::Context,
+    l: &LatticeName,
+    inbox: &Inbox,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let stream = js
+        .get_stream(queue_stream(l))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let durable = &inbox.durable;
+    let deliver_policy = match stream.consumer_info(durable).await {
+        Ok(info) => {
+            stream
+                .delete_consumer(durable)
+                .await
+                .map_err(|e| anyhow::anyhow!("taking over consumer {durable}: {e}"))?;
+            DeliverPolicy::ByStartSequence {
+                start_sequence: info.ack_floor.stream_sequence + 1,
+            }
+        }
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => DeliverPolicy::All,
+        Err(e) => anyhow::bail!("reading consumer {durable}: {e}"),
+    };
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(durable.clone()),
+            filter_subject: inbox.filter.clone(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: DELIVERY_ACK_WAIT,
+            max_ack_pending: MAX_ACK_PENDING,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating consumer {durable}: {e}"))
+}
+
+/// Pulls and delivers until the consumer fails or `stop` (then what ran is remembered and
+/// acknowledged, and the rest left to the next host).
+async fn receive(
+    target: &Target,
+    lattice: &LatticeLink,
+    consumer: consumer::PullConsumer,
+    mut lanes: Lanes,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let processed = processed_store(&lattice.jetstream, &lattice.lattice).await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .heartbeat(Duration::from_secs(15))
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chunks = messages.ready_chunks(CHUNK);
+    let ctx = Ctx {
+        target,
+        lattice,
+        processed: &processed,
+        stop,
+    };
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            chunk = chunks.next() => chunk,
+        };
+        let Some(chunk) = chunk else {
+            return Ok(());
+        };
+        let mut acks = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            if stop.is_cancelled() {
+                break;
+            }
+            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+            take(&ctx, &mut lanes, message, &mut acks).await?;
+        }
+        // Remembered before acknowledged: after a crash, a redelivered copy is known as one.
+        lanes.save().await?;
+        for (message, kind) in acks {
+            message
+                .ack_with(kind)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+}
+
+/// What running an item needs.
+struct Ctx<'a> {
+    target: &'a Target,
+    lattice: &'a LatticeLink,
+    /// Ids of items without a lane (requeued, or from senders that predate lanes).
+    processed: &'a kv::Store,
+    stop: &'a CancellationToken,
+}
+
+/// An item's place in its lane, from its headers.
+struct Place {
+    lane: String,
+    seq: u64,
+    floor: u64,
+    marker: bool,
+}
+
+impl Place {
+    fn of(message: &jetstream::Message) -> Option<Self> {
+        let headers = message.headers.as_ref()?;
+        let number = |name| {
+            headers
+                .get(name)
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+        };
+        let marker = headers.get(LANE_MARKER_HEADER).is_some();
+        let seq = number(LANE_SEQ_HEADER);
+        if seq.is_none() && !marker {
+            return None;
+        }
+        Some(Self {
+            lane: headers.get(LANE_HEADER)?.to_string(),
+            seq: seq.unwrap_or(0),
+            floor: number(LANE_FLOOR_HEADER).unwrap_or(0),
+            marker,
+        })
+    }
+}
+
+/// Takes one message: runs it (and whatever waited for it), holds it, or marks it to be
+/// acknowledged.
+async fn take(
+    ctx: &Ctx<'_>,
+    lanes: &mut Lanes,
+    message: jetstream::Message,
+    acks: &mut Vec<(jetstream::Message, AckKind)>,
+) -> anyhow::Result<()> {
+    let Some(place) = Place::of(&message) else {
+        let prepared = prepare(ctx.target, message)?;
+        let settled = settle(
+            ctx.target,
+            ctx.lattice,
+            Some(ctx.processed),
+            prepared,
+            ctx.stop,
+        );
+        acks.extend(settled.await?);
+        return Ok(());
+    };
+    let lane = lanes.get(&place.lane).await?;
+    if place.marker {
+        lane.floor(place.floor);
+        acks.push((message, AckKind::Ack));
+    } else {
+        match lane.offer(place.seq, place.floor) {
+            Offer::Copy => acks.push((message, AckKind::Ack)),
+            Offer::Wait => lane.hold(place.seq, message),
+            Offer::Run => {
+                let Some(settled) = run(ctx, message).await? else {
+                    return Ok(());
+                };
+                acks.push(settled);
+                lane.done(place.seq);
+            }
+        }
+    }
+    while let Some(release) = lane.next() {
+        match release {
+            Release::Copies(copies) => acks.extend(copies.into_iter().map(|m| (m, AckKind::Ack))),
+            Release::Run(seq, copies) => {
+                let mut copies = copies.into_iter();
+                if let Some(first) = copies.next() {
+                    let Some(settled) = run(ctx, first).await? else {
+                        return Ok(());
+                    };
+                    acks.push(settled);
+                }
+                lane.done(seq);
+                acks.extend(copies.map(|m| (m, AckKind::Ack)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs an item in its lane's turn (its lane, not an id record, says whether it ran before);
+/// `None` when stopped before it was settled.
+async fn run(
+    ctx: &Ctx<'_>,
+    message: jetstream::Message,
+) -> anyhow::Result<Option<(jetstream::Message, AckKind)>> {
+    let prepared = prepare(ctx.target, message)?;
+    settle(ctx.target, ctx.lattice, None, prepared, ctx.stop).await
+}
+
+/// The lanes one consumer has seen, and their states in [`lanes_bucket`].
+struct Lanes {
+    kv: kv::Store,
+    durable: String,
+    open: HashMap<String, Lane<jetstream::Message>>,
+}
+
+impl Lanes {
+    async fn open(js: &jetstream::Context, l: &LatticeName, durable: &str) -> anyhow::Result<Self> {
+        let bucket = lanes_bucket(l);
+        let kv = lattice_protocol::jetstream::ensure_kv_expiring(
+            js,
+            &bucket,
+            1,
+            PROCESSED_MAX_AGE,
+            "per queue consumer and lane, the last item run",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))?;
+        Ok(Self {
+            kv,
+            durable: durable.to_string(),
+            open: HashMap::new(),
+        })
+    }
+
+    /// Lane `id`, read from the bucket the first time it is seen.
+    async fn get(&mut self, id: &str) -> anyhow::Result<&mut Lane<jetstream::Message>> {
+        if !self.open.contains_key(id) {
+            let key = lane_key(&self.durable, id);
+            let state: LaneState = match self
+                .kv
+                .get(&key)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
+            {
+                Some(bytes) => envelope::decode(&bytes)
+                    .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?,
+                None => LaneState::default(),
+            };
+            self.open.insert(id.to_string(), Lane::new(state));
+        }
+        Ok(self.open.get_mut(id).expect("inserted above"))
+    }
+
+    /// Writes every changed lane's state (together).
+    async fn save(&mut self) -> anyhow::Result<()> {
+        let kv = &self.kv;
+        let writes = self
+            .open
+            .iter()
+            .filter(|(_, lane)| lane.dirty())
+            .map(|(id, lane)| {
+                let key = lane_key(&self.durable, id);
+                let value = envelope::encode(&lane.state());
+                async move {
+                    kv.put(&key, value.into())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("remembering lane {key}: {e}"))
+                }
+            });
+        futures::future::try_join_all(writes).await?;
+        for lane in self.open.values_mut() {
+            lane.saved();
+        }
+        Ok(())
+    }
+}
