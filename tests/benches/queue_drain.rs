@@ -9,8 +9,8 @@
 //! NATS connection standing for the host's. Every message is the same kind of queued call a
 //! guest makes through `example:greeter/notifier.notify` on a queued link: an envelope-encoded
 //! `Queued` call (about 150 bytes) with the headers the forwarder sets (`Nats-Msg-Id`,
-//! `Lattice-Call-Id`, `Lattice-Link`, `Lattice-Max-Attempts`), to a stream made like the
-//! forwarder's (`Limits`, file storage, 2-minute duplicate window).
+//! `Lattice-Call-Id`, `Lattice-Link`, `Lattice-Queue-Subject` and the lane's `Lattice-Lane`,
+//! `-Seq`, `-Floor`), to a stream made like the forwarder's (`Limits`, file storage, 2-minute duplicate window).
 //!
 //! **Variants** (each on a fresh stream; their order alternates between rounds):
 //! - `raw` (**the baseline**): `jetstream::Context::publish_with_headers` of the N messages,
@@ -27,9 +27,9 @@
 //! `TestLattice` (nats-server, control plane, one host, in this process) runs the real `greeter`
 //! component as the target of a queued link from `greeter-client` (the app of
 //! `tests/src/queued.rs`). An outbox holding the entries, made as above, is drained by the
-//! forwarder, and the host's durable consumer runs `notifier.notify` in a fresh greeter instance
-//! for each, checking and recording its id in the processed-ids bucket, one at a time in stream
-//! order. Timed from the forwarder's start to the consumer having acknowledged the last entry;
+//! forwarder, and the host holding the consumer's lease runs `notifier.notify` in a fresh greeter
+//! instance for each, one at a time in lane order, with up to 20,000 in flight, remembering the
+//! lane once per chunk and acknowledging each chunk once. Timed from the forwarder's start to the consumer having acknowledged the last entry;
 //! compared with `raw` above (the raw figure has no delivery in it: the ratio says how far the
 //! whole path is from publishing alone).
 
@@ -51,8 +51,9 @@ use lattice_host::outbox::{Outbox, OutboxConfig, OutboxEntry};
 use lattice_protocol::envelope;
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
-    CALL_ID_HEADER, LINK_HEADER, MAX_ATTEMPTS_HEADER, MSG_ID_HEADER, Queued, QueuedItem,
-    queue_consumer, queue_stream, queue_stream_subjects, queue_subject,
+    CALL_ID_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, MSG_ID_HEADER,
+    QUEUE_SUBJECT_HEADER, Queued, QueuedItem, lane_id, lane_name, queue_consumer, queue_stream,
+    queue_stream_subjects, queue_subject,
 };
 use lattice_protocol::rpc::RpcCall;
 use lattice_tests::queued::{self, QueuedLink};
@@ -150,6 +151,10 @@ async fn stream_messages(js: &jetstream::Context, lattice: &LatticeName) -> anyh
 async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow::Result<Duration> {
     let payloads: Vec<Vec<u8>> = (0..n).map(|i| payload(lattice, APP, i)).collect();
     let subject = queue_subject(lattice, APP, "greeter");
+    let lane = lane_id(
+        &uuid::Uuid::new_v4().simple().to_string(),
+        &lane_name(&subject, LINK),
+    );
     let started = Instant::now();
     let mut window = VecDeque::with_capacity(RAW_WINDOW);
     for (i, body) in payloads.into_iter().enumerate() {
@@ -162,7 +167,11 @@ async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow
         headers.insert(MSG_ID_HEADER, id.as_str());
         headers.insert(CALL_ID_HEADER, id.as_str());
         headers.insert(LINK_HEADER, LINK);
-        headers.insert(MAX_ATTEMPTS_HEADER, "5");
+        headers.insert(QUEUE_SUBJECT_HEADER, subject.as_str());
+        // The lane headers the forwarder adds, so both variants publish the same bytes.
+        headers.insert(LANE_HEADER, lane.as_str());
+        headers.insert(LANE_SEQ_HEADER, (i + 1).to_string().as_str());
+        headers.insert(LANE_FLOOR_HEADER, (i + 1).to_string().as_str());
         let ack = js
             .publish_with_headers(subject.clone(), headers, body.into())
             .await
@@ -191,12 +200,14 @@ async fn fill(path: &Path, lattice: &LatticeName, app: &str, n: usize) -> anyhow
         let (outbox, lattice, app) = (outbox.clone(), lattice.clone(), app.to_string());
         tasks.push(tokio::spawn(async move {
             let key = format!("{app}/client -> greeter");
+            let lane = lane_name(&queue_subject(&lattice, &app, "greeter"), &key);
             for i in (t..n).step_by(FILLERS) {
                 let entry = OutboxEntry::new(
                     key.as_str(),
                     payload(&lattice, &app, i),
                     Duration::from_secs(86_400),
-                );
+                )
+                .in_lane(lane.as_str());
                 outbox.append(entry).await?;
             }
             anyhow::Ok(())

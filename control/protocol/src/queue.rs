@@ -46,8 +46,6 @@ pub const CALL_ID_HEADER: &str = "Lattice-Call-Id";
 /// Header: the sending link, `app/source -> target` (`target` is `messaging-nats` for
 /// messages).
 pub const LINK_HEADER: &str = "Lattice-Link";
-/// Header: the delivery attempts the link allows.
-pub const MAX_ATTEMPTS_HEADER: &str = "Lattice-Max-Attempts";
 /// Header: the queue-stream subject the item was queued on (kept by dead letters, so a requeue
 /// can put it back there).
 pub const QUEUE_SUBJECT_HEADER: &str = "Lattice-Queue-Subject";

@@ -164,6 +164,15 @@ impl OutboxEntry {
         ENTRY_OVERHEAD + self.stream_key.len() + self.lane.len() + self.payload.len()
     }
 
+    /// When an encoded entry expires, read from its header alone (both versions share that
+    /// part), without copying its key, lane or payload.
+    fn encoded_expires_ns(bytes: &[u8]) -> Option<u64> {
+        let u64_at = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        Some(u64_at(17)?.saturating_add(u64_at(25)?))
+    }
+
     fn expires_ns(&self) -> u64 {
         nanos(self.created_at)
             .saturating_add(u64::try_from(self.ttl.as_nanos()).unwrap_or(u64::MAX))

@@ -356,7 +356,7 @@ impl Store {
                     Op::Remove { seqs, .. } => {
                         let mut n = 0;
                         for seq in seqs {
-                            if remove_entry(&mut entries, &mut expiry, seq.0, stats)?.is_some() {
+                            if remove_delivered(&mut entries, &mut expiry, seq.0, stats)? {
                                 n += 1;
                             }
                         }
@@ -518,6 +518,29 @@ fn sweep(
 }
 
 /// Removes entry `seq` and its expiry index row, updating the gauges.
+/// Removes a delivered entry: like [`remove_entry`], but reads only its header (the forwarder
+/// removes every entry it forwarded, so this is the outbox's busiest write).
+fn remove_delivered(
+    entries: &mut redb::Table<'_, u64, &[u8]>,
+    expiry: &mut redb::Table<'_, (u64, u64), ()>,
+    seq: u64,
+    stats: &mut OutboxStats,
+) -> Result<bool, OutboxError> {
+    let Some(value) = entries.remove(seq).map_err(storage)? else {
+        return Ok(false);
+    };
+    let bytes = value.value().len() as u64;
+    let expires = OutboxEntry::encoded_expires_ns(value.value());
+    drop(value);
+    stats.pending = stats.pending.saturating_sub(1);
+    stats.bytes = stats.bytes.saturating_sub(bytes);
+    // An entry we cannot read is gone now; its index row expires harmlessly.
+    if let Some(expires) = expires {
+        expiry.remove((expires, seq)).map_err(storage)?;
+    }
+    Ok(true)
+}
+
 fn remove_entry(
     entries: &mut redb::Table<'_, u64, &[u8]>,
     expiry: &mut redb::Table<'_, (u64, u64), ()>,

@@ -208,15 +208,16 @@ pub(super) fn prepare(target: &Target, message: jetstream::Message) -> anyhow::R
 /// Runs one queued item, retrying it in place (so that the items behind it wait: order per
 /// sender and target), dead-lettering it when it keeps failing, expired or cannot be read.
 /// With `processed` (an item outside any lane), it is skipped when its id is recorded there,
-/// and its id is recorded once it ran. `None` when `stop` came while it waited for a retry: it
-/// is left unacknowledged, for the next host.
+/// and its id is recorded once it ran. Returns the message once it is done with (to be
+/// acknowledged); `None` when `stop` came while it waited for a retry: it is left
+/// unacknowledged, for the next host.
 pub(super) async fn settle(
     target: &Target,
     lattice: &LatticeLink,
     processed: Option<&kv::Store>,
     prepared: Prepared,
     stop: &CancellationToken,
-) -> anyhow::Result<Option<(jetstream::Message, AckKind)>> {
+) -> anyhow::Result<Option<jetstream::Message>> {
     let Prepared {
         message,
         id,
@@ -225,7 +226,6 @@ pub(super) async fn settle(
         key,
     } = prepared;
     let ctx = &target.loaded.ctx;
-    let done = |message, ack| Some((message, ack));
     let queued = match queued {
         Ok(q) => q,
         Err(error) => {
@@ -236,7 +236,7 @@ pub(super) async fn settle(
                 error: &error,
             };
             deadletter(target, lattice, &message, dead).await?;
-            return Ok(done(message, AckKind::Term));
+            return Ok(Some(message));
         }
     };
     let kind = match queued.item {
@@ -260,7 +260,7 @@ pub(super) async fn settle(
             error: &error,
         };
         deadletter(target, lattice, &message, dead).await?;
-        return Ok(done(message, AckKind::Term));
+        return Ok(Some(message));
     }
     let record = processed.zip(key);
     if let Some((processed, key)) = &record {
@@ -270,7 +270,7 @@ pub(super) async fn settle(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if seen.is_some() {
             debug!(%id, kind, "queued item already processed; skipping");
-            return Ok(done(message, AckKind::Ack));
+            return Ok(Some(message));
         }
     }
     // Attempts made before this delivery (by this host or another, before a restart).
@@ -287,7 +287,7 @@ pub(super) async fn settle(
                     error: &e,
                 };
                 deadletter(target, lattice, &message, dead).await?;
-                return Ok(done(message, AckKind::Term));
+                return Ok(Some(message));
             }
             Err(e) => {
                 let delay = Duration::from_millis(250 << attempt.clamp(0, 7)).min(MAX_BACKOFF);
@@ -312,7 +312,7 @@ pub(super) async fn settle(
     {
         warn!(%key, error = %e, "could not record a processed item");
     }
-    Ok(done(message, AckKind::Ack))
+    Ok(Some(message))
 }
 
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its

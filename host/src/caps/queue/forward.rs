@@ -21,8 +21,8 @@ use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
     CALL_ID_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
-    LINK_HEADER, MAX_ATTEMPTS_HEADER, MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, lane_id,
-    lane_subject, queue_stream, queue_stream_subjects, queue_subject,
+    LINK_HEADER, MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, lane_id, lane_subject, queue_stream,
+    queue_stream_subjects, queue_subject,
 };
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 
 use super::{BATCH, Counts, MAX_BACKOFF, forget};
 use crate::caps::LatticeLink;
-use crate::outbox::{Outbox, OutboxError, Sequence};
+use crate::outbox::{Outbox, OutboxEntry, OutboxError, Sequence};
 
 /// Creates the queue stream when missing.
 pub(super) async fn queue_stream_ready(
@@ -147,8 +147,9 @@ impl Uncertain {
     }
 }
 
-/// The in-flight lane sequences of each lane, oldest first: the front is the lane's floor.
-type LaneFloors = HashMap<String, VecDeque<u64>>;
+/// Each lane's id ([`lane_id`]) and in-flight lane sequences, oldest first: the front is the
+/// lane's floor.
+type LaneFloors = HashMap<String, (String, VecDeque<u64>)>;
 
 /// Forwards everything the outbox holds, in sequence order, until nothing is left that was not
 /// published and acknowledged.
@@ -249,8 +250,7 @@ impl Pass<'_> {
             }
             for (seq, entry) in batch {
                 cursor = Some(seq);
-                let queued: Option<Queued> = envelope::decode(&entry.payload).ok();
-                let Some(subject) = stream_subject(l, queued.as_ref(), &entry.stream_key) else {
+                let Some(subject) = stream_subject(l, &entry) else {
                     warn!(stream = %entry.stream_key, "dropping a queued entry with no stream subject (undecodable, with a malformed stream key)");
                     self.acked.push((seq, entry.stream_key));
                     continue;
@@ -261,17 +261,19 @@ impl Pass<'_> {
                 headers.insert(CALL_ID_HEADER, id.as_str());
                 headers.insert(LINK_HEADER, entry.stream_key.as_str());
                 headers.insert(QUEUE_SUBJECT_HEADER, subject.as_str());
-                if let Some(q) = &queued {
-                    headers.insert(MAX_ATTEMPTS_HEADER, q.max_attempts.to_string().as_str());
-                }
                 // Entries written before lanes (sequence 0) are deduplicated by id.
                 let lane = (entry.lane_seq > 0).then(|| {
-                    let in_flight = self.floors.entry(entry.lane.clone()).or_default();
+                    if !self.floors.contains_key(&entry.lane) {
+                        let id = lane_id(&sender, &entry.lane);
+                        self.floors
+                            .insert(entry.lane.clone(), (id, VecDeque::new()));
+                    }
+                    let (id, in_flight) = self.floors.get_mut(&entry.lane).expect("inserted");
                     let floor = in_flight.front().copied().unwrap_or(entry.lane_seq);
                     in_flight.push_back(entry.lane_seq);
                     // Published again, with a floor that speaks for what went before.
                     self.uncertain.lanes.remove(&entry.lane);
-                    headers.insert(LANE_HEADER, lane_id(&sender, &entry.lane).as_str());
+                    headers.insert(LANE_HEADER, id.as_str());
                     headers.insert(LANE_SEQ_HEADER, entry.lane_seq.to_string().as_str());
                     headers.insert(LANE_FLOOR_HEADER, floor.to_string().as_str());
                     (entry.lane, entry.lane_seq)
@@ -327,7 +329,7 @@ impl Pass<'_> {
         let failed = match tokio::time::timeout(Duration::from_secs(10), ack).await {
             Ok(Ok(_)) => {
                 if let Some((lane, _)) = &lane
-                    && let Some(in_flight) = self.floors.get_mut(lane)
+                    && let Some((_, in_flight)) = self.floors.get_mut(lane)
                 {
                     in_flight.pop_front();
                 }
@@ -351,6 +353,12 @@ impl Pass<'_> {
         }
         let js = &self.lattice.jetstream;
         let sender = self.outbox.id().simple().to_string();
+        let inside = queue_stream_subjects(&self.lattice.lattice);
+        let inside = inside.trim_end_matches('>');
+        // A lane named otherwise than `Queue` names them has no subject to mark on.
+        self.uncertain
+            .lanes
+            .retain(|lane, _| lane_subject(lane).starts_with(inside));
         let mut marked = Vec::new();
         for (lane, highest) in &self.uncertain.lanes {
             let mut headers = HeaderMap::new();
@@ -394,12 +402,17 @@ fn remove(
     })
 }
 
-/// Where an entry goes: the subject its envelope names; for entries written before envelopes
-/// named one (calls only), the call subject of its stream key `app/source -> target`.
-fn stream_subject(lattice: &LatticeName, queued: Option<&Queued>, key: &str) -> Option<String> {
-    if let Some(q) = queued.filter(|q| !q.subject.is_empty()) {
-        return Some(q.subject.clone());
+/// Where an entry goes: its lane's subject; for entries written before lanes, the subject its
+/// envelope names; for entries written before envelopes named one (calls only), the call
+/// subject of its stream key `app/source -> target`.
+fn stream_subject(lattice: &LatticeName, entry: &OutboxEntry) -> Option<String> {
+    if entry.lane_seq > 0 {
+        return Some(lane_subject(&entry.lane).to_string());
     }
-    let (from, target) = key.split_once(" -> ")?;
+    let queued: Option<Queued> = envelope::decode(&entry.payload).ok();
+    if let Some(q) = queued.filter(|q| !q.subject.is_empty()) {
+        return Some(q.subject);
+    }
+    let (from, target) = entry.stream_key.split_once(" -> ")?;
     Some(queue_subject(lattice, from.split_once('/')?.0, target))
 }

@@ -74,6 +74,11 @@ impl<M> Lane<M> {
         self.held.values().map(Vec::len).sum()
     }
 
+    /// The items waiting.
+    pub(super) fn held(&self) -> impl Iterator<Item = &M> {
+        self.held.values().flatten()
+    }
+
     /// Takes in a floor (from an item or a marker).
     pub(super) fn floor(&mut self, floor: u64) {
         if floor > self.state.floor {
