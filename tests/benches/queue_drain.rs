@@ -9,8 +9,7 @@
 //! NATS connection standing for the host's. Every message is the same kind of queued call a
 //! guest makes through `example:greeter/notifier.notify` on a queued link: an envelope-encoded
 //! `Queued` call (about 150 bytes) with the headers the forwarder sets (`Nats-Msg-Id`,
-//! `Lattice-Call-Id`, `Lattice-Link`, `Lattice-Queue-Subject` and the lane's `Lattice-Lane`,
-//! `-Seq`, `-Floor`), to a stream made like the forwarder's (`Limits`, file storage, 2-minute duplicate window).
+//! `Lattice-Link` and the lane's `Lattice-Lane`, `-Seq`, `-Floor`), to a stream made like the forwarder's (`Limits`, file storage, 2-minute duplicate window).
 //!
 //! **Variants** (each on a fresh stream; their order alternates between rounds):
 //! - `raw` (**the baseline**): `jetstream::Context::publish_with_headers` of the N messages,
@@ -51,9 +50,9 @@ use lattice_host::outbox::{Outbox, OutboxConfig, OutboxEntry};
 use lattice_protocol::envelope;
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
-    CALL_ID_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, MSG_ID_HEADER,
-    QUEUE_SUBJECT_HEADER, Queued, QueuedItem, lane_id, lane_name, queue_consumer, queue_stream,
-    queue_stream_subjects, queue_subject,
+    LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, MSG_ID_HEADER, Queued,
+    QueuedItem, lane_id, lane_name, queue_consumer, queue_stream, queue_stream_subjects,
+    queue_subject,
 };
 use lattice_protocol::rpc::RpcCall;
 use lattice_tests::queued::{self, QueuedLink};
@@ -165,9 +164,7 @@ async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow
         let id = uuid::Uuid::new_v4().to_string();
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID_HEADER, id.as_str());
-        headers.insert(CALL_ID_HEADER, id.as_str());
         headers.insert(LINK_HEADER, LINK);
-        headers.insert(QUEUE_SUBJECT_HEADER, subject.as_str());
         // The lane headers the forwarder adds, so both variants publish the same bytes.
         headers.insert(LANE_HEADER, lane.as_str());
         headers.insert(LANE_SEQ_HEADER, (i + 1).to_string().as_str());

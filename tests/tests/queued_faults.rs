@@ -16,7 +16,7 @@ use futures::TryStreamExt;
 use lattice_host::outbox::{Outbox, OutboxConfig};
 use lattice_protocol::envelope;
 use lattice_protocol::queue::{
-    CALL_ID_HEADER, LaneState, lanes_bucket, queue_consumer, queue_stream, queue_stream_subjects,
+    LaneState, MSG_ID_HEADER, lanes_bucket, queue_consumer, queue_stream, queue_stream_subjects,
 };
 use lattice_tests::edge::{EdgeTopology, free_port};
 use lattice_tests::queued::{
@@ -59,7 +59,8 @@ async fn wait_consumer_idle(e: &EdgeTopology) -> anyhow::Result<()> {
     .await
 }
 
-/// How many copies of each call (by `Lattice-Call-Id`) the queue stream holds.
+/// How many copies of each call (by its id, the `Nats-Msg-Id` the forwarder gives it) the
+/// queue stream holds.
 async fn copies_per_call(e: &EdgeTopology) -> anyhow::Result<BTreeMap<String, u32>> {
     let js = jetstream::new(e.hub.client.clone());
     let mut stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
@@ -69,7 +70,7 @@ async fn copies_per_call(e: &EdgeTopology) -> anyhow::Result<BTreeMap<String, u3
         let message = stream.get_raw_message(seq).await?;
         let id = message
             .headers
-            .get(CALL_ID_HEADER)
+            .get(MSG_ID_HEADER)
             .map(ToString::to_string)
             .unwrap_or_default();
         *copies.entry(id).or_default() += 1;

@@ -40,14 +40,14 @@ use crate::rpc::RpcCall;
 
 /// Header: JetStream's deduplication id of a stream message (unique per publish attempt chain).
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
-/// Header: the call's (or message's) own id, kept across requeues (the processed-ids key).
-/// Absent on messages published before requeue existed: then the `Nats-Msg-Id` is the id.
+/// Header: the call's (or message's) own id, kept across requeues (the processed-ids key), on
+/// dead letters and requeued items. A forwarded item goes without: its `Nats-Msg-Id` is its id.
 pub const CALL_ID_HEADER: &str = "Lattice-Call-Id";
 /// Header: the sending link, `app/source -> target` (`target` is `messaging-nats` for
 /// messages).
 pub const LINK_HEADER: &str = "Lattice-Link";
-/// Header: the queue-stream subject the item was queued on (kept by dead letters, so a requeue
-/// can put it back there).
+/// Header (dead letters): the queue-stream subject the item was queued on, so that a requeue
+/// can put it back there.
 pub const QUEUE_SUBJECT_HEADER: &str = "Lattice-Queue-Subject";
 /// Header (dead letters): the attempts made.
 pub const ATTEMPTS_HEADER: &str = "Lattice-Attempts";

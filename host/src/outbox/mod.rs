@@ -9,7 +9,11 @@
 //! [`OutboxConfig::max_batch`] appends), applies them in arrival order in **one** write
 //! transaction and commits it (redb's `Durability::Immediate`: fsync before `commit` returns),
 //! then answers them all. No timer gathers a batch: while one commit is being fsynced, the next
-//! batch queues up, so the busier the outbox, the more appends share an fsync.
+//! batch queues up, so the busier the outbox, the more appends share an fsync. A batch of reads
+//! alone is not committed; a forwarder's bulk removal (256 entries or more, with no append in
+//! its batch or the one before) is committed without fsync, made durable by the next durable
+//! commit (at the latest the 32nd): a removal lost in a crash only brings back an entry the hub
+//! already has, which the receiver of its lane knows as a copy.
 //!
 //! **Order.** Sequences are assigned by the writer in arrival order and never reused (the next
 //! sequence is stored with the entries); [`Outbox::peek`] returns entries in sequence order, so
@@ -407,7 +411,8 @@ pub struct OutboxStats {
     pub expired_total: u64,
     /// Appends acknowledged since the outbox was opened.
     pub appended_total: u64,
-    /// Write transactions committed (each one fsync'd) since the outbox was opened.
+    /// Write transactions committed since the outbox was opened (every one holding an append
+    /// fsync'd).
     pub commits: u64,
     /// Batches that failed to commit since the outbox was opened.
     pub storage_failures: u64,

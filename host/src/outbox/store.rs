@@ -18,7 +18,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -26,6 +28,11 @@ use super::{
     FullPolicy, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent, OutboxStats, RemovedEntry,
     Sequence, Shared, nanos,
 };
+
+/// Commits without appends made in a row without fsync (see `Store::apply`).
+const LAZY_COMMITS: u32 = 32;
+/// The fewest removals a commit without fsync makes: a forwarder draining a backlog.
+const LAZY_REMOVALS: usize = 256;
 
 /// Entries by sequence: the encoded entry.
 const ENTRIES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("outbox_entries");
@@ -76,6 +83,12 @@ pub(super) struct Store {
     db: Option<Database>,
     pub(super) id: Uuid,
     next_seq: u64,
+    /// Commits without fsync since the last one with (see [`LAZY_COMMITS`]).
+    lazy_commits: u32,
+    /// Whether the next commit is durable whatever it holds: after appends (a removal making
+    /// room for the next ones frees pages they can reuse only once it is durable) and after a
+    /// storage failure.
+    durable_next: bool,
     pub(super) shared: Shared,
     pub(super) published: Arc<Mutex<Shared>>,
     pub(super) config: OutboxConfig,
@@ -97,6 +110,8 @@ impl Store {
             db: None,
             id: Uuid::nil(),
             next_seq: 1,
+            lazy_commits: 0,
+            durable_next: false,
             shared: Shared::default(),
             published: Arc::default(),
             config: OutboxConfig::default(),
@@ -215,7 +230,6 @@ impl Store {
         let before = (self.next_seq, self.shared.clone());
         match self.apply(&mut ops, &mut removed) {
             Ok(outcomes) => {
-                self.shared.stats.commits += 1;
                 if !removed.dropped.is_empty() {
                     self.shared.stats.dropped_total += removed.dropped.len() as u64;
                 }
@@ -238,6 +252,9 @@ impl Store {
                 // (redb refuses every operation after an I/O error) and fail the writes.
                 (self.next_seq, self.shared) = before;
                 self.shared.stats.storage_failures += 1;
+                // A commit without fsync cannot reuse the pages earlier ones freed: on a full
+                // disk it may need room a durable one does not, so the next one is durable.
+                self.durable_next = true;
                 let message = match &e {
                     OutboxError::Storage(m) => m.clone(),
                     other => other.to_string(),
@@ -275,7 +292,7 @@ impl Store {
             return Err(OutboxError::Storage("the database is not open".into()));
         };
         let now = nanos(SystemTime::now());
-        let tx = db.begin_write().map_err(storage)?;
+        let mut tx = db.begin_write().map_err(storage)?;
         let mut outcomes = Vec::with_capacity(ops.len());
         {
             let mut entries = tx.open_table(ENTRIES).map_err(storage)?;
@@ -384,7 +401,46 @@ impl Store {
             meta.insert(NEXT_SEQ, self.next_seq).map_err(storage)?;
             self.shared.oldest_created_ns = oldest_created(&entries)?;
         }
+        let appended = outcomes.iter().any(|o| matches!(o, Outcome::Appended(_)));
+        let removed_now: usize = ops
+            .iter()
+            .zip(&outcomes)
+            .map(|(op, o)| match (op, o) {
+                (Op::Remove { .. }, Outcome::Removed(n)) => *n,
+                _ => 0,
+            })
+            .sum();
+        // Reads alone (the forwarder's peeks) change nothing: no commit, no fsync. Except after
+        // a storage failure: a durable commit, even an empty one, is what frees the pages
+        // earlier commits left, which a nearly full disk needs.
+        if !appended
+            && !self.durable_next
+            && removed_now == 0
+            && removed.dropped.is_empty()
+            && removed.expired.is_empty()
+        {
+            tx.abort().map_err(storage)?;
+            return Ok(outcomes);
+        }
+        // Only appends must be on disk before they are answered. A removal lost in a crash
+        // brings back an entry that was already forwarded, which its lane's receiver knows as
+        // a copy; so a forwarder's bulk removals skip the fsync, and the writer is free for its
+        // next read sooner. Not after appends or a storage failure (a commit without fsync
+        // cannot reuse the pages earlier ones freed, so on a nearly full disk the room it makes
+        // would not be room for the next append), and every `LAZY_COMMITS`th is durable anyway.
+        if !appended
+            && removed_now >= LAZY_REMOVALS
+            && !self.durable_next
+            && self.lazy_commits < LAZY_COMMITS
+        {
+            tx.set_durability(Durability::None).map_err(storage)?;
+            self.lazy_commits += 1;
+        } else {
+            self.lazy_commits = 0;
+        }
+        self.durable_next = appended;
         tx.commit().map_err(storage)?;
+        self.shared.stats.commits += 1;
         Ok(outcomes)
     }
 

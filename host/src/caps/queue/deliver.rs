@@ -18,9 +18,10 @@ use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
-    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, MSG_ID_HEADER, Queued, QueuedItem,
-    deadletter_stream, deadletter_stream_subjects, deadletter_subject, message_consumer,
-    message_subject, processed_bucket, processed_key, queue_consumer, queue_subject,
+    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued,
+    QueuedItem, deadletter_stream, deadletter_stream_subjects, deadletter_subject,
+    message_consumer, message_subject, processed_bucket, processed_key, queue_consumer,
+    queue_subject,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -363,8 +364,8 @@ async fn deadletter(
     } = dead;
     let (js, l) = (&lattice.jetstream, &lattice.lattice);
     ensure_stream(js, deadletter_stream(l), deadletter_stream_subjects(l)).await?;
-    // The queue message's own headers (its link, its attempts allowed, its queue subject), then
-    // what happened. Its `Nats-Msg-Id` is new for every requeue, so an item dead-lettered again
+    // The queue message's own headers (its id, its link, its lane), where it was queued (for a
+    // requeue), then what happened. Its `Nats-Msg-Id` is new for every requeue, so an item dead-lettered again
     // is kept again; for a message, made per component like its processed key, so that a
     // message two subscribers failed is kept for each.
     let ctx = &target.loaded.ctx;
@@ -375,6 +376,7 @@ async fn deadletter(
         headers.insert(MSG_ID_HEADER, dedup.as_str());
     }
     headers.insert(CALL_ID_HEADER, id);
+    headers.insert(QUEUE_SUBJECT_HEADER, message.subject.as_str());
     headers.insert(ATTEMPTS_HEADER, attempts.to_string().as_str());
     headers.insert(ERROR_HEADER, error.replace(['\r', '\n'], " ").as_str());
     let subject = deadletter_subject(l, ctx.app.as_str(), ctx.component.as_str());

@@ -20,9 +20,9 @@ use async_nats::jetstream::{self, stream};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
-    CALL_ID_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
-    LINK_HEADER, MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, lane_id, lane_subject, queue_stream,
-    queue_stream_subjects, queue_subject,
+    LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER, LINK_HEADER,
+    MSG_ID_HEADER, Queued, lane_id, lane_subject, queue_stream, queue_stream_subjects,
+    queue_subject,
 };
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -258,9 +258,7 @@ impl Pass<'_> {
                 let mut headers = HeaderMap::new();
                 let id = entry.id.to_string();
                 headers.insert(MSG_ID_HEADER, id.as_str());
-                headers.insert(CALL_ID_HEADER, id.as_str());
                 headers.insert(LINK_HEADER, entry.stream_key.as_str());
-                headers.insert(QUEUE_SUBJECT_HEADER, subject.as_str());
                 // Entries written before lanes (sequence 0) are deduplicated by id.
                 let lane = (entry.lane_seq > 0).then(|| {
                     if !self.floors.contains_key(&entry.lane) {

@@ -16,10 +16,14 @@
 //! anything newer: items the previous holder ran but did not acknowledge are copies by their
 //! lane's remembered state; the others run in order.
 //!
-//! **What remains.** A host that dies after running items and before remembering their lanes
-//! (at most one chunk, [`CHUNK`]) runs them again on takeover.
+//! **Commits overlap the next chunks.** A chunk's lane states are written, then the chunk is
+//! acknowledged, in a task of its own while the next chunks run (up to [`COMMITS`]): the
+//! writes' round trips to a busy hub no longer stop delivery.
+//!
+//! **What remains.** A host that dies after running items and before their lanes were
+//! remembered (the chunks being committed, and the one running) runs them again on takeover.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
@@ -33,6 +37,7 @@ use lattice_protocol::queue::{
     LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER, LaneState, lane_key,
     lanes_bucket, leases_bucket, queue_stream,
 };
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -53,6 +58,9 @@ const MAX_ACK_PENDING: i64 = 20_000;
 const PULL_BATCH: usize = 1024;
 /// The most items run before their lanes are remembered and they are acknowledged.
 const CHUNK: usize = 256;
+/// Chunks whose lanes are being remembered and acknowledged while the next ones run: the
+/// writes' round trips to a busy hub (a millisecond or more) then do not hold up delivery.
+const COMMITS: usize = 64;
 
 /// Delivers `inbox`'s items while this host holds its lease (waiting for it first).
 /// Returns `Ok` when `stop` came.
@@ -162,13 +170,19 @@ async fn receive(
         processed: &processed,
         stop,
     };
+    // Earlier chunks' commits, finishing while this chunk runs.
+    let mut committing: VecDeque<JoinHandle<anyhow::Result<()>>> = VecDeque::new();
     loop {
         let chunk = tokio::select! {
             biased;
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => None,
             chunk = chunks.next() => chunk,
         };
         let Some(chunk) = chunk else {
+            // Stopped (or the consumer ended): what ran is remembered and acknowledged first.
+            for commit in committing {
+                commit.await??;
+            }
             return Ok(());
         };
         let mut done = Vec::with_capacity(chunk.len());
@@ -179,20 +193,51 @@ async fn receive(
             let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
             take(&ctx, &mut lanes, message, &mut done).await?;
         }
-        // Remembered before acknowledged: after a crash, a redelivered copy is known as one.
-        lanes.save().await?;
-        // Acknowledging an item acknowledges every item before it in the stream: the last one
-        // done, short of the first still waiting in its lane.
         let waiting = lanes.first_waiting();
-        let last = done
-            .into_iter()
-            .filter_map(|m| Some((stream_seq(&m)?, m)))
-            .filter(|(seq, _)| waiting.is_none_or(|w| *seq < w))
-            .max_by_key(|(seq, _)| *seq);
-        if let Some((_, message)) = last {
-            message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let changes = lanes.changes();
+        if committing.len() >= COMMITS
+            && let Some(oldest) = committing.pop_front()
+        {
+            oldest.await??;
         }
+        committing.push_back(tokio::spawn(commit(
+            lanes.kv.clone(),
+            changes,
+            done,
+            waiting,
+        )));
     }
+}
+
+/// Remembers a chunk's lanes, then acknowledges it: after a crash, a redelivered copy of an item
+/// that ran is known as one. Acknowledging an item acknowledges every item before it in the
+/// stream, so the chunk's last item done is acknowledged, short of `waiting` (the first item
+/// still waiting in its lane). Commits go out in order on the connection, so a later one's
+/// acknowledgement never lands before an earlier one's writes were sent.
+async fn commit(
+    kv: kv::Store,
+    changes: Vec<(String, bytes::Bytes)>,
+    done: Vec<jetstream::Message>,
+    waiting: Option<u64>,
+) -> anyhow::Result<()> {
+    let writes = changes.into_iter().map(|(key, value)| {
+        let kv = &kv;
+        async move {
+            kv.put(&key, value)
+                .await
+                .map_err(|e| anyhow::anyhow!("remembering lane {key}: {e}"))
+        }
+    });
+    futures::future::try_join_all(writes).await?;
+    let last = done
+        .into_iter()
+        .filter_map(|m| Some((stream_seq(&m)?, m)))
+        .filter(|(seq, _)| waiting.is_none_or(|w| *seq < w))
+        .max_by_key(|(seq, _)| *seq);
+    if let Some((_, message)) = last {
+        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
 }
 
 fn stream_seq(message: &jetstream::Message) -> Option<u64> {
@@ -358,26 +403,16 @@ impl Lanes {
             .min()
     }
 
-    /// Writes every changed lane's state (together).
-    async fn save(&mut self) -> anyhow::Result<()> {
-        let kv = &self.kv;
-        let writes = self
-            .open
-            .iter()
-            .filter(|(_, lane)| lane.dirty())
-            .map(|(id, lane)| {
-                let key = lane_key(&self.durable, id);
+    /// The state of every lane changed since the last call, to write, by key.
+    fn changes(&mut self) -> Vec<(String, bytes::Bytes)> {
+        let mut out = Vec::new();
+        for (id, lane) in &mut self.open {
+            if lane.dirty() {
                 let value = envelope::encode(&lane.state());
-                async move {
-                    kv.put(&key, value.into())
-                        .await
-                        .map_err(|e| anyhow::anyhow!("remembering lane {key}: {e}"))
-                }
-            });
-        futures::future::try_join_all(writes).await?;
-        for lane in self.open.values_mut() {
-            lane.saved();
+                out.push((lane_key(&self.durable, id), value.into()));
+                lane.saved();
+            }
         }
-        Ok(())
+        out
     }
 }
