@@ -384,7 +384,7 @@ pub struct HostArgs {
     pub outbox_max_entries: u64,
     /// The most bytes (a plain number, e.g. 1073741824 for 1 GiB) of queued calls and messages
     /// the outbox keeps, all queued links together: each counts its encoded call or message,
-    /// its link's name and 41 bytes. Leave the disk room for it.
+    /// its link's name twice, its stream subject and 53 bytes. Leave the disk room for it.
     #[arg(
         long,
         env = "LATTICE_OUTBOX_MAX_BYTES",
