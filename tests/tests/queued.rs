@@ -11,11 +11,11 @@ use lattice_protocol::envelope;
 use lattice_protocol::lease::LeaseRecord;
 use lattice_protocol::queue::{deadletter_stream, leases_bucket, queue_consumer};
 use lattice_tests::edge::EdgeTopology;
-use lattice_tests::http_get;
 use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, setup, start_cloud_host, start_edge_host,
     wait_delivered,
 };
+use lattice_tests::{TestHost, http_get};
 
 #[tokio::test]
 async fn queued_calls_wait_out_a_cut_link_and_arrive_once_in_order() -> anyhow::Result<()> {
@@ -87,16 +87,7 @@ async fn with_the_target_on_two_hosts_queued_calls_still_arrive_once_in_order() 
 {
     captured();
     let e = EdgeTopology::start().await?;
-    let _cloud = start_cloud_host(&e).await?;
-    let mut second = e.hub.host_config("cloud-2");
-    second.labels.insert("role".into(), "cloud".into());
-    let _second = e.hub.start_host(second).await?;
-    let _edge = start_edge_host(&e).await?;
-    let link = QueuedLink {
-        greeter_everywhere: true,
-        ..QueuedLink::default()
-    };
-    let addr = deploy(&e, 3, &link).await?;
+    let (_cloud, _second, _edge, addr) = greeter_on_two_cloud_hosts(&e).await?;
     e.hub
         .wait_for("greeter running on both cloud hosts", || async {
             let hosts = e.hub.ctl.hosts().await?;
@@ -127,16 +118,7 @@ async fn with_the_target_on_two_hosts_queued_calls_still_arrive_once_in_order() 
 async fn when_the_delivering_host_stops_another_takes_over_its_lanes() -> anyhow::Result<()> {
     captured();
     let e = EdgeTopology::start().await?;
-    let cloud = start_cloud_host(&e).await?;
-    let mut second = e.hub.host_config("cloud-2");
-    second.labels.insert("role".into(), "cloud".into());
-    let second = e.hub.start_host(second).await?;
-    let _edge = start_edge_host(&e).await?;
-    let link = QueuedLink {
-        greeter_everywhere: true,
-        ..QueuedLink::default()
-    };
-    let addr = deploy(&e, 3, &link).await?;
+    let (cloud, second, _edge, addr) = greeter_on_two_cloud_hosts(&e).await?;
     const N: u32 = 20;
     for i in 0..N {
         let answer = http_get(&addr, &format!("/notify?msg=over-{i}.")).await?;
@@ -184,4 +166,22 @@ async fn when_the_delivering_host_stops_another_takes_over_its_lanes() -> anyhow
     assert_ne!(now.holder, record.holder, "the lease changed hands");
     drop(stays);
     Ok(())
+}
+
+/// Starts `cloud-1`, `cloud-2` and the edge host, deploys the app with greeter on both cloud
+/// hosts; returns the hosts and the client's HTTP address.
+async fn greeter_on_two_cloud_hosts(
+    e: &EdgeTopology,
+) -> anyhow::Result<(TestHost, TestHost, TestHost, String)> {
+    let cloud = start_cloud_host(e).await?;
+    let mut second = e.hub.host_config("cloud-2");
+    second.labels.insert("role".into(), "cloud".into());
+    let second = e.hub.start_host(second).await?;
+    let edge = start_edge_host(e).await?;
+    let link = QueuedLink {
+        greeter_everywhere: true,
+        ..QueuedLink::default()
+    };
+    let addr = deploy(e, 3, &link).await?;
+    Ok((cloud, second, edge, addr))
 }

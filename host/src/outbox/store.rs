@@ -573,7 +573,25 @@ fn sweep(
     Ok(n)
 }
 
-/// Removes entry `seq` and its expiry index row, updating the gauges.
+/// Removes entry `seq`'s row, updating the gauges; `read` sees its encoded bytes first. `None`
+/// when it was not there.
+fn take_row<T>(
+    entries: &mut redb::Table<'_, u64, &[u8]>,
+    seq: u64,
+    stats: &mut OutboxStats,
+    read: impl FnOnce(&[u8]) -> T,
+) -> Result<Option<(T, u64)>, OutboxError> {
+    let Some(value) = entries.remove(seq).map_err(storage)? else {
+        return Ok(None);
+    };
+    let bytes = value.value().len() as u64;
+    let read = read(value.value());
+    drop(value);
+    stats.pending = stats.pending.saturating_sub(1);
+    stats.bytes = stats.bytes.saturating_sub(bytes);
+    Ok(Some((read, bytes)))
+}
+
 /// Removes a delivered entry: like [`remove_entry`], but reads only its header (the forwarder
 /// removes every entry it forwarded, so this is the outbox's busiest write).
 fn remove_delivered(
@@ -582,14 +600,9 @@ fn remove_delivered(
     seq: u64,
     stats: &mut OutboxStats,
 ) -> Result<bool, OutboxError> {
-    let Some(value) = entries.remove(seq).map_err(storage)? else {
+    let Some((expires, _)) = take_row(entries, seq, stats, OutboxEntry::encoded_expires_ns)? else {
         return Ok(false);
     };
-    let bytes = value.value().len() as u64;
-    let expires = OutboxEntry::encoded_expires_ns(value.value());
-    drop(value);
-    stats.pending = stats.pending.saturating_sub(1);
-    stats.bytes = stats.bytes.saturating_sub(bytes);
     // An entry we cannot read is gone now; its index row expires harmlessly.
     if let Some(expires) = expires {
         expiry.remove((expires, seq)).map_err(storage)?;
@@ -597,20 +610,16 @@ fn remove_delivered(
     Ok(true)
 }
 
+/// Removes entry `seq` and its expiry index row, updating the gauges.
 fn remove_entry(
     entries: &mut redb::Table<'_, u64, &[u8]>,
     expiry: &mut redb::Table<'_, (u64, u64), ()>,
     seq: u64,
     stats: &mut OutboxStats,
 ) -> Result<Option<RemovedEntry>, OutboxError> {
-    let Some(value) = entries.remove(seq).map_err(storage)? else {
+    let Some((decoded, bytes)) = take_row(entries, seq, stats, OutboxEntry::decode)? else {
         return Ok(None);
     };
-    let bytes = value.value().len() as u64;
-    let decoded = OutboxEntry::decode(value.value());
-    drop(value);
-    stats.pending = stats.pending.saturating_sub(1);
-    stats.bytes = stats.bytes.saturating_sub(bytes);
     match decoded {
         Ok(entry) => {
             expiry.remove((entry.expires_ns(), seq)).map_err(storage)?;

@@ -224,10 +224,14 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
+    /// Lane `lane`'s id on the wire.
+    fn lane_id(&self, lane: &str) -> String {
+        lane_id(&self.outbox.id().simple().to_string(), lane)
+    }
+
     async fn publish_all(&mut self, ready: &mut bool) -> anyhow::Result<()> {
         let js = &self.lattice.jetstream;
         let l = &self.lattice.lattice;
-        let sender = self.outbox.id().simple().to_string();
         let mut cursor: Option<Sequence> = None;
         loop {
             let batch = match cursor {
@@ -262,7 +266,7 @@ impl Pass<'_> {
                 // Entries written before lanes (sequence 0) are deduplicated by id.
                 let lane = (entry.lane_seq > 0).then(|| {
                     if !self.floors.contains_key(&entry.lane) {
-                        let id = lane_id(&sender, &entry.lane);
+                        let id = self.lane_id(&entry.lane);
                         self.floors
                             .insert(entry.lane.clone(), (id, VecDeque::new()));
                     }
@@ -350,7 +354,6 @@ impl Pass<'_> {
             return Ok(());
         }
         let js = &self.lattice.jetstream;
-        let sender = self.outbox.id().simple().to_string();
         let inside = queue_stream_subjects(&self.lattice.lattice);
         let inside = inside.trim_end_matches('>');
         // A lane named otherwise than `Queue` names them has no subject to mark on.
@@ -361,7 +364,7 @@ impl Pass<'_> {
         for (lane, highest) in &self.uncertain.lanes {
             let mut headers = HeaderMap::new();
             headers.insert(MSG_ID_HEADER, uuid::Uuid::new_v4().to_string().as_str());
-            headers.insert(LANE_HEADER, lane_id(&sender, lane).as_str());
+            headers.insert(LANE_HEADER, self.lane_id(lane).as_str());
             headers.insert(LANE_FLOOR_HEADER, (highest + 1).to_string().as_str());
             headers.insert(LANE_MARKER_HEADER, "1");
             let subject = lane_subject(lane).to_string();
