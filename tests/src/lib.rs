@@ -66,6 +66,10 @@ pub fn lattice_bin() -> PathBuf {
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// How long a test watches for something that must not happen (a duplicate delivery, a call
+/// crossing a cut link) before it concludes that it did not: an absence has no event to wait for.
+pub const QUIET: Duration = Duration::from_secs(2);
+
 /// Waits until `check` holds, re-checking every 50 ms, for at most `within`: for what no
 /// lattice event announces (a log line, a stream's state, a process answering).
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<()>

@@ -31,7 +31,7 @@ fn notified_fail() -> Vec<u32> {
         })
         .collect()
 }
-use lattice_tests::{WAIT, endpoint, eventually, http_get};
+use lattice_tests::{QUIET, WAIT, endpoint, eventually, http_get};
 
 /// The client's queued link to greeter, as `get queues` names it.
 const LINK: &str = "greeter/client->greeter";
@@ -196,7 +196,7 @@ async fn a_dead_letter_is_listed_then_requeued_once_the_target_is_fixed() -> any
     .await?;
     assert!(e.hub.ctl.dead_letters(&selector).await?.is_empty());
     // Settled means acknowledged; give a duplicate every chance to show before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(notified_fail(), vec![0], "{}", log_text());
     // Requeueing again finds nothing.
     let again = e.hub.ctl.requeue(&selector, Vec::new()).await?;
@@ -338,7 +338,7 @@ async fn a_call_expired_in_the_stream_is_dead_lettered_and_requeued_with_a_fresh
         "requeued at {requeued_at_ms} ms, expires at {fresh} ms"
     );
     // Settled means acknowledged; give a duplicate every chance to show before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(delivered("late"), vec![0], "{}", log_text());
     assert!(e.hub.ctl.dead_letters(&selector).await?.is_empty());
     Ok(())

@@ -4,8 +4,6 @@
 //! Faults (duplicates forced past the dedup window, a SIGKILLed sender, a full outbox) are in
 //! `queued_faults.rs`.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use lattice_protocol::envelope;
 use lattice_protocol::lease::LeaseRecord;
@@ -15,7 +13,7 @@ use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, setup, start_cloud_host, start_edge_host,
     wait_delivered,
 };
-use lattice_tests::{TestHost, http_get};
+use lattice_tests::{QUIET, TestHost, http_get};
 
 #[tokio::test]
 async fn queued_calls_wait_out_a_cut_link_and_arrive_once_in_order() -> anyhow::Result<()> {
@@ -38,13 +36,13 @@ async fn queued_calls_wait_out_a_cut_link_and_arrive_once_in_order() -> anyhow::
         let answer = http_get(&addr, &format!("/notify?msg=cut-{i}.")).await?;
         assert_eq!(answer, (200, "ok".into()), "call {i}");
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(delivered("cut"), Vec::<u32>::new());
 
     // Healed: all of them, in order, once each.
     e.heal().await?;
     wait_delivered("cut", N as usize).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(delivered("cut"), (0..N).collect::<Vec<_>>());
     assert_eq!(delivered("warmup"), vec![0]);
     Ok(())
@@ -106,7 +104,7 @@ async fn with_the_target_on_two_hosts_queued_calls_still_arrive_once_in_order() 
     }
     e.heal().await?;
     wait_delivered("both", N as usize).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(delivered("both"), (0..N).collect::<Vec<_>>());
     Ok(())
 }
@@ -155,7 +153,7 @@ async fn when_the_delivering_host_stops_another_takes_over_its_lanes() -> anyhow
     }
     e.heal().await?;
     wait_delivered("over", 2 * N as usize).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(delivered("over"), (0..2 * N).collect::<Vec<_>>());
     let now: LeaseRecord = envelope::decode(
         &leases

@@ -9,7 +9,6 @@
 //! [`lattice_tests::queued`] describes: a duplicate shows twice, a loss not at all.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
@@ -20,7 +19,7 @@ use lattice_protocol::queue::{
 };
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::{captured, log_text, numbered, start_cloud_host, start_edge_host};
-use lattice_tests::{TestHost, WAIT, endpoint, eventually, http_get};
+use lattice_tests::{QUIET, TestHost, WAIT, endpoint, eventually, http_get};
 
 const APP: &str = "relay";
 /// The subject the sender publishes on; both subscriptions match it.
@@ -203,14 +202,14 @@ async fn queued_messages_wait_out_a_cut_link_and_arrive_once_in_order() -> anyho
         let answer = publish(&addr, &format!("cut-{i}.")).await?;
         assert_eq!(answer, (200, "ok".into()), "publish {i}");
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(QUIET).await;
     assert_eq!(handled("sink", "cut"), Vec::<u32>::new());
 
     // Healed: all of them, in order, once per subscribed component.
     e.heal().await?;
     wait_handled("cut", N as usize).await?;
     // Room for a duplicate to show up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(QUIET).await;
     let all: Vec<u32> = (0..N).collect();
     assert_eq!(handled("sink", "cut"), all);
     assert_eq!(handled("audit", "cut"), all);

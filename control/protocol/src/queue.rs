@@ -79,9 +79,14 @@ pub fn lane_name(subject: &str, link: &str) -> String {
     format!("{subject} {link}")
 }
 
-/// The stream subject of lane `lane` ([`lane_name`]).
-pub fn lane_subject(lane: &str) -> &str {
-    lane.split_once(' ').map_or(lane, |(subject, _)| subject)
+/// The stream subject of lane `lane` ([`lane_name`]); `None` when the lane is not named so (its
+/// first word is no subject of [`queue_stream`]).
+pub fn lane_subject<'a>(lattice: &LatticeName, lane: &'a str) -> Option<&'a str> {
+    let subject = lane.split_once(' ').map_or(lane, |(subject, _)| subject);
+    let inside = queue_stream_subjects(lattice);
+    subject
+        .starts_with(inside.trim_end_matches('>'))
+        .then_some(subject)
 }
 
 /// A lane's id on the wire and in KV keys: the sender's outbox id (hex) and a hash of the
@@ -238,8 +243,10 @@ mod tests {
 
     #[test]
     fn lanes_name_their_subject_and_make_key_safe_ids() {
+        let l = LatticeName::new("edge").expect("valid");
         let lane = lane_name("lattice.edge.q.app.sink", "app/src -> sink");
-        assert_eq!(lane_subject(&lane), "lattice.edge.q.app.sink");
+        assert_eq!(lane_subject(&l, &lane), Some("lattice.edge.q.app.sink"));
+        assert_eq!(lane_subject(&l, "app/src -> sink"), None);
         let id = lane_id("0123abcd", &lane);
         assert!(id.starts_with("0123abcd."), "{id}");
         assert!(

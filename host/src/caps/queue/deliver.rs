@@ -153,16 +153,20 @@ pub(super) async fn processed_store(
     js: &jetstream::Context,
     lattice: &LatticeName,
 ) -> anyhow::Result<kv::Store> {
-    let bucket = processed_bucket(lattice);
-    lattice_protocol::jetstream::ensure_kv_expiring(
-        js,
-        &bucket,
-        1,
-        PROCESSED_MAX_AGE,
-        "ids of queued calls and messages that were run",
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))
+    let what = "ids of queued calls and messages that were run";
+    remembering_bucket(js, &processed_bucket(lattice), what).await
+}
+
+/// Opens (creating) a bucket of what the target side remembers of items it ran, kept
+/// [`PROCESSED_MAX_AGE`]: the processed ids, the lane states.
+pub(super) async fn remembering_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+) -> anyhow::Result<kv::Store> {
+    lattice_protocol::jetstream::ensure_kv_expiring(js, bucket, 1, PROCESSED_MAX_AGE, description)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))
 }
 
 /// A message read and decoded.
@@ -174,11 +178,9 @@ pub(super) struct Prepared {
     delivered: i64,
     /// The item, or why it could not be decoded.
     queued: Result<Queued, String>,
-    /// Its key in the processed-ids bucket, when decoded.
-    key: Option<String>,
 }
 
-pub(super) fn prepare(target: &Target, message: jetstream::Message) -> anyhow::Result<Prepared> {
+pub(super) fn prepare(message: jetstream::Message) -> anyhow::Result<Prepared> {
     let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (delivered, stream_seq) = (info.delivered, info.stream_sequence);
     let header = |name| {
@@ -191,18 +193,11 @@ pub(super) fn prepare(target: &Target, message: jetstream::Message) -> anyhow::R
         .unwrap_or_else(|| format!("seq-{stream_seq}"));
     let queued: Result<Queued, String> =
         envelope::decode(&message.payload).map_err(|e| format!("undecodable: {e}"));
-    let ctx = &target.loaded.ctx;
-    // Per component: a message is run once by each component subscribed to it.
-    let key = queued
-        .as_ref()
-        .ok()
-        .map(|q| processed_key(&q.item, ctx.app.as_str(), ctx.component.as_str(), &id));
     Ok(Prepared {
         message,
         id,
         delivered,
         queued,
-        key,
     })
 }
 
@@ -224,7 +219,6 @@ pub(super) async fn settle(
         id,
         delivered,
         queued,
-        key,
     } = prepared;
     let ctx = &target.loaded.ctx;
     let queued = match queued {
@@ -263,7 +257,12 @@ pub(super) async fn settle(
         deadletter(target, lattice, &message, dead).await?;
         return Ok(Some(message));
     }
-    let record = processed.zip(key);
+    // Only items outside any lane are looked up and recorded by id; per component, since a
+    // message is run once by each component subscribed to it.
+    let record = processed.map(|processed| {
+        let key = processed_key(&queued.item, ctx.app.as_str(), ctx.component.as_str(), &id);
+        (processed, key)
+    });
     if let Some((processed, key)) = &record {
         let seen = processed
             .get(key)

@@ -354,12 +354,11 @@ impl Pass<'_> {
             return Ok(());
         }
         let js = &self.lattice.jetstream;
-        let inside = queue_stream_subjects(&self.lattice.lattice);
-        let inside = inside.trim_end_matches('>');
+        let l = &self.lattice.lattice;
         // A lane named otherwise than `Queue` names them has no subject to mark on.
         self.uncertain
             .lanes
-            .retain(|lane, _| lane_subject(lane).starts_with(inside));
+            .retain(|lane, _| lane_subject(l, lane).is_some());
         let mut marked = Vec::new();
         for (lane, highest) in &self.uncertain.lanes {
             let mut headers = HeaderMap::new();
@@ -367,7 +366,10 @@ impl Pass<'_> {
             headers.insert(LANE_HEADER, self.lane_id(lane).as_str());
             headers.insert(LANE_FLOOR_HEADER, (highest + 1).to_string().as_str());
             headers.insert(LANE_MARKER_HEADER, "1");
-            let subject = lane_subject(lane).to_string();
+            let Some(subject) = lane_subject(l, lane) else {
+                continue;
+            };
+            let subject = subject.to_string();
             let ack = js
                 .publish_with_headers(subject, headers, bytes::Bytes::new())
                 .await
@@ -407,8 +409,10 @@ fn remove(
 /// envelope names; for entries written before envelopes named one (calls only), the call
 /// subject of its stream key `app/source -> target`.
 fn stream_subject(lattice: &LatticeName, entry: &OutboxEntry) -> Option<String> {
-    if entry.lane_seq > 0 {
-        return Some(lane_subject(&entry.lane).to_string());
+    if entry.lane_seq > 0
+        && let Some(subject) = lane_subject(lattice, &entry.lane)
+    {
+        return Some(subject.to_string());
     }
     let queued: Option<Queued> = envelope::decode(&entry.payload).ok();
     if let Some(q) = queued.filter(|q| !q.subject.is_empty()) {

@@ -26,6 +26,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use async_nats::HeaderName;
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, kv};
@@ -41,8 +42,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::PROCESSED_MAX_AGE;
-use super::deliver::{DELIVERY_ACK_WAIT, Inbox, Target, prepare, processed_store, settle};
+use super::deliver::{
+    DELIVERY_ACK_WAIT, Inbox, Target, prepare, processed_store, remembering_bucket, settle,
+};
 use super::forward::queue_stream_ready;
 use super::lanes::{Lane, Offer, Release};
 use crate::caps::LatticeLink;
@@ -263,21 +265,26 @@ struct Place {
 
 impl Place {
     fn of(message: &jetstream::Message) -> Option<Self> {
+        // Names made once: a `&str` name is checked and copied on every lookup, per item.
+        const LANE: HeaderName = HeaderName::from_static(LANE_HEADER);
+        const SEQ: HeaderName = HeaderName::from_static(LANE_SEQ_HEADER);
+        const FLOOR: HeaderName = HeaderName::from_static(LANE_FLOOR_HEADER);
+        const MARKER: HeaderName = HeaderName::from_static(LANE_MARKER_HEADER);
         let headers = message.headers.as_ref()?;
         let number = |name| {
             headers
                 .get(name)
                 .and_then(|v| v.as_str().parse::<u64>().ok())
         };
-        let marker = headers.get(LANE_MARKER_HEADER).is_some();
-        let seq = number(LANE_SEQ_HEADER);
+        let marker = headers.get(MARKER).is_some();
+        let seq = number(SEQ);
         if seq.is_none() && !marker {
             return None;
         }
         Some(Self {
-            lane: headers.get(LANE_HEADER)?.to_string(),
+            lane: headers.get(LANE)?.to_string(),
             seq: seq.unwrap_or(0),
-            floor: number(LANE_FLOOR_HEADER).unwrap_or(0),
+            floor: number(FLOOR).unwrap_or(0),
             marker,
         })
     }
@@ -292,7 +299,7 @@ async fn take(
     acks: &mut Vec<jetstream::Message>,
 ) -> anyhow::Result<()> {
     let Some(place) = Place::of(&message) else {
-        let prepared = prepare(ctx.target, message)?;
+        let prepared = prepare(message)?;
         let settled = settle(
             ctx.target,
             ctx.lattice,
@@ -345,7 +352,7 @@ async fn run(
     ctx: &Ctx<'_>,
     message: jetstream::Message,
 ) -> anyhow::Result<Option<jetstream::Message>> {
-    let prepared = prepare(ctx.target, message)?;
+    let prepared = prepare(message)?;
     settle(ctx.target, ctx.lattice, None, prepared, ctx.stop).await
 }
 
@@ -358,16 +365,8 @@ struct Lanes {
 
 impl Lanes {
     async fn open(js: &jetstream::Context, l: &LatticeName, durable: &str) -> anyhow::Result<Self> {
-        let bucket = lanes_bucket(l);
-        let kv = lattice_protocol::jetstream::ensure_kv_expiring(
-            js,
-            &bucket,
-            1,
-            PROCESSED_MAX_AGE,
-            "per queue consumer and lane, the last item run",
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))?;
+        let what = "per queue consumer and lane, the last item run";
+        let kv = remembering_bucket(js, &lanes_bucket(l), what).await?;
         Ok(Self {
             kv,
             durable: durable.to_string(),
