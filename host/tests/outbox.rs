@@ -1,5 +1,5 @@
 //! The durable outbox (`lattice_host::outbox`): order, group commit, capacity with both
-//! policies, expiry, reopening, lane sequences and the outbox's id, a child process killed with
+//! policies, expiry, reopening (and its gauges), lane sequences and the outbox's id, a child process killed with
 //! SIGKILL mid-stream, and a write failure from the kernel (a file-size limit) in a child
 //! process.
 //!
@@ -315,8 +315,32 @@ async fn reopening_keeps_entries_and_sequences() {
     let outbox = open(dir.path(), OutboxConfig::default());
     assert_eq!(outbox.peek(10).await.expect("peek"), appended);
     assert_eq!(outbox.stats().pending, 4);
+    let bytes: u64 = appended.iter().map(|(_, e)| e.encoded_len() as u64).sum();
+    assert_eq!(outbox.stats().bytes, bytes);
     let next = outbox.append(entry("k", "after")).await.expect("append");
     assert!(next > last, "{next} reuses a sequence (last was {last})");
+    let bytes = bytes + entry("k", "after").encoded_len() as u64;
+    assert_eq!(outbox.stats().bytes, bytes);
+    drop(outbox);
+
+    // An outbox written before the pending bytes were stored: they are counted from the entries.
+    {
+        let db = redb::Database::create(dir.path().join("outbox.redb")).expect("open the file");
+        let tx = db.begin_write().expect("write");
+        {
+            let meta: redb::TableDefinition<'_, &str, u64> =
+                redb::TableDefinition::new("outbox_meta");
+            let mut meta = tx.open_table(meta).expect("meta");
+            assert_eq!(
+                meta.remove("bytes").expect("remove").map(|v| v.value()),
+                Some(bytes)
+            );
+        }
+        tx.commit().expect("commit");
+    }
+    let outbox = open(dir.path(), OutboxConfig::default());
+    assert_eq!(outbox.stats().bytes, bytes);
+    assert_eq!(outbox.stats().pending, 5);
 }
 
 // ---- Lanes and the outbox's id ----

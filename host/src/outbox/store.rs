@@ -5,7 +5,7 @@
 //! [`Store::reopen`] recovers after a storage failure (reloading the gauges from the last commit).
 //!
 //! Tables: `outbox_entries` (sequence → encoded entry), `outbox_expiry` (the expiry index),
-//! `outbox_meta` (the next sequence and the outbox's id) and `outbox_lanes` (lane → its next lane
+//! `outbox_meta` (the next sequence, the pending bytes and the outbox's id) and `outbox_lanes` (lane → its next lane
 //! sequence). An append sets its entry's lane sequence from `outbox_lanes` and stores the lane's
 //! next one in the same transaction, so a batch that fails to commit consumes none.
 //!
@@ -41,6 +41,9 @@ const EXPIRY: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("outbox
 /// Counters kept with the entries, and the outbox's id.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("outbox_meta");
 const NEXT_SEQ: &str = "next_seq";
+/// The pending entries' encoded bytes, written with every commit: reopening a large backlog then
+/// does not read every entry to count them (outboxes written before it was kept are counted once).
+const BYTES: &str = "bytes";
 /// The outbox's id ([`Uuid::as_u64_pair`]), written once, when the database is first opened.
 const ID_HIGH: &str = "id_high";
 const ID_LOW: &str = "id_low";
@@ -160,17 +163,26 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => (1, 0, 0, None),
             Err(e) => return Err(storage(e)),
             Ok(entries) => {
-                let mut bytes = 0u64;
-                for item in entries.iter().map_err(storage)? {
-                    let (_, v) = item.map_err(storage)?;
-                    bytes += v.value().len() as u64;
-                }
-                let last = entries.last().map_err(storage)?.map(|(k, _)| k.value());
-                let stored = match tx.open_table(META) {
-                    Ok(meta) => meta.get(NEXT_SEQ).map_err(storage)?.map(|v| v.value()),
-                    Err(redb::TableError::TableDoesNotExist(_)) => None,
+                let (stored, bytes) = match tx.open_table(META) {
+                    Ok(meta) => {
+                        let get = |key| Ok(meta.get(key).map_err(storage)?.map(|v| v.value()));
+                        (get(NEXT_SEQ)?, get(BYTES)?)
+                    }
+                    Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
                     Err(e) => return Err(storage(e)),
                 };
+                let bytes = match bytes {
+                    Some(bytes) => bytes,
+                    None => {
+                        let mut bytes = 0u64;
+                        for item in entries.iter().map_err(storage)? {
+                            let (_, v) = item.map_err(storage)?;
+                            bytes += v.value().len() as u64;
+                        }
+                        bytes
+                    }
+                };
+                let last = entries.last().map_err(storage)?.map(|(k, _)| k.value());
                 let next = stored.unwrap_or(1).max(last.map_or(1, |l| l + 1));
                 let pending = entries.len().map_err(storage)?;
                 (next, pending, bytes, oldest_created(&entries)?)
@@ -399,6 +411,8 @@ impl Store {
             }
             let mut meta = tx.open_table(META).map_err(storage)?;
             meta.insert(NEXT_SEQ, self.next_seq).map_err(storage)?;
+            meta.insert(BYTES, self.shared.stats.bytes)
+                .map_err(storage)?;
             self.shared.oldest_created_ns = oldest_created(&entries)?;
         }
         let appended = outcomes.iter().any(|o| matches!(o, Outcome::Appended(_)));
