@@ -1,8 +1,8 @@
 //! Host cold start offline: a real release `lattice-host` process, from spawn to the first HTTP
 //! 200 of its component, served from its persisted state while NATS is unreachable.
 //!
-//! `cargo bench -p lattice-tests --bench cold_start` (optional argument: offline starts to
-//! measure, default 10). Needs `cargo build --release -p lattice-cli` first (the bench runs in
+//! `cargo bench -p lattice-tests --bench cold_start` (optional arguments: offline starts to
+//! measure, default 10; entries of a backlog left in the outbox, default 0). Needs `cargo build --release -p lattice-cli` first (the bench runs in
 //! the bench profile and starts `target/release/lattice-host`). Prints figures and `RESULT`
 //! lines; asserts nothing about time. The target: ≤ 1 s.
 //!
@@ -10,7 +10,9 @@
 //!    ([`TestLattice`]); the `lattice-host` process joins, the hello component (signed, pushed)
 //!    is deployed to it on a fixed port, and it answers 200. Its state directory now holds its
 //!    key, the saved signed assignment, the artifact and the compiled code. The process is then
-//!    SIGKILLed.
+//!    SIGKILLed. With a backlog, its outbox is then filled with that many queued calls (one lane,
+//!    ~250 bytes each), as an edge host's would be after a long outage: the host opens its
+//!    outbox before it serves anything.
 //! 2. **Offline starts**, N times: `lattice-host` is spawned with `--nats-url` pointing at a
 //!    closed port (nothing listens; the host keeps retrying in the background) on the same state
 //!    directory. The clock runs from just before `spawn` to the first `200` on the component's
@@ -20,6 +22,8 @@
 //! 3. **For information**: `lattice-host --version` spawned and reaped, N times: what starting
 //!    the 180 MB binary costs before any host code runs.
 
+#[path = "queue_drain/backlog.rs"]
+mod backlog;
 #[allow(dead_code)] // only some of the helpers are used here
 #[path = "control_scale/machine.rs"]
 mod machine;
@@ -173,12 +177,12 @@ fn summary(name: &str, values: &[f64]) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::args()
+    let mut numbers = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(10);
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| a.parse::<usize>().context("arguments: runs [backlog entries]"));
+    let runs = numbers.next().transpose()?.unwrap_or(10);
+    let backlog = numbers.next().transpose()?.unwrap_or(0);
     let program = host_program()?;
     let size = std::fs::metadata(&program)?.len();
     println!(
@@ -225,6 +229,15 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(code == 200, "online: {code} {body}");
         println!("populated {} online: {body:?}", state_dir.display());
     } // SIGKILL
+    if backlog > 0 {
+        let filling = Instant::now();
+        // Where the host keeps its outbox (`HostConfig::state_dir`/outbox).
+        backlog::fill(&state_dir.join("outbox"), &t.lattice, "backlog", backlog).await?;
+        println!(
+            "outbox filled with a backlog of {backlog} queued calls in {:.1?}",
+            filling.elapsed()
+        );
+    }
     let mut state_bytes = 0;
     for entry in walk(&state_dir) {
         state_bytes += std::fs::metadata(&entry).map_or(0, |m| m.len());

@@ -32,6 +32,8 @@
 //! compared with `raw` above (the raw figure has no delivery in it: the ratio says how far the
 //! whole path is from publishing alone).
 
+#[path = "queue_drain/backlog.rs"]
+mod backlog;
 #[allow(dead_code)] // only some of the helpers are used here
 #[path = "control_scale/machine.rs"]
 mod machine;
@@ -39,22 +41,18 @@ mod machine;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use lattice_host::caps::LatticeLink;
 use lattice_host::caps::queue::Queue;
-use lattice_host::outbox::{Outbox, OutboxConfig, OutboxEntry};
-use lattice_protocol::envelope;
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
-    LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, MSG_ID_HEADER, Queued,
-    QueuedItem, lane_id, lane_name, queue_consumer, queue_stream, queue_stream_subjects,
-    queue_subject,
+    LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, MSG_ID_HEADER, lane_id,
+    lane_name, queue_consumer, queue_stream, queue_stream_subjects, queue_subject,
 };
-use lattice_protocol::rpc::RpcCall;
 use lattice_tests::queued::{self, QueuedLink};
 use lattice_tests::{NatsServer, TestLattice};
 
@@ -65,8 +63,6 @@ const DEFAULT_ROUNDS: usize = 2;
 const DEFAULT_DELIVERED: usize = 20_000;
 /// Outstanding acknowledgements of the raw publisher.
 const RAW_WINDOW: usize = 4_000;
-/// Concurrent appenders filling the outbox (setup, not timed).
-const FILLERS: usize = 256;
 const APP: &str = "bench";
 /// The app of `tests/src/queued.rs`'s manifest.
 const APP_DEPLOYED: &str = "greeter";
@@ -97,29 +93,6 @@ fn main() -> anyhow::Result<()> {
         })
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// The payload of queued call `i` to `app`'s greeter, as `Queue::enqueue` encodes it.
-fn payload(lattice: &LatticeName, app: &str, i: usize) -> Vec<u8> {
-    let in_a_day = unix_ms(SystemTime::now() + Duration::from_secs(86_400));
-    envelope::encode(&Queued {
-        max_attempts: 5,
-        expires_at_ms: in_a_day,
-        subject: queue_subject(lattice, app, "greeter"),
-        item: QueuedItem::Call(RpcCall {
-            interface: "example:greeter/notifier".into(),
-            function: "notify".into(),
-            args: rmp_serde::to_vec(&(format!("reading-{i:08}."),)).expect("encodes"),
-            deadline_ms: in_a_day,
-            caller: "bench/client".into(),
-        }),
-    })
-}
-
 async fn fresh_stream(js: &jetstream::Context, lattice: &LatticeName) -> anyhow::Result<()> {
     let _ = js.delete_stream(queue_stream(lattice)).await;
     js.create_stream(stream::Config {
@@ -148,7 +121,7 @@ async fn stream_messages(js: &jetstream::Context, lattice: &LatticeName) -> anyh
 
 /// `raw`: publishes every message with a bounded window of acknowledgements.
 async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow::Result<Duration> {
-    let payloads: Vec<Vec<u8>> = (0..n).map(|i| payload(lattice, APP, i)).collect();
+    let payloads: Vec<Vec<u8>> = (0..n).map(|i| backlog::payload(lattice, APP, i)).collect();
     let subject = queue_subject(lattice, APP, "greeter");
     let lane = lane_id(
         &uuid::Uuid::new_v4().simple().to_string(),
@@ -183,47 +156,11 @@ async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow
 
 /// Fills an outbox at `path` with `n` calls from `app`'s client to its greeter (the outage;
 /// not timed).
-async fn fill(path: &Path, lattice: &LatticeName, app: &str, n: usize) -> anyhow::Result<()> {
-    let outbox = Outbox::open(
-        path,
-        OutboxConfig {
-            capacity_entries: n as u64 + 1,
-            capacity_bytes: u64::MAX,
-            ..OutboxConfig::default()
-        },
-    )?;
-    let mut tasks = Vec::new();
-    for t in 0..FILLERS {
-        let (outbox, lattice, app) = (outbox.clone(), lattice.clone(), app.to_string());
-        tasks.push(tokio::spawn(async move {
-            let key = format!("{app}/client -> greeter");
-            let lane = lane_name(&queue_subject(&lattice, &app, "greeter"), &key);
-            for i in (t..n).step_by(FILLERS) {
-                let entry = OutboxEntry::new(
-                    key.as_str(),
-                    payload(&lattice, &app, i),
-                    Duration::from_secs(86_400),
-                )
-                .in_lane(lane.as_str());
-                outbox.append(entry).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    anyhow::ensure!(
-        outbox.stats().pending == n as u64,
-        "the outbox holds every entry"
-    );
-    Ok(())
-}
-
 /// `outbox`: the host's forwarder drains a filled outbox.
 async fn forwarded(link: &LatticeLink, path: &Path, n: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let (queue, forwarder) = Queue::open(path, link.clone())?;
+    eprintln!("  the outbox opened in {:.1?}", started.elapsed());
     let queue = Arc::clone(&queue);
     let mut last_report = Instant::now();
     while queue.outbox().stats().pending > 0 {
@@ -275,7 +212,7 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
             } else {
                 let path = work.path().join(format!("outbox-{round}"));
                 let filling = Instant::now();
-                fill(&path, &lattice, APP, n).await?;
+                backlog::fill(&path, &lattice, APP, n).await?;
                 eprintln!(
                     "  round {round}: outbox filled in {:.1?}",
                     filling.elapsed()
@@ -346,7 +283,7 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
     .await?;
     let work = tempfile::tempdir()?;
     let path = work.path().join("outbox");
-    fill(&path, &t.lattice, APP_DEPLOYED, n).await?;
+    backlog::fill(&path, &t.lattice, APP_DEPLOYED, n).await?;
     let link = LatticeLink {
         client: t.client.clone(),
         jetstream: js.clone(),
@@ -355,21 +292,23 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let (queue, _forwarder) = Queue::open(&path, link)?;
-    let mut forwarded: Option<Duration> = None;
+    // When the outbox emptied, and how many had been delivered by then.
+    let mut forwarded: Option<(Duration, u64)> = None;
     let mut last_report = Instant::now();
     let stream = js
         .get_stream(queue_stream(&t.lattice))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     loop {
-        if forwarded.is_none() && queue.outbox().stats().pending == 0 {
-            forwarded = Some(started.elapsed());
-        }
+        let emptied = queue.outbox().stats().pending == 0;
         let info = stream
             .consumer_info(&consumer_name)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let settled = info.ack_floor.stream_sequence;
+        if forwarded.is_none() && emptied {
+            forwarded = Some((started.elapsed(), settled));
+        }
         if forwarded.is_some() && settled >= n as u64 {
             break;
         }
@@ -383,12 +322,16 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = started.elapsed();
-    let forwarded = forwarded.expect("set before the loop ends");
+    let (forwarded, by_then) = forwarded.expect("set before the loop ends");
     let delivered = rate(n, took);
     println!(
-        "forwarded in {forwarded:.2?} ({:.0} msg/s); forwarded and delivered in {took:.2?}: {delivered:.0} msg/s (load {})",
+        "forwarded in {forwarded:.2?} ({:.0} msg/s), {by_then} delivered by then; forwarded and delivered in {took:.2?}: {delivered:.0} msg/s (load {})",
         rate(n, forwarded),
         loadavg()
+    );
+    println!(
+        "delivery alone after forwarding: {:.0} msg/s",
+        (n as u64 - by_then) as f64 / (took - forwarded).as_secs_f64()
     );
     println!(
         "| **forwarded and delivered / raw publish** | {:.3}x ({delivered:.0} / {raw_rate:.0} msg/s) |",
