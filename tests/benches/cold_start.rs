@@ -180,7 +180,10 @@ async fn main() -> anyhow::Result<()> {
     let mut numbers = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
-        .map(|a| a.parse::<usize>().context("arguments: runs [backlog entries]"));
+        .map(|a| {
+            a.parse::<usize>()
+                .context("arguments: runs [backlog entries]")
+        });
     let runs = numbers.next().transpose()?.unwrap_or(10);
     let backlog = numbers.next().transpose()?.unwrap_or(0);
     let program = host_program()?;
