@@ -5,9 +5,10 @@
 //! [`Store::reopen`] recovers after a storage failure (reloading the gauges from the last commit).
 //!
 //! Tables: `outbox_entries` (sequence → encoded entry), `outbox_expiry` (the expiry index),
-//! `outbox_meta` (the next sequence, the pending bytes and the outbox's id) and `outbox_lanes` (lane → its next lane
-//! sequence). An append sets its entry's lane sequence from `outbox_lanes` and stores the lane's
-//! next one in the same transaction, so a batch that fails to commit consumes none.
+//! `outbox_meta` (the next sequence, the pending bytes and the outbox's id) and `outbox_lanes`
+//! (lane → its next lane sequence). An append sets its entry's lane sequence from `outbox_lanes`
+//! and stores the lane's next one in the same transaction, so a batch that fails to commit
+//! consumes none.
 //!
 //! Layout: the tables and the messages; `Store` and its batch cycle; then the table helpers
 //! (`sweep`, `remove_entry`, `oldest_created`) that `apply` uses inside a transaction.
