@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use lattice_host::outbox::{
     FullPolicy, Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent, Sequence,
 };
+use redb::ReadableTable as _;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -323,24 +324,37 @@ async fn reopening_keeps_entries_and_sequences() {
     assert_eq!(outbox.stats().bytes, bytes);
     drop(outbox);
 
-    // An outbox written before the pending bytes were stored: they are counted from the entries.
-    {
+    // Written by a release that did not keep the pending bytes (none stored), or that changed
+    // the entries without updating them (stored for another number of entries): they are
+    // counted from the entries.
+    let meta: redb::TableDefinition<'_, &str, u64> = redb::TableDefinition::new("outbox_meta");
+    let edit = |f: &dyn Fn(&mut redb::Table<'_, &str, u64>)| {
         let db = redb::Database::create(dir.path().join("outbox.redb")).expect("open the file");
         let tx = db.begin_write().expect("write");
-        {
-            let meta: redb::TableDefinition<'_, &str, u64> =
-                redb::TableDefinition::new("outbox_meta");
-            let mut meta = tx.open_table(meta).expect("meta");
-            assert_eq!(
-                meta.remove("bytes").expect("remove").map(|v| v.value()),
-                Some(bytes)
-            );
-        }
+        f(&mut tx.open_table(meta).expect("meta"));
         tx.commit().expect("commit");
-    }
+    };
+    edit(&|meta| {
+        assert_eq!(
+            meta.get("bytes").expect("get").map(|v| v.value()),
+            Some(bytes)
+        );
+        assert_eq!(
+            meta.get("bytes_of").expect("get").map(|v| v.value()),
+            Some(5)
+        );
+        meta.remove("bytes").expect("remove");
+    });
     let outbox = open(dir.path(), OutboxConfig::default());
     assert_eq!(outbox.stats().bytes, bytes);
     assert_eq!(outbox.stats().pending, 5);
+    drop(outbox);
+    edit(&|meta| {
+        meta.insert("bytes", 1).expect("insert");
+        meta.insert("bytes_of", 4).expect("insert");
+    });
+    let outbox = open(dir.path(), OutboxConfig::default());
+    assert_eq!(outbox.stats().bytes, bytes);
 }
 
 // ---- Lanes and the outbox's id ----

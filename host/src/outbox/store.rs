@@ -42,9 +42,12 @@ const EXPIRY: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("outbox
 /// Counters kept with the entries, and the outbox's id.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("outbox_meta");
 const NEXT_SEQ: &str = "next_seq";
-/// The pending entries' encoded bytes, written with every commit: reopening a large backlog then
-/// does not read every entry to count them (outboxes written before it was kept are counted once).
+/// The pending entries' encoded bytes, and how many entries they were counted for, written with
+/// every commit: reopening a large backlog then reads no entry. Counted from the entries when
+/// missing or made for another number of entries (the file was written by a release that did not
+/// keep them).
 const BYTES: &str = "bytes";
+const BYTES_OF: &str = "bytes_of";
 /// The outbox's id ([`Uuid::as_u64_pair`]), written once, when the database is first opened.
 const ID_HIGH: &str = "id_high";
 const ID_LOW: &str = "id_low";
@@ -164,10 +167,15 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => (1, 0, 0, None),
             Err(e) => return Err(storage(e)),
             Ok(entries) => {
+                let pending = entries.len().map_err(storage)?;
                 let (stored, bytes) = match tx.open_table(META) {
                     Ok(meta) => {
                         let get = |key| Ok(meta.get(key).map_err(storage)?.map(|v| v.value()));
-                        (get(NEXT_SEQ)?, get(BYTES)?)
+                        let bytes = match (get(BYTES)?, get(BYTES_OF)?) {
+                            (Some(bytes), Some(of)) if of == pending => Some(bytes),
+                            _ => None,
+                        };
+                        (get(NEXT_SEQ)?, bytes)
                     }
                     Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
                     Err(e) => return Err(storage(e)),
@@ -185,7 +193,6 @@ impl Store {
                 };
                 let last = entries.last().map_err(storage)?.map(|(k, _)| k.value());
                 let next = stored.unwrap_or(1).max(last.map_or(1, |l| l + 1));
-                let pending = entries.len().map_err(storage)?;
                 (next, pending, bytes, oldest_created(&entries)?)
             }
         };
@@ -413,6 +420,8 @@ impl Store {
             let mut meta = tx.open_table(META).map_err(storage)?;
             meta.insert(NEXT_SEQ, self.next_seq).map_err(storage)?;
             meta.insert(BYTES, self.shared.stats.bytes)
+                .map_err(storage)?;
+            meta.insert(BYTES_OF, self.shared.stats.pending)
                 .map_err(storage)?;
             self.shared.oldest_created_ns = oldest_created(&entries)?;
         }
