@@ -58,6 +58,18 @@ fn storage(e: impl Into<redb::Error>) -> OutboxError {
     OutboxError::Storage(e.into().to_string())
 }
 
+/// Table `def` as of `tx`; `None` when no commit has made it yet (an empty outbox).
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &redb::ReadTransaction,
+    def: TableDefinition<'_, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, OutboxError> {
+    match tx.open_table(def) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
+}
+
 pub(super) type Reply<T> = oneshot::Sender<Result<T, OutboxError>>;
 
 pub(super) enum Op {
@@ -133,16 +145,12 @@ impl Store {
     fn load_or_create_id(&self) -> Result<Uuid, OutboxError> {
         let db = self.db.as_ref().ok_or(OutboxError::Closed)?;
         let tx = db.begin_read().map_err(storage)?;
-        match tx.open_table(META) {
-            Ok(meta) => {
-                let high = meta.get(ID_HIGH).map_err(storage)?.map(|v| v.value());
-                let low = meta.get(ID_LOW).map_err(storage)?.map(|v| v.value());
-                if let (Some(high), Some(low)) = (high, low) {
-                    return Ok(Uuid::from_u64_pair(high, low));
-                }
+        if let Some(meta) = read_table(&tx, META)? {
+            let high = meta.get(ID_HIGH).map_err(storage)?.map(|v| v.value());
+            let low = meta.get(ID_LOW).map_err(storage)?.map(|v| v.value());
+            if let (Some(high), Some(low)) = (high, low) {
+                return Ok(Uuid::from_u64_pair(high, low));
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(storage(e)),
         }
         drop(tx);
         let id = Uuid::new_v4();
@@ -163,13 +171,12 @@ impl Store {
         let db = Database::create(&self.path).map_err(storage)?;
         // Read only: after a storage failure the disk may have no room for a commit.
         let tx = db.begin_read().map_err(storage)?;
-        let (next_seq, pending, bytes, oldest) = match tx.open_table(ENTRIES) {
-            Err(redb::TableError::TableDoesNotExist(_)) => (1, 0, 0, None),
-            Err(e) => return Err(storage(e)),
-            Ok(entries) => {
+        let (next_seq, pending, bytes, oldest) = match read_table(&tx, ENTRIES)? {
+            None => (1, 0, 0, None),
+            Some(entries) => {
                 let pending = entries.len().map_err(storage)?;
-                let (stored, bytes) = match tx.open_table(META) {
-                    Ok(meta) => {
+                let (stored, bytes) = match read_table(&tx, META)? {
+                    Some(meta) => {
                         let get = |key| Ok(meta.get(key).map_err(storage)?.map(|v| v.value()));
                         let bytes = match (get(BYTES)?, get(BYTES_OF)?) {
                             (Some(bytes), Some(of)) if of == pending => Some(bytes),
@@ -177,8 +184,7 @@ impl Store {
                         };
                         (get(NEXT_SEQ)?, bytes)
                     }
-                    Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
-                    Err(e) => return Err(storage(e)),
+                    None => (None, None),
                 };
                 let bytes = match bytes {
                     Some(bytes) => bytes,
@@ -501,10 +507,8 @@ impl Store {
     ) -> Result<Vec<(Sequence, OutboxEntry)>, OutboxError> {
         let db = self.db.as_ref().ok_or(OutboxError::Closed)?;
         let tx = db.begin_read().map_err(storage)?;
-        let entries = match tx.open_table(ENTRIES) {
-            Ok(entries) => entries,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(storage(e)),
+        let Some(entries) = read_table(&tx, ENTRIES)? else {
+            return Ok(Vec::new());
         };
         let now = SystemTime::now();
         let start = after.map_or(0, |s| s.0.saturating_add(1));
@@ -528,10 +532,8 @@ impl Store {
     fn lanes(&self) -> Result<Vec<(String, u64)>, OutboxError> {
         let db = self.db.as_ref().ok_or(OutboxError::Closed)?;
         let tx = db.begin_read().map_err(storage)?;
-        let lanes = match tx.open_table(LANES) {
-            Ok(lanes) => lanes,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(storage(e)),
+        let Some(lanes) = read_table(&tx, LANES)? else {
+            return Ok(Vec::new());
         };
         lanes
             .iter()
