@@ -169,42 +169,58 @@ pub(super) async fn remembering_bucket(
         .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))
 }
 
-/// A message read and decoded.
+/// A message the consumer delivered, with what its reply subject says of it, read once.
+pub(super) struct Delivery {
+    pub(super) message: jetstream::Message,
+    /// Its sequence in the queue stream.
+    pub(super) stream_seq: u64,
+    /// Deliveries of it so far, this one included.
+    delivered: i64,
+}
+
+impl Delivery {
+    pub(super) fn of(message: jetstream::Message) -> anyhow::Result<Self> {
+        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
+        Ok(Self {
+            message,
+            stream_seq,
+            delivered,
+        })
+    }
+}
+
+/// A delivered message, decoded.
 pub(super) struct Prepared {
-    message: jetstream::Message,
+    delivery: Delivery,
     /// The item's id (`Lattice-Call-Id`, kept across requeues).
     id: String,
-    /// Deliveries of this message so far, this one included.
-    delivered: i64,
     /// The item, or why it could not be decoded.
     queued: Result<Queued, String>,
 }
 
-pub(super) fn prepare(message: jetstream::Message) -> anyhow::Result<Prepared> {
-    let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (delivered, stream_seq) = (info.delivered, info.stream_sequence);
+pub(super) fn prepare(delivery: Delivery) -> Prepared {
     let header = |name| {
-        let value = message.headers.as_ref()?.get(name)?.to_string();
+        let value = delivery.message.headers.as_ref()?.get(name)?.to_string();
         Some(value)
     };
     // The item's id survives requeues (each requeue publishes with a new `Nats-Msg-Id`).
     let id = header(CALL_ID_HEADER)
         .or_else(|| header(MSG_ID_HEADER))
-        .unwrap_or_else(|| format!("seq-{stream_seq}"));
+        .unwrap_or_else(|| format!("seq-{}", delivery.stream_seq));
     let queued: Result<Queued, String> =
-        envelope::decode(&message.payload).map_err(|e| format!("undecodable: {e}"));
-    Ok(Prepared {
-        message,
+        envelope::decode(&delivery.message.payload).map_err(|e| format!("undecodable: {e}"));
+    Prepared {
+        delivery,
         id,
-        delivered,
         queued,
-    })
+    }
 }
 
 /// Runs one queued item, retrying it in place (so that the items behind it wait: order per
 /// sender and target), dead-lettering it when it keeps failing, expired or cannot be read.
 /// With `processed` (an item outside any lane), it is skipped when its id is recorded there,
-/// and its id is recorded once it ran. Returns the message once it is done with (to be
+/// and its id is recorded once it ran. Returns the delivery once it is done with (to be
 /// acknowledged); `None` when `stop` came while it waited for a retry: it is left
 /// unacknowledged, for the next host.
 pub(super) async fn settle(
@@ -213,13 +229,13 @@ pub(super) async fn settle(
     processed: Option<&kv::Store>,
     prepared: Prepared,
     stop: &CancellationToken,
-) -> anyhow::Result<Option<jetstream::Message>> {
+) -> anyhow::Result<Option<Delivery>> {
     let Prepared {
-        message,
+        delivery,
         id,
-        delivered,
         queued,
     } = prepared;
+    let (message, delivered) = (&delivery.message, delivery.delivered);
     let ctx = &target.loaded.ctx;
     let queued = match queued {
         Ok(q) => q,
@@ -230,8 +246,8 @@ pub(super) async fn settle(
                 attempts: delivered,
                 error: &error,
             };
-            deadletter(target, lattice, &message, dead).await?;
-            return Ok(Some(message));
+            deadletter(target, lattice, message, dead).await?;
+            return Ok(Some(delivery));
         }
     };
     let kind = match queued.item {
@@ -254,8 +270,8 @@ pub(super) async fn settle(
             attempts: (delivered - 1).max(0),
             error: &error,
         };
-        deadletter(target, lattice, &message, dead).await?;
-        return Ok(Some(message));
+        deadletter(target, lattice, message, dead).await?;
+        return Ok(Some(delivery));
     }
     // Only items outside any lane are looked up and recorded by id; per component, since a
     // message is run once by each component subscribed to it.
@@ -270,7 +286,7 @@ pub(super) async fn settle(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if seen.is_some() {
             debug!(%id, kind, "queued item already processed; skipping");
-            return Ok(Some(message));
+            return Ok(Some(delivery));
         }
     }
     // Attempts made before this delivery (by this host or another, before a restart).
@@ -286,8 +302,8 @@ pub(super) async fn settle(
                     attempts: attempt,
                     error: &e,
                 };
-                deadletter(target, lattice, &message, dead).await?;
-                return Ok(Some(message));
+                deadletter(target, lattice, message, dead).await?;
+                return Ok(Some(delivery));
             }
             Err(e) => {
                 let delay = Duration::from_millis(250 << attempt.clamp(0, 7)).min(MAX_BACKOFF);
@@ -312,7 +328,7 @@ pub(super) async fn settle(
     {
         warn!(%key, error = %e, "could not record a processed item");
     }
-    Ok(Some(message))
+    Ok(Some(delivery))
 }
 
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its

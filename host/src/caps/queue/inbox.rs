@@ -43,7 +43,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::deliver::{
-    DELIVERY_ACK_WAIT, Inbox, Target, prepare, processed_store, remembering_bucket, settle,
+    DELIVERY_ACK_WAIT, Delivery, Inbox, Target, prepare, processed_store, remembering_bucket,
+    settle,
 };
 use super::forward::queue_stream_ready;
 use super::lanes::{Lane, Offer, Release};
@@ -219,7 +220,7 @@ async fn receive(
 async fn commit(
     kv: kv::Store,
     changes: Vec<(String, bytes::Bytes)>,
-    done: Vec<jetstream::Message>,
+    done: Vec<Delivery>,
     waiting: Option<u64>,
 ) -> anyhow::Result<()> {
     let writes = changes.into_iter().map(|(key, value)| {
@@ -233,17 +234,15 @@ async fn commit(
     futures::future::try_join_all(writes).await?;
     let last = done
         .into_iter()
-        .filter_map(|m| Some((stream_seq(&m)?, m)))
-        .filter(|(seq, _)| waiting.is_none_or(|w| *seq < w))
-        .max_by_key(|(seq, _)| *seq);
-    if let Some((_, message)) = last {
-        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        .filter(|d| waiting.is_none_or(|w| d.stream_seq < w))
+        .max_by_key(|d| d.stream_seq);
+    if let Some(last) = last {
+        last.message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(())
-}
-
-fn stream_seq(message: &jetstream::Message) -> Option<u64> {
-    message.info().ok().map(|i| i.stream_sequence)
 }
 
 /// What running an item needs.
@@ -296,10 +295,11 @@ async fn take(
     ctx: &Ctx<'_>,
     lanes: &mut Lanes,
     message: jetstream::Message,
-    acks: &mut Vec<jetstream::Message>,
+    acks: &mut Vec<Delivery>,
 ) -> anyhow::Result<()> {
-    let Some(place) = Place::of(&message) else {
-        let prepared = prepare(message)?;
+    let delivery = Delivery::of(message)?;
+    let Some(place) = Place::of(&delivery.message) else {
+        let prepared = prepare(delivery);
         let settled = settle(
             ctx.target,
             ctx.lattice,
@@ -313,13 +313,13 @@ async fn take(
     let lane = lanes.get(&place.lane).await?;
     if place.marker {
         lane.floor(place.floor);
-        acks.push(message);
+        acks.push(delivery);
     } else {
         match lane.offer(place.seq, place.floor) {
-            Offer::Copy => acks.push(message),
-            Offer::Wait => lane.hold(place.seq, message),
+            Offer::Copy => acks.push(delivery),
+            Offer::Wait => lane.hold(place.seq, delivery),
             Offer::Run => {
-                let Some(settled) = run(ctx, message).await? else {
+                let Some(settled) = run(ctx, delivery).await? else {
                     return Ok(());
                 };
                 acks.push(settled);
@@ -348,19 +348,15 @@ async fn take(
 
 /// Runs an item in its lane's turn (its lane, not an id record, says whether it ran before);
 /// `None` when stopped before it was settled.
-async fn run(
-    ctx: &Ctx<'_>,
-    message: jetstream::Message,
-) -> anyhow::Result<Option<jetstream::Message>> {
-    let prepared = prepare(message)?;
-    settle(ctx.target, ctx.lattice, None, prepared, ctx.stop).await
+async fn run(ctx: &Ctx<'_>, delivery: Delivery) -> anyhow::Result<Option<Delivery>> {
+    settle(ctx.target, ctx.lattice, None, prepare(delivery), ctx.stop).await
 }
 
 /// The lanes one consumer has seen, and their states in [`lanes_bucket`].
 struct Lanes {
     kv: kv::Store,
     durable: String,
-    open: HashMap<String, Lane<jetstream::Message>>,
+    open: HashMap<String, Lane<Delivery>>,
 }
 
 impl Lanes {
@@ -375,7 +371,7 @@ impl Lanes {
     }
 
     /// Lane `id`, read from the bucket the first time it is seen.
-    async fn get(&mut self, id: &str) -> anyhow::Result<&mut Lane<jetstream::Message>> {
+    async fn get(&mut self, id: &str) -> anyhow::Result<&mut Lane<Delivery>> {
         if !self.open.contains_key(id) {
             let key = lane_key(&self.durable, id);
             let state: LaneState = match self
@@ -398,7 +394,7 @@ impl Lanes {
         self.open
             .values()
             .flat_map(Lane::held)
-            .filter_map(stream_seq)
+            .map(|d| d.stream_seq)
             .min()
     }
 
