@@ -7,7 +7,10 @@
 use anyhow::Context as _;
 use lattice_protocol::envelope;
 use lattice_protocol::lease::LeaseRecord;
-use lattice_protocol::queue::{deadletter_stream, leases_bucket, queue_consumer};
+use lattice_protocol::queue::{
+    CALL_ID_HEADER, ERROR_HEADER, LANE_COUNT_HEADER, MSG_ID_HEADER, Queued, QueuedItem,
+    deadletter_stream, leases_bucket, queue_consumer, queue_stream,
+};
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, setup, start_cloud_host, start_edge_host,
@@ -40,11 +43,70 @@ async fn queued_calls_wait_out_a_cut_link_and_arrive_once_in_order() -> anyhow::
     assert_eq!(delivered("cut"), Vec::<u32>::new());
 
     // Healed: all of them, in order, once each.
+    let before = stream_messages(&e).await?;
     e.heal().await?;
     wait_delivered("cut", N as usize).await?;
     tokio::time::sleep(QUIET).await;
     assert_eq!(delivered("cut"), (0..N).collect::<Vec<_>>());
     assert_eq!(delivered("warmup"), vec![0]);
+    // The backlog travelled bundled: fewer stream messages than calls.
+    let sent = stream_messages(&e).await? - before;
+    assert!(sent < u64::from(N), "{N} calls took {sent} stream messages");
+    Ok(())
+}
+
+/// The queue stream's message count.
+async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
+    let js = async_nats::jetstream::new(e.hub.client.clone());
+    let mut stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
+    Ok(stream.info().await?.state.messages)
+}
+
+/// A backlog travels bundled (consecutive calls of one lane in one stream message). A call in
+/// the middle of a bundle that keeps failing is dead-lettered alone, as the call it is (so that
+/// `requeue` puts back that call and no other), and the calls around it run in order.
+#[tokio::test]
+async fn a_failing_call_inside_a_bundle_is_dead_lettered_alone() -> anyhow::Result<()> {
+    captured();
+    let e = EdgeTopology::start().await?;
+    let (_cloud, _edge, addr) = setup(&e).await?;
+    assert_eq!(
+        http_get(&addr, "/notify?msg=warmup-0.").await?,
+        (200, "ok".into())
+    );
+    wait_delivered("warmup", 1).await?;
+
+    e.cut().await?;
+    for msg in ["around-0.", "fail-bundled-0.", "around-1."] {
+        let answer = http_get(&addr, &format!("/notify?msg={msg}")).await?;
+        assert_eq!(answer, (200, "ok".into()), "{msg}");
+    }
+    let before = stream_messages(&e).await?;
+    e.heal().await?;
+    wait_delivered("around", 2).await?;
+    assert_eq!(delivered("around"), vec![0, 1]);
+    let sent = stream_messages(&e).await? - before;
+    assert!(sent < 3, "3 calls took {sent} stream messages: not bundled");
+
+    // In lane order, the failed call was dead-lettered before `around-1.` ran.
+    let js = async_nats::jetstream::new(e.hub.client.clone());
+    let mut dlq = js.get_stream(deadletter_stream(&e.hub.lattice)).await?;
+    let state = dlq.info().await?.state.clone();
+    assert_eq!(state.messages, 1, "{state:?}");
+    let dead = dlq.get_raw_message(state.first_sequence).await?;
+    let header = |name| dead.headers.get(name).map(ToString::to_string);
+    let error = header(ERROR_HEADER).unwrap_or_default();
+    assert!(error.contains("asked to fail: fail-bundled-0."), "{error}");
+    assert_eq!(header(LANE_COUNT_HEADER), None, "{:?}", dead.headers);
+    let call_id = header(CALL_ID_HEADER).context("the dead letter's call id")?;
+    assert_eq!(header(MSG_ID_HEADER).as_deref(), Some(call_id.as_str()));
+    // Its body is that one call, as the sender queued it.
+    let queued: Queued = envelope::decode(&dead.payload)?;
+    let QueuedItem::Call(call) = queued.item else {
+        anyhow::bail!("a call was dead-lettered as {:?}", queued.item);
+    };
+    let (msg,): (String,) = rmp_serde::from_slice(&call.args)?;
+    assert_eq!(msg, "fail-bundled-0.");
     Ok(())
 }
 

@@ -16,7 +16,8 @@ use futures::TryStreamExt;
 use lattice_host::outbox::{Outbox, OutboxConfig};
 use lattice_protocol::envelope;
 use lattice_protocol::queue::{
-    LaneState, MSG_ID_HEADER, lanes_bucket, queue_consumer, queue_stream, queue_stream_subjects,
+    LANE_COUNT_HEADER, LaneState, MSG_ID_HEADER, decode_bundle, lanes_bucket, queue_consumer,
+    queue_stream, queue_stream_subjects,
 };
 use lattice_tests::edge::{EdgeTopology, free_port};
 use lattice_tests::queued::{
@@ -59,8 +60,8 @@ async fn wait_consumer_idle(e: &EdgeTopology) -> anyhow::Result<()> {
     .await
 }
 
-/// How many copies of each call (by its id, the `Nats-Msg-Id` the forwarder gives it) the
-/// queue stream holds.
+/// How many copies of each call (by its id: the `Nats-Msg-Id` the forwarder gives a message of
+/// one call, or the id a bundle gives each of its calls) the queue stream holds.
 async fn copies_per_call(e: &EdgeTopology) -> anyhow::Result<BTreeMap<String, u32>> {
     let js = jetstream::new(e.hub.client.clone());
     let mut stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
@@ -68,12 +69,17 @@ async fn copies_per_call(e: &EdgeTopology) -> anyhow::Result<BTreeMap<String, u3
     let mut copies = BTreeMap::new();
     for seq in state.first_sequence..=state.last_sequence {
         let message = stream.get_raw_message(seq).await?;
-        let id = message
-            .headers
-            .get(MSG_ID_HEADER)
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        *copies.entry(id).or_default() += 1;
+        let header = |name| message.headers.get(name).map(ToString::to_string);
+        let ids = match header(LANE_COUNT_HEADER) {
+            Some(_) => decode_bundle(&message.payload)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
+            None => vec![header(MSG_ID_HEADER).unwrap_or_default()],
+        };
+        for id in ids {
+            *copies.entry(id).or_default() += 1;
+        }
     }
     Ok(copies)
 }

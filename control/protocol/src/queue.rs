@@ -29,6 +29,14 @@
 //! [`LANE_MARKER_HEADER`] message carries only a floor: the sender publishes one when items it
 //! had published without an acknowledgement are gone for good, so nothing waits for them.
 //!
+//! **Bundles.** The sender packs up to [`MAX_BUNDLE`] consecutive items of one lane into one
+//! stream message, a bundle: [`LANE_SEQ_HEADER`] is the first item's sequence,
+//! [`LANE_COUNT_HEADER`] how many follow it in order, the floor is the bundle's, and the body is
+//! [`encode_bundle`]'s (each item's id and envelope). The stream, its acknowledgements and its
+//! consumer then do their per-message work once per bundle instead of once per item; the
+//! receiver unpacks it and takes each item in its turn as if it had come alone. A message of
+//! one item is sent as before: no count, its envelope the body, its id the `Nats-Msg-Id`.
+//!
 //! Messages share the call stream under [`MESSAGE_TOKEN`], which no app can be named (app names
 //! hold only letters, digits, `-` and `_`), so a message subject never reads as an app's calls.
 
@@ -64,14 +72,48 @@ pub const LANE_FLOOR_HEADER: &str = "Lattice-Lane-Floor";
 /// Header: present (`1`) on a marker, a message that carries no item, only its lane's floor.
 pub const LANE_MARKER_HEADER: &str = "Lattice-Lane-Marker";
 
+/// Header: on a bundle, how many items it carries (see "Bundles" in the module docs); absent
+/// on a message of one item.
+pub const LANE_COUNT_HEADER: &str = "Lattice-Lane-Count";
+
+/// The most items one bundle carries.
+pub const MAX_BUNDLE: usize = 64;
+/// The most bytes of item envelopes one bundle carries (an item larger than this goes alone),
+/// well under NATS's default 1 MiB message limit.
+pub const MAX_BUNDLE_BYTES: usize = 128 * 1024;
+
 /// The headers that place a stream message in its lane: a dead letter put back by `requeue`
 /// drops them (it is a new delivery, deduplicated by its id).
-pub const LANE_HEADERS: [&str; 4] = [
+pub const LANE_HEADERS: [&str; 5] = [
     LANE_HEADER,
     LANE_SEQ_HEADER,
     LANE_FLOOR_HEADER,
     LANE_MARKER_HEADER,
+    LANE_COUNT_HEADER,
 ];
+
+/// The `Nats-Msg-Id` of a bundle of `count` items whose first item's id is `first`: the same
+/// bundle published again is a copy within the stream's duplicate window; one made up otherwise
+/// (after a restart) is not, and its receiver's lane skips what already ran.
+pub fn bundle_msg_id(first: &str, count: usize) -> String {
+    format!("{first}+{count}")
+}
+
+/// A bundle's body: each item's id and its envelope ([`Queued`], encoded), in lane order.
+pub fn encode_bundle<'a>(items: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let items: Vec<(&str, &serde_bytes::Bytes)> = items
+        .into_iter()
+        .map(|(id, envelope)| (id, serde_bytes::Bytes::new(envelope)))
+        .collect();
+    crate::envelope::encode(&items)
+}
+
+/// The items of a bundle's body ([`encode_bundle`]): each one's id and envelope, in lane order.
+pub fn decode_bundle(
+    body: &[u8],
+) -> Result<Vec<(String, serde_bytes::ByteBuf)>, crate::envelope::DecodeError> {
+    crate::envelope::decode(body)
+}
 
 /// The lane an item queued on stream subject `subject` through link `link` travels in, as the
 /// sender's outbox names it: the subject, a space, the link (subjects hold no spaces).
@@ -258,6 +300,27 @@ mod tests {
             lane_key("queue-app-sink", &id),
             format!("queue-app-sink.{id}")
         );
+    }
+
+    #[test]
+    fn bundles_round_trip_their_items_in_order() {
+        let items = [
+            ("a", &b"\x00one"[..]),
+            ("b", &b""[..]),
+            ("c", &b"three"[..]),
+        ];
+        let back = decode_bundle(&encode_bundle(items)).expect("decodes");
+        let back: Vec<(&str, &[u8])> = back.iter().map(|(id, b)| (id.as_str(), &b[..])).collect();
+        assert_eq!(back, items);
+        assert_eq!(bundle_msg_id("a", 3), "a+3");
+        // A single item's envelope is no bundle.
+        let single = envelope::encode(&Queued {
+            max_attempts: 1,
+            expires_at_ms: 1,
+            subject: String::new(),
+            item: QueuedItem::Call(call()),
+        });
+        assert!(decode_bundle(&single).is_err());
     }
 
     #[test]

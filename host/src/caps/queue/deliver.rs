@@ -13,15 +13,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, kv};
 use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
-    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued,
-    QueuedItem, deadletter_stream, deadletter_stream_subjects, deadletter_subject,
-    message_consumer, message_subject, processed_bucket, processed_key, queue_consumer,
-    queue_subject,
+    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, LANE_COUNT_HEADER, LANE_SEQ_HEADER,
+    MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, deadletter_stream,
+    deadletter_stream_subjects, deadletter_subject, decode_bundle, message_consumer,
+    message_subject, processed_bucket, processed_key, queue_consumer, queue_subject,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -169,7 +170,8 @@ pub(super) async fn remembering_bucket(
         .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))
 }
 
-/// A message the consumer delivered, with what its reply subject says of it, read once.
+/// A message the consumer delivered, with what its reply subject says of it, read once. Shared
+/// by the items of a bundle: it is acknowledged once all of them are done with.
 pub(super) struct Delivery {
     pub(super) message: jetstream::Message,
     /// Its sequence in the queue stream.
@@ -179,48 +181,102 @@ pub(super) struct Delivery {
 }
 
 impl Delivery {
-    pub(super) fn of(message: jetstream::Message) -> anyhow::Result<Self> {
+    pub(super) fn of(message: jetstream::Message) -> anyhow::Result<Arc<Self>> {
         let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
         let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
-        Ok(Self {
+        Ok(Arc::new(Self {
             message,
             stream_seq,
             delivered,
-        })
+        }))
     }
 }
 
-/// A delivered message, decoded.
+/// One queued item of a delivered message: the message itself, or one item of a bundle.
+pub(super) struct Item {
+    pub(super) delivery: Arc<Delivery>,
+    /// In a bundle: its id and its lane sequence.
+    bundled: Option<(String, u64)>,
+    /// Its envelope ([`Queued`], encoded).
+    payload: bytes::Bytes,
+    /// The last lane sequence it accounts for: its own, or a whole unreadable bundle's.
+    pub(super) through: u64,
+}
+
+impl Item {
+    /// The message as one item, at lane sequence `seq` (0 outside lanes).
+    pub(super) fn whole(delivery: Arc<Delivery>, seq: u64) -> Self {
+        let payload = delivery.message.payload.clone();
+        Self {
+            delivery,
+            bundled: None,
+            payload,
+            through: seq,
+        }
+    }
+
+    /// A bundle's items, by lane sequence from `first` ("Bundles" in
+    /// [`lattice_protocol::queue`]). A body that cannot be read, or holds another count, is
+    /// one item accounting for the whole range: it is dead-lettered as undecodable.
+    pub(super) fn unbundle(delivery: &Arc<Delivery>, first: u64, count: u64) -> Vec<(u64, Self)> {
+        match decode_bundle(&delivery.message.payload) {
+            Ok(items) if items.len() as u64 == count => (first..)
+                .zip(items)
+                .map(|(seq, (id, envelope))| {
+                    let item = Self {
+                        delivery: delivery.clone(),
+                        bundled: Some((id, seq)),
+                        payload: envelope.into_vec().into(),
+                        through: seq,
+                    };
+                    (seq, item)
+                })
+                .collect(),
+            _ => {
+                let mut whole = Self::whole(delivery.clone(), first);
+                whole.through = first + count.saturating_sub(1);
+                vec![(first, whole)]
+            }
+        }
+    }
+}
+
+/// An item, decoded.
 pub(super) struct Prepared {
-    delivery: Delivery,
+    item: Item,
     /// The item's id (`Lattice-Call-Id`, kept across requeues).
     id: String,
     /// The item, or why it could not be decoded.
     queued: Result<Queued, String>,
 }
 
-pub(super) fn prepare(delivery: Delivery) -> Prepared {
+pub(super) fn prepare(item: Item) -> Prepared {
     let header = |name| {
-        let value = delivery.message.headers.as_ref()?.get(name)?.to_string();
+        let value = item
+            .delivery
+            .message
+            .headers
+            .as_ref()?
+            .get(name)?
+            .to_string();
         Some(value)
     };
     // The item's id survives requeues (each requeue publishes with a new `Nats-Msg-Id`).
-    let id = header(CALL_ID_HEADER)
-        .or_else(|| header(MSG_ID_HEADER))
-        .unwrap_or_else(|| format!("seq-{}", delivery.stream_seq));
+    let id = match &item.bundled {
+        Some((id, _)) => id.clone(),
+        None => header(CALL_ID_HEADER)
+            .or_else(|| header(MSG_ID_HEADER))
+            .unwrap_or_else(|| format!("seq-{}", item.delivery.stream_seq)),
+    };
     let queued: Result<Queued, String> =
-        envelope::decode(&delivery.message.payload).map_err(|e| format!("undecodable: {e}"));
-    Prepared {
-        delivery,
-        id,
-        queued,
-    }
+        envelope::decode(&item.payload).map_err(|e| format!("undecodable: {e}"));
+    Prepared { item, id, queued }
 }
 
 /// Runs one queued item, retrying it in place (so that the items behind it wait: order per
 /// sender and target), dead-lettering it when it keeps failing, expired or cannot be read.
 /// With `processed` (an item outside any lane), it is skipped when its id is recorded there,
-/// and its id is recorded once it ran. Returns the delivery once it is done with (to be
+/// and its id is recorded once it ran. Returns its delivery once it is done with (to be
 /// acknowledged); `None` when `stop` came while it waited for a retry: it is left
 /// unacknowledged, for the next host.
 pub(super) async fn settle(
@@ -229,13 +285,9 @@ pub(super) async fn settle(
     processed: Option<&kv::Store>,
     prepared: Prepared,
     stop: &CancellationToken,
-) -> anyhow::Result<Option<Delivery>> {
-    let Prepared {
-        delivery,
-        id,
-        queued,
-    } = prepared;
-    let (message, delivered) = (&delivery.message, delivery.delivered);
+) -> anyhow::Result<Option<Arc<Delivery>>> {
+    let Prepared { item, id, queued } = prepared;
+    let (message, delivered) = (&item.delivery.message, item.delivery.delivered);
     let ctx = &target.loaded.ctx;
     let queued = match queued {
         Ok(q) => q,
@@ -246,8 +298,8 @@ pub(super) async fn settle(
                 attempts: delivered,
                 error: &error,
             };
-            deadletter(target, lattice, message, dead).await?;
-            return Ok(Some(delivery));
+            deadletter(target, lattice, &item, dead).await?;
+            return Ok(Some(item.delivery));
         }
     };
     let kind = match queued.item {
@@ -270,8 +322,8 @@ pub(super) async fn settle(
             attempts: (delivered - 1).max(0),
             error: &error,
         };
-        deadletter(target, lattice, message, dead).await?;
-        return Ok(Some(delivery));
+        deadletter(target, lattice, &item, dead).await?;
+        return Ok(Some(item.delivery));
     }
     // Only items outside any lane are looked up and recorded by id; per component, since a
     // message is run once by each component subscribed to it.
@@ -286,7 +338,7 @@ pub(super) async fn settle(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         if seen.is_some() {
             debug!(%id, kind, "queued item already processed; skipping");
-            return Ok(Some(delivery));
+            return Ok(Some(item.delivery));
         }
     }
     // Attempts made before this delivery (by this host or another, before a restart).
@@ -302,8 +354,8 @@ pub(super) async fn settle(
                     attempts: attempt,
                     error: &e,
                 };
-                deadletter(target, lattice, message, dead).await?;
-                return Ok(Some(delivery));
+                deadletter(target, lattice, &item, dead).await?;
+                return Ok(Some(item.delivery));
             }
             Err(e) => {
                 let delay = Duration::from_millis(250 << attempt.clamp(0, 7)).min(MAX_BACKOFF);
@@ -328,7 +380,7 @@ pub(super) async fn settle(
     {
         warn!(%key, error = %e, "could not record a processed item");
     }
-    Ok(Some(delivery))
+    Ok(Some(item.delivery))
 }
 
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its
@@ -368,7 +420,7 @@ struct Dead<'a> {
 async fn deadletter(
     target: &Target,
     lattice: &LatticeLink,
-    message: &jetstream::Message,
+    of: &Item,
     dead: Dead<'_>,
 ) -> anyhow::Result<()> {
     let Dead {
@@ -379,12 +431,31 @@ async fn deadletter(
     } = dead;
     let (js, l) = (&lattice.jetstream, &lattice.lattice);
     ensure_stream(js, deadletter_stream(l), deadletter_stream_subjects(l)).await?;
-    // The queue message's own headers (its id, its link, its lane), where it was queued (for a
-    // requeue), then what happened. Its `Nats-Msg-Id` is new for every requeue, so an item dead-lettered again
-    // is kept again; for a message, made per component like its processed key, so that a
-    // message two subscribers failed is kept for each.
+    let message = &of.delivery.message;
+    // The queue message's own headers (its link, its lane), the item's id and place, where it
+    // was queued (for a requeue), then what happened. Its `Nats-Msg-Id` is new for every
+    // requeue, so an item dead-lettered again is kept again; for a message, made per component
+    // like its processed key, so that a message two subscribers failed is kept for each. An
+    // item of a bundle goes alone: its own id and lane sequence, no count.
     let ctx = &target.loaded.ctx;
-    let mut headers = message.headers.clone().unwrap_or_default();
+    let mut headers = HeaderMap::new();
+    for (name, values) in message.headers.iter().flat_map(HeaderMap::iter) {
+        let name: &str = name.as_ref();
+        if of.bundled.is_some()
+            && [MSG_ID_HEADER, LANE_SEQ_HEADER, LANE_COUNT_HEADER]
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        for value in values {
+            headers.append(name, value.as_str());
+        }
+    }
+    if let Some((msg_id, seq)) = &of.bundled {
+        headers.insert(MSG_ID_HEADER, msg_id.as_str());
+        headers.insert(LANE_SEQ_HEADER, seq.to_string().as_str());
+    }
     if let (Some(item), Some(msg_id)) = (item, headers.get(MSG_ID_HEADER).map(ToString::to_string))
     {
         let dedup = processed_key(item, ctx.app.as_str(), ctx.component.as_str(), &msg_id);
@@ -395,7 +466,7 @@ async fn deadletter(
     headers.insert(ATTEMPTS_HEADER, attempts.to_string().as_str());
     headers.insert(ERROR_HEADER, error.replace(['\r', '\n'], " ").as_str());
     let subject = deadletter_subject(l, ctx.app.as_str(), ctx.component.as_str());
-    js.publish_with_headers(subject, headers, message.payload.clone())
+    js.publish_with_headers(subject, headers, of.payload.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .await

@@ -20,9 +20,9 @@ use async_nats::jetstream::{self, stream};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
-    LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER, LINK_HEADER,
-    MSG_ID_HEADER, Queued, lane_id, lane_subject, queue_stream, queue_stream_subjects,
-    queue_subject,
+    LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
+    LINK_HEADER, MAX_BUNDLE, MAX_BUNDLE_BYTES, MSG_ID_HEADER, Queued, bundle_msg_id, encode_bundle,
+    lane_id, lane_subject, queue_stream, queue_stream_subjects, queue_subject,
 };
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -105,12 +105,12 @@ const REMOVE_CHUNK: usize = 1024;
 /// Removals in progress at once; the outbox's writer commits them together.
 const REMOVALS: usize = 8;
 
-/// An entry published, its acknowledgement awaited.
+/// A message published (one entry or a bundle), its acknowledgement awaited.
 struct InFlight {
-    seq: Sequence,
-    stream_key: String,
-    /// Its lane and lane sequence (none for entries written before lanes).
-    lane: Option<(String, u64)>,
+    /// Its entries' outbox sequences and stream keys.
+    entries: Vec<(Sequence, String)>,
+    /// Its lane, highest lane sequence and entry count (none for entries written before lanes).
+    lane: Option<(String, u64, usize)>,
     ack: PublishAckFuture,
 }
 
@@ -140,8 +140,8 @@ impl Uncertain {
     /// The window's entries were published but not acknowledged.
     fn add_window(&mut self, window: &mut VecDeque<InFlight>) {
         for InFlight { lane, .. } in window.drain(..) {
-            if let Some((lane, seq)) = lane {
-                self.add(lane, seq);
+            if let Some((lane, highest, _)) = lane {
+                self.add(lane, highest);
             }
         }
     }
@@ -252,53 +252,11 @@ impl Pass<'_> {
                 queue_stream_ready(js, l).await?;
                 *ready = true;
             }
-            for (seq, entry) in batch {
-                cursor = Some(seq);
-                let Some(subject) = stream_subject(l, &entry) else {
-                    warn!(stream = %entry.stream_key, "dropping a queued entry with no stream subject (undecodable, with a malformed stream key)");
-                    self.acked.push((seq, entry.stream_key));
-                    continue;
-                };
-                let mut headers = HeaderMap::new();
-                let id = entry.id.to_string();
-                headers.insert(MSG_ID_HEADER, id.as_str());
-                headers.insert(LINK_HEADER, entry.stream_key.as_str());
-                // Entries written before lanes (sequence 0) are deduplicated by id.
-                let lane = (entry.lane_seq > 0).then(|| {
-                    if !self.floors.contains_key(&entry.lane) {
-                        let id = self.lane_id(&entry.lane);
-                        self.floors
-                            .insert(entry.lane.clone(), (id, VecDeque::new()));
-                    }
-                    let (id, in_flight) = self.floors.get_mut(&entry.lane).expect("inserted");
-                    let floor = in_flight.front().copied().unwrap_or(entry.lane_seq);
-                    in_flight.push_back(entry.lane_seq);
-                    // Published again, with a floor that speaks for what went before.
-                    self.uncertain.lanes.remove(&entry.lane);
-                    headers.insert(LANE_HEADER, id.as_str());
-                    headers.insert(LANE_SEQ_HEADER, entry.lane_seq.to_string().as_str());
-                    headers.insert(LANE_FLOOR_HEADER, floor.to_string().as_str());
-                    (entry.lane, entry.lane_seq)
-                });
-                if self.window.len() >= WINDOW {
-                    self.settle_oldest().await?;
-                }
-                let published = js
-                    .publish_with_headers(subject, headers, entry.payload)
-                    .await;
-                if published.is_err()
-                    && let Some((lane, seq)) = &lane
-                {
-                    // Maybe sent before the failure was seen.
-                    self.uncertain.add(lane.clone(), *seq);
-                }
-                let ack = published.context("publishing a queued entry")?;
-                self.window.push_back(InFlight {
-                    seq,
-                    stream_key: entry.stream_key,
-                    lane,
-                    ack,
-                });
+            cursor = batch.last().map(|(seq, _)| *seq);
+            let (groups, unroutable) = bundle(l, batch);
+            self.acked.extend(unroutable);
+            for group in groups {
+                self.publish(group).await?;
                 if self.acked.len() >= REMOVE_CHUNK {
                     if self.removals.len() >= REMOVALS
                         && let Some(oldest) = self.removals.pop_front()
@@ -317,32 +275,98 @@ impl Pass<'_> {
         }
     }
 
+    /// Publishes one message: an entry, or a bundle of consecutive entries of one lane.
+    async fn publish(&mut self, group: Group) -> anyhow::Result<()> {
+        let Group {
+            subject, entries, ..
+        } = group;
+        let (first, count) = (&entries[0].1, entries.len());
+        let mut headers = HeaderMap::new();
+        let ids: Vec<String> = entries.iter().map(|(_, e)| e.id.to_string()).collect();
+        let msg_id = if count == 1 {
+            ids[0].clone()
+        } else {
+            bundle_msg_id(&ids[0], count)
+        };
+        headers.insert(MSG_ID_HEADER, msg_id.as_str());
+        headers.insert(LINK_HEADER, first.stream_key.as_str());
+        // Entries written before lanes (sequence 0) are deduplicated by id, one per message.
+        let lane = (first.lane_seq > 0).then(|| {
+            if !self.floors.contains_key(&first.lane) {
+                let id = self.lane_id(&first.lane);
+                self.floors
+                    .insert(first.lane.clone(), (id, VecDeque::new()));
+            }
+            let (id, in_flight) = self.floors.get_mut(&first.lane).expect("inserted");
+            let floor = in_flight.front().copied().unwrap_or(first.lane_seq);
+            in_flight.extend(entries.iter().map(|(_, e)| e.lane_seq));
+            // Published again, with a floor that speaks for what went before.
+            self.uncertain.lanes.remove(&first.lane);
+            headers.insert(LANE_HEADER, id.as_str());
+            headers.insert(LANE_SEQ_HEADER, first.lane_seq.to_string().as_str());
+            headers.insert(LANE_FLOOR_HEADER, floor.to_string().as_str());
+            if count > 1 {
+                headers.insert(LANE_COUNT_HEADER, count.to_string().as_str());
+            }
+            let highest = first.lane_seq + count as u64 - 1;
+            (first.lane.clone(), highest, count)
+        });
+        let payload = if count == 1 {
+            first.payload.clone()
+        } else {
+            let items = ids
+                .iter()
+                .zip(&entries)
+                .map(|(id, (_, e))| (id.as_str(), &e.payload[..]));
+            bytes::Bytes::from(encode_bundle(items))
+        };
+        if self.window.len() >= WINDOW {
+            self.settle_oldest().await?;
+        }
+        let published = self
+            .lattice
+            .jetstream
+            .publish_with_headers(subject, headers, payload)
+            .await;
+        if published.is_err()
+            && let Some((lane, highest, _)) = &lane
+        {
+            // Maybe sent before the failure was seen.
+            self.uncertain.add(lane.clone(), *highest);
+        }
+        let ack = published.context("publishing queued entries")?;
+        self.window.push_back(InFlight {
+            entries: entries
+                .into_iter()
+                .map(|(seq, e)| (seq, e.stream_key))
+                .collect(),
+            lane,
+            ack,
+        });
+        Ok(())
+    }
+
     /// Awaits the oldest acknowledgement in flight.
     async fn settle_oldest(&mut self) -> anyhow::Result<()> {
         let Some(oldest) = self.window.pop_front() else {
             return Ok(());
         };
-        let InFlight {
-            seq,
-            stream_key,
-            lane,
-            ack,
-        } = oldest;
+        let InFlight { entries, lane, ack } = oldest;
         let failed = match tokio::time::timeout(Duration::from_secs(10), ack).await {
             Ok(Ok(_)) => {
-                if let Some((lane, _)) = &lane
+                if let Some((lane, _, count)) = &lane
                     && let Some((_, in_flight)) = self.floors.get_mut(lane)
                 {
-                    in_flight.pop_front();
+                    in_flight.drain(..(*count).min(in_flight.len()));
                 }
-                self.acked.push((seq, stream_key));
+                self.acked.extend(entries);
                 return Ok(());
             }
             Ok(Err(e)) => anyhow::anyhow!("the stream refused a queued entry: {e}"),
             Err(_) => anyhow::anyhow!("no acknowledgement from the stream"),
         };
-        if let Some((lane, seq)) = lane {
-            self.uncertain.add(lane, seq);
+        if let Some((lane, highest, _)) = lane {
+            self.uncertain.add(lane, highest);
         }
         Err(failed)
     }
@@ -390,6 +414,58 @@ impl Pass<'_> {
     }
 }
 
+/// Entries that go out in one stream message: one entry, or a bundle of consecutive entries of
+/// one lane.
+#[derive(Debug)]
+struct Group {
+    subject: String,
+    entries: Vec<(Sequence, OutboxEntry)>,
+    /// Their payloads' bytes.
+    bytes: usize,
+}
+
+/// Makes a batch (in outbox order) into stream messages: an entry joins its lane's latest group
+/// when it follows that group's last entry in the lane and the group has room ([`MAX_BUNDLE`],
+/// [`MAX_BUNDLE_BYTES`]); otherwise it starts one. Groups come in the order of their first
+/// entries, so each lane's stay in lane order. A batch of one entry (live traffic) is one
+/// message at once: bundles form only from entries already waiting. Also returns the entries
+/// with no stream subject, which cannot be sent (they are dropped, with a warning).
+fn bundle(
+    lattice: &LatticeName,
+    batch: Vec<(Sequence, OutboxEntry)>,
+) -> (Vec<Group>, Vec<(Sequence, String)>) {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut unroutable = Vec::new();
+    // Each lane's latest group, by index.
+    let mut latest: HashMap<String, usize> = HashMap::new();
+    for (seq, entry) in batch {
+        let Some(subject) = stream_subject(lattice, &entry) else {
+            warn!(stream = %entry.stream_key, "dropping a queued entry with no stream subject (undecodable, with a malformed stream key)");
+            unroutable.push((seq, entry.stream_key));
+            continue;
+        };
+        let size = entry.payload.len();
+        if entry.lane_seq > 0 {
+            if let Some(group) = latest.get(&entry.lane).map(|&i| &mut groups[i])
+                && group.entries.last().map(|(_, e)| e.lane_seq + 1) == Some(entry.lane_seq)
+                && group.entries.len() < MAX_BUNDLE
+                && group.bytes + size <= MAX_BUNDLE_BYTES
+            {
+                group.bytes += size;
+                group.entries.push((seq, entry));
+                continue;
+            }
+            latest.insert(entry.lane.clone(), groups.len());
+        }
+        groups.push(Group {
+            subject,
+            entries: vec![(seq, entry)],
+            bytes: size,
+        });
+    }
+    (groups, unroutable)
+}
+
 /// Removes forwarded entries from the outbox in a task of its own.
 fn remove(
     outbox: &Outbox,
@@ -420,4 +496,97 @@ fn stream_subject(lattice: &LatticeName, entry: &OutboxEntry) -> Option<String> 
     }
     let (from, target) = entry.stream_key.split_once(" -> ")?;
     Some(queue_subject(lattice, from.split_once('/')?.0, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lattice_protocol::queue::lane_name;
+
+    /// Entries of lanes `a` and `b` (on their own subjects), with the given lane sequences and
+    /// payload sizes, in outbox order.
+    fn batch(entries: &[(&str, u64, usize)]) -> Vec<(Sequence, OutboxEntry)> {
+        entries
+            .iter()
+            .zip(1..)
+            .map(|(&(lane, lane_seq, size), seq)| {
+                let subject = format!("lattice.edge.q.app.{lane}");
+                let mut entry = OutboxEntry::new(
+                    format!("app/src -> {lane}"),
+                    vec![0u8; size],
+                    Duration::from_secs(60),
+                );
+                entry.lane = lane_name(&subject, &entry.stream_key);
+                entry.lane_seq = lane_seq;
+                (Sequence(seq), entry)
+            })
+            .collect()
+    }
+
+    /// Each group as (subject's last token, lane sequences).
+    fn shape(groups: &[Group]) -> Vec<(String, Vec<u64>)> {
+        groups
+            .iter()
+            .map(|g| {
+                let target = g.subject.rsplit('.').next().unwrap_or_default().to_string();
+                (target, g.entries.iter().map(|(_, e)| e.lane_seq).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_entries_of_a_lane_travel_together_and_lanes_keep_their_order() {
+        let l = LatticeName::new("edge").expect("valid");
+        let (groups, unroutable) = bundle(
+            &l,
+            batch(&[
+                ("a", 1, 8),
+                ("b", 7, 8),
+                ("a", 2, 8),
+                ("a", 3, 8),
+                ("b", 8, 8),
+            ]),
+        );
+        assert!(unroutable.is_empty());
+        assert_eq!(
+            shape(&groups),
+            [("a".into(), vec![1, 2, 3]), ("b".into(), vec![7, 8])]
+        );
+        assert_eq!(groups[0].bytes, 24);
+    }
+
+    /// A gap in a lane's numbers (entries dropped or expired between) starts a new message, so
+    /// that a bundle's items are always its first sequence and the ones after it.
+    #[test]
+    fn a_gap_in_the_lane_or_a_full_bundle_starts_another_message() {
+        let l = LatticeName::new("edge").expect("valid");
+        let (groups, _) = bundle(&l, batch(&[("a", 1, 8), ("a", 3, 8), ("a", 4, 8)]));
+        assert_eq!(
+            shape(&groups),
+            [("a".into(), vec![1]), ("a".into(), vec![3, 4])]
+        );
+
+        let many: Vec<(&str, u64, usize)> =
+            (1..=MAX_BUNDLE as u64 + 1).map(|s| ("a", s, 1)).collect();
+        let (groups, _) = bundle(&l, batch(&many));
+        assert_eq!(
+            groups.iter().map(|g| g.entries.len()).collect::<Vec<_>>(),
+            [MAX_BUNDLE, 1]
+        );
+
+        let big = MAX_BUNDLE_BYTES / 2 + 1;
+        let (groups, _) = bundle(&l, batch(&[("a", 1, big), ("a", 2, big), ("a", 3, 8)]));
+        assert_eq!(
+            shape(&groups),
+            [("a".into(), vec![1]), ("a".into(), vec![2, 3])]
+        );
+    }
+
+    /// Entries written before lanes (sequence 0) each go alone, as they did.
+    #[test]
+    fn entries_without_a_lane_are_never_bundled() {
+        let l = LatticeName::new("edge").expect("valid");
+        let (groups, _) = bundle(&l, batch(&[("a", 0, 8), ("a", 0, 8)]));
+        assert_eq!(groups.len(), 2);
+    }
 }

@@ -24,6 +24,7 @@
 //! remembered (the chunks being committed, and the one running) runs them again on takeover.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderName;
@@ -35,15 +36,15 @@ use lattice_protocol::envelope;
 use lattice_protocol::lease::Lease;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
-    LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER, LaneState, lane_key,
-    lanes_bucket, leases_bucket, queue_stream,
+    LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
+    LaneState, lane_key, lanes_bucket, leases_bucket, queue_stream,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::deliver::{
-    DELIVERY_ACK_WAIT, Delivery, Inbox, Target, prepare, processed_store, remembering_bucket,
+    DELIVERY_ACK_WAIT, Delivery, Inbox, Item, Target, prepare, processed_store, remembering_bucket,
     settle,
 };
 use super::forward::queue_stream_ready;
@@ -213,14 +214,15 @@ async fn receive(
 }
 
 /// Remembers a chunk's lanes, then acknowledges it: after a crash, a redelivered copy of an item
-/// that ran is known as one. Acknowledging an item acknowledges every item before it in the
-/// stream, so the chunk's last item done is acknowledged, short of `waiting` (the first item
-/// still waiting in its lane). Commits go out in order on the connection, so a later one's
-/// acknowledgement never lands before an earlier one's writes were sent.
+/// that ran is known as one. Acknowledging a message acknowledges every message before it in
+/// the stream, so the chunk's last message done is acknowledged, short of `waiting` (the first
+/// message with an item still waiting in its lane, or not done). Commits go out in order on the
+/// connection, so a later one's acknowledgement never lands before an earlier one's writes were
+/// sent.
 async fn commit(
     kv: kv::Store,
     changes: Vec<(String, bytes::Bytes)>,
-    done: Vec<Delivery>,
+    done: Vec<Arc<Delivery>>,
     waiting: Option<u64>,
 ) -> anyhow::Result<()> {
     let writes = changes.into_iter().map(|(key, value)| {
@@ -254,10 +256,13 @@ struct Ctx<'a> {
     stop: &'a CancellationToken,
 }
 
-/// An item's place in its lane, from its headers.
+/// A message's place in its lane, from its headers.
 struct Place {
     lane: String,
+    /// Its (first) item's lane sequence.
     seq: u64,
+    /// How many items it carries (more than one: a bundle).
+    count: u64,
     floor: u64,
     marker: bool,
 }
@@ -267,6 +272,7 @@ impl Place {
         // Names made once: a `&str` name is checked and copied on every lookup, per item.
         const LANE: HeaderName = HeaderName::from_static(LANE_HEADER);
         const SEQ: HeaderName = HeaderName::from_static(LANE_SEQ_HEADER);
+        const COUNT: HeaderName = HeaderName::from_static(LANE_COUNT_HEADER);
         const FLOOR: HeaderName = HeaderName::from_static(LANE_FLOOR_HEADER);
         const MARKER: HeaderName = HeaderName::from_static(LANE_MARKER_HEADER);
         let headers = message.headers.as_ref()?;
@@ -283,23 +289,24 @@ impl Place {
         Some(Self {
             lane: headers.get(LANE)?.to_string(),
             seq: seq.unwrap_or(0),
+            count: number(COUNT).unwrap_or(1).max(1),
             floor: number(FLOOR).unwrap_or(0),
             marker,
         })
     }
 }
 
-/// Takes one message: runs it (and whatever waited for it) or holds it; what is done with goes
-/// to `acks`, to be acknowledged.
+/// Takes one message: runs its items (and whatever waited for them) or holds them; the
+/// deliveries done with go to `acks`, to be acknowledged.
 async fn take(
     ctx: &Ctx<'_>,
     lanes: &mut Lanes,
     message: jetstream::Message,
-    acks: &mut Vec<Delivery>,
+    acks: &mut Vec<Arc<Delivery>>,
 ) -> anyhow::Result<()> {
     let delivery = Delivery::of(message)?;
     let Some(place) = Place::of(&delivery.message) else {
-        let prepared = prepare(delivery);
+        let prepared = prepare(Item::whole(delivery, 0));
         let settled = settle(
             ctx.target,
             ctx.lattice,
@@ -310,53 +317,113 @@ async fn take(
         acks.extend(settled.await?);
         return Ok(());
     };
-    let lane = lanes.get(&place.lane).await?;
+    let Lanes {
+        open, unfinished, ..
+    } = lanes;
+    let lane = lanes_get(&lanes.kv, &lanes.durable, open, &place.lane).await?;
     if place.marker {
         lane.floor(place.floor);
         acks.push(delivery);
     } else {
-        match lane.offer(place.seq, place.floor) {
-            Offer::Copy => acks.push(delivery),
-            Offer::Wait => lane.hold(place.seq, delivery),
-            Offer::Run => {
-                let Some(settled) = run(ctx, delivery).await? else {
-                    return Ok(());
-                };
-                acks.push(settled);
-                lane.done(place.seq);
+        let items = if place.count == 1 {
+            vec![(place.seq, Item::whole(delivery.clone(), place.seq))]
+        } else {
+            Item::unbundle(&delivery, place.seq, place.count)
+        };
+        // The message is done with once each item ran, was a copy, or is held (a held item
+        // keeps its message unacknowledged: see `commit`).
+        acks.push(delivery);
+        for (seq, item) in items {
+            match lane.offer(seq, place.floor) {
+                Offer::Copy => {}
+                Offer::Wait => lane.hold(seq, item),
+                Offer::Run => {
+                    let through = item.through;
+                    if !run(ctx, item, unfinished).await? {
+                        return Ok(());
+                    }
+                    lane.done(through);
+                }
             }
+            release(ctx, lane, acks, unfinished).await?;
         }
     }
+    release(ctx, lane, acks, unfinished).await?;
+    Ok(())
+}
+
+/// Runs the items of `lane` whose turn came, and hands out held copies of handled ones.
+async fn release(
+    ctx: &Ctx<'_>,
+    lane: &mut Lane<Item>,
+    acks: &mut Vec<Arc<Delivery>>,
+    unfinished: &mut Option<u64>,
+) -> anyhow::Result<()> {
     while let Some(release) = lane.next() {
         match release {
-            Release::Copies(copies) => acks.extend(copies),
+            Release::Copies(copies) => acks.extend(copies.into_iter().map(|c| c.delivery)),
             Release::Run(seq, copies) => {
                 let mut copies = copies.into_iter();
+                let mut through = seq;
                 if let Some(first) = copies.next() {
-                    let Some(settled) = run(ctx, first).await? else {
+                    through = through.max(first.through);
+                    acks.push(first.delivery.clone());
+                    if !run(ctx, first, unfinished).await? {
                         return Ok(());
-                    };
-                    acks.push(settled);
+                    }
                 }
-                lane.done(seq);
-                acks.extend(copies);
+                lane.done(through);
+                acks.extend(copies.map(|c| c.delivery));
             }
         }
     }
     Ok(())
 }
 
+/// Lane `id` of `open`, read from the bucket the first time it is seen. (A function of the
+/// lanes' parts, not a method, so that the caller keeps `unfinished` borrowed beside it.)
+async fn lanes_get<'a>(
+    kv: &kv::Store,
+    durable: &str,
+    open: &'a mut HashMap<String, Lane<Item>>,
+    id: &str,
+) -> anyhow::Result<&'a mut Lane<Item>> {
+    if !open.contains_key(id) {
+        let key = lane_key(durable, id);
+        let state: LaneState = match kv
+            .get(&key)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
+        {
+            Some(bytes) => {
+                envelope::decode(&bytes).map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
+            }
+            None => LaneState::default(),
+        };
+        open.insert(id.to_string(), Lane::new(state));
+    }
+    Ok(open.get_mut(id).expect("inserted above"))
+}
+
 /// Runs an item in its lane's turn (its lane, not an id record, says whether it ran before);
-/// `None` when stopped before it was settled.
-async fn run(ctx: &Ctx<'_>, delivery: Delivery) -> anyhow::Result<Option<Delivery>> {
-    settle(ctx.target, ctx.lattice, None, prepare(delivery), ctx.stop).await
+/// `false` when stopped before it was settled: its message is then `unfinished`, not to be
+/// acknowledged.
+async fn run(ctx: &Ctx<'_>, item: Item, unfinished: &mut Option<u64>) -> anyhow::Result<bool> {
+    let stream_seq = item.delivery.stream_seq;
+    let settled = settle(ctx.target, ctx.lattice, None, prepare(item), ctx.stop).await?;
+    if settled.is_none() {
+        *unfinished = Some(unfinished.map_or(stream_seq, |u| u.min(stream_seq)));
+    }
+    Ok(settled.is_some())
 }
 
 /// The lanes one consumer has seen, and their states in [`lanes_bucket`].
 struct Lanes {
     kv: kv::Store,
     durable: String,
-    open: HashMap<String, Lane<Delivery>>,
+    open: HashMap<String, Lane<Item>>,
+    /// The first message with an item left unsettled when delivery stopped.
+    unfinished: Option<u64>,
 }
 
 impl Lanes {
@@ -367,34 +434,18 @@ impl Lanes {
             kv,
             durable: durable.to_string(),
             open: HashMap::new(),
+            unfinished: None,
         })
     }
 
-    /// Lane `id`, read from the bucket the first time it is seen.
-    async fn get(&mut self, id: &str) -> anyhow::Result<&mut Lane<Delivery>> {
-        if !self.open.contains_key(id) {
-            let key = lane_key(&self.durable, id);
-            let state: LaneState = match self
-                .kv
-                .get(&key)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
-            {
-                Some(bytes) => envelope::decode(&bytes)
-                    .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?,
-                None => LaneState::default(),
-            };
-            self.open.insert(id.to_string(), Lane::new(state));
-        }
-        Ok(self.open.get_mut(id).expect("inserted above"))
-    }
-
-    /// The stream sequence of the first item waiting in any lane.
+    /// The stream sequence of the first message with an item waiting in its lane, or left
+    /// unsettled.
     fn first_waiting(&self) -> Option<u64> {
         self.open
             .values()
             .flat_map(Lane::held)
-            .map(|d| d.stream_seq)
+            .map(|item| item.delivery.stream_seq)
+            .chain(self.unfinished)
             .min()
     }
 
