@@ -201,8 +201,9 @@ pub struct LinkOutboxStats {
 pub struct LinkQueue {
     /// The link.
     pub link: QueueLink,
-    /// Calls in the hub's queue stream not yet settled by the target: its durable consumer's
-    /// pending plus unacknowledged messages. Counted per target, so every link to the same
+    /// Messages in the hub's queue stream not yet settled by the target: its durable consumer's
+    /// pending plus unacknowledged messages (each one call, or a bundle of a lane's calls; see
+    /// "Bundles" in [`crate::queue`]). Counted per target, so every link to the same
     /// target shows the same number. `None`: no consumer yet (the target never ran), or the
     /// hub could not be asked (see `note`).
     pub in_flight: Option<u64>,

@@ -2,9 +2,9 @@
 //! pulls its durable consumer with many items in flight, runs them in lane order
 //! ([`super::lanes`]), remembers each lane's state once per chunk of items, then acknowledges
 //! the chunk with one acknowledgement (the consumer acknowledges all items up to the one
-//! acknowledged, `AckPolicy::All`), short of any item still waiting in its lane. Per item, the
-//! stream's delivery of it and no other JetStream operation, where one-at-a-time delivery paid
-//! four round trips in turn.
+//! acknowledged, `AckPolicy::All`), short of any item still waiting in its lane. Per message
+//! (one item, or a bundle of a lane's items, unpacked here), the stream's delivery of it and no
+//! other JetStream operation, where one-at-a-time delivery paid four round trips in turn.
 //!
 //! **Why a lease.** The target may run on several hosts; if they all pulled, neighbouring items
 //! of a lane would run on two hosts at once and the order per sender and target would be lost.

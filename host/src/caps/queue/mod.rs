@@ -13,7 +13,9 @@
 //! `LATTICE_<lattice>_queue` (subjects `lattice.<lattice>.q.>`, created when missing) on the
 //! subject each envelope names (`lattice.<lattice>.q.<app>.<target>` for calls,
 //! `lattice.<lattice>.q.@msg.<subject>` for messages), with `Nats-Msg-Id` = the entry's id,
-//! and removes them once the stream acknowledged them. While the hub is unreachable it retries
+//! and removes them once the stream acknowledged them. Entries that were waiting (a backlog) go
+//! in bundles of up to 64 consecutive entries of one lane per stream message ("Bundles" in
+//! [`lattice_protocol::queue`]). While the hub is unreachable it retries
 //! with backoff (at most 30 s apart), however long that takes; the entries wait in the outbox
 //! until their `ttl`.
 //!
