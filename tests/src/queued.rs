@@ -292,6 +292,26 @@ pub async fn setup_with_edge(
     Ok((cloud, edge, addr))
 }
 
+/// Makes one queued call (`warmup-0.`) through the client at `addr` and waits for its delivery:
+/// the link works end to end, and the target's consumer exists.
+pub async fn warm_up(addr: &str) -> anyhow::Result<()> {
+    let answer = crate::http_get(addr, "/notify?msg=warmup-0.").await?;
+    anyhow::ensure!(
+        answer == (200, "ok".into()),
+        "the warm-up call was answered {answer:?}"
+    );
+    wait_delivered("warmup", 1).await
+}
+
+/// The hub's queue stream's message count.
+pub async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
+    let js = async_nats::jetstream::new(e.hub.client.clone());
+    let mut stream = js
+        .get_stream(lattice_protocol::queue::queue_stream(&e.hub.lattice))
+        .await?;
+    Ok(stream.info().await?.state.messages)
+}
+
 /// [`setup_with`] the default link (`max_attempts: 3`).
 pub async fn setup(e: &EdgeTopology) -> anyhow::Result<(TestHost, TestHost, String)> {
     setup_with(e, &QueuedLink::default()).await

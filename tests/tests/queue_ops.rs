@@ -16,7 +16,7 @@ use lattice_protocol::subject::Subject;
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::{
     self as queued, QueuedLink, captured, delivered, deploy_only, log_text, manifest, setup,
-    setup_with, start_cloud_host, start_edge_host, wait_delivered,
+    setup_with, start_cloud_host, start_edge_host, wait_delivered, warm_up,
 };
 
 /// `fail-<n>.` notifications greeter logged (only greeter's own lines: the host's retry logs
@@ -349,11 +349,7 @@ async fn get_queues_shows_what_waits_on_the_edge_host() -> anyhow::Result<()> {
     captured();
     let e = EdgeTopology::start().await?;
     let (_cloud, _edge, addr) = setup(&e).await?;
-    assert_eq!(
-        http_get(&addr, "/notify?msg=warmup-0.").await?,
-        (200, "ok".into())
-    );
-    wait_delivered("warmup", 1).await?;
+    warm_up(&addr).await?;
     wait_link(&e, "the edge host to report an empty outbox", |l| {
         edge(l).is_some_and(|r| r.0 == 0) && l.in_flight == Some(0)
     })

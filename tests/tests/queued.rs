@@ -9,12 +9,12 @@ use lattice_protocol::envelope;
 use lattice_protocol::lease::LeaseRecord;
 use lattice_protocol::queue::{
     CALL_ID_HEADER, ERROR_HEADER, LANE_COUNT_HEADER, MSG_ID_HEADER, Queued, QueuedItem,
-    deadletter_stream, leases_bucket, queue_consumer, queue_stream,
+    deadletter_stream, leases_bucket, queue_consumer,
 };
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, setup, start_cloud_host, start_edge_host,
-    wait_delivered,
+    stream_messages, wait_delivered, warm_up,
 };
 use lattice_tests::{QUIET, TestHost, http_get};
 
@@ -25,11 +25,7 @@ async fn queued_calls_wait_out_a_cut_link_and_arrive_once_in_order() -> anyhow::
     let (_cloud, _edge, addr) = setup(&e).await?;
 
     // Linked: a queued call arrives.
-    assert_eq!(
-        http_get(&addr, "/notify?msg=warmup-0.").await?,
-        (200, "ok".into())
-    );
-    wait_delivered("warmup", 1).await?;
+    warm_up(&addr).await?;
 
     // Cut: every call is accepted (it is on the edge host's disk; a direct call would fail
     // now), none arrives.
@@ -55,13 +51,6 @@ async fn queued_calls_wait_out_a_cut_link_and_arrive_once_in_order() -> anyhow::
     Ok(())
 }
 
-/// The queue stream's message count.
-async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
-    let js = async_nats::jetstream::new(e.hub.client.clone());
-    let mut stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
-    Ok(stream.info().await?.state.messages)
-}
-
 /// A backlog travels bundled (consecutive calls of one lane in one stream message). A call in
 /// the middle of a bundle that keeps failing is dead-lettered alone, as the call it is (so that
 /// `requeue` puts back that call and no other), and the calls around it run in order.
@@ -70,11 +59,7 @@ async fn a_failing_call_inside_a_bundle_is_dead_lettered_alone() -> anyhow::Resu
     captured();
     let e = EdgeTopology::start().await?;
     let (_cloud, _edge, addr) = setup(&e).await?;
-    assert_eq!(
-        http_get(&addr, "/notify?msg=warmup-0.").await?,
-        (200, "ok".into())
-    );
-    wait_delivered("warmup", 1).await?;
+    warm_up(&addr).await?;
 
     e.cut().await?;
     for msg in ["around-0.", "fail-bundled-0.", "around-1."] {

@@ -22,16 +22,9 @@ use lattice_protocol::queue::{
 use lattice_tests::edge::{EdgeTopology, free_port};
 use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, setup_with_edge,
-    start_cloud_host, wait_delivered,
+    start_cloud_host, stream_messages, wait_delivered, warm_up,
 };
 use lattice_tests::{WAIT, eventually, http_get};
-
-/// The queue stream's message count.
-async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
-    let js = jetstream::new(e.hub.client.clone());
-    let mut stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
-    Ok(stream.info().await?.state.messages)
-}
 
 /// Waits until `check` holds, for at most [`WAIT`]; on failure says what greeter's host logged.
 async fn poll<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
@@ -127,11 +120,7 @@ async fn an_outage_past_the_duplicate_window_stores_copies_and_runs_each_call_on
     })
     .await?;
     let (_cloud, _edge, addr) = setup(&e).await?;
-    assert_eq!(
-        http_get(&addr, "/notify?msg=warmup-0.").await?,
-        (200, "ok".into())
-    );
-    wait_delivered("warmup", 1).await?;
+    warm_up(&addr).await?;
     let window = js
         .get_stream(queue_stream(&e.hub.lattice))
         .await?
@@ -221,11 +210,7 @@ async fn a_sigkilled_sending_host_delivers_every_accepted_call_once_after_restar
         ..QueuedLink::default()
     };
     let addr = deploy(&e, 2, &link).await?;
-    assert_eq!(
-        http_get(&addr, "/notify?msg=warmup-0.").await?,
-        (200, "ok".into())
-    );
-    wait_delivered("warmup", 1).await?;
+    warm_up(&addr).await?;
 
     // Four clients, one call at a time each; ids `client * 100_000 + i`.
     let accepted: Arc<Mutex<Vec<u32>>> = Arc::default();
@@ -559,11 +544,7 @@ async fn a_full_disk_refuses_queued_calls_and_the_host_stays_up() -> anyhow::Res
     const EDGE: &[(&str, &str)] = &[("role", "edge")];
     let mut host = e.start_host_process("edge-1", EDGE, &state_dir)?;
     let addr = deploy(&e, 2, &QueuedLink::default()).await?;
-    assert_eq!(
-        http_get(&addr, "/notify?msg=warmup-0.").await?,
-        (200, "ok".into())
-    );
-    wait_delivered("warmup", 1).await?;
+    warm_up(&addr).await?;
     assert!(
         std::fs::metadata(&outbox)?.len() > 0,
         "the host did not open its outbox through the symlink, on the tmpfs"
