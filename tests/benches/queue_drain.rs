@@ -65,6 +65,8 @@ const DEFAULT_DELIVERED: usize = 20_000;
 /// Outstanding acknowledgements of the raw publisher.
 const RAW_WINDOW: usize = 4_000;
 const APP: &str = "bench";
+/// How long a settled consumer may take to remember its last chunk.
+const STALLED: Duration = Duration::from_secs(30);
 /// The app of `tests/src/queued.rs`'s manifest.
 const APP_DEPLOYED: &str = "greeter";
 const LINK: &str = "bench/client -> greeter";
@@ -345,6 +347,7 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         };
         anyhow::Ok(state.last)
     };
+    let mut settled_since: Option<Instant> = None;
     loop {
         let emptied = queue.outbox().stats().pending == 0;
         let info = stream
@@ -358,6 +361,14 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         }
         if forwarded.is_some() && settled && done >= n as u64 {
             break;
+        }
+        // Everything forwarded and acknowledged for a while, yet the lane says fewer ran.
+        if !(settled && forwarded.is_some()) {
+            settled_since = None;
+        } else if settled_since.get_or_insert_with(Instant::now).elapsed() > STALLED {
+            anyhow::bail!(
+                "the consumer settled every message, but its lane remembers {done} of {n} calls run"
+            );
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!(

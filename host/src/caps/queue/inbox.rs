@@ -17,13 +17,14 @@
 //! lane's remembered state; the others run in order.
 //!
 //! **Commits overlap the next chunks.** A chunk's lane states are written, then the chunk is
-//! acknowledged, in a task of its own while the next chunks run (up to [`COMMITS`]): the
-//! writes' round trips to a busy hub no longer stop delivery.
+//! acknowledged, by a committer task while the next chunks run (up to [`COMMITS`] queued, and
+//! committed together): the writes' round trips to a busy hub no longer stop delivery. One
+//! task, in order, so that a lane's remembered state only moves forward.
 //!
 //! **What remains.** A host that dies after running items and before their lanes were
 //! remembered (the chunks being committed, and the one running) runs them again on takeover.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
     LaneState, lane_key, lanes_bucket, leases_bucket, queue_stream,
 };
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -62,8 +64,8 @@ const MAX_ACK_PENDING: i64 = 20_000;
 const PULL_BATCH: usize = 1024;
 /// The most items run before their lanes are remembered and they are acknowledged.
 const CHUNK: usize = 256;
-/// Chunks whose lanes are being remembered and acknowledged while the next ones run: the
-/// writes' round trips to a busy hub (a millisecond or more) then do not hold up delivery.
+/// Chunks waiting for the committer while the next ones run: the writes' round trips to a busy
+/// hub (a millisecond or more) then do not hold up delivery.
 const COMMITS: usize = 64;
 
 /// Delivers `inbox`'s items while this host holds its lease (waiting for it first).
@@ -174,8 +176,8 @@ async fn receive(
         processed: &processed,
         stop,
     };
-    // Earlier chunks' commits, finishing while this chunk runs.
-    let mut committing: VecDeque<JoinHandle<anyhow::Result<()>>> = VecDeque::new();
+    // Earlier chunks' commits, made in order by a task of their own while this chunk runs.
+    let (commits, committer) = committer(lanes.kv.clone());
     loop {
         let chunk = tokio::select! {
             biased;
@@ -184,10 +186,8 @@ async fn receive(
         };
         let Some(chunk) = chunk else {
             // Stopped (or the consumer ended): what ran is remembered and acknowledged first.
-            for commit in committing {
-                commit.await??;
-            }
-            return Ok(());
+            drop(commits);
+            return committer.await?;
         };
         let mut done = Vec::with_capacity(chunk.len());
         for message in chunk {
@@ -197,54 +197,81 @@ async fn receive(
             let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
             take(&ctx, &mut lanes, message, &mut done).await?;
         }
-        let waiting = lanes.first_waiting();
-        let changes = lanes.changes();
-        if committing.len() >= COMMITS
-            && let Some(oldest) = committing.pop_front()
-        {
-            oldest.await??;
-        }
-        committing.push_back(tokio::spawn(commit(
-            lanes.kv.clone(),
-            changes,
+        let commit = Commit {
+            waiting: lanes.first_waiting(),
+            changes: lanes.changes(),
             done,
-            waiting,
-        )));
+        };
+        if commits.send(commit).await.is_err() {
+            // The committer stopped on an error: it says what.
+            committer.await??;
+            anyhow::bail!("the lane committer stopped");
+        }
     }
 }
 
-/// Remembers a chunk's lanes, then acknowledges it: after a crash, a redelivered copy of an item
-/// that ran is known as one. Acknowledging a message acknowledges every message before it in
-/// the stream, so the chunk's last message done is acknowledged, short of `waiting` (the first
-/// message with an item still waiting in its lane, or not done). Commits go out in order on the
-/// connection, so a later one's acknowledgement never lands before an earlier one's writes were
-/// sent.
-async fn commit(
-    kv: kv::Store,
+/// One chunk's lane states to remember and messages to acknowledge.
+struct Commit {
+    /// Each changed lane's state, by key.
     changes: Vec<(String, bytes::Bytes)>,
+    /// The messages done with.
     done: Vec<Arc<Delivery>>,
+    /// The first message with an item still waiting in its lane, or not done
+    /// ([`Lanes::first_waiting`]).
     waiting: Option<u64>,
-) -> anyhow::Result<()> {
-    let writes = changes.into_iter().map(|(key, value)| {
-        let kv = &kv;
-        async move {
-            kv.put(&key, value)
-                .await
-                .map_err(|e| anyhow::anyhow!("remembering lane {key}: {e}"))
+}
+
+/// Starts the task that commits chunks, in order: it remembers their lanes, then acknowledges
+/// them, so that after a crash a redelivered copy of an item that ran is known as one. Chunks
+/// that queued up meanwhile are committed together (each lane's latest state written once).
+/// One task, not one per chunk: two tasks' writes of one lane could land out of order and leave
+/// an older state remembered, and a later holder would run again what ran after it.
+///
+/// Acknowledging a message acknowledges every message before it in the stream
+/// (`AckPolicy::All`), so the last message done is acknowledged, short of `waiting`. Its writes
+/// are awaited before the acknowledgement is sent.
+fn committer(kv: kv::Store) -> (mpsc::Sender<Commit>, JoinHandle<anyhow::Result<()>>) {
+    let (commits, mut queued) = mpsc::channel::<Commit>(COMMITS);
+    let task = tokio::spawn(async move {
+        while let Some(first) = queued.recv().await {
+            let mut changes: HashMap<String, bytes::Bytes> = HashMap::new();
+            let mut ack: Option<Arc<Delivery>> = None;
+            let mut next = Some(first);
+            while let Some(Commit {
+                changes: these,
+                done,
+                waiting,
+            }) = next
+            {
+                changes.extend(these);
+                let last = done
+                    .into_iter()
+                    .filter(|d| waiting.is_none_or(|w| d.stream_seq < w))
+                    .max_by_key(|d| d.stream_seq);
+                if last.as_ref().map(|d| d.stream_seq) > ack.as_ref().map(|d| d.stream_seq) {
+                    ack = last;
+                }
+                next = queued.try_recv().ok();
+            }
+            let writes = changes.into_iter().map(|(key, value)| {
+                let kv = &kv;
+                async move {
+                    kv.put(&key, value)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("remembering lane {key}: {e}"))
+                }
+            });
+            futures::future::try_join_all(writes).await?;
+            if let Some(last) = ack {
+                last.message
+                    .ack()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
         }
+        Ok(())
     });
-    futures::future::try_join_all(writes).await?;
-    let last = done
-        .into_iter()
-        .filter(|d| waiting.is_none_or(|w| d.stream_seq < w))
-        .max_by_key(|d| d.stream_seq);
-    if let Some(last) = last {
-        last.message
-            .ack()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    Ok(())
+    (commits, task)
 }
 
 /// What running an item needs.
