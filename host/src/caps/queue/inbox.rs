@@ -57,12 +57,12 @@ use crate::caps::LatticeLink;
 const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How often a standby host asks for the lease.
 const LEASE_POLL: Duration = Duration::from_millis(500);
-/// Items delivered and not yet acknowledged, per consumer: room for items waiting in their lane
-/// behind one published again (a sender keeps up to 4,096 publishes in flight).
+/// Messages delivered and not yet acknowledged, per consumer: room for messages waiting in their
+/// lane behind one published again (a sender keeps up to 4,096 publishes in flight).
 const MAX_ACK_PENDING: i64 = 20_000;
-/// Items asked for per pull request.
+/// Messages asked for per pull request.
 const PULL_BATCH: usize = 1024;
-/// The most items run before their lanes are remembered and they are acknowledged.
+/// The most messages taken before their lanes are remembered and they are acknowledged.
 const CHUNK: usize = 256;
 /// Chunks waiting for the committer while the next ones run: the writes' round trips to a busy
 /// hub (a millisecond or more) then do not hold up delivery.
@@ -178,6 +178,8 @@ async fn receive(
     };
     // Earlier chunks' commits, made in order by a task of their own while this chunk runs.
     let (commits, committer) = committer(lanes.kv.clone());
+    // The first message with an item left unsettled when `stop` came.
+    let mut unfinished = None;
     loop {
         let chunk = tokio::select! {
             biased;
@@ -195,10 +197,14 @@ async fn receive(
                 break;
             }
             let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-            take(&ctx, &mut lanes, message, &mut done).await?;
+            take(&ctx, &mut lanes, &mut unfinished, message, &mut done).await?;
         }
+        let waiting = match (lanes.first_waiting(), unfinished) {
+            (Some(w), Some(u)) => Some(w.min(u)),
+            (w, u) => w.or(u),
+        };
         let commit = Commit {
-            waiting: lanes.first_waiting(),
+            waiting,
             changes: lanes.changes(),
             done,
         };
@@ -216,8 +222,7 @@ struct Commit {
     changes: Vec<(String, bytes::Bytes)>,
     /// The messages done with.
     done: Vec<Arc<Delivery>>,
-    /// The first message with an item still waiting in its lane, or not done
-    /// ([`Lanes::first_waiting`]).
+    /// The first message with an item still waiting in its lane, or left unsettled.
     waiting: Option<u64>,
 }
 
@@ -323,11 +328,14 @@ impl Place {
     }
 }
 
-/// Takes one message: runs its items (and whatever waited for them) or holds them; the
-/// deliveries done with go to `acks`, to be acknowledged.
+/// Takes one message: runs its items (and whatever waited for them) or holds them. The message
+/// goes to `acks`, to be acknowledged, once it is taken: one holding an item still waiting in
+/// its lane ([`Lanes::first_waiting`]) or left unsettled by a stop (`unfinished`) stays
+/// unacknowledged all the same, since acknowledgements stop short of it (see [`committer`]).
 async fn take(
     ctx: &Ctx<'_>,
     lanes: &mut Lanes,
+    unfinished: &mut Option<u64>,
     message: jetstream::Message,
     acks: &mut Vec<Arc<Delivery>>,
 ) -> anyhow::Result<()> {
@@ -344,22 +352,17 @@ async fn take(
         acks.extend(settled.await?);
         return Ok(());
     };
-    let Lanes {
-        open, unfinished, ..
-    } = lanes;
-    let lane = lanes_get(&lanes.kv, &lanes.durable, open, &place.lane).await?;
+    let lane = lanes.get(&place.lane).await?;
+    acks.push(delivery.clone());
     if place.marker {
         lane.floor(place.floor);
-        acks.push(delivery);
+        release(ctx, lane, acks, unfinished).await?;
     } else {
         let items = if place.count == 1 {
-            vec![(place.seq, Item::whole(delivery.clone(), place.seq))]
+            vec![(place.seq, Item::whole(delivery, place.seq))]
         } else {
             Item::unbundle(&delivery, place.seq, place.count)
         };
-        // The message is done with once each item ran, was a copy, or is held (a held item
-        // keeps its message unacknowledged: see `commit`).
-        acks.push(delivery);
         for (seq, item) in items {
             match lane.offer(seq, place.floor) {
                 Offer::Copy => {}
@@ -375,7 +378,6 @@ async fn take(
             release(ctx, lane, acks, unfinished).await?;
         }
     }
-    release(ctx, lane, acks, unfinished).await?;
     Ok(())
 }
 
@@ -407,31 +409,6 @@ async fn release(
     Ok(())
 }
 
-/// Lane `id` of `open`, read from the bucket the first time it is seen. (A function of the
-/// lanes' parts, not a method, so that the caller keeps `unfinished` borrowed beside it.)
-async fn lanes_get<'a>(
-    kv: &kv::Store,
-    durable: &str,
-    open: &'a mut HashMap<String, Lane<Item>>,
-    id: &str,
-) -> anyhow::Result<&'a mut Lane<Item>> {
-    if !open.contains_key(id) {
-        let key = lane_key(durable, id);
-        let state: LaneState = match kv
-            .get(&key)
-            .await
-            .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
-        {
-            Some(bytes) => {
-                envelope::decode(&bytes).map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
-            }
-            None => LaneState::default(),
-        };
-        open.insert(id.to_string(), Lane::new(state));
-    }
-    Ok(open.get_mut(id).expect("inserted above"))
-}
-
 /// Runs an item in its lane's turn (its lane, not an id record, says whether it ran before);
 /// `false` when stopped before it was settled: its message is then `unfinished`, not to be
 /// acknowledged.
@@ -449,8 +426,6 @@ struct Lanes {
     kv: kv::Store,
     durable: String,
     open: HashMap<String, Lane<Item>>,
-    /// The first message with an item left unsettled when delivery stopped.
-    unfinished: Option<u64>,
 }
 
 impl Lanes {
@@ -461,18 +436,34 @@ impl Lanes {
             kv,
             durable: durable.to_string(),
             open: HashMap::new(),
-            unfinished: None,
         })
     }
 
-    /// The stream sequence of the first message with an item waiting in its lane, or left
-    /// unsettled.
+    /// Lane `id`, read from the bucket the first time it is seen.
+    async fn get(&mut self, id: &str) -> anyhow::Result<&mut Lane<Item>> {
+        if !self.open.contains_key(id) {
+            let key = lane_key(&self.durable, id);
+            let state: LaneState = match self
+                .kv
+                .get(&key)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
+            {
+                Some(bytes) => envelope::decode(&bytes)
+                    .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?,
+                None => LaneState::default(),
+            };
+            self.open.insert(id.to_string(), Lane::new(state));
+        }
+        Ok(self.open.get_mut(id).expect("inserted above"))
+    }
+
+    /// The stream sequence of the first message with an item waiting in its lane.
     fn first_waiting(&self) -> Option<u64> {
         self.open
             .values()
             .flat_map(Lane::held)
             .map(|item| item.delivery.stream_seq)
-            .chain(self.unfinished)
             .min()
     }
 
