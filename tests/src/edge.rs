@@ -79,9 +79,24 @@ impl EdgeTopology {
         configure: impl FnOnce(&mut ControlConfig),
         leaf_config: impl FnOnce(SocketAddr) -> String,
     ) -> anyhow::Result<Self> {
-        let leafnode_port = free_port()?;
-        let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], leafnode_port))).await?;
-        let hub = NatsServer::start_with_config(&hub_config(leafnode_port, proxy.addr)).await?;
+        // The leaf-node port is picked before the hub binds it, and another process may take it
+        // in between (parallel tests open connections all the time): the hub is then started
+        // again on another.
+        let mut attempt = 1;
+        let (leafnode_port, proxy, hub) = loop {
+            let leafnode_port = free_port()?;
+            let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], leafnode_port))).await?;
+            match NatsServer::start_with_config(&hub_config(leafnode_port, proxy.addr)).await {
+                Ok(hub) => break (leafnode_port, proxy, hub),
+                Err(e) if attempt < 5 => {
+                    eprintln!(
+                        "the hub did not start on leaf-node port {leafnode_port}, trying another: {e:#}"
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let leaf = NatsServer::start_with_config_no_js(&leaf_config(proxy.addr)).await?;
         let leaf_client = leaf.client().await?;
         let hub = TestLattice::start_on(hub, configure).await?;

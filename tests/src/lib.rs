@@ -157,11 +157,13 @@ impl NatsServer {
         if jetstream {
             command.args(["-js", "-sd"]).arg(dir.path().join("js"));
         }
+        // Its log, for when it exits at start (a port taken, a bad configuration).
+        let log = dir.path().join("nats-server.log");
         let child = command
             .arg("--ports_file_dir")
             .arg(&ports)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()?;
         let mut server = Self {
             child,
@@ -181,7 +183,12 @@ impl NatsServer {
                 return Ok(server);
             }
             if let Some(status) = server.child.try_wait()? {
-                bail!("nats-server exited at start: {status}");
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let last: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!(
+                    "nats-server exited at start: {status}; its log ends:\n{}",
+                    last.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
             if Instant::now() > deadline {
                 bail!("nats-server wrote no ports file within 20 s");
