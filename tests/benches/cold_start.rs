@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lattice_protocol::messages::AppState;
-use lattice_tests::edge::free_port;
+use lattice_tests::free_port;
 use lattice_tests::{TestLattice, endpoint, hello_manifest, hello_wasm, http_get};
 use machine::{cores, cpu_model, loadavg};
 

@@ -51,7 +51,7 @@ use lattice_host::caps::queue::Queue;
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, LaneState,
-    MSG_ID_HEADER, lane_id, lane_key, lane_name, lanes_bucket, queue_consumer, queue_stream,
+    MSG_ID_HEADER, lane_id, lane_key, lanes_bucket, queue_consumer, queue_stream,
     queue_stream_subjects, queue_subject,
 };
 use lattice_tests::queued::{self, QueuedLink};
@@ -69,9 +69,6 @@ const APP: &str = "bench";
 const STALLED: Duration = Duration::from_secs(30);
 /// The app of `tests/src/queued.rs`'s manifest.
 const APP_DEPLOYED: &str = "greeter";
-const LINK: &str = "bench/client -> greeter";
-/// The link of `tests/src/queued.rs`'s manifest, as `backlog::fill` keys its entries.
-const LINK_DEPLOYED: &str = "greeter/client -> greeter";
 
 fn main() -> anyhow::Result<()> {
     lattice_cli::quiet_library_backtraces();
@@ -146,9 +143,10 @@ async fn stream_contents(
 async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow::Result<Duration> {
     let payloads: Vec<Vec<u8>> = (0..n).map(|i| backlog::payload(lattice, APP, i)).collect();
     let subject = queue_subject(lattice, APP, "greeter");
+    let link = backlog::link(APP);
     let lane = lane_id(
         &uuid::Uuid::new_v4().simple().to_string(),
-        &lane_name(&subject, LINK),
+        &backlog::lane(lattice, APP),
     );
     let started = Instant::now();
     let mut window = VecDeque::with_capacity(RAW_WINDOW);
@@ -160,7 +158,7 @@ async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow
         let id = uuid::Uuid::new_v4().to_string();
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID_HEADER, id.as_str());
-        headers.insert(LINK_HEADER, LINK);
+        headers.insert(LINK_HEADER, link.as_str());
         // The lane headers the forwarder adds, so both variants publish the same bytes.
         headers.insert(LANE_HEADER, lane.as_str());
         headers.insert(LANE_SEQ_HEADER, (i + 1).to_string().as_str());
@@ -177,8 +175,6 @@ async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow
     Ok(started.elapsed())
 }
 
-/// Fills an outbox at `path` with `n` calls from `app`'s client to its greeter (the outage;
-/// not timed).
 /// `outbox`: the host's forwarder drains a filled outbox.
 async fn forwarded(link: &LatticeLink, path: &Path, n: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
@@ -333,10 +329,7 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         &consumer_name,
         &lane_id(
             &queue.outbox().id().simple().to_string(),
-            &lane_name(
-                &queue_subject(&t.lattice, APP_DEPLOYED, "greeter"),
-                LINK_DEPLOYED,
-            ),
+            &backlog::lane(&t.lattice, APP_DEPLOYED),
         ),
     );
     // Calls run, as the consumer's lane remembers them (once per chunk).

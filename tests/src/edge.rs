@@ -28,7 +28,7 @@ use lattice_host::HostConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
-use crate::{NatsServer, TestHost, TestLattice, WAIT, lattice_bin};
+use crate::{NatsServer, TestHost, TestLattice, WAIT, lattice_bin, on_free_port};
 
 /// The hub's JetStream domain.
 pub const HUB_DOMAIN: &str = "hub";
@@ -45,8 +45,6 @@ pub struct EdgeTopology {
     pub proxy: Proxy,
     /// A client of the leaf, for the test.
     pub leaf_client: async_nats::Client,
-    /// The hub's leaf-node port.
-    pub hub_leafnode_port: u16,
 }
 
 impl EdgeTopology {
@@ -79,24 +77,13 @@ impl EdgeTopology {
         configure: impl FnOnce(&mut ControlConfig),
         leaf_config: impl FnOnce(SocketAddr) -> String,
     ) -> anyhow::Result<Self> {
-        // The leaf-node port is picked before the hub binds it, and another process may take it
-        // in between (parallel tests open connections all the time): the hub is then started
-        // again on another.
-        let mut attempt = 1;
-        let (leafnode_port, proxy, hub) = loop {
-            let leafnode_port = free_port()?;
+        // The proxy forwards to the hub's leaf-node listener, whose port the hub must be given.
+        let (proxy, hub) = on_free_port(|leafnode_port| async move {
             let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], leafnode_port))).await?;
-            match NatsServer::start_with_config(&hub_config(leafnode_port, proxy.addr)).await {
-                Ok(hub) => break (leafnode_port, proxy, hub),
-                Err(e) if attempt < 5 => {
-                    eprintln!(
-                        "the hub did not start on leaf-node port {leafnode_port}, trying another: {e:#}"
-                    );
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+            let hub = NatsServer::start_with_config(&hub_config(leafnode_port, proxy.addr)).await?;
+            anyhow::Ok((proxy, hub))
+        })
+        .await?;
         let leaf = NatsServer::start_with_config_no_js(&leaf_config(proxy.addr)).await?;
         let leaf_client = leaf.client().await?;
         let hub = TestLattice::start_on(hub, configure).await?;
@@ -105,7 +92,6 @@ impl EdgeTopology {
             leaf,
             proxy,
             leaf_client,
-            hub_leafnode_port: leafnode_port,
         };
         topology.wait_linked().await?;
         Ok(topology)
@@ -334,12 +320,6 @@ fn deploy_file(name: &str, replacements: &[(&str, &str)]) -> String {
         "deploy/hub.conf's JetStream domain is no longer `{HUB_DOMAIN}`"
     );
     text
-}
-
-/// A port free right now (the OS picked it; nothing holds it after this returns).
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr().context("local address")?.port())
 }
 
 fn rand_suffix() -> u64 {

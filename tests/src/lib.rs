@@ -217,6 +217,35 @@ impl NatsServer {
     }
 }
 
+/// A port free right now (the OS picked it; nothing holds it after this returns).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr().context("local address")?.port())
+}
+
+/// Starts, with `start`, something that must be given its port (it cannot pick one and say
+/// which) on a [`free_port`]. Another process may take the port between the pick and the bind
+/// (parallel tests open connections all the time): a failed start is tried again on another
+/// port, up to 5 times; the last failure is returned.
+pub async fn on_free_port<T, F, Fut>(mut start: F) -> anyhow::Result<T>
+where
+    F: FnMut(u16) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        let port = free_port()?;
+        match start(port).await {
+            Ok(started) => return Ok(started),
+            Err(e) if attempt < 5 => {
+                eprintln!("could not start on port {port}, trying another: {e:#}");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -40,14 +40,14 @@ impl Mosquitto {
     /// Starts a broker on a free port, anonymous and without persistence.
     pub async fn start() -> anyhow::Result<Self> {
         // The port is picked here, not by mosquitto, so that a restart can reuse it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let dir = tempfile::tempdir()?;
-        let child = spawn(&dir, port)?;
-        let mut broker = Self { child, port, dir };
-        broker.wait_ready().await?;
-        Ok(broker)
+        crate::on_free_port(|port| async move {
+            let dir = tempfile::tempdir()?;
+            let child = spawn(&dir, port)?;
+            let mut broker = Self { child, port, dir };
+            broker.wait_ready().await?;
+            Ok(broker)
+        })
+        .await
     }
 
     /// Its URI, as a link's `uri` config names it.

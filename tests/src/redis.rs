@@ -31,29 +31,14 @@ fn find_redis_server() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// A port nothing listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl RedisServer {
     /// Starts a server in a fresh temporary directory.
     pub async fn start() -> anyhow::Result<Self> {
         let binary = find_redis_server().context(
             "redis-server is not installed: run `make deps` (or apt-get install redis-server)",
         )?;
-        // redis-server cannot pick its own port and tell it (`--port 0` turns TCP off): take a
-        // free one, and try again in the rare case another process took it meanwhile.
-        let mut last = None;
-        for _ in 0..5 {
-            match Self::start_on(&binary, free_port()?).await {
-                Ok(server) => return Ok(server),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+        // redis-server cannot pick its own port and tell it (`--port 0` turns TCP off).
+        crate::on_free_port(|port| Self::start_on(&binary, port)).await
     }
 
     async fn start_on(binary: &PathBuf, port: u16) -> anyhow::Result<Self> {

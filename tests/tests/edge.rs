@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use lattice_protocol::messages::{AppState, HostState};
-use lattice_tests::edge::{EdgeTopology, HUB_DOMAIN, free_port};
+use lattice_tests::edge::{EdgeTopology, HUB_DOMAIN};
+use lattice_tests::free_port;
 use lattice_tests::{WAIT, endpoint, hello_manifest, hello_wasm, http_get, kv_counter_manifest};
 
 #[tokio::test]

@@ -19,12 +19,12 @@ use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LaneState, MSG_ID_HEADER, decode_bundle, lanes_bucket, queue_consumer,
     queue_stream, queue_stream_subjects,
 };
-use lattice_tests::edge::{EdgeTopology, free_port};
+use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, setup_with_edge,
     start_cloud_host, stream_messages, wait_delivered, warm_up,
 };
-use lattice_tests::{WAIT, eventually, http_get};
+use lattice_tests::{WAIT, eventually, free_port, http_get};
 
 /// Waits until `check` holds, for at most [`WAIT`]; on failure says what greeter's host logged.
 async fn poll<F, Fut>(what: &str, check: F) -> anyhow::Result<()>

@@ -17,12 +17,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, consumer, context, stream};
 use futures::StreamExt;
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
+use lattice_protocol::jetstream::headers_without;
 use lattice_protocol::messages::{EventKind, Heartbeat};
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
@@ -193,22 +193,13 @@ pub(crate) async fn requeue(
     let mut requeued = Vec::new();
     for (dead, message) in chosen {
         let subject = requeue_subject(lattice, &req.link, &message);
-        let mut headers = HeaderMap::new();
-        for (name, values) in message.headers.iter() {
-            let name: &str = name.as_ref();
-            // Out of its lane: its lane's receiver already counts it as handled, so it is
-            // deduplicated by its id instead.
-            if [MSG_ID_HEADER, ATTEMPTS_HEADER, ERROR_HEADER]
-                .iter()
-                .chain(&LANE_HEADERS)
-                .any(|h| h.eq_ignore_ascii_case(name))
-            {
-                continue;
-            }
-            for value in values {
-                headers.append(name, value.as_str());
-            }
-        }
+        // Out of its lane: its lane's receiver already counts it as handled, so it is
+        // deduplicated by its id instead.
+        let dropped: Vec<&str> = [MSG_ID_HEADER, ATTEMPTS_HEADER, ERROR_HEADER]
+            .into_iter()
+            .chain(LANE_HEADERS)
+            .collect();
+        let mut headers = headers_without(Some(&message.headers), &dropped);
         headers.insert(CALL_ID_HEADER, dead.call_id.as_str());
         let msg_id = uuid::Uuid::new_v4().to_string();
         headers.insert(MSG_ID_HEADER, msg_id.as_str());

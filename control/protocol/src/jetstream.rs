@@ -1,12 +1,30 @@
-//! JetStream contexts (with the hub's domain, for edge hosts) and creating KV buckets in a way
-//! every supported nats-server accepts.
+//! JetStream contexts (with the hub's domain, for edge hosts), creating KV buckets in a way
+//! every supported nats-server accepts, and copying a message's headers.
 //!
 //! async-nats 0.51's `create_key_value` cannot read nats-server 2.9's reply (the one Debian
 //! ships), so Lattice creates the bucket's backing stream itself, with the configuration that
 //! defines a KV bucket (`KV_<bucket>` over `$KV.<bucket>.>`, rollups allowed, deletes denied,
 //! direct get), and then opens it as a KV store. Servers of every version accept that.
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv, stream};
+
+/// A copy of `headers` (none: empty) without the headers named in `drop` (any case), every
+/// value of the others kept: what a message republished elsewhere (a dead letter, a requeued
+/// one) carries over.
+pub fn headers_without(headers: Option<&HeaderMap>, drop: &[&str]) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+        let name: &str = name.as_ref();
+        if drop.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        for value in values {
+            out.append(name, value.as_str());
+        }
+    }
+    out
+}
 
 /// JetStream on `client`, under `domain` when one is set: a host, or a provider process it
 /// starts, on an edge leaf reaches the hub's JetStream by the hub's domain.
@@ -53,4 +71,22 @@ pub async fn ensure_kv_expiring(
     })
     .await?;
     Ok(js.get_key_value(name).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_without_drops_the_named_ones_in_any_case_and_keeps_every_value() {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", "1");
+        headers.append("Lattice-Link", "a");
+        headers.append("Lattice-Link", "b");
+        let out = headers_without(Some(&headers), &["nats-msg-id"]);
+        assert!(out.get("Nats-Msg-Id").is_none());
+        let links: Vec<&str> = out.get_all("Lattice-Link").map(|v| v.as_str()).collect();
+        assert_eq!(links, ["a", "b"]);
+        assert!(headers_without(None, &[]).is_empty());
+    }
 }

@@ -38,6 +38,16 @@ pub fn payload(lattice: &LatticeName, app: &str, i: usize) -> Vec<u8> {
     })
 }
 
+/// The link (stream key) of the calls from `app`'s client to its greeter.
+pub fn link(app: &str) -> String {
+    format!("{app}/client -> greeter")
+}
+
+/// The one lane those calls travel in, as the sender's outbox names it.
+pub fn lane(lattice: &LatticeName, app: &str) -> String {
+    lane_name(&queue_subject(lattice, app, "greeter"), &link(app))
+}
+
 /// Appends `n` queued calls from `app`'s client to its greeter (one lane) to the outbox at
 /// `path`, as the guest's calls would have been during an outage.
 pub async fn fill(path: &Path, lattice: &LatticeName, app: &str, n: usize) -> anyhow::Result<()> {
@@ -53,8 +63,7 @@ pub async fn fill(path: &Path, lattice: &LatticeName, app: &str, n: usize) -> an
     for t in 0..FILLERS {
         let (outbox, lattice, app) = (outbox.clone(), lattice.clone(), app.to_string());
         tasks.push(tokio::spawn(async move {
-            let key = format!("{app}/client -> greeter");
-            let lane = lane_name(&queue_subject(&lattice, &app, "greeter"), &key);
+            let (key, lane) = (link(&app), lane(&lattice, &app));
             for i in (t..n).step_by(FILLERS) {
                 let entry = OutboxEntry::new(key.as_str(), payload(&lattice, &app, i), DAY)
                     .in_lane(lane.as_str());

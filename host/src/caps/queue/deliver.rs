@@ -13,10 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, kv};
 use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::envelope;
+use lattice_protocol::jetstream::headers_without;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
     ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, LANE_COUNT_HEADER, LANE_SEQ_HEADER,
@@ -195,12 +195,14 @@ impl Delivery {
 /// One queued item of a delivered message: the message itself, or one item of a bundle.
 pub(super) struct Item {
     pub(super) delivery: Arc<Delivery>,
-    /// In a bundle: its id and its lane sequence.
-    bundled: Option<(String, u64)>,
-    /// Its envelope ([`Queued`], encoded).
-    payload: bytes::Bytes,
+    /// Its lane sequence (0 outside lanes).
+    pub(super) seq: u64,
     /// The last lane sequence it accounts for: its own, or a whole unreadable bundle's.
     pub(super) through: u64,
+    /// In a bundle: its id.
+    bundled: Option<String>,
+    /// Its envelope ([`Queued`], encoded).
+    payload: bytes::Bytes,
 }
 
 impl Item {
@@ -209,33 +211,32 @@ impl Item {
         let payload = delivery.message.payload.clone();
         Self {
             delivery,
+            seq,
+            through: seq,
             bundled: None,
             payload,
-            through: seq,
         }
     }
 
     /// A bundle's items, by lane sequence from `first` ("Bundles" in
     /// [`lattice_protocol::queue`]). A body that cannot be read, or holds another count, is
     /// one item accounting for the whole range: it is dead-lettered as undecodable.
-    pub(super) fn unbundle(delivery: &Arc<Delivery>, first: u64, count: u64) -> Vec<(u64, Self)> {
+    pub(super) fn unbundle(delivery: &Arc<Delivery>, first: u64, count: u64) -> Vec<Self> {
         match decode_bundle(&delivery.message.payload) {
             Ok(items) if items.len() as u64 == count => (first..)
                 .zip(items)
-                .map(|(seq, (id, envelope))| {
-                    let item = Self {
-                        delivery: delivery.clone(),
-                        bundled: Some((id, seq)),
-                        payload: envelope.into_vec().into(),
-                        through: seq,
-                    };
-                    (seq, item)
+                .map(|(seq, (id, envelope))| Self {
+                    delivery: delivery.clone(),
+                    seq,
+                    through: seq,
+                    bundled: Some(id),
+                    payload: envelope.into_vec().into(),
                 })
                 .collect(),
             _ => {
                 let mut whole = Self::whole(delivery.clone(), first);
                 whole.through = first + count.saturating_sub(1);
-                vec![(first, whole)]
+                vec![whole]
             }
         }
     }
@@ -263,7 +264,7 @@ pub(super) fn prepare(item: Item) -> Prepared {
     };
     // The item's id survives requeues (each requeue publishes with a new `Nats-Msg-Id`).
     let id = match &item.bundled {
-        Some((id, _)) => id.clone(),
+        Some(id) => id.clone(),
         None => header(CALL_ID_HEADER)
             .or_else(|| header(MSG_ID_HEADER))
             .unwrap_or_else(|| format!("seq-{}", item.delivery.stream_seq)),
@@ -438,23 +439,10 @@ async fn deadletter(
     // like its processed key, so that a message two subscribers failed is kept for each. An
     // item of a bundle goes alone: its own id and lane sequence, no count.
     let ctx = &target.loaded.ctx;
-    let mut headers = HeaderMap::new();
-    for (name, values) in message.headers.iter().flat_map(HeaderMap::iter) {
-        let name: &str = name.as_ref();
-        if of.bundled.is_some()
-            && [MSG_ID_HEADER, LANE_SEQ_HEADER, LANE_COUNT_HEADER]
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        for value in values {
-            headers.append(name, value.as_str());
-        }
-    }
-    if let Some((msg_id, seq)) = &of.bundled {
+    let mut headers = headers_without(message.headers.as_ref(), &[LANE_COUNT_HEADER]);
+    if let Some(msg_id) = &of.bundled {
         headers.insert(MSG_ID_HEADER, msg_id.as_str());
-        headers.insert(LANE_SEQ_HEADER, seq.to_string().as_str());
+        headers.insert(LANE_SEQ_HEADER, of.seq.to_string().as_str());
     }
     if let (Some(item), Some(msg_id)) = (item, headers.get(MSG_ID_HEADER).map(ToString::to_string))
     {

@@ -439,22 +439,25 @@ fn bundle(
     // Each lane's latest group, by index.
     let mut latest: HashMap<String, usize> = HashMap::new();
     for (seq, entry) in batch {
-        let Some(subject) = stream_subject(lattice, &entry) else {
+        let size = entry.payload.len();
+        // One that joins its lane's group goes where the group goes: no subject of its own.
+        if entry.lane_seq > 0
+            && let Some(group) = latest.get(&entry.lane).map(|&i| &mut groups[i])
+            && group.entries.last().map(|(_, e)| e.lane_seq + 1) == Some(entry.lane_seq)
+            && group.entries.len() < MAX_BUNDLE
+            && group.bytes + size <= MAX_BUNDLE_BYTES
+        {
+            group.bytes += size;
+            group.entries.push((seq, entry));
+            continue;
+        }
+        let Some((subject, from_lane)) = stream_subject(lattice, &entry) else {
             warn!(stream = %entry.stream_key, "dropping a queued entry with no stream subject (undecodable, with a malformed stream key)");
             unroutable.push((seq, entry.stream_key));
             continue;
         };
-        let size = entry.payload.len();
-        if entry.lane_seq > 0 {
-            if let Some(group) = latest.get(&entry.lane).map(|&i| &mut groups[i])
-                && group.entries.last().map(|(_, e)| e.lane_seq + 1) == Some(entry.lane_seq)
-                && group.entries.len() < MAX_BUNDLE
-                && group.bytes + size <= MAX_BUNDLE_BYTES
-            {
-                group.bytes += size;
-                group.entries.push((seq, entry));
-                continue;
-            }
+        // Only a lane that names its subject is one subject for all its entries.
+        if from_lane {
             latest.insert(entry.lane.clone(), groups.len());
         }
         groups.push(Group {
@@ -481,21 +484,24 @@ fn remove(
     })
 }
 
-/// Where an entry goes: its lane's subject; for entries written before lanes, the subject its
-/// envelope names; for entries written before envelopes named one (calls only), the call
-/// subject of its stream key `app/source -> target`.
-fn stream_subject(lattice: &LatticeName, entry: &OutboxEntry) -> Option<String> {
+/// Where an entry goes, and whether its lane said so: its lane's subject; for entries written
+/// before lanes, the subject its envelope names; for entries written before envelopes named one
+/// (calls only), the call subject of its stream key `app/source -> target`.
+fn stream_subject(lattice: &LatticeName, entry: &OutboxEntry) -> Option<(String, bool)> {
     if entry.lane_seq > 0
         && let Some(subject) = lane_subject(lattice, &entry.lane)
     {
-        return Some(subject.to_string());
+        return Some((subject.to_string(), true));
     }
     let queued: Option<Queued> = envelope::decode(&entry.payload).ok();
     if let Some(q) = queued.filter(|q| !q.subject.is_empty()) {
-        return Some(q.subject);
+        return Some((q.subject, false));
     }
     let (from, target) = entry.stream_key.split_once(" -> ")?;
-    Some(queue_subject(lattice, from.split_once('/')?.0, target))
+    Some((
+        queue_subject(lattice, from.split_once('/')?.0, target),
+        false,
+    ))
 }
 
 #[cfg(test)]

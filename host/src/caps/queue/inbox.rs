@@ -359,14 +359,14 @@ async fn take(
         release(ctx, lane, acks, unfinished).await?;
     } else {
         let items = if place.count == 1 {
-            vec![(place.seq, Item::whole(delivery, place.seq))]
+            vec![Item::whole(delivery, place.seq)]
         } else {
             Item::unbundle(&delivery, place.seq, place.count)
         };
-        for (seq, item) in items {
-            match lane.offer(seq, place.floor) {
+        for item in items {
+            match lane.offer(item.seq, place.floor) {
                 Offer::Copy => {}
-                Offer::Wait => lane.hold(seq, item),
+                Offer::Wait => lane.hold(item.seq, item),
                 Offer::Run => {
                     let through = item.through;
                     if !run(ctx, item, unfinished).await? {
