@@ -30,6 +30,7 @@ use wasmtime::component::Linker;
 
 use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
+use crate::backoff::Backoff;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
 use crate::caps::queue::{self, OutboxLimits, Queue};
@@ -468,10 +469,10 @@ pub(crate) async fn watch_assignments(
 ) {
     let (config, host) = (&config.0, &config.1);
     let bucket = Buckets::new(&config.lattice).assignments();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match watch_once(&js, &bucket, config, host, &shared, &tx).await {
-            Ok(()) => backoff = Duration::from_millis(200),
+            Ok(()) => backoff.reset(),
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "watching the assignment failed; retrying");
             }
@@ -480,8 +481,7 @@ pub(crate) async fn watch_assignments(
             return;
         }
         // Production retry with backoff (the bucket appears when a control plane starts).
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.sleep().await;
     }
 }
 

@@ -44,6 +44,7 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod backoff;
 pub mod caps;
 pub mod compile;
 pub mod engine;

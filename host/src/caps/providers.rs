@@ -25,6 +25,7 @@ use lattice_provider_sdk::{ProcessEnv, Provider, Remote};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::LatticeLink;
+use crate::backoff::Backoff;
 
 /// How provider processes are found and connected.
 #[derive(Debug, Clone, Default)]
@@ -280,7 +281,7 @@ async fn supervise(
     links: Arc<Mutex<BTreeMap<LinkId, LinkInfo>>>,
     ready_tx: tokio::sync::watch::Sender<bool>,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         let started = Instant::now();
         match command.spawn() {
@@ -302,17 +303,16 @@ async fn supervise(
                 }
                 let status = child.wait().await;
                 ready_tx.send_replace(false);
-                tracing::warn!(provider = %name, ?status, retry_in = ?backoff, "provider process exited; starting it again");
+                tracing::warn!(provider = %name, ?status, "provider process exited; starting it again");
             }
             Err(e) => {
-                tracing::warn!(provider = %name, error = %e, retry_in = ?backoff, "cannot start the provider process");
+                tracing::warn!(provider = %name, error = %e, "cannot start the provider process");
             }
         }
         if started.elapsed() > HEALTHY_AFTER {
-            backoff = BACKOFF_MIN;
+            backoff.reset();
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        backoff.sleep().await;
     }
 }
 

@@ -30,7 +30,8 @@ use tracing::{debug, warn};
 
 use super::forward::ensure_stream;
 use super::inbox::consume_leased;
-use super::{DELIVERY_TIMEOUT, MAX_BACKOFF, PROCESSED_MAX_AGE, unix_ms};
+use super::{DELIVERY_TIMEOUT, ITEM_RETRY, MAX_BACKOFF, PROCESSED_MAX_AGE, unix_ms};
+use crate::backoff::Backoff;
 use crate::caps::bindings::handler::HandlesPre;
 use crate::caps::calls::{self, Loaded};
 use crate::caps::{LatticeLink, messaging};
@@ -133,20 +134,16 @@ async fn keep_consuming(
     inbox: &Inbox,
     stop: &CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
     while !stop.is_cancelled() {
         let started = Instant::now();
         if let Err(e) = consume_leased(target, lattice, inbox, stop).await {
             debug!(workload = %target.loaded.ctx.name(), what = %inbox.what, error = %format!("{e:#}"), "consuming queued items failed; retrying");
         }
         if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(200);
+            backoff.reset();
         }
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff.wait(stop).await;
     }
 }
 
@@ -359,7 +356,7 @@ pub(super) async fn settle(
                 return Ok(Some(item.delivery));
             }
             Err(e) => {
-                let delay = Duration::from_millis(250 << attempt.clamp(0, 7)).min(MAX_BACKOFF);
+                let delay = ITEM_RETRY.nth(u32::try_from(attempt).unwrap_or(0));
                 debug!(%id, kind, attempt, error = %e, ?delay, "queued item failed; will retry");
                 // Still being worked on: not redelivered while it waits.
                 message

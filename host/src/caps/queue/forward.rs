@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::{BATCH, Counts, MAX_BACKOFF, forget};
+use crate::backoff::Backoff;
 use crate::caps::LatticeLink;
 use crate::outbox::{Outbox, OutboxEntry, OutboxError, Sequence};
 
@@ -67,7 +68,7 @@ pub(super) async fn forward(
     lattice: LatticeLink,
     wake: Arc<Notify>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
     // Whether the stream is known to exist: checked again only after a failure, so that a hub
     // slow to answer API requests does not hold up publishing.
     let mut ready = false;
@@ -81,7 +82,7 @@ pub(super) async fn forward(
         }
         match drain(&outbox, &counts, &lattice, &mut ready, &mut uncertain).await {
             Ok(()) => {
-                backoff = Duration::from_millis(200);
+                backoff.reset();
                 tokio::select! {
                     () = wake.notified() => {}
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -89,9 +90,8 @@ pub(super) async fn forward(
             }
             Err(e) => {
                 ready = false;
-                debug!(error = %format!("{e:#}"), retry_in = ?backoff, "forwarding queued entries failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                debug!(error = %format!("{e:#}"), "forwarding queued entries failed; retrying");
+                backoff.sleep().await;
             }
         }
     }

@@ -85,6 +85,9 @@ const PROCESSED_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const BATCH: usize = 256;
 /// The longest wait between two attempts to reach the hub.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The delay before a failed queued item is tried again, by its attempt number.
+const ITEM_RETRY: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_millis(250), MAX_BACKOFF);
 /// How long a delivered call may run.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
