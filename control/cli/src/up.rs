@@ -21,8 +21,12 @@ use crate::serve::{host_config, key_path, shutdown_on_signal};
 /// The port `lattice up` prefers for its nats-server.
 pub const DEFAULT_PORT: u16 = 4222;
 
-/// Where a nats-server binary may be: PATH, then the places distributions install it.
+/// Where a nats-server binary may be: `LATTICE_NATS_SERVER` (a path, to choose one of several
+/// versions), then PATH, then the places distributions install it.
 pub fn find_nats_server() -> Option<PathBuf> {
+    if let Some(chosen) = std::env::var_os("LATTICE_NATS_SERVER") {
+        return Some(PathBuf::from(chosen)).filter(|p| p.is_file());
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/usr/bin"].map(PathBuf::from))
