@@ -5,6 +5,7 @@
 //! | issuer | `A` | signing component claims |
 //! | operator | `O` | the control plane signing host assignments |
 //! | host | `N` | a host's identity |
+//! | user | `U` | a person or script using `lattice ctl`: signs its requests ([`crate::auth`]) |
 //!
 //! The seed (private) form starts with `S` and the role letter (`SA...`, `SO...`, `SN...`). A key
 //! file holds the seed on its first line and the public key on the second, so an operator can
@@ -23,6 +24,8 @@ pub enum KeyRole {
     Operator,
     /// A host's identity (`N...`).
     Host,
+    /// A person or a script using `lattice ctl` (`U...`): signs requests.
+    User,
 }
 
 impl KeyRole {
@@ -32,6 +35,7 @@ impl KeyRole {
             KeyRole::Issuer => "issuer",
             KeyRole::Operator => "operator",
             KeyRole::Host => "host",
+            KeyRole::User => "user",
         }
     }
 
@@ -41,6 +45,7 @@ impl KeyRole {
             KeyRole::Issuer => 'A',
             KeyRole::Operator => 'O',
             KeyRole::Host => 'N',
+            KeyRole::User => 'U',
         }
     }
 
@@ -49,6 +54,7 @@ impl KeyRole {
             'A' => Some(KeyRole::Issuer),
             'O' => Some(KeyRole::Operator),
             'N' => Some(KeyRole::Host),
+            'U' => Some(KeyRole::User),
             _ => None,
         }
     }
@@ -61,6 +67,7 @@ impl std::str::FromStr for KeyRole {
             "issuer" => Ok(KeyRole::Issuer),
             "operator" => Ok(KeyRole::Operator),
             "host" => Ok(KeyRole::Host),
+            "user" => Ok(KeyRole::User),
             other => Err(KeyError::UnknownRole(other.to_string())),
         }
     }
@@ -70,7 +77,7 @@ impl std::str::FromStr for KeyRole {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     /// Not a known role name.
-    #[error("unknown key role `{0}`; use issuer, operator or host")]
+    #[error("unknown key role `{0}`; use issuer, operator, host or user")]
     UnknownRole(String),
     /// The string is not a valid nkey.
     #[error("`{shown}` is not a valid {what}: {reason}")]
@@ -204,6 +211,7 @@ impl KeyPair {
             KeyRole::Issuer => NKeyPair::new_account(),
             KeyRole::Operator => NKeyPair::new_operator(),
             KeyRole::Host => NKeyPair::new_server(),
+            KeyRole::User => NKeyPair::new_user(),
         };
         Self { inner, role }
     }
@@ -226,7 +234,7 @@ impl KeyPair {
             .chars()
             .next()
             .and_then(KeyRole::of_prefix)
-            .ok_or_else(|| invalid("not an issuer, operator or host seed".into()))?;
+            .ok_or_else(|| invalid("not an issuer, operator, host or user seed".into()))?;
         Ok(Self { inner, role })
     }
 

@@ -9,7 +9,8 @@
 //! - [`rpc`]: component-to-component calls over NATS. [`provider`]: hosts and capability providers.
 //! - [`queue`]: queued (one-way) calls: their streams, headers and envelope. [`queue_ops`]: the
 //!   operator's view of them (outbox stats in heartbeats, `ctl get queues`, dead letters, requeue).
-//! - [`keys`]: ed25519 keys in nkey form with a role prefix.
+//! - [`keys`]: ed25519 keys in nkey form with a role prefix. [`auth`]: signed `lattice ctl`
+//!   requests and replies, their freshness, and the role table that authorizes them.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
@@ -34,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod assignment;
+pub mod auth;
 pub mod claims;
 pub mod digest;
 pub mod envelope;
