@@ -11,6 +11,8 @@
 //!   operator's view of them (outbox stats in heartbeats, `ctl get queues`, dead letters, requeue).
 //! - [`keys`]: ed25519 keys in nkey form with a role prefix. [`auth`]: signed `lattice ctl`
 //!   requests and replies, their freshness, and the role table that authorizes them.
+//!   [`signed`]: what hosts say (heartbeats, events), signed by the host, and the join tokens
+//!   that admit hosts.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
@@ -51,6 +53,7 @@ pub mod provider;
 pub mod queue;
 pub mod queue_ops;
 pub mod rpc;
+pub mod signed;
 pub mod subject;
 pub mod wit;
 
