@@ -47,7 +47,7 @@ use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use lattice_host::caps::LatticeLink;
-use lattice_host::caps::queue::Queue;
+use lattice_host::queue::Queue;
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, LaneState,

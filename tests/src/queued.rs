@@ -39,14 +39,14 @@ impl Write for Captured {
 }
 
 /// Installs (once per test process) the global subscriber capturing the `guest` target and the
-/// host's queue logs (`lattice_host::caps::queue`, debug); call it first in every test.
+/// host's queue logs (`lattice_host::queue`, debug); call it first in every test.
 pub fn captured() -> &'static Captured {
     static CAPTURED: OnceLock<Captured> = OnceLock::new();
     CAPTURED.get_or_init(|| {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("guest=info,lattice_host::caps::queue=debug")
+            .with_env_filter("guest=info,lattice_host::queue=debug")
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
-use lattice_host::outbox::{Outbox, OutboxConfig};
+use lattice_host::queue::outbox::{Outbox, OutboxConfig};
 use lattice_protocol::envelope;
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LaneState, MSG_ID_HEADER, decode_bundle, lanes_bucket, queue_consumer,

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lattice_host::outbox::{Outbox, OutboxConfig, OutboxEntry};
+use lattice_host::queue::outbox::{Outbox, OutboxConfig, OutboxEntry};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{Queued, QueuedItem, lane_name, queue_subject};
