@@ -7,8 +7,9 @@
 //! - [`error`]: typed error codes carried by replies.
 //! - [`messages`]: control-plane API requests, replies and host heartbeats.
 //! - [`rpc`]: component-to-component calls over NATS. [`provider`]: hosts and capability providers.
-//! - [`queue`]: queued (one-way) calls: their streams, headers and envelope. [`queue_ops`]: the
-//!   operator's view of them (outbox stats in heartbeats, `ctl get queues`, dead letters, requeue).
+//! - [`queue`]: queued (one-way) calls and messages: their streams, headers, envelope, lanes,
+//!   bundles and keys; [`queue::ops`] the operator's view of them (outbox stats in heartbeats,
+//!   `ctl get queues`, dead letters, requeue). Their subjects are [`subject::Subject`] variants.
 //! - [`keys`]: ed25519 keys in nkey form with a role prefix.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
@@ -47,7 +48,6 @@ pub mod messages;
 pub mod names;
 pub mod provider;
 pub mod queue;
-pub mod queue_ops;
 pub mod rpc;
 pub mod subject;
 pub mod wit;

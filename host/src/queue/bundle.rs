@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
-use lattice_protocol::queue::{MAX_BUNDLE, MAX_BUNDLE_BYTES, Queued, lane_subject, queue_subject};
+use lattice_protocol::queue::{Lane, MAX_BUNDLE, MAX_BUNDLE_BYTES};
+use lattice_protocol::subject::Subject;
 use tracing::warn;
 
 use super::outbox::{OutboxEntry, Sequence};
@@ -39,8 +39,7 @@ pub(super) fn bundle(
     for (seq, entry) in batch {
         let size = entry.payload.len();
         // One that joins its lane's group goes where the group goes: no subject of its own.
-        if entry.lane_seq > 0
-            && let Some(group) = latest.get(&entry.lane).map(|&i| &mut groups[i])
+        if let Some(group) = latest.get(&entry.lane).map(|&i| &mut groups[i])
             && group.entries.last().map(|(_, e)| e.lane_seq + 1) == Some(entry.lane_seq)
             && group.entries.len() < MAX_BUNDLE
             && group.bytes + size <= MAX_BUNDLE_BYTES
@@ -49,17 +48,14 @@ pub(super) fn bundle(
             group.entries.push((seq, entry));
             continue;
         }
-        let Some((subject, from_lane)) = stream_subject(lattice, &entry) else {
-            warn!(stream = %entry.stream_key, "dropping a queued entry with no stream subject (undecodable, with a malformed stream key)");
+        let Some(subject) = lane_subject(lattice, &entry.lane) else {
+            warn!(stream = %entry.stream_key, lane = %entry.lane, "dropping a queued entry whose lane names no queue subject of this lattice");
             unroutable.push((seq, entry.stream_key));
             continue;
         };
-        // Only a lane that names its subject is one subject for all its entries.
-        if from_lane {
-            latest.insert(entry.lane.clone(), groups.len());
-        }
+        latest.insert(entry.lane.clone(), groups.len());
         groups.push(Group {
-            subject,
+            subject: subject.to_string(),
             entries: vec![(seq, entry)],
             bytes: size,
         });
@@ -67,30 +63,18 @@ pub(super) fn bundle(
     (groups, unroutable)
 }
 
-/// Where an entry goes, and whether its lane said so: its lane's subject; for entries written
-/// before lanes, the subject its envelope names; for entries written before envelopes named one
-/// (calls only), the call subject of its stream key `app/source -> target`.
-fn stream_subject(lattice: &LatticeName, entry: &OutboxEntry) -> Option<(String, bool)> {
-    if entry.lane_seq > 0
-        && let Some(subject) = lane_subject(lattice, &entry.lane)
-    {
-        return Some((subject.to_string(), true));
-    }
-    let queued: Option<Queued> = envelope::decode(&entry.payload).ok();
-    if let Some(q) = queued.filter(|q| !q.subject.is_empty()) {
-        return Some((q.subject, false));
-    }
-    let (from, target) = entry.stream_key.split_once(" -> ")?;
-    Some((
-        queue_subject(lattice, from.split_once('/')?.0, target),
-        false,
-    ))
+/// The queue-stream subject of the lane whose text (as the outbox stores it) is `lane`; `None`
+/// when it is no [`Lane`] or belongs to another lattice (the host's lattice changed under the
+/// same state directory), since no stream of this lattice would take it.
+pub(super) fn lane_subject(lattice: &LatticeName, lane: &str) -> Option<Subject> {
+    let Lane { subject, .. } = lane.parse().ok()?;
+    (subject.lattice() == lattice).then_some(subject)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lattice_protocol::queue::lane_name;
+    use lattice_protocol::names::{AppName, ComponentName};
     use std::time::Duration;
 
     /// Entries of lanes `a` and `b` (on their own subjects), with the given lane sequences and
@@ -100,13 +84,17 @@ mod tests {
             .iter()
             .zip(1..)
             .map(|(&(lane, lane_seq, size), seq)| {
-                let subject = format!("lattice.edge.q.app.{lane}");
+                let l = LatticeName::new("edge").expect("valid");
+                let app = AppName::new("app").expect("valid");
+                let target = ComponentName::new(lane).expect("valid");
+                let subject = Subject::queued_calls(&l, &app, &target);
                 let mut entry = OutboxEntry::new(
                     format!("app/src -> {lane}"),
                     vec![0u8; size],
                     Duration::from_secs(60),
                 );
-                entry.lane = lane_name(&subject, &entry.stream_key);
+                let link = entry.stream_key.parse().expect("a link");
+                entry.lane = Lane::new(subject, link).to_string();
                 entry.lane_seq = lane_seq;
                 (Sequence(seq), entry)
             })
@@ -172,11 +160,22 @@ mod tests {
         );
     }
 
-    /// Entries written before lanes (sequence 0) each go alone, as they did.
+    /// An entry whose lane names no queue subject of this lattice cannot be sent: it is
+    /// returned as unroutable, not published.
     #[test]
-    fn entries_without_a_lane_are_never_bundled() {
+    fn entries_whose_lane_names_no_subject_of_this_lattice_are_unroutable() {
         let l = LatticeName::new("edge").expect("valid");
-        let (groups, _) = bundle(&l, batch(&[("a", 0, 8), ("a", 0, 8)]));
-        assert_eq!(groups.len(), 2);
+        let mut entries = batch(&[("a", 1, 8), ("a", 2, 8), ("b", 1, 8)]);
+        entries[0].1.lane = "app/src -> a".into();
+        entries[2].1.lane = entries[2].1.lane.replace("lattice.edge.", "lattice.other.");
+        let (groups, unroutable) = bundle(&l, entries);
+        assert_eq!(shape(&groups), [("a".into(), vec![2])]);
+        assert_eq!(
+            unroutable,
+            [
+                (Sequence(1), "app/src -> a".to_string()),
+                (Sequence(3), "app/src -> b".to_string())
+            ]
+        );
     }
 }

@@ -39,9 +39,8 @@ use futures::StreamExt as _;
 use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::lease::Lease;
 use lattice_protocol::names::LatticeName;
-use lattice_protocol::queue::{
-    leases_bucket, message_consumer, message_subject, queue_consumer, queue_stream, queue_subject,
-};
+use lattice_protocol::queue::{ConsumerName, leases_bucket, queue_stream};
+use lattice_protocol::subject::Subject;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -79,9 +78,9 @@ const DELIVERY_ACK_WAIT: Duration = Duration::from_secs(90);
 #[derive(Debug, Clone)]
 struct Inbox {
     /// Its durable name.
-    durable: String,
+    durable: ConsumerName,
     /// The stream subjects it takes (wildcards allowed).
-    filter: String,
+    filter: Subject,
     /// What it delivers, for logs: `calls`, or `messages on <subscription>`.
     what: String,
 }
@@ -130,19 +129,19 @@ pub fn consume(
 
 /// The consumers `w` needs for what it consumes.
 fn inboxes(l: &LatticeName, w: &Workload, inbox: QueueInbox) -> Vec<Inbox> {
-    let (app, component) = (w.app.as_str(), w.component.as_str());
+    let (app, component) = (&w.app, &w.component);
     let mut out = Vec::new();
     if inbox.calls {
         out.push(Inbox {
-            durable: queue_consumer(app, component),
-            filter: queue_subject(l, app, component),
+            durable: ConsumerName::calls(app, component),
+            filter: Subject::queued_calls(l, app, component),
             what: "calls".into(),
         });
     }
     if inbox.messages {
         out.extend(w.subscriptions.iter().map(|s| Inbox {
-            durable: message_consumer(app, component, s),
-            filter: message_subject(l, s),
+            durable: ConsumerName::messages(app, component, s),
+            filter: Subject::queued_messages(l, s),
             what: format!("messages on {s}"),
         }));
     }
@@ -189,7 +188,8 @@ async fn consume_leased(
     // Per task, not per host: two versions of a workload on one host must not share it.
     let holder = format!("{} {}", lattice.host, uuid::Uuid::new_v4());
     let lease = loop {
-        if let Some(lease) = Lease::try_acquire(&leases, &inbox.durable, &holder, LEASE_TTL).await?
+        if let Some(lease) =
+            Lease::try_acquire(&leases, inbox.durable.as_str(), &holder, LEASE_TTL).await?
         {
             break lease;
         }
@@ -224,7 +224,7 @@ async fn take_over(
         .get_stream(queue_stream(l))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let durable = &inbox.durable;
+    let durable = inbox.durable.as_str();
     let deliver_policy = match stream.consumer_info(durable).await {
         Ok(info) => {
             stream
@@ -240,8 +240,8 @@ async fn take_over(
     };
     stream
         .create_consumer(consumer::pull::Config {
-            durable_name: Some(durable.clone()),
-            filter_subject: inbox.filter.clone(),
+            durable_name: Some(durable.to_string()),
+            filter_subject: inbox.filter.to_string(),
             // One acknowledgement per chunk (see `receive`).
             ack_policy: consumer::AckPolicy::All,
             ack_wait: DELIVERY_ACK_WAIT,

@@ -11,11 +11,10 @@ use std::time::{Duration, SystemTime};
 use lattice_protocol::assignment::{OnFull, QueuedDelivery};
 use lattice_protocol::envelope;
 use lattice_protocol::names::{ComponentName, LatticeName};
-use lattice_protocol::queue::{
-    Queued, QueuedItem, QueuedMessage, lane_name, message_subject, queue_subject,
-};
-use lattice_protocol::queue_ops::LinkOutboxStats;
+use lattice_protocol::queue::ops::{LinkOutboxStats, QueueLink};
+use lattice_protocol::queue::{Lane, Queued, QueuedItem, QueuedMessage};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall};
+use lattice_protocol::subject::Subject;
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::warn;
@@ -136,9 +135,9 @@ impl Queue {
         call: RpcCall,
         delivery: &QueuedDelivery,
     ) -> Result<(), CallError> {
-        let subject = queue_subject(&self.lattice, caller.app.as_str(), target.as_str());
+        let subject = Subject::queued_calls(&self.lattice, &caller.app, target);
         let to = Link {
-            key: link_key(caller, target.as_str()),
+            link: link_of(caller, target),
             what: "call",
         };
         self.append(to, subject, QueuedItem::Call(call), delivery)
@@ -153,9 +152,9 @@ impl Queue {
         message: QueuedMessage,
         delivery: &QueuedDelivery,
     ) -> Result<(), CallError> {
-        let subject = message_subject(&self.lattice, &message.subject);
+        let subject = Subject::queued_messages(&self.lattice, &message.subject);
         let to = Link {
-            key: link_key(caller, messaging::BUILTIN),
+            link: link_of(caller, &messaging_target()),
             what: "message",
         };
         self.append(to, subject, QueuedItem::Message(message), delivery)
@@ -166,11 +165,12 @@ impl Queue {
     async fn append(
         &self,
         to: Link,
-        subject: String,
+        subject: Subject,
         item: QueuedItem,
         delivery: &QueuedDelivery,
     ) -> Result<(), CallError> {
-        let Link { key, what } = to;
+        let Link { link, what } = to;
+        let key = link.header_value();
         let full = |e: OutboxError| CallError::new(CallErrorKind::QueueFull, outbox_full(&e, what));
         self.waiting.load(&self.outbox).await.map_err(full)?;
         let waiting = self.waiting.of(&key);
@@ -192,10 +192,10 @@ impl Queue {
         let queued = Queued {
             max_attempts: delivery.max_attempts.max(1),
             expires_at_ms: unix_ms(SystemTime::now() + ttl),
-            subject,
+            subject: subject.to_string(),
             item,
         };
-        let lane = lane_name(&queued.subject, &key);
+        let lane = Lane::new(subject, link).to_string();
         let entry = OutboxEntry::new(key.clone(), envelope::encode(&queued), ttl).in_lane(lane);
         // Counted before the append, so concurrent calls cannot overshoot the capacity.
         self.waiting.add(&key);
@@ -236,15 +236,24 @@ impl Queue {
     }
 }
 
-/// The outbox stream key of a queued link, `app/source -> target` (also its `Lattice-Link`
-/// header), and what it carries, for messages.
+/// A queued link (its outbox stream key and `Lattice-Link` header are
+/// [`QueueLink::header_value`]), and what it carries, for messages.
 struct Link {
-    key: String,
+    link: QueueLink,
     what: &'static str,
 }
 
-fn link_key(caller: &WorkloadCtx, target: &str) -> String {
-    format!("{}/{} -> {target}", caller.app, caller.component)
+fn link_of(caller: &WorkloadCtx, target: &ComponentName) -> QueueLink {
+    QueueLink {
+        app: caller.app.clone(),
+        source: caller.component.clone(),
+        target: target.clone(),
+    }
+}
+
+/// The target of every queued messaging link: the built-in `messaging-nats`.
+fn messaging_target() -> ComponentName {
+    ComponentName::new(messaging::BUILTIN).expect("`messaging-nats` is a valid component name")
 }
 
 /// What a guest is told when the outbox refused its `what` (`call` or `message`): when the

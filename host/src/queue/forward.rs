@@ -18,14 +18,14 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishAckFuture;
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
-    LINK_HEADER, MSG_ID_HEADER, bundle_msg_id, encode_bundle, lane_id, lane_subject,
+    LINK_HEADER, LaneId, MSG_ID_HEADER, bundle_msg_id, encode_bundle,
 };
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::bundle::{Group, bundle};
+use super::bundle::{Group, bundle, lane_subject};
 use super::outbox::{Outbox, OutboxError, Sequence};
 use super::stream::queue_stream_ready;
 use super::waiting::Waiting;
@@ -81,8 +81,8 @@ const REMOVALS: usize = 8;
 struct InFlight {
     /// Its entries' outbox sequences and stream keys.
     entries: Vec<(Sequence, String)>,
-    /// Its lane, highest lane sequence and entry count (none for entries written before lanes).
-    lane: Option<(String, u64, usize)>,
+    /// Its lane, highest lane sequence and entry count.
+    lane: (String, u64, usize),
     ack: PublishAckFuture,
 }
 
@@ -111,15 +111,17 @@ impl Uncertain {
 
     /// The window's entries were published but not acknowledged.
     fn add_window(&mut self, window: &mut VecDeque<InFlight>) {
-        for InFlight { lane, .. } in window.drain(..) {
-            if let Some((lane, highest, _)) = lane {
-                self.add(lane, highest);
-            }
+        for InFlight {
+            lane: (lane, highest, _),
+            ..
+        } in window.drain(..)
+        {
+            self.add(lane, highest);
         }
     }
 }
 
-/// Each lane's id ([`lane_id`]) and in-flight lane sequences, oldest first: the front is the
+/// Each lane's id ([`LaneId`]) and in-flight lane sequences, oldest first: the front is the
 /// lane's floor.
 type LaneFloors = HashMap<String, (String, VecDeque<u64>)>;
 
@@ -198,7 +200,8 @@ struct Pass<'a> {
 impl Pass<'_> {
     /// Lane `lane`'s id on the wire.
     fn lane_id(&self, lane: &str) -> String {
-        lane_id(&self.outbox.id().simple().to_string(), lane)
+        // From the lane's text as stored: its hash is over those bytes.
+        LaneId::of_text(&self.outbox.id().simple().to_string(), lane).to_string()
     }
 
     async fn publish_all(&mut self, ready: &mut bool) -> anyhow::Result<()> {
@@ -262,27 +265,24 @@ impl Pass<'_> {
         };
         headers.insert(MSG_ID_HEADER, msg_id.as_str());
         headers.insert(LINK_HEADER, first.stream_key.as_str());
-        // Entries written before lanes (sequence 0) are deduplicated by id, one per message.
-        let lane = (first.lane_seq > 0).then(|| {
-            if !self.floors.contains_key(&first.lane) {
-                let id = self.lane_id(&first.lane);
-                self.floors
-                    .insert(first.lane.clone(), (id, VecDeque::new()));
-            }
-            let (id, in_flight) = self.floors.get_mut(&first.lane).expect("inserted");
-            let floor = in_flight.front().copied().unwrap_or(first.lane_seq);
-            in_flight.extend(entries.iter().map(|(_, e)| e.lane_seq));
-            // Published again, with a floor that speaks for what went before.
-            self.uncertain.lanes.remove(&first.lane);
-            headers.insert(LANE_HEADER, id.as_str());
-            headers.insert(LANE_SEQ_HEADER, first.lane_seq.to_string().as_str());
-            headers.insert(LANE_FLOOR_HEADER, floor.to_string().as_str());
-            if count > 1 {
-                headers.insert(LANE_COUNT_HEADER, count.to_string().as_str());
-            }
-            let highest = first.lane_seq + count as u64 - 1;
-            (first.lane.clone(), highest, count)
-        });
+        if !self.floors.contains_key(&first.lane) {
+            let id = self.lane_id(&first.lane);
+            self.floors
+                .insert(first.lane.clone(), (id, VecDeque::new()));
+        }
+        let (id, in_flight) = self.floors.get_mut(&first.lane).expect("inserted");
+        let floor = in_flight.front().copied().unwrap_or(first.lane_seq);
+        in_flight.extend(entries.iter().map(|(_, e)| e.lane_seq));
+        // Published again, with a floor that speaks for what went before.
+        self.uncertain.lanes.remove(&first.lane);
+        headers.insert(LANE_HEADER, id.as_str());
+        headers.insert(LANE_SEQ_HEADER, first.lane_seq.to_string().as_str());
+        headers.insert(LANE_FLOOR_HEADER, floor.to_string().as_str());
+        if count > 1 {
+            headers.insert(LANE_COUNT_HEADER, count.to_string().as_str());
+        }
+        let highest = first.lane_seq + count as u64 - 1;
+        let lane = (first.lane.clone(), highest, count);
         let payload = if count == 1 {
             first.payload.clone()
         } else {
@@ -300,11 +300,9 @@ impl Pass<'_> {
             .jetstream
             .publish_with_headers(subject, headers, payload)
             .await;
-        if published.is_err()
-            && let Some((lane, highest, _)) = &lane
-        {
+        if published.is_err() {
             // Maybe sent before the failure was seen.
-            self.uncertain.add(lane.clone(), *highest);
+            self.uncertain.add(lane.0.clone(), lane.1);
         }
         let ack = published.context("publishing queued entries")?;
         self.window.push_back(InFlight {
@@ -326,9 +324,8 @@ impl Pass<'_> {
         let InFlight { entries, lane, ack } = oldest;
         let failed = match tokio::time::timeout(Duration::from_secs(10), ack).await {
             Ok(Ok(_)) => {
-                if let Some((lane, _, count)) = &lane
-                    && let Some((_, in_flight)) = self.floors.get_mut(lane)
-                {
+                let (lane, _, count) = &lane;
+                if let Some((_, in_flight)) = self.floors.get_mut(lane) {
                     in_flight.drain(..(*count).min(in_flight.len()));
                 }
                 self.acked.extend(entries);
@@ -337,9 +334,8 @@ impl Pass<'_> {
             Ok(Err(e)) => anyhow::anyhow!("the stream refused a queued entry: {e}"),
             Err(_) => anyhow::anyhow!("no acknowledgement from the stream"),
         };
-        if let Some((lane, highest, _)) = lane {
-            self.uncertain.add(lane, highest);
-        }
+        let (lane, highest, _) = lane;
+        self.uncertain.add(lane, highest);
         Err(failed)
     }
 
@@ -351,7 +347,8 @@ impl Pass<'_> {
         }
         let js = &self.lattice.jetstream;
         let l = &self.lattice.lattice;
-        // A lane named otherwise than `Queue` names them has no subject to mark on.
+        // A lane named otherwise than `Queue` names them (or of another lattice) has no subject
+        // to mark on.
         self.uncertain
             .lanes
             .retain(|lane, _| lane_subject(l, lane).is_some());

@@ -14,9 +14,9 @@ use lattice_protocol::envelope;
 use lattice_protocol::jetstream::headers_without;
 use lattice_protocol::queue::{
     ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, LANE_COUNT_HEADER, LANE_SEQ_HEADER,
-    MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, deadletter_subject, decode_bundle,
-    processed_key,
+    MSG_ID_HEADER, ProcessedKey, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, decode_bundle,
 };
+use lattice_protocol::subject::Subject;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -208,7 +208,7 @@ pub(super) async fn settle(
     // Only items outside any lane are looked up and recorded by id; per component, since a
     // message is run once by each component subscribed to it.
     let record = processed.map(|processed| {
-        let key = processed_key(&queued.item, ctx.app.as_str(), ctx.component.as_str(), &id);
+        let key = ProcessedKey::new(&queued.item, &ctx.app, &ctx.component, &id).to_string();
         (processed, key)
     });
     if let Some((processed, key)) = &record {
@@ -325,14 +325,14 @@ async fn deadletter(
     }
     if let (Some(item), Some(msg_id)) = (item, headers.get(MSG_ID_HEADER).map(ToString::to_string))
     {
-        let dedup = processed_key(item, ctx.app.as_str(), ctx.component.as_str(), &msg_id);
+        let dedup = ProcessedKey::new(item, &ctx.app, &ctx.component, &msg_id).to_string();
         headers.insert(MSG_ID_HEADER, dedup.as_str());
     }
     headers.insert(CALL_ID_HEADER, id);
     headers.insert(QUEUE_SUBJECT_HEADER, message.subject.as_str());
     headers.insert(ATTEMPTS_HEADER, attempts.to_string().as_str());
     headers.insert(ERROR_HEADER, error.replace(['\r', '\n'], " ").as_str());
-    let subject = deadletter_subject(l, ctx.app.as_str(), ctx.component.as_str());
+    let subject = Subject::dead_letters(l, &ctx.app, &ctx.component).to_string();
     js.publish_with_headers(subject, headers, of.payload.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use lattice_protocol::queue_ops::{LinkOutboxStats, QueueLink};
+use lattice_protocol::queue::ops::{LinkOutboxStats, QueueLink};
 use tokio::sync::Notify;
 
 use super::outbox::{Outbox, Sequence};

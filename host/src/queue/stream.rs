@@ -5,10 +5,8 @@
 
 use async_nats::jetstream::{self, kv, stream};
 use lattice_protocol::names::LatticeName;
-use lattice_protocol::queue::{
-    deadletter_stream, deadletter_stream_subjects, lanes_bucket, processed_bucket, queue_stream,
-    queue_stream_subjects,
-};
+use lattice_protocol::queue::{deadletter_stream, lanes_bucket, processed_bucket, queue_stream};
+use lattice_protocol::subject::Subject;
 
 use super::PROCESSED_MAX_AGE;
 
@@ -17,7 +15,12 @@ pub(super) async fn queue_stream_ready(
     js: &jetstream::Context,
     lattice: &LatticeName,
 ) -> anyhow::Result<()> {
-    ensure_stream(js, queue_stream(lattice), queue_stream_subjects(lattice)).await
+    ensure_stream(
+        js,
+        queue_stream(lattice),
+        Subject::all_queued(lattice).to_string(),
+    )
+    .await
 }
 
 /// Creates the stream `name` over `subjects` when missing, as the queue and dead-letter streams
@@ -47,7 +50,7 @@ pub(super) async fn deadletter_stream_ready(
     ensure_stream(
         js,
         deadletter_stream(lattice),
-        deadletter_stream_subjects(lattice),
+        Subject::all_dead_letters(lattice).to_string(),
     )
     .await
 }

@@ -14,8 +14,8 @@ use async_nats::jetstream::{self, kv};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
-    LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
-    LaneState, lane_key,
+    ConsumerName, LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER,
+    LANE_SEQ_HEADER, LaneId, LaneKey, LaneState,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +38,7 @@ pub(super) struct Ctx<'a> {
 
 /// A message's place in its lane, from its headers.
 struct Place {
-    lane: String,
+    lane: LaneId,
     /// Its (first) item's lane sequence.
     seq: u64,
     /// How many items it carries (more than one: a bundle).
@@ -67,7 +67,8 @@ impl Place {
             return None;
         }
         Some(Self {
-            lane: headers.get(LANE)?.to_string(),
+            // A lane id that does not read as one is no lane: the item is taken by its id.
+            lane: headers.get(LANE)?.as_str().parse().ok()?,
             seq: seq.unwrap_or(0),
             count: number(COUNT).unwrap_or(1).max(1),
             floor: number(FLOOR).unwrap_or(0),
@@ -172,8 +173,8 @@ async fn run(ctx: &Ctx<'_>, item: Item, unfinished: &mut Option<u64>) -> anyhow:
 /// The lanes one consumer has seen, and their states in the lanes bucket.
 pub(super) struct Lanes {
     kv: kv::Store,
-    durable: String,
-    open: HashMap<String, Lane<Item>>,
+    durable: ConsumerName,
+    open: HashMap<LaneId, Lane<Item>>,
 }
 
 impl Lanes {
@@ -181,20 +182,20 @@ impl Lanes {
     pub(super) async fn open(
         js: &jetstream::Context,
         l: &LatticeName,
-        durable: &str,
+        durable: &ConsumerName,
     ) -> anyhow::Result<Self> {
         let kv = lanes_store(js, l).await?;
         Ok(Self {
             kv,
-            durable: durable.to_string(),
+            durable: durable.clone(),
             open: HashMap::new(),
         })
     }
 
     /// Lane `id`, read from the bucket the first time it is seen.
-    async fn get(&mut self, id: &str) -> anyhow::Result<&mut Lane<Item>> {
+    async fn get(&mut self, id: &LaneId) -> anyhow::Result<&mut Lane<Item>> {
         if !self.open.contains_key(id) {
-            let key = lane_key(&self.durable, id);
+            let key = LaneKey::new(&self.durable, id).to_string();
             let state: LaneState = match self
                 .kv
                 .get(&key)
@@ -205,7 +206,7 @@ impl Lanes {
                     .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?,
                 None => LaneState::default(),
             };
-            self.open.insert(id.to_string(), Lane::new(state));
+            self.open.insert(id.clone(), Lane::new(state));
         }
         Ok(self.open.get_mut(id).expect("inserted above"))
     }
@@ -230,7 +231,7 @@ impl Lanes {
         for (id, lane) in &mut self.open {
             if lane.dirty() {
                 let value = envelope::encode(&lane.state());
-                out.push((lane_key(&self.durable, id), value.into()));
+                out.push((LaneKey::new(&self.durable, id).to_string(), value.into()));
                 lane.saved();
             }
         }
