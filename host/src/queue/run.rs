@@ -189,11 +189,7 @@ pub(super) async fn settle(
     // Expired on its way (e.g. its target was not running): dead-lettered, not dropped, so that
     // the operator sees it (`ctl get deadletters`, the `dead-lettered` event) and may requeue it.
     if unix_ms(SystemTime::now()) > queued.expires_at_ms {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(queued.expires_at_ms);
-        let error = format!(
-            "expired before delivery: its ttl passed at {}; requeue it to try again with a fresh ttl, or raise the link's ttl",
-            humantime::format_rfc3339_millis(at)
-        );
+        let error = expired(queued.expires_at_ms);
         warn!(workload = %ctx.name(), %id, kind, "a queued item expired before delivery; dead-lettered");
         let dead = Dead {
             item: Some(&queued.item),
@@ -261,6 +257,15 @@ pub(super) async fn settle(
         warn!(%key, error = %e, "could not record a processed item");
     }
     Ok(Some(item.delivery))
+}
+
+/// The error an item that expired (at `expires_at_ms`) before it could run is dead-lettered with.
+fn expired(expires_at_ms: u64) -> String {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(expires_at_ms);
+    format!(
+        "expired before delivery: its ttl passed at {}; requeue it to try again with a fresh ttl, or raise the link's ttl",
+        humantime::format_rfc3339_millis(at)
+    )
 }
 
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its

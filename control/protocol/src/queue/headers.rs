@@ -18,7 +18,7 @@ pub const ATTEMPTS_HEADER: &str = "Lattice-Attempts";
 pub const ERROR_HEADER: &str = "Lattice-Error";
 
 /// Header: the item's lane, `<sender outbox id>.<hash of the lane>` ([`LaneId`](super::LaneId)). Absent on
-/// requeued items and on items from senders that predate lanes: those are deduplicated by id.
+/// requeued items: those are deduplicated by id.
 pub const LANE_HEADER: &str = "Lattice-Lane";
 /// Header: the item's sequence in its lane (from 1).
 pub const LANE_SEQ_HEADER: &str = "Lattice-Lane-Seq";
