@@ -2,11 +2,12 @@
 //! it is a target of queued calls, each of its subscriptions when it consumes queued messages),
 //! one durable consumer of the queue stream, run by one host at a time: the host that holds the
 //! inbox's lease pulls it with many items in flight, hands each message to its lane
-//! ([`super::lanes`], which runs items in lane order through [`super::run`]), remembers each lane's state once per chunk of items, then acknowledges
-//! the chunk with one acknowledgement (the consumer acknowledges all items up to the one
+//! ([`super::lanes`], which unpacks bundles and runs items in lane order through
+//! [`super::run`]), remembers each lane's state once per chunk of messages, then acknowledges
+//! the chunk with one acknowledgement (the consumer acknowledges all messages up to the one
 //! acknowledged, `AckPolicy::All`), short of any item still waiting in its lane. Per message
-//! (one item, or a bundle of a lane's items, unpacked here), the stream's delivery of it and no
-//! other JetStream operation, where one-at-a-time delivery paid four round trips in turn.
+//! (one item, or a bundle of a lane's items), the stream's delivery of it and no other
+//! JetStream operation, where one-at-a-time delivery paid four round trips in turn.
 //!
 //! **Why a lease.** The target may run on several hosts; if they all pulled, neighbouring items
 //! of a lane would run on two hosts at once and the order per sender and target would be lost.
@@ -28,9 +29,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;

@@ -1,6 +1,6 @@
 //! The forwarder: moves outbox entries, oldest first, to the hub's queue stream and removes them
-//! once the stream acknowledged them. It knows nothing of calls or messages: each entry's
-//! envelope ([`Queued`]) names its stream subject.
+//! once the stream acknowledged them. It knows nothing of calls or messages: each entry's lane
+//! ([`Lane`](lattice_protocol::queue::Lane)) names its stream subject (`bundle.rs`).
 //!
 //! Each entry carries its lane, its lane sequence and the lane's floor (see "Lanes" in
 //! [`lattice_protocol::queue`]): the oldest entry of the lane still awaiting the stream's

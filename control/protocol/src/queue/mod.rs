@@ -22,8 +22,8 @@
 //!   operators: ops.rs (outbox stats in heartbeats, `ctl get queues`, dead letters, requeue)
 //! ```
 //!
-//! The files go one way: `item` (the envelope) and `headers` depend on nothing here; `lane`,
-//! `bundle` and `keys` on `item` at most; `ops` on none of them.
+//! The files go one way: `item` (the envelope), `headers`, `bundle` and `ops` depend on nothing
+//! here; `keys` on `item`; `lane` on `keys` and `ops` (a lane names its link).
 //!
 //! **Lanes.** Items travel in lanes ([`Lane`]): one sender's outbox, one link, one stream
 //! subject. The sender numbers each lane's items 1, 2, 3, ... ([`LANE_SEQ_HEADER`]) and says with
