@@ -116,7 +116,8 @@ impl Queue {
         &self.outbox
     }
 
-    /// Each queued link's outbox on this host, for the heartbeat (see [`stats::link_stats`]).
+    /// Each queued link's outbox on this host, for the heartbeat: calls waiting, the oldest
+    /// one's age, and the calls dropped and expired since the host started (`stats.rs`).
     pub async fn link_stats(&self) -> Vec<LinkOutboxStats> {
         stats::link_stats(&self.outbox, &self.waiting, &self.totals).await
     }
