@@ -1,4 +1,4 @@
-//! The durable outbox (`lattice_host::outbox`): appends acknowledged only after fsync, batched
+//! The durable outbox (`lattice_host::queue::outbox`): appends acknowledged only after fsync, batched
 //! by group commit, beside the same store doing one fsync per message, on the same disk in the
 //! same run.
 //!
@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lattice_host::outbox::{Outbox, OutboxConfig, OutboxEntry};
+use lattice_host::queue::outbox::{Outbox, OutboxConfig, OutboxEntry};
 use redb::{Database, TableDefinition};
 
 const PAYLOAD: usize = 256;

@@ -33,11 +33,11 @@ use crate::artifacts::ArtifactCache;
 use crate::backoff::Backoff;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
-use crate::caps::queue::{self, OutboxLimits, Queue};
 use crate::caps::{HostServices, LatticeLink, WorkloadCtx, blobstore, messaging};
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
 use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
+use crate::queue::{self, OutboxLimits, Queue};
 use crate::state::HostStore;
 use crate::wasi::{HostState, Limits, new_linker};
 

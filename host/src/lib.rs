@@ -25,8 +25,8 @@
 //!   object store and kept on disk;
 //! - [`state`]: the host's identity key and its last accepted assignment in
 //!   an embedded redb database, so a restarted host serves at once, offline too;
-//! - [`outbox`]: the durable outbox for queued calls: appends committed with fsync (group commit)
-//!   before they are acknowledged, read in order by a forwarder.
+//! - [`queue`]: queued delivery as one pipeline: enqueue → the durable outbox (appends committed
+//!   with fsync, group commit) → forwarder → the hub's stream → consumer → lanes → run.
 //!
 //! [`run`] ties them together: it re-applies the saved assignment, then follows
 //! the lattice until its shutdown token is cancelled.
@@ -49,7 +49,7 @@ pub mod caps;
 pub mod compile;
 pub mod engine;
 pub mod http;
-pub mod outbox;
+pub mod queue;
 pub mod state;
 pub mod wasi;
 

@@ -1,4 +1,4 @@
-//! The durable outbox (`lattice_host::outbox`): order, group commit, capacity with both
+//! The durable outbox (`lattice_host::queue::outbox`): order, group commit, capacity with both
 //! policies, expiry, reopening (and its gauges), lane sequences and the outbox's id, a child process killed with
 //! SIGKILL mid-stream, and a write failure from the kernel (a file-size limit) in a child
 //! process.
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lattice_host::outbox::{
+use lattice_host::queue::outbox::{
     FullPolicy, Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent, Sequence,
 };
 use redb::ReadableTable as _;

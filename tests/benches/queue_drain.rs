@@ -47,13 +47,13 @@ use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use lattice_host::caps::LatticeLink;
-use lattice_host::caps::queue::Queue;
+use lattice_host::queue::Queue;
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, LaneState,
-    MSG_ID_HEADER, lane_id, lane_key, lanes_bucket, queue_consumer, queue_stream,
-    queue_stream_subjects, queue_subject,
+    MSG_ID_HEADER, lanes_bucket, queue_stream,
 };
+use lattice_tests::queued::names::{all_queued, call_consumer, call_subject, lane_id, lane_key};
 use lattice_tests::queued::{self, QueuedLink};
 use lattice_tests::{NatsServer, TestLattice};
 
@@ -99,7 +99,7 @@ async fn fresh_stream(js: &jetstream::Context, lattice: &LatticeName) -> anyhow:
     let _ = js.delete_stream(queue_stream(lattice)).await;
     js.create_stream(stream::Config {
         name: queue_stream(lattice),
-        subjects: vec![queue_stream_subjects(lattice)],
+        subjects: vec![all_queued(lattice)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         ..Default::default()
@@ -142,7 +142,7 @@ async fn stream_contents(
 /// `raw`: publishes every message with a bounded window of acknowledgements.
 async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow::Result<Duration> {
     let payloads: Vec<Vec<u8>> = (0..n).map(|i| backlog::payload(lattice, APP, i)).collect();
-    let subject = queue_subject(lattice, APP, "greeter");
+    let subject = call_subject(lattice, APP, "greeter");
     let link = backlog::link(APP);
     let lane = lane_id(
         &uuid::Uuid::new_v4().simple().to_string(),
@@ -295,7 +295,7 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         .deploy(&queued::manifest(&client, &greeter, &link))
         .await?;
     let js = jetstream::new(t.client.clone());
-    let consumer_name = queue_consumer(APP_DEPLOYED, "greeter");
+    let consumer_name = call_consumer(APP_DEPLOYED, "greeter");
     t.wait_for("greeter's queue consumer", || async {
         let Ok(stream) = js.get_stream(queue_stream(&t.lattice)).await else {
             return Ok(false);
@@ -327,10 +327,8 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let lane = lane_key(
         &consumer_name,
-        &lane_id(
-            &queue.outbox().id().simple().to_string(),
-            &backlog::lane(&t.lattice, APP_DEPLOYED),
-        ),
+        &queue.outbox().id().simple().to_string(),
+        &backlog::lane(&t.lattice, APP_DEPLOYED),
     );
     // Calls run, as the consumer's lane remembers them (once per chunk).
     let ran = || async {

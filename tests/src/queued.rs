@@ -39,14 +39,14 @@ impl Write for Captured {
 }
 
 /// Installs (once per test process) the global subscriber capturing the `guest` target and the
-/// host's queue logs (`lattice_host::caps::queue`, debug); call it first in every test.
+/// host's queue logs (`lattice_host::queue`, debug); call it first in every test.
 pub fn captured() -> &'static Captured {
     static CAPTURED: OnceLock<Captured> = OnceLock::new();
     CAPTURED.get_or_init(|| {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("guest=info,lattice_host::caps::queue=debug")
+            .with_env_filter("guest=info,lattice_host::queue=debug")
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
@@ -315,4 +315,70 @@ pub async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
 /// [`setup_with`] the default link (`max_attempts: 3`).
 pub async fn setup(e: &EdgeTopology) -> anyhow::Result<(TestHost, TestHost, String)> {
     setup_with(e, &QueuedLink::default()).await
+}
+
+/// The suites' names of queued delivery, from the plain app and component names they use, built
+/// by the protocol's typed [`Subject`] and keys (nothing here formats a subject).
+pub mod names {
+    use lattice_protocol::names::{AppName, ComponentName, LatticeName};
+    use lattice_protocol::queue::ops::QueueLink;
+    use lattice_protocol::queue::{ConsumerName, Lane, LaneId, LaneKey};
+    use lattice_protocol::subject::Subject;
+
+    fn app(name: &str) -> AppName {
+        AppName::new(name).expect("a valid app name")
+    }
+
+    fn component(name: &str) -> ComponentName {
+        ComponentName::new(name).expect("a valid component name")
+    }
+
+    /// `app`'s `component`'s call consumer.
+    pub fn call_consumer(a: &str, c: &str) -> String {
+        ConsumerName::calls(&app(a), &component(c)).to_string()
+    }
+
+    /// `app`'s `component`'s consumer of the messages on `subscription`.
+    pub fn message_consumer(a: &str, c: &str, subscription: &str) -> String {
+        ConsumerName::messages(&app(a), &component(c), subscription).to_string()
+    }
+
+    /// The subject of queued calls to `app`'s `component`.
+    pub fn call_subject(lattice: &LatticeName, a: &str, c: &str) -> String {
+        Subject::queued_calls(lattice, &app(a), &component(c)).to_string()
+    }
+
+    /// The subject of messages queued for NATS subject `subject`.
+    pub fn message_subject(lattice: &LatticeName, subject: &str) -> String {
+        Subject::queued_messages(lattice, subject).to_string()
+    }
+
+    /// The subject of `app`'s `component`'s dead letters.
+    pub fn dead_letter_subject(lattice: &LatticeName, a: &str, c: &str) -> String {
+        Subject::dead_letters(lattice, &app(a), &component(c)).to_string()
+    }
+
+    /// The queue stream's subjects.
+    pub fn all_queued(lattice: &LatticeName) -> String {
+        Subject::all_queued(lattice).to_string()
+    }
+
+    /// The lane of `link`'s (`app/source -> target`) calls to `app`'s `target`, as the outbox
+    /// stores it.
+    pub fn call_lane(lattice: &LatticeName, link: &str) -> String {
+        let link: QueueLink = link.parse().expect("a queued link");
+        let subject = Subject::queued_calls(lattice, &link.app, &link.target);
+        Lane::new(subject, link).to_string()
+    }
+
+    /// The key of lane `lane` (as the outbox stores it) of outbox `outbox` at `consumer`.
+    pub fn lane_key(consumer: &str, outbox: &str, lane: &str) -> String {
+        let consumer: ConsumerName = consumer.parse().expect("a consumer name");
+        LaneKey::new(&consumer, &LaneId::of_text(outbox, lane)).to_string()
+    }
+
+    /// Lane `lane`'s id in outbox `outbox`.
+    pub fn lane_id(outbox: &str, lane: &str) -> String {
+        LaneId::of_text(outbox, lane).to_string()
+    }
 }

@@ -10,10 +10,11 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use lattice_protocol::envelope;
 use lattice_protocol::messages::{Event, EventKind, WorkloadState};
-use lattice_protocol::queue::{Queued, queue_stream, queue_subject};
-use lattice_protocol::queue_ops::{LinkQueue, LinkSelector};
+use lattice_protocol::queue::ops::{LinkQueue, LinkSelector};
+use lattice_protocol::queue::{Queued, queue_stream};
 use lattice_protocol::subject::Subject;
 use lattice_tests::edge::EdgeTopology;
+use lattice_tests::queued::names::call_subject;
 use lattice_tests::queued::{
     self as queued, QueuedLink, captured, delivered, deploy_only, log_text, manifest, setup,
     setup_with, start_cloud_host, start_edge_host, wait_delivered, warm_up,
@@ -257,7 +258,7 @@ async fn a_call_expired_in_the_stream_is_dead_lettered_and_requeued_with_a_fresh
     // The call reaches the hub's stream and waits there, past its expiry (read from the stored
     // envelope).
     let js = jetstream::new(e.hub.client.clone());
-    let call_subject = queue_subject(&e.hub.lattice, "greeter", "greeter");
+    let call_subject = call_subject(&e.hub.lattice, "greeter", "greeter");
     let stored = e
         .hub
         .wait_until("the call to reach the hub's stream", || async {

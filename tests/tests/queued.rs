@@ -9,9 +9,10 @@ use lattice_protocol::envelope;
 use lattice_protocol::lease::LeaseRecord;
 use lattice_protocol::queue::{
     CALL_ID_HEADER, ERROR_HEADER, LANE_COUNT_HEADER, MSG_ID_HEADER, Queued, QueuedItem,
-    deadletter_stream, leases_bucket, queue_consumer,
+    deadletter_stream, leases_bucket,
 };
 use lattice_tests::edge::EdgeTopology;
+use lattice_tests::queued::names::call_consumer;
 use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, setup, start_cloud_host, start_edge_host,
     stream_messages, wait_delivered, warm_up,
@@ -175,7 +176,7 @@ async fn when_the_delivering_host_stops_another_takes_over_its_lanes() -> anyhow
     let js = async_nats::jetstream::new(e.hub.client.clone());
     let leases = js.get_key_value(leases_bucket(&e.hub.lattice)).await?;
     let record = leases
-        .get(queue_consumer("greeter", "greeter"))
+        .get(call_consumer("greeter", "greeter"))
         .await?
         .context("the consumer's lease")?;
     let record: LeaseRecord = envelope::decode(&record)?;
@@ -204,7 +205,7 @@ async fn when_the_delivering_host_stops_another_takes_over_its_lanes() -> anyhow
     assert_eq!(delivered("over"), (0..2 * N).collect::<Vec<_>>());
     let now: LeaseRecord = envelope::decode(
         &leases
-            .get(queue_consumer("greeter", "greeter"))
+            .get(call_consumer("greeter", "greeter"))
             .await?
             .context("the consumer's lease")?,
     )?;

@@ -13,13 +13,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use futures::TryStreamExt;
-use lattice_host::outbox::{Outbox, OutboxConfig};
+use lattice_host::queue::outbox::{Outbox, OutboxConfig};
 use lattice_protocol::envelope;
 use lattice_protocol::queue::{
-    LANE_COUNT_HEADER, LaneState, MSG_ID_HEADER, decode_bundle, lanes_bucket, queue_consumer,
-    queue_stream, queue_stream_subjects,
+    LANE_COUNT_HEADER, LaneState, MSG_ID_HEADER, decode_bundle, lanes_bucket, queue_stream,
 };
 use lattice_tests::edge::EdgeTopology;
+use lattice_tests::queued::names::{all_queued, call_consumer};
 use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, setup_with_edge,
     start_cloud_host, stream_messages, wait_delivered, warm_up,
@@ -42,7 +42,7 @@ where
 async fn wait_consumer_idle(e: &EdgeTopology) -> anyhow::Result<()> {
     let js = jetstream::new(e.hub.client.clone());
     let stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
-    let consumer = queue_consumer("greeter", "greeter");
+    let consumer = call_consumer("greeter", "greeter");
     poll(
         "greeter's queue consumer to settle every message",
         || async {
@@ -112,7 +112,7 @@ async fn an_outage_past_the_duplicate_window_stores_copies_and_runs_each_call_on
     let js = jetstream::new(e.hub.client.clone());
     js.create_stream(stream::Config {
         name: queue_stream(&e.hub.lattice),
-        subjects: vec![queue_stream_subjects(&e.hub.lattice)],
+        subjects: vec![all_queued(&e.hub.lattice)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         duplicate_window,
@@ -176,7 +176,7 @@ async fn an_outage_past_the_duplicate_window_stores_copies_and_runs_each_call_on
     // the later copies skip.
     let lanes = js.get_key_value(lanes_bucket(&e.hub.lattice)).await?;
     let keys: Vec<String> = lanes.keys().await?.try_collect().await?;
-    let ours = format!("{}.", queue_consumer("greeter", "greeter"));
+    let ours = format!("{}.", call_consumer("greeter", "greeter"));
     let ours: Vec<&String> = keys.iter().filter(|k| k.starts_with(&ours)).collect();
     assert_eq!(ours.len(), 1, "one lane: {keys:?}");
     let state: LaneState = envelope::decode(&lanes.get(ours[0]).await?.context("lane state")?)?;

@@ -13,11 +13,9 @@ use std::collections::BTreeSet;
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
 use lattice_protocol::digest::Digest;
-use lattice_protocol::queue::{
-    QUEUE_SUBJECT_HEADER, deadletter_stream, deadletter_subject, message_consumer, message_subject,
-    queue_stream,
-};
+use lattice_protocol::queue::{QUEUE_SUBJECT_HEADER, deadletter_stream, queue_stream};
 use lattice_tests::edge::EdgeTopology;
+use lattice_tests::queued::names::{dead_letter_subject, message_consumer, message_subject};
 use lattice_tests::queued::{captured, log_text, numbered, start_cloud_host, start_edge_host};
 use lattice_tests::{QUIET, TestHost, WAIT, endpoint, eventually, http_get};
 
@@ -311,7 +309,7 @@ async fn a_failing_queued_message_is_retried_then_dead_lettered() -> anyhow::Res
         subjects.insert(dead.subject.to_string());
     }
     let expected: BTreeSet<String> = ["sink", "audit"]
-        .map(|c| deadletter_subject(&e.hub.lattice, APP, c))
+        .map(|c| dead_letter_subject(&e.hub.lattice, APP, c))
         .into();
     assert_eq!(subjects, expected);
     Ok(())

@@ -220,7 +220,7 @@ pub enum CtlCommand {
     /// or those given with --id); fix the target first.
     Requeue {
         /// `app/source->target` as `get queues` shows it, or `app/target` for every sender.
-        link: lattice_protocol::queue_ops::LinkSelector,
+        link: lattice_protocol::queue::ops::LinkSelector,
         /// A call id from `get deadletters` (repeatable); none: every dead letter of the link.
         #[arg(long = "id")]
         ids: Vec<String>,
@@ -265,7 +265,7 @@ pub enum GetWhat {
     #[command(name = "deadletters", alias = "dead-letters")]
     Deadletters {
         /// `app/source->target` as `get queues` shows it, or `app/target` for every sender.
-        link: lattice_protocol::queue_ops::LinkSelector,
+        link: lattice_protocol::queue::ops::LinkSelector,
     },
 }
 

@@ -9,7 +9,7 @@ use lattice_protocol::messages::{
     InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, VersionSummary,
 };
 use lattice_protocol::names::{AppName, LatticeName};
-use lattice_protocol::queue_ops::{
+use lattice_protocol::queue::ops::{
     DeadLetter, DeadLettersRequest, LinkQueue, LinkSelector, RequeueReply, RequeueRequest,
 };
 use lattice_protocol::subject::{CtlVerb, Subject};

@@ -24,16 +24,16 @@ use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::jetstream::headers_without;
 use lattice_protocol::messages::{EventKind, Heartbeat};
-use lattice_protocol::names::{HostId, LatticeName};
-use lattice_protocol::queue::{
-    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, LANE_HEADERS, LINK_HEADER, MSG_ID_HEADER,
-    QUEUE_SUBJECT_HEADER, Queued, QueuedItem, deadletter_stream, deadletter_stream_subjects,
-    queue_consumer, queue_stream, queue_subject,
-};
-use lattice_protocol::queue_ops::{
+use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
+use lattice_protocol::queue::ops::{
     DeadLetter, HostOutbox, LinkOutboxStats, LinkQueue, LinkSelector, QueueLink, RequeueReply,
     RequeueRequest,
 };
+use lattice_protocol::queue::{
+    ATTEMPTS_HEADER, CALL_ID_HEADER, ConsumerName, ERROR_HEADER, LANE_HEADERS, LINK_HEADER,
+    MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, deadletter_stream, queue_stream,
+};
+use lattice_protocol::subject::Subject;
 use tracing::{debug, info};
 
 use crate::worker::publish_event;
@@ -109,15 +109,18 @@ pub(crate) async fn queues(
         Err(e) => note = e.message,
     }
     // In flight is the target's consumer's: read once per target.
-    let targets: BTreeSet<(String, String)> = links
+    let targets: BTreeSet<(AppName, ComponentName)> = links
         .keys()
-        .map(|l| (l.app.to_string(), l.target.to_string()))
+        .map(|l| (l.app.clone(), l.target.clone()))
         .collect();
     let queue = js.get_stream_no_info(queue_stream(lattice)).await;
-    let mut in_flight: BTreeMap<(String, String), Option<u64>> = BTreeMap::new();
+    let mut in_flight: BTreeMap<(AppName, ComponentName), Option<u64>> = BTreeMap::new();
     for (app, target) in targets {
         let n = match &queue {
-            Ok(stream) => match stream.consumer_info(queue_consumer(&app, &target)).await {
+            Ok(stream) => match stream
+                .consumer_info(ConsumerName::calls(&app, &target).to_string())
+                .await
+            {
                 Ok(info) => Some(info.num_pending + info.num_ack_pending as u64),
                 Err(e)
                     if matches!(
@@ -141,7 +144,7 @@ pub(crate) async fn queues(
         .into_values()
         .map(|mut l| {
             l.in_flight = in_flight
-                .get(&(l.link.app.to_string(), l.link.target.to_string()))
+                .get(&(l.link.app.clone(), l.link.target.clone()))
                 .copied()
                 .flatten();
             l.hosts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -192,7 +195,7 @@ pub(crate) async fn requeue(
         .map_err(|e| hub_error("the dead-letter stream", e))?;
     let mut requeued = Vec::new();
     for (dead, message) in chosen {
-        let subject = requeue_subject(lattice, &req.link, &message);
+        let subject = requeue_subject(&message)?;
         // Out of its lane: its lane's receiver already counts it as handled, so it is
         // deduplicated by its id instead.
         let dropped: Vec<&str> = [MSG_ID_HEADER, ATTEMPTS_HEADER, ERROR_HEADER]
@@ -242,15 +245,21 @@ fn fresh_expiry(payload: &bytes::Bytes, ttl: Duration) -> bytes::Bytes {
     }
 }
 
-/// Where a dead letter goes back to: the queue subject it came from (a header, or its
-/// envelope), else, for calls dead-lettered before either was kept, its link's call subject.
-fn requeue_subject(lattice: &LatticeName, link: &LinkSelector, message: &StreamMessage) -> String {
+/// Where a dead letter goes back to: the queue subject it came from (its header, which every
+/// dead letter carries, else its envelope's).
+fn requeue_subject(message: &StreamMessage) -> Result<String, WireError> {
     if let Some(subject) = message.headers.get(QUEUE_SUBJECT_HEADER) {
-        return subject.to_string();
+        return Ok(subject.to_string());
     }
     match envelope::decode::<Queued>(&message.payload) {
-        Ok(q) if !q.subject.is_empty() => q.subject,
-        _ => queue_subject(lattice, link.app.as_str(), link.target.as_str()),
+        Ok(q) => Ok(q.subject),
+        Err(_) => Err(WireError::new(
+            ErrorCode::BadMessage,
+            format!(
+                "dead letter {} names no queue subject (no {QUEUE_SUBJECT_HEADER} header, undecodable envelope), so it cannot be put back; inspect it with `lattice ctl get deadletters`",
+                message.sequence
+            ),
+        )),
     }
 }
 
@@ -277,7 +286,7 @@ async fn read_dead_letters(
         .clone();
     // Matched by their `Lattice-Link` header rather than by subject: a dead message is kept on
     // its subscriber's subject, while its link names the publisher.
-    let filter = deadletter_stream_subjects(lattice);
+    let filter = Subject::all_dead_letters(lattice).to_string();
     let mut out = Vec::new();
     let mut seq = state.first_sequence.max(1);
     while seq <= state.last_sequence && state.messages > 0 {
@@ -363,7 +372,7 @@ async fn follow(
     let consumer = dlq
         .create_consumer(consumer::push::OrderedConfig {
             deliver_subject: client.new_inbox(),
-            filter_subject: deadletter_stream_subjects(lattice),
+            filter_subject: Subject::all_dead_letters(lattice).to_string(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },

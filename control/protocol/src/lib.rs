@@ -7,8 +7,9 @@
 //! - [`error`]: typed error codes carried by replies.
 //! - [`messages`]: control-plane API requests, replies and host heartbeats.
 //! - [`rpc`]: component-to-component calls over NATS. [`provider`]: hosts and capability providers.
-//! - [`queue`]: queued (one-way) calls: their streams, headers and envelope. [`queue_ops`]: the
-//!   operator's view of them (outbox stats in heartbeats, `ctl get queues`, dead letters, requeue).
+//! - [`queue`]: queued (one-way) calls and messages: their streams, headers, envelope, lanes,
+//!   bundles and keys; [`queue::ops`] the operator's view of them (outbox stats in heartbeats,
+//!   `ctl get queues`, dead letters, requeue). Their subjects are [`subject::Subject`] variants.
 //! - [`keys`]: ed25519 keys in nkey form with a role prefix. [`auth`]: signed `lattice ctl`
 //!   requests and replies, their freshness, and the role table that authorizes them.
 //!   [`signed`]: what hosts say (heartbeats, events), signed by the host, and the join tokens
@@ -51,7 +52,6 @@ pub mod messages;
 pub mod names;
 pub mod provider;
 pub mod queue;
-pub mod queue_ops;
 pub mod rpc;
 pub mod signed;
 pub mod subject;

@@ -234,7 +234,7 @@ pub struct Heartbeat {
     /// Its outbox per queued link it sends on (`ctl get queues`); absent from hosts that
     /// predate it.
     #[serde(default)]
-    pub queues: Vec<crate::queue_ops::LinkOutboxStats>,
+    pub queues: Vec<crate::queue::ops::LinkOutboxStats>,
 }
 
 /// One workload as a host reports it.

@@ -6,7 +6,16 @@
 //! lattice.<lattice>.evt.control                 what the control plane did and saw (`ctl watch`)
 //! lattice.<lattice>.rpc.<app>.<component>       calls to a component's exports (queue group)
 //! lattice.<lattice>.prov.<host>.<provider>      a host's calls to a provider process it runs
+//! lattice.<lattice>.q.<app>.<component>         queued calls to a component (queue stream)
+//! lattice.<lattice>.q.@msg.<subject>            queued messages for a NATS subject (queue stream)
+//! lattice.<lattice>.q.>                         the queue stream's subjects
+//! lattice.<lattice>.dlq.<app>.<component>       a component's dead letters (dead-letter stream)
+//! lattice.<lattice>.dlq.>                       the dead-letter stream's subjects
 //! ```
+//!
+//! Queued messages sit under [`MESSAGE_TOKEN`], which no app can be named, so a message subject
+//! never reads as an app's calls. Their NATS subject keeps its dots; as a consumer's filter it
+//! may hold the wildcards `*` and `>`.
 //!
 //! JetStream buckets are named `LATTICE_<lattice>_<purpose>`; lattice names are restricted to
 //! `[A-Za-z0-9_-]` by [`crate::names`], so every bucket name is valid.
@@ -16,6 +25,10 @@ use std::fmt;
 use crate::names::{AppName, ComponentName, HostId, LatticeName};
 
 const ROOT: &str = "lattice";
+
+/// The token after `q.` under which queued messages travel: not a valid app name (app names
+/// hold only letters, digits, `-` and `_`), so it never collides with [`Subject::QueuedCalls`].
+pub const MESSAGE_TOKEN: &str = "@msg";
 
 /// A control-plane API verb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,6 +147,43 @@ pub enum Subject {
         /// The provider (e.g. `keyvalue-redis`).
         provider: ComponentName,
     },
+    /// `lattice.<lattice>.q.<app>.<component>`: queued calls to one component of one app, in
+    /// the queue stream (the filter of the component's call consumer).
+    QueuedCalls {
+        /// The lattice.
+        lattice: LatticeName,
+        /// The app.
+        app: AppName,
+        /// The called component.
+        component: ComponentName,
+    },
+    /// `lattice.<lattice>.q.@msg.<subject>`: messages queued for NATS subject `subject`; with a
+    /// subscription (wildcards allowed), the filter of its consumer.
+    QueuedMessages {
+        /// The lattice.
+        lattice: LatticeName,
+        /// The NATS subject (non-empty tokens, no whitespace).
+        subject: String,
+    },
+    /// `lattice.<lattice>.q.>`: every queued call and message (the queue stream's subjects).
+    AllQueued {
+        /// The lattice.
+        lattice: LatticeName,
+    },
+    /// `lattice.<lattice>.dlq.<app>.<component>`: dead letters of one component of one app.
+    DeadLetters {
+        /// The lattice.
+        lattice: LatticeName,
+        /// The app.
+        app: AppName,
+        /// The component that failed them.
+        component: ComponentName,
+    },
+    /// `lattice.<lattice>.dlq.>`: every dead letter (the dead-letter stream's subjects).
+    AllDeadLetters {
+        /// The lattice.
+        lattice: LatticeName,
+    },
 }
 
 /// A string that is not a Lattice subject.
@@ -183,6 +233,64 @@ impl Subject {
         }
     }
 
+    /// The subject queued calls to `app`'s `component` travel on.
+    pub fn queued_calls(lattice: &LatticeName, app: &AppName, component: &ComponentName) -> Self {
+        Subject::QueuedCalls {
+            lattice: lattice.clone(),
+            app: app.clone(),
+            component: component.clone(),
+        }
+    }
+
+    /// The subject a message queued for NATS subject `subject` travels on; with a subscription
+    /// (wildcards allowed), the filter of its consumer. The caller checked `subject`
+    /// ([`nats_subject_ok`]).
+    pub fn queued_messages(lattice: &LatticeName, subject: &str) -> Self {
+        Subject::QueuedMessages {
+            lattice: lattice.clone(),
+            subject: subject.to_string(),
+        }
+    }
+
+    /// The queue stream's subjects.
+    pub fn all_queued(lattice: &LatticeName) -> Self {
+        Subject::AllQueued {
+            lattice: lattice.clone(),
+        }
+    }
+
+    /// The subject dead letters of `app`'s `component` are kept on.
+    pub fn dead_letters(lattice: &LatticeName, app: &AppName, component: &ComponentName) -> Self {
+        Subject::DeadLetters {
+            lattice: lattice.clone(),
+            app: app.clone(),
+            component: component.clone(),
+        }
+    }
+
+    /// The dead-letter stream's subjects.
+    pub fn all_dead_letters(lattice: &LatticeName) -> Self {
+        Subject::AllDeadLetters {
+            lattice: lattice.clone(),
+        }
+    }
+
+    /// The lattice the subject belongs to.
+    pub fn lattice(&self) -> &LatticeName {
+        match self {
+            Subject::Ctl { lattice, .. }
+            | Subject::Events { lattice }
+            | Subject::Heartbeat { lattice, .. }
+            | Subject::Rpc { lattice, .. }
+            | Subject::Provider { lattice, .. }
+            | Subject::QueuedCalls { lattice, .. }
+            | Subject::QueuedMessages { lattice, .. }
+            | Subject::AllQueued { lattice }
+            | Subject::DeadLetters { lattice, .. }
+            | Subject::AllDeadLetters { lattice } => lattice,
+        }
+    }
+
     /// The wildcard matching every host's heartbeat in `lattice`.
     pub fn all_heartbeats(lattice: &LatticeName) -> String {
         format!("{ROOT}.{lattice}.evt.heartbeat.*")
@@ -222,6 +330,24 @@ impl Subject {
                 host: HostId::new(*host).map_err(|_| err())?,
                 provider: ComponentName::new(*provider).map_err(|_| err())?,
             }),
+            ["q", ">"] => Ok(Subject::AllQueued { lattice }),
+            ["q", token, subject @ ..] if *token == MESSAGE_TOKEN => {
+                let subject = subject.join(".");
+                nats_subject_ok(&subject)
+                    .then_some(Subject::QueuedMessages { lattice, subject })
+                    .ok_or_else(err)
+            }
+            ["q", app, component] => Ok(Subject::QueuedCalls {
+                lattice,
+                app: AppName::new(*app).map_err(|_| err())?,
+                component: ComponentName::new(*component).map_err(|_| err())?,
+            }),
+            ["dlq", ">"] => Ok(Subject::AllDeadLetters { lattice }),
+            ["dlq", app, component] => Ok(Subject::DeadLetters {
+                lattice,
+                app: AppName::new(*app).map_err(|_| err())?,
+                component: ComponentName::new(*component).map_err(|_| err())?,
+            }),
             _ => Err(err()),
         }
     }
@@ -245,8 +371,31 @@ impl fmt::Display for Subject {
                 host,
                 provider,
             } => write!(f, "{ROOT}.{lattice}.prov.{host}.{provider}"),
+            Subject::QueuedCalls {
+                lattice,
+                app,
+                component,
+            } => write!(f, "{ROOT}.{lattice}.q.{app}.{component}"),
+            Subject::QueuedMessages { lattice, subject } => {
+                write!(f, "{ROOT}.{lattice}.q.{MESSAGE_TOKEN}.{subject}")
+            }
+            Subject::AllQueued { lattice } => write!(f, "{ROOT}.{lattice}.q.>"),
+            Subject::DeadLetters {
+                lattice,
+                app,
+                component,
+            } => write!(f, "{ROOT}.{lattice}.dlq.{app}.{component}"),
+            Subject::AllDeadLetters { lattice } => write!(f, "{ROOT}.{lattice}.dlq.>"),
         }
     }
+}
+
+/// Whether `subject` can follow [`MESSAGE_TOKEN`]: one or more non-empty tokens, no whitespace
+/// or control characters (wildcards are allowed: a subscription is a consumer's filter).
+pub fn nats_subject_ok(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|t| !t.is_empty())
+        && !subject.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// The queue group the control plane's API listeners join, so that one instance answers.
@@ -321,6 +470,11 @@ mod tests {
         "[A-Za-z0-9_-]{1,20}"
     }
 
+    /// NATS subjects a component may publish or subscribe to: tokens, wildcards included.
+    fn nats_subject() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_@*>-]{1,8}(\\.[A-Za-z0-9_@*>-]{1,8}){0,3}"
+    }
+
     proptest! {
         // Invariant: every subject we build parses back to itself.
         #[test]
@@ -330,6 +484,19 @@ mod tests {
             let host = HostId::new(h).expect("valid");
             for s in [Subject::ctl(&lattice, CtlVerb::ALL[v]), Subject::heartbeat(&lattice, &host), Subject::events(&lattice), Subject::rpc(&lattice, &app, &component), Subject::provider(&lattice, &host, &component)] {
                 prop_assert_eq!(Subject::parse(&s.to_string()).expect("parses"), s);
+            }
+        }
+
+        // Invariant: every queue and dead-letter subject we build parses back to itself, and
+        // its lattice is the one it was built for.
+        #[test]
+        fn queue_subjects_round_trip(l in name(), h in name(), nats in nats_subject()) {
+            let (app, component) = (AppName::new(h).expect("valid"), ComponentName::new(l.clone()).expect("valid"));
+            let lattice = LatticeName::new(l).expect("valid");
+            for s in [Subject::queued_calls(&lattice, &app, &component), Subject::queued_messages(&lattice, &nats), Subject::all_queued(&lattice), Subject::dead_letters(&lattice, &app, &component), Subject::all_dead_letters(&lattice)] {
+                let back = Subject::parse(&s.to_string()).expect("parses");
+                prop_assert_eq!(back.lattice(), &lattice);
+                prop_assert_eq!(back, s);
             }
         }
 
@@ -351,9 +518,53 @@ mod tests {
             "lattice.a.ctl.explode",
             "lattice.a.evt.heartbeat.*",
             "lattice.a b.ctl.deploy",
+            "lattice.a.q.app",
+            "lattice.a.q.@msg",
+            "lattice.a.q.@msg.orders..new",
+            "lattice.a.q.@msg.orders new",
+            "lattice.a.dlq.app",
+            "lattice.a.dlq.app.*",
         ] {
             assert!(Subject::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The forms operators and other NATS clients see, byte for byte.
+    #[test]
+    fn queue_subjects_read_as_before() {
+        let l = LatticeName::new("edge").expect("valid");
+        let (app, sink) = (
+            AppName::new("app").expect("valid"),
+            ComponentName::new("sink").expect("valid"),
+        );
+        for (s, text) in [
+            (
+                Subject::queued_calls(&l, &app, &sink),
+                "lattice.edge.q.app.sink",
+            ),
+            (
+                Subject::queued_messages(&l, "orders.>"),
+                "lattice.edge.q.@msg.orders.>",
+            ),
+            (Subject::all_queued(&l), "lattice.edge.q.>"),
+            (
+                Subject::dead_letters(&l, &app, &sink),
+                "lattice.edge.dlq.app.sink",
+            ),
+            (Subject::all_dead_letters(&l), "lattice.edge.dlq.>"),
+        ] {
+            assert_eq!(s.to_string(), text);
+        }
+    }
+
+    /// Invariant: no app name can make its call subject a message subject.
+    #[test]
+    fn the_message_token_is_no_app_name() {
+        assert!(crate::names::validate_name("app", MESSAGE_TOKEN).is_err());
+        assert!(matches!(
+            Subject::parse("lattice.edge.q.@msg.sink"),
+            Ok(Subject::QueuedMessages { .. })
+        ));
     }
 
     #[test]

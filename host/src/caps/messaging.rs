@@ -11,7 +11,7 @@
 //!
 //! **Queued messages.** On a `consumer` link to `messaging-nats` with `delivery: queued`,
 //! `publish` appends the message to the host's durable outbox and returns once it is committed
-//! (same capacity and `on_full` rules as queued calls); [`super::queue`] forwards it to the
+//! (same capacity and `on_full` rules as queued calls); [`crate::queue`] forwards it to the
 //! queue stream and delivers it, once per subscribed app and component, through [`deliver`].
 //! `request` on such a link is refused: a request needs its answer now. Queued messages are not
 //! also published on the plain subject (a subscribed component would get each twice).
@@ -361,7 +361,7 @@ async fn handle(
     }
 }
 
-/// Delivers a queued message to `loaded`'s handler (see [`super::queue`]).
+/// Delivers a queued message to `loaded`'s handler (see [`crate::queue`]).
 pub(crate) async fn deliver(
     loaded: &Loaded,
     pre: &HandlesPre<HostState>,

@@ -29,7 +29,6 @@ pub mod keyvalue;
 pub mod logging;
 pub mod messaging;
 pub mod providers;
-pub mod queue;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,7 +60,7 @@ pub struct HostServices {
     /// Built-in providers and provider processes.
     pub providers: Arc<providers::Providers>,
     /// The outbox of queued calls, when the host has one.
-    pub queue: Option<Arc<queue::Queue>>,
+    pub queue: Option<Arc<crate::queue::Queue>>,
 }
 
 /// What every store of one workload shares: who it is, its config and links, and the host's
@@ -85,7 +84,7 @@ pub struct WorkloadCtx {
     /// The host's providers.
     pub providers: Option<Arc<providers::Providers>>,
     /// The host's outbox of queued calls.
-    pub queue: Option<Arc<queue::Queue>>,
+    pub queue: Option<Arc<crate::queue::Queue>>,
     /// The providers' answers to `wasi:keyvalue` `open` on its links, remembered.
     pub kv_buckets: keyvalue::OpenedBuckets,
 }
@@ -132,7 +131,7 @@ impl WorkloadCtx {
     }
 
     /// The host's outbox of queued calls, if it has one.
-    pub fn queue(&self) -> Option<&Arc<queue::Queue>> {
+    pub fn queue(&self) -> Option<&Arc<crate::queue::Queue>> {
         self.queue.as_ref()
     }
 

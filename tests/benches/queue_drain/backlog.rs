@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lattice_host::outbox::{Outbox, OutboxConfig, OutboxEntry};
+use lattice_host::queue::outbox::{Outbox, OutboxConfig, OutboxEntry};
 use lattice_protocol::envelope;
 use lattice_protocol::names::LatticeName;
-use lattice_protocol::queue::{Queued, QueuedItem, lane_name, queue_subject};
+use lattice_protocol::queue::{Queued, QueuedItem};
 use lattice_protocol::rpc::RpcCall;
+use lattice_tests::queued::names::{call_lane, call_subject};
 
 /// Concurrent appenders filling the outbox (setup, not timed).
 const FILLERS: usize = 256;
@@ -27,7 +28,7 @@ pub fn payload(lattice: &LatticeName, app: &str, i: usize) -> Vec<u8> {
     envelope::encode(&Queued {
         max_attempts: 5,
         expires_at_ms: in_a_day,
-        subject: queue_subject(lattice, app, "greeter"),
+        subject: call_subject(lattice, app, "greeter"),
         item: QueuedItem::Call(RpcCall {
             interface: "example:greeter/notifier".into(),
             function: "notify".into(),
@@ -45,7 +46,7 @@ pub fn link(app: &str) -> String {
 
 /// The one lane those calls travel in, as the sender's outbox names it.
 pub fn lane(lattice: &LatticeName, app: &str) -> String {
-    lane_name(&queue_subject(lattice, app, "greeter"), &link(app))
+    call_lane(lattice, &link(app))
 }
 
 /// Appends `n` queued calls from `app`'s client to its greeter (one lane) to the outbox at

@@ -2,7 +2,7 @@
 //! delivery for the operator. The control plane gathers and acts; this prints.
 
 use lattice_control::client::CtlClient;
-use lattice_protocol::queue_ops::{DeadLetter, LinkQueue, LinkSelector};
+use lattice_protocol::queue::ops::{DeadLetter, LinkQueue, LinkSelector};
 
 use crate::args::Output;
 use crate::output::{self, ago, table};
@@ -139,7 +139,7 @@ fn dead_letters_table(link: &LinkSelector, dead: &[DeadLetter]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lattice_protocol::queue_ops::{HostOutbox, LinkOutboxStats};
+    use lattice_protocol::queue::ops::{HostOutbox, LinkOutboxStats};
 
     #[test]
     fn a_link_without_senders_still_shows_its_hub_side() {

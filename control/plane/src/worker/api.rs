@@ -14,7 +14,7 @@ use lattice_protocol::messages::{
     StopHostRequest, VersionSummary,
 };
 use lattice_protocol::names::{AppName, ComponentName};
-use lattice_protocol::queue_ops::{DeadLettersRequest, QueueLink, RequeueRequest};
+use lattice_protocol::queue::ops::{DeadLettersRequest, QueueLink, RequeueRequest};
 use lattice_protocol::subject::{CtlVerb, Subject};
 use lattice_protocol::unix_now;
 use serde::Serialize;

@@ -1,95 +1,29 @@
-//! Queued delivery of one-way component calls and of messages (links with `delivery: queued`).
-//!
-//! **Sender.** A queued link's function encodes its call like a cross-host call (an
-//! [`RpcCall`], arguments in MessagePack by type); a `wasmcloud:messaging/consumer.publish` on
-//! a queued link to `messaging-nats` keeps its subject, body and reply-to. Either is appended,
-//! as a [`Queued`] envelope naming the stream subject it goes to, to the host's durable
-//! [`Outbox`] (`<state_dir>/outbox`); the guest gets `ok` once the append is committed
-//! (fsync'd), so an acknowledged call or message survives a crash or a cut link. A full link
-//! (its `capacity` waiting on this host) refuses with a `queue-full` error (`on_full: refuse`)
-//! or drops its oldest waiting entry with a warning (`on_full: drop_oldest`).
-//!
-//! **Forwarder.** One task per host moves outbox entries, oldest first, to the JetStream stream
-//! `LATTICE_<lattice>_queue` (subjects `lattice.<lattice>.q.>`, created when missing) on the
-//! subject each envelope names (`lattice.<lattice>.q.<app>.<target>` for calls,
-//! `lattice.<lattice>.q.@msg.<subject>` for messages), with `Nats-Msg-Id` = the entry's id,
-//! and removes them once the stream acknowledged them. Entries that were waiting (a backlog) go
-//! in bundles of up to 64 consecutive entries of one lane per stream message ("Bundles" in
-//! [`lattice_protocol::queue`]). While the hub is unreachable it retries
-//! with backoff (at most 30 s apart), however long that takes; the entries wait in the outbox
-//! until their `ttl`.
-//!
-//! **Target.** Only workloads the assignment names as queue targets consume
-//! ([`lattice_protocol::assignment::QueueInbox`]): a target of queued calls through one durable
-//! pull consumer on its call subject, a component subscribed through `messaging-nats` through
-//! one per subscription (filtered on it, wildcards included). One host at a time pulls each
-//! consumer: the holder of its lease in `LATTICE_<lattice>_queue_leases` (the target's other
-//! hosts stand by). It takes up to 20,000 items in flight and runs them one at a time, in lane
-//! order (one sender's link and subject: the order per sender and target), each in a fresh
-//! instance (the called function, or the `wasmcloud:messaging/handler` export). Exactly once in
-//! effect, per consumer: each lane's last item run is remembered in the KV bucket
-//! `LATTICE_<lattice>_lanes` (kept 30 days), written once per chunk of up to 256 items before
-//! they are acknowledged; a copy of an item already run is acknowledged without running, and an
-//! item whose predecessors may still come waits for them (see "Lanes" in
-//! [`lattice_protocol::queue`]). A failure (a trap, or the function's or handler's own error) is
-//! retried in place with backoff, the items behind it waiting; after the link's `max_attempts`
-//! it goes, with its last error, to the stream `LATTICE_<lattice>_deadletter` (subject
-//! `lattice.<lattice>.dlq.<app>.<component>`). So does an item whose `ttl` passed before it
-//! could run (e.g. its target was not running), with the error `expired before delivery: ...`;
-//! `ctl requeue` gives it a fresh expiry. A requeued dead letter leaves its lane and keeps its
-//! id (`Lattice-Call-Id`) under a new `Nats-Msg-Id`: it is checked against and recorded in the
-//! KV bucket `LATTICE_<lattice>_processed` (a call under its id, a message under
-//! `<app>.<component>.<id>`), so it is run at most once more in effect. The remaining window: a
-//! host that dies after items ran and before their lanes were remembered (at most one chunk)
-//! runs them again when the next holder takes over.
-//!
-//! Queued messages are not republished on their plain NATS subject: a component subscribed to
-//! it would otherwise receive each twice (once from NATS, once from the stream). Other NATS
-//! clients read them from the stream (`lattice.<lattice>.q.@msg.<subject>`).
-//!
-//! Layout: this file is the sender side ([`Queue`]); `forward.rs` the forwarder; `inbox.rs` the
-//! target's consumer (lease, takeover, lanes); `lanes.rs` the pure lane decisions; `deliver.rs`
-//! one item's run, retries and dead letter ([`consume`]). Stream, subject and header names are in
-//! [`lattice_protocol::queue`].
+//! The first layer: the API capabilities call. [`Queue::enqueue`] (a call on a queued link) and
+//! [`Queue::enqueue_message`] (a message on a queued `messaging-nats` link) wrap the item in a
+//! [`Queued`] envelope naming its stream subject, check the link's `capacity` (refuse, or drop
+//! its oldest entry) and append it to the durable [`Outbox`]; the guest hears `ok` once the
+//! append is committed. [`Queue::open_with`] opens the outbox and starts the forwarder.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use lattice_protocol::assignment::{OnFull, QueuedDelivery};
 use lattice_protocol::envelope;
 use lattice_protocol::names::{ComponentName, LatticeName};
-use lattice_protocol::queue::{
-    Queued, QueuedItem, QueuedMessage, lane_name, message_subject, queue_subject,
-};
+use lattice_protocol::queue::ops::{LinkOutboxStats, QueueLink};
+use lattice_protocol::queue::{Lane, Queued, QueuedItem, QueuedMessage};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall};
+use lattice_protocol::subject::Subject;
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::warn;
 
-use super::{LatticeLink, WorkloadCtx};
-use crate::outbox::{Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent, Sequence};
-
-mod deliver;
-mod forward;
-mod inbox;
-mod lanes;
-mod stats;
-
-pub use deliver::consume;
-
-/// How long processed ids are remembered: longer than any outage a queued call may wait out.
-const PROCESSED_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Entries forwarded per batch.
-const BATCH: usize = 256;
-/// The longest wait between two attempts to reach the hub.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// The delay before a failed queued item is tried again, by its attempt number.
-const ITEM_RETRY: crate::backoff::Backoff =
-    crate::backoff::Backoff::new(Duration::from_millis(250), MAX_BACKOFF);
-/// How long a delivered call may run.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+use super::outbox::{Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent, Sequence};
+use super::stats::{self, Totals};
+use super::waiting::Waiting;
+use super::{forward, unix_ms};
+use crate::caps::{LatticeLink, WorkloadCtx, messaging};
 
 /// The outbox's own limits, all queued links together ([`crate::HostConfig::outbox_max_entries`]
 /// and [`crate::HostConfig::outbox_max_bytes`]); each link's `capacity` bounds its share.
@@ -111,33 +45,17 @@ impl Default for OutboxLimits {
     }
 }
 
-/// Calls waiting per stream key, kept beside the outbox for the per-link capacity.
-type Counts = Arc<Mutex<Option<HashMap<String, u64>>>>;
-
 /// The host's queue: its outbox, and the forwarder's wake-up.
 #[derive(Debug)]
 pub struct Queue {
     outbox: Outbox,
-    counts: Counts,
+    /// Entries waiting per link, for its `capacity`.
+    waiting: Waiting,
     wake: Arc<Notify>,
     /// The lattice, whose queue stream the entries go to.
     lattice: LatticeName,
     /// Dropped and expired calls per link, for the heartbeat (`stats.rs`).
-    totals: Arc<stats::Totals>,
-}
-
-fn lock(counts: &Counts) -> std::sync::MutexGuard<'_, Option<HashMap<String, u64>>> {
-    counts.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn forget(counts: &Counts, keys: impl IntoIterator<Item = String>) {
-    if let Some(map) = lock(counts).as_mut() {
-        for key in keys {
-            if let Some(n) = map.get_mut(&key) {
-                *n = n.saturating_sub(1);
-            }
-        }
-    }
+    totals: Arc<Totals>,
 }
 
 impl Queue {
@@ -157,9 +75,9 @@ impl Queue {
         lattice: LatticeLink,
         limits: OutboxLimits,
     ) -> Result<(Arc<Self>, AbortOnDropHandle<()>), OutboxError> {
-        let counts: Counts = Arc::default();
-        let hook_counts = counts.clone();
-        let totals = Arc::new(stats::Totals::default());
+        let waiting = Waiting::default();
+        let hook_waiting = waiting.clone();
+        let totals = Arc::new(Totals::default());
         let hook_totals = totals.clone();
         let config = OutboxConfig {
             on_event: Some(Arc::new(move |event: &OutboxEvent| match event {
@@ -170,7 +88,7 @@ impl Queue {
                         "expired"
                     };
                     warn!(count = gone.len(), "queued calls {what} before delivery");
-                    forget(&hook_counts, gone.iter().map(|e| e.stream_key.clone()));
+                    hook_waiting.forget(gone.iter().map(|e| e.stream_key.clone()));
                     let dropped = matches!(event, OutboxEvent::Dropped(_));
                     hook_totals.record(dropped, gone.iter().map(|e| e.stream_key.as_str()));
                 }
@@ -184,12 +102,12 @@ impl Queue {
         let wake = Arc::new(Notify::new());
         let queue = Arc::new(Self {
             outbox: outbox.clone(),
-            counts: counts.clone(),
+            waiting: waiting.clone(),
             wake: wake.clone(),
             lattice: lattice.lattice.clone(),
             totals,
         });
-        let task = tokio::spawn(forward::forward(outbox, counts, lattice, wake));
+        let task = tokio::spawn(forward::forward(outbox, waiting, lattice, wake));
         Ok((queue, AbortOnDropHandle::new(task)))
     }
 
@@ -198,28 +116,16 @@ impl Queue {
         &self.outbox
     }
 
-    /// Loads the per-key counts from the outbox, once.
-    async fn load_counts(&self) -> Result<(), OutboxError> {
-        if lock(&self.counts).is_some() {
-            return Ok(());
-        }
-        let mut map: HashMap<String, u64> = HashMap::new();
-        let mut after: Option<Sequence> = None;
-        loop {
-            let batch = match after {
-                None => self.outbox.peek(4096).await?,
-                Some(a) => self.outbox.peek_after(a, 4096).await?,
-            };
-            let Some((last, _)) = batch.last() else {
-                break;
-            };
-            after = Some(*last);
-            for (_, entry) in &batch {
-                *map.entry(entry.stream_key.clone()).or_default() += 1;
-            }
-        }
-        lock(&self.counts).get_or_insert(map);
-        Ok(())
+    /// Each queued link's outbox on this host, for the heartbeat: calls waiting, the oldest
+    /// one's age, and the calls dropped and expired since the host started (`stats.rs`).
+    pub async fn link_stats(&self) -> Vec<LinkOutboxStats> {
+        stats::link_stats(&self.outbox, &self.waiting, &self.totals).await
+    }
+
+    /// Resolves when calls were dropped or expired since the last call, so that the heartbeat
+    /// reports it at once.
+    pub async fn stats_changed(&self) {
+        self.totals.changed().await;
     }
 
     /// Queues `call` from `caller` to `target` durably; `Ok` once it is on disk.
@@ -230,9 +136,9 @@ impl Queue {
         call: RpcCall,
         delivery: &QueuedDelivery,
     ) -> Result<(), CallError> {
-        let subject = queue_subject(&self.lattice, caller.app.as_str(), target.as_str());
+        let subject = Subject::queued_calls(&self.lattice, &caller.app, target);
         let to = Link {
-            key: link_key(caller, target.as_str()),
+            link: link_of(caller, target),
             what: "call",
         };
         self.append(to, subject, QueuedItem::Call(call), delivery)
@@ -247,9 +153,9 @@ impl Queue {
         message: QueuedMessage,
         delivery: &QueuedDelivery,
     ) -> Result<(), CallError> {
-        let subject = message_subject(&self.lattice, &message.subject);
+        let subject = Subject::queued_messages(&self.lattice, &message.subject);
         let to = Link {
-            key: link_key(caller, super::messaging::BUILTIN),
+            link: link_of(caller, &messaging_target()),
             what: "message",
         };
         self.append(to, subject, QueuedItem::Message(message), delivery)
@@ -260,17 +166,15 @@ impl Queue {
     async fn append(
         &self,
         to: Link,
-        subject: String,
+        subject: Subject,
         item: QueuedItem,
         delivery: &QueuedDelivery,
     ) -> Result<(), CallError> {
-        let Link { key, what } = to;
+        let Link { link, what } = to;
+        let key = link.header_value();
         let full = |e: OutboxError| CallError::new(CallErrorKind::QueueFull, outbox_full(&e, what));
-        self.load_counts().await.map_err(full)?;
-        let waiting = lock(&self.counts)
-            .as_ref()
-            .and_then(|m| m.get(&key).copied())
-            .unwrap_or(0);
+        self.waiting.load(&self.outbox).await.map_err(full)?;
+        let waiting = self.waiting.of(&key);
         if waiting >= delivery.capacity {
             match delivery.on_full {
                 OnFull::Refuse => {
@@ -289,23 +193,20 @@ impl Queue {
         let queued = Queued {
             max_attempts: delivery.max_attempts.max(1),
             expires_at_ms: unix_ms(SystemTime::now() + ttl),
-            subject,
+            subject: subject.to_string(),
             item,
         };
-        let lane = lane_name(&queued.subject, &key);
+        let lane = Lane::new(subject, link).to_string();
         let entry = OutboxEntry::new(key.clone(), envelope::encode(&queued), ttl).in_lane(lane);
         // Counted before the append, so concurrent calls cannot overshoot the capacity.
-        *lock(&self.counts)
-            .get_or_insert_with(HashMap::new)
-            .entry(key.clone())
-            .or_default() += 1;
+        self.waiting.add(&key);
         match self.outbox.append(entry).await {
             Ok(_) => {
                 self.wake.notify_one();
                 Ok(())
             }
             Err(e) => {
-                forget(&self.counts, [key]);
+                self.waiting.forget([key]);
                 Err(full(e))
             }
         }
@@ -327,7 +228,7 @@ impl Queue {
             if let Some((seq, entry)) = batch.iter().find(|(_, e)| e.stream_key == key) {
                 if self.outbox.remove(&[*seq]).await? > 0 {
                     warn!(stream = key, id = %entry.id, "queue full: dropped its oldest call (on_full: drop_oldest)");
-                    forget(&self.counts, [key.to_string()]);
+                    self.waiting.forget([key.to_string()]);
                     self.totals.record(true, [key]);
                 }
                 return Ok(());
@@ -336,15 +237,24 @@ impl Queue {
     }
 }
 
-/// The outbox stream key of a queued link, `app/source -> target` (also its `Lattice-Link`
-/// header), and what it carries, for messages.
+/// A queued link (its outbox stream key and `Lattice-Link` header are
+/// [`QueueLink::header_value`]), and what it carries, for messages.
 struct Link {
-    key: String,
+    link: QueueLink,
     what: &'static str,
 }
 
-fn link_key(caller: &WorkloadCtx, target: &str) -> String {
-    format!("{}/{} -> {target}", caller.app, caller.component)
+fn link_of(caller: &WorkloadCtx, target: &ComponentName) -> QueueLink {
+    QueueLink {
+        app: caller.app.clone(),
+        source: caller.component.clone(),
+        target: target.clone(),
+    }
+}
+
+/// The target of every queued messaging link: the built-in `messaging-nats`.
+fn messaging_target() -> ComponentName {
+    ComponentName::new(messaging::BUILTIN).expect("`messaging-nats` is a valid component name")
 }
 
 /// What a guest is told when the outbox refused its `what` (`call` or `message`): when the
@@ -374,12 +284,6 @@ fn outbox_full(e: &OutboxError, what: &str) -> String {
         ),
         other => format!("the {what} was not queued: {other}"),
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -321,115 +321,33 @@ impl Store {
         let mut tx = db.begin_write().map_err(storage)?;
         let mut outcomes = Vec::with_capacity(ops.len());
         {
-            let mut entries = tx.open_table(ENTRIES).map_err(storage)?;
-            let mut expiry = tx.open_table(EXPIRY).map_err(storage)?;
-            let mut lanes = tx.open_table(LANES).map_err(storage)?;
-            // The batch's lanes' next sequences, read from the table on first use and written
-            // back before the commit: lost with the transaction if it fails.
-            let mut lane_next: HashMap<String, u64> = HashMap::new();
-            let stats = &mut self.shared.stats;
-            // Expired entries are swept at most once per batch (by a peek, a sweep or an append
-            // that finds the outbox full).
-            let mut swept = false;
+            let mut writes = Writes {
+                entries: tx.open_table(ENTRIES).map_err(storage)?,
+                expiry: tx.open_table(EXPIRY).map_err(storage)?,
+                lanes: tx.open_table(LANES).map_err(storage)?,
+                lane_next: HashMap::new(),
+                stats: &mut self.shared.stats,
+                config: &self.config,
+                next_seq: &mut self.next_seq,
+                swept: false,
+                now,
+                removed,
+            };
             for op in ops.iter_mut() {
-                let outcome = match op {
-                    Op::Append { entry, encoded, .. } => {
-                        let size = encoded.len() as u64;
-                        let cfg = &self.config;
-                        if size > cfg.capacity_bytes || cfg.capacity_entries == 0 {
-                            Outcome::Refused(OutboxError::TooLarge {
-                                size,
-                                capacity_bytes: cfg.capacity_bytes,
-                            })
-                        } else {
-                            let fits = |s: &OutboxStats| {
-                                s.pending < cfg.capacity_entries
-                                    && s.bytes + size <= cfg.capacity_bytes
-                            };
-                            if !fits(stats) && !swept {
-                                swept = true;
-                                sweep(&mut entries, &mut expiry, now, stats, removed)?;
-                            }
-                            if !fits(stats) && cfg.policy == FullPolicy::DropOldest {
-                                while !fits(stats) {
-                                    let Some(first) =
-                                        entries.first().map_err(storage)?.map(|(k, _)| k.value())
-                                    else {
-                                        break;
-                                    };
-                                    if let Some(entry) =
-                                        remove_entry(&mut entries, &mut expiry, first, stats)?
-                                    {
-                                        removed.dropped.push(entry);
-                                    }
-                                }
-                            }
-                            if fits(stats) {
-                                let seq = self.next_seq;
-                                self.next_seq += 1;
-                                let next = match lane_next.get_mut(entry.lane.as_str()) {
-                                    Some(next) => next,
-                                    None => {
-                                        let stored = lanes
-                                            .get(entry.lane.as_str())
-                                            .map_err(storage)?
-                                            .map_or(1, |v| v.value());
-                                        lane_next.entry(entry.lane.clone()).or_insert(stored)
-                                    }
-                                };
-                                OutboxEntry::set_lane_seq(encoded, *next);
-                                *next += 1;
-                                entries.insert(seq, encoded.as_slice()).map_err(storage)?;
-                                expiry
-                                    .insert((entry.expires_ns(), seq), ())
-                                    .map_err(storage)?;
-                                stats.pending += 1;
-                                stats.bytes += size;
-                                Outcome::Appended(Sequence(seq))
-                            } else {
-                                Outcome::Refused(OutboxError::Full {
-                                    pending: stats.pending,
-                                    capacity_entries: cfg.capacity_entries,
-                                    bytes: stats.bytes,
-                                    capacity_bytes: cfg.capacity_bytes,
-                                })
-                            }
-                        }
-                    }
-                    Op::Remove { seqs, .. } => {
-                        let mut n = 0;
-                        for seq in seqs {
-                            if remove_delivered(&mut entries, &mut expiry, seq.0, stats)? {
-                                n += 1;
-                            }
-                        }
-                        Outcome::Removed(n)
-                    }
-                    Op::Sweep { .. } => {
-                        swept = true;
-                        Outcome::Removed(sweep(&mut entries, &mut expiry, now, stats, removed)?)
-                    }
-                    Op::Peek { .. } => {
-                        if !swept {
-                            swept = true;
-                            sweep(&mut entries, &mut expiry, now, stats, removed)?;
-                        }
-                        Outcome::Read
-                    }
-                    Op::Lanes { .. } => Outcome::Read,
-                };
-                outcomes.push(outcome);
+                outcomes.push(writes.apply(op)?);
             }
-            for (lane, next) in &lane_next {
-                lanes.insert(lane.as_str(), *next).map_err(storage)?;
+            for (lane, next) in &writes.lane_next {
+                writes.lanes.insert(lane.as_str(), *next).map_err(storage)?;
             }
+            let oldest = oldest_created(&writes.entries)?;
+            drop(writes);
             let mut meta = tx.open_table(META).map_err(storage)?;
             meta.insert(NEXT_SEQ, self.next_seq).map_err(storage)?;
             meta.insert(BYTES, self.shared.stats.bytes)
                 .map_err(storage)?;
             meta.insert(BYTES_OF, self.shared.stats.pending)
                 .map_err(storage)?;
-            self.shared.oldest_created_ns = oldest_created(&entries)?;
+            self.shared.oldest_created_ns = oldest;
         }
         let appended = outcomes.iter().any(|o| matches!(o, Outcome::Appended(_)));
         let removed_now: usize = ops
@@ -543,6 +461,131 @@ impl Store {
                     .map_err(storage)
             })
             .collect()
+    }
+}
+
+/// One batch's writes, inside its transaction: the open tables and what the batch changes.
+struct Writes<'a, 't> {
+    entries: redb::Table<'t, u64, &'static [u8]>,
+    expiry: redb::Table<'t, (u64, u64), ()>,
+    lanes: redb::Table<'t, &'static str, u64>,
+    /// The batch's lanes' next sequences, read from the table on first use and written back
+    /// before the commit: lost with the transaction if it fails.
+    lane_next: HashMap<String, u64>,
+    stats: &'a mut OutboxStats,
+    config: &'a OutboxConfig,
+    next_seq: &'a mut u64,
+    /// Expired entries are swept at most once per batch (by a peek, a sweep or an append that
+    /// finds the outbox full).
+    swept: bool,
+    now: u64,
+    removed: &'a mut Removed,
+}
+
+impl Writes<'_, '_> {
+    /// Applies one operation's writes (reads are answered after the commit).
+    fn apply(&mut self, op: &mut Op) -> Result<Outcome, OutboxError> {
+        Ok(match op {
+            Op::Append { entry, encoded, .. } => self.append(entry, encoded)?,
+            Op::Remove { seqs, .. } => {
+                let mut n = 0;
+                for seq in seqs {
+                    if remove_delivered(&mut self.entries, &mut self.expiry, seq.0, self.stats)? {
+                        n += 1;
+                    }
+                }
+                Outcome::Removed(n)
+            }
+            Op::Sweep { .. } => {
+                self.swept = true;
+                Outcome::Removed(self.sweep()?)
+            }
+            Op::Peek { .. } => {
+                if !self.swept {
+                    self.swept = true;
+                    self.sweep()?;
+                }
+                Outcome::Read
+            }
+            Op::Lanes { .. } => Outcome::Read,
+        })
+    }
+
+    fn sweep(&mut self) -> Result<usize, OutboxError> {
+        sweep(
+            &mut self.entries,
+            &mut self.expiry,
+            self.now,
+            self.stats,
+            self.removed,
+        )
+    }
+
+    /// Appends `entry` when it fits (after sweeping expired entries, and under
+    /// [`FullPolicy::DropOldest`] dropping the oldest), setting its lane sequence in `encoded`.
+    fn append(&mut self, entry: &OutboxEntry, encoded: &mut [u8]) -> Result<Outcome, OutboxError> {
+        let size = encoded.len() as u64;
+        let cfg = self.config;
+        if size > cfg.capacity_bytes || cfg.capacity_entries == 0 {
+            return Ok(Outcome::Refused(OutboxError::TooLarge {
+                size,
+                capacity_bytes: cfg.capacity_bytes,
+            }));
+        }
+        let fits = |s: &OutboxStats| {
+            s.pending < cfg.capacity_entries && s.bytes + size <= cfg.capacity_bytes
+        };
+        if !fits(self.stats) && !self.swept {
+            self.swept = true;
+            self.sweep()?;
+        }
+        if !fits(self.stats) && cfg.policy == FullPolicy::DropOldest {
+            while !fits(self.stats) {
+                let Some(first) = self
+                    .entries
+                    .first()
+                    .map_err(storage)?
+                    .map(|(k, _)| k.value())
+                else {
+                    break;
+                };
+                if let Some(entry) =
+                    remove_entry(&mut self.entries, &mut self.expiry, first, self.stats)?
+                {
+                    self.removed.dropped.push(entry);
+                }
+            }
+        }
+        if !fits(self.stats) {
+            return Ok(Outcome::Refused(OutboxError::Full {
+                pending: self.stats.pending,
+                capacity_entries: cfg.capacity_entries,
+                bytes: self.stats.bytes,
+                capacity_bytes: cfg.capacity_bytes,
+            }));
+        }
+        let seq = *self.next_seq;
+        *self.next_seq += 1;
+        let next = match self.lane_next.get_mut(entry.lane.as_str()) {
+            Some(next) => next,
+            None => {
+                let stored = self
+                    .lanes
+                    .get(entry.lane.as_str())
+                    .map_err(storage)?
+                    .map_or(1, |v| v.value());
+                self.lane_next.entry(entry.lane.clone()).or_insert(stored)
+            }
+        };
+        OutboxEntry::set_lane_seq(encoded, *next);
+        *next += 1;
+        self.entries.insert(seq, &*encoded).map_err(storage)?;
+        self.expiry
+            .insert((entry.expires_ns(), seq), ())
+            .map_err(storage)?;
+        self.stats.pending += 1;
+        self.stats.bytes += size;
+        Ok(Outcome::Appended(Sequence(seq)))
     }
 }
 

@@ -75,7 +75,7 @@ use store::{Op, Reply, Store};
 
 mod store;
 
-// Entry encoding (integers little-endian). Version 2, written now:
+// Entry encoding (integers little-endian), version 2:
 //
 //   offset  size  field
 //        0     1  format version (2)
@@ -90,20 +90,16 @@ mod store;
 //     53+K     L  lane (UTF-8)
 //   53+K+L     …  payload (to the end)
 //
-// Version 1 (the previous release, still read) is the first 41 bytes of that header (up to and
-// with the key length), then the stream key and the payload: its lane is the stream key and its
-// lane sequence 0. The fixed-size fields come first, so the writer can set the lane sequence in
-// place without re-encoding.
+// The fixed-size fields come first, so the writer can set the lane sequence in place without
+// re-encoding. Version 1 (no lane) was a development format that no release wrote: it is refused
+// like any unknown version.
 const FORMAT_VERSION: u8 = 2;
-const FORMAT_V1: u8 = 1;
-/// Header of a version-1 entry.
-const V1_HEADER: usize = 1 + 16 + 8 + 8 + 4 + 4;
-/// Where the lane sequence is in a version-2 entry.
-const LANE_SEQ_AT: usize = V1_HEADER;
-/// Header of a version-2 entry: version 1's, the lane sequence and the lane length.
-const V2_HEADER: usize = V1_HEADER + 8 + 4;
-/// Encoded size of an entry (as written now) beyond its stream key, lane and payload.
-const ENTRY_OVERHEAD: usize = V2_HEADER;
+/// Where the lane sequence is: after the version, id, times, flags and key length.
+const LANE_SEQ_AT: usize = 1 + 16 + 8 + 8 + 4 + 4;
+/// The header: every fixed-size field.
+const HEADER: usize = LANE_SEQ_AT + 8 + 4;
+/// Encoded size of an entry beyond its stream key, lane and payload.
+const ENTRY_OVERHEAD: usize = HEADER;
 
 /// An entry's place in the outbox: assigned by the writer, increasing, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,7 +121,7 @@ pub struct OutboxEntry {
     /// The ordering lane: entries of one lane are delivered in order downstream.
     pub lane: String,
     /// The entry's sequence in its lane: 1, 2, 3, … assigned by the writer at append (what the
-    /// caller sets is ignored), never reused. 0 in entries written by the previous format.
+    /// caller sets is ignored), never reused.
     pub lane_seq: u64,
     /// When the message was made (kept to the nanosecond until the year 2554).
     pub created_at: SystemTime,
@@ -168,8 +164,8 @@ impl OutboxEntry {
         ENTRY_OVERHEAD + self.stream_key.len() + self.lane.len() + self.payload.len()
     }
 
-    /// When an encoded entry expires, read from its header alone (both versions share that
-    /// part), without copying its key, lane or payload.
+    /// When an encoded entry expires, read from its header alone, without copying its key, lane
+    /// or payload.
     fn encoded_expires_ns(bytes: &[u8]) -> Option<u64> {
         let u64_at = |at: usize| -> Option<u64> {
             Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
@@ -215,11 +211,10 @@ impl OutboxEntry {
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
         let version = *bytes.first().ok_or("empty entry")?;
-        let header_len = match version {
-            FORMAT_VERSION => V2_HEADER,
-            FORMAT_V1 => V1_HEADER,
-            other => return Err(format!("unknown entry format {other}")),
-        };
+        if version != FORMAT_VERSION {
+            return Err(format!("unknown entry format {version}"));
+        }
+        let header_len = HEADER;
         let header = bytes
             .get(..header_len)
             .ok_or_else(|| format!("entry of {} bytes is shorter than its header", bytes.len()))?;
@@ -245,16 +240,12 @@ impl OutboxEntry {
         let ttl_ns = u64_at(25);
         let key_end = header_len.saturating_add(len_at(37));
         let stream_key = text(header_len..key_end, "stream key")?;
-        let (lane, lane_seq, payload_at) = if version == FORMAT_V1 {
-            (stream_key.clone(), 0, key_end)
-        } else {
-            let lane_end = key_end.saturating_add(len_at(LANE_SEQ_AT + 8));
-            (
-                text(key_end..lane_end, "lane")?,
-                u64_at(LANE_SEQ_AT),
-                lane_end,
-            )
-        };
+        let lane_end = key_end.saturating_add(len_at(LANE_SEQ_AT + 8));
+        let (lane, lane_seq, payload_at) = (
+            text(key_end..lane_end, "lane")?,
+            u64_at(LANE_SEQ_AT),
+            lane_end,
+        );
         Ok(Self {
             id: Uuid::from_bytes(id),
             stream_key,
@@ -305,8 +296,8 @@ pub struct RemovedEntry {
     pub stream_key: String,
     /// Its lane.
     pub lane: String,
-    /// Its lane sequence, which the lane's receiver will never see (0 if the entry was written
-    /// by the previous format or could not be read).
+    /// Its lane sequence, which the lane's receiver will never see (0 if the entry could not be
+    /// read).
     pub lane_seq: u64,
     /// When it was made.
     pub created_at: SystemTime,
@@ -492,7 +483,7 @@ impl Outbox {
     }
 
     /// The outbox's identity: a random UUID (v4) stored in the database when it was created
-    /// (or first opened by a release that has it), the same on every reopen of the file. With a
+    /// (or first opened by a build that has it), the same on every reopen of the file. With a
     /// lane it names a sequence of [`OutboxEntry::lane_seq`]s.
     pub fn id(&self) -> Uuid {
         self.inner.id
@@ -601,43 +592,19 @@ mod tests {
     }
 
     #[test]
-    fn version_1_entries_still_decode_in_their_stream_keys_lane() {
-        // The previous release's layout, byte for byte.
-        let id = Uuid::now_v7();
-        let key = "app/a -> t";
-        let mut v1 = vec![1u8];
-        v1.extend_from_slice(id.as_bytes());
-        v1.extend_from_slice(&1_700_000_000_123_456_789u64.to_le_bytes());
-        v1.extend_from_slice(&3_600_000_000_000u64.to_le_bytes());
-        v1.extend_from_slice(&0u32.to_le_bytes());
-        v1.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        v1.extend_from_slice(key.as_bytes());
-        v1.extend_from_slice(b"old payload");
-
-        let entry = OutboxEntry::decode(&v1).expect("decode v1");
-        assert_eq!(entry.id, id);
-        assert_eq!(entry.stream_key, key);
-        assert_eq!(entry.lane, key);
-        assert_eq!(entry.lane_seq, 0);
-        assert_eq!(
-            entry.created_at,
-            UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789)
-        );
-        assert_eq!(entry.ttl, Duration::from_secs(3600));
-        assert_eq!(entry.payload, Bytes::from_static(b"old payload"));
-    }
-
-    #[test]
     fn truncated_or_unknown_entries_are_errors() {
         let entry = OutboxEntry::new("key", b"p".to_vec(), Duration::from_secs(1)).in_lane("lane");
         let encoded = entry.encode().expect("encode");
         // Cut inside the lane.
-        let cut = V2_HEADER + "key".len() + 2;
+        let cut = HEADER + "key".len() + 2;
         assert!(OutboxEntry::decode(&encoded[..cut]).is_err());
-        assert!(OutboxEntry::decode(&encoded[..V2_HEADER - 1]).is_err());
+        assert!(OutboxEntry::decode(&encoded[..HEADER - 1]).is_err());
         assert!(OutboxEntry::decode(&[]).is_err());
-        let mut unknown = encoded.clone();
-        unknown[0] = 3;
-        assert!(OutboxEntry::decode(&unknown).is_err());
+        // Version 1, a development format without lanes, is no longer read.
+        for version in [1, 3] {
+            let mut unknown = encoded.clone();
+            unknown[0] = version;
+            assert!(OutboxEntry::decode(&unknown).is_err());
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The forwarder: moves outbox entries, oldest first, to the hub's queue stream and removes them
-//! once the stream acknowledged them. It knows nothing of calls or messages: each entry's
-//! envelope ([`Queued`]) names its stream subject.
+//! once the stream acknowledged them. It knows nothing of calls or messages: each entry's lane
+//! ([`Lane`](lattice_protocol::queue::Lane)) names its stream subject (`bundle.rs`).
 //!
 //! Each entry carries its lane, its lane sequence and the lane's floor (see "Lanes" in
 //! [`lattice_protocol::queue`]): the oldest entry of the lane still awaiting the stream's
@@ -16,55 +16,27 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishAckFuture;
-use async_nats::jetstream::{self, stream};
-use lattice_protocol::envelope;
-use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
-    LINK_HEADER, MAX_BUNDLE, MAX_BUNDLE_BYTES, MSG_ID_HEADER, Queued, bundle_msg_id, encode_bundle,
-    lane_id, lane_subject, queue_stream, queue_stream_subjects, queue_subject,
+    LINK_HEADER, LaneId, MSG_ID_HEADER, bundle_msg_id, encode_bundle,
 };
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::{BATCH, Counts, MAX_BACKOFF, forget};
+use super::bundle::{Group, bundle, lane_subject};
+use super::outbox::{Outbox, OutboxError, Sequence};
+use super::stream::queue_stream_ready;
+use super::waiting::Waiting;
+use super::{BATCH, MAX_BACKOFF};
 use crate::backoff::Backoff;
 use crate::caps::LatticeLink;
-use crate::outbox::{Outbox, OutboxEntry, OutboxError, Sequence};
-
-/// Creates the queue stream when missing.
-pub(super) async fn queue_stream_ready(
-    js: &jetstream::Context,
-    lattice: &LatticeName,
-) -> anyhow::Result<()> {
-    ensure_stream(js, queue_stream(lattice), queue_stream_subjects(lattice)).await
-}
-
-/// Creates the stream `name` over `subjects` when missing, as the queue and dead-letter streams
-/// are: Limits retention, file storage.
-pub(super) async fn ensure_stream(
-    js: &jetstream::Context,
-    name: String,
-    subjects: String,
-) -> anyhow::Result<()> {
-    js.get_or_create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![subjects],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("creating the stream {name}: {e}"))?;
-    Ok(())
-}
 
 /// The forwarder: outbox → hub stream, until aborted.
 pub(super) async fn forward(
     outbox: Outbox,
-    counts: Counts,
+    waiting: Waiting,
     lattice: LatticeLink,
     wake: Arc<Notify>,
 ) {
@@ -80,7 +52,7 @@ pub(super) async fn forward(
                 Err(e) => warn!(error = %e, "reading the outbox's lanes"),
             }
         }
-        match drain(&outbox, &counts, &lattice, &mut ready, &mut uncertain).await {
+        match drain(&outbox, &waiting, &lattice, &mut ready, &mut uncertain).await {
             Ok(()) => {
                 backoff.reset();
                 tokio::select! {
@@ -109,8 +81,8 @@ const REMOVALS: usize = 8;
 struct InFlight {
     /// Its entries' outbox sequences and stream keys.
     entries: Vec<(Sequence, String)>,
-    /// Its lane, highest lane sequence and entry count (none for entries written before lanes).
-    lane: Option<(String, u64, usize)>,
+    /// Its lane, highest lane sequence and entry count.
+    lane: (String, u64, usize),
     ack: PublishAckFuture,
 }
 
@@ -139,15 +111,17 @@ impl Uncertain {
 
     /// The window's entries were published but not acknowledged.
     fn add_window(&mut self, window: &mut VecDeque<InFlight>) {
-        for InFlight { lane, .. } in window.drain(..) {
-            if let Some((lane, highest, _)) = lane {
-                self.add(lane, highest);
-            }
+        for InFlight {
+            lane: (lane, highest, _),
+            ..
+        } in window.drain(..)
+        {
+            self.add(lane, highest);
         }
     }
 }
 
-/// Each lane's id ([`lane_id`]) and in-flight lane sequences, oldest first: the front is the
+/// Each lane's id ([`LaneId`]) and in-flight lane sequences, oldest first: the front is the
 /// lane's floor.
 type LaneFloors = HashMap<String, (String, VecDeque<u64>)>;
 
@@ -162,7 +136,7 @@ type LaneFloors = HashMap<String, (String, VecDeque<u64>)>;
 /// duplicate window; the target's processed ids catch the rest), so order per link holds.
 async fn drain(
     outbox: &Outbox,
-    counts: &Counts,
+    waiting: &Waiting,
     lattice: &LatticeLink,
     ready: &mut bool,
     uncertain: &mut Uncertain,
@@ -172,7 +146,7 @@ async fn drain(
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(WINDOW);
     let mut pass = Pass {
         outbox,
-        counts,
+        waiting,
         lattice,
         acked: &mut acked,
         removals: &mut removals,
@@ -190,7 +164,7 @@ async fn drain(
     // What the stream acknowledged is removed even after a failure, and every removal is done
     // before the next drain peeks from the oldest entry again.
     if !acked.is_empty() {
-        removals.push_back(remove(outbox, counts, std::mem::take(&mut acked)));
+        removals.push_back(remove(outbox, waiting, std::mem::take(&mut acked)));
     }
     let mut removal_failed = None;
     for removal in removals {
@@ -214,7 +188,7 @@ async fn drain(
 /// One pass over the outbox: what it published and what the stream acknowledged.
 struct Pass<'a> {
     outbox: &'a Outbox,
-    counts: &'a Counts,
+    waiting: &'a Waiting,
     lattice: &'a LatticeLink,
     acked: &'a mut Vec<(Sequence, String)>,
     removals: &'a mut VecDeque<JoinHandle<Result<(), OutboxError>>>,
@@ -226,7 +200,8 @@ struct Pass<'a> {
 impl Pass<'_> {
     /// Lane `lane`'s id on the wire.
     fn lane_id(&self, lane: &str) -> String {
-        lane_id(&self.outbox.id().simple().to_string(), lane)
+        // From the lane's text as stored: its hash is over those bytes.
+        LaneId::of_text(&self.outbox.id().simple().to_string(), lane).to_string()
     }
 
     async fn publish_all(&mut self, ready: &mut bool) -> anyhow::Result<()> {
@@ -267,7 +242,7 @@ impl Pass<'_> {
                     }
                     self.removals.push_back(remove(
                         self.outbox,
-                        self.counts,
+                        self.waiting,
                         std::mem::take(self.acked),
                     ));
                 }
@@ -290,27 +265,24 @@ impl Pass<'_> {
         };
         headers.insert(MSG_ID_HEADER, msg_id.as_str());
         headers.insert(LINK_HEADER, first.stream_key.as_str());
-        // Entries written before lanes (sequence 0) are deduplicated by id, one per message.
-        let lane = (first.lane_seq > 0).then(|| {
-            if !self.floors.contains_key(&first.lane) {
-                let id = self.lane_id(&first.lane);
-                self.floors
-                    .insert(first.lane.clone(), (id, VecDeque::new()));
-            }
-            let (id, in_flight) = self.floors.get_mut(&first.lane).expect("inserted");
-            let floor = in_flight.front().copied().unwrap_or(first.lane_seq);
-            in_flight.extend(entries.iter().map(|(_, e)| e.lane_seq));
-            // Published again, with a floor that speaks for what went before.
-            self.uncertain.lanes.remove(&first.lane);
-            headers.insert(LANE_HEADER, id.as_str());
-            headers.insert(LANE_SEQ_HEADER, first.lane_seq.to_string().as_str());
-            headers.insert(LANE_FLOOR_HEADER, floor.to_string().as_str());
-            if count > 1 {
-                headers.insert(LANE_COUNT_HEADER, count.to_string().as_str());
-            }
-            let highest = first.lane_seq + count as u64 - 1;
-            (first.lane.clone(), highest, count)
-        });
+        if !self.floors.contains_key(&first.lane) {
+            let id = self.lane_id(&first.lane);
+            self.floors
+                .insert(first.lane.clone(), (id, VecDeque::new()));
+        }
+        let (id, in_flight) = self.floors.get_mut(&first.lane).expect("inserted");
+        let floor = in_flight.front().copied().unwrap_or(first.lane_seq);
+        in_flight.extend(entries.iter().map(|(_, e)| e.lane_seq));
+        // Published again, with a floor that speaks for what went before.
+        self.uncertain.lanes.remove(&first.lane);
+        headers.insert(LANE_HEADER, id.as_str());
+        headers.insert(LANE_SEQ_HEADER, first.lane_seq.to_string().as_str());
+        headers.insert(LANE_FLOOR_HEADER, floor.to_string().as_str());
+        if count > 1 {
+            headers.insert(LANE_COUNT_HEADER, count.to_string().as_str());
+        }
+        let highest = first.lane_seq + count as u64 - 1;
+        let lane = (first.lane.clone(), highest, count);
         let payload = if count == 1 {
             first.payload.clone()
         } else {
@@ -328,11 +300,9 @@ impl Pass<'_> {
             .jetstream
             .publish_with_headers(subject, headers, payload)
             .await;
-        if published.is_err()
-            && let Some((lane, highest, _)) = &lane
-        {
+        if published.is_err() {
             // Maybe sent before the failure was seen.
-            self.uncertain.add(lane.clone(), *highest);
+            self.uncertain.add(lane.0.clone(), lane.1);
         }
         let ack = published.context("publishing queued entries")?;
         self.window.push_back(InFlight {
@@ -354,9 +324,8 @@ impl Pass<'_> {
         let InFlight { entries, lane, ack } = oldest;
         let failed = match tokio::time::timeout(Duration::from_secs(10), ack).await {
             Ok(Ok(_)) => {
-                if let Some((lane, _, count)) = &lane
-                    && let Some((_, in_flight)) = self.floors.get_mut(lane)
-                {
+                let (lane, _, count) = &lane;
+                if let Some((_, in_flight)) = self.floors.get_mut(lane) {
                     in_flight.drain(..(*count).min(in_flight.len()));
                 }
                 self.acked.extend(entries);
@@ -365,9 +334,8 @@ impl Pass<'_> {
             Ok(Err(e)) => anyhow::anyhow!("the stream refused a queued entry: {e}"),
             Err(_) => anyhow::anyhow!("no acknowledgement from the stream"),
         };
-        if let Some((lane, highest, _)) = lane {
-            self.uncertain.add(lane, highest);
-        }
+        let (lane, highest, _) = lane;
+        self.uncertain.add(lane, highest);
         Err(failed)
     }
 
@@ -379,7 +347,8 @@ impl Pass<'_> {
         }
         let js = &self.lattice.jetstream;
         let l = &self.lattice.lattice;
-        // A lane named otherwise than `Queue` names them has no subject to mark on.
+        // A lane named otherwise than `Queue` names them (or of another lattice) has no subject
+        // to mark on.
         self.uncertain
             .lanes
             .retain(|lane, _| lane_subject(l, lane).is_some());
@@ -414,185 +383,17 @@ impl Pass<'_> {
     }
 }
 
-/// Entries that go out in one stream message: one entry, or a bundle of consecutive entries of
-/// one lane.
-#[derive(Debug)]
-struct Group {
-    subject: String,
-    entries: Vec<(Sequence, OutboxEntry)>,
-    /// Their payloads' bytes.
-    bytes: usize,
-}
-
-/// Makes a batch (in outbox order) into stream messages: an entry joins its lane's latest group
-/// when it follows that group's last entry in the lane and the group has room ([`MAX_BUNDLE`],
-/// [`MAX_BUNDLE_BYTES`]); otherwise it starts one. Groups come in the order of their first
-/// entries, so each lane's stay in lane order. A batch of one entry (live traffic) is one
-/// message at once: bundles form only from entries already waiting. Also returns the entries
-/// with no stream subject, which cannot be sent (they are dropped, with a warning).
-fn bundle(
-    lattice: &LatticeName,
-    batch: Vec<(Sequence, OutboxEntry)>,
-) -> (Vec<Group>, Vec<(Sequence, String)>) {
-    let mut groups: Vec<Group> = Vec::new();
-    let mut unroutable = Vec::new();
-    // Each lane's latest group, by index.
-    let mut latest: HashMap<String, usize> = HashMap::new();
-    for (seq, entry) in batch {
-        let size = entry.payload.len();
-        // One that joins its lane's group goes where the group goes: no subject of its own.
-        if entry.lane_seq > 0
-            && let Some(group) = latest.get(&entry.lane).map(|&i| &mut groups[i])
-            && group.entries.last().map(|(_, e)| e.lane_seq + 1) == Some(entry.lane_seq)
-            && group.entries.len() < MAX_BUNDLE
-            && group.bytes + size <= MAX_BUNDLE_BYTES
-        {
-            group.bytes += size;
-            group.entries.push((seq, entry));
-            continue;
-        }
-        let Some((subject, from_lane)) = stream_subject(lattice, &entry) else {
-            warn!(stream = %entry.stream_key, "dropping a queued entry with no stream subject (undecodable, with a malformed stream key)");
-            unroutable.push((seq, entry.stream_key));
-            continue;
-        };
-        // Only a lane that names its subject is one subject for all its entries.
-        if from_lane {
-            latest.insert(entry.lane.clone(), groups.len());
-        }
-        groups.push(Group {
-            subject,
-            entries: vec![(seq, entry)],
-            bytes: size,
-        });
-    }
-    (groups, unroutable)
-}
-
 /// Removes forwarded entries from the outbox in a task of its own.
 fn remove(
     outbox: &Outbox,
-    counts: &Counts,
+    waiting: &Waiting,
     done: Vec<(Sequence, String)>,
 ) -> JoinHandle<Result<(), OutboxError>> {
-    let (outbox, counts) = (outbox.clone(), counts.clone());
+    let (outbox, waiting) = (outbox.clone(), waiting.clone());
     tokio::spawn(async move {
         let (seqs, keys): (Vec<Sequence>, Vec<String>) = done.into_iter().unzip();
         outbox.remove(&seqs).await?;
-        forget(&counts, keys);
+        waiting.forget(keys);
         Ok(())
     })
-}
-
-/// Where an entry goes, and whether its lane said so: its lane's subject; for entries written
-/// before lanes, the subject its envelope names; for entries written before envelopes named one
-/// (calls only), the call subject of its stream key `app/source -> target`.
-fn stream_subject(lattice: &LatticeName, entry: &OutboxEntry) -> Option<(String, bool)> {
-    if entry.lane_seq > 0
-        && let Some(subject) = lane_subject(lattice, &entry.lane)
-    {
-        return Some((subject.to_string(), true));
-    }
-    let queued: Option<Queued> = envelope::decode(&entry.payload).ok();
-    if let Some(q) = queued.filter(|q| !q.subject.is_empty()) {
-        return Some((q.subject, false));
-    }
-    let (from, target) = entry.stream_key.split_once(" -> ")?;
-    Some((
-        queue_subject(lattice, from.split_once('/')?.0, target),
-        false,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lattice_protocol::queue::lane_name;
-
-    /// Entries of lanes `a` and `b` (on their own subjects), with the given lane sequences and
-    /// payload sizes, in outbox order.
-    fn batch(entries: &[(&str, u64, usize)]) -> Vec<(Sequence, OutboxEntry)> {
-        entries
-            .iter()
-            .zip(1..)
-            .map(|(&(lane, lane_seq, size), seq)| {
-                let subject = format!("lattice.edge.q.app.{lane}");
-                let mut entry = OutboxEntry::new(
-                    format!("app/src -> {lane}"),
-                    vec![0u8; size],
-                    Duration::from_secs(60),
-                );
-                entry.lane = lane_name(&subject, &entry.stream_key);
-                entry.lane_seq = lane_seq;
-                (Sequence(seq), entry)
-            })
-            .collect()
-    }
-
-    /// Each group as (subject's last token, lane sequences).
-    fn shape(groups: &[Group]) -> Vec<(String, Vec<u64>)> {
-        groups
-            .iter()
-            .map(|g| {
-                let target = g.subject.rsplit('.').next().unwrap_or_default().to_string();
-                (target, g.entries.iter().map(|(_, e)| e.lane_seq).collect())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn consecutive_entries_of_a_lane_travel_together_and_lanes_keep_their_order() {
-        let l = LatticeName::new("edge").expect("valid");
-        let (groups, unroutable) = bundle(
-            &l,
-            batch(&[
-                ("a", 1, 8),
-                ("b", 7, 8),
-                ("a", 2, 8),
-                ("a", 3, 8),
-                ("b", 8, 8),
-            ]),
-        );
-        assert!(unroutable.is_empty());
-        assert_eq!(
-            shape(&groups),
-            [("a".into(), vec![1, 2, 3]), ("b".into(), vec![7, 8])]
-        );
-        assert_eq!(groups[0].bytes, 24);
-    }
-
-    /// A gap in a lane's numbers (entries dropped or expired between) starts a new message, so
-    /// that a bundle's items are always its first sequence and the ones after it.
-    #[test]
-    fn a_gap_in_the_lane_or_a_full_bundle_starts_another_message() {
-        let l = LatticeName::new("edge").expect("valid");
-        let (groups, _) = bundle(&l, batch(&[("a", 1, 8), ("a", 3, 8), ("a", 4, 8)]));
-        assert_eq!(
-            shape(&groups),
-            [("a".into(), vec![1]), ("a".into(), vec![3, 4])]
-        );
-
-        let many: Vec<(&str, u64, usize)> =
-            (1..=MAX_BUNDLE as u64 + 1).map(|s| ("a", s, 1)).collect();
-        let (groups, _) = bundle(&l, batch(&many));
-        assert_eq!(
-            groups.iter().map(|g| g.entries.len()).collect::<Vec<_>>(),
-            [MAX_BUNDLE, 1]
-        );
-
-        let big = MAX_BUNDLE_BYTES / 2 + 1;
-        let (groups, _) = bundle(&l, batch(&[("a", 1, big), ("a", 2, big), ("a", 3, 8)]));
-        assert_eq!(
-            shape(&groups),
-            [("a".into(), vec![1]), ("a".into(), vec![2, 3])]
-        );
-    }
-
-    /// Entries written before lanes (sequence 0) each go alone, as they did.
-    #[test]
-    fn entries_without_a_lane_are_never_bundled() {
-        let l = LatticeName::new("edge").expect("valid");
-        let (groups, _) = bundle(&l, batch(&[("a", 0, 8), ("a", 0, 8)]));
-        assert_eq!(groups.len(), 2);
-    }
 }

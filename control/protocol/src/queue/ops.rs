@@ -7,12 +7,12 @@
 //! envelope these commands read are in [`crate::queue`].
 //!
 //! ```
-//! use lattice_protocol::queue_ops::{LinkSelector, QueueLink};
+//! use lattice_protocol::queue::ops::{LinkSelector, QueueLink};
 //! let link: QueueLink = "shop/client -> greeter".parse()?; // the `Lattice-Link` header form
 //! assert_eq!(link.to_string(), "shop/client->greeter");
 //! let all: LinkSelector = "shop/greeter".parse()?;
 //! assert!(all.matches(&link));
-//! # Ok::<(), lattice_protocol::queue_ops::LinkParseError>(())
+//! # Ok::<(), lattice_protocol::queue::ops::LinkParseError>(())
 //! ```
 
 use std::fmt;

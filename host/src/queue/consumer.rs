@@ -1,10 +1,13 @@
-//! One inbox's consumer, run by one host at a time: the host that holds the inbox's lease
-//! pulls its durable consumer with many items in flight, runs them in lane order
-//! ([`super::lanes`]), remembers each lane's state once per chunk of items, then acknowledges
-//! the chunk with one acknowledgement (the consumer acknowledges all items up to the one
+//! The consumer layer: [`consume`] starts, for each inbox a workload has (its call subject when
+//! it is a target of queued calls, each of its subscriptions when it consumes queued messages),
+//! one durable consumer of the queue stream, run by one host at a time: the host that holds the
+//! inbox's lease pulls it with many items in flight, hands each message to its lane
+//! ([`super::lanes`], which unpacks bundles and runs items in lane order through
+//! [`super::run`]), remembers each lane's state once per chunk of messages, then acknowledges
+//! the chunk with one acknowledgement (the consumer acknowledges all messages up to the one
 //! acknowledged, `AckPolicy::All`), short of any item still waiting in its lane. Per message
-//! (one item, or a bundle of a lane's items, unpacked here), the stream's delivery of it and no
-//! other JetStream operation, where one-at-a-time delivery paid four round trips in turn.
+//! (one item, or a bundle of a lane's items), the stream's delivery of it and no other
+//! JetStream operation, where one-at-a-time delivery paid four round trips in turn.
 //!
 //! **Why a lease.** The target may run on several hosts; if they all pulled, neighbouring items
 //! of a lane would run on two hosts at once and the order per sender and target would be lost.
@@ -26,32 +29,30 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_nats::HeaderName;
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt as _;
-use lattice_protocol::envelope;
+use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::lease::Lease;
 use lattice_protocol::names::LatticeName;
-use lattice_protocol::queue::{
-    LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
-    LaneState, lane_key, lanes_bucket, leases_bucket, queue_stream,
-};
+use lattice_protocol::queue::{ConsumerName, leases_bucket, queue_stream};
+use lattice_protocol::subject::Subject;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{debug, info};
 
-use super::deliver::{
-    DELIVERY_ACK_WAIT, Delivery, Inbox, Item, Target, prepare, processed_store, remembering_bucket,
-    settle,
-};
-use super::forward::queue_stream_ready;
-use super::lanes::{Lane, Offer, Release};
+use super::MAX_BACKOFF;
+use super::lanes::{Ctx, Lanes, take};
+use super::run::{Delivery, Target};
+use super::stream::{processed_store, queue_stream_ready};
+use crate::backoff::Backoff;
 use crate::caps::LatticeLink;
+use crate::caps::calls::Loaded;
 
 /// How long an inbox's lease lasts without renewal (renewed every third of it).
 const LEASE_TTL: Duration = Duration::from_secs(6);
@@ -68,9 +69,107 @@ const CHUNK: usize = 256;
 /// hub (a millisecond or more) then do not hold up delivery.
 const COMMITS: usize = 64;
 
+/// How long a delivered item may stay unacknowledged before it is delivered again: its run, and
+/// the rest of its chunk.
+const DELIVERY_ACK_WAIT: Duration = Duration::from_secs(90);
+
+/// One durable consumer of the queue stream.
+#[derive(Debug, Clone)]
+struct Inbox {
+    /// Its durable name.
+    durable: ConsumerName,
+    /// The stream subjects it takes (wildcards allowed).
+    filter: Subject,
+    /// What it delivers, for logs: `calls`, or `messages on <subscription>`.
+    what: String,
+}
+
+/// Starts delivering the queued calls and messages `w` consumes to `loaded`'s component (none
+/// when its assignment names it no queue target); delivery stops when the handles are dropped.
+///
+/// Fails when it consumes messages but does not export `wasmcloud:messaging/handler`.
+pub fn consume(
+    loaded: &Arc<Loaded>,
+    lattice: &LatticeLink,
+    w: &Workload,
+) -> anyhow::Result<Vec<AbortOnDropHandle<()>>> {
+    // Assignments from older control planes do not say: consume calls as those hosts did.
+    let inbox = w.queue.unwrap_or(QueueInbox {
+        calls: loaded.serves_calls(),
+        messages: false,
+    });
+    let inboxes = inboxes(&lattice.lattice, w, inbox);
+    if inboxes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let target = Arc::new(Target::new(
+        loaded,
+        inbox.messages && !w.subscriptions.is_empty(),
+    )?);
+    Ok(inboxes
+        .into_iter()
+        .map(|inbox| {
+            let (target, lattice) = (target.clone(), lattice.clone());
+            let stop = CancellationToken::new();
+            let worker = tokio::spawn({
+                let stop = stop.clone();
+                async move { keep_consuming(&target, &lattice, &inbox, &stop).await }
+            });
+            // Dropping the handle asks the worker to stop between two items, so that what ran
+            // is remembered and acknowledged, rather than aborting it in the middle of a chunk
+            // (whose items the next host would run again).
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                let _stop = stop.drop_guard();
+                let _ = worker.await;
+            }))
+        })
+        .collect())
+}
+
+/// The consumers `w` needs for what it consumes.
+fn inboxes(l: &LatticeName, w: &Workload, inbox: QueueInbox) -> Vec<Inbox> {
+    let (app, component) = (&w.app, &w.component);
+    let mut out = Vec::new();
+    if inbox.calls {
+        out.push(Inbox {
+            durable: ConsumerName::calls(app, component),
+            filter: Subject::queued_calls(l, app, component),
+            what: "calls".into(),
+        });
+    }
+    if inbox.messages {
+        out.extend(w.subscriptions.iter().map(|s| Inbox {
+            durable: ConsumerName::messages(app, component, s),
+            filter: Subject::queued_messages(l, s),
+            what: format!("messages on {s}"),
+        }));
+    }
+    out
+}
+
+/// Runs one consumer, reconnecting with backoff, until `stop`.
+async fn keep_consuming(
+    target: &Target,
+    lattice: &LatticeLink,
+    inbox: &Inbox,
+    stop: &CancellationToken,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
+    while !stop.is_cancelled() {
+        let started = Instant::now();
+        if let Err(e) = consume_leased(target, lattice, inbox, stop).await {
+            debug!(workload = %target.loaded.ctx.name(), what = %inbox.what, error = %format!("{e:#}"), "consuming queued items failed; retrying");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            backoff.reset();
+        }
+        backoff.wait(stop).await;
+    }
+}
+
 /// Delivers `inbox`'s items while this host holds its lease (waiting for it first).
 /// Returns `Ok` when `stop` came.
-pub(super) async fn consume_leased(
+async fn consume_leased(
     target: &Target,
     lattice: &LatticeLink,
     inbox: &Inbox,
@@ -88,7 +187,8 @@ pub(super) async fn consume_leased(
     // Per task, not per host: two versions of a workload on one host must not share it.
     let holder = format!("{} {}", lattice.host, uuid::Uuid::new_v4());
     let lease = loop {
-        if let Some(lease) = Lease::try_acquire(&leases, &inbox.durable, &holder, LEASE_TTL).await?
+        if let Some(lease) =
+            Lease::try_acquire(&leases, inbox.durable.as_str(), &holder, LEASE_TTL).await?
         {
             break lease;
         }
@@ -123,7 +223,7 @@ async fn take_over(
         .get_stream(queue_stream(l))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let durable = &inbox.durable;
+    let durable = inbox.durable.as_str();
     let deliver_policy = match stream.consumer_info(durable).await {
         Ok(info) => {
             stream
@@ -139,8 +239,8 @@ async fn take_over(
     };
     stream
         .create_consumer(consumer::pull::Config {
-            durable_name: Some(durable.clone()),
-            filter_subject: inbox.filter.clone(),
+            durable_name: Some(durable.to_string()),
+            filter_subject: inbox.filter.to_string(),
             // One acknowledgement per chunk (see `receive`).
             ack_policy: consumer::AckPolicy::All,
             ack_wait: DELIVERY_ACK_WAIT,
@@ -177,7 +277,7 @@ async fn receive(
         stop,
     };
     // Earlier chunks' commits, made in order by a task of their own while this chunk runs.
-    let (commits, committer) = committer(lanes.kv.clone());
+    let (commits, committer) = committer(lanes.store());
     // The first message with an item left unsettled when `stop` came.
     let mut unfinished = None;
     loop {
@@ -277,206 +377,4 @@ fn committer(kv: kv::Store) -> (mpsc::Sender<Commit>, JoinHandle<anyhow::Result<
         Ok(())
     });
     (commits, task)
-}
-
-/// What running an item needs.
-struct Ctx<'a> {
-    target: &'a Target,
-    lattice: &'a LatticeLink,
-    /// Ids of items without a lane (requeued, or from senders that predate lanes).
-    processed: &'a kv::Store,
-    stop: &'a CancellationToken,
-}
-
-/// A message's place in its lane, from its headers.
-struct Place {
-    lane: String,
-    /// Its (first) item's lane sequence.
-    seq: u64,
-    /// How many items it carries (more than one: a bundle).
-    count: u64,
-    floor: u64,
-    marker: bool,
-}
-
-impl Place {
-    fn of(message: &jetstream::Message) -> Option<Self> {
-        // Names made once: a `&str` name is checked and copied on every lookup, per item.
-        const LANE: HeaderName = HeaderName::from_static(LANE_HEADER);
-        const SEQ: HeaderName = HeaderName::from_static(LANE_SEQ_HEADER);
-        const COUNT: HeaderName = HeaderName::from_static(LANE_COUNT_HEADER);
-        const FLOOR: HeaderName = HeaderName::from_static(LANE_FLOOR_HEADER);
-        const MARKER: HeaderName = HeaderName::from_static(LANE_MARKER_HEADER);
-        let headers = message.headers.as_ref()?;
-        let number = |name| {
-            headers
-                .get(name)
-                .and_then(|v| v.as_str().parse::<u64>().ok())
-        };
-        let marker = headers.get(MARKER).is_some();
-        let seq = number(SEQ);
-        if seq.is_none() && !marker {
-            return None;
-        }
-        Some(Self {
-            lane: headers.get(LANE)?.to_string(),
-            seq: seq.unwrap_or(0),
-            count: number(COUNT).unwrap_or(1).max(1),
-            floor: number(FLOOR).unwrap_or(0),
-            marker,
-        })
-    }
-}
-
-/// Takes one message: runs its items (and whatever waited for them) or holds them. The message
-/// goes to `acks`, to be acknowledged, once it is taken: one holding an item still waiting in
-/// its lane ([`Lanes::first_waiting`]) or left unsettled by a stop (`unfinished`) stays
-/// unacknowledged all the same, since acknowledgements stop short of it (see [`committer`]).
-async fn take(
-    ctx: &Ctx<'_>,
-    lanes: &mut Lanes,
-    unfinished: &mut Option<u64>,
-    message: jetstream::Message,
-    acks: &mut Vec<Arc<Delivery>>,
-) -> anyhow::Result<()> {
-    let delivery = Delivery::of(message)?;
-    let Some(place) = Place::of(&delivery.message) else {
-        let prepared = prepare(Item::whole(delivery, 0));
-        let settled = settle(
-            ctx.target,
-            ctx.lattice,
-            Some(ctx.processed),
-            prepared,
-            ctx.stop,
-        );
-        acks.extend(settled.await?);
-        return Ok(());
-    };
-    let lane = lanes.get(&place.lane).await?;
-    acks.push(delivery.clone());
-    if place.marker {
-        lane.floor(place.floor);
-        release(ctx, lane, acks, unfinished).await?;
-    } else {
-        let items = if place.count == 1 {
-            vec![Item::whole(delivery, place.seq)]
-        } else {
-            Item::unbundle(&delivery, place.seq, place.count)
-        };
-        for item in items {
-            match lane.offer(item.seq, place.floor) {
-                Offer::Copy => {}
-                Offer::Wait => lane.hold(item.seq, item),
-                Offer::Run => {
-                    let through = item.through;
-                    if !run(ctx, item, unfinished).await? {
-                        return Ok(());
-                    }
-                    lane.done(through);
-                }
-            }
-            release(ctx, lane, acks, unfinished).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Runs the items of `lane` whose turn came, and hands out held copies of handled ones.
-async fn release(
-    ctx: &Ctx<'_>,
-    lane: &mut Lane<Item>,
-    acks: &mut Vec<Arc<Delivery>>,
-    unfinished: &mut Option<u64>,
-) -> anyhow::Result<()> {
-    while let Some(release) = lane.next() {
-        match release {
-            Release::Copies(copies) => acks.extend(copies.into_iter().map(|c| c.delivery)),
-            Release::Run(seq, copies) => {
-                let mut copies = copies.into_iter();
-                let mut through = seq;
-                if let Some(first) = copies.next() {
-                    through = through.max(first.through);
-                    acks.push(first.delivery.clone());
-                    if !run(ctx, first, unfinished).await? {
-                        return Ok(());
-                    }
-                }
-                lane.done(through);
-                acks.extend(copies.map(|c| c.delivery));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs an item in its lane's turn (its lane, not an id record, says whether it ran before);
-/// `false` when stopped before it was settled: its message is then `unfinished`, not to be
-/// acknowledged.
-async fn run(ctx: &Ctx<'_>, item: Item, unfinished: &mut Option<u64>) -> anyhow::Result<bool> {
-    let stream_seq = item.delivery.stream_seq;
-    let settled = settle(ctx.target, ctx.lattice, None, prepare(item), ctx.stop).await?;
-    if settled.is_none() {
-        *unfinished = Some(unfinished.map_or(stream_seq, |u| u.min(stream_seq)));
-    }
-    Ok(settled.is_some())
-}
-
-/// The lanes one consumer has seen, and their states in [`lanes_bucket`].
-struct Lanes {
-    kv: kv::Store,
-    durable: String,
-    open: HashMap<String, Lane<Item>>,
-}
-
-impl Lanes {
-    async fn open(js: &jetstream::Context, l: &LatticeName, durable: &str) -> anyhow::Result<Self> {
-        let what = "per queue consumer and lane, the last item run";
-        let kv = remembering_bucket(js, &lanes_bucket(l), what).await?;
-        Ok(Self {
-            kv,
-            durable: durable.to_string(),
-            open: HashMap::new(),
-        })
-    }
-
-    /// Lane `id`, read from the bucket the first time it is seen.
-    async fn get(&mut self, id: &str) -> anyhow::Result<&mut Lane<Item>> {
-        if !self.open.contains_key(id) {
-            let key = lane_key(&self.durable, id);
-            let state: LaneState = match self
-                .kv
-                .get(&key)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
-            {
-                Some(bytes) => envelope::decode(&bytes)
-                    .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?,
-                None => LaneState::default(),
-            };
-            self.open.insert(id.to_string(), Lane::new(state));
-        }
-        Ok(self.open.get_mut(id).expect("inserted above"))
-    }
-
-    /// The stream sequence of the first message with an item waiting in its lane.
-    fn first_waiting(&self) -> Option<u64> {
-        self.open
-            .values()
-            .flat_map(Lane::held)
-            .map(|item| item.delivery.stream_seq)
-            .min()
-    }
-
-    /// The state of every lane changed since the last call, to write, by key.
-    fn changes(&mut self) -> Vec<(String, bytes::Bytes)> {
-        let mut out = Vec::new();
-        for (id, lane) in &mut self.open {
-            if lane.dirty() {
-                let value = envelope::encode(&lane.state());
-                out.push((lane_key(&self.durable, id), value.into()));
-                lane.saved();
-            }
-        }
-        out
-    }
 }

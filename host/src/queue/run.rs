@@ -1,45 +1,31 @@
-//! The target side: durable consumers of the queue stream deliver queued calls and messages to
-//! one workload in lane order, skip what it already handled, retry failures in place and
-//! dead-letter what keeps failing or expired before it could run.
-//!
-//! [`consume`] starts one consumer per [`Inbox`]: the workload's call subject when it is a
-//! target of queued calls, each of its subscriptions when it consumes queued messages; one host
-//! at a time runs each (`inbox.rs`: the lease, the takeover, the lanes). This file is what
-//! happens to one item: [`settle`] runs it ([`run`]: the called function, or the handler
-//! export), retrying in place, and dead-letters it ([`deadletter`]); calls and messages differ
-//! only in what runs. Items outside any lane (requeued ones) are checked against, and recorded
-//! in, the processed-ids bucket.
+//! The last layer: what happens to one queued item once its lane says it is its turn.
+//! [`settle`] runs it ([`run`]: the called function, or the message handler export), retries it
+//! in place with backoff, and dead-letters it ([`deadletter`]) when it keeps failing, expired
+//! before it could run, or cannot be read; calls and messages differ only in what runs. Items
+//! outside any lane (requeued ones) are checked against, and recorded in, the processed-ids
+//! bucket. [`Delivery`] and [`Item`] are what the consumer hands down: a stream message, and one
+//! queued item of it (the message itself, or one item of a bundle).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, AckKind, kv};
-use lattice_protocol::assignment::{QueueInbox, Workload};
 use lattice_protocol::envelope;
 use lattice_protocol::jetstream::headers_without;
-use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{
     ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, LANE_COUNT_HEADER, LANE_SEQ_HEADER,
-    MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, deadletter_stream,
-    deadletter_stream_subjects, deadletter_subject, decode_bundle, message_consumer,
-    message_subject, processed_bucket, processed_key, queue_consumer, queue_subject,
+    MSG_ID_HEADER, ProcessedKey, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, decode_bundle,
 };
+use lattice_protocol::subject::Subject;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
 
-use super::forward::ensure_stream;
-use super::inbox::consume_leased;
-use super::{DELIVERY_TIMEOUT, ITEM_RETRY, MAX_BACKOFF, PROCESSED_MAX_AGE, unix_ms};
-use crate::backoff::Backoff;
+use super::stream::deadletter_stream_ready;
+use super::{DELIVERY_TIMEOUT, ITEM_RETRY, unix_ms};
 use crate::caps::bindings::handler::HandlesPre;
 use crate::caps::calls::{self, Loaded};
 use crate::caps::{LatticeLink, messaging};
 use crate::wasi::HostState;
-
-/// How long a delivered item may stay unacknowledged before it is delivered again: its run, and
-/// the rest of its chunk.
-pub(super) const DELIVERY_ACK_WAIT: Duration = Duration::from_secs(90);
 
 /// What queued items run in: the workload, and its message handler when it exports one.
 pub(super) struct Target {
@@ -47,124 +33,20 @@ pub(super) struct Target {
     handler: Option<HandlesPre<HostState>>,
 }
 
-/// One durable consumer of the queue stream.
-#[derive(Debug, Clone)]
-pub(super) struct Inbox {
-    /// Its durable name.
-    pub(super) durable: String,
-    /// The stream subjects it takes (wildcards allowed).
-    pub(super) filter: String,
-    /// What it delivers, for logs: `calls`, or `messages on <subscription>`.
-    pub(super) what: String,
-}
-
-/// Starts delivering the queued calls and messages `w` consumes to `loaded`'s component (none
-/// when its assignment names it no queue target); delivery stops when the handles are dropped.
-///
-/// Fails when it consumes messages but does not export `wasmcloud:messaging/handler`.
-pub fn consume(
-    loaded: &Arc<Loaded>,
-    lattice: &LatticeLink,
-    w: &Workload,
-) -> anyhow::Result<Vec<AbortOnDropHandle<()>>> {
-    // Assignments from older control planes do not say: consume calls as those hosts did.
-    let inbox = w.queue.unwrap_or(QueueInbox {
-        calls: loaded.serves_calls(),
-        messages: false,
-    });
-    let inboxes = inboxes(&lattice.lattice, w, inbox);
-    if inboxes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let handler = if inbox.messages && !w.subscriptions.is_empty() {
-        Some(messaging::handler(loaded)?)
-    } else {
-        // A message requeued onto the call subject still finds the handler, if there is one.
-        messaging::handler(loaded).ok()
-    };
-    let target = Arc::new(Target {
-        loaded: loaded.clone(),
-        handler,
-    });
-    Ok(inboxes
-        .into_iter()
-        .map(|inbox| {
-            let (target, lattice) = (target.clone(), lattice.clone());
-            let stop = CancellationToken::new();
-            let worker = tokio::spawn({
-                let stop = stop.clone();
-                async move { keep_consuming(&target, &lattice, &inbox, &stop).await }
-            });
-            // Dropping the handle asks the worker to stop between two items, so that what ran
-            // is remembered and acknowledged, rather than aborting it in the middle of a chunk
-            // (whose items the next host would run again).
-            AbortOnDropHandle::new(tokio::spawn(async move {
-                let _stop = stop.drop_guard();
-                let _ = worker.await;
-            }))
+impl Target {
+    /// `loaded`'s component; with `messages`, it must export the message handler.
+    pub(super) fn new(loaded: &Arc<Loaded>, messages: bool) -> anyhow::Result<Self> {
+        let handler = if messages {
+            Some(messaging::handler(loaded)?)
+        } else {
+            // A message requeued onto the call subject still finds the handler, if there is one.
+            messaging::handler(loaded).ok()
+        };
+        Ok(Self {
+            loaded: loaded.clone(),
+            handler,
         })
-        .collect())
-}
-
-/// The consumers `w` needs for what it consumes.
-fn inboxes(l: &LatticeName, w: &Workload, inbox: QueueInbox) -> Vec<Inbox> {
-    let (app, component) = (w.app.as_str(), w.component.as_str());
-    let mut out = Vec::new();
-    if inbox.calls {
-        out.push(Inbox {
-            durable: queue_consumer(app, component),
-            filter: queue_subject(l, app, component),
-            what: "calls".into(),
-        });
     }
-    if inbox.messages {
-        out.extend(w.subscriptions.iter().map(|s| Inbox {
-            durable: message_consumer(app, component, s),
-            filter: message_subject(l, s),
-            what: format!("messages on {s}"),
-        }));
-    }
-    out
-}
-
-/// Runs one consumer, reconnecting with backoff, until `stop`.
-async fn keep_consuming(
-    target: &Target,
-    lattice: &LatticeLink,
-    inbox: &Inbox,
-    stop: &CancellationToken,
-) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
-    while !stop.is_cancelled() {
-        let started = Instant::now();
-        if let Err(e) = consume_leased(target, lattice, inbox, stop).await {
-            debug!(workload = %target.loaded.ctx.name(), what = %inbox.what, error = %format!("{e:#}"), "consuming queued items failed; retrying");
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff.reset();
-        }
-        backoff.wait(stop).await;
-    }
-}
-
-pub(super) async fn processed_store(
-    js: &jetstream::Context,
-    lattice: &LatticeName,
-) -> anyhow::Result<kv::Store> {
-    let what = "ids of queued calls and messages that were run";
-    remembering_bucket(js, &processed_bucket(lattice), what).await
-}
-
-/// Opens (creating) a bucket of what the target side remembers of items it ran, kept
-/// [`PROCESSED_MAX_AGE`]: the processed ids, the lane states.
-pub(super) async fn remembering_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    description: &str,
-) -> anyhow::Result<kv::Store> {
-    lattice_protocol::jetstream::ensure_kv_expiring(js, bucket, 1, PROCESSED_MAX_AGE, description)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))
 }
 
 /// A message the consumer delivered, with what its reply subject says of it, read once. Shared
@@ -307,11 +189,7 @@ pub(super) async fn settle(
     // Expired on its way (e.g. its target was not running): dead-lettered, not dropped, so that
     // the operator sees it (`ctl get deadletters`, the `dead-lettered` event) and may requeue it.
     if unix_ms(SystemTime::now()) > queued.expires_at_ms {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(queued.expires_at_ms);
-        let error = format!(
-            "expired before delivery: its ttl passed at {}; requeue it to try again with a fresh ttl, or raise the link's ttl",
-            humantime::format_rfc3339_millis(at)
-        );
+        let error = expired(queued.expires_at_ms);
         warn!(workload = %ctx.name(), %id, kind, "a queued item expired before delivery; dead-lettered");
         let dead = Dead {
             item: Some(&queued.item),
@@ -326,7 +204,7 @@ pub(super) async fn settle(
     // Only items outside any lane are looked up and recorded by id; per component, since a
     // message is run once by each component subscribed to it.
     let record = processed.map(|processed| {
-        let key = processed_key(&queued.item, ctx.app.as_str(), ctx.component.as_str(), &id);
+        let key = ProcessedKey::new(&queued.item, &ctx.app, &ctx.component, &id).to_string();
         (processed, key)
     });
     if let Some((processed, key)) = &record {
@@ -381,6 +259,15 @@ pub(super) async fn settle(
     Ok(Some(item.delivery))
 }
 
+/// The error an item that expired (at `expires_at_ms`) before it could run is dead-lettered with.
+fn expired(expires_at_ms: u64) -> String {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(expires_at_ms);
+    format!(
+        "expired before delivery: its ttl passed at {}; requeue it to try again with a fresh ttl, or raise the link's ttl",
+        humantime::format_rfc3339_millis(at)
+    )
+}
+
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its
 /// own error.
 async fn run(target: &Target, item: &QueuedItem) -> Result<(), String> {
@@ -428,7 +315,7 @@ async fn deadletter(
         error,
     } = dead;
     let (js, l) = (&lattice.jetstream, &lattice.lattice);
-    ensure_stream(js, deadletter_stream(l), deadletter_stream_subjects(l)).await?;
+    deadletter_stream_ready(js, l).await?;
     let message = &of.delivery.message;
     // The queue message's own headers (its link, its lane), the item's id and place, where it
     // was queued (for a requeue), then what happened. Its `Nats-Msg-Id` is new for every
@@ -443,14 +330,14 @@ async fn deadletter(
     }
     if let (Some(item), Some(msg_id)) = (item, headers.get(MSG_ID_HEADER).map(ToString::to_string))
     {
-        let dedup = processed_key(item, ctx.app.as_str(), ctx.component.as_str(), &msg_id);
+        let dedup = ProcessedKey::new(item, &ctx.app, &ctx.component, &msg_id).to_string();
         headers.insert(MSG_ID_HEADER, dedup.as_str());
     }
     headers.insert(CALL_ID_HEADER, id);
     headers.insert(QUEUE_SUBJECT_HEADER, message.subject.as_str());
     headers.insert(ATTEMPTS_HEADER, attempts.to_string().as_str());
     headers.insert(ERROR_HEADER, error.replace(['\r', '\n'], " ").as_str());
-    let subject = deadletter_subject(l, ctx.app.as_str(), ctx.component.as_str());
+    let subject = Subject::dead_letters(l, &ctx.app, &ctx.component).to_string();
     js.publish_with_headers(subject, headers, of.payload.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
