@@ -44,6 +44,7 @@ use lattice_protocol::names::LatticeName;
 use tokio_util::sync::CancellationToken;
 
 pub mod client;
+mod decide;
 pub mod model;
 pub mod placement;
 mod queues;
