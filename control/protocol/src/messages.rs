@@ -1,4 +1,5 @@
-//! Messages of the control-plane API and of host heartbeats.
+//! Messages of the control-plane API and of host heartbeats, and [`Verb`]: each control-plane
+//! verb paired once with its request and reply types ([`verbs`]).
 
 use std::collections::BTreeMap;
 
