@@ -86,3 +86,71 @@ impl Worker {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lattice_protocol::messages::{
+        AppRequest, DeployRequest, InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest,
+        StopHostRequest,
+    };
+    use lattice_protocol::names::{AppName, ComponentName};
+    use lattice_protocol::queue_ops::{DeadLettersRequest, LinkSelector, RequeueRequest};
+
+    use super::*;
+
+    /// What a client sends for verb `V`: its request, enveloped.
+    fn sent<V: Verb>(request: &V::Request) -> (CtlVerb, Vec<u8>) {
+        (V::VERB, envelope::encode(request))
+    }
+
+    // Every verb's request, as the client encodes it (`CtlClient::call::<V>`), is decoded by the
+    // dispatch with the same verb's types and routed where it belongs.
+    #[test]
+    fn every_verb_is_decoded_with_its_own_types() {
+        let app = || AppRequest {
+            name: AppName::new("hello").expect("valid"),
+        };
+        let link: LinkSelector = "hello/a->b".parse().expect("valid");
+        let cases = [
+            sent::<verbs::Deploy>(&DeployRequest {
+                manifest: "kind: Application".into(),
+            }),
+            sent::<verbs::Scale>(&ScaleRequest {
+                name: AppName::new("hello").expect("valid"),
+                component: ComponentName::new("c").expect("valid"),
+                instances: 2,
+            }),
+            sent::<verbs::Undeploy>(&app()),
+            sent::<verbs::Apps>(&()),
+            sent::<verbs::Status>(&app()),
+            sent::<verbs::Hosts>(&()),
+            sent::<verbs::History>(&app()),
+            sent::<verbs::Rollback>(&RollbackRequest {
+                name: AppName::new("hello").expect("valid"),
+                version: None,
+            }),
+            sent::<verbs::Inventory>(&InventoryRequest { host: "h".into() }),
+            sent::<verbs::StopHost>(&StopHostRequest { host: "h".into() }),
+            sent::<verbs::Label>(&LabelRequest {
+                host: "h".into(),
+                set: Default::default(),
+                delete: Vec::new(),
+            }),
+            sent::<verbs::Queues>(&()),
+            sent::<verbs::DeadLetters>(&DeadLettersRequest { link: link.clone() }),
+            sent::<verbs::Requeue>(&RequeueRequest {
+                link,
+                ids: Vec::new(),
+            }),
+        ];
+        for (verb, payload) in cases {
+            let routed = route(verb, &payload).unwrap_or_else(|e| panic!("{verb:?}: {e}"));
+            let prepared = matches!(routed, Route::Prepare(_));
+            assert_eq!(
+                prepared,
+                matches!(verb, CtlVerb::Deploy | CtlVerb::Scale),
+                "{verb:?}"
+            );
+        }
+    }
+}
