@@ -1,4 +1,6 @@
-//! A typed client of the control-plane API, used by `lattice ctl` and by tests.
+//! A typed client of the control-plane API, used by `lattice ctl` and by tests. Every method is
+//! [`CtlClient::call`] with the verb's [`Verb`] type, which names the request and the reply, so
+//! the client cannot pair a verb with types the control plane does not use.
 
 use std::time::Duration;
 
