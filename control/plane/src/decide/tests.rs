@@ -513,3 +513,111 @@ fn a_host_is_lost_when_the_time_given_passes_its_tolerance() {
         "{actions:?}"
     );
 }
+
+fn prepared(version: &str, text: &str) -> Prepared {
+    let mut resolved = stored_app(
+        0,
+        &Shape {
+            daemon: false,
+            instances: 1,
+            entries: Vec::new(),
+        },
+    )
+    .versions[0]
+        .resolved
+        .clone();
+    resolved.version = version.into();
+    Prepared {
+        text: text.into(),
+        name: AppName::new("app0").expect("valid"),
+        version: version.into(),
+        resolved: Some(resolved),
+    }
+}
+
+fn reply_body(actions: &[Action]) -> Option<&[u8]> {
+    actions.iter().find_map(|a| match a {
+        Action::Reply { body, .. } => Some(body.as_slice()),
+        _ => None,
+    })
+}
+
+/// A deploy is answered only once its app is stored: the answer travels with the store, and a
+/// store lost to another writer is answered with a conflict (and the winner's app is learnt).
+#[test]
+fn a_deploy_is_answered_from_its_store_outcome() {
+    use lattice_protocol::envelope::{self, Reply};
+    use lattice_protocol::error::ErrorCode;
+    use lattice_protocol::messages::DeployReply;
+
+    let mut sim = Sim::new(&[]);
+    let reply = ReplyTo("_INBOX.deploy".into());
+    let input = Input::Prepared {
+        reply: reply.clone(),
+        prepared: Ok(prepared("v2", "text v2")),
+    };
+    let actions = decide(&mut sim.state, input, sim.now);
+    let [
+        Action::StoreApp {
+            app,
+            revision,
+            after,
+        },
+    ] = actions.as_slice()
+    else {
+        panic!("one store, nothing else yet: {actions:?}");
+    };
+    assert_eq!(*revision, None, "a new app's key is created");
+    assert!(reply_body(&after.then).is_some(), "answered once stored");
+
+    // Lost: someone else stored the app first.
+    let mut rival = app.clone();
+    rival.versions.clear();
+    let lost = Input::AppStored {
+        app: Box::new(app.clone()),
+        outcome: Outcome::Lost {
+            current: Some(Box::new((rival.clone(), 7))),
+            error: "wrong last sequence".into(),
+        },
+        after: after.clone(),
+    };
+    let answer = decide(&mut sim.state.clone(), lost, sim.now);
+    let body = reply_body(&answer).expect("answered");
+    let decoded: Reply<DeployReply> = envelope::decode(body).expect("decodes");
+    assert_eq!(decoded.expect_err("refused").code, ErrorCode::Conflict);
+
+    // Written: the app is the state's, and the answer goes out.
+    let written = Input::AppStored {
+        app: Box::new(app.clone()),
+        outcome: Outcome::Written(3),
+        after: after.clone(),
+    };
+    let answer = decide(&mut sim.state, written, sim.now);
+    let decoded: Reply<DeployReply> =
+        envelope::decode(reply_body(&answer).expect("answered")).expect("decodes");
+    assert!(decoded.expect("deployed").changed);
+    assert_eq!(sim.state.apps[&app.name].1, 3);
+}
+
+/// A prepared version that another deploy stored meanwhile with other content is refused on the
+/// state as it is when the prepared deploy arrives.
+#[test]
+fn a_version_stored_meanwhile_with_other_content_is_a_conflict() {
+    use lattice_protocol::envelope::{self, Reply};
+    use lattice_protocol::error::ErrorCode;
+    use lattice_protocol::messages::DeployReply;
+
+    let mut sim = Sim::new(&[Shape {
+        daemon: false,
+        instances: 1,
+        entries: Vec::new(),
+    }]);
+    let input = Input::Prepared {
+        reply: ReplyTo("_INBOX.deploy".into()),
+        prepared: Ok(prepared("v1", "another text")),
+    };
+    let actions = decide(&mut sim.state, input, sim.now);
+    let decoded: Reply<DeployReply> =
+        envelope::decode(reply_body(&actions).expect("answered")).expect("decodes");
+    assert_eq!(decoded.expect_err("refused").code, ErrorCode::Conflict);
+}
