@@ -1,4 +1,6 @@
-//! A typed client of the control-plane API, used by `lattice ctl` and by tests.
+//! A typed client of the control-plane API, used by `lattice ctl` and by tests. Every method is
+//! [`CtlClient::call`] with the verb's [`Verb`] type, which names the request and the reply, so
+//! the client cannot pair a verb with types the control plane does not use.
 
 use std::time::Duration;
 
@@ -8,12 +10,12 @@ use lattice_protocol::messages::{
     AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostSummary,
     InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, VersionSummary,
 };
+use lattice_protocol::messages::{Verb, verbs};
 use lattice_protocol::names::{AppName, LatticeName};
 use lattice_protocol::queue::ops::{
     DeadLetter, DeadLettersRequest, LinkQueue, LinkSelector, RequeueReply, RequeueRequest,
 };
-use lattice_protocol::subject::{CtlVerb, Subject};
-use serde::{Serialize, de::DeserializeOwned};
+use lattice_protocol::subject::Subject;
 
 /// Talks to whichever control plane of the lattice answers.
 #[derive(Debug, Clone)]
@@ -33,12 +35,9 @@ impl CtlClient {
         }
     }
 
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        verb: CtlVerb,
-        body: &Req,
-    ) -> Result<Resp, WireError> {
-        let subject = Subject::ctl(&self.lattice, verb).to_string();
+    /// Sends `V`'s request and decodes its reply: the verb names both types (see [`Verb`]).
+    pub async fn call<V: Verb>(&self, body: &V::Request) -> Result<V::Reply, WireError> {
+        let subject = Subject::ctl(&self.lattice, V::VERB).to_string();
         let request = self.client.request(subject, envelope::encode(body).into());
         let msg = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
@@ -76,40 +75,37 @@ impl CtlClient {
             }
             Ok(Ok(msg)) => msg,
         };
-        envelope::decode::<Reply<Resp>>(&msg.payload)?
+        envelope::decode::<Reply<V::Reply>>(&msg.payload)?
     }
 
     /// Deploys a manifest (its YAML text).
     pub async fn deploy(&self, manifest: &str) -> Result<DeployReply, WireError> {
-        self.call(
-            CtlVerb::Deploy,
-            &DeployRequest {
-                manifest: manifest.to_string(),
-            },
-        )
+        self.call::<verbs::Deploy>(&DeployRequest {
+            manifest: manifest.to_string(),
+        })
         .await
     }
 
     /// Undeploys an app.
     pub async fn undeploy(&self, name: &AppName) -> Result<(), WireError> {
-        self.call(CtlVerb::Undeploy, &AppRequest { name: name.clone() })
+        self.call::<verbs::Undeploy>(&AppRequest { name: name.clone() })
             .await
     }
 
     /// Lists apps.
     pub async fn apps(&self) -> Result<Vec<AppSummary>, WireError> {
-        self.call(CtlVerb::Apps, &()).await
+        self.call::<verbs::Apps>(&()).await
     }
 
     /// One app's status.
     pub async fn status(&self, name: &AppName) -> Result<AppStatus, WireError> {
-        self.call(CtlVerb::Status, &AppRequest { name: name.clone() })
+        self.call::<verbs::Status>(&AppRequest { name: name.clone() })
             .await
     }
 
     /// An app's stored versions, oldest first.
     pub async fn history(&self, name: &AppName) -> Result<Vec<VersionSummary>, WireError> {
-        self.call(CtlVerb::History, &AppRequest { name: name.clone() })
+        self.call::<verbs::History>(&AppRequest { name: name.clone() })
             .await
     }
 
@@ -123,7 +119,7 @@ impl CtlClient {
             name: name.clone(),
             version: version.map(str::to_string),
         };
-        self.call(CtlVerb::Rollback, &request).await
+        self.call::<verbs::Rollback>(&request).await
     }
 
     /// One host's latest report (`host`: id, unique id prefix, or name).
@@ -131,7 +127,7 @@ impl CtlClient {
         let request = InventoryRequest {
             host: host.to_string(),
         };
-        self.call(CtlVerb::Inventory, &request).await
+        self.call::<verbs::Inventory>(&request).await
     }
 
     /// Asks a host to stop gracefully.
@@ -139,7 +135,7 @@ impl CtlClient {
         let request = StopHostRequest {
             host: host.to_string(),
         };
-        self.call(CtlVerb::StopHost, &request).await
+        self.call::<verbs::StopHost>(&request).await
     }
 
     /// A new version of `name` with `instances` of `component`.
@@ -154,7 +150,7 @@ impl CtlClient {
             component: component.clone(),
             instances,
         };
-        self.call(CtlVerb::Scale, &request).await
+        self.call::<verbs::Scale>(&request).await
     }
 
     /// Sets and removes labels of a host; returns its labels now.
@@ -169,23 +165,23 @@ impl CtlClient {
             set,
             delete,
         };
-        self.call(CtlVerb::Label, &request).await
+        self.call::<verbs::Label>(&request).await
     }
 
     /// Lists hosts.
     pub async fn hosts(&self) -> Result<Vec<HostSummary>, WireError> {
-        self.call(CtlVerb::Hosts, &()).await
+        self.call::<verbs::Hosts>(&()).await
     }
 
     /// Every queued link: its senders' outboxes, in flight at the hub, dead-lettered.
     pub async fn queues(&self) -> Result<Vec<LinkQueue>, WireError> {
-        self.call(CtlVerb::Queues, &()).await
+        self.call::<verbs::Queues>(&()).await
     }
 
     /// The dead letters of a link (`app/source->target`) or target (`app/target`), oldest first.
     pub async fn dead_letters(&self, link: &LinkSelector) -> Result<Vec<DeadLetter>, WireError> {
         let request = DeadLettersRequest { link: link.clone() };
-        self.call(CtlVerb::DeadLetters, &request).await
+        self.call::<verbs::DeadLetters>(&request).await
     }
 
     /// Puts dead letters back in their queue with fresh attempts: those with `ids`, or all of
@@ -199,6 +195,6 @@ impl CtlClient {
             link: link.clone(),
             ids,
         };
-        self.call(CtlVerb::Requeue, &request).await
+        self.call::<verbs::Requeue>(&request).await
     }
 }

@@ -7,23 +7,32 @@
 //! - [`model`]: what is stored: apps, versions, and the resolved form placement works on.
 //! - [`resolve`]: manifest -> resolved app at deploy time (tags to digests, capabilities to
 //!   bindings), refusing what cannot work with every reason.
+//! - `decide` (private): every decision, as one pure function from the state (apps, hosts as
+//!   last seen, assignments written, the time as a value) and one input (a heartbeat, a tick,
+//!   a request, a write's outcome) to actions (write an assignment, store an app, emit an
+//!   event, answer a request). Property tested.
 //! - [`placement`]: pure placement of components on hosts (rendezvous hashing, property tested).
 //! - [`rollout`]: pure rollout decisions: next batch, completion, rollback.
 //! - [`status`]: pure app status from the plan and host heartbeats.
+//! - `worker` (private): the I/O around `decide`: the one task that owns the state takes
+//!   heartbeats, requests and ticks, carries the actions out and feeds each write's outcome back;
+//!   deploys and scales are prepared (manifest parsed, artifacts read, links resolved) in tasks
+//!   of their own, so heartbeats never wait behind the object store.
 //! - `queues` (private): `ctl get queues`, `get deadletters`, `requeue` (read from JetStream and
 //!   the hosts' heartbeats), and the events for queued calls dropped, expired or dead-lettered.
 //! - leadership among several control planes, with fencing epochs: a lease
 //!   ([`lattice_protocol::lease`]) under the key `leader`.
-//! - [`client`]: a typed client of the control-plane API (`lattice ctl`, tests).
+//! - [`client`]: a typed client of the control-plane API (`lattice ctl`, tests), written, like
+//!   the worker's dispatch, against [`lattice_protocol::messages::Verb`].
 //! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
-//! - `worker` (private): the one task that owns the state: it takes heartbeats and API
-//!   requests, re-plans, and writes the assignments that changed.
 //!
 //! # Key decision
 //!
-//! Decisions are pure functions (`placement::plan`, `status::app_status`); the worker only feeds
-//! them and acts on their output. A single task owns all mutable state, so there are no locks and
-//! requests are answered in the order they arrive.
+//! Decisions are pure: `decide` (with `placement::plan`, `rollout::next_step`,
+//! `status::app_status` under it) reads no clock and does no I/O, so the same state and input
+//! always give the same actions; the worker only feeds it and acts on its output. A single task
+//! owns all mutable state, so there are no locks and requests are answered in the order they
+//! arrive (a deploy or scale once it is prepared).
 //!
 //! ```no_run
 //! # async fn demo(client: async_nats::Client) -> anyhow::Result<()> {
@@ -44,6 +53,7 @@ use lattice_protocol::names::LatticeName;
 use tokio_util::sync::CancellationToken;
 
 pub mod client;
+mod decide;
 pub mod model;
 pub mod placement;
 mod queues;

@@ -1,4 +1,5 @@
-//! Messages of the control-plane API and of host heartbeats.
+//! Messages of the control-plane API and of host heartbeats, and [`Verb`]: each control-plane
+//! verb paired once with its request and reply types ([`verbs`]).
 
 use std::collections::BTreeMap;
 
@@ -344,5 +345,80 @@ impl std::fmt::Display for EventKind {
             EventKind::QueueExpired => "queue-expired",
             EventKind::DeadLettered => "dead-lettered",
         })
+    }
+}
+
+/// A control-plane verb with its request and reply types, named once here: the client
+/// (`lattice_control::client`) and the control plane's dispatch are both written against it, so
+/// the two ends cannot pair a verb with different types. A request travels on
+/// [`Subject::ctl`](crate::subject::Subject::ctl) with [`Verb::VERB`], enveloped; the reply is an
+/// enveloped [`Reply`](crate::envelope::Reply) of [`Verb::Reply`].
+pub trait Verb {
+    /// The verb, which names the subject.
+    const VERB: crate::subject::CtlVerb;
+    /// What the caller sends.
+    type Request: Serialize + serde::de::DeserializeOwned + Send + 'static;
+    /// What the control plane answers when it succeeds.
+    type Reply: Serialize + serde::de::DeserializeOwned + Send + 'static;
+}
+
+/// One zero-sized type per [`CtlVerb`](crate::subject::CtlVerb), pairing it with its request
+/// and reply types.
+pub mod verbs {
+    use std::collections::BTreeMap;
+
+    use super::{
+        AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostSummary,
+        InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, Verb,
+        VersionSummary,
+    };
+    use crate::queue::ops::{
+        DeadLetter, DeadLettersRequest, LinkQueue, RequeueReply, RequeueRequest,
+    };
+    use crate::subject::CtlVerb;
+
+    macro_rules! verbs {
+        ($($(#[$doc:meta])* $name:ident: $request:ty => $reply:ty;)*) => {$(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+            pub struct $name;
+
+            impl Verb for $name {
+                const VERB: CtlVerb = CtlVerb::$name;
+                type Request = $request;
+                type Reply = $reply;
+            }
+        )*};
+    }
+
+    verbs! {
+        /// `ctl.deploy`: store a manifest as a new version and reconcile it.
+        Deploy: DeployRequest => DeployReply;
+        /// `ctl.undeploy`: remove an app.
+        Undeploy: AppRequest => ();
+        /// `ctl.apps`: list apps.
+        Apps: () => Vec<AppSummary>;
+        /// `ctl.status`: one app's status.
+        Status: AppRequest => AppStatus;
+        /// `ctl.hosts`: list hosts.
+        Hosts: () => Vec<HostSummary>;
+        /// `ctl.history`: an app's stored versions, oldest first.
+        History: AppRequest => Vec<VersionSummary>;
+        /// `ctl.rollback`: make a stored version desired again.
+        Rollback: RollbackRequest => DeployReply;
+        /// `ctl.inventory`: one host's latest report, with the operator's labels applied.
+        Inventory: InventoryRequest => Heartbeat;
+        /// `ctl.stop_host`: stop a host gracefully.
+        StopHost: StopHostRequest => ();
+        /// `ctl.scale`: a new version with another instance count for one component.
+        Scale: ScaleRequest => DeployReply;
+        /// `ctl.label`: set or remove host labels; answers the host's labels now.
+        Label: LabelRequest => BTreeMap<String, String>;
+        /// `ctl.queues`: every queued link, its outboxes, in flight and dead-lettered.
+        Queues: () => Vec<LinkQueue>;
+        /// `ctl.deadletters`: a queued link's dead letters, oldest first.
+        DeadLetters: DeadLettersRequest => Vec<DeadLetter>;
+        /// `ctl.requeue`: put dead letters back in their queue.
+        Requeue: RequeueRequest => RequeueReply;
     }
 }

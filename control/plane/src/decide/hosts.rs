@@ -1,0 +1,206 @@
+//! Heartbeats and ticks: which hosts are ready, lost or stopping, when placement needs another
+//! look, and the events for what changed on a host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use lattice_protocol::messages::{EventKind, Heartbeat};
+use lattice_protocol::names::HostId;
+use tracing::{info, warn};
+
+use super::{Action, Observed, State, Time};
+use crate::status::short;
+
+impl State {
+    /// Takes a host's heartbeat: records it, re-checks readiness when the host is new, came
+    /// back or changed, and emits the events for what changed.
+    pub(super) fn on_heartbeat(&mut self, hb: Heartbeat, now: Time) -> Vec<Action> {
+        let changed = self
+            .hosts
+            .get(&hb.host)
+            .is_none_or(|o| o.heartbeat.labels != hb.labels || o.heartbeat.stopping != hb.stopping);
+        if changed {
+            if hb.stopping {
+                info!(host = %hb.host, name = %hb.name, "host stopping: its movable work goes elsewhere");
+            } else {
+                info!(host = %hb.host, name = %hb.name, "host joined or changed labels");
+            }
+        }
+        let host = hb.host.clone();
+        if hb.stopping {
+            self.stop_requested.remove(&host);
+        }
+        let previous = self.hosts.insert(
+            host.clone(),
+            Observed {
+                heartbeat: hb.clone(),
+                last_seen: now.since_start,
+            },
+        );
+        let mut actions = self.heartbeat_changes(previous.as_ref().map(|p| &p.heartbeat), &hb, now);
+        if changed || !self.ready.contains(&host) {
+            // New labels or a stop change placement even when readiness does not.
+            self.dirty |= changed;
+            actions.extend(self.check_hosts(now));
+        }
+        actions
+    }
+
+    /// Recomputes which hosts are ready, and whether placement needs another look; emits an
+    /// event for each host just found lost.
+    pub(super) fn check_hosts(&mut self, now: Time) -> Vec<Action> {
+        let tolerance = self.settings.host_tolerance;
+        let ready: BTreeSet<HostId> = self
+            .hosts
+            .iter()
+            .filter(|(_, o)| !o.heartbeat.stopping && self.silent(o, now) <= tolerance)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let lost: Vec<HostId> = self
+            .ready
+            .iter()
+            .filter(|h| !ready.contains(h))
+            .filter(|h| self.hosts.get(*h).is_some_and(|o| !o.heartbeat.stopping))
+            .cloned()
+            .collect();
+        let marks = self.silence_marks(now);
+        // Re-plan only when something the plan depends on moved: a host crossed one of the
+        // tolerances in use, a rollout is waiting out its health period, or an assignment
+        // nears its expiry. A quiet lattice then costs heartbeats, not plans.
+        let expiring = {
+            let half = self.settings.assignment_ttl.as_secs() / 2;
+            self.written
+                .values()
+                .any(|w| w.assignment.expires_at.saturating_sub(now.unix_secs) < half)
+        };
+        let rolling = self.apps.values().any(|(a, _)| a.rollout.is_some());
+        // The first check after the startup grace acts on everything learnt meanwhile.
+        let grace_over = !self.grace_over && now.since_start >= self.settings.startup_grace;
+        self.grace_over |= grace_over;
+        if ready != self.ready || marks != self.silence || rolling || expiring || grace_over {
+            self.dirty = true;
+        }
+        self.ready = ready;
+        self.silence = marks;
+        lost.into_iter()
+            .map(|host| {
+                warn!(host = %host, "host lost: no heartbeat within its tolerance");
+                let message = format!(
+                    "host {} lost: no heartbeat within its tolerance",
+                    short(&host)
+                );
+                Action::emit(EventKind::HostLost, None, Some(&host), message)
+            })
+            .collect()
+    }
+
+    /// How long `o` has been silent at `now`.
+    pub(super) fn silent(&self, o: &Observed, now: Time) -> Duration {
+        now.since_start.saturating_sub(o.last_seen)
+    }
+
+    /// For each host, how many of the tolerances in use (the default and every deployed
+    /// component's own) its silence exceeds: placement changes only when one of these moves.
+    fn silence_marks(&self, now: Time) -> BTreeMap<HostId, usize> {
+        let mut tolerances: BTreeSet<Duration> = self
+            .apps
+            .values()
+            .filter_map(|(a, _)| a.desired())
+            .flat_map(|v| v.resolved.components.iter())
+            .filter_map(|c| c.scaler.tolerance_secs)
+            .map(Duration::from_secs)
+            .collect();
+        tolerances.insert(self.settings.host_tolerance);
+        self.hosts
+            .iter()
+            .map(|(id, o)| {
+                let silent = self.silent(o, now);
+                (
+                    id.clone(),
+                    tolerances.iter().filter(|t| silent > **t).count(),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// Events for what changed between a host's previous heartbeat and this one.
+    fn heartbeat_changes(
+        &self,
+        previous: Option<&Heartbeat>,
+        hb: &Heartbeat,
+        now: Time,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match previous {
+            None => {
+                let message = format!("host {} joined", hb.name);
+                actions.push(Action::emit(
+                    EventKind::HostJoined,
+                    None,
+                    Some(&hb.host),
+                    message,
+                ));
+            }
+            Some(p) if !p.stopping && hb.stopping => {
+                let message = format!("host {} is stopping", hb.name);
+                actions.push(Action::emit(
+                    EventKind::HostStopped,
+                    None,
+                    Some(&hb.host),
+                    message,
+                ));
+            }
+            Some(_) => {}
+        }
+        // Queued calls the host dropped or saw expire since its last heartbeat.
+        let leading_since = now.unix_secs.saturating_sub(now.since_start.as_secs());
+        for (kind, link, message) in crate::queues::outbox_losses(previous, hb, leading_since) {
+            warn!(host = %hb.name, %link, "{message}");
+            actions.push(Action::emit(kind, Some(&link.app), Some(&hb.host), message));
+        }
+        for w in &hb.workloads {
+            let before = previous.and_then(|p| {
+                p.workloads.iter().find(|o| {
+                    o.app == w.app && o.component == w.component && o.app_version == w.app_version
+                })
+            });
+            if before.is_none_or(|b| b.state != w.state || b.message != w.message) {
+                let mut message = format!(
+                    "{}/{} {} on {}: {}",
+                    w.app, w.component, w.app_version, hb.name, w.state
+                );
+                if !w.message.is_empty() {
+                    message += &format!(" ({})", w.message);
+                }
+                actions.push(Action::emit(
+                    EventKind::Workload,
+                    Some(&w.app),
+                    Some(&hb.host),
+                    message,
+                ));
+            }
+        }
+        actions
+    }
+
+    /// A host's labels with the operator's changes applied.
+    pub(crate) fn labels_of(&self, hb: &Heartbeat) -> BTreeMap<String, String> {
+        let mut labels = hb.labels.clone();
+        for (k, v) in self.label_overrides.get(&hb.host).into_iter().flatten() {
+            match v {
+                Some(v) => labels.insert(k.clone(), v.clone()),
+                None => labels.remove(k),
+            };
+        }
+        labels
+    }
+
+    /// Every host's latest heartbeat.
+    pub(super) fn observed(&self) -> BTreeMap<HostId, Heartbeat> {
+        self.hosts
+            .iter()
+            .map(|(id, o)| (id.clone(), o.heartbeat.clone()))
+            .collect()
+    }
+}

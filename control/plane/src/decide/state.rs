@@ -1,0 +1,115 @@
+//! The state the decisions take: apps, hosts as last seen, assignments written, and the
+//! time as a value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use lattice_protocol::assignment::Assignment;
+use lattice_protocol::messages::Heartbeat;
+use lattice_protocol::names::{AppName, HostId, LatticeName};
+
+use crate::model::StoredApp;
+use crate::placement::Plan;
+
+/// The time as a decision sees it: a value, so that the same state and input always decide
+/// the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Time {
+    /// Since this leadership began (monotonic): what silences and health periods are measured in.
+    pub(crate) since_start: Duration,
+    /// Unix seconds: what assignments' issue and expiry times are written in.
+    pub(crate) unix_secs: u64,
+}
+
+/// What the decisions need from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settings {
+    /// The lattice.
+    pub(crate) lattice: LatticeName,
+    /// This leadership's fencing epoch, stamped on every assignment.
+    pub(crate) epoch: u64,
+    /// See [`crate::ControlConfig::host_tolerance`].
+    pub(crate) host_tolerance: Duration,
+    /// See [`crate::ControlConfig::startup_grace`].
+    pub(crate) startup_grace: Duration,
+    /// See [`crate::ControlConfig::assignment_ttl`].
+    pub(crate) assignment_ttl: Duration,
+}
+
+/// A host as last heard from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Observed {
+    pub(crate) heartbeat: Heartbeat,
+    /// [`Time::since_start`] of its last heartbeat.
+    pub(crate) last_seen: Duration,
+}
+
+/// The assignment last written (or found) under a host's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// The KV revision of the key: the next write must name it (compare and set).
+    pub(crate) kv_revision: u64,
+    pub(crate) assignment: Assignment,
+}
+
+/// Label changes made with `ctl label`: `None` removes a label the host reports.
+pub(crate) type LabelOverrides = BTreeMap<String, Option<String>>;
+
+/// Everything the control plane knows: owned by the worker, changed only by [`decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct State {
+    pub(crate) settings: Settings,
+    /// Apps with the KV revision of their key.
+    pub(crate) apps: BTreeMap<AppName, (StoredApp, u64)>,
+    pub(crate) hosts: BTreeMap<HostId, Observed>,
+    /// Hosts heard from within the default tolerance and not stopping.
+    pub(super) ready: BTreeSet<HostId>,
+    /// `hosts::silence_marks` as of the last check.
+    pub(super) silence: BTreeMap<HostId, usize>,
+    /// Whether the startup grace has passed (and been acted on).
+    pub(super) grace_over: bool,
+    pub(crate) written: BTreeMap<HostId, Written>,
+    /// The last plan (kept for `ctl status`).
+    pub(super) plan: Plan,
+    /// Hosts asked to stop (`ctl stop host`) that have not said they are stopping yet.
+    pub(super) stop_requested: BTreeSet<HostId>,
+    pub(super) label_overrides: BTreeMap<HostId, LabelOverrides>,
+    /// Since when (see [`Time::since_start`]) every switched host of a rolling-out app runs its
+    /// new version.
+    pub(super) healthy_since: BTreeMap<AppName, Duration>,
+    /// Something the plan depends on moved since the last plan.
+    pub(super) dirty: bool,
+}
+
+impl State {
+    /// The state a new leadership starts from: what the KV buckets hold, no host heard yet.
+    pub(crate) fn new(
+        settings: Settings,
+        apps: BTreeMap<AppName, (StoredApp, u64)>,
+        written: BTreeMap<HostId, Written>,
+        label_overrides: BTreeMap<HostId, LabelOverrides>,
+    ) -> Self {
+        Self {
+            settings,
+            apps,
+            hosts: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            silence: BTreeMap::new(),
+            grace_over: false,
+            written,
+            plan: Plan::default(),
+            stop_requested: BTreeSet::new(),
+            label_overrides,
+            healthy_since: BTreeMap::new(),
+            dirty: true,
+        }
+    }
+
+    /// Every app as stored, for the preparation of deploys and scales.
+    pub(crate) fn catalog(&self) -> BTreeMap<AppName, StoredApp> {
+        self.apps
+            .iter()
+            .map(|(name, (app, _))| (name.clone(), app.clone()))
+            .collect()
+    }
+}

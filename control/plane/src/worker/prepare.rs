@@ -1,0 +1,119 @@
+//! Deploys and scales prepared off the state task: the manifest parsed and versioned (for a
+//! scale, the stored one rewritten), its images read from the registry and its links resolved.
+//! Only the [`Prepared`] result enters the state task, where the decision is taken again on
+//! the state as it is then.
+
+use std::collections::BTreeMap;
+
+use lattice_manifest::Manifest;
+use lattice_protocol::envelope::Reply;
+use lattice_protocol::error::{ErrorCode, WireError};
+use lattice_protocol::messages::{DeployRequest, ScaleRequest};
+use lattice_protocol::names::AppName;
+use sha2::{Digest as _, Sha256};
+
+use crate::decide::{Prepared, invalid, not_found, version_conflict};
+use crate::model::StoredApp;
+use crate::registry::Registry;
+
+/// What to prepare.
+pub(super) enum Job {
+    Deploy(DeployRequest),
+    Scale(ScaleRequest),
+}
+
+/// The manifest's `version` annotation, or one derived from its text.
+fn version_of(manifest: &Manifest, yaml: &str) -> String {
+    manifest.version().map(str::to_string).unwrap_or_else(|| {
+        let digest = hex::encode(Sha256::digest(yaml.as_bytes()));
+        format!("sha-{}", &digest[..12])
+    })
+}
+
+/// Prepares `job` against the apps as stored when it was asked (`catalog`).
+pub(super) async fn prepare(
+    job: Job,
+    catalog: &BTreeMap<AppName, StoredApp>,
+    registry: &Registry,
+) -> Reply<Prepared> {
+    let text = match job {
+        Job::Deploy(r) => r.manifest,
+        Job::Scale(r) => scaled(catalog, &r)?,
+    };
+    let manifest = lattice_manifest::parse(&text).map_err(|diags| {
+        invalid(format!(
+            "the manifest has {} problem(s):\n{diags}",
+            diags.len()
+        ))
+    })?;
+    let name = manifest.metadata.name.clone();
+    let version = version_of(&manifest, &text);
+    let known = catalog.get(&name).and_then(|a| a.version(&version));
+    let resolved = match known {
+        // Already stored as it is: nothing to read again.
+        Some(v) if v.manifest == text => None,
+        Some(_) => return Err(version_conflict(&name, &version)),
+        None => Some(crate::resolve::resolve(&manifest, &version, registry).await?),
+    };
+    Ok(Prepared {
+        text,
+        name,
+        version,
+        resolved,
+    })
+}
+
+/// A scale's manifest: the desired version's, identical but for one component's instance
+/// count, under a new version.
+fn scaled(catalog: &BTreeMap<AppName, StoredApp>, req: &ScaleRequest) -> Reply<String> {
+    if req.instances == 0 {
+        return Err(invalid(format!(
+            "scale to at least 1 instance; to stop `{}`, use `lattice ctl undeploy {}`",
+            req.name, req.name
+        )));
+    }
+    let app = catalog.get(&req.name).ok_or_else(|| not_found(&req.name))?;
+    let current = app.desired().ok_or_else(|| {
+        WireError::new(
+            ErrorCode::NotFound,
+            format!("app `{}` is not deployed; deploy it first", req.name),
+        )
+    })?;
+    let mut manifest = lattice_manifest::parse(&current.manifest)
+        .map_err(|d| WireError::new(ErrorCode::Internal, format!("stored manifest: {d}")))?;
+    let component = manifest
+        .spec
+        .components
+        .iter_mut()
+        .find(|c| c.name == req.component)
+        .ok_or_else(|| {
+            WireError::new(
+                ErrorCode::NotFound,
+                format!("app `{}` has no component `{}`", req.name, req.component),
+            )
+        })?;
+    let scaler = component
+        .traits
+        .iter_mut()
+        .find_map(|t| match t {
+            lattice_manifest::Trait::Spreadscaler(s) | lattice_manifest::Trait::Daemonscaler(s) => {
+                Some(s)
+            }
+            lattice_manifest::Trait::Link(_) => None,
+        })
+        .ok_or_else(|| {
+            invalid(format!(
+                "component `{}` has no scaler to change",
+                req.component
+            ))
+        })?;
+    scaler.instances = req.instances;
+    let version = format!("{}+{}={}", current.version, req.component, req.instances);
+    manifest
+        .metadata
+        .annotations
+        .insert("version".to_string(), version);
+    // JSON is YAML: the stored manifest of the new version is the same document, rewritten.
+    serde_json::to_string_pretty(&manifest)
+        .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))
+}
