@@ -225,3 +225,18 @@ pub fn builtin_labels() -> BTreeMap<String, String> {
         ("hostname".to_string(), hostname()),
     ])
 }
+
+/// Keeps wasmtime from capturing a backtrace on every dropped Store (measured: +28 µs per
+/// request with `RUST_BACKTRACE=1`), while panics still print theirs. Call before any thread starts.
+pub fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        #[expect(
+            unsafe_code,
+            reason = "set_var is sound here: no other thread exists yet"
+        )]
+        // SAFETY: called first thing in main, before the runtime or any thread is started.
+        unsafe {
+            std::env::set_var("RUST_LIB_BACKTRACE", "0");
+        }
+    }
+}

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lattice_connect::{self as nats, Patience};
 use lattice_control::client::CtlClient;
 use lattice_protocol::messages::{AppState, AppStatus, HostSummary, WorkloadState};
 use lattice_protocol::names::AppName;
 
 use crate::args::{CtlArgs, CtlCommand, GetWhat, Output, StopWhat};
-use crate::nats::{self, Patience};
 use crate::output::{self, ago, table};
 
 mod queues;
