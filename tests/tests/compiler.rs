@@ -147,6 +147,14 @@ async fn a_host_process_compiles_in_a_child_and_reports_what_it_refuses() -> any
         "{}",
         status.message
     );
+    let reasons: Vec<_> = status.components.iter().map(|c| c.reason).collect();
+    assert_eq!(
+        reasons,
+        [Some(
+            lattice_protocol::messages::FailureReason::CompileError
+        )],
+        "{status:?}"
+    );
     assert_eq!(http_get(&addr, "/").await?.0, 200);
     assert_eq!(compiled_files(&state_dir)?.len(), 1, "nothing more cached");
     Ok(())
