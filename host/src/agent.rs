@@ -353,8 +353,7 @@ impl Agent {
         let claims = verify_component(&bytes, &trust, unix_now())
             .map_err(|e| anyhow::anyhow!("refused before compilation: {e}"))
             .because(FailureReason::RefusedSignature)?;
-        let (runtime, code, digest) =
-            (self.runtime.clone(), self.code.clone(), w.image.to_string());
+        let (runtime, code, digest) = (self.runtime.clone(), self.code.clone(), w.image.clone());
         let (component, outcome) =
             tokio::task::spawn_blocking(move || code.load(&runtime, &digest, &bytes))
                 .await

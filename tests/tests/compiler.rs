@@ -177,7 +177,7 @@ fn the_lattice_binary_compiles_code_the_host_loads() -> anyhow::Result<()> {
     let runtime = runtime_compiling_in_lattice()?;
     let dir = tempfile::tempdir()?;
     let bytes = hello_wasm();
-    let digest = Digest::of(&bytes).to_string();
+    let digest = Digest::of(&bytes);
 
     let cache = CodeCache::new(dir.path().into())?;
     let (component, outcome) = cache.load(&runtime, &digest, &bytes)?;
@@ -194,7 +194,7 @@ fn the_lattice_binary_compiles_code_the_host_loads() -> anyhow::Result<()> {
 
     let bad = uncompilable();
     let err = cache
-        .load(&runtime, &Digest::of(&bad).to_string(), &bad)
+        .load(&runtime, &Digest::of(&bad), &bad)
         .err()
         .ok_or_else(|| anyhow::anyhow!("an uncompilable component was loaded"))?;
     assert!(matches!(err, LoadError::Invalid(_)), "{err:?}");

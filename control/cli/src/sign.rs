@@ -57,7 +57,7 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
 struct Inspection {
     file: String,
     size: usize,
-    digest: String,
+    digest: lattice_protocol::digest::Digest,
     claims: Option<claims::Claims>,
     signature: String,
     imports: Vec<String>,
@@ -87,7 +87,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     let report = Inspection {
         file: args.file.display().to_string(),
         size: bytes.len(),
-        digest: lattice_protocol::digest::Digest::of(&bytes).to_string(),
+        digest: lattice_protocol::digest::Digest::of(&bytes),
         claims,
         signature,
         imports: interfaces.imports,
