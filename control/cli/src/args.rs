@@ -309,4 +309,21 @@ mod tests {
     fn arguments_are_consistent() {
         Cli::command().debug_assert();
     }
+
+    #[test]
+    fn lattice_host_passes_every_argument_on() -> Result<(), clap::Error> {
+        let args = [
+            "--nats-url",
+            "nats://h:4222",
+            "--label",
+            "zone=edge",
+            "--help",
+        ];
+        let cli = Cli::try_parse_from(["lattice", "host"].into_iter().chain(args))?;
+        let Command::Host(host) = cli.command else {
+            panic!("not `host`: {cli:?}");
+        };
+        assert_eq!(host.args, args.map(OsString::from));
+        Ok(())
+    }
 }

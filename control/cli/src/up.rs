@@ -142,7 +142,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let client = nats::connect(&nats_args, &url, "lattice up", Patience::FailFast).await?;
     let shutdown = nats::shutdown_on_signal();
 
-    // The only host is in this process and reports at once: no need to wait for others.
+    // The only host is the one started below, which reports at once: no need to wait for others.
     // (The key read above is the control plane's: a `KeyPair` is not `Clone`, so pass a copy.)
     let mut control_config = ControlConfig::new(
         lattice.clone(),
@@ -171,15 +171,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let record_path = nats::up_record_path(&state_dir);
     std::fs::write(&record_path, serde_json::to_string_pretty(&record)?)?;
-    let issuer_file = key_path(&state_dir, "issuer");
-    eprintln!(
-        "\nLattice `{lattice}` is up.\n  NATS:          {url}\n  state:         {}\n  issuer key:    {} ({})\n  control key:   {}\n\nIn another terminal:\n  lattice sign hello.wasm -o hello.signed.wasm --issuer {}\n  lattice push hello.signed.wasm\n  lattice ctl deploy app.yaml --wait\n  lattice ctl get hosts\n\nPress Ctrl-C to stop.\n",
-        state_dir.display(),
-        issuer_file.display(),
-        issuer.public_key(),
-        operator.public_key(),
-        issuer_file.display(),
-    );
+    eprintln!("{}", banner(&record, &state_dir));
 
     let result = tokio::select! {
         r = control => r.context("control plane task")?.context("control plane"),
@@ -198,6 +190,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     eprintln!("Lattice stopped; state kept in {}", state_dir.display());
     result
+}
+
+/// What `lattice up` prints once the lattice is up: where things are, and what to do next.
+fn banner(up: &UpRecord, state_dir: &Path) -> String {
+    let issuer_file = key_path(state_dir, "issuer");
+    format!(
+        "\nLattice `{}` is up.\n  NATS:          {}\n  state:         {}\n  issuer key:    {} ({})\n  control key:   {}\n\nIn another terminal:\n  lattice sign hello.wasm -o hello.signed.wasm --issuer {}\n  lattice push hello.signed.wasm\n  lattice ctl deploy app.yaml --wait\n  lattice ctl get hosts\n\nPress Ctrl-C to stop.\n",
+        up.lattice,
+        up.nats_url,
+        state_dir.display(),
+        issuer_file.display(),
+        up.issuer,
+        up.operator,
+        issuer_file.display(),
+    )
 }
 
 /// The one host of a local lattice.
