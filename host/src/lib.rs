@@ -29,7 +29,8 @@
 //!   before they are acknowledged, read in order by a forwarder.
 //!
 //! [`run`] ties them together: it re-applies the saved assignment, then follows
-//! the lattice until its shutdown token is cancelled.
+//! the lattice until its shutdown token is cancelled. The `lattice-host` program
+//! (`src/bin/lattice-host/`) is [`run`] behind its command-line flags.
 //!
 //! ```no_run
 //! # async fn demo(client: async_nats::Client) -> anyhow::Result<()> {
