@@ -27,7 +27,7 @@ pub fn host_program() -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .with_context(|| {
             format!(
-                "{HOST_PROGRAM} is not installed beside this `lattice` nor on PATH; the `lattice` CLI does not contain the host. Install {HOST_PROGRAM} next to `lattice` (the release archive and the Docker image have both), or build it with `cargo build -p lattice-host --bin {HOST_PROGRAM}`"
+                "{HOST_PROGRAM} is not installed beside this `lattice` nor on PATH; the `lattice` CLI does not contain the host. Install {HOST_PROGRAM} next to `lattice` (the Docker image has both), or build it with `cargo build -p lattice-host --bin {HOST_PROGRAM}`"
             )
         })
 }
