@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # The Lattice binaries in a small image:
-#   lattice        the CLI, the control plane (`lattice control`) and hosts (`lattice host`)
-#   lattice-host   the host alone
+#   lattice        the CLI and the control plane (`lattice control`); `lattice host` runs
+#                  lattice-host
+#   lattice-host   the host
 #
 #   docker build -t lattice .
 #   docker run --rm lattice --help
@@ -12,14 +13,15 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# Only the `lattice-cli` package: its two binaries. (The test crate's build script builds the
-# example components for wasm32-wasip2, which an image does not need.) In the workspace's `edge`
+# Only the two binaries, `lattice` (package `lattice-cli`) and `lattice-host` (package
+# `lattice-host`). (The test crate's build script builds the example components for
+# wasm32-wasip2, which an image does not need.) In the workspace's `edge`
 # profile (Cargo.toml: built for size, fat LTO, stripped), the one gateways run: a host's
 # resident memory is mostly its own code (BENCHMARKS.md, section 3). Its output is in
 # `target/edge/`.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --profile edge --locked -p lattice-cli --bins \
+    cargo build --profile edge --locked -p lattice-cli -p lattice-host --bins \
  && install -D -m 0755 -t /out target/edge/lattice target/edge/lattice-host
 
 FROM debian:bookworm-slim

@@ -179,11 +179,11 @@ fi
 # --- Build --------------------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    say "Building release binaries (cargo build --release -p lattice-cli)"
-    cargo build --release -p lattice-cli
+    say "Building release binaries (cargo build --release -p lattice-cli -p lattice-host)"
+    cargo build --release -p lattice-cli -p lattice-host
     if [ "$HOST_PROFILE" != release ]; then
-        say "Building the measured host (cargo build --profile $HOST_PROFILE -p lattice-cli --bin lattice-host)"
-        cargo build --profile "$HOST_PROFILE" -p lattice-cli --bin lattice-host
+        say "Building the measured host (cargo build --profile $HOST_PROFILE -p lattice-host --bin lattice-host)"
+        cargo build --profile "$HOST_PROFILE" -p lattice-host --bin lattice-host
     fi
     say "Building the hello component"
     cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -p hello

@@ -18,7 +18,7 @@ use lattice_protocol::assignment::{
 };
 use lattice_protocol::claims::{Trust, verify_component};
 use lattice_protocol::envelope;
-use lattice_protocol::messages::{Heartbeat, WorkloadState, WorkloadStatus};
+use lattice_protocol::messages::{FailureReason, Heartbeat, WorkloadState, WorkloadStatus};
 use lattice_protocol::names::HostId;
 use lattice_protocol::subject::{Buckets, Subject};
 use lattice_protocol::unix_now;
@@ -26,7 +26,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 
 use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
@@ -267,10 +267,10 @@ impl Agent {
                     self.set_running(workload, http);
                     info!(workload = %workload.key(), version = %workload.app_version, "running");
                 }
-                Err(e) => {
-                    let message = format!("{e:#}");
-                    warn!(workload = %workload.key(), error = %message, "workload failed to start");
-                    self.set_status(workload, WorkloadState::Failed, message);
+                Err(StartError { reason, error }) => {
+                    let message = format!("{error:#}");
+                    warn!(workload = %workload.key(), %reason, error = %message, "workload failed to start");
+                    self.set_failed(workload, reason, message);
                 }
             }
         }
@@ -302,11 +302,16 @@ impl Agent {
     /// Running, with its HTTP address, in one change of the report: a heartbeat never says it
     /// runs without saying where it serves.
     fn set_running(&self, w: &Workload, http: Option<SocketAddr>) {
-        self.set_status_at(w, WorkloadState::Running, String::new(), http);
+        self.set_status_at(w, WorkloadState::Running, String::new(), None, http);
     }
 
     fn set_status(&self, w: &Workload, state: WorkloadState, message: String) {
-        self.set_status_at(w, state, message, None);
+        self.set_status_at(w, state, message, None, None);
+    }
+
+    /// Failed, with the kind of failure for programs beside the message for people.
+    fn set_failed(&self, w: &Workload, reason: FailureReason, message: String) {
+        self.set_status_at(w, WorkloadState::Failed, message, Some(reason), None);
     }
 
     fn set_status_at(
@@ -314,6 +319,7 @@ impl Agent {
         w: &Workload,
         state: WorkloadState,
         message: String,
+        reason: Option<FailureReason>,
         endpoint: Option<SocketAddr>,
     ) {
         self.shared.report().workloads.insert(
@@ -326,6 +332,7 @@ impl Agent {
                 instances: w.instances,
                 state,
                 message,
+                reason,
                 endpoint: endpoint.map(|a| a.to_string()),
                 failures: 0,
             },
@@ -333,45 +340,65 @@ impl Agent {
         self.shared.changed.notify_one();
     }
 
-    /// Fetch, verify, compile, link, try, and start serving one workload: its calls, its
-    /// subscriptions and (for HTTP components) its address.
-    async fn start(&self, w: &Workload) -> anyhow::Result<Started> {
+    /// Fetch, verify and compile a workload's component: refused before compilation when its
+    /// signature does not verify, so an untrusted component costs no CPU.
+    async fn load(&self, w: &Workload) -> Result<Component, StartError> {
         let max = self.runtime.config().max_component_bytes;
-        let bytes = self.artifacts.get(&w.image, max).await?;
-        // Verification comes before any compilation: an untrusted component costs no CPU.
+        let bytes = self
+            .artifacts
+            .get(&w.image, max)
+            .await
+            .because(FailureReason::FetchFailed)?;
         let trust = Trust::new(self.config.trusted_issuers.clone());
         let claims = verify_component(&bytes, &trust, unix_now())
-            .map_err(|e| anyhow::anyhow!("refused before compilation: {e}"))?;
-        let (runtime, code, digest) =
-            (self.runtime.clone(), self.code.clone(), w.image.to_string());
+            .map_err(|e| anyhow::anyhow!("refused before compilation: {e}"))
+            .because(FailureReason::RefusedSignature)?;
+        let (runtime, code, digest) = (self.runtime.clone(), self.code.clone(), w.image.clone());
         let (component, outcome) =
             tokio::task::spawn_blocking(move || code.load(&runtime, &digest, &bytes))
                 .await
-                .context("the compiler task failed")??;
+                .context("the compiler task failed")
+                .because(FailureReason::CompileError)?
+                .because(FailureReason::CompileError)?;
         info!(workload = %w.key(), component = %claims.name, ?outcome, "component loaded");
-        let addr = match &w.http {
-            None => None,
-            Some(binding) => {
-                let addr: SocketAddr = binding.address.parse().with_context(|| {
-                    format!("HTTP address `{}` is not ip:port", binding.address)
-                })?;
-                // Another workload (of this or another app) already serving the address keeps it.
-                if let Some((other, _)) = self
-                    .running
-                    .iter()
-                    .find(|(k, r)| **k != w.key() && addr.port() != 0 && r.http == Some(addr))
-                {
-                    anyhow::bail!(
-                        "HTTP address {addr} is already served by {other} on this host; give each component its own address"
-                    );
-                }
-                Some(addr)
-            }
+        Ok(component)
+    }
+
+    /// The address a workload asks to be served on, if any, unless another workload here
+    /// already serves it.
+    fn http_address(&self, w: &Workload) -> Result<Option<SocketAddr>, StartError> {
+        let Some(binding) = &w.http else {
+            return Ok(None);
         };
+        let addr: SocketAddr = binding
+            .address
+            .parse()
+            .with_context(|| format!("HTTP address `{}` is not ip:port", binding.address))
+            .because(FailureReason::InvalidAddress)?;
+        // Another workload (of this or another app) already serving the address keeps it.
+        if let Some((other, _)) = self
+            .running
+            .iter()
+            .find(|(k, r)| **k != w.key() && addr.port() != 0 && r.http == Some(addr))
+        {
+            return Err(anyhow::anyhow!(
+                "HTTP address {addr} is already served by {other} on this host; give each component its own address"
+            ))
+            .because(FailureReason::AddressInUse);
+        }
+        Ok(Some(addr))
+    }
+
+    /// Fetch, verify, compile, link, try, and start serving one workload: its calls, its
+    /// subscriptions and (for HTTP components) its address.
+    async fn start(&self, w: &Workload) -> Result<Started, StartError> {
+        let component = self.load(w).await?;
+        let addr = self.http_address(w)?;
         // The host's linker plus this workload's own imports (component links, and failing
         // stand-ins for unlinked ones).
         let mut linker = (*self.linker).clone();
-        link_imports(&mut linker, &self.runtime, &component, &w.links)?;
+        link_imports(&mut linker, &self.runtime, &component, &w.links)
+            .because(FailureReason::LinkError)?;
         let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
         env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
@@ -388,9 +415,13 @@ impl Agent {
         self.services
             .providers
             .attach(&w.app, &w.component, &w.links)
-            .await?;
+            .await
+            .because(FailureReason::ProviderFailed)?;
         let proxy = match addr {
-            Some(_) => Some(prepare_http(&self.runtime, &linker, &component)?),
+            Some(_) => Some(
+                prepare_http(&self.runtime, &linker, &component)
+                    .because(FailureReason::LinkError)?,
+            ),
             None => None,
         };
         let pre = match &proxy {
@@ -398,7 +429,8 @@ impl Agent {
             None => linker
                 .instantiate_pre(&component)
                 .map_err(anyhow::Error::from)
-                .context("linking the component")?,
+                .context("linking the component")
+                .because(FailureReason::LinkError)?,
         };
         let limits = Limits::from_config(self.runtime.config());
         let loaded = Arc::new(Loaded::new(
@@ -415,17 +447,26 @@ impl Agent {
             .instantiate_async(&mut loaded.store(None))
             .await
             .map_err(anyhow::Error::from)
-            .context("the component traps at start")?;
+            .context("the component traps at start")
+            .because(FailureReason::TrapAtStart)?;
         let mut tasks = Vec::new();
         let lattice = &self.services.lattice;
         if loaded.serves_calls() {
-            tasks.push(calls::serve(loaded.clone(), lattice).await?);
+            tasks.push(
+                calls::serve(loaded.clone(), lattice)
+                    .await
+                    .because(FailureReason::ServeFailed)?,
+            );
         }
         if !w.subscriptions.is_empty() {
-            tasks.push(messaging::serve(loaded.clone(), lattice, &w.subscriptions).await?);
+            tasks.push(
+                messaging::serve(loaded.clone(), lattice, &w.subscriptions)
+                    .await
+                    .because(FailureReason::ServeFailed)?,
+            );
         }
         // Only what the assignment names it a queue target of (none: no consumer at all).
-        tasks.extend(queue::consume(&loaded, lattice, w)?);
+        tasks.extend(queue::consume(&loaded, lattice, w).because(FailureReason::ServeFailed)?);
         self.services.router.insert(loaded.clone());
         self.shared
             .report()
@@ -439,12 +480,47 @@ impl Agent {
                     ctx,
                     failures: loaded.failures.clone(),
                 });
-                Some(self.http.bind(addr, workload).await?)
+                let bound = self.http.bind(addr, workload).await;
+                let reason = match &bound {
+                    Err(e) if address_taken(e) => FailureReason::AddressInUse,
+                    _ => FailureReason::ServeFailed,
+                };
+                Some(bound.because(reason)?)
             }
             _ => None,
         };
         Ok(Started { http, tasks })
     }
+}
+
+/// Why a workload did not start: the kind of failure that goes on the wire, and the error
+/// whose chain is the message people read.
+struct StartError {
+    reason: FailureReason,
+    error: anyhow::Error,
+}
+
+/// Names the kind of a failure where it happens (`.because(FailureReason::LinkError)?`).
+trait Because<T> {
+    fn because(self, reason: FailureReason) -> Result<T, StartError>;
+}
+
+impl<T, E: Into<anyhow::Error>> Because<T> for Result<T, E> {
+    fn because(self, reason: FailureReason) -> Result<T, StartError> {
+        self.map_err(|e| StartError {
+            reason,
+            error: e.into(),
+        })
+    }
+}
+
+/// Whether binding failed because another program holds the address.
+fn address_taken(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    })
 }
 
 /// What [`Agent::start`] started.

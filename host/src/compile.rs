@@ -22,7 +22,7 @@
 //! use lattice_host::compile::{CacheOutcome, CodeCache};
 //! use lattice_host::engine::{EngineConfig, Runtime};
 //!
-//! # fn example(bytes: Vec<u8>, digest: String) -> anyhow::Result<()> {
+//! # fn example(bytes: Vec<u8>, digest: lattice_protocol::digest::Digest) -> anyhow::Result<()> {
 //! let runtime = Runtime::new(&EngineConfig::default())?;
 //! let cache = CodeCache::new("/var/lib/lattice/code".into())?;
 //! // CPU heavy: call from `tokio::task::spawn_blocking`.
@@ -40,6 +40,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
+use lattice_protocol::digest::Digest;
 use wasmtime::component::Component;
 
 use crate::engine::{self, Runtime};
@@ -97,9 +98,6 @@ pub enum CacheOutcome {
 /// retrying will not help.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The digest is not `sha256:` followed by 64 lowercase hex digits.
-    #[error("invalid digest {0:?}: expected \"sha256:\" and 64 lowercase hex digits")]
-    InvalidDigest(String),
     /// The component is larger than `max_component_bytes`.
     #[error("component is {size} bytes, more than the {max} bytes this host accepts")]
     TooLarge {
@@ -171,7 +169,7 @@ impl CodeCache {
         &self.dir
     }
 
-    /// The component with `digest` (`sha256:<hex>`) whose bytes are `bytes`,
+    /// The component with `digest` whose bytes are `bytes`,
     /// from the cache or compiled now. The caller has checked that `bytes`
     /// hash to `digest`: the cache trusts the pair.
     ///
@@ -180,14 +178,16 @@ impl CodeCache {
     pub fn load(
         &self,
         runtime: &Runtime,
-        digest: &str,
+        digest: &Digest,
         bytes: &[u8],
     ) -> Result<(Component, CacheOutcome), LoadError> {
-        let hex = digest_hex(digest)?;
         check_component(bytes, runtime.config().max_component_bytes)?;
-        let path = self
-            .dir
-            .join(format!("{hex}-{}.{CACHE_EXTENSION}", runtime.fingerprint()));
+        // A `Digest` is 64 lowercase hex digits: its file name cannot leave the cache directory.
+        let path = self.dir.join(format!(
+            "{}-{}.{CACHE_EXTENSION}",
+            digest.hex(),
+            runtime.fingerprint()
+        ));
 
         match path.try_exists() {
             Ok(true) => match deserialize(runtime, &path) {
@@ -229,7 +229,7 @@ impl CodeCache {
             }
         };
         tracing::info!(
-            digest,
+            %digest,
             bytes = bytes.len(),
             elapsed_ms = started.elapsed().as_millis(),
             in_child_process = matches!(runtime.config().compiler, Compiler::Subprocess { .. }),
@@ -487,20 +487,6 @@ fn deserialize(runtime: &Runtime, path: &Path) -> anyhow::Result<Component> {
     Ok(component)
 }
 
-/// The hex part of a `sha256:<hex>` digest, refusing anything that could
-/// not have come from sha256 (and so could not escape the cache directory).
-fn digest_hex(digest: &str) -> Result<&str, LoadError> {
-    digest
-        .strip_prefix("sha256:")
-        .filter(|hex| {
-            hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
-        .ok_or_else(|| LoadError::InvalidDigest(digest.to_owned()))
-}
-
 /// Refuses what is too large or is not a component, before any compiling.
 pub fn check_component(bytes: &[u8], max_bytes: usize) -> Result<(), LoadError> {
     if bytes.len() > max_bytes {
@@ -606,11 +592,16 @@ mod tests {
         assert_eq!(long.chars().count(), MAX_CHILD_MESSAGE + 1);
     }
 
+    /// The cache names files after `Digest::hex`: only a sha256 in lowercase hex parses, so
+    /// no digest can name a path outside the cache directory.
     #[test]
     fn digests_must_be_sha256_hex() {
         let hex = "ab".repeat(32);
         assert_eq!(
-            digest_hex(&format!("sha256:{hex}")).ok(),
+            Digest::parse(&format!("sha256:{hex}"))
+                .ok()
+                .as_ref()
+                .map(Digest::hex),
             Some(hex.as_str())
         );
         for bad in [
@@ -620,10 +611,7 @@ mod tests {
             format!("sha256:{}", &hex[..62]),
             "sha256:../../etc/passwd".to_owned(),
         ] {
-            assert!(
-                matches!(digest_hex(&bad), Err(LoadError::InvalidDigest(_))),
-                "{bad}"
-            );
+            assert!(Digest::parse(&bad).is_err(), "{bad}");
         }
     }
 }

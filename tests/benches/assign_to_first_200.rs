@@ -85,7 +85,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MarkLayer {
 
 fn main() -> anyhow::Result<()> {
     // Same as the lattice binaries: no library backtrace captured on every dropped Store.
-    lattice_cli::quiet_library_backtraces();
+    lattice_host::quiet_library_backtraces();
     let rounds = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))

@@ -2,7 +2,7 @@
 //! 200 of its component, served from its persisted state while NATS is unreachable.
 //!
 //! `cargo bench -p lattice-tests --bench cold_start` (optional arguments: offline starts to
-//! measure, default 10; entries of a backlog left in the outbox, default 0). Needs `cargo build --release -p lattice-cli` first (the bench runs in
+//! measure, default 10; entries of a backlog left in the outbox, default 0). Needs `cargo build --release -p lattice-host` first (the bench runs in
 //! the bench profile and starts `target/release/lattice-host`). Prints figures and `RESULT`
 //! lines; asserts nothing about time. The issue's target: ≤ 1 s.
 //!
@@ -50,7 +50,7 @@ fn host_program() -> anyhow::Result<PathBuf> {
     let program = dir.join(PROGRAM);
     anyhow::ensure!(
         program.is_file(),
-        "{} is missing: build it first with `cargo build --release -p lattice-cli` \
+        "{} is missing: build it first with `cargo build --release -p lattice-host` \
          (the bench runs in the bench profile, which puts binaries in target/release/)",
         program.display()
     );

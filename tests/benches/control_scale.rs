@@ -71,7 +71,7 @@ const LOST_PER_ROUND: usize = 5;
 const WAIT: Duration = Duration::from_secs(45);
 
 fn main() -> anyhow::Result<()> {
-    lattice_cli::quiet_library_backtraces();
+    lattice_host::quiet_library_backtraces();
     let hosts = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))

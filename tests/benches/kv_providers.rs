@@ -73,7 +73,7 @@ const PROGRAM: &str = "lattice-provider-keyvalue-nats";
 const PROVIDER: &str = "keyvalue-nats";
 
 fn main() -> anyhow::Result<()> {
-    lattice_cli::quiet_library_backtraces();
+    lattice_host::quiet_library_backtraces();
     let ops = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))

@@ -94,7 +94,7 @@ const CHUNK: usize = 50;
 const SIZES: [usize; 2] = [16, 1024];
 
 fn main() -> anyhow::Result<()> {
-    lattice_cli::quiet_library_backtraces();
+    lattice_host::quiet_library_backtraces();
     let calls = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))

@@ -71,7 +71,7 @@ const STALLED: Duration = Duration::from_secs(30);
 const APP_DEPLOYED: &str = "greeter";
 
 fn main() -> anyhow::Result<()> {
-    lattice_cli::quiet_library_backtraces();
+    lattice_host::quiet_library_backtraces();
     let mut numbers = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -250,6 +250,12 @@ async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
         stderr.contains("failed") && stderr.contains("unsigned component"),
         "{stderr}"
     );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["ctl", "status", "unsigned", "-o", "json"], &state)?)?;
+    assert_eq!(
+        status["components"][0]["reason"], "refused_signature",
+        "{status}"
+    );
 
     // A malformed manifest: every problem, with file and line, and nothing deployed.
     std::fs::write(

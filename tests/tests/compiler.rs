@@ -1,5 +1,5 @@
-//! The compiler child process: real `lattice-host` and `lattice` binaries compile components in
-//! a child process (`__compile`) and serve the code it leaves in their cache.
+//! The compiler child process: the real `lattice-host` binary compiles components in
+//! a child process (`__compile`) and serves the code it leaves in its cache.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -147,17 +147,25 @@ async fn a_host_process_compiles_in_a_child_and_reports_what_it_refuses() -> any
         "{}",
         status.message
     );
+    let reasons: Vec<_> = status.components.iter().map(|c| c.reason).collect();
+    assert_eq!(
+        reasons,
+        [Some(
+            lattice_protocol::messages::FailureReason::CompileError
+        )],
+        "{status:?}"
+    );
     assert_eq!(http_get(&addr, "/").await?.0, 200);
     assert_eq!(compiled_files(&state_dir)?.len(), 1, "nothing more cached");
     Ok(())
 }
 
-/// A runtime compiling with `lattice __compile`, as `lattice up` and `lattice host` do.
+/// A runtime compiling with `lattice-host __compile`, as `lattice-host` does.
 fn runtime_compiling_in_lattice() -> anyhow::Result<Runtime> {
     Runtime::new(&EngineConfig {
         pool: PoolSizing::OnDemand,
         compiler: Compiler::Subprocess {
-            program: lattice_bin(),
+            program: lattice_bin().with_file_name("lattice-host"),
             args: vec!["__compile".into()],
         },
         ..EngineConfig::default()
@@ -169,7 +177,7 @@ fn the_lattice_binary_compiles_code_the_host_loads() -> anyhow::Result<()> {
     let runtime = runtime_compiling_in_lattice()?;
     let dir = tempfile::tempdir()?;
     let bytes = hello_wasm();
-    let digest = Digest::of(&bytes).to_string();
+    let digest = Digest::of(&bytes);
 
     let cache = CodeCache::new(dir.path().into())?;
     let (component, outcome) = cache.load(&runtime, &digest, &bytes)?;
@@ -186,7 +194,7 @@ fn the_lattice_binary_compiles_code_the_host_loads() -> anyhow::Result<()> {
 
     let bad = uncompilable();
     let err = cache
-        .load(&runtime, &Digest::of(&bad).to_string(), &bad)
+        .load(&runtime, &Digest::of(&bad), &bad)
         .err()
         .ok_or_else(|| anyhow::anyhow!("an uncompilable component was loaded"))?;
     assert!(matches!(err, LoadError::Invalid(_)), "{err:?}");
@@ -199,7 +207,7 @@ fn the_lattice_binary_compiles_code_the_host_loads() -> anyhow::Result<()> {
 fn the_compiler_process_refuses_to_compile_for_another_engine() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("hello.cwasm");
-    let mut child = Command::new(lattice_bin())
+    let mut child = Command::new(lattice_bin().with_file_name("lattice-host"))
         .args(["__compile", "--fingerprint", "0000000000000000"])
         .args(["--max-component-bytes", "100000000", "-"])
         .arg(&out)

@@ -7,7 +7,7 @@ use lattice_protocol::claims::{ClaimsOptions, sign_component};
 use lattice_protocol::envelope;
 use lattice_protocol::error::ErrorCode;
 use lattice_protocol::keys::{KeyPair, KeyRole};
-use lattice_protocol::messages::{AppState, HostSummary};
+use lattice_protocol::messages::{AppState, FailureReason, HostSummary};
 use lattice_protocol::names::AppName;
 use lattice_protocol::subject::Buckets;
 use lattice_protocol::unix_now;
@@ -143,6 +143,8 @@ async fn two_apps_cannot_share_an_address_on_one_host() -> anyhow::Result<()> {
         "{}",
         status.message
     );
+    let reasons: Vec<_> = status.components.iter().map(|c| c.reason).collect();
+    assert_eq!(reasons, [Some(FailureReason::AddressInUse)], "{status:?}");
     assert_eq!(
         http_get(&addr, "/").await?.1,
         "First from Lattice (host edge-1)\n"
@@ -184,14 +186,21 @@ async fn a_fixed_address_keeps_its_port_across_versions() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Deploys `bytes` and waits for the app to fail; returns the failure message.
-async fn deploy_expecting_failure(t: &TestLattice, bytes: &[u8]) -> anyhow::Result<String> {
+/// Deploys `bytes` and waits for the app to fail; returns the failure message, after checking
+/// that its one component failed for `reason`.
+async fn deploy_expecting_failure(
+    t: &TestLattice,
+    bytes: &[u8],
+    reason: FailureReason,
+) -> anyhow::Result<String> {
     let image = t.push(bytes).await?;
     let manifest = hello_manifest("bad", "v1", &image.to_string(), "Hi", ANY_PORT);
     t.ctl.deploy(&manifest).await?;
     let status = t
         .wait_status("bad", "the app to fail", |s| s.status == AppState::Failed)
         .await?;
+    let reasons: Vec<_> = status.components.iter().map(|c| c.reason).collect();
+    assert_eq!(reasons, [Some(reason)], "{status:?}");
     Ok(status.message)
 }
 
@@ -203,7 +212,7 @@ async fn assert_refused(
 ) -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let host = t.add_host("h").await?;
-    let message = deploy_expecting_failure(&t, &make(&t)?).await?;
+    let message = deploy_expecting_failure(&t, &make(&t)?, FailureReason::RefusedSignature).await?;
     for needle in needles {
         assert!(message.contains(needle), "`{needle}` not in: {message}");
     }
@@ -307,7 +316,12 @@ async fn oversized_component_is_refused_and_the_host_stays_up() -> anyhow::Resul
         Ok(!t.ctl.hosts().await?.is_empty())
     })
     .await?;
-    let message = deploy_expecting_failure(&t, &t.sign(&hello_wasm(), "hello", "1")).await?;
+    let message = deploy_expecting_failure(
+        &t,
+        &t.sign(&hello_wasm(), "hello", "1"),
+        FailureReason::FetchFailed,
+    )
+    .await?;
     assert!(message.contains("more than the 16384 bytes"), "{message}");
     assert_eq!(compiled_files(&host), 0);
     // Still alive: it keeps reporting.

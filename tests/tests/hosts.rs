@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lattice_protocol::messages::{AppState, AppStatus, HostState, WorkloadState};
+use lattice_protocol::messages::{AppState, AppStatus, FailureReason, HostState, WorkloadState};
 use lattice_tests::{TestLattice, hello_wasm};
 
 /// A one-instance HTTP app whose single spread entry requires `role` and may be pinned.
@@ -246,6 +246,8 @@ async fn labels_set_by_the_operator_steer_placement() -> anyhow::Result<()> {
         .wait_status("app", "the app to wait", |s| s.status == AppState::Waiting)
         .await?;
     assert!(waiting.message.contains("role=gpu"), "{}", waiting.message);
+    let reasons: Vec<_> = waiting.components.iter().map(|c| c.reason).collect();
+    assert_eq!(reasons, [Some(FailureReason::Unplaced)], "{waiting:?}");
 
     let labels = t
         .ctl

@@ -1,9 +1,11 @@
-//! Command-line arguments of `lattice` and `lattice-host`.
+//! Command-line arguments of `lattice`. The NATS flags and label parsing are
+//! `lattice_connect`'s, shared with `lattice-host`.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lattice_connect::{NatsArgs, parse_label};
 
 /// Lattice: a distributed actor runtime for WebAssembly components over NATS.
 #[derive(Debug, Parser)]
@@ -33,69 +35,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Store a component in the lattice and print its reference.
     Push(PushArgs),
-    /// Run a host.
+    /// Run a host: starts the `lattice-host` program with these arguments.
     Host(HostArgs),
     /// Run the control plane.
     Control(ControlArgs),
-    /// Hidden: what a host runs in its own child processes.
-    #[command(flatten)]
-    Internal(Internal),
-}
-
-/// Subcommands a host runs its own binary with, in child processes; hidden from users.
-#[derive(Debug, Subcommand)]
-pub enum Internal {
-    /// Compile one component for this build's engine and write the code atomically.
-    #[command(name = "__compile", hide = true)]
-    Compile(CompileArgs),
-}
-
-/// `__compile`: passed through as they are to `lattice_host::compile::compiler_main`, which
-/// owns both ends of this interface.
-#[derive(Debug, Args)]
-pub struct CompileArgs {
-    /// The compiler's arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<OsString>,
-}
-
-/// How to reach NATS; every networked command takes these.
-#[derive(Debug, Clone, Args)]
-pub struct NatsArgs {
-    /// NATS URL. Default: the lattice `lattice up` started, else nats://127.0.0.1:4222.
-    #[arg(long, env = "LATTICE_NATS_URL", global = true)]
-    pub nats_url: Option<String>,
-    /// Lattice name.
-    #[arg(long, env = "LATTICE_LATTICE", global = true)]
-    pub lattice: Option<String>,
-    /// NATS credentials file (JWT + nkey seed).
-    #[arg(long, env = "LATTICE_NATS_CREDS", global = true)]
-    pub creds: Option<PathBuf>,
-    /// File with a NATS nkey seed (`SU...`) to authenticate with.
-    #[arg(long, env = "LATTICE_NATS_NKEY", global = true)]
-    pub nkey: Option<PathBuf>,
-    /// CA certificate (PEM) to verify the NATS server with.
-    #[arg(long, env = "LATTICE_NATS_TLS_CA", global = true)]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS; needs --tls-key.
-    #[arg(
-        long,
-        env = "LATTICE_NATS_TLS_CERT",
-        global = true,
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS.
-    #[arg(
-        long,
-        env = "LATTICE_NATS_TLS_KEY",
-        global = true,
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// Require TLS even if the server does not ask for it.
-    #[arg(long, env = "LATTICE_NATS_TLS", global = true)]
-    pub tls: bool,
 }
 
 /// `lattice up`.
@@ -336,62 +279,14 @@ pub struct PushArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-/// `lattice host` and `lattice-host`.
+/// `lattice host`: every argument goes to the `lattice-host` program as it is (see
+/// `lattice-host --help`), so the two take the same flags by construction.
 #[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
 pub struct HostArgs {
-    /// Connection.
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    /// Labels, `key=value` (repeatable).
-    #[arg(long = "label", value_parser = parse_label)]
-    pub labels: Vec<(String, String)>,
-    /// Issuer public keys (`A...`) whose components this host runs.
-    #[arg(
-        long = "trust-issuer",
-        env = "LATTICE_TRUST_ISSUERS",
-        value_delimiter = ','
-    )]
-    pub trust_issuers: Vec<String>,
-    /// Control-plane public keys (`O...`) whose assignments this host accepts.
-    #[arg(
-        long = "trust-operator",
-        env = "LATTICE_TRUST_OPERATORS",
-        value_delimiter = ','
-    )]
-    pub trust_operators: Vec<String>,
-    /// Where the host keeps its key, assignment, artifacts and compiled code. Default: ~/.lattice/host
-    #[arg(long, env = "LATTICE_HOST_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// The host's human name. Default: the machine's hostname.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Seconds between heartbeats.
-    #[arg(long, default_value_t = 5)]
-    pub heartbeat_secs: u64,
-    /// JetStream domain of the lattice's JetStream: on an edge NATS leaf node, the hub's domain
-    /// (`hub` in deploy/hub.conf). Default: the server's own JetStream (`$JS.API`).
-    #[arg(long, env = "LATTICE_JS_DOMAIN")]
-    pub js_domain: Option<String>,
-    /// The most queued calls and messages this host's outbox keeps while the hub is out of
-    /// reach, all queued links together (each link's `capacity` bounds its own share). Size it
-    /// for the longest outage: calls a second times its seconds.
-    #[arg(
-        long,
-        env = "LATTICE_OUTBOX_MAX_ENTRIES",
-        default_value_t = lattice_host::DEFAULT_OUTBOX_MAX_ENTRIES,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub outbox_max_entries: u64,
-    /// The most bytes (a plain number, e.g. 1073741824 for 1 GiB) of queued calls and messages
-    /// the outbox keeps, all queued links together: each counts its encoded call or message,
-    /// its link's name twice, its stream subject and 53 bytes. Leave the disk room for it.
-    #[arg(
-        long,
-        env = "LATTICE_OUTBOX_MAX_BYTES",
-        default_value_t = lattice_host::DEFAULT_OUTBOX_MAX_BYTES,
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
-    pub outbox_max_bytes: u64,
+    /// The arguments of `lattice-host`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
 }
 
 /// `lattice control`.
@@ -405,18 +300,6 @@ pub struct ControlArgs {
     pub key: PathBuf,
 }
 
-/// Parses `key=value`, validating the key as a label name.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("label `{s}` must be `key=value`"))?;
-    lattice_protocol::names::LabelKey::new(k).map_err(|e| e.to_string())?;
-    if v.chars().any(char::is_control) {
-        return Err(format!("label `{k}` has a control character in its value"));
-    }
-    Ok((k.to_string(), v.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,13 +311,19 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_validated() {
-        assert_eq!(
-            parse_label("zone=edge"),
-            Ok(("zone".to_string(), "edge".to_string()))
-        );
-        assert!(parse_label("zone").is_err());
-        let err = parse_label("my.zone=edge").unwrap_err();
-        assert!(err.contains("subject separator"), "{err}");
+    fn lattice_host_passes_every_argument_on() -> Result<(), clap::Error> {
+        let args = [
+            "--nats-url",
+            "nats://h:4222",
+            "--label",
+            "zone=edge",
+            "--help",
+        ];
+        let cli = Cli::try_parse_from(["lattice", "host"].into_iter().chain(args))?;
+        let Command::Host(host) = cli.command else {
+            panic!("not `host`: {cli:?}");
+        };
+        assert_eq!(host.args, args.map(OsString::from));
+        Ok(())
     }
 }

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lattice_connect::{self as nats, Patience};
 use lattice_control::client::CtlClient;
 use lattice_protocol::messages::{AppState, AppStatus, HostSummary, WorkloadState};
 use lattice_protocol::names::AppName;
 
 use crate::args::{CtlArgs, CtlCommand, GetWhat, Output, StopWhat};
-use crate::nats::{self, Patience};
 use crate::output::{self, ago, table};
 
 mod queues;
@@ -352,7 +352,7 @@ fn status_table(s: &AppStatus) -> String {
                         .as_ref()
                         .map_or(String::new(), |e| format!("http://{e}/"))
                 } else {
-                    c.message.clone()
+                    why(&c.message, c.reason)
                 },
             ]
         })
@@ -370,6 +370,14 @@ fn status_table(s: &AppStatus) -> String {
         );
     }
     out
+}
+
+/// A failure's message, led by its kind when there is one (`compile_error: ...`).
+fn why(message: &str, reason: Option<lattice_protocol::messages::FailureReason>) -> String {
+    match reason {
+        Some(reason) => format!("{reason}: {message}"),
+        None => message.to_string(),
+    }
 }
 
 /// A component of an app on a host, for `get components`.
@@ -395,7 +403,10 @@ fn components_table(all: &[PlacedComponent]) -> String {
                 c.name.to_string(),
                 c.host.as_ref().map_or("-".into(), |h| short(h.as_str())),
                 c.instances.to_string(),
-                c.state.to_string(),
+                match c.reason {
+                    Some(reason) => format!("{} ({reason})", c.state),
+                    None => c.state.to_string(),
+                },
             ]
         })
         .collect();
@@ -427,7 +438,9 @@ fn inventory_table(hb: &lattice_protocol::messages::Heartbeat) -> String {
                 w.component.to_string(),
                 w.image.short().to_string(),
                 w.state.to_string(),
-                w.endpoint.clone().unwrap_or_else(|| w.message.clone()),
+                w.endpoint
+                    .clone()
+                    .unwrap_or_else(|| why(&w.message, w.reason)),
             ]
         })
         .collect();

@@ -17,7 +17,7 @@ pub fn generate(role: &str, output: Option<&Path>) -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            lattice_host::state::write_secret(path, &key.to_file_contents())
+            write_secret(path, &key.to_file_contents())
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
                 "wrote the {} key to {} (mode 0600)",
@@ -45,8 +45,26 @@ pub fn read(path: &Path, role: KeyRole) -> anyhow::Result<KeyPair> {
 pub fn read_or_create(path: &Path, role: KeyRole) -> anyhow::Result<KeyPair> {
     if !path.exists() {
         let key = KeyPair::generate(role);
-        lattice_host::state::write_secret(path, &key.to_file_contents())?;
+        write_secret(path, &key.to_file_contents())?;
         return Ok(key);
     }
     read(path, role)
+}
+
+/// Writes a new file readable by its owner only (mode 0600), and never over an existing one.
+fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }

@@ -1,15 +1,14 @@
 //! `lattice`: parse the arguments, set up logging, run the command.
 
 use clap::Parser;
-use lattice_cli::args::{Cli, Command, Internal, KeysCommand};
-use lattice_cli::{ctl, keys, push, serve, sign, telemetry, up};
+use lattice_cli::args::{Cli, Command, KeysCommand};
+use lattice_cli::{ctl, keys, push, serve, sign, up};
 
 fn main() -> std::process::ExitCode {
-    lattice_cli::quiet_library_backtraces();
     let cli = Cli::parse();
-    // A compiler child: no logging setup, no async runtime, nothing but the compile.
-    if let Command::Internal(Internal::Compile(args)) = cli.command {
-        return serve::compile(args);
+    // `lattice host` becomes `lattice-host`: its logging is its own.
+    if let Command::Host(args) = &cli.command {
+        return serve::host(&args.args);
     }
     let quiet = matches!(
         cli.command,
@@ -19,7 +18,7 @@ fn main() -> std::process::ExitCode {
             | Command::Inspect(_)
             | Command::Push(_)
     );
-    telemetry::init(if quiet { "warn" } else { "info" });
+    lattice_telemetry::init(if quiet { "warn" } else { "info" });
     lattice_cli::main_with(async move {
         match cli.command {
             Command::Up(args) => up::up(args).await,
@@ -30,9 +29,8 @@ fn main() -> std::process::ExitCode {
             Command::Sign(args) => sign::sign(&args),
             Command::Inspect(args) => sign::inspect(&args),
             Command::Push(args) => push::push(&args).await,
-            Command::Host(args) => serve::host(args).await,
             Command::Control(args) => serve::control(args).await,
-            Command::Internal(Internal::Compile(_)) => unreachable!("handled above"),
+            Command::Host(_) => unreachable!("handled above"),
         }
     })
 }

@@ -2,11 +2,11 @@
 
 use anyhow::Context;
 use async_nats::jetstream;
+use lattice_connect::{self as nats, Patience};
 use lattice_control::registry::Registry;
 use lattice_protocol::claims;
 
 use crate::args::PushArgs;
-use crate::nats::{self, Patience};
 
 /// Pushes a component and prints its reference.
 pub async fn push(args: &PushArgs) -> anyhow::Result<()> {

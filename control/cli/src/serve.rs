@@ -1,154 +1,57 @@
 //! `lattice host` and `lattice control`: long-running processes in the foreground.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
 
+use anyhow::Context;
+use lattice_connect::Patience;
 use lattice_control::ControlConfig;
-use lattice_host::HostConfig;
-use lattice_host::compile::Compiler;
-use lattice_protocol::keys::{KeyRole, PublicKey};
-use tokio_util::sync::CancellationToken;
+use lattice_protocol::keys::KeyRole;
 
-use crate::args::{ControlArgs, HostArgs};
-use crate::nats::{self, Patience};
+use crate::args::ControlArgs;
 
-/// A token cancelled on Ctrl-C or SIGTERM.
-pub fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+/// The name of the host program, which `lattice host` and `lattice up` start.
+pub const HOST_PROGRAM: &str = "lattice-host";
+
+/// Where the `lattice-host` program is: beside this executable first (the two are built and
+/// installed together, and a build tree's would otherwise lose to an older one on `PATH`),
+/// then on `PATH`.
+pub fn host_program() -> anyhow::Result<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(HOST_PROGRAM));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    beside
+        .into_iter()
+        .chain(std::env::split_paths(&path).map(|dir| dir.join(HOST_PROGRAM)))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{HOST_PROGRAM} is not installed beside this `lattice` nor on PATH; the `lattice` CLI does not contain the host. Install {HOST_PROGRAM} next to `lattice` (the Docker image has both), or build it with `cargo build -p lattice-host --bin {HOST_PROGRAM}`"
+            )
+        })
+}
+
+/// `lattice host ARGS`: becomes `lattice-host ARGS` (the same process id, signals and exit
+/// status); returns only when that cannot be done.
+pub fn host(args: &[OsString]) -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    let error = match host_program() {
+        Ok(program) => {
+            let error = std::process::Command::new(&program).args(args).exec();
+            anyhow::Error::new(error).context(format!("starting {}", program.display()))
         }
-        t.cancel();
-    });
-    token
+        Err(e) => e,
+    };
+    eprintln!("error: {error:#}");
+    std::process::ExitCode::FAILURE
 }
-
-fn keys(list: &[String], role: KeyRole, flag: &str) -> anyhow::Result<Vec<PublicKey>> {
-    list.iter()
-        .map(|k| PublicKey::parse_role(k, role).map_err(|e| anyhow::anyhow!("{flag} {k}: {e}")))
-        .collect()
-}
-
-/// Builds a host configuration from its arguments.
-pub fn host_config(
-    args: &HostArgs,
-    lattice: lattice_protocol::names::LatticeName,
-    nats_url: &str,
-) -> anyhow::Result<HostConfig> {
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| nats::default_state_dir().join("host"));
-    let mut config = HostConfig::new(lattice, state_dir);
-    config.name = args.name.clone();
-    config.labels = args.labels.iter().cloned().collect();
-    config.trusted_issuers = keys(&args.trust_issuers, KeyRole::Issuer, "--trust-issuer")?;
-    config.trusted_operators = keys(&args.trust_operators, KeyRole::Operator, "--trust-operator")?;
-    config.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
-    config.js_domain = args.js_domain.clone().filter(|d| !d.is_empty());
-    config.outbox_max_entries = args.outbox_max_entries;
-    config.outbox_max_bytes = args.outbox_max_bytes;
-    config.engine.compiler = compiler_in_child();
-    // Provider processes the host starts connect where it does, as it does.
-    config.providers.nats_url = Some(nats_url.to_string());
-    config.providers.creds = args.nats.creds.clone();
-    config.providers.js_domain = config.js_domain.clone();
-    if config.trusted_issuers.is_empty() {
-        tracing::warn!("no --trust-issuer given: this host will refuse every component");
-    }
-    Ok(config)
-}
-
-/// Compiling in a child process running this binary's hidden `__compile` subcommand (both
-/// binaries have it), so that a long-running host keeps none of the compiler's memory.
-pub fn compiler_in_child() -> Compiler {
-    // `/proc/self/exe` is this very build even after its file was replaced (an upgrade while
-    // running), whose code would not fit this engine; the path is only the fallback.
-    let program = Some(PathBuf::from("/proc/self/exe"))
-        .filter(|p| p.exists())
-        .or_else(|| std::env::current_exe().ok());
-    match program {
-        Some(program) => Compiler::Subprocess {
-            program,
-            args: vec!["__compile".into()],
-        },
-        None => {
-            tracing::warn!("cannot find this program's executable: compiling in-process");
-            Compiler::InProcess
-        }
-    }
-}
-
-/// Runs the hidden `__compile` subcommand.
-pub fn compile(args: crate::args::CompileArgs) -> std::process::ExitCode {
-    lattice_host::compile::compiler_main(args.args)
-}
-
-/// Runs a host in the foreground.
-pub async fn host(args: HostArgs) -> anyhow::Result<()> {
-    let target = nats::target(&args.nats, None)?;
-    let config = host_config(&args, target.lattice.clone(), &target.url)?;
-    // A host starts even when NATS is unreachable: it serves from its saved state meanwhile.
-    let client = nats::connect(
-        &args.nats,
-        &target.url,
-        "lattice host",
-        Patience::KeepTrying,
-    )
-    .await?;
-    let _trimmer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(return_free_memory()));
-    lattice_host::run(config, client, shutdown_on_signal()).await
-}
-
-/// How often a host gives the heap memory it no longer uses back to the system.
-const TRIM_EVERY: Duration = Duration::from_secs(2);
-
-/// Hands the allocator's free memory back to the system every [`TRIM_EVERY`]. glibc keeps what a
-/// burst of requests freed (measured: ~1.8 MiB after 64 concurrent connections, a tenth of a
-/// gateway host's memory) for the life of the process; a trim costs about 0.1 ms even on a
-/// fragmented heap, and what it gives back under load costs at most some page faults.
-async fn return_free_memory() {
-    let mut tick = tokio::time::interval(TRIM_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        trim_heap();
-    }
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[expect(
-    unsafe_code,
-    reason = "glibc's malloc_trim has no safe binding in the standard library"
-)]
-fn trim_heap() {
-    unsafe extern "C" {
-        // `int malloc_trim(size_t pad)` from glibc's <malloc.h>: no preconditions, thread-safe.
-        safe fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    }
-    malloc_trim(0);
-}
-
-/// Elsewhere there is no such call (musl's allocator unmaps freed memory itself).
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
 
 /// Runs the control plane in the foreground.
 pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
-    let target = nats::target(&args.nats, None)?;
+    let target = lattice_connect::target(&args.nats, None)?;
     let key = crate::keys::read(&args.key, KeyRole::Operator)?;
-    let client = nats::connect(
+    let client = lattice_connect::connect(
         &args.nats,
         &target.url,
         "lattice control",
@@ -158,7 +61,7 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     lattice_control::run(
         ControlConfig::new(target.lattice, key),
         client,
-        shutdown_on_signal(),
+        lattice_connect::shutdown_on_signal(),
     )
     .await
 }

@@ -57,11 +57,17 @@ pub fn sign(args: &SignArgs) -> anyhow::Result<()> {
 struct Inspection {
     file: String,
     size: usize,
-    digest: String,
+    digest: lattice_protocol::digest::Digest,
     claims: Option<claims::Claims>,
     signature: String,
     imports: Vec<String>,
     exports: Vec<String>,
+}
+
+/// Unix seconds as an RFC 3339 date in UTC, for people (`-o json` keeps the seconds).
+fn date(unix_secs: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// Shows what a component carries.
@@ -81,7 +87,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     let report = Inspection {
         file: args.file.display().to_string(),
         size: bytes.len(),
-        digest: lattice_protocol::digest::Digest::of(&bytes).to_string(),
+        digest: lattice_protocol::digest::Digest::of(&bytes),
         claims,
         signature,
         imports: interfaces.imports,
@@ -91,7 +97,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         let mut out = format!("{}  ({} bytes, {})\n", r.file, r.size, r.digest);
         out += &format!("signature: {}\n", r.signature);
         if let Some(c) = &r.claims {
-            let when = |t: Option<u64>| t.map_or_else(|| "-".to_string(), |t| t.to_string());
+            let when = |t: Option<u64>| t.map_or_else(|| "-".to_string(), date);
             out += &format!(
                 "claims:\n  name:       {}\n  version:    {}\n  subject:    {}\n  issuer:     {}\n  module:     {}\n  issued at:  {}\n  not before: {}\n  expires:    {}\n  allow:      {}\n",
                 c.name,
@@ -99,7 +105,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
                 c.subject,
                 c.issuer,
                 c.module_hash,
-                c.issued_at,
+                date(c.issued_at),
                 when(c.not_before),
                 when(c.expires),
                 if c.allow.is_empty() {
@@ -126,4 +132,15 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::date;
+
+    #[test]
+    fn dates_are_for_people() {
+        assert_eq!(date(0), "1970-01-01T00:00:00Z");
+        assert_eq!(date(1_796_577_549), "2026-12-06T17:19:09Z");
+    }
 }

@@ -1,22 +1,22 @@
 //! `lattice up`: a whole local lattice in one foreground process.
 //!
-//! It starts a nats-server with JetStream (data in the state directory), then runs the control
-//! plane and one host in-process with dev keys that it generates once and trusts. Everything
-//! lives in the state directory, so a second `lattice up` on it comes back with the same keys,
-//! apps, artifacts and host.
+//! It starts a nats-server with JetStream (data in the state directory), runs the control plane
+//! in-process and one host as a `lattice-host` child process (the CLI does not contain the host),
+//! with dev keys that it generates once and trusts. Everything lives in the state directory, so a
+//! second `lattice up` on it comes back with the same keys, apps, artifacts and host.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lattice_connect::{self as nats, NatsArgs, Patience, UpRecord};
 use lattice_control::ControlConfig;
 use lattice_protocol::keys::KeyRole;
 use lattice_protocol::names::LatticeName;
 
-use crate::args::{HostArgs, NatsArgs, UpArgs};
-use crate::nats::{self, Patience, UpRecord};
-use crate::serve::{host_config, key_path, shutdown_on_signal};
+use crate::args::UpArgs;
+use crate::serve::key_path;
 
 /// The port `lattice up` prefers for its nats-server.
 pub const DEFAULT_PORT: u16 = 4222;
@@ -144,9 +144,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         tls: false,
     };
     let client = nats::connect(&nats_args, &url, "lattice up", Patience::FailFast).await?;
-    let shutdown = shutdown_on_signal();
+    let shutdown = nats::shutdown_on_signal();
 
-    // The only host is in this process and reports at once: no need to wait for others.
+    // The only host is the one started below, which reports at once: no need to wait for others.
     // (The key read above is the control plane's: a `KeyPair` is not `Clone`, so pass a copy.)
     let mut control_config = ControlConfig::new(
         lattice.clone(),
@@ -158,23 +158,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         client.clone(),
         shutdown.clone(),
     ));
-    let host_args = HostArgs {
-        nats: nats_args,
-        labels: args.labels.clone(),
-        trust_issuers: vec![issuer.public_key().to_string()],
-        trust_operators: vec![operator.public_key().to_string()],
-        state_dir: Some(state_dir.join("up-host")),
-        name: None,
-        heartbeat_secs: 5,
-        js_domain: None,
-        outbox_max_entries: lattice_host::DEFAULT_OUTBOX_MAX_ENTRIES,
-        outbox_max_bytes: lattice_host::DEFAULT_OUTBOX_MAX_BYTES,
-    };
-    let host = tokio::spawn(lattice_host::run(
-        host_config(&host_args, lattice.clone(), &url)?,
-        client.clone(),
-        shutdown.clone(),
-    ));
+    let mut host = start_host(&LocalHost {
+        state_dir: state_dir.join("up-host"),
+        lattice: &lattice,
+        url: &url,
+        issuer: issuer.public_key().to_string(),
+        operator: operator.public_key().to_string(),
+        labels: &args.labels,
+    })?;
 
     let record = UpRecord {
         nats_url: url.clone(),
@@ -184,22 +175,18 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let record_path = nats::up_record_path(&state_dir);
     std::fs::write(&record_path, serde_json::to_string_pretty(&record)?)?;
-    let issuer_file = key_path(&state_dir, "issuer");
-    eprintln!(
-        "\nLattice `{lattice}` is up.\n  NATS:          {url}\n  state:         {}\n  issuer key:    {} ({})\n  control key:   {}\n\nIn another terminal:\n  lattice sign hello.wasm -o hello.signed.wasm --issuer {}\n  lattice push hello.signed.wasm\n  lattice ctl deploy app.yaml --wait\n  lattice ctl get hosts\n\nPress Ctrl-C to stop.\n",
-        state_dir.display(),
-        issuer_file.display(),
-        issuer.public_key(),
-        operator.public_key(),
-        issuer_file.display(),
-    );
+    eprintln!("{}", banner(&record, &state_dir));
 
     let result = tokio::select! {
         r = control => r.context("control plane task")?.context("control plane"),
-        r = host => r.context("host task")?.context("host"),
+        r = host.wait() => match r.context("waiting for the host")? {
+            status if status.success() => Ok(()),
+            status => Err(anyhow::anyhow!("the host ({}) exited: {status}", crate::serve::HOST_PROGRAM)),
+        },
         () = shutdown.cancelled() => Ok(()),
     };
     shutdown.cancel();
+    stop_host(&mut host).await;
     let _ = std::fs::remove_file(&record_path);
     if let Some(mut s) = server.take() {
         let _ = s.child.start_kill();
@@ -207,4 +194,97 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     eprintln!("Lattice stopped; state kept in {}", state_dir.display());
     result
+}
+
+/// What `lattice up` prints once the lattice is up: where things are, and what to do next.
+fn banner(up: &UpRecord, state_dir: &Path) -> String {
+    let issuer_file = key_path(state_dir, "issuer");
+    format!(
+        "\nLattice `{}` is up.\n  NATS:          {}\n  state:         {}\n  issuer key:    {} ({})\n  control key:   {}\n\nIn another terminal:\n  lattice sign hello.wasm -o hello.signed.wasm --issuer {}\n  lattice push hello.signed.wasm\n  lattice ctl deploy app.yaml --wait\n  lattice ctl get hosts\n\nPress Ctrl-C to stop.\n",
+        up.lattice,
+        up.nats_url,
+        state_dir.display(),
+        issuer_file.display(),
+        up.issuer,
+        up.operator,
+        issuer_file.display(),
+    )
+}
+
+/// The one host of a local lattice.
+struct LocalHost<'a> {
+    state_dir: PathBuf,
+    lattice: &'a LatticeName,
+    url: &'a str,
+    issuer: String,
+    operator: String,
+    labels: &'a [(String, String)],
+}
+
+/// Starts `lattice-host` on the local lattice's NATS, trusting its dev keys. It logs to this
+/// process's stderr, and is killed if this process lets go of it without [`stop_host`].
+fn start_host(host: &LocalHost<'_>) -> anyhow::Result<tokio::process::Child> {
+    let program = crate::serve::host_program()?;
+    let mut command = tokio::process::Command::new(&program);
+    command
+        .arg("--nats-url")
+        .arg(host.url)
+        .arg("--lattice")
+        .arg(host.lattice.as_str())
+        .arg("--trust-issuer")
+        .arg(&host.issuer)
+        .arg("--trust-operator")
+        .arg(&host.operator)
+        .arg("--state-dir")
+        .arg(&host.state_dir)
+        .arg("--heartbeat-secs")
+        .arg("5");
+    for (key, value) in host.labels {
+        command.arg("--label").arg(format!("{key}={value}"));
+    }
+    // The local lattice's NATS needs no credentials, TLS or domain: settings of the shell meant
+    // for another lattice must not reach this host (the flags above win over the rest).
+    for var in [
+        "LATTICE_NATS_CREDS",
+        "LATTICE_NATS_NKEY",
+        "LATTICE_NATS_TLS_CA",
+        "LATTICE_NATS_TLS_CERT",
+        "LATTICE_NATS_TLS_KEY",
+        "LATTICE_NATS_TLS",
+        "LATTICE_JS_DOMAIN",
+        "LATTICE_OUTBOX_MAX_ENTRIES",
+        "LATTICE_OUTBOX_MAX_BYTES",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
+/// How long the host may take to stop (it reports "stopping" and drains) before it is killed.
+const HOST_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Asks the host to stop with SIGTERM, as a service manager would, and kills it after
+/// [`HOST_STOP_GRACE`].
+async fn stop_host(host: &mut tokio::process::Child) {
+    if let Some(pid) = host.id().and_then(|id| libc::pid_t::try_from(id).ok()) {
+        #[expect(
+            unsafe_code,
+            reason = "kill(2) has no safe binding in the standard library"
+        )]
+        // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped
+        // (`id()` is `None` once it is), so it cannot name another process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(HOST_STOP_GRACE, host.wait())
+        .await
+        .is_err()
+    {
+        let _ = host.kill().await;
+    }
 }

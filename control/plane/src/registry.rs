@@ -5,7 +5,7 @@
 //! `image` references at deploy time. Pushing the same bytes twice stores them once.
 
 use async_nats::jetstream::{self, kv, object_store};
-use lattice_protocol::digest::Digest;
+use lattice_protocol::digest::{Digest, ImageRef, ImageRefError};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::subject::{Buckets, tag_key};
@@ -111,24 +111,21 @@ impl Registry {
                 format!("{what}; push it first with `lattice push FILE.wasm`"),
             )
         };
-        let digest = if image.starts_with("sha256:") {
-            Digest::parse(image)
-                .map_err(|e| WireError::new(ErrorCode::InvalidInput, e.to_string()))?
-        } else {
-            let key = tag_key(image).ok_or_else(|| {
-                WireError::new(
-                    ErrorCode::InvalidInput,
-                    format!("image `{image}` is neither `sha256:<hex>` nor a `name:version` tag"),
-                )
-            })?;
-            let value = self
-                .tags
-                .get(key)
-                .await
-                .map_err(|e| internal("reading tags", e))?
-                .ok_or_else(|| not_found(format!("no artifact is tagged `{image}`")))?;
-            Digest::parse(&String::from_utf8_lossy(&value))
-                .map_err(|e| internal("a stored tag is corrupt", e))?
+        let digest = match ImageRef::parse(image)
+            .map_err(|e: ImageRefError| WireError::new(ErrorCode::InvalidInput, e.to_string()))?
+        {
+            ImageRef::Digest(digest) => digest,
+            ImageRef::Tag { tag, key } => {
+                let value = self
+                    .tags
+                    .get(key)
+                    .await
+                    .map_err(|e| internal("reading tags", e))?
+                    .ok_or_else(|| not_found(format!("no artifact is tagged `{tag}`")))?;
+                // Tags hold a digest's text (`push` writes them), so stored tags still read.
+                Digest::parse(&String::from_utf8_lossy(&value))
+                    .map_err(|e| internal("a stored tag is corrupt", e))?
+            }
         };
         match self.objects.info(digest.hex()).await {
             Ok(info) if !info.deleted => Ok(digest),

@@ -203,6 +203,7 @@ mod tests {
                     instances: 1,
                     state,
                     message: "boom".into(),
+                    reason: None,
                     endpoint: None,
                     failures: 0,
                 }],

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use lattice_protocol::messages::{AppState, AppStatus, ComponentStatus, Heartbeat, WorkloadState};
+use lattice_protocol::messages::{
+    AppState, AppStatus, ComponentStatus, FailureReason, Heartbeat, WorkloadState,
+};
 use lattice_protocol::names::HostId;
 
 use crate::model::ResolvedApp;
@@ -41,6 +43,7 @@ fn placed_status(
             instances: 0,
             state: WorkloadState::Failed,
             message: unplaced.reason.clone(),
+            reason: Some(FailureReason::Unplaced),
             endpoint: None,
         });
     }
@@ -54,11 +57,12 @@ fn placed_status(
                         && r.image == w.image
                 })
             });
-            let (state, message, endpoint) = match reported {
-                Some(r) => (r.state, r.message.clone(), r.endpoint.clone()),
+            let (state, message, reason, endpoint) = match reported {
+                Some(r) => (r.state, r.message.clone(), r.reason, r.endpoint.clone()),
                 None => (
                     WorkloadState::Pending,
                     "waiting for the host".to_string(),
+                    None,
                     None,
                 ),
             };
@@ -68,6 +72,7 @@ fn placed_status(
                 instances: w.instances,
                 state,
                 message,
+                reason,
                 endpoint,
             });
         }

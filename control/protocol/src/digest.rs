@@ -72,9 +72,71 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// What an `image` reference names: an artifact by its content, or a `name:version` tag that
+/// points at one. Parsed once where a reference comes in (a manifest, `lattice push --tag`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// `sha256:<hex>`.
+    Digest(Digest),
+    /// `name:version`.
+    Tag {
+        /// The tag as written.
+        tag: String,
+        /// Its key in the lattice's tag bucket ([`crate::subject::tag_key`]).
+        key: String,
+    },
+}
+
+/// An `image` reference that is neither a digest nor a tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefError {
+    /// It starts like a digest but is not one.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    /// It is not a `name:version` tag either.
+    #[error("image `{0}` is neither `sha256:<hex>` nor a `name:version` tag")]
+    Neither(String),
+}
+
+impl ImageRef {
+    /// Parses `sha256:<hex>` or `name:version`.
+    pub fn parse(image: &str) -> Result<Self, ImageRefError> {
+        if image.starts_with("sha256:") {
+            return Ok(Self::Digest(Digest::parse(image)?));
+        }
+        let key = crate::subject::tag_key(image)
+            .ok_or_else(|| ImageRefError::Neither(image.to_string()))?;
+        Ok(Self::Tag {
+            tag: image.to_string(),
+            key,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_are_digests_or_tags() {
+        let d = Digest::of(b"abc");
+        assert_eq!(ImageRef::parse(&d.to_string()), Ok(ImageRef::Digest(d)));
+        assert_eq!(
+            ImageRef::parse("hello:0.1.0"),
+            Ok(ImageRef::Tag {
+                tag: "hello:0.1.0".into(),
+                key: "hello.0.1.0".into()
+            })
+        );
+        assert!(matches!(
+            ImageRef::parse("sha256:abc"),
+            Err(ImageRefError::Digest(_))
+        ));
+        assert!(matches!(
+            ImageRef::parse("hello"),
+            Err(ImageRefError::Neither(_))
+        ));
+    }
 
     #[test]
     fn round_trips_and_refuses_garbage() {

@@ -157,6 +157,10 @@ pub struct ComponentStatus {
     pub state: WorkloadState,
     /// Why, when not running.
     pub message: String,
+    /// What kind of failure, when failed: what a program branches on (the message is for
+    /// people). Absent from control planes that predate it.
+    #[serde(default)]
+    pub reason: Option<FailureReason>,
     /// Where it is served (`ip:port` of the built-in HTTP server), when it is.
     #[serde(default)]
     pub endpoint: Option<String>,
@@ -253,8 +257,11 @@ pub struct WorkloadStatus {
     pub instances: u32,
     /// Its state.
     pub state: WorkloadState,
-    /// Why, when failed (e.g. which verification check refused it).
+    /// Why, when failed (e.g. which verification check refused it), for people.
     pub message: String,
+    /// What kind of failure, when failed, for programs. Absent from hosts that predate it.
+    #[serde(default)]
+    pub reason: Option<FailureReason>,
     /// The address the built-in HTTP server actually listens on for it (a manifest may ask
     /// for port 0: any free port).
     #[serde(default)]
@@ -287,6 +294,60 @@ impl std::fmt::Display for WorkloadState {
             WorkloadState::Running => "running",
             WorkloadState::Failed => "failed",
         })
+    }
+}
+
+/// Why a workload failed, by kind: the step of starting it that refused or broke (a host's
+/// report), or that it could not be placed at all (the control plane's). Each has its human
+/// message beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// No host matches its placement, or too few do.
+    Unplaced,
+    /// Its artifact could not be fetched from the lattice (missing, too large, unreachable).
+    FetchFailed,
+    /// Refused before compilation: unsigned, tampered, a bad signature, an issuer this host
+    /// does not trust, expired or not yet valid claims.
+    RefusedSignature,
+    /// The compiler refused it (not a valid component for this engine) or failed.
+    CompileError,
+    /// Its imports cannot be linked: an interface the host does not provide, or its links'
+    /// targets do not fit.
+    LinkError,
+    /// A capability provider it is linked to refused its links or did not start.
+    ProviderFailed,
+    /// Its HTTP address is not `ip:port`.
+    InvalidAddress,
+    /// Its HTTP address is taken, by another workload on this host or another program.
+    AddressInUse,
+    /// It traps when instantiated.
+    TrapAtStart,
+    /// Its call, message or queue servers could not start (NATS refused a subscription).
+    ServeFailed,
+}
+
+impl FailureReason {
+    /// Its name on the wire and in tables, e.g. `compile_error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Unplaced => "unplaced",
+            FailureReason::FetchFailed => "fetch_failed",
+            FailureReason::RefusedSignature => "refused_signature",
+            FailureReason::CompileError => "compile_error",
+            FailureReason::LinkError => "link_error",
+            FailureReason::ProviderFailed => "provider_failed",
+            FailureReason::InvalidAddress => "invalid_address",
+            FailureReason::AddressInUse => "address_in_use",
+            FailureReason::TrapAtStart => "trap_at_start",
+            FailureReason::ServeFailed => "serve_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -420,5 +481,63 @@ pub mod verbs {
         DeadLetters: DeadLettersRequest => Vec<DeadLetter>;
         /// `ctl.requeue`: put dead letters back in their queue.
         Requeue: RequeueRequest => RequeueReply;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A workload's report as hosts sent it before failures had a reason.
+    #[derive(Serialize)]
+    struct WorkloadStatusBeforeReasons {
+        app: AppName,
+        app_version: String,
+        component: ComponentName,
+        image: Digest,
+        instances: u32,
+        state: WorkloadState,
+        message: String,
+    }
+
+    #[test]
+    fn a_report_without_a_reason_still_decodes() -> Result<(), Box<dyn std::error::Error>> {
+        let old = WorkloadStatusBeforeReasons {
+            app: AppName::new("shop")?,
+            app_version: "v1".into(),
+            component: ComponentName::new("api")?,
+            image: Digest::of(b"component"),
+            instances: 1,
+            state: WorkloadState::Failed,
+            message: "refused before compilation: unsigned".into(),
+        };
+        let decoded: WorkloadStatus = rmp_serde::from_slice(&rmp_serde::to_vec_named(&old)?)?;
+        assert_eq!(decoded.reason, None);
+        assert_eq!(decoded.message, old.message);
+        Ok(())
+    }
+
+    #[test]
+    fn reasons_travel_by_their_names() -> Result<(), Box<dyn std::error::Error>> {
+        for reason in [
+            FailureReason::Unplaced,
+            FailureReason::FetchFailed,
+            FailureReason::RefusedSignature,
+            FailureReason::CompileError,
+            FailureReason::LinkError,
+            FailureReason::ProviderFailed,
+            FailureReason::InvalidAddress,
+            FailureReason::AddressInUse,
+            FailureReason::TrapAtStart,
+            FailureReason::ServeFailed,
+        ] {
+            let name: String = rmp_serde::from_slice(&rmp_serde::to_vec(&reason)?)?;
+            assert_eq!(name, reason.as_str());
+            assert_eq!(
+                rmp_serde::from_slice::<FailureReason>(&rmp_serde::to_vec(&name)?)?,
+                reason
+            );
+        }
+        Ok(())
     }
 }

@@ -27,9 +27,7 @@ impl Interfaces {
     /// Whether some export is `interface` at any version (`wasi:http/incoming-handler` matches
     /// `wasi:http/incoming-handler@0.2.6`).
     pub fn exports_interface(&self, interface: &str) -> bool {
-        self.exports
-            .iter()
-            .any(|e| e.split('@').next() == Some(interface))
+        self.exports.iter().any(|e| unversioned(e) == interface)
     }
 
     /// The functions of imported `interface` (at any version) that return data.
@@ -39,9 +37,14 @@ impl Interfaces {
     ) -> impl Iterator<Item = &'a str> + 'a {
         self.returning_data.iter().filter_map(move |f| {
             let (import, function) = f.split_once('#')?;
-            (import.split('@').next() == Some(interface)).then_some(function)
+            (unversioned(import) == interface).then_some(function)
         })
     }
+}
+
+/// A WIT name without its version: `wasi:http/types@0.2.0` -> `wasi:http/types`.
+pub fn unversioned(name: &str) -> &str {
+    name.split('@').next().unwrap_or(name)
 }
 
 /// Reads the imports and exports of a component.

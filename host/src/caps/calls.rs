@@ -24,6 +24,7 @@ use lattice_protocol::envelope;
 use lattice_protocol::names::{AppName, ComponentName};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall, RpcReply};
 use lattice_protocol::subject::Subject;
+use lattice_protocol::wit::unversioned;
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, Func, InstancePre, Linker, Type, Val};
@@ -46,10 +47,6 @@ fn split_interface(name: &str) -> Option<(&str, &str, &str)> {
     let (ns, rest) = unversioned.split_once(':')?;
     let (pkg, iface) = rest.split_once('/')?;
     Some((ns, pkg, iface))
-}
-
-fn unversioned(name: &str) -> &str {
-    name.split('@').next().unwrap_or(name)
 }
 
 /// A workload ready to be instantiated: what the router, the RPC server and the messaging

@@ -15,7 +15,6 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use lattice_host::compile::{CacheOutcome, CodeCache};
 use lattice_host::engine::{EngineConfig, PoolSizing, Runtime};
-use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use wasmtime::component::Component;
@@ -87,8 +86,8 @@ fn locate_hello() -> anyhow::Result<PathBuf> {
 }
 
 /// The `sha256:<hex>` digest of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+pub fn digest(bytes: &[u8]) -> lattice_protocol::digest::Digest {
+    lattice_protocol::digest::Digest::of(bytes)
 }
 
 /// A runtime with a small pool, light enough to make one per test.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lattice_provider_sdk::init_logging();
+    lattice_telemetry::init("info");
     let env = lattice_provider_sdk::ProcessEnv::from_env()?;
     let client = env.connect().await?;
     // In the host's JetStream domain, when it has one (an edge host on a leaf node).

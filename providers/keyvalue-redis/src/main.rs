@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    lattice_provider_sdk::init_logging();
+    lattice_telemetry::init("info");
     let env = lattice_provider_sdk::ProcessEnv::from_env()?;
     let client = env.connect().await?;
     let provider = lattice_provider_keyvalue_redis::RedisKv::new();

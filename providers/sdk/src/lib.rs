@@ -23,7 +23,7 @@ use async_trait::async_trait;
 pub use lattice_protocol::provider::{Call, LinkDirection, LinkId, LinkInfo, ProviderError, Reply};
 
 pub use deliver::deliver_message;
-pub use process::{ProcessEnv, init_logging, run_process, serve};
+pub use process::{ProcessEnv, run_process, serve};
 pub use remote::Remote;
 
 /// A capability provider.

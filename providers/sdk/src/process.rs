@@ -170,18 +170,8 @@ async fn answer(
     }
 }
 
-/// Logging for a provider process: to stderr (the host passes it on), `RUST_LOG` or `info`.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-}
-
-/// The rest of a provider process's `main` once [`init_logging`], [`ProcessEnv::from_env`] and
+/// The rest of a provider process's `main` once `lattice_telemetry::init` (logging to stderr,
+/// which the host passes on), [`ProcessEnv::from_env`] and
 /// [`ProcessEnv::connect`] ran: serves `provider` on its subject with `client` (the same
 /// connection the provider may use itself) until SIGTERM or Ctrl-C.
 pub async fn run_process(

@@ -224,6 +224,7 @@ async fn simulate_host(
                         instances: w.instances,
                         state: WorkloadState::Running,
                         message: String::new(),
+                        reason: None,
                         endpoint: None,
                         failures: 0,
                     })

@@ -13,7 +13,7 @@ use lattice_protocol::assignment::{HttpBinding, LinkTarget, WorkloadLink};
 use lattice_protocol::claims::allow_list_allows;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::names::ComponentName;
-use lattice_protocol::wit::Interfaces;
+use lattice_protocol::wit::{Interfaces, unversioned};
 
 use super::builtin::{
     ALLOWED_HOSTS_KEY, BUCKET_KEY, Builtin, ROOT_KEY, SUBSCRIPTIONS_KEY, allowed_hosts_problem,
@@ -106,11 +106,6 @@ fn qualified(link: &Link) -> Vec<String> {
         .iter()
         .map(|i| format!("{}:{}/{i}", link.namespace, link.package))
         .collect()
-}
-
-/// A WIT name without its version: `wasi:http/types@0.2.0` -> `wasi:http/types`.
-fn unversioned(name: &str) -> &str {
-    name.split('@').next().unwrap_or(name)
 }
 
 /// The component's image for messages: the reference as written, and the digest when the

@@ -1,14 +1,60 @@
-//! Connecting to NATS with the options every command shares, and finding the lattice that
-//! `lattice up` started.
+//! How a Lattice program joins a lattice from the command line: the NATS flags every binary
+//! takes ([`NatsArgs`]), where `lattice up` records the lattice it started ([`UpRecord`]) so
+//! that other commands find it, resolving and connecting ([`target`], [`connect`]), label flags
+//! ([`parse_label`]) and stopping on Ctrl-C or SIGTERM ([`shutdown_on_signal`]).
+//!
+//! Both `lattice` and `lattice-host` build on it, which is why it is its own small crate: the
+//! operator's CLI must not link the host (wasmtime) and the host must not link the CLI, yet a
+//! flag must mean the same in both.
+#![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 use lattice_protocol::names::LatticeName;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
-use crate::args::NatsArgs;
+/// How to reach NATS; every networked command takes these.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS URL. Default: the lattice `lattice up` started, else nats://127.0.0.1:4222.
+    #[arg(long, env = "LATTICE_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// Lattice name.
+    #[arg(long, env = "LATTICE_LATTICE", global = true)]
+    pub lattice: Option<String>,
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long, env = "LATTICE_NATS_CREDS", global = true)]
+    pub creds: Option<PathBuf>,
+    /// File with a NATS nkey seed (`SU...`) to authenticate with.
+    #[arg(long, env = "LATTICE_NATS_NKEY", global = true)]
+    pub nkey: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the NATS server with.
+    #[arg(long, env = "LATTICE_NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --tls-key.
+    #[arg(
+        long,
+        env = "LATTICE_NATS_TLS_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(
+        long,
+        env = "LATTICE_NATS_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS even if the server does not ask for it.
+    #[arg(long, env = "LATTICE_NATS_TLS", global = true)]
+    pub tls: bool,
+}
 
 /// The URL used when nothing else says where NATS is.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -123,4 +169,54 @@ pub async fn connect(
             "cannot reach NATS at {url} ({e}); check that nats-server is running there (`lattice up` starts one) or pass --nats-url"
         )
     })
+}
+
+/// Parses `key=value`, validating the key as a label name.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label `{s}` must be `key=value`"))?;
+    lattice_protocol::names::LabelKey::new(k).map_err(|e| e.to_string())?;
+    if v.chars().any(char::is_control) {
+        return Err(format!("label `{k}` has a control character in its value"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_validated() {
+        assert_eq!(
+            parse_label("zone=edge"),
+            Ok(("zone".to_string(), "edge".to_string()))
+        );
+        assert!(parse_label("zone").is_err());
+        let err = parse_label("my.zone=edge").unwrap_err();
+        assert!(err.contains("subject separator"), "{err}");
+    }
 }

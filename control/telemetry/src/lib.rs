@@ -1,0 +1,62 @@
+//! How every Lattice process reports: `lattice`, `lattice-host` and every
+//! `lattice-provider-*` binary call [`init`] first thing, so their logs read alike and obey
+//! the same switches.
+//!
+//! Layout: one function today. Metrics and OTLP traces belong here too when they come, so that
+//! a process keeps one line of setup and the switches stay in one place.
+//!
+//! The switches:
+//! - `RUST_LOG` chooses what is logged (an [`EnvFilter`] directive); without it, the level the
+//!   binary asks for.
+//! - Colours only when stderr is a terminal and `NO_COLOR` is unset or empty: a log redirected
+//!   to a file, or a provider's stderr piped through its host, carries no escape codes.
+//!
+//! ```no_run
+//! lattice_telemetry::init("info");
+//! ```
+#![deny(missing_docs)]
+
+use std::io::IsTerminal as _;
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the process's subscriber: logs to stderr, `RUST_LOG` or else `default_filter`.
+/// A second call does nothing (the first subscriber stays).
+pub fn init(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
+        .with_target(false)
+        .try_init();
+}
+
+/// Whether to colour: on a terminal, unless `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colour;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(
+            !colour(false, None),
+            "a file or a pipe gets no escape codes"
+        );
+        assert!(!colour(false, Some(OsStr::new("1"))));
+    }
+}

@@ -1,0 +1,84 @@
+//! `lattice-host`'s arguments. Every flag, its environment variable and default are what
+//! `lattice host` had when the host was built by the CLI crate: scripts, the Dockerfile and
+//! `deploy/` pass them unchanged.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use lattice_connect::NatsArgs;
+
+/// Subcommands a host runs its own binary with, in child processes; hidden from users.
+#[derive(Debug, Subcommand)]
+pub enum Internal {
+    /// Compile one component for this build's engine and write the code atomically.
+    #[command(name = "__compile", hide = true)]
+    Compile(CompileArgs),
+}
+
+/// `__compile`: passed through as they are to `lattice_host::compile::compiler_main`, which
+/// owns both ends of this interface.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The compiler's arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
+}
+
+/// The host's flags (`lattice host` passes its arguments on to `lattice-host`).
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Labels, `key=value` (repeatable).
+    #[arg(long = "label", value_parser = lattice_connect::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Issuer public keys (`A...`) whose components this host runs.
+    #[arg(
+        long = "trust-issuer",
+        env = "LATTICE_TRUST_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub trust_issuers: Vec<String>,
+    /// Control-plane public keys (`O...`) whose assignments this host accepts.
+    #[arg(
+        long = "trust-operator",
+        env = "LATTICE_TRUST_OPERATORS",
+        value_delimiter = ','
+    )]
+    pub trust_operators: Vec<String>,
+    /// Where the host keeps its key, assignment, artifacts and compiled code. Default: ~/.lattice/host
+    #[arg(long, env = "LATTICE_HOST_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The host's human name. Default: the machine's hostname.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat_secs: u64,
+    /// JetStream domain of the lattice's JetStream: on an edge NATS leaf node, the hub's domain
+    /// (`hub` in deploy/hub.conf). Default: the server's own JetStream (`$JS.API`).
+    #[arg(long, env = "LATTICE_JS_DOMAIN")]
+    pub js_domain: Option<String>,
+    /// The most queued calls and messages this host's outbox keeps while the hub is out of
+    /// reach, all queued links together (each link's `capacity` bounds its own share). Size it
+    /// for the longest outage: calls a second times its seconds.
+    #[arg(
+        long,
+        env = "LATTICE_OUTBOX_MAX_ENTRIES",
+        default_value_t = lattice_host::DEFAULT_OUTBOX_MAX_ENTRIES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub outbox_max_entries: u64,
+    /// The most bytes (a plain number, e.g. 1073741824 for 1 GiB) of queued calls and messages
+    /// the outbox keeps, all queued links together: each counts its encoded call or message,
+    /// its link's name twice, its stream subject and 53 bytes. Leave the disk room for it.
+    #[arg(
+        long,
+        env = "LATTICE_OUTBOX_MAX_BYTES",
+        default_value_t = lattice_host::DEFAULT_OUTBOX_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub outbox_max_bytes: u64,
+}
