@@ -325,6 +325,8 @@ pub struct TestLattice {
     pub issuer: KeyPair,
     /// The control plane's key; every host trusts it.
     pub operator: KeyPair,
+    /// A user key (`U...`) the control plane knows as an admin from the start.
+    pub admin: KeyPair,
     /// The control-plane API client.
     pub ctl: CtlClient,
     control: Option<ControlHandle>,
@@ -358,6 +360,7 @@ impl TestLattice {
             lattice,
             issuer: KeyPair::generate(KeyRole::Issuer),
             operator,
+            admin: KeyPair::generate(KeyRole::User),
             control: None,
             dir: tempfile::tempdir()?,
         };
@@ -376,6 +379,7 @@ impl TestLattice {
         );
         config.startup_grace = Duration::ZERO;
         config.tick = Duration::from_millis(200);
+        config.admins = vec![self.admin.public_key()];
         configure(&mut config);
         let token = CancellationToken::new();
         let client = self.nats.client().await?;

@@ -83,6 +83,9 @@ pub struct ControlConfig {
     /// How long a leader's lease lasts without renewal: a standby takes over this long after
     /// the leader dies.
     pub lease_ttl: Duration,
+    /// Users (`U...` keys) who are admins from the start: the role table begins with them, so
+    /// a new lattice has someone who may grant roles (`lattice up` passes its local admin key).
+    pub admins: Vec<lattice_protocol::keys::PublicKey>,
 }
 
 impl ControlConfig {
@@ -99,6 +102,7 @@ impl ControlConfig {
             tick: Duration::from_secs(1),
             assignment_ttl: Duration::from_secs(7 * 24 * 3600),
             lease_ttl: Duration::from_secs(3),
+            admins: Vec::new(),
         }
     }
 }
