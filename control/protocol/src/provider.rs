@@ -8,6 +8,11 @@
 //! [`ProviderRequest::LinkPut`] before the first call that uses them, and again after a restart.
 //! Providers deliver to components (an MQTT message to a `wasmcloud:messaging/handler`) with an
 //! ordinary component call ([`crate::rpc::RpcCall`]).
+//!
+//! [`catalog`] declares each provider once (name, how it runs, what it serves and delivers, its
+//! links' config keys and checks), for the control plane and hosts alike.
+
+pub mod catalog;
 
 use std::collections::BTreeMap;
 
