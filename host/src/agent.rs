@@ -34,7 +34,9 @@ use crate::backoff::Backoff;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
 use crate::caps::queue::{self, OutboxLimits, Queue};
-use crate::caps::{HostServices, LatticeLink, WorkloadCtx, blobstore, messaging};
+use crate::caps::{
+    HostServices, LatticeLink, Services, WorkloadCtx, WorkloadSpec, blobstore, messaging,
+};
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
 use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
@@ -375,15 +377,17 @@ impl Agent {
         let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
         env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
-        let ctx = Arc::new(WorkloadCtx::with_services(
-            w.app.clone(),
-            w.component.clone(),
+        // What the workload may use (buckets, blob root, outgoing hosts) is worked out here,
+        // once, not on each call.
+        let spec = WorkloadSpec {
+            app: w.app.clone(),
+            component: w.component.clone(),
             env,
-            w.config.clone(),
+            config: w.config.clone(),
             // `blobstore-fs` links without a `root` keep their blobs in this host's state dir.
-            blobstore::with_default_root(w.links.clone(), &self.config.state_dir, &w.app),
-            &self.services,
-        ));
+            links: blobstore::with_default_root(w.links.clone(), &self.config.state_dir, &w.app),
+        };
+        let ctx = Arc::new(WorkloadCtx::new(spec, Services::from(&self.services)));
         // Providers learn the links (a provider process starts if needed) before the first call.
         self.services
             .providers

@@ -39,7 +39,7 @@ use super::bindings::blobstore::wasi::blobstore::{blobstore, container, types};
 use crate::wasi::HostState;
 
 /// The built-in capability's name in links.
-pub const NAME: &str = "blobstore-fs";
+pub const NAME: &str = lattice_protocol::provider::catalog::BLOBSTORE_FS.name;
 
 /// The link's target config key naming the root directory.
 pub const ROOT_KEY: &str = "root";
@@ -114,18 +114,17 @@ fn blobstore_link(link: &WorkloadLink) -> bool {
         && matches!(&link.target, LinkTarget::Builtin(b) if b == NAME)
 }
 
-/// The root directory of the workload's `blobstore-fs` link (the one named `default`, else the
-/// first), or why there is none.
-fn root(ctx: &WorkloadCtx) -> Result<PathBuf, String> {
-    let links: Vec<&WorkloadLink> = ctx.links.iter().filter(|l| blobstore_link(l)).collect();
+/// The root directory of `workload`'s `blobstore-fs` link (the one named `default`, else the
+/// first) among `links`, or why there is none: its grant, worked out once when it starts.
+pub(crate) fn root(links: &[WorkloadLink], workload: &str) -> Result<PathBuf, String> {
+    let links: Vec<&WorkloadLink> = links.iter().filter(|l| blobstore_link(l)).collect();
     let Some(link) = links
         .iter()
         .find(|l| l.name == "default")
         .or_else(|| links.first())
     else {
         return Err(format!(
-            "wasi:blobstore is not linked for `{}`: add a link trait from it to a blob-store capability (e.g. `builtin:{NAME}`)",
-            ctx.name()
+            "wasi:blobstore is not linked for `{workload}`: add a link trait from it to a blob-store capability (e.g. `builtin:{NAME}`)",
         ));
     };
     let Some(root) = link.target_config.get(ROOT_KEY) else {
@@ -169,7 +168,7 @@ fn check_name(kind: &str, name: &str) -> Result<(), String> {
 
 /// `<root>/<name>`, the directory of container `name`.
 fn container_dir(ctx: &WorkloadCtx, name: &str) -> Result<PathBuf, String> {
-    let root = root(ctx)?;
+    let root = ctx.blob_root.clone()?;
     check_name("container", name)?;
     Ok(root.join(name))
 }

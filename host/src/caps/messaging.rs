@@ -37,7 +37,7 @@ use super::{LatticeLink, WorkloadCtx};
 use crate::wasi::HostState;
 
 /// The built-in capability's name in links.
-pub const BUILTIN: &str = "messaging-nats";
+pub const BUILTIN: &str = lattice_protocol::provider::catalog::MESSAGING_NATS.name;
 
 /// Messages handled at once per workload on this host; more wait in NATS's buffer.
 const CONCURRENT_HANDLERS: usize = 64;
@@ -101,7 +101,7 @@ enum Via {
 /// The link serving `ctx`'s `wasmcloud:messaging/consumer`, and where it goes.
 async fn consumer(ctx: Arc<WorkloadCtx>) -> Result<Via, String> {
     let Some(link) = ctx
-        .links
+        .links()
         .iter()
         .find(|l| l.serves("wasmcloud", "messaging", "consumer"))
     else {
