@@ -35,17 +35,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::caps::bindings::wasmcloud::messaging::consumer;
+use crate::caps::blobstore::BlobstoreView;
 use crate::caps::config::ConfigView;
 use crate::caps::keyvalue::KeyvalueView;
 use crate::caps::logging::LoggingView;
+use crate::caps::messaging::MessagingView;
 use crate::caps::outgoing_http::OutgoingPolicy;
-use crate::caps::{WorkloadCtx, config, keyvalue, logging};
+use crate::caps::{WorkloadCtx, blobstore, config, keyvalue, logging, messaging};
 use crate::engine::{EngineConfig, Runtime};
 
 /// Table elements one instance may have; matches the pooling allocator's
@@ -162,8 +163,8 @@ pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
     logging::add_to_linker(&mut linker, logging_view)?;
     config::add_to_linker(&mut linker, config_view)?;
     keyvalue::add_to_linker(&mut linker, keyvalue_view)?;
-    consumer::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-    crate::caps::blobstore::add_to_linker(&mut linker)?;
+    messaging::add_to_linker(&mut linker, messaging_view)?;
+    blobstore::add_to_linker(&mut linker, blobstore_view)?;
     Ok(linker)
 }
 
@@ -173,6 +174,20 @@ fn logging_view(state: &mut HostState) -> LoggingView<'_> {
 
 fn config_view(state: &mut HostState) -> ConfigView<'_> {
     ConfigView(&state.ctx.config)
+}
+
+fn messaging_view(state: &mut HostState) -> MessagingView<'_> {
+    MessagingView {
+        ctx: &state.ctx,
+        deadline: state.deadline,
+    }
+}
+
+fn blobstore_view(state: &mut HostState) -> BlobstoreView<'_> {
+    BlobstoreView {
+        table: &mut state.table,
+        ctx: &state.ctx,
+    }
 }
 
 fn keyvalue_view(state: &mut HostState) -> KeyvalueView<'_> {

@@ -30,13 +30,13 @@ use bytes::Bytes;
 use lattice_protocol::assignment::{LinkTarget, WorkloadLink};
 use lattice_protocol::names::AppName;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-use wasmtime::component::{HasSelf, Linker, Resource};
+use tracing::instrument;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use super::WorkloadCtx;
 use super::bindings::blobstore::wasi::blobstore::{blobstore, container, types};
-use crate::wasi::HostState;
 
 /// The built-in capability's name in links.
 pub const NAME: &str = lattice_protocol::provider::catalog::BLOBSTORE_FS.name;
@@ -81,12 +81,31 @@ pub struct IncomingValue {
 
 type BlobResult<T> = wasmtime::Result<Result<T, String>>;
 
-/// Adds `wasi:blobstore` (types, container, blobstore) to `linker`, which must already have
-/// `wasi:io` (wasmtime-wasi's).
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-    types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    container::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    blobstore::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+/// One store's view for `wasi:blobstore`: its resource table (containers, values and their
+/// streams live there) and its workload, whose blob root was worked out when it started.
+#[derive(Debug)]
+pub struct BlobstoreView<'a> {
+    /// The store's resources.
+    pub table: &'a mut ResourceTable,
+    /// The workload.
+    pub ctx: &'a WorkloadCtx,
+}
+
+struct Blobstore;
+
+impl HasData for Blobstore {
+    type Data<'a> = BlobstoreView<'a>;
+}
+
+/// Adds `wasi:blobstore` (types, container, blobstore) to `linker`, served through `view`;
+/// the linker must already have `wasi:io` (wasmtime-wasi's).
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> BlobstoreView<'_>,
+) -> anyhow::Result<()> {
+    types::add_to_linker::<T, Blobstore>(linker, view)?;
+    container::add_to_linker::<T, Blobstore>(linker, view)?;
+    blobstore::add_to_linker::<T, Blobstore>(linker, view)?;
     Ok(())
 }
 
@@ -337,7 +356,7 @@ async fn read_range(file: &Path, start: u64, end: u64, what: &str) -> Result<Byt
     Ok(data.into())
 }
 
-impl HostState {
+impl BlobstoreView<'_> {
     /// The name and directory of an open container.
     fn container(&self, c: &Resource<Container>) -> wasmtime::Result<(String, PathBuf)> {
         let c = self.table.get(c)?;
@@ -345,10 +364,15 @@ impl HostState {
     }
 }
 
-impl blobstore::Host for HostState {
+impl blobstore::Host for BlobstoreView<'_> {
+    #[instrument(
+        name = "lattice_host.blobstore.create_container",
+        level = "debug",
+        skip_all
+    )]
     async fn create_container(&mut self, name: String) -> BlobResult<Resource<Container>> {
         // Like wasmCloud's `blobstore-fs`: creating a container that exists opens it.
-        let dir = match container_dir(&self.ctx, &name) {
+        let dir = match container_dir(self.ctx, &name) {
             Ok(dir) => dir,
             Err(e) => return Ok(Err(e)),
         };
@@ -358,15 +382,25 @@ impl blobstore::Host for HostState {
         Ok(Ok(self.table.push(Container { name, dir })?))
     }
 
+    #[instrument(
+        name = "lattice_host.blobstore.get_container",
+        level = "debug",
+        skip_all
+    )]
     async fn get_container(&mut self, name: String) -> BlobResult<Resource<Container>> {
-        match existing_container(&self.ctx, &name).await {
+        match existing_container(self.ctx, &name).await {
             Ok(dir) => Ok(Ok(self.table.push(Container { name, dir })?)),
             Err(e) => Ok(Err(e)),
         }
     }
 
+    #[instrument(
+        name = "lattice_host.blobstore.delete_container",
+        level = "debug",
+        skip_all
+    )]
     async fn delete_container(&mut self, name: String) -> BlobResult<()> {
-        let dir = match existing_container(&self.ctx, &name).await {
+        let dir = match existing_container(self.ctx, &name).await {
             Ok(dir) => dir,
             Err(e) => return Ok(Err(e)),
         };
@@ -375,15 +409,21 @@ impl blobstore::Host for HostState {
             .map_err(|e| io_error(format!("deleting container `{name}`"), &e)))
     }
 
+    #[instrument(
+        name = "lattice_host.blobstore.container_exists",
+        level = "debug",
+        skip_all
+    )]
     async fn container_exists(&mut self, name: String) -> BlobResult<bool> {
-        Ok(match container_dir(&self.ctx, &name) {
+        Ok(match container_dir(self.ctx, &name) {
             Ok(dir) => Ok(is_dir(&dir).await),
             Err(e) => Err(e),
         })
     }
 
+    #[instrument(name = "lattice_host.blobstore.copy_object", level = "debug", skip_all)]
     async fn copy_object(&mut self, src: types::ObjectId, dest: types::ObjectId) -> BlobResult<()> {
-        let (src_file, dest_dir) = match object_pair(&self.ctx, &src, &dest).await {
+        let (src_file, dest_dir) = match object_pair(self.ctx, &src, &dest).await {
             Ok(pair) => pair,
             Err(e) => return Ok(Err(e)),
         };
@@ -403,8 +443,9 @@ impl blobstore::Host for HostState {
         }))
     }
 
+    #[instrument(name = "lattice_host.blobstore.move_object", level = "debug", skip_all)]
     async fn move_object(&mut self, src: types::ObjectId, dest: types::ObjectId) -> BlobResult<()> {
-        let (src_file, dest_dir) = match object_pair(&self.ctx, &src, &dest).await {
+        let (src_file, dest_dir) = match object_pair(self.ctx, &src, &dest).await {
             Ok(pair) => pair,
             Err(e) => return Ok(Err(e)),
         };
@@ -436,13 +477,15 @@ impl blobstore::Host for HostState {
     }
 }
 
-impl container::Host for HostState {}
+impl container::Host for BlobstoreView<'_> {}
 
-impl container::HostContainer for HostState {
+impl container::HostContainer for BlobstoreView<'_> {
+    #[instrument(name = "lattice_host.blobstore.name", level = "debug", skip_all)]
     async fn name(&mut self, c: Resource<Container>) -> BlobResult<String> {
         Ok(Ok(self.table.get(&c)?.name.clone()))
     }
 
+    #[instrument(name = "lattice_host.blobstore.info", level = "debug", skip_all)]
     async fn info(&mut self, c: Resource<Container>) -> BlobResult<types::ContainerMetadata> {
         let (name, dir) = self.container(&c)?;
         Ok(match tokio::fs::metadata(&dir).await {
@@ -458,6 +501,7 @@ impl container::HostContainer for HostState {
         })
     }
 
+    #[instrument(name = "lattice_host.blobstore.get_data", level = "debug", skip_all)]
     async fn get_data(
         &mut self,
         c: Resource<Container>,
@@ -476,6 +520,7 @@ impl container::HostContainer for HostState {
         }
     }
 
+    #[instrument(name = "lattice_host.blobstore.write_data", level = "debug", skip_all)]
     async fn write_data(
         &mut self,
         c: Resource<Container>,
@@ -493,6 +538,11 @@ impl container::HostContainer for HostState {
         Ok(Ok(()))
     }
 
+    #[instrument(
+        name = "lattice_host.blobstore.list_objects",
+        level = "debug",
+        skip_all
+    )]
     async fn list_objects(&mut self, c: Resource<Container>) -> BlobResult<Resource<ObjectNames>> {
         let (container, dir) = self.container(&c)?;
         match object_names(&dir, &container).await {
@@ -501,11 +551,21 @@ impl container::HostContainer for HostState {
         }
     }
 
+    #[instrument(
+        name = "lattice_host.blobstore.delete_object",
+        level = "debug",
+        skip_all
+    )]
     async fn delete_object(&mut self, c: Resource<Container>, name: String) -> BlobResult<()> {
         let (container, dir) = self.container(&c)?;
         Ok(remove_object(&dir, &container, &name).await)
     }
 
+    #[instrument(
+        name = "lattice_host.blobstore.delete_objects",
+        level = "debug",
+        skip_all
+    )]
     async fn delete_objects(
         &mut self,
         c: Resource<Container>,
@@ -524,6 +584,7 @@ impl container::HostContainer for HostState {
         Ok(Ok(()))
     }
 
+    #[instrument(name = "lattice_host.blobstore.has_object", level = "debug", skip_all)]
     async fn has_object(&mut self, c: Resource<Container>, name: String) -> BlobResult<bool> {
         let (_, dir) = self.container(&c)?;
         Ok(match check_name("object", &name) {
@@ -532,6 +593,7 @@ impl container::HostContainer for HostState {
         })
     }
 
+    #[instrument(name = "lattice_host.blobstore.object_info", level = "debug", skip_all)]
     async fn object_info(
         &mut self,
         c: Resource<Container>,
@@ -556,6 +618,7 @@ impl container::HostContainer for HostState {
         })
     }
 
+    #[instrument(name = "lattice_host.blobstore.clear", level = "debug", skip_all)]
     async fn clear(&mut self, c: Resource<Container>) -> BlobResult<()> {
         let (container, dir) = self.container(&c)?;
         let names = match object_names(&dir, &container).await {
@@ -576,7 +639,7 @@ impl container::HostContainer for HostState {
     }
 }
 
-impl container::HostStreamObjectNames for HostState {
+impl container::HostStreamObjectNames for BlobstoreView<'_> {
     async fn read_stream_object_names(
         &mut self,
         names: Resource<ObjectNames>,
@@ -610,9 +673,9 @@ impl container::HostStreamObjectNames for HostState {
     }
 }
 
-impl types::Host for HostState {}
+impl types::Host for BlobstoreView<'_> {}
 
-impl types::HostOutgoingValue for HostState {
+impl types::HostOutgoingValue for BlobstoreView<'_> {
     async fn new_outgoing_value(&mut self) -> wasmtime::Result<Resource<OutgoingValue>> {
         Ok(self.table.push(OutgoingValue {
             pipe: MemoryOutputPipe::new(MAX_VALUE_BYTES),
@@ -656,7 +719,7 @@ impl types::HostOutgoingValue for HostState {
     }
 }
 
-impl types::HostIncomingValue for HostState {
+impl types::HostIncomingValue for BlobstoreView<'_> {
     async fn incoming_value_consume_sync(
         &mut self,
         value: Resource<IncomingValue>,

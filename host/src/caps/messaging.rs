@@ -20,12 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use lattice_protocol::assignment::{LinkTarget, QueuedDelivery};
+use lattice_protocol::assignment::{LinkTarget, QueuedDelivery, WorkloadLink};
 use lattice_protocol::provider::{Call, LinkId, Reply};
 use lattice_protocol::queue::QueuedMessage;
 use lattice_protocol::subject::Subject;
 use lattice_provider_sdk::Provider;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::instrument;
+use wasmtime::component::{HasData, Linker};
 
 use super::bindings::handler::wasmcloud::messaging::types::BrokerMessage as HandlerMessage;
 use super::bindings::handler::{Handles, HandlesPre};
@@ -98,13 +100,52 @@ enum Via {
     Provider(Arc<dyn Provider>, LinkId),
 }
 
+/// What a workload may publish through: its `wasmcloud:messaging/consumer` link, found once
+/// when it starts.
+#[derive(Debug, Default)]
+pub struct MessagingGrant {
+    consumer: Option<WorkloadLink>,
+}
+
+impl MessagingGrant {
+    /// The grant of a workload with `links`.
+    pub fn new(links: &[WorkloadLink]) -> Self {
+        Self {
+            consumer: links
+                .iter()
+                .find(|l| l.serves("wasmcloud", "messaging", "consumer"))
+                .cloned(),
+        }
+    }
+}
+
+/// One store's view for `wasmcloud:messaging/consumer`: its workload and deadline.
+#[derive(Debug)]
+pub struct MessagingView<'a> {
+    /// The workload, with its [`MessagingGrant`].
+    pub ctx: &'a WorkloadCtx,
+    /// When the invocation must end: a request waits no longer.
+    pub deadline: Instant,
+}
+
+struct Messaging;
+
+impl HasData for Messaging {
+    type Data<'a> = MessagingView<'a>;
+}
+
+/// Adds `wasmcloud:messaging/consumer` (and its `types`) to `linker`, served through `view`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> MessagingView<'_>,
+) -> wasmtime::Result<()> {
+    super::bindings::wasmcloud::messaging::types::add_to_linker::<T, Messaging>(linker, view)?;
+    super::bindings::wasmcloud::messaging::consumer::add_to_linker::<T, Messaging>(linker, view)
+}
+
 /// The link serving `ctx`'s `wasmcloud:messaging/consumer`, and where it goes.
-async fn consumer(ctx: Arc<WorkloadCtx>) -> Result<Via, String> {
-    let Some(link) = ctx
-        .links()
-        .iter()
-        .find(|l| l.serves("wasmcloud", "messaging", "consumer"))
-    else {
+async fn consumer(ctx: &WorkloadCtx) -> Result<Via, String> {
+    let Some(link) = &ctx.messaging.consumer else {
         return Err(format!(
             "not-linked: wasmcloud:messaging/consumer is not linked for `{}`: add a link trait from it to a messaging capability (e.g. `builtin:messaging-nats`)",
             ctx.name()
@@ -138,9 +179,11 @@ async fn consumer(ctx: Arc<WorkloadCtx>) -> Result<Via, String> {
     }
 }
 
-impl super::bindings::wasmcloud::messaging::types::Host for HostState {}
+impl super::bindings::wasmcloud::messaging::types::Host for MessagingView<'_> {}
 
-impl Host for HostState {
+// Spans name the subject, never the body.
+impl Host for MessagingView<'_> {
+    #[instrument(name = "lattice_host.messaging.request", level = "debug", skip_all, fields(%subject))]
     async fn request(
         &mut self,
         subject: String,
@@ -149,10 +192,10 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<BrokerMessage, String>> {
         // Never past the guest's own deadline.
         let wait = Duration::from_millis(u64::from(timeout_ms)).min(
-            self.deadline()
+            self.deadline
                 .saturating_duration_since(std::time::Instant::now()),
         );
-        let via = match consumer(self.ctx.clone()).await {
+        let via = match consumer(self.ctx).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
@@ -195,8 +238,9 @@ impl Host for HostState {
         })
     }
 
+    #[instrument(name = "lattice_host.messaging.publish", level = "debug", skip_all, fields(subject = %msg.subject))]
     async fn publish(&mut self, msg: BrokerMessage) -> wasmtime::Result<Result<(), String>> {
-        let via = match consumer(self.ctx.clone()).await {
+        let via = match consumer(self.ctx).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
@@ -212,7 +256,7 @@ impl Host for HostState {
                         "queue-full: this host has no outbox (see its log for why it could not be opened); the message was not queued".to_string(),
                     ));
                 };
-                if let Some(why) = too_big(&self.ctx, msg.body.len()) {
+                if let Some(why) = too_big(self.ctx, msg.body.len()) {
                     return Ok(Err(why));
                 }
                 let message = QueuedMessage {
@@ -221,7 +265,7 @@ impl Host for HostState {
                     reply_to: msg.reply_to,
                 };
                 queue
-                    .enqueue_message(&self.ctx, message, &delivery)
+                    .enqueue_message(self.ctx, message, &delivery)
                     .await
                     .map_err(|e| e.to_string())
             }

@@ -130,6 +130,8 @@ pub struct WorkloadCtx {
     pub(crate) logging: logging::LoggingState,
     /// `wasi:keyvalue`: the links it may open, and what they opened.
     pub(crate) keyvalue: keyvalue::KeyvalueGrant,
+    /// `wasmcloud:messaging/consumer`: the link it publishes through.
+    pub(crate) messaging: messaging::MessagingGrant,
     /// `wasi:blobstore`: the root directory of its `blobstore-fs` link, or why there is none.
     pub(crate) blob_root: Result<std::path::PathBuf, String>,
     /// Outgoing `wasi:http`: the hosts its `http-client` links allow.
@@ -151,6 +153,7 @@ impl WorkloadCtx {
             config: config::ConfigState::new(config),
             logging: logging::LoggingState::new(name.clone()),
             keyvalue: keyvalue::KeyvalueGrant::new(&links),
+            messaging: messaging::MessagingGrant::new(&links),
             blob_root: blobstore::root(&links, &name),
             outgoing_http: outgoing_http::OutgoingGrant::new(&links),
             app,
