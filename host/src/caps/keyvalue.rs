@@ -206,24 +206,16 @@ async fn open(ctx: &WorkloadCtx, identifier: String) -> Result<Bucket, store::Er
 }
 
 impl KeyvalueView<'_> {
-    /// The provider, link and bucket name behind `bucket`.
-    fn bucket(
-        &self,
-        bucket: &Resource<Bucket>,
-    ) -> wasmtime::Result<(Arc<dyn Provider>, LinkId, String)> {
-        let b = self.table.get(bucket)?;
-        Ok((b.provider.clone(), b.link.clone(), b.name.clone()))
-    }
-
-    /// Runs `call(bucket name)` on the bucket's provider.
+    /// Runs `call(bucket name)` on the bucket's provider. The bucket stays borrowed from the
+    /// table for the call, so nothing but its name is copied.
     async fn kv(
         &mut self,
         bucket: &Resource<Bucket>,
         call: impl FnOnce(String) -> Call,
     ) -> wasmtime::Result<Result<Reply, store::Error>> {
-        let (provider, link, name) = self.bucket(bucket)?;
-        Ok(provider
-            .call(&link, call(name))
+        let b = self.table.get(bucket)?;
+        Ok(b.provider
+            .call(&b.link, call(b.name.clone()))
             .await
             .map_err(from_provider))
     }

@@ -153,7 +153,7 @@ impl WorkloadCtx {
             config: config::ConfigState::new(config),
             logging: logging::LoggingState::new(name.clone()),
             keyvalue: keyvalue::KeyvalueGrant::new(&links),
-            messaging: messaging::MessagingGrant::new(&links),
+            messaging: messaging::MessagingGrant::new(&app, &component, &links),
             blob_root: blobstore::root(&links, &name),
             outgoing_http: outgoing_http::OutgoingGrant::new(&links),
             app,

@@ -22,7 +22,9 @@ mod deliver;
 mod process;
 mod remote;
 
-use async_trait::async_trait;
+/// The attribute a [`Provider`] implementation is written with, re-exported so that an
+/// in-process provider (the host's built-ins) needs no dependency of its own for it.
+pub use async_trait::async_trait;
 pub use lattice_protocol::provider::catalog::{self, ProviderDescription};
 pub use lattice_protocol::provider::{Call, LinkDirection, LinkId, LinkInfo, ProviderError, Reply};
 
