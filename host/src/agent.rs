@@ -335,6 +335,23 @@ impl Agent {
         self.shared.changed.notify_one();
     }
 
+    /// The context `w`'s stores share: what the workload may use (buckets, blob root, outgoing
+    /// hosts) is worked out here, once, not on each call.
+    fn workload_ctx(&self, w: &Workload) -> WorkloadCtx {
+        let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
+        env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
+        env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
+        let spec = WorkloadSpec {
+            app: w.app.clone(),
+            component: w.component.clone(),
+            env,
+            config: w.config.clone(),
+            // `blobstore-fs` links without a `root` keep their blobs in this host's state dir.
+            links: blobstore::with_default_root(w.links.clone(), &self.config.state_dir, &w.app),
+        };
+        WorkloadCtx::new(spec, Services::from(&self.services))
+    }
+
     /// Fetch, verify, compile, link, try, and start serving one workload: its calls, its
     /// subscriptions and (for HTTP components) its address.
     async fn start(&self, w: &Workload) -> anyhow::Result<Started> {
@@ -374,20 +391,7 @@ impl Agent {
         // stand-ins for unlinked ones).
         let mut linker = (*self.linker).clone();
         link_imports(&mut linker, &self.runtime, &component, &w.links)?;
-        let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
-        env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
-        env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
-        // What the workload may use (buckets, blob root, outgoing hosts) is worked out here,
-        // once, not on each call.
-        let spec = WorkloadSpec {
-            app: w.app.clone(),
-            component: w.component.clone(),
-            env,
-            config: w.config.clone(),
-            // `blobstore-fs` links without a `root` keep their blobs in this host's state dir.
-            links: blobstore::with_default_root(w.links.clone(), &self.config.state_dir, &w.app),
-        };
-        let ctx = Arc::new(WorkloadCtx::new(spec, Services::from(&self.services)));
+        let ctx = Arc::new(self.workload_ctx(w));
         // Providers learn the links (a provider process starts if needed) before the first call.
         self.services
             .providers

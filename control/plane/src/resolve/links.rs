@@ -361,16 +361,7 @@ fn component_links(
         let wanted = qualified(link);
         for w in &wanted {
             if let Some(first) = seen.insert((w.clone(), link.link_name()), target_name) {
-                let targets = if first == target_name {
-                    format!("both to `{first}`")
-                } else {
-                    format!("to `{first}` and to `{target_name}`")
-                };
-                problems.push(format!(
-                    "component `{}` links {w} under link name `{}` twice, {targets}: remove one, or give one a `name` of its own",
-                    c.name,
-                    link.link_name()
-                ));
+                problems.push(twice(c, w, link, first));
             }
         }
         if *target_name == c.name {
@@ -430,18 +421,7 @@ fn component_links(
             ComponentKind::Component => {
                 served.extend(&wanted);
                 if let Some(tf) = facts.get(target_name) {
-                    for w in wanted
-                        .iter()
-                        .filter(|w| !tf.interfaces.exports_interface(w))
-                    {
-                        problems.push(format!(
-                            "component `{}` links {w} to component `{target_name}`, but the image {} of `{target_name}` does not export it (it exports: {}); link `{}` to a component that exports {w}",
-                            c.name,
-                            image_of(target, tf),
-                            list_or_nothing(&tf.interfaces.exports),
-                            c.name
-                        ));
-                    }
+                    export_checks(c, target, tf, &wanted, problems);
                 }
                 LinkTarget::Component(target_name.clone())
             }
@@ -466,6 +446,44 @@ fn component_links(
         });
     }
     links
+}
+
+/// Why `c` cannot link `interface` under `link`'s name again, having linked it to `first`.
+fn twice(c: &Component, interface: &str, link: &Link, first: &ComponentName) -> String {
+    let target_name = &link.target.name;
+    let targets = if first == target_name {
+        format!("both to `{first}`")
+    } else {
+        format!("to `{first}` and to `{target_name}`")
+    };
+    format!(
+        "component `{}` links {interface} under link name `{}` twice, {targets}: remove one, or give one a `name` of its own",
+        c.name,
+        link.link_name()
+    )
+}
+
+/// Target component `target` (its artifact read as `tf`) must export each of `wanted`.
+fn export_checks(
+    c: &Component,
+    target: &Component,
+    tf: &ImageFacts,
+    wanted: &[String],
+    problems: &mut Vec<String>,
+) {
+    let target_name = &target.name;
+    for w in wanted
+        .iter()
+        .filter(|w| !tf.interfaces.exports_interface(w))
+    {
+        problems.push(format!(
+            "component `{}` links {w} to component `{target_name}`, but the image {} of `{target_name}` does not export it (it exports: {}); link `{}` to a component that exports {w}",
+            c.name,
+            image_of(target, tf),
+            list_or_nothing(&tf.interfaces.exports),
+            c.name
+        ));
+    }
 }
 
 fn list_or_nothing(names: &[String]) -> String {

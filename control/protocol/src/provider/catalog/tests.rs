@@ -131,3 +131,20 @@ fn subjects() {
         );
     }
 }
+
+#[test]
+fn each_provider_is_found_by_its_own_image_and_declares_consistent_keys() {
+    for d in ALL {
+        let found = from_image(&d.image()).map(|f| (f.name, f.runs));
+        assert_eq!(found, Some((d.name, d.runs)), "{}", d.image());
+        for key in d.config {
+            // A default is written into the provider's end, so only a target key can have one.
+            assert!(
+                !key.defaults_to_app || key.end == End::Target,
+                "{}: {}",
+                d.name,
+                key.key
+            );
+        }
+    }
+}
