@@ -57,7 +57,7 @@ impl OpenedBuckets {
 /// What a workload may open: its links to key-value providers, and the buckets they opened.
 #[derive(Debug, Default)]
 pub struct KeyvalueGrant {
-    links: Vec<WorkloadLink>,
+    pub(super) links: Vec<WorkloadLink>,
     opened: OpenedBuckets,
 }
 

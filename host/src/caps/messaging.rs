@@ -190,7 +190,7 @@ enum Via {
 #[derive(Debug, Default)]
 pub struct MessagingGrant {
     /// The link, and its id as providers know it.
-    consumer: Option<(WorkloadLink, LinkId)>,
+    pub(super) consumer: Option<(WorkloadLink, LinkId)>,
 }
 
 impl MessagingGrant {

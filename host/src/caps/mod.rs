@@ -229,3 +229,107 @@ pub(crate) fn builtin_links<'a>(
             && l.serves(namespace, package, interface)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(
+        package: &str,
+        interfaces: &[&str],
+        name: &str,
+        target: LinkTarget,
+        config: &[(&str, &str)],
+    ) -> WorkloadLink {
+        let (namespace, package) = package.split_once(':').expect("namespace:package");
+        WorkloadLink {
+            namespace: namespace.into(),
+            package: package.into(),
+            interfaces: interfaces.iter().map(|i| i.to_string()).collect(),
+            name: name.into(),
+            target,
+            source_config: BTreeMap::new(),
+            target_config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            queued: None,
+        }
+    }
+
+    #[test]
+    fn grants_are_worked_out_from_the_links_when_the_workload_starts() {
+        let builtin = |name: &str| LinkTarget::Builtin(name.into());
+        let links = vec![
+            link(
+                "wasi:keyvalue",
+                &["store", "atomics"],
+                "cache",
+                builtin("keyvalue-nats"),
+                &[("bucket", "orders")],
+            ),
+            link(
+                "wasi:http",
+                &["outgoing-handler"],
+                "default",
+                builtin("http-client"),
+                &[("allowed_hosts", " API.example.com, example.org:8443,")],
+            ),
+            link(
+                "wasi:blobstore",
+                &["blobstore", "container", "types"],
+                "default",
+                builtin("blobstore-fs"),
+                &[("root", "/srv/blobs")],
+            ),
+            link(
+                "wasmcloud:messaging",
+                &["consumer"],
+                "default",
+                builtin("messaging-nats"),
+                &[],
+            ),
+            link(
+                "acme:greet",
+                &["greeter"],
+                "default",
+                LinkTarget::Component(ComponentName::new("greeter").expect("a name")),
+                &[],
+            ),
+        ];
+        let spec = WorkloadSpec {
+            app: AppName::new("shop").expect("a name"),
+            component: ComponentName::new("api").expect("a name"),
+            env: Vec::new(),
+            config: BTreeMap::from([("mode".to_string(), "test".to_string())]),
+            links,
+        };
+        let ctx = WorkloadCtx::new(spec, Services::default());
+        let kv: Vec<&str> = ctx.keyvalue.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(kv, ["cache"]);
+        assert!(ctx.outgoing_http.allows("api.example.com", Some(443)));
+        assert!(ctx.outgoing_http.allows("example.org", Some(8443)));
+        assert!(!ctx.outgoing_http.allows("example.org", Some(443)));
+        assert_eq!(
+            ctx.blob_root.as_deref(),
+            Ok(std::path::Path::new("/srv/blobs"))
+        );
+        let (consumer, id) = ctx.messaging.consumer.as_ref().expect("a consumer link");
+        assert_eq!(consumer.name, "default");
+        assert_eq!(id.to_string(), "shop/api wasmcloud:messaging (default)");
+        assert_eq!(ctx.config.values()["mode"], "test");
+    }
+
+    #[test]
+    fn a_detached_workload_is_granted_nothing() {
+        let ctx = WorkloadCtx::detached(&[]);
+        assert!(ctx.keyvalue.links.is_empty());
+        assert!(ctx.messaging.consumer.is_none());
+        assert!(!ctx.outgoing_http.allows("example.com", Some(80)));
+        assert!(
+            ctx.blob_root
+                .as_ref()
+                .is_err_and(|e| e.contains("not linked"))
+        );
+    }
+}

@@ -44,7 +44,7 @@ impl OutgoingGrant {
     }
 
     /// Whether `host` (lower case) on `port` is allowed.
-    fn allows(&self, host: &str, port: Option<u16>) -> bool {
+    pub(super) fn allows(&self, host: &str, port: Option<u16>) -> bool {
         authority_allowed(&self.allowed, host, port)
     }
 }
