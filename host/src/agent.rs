@@ -395,7 +395,8 @@ impl Agent {
         // Providers learn the links (a provider process starts if needed) before the first call.
         self.services
             .providers
-            .attach(&w.app, &w.component, &w.links)
+            // The context's links: `blobstore-fs` learns the default root filled in there.
+            .attach(&w.app, &w.component, ctx.links())
             .await?;
         let proxy = match addr {
             Some(_) => Some(prepare_http(&self.runtime, &linker, &component)?),

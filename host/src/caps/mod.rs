@@ -132,8 +132,8 @@ pub struct WorkloadCtx {
     pub(crate) keyvalue: keyvalue::KeyvalueGrant,
     /// `wasmcloud:messaging/consumer`: the link it publishes through.
     pub(crate) messaging: messaging::MessagingGrant,
-    /// `wasi:blobstore`: the root directory of its `blobstore-fs` link, or why there is none.
-    pub(crate) blob_root: Result<std::path::PathBuf, String>,
+    /// `wasi:blobstore`: its `blobstore-fs` link and root, or why there is none.
+    pub(crate) blob: Result<blobstore::BlobGrant, String>,
     /// Outgoing `wasi:http`: the hosts its `http-client` links allow.
     pub(crate) outgoing_http: outgoing_http::OutgoingGrant,
 }
@@ -154,7 +154,7 @@ impl WorkloadCtx {
             logging: logging::LoggingState::new(name.clone()),
             keyvalue: keyvalue::KeyvalueGrant::new(&links),
             messaging: messaging::MessagingGrant::new(&app, &component, &links),
-            blob_root: blobstore::root(&links, &name),
+            blob: blobstore::BlobGrant::new(&app, &component, &links, &name),
             outgoing_http: outgoing_http::OutgoingGrant::new(&links),
             app,
             component,
@@ -311,7 +311,7 @@ mod tests {
         assert!(ctx.outgoing_http.allows("example.org", Some(8443)));
         assert!(!ctx.outgoing_http.allows("example.org", Some(443)));
         assert_eq!(
-            ctx.blob_root.as_deref(),
+            ctx.blob.as_ref().map(|g| g.root.as_path()),
             Ok(std::path::Path::new("/srv/blobs"))
         );
         let (consumer, id) = ctx.messaging.consumer.as_ref().expect("a consumer link");
@@ -327,8 +327,9 @@ mod tests {
         assert!(ctx.messaging.consumer.is_none());
         assert!(!ctx.outgoing_http.allows("example.com", Some(80)));
         assert!(
-            ctx.blob_root
+            ctx.blob
                 .as_ref()
+                .map(|g| &g.root)
                 .is_err_and(|e| e.contains("not linked"))
         );
     }

@@ -3,7 +3,7 @@
 //!
 //! Every provider is an `Arc<dyn Provider>` (the SDK's trait): the built-in ones in-process
 //! (registered in [`in_host`]: [`NatsKv`] for `keyvalue-nats`, [`NatsMessaging`] for
-//! `messaging-nats`), a [`Remote`] for a process. One process per provider name per host serves
+//! `messaging-nats`, [`FsBlobs`] for `blobstore-fs`), a [`Remote`] for a process. One process per provider name per host serves
 //! every app that links to it; it stops when the last link on the host is gone, so undeploying
 //! one app never stops what another uses.
 //!
@@ -26,6 +26,7 @@ use lattice_provider_sdk::{ProcessEnv, Provider, Remote};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::LatticeLink;
+use super::blobstore::fs::FsBlobs;
 use super::messaging::NatsMessaging;
 use crate::backoff::Backoff;
 
@@ -83,9 +84,10 @@ struct Process {
 /// The providers a host runs in-process, by name: the one registration list of built-in
 /// providers (each also described in `lattice_protocol::provider::catalog`).
 fn in_host(lattice: &LatticeLink) -> HashMap<&'static str, Arc<dyn Provider>> {
-    let providers: [Arc<dyn Provider>; 2] = [
+    let providers: [Arc<dyn Provider>; 3] = [
         Arc::new(NatsKv::new(lattice.jetstream.clone())),
         Arc::new(NatsMessaging::new(lattice.client.clone())),
+        Arc::new(FsBlobs::new()),
     ];
     providers
         .into_iter()
@@ -128,6 +130,11 @@ impl Providers {
             launch,
             processes: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// The in-process provider `name`, if there is one.
+    pub fn in_host(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.in_host.get(name).cloned()
     }
 
     /// The provider serving `target`, when it is a provider and runs.
