@@ -456,4 +456,88 @@ mod tests {
         }
         assert!(check_name("object", &"x".repeat(256)).is_err());
     }
+
+    fn link() -> LinkId {
+        LinkId {
+            app: lattice_protocol::names::AppName::new("shop").expect("a name"),
+            component: lattice_protocol::names::ComponentName::new("api").expect("a name"),
+            name: "default".into(),
+            package: "wasi:blobstore".into(),
+            direction: Default::default(),
+        }
+    }
+
+    fn object(container: &str, object: &str) -> BlobRef {
+        BlobRef {
+            container: container.into(),
+            object: object.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_provider_serves_a_links_root_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let blobs = FsBlobs::new();
+        let id = link();
+        let call = |c: BlobCall| blobs.call(&id, Call::Blob(c));
+        assert!(matches!(
+            call(BlobCall::ContainerExists("photos".into())).await,
+            Err(ProviderError::UnknownLink(_))
+        ));
+        let root = dir.path().to_string_lossy().into_owned();
+        blobs
+            .link_put(LinkInfo {
+                id: link(),
+                interfaces: vec!["blobstore".into()],
+                direction: Default::default(),
+                source_config: Default::default(),
+                target_config: [(ROOT_KEY.to_string(), root)].into(),
+            })
+            .await
+            .expect("the link");
+        assert_eq!(
+            call(BlobCall::CreateContainer("photos".into())).await,
+            Ok(Reply::Unit)
+        );
+        let data = serde_bytes::ByteBuf::from(b"hello blobs".to_vec());
+        let write = BlobCall::WriteData {
+            object: object("photos", "cat.txt"),
+            data,
+        };
+        assert_eq!(call(write).await, Ok(Reply::Unit));
+        assert!(dir.path().join("photos/cat.txt").is_file());
+        let read = BlobCall::GetData {
+            object: object("photos", "cat.txt"),
+            start: 6,
+            end: 100,
+        };
+        assert_eq!(
+            call(read).await,
+            Ok(Reply::Value(Some(b"blobs".to_vec().into())))
+        );
+        assert_eq!(
+            call(BlobCall::ListObjects("photos".into())).await,
+            Ok(Reply::Keys {
+                keys: vec!["cat.txt".into()],
+                cursor: None
+            })
+        );
+        let escape = BlobCall::HasObject(object("photos", "../photos"));
+        assert!(
+            matches!(call(escape).await, Err(ProviderError::Other(e)) if e.contains("starts with `.`"))
+        );
+        assert_eq!(
+            call(BlobCall::Clear("photos".into())).await,
+            Ok(Reply::Unit)
+        );
+        assert_eq!(
+            call(BlobCall::HasObject(object("photos", "cat.txt"))).await,
+            Ok(Reply::Bool(false))
+        );
+        blobs.link_del(&link()).await;
+        assert!(matches!(
+            call(BlobCall::ContainerExists("photos".into())).await,
+            Err(ProviderError::UnknownLink(_))
+        ));
+    }
 }
