@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use lattice_protocol::assignment::{LinkTarget, WorkloadLink};
+use lattice_protocol::names::{AppName, ComponentName};
 use lattice_protocol::provider::{Call, LinkId, ProviderError, Reply};
 use lattice_provider_sdk::Provider;
 use tracing::instrument;
@@ -57,15 +58,20 @@ impl OpenedBuckets {
 /// What a workload may open: its links to key-value providers, and the buckets they opened.
 #[derive(Debug, Default)]
 pub struct KeyvalueGrant {
-    pub(super) links: Vec<WorkloadLink>,
+    /// The links, and their ids as providers know them.
+    pub(super) links: Vec<(WorkloadLink, LinkId)>,
     opened: OpenedBuckets,
 }
 
 impl KeyvalueGrant {
-    /// The grant of a workload with `links`.
-    pub fn new(links: &[WorkloadLink]) -> Self {
+    /// The grant of `app/component`, whose links are `links`.
+    pub fn new(app: &AppName, component: &ComponentName, links: &[WorkloadLink]) -> Self {
         Self {
-            links: links.iter().filter(|l| keyvalue_link(l)).cloned().collect(),
+            links: links
+                .iter()
+                .filter(|l| keyvalue_link(l))
+                .map(|l| (l.clone(), link_id(app, component, l)))
+                .collect(),
             opened: OpenedBuckets::default(),
         }
     }
@@ -144,28 +150,30 @@ fn keyvalue_link(link: &WorkloadLink) -> bool {
 }
 
 /// The link `identifier` opens, by the rules above.
-fn choose<'a>(links: &[&'a WorkloadLink], identifier: &str) -> Option<&'a WorkloadLink> {
+fn choose<'a>(
+    links: &'a [(WorkloadLink, LinkId)],
+    identifier: &str,
+) -> Option<&'a (WorkloadLink, LinkId)> {
     links
         .iter()
-        .find(|l| l.name == identifier)
+        .find(|(l, _)| l.name == identifier)
         .or_else(|| (links.len() == 1).then(|| &links[0]))
         .or_else(|| {
-            links
-                .iter()
-                .find(|l| l.target_config.get("bucket").map(String::as_str) == Some(identifier))
+            links.iter().find(|(l, _)| {
+                l.target_config.get("bucket").map(String::as_str) == Some(identifier)
+            })
         })
-        .copied()
 }
 
 async fn open(ctx: &WorkloadCtx, identifier: String) -> Result<Bucket, store::Error> {
-    let links: Vec<&WorkloadLink> = ctx.keyvalue.links.iter().collect();
+    let links = &ctx.keyvalue.links;
     if links.is_empty() {
         return Err(other(format!(
             "wasi:keyvalue is not linked for `{}`: add a link trait from it to a key-value capability (e.g. `builtin:keyvalue-nats`)",
             ctx.name()
         )));
     }
-    let link = choose(&links, &identifier).ok_or(store::Error::NoSuchStore)?;
+    let (link, id) = choose(links, &identifier).ok_or(store::Error::NoSuchStore)?;
     let providers = ctx.providers().ok_or_else(|| {
         other("this host is not connected to a lattice, so it has no key-value storage")
     })?;
@@ -175,7 +183,7 @@ async fn open(ctx: &WorkloadCtx, identifier: String) -> Result<Bucket, store::Er
             link.name
         ))
     })?;
-    let id = link_id(&ctx.app, &ctx.component, link);
+    let id = id.clone();
     if let Some(name) = ctx.keyvalue.opened.get(&link.name, &identifier) {
         return Ok(Bucket {
             provider,

@@ -152,7 +152,7 @@ impl WorkloadCtx {
         Self {
             config: config::ConfigState::new(config),
             logging: logging::LoggingState::new(name.clone()),
-            keyvalue: keyvalue::KeyvalueGrant::new(&links),
+            keyvalue: keyvalue::KeyvalueGrant::new(&app, &component, &links),
             messaging: messaging::MessagingGrant::new(&app, &component, &links),
             blob: blobstore::BlobGrant::new(&app, &component, &links, &name),
             outgoing_http: outgoing_http::OutgoingGrant::new(&links),
@@ -305,8 +305,13 @@ mod tests {
             links,
         };
         let ctx = WorkloadCtx::new(spec, Services::default());
-        let kv: Vec<&str> = ctx.keyvalue.links.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(kv, ["cache"]);
+        let kv: Vec<String> = ctx
+            .keyvalue
+            .links
+            .iter()
+            .map(|(l, id)| format!("{} {id}", l.name))
+            .collect();
+        assert_eq!(kv, ["cache shop/api wasi:keyvalue (cache)"]);
         assert!(ctx.outgoing_http.allows("api.example.com", Some(443)));
         assert!(ctx.outgoing_http.allows("example.org", Some(8443)));
         assert!(!ctx.outgoing_http.allows("example.org", Some(443)));
