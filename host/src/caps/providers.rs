@@ -2,7 +2,7 @@
 //! processes the host starts, supervises and tells its links.
 //!
 //! Every provider is an `Arc<dyn Provider>` (the SDK's trait): the built-in ones in-process
-//! (registered in [`in_host`]: [`NatsKv`] for `keyvalue-nats`, [`NatsMessaging`] for
+//! (registered in one list, `in_host`: [`NatsKv`] for `keyvalue-nats`, [`NatsMessaging`] for
 //! `messaging-nats`, [`FsBlobs`] for `blobstore-fs`), a [`Remote`] for a process. One process per provider name per host serves
 //! every app that links to it; it stops when the last link on the host is gone, so undeploying
 //! one app never stops what another uses.
