@@ -3,9 +3,9 @@
 //!
 //! Every provider is an `Arc<dyn Provider>` (the SDK's trait): the built-in ones in-process
 //! (registered in one list, `in_host`: [`NatsKv`] for `keyvalue-nats`, [`NatsMessaging`] for
-//! `messaging-nats`, [`FsBlobs`] for `blobstore-fs`), a [`Remote`] for a process. One process per provider name per host serves
-//! every app that links to it; it stops when the last link on the host is gone, so undeploying
-//! one app never stops what another uses.
+//! `messaging-nats`, [`FsBlobs`] for `blobstore-fs`), a [`Remote`] for a process. One process
+//! per provider name per host serves every app that links to it; it stops when the last link on
+//! the host is gone, so undeploying one app never stops what another uses.
 //!
 //! A process that exits (a crash, SIGKILL) is started again with backoff (250 ms doubling to
 //! 30 s, back to 250 ms after a minute of good health); once it answers a ping it is given every
