@@ -33,7 +33,9 @@ use crate::artifacts::ArtifactCache;
 use crate::backoff::Backoff;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
-use crate::caps::{HostServices, LatticeLink, WorkloadCtx, blobstore, messaging};
+use crate::caps::{
+    HostServices, LatticeLink, Services, WorkloadCtx, WorkloadSpec, blobstore, messaging,
+};
 use crate::compile::CodeCache;
 use crate::engine::Runtime;
 use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
@@ -340,6 +342,23 @@ impl Agent {
         self.shared.changed.notify_one();
     }
 
+    /// The context `w`'s stores share: what the workload may use (buckets, blob root, outgoing
+    /// hosts) is worked out here, once, not on each call.
+    fn workload_ctx(&self, w: &Workload) -> WorkloadCtx {
+        let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
+        env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
+        env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
+        let spec = WorkloadSpec {
+            app: w.app.clone(),
+            component: w.component.clone(),
+            env,
+            config: w.config.clone(),
+            // `blobstore-fs` links without a `root` keep their blobs in this host's state dir.
+            links: blobstore::with_default_root(w.links.clone(), &self.config.state_dir, &w.app),
+        };
+        WorkloadCtx::new(spec, Services::from(&self.services))
+    }
+
     /// Fetch, verify and compile a workload's component: refused before compilation when its
     /// signature does not verify, so an untrusted component costs no CPU.
     async fn load(&self, w: &Workload) -> Result<Component, StartError> {
@@ -399,22 +418,12 @@ impl Agent {
         let mut linker = (*self.linker).clone();
         link_imports(&mut linker, &self.runtime, &component, &w.links)
             .because(FailureReason::LinkError)?;
-        let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
-        env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
-        env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
-        let ctx = Arc::new(WorkloadCtx::with_services(
-            w.app.clone(),
-            w.component.clone(),
-            env,
-            w.config.clone(),
-            // `blobstore-fs` links without a `root` keep their blobs in this host's state dir.
-            blobstore::with_default_root(w.links.clone(), &self.config.state_dir, &w.app),
-            &self.services,
-        ));
+        let ctx = Arc::new(self.workload_ctx(w));
         // Providers learn the links (a provider process starts if needed) before the first call.
         self.services
             .providers
-            .attach(&w.app, &w.component, &w.links)
+            // The context's links: `blobstore-fs` learns the default root filled in there.
+            .attach(&w.app, &w.component, ctx.links())
             .await
             .because(FailureReason::ProviderFailed)?;
         let proxy = match addr {

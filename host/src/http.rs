@@ -111,7 +111,12 @@ impl FailureCount {
 impl std::fmt::Debug for HttpWorkload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Environment values may be secrets: show only the names.
-        let env: Vec<&str> = self.ctx.env.iter().map(|(name, _)| name.as_str()).collect();
+        let env: Vec<&str> = self
+            .ctx
+            .env()
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
         f.debug_struct("HttpWorkload")
             .field("name", &self.name)
             .field("env", &env)

@@ -13,7 +13,11 @@
 //! - no filesystem preopens, no TCP, UDP or name lookups;
 //! - outgoing `wasi:http` requests refused with `HTTP-request-denied`, except
 //!   to the hosts a link to the `http-client` capability allows
-//!   (`allowed_hosts`: `host`, `host:port` or `*`, comma-separated).
+//!   ([`crate::caps::outgoing_http`]).
+//!
+//! [`HostState`] holds WASI's and `wasi:http`'s contexts, the store's limits and resource
+//! table, and the workload's context, whose capability states the linker's views point into;
+//! it implements no capability itself.
 //!
 //! ```no_run
 //! use lattice_host::engine::{EngineConfig, Runtime};
@@ -31,15 +35,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::caps::WorkloadCtx;
-use crate::caps::bindings::Capabilities;
+use crate::caps::blobstore::BlobstoreView;
+use crate::caps::config::ConfigView;
+use crate::caps::keyvalue::KeyvalueView;
+use crate::caps::logging::LoggingView;
+use crate::caps::messaging::MessagingView;
+use crate::caps::outgoing_http::OutgoingPolicy;
+use crate::caps::{WorkloadCtx, blobstore, config, keyvalue, logging, messaging};
 use crate::engine::{EngineConfig, Runtime};
 
 /// Table elements one instance may have; matches the pooling allocator's
@@ -101,7 +108,7 @@ impl HostState {
     /// State for one invocation of the workload `ctx`.
     pub fn for_workload(ctx: Arc<WorkloadCtx>, limits: &Limits) -> Self {
         let mut wasi = WasiCtx::builder();
-        wasi.envs(&ctx.env)
+        wasi.envs(ctx.env())
             .inherit_stderr()
             .allow_tcp(false)
             .allow_udp(false)
@@ -115,9 +122,7 @@ impl HostState {
                 .table_elements(limits.table_elements)
                 .build(),
             deadline: Instant::now() + limits.execution_timeout,
-            hooks: OutgoingPolicy {
-                allowed: allowed_hosts(&ctx),
-            },
+            hooks: OutgoingPolicy::new(ctx.outgoing_http.clone()),
             ctx,
         }
     }
@@ -147,78 +152,7 @@ impl WasiHttpView for HostState {
     }
 }
 
-/// The built-in capability serving outgoing `wasi:http` in links.
-pub const HTTP_CLIENT: &str = "http-client";
-
-/// The hosts a workload's `http-client` links allow, from both ends' `allowed_hosts`.
-fn allowed_hosts(ctx: &WorkloadCtx) -> Vec<String> {
-    ctx.builtin_links(HTTP_CLIENT, "wasi", "http", "outgoing-handler")
-        .flat_map(|l| {
-            [
-                l.source_config.get("allowed_hosts"),
-                l.target_config.get("allowed_hosts"),
-            ]
-        })
-        .flatten()
-        .flat_map(|list| list.split(','))
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect()
-}
-
-/// Whether `authority` (`host` or `host:port`, lower case) is allowed by `allowed`.
-fn authority_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
-    allowed
-        .iter()
-        .any(|a| a == "*" || *a == host || port.is_some_and(|p| *a == format!("{host}:{p}")))
-}
-
-/// `wasi:http` hooks that send only to allowed hosts; everything else is
-/// refused with `HTTP-request-denied`.
-#[derive(Debug)]
-struct OutgoingPolicy {
-    allowed: Vec<String>,
-}
-
-/// What [`WasiHttpHooks::send_request`] returns: the response and a future
-/// reporting errors while its body is read.
-type SendRequestFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                hyper::Response<WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for OutgoingPolicy {
-    fn send_request(
-        &mut self,
-        request: hyper::Request<WasiBody>,
-        options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendRequestFuture {
-        let uri = request.uri();
-        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
-        let port = uri.port_u16().or(match uri.scheme_str() {
-            Some("https") => Some(443),
-            _ => Some(80),
-        });
-        if !authority_allowed(&self.allowed, &host, port) {
-            // The guest gets a WIT error it can handle, not a trap.
-            tracing::debug!(%host, ?port, "outgoing HTTP request denied");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
+pub use crate::caps::outgoing_http::HTTP_CLIENT;
 
 /// A linker with all of WASI P2 and `wasi:http` (async), shared by every
 /// component of the host.
@@ -226,9 +160,41 @@ pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(runtime.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    Capabilities::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-    crate::caps::blobstore::add_to_linker(&mut linker)?;
+    logging::add_to_linker(&mut linker, logging_view)?;
+    config::add_to_linker(&mut linker, config_view)?;
+    keyvalue::add_to_linker(&mut linker, keyvalue_view)?;
+    messaging::add_to_linker(&mut linker, messaging_view)?;
+    blobstore::add_to_linker(&mut linker, blobstore_view)?;
     Ok(linker)
+}
+
+fn logging_view(state: &mut HostState) -> LoggingView<'_> {
+    LoggingView(&state.ctx.logging)
+}
+
+fn config_view(state: &mut HostState) -> ConfigView<'_> {
+    ConfigView(&state.ctx.config)
+}
+
+fn messaging_view(state: &mut HostState) -> MessagingView<'_> {
+    MessagingView {
+        ctx: &state.ctx,
+        deadline: state.deadline,
+    }
+}
+
+fn blobstore_view(state: &mut HostState) -> BlobstoreView<'_> {
+    BlobstoreView {
+        table: &mut state.table,
+        ctx: &state.ctx,
+    }
+}
+
+fn keyvalue_view(state: &mut HostState) -> KeyvalueView<'_> {
+    KeyvalueView {
+        table: &mut state.table,
+        ctx: &state.ctx,
+    }
 }
 
 /// A fresh store for one invocation, enforcing the memory and table limits
@@ -251,20 +217,4 @@ pub fn new_store(runtime: &Runtime, state: HostState) -> Store<HostState> {
         })
     });
     store
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allow_list_matches_host_or_host_and_port() {
-        let allowed = vec!["example.com".to_string(), "127.0.0.1:8080".to_string()];
-        assert!(authority_allowed(&allowed, "example.com", Some(443)));
-        assert!(authority_allowed(&allowed, "127.0.0.1", Some(8080)));
-        assert!(!authority_allowed(&allowed, "127.0.0.1", Some(8081)));
-        assert!(!authority_allowed(&allowed, "evil.example.com", Some(80)));
-        assert!(!authority_allowed(&[], "example.com", Some(80)));
-        assert!(authority_allowed(&["*".to_string()], "anything", None));
-    }
 }

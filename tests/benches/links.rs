@@ -67,7 +67,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use lattice_host::caps::calls::{self, Loaded, Router, link_imports};
-use lattice_host::caps::{LatticeLink, WorkloadCtx, codec};
+use lattice_host::caps::{LatticeLink, Services, WorkloadCtx, WorkloadSpec, codec};
 use lattice_host::engine::{EngineConfig, Runtime};
 use lattice_host::http::FailureCount;
 use lattice_host::wasi::{HostState, Limits, new_linker, new_store};
@@ -189,18 +189,19 @@ fn ctx(
     lattice: Option<LatticeLink>,
     router: Option<Arc<Router>>,
 ) -> anyhow::Result<Arc<WorkloadCtx>> {
-    Ok(Arc::new(WorkloadCtx {
+    let spec = WorkloadSpec {
         app: AppName::new(APP)?,
         component: ComponentName::new(component)?,
         env: Vec::new(),
         config: BTreeMap::new(),
         links,
+    };
+    let services = Services {
         lattice,
         router,
-        providers: None,
-        queue: None,
-        kv_buckets: Default::default(),
-    }))
+        ..Services::default()
+    };
+    Ok(Arc::new(WorkloadCtx::new(spec, services)))
 }
 
 /// What both parts share: the engine, greeter compiled and linked, the caller component.

@@ -2,8 +2,9 @@
 //! into bindings and links, and everything that cannot work is refused at deploy time with every
 //! reason.
 //!
-//! - `builtin` (private): the built-in capabilities, what each serves, and the checks on their
-//!   links' configuration.
+//! - what each provider serves and the checks on its links' configuration are not here: they
+//!   are declared once per provider in `lattice_protocol::provider::catalog`, which the link
+//!   rules read.
 //! - `links` (private): the pure link rules (`links::wire`): what serves each linked
 //!   import, HTTP bindings, messaging subscriptions, checked against what each artifact imports,
 //!   exports and is allowed by its claims.
@@ -24,10 +25,9 @@ use crate::model::{
 };
 use crate::registry::Registry;
 
-mod builtin;
 mod links;
 
-pub use builtin::{ALLOWED_HOSTS_KEY, BUCKET_KEY, SUBSCRIPTIONS_KEY};
+pub use lattice_protocol::provider::catalog::{ALLOWED_HOSTS_KEY, BUCKET_KEY, SUBSCRIPTIONS_KEY};
 pub use links::MESSAGING_HANDLER;
 
 /// The address the built-in HTTP server listens on when a link gives none (wasmCloud's default).

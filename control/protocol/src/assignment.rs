@@ -167,13 +167,16 @@ impl WorkloadLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkTarget {
-    /// A capability built into every host, by its built-in name (e.g. `keyvalue-nats`).
+    /// A provider every host runs in-process, by name (e.g. `keyvalue-nats`): one described
+    /// as `Runs::InHost` in [`crate::provider::catalog`]. (The variant keeps its name so that
+    /// stored assignments decode unchanged.)
     Builtin(String),
     /// A component of the same app: called in-process when an instance of it runs on the
     /// caller's host, otherwise over NATS on [`crate::subject::Subject::Rpc`].
     Component(ComponentName),
     /// A capability provider run as a separate process by the host, by its provider name
-    /// (e.g. `keyvalue-redis`), reached on [`crate::subject::Subject::Provider`].
+    /// (e.g. `keyvalue-redis`; `Runs::Process` in [`crate::provider::catalog`]), reached on
+    /// [`crate::subject::Subject::Provider`].
     Provider(String),
 }
 

@@ -8,6 +8,11 @@
 //! [`ProviderRequest::LinkPut`] before the first call that uses them, and again after a restart.
 //! Providers deliver to components (an MQTT message to a `wasmcloud:messaging/handler`) with an
 //! ordinary component call ([`crate::rpc::RpcCall`]).
+//!
+//! [`catalog`] declares each provider once (name, how it runs, what it serves and delivers, its
+//! links' config keys and checks), for the control plane and hosts alike.
+
+pub mod catalog;
 
 use std::collections::BTreeMap;
 
@@ -174,6 +179,84 @@ pub enum Call {
         /// How long to wait for the answer.
         timeout_ms: u32,
     },
+    /// `wasi:blobstore` operations, on containers and objects by name. The host keeps the
+    /// guest's resources (an open container, a value being written) and checks nothing the
+    /// provider does not check again.
+    Blob(BlobCall),
+}
+
+/// A `wasi:blobstore` operation ([`Call::Blob`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobCall {
+    /// `blobstore.create-container` (opens it if it exists): answers `Unit`.
+    CreateContainer(String),
+    /// `blobstore.get-container`, which must exist: answers `Unit`.
+    GetContainer(String),
+    /// `blobstore.delete-container`.
+    DeleteContainer(String),
+    /// `blobstore.container-exists`: answers `Bool`.
+    ContainerExists(String),
+    /// `container.info`: answers `Number` (created at, seconds since the Unix epoch).
+    ContainerInfo(String),
+    /// `blobstore.copy-object`.
+    CopyObject {
+        /// From.
+        src: BlobRef,
+        /// To (replaced whole).
+        dest: BlobRef,
+    },
+    /// `blobstore.move-object`.
+    MoveObject {
+        /// From.
+        src: BlobRef,
+        /// To.
+        dest: BlobRef,
+    },
+    /// `container.get-data`: bytes `start..=end` (clamped), answers `Value`.
+    GetData {
+        /// Which object.
+        object: BlobRef,
+        /// First byte.
+        start: u64,
+        /// Last byte (included).
+        end: u64,
+    },
+    /// Whether `object` may be written (its container exists, its name is valid): `Unit`.
+    CheckWrite(BlobRef),
+    /// `outgoing-value.finish` after `container.write-data`: stores `data` whole.
+    WriteData {
+        /// Which object.
+        object: BlobRef,
+        /// Its bytes.
+        data: serde_bytes::ByteBuf,
+    },
+    /// `container.list-objects`: answers `Keys` (sorted, no cursor).
+    ListObjects(String),
+    /// `container.delete-object` (an absent object is no error).
+    DeleteObject(BlobRef),
+    /// `container.delete-objects`: no name may be invalid.
+    DeleteObjects {
+        /// Container.
+        container: String,
+        /// Objects.
+        objects: Vec<String>,
+    },
+    /// `container.has-object`: answers `Bool`.
+    HasObject(BlobRef),
+    /// `container.object-info`: answers `ObjectInfo`.
+    ObjectInfo(BlobRef),
+    /// `container.clear`.
+    Clear(String),
+}
+
+/// An object in a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// Container.
+    pub container: String,
+    /// Object.
+    pub object: String,
 }
 
 /// A provider's answer to a [`Call`].
@@ -199,6 +282,13 @@ pub enum Reply {
     },
     /// `KvGetMany`, in the order asked.
     Values(Vec<Option<(String, serde_bytes::ByteBuf)>>),
+    /// `BlobCall::ObjectInfo`'s answer.
+    ObjectInfo {
+        /// Created at (or last modified), seconds since the Unix epoch.
+        created_at: u64,
+        /// Bytes.
+        size: u64,
+    },
     /// `Request`'s answer.
     Message {
         /// The subject it came on.

@@ -246,6 +246,7 @@ impl Router {
 
     /// Calls `interface.function` of `target` (a component of the caller's app).
     #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "lattice_host.call", level = "debug", skip_all, fields(%target, interface, function))]
     pub async fn call(
         &self,
         caller: &WorkloadCtx,
@@ -499,6 +500,7 @@ fn one_way(func: &ComponentFunc) -> bool {
 }
 
 /// Queues a call on a queued link in the host's outbox.
+#[tracing::instrument(name = "lattice_host.call.enqueue", level = "debug", skip_all, fields(%target, interface, function))]
 async fn enqueue(
     ctx: &WorkloadCtx,
     target: &ComponentName,

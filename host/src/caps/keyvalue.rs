@@ -7,19 +7,25 @@
 //! `no-such-store`). The answer depends on the link alone, so the workload's context remembers
 //! it ([`OpenedBuckets`]): a guest opening its bucket on every request (instances are fresh per
 //! request) asks a provider process once, not once per request.
+//!
+//! A unit on its own: [`KeyvalueGrant`] (the workload's key-value links, worked out once when it
+//! starts, and the buckets they opened) and [`add_to_linker`], which takes a function giving a
+//! [`KeyvalueView`] of a store's data. Each call is a `lattice_host.kv.<operation>` span (debug
+//! level, so the hot path pays nothing unless asked), which never carries keys or values.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use lattice_protocol::assignment::{LinkTarget, WorkloadLink};
+use lattice_protocol::names::{AppName, ComponentName};
 use lattice_protocol::provider::{Call, LinkId, ProviderError, Reply};
 use lattice_provider_sdk::Provider;
-use wasmtime::component::Resource;
+use tracing::instrument;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::WorkloadCtx;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::providers::link_id;
-use crate::wasi::HostState;
 
 /// The most answers to `open` one workload remembers (the providers here accept at most four
 /// identifiers per link; this only bounds a provider that accepts any).
@@ -49,6 +55,54 @@ impl OpenedBuckets {
     }
 }
 
+/// What a workload may open: its links to key-value providers, and the buckets they opened.
+#[derive(Debug, Default)]
+pub struct KeyvalueGrant {
+    /// The links, and their ids as providers know them.
+    pub(super) links: Vec<(WorkloadLink, LinkId)>,
+    opened: OpenedBuckets,
+}
+
+impl KeyvalueGrant {
+    /// The grant of `app/component`, whose links are `links`.
+    pub fn new(app: &AppName, component: &ComponentName, links: &[WorkloadLink]) -> Self {
+        Self {
+            links: links
+                .iter()
+                .filter(|l| keyvalue_link(l))
+                .map(|l| (l.clone(), link_id(app, component, l)))
+                .collect(),
+            opened: OpenedBuckets::default(),
+        }
+    }
+}
+
+/// One store's view for `wasi:keyvalue`: its resource table (where open buckets live) and its
+/// workload.
+#[derive(Debug)]
+pub struct KeyvalueView<'a> {
+    /// The store's resources.
+    pub table: &'a mut ResourceTable,
+    /// The workload, with its [`KeyvalueGrant`].
+    pub ctx: &'a WorkloadCtx,
+}
+
+struct Keyvalue;
+
+impl HasData for Keyvalue {
+    type Data<'a> = KeyvalueView<'a>;
+}
+
+/// Adds `wasi:keyvalue/store`, `/atomics` and `/batch` to `linker`, served through `view`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> KeyvalueView<'_>,
+) -> wasmtime::Result<()> {
+    store::add_to_linker::<T, Keyvalue>(linker, view)?;
+    atomics::add_to_linker::<T, Keyvalue>(linker, view)?;
+    batch::add_to_linker::<T, Keyvalue>(linker, view)
+}
+
 /// An open bucket, as the guest holds it.
 pub struct Bucket {
     provider: Arc<dyn Provider>,
@@ -66,6 +120,9 @@ impl std::fmt::Debug for Bucket {
 }
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
+
+/// What `get-many` answers: each key's entry, if it has one.
+type KeyValues = Vec<Option<(String, Vec<u8>)>>;
 
 fn other(what: impl std::fmt::Display) -> store::Error {
     store::Error::Other(what.to_string())
@@ -93,28 +150,30 @@ fn keyvalue_link(link: &WorkloadLink) -> bool {
 }
 
 /// The link `identifier` opens, by the rules above.
-fn choose<'a>(links: &[&'a WorkloadLink], identifier: &str) -> Option<&'a WorkloadLink> {
+fn choose<'a>(
+    links: &'a [(WorkloadLink, LinkId)],
+    identifier: &str,
+) -> Option<&'a (WorkloadLink, LinkId)> {
     links
         .iter()
-        .find(|l| l.name == identifier)
+        .find(|(l, _)| l.name == identifier)
         .or_else(|| (links.len() == 1).then(|| &links[0]))
         .or_else(|| {
-            links
-                .iter()
-                .find(|l| l.target_config.get("bucket").map(String::as_str) == Some(identifier))
+            links.iter().find(|(l, _)| {
+                l.target_config.get("bucket").map(String::as_str) == Some(identifier)
+            })
         })
-        .copied()
 }
 
-async fn open(ctx: Arc<WorkloadCtx>, identifier: String) -> Result<Bucket, store::Error> {
-    let links: Vec<&WorkloadLink> = ctx.links.iter().filter(|l| keyvalue_link(l)).collect();
+async fn open(ctx: &WorkloadCtx, identifier: String) -> Result<Bucket, store::Error> {
+    let links = &ctx.keyvalue.links;
     if links.is_empty() {
         return Err(other(format!(
             "wasi:keyvalue is not linked for `{}`: add a link trait from it to a key-value capability (e.g. `builtin:keyvalue-nats`)",
             ctx.name()
         )));
     }
-    let link = choose(&links, &identifier).ok_or(store::Error::NoSuchStore)?;
+    let (link, id) = choose(links, &identifier).ok_or(store::Error::NoSuchStore)?;
     let providers = ctx.providers().ok_or_else(|| {
         other("this host is not connected to a lattice, so it has no key-value storage")
     })?;
@@ -124,8 +183,8 @@ async fn open(ctx: Arc<WorkloadCtx>, identifier: String) -> Result<Bucket, store
             link.name
         ))
     })?;
-    let id = link_id(&ctx.app, &ctx.component, link);
-    if let Some(name) = ctx.kv_buckets.get(&link.name, &identifier) {
+    let id = id.clone();
+    if let Some(name) = ctx.keyvalue.opened.get(&link.name, &identifier) {
         return Ok(Bucket {
             provider,
             link: id,
@@ -143,7 +202,7 @@ async fn open(ctx: Arc<WorkloadCtx>, identifier: String) -> Result<Bucket, store
         .map_err(from_provider)?
     {
         Reply::Bucket(name) => {
-            ctx.kv_buckets.insert(&link.name, identifier, &name);
+            ctx.keyvalue.opened.insert(&link.name, identifier, &name);
             Ok(Bucket {
                 provider,
                 link: id,
@@ -154,40 +213,34 @@ async fn open(ctx: Arc<WorkloadCtx>, identifier: String) -> Result<Bucket, store
     }
 }
 
-impl HostState {
-    /// The provider, link and bucket name behind `bucket`.
-    fn bucket(
-        &self,
-        bucket: &Resource<Bucket>,
-    ) -> wasmtime::Result<(Arc<dyn Provider>, LinkId, String)> {
-        let b = self.table.get(bucket)?;
-        Ok((b.provider.clone(), b.link.clone(), b.name.clone()))
-    }
-
-    /// Runs `call(bucket name)` on the bucket's provider.
+impl KeyvalueView<'_> {
+    /// Runs `call(bucket name)` on the bucket's provider. The bucket stays borrowed from the
+    /// table for the call, so nothing but its name is copied.
     async fn kv(
         &mut self,
         bucket: &Resource<Bucket>,
         call: impl FnOnce(String) -> Call,
     ) -> wasmtime::Result<Result<Reply, store::Error>> {
-        let (provider, link, name) = self.bucket(bucket)?;
-        Ok(provider
-            .call(&link, call(name))
+        let b = self.table.get(bucket)?;
+        Ok(b.provider
+            .call(&b.link, call(b.name.clone()))
             .await
             .map_err(from_provider))
     }
 }
 
-impl store::Host for HostState {
+impl store::Host for KeyvalueView<'_> {
+    #[instrument(name = "lattice_host.kv.open", level = "debug", skip_all)]
     async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        match open(self.ctx.clone(), identifier).await {
+        match open(self.ctx, identifier).await {
             Ok(bucket) => Ok(Ok(self.table.push(bucket)?)),
             Err(e) => Ok(Err(e)),
         }
     }
 }
 
-impl store::HostBucket for HostState {
+impl store::HostBucket for KeyvalueView<'_> {
+    #[instrument(name = "lattice_host.kv.get", level = "debug", skip_all)]
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         Ok(
             match self
@@ -201,6 +254,7 @@ impl store::HostBucket for HostState {
         )
     }
 
+    #[instrument(name = "lattice_host.kv.set", level = "debug", skip_all)]
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         let reply = self
             .kv(&bucket, |bucket| Call::KvSet { bucket, key, value })
@@ -208,6 +262,7 @@ impl store::HostBucket for HostState {
         Ok(reply.map(drop))
     }
 
+    #[instrument(name = "lattice_host.kv.delete", level = "debug", skip_all)]
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
         let reply = self
             .kv(&bucket, |bucket| Call::KvDelete { bucket, key })
@@ -215,6 +270,7 @@ impl store::HostBucket for HostState {
         Ok(reply.map(drop))
     }
 
+    #[instrument(name = "lattice_host.kv.exists", level = "debug", skip_all)]
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
         Ok(
             match self
@@ -228,6 +284,7 @@ impl store::HostBucket for HostState {
         )
     }
 
+    #[instrument(name = "lattice_host.kv.list_keys", level = "debug", skip_all)]
     async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
@@ -251,7 +308,8 @@ impl store::HostBucket for HostState {
     }
 }
 
-impl atomics::Host for HostState {
+impl atomics::Host for KeyvalueView<'_> {
+    #[instrument(name = "lattice_host.kv.increment", level = "debug", skip_all)]
     async fn increment(
         &mut self,
         bucket: Resource<Bucket>,
@@ -271,12 +329,13 @@ impl atomics::Host for HostState {
     }
 }
 
-impl batch::Host for HostState {
+impl batch::Host for KeyvalueView<'_> {
+    #[instrument(name = "lattice_host.kv.get_many", level = "debug", skip_all)]
     async fn get_many(
         &mut self,
         bucket: Resource<Bucket>,
         keys: Vec<String>,
-    ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+    ) -> KvResult<KeyValues> {
         Ok(
             match self
                 .kv(&bucket, |bucket| Call::KvGetMany { bucket, keys })
@@ -292,6 +351,7 @@ impl batch::Host for HostState {
         )
     }
 
+    #[instrument(name = "lattice_host.kv.set_many", level = "debug", skip_all)]
     async fn set_many(
         &mut self,
         bucket: Resource<Bucket>,
@@ -307,6 +367,7 @@ impl batch::Host for HostState {
         Ok(reply.map(drop))
     }
 
+    #[instrument(name = "lattice_host.kv.delete_many", level = "debug", skip_all)]
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
         let reply = self
             .kv(&bucket, |bucket| Call::KvDeleteMany { bucket, keys })

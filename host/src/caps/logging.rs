@@ -1,17 +1,54 @@
 //! `wasi:logging`: a component's log records go into the host's tracing, tagged with the
 //! component and the context the guest gave.
+//!
+//! A unit on its own: [`LoggingState`] (who logs) is made once when the workload starts;
+//! [`add_to_linker`] takes a function giving a [`LoggingView`] of a store's data.
 
-use super::bindings::wasi::logging::logging::{Host, Level};
-use crate::wasi::HostState;
+use wasmtime::component::{HasData, Linker};
 
-impl Host for HostState {
+use super::bindings::wasi::logging::logging::{self, Host, Level};
+
+/// Who a workload's log records are from.
+#[derive(Debug, Clone)]
+pub struct LoggingState {
+    /// `app/component`, worked out once rather than on every record.
+    component: String,
+}
+
+impl LoggingState {
+    /// Records tagged with `component` (`app/component`).
+    pub fn new(component: String) -> Self {
+        Self { component }
+    }
+}
+
+/// One store's view of its workload's logging.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggingView<'a>(pub &'a LoggingState);
+
+struct Logging;
+
+impl HasData for Logging {
+    type Data<'a> = LoggingView<'a>;
+}
+
+/// Adds `wasi:logging/logging` to `linker`, logging through `view`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> LoggingView<'_>,
+) -> wasmtime::Result<()> {
+    logging::add_to_linker::<T, Logging>(linker, view)
+}
+
+// No span here: the record itself is the event, and a span per record would double it.
+impl Host for LoggingView<'_> {
     async fn log(
         &mut self,
         level: Level,
         context: String,
         message: String,
     ) -> wasmtime::Result<()> {
-        let component = self.ctx.name();
+        let component = &self.0.component;
         // tracing levels are static, so each level is its own call.
         match level {
             Level::Trace => tracing::trace!(target: "guest", %component, %context, "{message}"),

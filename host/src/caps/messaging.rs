@@ -6,6 +6,10 @@
 //! `$SYS.`): a component that could publish there could forge control-plane requests. They may
 //! publish to `_INBOX.` subjects (that is how a handler answers a request) but not subscribe.
 //!
+//! Publish and request go to a provider either way: [`NatsMessaging`] in-process for
+//! `messaging-nats` (a call is a direct method call, no encoding), a provider process such as
+//! `mqtt` otherwise. The subject checks are the host's, before the provider sees the call.
+//!
 //! Subscriptions join a queue group per app and component, so each message is handled by one
 //! instance wherever the component runs, like every other call.
 //!
@@ -20,12 +24,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use lattice_protocol::assignment::{LinkTarget, QueuedDelivery};
-use lattice_protocol::provider::{Call, LinkId, Reply};
+use lattice_protocol::assignment::{LinkTarget, QueuedDelivery, WorkloadLink};
+use lattice_protocol::names::{AppName, ComponentName};
+use lattice_protocol::provider::{Call, LinkId, LinkInfo, ProviderError, Reply};
 use lattice_protocol::queue::QueuedMessage;
 use lattice_protocol::subject::Subject;
-use lattice_provider_sdk::Provider;
+use lattice_provider_sdk::{Provider, unsupported};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::instrument;
+use wasmtime::component::{HasData, Linker};
 
 use super::bindings::handler::wasmcloud::messaging::types::BrokerMessage as HandlerMessage;
 use super::bindings::handler::{Handles, HandlesPre};
@@ -37,7 +44,7 @@ use super::{LatticeLink, WorkloadCtx};
 use crate::wasi::HostState;
 
 /// The built-in capability's name in links.
-pub const BUILTIN: &str = "messaging-nats";
+pub const BUILTIN: &str = lattice_protocol::provider::catalog::MESSAGING_NATS.name;
 
 /// Messages handled at once per workload on this host; more wait in NATS's buffer.
 const CONCURRENT_HANDLERS: usize = 64;
@@ -88,23 +95,143 @@ fn too_big(ctx: &WorkloadCtx, len: usize) -> Option<String> {
     })
 }
 
+/// `messaging-nats` as a provider: publish and request on the host's NATS connection. Runs
+/// in-process (the host registers it beside `keyvalue-nats`), so a call costs a method call.
+#[derive(Debug, Clone)]
+pub struct NatsMessaging {
+    client: async_nats::Client,
+}
+
+impl NatsMessaging {
+    /// Messaging on `client`.
+    pub fn new(client: async_nats::Client) -> Self {
+        Self { client }
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        body: Vec<u8>,
+        reply_to: Option<String>,
+    ) -> Result<Reply, ProviderError> {
+        let sent = match reply_to {
+            Some(reply) => {
+                self.client
+                    .publish_with_reply(subject.clone(), reply, body.into())
+                    .await
+            }
+            None => self.client.publish(subject.clone(), body.into()).await,
+        };
+        sent.map(|()| Reply::Unit)
+            .map_err(|e| ProviderError::Other(format!("publish on `{subject}`: {e}")))
+    }
+
+    async fn request(
+        &self,
+        subject: String,
+        body: Vec<u8>,
+        timeout_ms: u32,
+    ) -> Result<Reply, ProviderError> {
+        let request = async_nats::Request::new()
+            .payload(body.into())
+            .timeout(Some(Duration::from_millis(u64::from(timeout_ms))));
+        match self.client.send_request(subject.clone(), request).await {
+            Ok(reply) => Ok(Reply::Message {
+                subject: reply.subject.to_string(),
+                body: reply.payload.to_vec(),
+            }),
+            Err(e) => Err(ProviderError::Other(format!("request on `{subject}`: {e}"))),
+        }
+    }
+}
+
+#[lattice_provider_sdk::async_trait]
+impl Provider for NatsMessaging {
+    fn name(&self) -> &str {
+        BUILTIN
+    }
+
+    // Every link publishes on the same connection: nothing to set up or take down per link.
+    async fn link_put(&self, _link: LinkInfo) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    async fn link_del(&self, _link: &LinkId) {}
+
+    async fn call(&self, _link: &LinkId, call: Call) -> Result<Reply, ProviderError> {
+        match call {
+            Call::Publish {
+                subject,
+                body,
+                reply_to,
+            } => self.publish(subject, body, reply_to).await,
+            Call::Request {
+                subject,
+                body,
+                timeout_ms,
+            } => self.request(subject, body, timeout_ms).await,
+            call => Err(unsupported(&call)),
+        }
+    }
+}
+
 /// Where a workload's `consumer` calls go.
 enum Via {
-    /// The lattice's NATS (`messaging-nats`).
-    Nats(Box<LatticeLink>),
+    /// `messaging-nats`'s provider, on this link: the host checks subjects first.
+    Nats(Arc<dyn Provider>, LinkId),
     /// The host's outbox, on a queued `messaging-nats` link (named for errors).
     Queued(String, QueuedDelivery),
     /// A provider (e.g. `mqtt`), on this link.
     Provider(Arc<dyn Provider>, LinkId),
 }
 
+/// What a workload may publish through: its `wasmcloud:messaging/consumer` link, found once
+/// when it starts.
+#[derive(Debug, Default)]
+pub struct MessagingGrant {
+    /// The link, and its id as providers know it.
+    pub(super) consumer: Option<(WorkloadLink, LinkId)>,
+}
+
+impl MessagingGrant {
+    /// The grant of `app/component`, whose links are `links`.
+    pub fn new(app: &AppName, component: &ComponentName, links: &[WorkloadLink]) -> Self {
+        Self {
+            consumer: links
+                .iter()
+                .find(|l| l.serves("wasmcloud", "messaging", "consumer"))
+                .map(|l| (l.clone(), link_id(app, component, l))),
+        }
+    }
+}
+
+/// One store's view for `wasmcloud:messaging/consumer`: its workload and deadline.
+#[derive(Debug)]
+pub struct MessagingView<'a> {
+    /// The workload, with its [`MessagingGrant`].
+    pub ctx: &'a WorkloadCtx,
+    /// When the invocation must end: a request waits no longer.
+    pub deadline: Instant,
+}
+
+struct Messaging;
+
+impl HasData for Messaging {
+    type Data<'a> = MessagingView<'a>;
+}
+
+/// Adds `wasmcloud:messaging/consumer` (and its `types`) to `linker`, served through `view`.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> MessagingView<'_>,
+) -> wasmtime::Result<()> {
+    super::bindings::wasmcloud::messaging::types::add_to_linker::<T, Messaging>(linker, view)?;
+    super::bindings::wasmcloud::messaging::consumer::add_to_linker::<T, Messaging>(linker, view)
+}
+
 /// The link serving `ctx`'s `wasmcloud:messaging/consumer`, and where it goes.
-async fn consumer(ctx: Arc<WorkloadCtx>) -> Result<Via, String> {
-    let Some(link) = ctx
-        .links
-        .iter()
-        .find(|l| l.serves("wasmcloud", "messaging", "consumer"))
-    else {
+async fn consumer(ctx: &WorkloadCtx) -> Result<Via, String> {
+    let Some((link, id)) = &ctx.messaging.consumer else {
         return Err(format!(
             "not-linked: wasmcloud:messaging/consumer is not linked for `{}`: add a link trait from it to a messaging capability (e.g. `builtin:messaging-nats`)",
             ctx.name()
@@ -117,11 +244,6 @@ async fn consumer(ctx: Arc<WorkloadCtx>) -> Result<Via, String> {
         {
             Ok(Via::Queued(link.name.clone(), q.clone()))
         }
-        LinkTarget::Builtin(name) if name == BUILTIN => ctx
-            .lattice()
-            .cloned()
-            .map(|l| Via::Nats(Box::new(l)))
-            .ok_or_else(|| "this host is not connected to a lattice".to_string()),
         target => {
             let providers = ctx.providers().ok_or("this host has no providers")?;
             let provider = providers.get(target).await.ok_or_else(|| {
@@ -130,17 +252,20 @@ async fn consumer(ctx: Arc<WorkloadCtx>) -> Result<Via, String> {
                     link.name
                 )
             })?;
-            Ok(Via::Provider(
-                provider,
-                link_id(&ctx.app, &ctx.component, link),
-            ))
+            let id = id.clone();
+            Ok(match target {
+                LinkTarget::Builtin(name) if name == BUILTIN => Via::Nats(provider, id),
+                _ => Via::Provider(provider, id),
+            })
         }
     }
 }
 
-impl super::bindings::wasmcloud::messaging::types::Host for HostState {}
+impl super::bindings::wasmcloud::messaging::types::Host for MessagingView<'_> {}
 
-impl Host for HostState {
+// Spans name the subject, never the body.
+impl Host for MessagingView<'_> {
+    #[instrument(name = "lattice_host.messaging.request", level = "debug", skip_all, fields(%subject))]
     async fn request(
         &mut self,
         subject: String,
@@ -149,34 +274,22 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<BrokerMessage, String>> {
         // Never past the guest's own deadline.
         let wait = Duration::from_millis(u64::from(timeout_ms)).min(
-            self.deadline()
+            self.deadline
                 .saturating_duration_since(std::time::Instant::now()),
         );
-        let via = match consumer(self.ctx.clone()).await {
+        let via = match consumer(self.ctx).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+        let nats = matches!(via, Via::Nats(..));
         Ok(match via {
             Via::Queued(link, _) => Err(format!(
                 "request on `{subject}`: link `{link}` to {BUILTIN} has `delivery: queued`, and a queued message cannot bring an answer now; publish instead (an answer can come back as a message to a subject you subscribe to), or make the link `delivery: direct`"
             )),
-            Via::Nats(lattice) => {
-                if let Some(why) = refuse_subject(&subject) {
+            Via::Nats(provider, link) | Via::Provider(provider, link) => {
+                if nats && let Some(why) = refuse_subject(&subject) {
                     return Ok(Err(why));
                 }
-                let request = async_nats::Request::new()
-                    .payload(body.into())
-                    .timeout(Some(wait));
-                match lattice.client.send_request(subject.clone(), request).await {
-                    Ok(reply) => Ok(BrokerMessage {
-                        subject: reply.subject.to_string(),
-                        body: reply.payload.to_vec(),
-                        reply_to: None,
-                    }),
-                    Err(e) => Err(format!("request on `{subject}`: {e}")),
-                }
-            }
-            Via::Provider(provider, link) => {
                 let call = Call::Request {
                     subject,
                     body,
@@ -195,11 +308,13 @@ impl Host for HostState {
         })
     }
 
+    #[instrument(name = "lattice_host.messaging.publish", level = "debug", skip_all, fields(subject = %msg.subject))]
     async fn publish(&mut self, msg: BrokerMessage) -> wasmtime::Result<Result<(), String>> {
-        let via = match consumer(self.ctx.clone()).await {
+        let via = match consumer(self.ctx).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
+        let nats = matches!(via, Via::Nats(..));
         Ok(match via {
             Via::Queued(_, delivery) => {
                 if let Some(why) =
@@ -212,7 +327,7 @@ impl Host for HostState {
                         "queue-full: this host has no outbox (see its log for why it could not be opened); the message was not queued".to_string(),
                     ));
                 };
-                if let Some(why) = too_big(&self.ctx, msg.body.len()) {
+                if let Some(why) = too_big(self.ctx, msg.body.len()) {
                     return Ok(Err(why));
                 }
                 let message = QueuedMessage {
@@ -221,31 +336,14 @@ impl Host for HostState {
                     reply_to: msg.reply_to,
                 };
                 queue
-                    .enqueue_message(&self.ctx, message, &delivery)
+                    .enqueue_message(self.ctx, message, &delivery)
                     .await
                     .map_err(|e| e.to_string())
             }
-            Via::Nats(lattice) => {
-                if let Some(why) = refuse_subject(&msg.subject) {
+            Via::Nats(provider, link) | Via::Provider(provider, link) => {
+                if nats && let Some(why) = refuse_subject(&msg.subject) {
                     return Ok(Err(why));
                 }
-                let sent = match msg.reply_to {
-                    Some(reply) => {
-                        lattice
-                            .client
-                            .publish_with_reply(msg.subject.clone(), reply, msg.body.into())
-                            .await
-                    }
-                    None => {
-                        lattice
-                            .client
-                            .publish(msg.subject.clone(), msg.body.into())
-                            .await
-                    }
-                };
-                sent.map_err(|e| format!("publish on `{}`: {e}", msg.subject))
-            }
-            Via::Provider(provider, link) => {
                 let call = Call::Publish {
                     subject: msg.subject,
                     body: msg.body,

@@ -5,6 +5,8 @@
 //! - [`logging`] (`wasi:logging`, into the host's tracing, tagged with the component) and
 //!   [`config`] (`wasi:config/store` and `/runtime`, the component's named config): always
 //!   served, no link needed;
+//! - [`outgoing_http`]: outgoing `wasi:http`, only to the hosts the workload's `http-client`
+//!   links allow;
 //! - [`keyvalue`]: `wasi:keyvalue` store, atomics and batch, served by the provider a link
 //!   names (`keyvalue-nats` inside the host, or a provider process);
 //! - [`blobstore`]: `wasi:blobstore` (types, container, blobstore) on the host's filesystem,
@@ -15,6 +17,10 @@
 //!   subscribed subjects to a component's `handler` export;
 //! - [`calls`] and [`codec`]: component-to-component calls over the app's own WIT interfaces,
 //!   in-process when the target runs on this host, otherwise over NATS, values in MessagePack.
+//!
+//! Each capability is a unit: its per-workload state (with the workload's grants, worked out
+//! once in [`WorkloadCtx::new`]), a view of a store's data, and one `add_to_linker`
+//! ([`crate::wasi::new_linker`] adds them all).
 //!
 //! Every import a workload has is defined, linked or not: a call to an unlinked one fails at
 //! once with an error the guest can handle (or a trap naming the import), never a hang.
@@ -28,6 +34,7 @@ pub mod config;
 pub mod keyvalue;
 pub mod logging;
 pub mod messaging;
+pub mod outgoing_http;
 pub mod providers;
 
 use std::collections::BTreeMap;
@@ -63,10 +70,10 @@ pub struct HostServices {
     pub queue: Option<Arc<crate::queue::Queue>>,
 }
 
-/// What every store of one workload shares: who it is, its config and links, and the host's
-/// services its capabilities use.
-#[derive(Debug)]
-pub struct WorkloadCtx {
+/// Who a workload is and what its assignment gives it: what [`WorkloadCtx::new`] works its
+/// grants out from.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
     /// The app.
     pub app: AppName,
     /// The component.
@@ -77,7 +84,13 @@ pub struct WorkloadCtx {
     pub config: BTreeMap<String, String>,
     /// What serves its linked imports.
     pub links: Vec<WorkloadLink>,
-    /// The host's NATS connection, when it has joined a lattice (tests may run without).
+}
+
+/// The host's services a workload's capabilities use. Any may be missing: a host that has not
+/// joined a lattice (tests, benchmarks) answers that the capability is not available.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// The host's NATS connection.
     pub lattice: Option<LatticeLink>,
     /// Where components run, for calls between them.
     pub router: Option<Arc<calls::Router>>,
@@ -85,87 +98,243 @@ pub struct WorkloadCtx {
     pub providers: Option<Arc<providers::Providers>>,
     /// The host's outbox of queued calls.
     pub queue: Option<Arc<crate::queue::Queue>>,
-    /// The providers' answers to `wasi:keyvalue` `open` on its links, remembered.
-    pub kv_buckets: keyvalue::OpenedBuckets,
+}
+
+impl From<&HostServices> for Services {
+    fn from(services: &HostServices) -> Self {
+        Self {
+            lattice: Some(services.lattice.clone()),
+            router: Some(services.router.clone()),
+            providers: Some(services.providers.clone()),
+            queue: services.queue.clone(),
+        }
+    }
+}
+
+/// What every store of one workload shares: who it is, and each capability's state with the
+/// grants worked out once when the workload starts (which buckets, blob root, outgoing hosts),
+/// so no call looks them up in the links again.
+#[derive(Debug)]
+pub struct WorkloadCtx {
+    /// The app.
+    pub app: AppName,
+    /// The component.
+    pub component: ComponentName,
+    env: Vec<(String, String)>,
+    links: Vec<WorkloadLink>,
+    services: Services,
+    /// `wasi:config`.
+    pub(crate) config: config::ConfigState,
+    /// `wasi:logging`.
+    pub(crate) logging: logging::LoggingState,
+    /// `wasi:keyvalue`: the links it may open, and what they opened.
+    pub(crate) keyvalue: keyvalue::KeyvalueGrant,
+    /// `wasmcloud:messaging/consumer`: the link it publishes through.
+    pub(crate) messaging: messaging::MessagingGrant,
+    /// `wasi:blobstore`: its `blobstore-fs` link and root, or why there is none.
+    pub(crate) blob: Result<blobstore::BlobGrant, String>,
+    /// Outgoing `wasi:http`: the hosts its `http-client` links allow.
+    pub(crate) outgoing_http: outgoing_http::OutgoingGrant,
 }
 
 impl WorkloadCtx {
-    /// A context with only an environment: no links, no lattice (every linked capability
-    /// answers that it is not linked). For components run outside a lattice, e.g. in tests.
-    pub fn detached(env: &[(String, String)]) -> Arc<Self> {
-        Arc::new(Self {
-            app: AppName::new("local").expect("a valid name"),
-            component: ComponentName::new("local").expect("a valid name"),
-            env: env.to_vec(),
-            config: BTreeMap::new(),
-            links: Vec::new(),
-            lattice: None,
-            router: None,
-            providers: None,
-            queue: None,
-            kv_buckets: Default::default(),
-        })
-    }
-
-    /// A context of `app/component` using `services`.
-    pub fn with_services(
-        app: AppName,
-        component: ComponentName,
-        env: Vec<(String, String)>,
-        config: BTreeMap<String, String>,
-        links: Vec<WorkloadLink>,
-        services: &HostServices,
-    ) -> Self {
-        Self {
+    /// The context of `spec`, using `services`: each capability's grants are worked out here.
+    pub fn new(spec: WorkloadSpec, services: Services) -> Self {
+        let WorkloadSpec {
             app,
             component,
             env,
             config,
             links,
-            lattice: Some(services.lattice.clone()),
-            router: Some(services.router.clone()),
-            providers: Some(services.providers.clone()),
-            queue: services.queue.clone(),
-            kv_buckets: Default::default(),
+        } = spec;
+        let name = format!("{app}/{component}");
+        Self {
+            config: config::ConfigState::new(config),
+            logging: logging::LoggingState::new(name.clone()),
+            keyvalue: keyvalue::KeyvalueGrant::new(&app, &component, &links),
+            messaging: messaging::MessagingGrant::new(&app, &component, &links),
+            blob: blobstore::BlobGrant::new(&app, &component, &links, &name),
+            outgoing_http: outgoing_http::OutgoingGrant::new(&links),
+            app,
+            component,
+            env,
+            links,
+            services,
         }
+    }
+
+    /// A context with only an environment: no links, no lattice (every linked capability
+    /// answers that it is not linked). For components run outside a lattice, e.g. in tests.
+    pub fn detached(env: &[(String, String)]) -> Arc<Self> {
+        Arc::new(Self::new(
+            WorkloadSpec {
+                app: AppName::new("local").expect("a valid name"),
+                component: ComponentName::new("local").expect("a valid name"),
+                env: env.to_vec(),
+                config: BTreeMap::new(),
+                links: Vec::new(),
+            },
+            Services::default(),
+        ))
+    }
+
+    /// The environment variables the guest sees.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// What serves its linked imports.
+    pub fn links(&self) -> &[WorkloadLink] {
+        &self.links
     }
 
     /// The host's outbox of queued calls, if it has one.
     pub fn queue(&self) -> Option<&Arc<crate::queue::Queue>> {
-        self.queue.as_ref()
+        self.services.queue.as_ref()
     }
 
     /// The host's NATS connection, if it has one.
     pub fn lattice(&self) -> Option<&LatticeLink> {
-        self.lattice.as_ref()
+        self.services.lattice.as_ref()
     }
 
     /// The host's call router, if it has one.
     pub fn router(&self) -> Option<&Arc<calls::Router>> {
-        self.router.as_ref()
+        self.services.router.as_ref()
     }
 
     /// The host's providers, if it has them.
     pub fn providers(&self) -> Option<&Arc<providers::Providers>> {
-        self.providers.as_ref()
+        self.services.providers.as_ref()
     }
 
     /// `app/component`, for logs.
     pub fn name(&self) -> String {
         format!("{}/{}", self.app, self.component)
     }
+}
 
-    /// The links to built-in capability `builtin` serving `namespace:package/interface`.
-    pub fn builtin_links<'a>(
-        &'a self,
-        builtin: &'a str,
-        namespace: &'a str,
-        package: &'a str,
-        interface: &'a str,
-    ) -> impl Iterator<Item = &'a WorkloadLink> + 'a {
-        self.links.iter().filter(move |l| {
-            matches!(&l.target, LinkTarget::Builtin(b) if b == builtin)
-                && l.serves(namespace, package, interface)
-        })
+/// The links of `links` to built-in capability `builtin` serving
+/// `namespace:package/interface`.
+pub(crate) fn builtin_links<'a>(
+    links: &'a [WorkloadLink],
+    builtin: &'a str,
+    namespace: &'a str,
+    package: &'a str,
+    interface: &'a str,
+) -> impl Iterator<Item = &'a WorkloadLink> + 'a {
+    links.iter().filter(move |l| {
+        matches!(&l.target, LinkTarget::Builtin(b) if b == builtin)
+            && l.serves(namespace, package, interface)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(
+        package: &str,
+        interfaces: &[&str],
+        name: &str,
+        target: LinkTarget,
+        config: &[(&str, &str)],
+    ) -> WorkloadLink {
+        let (namespace, package) = package.split_once(':').expect("namespace:package");
+        WorkloadLink {
+            namespace: namespace.into(),
+            package: package.into(),
+            interfaces: interfaces.iter().map(|i| i.to_string()).collect(),
+            name: name.into(),
+            target,
+            source_config: BTreeMap::new(),
+            target_config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            queued: None,
+        }
+    }
+
+    #[test]
+    fn grants_are_worked_out_from_the_links_when_the_workload_starts() {
+        let builtin = |name: &str| LinkTarget::Builtin(name.into());
+        let links = vec![
+            link(
+                "wasi:keyvalue",
+                &["store", "atomics"],
+                "cache",
+                builtin("keyvalue-nats"),
+                &[("bucket", "orders")],
+            ),
+            link(
+                "wasi:http",
+                &["outgoing-handler"],
+                "default",
+                builtin("http-client"),
+                &[("allowed_hosts", " API.example.com, example.org:8443,")],
+            ),
+            link(
+                "wasi:blobstore",
+                &["blobstore", "container", "types"],
+                "default",
+                builtin("blobstore-fs"),
+                &[("root", "/srv/blobs")],
+            ),
+            link(
+                "wasmcloud:messaging",
+                &["consumer"],
+                "default",
+                builtin("messaging-nats"),
+                &[],
+            ),
+            link(
+                "acme:greet",
+                &["greeter"],
+                "default",
+                LinkTarget::Component(ComponentName::new("greeter").expect("a name")),
+                &[],
+            ),
+        ];
+        let spec = WorkloadSpec {
+            app: AppName::new("shop").expect("a name"),
+            component: ComponentName::new("api").expect("a name"),
+            env: Vec::new(),
+            config: BTreeMap::from([("mode".to_string(), "test".to_string())]),
+            links,
+        };
+        let ctx = WorkloadCtx::new(spec, Services::default());
+        let kv: Vec<String> = ctx
+            .keyvalue
+            .links
+            .iter()
+            .map(|(l, id)| format!("{} {id}", l.name))
+            .collect();
+        assert_eq!(kv, ["cache shop/api wasi:keyvalue (cache)"]);
+        assert!(ctx.outgoing_http.allows("api.example.com", Some(443)));
+        assert!(ctx.outgoing_http.allows("example.org", Some(8443)));
+        assert!(!ctx.outgoing_http.allows("example.org", Some(443)));
+        assert_eq!(
+            ctx.blob.as_ref().map(|g| g.root.as_path()),
+            Ok(std::path::Path::new("/srv/blobs"))
+        );
+        let (consumer, id) = ctx.messaging.consumer.as_ref().expect("a consumer link");
+        assert_eq!(consumer.name, "default");
+        assert_eq!(id.to_string(), "shop/api wasmcloud:messaging (default)");
+        assert_eq!(ctx.config.values()["mode"], "test");
+    }
+
+    #[test]
+    fn a_detached_workload_is_granted_nothing() {
+        let ctx = WorkloadCtx::detached(&[]);
+        assert!(ctx.keyvalue.links.is_empty());
+        assert!(ctx.messaging.consumer.is_none());
+        assert!(!ctx.outgoing_http.allows("example.com", Some(80)));
+        assert!(
+            ctx.blob
+                .as_ref()
+                .map(|g| &g.root)
+                .is_err_and(|e| e.contains("not linked"))
+        );
     }
 }

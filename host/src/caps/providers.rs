@@ -1,10 +1,11 @@
 //! The providers a host's workloads link to: the built-in ones inside the host, and provider
 //! processes the host starts, supervises and tells its links.
 //!
-//! Every provider is an `Arc<dyn Provider>` (the SDK's trait): [`NatsKv`] in-process for
-//! `keyvalue-nats`, a [`Remote`] for a process. One process per provider name per host serves
-//! every app that links to it; it stops when the last link on the host is gone, so undeploying
-//! one app never stops what another uses.
+//! Every provider is an `Arc<dyn Provider>` (the SDK's trait): the built-in ones in-process
+//! (registered in one list, `in_host`: [`NatsKv`] for `keyvalue-nats`, [`NatsMessaging`] for
+//! `messaging-nats`, [`FsBlobs`] for `blobstore-fs`), a [`Remote`] for a process. One process
+//! per provider name per host serves every app that links to it; it stops when the last link on
+//! the host is gone, so undeploying one app never stops what another uses.
 //!
 //! A process that exits (a crash, SIGKILL) is started again with backoff (250 ms doubling to
 //! 30 s, back to 250 ms after a minute of good health); once it answers a ping it is given every
@@ -25,6 +26,8 @@ use lattice_provider_sdk::{ProcessEnv, Provider, Remote};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::LatticeLink;
+use super::blobstore::fs::FsBlobs;
+use super::messaging::NatsMessaging;
 use crate::backoff::Backoff;
 
 /// How provider processes are found and connected.
@@ -78,11 +81,37 @@ struct Process {
     _supervisor: AbortOnDropHandle<()>,
 }
 
+/// The providers a host runs in-process, by name: the one registration list of built-in
+/// providers (each also described in `lattice_protocol::provider::catalog`).
+fn in_host(lattice: &LatticeLink) -> HashMap<&'static str, Arc<dyn Provider>> {
+    let providers: [Arc<dyn Provider>; 3] = [
+        Arc::new(NatsKv::new(lattice.jetstream.clone())),
+        Arc::new(NatsMessaging::new(lattice.client.clone())),
+        Arc::new(FsBlobs::new()),
+    ];
+    providers
+        .into_iter()
+        .map(|p| {
+            let name = catalog_name(p.name());
+            (name, p)
+        })
+        .collect()
+}
+
+/// The catalogue's `'static` name for `name`, which every in-process provider has.
+fn catalog_name(name: &str) -> &'static str {
+    lattice_protocol::provider::catalog::ALL
+        .iter()
+        .map(|d| d.name)
+        .find(|n| *n == name)
+        .expect("every in-process provider is described in the catalogue")
+}
+
 /// The host's providers.
 pub struct Providers {
     lattice: LatticeLink,
     launch: ProviderLaunch,
-    keyvalue_nats: Arc<NatsKv>,
+    in_host: HashMap<&'static str, Arc<dyn Provider>>,
     processes: tokio::sync::Mutex<HashMap<String, Process>>,
 }
 
@@ -96,19 +125,22 @@ impl Providers {
     /// The providers of a host on `lattice`.
     pub fn new(lattice: LatticeLink, launch: ProviderLaunch) -> Self {
         Self {
-            keyvalue_nats: Arc::new(NatsKv::new(lattice.jetstream.clone())),
+            in_host: in_host(&lattice),
             lattice,
             launch,
             processes: tokio::sync::Mutex::default(),
         }
     }
 
+    /// The in-process provider `name`, if there is one.
+    pub fn in_host(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.in_host.get(name).cloned()
+    }
+
     /// The provider serving `target`, when it is a provider and runs.
     pub async fn get(&self, target: &LinkTarget) -> Option<Arc<dyn Provider>> {
         match target {
-            LinkTarget::Builtin(name) if name == lattice_provider_keyvalue_nats::NAME => {
-                Some(self.keyvalue_nats.clone())
-            }
+            LinkTarget::Builtin(name) => self.in_host.get(name.as_str()).cloned(),
             LinkTarget::Provider(name) => self
                 .processes
                 .lock()
@@ -136,8 +168,10 @@ impl Providers {
                 target_config: link.target_config.clone(),
             };
             match &link.target {
-                LinkTarget::Builtin(name) if name == lattice_provider_keyvalue_nats::NAME => {
-                    self.keyvalue_nats.link_put(info).await?;
+                LinkTarget::Builtin(name) => {
+                    if let Some(provider) = self.in_host.get(name.as_str()) {
+                        provider.link_put(info).await?;
+                    }
                 }
                 LinkTarget::Provider(name) => {
                     let mut processes = self.processes.lock().await;
@@ -179,8 +213,10 @@ impl Providers {
         for link in links {
             let id = link_id(app, component, link);
             match &link.target {
-                LinkTarget::Builtin(name) if name == lattice_provider_keyvalue_nats::NAME => {
-                    self.keyvalue_nats.link_del(&id).await;
+                LinkTarget::Builtin(name) => {
+                    if let Some(provider) = self.in_host.get(name.as_str()) {
+                        provider.link_del(&id).await;
+                    }
                 }
                 LinkTarget::Provider(name) => {
                     let mut processes = self.processes.lock().await;

@@ -16,7 +16,7 @@ use futures::TryStreamExt as _;
 use lattice_provider_sdk::{Call, LinkId, LinkInfo, Provider, ProviderError, Reply, unsupported};
 
 /// The provider's name in links.
-pub const NAME: &str = "keyvalue-nats";
+pub const NAME: &str = lattice_provider_sdk::catalog::KEYVALUE_NATS.name;
 
 /// Keys per `list-keys` page.
 const PAGE: usize = 1000;

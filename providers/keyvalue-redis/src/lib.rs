@@ -33,7 +33,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
 /// The provider's name in links.
-pub const NAME: &str = "keyvalue-redis";
+pub const NAME: &str = lattice_provider_sdk::catalog::KEYVALUE_REDIS.name;
 
 /// The Redis a link uses when its target config has no `url`.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";

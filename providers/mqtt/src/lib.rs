@@ -48,7 +48,7 @@ use broker::{Broker, Deliverer};
 use config::{BrokerAddr, Settings};
 
 /// The provider's name in links.
-pub const NAME: &str = "mqtt";
+pub const NAME: &str = lattice_provider_sdk::catalog::MQTT.name;
 
 /// How long `link_put` waits for the broker to confirm a link's subscriptions before it
 /// returns anyway (the client keeps trying; deliveries start once the broker is there).

@@ -12,6 +12,9 @@
 //! Providers that deliver to components (an MQTT message to a component's
 //! `wasmcloud:messaging/handler`) use [`deliver_message`], an ordinary component call.
 //!
+//! What the control plane knows of each provider (name, interfaces, config keys, how it runs)
+//! is its [`ProviderDescription`] in [`catalog`]; a provider takes its name from there.
+//!
 //! The wire types are in `lattice_protocol::provider`, so a provider in another language needs
 //! only that document: MessagePack envelopes on `lattice.<lattice>.prov.<host>.<provider>`.
 
@@ -19,7 +22,10 @@ mod deliver;
 mod process;
 mod remote;
 
-use async_trait::async_trait;
+/// The attribute a [`Provider`] implementation is written with, re-exported so that an
+/// in-process provider (the host's built-ins) needs no dependency of its own for it.
+pub use async_trait::async_trait;
+pub use lattice_protocol::provider::catalog::{self, ProviderDescription};
 pub use lattice_protocol::provider::{Call, LinkDirection, LinkId, LinkInfo, ProviderError, Reply};
 
 pub use deliver::deliver_message;

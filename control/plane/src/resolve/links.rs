@@ -15,11 +15,10 @@ use lattice_protocol::digest::Digest;
 use lattice_protocol::names::ComponentName;
 use lattice_protocol::wit::{Interfaces, unversioned};
 
-use super::builtin::{
-    ALLOWED_HOSTS_KEY, BUCKET_KEY, Builtin, ROOT_KEY, SUBSCRIPTIONS_KEY, allowed_hosts_problem,
-    bucket_problem, root_problem, subscriptions,
-};
 use super::{DEFAULT_HTTP_ADDRESS, INCOMING_HANDLER};
+use lattice_protocol::provider::catalog::{
+    self, Delivers, End, ProviderDescription, SUBSCRIPTIONS_KEY, subscriptions,
+};
 
 /// The interface a component must export to receive messages from `messaging-nats`.
 pub const MESSAGING_HANDLER: &str = "wasmcloud:messaging/handler";
@@ -135,12 +134,12 @@ fn capability_links(
         .iter()
         .filter(|c| c.kind == ComponentKind::Capability)
     {
-        let Some(builtin) = Builtin::from_image(&cap.properties.image) else {
+        let Some(provider) = catalog::from_image(&cap.properties.image) else {
             problems.push(format!(
                 "capability `{}`: image `{}` is not a capability this Lattice version knows; use one of {} (wasmCloud's images of these providers mean the same)",
                 cap.name,
                 cap.properties.image,
-                Builtin::list()
+                catalog::images()
             ));
             continue;
         };
@@ -155,28 +154,24 @@ fn capability_links(
                 ));
                 continue;
             }
-            match builtin {
-                Builtin::HttpServer => {
+            match provider.delivers {
+                Delivers::HttpRequests => {
                     http_link(manifest, cap, link, &mut by_address, out, problems);
                 }
-                Builtin::MessagingNats => {
-                    if messaging_link(manifest, cap, link, out, problems) {
+                Delivers::NatsMessages => {
+                    if messaging_link(manifest, cap, provider, link, out, problems) {
                         handlers.insert(target.clone());
                     }
                 }
-                Builtin::Mqtt => {
-                    if mqtt_link(manifest, cap, link, out, problems) {
+                Delivers::ProviderMessages => {
+                    if mqtt_link(manifest, cap, provider, link, out, problems) {
                         handlers.insert(target.clone());
                     }
                 }
-                Builtin::KeyvalueNats
-                | Builtin::KeyvalueNatsProcess
-                | Builtin::KeyvalueRedis
-                | Builtin::HttpClient
-                | Builtin::BlobstoreFs => problems.push(format!(
+                Delivers::Nothing => problems.push(format!(
                     "capability `{}` ({}) links `{}` to `{target}`, but it serves components that link to it: put the `link` trait on `{target}`, with target `{}`",
                     cap.name,
-                    builtin.image(),
+                    provider.image(),
                     qualified(link).join(", "),
                     cap.name
                 )),
@@ -290,6 +285,7 @@ fn http_link(
 fn messaging_link(
     manifest: &Manifest,
     cap: &Component,
+    provider: &ProviderDescription,
     link: &Link,
     out: &mut BTreeMap<ComponentName, Wiring>,
     problems: &mut Vec<String>,
@@ -300,7 +296,7 @@ fn messaging_link(
         problems.push(format!(
             "capability `{}` ({}) links `{}` to `{target}`; it delivers messages to components only through {MESSAGING_HANDLER} (a component publishes by linking wasmcloud:messaging/consumer to `{}`)",
             cap.name,
-            Builtin::MessagingNats.image(),
+            provider.image(),
             wanted.join(", "),
             cap.name
         ));
@@ -360,16 +356,7 @@ fn component_links(
         let wanted = qualified(link);
         for w in &wanted {
             if let Some(first) = seen.insert((w.clone(), link.link_name()), target_name) {
-                let targets = if first == target_name {
-                    format!("both to `{first}`")
-                } else {
-                    format!("to `{first}` and to `{target_name}`")
-                };
-                problems.push(format!(
-                    "component `{}` links {w} under link name `{}` twice, {targets}: remove one, or give one a `name` of its own",
-                    c.name,
-                    link.link_name()
-                ));
+                problems.push(twice(c, w, link, first));
             }
         }
         if *target_name == c.name {
@@ -388,13 +375,13 @@ fn component_links(
         // Queued publish: `messaging-nats` serves only wasmcloud:messaging/consumer, whose
         // `request` the host refuses on a queued link.
         let queued_messages = target.kind == ComponentKind::Capability
-            && Builtin::from_image(&target.properties.image) == Some(Builtin::MessagingNats);
+            && catalog::from_image(&target.properties.image).is_some_and(|p| p.queued);
         if queued.is_some() && target.kind == ComponentKind::Capability && !queued_messages {
             problems.push(format!(
-                "component `{}` links `{}` to capability `{target_name}` with `delivery: queued`: only links between components, and links to `{}` (queued messages), can be queued; remove `delivery: queued`",
+                "component `{}` links `{}` to capability `{target_name}` with `delivery: queued`: only links between components, and links to {} (queued messages), can be queued; remove `delivery: queued`",
                 c.name,
                 wanted.join(", "),
-                Builtin::MessagingNats.image()
+                queueable_images()
             ));
             continue;
         }
@@ -405,42 +392,31 @@ fn component_links(
         let serving = match target.kind {
             ComponentKind::Capability => {
                 // Not built in: refused with the capability itself.
-                let Some(builtin) = Builtin::from_image(&target.properties.image) else {
+                let Some(provider) = catalog::from_image(&target.properties.image) else {
                     continue;
                 };
                 for w in &wanted {
-                    if builtin.serves().contains(&w.as_str()) {
+                    if provider.serves.contains(&w.as_str()) {
                         served.push(w);
                     } else {
-                        problems.push(not_served(c, w, target, builtin));
+                        problems.push(not_served(c, w, target, provider));
                     }
                 }
                 capability_config(
                     manifest,
                     c,
                     target,
-                    builtin,
+                    provider,
                     &source_config,
                     &mut target_config,
                     problems,
                 );
-                builtin.link_target()
+                provider.link_target()
             }
             ComponentKind::Component => {
                 served.extend(&wanted);
                 if let Some(tf) = facts.get(target_name) {
-                    for w in wanted
-                        .iter()
-                        .filter(|w| !tf.interfaces.exports_interface(w))
-                    {
-                        problems.push(format!(
-                            "component `{}` links {w} to component `{target_name}`, but the image {} of `{target_name}` does not export it (it exports: {}); link `{}` to a component that exports {w}",
-                            c.name,
-                            image_of(target, tf),
-                            list_or_nothing(&tf.interfaces.exports),
-                            c.name
-                        ));
-                    }
+                    export_checks(c, target, tf, &wanted, problems);
                 }
                 LinkTarget::Component(target_name.clone())
             }
@@ -467,6 +443,44 @@ fn component_links(
     links
 }
 
+/// Why `c` cannot link `interface` under `link`'s name again, having linked it to `first`.
+fn twice(c: &Component, interface: &str, link: &Link, first: &ComponentName) -> String {
+    let target_name = &link.target.name;
+    let targets = if first == target_name {
+        format!("both to `{first}`")
+    } else {
+        format!("to `{first}` and to `{target_name}`")
+    };
+    format!(
+        "component `{}` links {interface} under link name `{}` twice, {targets}: remove one, or give one a `name` of its own",
+        c.name,
+        link.link_name()
+    )
+}
+
+/// Target component `target` (its artifact read as `tf`) must export each of `wanted`.
+fn export_checks(
+    c: &Component,
+    target: &Component,
+    tf: &ImageFacts,
+    wanted: &[String],
+    problems: &mut Vec<String>,
+) {
+    let target_name = &target.name;
+    for w in wanted
+        .iter()
+        .filter(|w| !tf.interfaces.exports_interface(w))
+    {
+        problems.push(format!(
+            "component `{}` links {w} to component `{target_name}`, but the image {} of `{target_name}` does not export it (it exports: {}); link `{}` to a component that exports {w}",
+            c.name,
+            image_of(target, tf),
+            list_or_nothing(&tf.interfaces.exports),
+            c.name
+        ));
+    }
+}
+
 fn list_or_nothing(names: &[String]) -> String {
     if names.is_empty() {
         "nothing".to_string()
@@ -476,15 +490,20 @@ fn list_or_nothing(names: &[String]) -> String {
 }
 
 /// Why capability `target` cannot serve `interface` to `c`.
-fn not_served(c: &Component, interface: &str, target: &Component, builtin: Builtin) -> String {
+fn not_served(
+    c: &Component,
+    interface: &str,
+    target: &Component,
+    provider: &ProviderDescription,
+) -> String {
     let head = format!(
         "component `{}` links {interface} to `{}`, but `{}` ({})",
         c.name,
         target.name,
         target.name,
-        builtin.image()
+        provider.image()
     );
-    if builtin.serves().is_empty() {
+    if provider.serves.is_empty() {
         format!(
             "{head} serves nothing to components: the HTTP server calls the component, so put the `link` trait (wasi:http/incoming-handler) on `{}`, with target `{}`",
             target.name, c.name
@@ -492,7 +511,7 @@ fn not_served(c: &Component, interface: &str, target: &Component, builtin: Built
     } else {
         format!(
             "{head} serves only {}; link one of those, or target a capability that serves {interface}",
-            builtin.serves().join(", ")
+            provider.serves.join(", ")
         )
     }
 }
@@ -561,60 +580,61 @@ fn source_checks(
     }
 }
 
-/// The configuration checks and defaults of a link from `c` to built-in capability `target`.
+/// The images of the providers whose links may be queued, for messages.
+fn queueable_images() -> String {
+    catalog::ALL
+        .iter()
+        .filter(|p| p.queued)
+        .map(|p| format!("`{}`", p.image()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The configuration checks and defaults of a link from `c` to capability `target`, as its
+/// provider's description declares them.
 fn capability_config(
     manifest: &Manifest,
     c: &Component,
     target: &Component,
-    builtin: Builtin,
+    provider: &ProviderDescription,
     source_config: &BTreeMap<String, String>,
     target_config: &mut BTreeMap<String, String>,
     problems: &mut Vec<String>,
 ) {
     let head = format!("component `{}` links to `{}`", c.name, target.name);
-    match builtin {
-        b if b.is_keyvalue() => {
-            if let Some(bucket) = target_config.get(BUCKET_KEY) {
-                if let Some(problem) = bucket_problem(bucket) {
-                    problems.push(format!("{head}: {problem}"));
-                }
-                return;
-            }
-            if source_config.contains_key(BUCKET_KEY) {
-                problems.push(format!(
-                    "{head} with `{BUCKET_KEY}` in the source config; the bucket is the link's target config: move it to `target.config`"
-                ));
-                return;
-            }
-            let app = manifest.metadata.name.to_string();
-            if let Some(problem) = bucket_problem(&app) {
-                problems.push(format!(
-                    "{head} without a `{BUCKET_KEY}`, so the bucket would be the app's name, but {problem}; set `{BUCKET_KEY}` in the link's target config"
-                ));
-            }
-            target_config.insert(BUCKET_KEY.to_string(), app);
-        }
-        Builtin::HttpClient => {
+    for key in provider.config {
+        let name = key.key;
+        if key.end == End::Both {
             for (end, config) in [("source", source_config), ("target", &*target_config)] {
-                if let Some(problem) = config
-                    .get(ALLOWED_HOSTS_KEY)
-                    .and_then(|v| allowed_hosts_problem(v))
-                {
+                if let Some(problem) = config.get(name).and_then(|v| (key.check)(v)) {
                     problems.push(format!("{head}: in the {end} config, {problem}"));
                 }
             }
+            continue;
         }
-        Builtin::BlobstoreFs => {
-            if let Some(problem) = target_config.get(ROOT_KEY).and_then(|r| root_problem(r)) {
+        if let Some(value) = target_config.get(name) {
+            if let Some(problem) = (key.check)(value) {
                 problems.push(format!("{head}: {problem}"));
-            } else if source_config.contains_key(ROOT_KEY) && !target_config.contains_key(ROOT_KEY)
-            {
+            }
+            continue;
+        }
+        if source_config.contains_key(name) {
+            problems.push(format!(
+                "{head} with `{name}` in the source config; {} is the link's target config: move it to `target.config`",
+                key.what
+            ));
+            continue;
+        }
+        if key.defaults_to_app {
+            let app = manifest.metadata.name.to_string();
+            if let Some(problem) = (key.check)(&app) {
                 problems.push(format!(
-                    "{head} with `{ROOT_KEY}` in the source config; the directory is the link's target config: move it to `target.config`"
+                    "{head} without a `{name}`, so {} would be the app's name, but {problem}; set `{name}` in the link's target config",
+                    key.what
                 ));
             }
+            target_config.insert(name.to_string(), app);
         }
-        _ => {}
     }
 }
 
@@ -624,6 +644,7 @@ fn capability_config(
 fn mqtt_link(
     manifest: &Manifest,
     cap: &Component,
+    provider: &ProviderDescription,
     link: &Link,
     out: &mut BTreeMap<ComponentName, Wiring>,
     problems: &mut Vec<String>,
@@ -634,7 +655,7 @@ fn mqtt_link(
         problems.push(format!(
             "capability `{}` ({}) links `{}` to `{target}`; it delivers MQTT messages to components only through {MESSAGING_HANDLER}",
             cap.name,
-            Builtin::Mqtt.image(),
+            provider.image(),
             wanted.join(", "),
         ));
         return false;
@@ -673,7 +694,7 @@ fn mqtt_link(
             package: "messaging".into(),
             interfaces: vec!["handler".into()],
             name: link.link_name().to_string(),
-            target: Builtin::Mqtt.link_target(),
+            target: provider.link_target(),
             source_config,
             target_config: NamedConfig::merged(&link.target.config),
             queued: None,
