@@ -238,92 +238,17 @@ fn decode_at(value: &Value, ty: &Type, path: &str) -> Result<Val, CodecError> {
             Value::F32(f) => Val::Float64(f64::from(*f)),
             other => return err(path, format!("expected a float64, found {}", kind(other))),
         },
-        Type::Char => {
-            let s = text(value, path)?;
-            let mut chars = s.chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) => Val::Char(c),
-                _ => return err(path, format!("expected one character, found {s:?}")),
-            }
-        }
+        Type::Char => decode_char(value, path)?,
         Type::String => Val::String(text(value, path)?.to_string()),
-        Type::List(l) => {
-            let inner = l.ty();
-            match value {
-                Value::Binary(bytes) if matches!(inner, Type::U8) => {
-                    Val::List(bytes.iter().map(|b| Val::U8(*b)).collect())
-                }
-                Value::Array(items) => Val::List(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| decode_at(v, &inner, &format!("{path}[{i}]")))
-                        .collect::<Result<_, _>>()?,
-                ),
-                other => return err(path, format!("expected a list, found {}", kind(other))),
-            }
-        }
-        Type::Record(r) => {
-            let Value::Map(entries) = value else {
-                return err(
-                    path,
-                    format!("expected a record (map), found {}", kind(value)),
-                );
-            };
-            let mut fields = Vec::new();
-            for field in r.fields() {
-                let found = entries
-                    .iter()
-                    .find(|(k, _)| k.as_str() == Some(field.name))
-                    .map(|(_, v)| v);
-                let here = format!("{path}.{}", field.name);
-                let v = match found {
-                    Some(v) => decode_at(v, &field.ty, &here)?,
-                    // An absent optional field is none, so a newer record can add options.
-                    None if matches!(field.ty, Type::Option(_)) => Val::Option(None),
-                    None => return err(&here, "missing field"),
-                };
-                fields.push((field.name.to_string(), v));
-            }
-            Val::Record(fields)
-        }
-        Type::Tuple(t) => {
-            let Value::Array(items) = value else {
-                return err(
-                    path,
-                    format!("expected a tuple (array), found {}", kind(value)),
-                );
-            };
-            let types: Vec<Type> = t.types().collect();
-            if items.len() != types.len() {
-                return err(
-                    path,
-                    format!("expected {} elements, found {}", types.len(), items.len()),
-                );
-            }
-            Val::Tuple(
-                items
-                    .iter()
-                    .zip(&types)
-                    .enumerate()
-                    .map(|(i, (v, ty))| decode_at(v, ty, &format!("{path}.{i}")))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
+        Type::List(l) => decode_list(value, &l.ty(), path)?,
+        Type::Record(r) => decode_record(value, r, path)?,
+        Type::Tuple(t) => decode_tuple(value, t, path)?,
         Type::Variant(v) => {
             let (case, payload) = single(value, path)?;
             let Some(c) = v.cases().find(|c| c.name == case) else {
                 return err(path, format!("`{case}` is not a case of this variant"));
             };
-            let payload = match c.ty {
-                Some(ty) => Some(Box::new(decode_at(
-                    payload,
-                    &ty,
-                    &format!("{path}.{case}"),
-                )?)),
-                None => None,
-            };
-            Val::Variant(case.to_string(), payload)
+            Val::Variant(case.to_string(), decode_payload(payload, c.ty, path, case)?)
         }
         Type::Enum(e) => {
             let case = text(value, path)?;
@@ -332,55 +257,154 @@ fn decode_at(value: &Value, ty: &Type, path: &str) -> Result<Val, CodecError> {
             }
             Val::Enum(case.to_string())
         }
-        Type::Flags(f) => {
-            let Value::Array(items) = value else {
-                return err(
-                    path,
-                    format!("expected flags (array), found {}", kind(value)),
-                );
-            };
-            let mut set = Vec::new();
-            for item in items {
-                let name = text(item, path)?;
-                if !f.names().any(|n| n == name) {
-                    return err(path, format!("`{name}` is not one of these flags"));
-                }
-                set.push(name.to_string());
-            }
-            Val::Flags(set)
-        }
-        Type::Option(o) => {
-            let inner = o.ty();
-            match value {
-                Value::Nil => Val::Option(None),
-                Value::Array(items) if matches!(inner, Type::Option(_)) => match items.as_slice() {
-                    [one] => Val::Option(Some(Box::new(decode_at(one, &inner, path)?))),
-                    _ => return err(path, "expected a one-element array around a nested option"),
-                },
-                v => Val::Option(Some(Box::new(decode_at(v, &inner, path)?))),
-            }
-        }
-        Type::Result(r) => {
-            let (case, payload) = single(value, path)?;
-            let ty = match case {
-                "ok" => r.ok(),
-                "err" => r.err(),
-                other => return err(path, format!("expected `ok` or `err`, found `{other}`")),
-            };
-            let payload = match ty {
-                Some(ty) => Some(Box::new(decode_at(
-                    payload,
-                    &ty,
-                    &format!("{path}.{case}"),
-                )?)),
-                None => None,
-            };
-            Val::Result(if case == "ok" {
-                Ok(payload)
-            } else {
-                Err(payload)
-            })
-        }
+        Type::Flags(f) => decode_flags(value, f, path)?,
+        Type::Option(o) => decode_option(value, &o.ty(), path)?,
+        Type::Result(r) => decode_result(value, r, path)?,
         other => return err(path, format!("{other:?} values cannot cross hosts")),
     })
+}
+
+fn decode_char(value: &Value, path: &str) -> Result<Val, CodecError> {
+    let s = text(value, path)?;
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Ok(Val::Char(c)),
+        _ => err(path, format!("expected one character, found {s:?}")),
+    }
+}
+
+fn decode_list(value: &Value, inner: &Type, path: &str) -> Result<Val, CodecError> {
+    match value {
+        Value::Binary(bytes) if matches!(inner, Type::U8) => {
+            Ok(Val::List(bytes.iter().map(|b| Val::U8(*b)).collect()))
+        }
+        Value::Array(items) => Ok(Val::List(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| decode_at(v, inner, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        )),
+        other => err(path, format!("expected a list, found {}", kind(other))),
+    }
+}
+
+fn decode_record(
+    value: &Value,
+    r: &wasmtime::component::types::Record,
+    path: &str,
+) -> Result<Val, CodecError> {
+    let Value::Map(entries) = value else {
+        return err(
+            path,
+            format!("expected a record (map), found {}", kind(value)),
+        );
+    };
+    let mut fields = Vec::new();
+    for field in r.fields() {
+        let found = entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(field.name))
+            .map(|(_, v)| v);
+        let here = format!("{path}.{}", field.name);
+        let v = match found {
+            Some(v) => decode_at(v, &field.ty, &here)?,
+            // An absent optional field is none, so a newer record can add options.
+            None if matches!(field.ty, Type::Option(_)) => Val::Option(None),
+            None => return err(&here, "missing field"),
+        };
+        fields.push((field.name.to_string(), v));
+    }
+    Ok(Val::Record(fields))
+}
+
+fn decode_tuple(
+    value: &Value,
+    t: &wasmtime::component::types::Tuple,
+    path: &str,
+) -> Result<Val, CodecError> {
+    let Value::Array(items) = value else {
+        return err(
+            path,
+            format!("expected a tuple (array), found {}", kind(value)),
+        );
+    };
+    let types: Vec<Type> = t.types().collect();
+    if items.len() != types.len() {
+        return err(
+            path,
+            format!("expected {} elements, found {}", types.len(), items.len()),
+        );
+    }
+    Ok(Val::Tuple(
+        items
+            .iter()
+            .zip(&types)
+            .enumerate()
+            .map(|(i, (v, ty))| decode_at(v, ty, &format!("{path}.{i}")))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+/// The payload of a variant's or result's `case`, when the case has one.
+fn decode_payload(
+    payload: &Value,
+    ty: Option<Type>,
+    path: &str,
+    case: &str,
+) -> Result<Option<Box<Val>>, CodecError> {
+    ty.map(|ty| decode_at(payload, &ty, &format!("{path}.{case}")).map(Box::new))
+        .transpose()
+}
+
+fn decode_flags(
+    value: &Value,
+    f: &wasmtime::component::types::Flags,
+    path: &str,
+) -> Result<Val, CodecError> {
+    let Value::Array(items) = value else {
+        return err(
+            path,
+            format!("expected flags (array), found {}", kind(value)),
+        );
+    };
+    let mut set = Vec::new();
+    for item in items {
+        let name = text(item, path)?;
+        if !f.names().any(|n| n == name) {
+            return err(path, format!("`{name}` is not one of these flags"));
+        }
+        set.push(name.to_string());
+    }
+    Ok(Val::Flags(set))
+}
+
+fn decode_option(value: &Value, inner: &Type, path: &str) -> Result<Val, CodecError> {
+    Ok(match value {
+        Value::Nil => Val::Option(None),
+        Value::Array(items) if matches!(inner, Type::Option(_)) => match items.as_slice() {
+            [one] => Val::Option(Some(Box::new(decode_at(one, inner, path)?))),
+            _ => return err(path, "expected a one-element array around a nested option"),
+        },
+        v => Val::Option(Some(Box::new(decode_at(v, inner, path)?))),
+    })
+}
+
+fn decode_result(
+    value: &Value,
+    r: &wasmtime::component::types::ResultType,
+    path: &str,
+) -> Result<Val, CodecError> {
+    let (case, payload) = single(value, path)?;
+    let ty = match case {
+        "ok" => r.ok(),
+        "err" => r.err(),
+        other => return err(path, format!("expected `ok` or `err`, found `{other}`")),
+    };
+    let payload = decode_payload(payload, ty, path, case)?;
+    Ok(Val::Result(if case == "ok" {
+        Ok(payload)
+    } else {
+        Err(payload)
+    }))
 }
