@@ -11,6 +11,9 @@
 //! [`Proxy::release_replies`] or [`Proxy::heal`] (a [`Proxy::cut`] drops them with the
 //! connections). A leaf's publishes then reach the hub, and the hub's answers (JetStream acks)
 //! never come back.
+//!
+//! [`Proxy::freeze`] holds the bytes of both directions without closing anything: a half-open
+//! link, as when a route silently drops packets. Only the peers' own pings can notice it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +41,8 @@ struct State {
     generation: watch::Sender<u64>,
     /// Whether target → dialler bytes are held.
     hold: watch::Sender<bool>,
+    /// Whether dialler → target bytes are held.
+    hold_up: watch::Sender<bool>,
     accepted: AtomicU64,
 }
 
@@ -50,6 +55,7 @@ impl Proxy {
             cut: AtomicBool::new(false),
             generation: watch::channel(0).0,
             hold: watch::channel(false).0,
+            hold_up: watch::channel(false).0,
             accepted: AtomicU64::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, target, state.clone()));
@@ -69,7 +75,15 @@ impl Proxy {
     /// Lets connections through again, both ways.
     pub fn heal(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+        self.state.hold_up.send_replace(false);
         self.release_replies();
+    }
+
+    /// Holds the bytes of both directions on every connection, open or new, closing nothing:
+    /// the link goes silent until [`Proxy::heal`].
+    pub fn freeze(&self) {
+        self.state.hold_up.send_replace(true);
+        self.hold_replies();
     }
 
     /// Holds the bytes the target sends back (hub → leaf) on every connection, open or new;
@@ -115,6 +129,7 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, state: Arc<State
         let mut generation = state.generation.subscribe();
         let born = *generation.borrow_and_update();
         let hold = state.hold.subscribe();
+        let hold_up = state.hold_up.subscribe();
         tokio::spawn(async move {
             let Ok(outbound) = TcpStream::connect(target).await else {
                 return;
@@ -126,8 +141,8 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, state: Arc<State
             tokio::select! {
                 _ = async {
                     tokio::join!(
-                        pipe(from_dialler, to_target, None),
-                        pipe(from_target, to_dialler, Some(hold)),
+                        pipe(from_dialler, to_target, hold_up),
+                        pipe(from_target, to_dialler, hold),
                     )
                 } => {}
                 _ = generation.wait_for(|g| *g != born) => {}
@@ -139,20 +154,14 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, state: Arc<State
 
 /// Copies `from` to `to` until either ends; a chunk read while `hold` is set waits for it to
 /// clear before it is written (and nothing more is read meanwhile).
-async fn pipe(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    mut hold: Option<watch::Receiver<bool>>,
-) {
+async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut hold: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(hold) = hold.as_mut()
-            && hold.wait_for(|held| !held).await.is_err()
-        {
+        if hold.wait_for(|held| !held).await.is_err() {
             break;
         }
         if to.write_all(&buf[..n]).await.is_err() {

@@ -303,3 +303,49 @@ async fn a_component_counts_in_redis_through_the_provider_process() -> anyhow::R
     assert!(answer.starts_with("$1\r\n2\r\n"), "{answer:?}");
     Ok(())
 }
+
+/// A provider process never outlives its host: a `lattice-host` process that starts one is
+/// SIGKILLed, and the provider exits by itself (its standard input, the host's pipe, closes),
+/// instead of running on beside the next host.
+#[tokio::test]
+async fn a_provider_exits_when_its_host_is_killed() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let state = tempfile::tempdir()?;
+    let mut host =
+        std::process::Command::new(lattice_tests::lattice_bin().with_file_name("lattice-host"))
+            .args(["--nats-url", &t.nats.url, "--lattice", t.lattice.as_str()])
+            .args(["--name", "doomed", "--heartbeat-secs", "1"])
+            .args(["--trust-issuer", t.issuer.public_key().as_str()])
+            .args(["--trust-operator", t.operator.public_key().as_str()])
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+    t.wait_for("the host process to report", || async {
+        Ok(t.ctl.hosts().await?.iter().any(|h| h.name == "doomed"))
+    })
+    .await?;
+    let host_key = host_id(&t, "doomed").await?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
+    t.ctl.deploy(&manifest("orphan", &image, "orphans")).await?;
+    t.wait_deployed("orphan").await?;
+    let pids = provider_pids("keyvalue-nats", &host_key);
+    assert_eq!(
+        pids.len(),
+        1,
+        "the host started one provider process: {pids:?}"
+    );
+
+    host.kill()?; // SIGKILL: no chance to stop its children
+    host.wait()?;
+    t.wait_for("the provider process to exit after its host", || async {
+        Ok(provider_pids("keyvalue-nats", &host_key).is_empty())
+    })
+    .await?;
+    Ok(())
+}

@@ -142,6 +142,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         tls_cert: None,
         tls_key: None,
         tls: false,
+        nats_ping_secs: nats::DEFAULT_PING_SECS,
     };
     let client = nats::connect(&nats_args, &url, "lattice up", Patience::FailFast).await?;
     let shutdown = nats::shutdown_on_signal();

@@ -54,6 +54,70 @@ pub struct NatsArgs {
     /// Require TLS even if the server does not ask for it.
     #[arg(long, env = "LATTICE_NATS_TLS", global = true)]
     pub tls: bool,
+    /// Seconds between pings to the NATS server. A link that stops carrying packets without
+    /// closing (a half-open TCP connection) is given up after three unanswered pings, and the
+    /// client reconnects: 8 s notices within 24 s.
+    #[arg(
+        long,
+        env = "LATTICE_NATS_PING_SECS",
+        global = true,
+        default_value_t = DEFAULT_PING_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub nats_ping_secs: u64,
+}
+
+/// Seconds between pings by default: three missed pings (async-nats gives up after the third)
+/// stay under 30 s.
+pub const DEFAULT_PING_SECS: u64 = 8;
+
+impl NatsArgs {
+    /// The connection options these flags set (all but where to connect).
+    pub fn options(&self) -> NatsOptions {
+        NatsOptions {
+            creds: self.creds.clone(),
+            nkey: self.nkey.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            require_tls: self.tls,
+            ping_interval: Duration::from_secs(self.nats_ping_secs),
+        }
+    }
+}
+
+/// How to authenticate to NATS and keep the connection checked: what a host passes on to the
+/// provider processes it starts, so that they connect exactly as it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// A credentials file (JWT + nkey seed).
+    pub creds: Option<PathBuf>,
+    /// A file with an nkey seed.
+    pub nkey: Option<PathBuf>,
+    /// A CA certificate (PEM) to verify the server with.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// TLS even if the server does not ask for it.
+    pub require_tls: bool,
+    /// Time between pings; three unanswered ones end the connection (and a reconnect begins).
+    pub ping_interval: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            creds: None,
+            nkey: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            ping_interval: Duration::from_secs(DEFAULT_PING_SECS),
+        }
+    }
 }
 
 /// The URL used when nothing else says where NATS is.
@@ -138,9 +202,20 @@ pub async fn connect(
     client_name: &str,
     patience: Patience,
 ) -> anyhow::Result<async_nats::Client> {
+    connect_with(&args.options(), url, client_name, patience).await
+}
+
+/// Connects with `options`: the one place a Lattice program's NATS connection is set up.
+pub async fn connect_with(
+    args: &NatsOptions,
+    url: &str,
+    client_name: &str,
+    patience: Patience,
+) -> anyhow::Result<async_nats::Client> {
     let mut options = async_nats::ConnectOptions::new()
         .name(client_name)
-        .connection_timeout(Duration::from_secs(5));
+        .connection_timeout(Duration::from_secs(5))
+        .ping_interval(args.ping_interval);
     if let Some(creds) = &args.creds {
         options = options
             .credentials_file(creds)
@@ -158,7 +233,7 @@ pub async fn connect(
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
-    if args.tls {
+    if args.require_tls {
         options = options.require_tls(true);
     }
     if patience == Patience::KeepTrying {

@@ -35,8 +35,8 @@ use crate::backoff::Backoff;
 pub struct ProviderLaunch {
     /// The NATS URL providers connect to (the host's own); without it no process can start.
     pub nats_url: Option<String>,
-    /// A NATS credentials file providers use, if the host uses one.
-    pub creds: Option<PathBuf>,
+    /// How providers connect: the host's own NATS options (credentials, nkey, TLS, pings).
+    pub nats: lattice_connect::NatsOptions,
     /// The JetStream domain providers use (the host's own, `HostConfig::js_domain`), if any.
     pub js_domain: Option<String>,
     /// Directories searched for `lattice-provider-<name>` before the host's own directory and
@@ -256,8 +256,9 @@ impl Providers {
             nats_url,
             lattice: self.lattice.lattice.clone(),
             host: self.lattice.host.clone(),
-            creds: self.launch.creds.clone(),
+            nats: self.launch.nats.clone(),
             js_domain: self.launch.js_domain.clone(),
+            host_pipe: true,
         };
         let mut command = tokio::process::Command::new(&program);
         for (name, value) in env.vars() {
@@ -266,8 +267,9 @@ impl Providers {
                 None => command.env_remove(name),
             };
         }
+        // The process watches this pipe: it closes when this host dies, however it dies.
         command
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .kill_on_drop(true);
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let supervisor = tokio::spawn(supervise(
@@ -322,6 +324,8 @@ async fn supervise(
         let started = Instant::now();
         match command.spawn() {
             Ok(mut child) => {
+                // Held until the process exits; dropped with this host.
+                let _host_pipe = child.stdin.take();
                 if ready(&remote, &mut child).await {
                     let all: Vec<LinkInfo> = links
                         .lock()

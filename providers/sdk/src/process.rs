@@ -1,14 +1,22 @@
 //! A provider as a process of its own: the environment a host starts it with, and the loop
 //! that answers the host's requests.
+//!
+//! The host connects it exactly as the host itself is connected (every NATS option it has:
+//! credentials, nkey, CA, client certificate, required TLS, ping interval, JetStream domain),
+//! and keeps the write end of a pipe on its standard input: when the host dies, however it
+//! dies, the kernel closes that pipe and the provider exits ([`run_process`]), so a provider
+//! never outlives its host beside the next one.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
 use futures::StreamExt as _;
+use lattice_connect::NatsOptions;
 use lattice_protocol::envelope;
 use lattice_protocol::names::{ComponentName, HostId, LatticeName};
 use lattice_protocol::provider::{LinkId, ProviderRequest, ProviderResponse, Reply};
@@ -27,19 +35,31 @@ pub struct ProcessEnv {
     pub lattice: LatticeName,
     /// `LATTICE_HOST_ID`: the host that started it, whose requests it answers.
     pub host: HostId,
-    /// `LATTICE_CREDS`, when the host connects with a credentials file.
-    pub creds: Option<PathBuf>,
+    /// How the host connects, in the variables of the same names as `lattice-host`'s flags
+    /// (`LATTICE_NATS_CREDS`, `_NKEY`, `_TLS_CA`, `_TLS_CERT`, `_TLS_KEY`, `_TLS`,
+    /// `_PING_SECS`).
+    pub nats: NatsOptions,
     /// `LATTICE_JS_DOMAIN`, when the host reaches the lattice's JetStream in a domain (an edge
     /// host on a leaf node without JetStream): the process's JetStream goes there too, see
     /// [`ProcessEnv::jetstream`].
     pub js_domain: Option<String>,
+    /// `LATTICE_HOST_PIPE=1`: the host holds a pipe on the process's standard input, and the
+    /// process exits when it closes (the host died). Unset when a provider is run by hand.
+    pub host_pipe: bool,
 }
 
 const NATS_URL: &str = "LATTICE_NATS_URL";
 const LATTICE: &str = "LATTICE_LATTICE";
 const HOST_ID: &str = "LATTICE_HOST_ID";
-const CREDS: &str = "LATTICE_CREDS";
+const CREDS: &str = "LATTICE_NATS_CREDS";
+const NKEY: &str = "LATTICE_NATS_NKEY";
+const TLS_CA: &str = "LATTICE_NATS_TLS_CA";
+const TLS_CERT: &str = "LATTICE_NATS_TLS_CERT";
+const TLS_KEY: &str = "LATTICE_NATS_TLS_KEY";
+const TLS: &str = "LATTICE_NATS_TLS";
+const PING_SECS: &str = "LATTICE_NATS_PING_SECS";
 const JS_DOMAIN: &str = "LATTICE_JS_DOMAIN";
+const HOST_PIPE: &str = "LATTICE_HOST_PIPE";
 
 impl ProcessEnv {
     /// Reads the environment.
@@ -62,37 +82,71 @@ impl ProcessEnv {
                 format!("{name} is not set: provider processes are started by a Lattice host")
             })
         };
+        let flag = |name: &str| -> anyhow::Result<bool> {
+            Ok(matches!(text(name)?.as_deref(), Some("1" | "true")))
+        };
+        let ping_interval = match text(PING_SECS)? {
+            Some(secs) => Duration::from_secs(
+                secs.parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .with_context(|| format!("{PING_SECS} is `{secs}`, not a number of seconds"))?,
+            ),
+            None => NatsOptions::default().ping_interval,
+        };
         Ok(Self {
             nats_url: var(NATS_URL)?,
             lattice: LatticeName::new(var(LATTICE)?)?,
             host: HostId::new(var(HOST_ID)?)?,
-            creds: get(CREDS).map(PathBuf::from),
+            nats: NatsOptions {
+                creds: get(CREDS).map(PathBuf::from),
+                nkey: get(NKEY).map(PathBuf::from),
+                tls_ca: get(TLS_CA).map(PathBuf::from),
+                tls_cert: get(TLS_CERT).map(PathBuf::from),
+                tls_key: get(TLS_KEY).map(PathBuf::from),
+                require_tls: flag(TLS)?,
+                ping_interval,
+            },
             js_domain: text(JS_DOMAIN)?.filter(|d| !d.is_empty()),
+            host_pipe: flag(HOST_PIPE)?,
         })
     }
 
     /// The variables a host sets for the process (`None`: removes a variable the host's own
     /// environment may have, so that the process sees only what the host says).
     pub fn vars(&self) -> Vec<(&'static str, Option<OsString>)> {
+        let path = |p: &Option<PathBuf>| p.clone().map(Into::into);
+        let flag = |on: bool| on.then(|| "1".into());
+        let nats = &self.nats;
         vec![
             (NATS_URL, Some(self.nats_url.clone().into())),
             (LATTICE, Some(self.lattice.as_str().into())),
             (HOST_ID, Some(self.host.as_str().into())),
-            (CREDS, self.creds.clone().map(Into::into)),
+            (CREDS, path(&nats.creds)),
+            (NKEY, path(&nats.nkey)),
+            (TLS_CA, path(&nats.tls_ca)),
+            (TLS_CERT, path(&nats.tls_cert)),
+            (TLS_KEY, path(&nats.tls_key)),
+            (TLS, flag(nats.require_tls)),
+            (
+                PING_SECS,
+                Some(nats.ping_interval.as_secs().max(1).to_string().into()),
+            ),
             (JS_DOMAIN, self.js_domain.clone().map(Into::into)),
+            (HOST_PIPE, flag(self.host_pipe)),
         ]
     }
 
-    /// Connects to NATS as the host does.
+    /// Connects to NATS as the host does, trying until it can.
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        let mut options = async_nats::ConnectOptions::new().retry_on_initial_connect();
-        if let Some(creds) = &self.creds {
-            options = options.credentials_file(creds).await?;
-        }
-        options
-            .connect(&self.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", self.nats_url))
+        let name = format!("lattice-provider ({})", self.host);
+        lattice_connect::connect_with(
+            &self.nats,
+            &self.nats_url,
+            &name,
+            lattice_connect::Patience::KeepTrying,
+        )
+        .await
     }
 
     /// JetStream on `client` as the host has it: in [`ProcessEnv::js_domain`] when set, else
@@ -183,10 +237,32 @@ pub async fn run_process(
     let subject = Subject::provider(&env.lattice, &env.host, &name).to_string();
     tracing::info!(provider = %name, %subject, "provider serving");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let host_gone = async {
+        if env.host_pipe {
+            host_pipe_closed().await;
+            tracing::warn!(provider = %name, "the host that started this provider is gone; exiting");
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         served = serve(provider, client, subject) => served,
+        () = host_gone => Ok(()),
         _ = terminate.recv() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Returns once standard input, the host's pipe, reaches its end: the host closed it or died.
+async fn host_pipe_closed() {
+    use tokio::io::AsyncReadExt as _;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    // The host never writes; anything read is ignored.
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
     }
 }
 
@@ -210,13 +286,23 @@ mod tests {
             nats_url: "nats://leaf:4222".into(),
             lattice: LatticeName::new("edge")?,
             host: HostId::new("NHOST")?,
-            creds: Some(PathBuf::from("/etc/lattice/host.creds")),
+            nats: NatsOptions {
+                creds: Some(PathBuf::from("/etc/lattice/host.creds")),
+                nkey: Some(PathBuf::from("/etc/lattice/host.nk")),
+                tls_ca: Some(PathBuf::from("/etc/lattice/ca.pem")),
+                tls_cert: Some(PathBuf::from("/etc/lattice/host.pem")),
+                tls_key: Some(PathBuf::from("/etc/lattice/host.key")),
+                require_tls: true,
+                ping_interval: Duration::from_secs(3),
+            },
             js_domain: Some("hub".into()),
+            host_pipe: true,
         };
         assert_eq!(read(full.vars())?, full);
         let bare = ProcessEnv {
-            creds: None,
+            nats: NatsOptions::default(),
             js_domain: None,
+            host_pipe: false,
             ..full
         };
         assert_eq!(read(bare.vars())?, bare);

@@ -39,7 +39,7 @@ fn host_config(
     config.engine.compiler = compiler_in_child();
     // Provider processes the host starts connect where it does, as it does.
     config.providers.nats_url = Some(nats_url.to_string());
-    config.providers.creds = args.nats.creds.clone();
+    config.providers.nats = args.nats.options();
     config.providers.js_domain = config.js_domain.clone();
     if config.trusted_issuers.is_empty() {
         tracing::warn!("no --trust-issuer given: this host will refuse every component");
