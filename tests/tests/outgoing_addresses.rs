@@ -69,6 +69,27 @@ spec:
     )
 }
 
+/// Everything this test process logs, as text: a `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+    }
+}
+
 /// A one-route HTTP server on loopback answering `pong`, and how many connections it accepted.
 async fn pong_server() -> anyhow::Result<(SocketAddr, Arc<AtomicUsize>)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -142,6 +163,15 @@ async fn assert_denied(fetch: &str, neighbour: &str, url: &str) -> anyhow::Resul
 #[tokio::test]
 async fn a_name_resolving_to_loopback_is_refused_and_a_listed_address_reaches_it()
 -> anyhow::Result<()> {
+    // Each test runs in its own process (nextest), so the global subscriber is this test's.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("lattice_host::caps=debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let t = TestLattice::start().await?;
     let _host = t.add_host("edge-1").await?;
     let (server, accepted) = pong_server().await?;
@@ -164,6 +194,14 @@ async fn a_name_resolving_to_loopback_is_refused_and_a_listed_address_reaches_it
         0,
         "nothing reached the server"
     );
+    // The host says why, and what would allow it.
+    let text = captured.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("outgoing HTTP request denied") && l.contains("localhost resolves to"))
+        .unwrap_or_else(|| panic!("no refusal logged in:\n{text}"));
+    assert!(line.contains("a loopback address"), "{line}");
+    assert!(line.contains(&format!(":{port})")), "{line}");
 
     // The same server through the address the link lists explicitly.
     assert_eq!(
