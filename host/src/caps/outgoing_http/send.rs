@@ -217,3 +217,108 @@ impl Body for TimedBody {
         self.incoming.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    /// Bound on every await in these tests.
+    const BOUND: Duration = Duration::from_secs(10);
+
+    fn get(uri: &str) -> hyper::Request<WasiBody> {
+        let body = http_body_util::Empty::<Bytes>::new()
+            .map_err(|never: std::convert::Infallible| -> Error { match never {} })
+            .boxed_unsync();
+        hyper::Request::get(uri)
+            .header(hyper::header::HOST, "test")
+            .body(body)
+            .expect("a valid request")
+    }
+
+    /// A loopback server that reads a request and writes `reply` (or, when `None`, holds the
+    /// connection without answering).
+    async fn server(reply: Option<&'static [u8]>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    match reply {
+                        Some(reply) => {
+                            let _ = stream.write_all(reply).await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn send(
+        uri: &str,
+        addr: SocketAddr,
+        tls: bool,
+        options: Option<RequestOptions>,
+    ) -> Result<(u16, String), Error> {
+        let host = uri.split('/').nth(2).unwrap_or_default().to_string();
+        let addrs = [addr];
+        let sent = send_to(get(uri), &addrs, &host, tls, options);
+        let (response, driver) = tokio::time::timeout(BOUND, sent).await.expect("bounded")?;
+        tokio::spawn(Box::into_pin(driver));
+        let status = response.status().as_u16();
+        let body = tokio::time::timeout(BOUND, response.into_body().collect())
+            .await
+            .expect("bounded")?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    #[tokio::test]
+    async fn the_request_goes_to_the_given_address_without_looking_the_name_up() {
+        let addr = server(Some(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npong",
+        ))
+        .await;
+        // `.invalid` never resolves (RFC 6761): the answer can only come from `addr`.
+        let reply = send("http://name.invalid/ping", addr, false, None).await;
+        assert_eq!(reply.expect("a response"), (200, "pong".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_fails_at_the_first_byte_timeout() {
+        let addr = server(None).await;
+        let options = RequestOptions {
+            first_byte_timeout: Some(Duration::from_millis(200)),
+            ..RequestOptions::default()
+        };
+        let err = send("http://name.invalid/", addr, false, Some(options))
+            .await
+            .expect_err("no answer");
+        assert!(matches!(err, Error::ConnectionReadTimeout), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn https_speaks_tls_and_fails_against_a_plain_server() {
+        let addr = server(Some(b"HTTP/1.1 400 Bad Request\r\n\r\n")).await;
+        let err = send("https://name.invalid/", addr, true, None)
+            .await
+            .expect_err("no TLS there");
+        assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connection_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let addr = listener.local_addr().expect("its address");
+        drop(listener);
+        let err = send("http://name.invalid/", addr, false, None)
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    }
+}
