@@ -77,6 +77,17 @@ const INCOMING_HANDLER_VERSION: &str = "@0.2.";
 /// Default largest request body passed to a guest.
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 << 20;
 
+/// Default largest request head (request line and headers): larger ones are answered 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Default time a client has to send a whole request head: a slower one (slowloris) is
+/// answered 408 and its connection closed.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a client too slow to send its request head gets before its connection closes.
+const REQUEST_TIMEOUT_RESPONSE: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
 /// How long the accept loop pauses after an error such as running out of
 /// file descriptors, instead of spinning on it.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -167,6 +178,12 @@ pub struct HttpOptions {
     /// 413 (or cut off with an error to the guest when the size is not
     /// announced up front).
     pub max_request_body_bytes: u64,
+    /// Largest request head (request line and headers) read; larger ones are answered 431 and
+    /// their connection closed (hyper's read buffer, about 400 KiB, caps it).
+    pub max_header_bytes: usize,
+    /// Time a client has to send a whole request head; a slower one is answered 408 and its
+    /// connection closed, and an idle keep-alive connection is closed.
+    pub header_read_timeout: Duration,
     /// Threads serving connections, each with its own single-threaded
     /// runtime; 0 means one per core this process may use.
     pub worker_threads: usize,
@@ -176,6 +193,8 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             worker_threads: 0,
         }
     }
@@ -270,6 +289,8 @@ impl HttpServer {
             runtime: self.inner.runtime.clone(),
             limits: Limits::from_config(self.inner.runtime.config()),
             max_request_body: self.inner.options.max_request_body_bytes,
+            max_header_bytes: self.inner.options.max_header_bytes,
+            header_read_timeout: self.inner.options.header_read_timeout,
             workload: RwLock::new(workload),
         });
         let (stop, stopped) = watch::channel(false);
@@ -367,29 +388,59 @@ fn is_connection_error(err: &std::io::Error) -> bool {
 
 /// Serves HTTP/1.1 requests on one connection until the client closes it or
 /// `stop` is set, when requests in flight finish and the connection closes.
+///
+/// A request head over the size limit is answered 431 (by hyper); one not complete within the
+/// header-read timeout is answered 408 here. Either closes only this connection.
 async fn serve_connection(stream: TcpStream, site: Arc<Site>, mut stop: watch::Receiver<bool>) {
     // Responses are written whole; waiting for more (Nagle) only adds delay.
     let _ = stream.set_nodelay(true);
+    let max_header_bytes = site.max_header_bytes;
+    let header_read_timeout = site.header_read_timeout;
     let service = service_fn(move |request| {
         let site = site.clone();
         async move { Ok::<_, Infallible>(site.handle(request).await) }
     });
-    let connection = http1::Builder::new()
-        // Gives the default 30 s header read timeout effect (slow clients).
+    let mut connection = http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_header_size(max_header_bytes)
         .serve_connection(TokioIo::new(stream), service);
-    let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
-        result = connection.as_mut() => result,
+        result = &mut connection => result,
         () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            Pin::new(&mut connection).graceful_shutdown();
+            (&mut connection).await
         }
     };
-    if let Err(err) = result {
-        // Clients going away mid-request are routine.
-        tracing::debug!(error = %err, "HTTP connection ended with an error");
+    match result {
+        Err(err) if err.is_timeout() => answer_slow_client(connection.into_parts()).await,
+        Err(err) => {
+            // Clients going away mid-request are routine.
+            tracing::debug!(error = %err, "HTTP connection ended with an error");
+        }
+        Ok(()) => {}
     }
+}
+
+/// After the header-read timeout: a client that had sent part of a request head (a slowloris)
+/// is answered 408; an idle keep-alive connection (nothing pending) just closes.
+async fn answer_slow_client<S>(parts: hyper::server::conn::http1::Parts<TokioIo<TcpStream>, S>) {
+    use tokio::io::AsyncWriteExt as _;
+    if parts.read_buf.is_empty() {
+        tracing::debug!("closing an idle HTTP connection");
+        return;
+    }
+    tracing::debug!(
+        received = parts.read_buf.len(),
+        "a request head took longer than the header-read timeout: answering 408"
+    );
+    let mut stream = parts.io.into_inner();
+    // Best effort, bounded: a client that does not read is not waited for.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(REQUEST_TIMEOUT_RESPONSE).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// What every connection on one address shares.
@@ -398,6 +449,8 @@ struct Site {
     runtime: Runtime,
     limits: Limits,
     max_request_body: u64,
+    max_header_bytes: usize,
+    header_read_timeout: Duration,
     workload: RwLock<Arc<HttpWorkload>>,
 }
 

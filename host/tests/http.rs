@@ -262,3 +262,75 @@ async fn a_guest_cannot_grow_past_the_memory_limit() -> anyhow::Result<()> {
     assert_eq!(client.get("/").await?.body, "component failed\n");
     Ok(())
 }
+
+/// Writes `request` on a fresh connection to `addr` and reads until the server closes it.
+async fn exchange_until_closed(addr: SocketAddr, request: &[u8]) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = within("connecting", tokio::net::TcpStream::connect(addr)).await??;
+    within("writing", stream.write_all(request)).await??;
+    let mut reply = Vec::new();
+    within("the server closing", stream.read_to_end(&mut reply)).await??;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_and_body_bombs_and_slow_heads_fail_only_their_own_request() -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    let server = HttpServer::with_options(
+        runtime.clone(),
+        HttpOptions {
+            max_request_body_bytes: 1024,
+            max_header_bytes: 16 << 10,
+            header_read_timeout: Duration::from_secs(1),
+            ..HttpOptions::default()
+        },
+    );
+    let target = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
+    let beside = within("bind", server.bind(any_port(), hello(&runtime, "Next")?)).await??;
+    // A fresh connection each time: idle ones close after the (short) header-read timeout.
+    let neighbour_answers = async || -> anyhow::Result<()> {
+        let reply = Client::connect(beside).await?.get("/").await?;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "Next from Lattice (host test-host)\n")
+        );
+        Ok(())
+    };
+    neighbour_answers().await?;
+
+    // Headers over the limit: 431, and the connection closes.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: test\r\nX-Bomb: {}\r\n\r\n",
+        "a".repeat(32 << 10)
+    );
+    let reply = exchange_until_closed(target, big.as_bytes()).await?;
+    assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
+    neighbour_answers().await?;
+
+    // A body over the limit: 413 before the guest runs.
+    let reply = Client::connect(target)
+        .await?
+        .send("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 4096\r\n\r\n")
+        .await?;
+    assert_eq!(reply.status, 413);
+    neighbour_answers().await?;
+
+    // A slowloris: part of a head, then nothing. The neighbour answers meanwhile; the slow
+    // client gets 408 once the header-read timeout has passed.
+    let slow = tokio::spawn(exchange_until_closed(target, b"GET / HTTP/1.1\r\nHost: te"));
+    neighbour_answers().await?;
+    let reply = within("the slow client's answer", slow).await???;
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+
+    // An idle connection (no request started) is closed without an answer.
+    assert_eq!(exchange_until_closed(target, b"").await?, "");
+
+    // The target itself still serves well-formed requests.
+    let reply = Client::connect(target).await?.get("/").await?;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "Hi from Lattice (host test-host)\n")
+    );
+    neighbour_answers().await?;
+    Ok(())
+}
