@@ -610,6 +610,7 @@ impl Remote {
                 client,
                 lattice: lattice.clone(),
                 host: HostId::new(host)?,
+                storage: Default::default(),
             })
         };
         let (client_a, client_b) = (nats.client().await?, nats.client().await?);

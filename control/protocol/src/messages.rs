@@ -240,6 +240,11 @@ pub struct Heartbeat {
     /// predate it.
     #[serde(default)]
     pub queues: Vec<crate::queue::ops::LinkOutboxStats>,
+    /// How far the host's clock is ahead of the hub's, in milliseconds (negative: behind), as
+    /// it last measured it (see [`crate::clock`]); 0 when not measured (or from hosts that
+    /// predate it).
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 /// One workload as a host reports it.
@@ -390,6 +395,8 @@ pub enum EventKind {
     QueueExpired,
     /// A queued call failed `max_attempts` times and went to the dead-letter stream.
     DeadLettered,
+    /// The hub's queue stream refused a host's queued calls (full): they wait in its outbox.
+    QueueStreamFull,
 }
 
 impl std::fmt::Display for EventKind {
@@ -405,6 +412,7 @@ impl std::fmt::Display for EventKind {
             EventKind::QueueDropped => "queue-dropped",
             EventKind::QueueExpired => "queue-expired",
             EventKind::DeadLettered => "dead-lettered",
+            EventKind::QueueStreamFull => "queue-stream-full",
         })
     }
 }

@@ -4,83 +4,83 @@
 //! JetStream setup lives here; what travels in them is in [`lattice_protocol::queue`].
 
 use async_nats::jetstream::{self, kv, stream};
+use lattice_protocol::jetstream::{Bucket, Storage, ensure_stream, open_kv};
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{deadletter_stream, lanes_bucket, processed_bucket, queue_stream};
 use lattice_protocol::subject::Subject;
 
 use super::PROCESSED_MAX_AGE;
+use crate::caps::LatticeLink;
 
-/// Creates the queue stream when missing.
-pub(super) async fn queue_stream_ready(
-    js: &jetstream::Context,
-    lattice: &LatticeName,
-) -> anyhow::Result<()> {
-    ensure_stream(
-        js,
-        queue_stream(lattice),
-        Subject::all_queued(lattice).to_string(),
-    )
-    .await
+/// Creates the queue stream when missing, or updates its limits when they differ: the host's
+/// `--queue-max-bytes`, an age above any queued item's `ttl`, refusing new items when full (the
+/// forwarder keeps them in the outbox meanwhile).
+pub(super) async fn queue_stream_ready(lattice: &LatticeLink) -> anyhow::Result<()> {
+    let (js, l, storage) = (&lattice.jetstream, &lattice.lattice, &lattice.storage);
+    let config = config(queue_stream(l), Subject::all_queued(l).to_string());
+    let config = storage.limit(config, storage.queue_max_bytes, Storage::QUEUE_MAX_AGE);
+    ensure_stream(js, config).await?;
+    Ok(())
 }
 
-/// Creates the stream `name` over `subjects` when missing, as the queue and dead-letter streams
-/// are: Limits retention, file storage.
-async fn ensure_stream(
-    js: &jetstream::Context,
-    name: String,
-    subjects: String,
-) -> anyhow::Result<()> {
-    js.get_or_create_stream(stream::Config {
-        name: name.clone(),
+/// The queue and dead-letter streams' configuration before limits: `name` over `subjects`,
+/// Limits retention, file storage.
+fn config(name: String, subjects: String) -> stream::Config {
+    stream::Config {
+        name,
         subjects: vec![subjects],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("creating the stream {name}: {e}"))?;
+    }
+}
+
+/// Creates the dead-letter stream when missing, or updates its limits when they differ.
+pub(super) async fn deadletter_stream_ready(lattice: &LatticeLink) -> anyhow::Result<()> {
+    let (js, l, storage) = (&lattice.jetstream, &lattice.lattice, &lattice.storage);
+    let config = config(
+        deadletter_stream(l),
+        Subject::all_dead_letters(l).to_string(),
+    );
+    let config = storage.limit(
+        config,
+        storage.deadletter_max_bytes,
+        storage.deadletter_max_age,
+    );
+    ensure_stream(js, config).await?;
     Ok(())
 }
 
-/// Creates the dead-letter stream when missing.
-pub(super) async fn deadletter_stream_ready(
-    js: &jetstream::Context,
-    lattice: &LatticeName,
-) -> anyhow::Result<()> {
-    ensure_stream(
-        js,
-        deadletter_stream(lattice),
-        Subject::all_dead_letters(lattice).to_string(),
-    )
-    .await
-}
-
 /// Opens (creating) the bucket of ids of requeued items that ran.
-pub(super) async fn processed_store(
-    js: &jetstream::Context,
-    lattice: &LatticeName,
-) -> anyhow::Result<kv::Store> {
+pub(super) async fn processed_store(lattice: &LatticeLink) -> anyhow::Result<kv::Store> {
     let what = "ids of queued calls and messages that were run";
-    remembering_bucket(js, &processed_bucket(lattice), what).await
+    let (js, l) = (&lattice.jetstream, &lattice.lattice);
+    remembering_bucket(js, &processed_bucket(l), what, &lattice.storage).await
 }
 
 /// Opens (creating) the bucket of each consumer's lane states.
 pub(super) async fn lanes_store(
     js: &jetstream::Context,
     lattice: &LatticeName,
+    storage: &Storage,
 ) -> anyhow::Result<kv::Store> {
     let what = "per queue consumer and lane, the last item run";
-    remembering_bucket(js, &lanes_bucket(lattice), what).await
+    remembering_bucket(js, &lanes_bucket(lattice), what, storage).await
 }
 
 /// Opens (creating) a bucket of what the target side remembers of items it ran, kept
 /// [`PROCESSED_MAX_AGE`]: the processed ids, the lane states.
 async fn remembering_bucket(
     js: &jetstream::Context,
-    bucket: &str,
+    name: &str,
     description: &str,
+    storage: &Storage,
 ) -> anyhow::Result<kv::Store> {
-    lattice_protocol::jetstream::ensure_kv_expiring(js, bucket, 1, PROCESSED_MAX_AGE, description)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening bucket {bucket}: {e:#}"))
+    let bucket = Bucket {
+        name,
+        history: 1,
+        max_age: PROCESSED_MAX_AGE,
+        description,
+    };
+    open_kv(js, bucket, storage).await
 }
