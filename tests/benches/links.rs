@@ -611,6 +611,7 @@ impl Remote {
                 lattice: lattice.clone(),
                 host: HostId::new(host)?,
                 storage: Default::default(),
+                clock: Default::default(),
             })
         };
         let (client_a, client_b) = (nats.client().await?, nats.client().await?);

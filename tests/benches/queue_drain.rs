@@ -219,6 +219,7 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
         lattice: lattice.clone(),
         host: HostId::new("bench-host")?,
         storage: Default::default(),
+        clock: Default::default(),
     };
     let work = tempfile::tempdir()?;
     let (mut raw_rates, mut outbox_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -313,6 +314,7 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         lattice: t.lattice.clone(),
         host: HostId::new("bench-sender")?,
         storage: Default::default(),
+        clock: Default::default(),
     };
     let started = Instant::now();
     let (queue, _forwarder) = Queue::open(&path, link)?;

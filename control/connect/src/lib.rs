@@ -68,10 +68,11 @@ pub struct StorageArgs {
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
     /// The most bytes (a plain number) the hub's queue stream holds; at the limit it refuses
-    /// new items, which wait in the senders' outboxes until consumers make room.
+    /// new items, which wait in the senders' outboxes until consumers make room. At least
+    /// 1 MiB: one stream message (a bundle of queued calls) may take 128 KiB.
     #[arg(long, env = "LATTICE_QUEUE_MAX_BYTES",
           default_value_t = lattice_protocol::jetstream::Storage::default().queue_max_bytes,
-          value_parser = clap::value_parser!(i64).range(1..))]
+          value_parser = clap::value_parser!(i64).range(1024 * 1024..))]
     pub queue_max_bytes: i64,
     /// The most bytes (a plain number) the dead-letter stream holds.
     #[arg(long, env = "LATTICE_DEADLETTER_MAX_BYTES",

@@ -185,6 +185,10 @@ pub struct HostSummary {
     pub version: String,
     /// How many workloads it runs.
     pub workloads: usize,
+    /// How far its clock is ahead of the hub's, in milliseconds (negative: behind), as its
+    /// heartbeat reports it (`Heartbeat::clock_offset_ms`).
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 /// Whether a host is heard from.

@@ -49,7 +49,7 @@ use tracing::{debug, info};
 use super::MAX_BACKOFF;
 use super::lanes::{Ctx, Lanes, take};
 use super::run::{Delivery, Target};
-use super::stream::{processed_store, queue_stream_ready};
+use super::stream::{processed_store, purge_settled, queue_stream_ready};
 use crate::backoff::Backoff;
 use crate::caps::LatticeLink;
 use crate::caps::calls::Loaded;
@@ -201,6 +201,12 @@ async fn consume_leased(
     let _give_back = give_back.clone().drop_guard();
     let (mut leased, _keeper) = lease.keep(give_back);
     let consumer = take_over(js, l, inbox).await?;
+    // While this host delivers, what it settled leaves the stream (room for new items).
+    let _purger = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(purge_settled(
+        lattice.clone(),
+        inbox.filter.to_string(),
+        stop.clone(),
+    )));
     let lanes = Lanes::open(js, l, &lattice.storage, &inbox.durable).await?;
     info!(workload = %target.loaded.ctx.name(), what = %inbox.what, "delivering queued items");
     tokio::select! {

@@ -3,11 +3,16 @@
 //! and the KV buckets a consumer remembers what it ran in (lane states, processed ids). Only
 //! JetStream setup lives here; what travels in them is in [`lattice_protocol::queue`].
 
+use std::time::Duration;
+
 use async_nats::jetstream::{self, kv, stream};
+use futures::StreamExt as _;
 use lattice_protocol::jetstream::{Bucket, Storage, ensure_stream, open_kv};
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{deadletter_stream, lanes_bucket, processed_bucket, queue_stream};
 use lattice_protocol::subject::Subject;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use super::PROCESSED_MAX_AGE;
 use crate::caps::LatticeLink;
@@ -83,4 +88,92 @@ async fn remembering_bucket(
         description,
     };
     open_kv(js, bucket, storage).await
+}
+
+/// How often a target's consumer removes what it settled from the queue stream.
+const PURGE_EVERY: Duration = Duration::from_secs(5);
+/// The share of its byte limit (in percent) past which the queue stream's settled messages are
+/// removed.
+const RECLAIM_FROM: u64 = 50;
+
+/// Removes from the queue stream, every [`PURGE_EVERY`] until `stop` and while the stream is
+/// over half full ([`RECLAIM_FROM`]), the messages on `filter` that every consumer reading them
+/// has settled, so that they no longer count against the stream's byte limit. Below that, settled
+/// messages stay (an operator may still read them) until the stream's age limit.
+///
+/// Why: the stream keeps messages by limits (a consumer taken over restarts from its
+/// acknowledgement floor, and a target not yet running finds what was queued for it), so a
+/// settled message would otherwise stay until the stream's age limit, and with `discard: new`
+/// a busy lattice would fill the stream with messages no one needs. A message is removed only
+/// once the acknowledgement floor of every consumer whose filter overlaps `filter` is past it.
+pub(super) async fn purge_settled(lattice: LatticeLink, filter: String, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match purge_once(&lattice, &filter).await {
+            Ok(0) => {}
+            Ok(purged) => debug!(%filter, purged, "removed settled items from the queue stream"),
+            Err(e) => debug!(%filter, error = %format!("{e:#}"), "removing settled items failed"),
+        }
+    }
+}
+
+async fn purge_once(lattice: &LatticeLink, filter: &str) -> anyhow::Result<u64> {
+    let stream = lattice
+        .jetstream
+        .get_stream(queue_stream(&lattice.lattice))
+        .await?;
+    let info = stream.cached_info();
+    let limit = u64::try_from(info.config.max_bytes).unwrap_or(0);
+    if limit == 0 || info.state.bytes * 100 < limit * RECLAIM_FROM {
+        return Ok(0);
+    }
+    let mut floor = u64::MAX;
+    let mut consumers = stream.consumers();
+    while let Some(info) = consumers.next().await {
+        let info = info?;
+        let theirs = &info.config.filter_subject;
+        if theirs.is_empty() || subjects_overlap(theirs, filter) {
+            floor = floor.min(info.ack_floor.stream_sequence);
+        }
+    }
+    if floor == u64::MAX || floor == 0 {
+        return Ok(0);
+    }
+    // Removes the messages on `filter` below `floor + 1`: those every reader has settled.
+    let purged = stream.purge().filter(filter).sequence(floor + 1).await?;
+    Ok(purged.purged)
+}
+
+/// Whether a message could match both subject filters (`*` one token, `>` the rest).
+fn subjects_overlap(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subjects_overlap;
+
+    #[test]
+    fn subject_filters_overlap_when_a_message_could_match_both() {
+        assert!(subjects_overlap("a.b.c", "a.b.c"));
+        assert!(subjects_overlap("a.*.c", "a.b.c"));
+        assert!(subjects_overlap("a.>", "a.b.c"));
+        assert!(subjects_overlap("a.b.c", "a.*.>"));
+        assert!(!subjects_overlap("a.b.c", "a.b.d"));
+        assert!(!subjects_overlap("a.b", "a.b.c"));
+        assert!(!subjects_overlap("a.>", "a"));
+        assert!(!subjects_overlap("a.*", "b.*"));
+    }
 }
