@@ -3,7 +3,6 @@
 //! and loses it a TTL after it stops, never sooner and never shared; and a host measures its
 //! offset from the hub, which `lattice ctl get hosts` shows.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,7 +10,7 @@ use async_nats::jetstream;
 use lattice_protocol::clock::Clock;
 use lattice_protocol::jetstream::ensure_kv;
 use lattice_protocol::lease::Claim;
-use lattice_tests::{NatsServer, TestLattice, WAIT, lattice_bin};
+use lattice_tests::{NatsServer, TestLattice, WAIT};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -100,25 +99,8 @@ async fn a_host_reports_its_clock_offset_and_get_hosts_shows_it() -> anyhow::Res
         .await?;
     assert_eq!(hosts.len(), 2, "{hosts:?}");
 
-    let out = Command::new(lattice_bin())
-        .args([
-            "ctl",
-            "get",
-            "hosts",
-            "--nats-url",
-            &t.nats.url,
-            "--lattice",
-        ])
-        .arg(t.lattice.as_str())
-        .env("LATTICE_STATE_DIR", t.nats.dir())
-        .stdin(Stdio::null())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(
-        out.status.success(),
-        "get hosts failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // What `lattice ctl get hosts` prints for them.
+    let stdout = lattice_cli::ctl::hosts_table(&hosts);
     assert!(
         stdout.lines().next().is_some_and(|h| h.contains("SKEW")),
         "{stdout}"

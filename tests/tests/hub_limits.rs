@@ -18,7 +18,8 @@ use lattice_protocol::subject::{Buckets, Subject};
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::names::{all_queued, call_subject};
 use lattice_tests::queued::{
-    QueuedLink, captured, delivered, deploy, start_edge_host_with, wait_delivered, warm_up,
+    QueuedLink, captured, delivered, deploy, log_text, start_edge_host_with, wait_delivered,
+    warm_up,
 };
 use lattice_tests::{NatsServer, QUIET, TestLattice, WAIT, http_get};
 
@@ -33,6 +34,24 @@ const LINK: &str = "greeter/client->greeter";
 fn edge_pending(l: &LinkQueue) -> Option<u64> {
     let h = l.hosts.iter().find(|h| h.name == "edge-1")?;
     Some(h.stats.pending)
+}
+
+/// Publishes on `filler` until the stream refuses even a byte; the first refusal's text.
+async fn fill(js: &jetstream::Context, filler: &str) -> anyhow::Result<String> {
+    let mut first = None;
+    for size in [16 * 1024, 1024, 64, 1] {
+        let chunk = bytes::Bytes::from(vec![b'x'; size]);
+        loop {
+            match js.publish(filler.to_string(), chunk.clone()).await?.await {
+                Ok(_) => continue,
+                Err(e) => {
+                    first.get_or_insert(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    first.ok_or_else(|| anyhow::anyhow!("never refused"))
 }
 
 #[tokio::test]
@@ -75,14 +94,21 @@ async fn a_full_queue_stream_refuses_and_its_items_wait_in_the_outbox_until_room
     assert_eq!(&kept.payload[..], b"from before");
 
     // Fill it: at the limit the stream refuses new messages rather than dropping old ones.
-    let chunk = bytes::Bytes::from(vec![b'x'; 16 * 1024]);
-    let refusal = loop {
-        match js.publish(filler.clone(), chunk.clone()).await?.await {
-            Ok(_) => continue,
-            Err(e) => break e.to_string(),
-        }
-    };
+    let refusal = fill(&js, &filler).await?;
     assert!(refusal.contains("maximum bytes"), "{refusal}");
+    // Past half full, the target's host removes what it settled (the warm-up call); then the
+    // stream is filled to the brim again.
+    let greeter = call_subject(&e.hub.lattice, "greeter", "greeter");
+    e.hub
+        .wait_until("the settled warm-up call to leave the stream", || async {
+            let gone = queue
+                .get_last_raw_message_by_subject(&greeter)
+                .await
+                .is_err();
+            Ok(gone.then_some(()))
+        })
+        .await?;
+    fill(&js, &filler).await?;
 
     // Calls are still accepted by the edge host, and wait in its outbox: the stream refused
     // them, which the host says in an event, and nothing is delivered.
@@ -107,8 +133,10 @@ async fn a_full_queue_stream_refuses_and_its_items_wait_in_the_outbox_until_room
         }
         None
     })
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("no queue-stream-full event"))?;
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| anyhow::anyhow!("no queue-stream-full event; log:\n{}", log_text()))?;
     assert!(
         event.message.contains("outbox") && event.message.contains("--queue-max-bytes"),
         "{event:?}"

@@ -308,7 +308,8 @@ fn skew(offset_ms: i64) -> String {
     }
 }
 
-fn hosts_table(hosts: &[HostSummary]) -> String {
+/// The table `lattice ctl get hosts` prints.
+pub fn hosts_table(hosts: &[HostSummary]) -> String {
     if hosts.is_empty() {
         return "no hosts have reported; start one with `lattice host` or `lattice up`\n".into();
     }
