@@ -5,7 +5,7 @@
 //! its own key in the lattice's `clocks` bucket and reading back the server's timestamp of that
 //! write ([`measure`]): the server stamped it between the request and the reply, so the offset
 //! is known to within half a round trip. [`keep_measuring`] does so every [`PROBE_EVERY`]; the
-//! heartbeat reports the last offset, and the host warns when it passes [`SKEW_WARNING`].
+//! heartbeat reports the last offset, and the host warns when it passes [`SKEW_WARNING`](lattice_protocol::clock::SKEW_WARNING).
 //!
 //! [`HubClock::hub_now_ms`] is the host's clock corrected by that offset: queued items' expiry
 //! is stamped and judged in it, so a host whose clock is off neither gives its items a longer
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use lattice_protocol::clock::{Clock, MAX_SKEW, SKEW_WARNING, is_worth_warning, offset_ms};
+use lattice_protocol::clock::{Clock, MAX_SKEW, is_worth_warning, offset_ms};
 use lattice_protocol::jetstream::{Bucket, Storage, open_kv};
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::subject::Buckets;
@@ -96,7 +96,7 @@ pub async fn measure(store: &kv::Store, host: &HostId, clock: &HubClock) -> anyh
 }
 
 /// Measures the host's offset from the hub every [`PROBE_EVERY`] until `stop`, keeping the last
-/// in `clock`; warns when the offset passes [`SKEW_WARNING`] (and says when it is back).
+/// in `clock`; warns when the offset passes [`SKEW_WARNING`](lattice_protocol::clock::SKEW_WARNING) (and says when it is back).
 pub async fn keep_measuring(
     js: jetstream::Context,
     lattice: LatticeName,
@@ -152,6 +152,3 @@ pub async fn keep_measuring(
         );
     }
 }
-
-/// The threshold [`keep_measuring`] warns past, for the docs and the CLI.
-pub const WARNING: Duration = SKEW_WARNING;
