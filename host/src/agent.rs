@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     changed: Arc<Notify>,
     /// The host's queue, whose per-link outbox stats each heartbeat carries.
     queue: Option<Arc<Queue>>,
+    /// The host's clock, whose measured offset from the hub each heartbeat carries.
+    pub(crate) clock: crate::clock::HubClock,
 }
 
 impl Shared {
@@ -118,6 +120,8 @@ impl Agent {
             jetstream: config.jetstream(client),
             lattice: config.lattice.clone(),
             host: host.clone(),
+            storage: config.storage.clone(),
+            clock: crate::clock::HubClock::new(config.clock),
         };
         let limits = OutboxLimits {
             entries: config.outbox_max_entries,
@@ -137,6 +141,7 @@ impl Agent {
             report: Arc::default(),
             changed: Arc::new(Notify::new()),
             queue: queue.clone(),
+            clock: lattice.clock.clone(),
         };
         let services = HostServices {
             router: Arc::new(Router::new(Some(lattice.clone()))),
@@ -675,6 +680,7 @@ pub(crate) async fn heartbeats(
             last_refusal: report.last_refusal.clone(),
             stopping,
             queues,
+            clock_offset_ms: shared.clock.offset_ms(),
         }
     };
     let queue_stats = || async {

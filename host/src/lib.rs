@@ -47,6 +47,7 @@ pub mod agent;
 pub mod artifacts;
 pub mod backoff;
 pub mod caps;
+pub mod clock;
 pub mod compile;
 pub mod engine;
 pub mod http;
@@ -100,6 +101,11 @@ pub struct HostConfig {
     /// The most bytes of entries the outbox keeps, all queued links together
     /// (`--outbox-max-bytes`).
     pub outbox_max_bytes: u64,
+    /// Limits and replicas of the hub's queue and dead-letter streams and the buckets the host
+    /// creates (`--queue-max-bytes`, `--replicas`, ...); existing ones are updated to them.
+    pub storage: lattice_protocol::jetstream::Storage,
+    /// The host's wall clock: the system's; a test runs a host whose clock is off.
+    pub clock: lattice_protocol::clock::Clock,
 }
 
 /// The default of [`HostConfig::outbox_max_entries`]: sized for a gateway that queues calls
@@ -125,6 +131,8 @@ impl HostConfig {
             js_domain: None,
             outbox_max_entries: DEFAULT_OUTBOX_MAX_ENTRIES,
             outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
+            storage: lattice_protocol::jetstream::Storage::default(),
+            clock: lattice_protocol::clock::Clock::system(),
         }
     }
 
@@ -159,10 +167,19 @@ pub async fn run(
         "host starting"
     );
     agent.boot_from_disk().await?;
+    let tasks = CancellationToken::new();
     let js = config.jetstream(&client);
+    // The clock's offset from the hub, for the heartbeats; ends with them (`tasks`).
+    let _probe = AbortOnDropHandle::new(tokio::spawn(clock::keep_measuring(
+        js.clone(),
+        config.lattice.clone(),
+        config.storage.clone(),
+        agent.host.clone(),
+        agent.shared.clock.clone(),
+        tasks.clone(),
+    )));
     let ids = Arc::new((config, agent.host.clone()));
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    let tasks = CancellationToken::new();
     // Both tasks end with this function, however it ends (even when its future is dropped).
     let watcher = AbortOnDropHandle::new(tokio::spawn(agent::watch_assignments(
         js,

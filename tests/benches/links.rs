@@ -611,6 +611,8 @@ impl Remote {
                 client,
                 lattice: lattice.clone(),
                 host: HostId::new(host)?,
+                storage: Default::default(),
+                clock: Default::default(),
             })
         };
         let (client_a, client_b) = (nats.client().await?, nats.client().await?);

@@ -218,6 +218,8 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
         jetstream: js.clone(),
         lattice: lattice.clone(),
         host: HostId::new("bench-host")?,
+        storage: Default::default(),
+        clock: Default::default(),
     };
     let work = tempfile::tempdir()?;
     let (mut raw_rates, mut outbox_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -311,6 +313,8 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         jetstream: js.clone(),
         lattice: t.lattice.clone(),
         host: HostId::new("bench-sender")?,
+        storage: Default::default(),
+        clock: Default::default(),
     };
     let started = Instant::now();
     let (queue, _forwarder) = Queue::open(&path, link)?;

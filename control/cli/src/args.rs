@@ -298,6 +298,14 @@ pub struct ControlArgs {
     /// The operator key file (`lattice keys gen operator -o FILE`).
     #[arg(long, env = "LATTICE_CONTROL_KEY")]
     pub key: PathBuf,
+    /// Limits of the hub's streams and buckets the control plane creates or updates.
+    #[command(flatten)]
+    pub storage: lattice_connect::StorageArgs,
+    /// The most bytes (a plain number) the artifact store holds; a push beyond it is refused.
+    #[arg(long, env = "LATTICE_ARTIFACTS_MAX_BYTES",
+          default_value_t = lattice_protocol::jetstream::Storage::default().artifacts_max_bytes,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub artifacts_max_bytes: i64,
 }
 
 #[cfg(test)]

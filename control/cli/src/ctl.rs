@@ -297,7 +297,19 @@ async fn wait_deployed(
     }
 }
 
-fn hosts_table(hosts: &[HostSummary]) -> String {
+/// A host's clock offset from the hub, in seconds with its sign, marked `(!)` past the skew worth
+/// a warning (`lattice_protocol::clock::SKEW_WARNING`).
+fn skew(offset_ms: i64) -> String {
+    let text = format!("{:+.1}s", offset_ms as f64 / 1000.0);
+    if lattice_protocol::clock::is_worth_warning(offset_ms) {
+        format!("{text} (!)")
+    } else {
+        text
+    }
+}
+
+/// The table `lattice ctl get hosts` prints.
+pub fn hosts_table(hosts: &[HostSummary]) -> String {
     if hosts.is_empty() {
         return "no hosts have reported; start one with `lattice host` or `lattice up`\n".into();
     }
@@ -311,6 +323,7 @@ fn hosts_table(hosts: &[HostSummary]) -> String {
                 ago(h.uptime_secs),
                 format!("{} ago", ago(h.last_seen_secs)),
                 h.workloads.to_string(),
+                skew(h.clock_offset_ms),
                 h.labels
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
@@ -327,6 +340,7 @@ fn hosts_table(hosts: &[HostSummary]) -> String {
             "UPTIME",
             "LAST SEEN",
             "WORKLOADS",
+            "SKEW",
             "LABELS",
         ],
         &rows,

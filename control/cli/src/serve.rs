@@ -58,12 +58,12 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         Patience::FailFast,
     )
     .await?;
-    lattice_control::run(
-        ControlConfig::new(target.lattice, key),
-        client,
-        lattice_connect::shutdown_on_signal(),
-    )
-    .await
+    let mut config = ControlConfig::new(target.lattice, key);
+    config.storage = lattice_protocol::jetstream::Storage {
+        artifacts_max_bytes: args.artifacts_max_bytes,
+        ..args.storage.storage()
+    };
+    lattice_control::run(config, client, lattice_connect::shutdown_on_signal()).await
 }
 
 /// `~/.lattice/keys/<name>.nk`-style paths.

@@ -1,7 +1,8 @@
 //! How a Lattice program joins a lattice from the command line: the NATS flags every binary
 //! takes ([`NatsArgs`]), where `lattice up` records the lattice it started ([`UpRecord`]) so
 //! that other commands find it, resolving and connecting ([`target`], [`connect`]), label flags
-//! ([`parse_label`]) and stopping on Ctrl-C or SIGTERM ([`shutdown_on_signal`]).
+//! ([`parse_label`]), the hub storage limits of the streams and buckets a program makes
+//! ([`StorageArgs`]) and stopping on Ctrl-C or SIGTERM ([`shutdown_on_signal`]).
 //!
 //! Both `lattice` and `lattice-host` build on it, which is why it is its own small crate: the
 //! operator's CLI must not link the host (wasmtime) and the host must not link the CLI, yet a
@@ -116,6 +117,53 @@ impl Default for NatsOptions {
             tls_key: None,
             require_tls: false,
             ping_interval: Duration::from_secs(DEFAULT_PING_SECS),
+        }
+    }
+}
+
+/// How much hub storage the streams and buckets a program makes may take, and their replicas.
+/// The control plane and hosts take the same flags; a stream gets the limits of whoever opened
+/// it last, so give both the same values.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Copies of every JetStream stream and bucket the lattice makes: 1 for a single
+    /// nats-server, 3 for a three-node hub.
+    #[arg(long, env = "LATTICE_JS_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub replicas: u8,
+    /// The most bytes (a plain number) the hub's queue stream holds; at the limit it refuses
+    /// new items, which wait in the senders' outboxes until consumers make room. At least
+    /// 1 MiB: one stream message (a bundle of queued calls) may take 128 KiB.
+    #[arg(long, env = "LATTICE_QUEUE_MAX_BYTES",
+          default_value_t = lattice_protocol::jetstream::Storage::default().queue_max_bytes,
+          value_parser = clap::value_parser!(i64).range(1024 * 1024..))]
+    pub queue_max_bytes: i64,
+    /// The most bytes (a plain number) the dead-letter stream holds.
+    #[arg(long, env = "LATTICE_DEADLETTER_MAX_BYTES",
+          default_value_t = lattice_protocol::jetstream::Storage::default().deadletter_max_bytes,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub deadletter_max_bytes: i64,
+    /// Days a dead letter is kept.
+    #[arg(long, env = "LATTICE_DEADLETTER_MAX_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub deadletter_max_days: u64,
+    /// The most bytes (a plain number) each of the lattice's KV buckets holds.
+    #[arg(long, env = "LATTICE_KV_MAX_BYTES",
+          default_value_t = lattice_protocol::jetstream::Storage::default().kv_max_bytes,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub kv_max_bytes: i64,
+}
+
+impl StorageArgs {
+    /// The limits these flags set (the artifact store's is the control plane's own flag).
+    pub fn storage(&self) -> lattice_protocol::jetstream::Storage {
+        lattice_protocol::jetstream::Storage {
+            replicas: usize::from(self.replicas),
+            queue_max_bytes: self.queue_max_bytes,
+            deadletter_max_bytes: self.deadletter_max_bytes,
+            deadletter_max_age: Duration::from_secs(self.deadletter_max_days * 24 * 3600),
+            kv_max_bytes: self.kv_max_bytes,
+            ..Default::default()
         }
     }
 }

@@ -4,6 +4,8 @@
 //! targets may be queued is checked when the control plane resolves links (it knows what each
 //! target is).
 
+use lattice_protocol::clock::MAX_QUEUED_TTL;
+
 use crate::diagnostic::Diagnostic;
 use crate::model::{Delivery, OnFull};
 use crate::yaml::{Fields, Node, Reader, pos};
@@ -72,6 +74,20 @@ pub(crate) fn read(reader: &mut Reader, fields: &Fields<'_, '_>) -> Option<Setti
         let path = fields.path("ttl");
         settings.ttl = reader.non_empty_string(node, &path).and_then(|text| {
             match humantime::parse_duration(text.trim()) {
+                Ok(d) if d > MAX_QUEUED_TTL => {
+                    reader.push(
+                        Diagnostic::new(
+                            pos(node),
+                            path.as_str(),
+                            format!(
+                                "must be at most {} days: the hub keeps queued items no longer",
+                                MAX_QUEUED_TTL.as_secs() / 86_400
+                            ),
+                        )
+                        .with_help("write a duration such as `24h` or `7days`"),
+                    );
+                    None
+                }
                 Ok(d) if d.as_secs() >= 1 => Some(text.trim().to_string()),
                 Ok(_) => {
                     reader.push(

@@ -48,7 +48,7 @@
 use std::time::Duration;
 
 use lattice_protocol::keys::KeyPair;
-use lattice_protocol::lease::Lease;
+use lattice_protocol::lease::Claim;
 use lattice_protocol::names::LatticeName;
 use tokio_util::sync::CancellationToken;
 
@@ -86,6 +86,9 @@ pub struct ControlConfig {
     /// Users (`U...` keys) who are admins from the start: the role table begins with them, so
     /// a new lattice has someone who may grant roles (`lattice up` passes its local admin key).
     pub admins: Vec<lattice_protocol::keys::PublicKey>,
+    /// Limits and replicas of the streams and buckets it makes or opens (existing ones are
+    /// updated to them): `lattice control --replicas`, `--artifacts-max-bytes`, ...
+    pub storage: lattice_protocol::jetstream::Storage,
 }
 
 impl ControlConfig {
@@ -103,6 +106,7 @@ impl ControlConfig {
             assignment_ttl: Duration::from_secs(7 * 24 * 3600),
             lease_ttl: Duration::from_secs(3),
             admins: Vec::new(),
+            storage: lattice_protocol::jetstream::Storage::default(),
         }
     }
 }
@@ -117,20 +121,25 @@ pub async fn run(
     let config = std::sync::Arc::new(config);
     let js = async_nats::jetstream::new(client.clone());
     let bucket = lattice_protocol::subject::Buckets::new(&config.lattice).control();
-    let leases = lattice_protocol::jetstream::ensure_kv(
+    let leases = lattice_protocol::jetstream::open_kv(
         &js,
-        &bucket,
-        1,
-        "Lattice control-plane leader lease",
+        lattice_protocol::jetstream::Bucket {
+            name: &bucket,
+            history: 1,
+            max_age: Duration::ZERO,
+            description: "Lattice control-plane leader lease",
+        },
+        &config.storage,
     )
     .await?;
     // Unique per process run: a restarted control plane is a new holder.
     let holder = format!("control-{}", uuid::Uuid::new_v4());
     let mut standby_logged = false;
+    let mut claim = Claim::new(&leases, "leader", &holder, config.lease_ttl);
     loop {
         let lease = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            lease = Lease::try_acquire(&leases, "leader", &holder, config.lease_ttl) => lease?,
+            lease = claim.try_acquire() => lease?,
         };
         let Some(lease) = lease else {
             if !standby_logged {

@@ -467,6 +467,7 @@ mod tests {
             labels: BTreeMap::new(),
             started_at,
             sent_at_ms: 0,
+            clock_offset_ms: 0,
             version: String::new(),
             assignment_revision: 0,
             interval_secs: 1,

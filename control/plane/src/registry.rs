@@ -4,9 +4,10 @@
 //! Used by `lattice push` (through the CLI) and by the control plane when it resolves a manifest's
 //! `image` references at deploy time. Pushing the same bytes twice stores them once.
 
-use async_nats::jetstream::{self, kv, object_store};
+use async_nats::jetstream::{self, kv, object_store, stream};
 use lattice_protocol::digest::{Digest, ImageRef, ImageRefError};
 use lattice_protocol::error::{ErrorCode, WireError};
+use lattice_protocol::jetstream::{Bucket, Storage, ensure_stream};
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::subject::{Buckets, tag_key};
 use lattice_protocol::wit::{Interfaces, component_interfaces};
@@ -17,6 +18,8 @@ use tokio::io::AsyncReadExt;
 pub struct Registry {
     tags: kv::Store,
     objects: object_store::ObjectStore,
+    /// The object store's backing stream, whose limit a push is checked against.
+    backing: stream::Stream,
 }
 
 /// What a push did.
@@ -30,6 +33,27 @@ pub struct Pushed {
     pub tag: Option<String>,
 }
 
+/// The refusal of a push the artifact store's limit cannot hold.
+fn full(limit: i64, used: Option<u64>, size: usize) -> WireError {
+    let holds = used.map_or("is at".to_string(), |used| format!("holds {used} of"));
+    WireError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "the lattice's artifact store is full: it {holds} its limit of {limit} bytes and \
+             this artifact needs {size} more; start the control plane with a larger \
+             `--artifacts-max-bytes` (or give the hub more JetStream storage)"
+        ),
+    )
+}
+
+/// Whether a JetStream error says a limit refused the write.
+fn is_limit(e: &impl std::fmt::Display) -> bool {
+    let text = e.to_string();
+    ["maximum bytes", "insufficient resources", "resource limits"]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
 fn internal(what: &str, e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Internal, format!("{what}: {e}"))
 }
@@ -41,28 +65,88 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Opens the registry of `lattice`, creating its buckets when missing.
+    /// Opens the registry of `lattice` as it is (`lattice push`), creating its buckets with the
+    /// default [`Storage`] limits when missing.
     pub async fn open(js: &jetstream::Context, lattice: &LatticeName) -> anyhow::Result<Self> {
         let b = Buckets::new(lattice);
-        let tags = lattice_protocol::jetstream::ensure_kv(
-            js,
-            &b.tags(),
-            5,
-            "Lattice artifact tags (name:version -> digest)",
-        )
-        .await?;
-        let objects = match js.get_object_store(b.artifacts()).await {
-            Ok(os) => os,
+        if let (Ok(tags), Ok(objects)) = (
+            js.get_key_value(b.tags()).await,
+            js.get_object_store(b.artifacts()).await,
+        ) {
+            return Self::with_backing(js, &b.artifacts(), tags, objects).await;
+        }
+        Self::open_limited(js, lattice, &Storage::default()).await
+    }
+
+    /// Opens the registry of `lattice` within `storage`'s limits (the control plane): creates
+    /// its buckets when missing, and updates their limits when they differ.
+    pub async fn open_limited(
+        js: &jetstream::Context,
+        lattice: &LatticeName,
+        storage: &Storage,
+    ) -> anyhow::Result<Self> {
+        let b = Buckets::new(lattice);
+        let tags = Bucket {
+            name: &b.tags(),
+            history: 5,
+            max_age: std::time::Duration::ZERO,
+            description: "Lattice artifact tags (name:version -> digest)",
+        };
+        let tags = lattice_protocol::jetstream::open_kv(js, tags, storage).await?;
+        let bucket = b.artifacts();
+        let objects = match js.get_object_store(&bucket).await {
+            Ok(objects) => {
+                // The object store's backing stream, as async-nats names it.
+                let config = stream::Config {
+                    name: format!("OBJ_{bucket}"),
+                    ..Default::default()
+                };
+                let config = storage.limit(config, storage.artifacts_max_bytes, Default::default());
+                ensure_stream(js, config).await?;
+                objects
+            }
             Err(_) => {
                 js.create_object_store(object_store::Config {
-                    bucket: b.artifacts(),
+                    bucket,
                     description: Some("Lattice artifacts by sha256".into()),
+                    max_bytes: storage.artifacts_max_bytes,
+                    num_replicas: storage.replicas,
                     ..Default::default()
                 })
                 .await?
             }
         };
-        Ok(Self { tags, objects })
+        Self::with_backing(js, &b.artifacts(), tags, objects).await
+    }
+
+    async fn with_backing(
+        js: &jetstream::Context,
+        bucket: &str,
+        tags: kv::Store,
+        objects: object_store::ObjectStore,
+    ) -> anyhow::Result<Self> {
+        let backing = js.get_stream(format!("OBJ_{bucket}")).await?;
+        Ok(Self {
+            tags,
+            objects,
+            backing,
+        })
+    }
+
+    /// Refuses `size` more bytes when the artifact store's limit would not hold them, before
+    /// anything is uploaded.
+    async fn check_room(&self, size: usize) -> Result<(), WireError> {
+        let mut backing = self.backing.clone();
+        let info = backing
+            .info()
+            .await
+            .map_err(|e| internal("reading the artifact store's size", e))?;
+        let limit = info.config.max_bytes;
+        let used = info.state.bytes;
+        if limit > 0 && used.saturating_add(size as u64) > limit as u64 {
+            return Err(full(limit, Some(used), size));
+        }
+        Ok(())
     }
 
     /// Stores `bytes` under their digest (unless already there) and points `tag` at it.
@@ -81,11 +165,22 @@ impl Registry {
         let stored = match self.objects.info(digest.hex()).await {
             Ok(info) if !info.deleted && info.size == bytes.len() => false,
             _ => {
+                self.check_room(bytes.len()).await?;
                 let mut reader = bytes;
                 self.objects
                     .put(digest.hex(), &mut reader)
                     .await
-                    .map_err(|e| internal("storing the artifact", e))?;
+                    .map_err(|e| {
+                        if is_limit(&e) {
+                            full(
+                                self.backing.cached_info().config.max_bytes,
+                                None,
+                                bytes.len(),
+                            )
+                        } else {
+                            internal("storing the artifact", e)
+                        }
+                    })?;
                 true
             }
         };

@@ -192,6 +192,7 @@ mod tests {
                 labels: BTreeMap::new(),
                 started_at: 0,
                 sent_at_ms: 0,
+                clock_offset_ms: 0,
                 version: String::new(),
                 assignment_revision: 1,
                 interval_secs: 1,

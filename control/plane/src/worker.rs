@@ -33,7 +33,7 @@ use crate::decide::{
 };
 use crate::model::StoredApp;
 use crate::registry::Registry;
-use lattice_protocol::jetstream::ensure_kv;
+use lattice_protocol::jetstream::{Bucket, open_kv};
 
 /// Publishes an event for `lattice ctl watch` (best effort: events are for people).
 pub(crate) async fn publish_event(
@@ -144,13 +144,21 @@ impl Worker {
     ) -> anyhow::Result<Self> {
         let js = jetstream::new(client.clone());
         let b = Buckets::new(&cfg.lattice);
-        let stores = Stores {
-            manifests: ensure_kv(&js, &b.manifests(), 5, "Lattice app manifests").await?,
-            assignments: ensure_kv(&js, &b.assignments(), 5, "Lattice signed host assignments")
-                .await?,
-            labels: ensure_kv(&js, &b.labels(), 5, "Lattice host label changes").await?,
+        let bucket = |name, description| {
+            let bucket = Bucket {
+                name,
+                history: 5,
+                max_age: std::time::Duration::ZERO,
+                description,
+            };
+            open_kv(&js, bucket, &cfg.storage)
         };
-        let registry = Registry::open(&js, &cfg.lattice).await?;
+        let stores = Stores {
+            manifests: bucket(&b.manifests(), "Lattice app manifests").await?,
+            assignments: bucket(&b.assignments(), "Lattice signed host assignments").await?,
+            labels: bucket(&b.labels(), "Lattice host label changes").await?,
+        };
+        let registry = Registry::open_limited(&js, &cfg.lattice, &cfg.storage).await?;
         let mut label_overrides = BTreeMap::new();
         for (key, overrides, _) in load::<LabelOverrides>(&stores.labels).await? {
             if let Ok(host) = HostId::new(key) {

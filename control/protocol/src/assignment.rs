@@ -300,8 +300,13 @@ impl SignedAssignment {
                 lattice: assignment.lattice,
             });
         }
+        // Signed by the control plane's clock, read by the host's: expired only once the
+        // skew two clocks may have ([`MAX_SKEW`](crate::clock::MAX_SKEW)) has passed too.
         if let Some(now) = now
-            && now >= assignment.expires_at
+            && now
+                >= assignment
+                    .expires_at
+                    .saturating_add(crate::clock::MAX_SKEW.as_secs())
         {
             return Err(AssignmentError::Expired {
                 revision: assignment.revision,
@@ -420,8 +425,15 @@ mod tests {
             signed.verify(&trusted, &lattice, &other, Some(50)),
             Err(AssignmentError::NotForThisHost { .. })
         ));
+        let skew = crate::clock::MAX_SKEW.as_secs();
+        assert!(
+            signed
+                .verify(&trusted, &lattice, &host, Some(100 + skew - 1))
+                .is_ok(),
+            "a host whose clock is ahead by less than the skew allowed still accepts it"
+        );
         assert!(matches!(
-            signed.verify(&trusted, &lattice, &host, Some(100)),
+            signed.verify(&trusted, &lattice, &host, Some(100 + skew)),
             Err(AssignmentError::Expired { .. })
         ));
         assert!(signed.verify(&trusted, &lattice, &host, None).is_ok());

@@ -1,13 +1,153 @@
-//! JetStream contexts (with the hub's domain, for edge hosts), creating KV buckets in a way
-//! every supported nats-server accepts, and copying a message's headers.
+//! JetStream contexts (with the hub's domain, for edge hosts), creating KV buckets and streams
+//! in a way every supported nats-server accepts and within the lattice's [`Storage`] limits,
+//! and copying a message's headers.
+//!
+//! Every stream and bucket Lattice makes is bounded (bytes, and age where its contents expire)
+//! and refuses new messages at its limit (`discard: new`) rather than silently dropping old
+//! ones: a writer sees the refusal and keeps what it could not store (the forwarder keeps queued
+//! items in the outbox). A stream that exists with other limits (made by an older release, or
+//! under other flags) is updated in place, never recreated, so nothing in it is lost.
 //!
 //! async-nats 0.51's `create_key_value` cannot read nats-server 2.9's reply (the one Debian
 //! ships), so Lattice creates the bucket's backing stream itself, with the configuration that
 //! defines a KV bucket (`KV_<bucket>` over `$KV.<bucket>.>`, rollups allowed, deletes denied,
 //! direct get), and then opens it as a KV store. Servers of every version accept that.
 
+use std::time::Duration;
+
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv, stream};
+use tracing::info;
+
+use crate::clock::{MAX_QUEUED_TTL, MAX_SKEW};
+
+/// One mebibyte.
+const MIB: i64 = 1024 * 1024;
+
+/// How much of the hub's JetStream storage a lattice's streams and buckets may take, and how
+/// many copies of each a clustered hub keeps. The control plane and hosts take it from their
+/// flags; streams are updated to the limits of whoever opened them last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// Replicas of every stream and bucket (1 for a single server, 3 for a three-node hub).
+    pub replicas: usize,
+    /// Bytes the queue stream may hold.
+    pub queue_max_bytes: i64,
+    /// Bytes the dead-letter stream may hold.
+    pub deadletter_max_bytes: i64,
+    /// How long a dead letter is kept.
+    pub deadletter_max_age: Duration,
+    /// Bytes the artifact store may hold.
+    pub artifacts_max_bytes: i64,
+    /// Bytes each KV bucket may hold.
+    pub kv_max_bytes: i64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            queue_max_bytes: 1024 * MIB,
+            deadletter_max_bytes: 256 * MIB,
+            deadletter_max_age: Duration::from_secs(30 * 24 * 3600),
+            artifacts_max_bytes: 2048 * MIB,
+            kv_max_bytes: 256 * MIB,
+        }
+    }
+}
+
+impl Storage {
+    /// How long the queue stream keeps a message: longer than any queued item's `ttl`
+    /// ([`MAX_QUEUED_TTL`]) and the clock skew its readers allow, so age never removes an item
+    /// its `ttl` would still deliver.
+    pub const QUEUE_MAX_AGE: Duration =
+        Duration::from_secs(MAX_QUEUED_TTL.as_secs() + MAX_SKEW.as_secs() + 24 * 3600);
+
+    /// `config` with this lattice's limits for a stream of `max_bytes` and `max_age`
+    /// (zero: unbounded age), refusing new messages at the limit.
+    pub fn limit(
+        &self,
+        config: stream::Config,
+        max_bytes: i64,
+        max_age: Duration,
+    ) -> stream::Config {
+        stream::Config {
+            max_bytes,
+            max_age,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: self.replicas,
+            ..config
+        }
+    }
+}
+
+/// Whether `existing` lacks the limits `wanted` sets (bytes, age, discard policy, replicas).
+fn limits_differ(existing: &stream::Config, wanted: &stream::Config) -> bool {
+    existing.max_bytes != wanted.max_bytes
+        || existing.max_age != wanted.max_age
+        || existing.discard != wanted.discard
+        || existing.num_replicas.max(1) != wanted.num_replicas.max(1)
+}
+
+/// Creates the stream `config` names when missing; when it exists with other limits, updates
+/// them in place (keeping everything else of its configuration, and its messages).
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> anyhow::Result<stream::Stream> {
+    let name = config.name.clone();
+    let mut stream = match js.get_stream(&name).await {
+        Ok(stream) => stream,
+        Err(_) => {
+            return js
+                .get_or_create_stream(config)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the stream {name}: {e}"));
+        }
+    };
+    let existing = stream.cached_info().config.clone();
+    if limits_differ(&existing, &config) {
+        let updated = stream::Config {
+            max_bytes: config.max_bytes,
+            max_age: config.max_age,
+            discard: config.discard,
+            num_replicas: config.num_replicas,
+            ..existing.clone()
+        };
+        js.update_stream(&updated).await.map_err(|e| {
+            anyhow::anyhow!(
+                "updating the limits of the stream {name} (max bytes {}, max age {:?}, {} replicas): {e}; \
+                 check that the hub has that much JetStream storage and as many servers",
+                updated.max_bytes,
+                updated.max_age,
+                updated.num_replicas
+            )
+        })?;
+        info!(
+            stream = %name,
+            from_max_bytes = existing.max_bytes,
+            max_bytes = updated.max_bytes,
+            max_age = ?updated.max_age,
+            replicas = updated.num_replicas,
+            "updated the stream's limits"
+        );
+        stream.info().await?;
+    }
+    Ok(stream)
+}
+
+/// A KV bucket as Lattice makes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Values kept per key.
+    pub history: i64,
+    /// How long a value is kept (zero: until replaced).
+    pub max_age: Duration,
+    /// What it holds, for people listing the hub's streams.
+    pub description: &'a str,
+}
 
 /// A copy of `headers` (none: empty) without the headers named in `drop` (any case), every
 /// value of the others kept: what a message republished elsewhere (a dead letter, a requeued
@@ -35,7 +175,9 @@ pub fn context(client: &async_nats::Client, domain: Option<&str>) -> jetstream::
     }
 }
 
-/// Opens the KV bucket `name`, creating it (keeping `history` values per key) if missing.
+/// Opens the KV bucket `name`, creating it (keeping `history` values per key) with the default
+/// [`Storage`] limits if missing. An existing bucket is opened as it is: this is also how a
+/// provider opens a bucket someone else made; the lattice's own buckets use [`open_kv`].
 pub async fn ensure_kv(
     js: &jetstream::Context,
     name: &str,
@@ -50,26 +192,43 @@ pub async fn ensure_kv_expiring(
     js: &jetstream::Context,
     name: &str,
     history: i64,
-    max_age: std::time::Duration,
+    max_age: Duration,
     description: &str,
 ) -> anyhow::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some(description.to_string()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: history,
+    let bucket = Bucket {
+        name,
+        history,
         max_age,
+        description,
+    };
+    open_kv(js, bucket, &Storage::default()).await
+}
+
+/// Opens `bucket`, creating it within `storage`'s limits if missing, or updating its limits when
+/// they differ.
+pub async fn open_kv(
+    js: &jetstream::Context,
+    bucket: Bucket<'_>,
+    storage: &Storage,
+) -> anyhow::Result<kv::Store> {
+    let name = bucket.name;
+    let config = stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(bucket.description.to_string()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: bucket.history,
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
         ..Default::default()
-    })
-    .await?;
+    };
+    let config = storage.limit(config, storage.kv_max_bytes, bucket.max_age);
+    ensure_stream(js, config)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the bucket {name}: {e:#}"))?;
     Ok(js.get_key_value(name).await?)
 }
 
@@ -88,5 +247,25 @@ mod tests {
         let links: Vec<&str> = out.get_all("Lattice-Link").map(|v| v.as_str()).collect();
         assert_eq!(links, ["a", "b"]);
         assert!(headers_without(None, &[]).is_empty());
+    }
+
+    #[test]
+    fn limits_refuse_new_messages_and_differ_on_any_limit() {
+        let storage = Storage::default();
+        let wanted = storage.limit(stream::Config::default(), 1024, Duration::from_secs(60));
+        assert_eq!(wanted.discard, stream::DiscardPolicy::New);
+        assert!(!limits_differ(&wanted, &wanted));
+        let unbounded = stream::Config::default();
+        assert!(
+            limits_differ(&unbounded, &wanted),
+            "a stream made without limits gets them"
+        );
+        let more = Storage {
+            replicas: 3,
+            ..Storage::default()
+        };
+        let replicated = more.limit(stream::Config::default(), 1024, Duration::from_secs(60));
+        assert!(limits_differ(&wanted, &replicated));
+        assert!(Storage::QUEUE_MAX_AGE > MAX_QUEUED_TTL + MAX_SKEW);
     }
 }

@@ -7,16 +7,25 @@
 //! makes every KV revision a deposed leader remembers stale, so its compare-and-set writes are
 //! refused, and (b) lets hosts refuse any assignment with an epoch lower than one they have seen.
 //!
-//! A holder stops acting when a renewal fails (every third of the TTL); another may take the
-//! lease only once the TTL has passed since the last renewal, so the two never act at once while
-//! a renewal's round trip is shorter than two thirds of the TTL.
+//! A holder stops acting when a renewal fails (every third of the TTL). Whether a lease has
+//! expired is judged on the **reader's monotonic clock**, never by comparing the holder's wall
+//! clock with the reader's: a [`Claim`] remembers the key's revision and when it first saw it,
+//! and takes the lease only once that revision has stood unchanged for the holder's TTL (or the
+//! holder released it). The holder wrote that revision before the reader first saw it, so by
+//! then the holder's own renewal (due a third of a TTL after its write) has been refused or has
+//! changed the revision: the two never act at once while a renewal's round trip is shorter than
+//! two thirds of the TTL, however far apart their wall clocks are. The record's
+//! `expires_at_ms` (the holder's wall clock) is kept for people reading the bucket and for
+//! releases that predate this rule.
 
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::envelope;
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// What the lease key holds.
@@ -24,17 +33,112 @@ use tracing::{info, warn};
 pub struct LeaseRecord {
     /// Who holds it (a control plane instance id).
     pub holder: String,
-    /// Unix milliseconds after which anyone may take it.
+    /// Unix milliseconds, by the holder's clock, after which it would be free; 0: released.
+    /// Informational: readers judge expiry by `ttl_ms` on their own monotonic clock.
     pub expires_at_ms: u64,
     /// Grows by one each time the lease changes hands.
     pub epoch: u64,
+    /// The holder's TTL: how long the record may stand unchanged before anyone may take it
+    /// (absent from records of releases that predate it: the reader's own TTL then).
+    #[serde(default)]
+    pub ttl_ms: u64,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// A would-be holder of the lease `key`: remembers what it saw of the key, so that it judges
+/// expiry by how long the key stood unchanged on its own monotonic clock (see the module docs).
+#[derive(Debug)]
+pub struct Claim {
+    kv: kv::Store,
+    key: String,
+    holder: String,
+    ttl: Duration,
+    clock: Clock,
+    /// The revision last seen held by another, and when it was first seen.
+    seen: Option<(u64, Instant)>,
+}
+
+impl Claim {
+    /// A claim by `holder` on `key`, held for `ttl` once taken.
+    pub fn new(kv: &kv::Store, key: &str, holder: &str, ttl: Duration) -> Self {
+        Self {
+            kv: kv.clone(),
+            key: key.to_string(),
+            holder: holder.to_string(),
+            ttl,
+            clock: Clock::system(),
+            seen: None,
+        }
+    }
+
+    /// The same claim with its wall clock replaced (a test runs a holder whose clock is off).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Takes the lease if it is free, released, ours, or its record has stood unchanged for its
+    /// holder's TTL since this claim first saw it; `None` if someone else holds it.
+    pub async fn try_acquire(&mut self) -> anyhow::Result<Option<Lease>> {
+        let entry = self.kv.entry(&self.key).await?;
+        let (epoch, result) = match entry.filter(|e| e.operation == kv::Operation::Put) {
+            None => {
+                let bytes = envelope::encode(&self.record(1));
+                (1, self.kv.create(&self.key, bytes.into()).await.ok())
+            }
+            Some(entry) => {
+                let current: LeaseRecord = envelope::decode(&entry.value)?;
+                if current.holder != self.holder
+                    && current.expires_at_ms != 0
+                    && !self.stood_for(entry.revision, &current)
+                {
+                    return Ok(None);
+                }
+                let record = self.record(current.epoch + 1);
+                let bytes = envelope::encode(&record);
+                let taken = self
+                    .kv
+                    .update(&self.key, bytes.into(), entry.revision)
+                    .await;
+                (record.epoch, taken.ok())
+            }
+        };
+        self.seen = None;
+        Ok(result.map(|revision| Lease {
+            kv: self.kv.clone(),
+            key: self.key.clone(),
+            holder: self.holder.clone(),
+            ttl: self.ttl,
+            clock: self.clock,
+            revision,
+            epoch,
+        }))
+    }
+
+    /// The record of this claim's holder at `epoch`.
+    fn record(&self, epoch: u64) -> LeaseRecord {
+        LeaseRecord {
+            holder: self.holder.clone(),
+            expires_at_ms: self.clock.now_ms() + self.ttl.as_millis() as u64,
+            epoch,
+            ttl_ms: self.ttl.as_millis() as u64,
+        }
+    }
+
+    /// Whether the record at `revision` has stood unchanged for its holder's TTL since this
+    /// claim first saw it (remembering it when new).
+    fn stood_for(&mut self, revision: u64, record: &LeaseRecord) -> bool {
+        let ttl = match record.ttl_ms {
+            0 => self.ttl,
+            ms => Duration::from_millis(ms),
+        };
+        match self.seen {
+            Some((seen, since)) if seen == revision => since.elapsed() >= ttl,
+            _ => {
+                self.seen = Some((revision, Instant::now()));
+                false
+            }
+        }
+    }
 }
 
 /// A held lease.
@@ -44,66 +148,20 @@ pub struct Lease {
     key: String,
     holder: String,
     ttl: Duration,
+    clock: Clock,
     revision: u64,
     /// The fencing epoch of this leadership.
     pub epoch: u64,
 }
 
 impl Lease {
-    /// Takes the lease `key` if it is free, expired, or already ours; `None` if someone else holds it.
-    pub async fn try_acquire(
-        kv: &kv::Store,
-        key: &str,
-        holder: &str,
-        ttl: Duration,
-    ) -> anyhow::Result<Option<Lease>> {
-        let expires_at_ms = now_ms() + ttl.as_millis() as u64;
-        let entry = kv.entry(key).await?;
-        let (epoch, result) = match entry.filter(|e| e.operation == kv::Operation::Put) {
-            None => {
-                let record = LeaseRecord {
-                    holder: holder.to_string(),
-                    expires_at_ms,
-                    epoch: 1,
-                };
-                (
-                    1,
-                    kv.create(key, envelope::encode(&record).into()).await.ok(),
-                )
-            }
-            Some(entry) => {
-                let current: LeaseRecord = envelope::decode(&entry.value)?;
-                if current.holder != holder && current.expires_at_ms > now_ms() {
-                    return Ok(None);
-                }
-                let record = LeaseRecord {
-                    holder: holder.to_string(),
-                    expires_at_ms,
-                    epoch: current.epoch + 1,
-                };
-                let bytes = envelope::encode(&record);
-                (
-                    record.epoch,
-                    kv.update(key, bytes.into(), entry.revision).await.ok(),
-                )
-            }
-        };
-        Ok(result.map(|revision| Lease {
-            kv: kv.clone(),
-            key: key.to_string(),
-            holder: holder.to_string(),
-            ttl,
-            revision,
-            epoch,
-        }))
-    }
-
     /// Extends the lease; false if it was lost (someone else changed the key).
     pub async fn renew(&mut self) -> bool {
         let record = LeaseRecord {
             holder: self.holder.clone(),
-            expires_at_ms: now_ms() + self.ttl.as_millis() as u64,
+            expires_at_ms: self.clock.now_ms() + self.ttl.as_millis() as u64,
             epoch: self.epoch,
+            ttl_ms: self.ttl.as_millis() as u64,
         };
         match self
             .kv
@@ -127,6 +185,7 @@ impl Lease {
             holder: self.holder.clone(),
             expires_at_ms: 0,
             epoch: self.epoch,
+            ttl_ms: self.ttl.as_millis() as u64,
         };
         let _ = self
             .kv

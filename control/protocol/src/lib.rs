@@ -19,6 +19,7 @@
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
 //!   buckets every supported nats-server accepts; `lease`: leases in KV keys (the control
 //!   plane's leader, a queue target's consuming host).
+//! - [`clock`]: wall clocks, their tolerated skew and a host's measured offset from the hub.
 //! - [`digest`]: `sha256:` content addresses. [`wit`]: a component's imports and exports.
 //!
 //! The key decision: the two ends of every exchange use the same types from this crate, encoded
@@ -40,6 +41,7 @@
 pub mod assignment;
 pub mod auth;
 pub mod claims;
+pub mod clock;
 pub mod digest;
 pub mod envelope;
 pub mod error;

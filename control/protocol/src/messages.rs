@@ -185,6 +185,10 @@ pub struct HostSummary {
     pub version: String,
     /// How many workloads it runs.
     pub workloads: usize,
+    /// How far its clock is ahead of the hub's, in milliseconds (negative: behind), as its
+    /// heartbeat reports it (`Heartbeat::clock_offset_ms`).
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 /// Whether a host is heard from.
@@ -240,6 +244,11 @@ pub struct Heartbeat {
     /// predate it.
     #[serde(default)]
     pub queues: Vec<crate::queue::ops::LinkOutboxStats>,
+    /// How far the host's clock is ahead of the hub's, in milliseconds (negative: behind), as
+    /// it last measured it (see [`crate::clock`]); 0 when not measured (or from hosts that
+    /// predate it).
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 /// One workload as a host reports it.
@@ -390,6 +399,8 @@ pub enum EventKind {
     QueueExpired,
     /// A queued call failed `max_attempts` times and went to the dead-letter stream.
     DeadLettered,
+    /// The hub's queue stream refused a host's queued calls (full): they wait in its outbox.
+    QueueStreamFull,
 }
 
 impl std::fmt::Display for EventKind {
@@ -405,6 +416,7 @@ impl std::fmt::Display for EventKind {
             EventKind::QueueDropped => "queue-dropped",
             EventKind::QueueExpired => "queue-expired",
             EventKind::DeadLettered => "dead-lettered",
+            EventKind::QueueStreamFull => "queue-stream-full",
         })
     }
 }

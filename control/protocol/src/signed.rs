@@ -266,7 +266,13 @@ impl JoinToken {
         if &grant.lattice != lattice {
             return Err(JoinRefusal::OtherLattice(grant.lattice.to_string()));
         }
-        if now >= grant.expires_at {
+        // Signed by the admin's clock, read by the control plane's: the skew two clocks may
+        // have is allowed past the expiry.
+        if now
+            >= grant
+                .expires_at
+                .saturating_add(crate::clock::MAX_SKEW.as_secs())
+        {
             return Err(JoinRefusal::Expired);
         }
         if let Some(only) = &grant.host
@@ -353,8 +359,14 @@ mod tests {
             token.admits(&lattice, &id, &north, 999, admins.iter()),
             Ok(grant.clone())
         );
+        let skew = crate::clock::MAX_SKEW.as_secs();
         assert_eq!(
-            token.admits(&lattice, &id, &north, 1_000, admins.iter()),
+            token.admits(&lattice, &id, &north, 1_000 + skew - 1, admins.iter()),
+            Ok(grant.clone()),
+            "a reader whose clock is ahead by less than the skew allowed still admits"
+        );
+        assert_eq!(
+            token.admits(&lattice, &id, &north, 1_000 + skew, admins.iter()),
             Err(JoinRefusal::Expired)
         );
         assert!(matches!(

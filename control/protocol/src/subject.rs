@@ -444,6 +444,11 @@ impl Buckets {
         self.name("tags")
     }
 
+    /// KV: host id -> the host's last clock probe, whose server timestamp is the hub's time.
+    pub fn clocks(&self) -> String {
+        self.name("clocks")
+    }
+
     /// Object store: artifacts by digest hex.
     pub fn artifacts(&self) -> String {
         self.name("artifacts")

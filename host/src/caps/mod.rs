@@ -55,6 +55,10 @@ pub struct LatticeLink {
     pub lattice: LatticeName,
     /// This host.
     pub host: HostId,
+    /// Limits of the hub's streams and buckets this host creates.
+    pub storage: lattice_protocol::jetstream::Storage,
+    /// The host's clock and its offset from the hub's: queued items' expiry is in hub time.
+    pub clock: crate::clock::HubClock,
 }
 
 /// What a host lends every workload: its lattice connection, its call router, its providers.

@@ -36,7 +36,7 @@ use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt as _;
 use lattice_protocol::assignment::{QueueInbox, Workload};
-use lattice_protocol::lease::Lease;
+use lattice_protocol::lease::Claim;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{ConsumerName, leases_bucket, queue_stream};
 use lattice_protocol::subject::Subject;
@@ -49,7 +49,7 @@ use tracing::{debug, info};
 use super::MAX_BACKOFF;
 use super::lanes::{Ctx, Lanes, take};
 use super::run::{Delivery, Target};
-use super::stream::{processed_store, queue_stream_ready};
+use super::stream::{processed_store, purge_settled, queue_stream_ready};
 use crate::backoff::Backoff;
 use crate::caps::LatticeLink;
 use crate::caps::calls::Loaded;
@@ -176,20 +176,19 @@ async fn consume_leased(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (js, l) = (&lattice.jetstream, &lattice.lattice);
-    queue_stream_ready(js, l).await?;
-    let leases = lattice_protocol::jetstream::ensure_kv(
-        js,
-        &leases_bucket(l),
-        1,
-        "the host delivering each queue consumer's items",
-    )
-    .await?;
+    queue_stream_ready(lattice).await?;
+    let bucket = lattice_protocol::jetstream::Bucket {
+        name: &leases_bucket(l),
+        history: 1,
+        max_age: Duration::ZERO,
+        description: "the host delivering each queue consumer's items",
+    };
+    let leases = lattice_protocol::jetstream::open_kv(js, bucket, &lattice.storage).await?;
     // Per task, not per host: two versions of a workload on one host must not share it.
     let holder = format!("{} {}", lattice.host, uuid::Uuid::new_v4());
+    let mut claim = Claim::new(&leases, inbox.durable.as_str(), &holder, LEASE_TTL);
     let lease = loop {
-        if let Some(lease) =
-            Lease::try_acquire(&leases, inbox.durable.as_str(), &holder, LEASE_TTL).await?
-        {
+        if let Some(lease) = claim.try_acquire().await? {
             break lease;
         }
         tokio::select! {
@@ -202,7 +201,13 @@ async fn consume_leased(
     let _give_back = give_back.clone().drop_guard();
     let (mut leased, _keeper) = lease.keep(give_back);
     let consumer = take_over(js, l, inbox).await?;
-    let lanes = Lanes::open(js, l, &inbox.durable).await?;
+    // While this host delivers, what it settled leaves the stream (room for new items).
+    let _purger = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(purge_settled(
+        lattice.clone(),
+        inbox.filter.to_string(),
+        stop.clone(),
+    )));
+    let lanes = Lanes::open(js, l, &lattice.storage, &inbox.durable).await?;
     info!(workload = %target.loaded.ctx.name(), what = %inbox.what, "delivering queued items");
     tokio::select! {
         result = receive(target, lattice, consumer, lanes, stop) => result,
@@ -261,7 +266,7 @@ async fn receive(
     mut lanes: Lanes,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let processed = processed_store(&lattice.jetstream, &lattice.lattice).await?;
+    let processed = processed_store(lattice).await?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)

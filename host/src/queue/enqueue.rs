@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use lattice_protocol::assignment::{OnFull, QueuedDelivery};
 use lattice_protocol::envelope;
@@ -19,10 +19,10 @@ use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::warn;
 
+use super::forward;
 use super::outbox::{Outbox, OutboxConfig, OutboxEntry, OutboxError, OutboxEvent, Sequence};
 use super::stats::{self, Totals};
 use super::waiting::Waiting;
-use super::{forward, unix_ms};
 use crate::caps::{LatticeLink, WorkloadCtx, messaging};
 
 /// The outbox's own limits, all queued links together ([`crate::HostConfig::outbox_max_entries`]
@@ -56,6 +56,8 @@ pub struct Queue {
     lattice: LatticeName,
     /// Dropped and expired calls per link, for the heartbeat (`stats.rs`).
     totals: Arc<Totals>,
+    /// The hub's time, in which an item's expiry is stamped (the target judges it in the same).
+    clock: crate::clock::HubClock,
 }
 
 impl Queue {
@@ -106,6 +108,7 @@ impl Queue {
             wake: wake.clone(),
             lattice: lattice.lattice.clone(),
             totals,
+            clock: lattice.clock.clone(),
         });
         let task = tokio::spawn(forward::forward(outbox, waiting, lattice, wake));
         Ok((queue, AbortOnDropHandle::new(task)))
@@ -192,7 +195,10 @@ impl Queue {
         let ttl = Duration::from_secs(delivery.ttl_secs);
         let queued = Queued {
             max_attempts: delivery.max_attempts.max(1),
-            expires_at_ms: unix_ms(SystemTime::now() + ttl),
+            expires_at_ms: self
+                .clock
+                .hub_now_ms()
+                .saturating_add(ttl.as_millis() as u64),
             subject: subject.to_string(),
             item,
         };

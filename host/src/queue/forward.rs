@@ -16,14 +16,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishAckFuture;
+use lattice_protocol::envelope;
+use lattice_protocol::messages::{Event, EventKind};
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
     LINK_HEADER, LaneId, MSG_ID_HEADER, bundle_msg_id, encode_bundle,
 };
+use lattice_protocol::subject::Subject;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::bundle::{Group, bundle, lane_subject};
 use super::outbox::{Outbox, OutboxError, Sequence};
@@ -45,6 +48,8 @@ pub(super) async fn forward(
     // slow to answer API requests does not hold up publishing.
     let mut ready = false;
     let mut uncertain = Uncertain::default();
+    // Whether the stream last refused entries for being full (said once, not per retry).
+    let mut full = false;
     loop {
         if !uncertain.loaded {
             match outbox.lanes().await {
@@ -55,6 +60,9 @@ pub(super) async fn forward(
         match drain(&outbox, &waiting, &lattice, &mut ready, &mut uncertain).await {
             Ok(()) => {
                 backoff.reset();
+                if std::mem::take(&mut full) {
+                    info!("the hub's queue stream takes queued entries again");
+                }
                 tokio::select! {
                     () = wake.notified() => {}
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -62,10 +70,56 @@ pub(super) async fn forward(
             }
             Err(e) => {
                 ready = false;
-                debug!(error = %format!("{e:#}"), "forwarding queued entries failed; retrying");
+                let error = format!("{e:#}");
+                if is_stream_full(&error) {
+                    if !std::mem::replace(&mut full, true) {
+                        stream_full(&lattice, &error).await;
+                    }
+                } else {
+                    debug!(%error, "forwarding queued entries failed; retrying");
+                }
                 backoff.sleep().await;
             }
         }
+    }
+}
+
+/// Whether a forwarding error is the queue stream refusing entries at its limit (`discard: new`).
+fn is_stream_full(error: &str) -> bool {
+    [
+        "maximum bytes",
+        "maximum messages",
+        "insufficient resources",
+        "resource limits",
+    ]
+    .iter()
+    .any(|m| error.contains(m))
+}
+
+/// Says that the hub's queue stream is full: a warning, and a `queue-stream-full` event for
+/// `lattice ctl watch`. The entries stay in the outbox and go once the stream has room.
+async fn stream_full(lattice: &LatticeLink, error: &str) {
+    let message = format!(
+        "the hub's queue stream refused queued entries from host {}: it is full ({error}); they \
+         wait in the host's outbox and go when targets consume the stream: check `lattice ctl \
+         get queues`, or raise `--queue-max-bytes` on the control plane and hosts",
+        lattice.host
+    );
+    warn!(%error, "the hub's queue stream is full: queued entries wait in the outbox");
+    let event = Event {
+        at_ms: lattice.clock.local_now_ms(),
+        kind: EventKind::QueueStreamFull,
+        app: None,
+        host: Some(lattice.host.clone()),
+        message,
+    };
+    let subject = Subject::events(&lattice.lattice).to_string();
+    if let Err(e) = lattice
+        .client
+        .publish(subject, envelope::encode(&event).into())
+        .await
+    {
+        debug!(error = %e, "event not published");
     }
 }
 
@@ -205,7 +259,6 @@ impl Pass<'_> {
     }
 
     async fn publish_all(&mut self, ready: &mut bool) -> anyhow::Result<()> {
-        let js = &self.lattice.jetstream;
         let l = &self.lattice.lattice;
         let mut cursor: Option<Sequence> = None;
         loop {
@@ -224,7 +277,7 @@ impl Pass<'_> {
                 continue;
             }
             if !*ready {
-                queue_stream_ready(js, l).await?;
+                queue_stream_ready(self.lattice).await?;
                 *ready = true;
             }
             cursor = batch.last().map(|(seq, _)| *seq);

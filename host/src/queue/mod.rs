@@ -73,7 +73,7 @@
 //! it would otherwise receive each twice (once from NATS, once from the stream). Other NATS
 //! clients read them from the stream (`lattice.<lattice>.q.@msg.<subject>`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 mod bundle;
 mod consumer;
@@ -101,9 +101,3 @@ const ITEM_RETRY: crate::backoff::Backoff =
     crate::backoff::Backoff::new(Duration::from_millis(250), MAX_BACKOFF);
 /// How long a delivered call may run.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}

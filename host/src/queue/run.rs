@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::stream::deadletter_stream_ready;
-use super::{DELIVERY_TIMEOUT, ITEM_RETRY, unix_ms};
+use super::{DELIVERY_TIMEOUT, ITEM_RETRY};
 use crate::caps::bindings::handler::HandlesPre;
 use crate::caps::calls::{self, Loaded};
 use crate::caps::{LatticeLink, messaging};
@@ -188,7 +188,9 @@ pub(super) async fn settle(
     };
     // Expired on its way (e.g. its target was not running): dead-lettered, not dropped, so that
     // the operator sees it (`ctl get deadletters`, the `dead-lettered` event) and may requeue it.
-    if unix_ms(SystemTime::now()) > queued.expires_at_ms {
+    // Both stamped and judged in the hub's time (`crate::clock`): a skewed clock on either host
+    // neither expires it early nor keeps it late.
+    if lattice.clock.hub_now_ms() > queued.expires_at_ms {
         let error = expired(queued.expires_at_ms);
         warn!(workload = %ctx.name(), %id, kind, "a queued item expired before delivery; dead-lettered");
         let dead = Dead {
@@ -315,7 +317,7 @@ async fn deadletter(
         error,
     } = dead;
     let (js, l) = (&lattice.jetstream, &lattice.lattice);
-    deadletter_stream_ready(js, l).await?;
+    deadletter_stream_ready(lattice).await?;
     let message = &of.delivery.message;
     // The queue message's own headers (its link, its lane), the item's id and place, where it
     // was queued (for a requeue), then what happened. Its `Nats-Msg-Id` is new for every

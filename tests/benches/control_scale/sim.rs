@@ -79,6 +79,7 @@ impl Fleet {
                 labels,
                 started_at: unix_now(),
                 sent_at_ms: 0,
+                clock_offset_ms: 0,
                 version: "sim".to_string(),
                 assignment_revision: 0,
                 interval_secs: HEARTBEAT.as_secs(),

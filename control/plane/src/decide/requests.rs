@@ -406,6 +406,7 @@ impl State {
                     last_seen_secs: self.silent(o, now).as_secs(),
                     version: hb.version.clone(),
                     workloads: hb.workloads.len(),
+                    clock_offset_ms: hb.clock_offset_ms,
                 }
             })
             .collect()

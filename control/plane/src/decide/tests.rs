@@ -154,6 +154,7 @@ fn heartbeat(host: usize, zone: usize, stopping: bool) -> Heartbeat {
         labels: [("zone".to_string(), ZONES[zone].to_string())].into(),
         started_at: 0,
         sent_at_ms: 0,
+        clock_offset_ms: 0,
         version: String::new(),
         assignment_revision: 0,
         interval_secs: 5,

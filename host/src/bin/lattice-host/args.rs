@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use lattice_connect::NatsArgs;
+use lattice_connect::{NatsArgs, StorageArgs};
 
 /// Subcommands a host runs its own binary with, in child processes; hidden from users.
 #[derive(Debug, Subcommand)]
@@ -81,4 +81,7 @@ pub struct HostArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub outbox_max_bytes: u64,
+    /// Limits of the hub's queue and dead-letter streams and buckets this host creates.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }

@@ -36,6 +36,7 @@ fn host_config(
     config.js_domain = args.js_domain.clone().filter(|d| !d.is_empty());
     config.outbox_max_entries = args.outbox_max_entries;
     config.outbox_max_bytes = args.outbox_max_bytes;
+    config.storage = args.storage.storage();
     config.engine.compiler = compiler_in_child();
     // Provider processes the host starts connect where it does, as it does.
     config.providers.nats_url = Some(nats_url.to_string());

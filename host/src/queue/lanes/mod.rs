@@ -182,9 +182,10 @@ impl Lanes {
     pub(super) async fn open(
         js: &jetstream::Context,
         l: &LatticeName,
+        storage: &lattice_protocol::jetstream::Storage,
         durable: &ConsumerName,
     ) -> anyhow::Result<Self> {
-        let kv = lanes_store(js, l).await?;
+        let kv = lanes_store(js, l, storage).await?;
         Ok(Self {
             kv,
             durable: durable.clone(),
