@@ -76,6 +76,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod bundle;
+mod check;
 mod consumer;
 mod enqueue;
 mod forward;
