@@ -18,10 +18,14 @@ pub const SIGNATURE_HEADER: &str = "Lattice-Signature";
 /// `ctl requeue` does not put such an item back.
 pub const DEAD_REASON_HEADER: &str = "Lattice-Dead-Reason";
 
-/// The largest queued stream message a receiver takes (body, one item or a bundle): NATS's
-/// default `max_payload`, which is also the most a sender queues (a larger body is refused when
-/// it is queued). A larger one is dead-lettered as [`Refusal::TooLarge`], without its body.
-pub const MAX_QUEUED_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The largest queued stream message a receiver takes (its body: one item's envelope or a
+/// bundle), and the largest envelope a sender queues (a larger one is refused when it is
+/// queued). A larger one is dead-lettered as [`Refusal::TooLarge`], without its body.
+///
+/// 960 KiB: 64 KiB under NATS's default `max_payload` (1 MiB), so that a message that fits
+/// also fits with its signature and lane headers, and its dead letter with the headers that
+/// adds (a dead letter that cannot be published would stop its consumer).
+pub const MAX_QUEUED_MESSAGE_BYTES: usize = 960 * 1024;
 
 /// The domain of a queued message's signature: no other signed thing reads as one.
 const DOMAIN: &[u8] = b"lattice-queued/1\0";
