@@ -23,7 +23,8 @@
 //! ```
 //!
 //! The files go one way: `item` (the envelope), `headers`, `bundle` and `ops` depend on nothing
-//! here; `keys` on `item`; `lane` on `keys` and `ops` (a lane names its link).
+//! here; `keys` on `item`; `lane` on `keys` and `ops` (a lane names its link); `sign` on
+//! nothing here (it signs header values and a body, whatever they say).
 //!
 //! **Lanes.** Items travel in lanes ([`Lane`]): one sender's outbox, one link, one stream
 //! subject. The sender numbers each lane's items 1, 2, 3, ... ([`LANE_SEQ_HEADER`]) and says with
