@@ -16,10 +16,11 @@ use lattice_protocol::envelope;
 use lattice_protocol::keys::{KeyPair, KeyRole};
 use lattice_protocol::queue::ops::{DeadLetter, LinkSelector};
 use lattice_protocol::queue::{
-    LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER,
-    MAX_QUEUED_MESSAGE_BYTES, MSG_ID_HEADER, Queued, QueuedItem, SIGNATURE_HEADER, SIGNER_HEADER,
-    Signed, queue_stream,
+    LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
+    LINK_HEADER, MAX_QUEUED_MESSAGE_BYTES, MSG_ID_HEADER, Queued, QueuedItem, SIGNATURE_HEADER,
+    SIGNER_HEADER, Signed, queue_stream,
 };
+use lattice_protocol::rpc::RpcCall;
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::queued::names::call_subject;
 use lattice_tests::queued::{captured, delivered, host_key, log_text, setup, warm_up};
@@ -57,34 +58,46 @@ async fn last_genuine(e: &EdgeTopology) -> anyhow::Result<Genuine> {
         m.headers.get(SIGNATURE_HEADER).is_some(),
         "the forwarder signs what it sends"
     );
-    let seq: u64 = header(LANE_SEQ_HEADER)?.parse()?;
-    let count: u64 = match m.headers.get(LANE_COUNT_HEADER) {
-        Some(c) => c.as_str().parse()?,
-        None => 1,
+    // A marker (its floor is the next sequence), a bundle, or one call.
+    let next = if m.headers.get(LANE_MARKER_HEADER).is_some() {
+        header(LANE_FLOOR_HEADER)?.parse()?
+    } else {
+        let seq: u64 = header(LANE_SEQ_HEADER)?.parse()?;
+        let count: u64 = match m.headers.get(LANE_COUNT_HEADER) {
+            Some(c) => c.as_str().parse()?,
+            None => 1,
+        };
+        seq + count
     };
     Ok(Genuine {
         lane: header(LANE_HEADER)?,
-        next: seq + count,
+        next,
         link: header(LINK_HEADER)?,
         headers: m.headers.clone(),
         payload: m.payload.clone(),
     })
 }
 
-/// A queued `notify(msg)` call to greeter, as the client's link makes one.
-fn forged_call(real: &[u8], msg: &str) -> anyhow::Result<Vec<u8>> {
-    let mut queued: Queued = envelope::decode(real)?;
-    let QueuedItem::Call(call) = &mut queued.item else {
-        anyhow::bail!("the real item is a call");
-    };
+/// A queued `notify(msg)` call to greeter on `subject`, as the client's link makes one.
+fn forged_call(subject: &str, msg: &str) -> anyhow::Result<Vec<u8>> {
     // MessagePack: an array of one string (short).
     anyhow::ensure!(msg.len() < 32);
-    call.args = [&[0x91, 0xa0 | msg.len() as u8][..], msg.as_bytes()].concat();
-    queued.expires_at_ms = u64::try_from(
-        (SystemTime::now() + Duration::from_secs(3600))
-            .duration_since(UNIX_EPOCH)?
-            .as_millis(),
-    )?;
+    let queued = Queued {
+        max_attempts: 3,
+        expires_at_ms: u64::try_from(
+            (SystemTime::now() + Duration::from_secs(3600))
+                .duration_since(UNIX_EPOCH)?
+                .as_millis(),
+        )?,
+        subject: subject.to_string(),
+        item: QueuedItem::Call(RpcCall {
+            interface: "example:greeter/notifier".into(),
+            function: "notify".into(),
+            args: [&[0x91, 0xa0 | msg.len() as u8][..], msg.as_bytes()].concat(),
+            deadline_ms: 0,
+            caller: "greeter/client".into(),
+        }),
+    };
     Ok(envelope::encode(&queued))
 }
 
@@ -187,7 +200,7 @@ async fn forged_items_are_dead_lettered_with_their_reason_and_the_real_lane_runs
     for attack in 0..6 {
         let real = last_genuine(&e).await?;
         let jumped = real.next + 1000;
-        let call = |n: u32| forged_call(&real.payload, &format!("forged-{n}."));
+        let call = |n: u32| forged_call(&subject, &format!("forged-{n}."));
         let f = match attack {
             // (a) The lane's next thousand calls would be taken for copies.
             0 => Forgery {
