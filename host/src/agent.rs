@@ -129,14 +129,18 @@ impl Agent {
         };
         // A host whose outbox cannot be opened (e.g. another process holds it) still serves:
         // only its queued calls fail, each with the reason.
-        let (queue, forwarder) =
-            match Queue::open_with(&config.state_dir.join("outbox"), lattice.clone(), limits) {
-                Ok((queue, forwarder)) => (Some(queue), Some(forwarder)),
-                Err(e) => {
-                    warn!(error = %e, "cannot open the outbox: queued calls will be refused");
-                    (None, None)
-                }
-            };
+        let (queue, forwarder) = match Queue::open_with(
+            &config.state_dir.join("outbox"),
+            lattice.clone(),
+            limits,
+            Arc::new(key),
+        ) {
+            Ok((queue, forwarder)) => (Some(queue), Some(forwarder)),
+            Err(e) => {
+                warn!(error = %e, "cannot open the outbox: queued calls will be refused");
+                (None, None)
+            }
+        };
         let shared = Shared {
             report: Arc::default(),
             changed: Arc::new(Notify::new()),
@@ -480,7 +484,10 @@ impl Agent {
             );
         }
         // Only what the assignment names it a queue target of (none: no consumer at all).
-        tasks.extend(queue::consume(&loaded, lattice, w).because(FailureReason::ServeFailed)?);
+        tasks.extend(
+            queue::consume(&loaded, lattice, w, &self.config.trusted_operators)
+                .because(FailureReason::ServeFailed)?,
+        );
         self.services.router.insert(loaded.clone());
         self.shared
             .report()

@@ -48,6 +48,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use lattice_host::caps::LatticeLink;
 use lattice_host::queue::Queue;
+use lattice_protocol::keys::{KeyPair, KeyRole};
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, LaneState,
@@ -178,7 +179,9 @@ async fn raw(js: &jetstream::Context, lattice: &LatticeName, n: usize) -> anyhow
 /// `outbox`: the host's forwarder drains a filled outbox.
 async fn forwarded(link: &LatticeLink, path: &Path, n: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let (queue, forwarder) = Queue::open(path, link.clone())?;
+    // No consumer here: any host key signs.
+    let key = Arc::new(KeyPair::generate(KeyRole::Host));
+    let (queue, forwarder) = Queue::open(path, link.clone(), key)?;
     eprintln!("  the outbox opened in {:.1?}", started.elapsed());
     let queue = Arc::clone(&queue);
     let mut last_report = Instant::now();
@@ -282,7 +285,7 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
     println!();
     println!("part 2: {n} queued calls forwarded and delivered to greeter on a host");
     let t = TestLattice::start().await?;
-    let _host = t.add_labelled_host("cloud-1", "role", "cloud").await?;
+    let host = t.add_labelled_host("cloud-1", "role", "cloud").await?;
     let greeter = t
         .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
         .await?;
@@ -317,7 +320,10 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         clock: Default::default(),
     };
     let started = Instant::now();
-    let (queue, _forwarder) = Queue::open(&path, link)?;
+    // Signed by the host itself: a signer greeter's consumer takes (a host of the lattice).
+    let key = queued::host_key(&host)?;
+    let sender = key.public_key().to_string();
+    let (queue, _forwarder) = Queue::open(&path, link, Arc::new(key))?;
     // When the outbox emptied, and how many had been delivered by then.
     let mut forwarded: Option<(Duration, u64)> = None;
     let mut last_report = Instant::now();
@@ -331,6 +337,7 @@ async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let lane = lane_key(
         &consumer_name,
+        &sender,
         &queue.outbox().id().simple().to_string(),
         &backlog::lane(&t.lattice, APP_DEPLOYED),
     );

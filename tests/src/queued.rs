@@ -312,6 +312,18 @@ pub async fn stream_messages(e: &EdgeTopology) -> anyhow::Result<u64> {
     Ok(stream.info().await?.state.messages)
 }
 
+/// The key of `host` (its id is the public key), as it keeps it in its state directory: what
+/// signs the queued items its forwarder sends.
+pub fn host_key(host: &TestHost) -> anyhow::Result<lattice_protocol::keys::KeyPair> {
+    let path = host.state_dir.join("host.nk");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(lattice_protocol::keys::KeyPair::from_seed_role(
+        &text,
+        lattice_protocol::keys::KeyRole::Host,
+    )?)
+}
+
 /// [`setup_with`] the default link (`max_attempts: 3`).
 pub async fn setup(e: &EdgeTopology) -> anyhow::Result<(TestHost, TestHost, String)> {
     setup_with(e, &QueuedLink::default()).await
@@ -320,6 +332,7 @@ pub async fn setup(e: &EdgeTopology) -> anyhow::Result<(TestHost, TestHost, Stri
 /// The suites' names of queued delivery, from the plain app and component names they use, built
 /// by the protocol's typed [`Subject`] and keys (nothing here formats a subject).
 pub mod names {
+    use lattice_protocol::keys::PublicKey;
     use lattice_protocol::names::{AppName, ComponentName, LatticeName};
     use lattice_protocol::queue::ops::QueueLink;
     use lattice_protocol::queue::{ConsumerName, Lane, LaneId, LaneKey};
@@ -371,10 +384,12 @@ pub mod names {
         Lane::new(subject, link).to_string()
     }
 
-    /// The key of lane `lane` (as the outbox stores it) of outbox `outbox` at `consumer`.
-    pub fn lane_key(consumer: &str, outbox: &str, lane: &str) -> String {
+    /// The key of lane `lane` (as the outbox stores it) of outbox `outbox` at `consumer`, sent
+    /// by the host whose public key is `sender`.
+    pub fn lane_key(consumer: &str, sender: &str, outbox: &str, lane: &str) -> String {
         let consumer: ConsumerName = consumer.parse().expect("a consumer name");
-        LaneKey::new(&consumer, &LaneId::of_text(outbox, lane)).to_string()
+        let sender = PublicKey::parse(sender).expect("a public key");
+        LaneKey::new(&consumer, &sender, &LaneId::of_text(outbox, lane)).to_string()
     }
 
     /// Lane `lane`'s id in outbox `outbox`.

@@ -13,6 +13,10 @@
 //! target runs it once because its processed-ids bucket is keyed by the call id.
 //! A requeued item expires its link's `ttl` after the requeue (the default ttl when the link
 //! is no longer deployed): one dead-lettered because it expired would otherwise expire again.
+//! A requeued item leaves its lane, so its sender's signature no longer covers it: the control
+//! plane signs it with its operator key, which targets trust for items outside lanes. A dead
+//! letter the target refused before running it (forged, malformed, too large: it carries
+//! `Lattice-Dead-Reason`) is not put back: it would not verify, and it was never a sender's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -23,6 +27,7 @@ use futures::StreamExt;
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::jetstream::headers_without;
+use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{EventKind, Heartbeat};
 use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
 use lattice_protocol::queue::ops::{
@@ -30,8 +35,9 @@ use lattice_protocol::queue::ops::{
     RequeueRequest,
 };
 use lattice_protocol::queue::{
-    ATTEMPTS_HEADER, CALL_ID_HEADER, ConsumerName, ERROR_HEADER, LANE_HEADERS, LINK_HEADER,
-    MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, deadletter_stream, queue_stream,
+    ATTEMPTS_HEADER, CALL_ID_HEADER, ConsumerName, DEAD_REASON_HEADER, ERROR_HEADER, LANE_HEADERS,
+    LINK_HEADER, MSG_ID_HEADER, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, SIGNATURE_HEADER,
+    SIGNER_HEADER, Signed, deadletter_stream, queue_stream,
 };
 use lattice_protocol::subject::Subject;
 use tracing::{debug, info};
@@ -170,12 +176,15 @@ pub(crate) const REQUEUE_DEFAULT_TTL: Duration = lattice_manifest::model::DEFAUL
 
 /// `ctl requeue LINK [--id ...]`. `ttls` are the deployed queued links' `ttl`s: a requeued item
 /// expires that long after the requeue (else [`REQUEUE_DEFAULT_TTL`]), not at its first
-/// expiry, which may have passed (then it would be dead-lettered again at once).
+/// expiry, which may have passed (then it would be dead-lettered again at once). Each is signed
+/// with `key`, the operator's. Refused, before anything is put back, when a chosen dead letter
+/// was refused by its target as forged or malformed.
 pub(crate) async fn requeue(
     js: &jetstream::Context,
     lattice: &LatticeName,
     req: &RequeueRequest,
     ttls: &BTreeMap<QueueLink, Duration>,
+    key: &KeyPair,
 ) -> Reply<RequeueReply> {
     let (dead, _) = read_dead_letters(js, lattice, Some(&req.link)).await?;
     let wanted: BTreeSet<&str> = req.ids.iter().map(String::as_str).collect();
@@ -189,6 +198,23 @@ pub(crate) async fn requeue(
         .filter(|id| !found.contains(**id))
         .map(|id| id.to_string())
         .collect();
+    if let Some((dead, message)) = chosen
+        .iter()
+        .find(|(_, m)| m.headers.get(DEAD_REASON_HEADER).is_some())
+    {
+        let reason = message
+            .headers
+            .get(DEAD_REASON_HEADER)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        return Err(WireError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "dead letter {} was refused by its target before it ran ({reason}: {}); it was not sent by a host of this lattice as it is and would be refused again, so nothing was requeued; requeue the others by id (`--id`)",
+                dead.call_id, dead.error
+            ),
+        ));
+    }
     let dlq = js
         .get_stream_no_info(deadletter_stream(lattice))
         .await
@@ -198,10 +224,16 @@ pub(crate) async fn requeue(
         let subject = requeue_subject(&message)?;
         // Out of its lane: its lane's receiver already counts it as handled, so it is
         // deduplicated by its id instead.
-        let dropped: Vec<&str> = [MSG_ID_HEADER, ATTEMPTS_HEADER, ERROR_HEADER]
-            .into_iter()
-            .chain(LANE_HEADERS)
-            .collect();
+        let dropped: Vec<&str> = [
+            MSG_ID_HEADER,
+            ATTEMPTS_HEADER,
+            ERROR_HEADER,
+            SIGNER_HEADER,
+            SIGNATURE_HEADER,
+        ]
+        .into_iter()
+        .chain(LANE_HEADERS)
+        .collect();
         let mut headers = headers_without(Some(&message.headers), &dropped);
         headers.insert(CALL_ID_HEADER, dead.call_id.as_str());
         let msg_id = uuid::Uuid::new_v4().to_string();
@@ -212,7 +244,23 @@ pub(crate) async fn requeue(
             .and_then(|l| ttls.get(l))
             .copied()
             .unwrap_or(REQUEUE_DEFAULT_TTL);
-        js.publish_with_headers(subject, headers, fresh_expiry(&message.payload, ttl))
+        let body = fresh_expiry(&message.payload, ttl);
+        let link = headers
+            .get(LINK_HEADER)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let (signer, signature) = Signed {
+            subject: &subject,
+            msg_id: &msg_id,
+            call_id: &dead.call_id,
+            link: &link,
+            body: &body,
+            ..Signed::default()
+        }
+        .sign(key);
+        headers.insert(SIGNER_HEADER, signer.as_str());
+        headers.insert(SIGNATURE_HEADER, signature.as_str());
+        js.publish_with_headers(subject, headers, body)
             .await
             .map_err(|e| hub_error("the queue stream (publishing)", e))?
             .await

@@ -391,6 +391,7 @@ impl Worker {
         use lattice_protocol::messages::verbs;
         let client = self.client.clone();
         let lattice = self.cfg.lattice.clone();
+        let cfg = self.cfg.clone();
         let js = async_nats::jetstream::new(client.clone());
         tokio::spawn(async move {
             let action = match job {
@@ -404,7 +405,7 @@ impl Worker {
                 ),
                 QueueJob::Requeue { request, ttls } => Action::reply::<verbs::Requeue>(
                     &reply,
-                    crate::queues::requeue(&js, &lattice, &request, &ttls).await,
+                    crate::queues::requeue(&js, &lattice, &request, &ttls, &cfg.key).await,
                 ),
             };
             if let Action::Reply { to, body } = action

@@ -36,6 +36,7 @@ use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt as _;
 use lattice_protocol::assignment::{QueueInbox, Workload};
+use lattice_protocol::keys::PublicKey;
 use lattice_protocol::lease::Claim;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::queue::{ConsumerName, leases_bucket, queue_stream};
@@ -87,11 +88,15 @@ struct Inbox {
 /// Starts delivering the queued calls and messages `w` consumes to `loaded`'s component (none
 /// when its assignment names it no queue target); delivery stops when the handles are dropped.
 ///
+/// Items run only when a host of the lattice signed them (one holding an assignment signed by
+/// an operator of `trusted`), or, requeued, an operator of `trusted` (see `check.rs`).
+///
 /// Fails when it consumes messages but does not export `wasmcloud:messaging/handler`.
 pub fn consume(
     loaded: &Arc<Loaded>,
     lattice: &LatticeLink,
     w: &Workload,
+    trusted: &[PublicKey],
 ) -> anyhow::Result<Vec<AbortOnDropHandle<()>>> {
     // Assignments from older control planes do not say: consume calls as those hosts did.
     let inbox = w.queue.unwrap_or(QueueInbox {
@@ -105,6 +110,7 @@ pub fn consume(
     let target = Arc::new(Target::new(
         loaded,
         inbox.messages && !w.subscriptions.is_empty(),
+        trusted,
     )?);
     Ok(inboxes
         .into_iter()
@@ -207,7 +213,7 @@ async fn consume_leased(
         inbox.filter.to_string(),
         stop.clone(),
     )));
-    let lanes = Lanes::open(js, l, &lattice.storage, &inbox.durable).await?;
+    let lanes = Lanes::open(js, l, &lattice.storage, &inbox.durable, &target.trusted).await?;
     info!(workload = %target.loaded.ctx.name(), what = %inbox.what, "delivering queued items");
     tokio::select! {
         result = receive(target, lattice, consumer, lanes, stop) => result,

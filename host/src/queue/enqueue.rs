@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use lattice_protocol::assignment::{OnFull, QueuedDelivery};
 use lattice_protocol::envelope;
+use lattice_protocol::keys::KeyPair;
 use lattice_protocol::names::{ComponentName, LatticeName};
 use lattice_protocol::queue::ops::{LinkOutboxStats, QueueLink};
-use lattice_protocol::queue::{Lane, Queued, QueuedItem, QueuedMessage};
+use lattice_protocol::queue::{Lane, MAX_QUEUED_MESSAGE_BYTES, Queued, QueuedItem, QueuedMessage};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall};
 use lattice_protocol::subject::Subject;
 use tokio::sync::Notify;
@@ -64,11 +65,14 @@ impl Queue {
     /// Opens the outbox at `path` with the default [`OutboxLimits`] (blocking: it may repair
     /// the database after a crash) and starts the forwarder, which runs until the returned
     /// handle is dropped.
+    /// The forwarder signs every stream message with `key`, the host's (its public key is
+    /// `lattice.host`): targets run only what a host of the lattice signed.
     pub fn open(
         path: &Path,
         lattice: LatticeLink,
+        key: Arc<KeyPair>,
     ) -> Result<(Arc<Self>, AbortOnDropHandle<()>), OutboxError> {
-        Self::open_with(path, lattice, OutboxLimits::default())
+        Self::open_with(path, lattice, OutboxLimits::default(), key)
     }
 
     /// [`Queue::open`] with `limits` (a host's `--outbox-max-entries` and `--outbox-max-bytes`).
@@ -76,6 +80,7 @@ impl Queue {
         path: &Path,
         lattice: LatticeLink,
         limits: OutboxLimits,
+        key: Arc<KeyPair>,
     ) -> Result<(Arc<Self>, AbortOnDropHandle<()>), OutboxError> {
         let waiting = Waiting::default();
         let hook_waiting = waiting.clone();
@@ -110,7 +115,7 @@ impl Queue {
             totals,
             clock: lattice.clock.clone(),
         });
-        let task = tokio::spawn(forward::forward(outbox, waiting, lattice, wake));
+        let task = tokio::spawn(forward::forward(outbox, waiting, lattice, wake, key));
         Ok((queue, AbortOnDropHandle::new(task)))
     }
 
@@ -203,7 +208,19 @@ impl Queue {
             item,
         };
         let lane = Lane::new(subject, link).to_string();
-        let entry = OutboxEntry::new(key.clone(), envelope::encode(&queued), ttl).in_lane(lane);
+        let envelope = envelope::encode(&queued);
+        // Its target would refuse it as too large: said now, to the guest, rather than in a
+        // dead letter later.
+        if envelope.len() > MAX_QUEUED_MESSAGE_BYTES {
+            return Err(CallError::new(
+                CallErrorKind::InvalidPayload,
+                format!(
+                    "the queued {what} is {} bytes encoded, above the {MAX_QUEUED_MESSAGE_BYTES} a queued item may hold; it was not queued: send less (or a reference to it, e.g. a blob name)",
+                    envelope.len()
+                ),
+            ));
+        }
+        let entry = OutboxEntry::new(key.clone(), envelope, ttl).in_lane(lane);
         // Counted before the append, so concurrent calls cannot overshoot the capacity.
         self.waiting.add(&key);
         match self.outbox.append(entry).await {

@@ -9,6 +9,10 @@
 //! publish (their entries expired or were dropped meanwhile), so the target does not wait for
 //! them; after a restart every lane the outbox knows gets one, since what was uncertain before
 //! is not known.
+//!
+//! Every message it publishes (an entry, a bundle, a marker) is signed with the host's key over
+//! its subject, ids, link, lane headers and body ("Signatures" in [`lattice_protocol::queue`]):
+//! one signature per message, so a bundle of 64 entries costs one.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -17,10 +21,12 @@ use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishAckFuture;
 use lattice_protocol::envelope;
+use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{Event, EventKind};
 use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER, LANE_SEQ_HEADER,
-    LINK_HEADER, LaneId, MSG_ID_HEADER, bundle_msg_id, encode_bundle,
+    LINK_HEADER, LaneId, MSG_ID_HEADER, SIGNATURE_HEADER, SIGNER_HEADER, Signed, bundle_msg_id,
+    encode_bundle,
 };
 use lattice_protocol::subject::Subject;
 use std::sync::Arc;
@@ -42,6 +48,7 @@ pub(super) async fn forward(
     waiting: Waiting,
     lattice: LatticeLink,
     wake: Arc<Notify>,
+    key: Arc<KeyPair>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
     // Whether the stream is known to exist: checked again only after a failure, so that a hub
@@ -57,7 +64,16 @@ pub(super) async fn forward(
                 Err(e) => warn!(error = %e, "reading the outbox's lanes"),
             }
         }
-        match drain(&outbox, &waiting, &lattice, &mut ready, &mut uncertain).await {
+        match drain(
+            &outbox,
+            &waiting,
+            &lattice,
+            &key,
+            &mut ready,
+            &mut uncertain,
+        )
+        .await
+        {
             Ok(()) => {
                 backoff.reset();
                 if std::mem::take(&mut full) {
@@ -192,6 +208,7 @@ async fn drain(
     outbox: &Outbox,
     waiting: &Waiting,
     lattice: &LatticeLink,
+    key: &KeyPair,
     ready: &mut bool,
     uncertain: &mut Uncertain,
 ) -> anyhow::Result<()> {
@@ -202,6 +219,7 @@ async fn drain(
         outbox,
         waiting,
         lattice,
+        key,
         acked: &mut acked,
         removals: &mut removals,
         window: &mut window,
@@ -244,6 +262,8 @@ struct Pass<'a> {
     outbox: &'a Outbox,
     waiting: &'a Waiting,
     lattice: &'a LatticeLink,
+    /// The host's key, which signs every message.
+    key: &'a KeyPair,
     acked: &'a mut Vec<(Sequence, String)>,
     removals: &'a mut VecDeque<JoinHandle<Result<(), OutboxError>>>,
     window: &'a mut VecDeque<InFlight>,
@@ -328,12 +348,19 @@ impl Pass<'_> {
         in_flight.extend(entries.iter().map(|(_, e)| e.lane_seq));
         // Published again, with a floor that speaks for what went before.
         self.uncertain.lanes.remove(&first.lane);
+        let (seq, floor) = (first.lane_seq.to_string(), floor.to_string());
+        let count_text = if count > 1 {
+            count.to_string()
+        } else {
+            String::new()
+        };
         headers.insert(LANE_HEADER, id.as_str());
-        headers.insert(LANE_SEQ_HEADER, first.lane_seq.to_string().as_str());
-        headers.insert(LANE_FLOOR_HEADER, floor.to_string().as_str());
+        headers.insert(LANE_SEQ_HEADER, seq.as_str());
+        headers.insert(LANE_FLOOR_HEADER, floor.as_str());
         if count > 1 {
-            headers.insert(LANE_COUNT_HEADER, count.to_string().as_str());
+            headers.insert(LANE_COUNT_HEADER, count_text.as_str());
         }
+        let lane_id = id.clone();
         let highest = first.lane_seq + count as u64 - 1;
         let lane = (first.lane.clone(), highest, count);
         let payload = if count == 1 {
@@ -345,6 +372,18 @@ impl Pass<'_> {
                 .map(|(id, (_, e))| (id.as_str(), &e.payload[..]));
             bytes::Bytes::from(encode_bundle(items))
         };
+        let signed = Signed {
+            subject: &subject,
+            msg_id: &msg_id,
+            link: first.stream_key.as_str(),
+            lane: &lane_id,
+            seq: &seq,
+            count: &count_text,
+            floor: &floor,
+            body: &payload,
+            ..Signed::default()
+        };
+        sign(&mut headers, self.key, &signed);
         if self.window.len() >= WINDOW {
             self.settle_oldest().await?;
         }
@@ -408,14 +447,25 @@ impl Pass<'_> {
         let mut marked = Vec::new();
         for (lane, highest) in &self.uncertain.lanes {
             let mut headers = HeaderMap::new();
-            headers.insert(MSG_ID_HEADER, uuid::Uuid::new_v4().to_string().as_str());
-            headers.insert(LANE_HEADER, self.lane_id(lane).as_str());
-            headers.insert(LANE_FLOOR_HEADER, (highest + 1).to_string().as_str());
+            let (msg_id, lane_id) = (uuid::Uuid::new_v4().to_string(), self.lane_id(lane));
+            let floor = (highest + 1).to_string();
+            headers.insert(MSG_ID_HEADER, msg_id.as_str());
+            headers.insert(LANE_HEADER, lane_id.as_str());
+            headers.insert(LANE_FLOOR_HEADER, floor.as_str());
             headers.insert(LANE_MARKER_HEADER, "1");
             let Some(subject) = lane_subject(l, lane) else {
                 continue;
             };
             let subject = subject.to_string();
+            let signed = Signed {
+                subject: &subject,
+                msg_id: &msg_id,
+                lane: &lane_id,
+                floor: &floor,
+                marker: "1",
+                ..Signed::default()
+            };
+            sign(&mut headers, self.key, &signed);
             let ack = js
                 .publish_with_headers(subject, headers, bytes::Bytes::new())
                 .await
@@ -434,6 +484,13 @@ impl Pass<'_> {
         }
         Ok(())
     }
+}
+
+/// Adds the signer and the signature of `signed` (what `headers` and the body say) by `key`.
+fn sign(headers: &mut HeaderMap, key: &KeyPair, signed: &Signed<'_>) {
+    let (signer, signature) = signed.sign(key);
+    headers.insert(SIGNER_HEADER, signer.as_str());
+    headers.insert(SIGNATURE_HEADER, signature.as_str());
 }
 
 /// Removes forwarded entries from the outbox in a task of its own.

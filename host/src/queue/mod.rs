@@ -17,7 +17,10 @@
 //!  consumer: per inbox, lease, take-over, commit and ack       consumer.rs  (consume, from agent.rs)
 //!    │ take
 //!    v
-//!  lanes: copy / run / wait, lane states                       lanes/       (mod.rs, decide.rs pure)
+//!  check: size, signature, signer, lane headers; else refuse   check.rs
+//!    │
+//!    v
+//!  lanes: copy / run / wait, lane states per sender            lanes/       (mod.rs, decide.rs pure)
 //!    │ settle
 //!    v
 //!  run: the function or handler, retries, dead letter          run.rs
@@ -69,6 +72,15 @@
 //! host that dies after items ran and before their lanes were remembered (at most one chunk)
 //! runs them again when the next holder takes over.
 //!
+//! **Authenticity.** The forwarder signs every stream message with the host's key (items,
+//! bundles, markers: one signature per message); `ctl requeue` signs what it puts back with the
+//! operator's. A target runs a lane's items only when a host of the lattice (a key holding an
+//! assignment signed by a trusted operator) signed them, and keeps each lane's state under that
+//! sender, so no other key can move, silence or wedge it; a requeued item only when a trusted
+//! operator signed it. Anything else (unsigned, a bad signature, an unknown signer, a malformed
+//! lane or bundle, more than `MAX_QUEUED_MESSAGE_BYTES`) is dead-lettered with its reason
+//! (`Lattice-Dead-Reason`) and acknowledged (`check.rs`).
+//!
 //! Queued messages are not republished on their plain NATS subject: a component subscribed to
 //! it would otherwise receive each twice (once from NATS, once from the stream). Other NATS
 //! clients read them from the stream (`lattice.<lattice>.q.@msg.<subject>`).
@@ -76,6 +88,7 @@
 use std::time::Duration;
 
 mod bundle;
+mod check;
 mod consumer;
 mod enqueue;
 mod forward;

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use async_nats::jetstream::{self, AckKind, kv};
 use lattice_protocol::envelope;
 use lattice_protocol::jetstream::headers_without;
+use lattice_protocol::keys::PublicKey;
 use lattice_protocol::queue::{
-    ATTEMPTS_HEADER, CALL_ID_HEADER, ERROR_HEADER, LANE_COUNT_HEADER, LANE_SEQ_HEADER,
-    MSG_ID_HEADER, ProcessedKey, QUEUE_SUBJECT_HEADER, Queued, QueuedItem, decode_bundle,
+    ATTEMPTS_HEADER, CALL_ID_HEADER, DEAD_REASON_HEADER, ERROR_HEADER, LANE_COUNT_HEADER,
+    LANE_SEQ_HEADER, MSG_ID_HEADER, ProcessedKey, QUEUE_SUBJECT_HEADER, Queued, QueuedItem,
+    Refusal, decode_bundle,
 };
 use lattice_protocol::subject::Subject;
 use tokio_util::sync::CancellationToken;
@@ -31,11 +33,17 @@ use crate::wasi::HostState;
 pub(super) struct Target {
     pub(super) loaded: Arc<Loaded>,
     handler: Option<HandlesPre<HostState>>,
+    /// The operators whose assignments make a key a host of the lattice.
+    pub(super) trusted: Vec<PublicKey>,
 }
 
 impl Target {
     /// `loaded`'s component; with `messages`, it must export the message handler.
-    pub(super) fn new(loaded: &Arc<Loaded>, messages: bool) -> anyhow::Result<Self> {
+    pub(super) fn new(
+        loaded: &Arc<Loaded>,
+        messages: bool,
+        trusted: &[PublicKey],
+    ) -> anyhow::Result<Self> {
         let handler = if messages {
             Some(messaging::handler(loaded)?)
         } else {
@@ -45,6 +53,7 @@ impl Target {
         Ok(Self {
             loaded: loaded.clone(),
             handler,
+            trusted: trusted.to_vec(),
         })
     }
 }
@@ -76,7 +85,7 @@ pub(super) struct Item {
     pub(super) delivery: Arc<Delivery>,
     /// Its lane sequence (0 outside lanes).
     pub(super) seq: u64,
-    /// The last lane sequence it accounts for: its own, or a whole unreadable bundle's.
+    /// The last lane sequence it accounts for: its own.
     pub(super) through: u64,
     /// In a bundle: its id.
     bundled: Option<String>,
@@ -99,25 +108,31 @@ impl Item {
 
     /// A bundle's items, by lane sequence from `first` ("Bundles" in
     /// [`lattice_protocol::queue`]). A body that cannot be read, or holds another count, is
-    /// one item accounting for the whole range: it is dead-lettered as undecodable.
-    pub(super) fn unbundle(delivery: &Arc<Delivery>, first: u64, count: u64) -> Vec<Self> {
-        match decode_bundle(&delivery.message.payload) {
-            Ok(items) if items.len() as u64 == count => (first..)
-                .zip(items)
-                .map(|(seq, (id, envelope))| Self {
-                    delivery: delivery.clone(),
-                    seq,
-                    through: seq,
-                    bundled: Some(id),
-                    payload: envelope.into_vec().into(),
-                })
-                .collect(),
-            _ => {
-                let mut whole = Self::whole(delivery.clone(), first);
-                whole.through = first + count.saturating_sub(1);
-                vec![whole]
-            }
+    /// refused as a malformed bundle: it is dead-lettered whole and moves its lane nowhere (the
+    /// sender's next floor passes over its numbers, if they were its).
+    pub(super) fn unbundle(
+        delivery: &Arc<Delivery>,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<Self>, Refusal> {
+        let items = decode_bundle(&delivery.message.payload)
+            .map_err(|e| Refusal::MalformedBundle(format!("its body does not decode: {e}")))?;
+        if items.len() as u64 != count {
+            return Err(Refusal::MalformedBundle(format!(
+                "{LANE_COUNT_HEADER} says {count} items, its body holds {}",
+                items.len()
+            )));
         }
+        Ok((first..)
+            .zip(items)
+            .map(|(seq, (id, envelope))| Self {
+                delivery: delivery.clone(),
+                seq,
+                through: seq,
+                bundled: Some(id),
+                payload: envelope.into_vec().into(),
+            })
+            .collect())
     }
 }
 
@@ -290,6 +305,61 @@ async fn run(target: &Target, item: &QueuedItem) -> Result<(), String> {
             )),
         },
     }
+}
+
+/// Dead-letters a message refused before any of it ran ([`super::check`]), with the reason
+/// (`Lattice-Dead-Reason`, and the error `ctl get deadletters` shows); its body is kept, unless
+/// too large. Its `Nats-Msg-Id` is made of this consumer's component and the stream sequence, so
+/// a redelivery after a crash is one dead letter.
+pub(super) async fn refuse(
+    target: &Target,
+    lattice: &LatticeLink,
+    delivery: &Delivery,
+    refusal: &Refusal,
+) -> anyhow::Result<()> {
+    let (js, l) = (&lattice.jetstream, &lattice.lattice);
+    deadletter_stream_ready(lattice).await?;
+    let ctx = &target.loaded.ctx;
+    let message = &delivery.message;
+    warn!(workload = %ctx.name(), subject = %message.subject, reason = refusal.reason(), error = %refusal, "refused a queued stream message; dead-lettered");
+    let mut headers = headers_without(message.headers.as_ref(), &[]);
+    let own_id = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(MSG_ID_HEADER))
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| format!("seq-{}", delivery.stream_seq));
+    if message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(CALL_ID_HEADER))
+        .is_none()
+    {
+        headers.insert(CALL_ID_HEADER, own_id.as_str());
+    }
+    let dedup = format!(
+        "{}.{}.refused-{}",
+        ctx.app, ctx.component, delivery.stream_seq
+    );
+    headers.insert(MSG_ID_HEADER, dedup.as_str());
+    headers.insert(QUEUE_SUBJECT_HEADER, message.subject.as_str());
+    headers.insert(ATTEMPTS_HEADER, "0");
+    headers.insert(
+        ERROR_HEADER,
+        refusal.to_string().replace(['\r', '\n'], " ").as_str(),
+    );
+    headers.insert(DEAD_REASON_HEADER, refusal.reason());
+    let body = match refusal {
+        Refusal::TooLarge(_) => bytes::Bytes::new(),
+        _ => message.payload.clone(),
+    };
+    let subject = Subject::dead_letters(l, &ctx.app, &ctx.component).to_string();
+    js.publish_with_headers(subject, headers, body)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .await
+        .map_err(|e| anyhow::anyhow!("dead-lettering a refused message: {e}"))?;
+    Ok(())
 }
 
 /// What is known of an item being dead-lettered.

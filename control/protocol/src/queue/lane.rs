@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::keys::{ConsumerName, KeyError};
 use super::ops::QueueLink;
+use crate::keys::PublicKey;
 use crate::subject::Subject;
 
 /// The lane an item travels in: one link's items on one queue-stream subject, from one outbox.
@@ -97,7 +98,12 @@ impl FromStr for LaneId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || KeyError::new("lane id", s);
         let (outbox, hash) = s.split_once('.').ok_or_else(err)?;
-        if outbox.is_empty() || !outbox.chars().all(|c| c.is_ascii_hexdigit()) {
+        // An outbox id is a UUID's simple form (32); bounded so that a key made of it stays
+        // well inside what KV takes.
+        if outbox.is_empty()
+            || outbox.len() > MAX_OUTBOX_ID
+            || !outbox.chars().all(|c| c.is_ascii_hexdigit())
+        {
             return Err(err());
         }
         let bytes = hex::decode(hash).map_err(|_| err())?;
@@ -111,29 +117,44 @@ impl FromStr for LaneId {
     }
 }
 
+/// The longest outbox id a [`LaneId`] takes (an outbox's is a UUID's simple form, 32).
+const MAX_OUTBOX_ID: usize = 64;
+
 /// The key of a lane's [`LaneState`] at one consumer in the lanes bucket:
-/// `<consumer>.<lane id>` (consumer names hold no `.`).
+/// `<consumer>.<sender>.<lane id>` (consumer names hold no `.`, nor do public keys). The sender
+/// is the host key that signed the lane's messages: a lane is one sender's, so a message signed
+/// by another key never reads or moves its state, whatever lane id it names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LaneKey {
     /// The durable consumer that remembers it.
     pub consumer: ConsumerName,
+    /// The host whose key signed the lane's messages.
+    pub sender: PublicKey,
     /// The lane.
     pub lane: LaneId,
 }
 
 impl LaneKey {
-    /// Lane `lane`'s key at `consumer`.
-    pub fn new(consumer: &ConsumerName, lane: &LaneId) -> Self {
+    /// Lane `lane`'s key at `consumer`, as sent by `sender`.
+    pub fn new(consumer: &ConsumerName, sender: &PublicKey, lane: &LaneId) -> Self {
         Self {
             consumer: consumer.clone(),
+            sender: sender.clone(),
             lane: lane.clone(),
         }
+    }
+
+    /// The key the release before signatures kept the lane's state under,
+    /// `<consumer>.<lane id>`: read (never written) when the key with the sender holds nothing
+    /// yet, so that an upgrade does not forget which items ran.
+    pub fn unsigned(&self) -> String {
+        format!("{}.{}", self.consumer, self.lane)
     }
 }
 
 impl fmt::Display for LaneKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.consumer, self.lane)
+        write!(f, "{}.{}.{}", self.consumer, self.sender, self.lane)
     }
 }
 
@@ -141,11 +162,12 @@ impl FromStr for LaneKey {
     type Err = KeyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (consumer, lane) = s
-            .split_once('.')
-            .ok_or_else(|| KeyError::new("lane key", s))?;
+        let err = || KeyError::new("lane key", s);
+        let (consumer, rest) = s.split_once('.').ok_or_else(err)?;
+        let (sender, lane) = rest.split_once('.').ok_or_else(err)?;
         Ok(Self {
             consumer: consumer.parse()?,
+            sender: PublicKey::parse(sender).map_err(|_| err())?,
             lane: lane.parse()?,
         })
     }
@@ -211,7 +233,14 @@ mod tests {
         // The hash as it was computed before lanes were types.
         let digest = Sha256::digest(b"lattice.edge.q.app.sink app/src -> sink");
         assert_eq!(text, format!("0123abcd.{}", hex::encode(&digest[..8])));
-        for bad in ["0123abcd", "0123abcd.zz", "xyz.0011223344556677", "ab.0011"] {
+        let long = format!("{}.0011223344556677", "a".repeat(65));
+        for bad in [
+            "0123abcd",
+            "0123abcd.zz",
+            "xyz.0011223344556677",
+            "ab.0011",
+            long.as_str(),
+        ] {
             assert!(bad.parse::<LaneId>().is_err(), "{bad}");
         }
     }
@@ -223,9 +252,12 @@ mod tests {
             &ComponentName::new("sink").expect("valid"),
         );
         let id = LaneId::new("0123abcd", &lane("sink"));
-        let key = LaneKey::new(&consumer, &id);
-        assert_eq!(key.to_string(), format!("queue-app-sink.{id}"));
+        let host = crate::keys::KeyPair::generate(crate::keys::KeyRole::Host).public_key();
+        let key = LaneKey::new(&consumer, &host, &id);
+        assert_eq!(key.to_string(), format!("queue-app-sink.{host}.{id}"));
         assert_eq!(key.to_string().parse::<LaneKey>().expect("parses"), key);
+        assert_eq!(key.unsigned(), format!("queue-app-sink.{id}"));
         assert!("queue-app-sink".parse::<LaneKey>().is_err());
+        assert!(key.unsigned().parse::<LaneKey>().is_err());
     }
 }

@@ -23,7 +23,8 @@
 //! ```
 //!
 //! The files go one way: `item` (the envelope), `headers`, `bundle` and `ops` depend on nothing
-//! here; `keys` on `item`; `lane` on `keys` and `ops` (a lane names its link).
+//! here; `keys` on `item`; `lane` on `keys` and `ops` (a lane names its link); `sign` on
+//! nothing here (it signs header values and a body, whatever they say).
 //!
 //! **Lanes.** Items travel in lanes ([`Lane`]): one sender's outbox, one link, one stream
 //! subject. The sender numbers each lane's items 1, 2, 3, ... ([`LANE_SEQ_HEADER`]) and says with
@@ -43,6 +44,17 @@
 //! consumer then do their per-message work once per bundle instead of once per item; the
 //! receiver unpacks it and takes each item in its turn as if it had come alone. A message of
 //! one item is sent as before: no count, its envelope the body, its id the `Nats-Msg-Id`.
+//!
+//! **Signatures.** Anyone who may publish on `lattice.<l>.q.>` could otherwise forge lane
+//! headers (a jumped sequence would make the receiver take every later item of the lane for a
+//! copy). So every stream message carries a signature (sign.rs, [`Signed`]) over its subject,
+//! ids, link, lane headers and body: by the sending host's key for what the forwarder publishes
+//! (items, bundles, markers), by a trusted operator's key for what `ctl requeue` puts back. The
+//! receiver takes a lane message only from a host key that holds an assignment signed by a
+//! trusted operator, and keeps each lane's state under its sender ([`LaneKey`]), so a message
+//! signed by one host never moves another's lane. What it refuses ([`Refusal`]: unsigned, bad
+//! signature, unknown signer, malformed lane or bundle, above [`MAX_QUEUED_MESSAGE_BYTES`]) is
+//! dead-lettered with its reason ([`DEAD_REASON_HEADER`]) and acknowledged, and moves no lane.
 
 mod bundle;
 mod headers;
@@ -50,6 +62,7 @@ mod item;
 mod keys;
 mod lane;
 pub mod ops;
+mod sign;
 
 pub use crate::subject::MESSAGE_TOKEN;
 pub use bundle::{MAX_BUNDLE, MAX_BUNDLE_BYTES, bundle_msg_id, decode_bundle, encode_bundle};
@@ -60,3 +73,6 @@ pub use keys::{
     processed_bucket, queue_stream,
 };
 pub use lane::{Lane, LaneId, LaneKey, LaneState};
+pub use sign::{
+    DEAD_REASON_HEADER, MAX_QUEUED_MESSAGE_BYTES, Refusal, SIGNATURE_HEADER, SIGNER_HEADER, Signed,
+};

@@ -2,24 +2,25 @@
 //! [`lattice_protocol::queue`]). [`take`] reads a message's place from its headers, unpacks a
 //! bundle into its items, and asks the lane ([`decide`], pure) what to do with each: skip a copy,
 //! run it now ([`super::run`]), or hold it until the items before it ran or are known gone.
-//! [`Lanes`] keeps one consumer's lanes, read from the lanes bucket the first time each is seen,
-//! and hands out what changed for the consumer to write before it acknowledges. A message
-//! outside any lane (a requeued item) runs at once, deduplicated by its id instead.
+//! Before that, [`super::check`] checks the message (size, signature, signer, lane headers):
+//! one it refuses is dead-lettered with the reason and acknowledged, and reaches no lane.
+//! [`Lanes`] keeps one consumer's lanes, each under its sender, read from the lanes bucket the
+//! first time each is seen, and hands out what changed for the consumer to write before it
+//! acknowledges. A message outside any lane (a requeued item) runs at once, deduplicated by its
+//! id instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::HeaderName;
 use async_nats::jetstream::{self, kv};
 use lattice_protocol::envelope;
+use lattice_protocol::keys::PublicKey;
 use lattice_protocol::names::LatticeName;
-use lattice_protocol::queue::{
-    ConsumerName, LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER,
-    LANE_SEQ_HEADER, LaneId, LaneKey, LaneState,
-};
+use lattice_protocol::queue::{ConsumerName, LaneId, LaneKey, LaneState};
 use tokio_util::sync::CancellationToken;
 
-use super::run::{Delivery, Item, Target, prepare, settle};
+use super::check::{Checked, Senders, check};
+use super::run::{Delivery, Item, Target, prepare, refuse, settle};
 use super::stream::lanes_store;
 use crate::caps::LatticeLink;
 
@@ -36,47 +37,6 @@ pub(super) struct Ctx<'a> {
     pub(super) stop: &'a CancellationToken,
 }
 
-/// A message's place in its lane, from its headers.
-struct Place {
-    lane: LaneId,
-    /// Its (first) item's lane sequence.
-    seq: u64,
-    /// How many items it carries (more than one: a bundle).
-    count: u64,
-    floor: u64,
-    marker: bool,
-}
-
-impl Place {
-    fn of(message: &jetstream::Message) -> Option<Self> {
-        // Names made once: a `&str` name is checked and copied on every lookup, per item.
-        const LANE: HeaderName = HeaderName::from_static(LANE_HEADER);
-        const SEQ: HeaderName = HeaderName::from_static(LANE_SEQ_HEADER);
-        const COUNT: HeaderName = HeaderName::from_static(LANE_COUNT_HEADER);
-        const FLOOR: HeaderName = HeaderName::from_static(LANE_FLOOR_HEADER);
-        const MARKER: HeaderName = HeaderName::from_static(LANE_MARKER_HEADER);
-        let headers = message.headers.as_ref()?;
-        let number = |name| {
-            headers
-                .get(name)
-                .and_then(|v| v.as_str().parse::<u64>().ok())
-        };
-        let marker = headers.get(MARKER).is_some();
-        let seq = number(SEQ);
-        if seq.is_none() && !marker {
-            return None;
-        }
-        Some(Self {
-            // A lane id that does not read as one is no lane: the item is taken by its id.
-            lane: headers.get(LANE)?.as_str().parse().ok()?,
-            seq: seq.unwrap_or(0),
-            count: number(COUNT).unwrap_or(1).max(1),
-            floor: number(FLOOR).unwrap_or(0),
-            marker,
-        })
-    }
-}
-
 /// Takes one message: runs its items (and whatever waited for them) or holds them. The message
 /// goes to `acks`, to be acknowledged, once it is taken: one holding an item still waiting in
 /// its lane ([`Lanes::first_waiting`]) or left unsettled by a stop (`unfinished`) stays
@@ -89,44 +49,68 @@ pub(super) async fn take(
     acks: &mut Vec<Arc<Delivery>>,
 ) -> anyhow::Result<()> {
     let delivery = Delivery::of(message)?;
-    let Some(place) = Place::of(&delivery.message) else {
-        let prepared = prepare(Item::whole(delivery, 0));
-        let settled = settle(
-            ctx.target,
-            ctx.lattice,
-            Some(ctx.processed),
-            prepared,
-            ctx.stop,
-        );
-        acks.extend(settled.await?);
-        return Ok(());
+    let (sender, place) = match check(&mut lanes.senders, &delivery.message).await? {
+        Ok(Checked::Lane { sender, place }) => (sender, place),
+        Ok(Checked::Alone) => return take_alone(ctx, delivery, acks).await,
+        Err(refusal) => {
+            refuse(ctx.target, ctx.lattice, &delivery, &refusal).await?;
+            acks.push(delivery);
+            return Ok(());
+        }
     };
-    let lane = lanes.get(&place.lane).await?;
-    acks.push(delivery.clone());
+    let items = if place.marker {
+        Vec::new()
+    } else if place.count == 1 {
+        vec![Item::whole(delivery.clone(), place.seq)]
+    } else {
+        match Item::unbundle(&delivery, place.seq, place.count) {
+            Ok(items) => items,
+            Err(refusal) => {
+                refuse(ctx.target, ctx.lattice, &delivery, &refusal).await?;
+                acks.push(delivery);
+                return Ok(());
+            }
+        }
+    };
+    let lane = lanes.get(&sender, &place.lane).await?;
+    acks.push(delivery);
     if place.marker {
         lane.floor(place.floor);
         release(ctx, lane, acks, unfinished).await?;
-    } else {
-        let items = if place.count == 1 {
-            vec![Item::whole(delivery, place.seq)]
-        } else {
-            Item::unbundle(&delivery, place.seq, place.count)
-        };
-        for item in items {
-            match lane.offer(item.seq, place.floor) {
-                Offer::Copy => {}
-                Offer::Wait => lane.hold(item.seq, item),
-                Offer::Run => {
-                    let through = item.through;
-                    if !run(ctx, item, unfinished).await? {
-                        return Ok(());
-                    }
-                    lane.done(through);
-                }
-            }
-            release(ctx, lane, acks, unfinished).await?;
-        }
+        return Ok(());
     }
+    for item in items {
+        match lane.offer(item.seq, place.floor) {
+            Offer::Copy => {}
+            Offer::Wait => lane.hold(item.seq, item),
+            Offer::Run => {
+                let through = item.through;
+                if !run(ctx, item, unfinished).await? {
+                    return Ok(());
+                }
+                lane.done(through);
+            }
+        }
+        release(ctx, lane, acks, unfinished).await?;
+    }
+    Ok(())
+}
+
+/// Runs a message outside any lane (a requeued item) at once, deduplicated by its id.
+async fn take_alone(
+    ctx: &Ctx<'_>,
+    delivery: Arc<Delivery>,
+    acks: &mut Vec<Arc<Delivery>>,
+) -> anyhow::Result<()> {
+    let prepared = prepare(Item::whole(delivery, 0));
+    let settled = settle(
+        ctx.target,
+        ctx.lattice,
+        Some(ctx.processed),
+        prepared,
+        ctx.stop,
+    );
+    acks.extend(settled.await?);
     Ok(())
 }
 
@@ -170,11 +154,13 @@ async fn run(ctx: &Ctx<'_>, item: Item, unfinished: &mut Option<u64>) -> anyhow:
     Ok(settled.is_some())
 }
 
-/// The lanes one consumer has seen, and their states in the lanes bucket.
+/// The lanes one consumer has seen, by sender, and their states in the lanes bucket.
 pub(super) struct Lanes {
     kv: kv::Store,
     durable: ConsumerName,
-    open: HashMap<LaneId, Lane<Item>>,
+    open: HashMap<(PublicKey, LaneId), Lane<Item>>,
+    /// Who may send (see [`super::check`]).
+    senders: Senders,
 }
 
 impl Lanes {
@@ -184,32 +170,45 @@ impl Lanes {
         l: &LatticeName,
         storage: &lattice_protocol::jetstream::Storage,
         durable: &ConsumerName,
+        trusted: &[PublicKey],
     ) -> anyhow::Result<Self> {
         let kv = lanes_store(js, l, storage).await?;
         Ok(Self {
             kv,
             durable: durable.clone(),
             open: HashMap::new(),
+            senders: Senders::new(js, l, trusted).await,
         })
     }
 
-    /// Lane `id`, read from the bucket the first time it is seen.
-    async fn get(&mut self, id: &LaneId) -> anyhow::Result<&mut Lane<Item>> {
-        if !self.open.contains_key(id) {
-            let key = LaneKey::new(&self.durable, id).to_string();
-            let state: LaneState = match self
-                .kv
-                .get(&key)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
-            {
-                Some(bytes) => envelope::decode(&bytes)
-                    .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?,
-                None => LaneState::default(),
+    /// Lane `id` of `sender`, read from the bucket the first time it is seen (under its key
+    /// without the sender when the release before signatures wrote it so).
+    async fn get(&mut self, sender: &PublicKey, id: &LaneId) -> anyhow::Result<&mut Lane<Item>> {
+        let at = (sender.clone(), id.clone());
+        if !self.open.contains_key(&at) {
+            let key = LaneKey::new(&self.durable, sender, id);
+            let state = match self.read(&key.to_string()).await? {
+                Some(state) => state,
+                None => self.read(&key.unsigned()).await?.unwrap_or_default(),
             };
-            self.open.insert(id.clone(), Lane::new(state));
+            self.open.insert(at.clone(), Lane::new(state));
         }
-        Ok(self.open.get_mut(id).expect("inserted above"))
+        Ok(self.open.get_mut(&at).expect("inserted above"))
+    }
+
+    /// The state stored under `key`.
+    async fn read(&self, key: &str) -> anyhow::Result<Option<LaneState>> {
+        let Some(bytes) = self
+            .kv
+            .get(key)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(
+            envelope::decode(&bytes).map_err(|e| anyhow::anyhow!("reading lane {key}: {e}"))?,
+        ))
     }
 
     /// The bucket the lane states are written to.
@@ -229,10 +228,11 @@ impl Lanes {
     /// The state of every lane changed since the last call, to write, by key.
     pub(super) fn changes(&mut self) -> Vec<(String, bytes::Bytes)> {
         let mut out = Vec::new();
-        for (id, lane) in &mut self.open {
+        for ((sender, id), lane) in &mut self.open {
             if lane.dirty() {
                 let value = envelope::encode(&lane.state());
-                out.push((LaneKey::new(&self.durable, id).to_string(), value.into()));
+                let key = LaneKey::new(&self.durable, sender, id).to_string();
+                out.push((key, value.into()));
                 lane.saved();
             }
         }
