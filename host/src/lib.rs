@@ -100,6 +100,10 @@ pub struct HostConfig {
     /// The most bytes of entries the outbox keeps, all queued links together
     /// (`--outbox-max-bytes`).
     pub outbox_max_bytes: u64,
+    /// The join token presented in heartbeats until the control plane admits the host
+    /// (`--join-token`; see [`lattice_protocol::signed::JoinToken`]). `None`: the host waits,
+    /// unadmitted, for an operator's `lattice ctl hosts admit`.
+    pub join_token: Option<String>,
 }
 
 /// The default of [`HostConfig::outbox_max_entries`]: sized for a gateway that queues calls
@@ -125,6 +129,7 @@ impl HostConfig {
             js_domain: None,
             outbox_max_entries: DEFAULT_OUTBOX_MAX_ENTRIES,
             outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
+            join_token: None,
         }
     }
 
@@ -160,6 +165,7 @@ pub async fn run(
     );
     agent.boot_from_disk().await?;
     let js = config.jetstream(&client);
+    let key = agent.store.host_key()?;
     let ids = Arc::new((config, agent.host.clone()));
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let tasks = CancellationToken::new();
@@ -173,7 +179,7 @@ pub async fn run(
     let beats = AbortOnDropHandle::new(tokio::spawn(agent::heartbeats(
         client.clone(),
         ids,
-        agent.name.clone(),
+        (agent.name.clone(), key),
         agent.shared.clone(),
         tasks.clone(),
     )));

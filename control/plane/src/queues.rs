@@ -483,6 +483,7 @@ mod tests {
                     expired_total: *expired,
                 })
                 .collect(),
+            join_token: None,
         }
     }
 

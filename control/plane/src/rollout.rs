@@ -210,6 +210,7 @@ mod tests {
                 last_refusal: None,
                 stopping: false,
                 queues: Vec::new(),
+                join_token: None,
             },
         )
     }
