@@ -233,3 +233,144 @@ impl State {
         actions
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use lattice_protocol::keys::{KeyPair, KeyRole};
+    use lattice_protocol::names::LatticeName;
+    use lattice_protocol::signed::JoinGrant;
+
+    use super::*;
+    use crate::decide::{Input, Settings, decide};
+
+    fn state(admin: &KeyPair) -> State {
+        let settings = Settings {
+            lattice: LatticeName::new("default").expect("valid"),
+            epoch: 1,
+            host_tolerance: Duration::from_secs(16),
+            startup_grace: Duration::ZERO,
+            assignment_ttl: Duration::from_secs(3600),
+            host_retention: Duration::from_secs(60),
+            admins: vec![admin.public_key()],
+        };
+        State::new(
+            settings,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+        )
+    }
+
+    fn at(secs: u64) -> Time {
+        Time {
+            since_start: Duration::from_secs(secs),
+            unix_secs: 1_000 + secs,
+        }
+    }
+
+    fn heartbeat(host: &HostId, token: Option<String>) -> Heartbeat {
+        Heartbeat {
+            host: host.clone(),
+            name: "gw".into(),
+            labels: BTreeMap::new(),
+            started_at: 0,
+            sent_at_ms: 0,
+            version: String::new(),
+            assignment_revision: 0,
+            interval_secs: 5,
+            workloads: Vec::new(),
+            last_refusal: None,
+            stopping: false,
+            queues: Vec::new(),
+            join_token: token,
+        }
+    }
+
+    fn token(admin: &KeyPair, expires_at: u64) -> String {
+        let grant = JoinGrant {
+            lattice: LatticeName::new("default").expect("valid"),
+            expires_at,
+            host: None,
+            labels: BTreeMap::new(),
+            note: "north".into(),
+        };
+        JoinToken::sign(&grant, admin).to_text()
+    }
+
+    #[test]
+    fn a_valid_token_admits_once_and_an_expired_one_says_so() {
+        let admin = KeyPair::generate(KeyRole::User);
+        let mut s = state(&admin);
+        let id = |k: &KeyPair| HostId::new(k.public_key().to_string()).expect("valid");
+        let (good, late) = (
+            id(&KeyPair::generate(KeyRole::Host)),
+            id(&KeyPair::generate(KeyRole::Host)),
+        );
+        let hb = heartbeat(&good, Some(token(&admin, 2_000)));
+        let actions = decide(&mut s, Input::Heartbeat(hb.clone()), at(0));
+        let stores = |a: &[Action]| {
+            a.iter()
+                .filter(|a| matches!(a, Action::StoreAdmission { .. }))
+                .count()
+        };
+        assert_eq!(stores(&actions), 1, "{actions:?}");
+        assert!(s.is_admitted(&good) && s.ready.contains(&good));
+        // Admitted: the token is not looked at again.
+        assert_eq!(stores(&decide(&mut s, Input::Heartbeat(hb), at(1))), 0);
+
+        let expired = heartbeat(&late, Some(token(&admin, 1_000)));
+        let actions = decide(&mut s, Input::Heartbeat(expired), at(2));
+        assert_eq!(stores(&actions), 0);
+        assert!(!s.ready.contains(&late));
+        let why = s.not_admitted_because(&s.hosts[&late]).unwrap_or_default();
+        assert!(why.contains("expired"), "{why}");
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Emit(n) if n.kind == EventKind::HostUnadmitted))
+        );
+    }
+
+    #[test]
+    fn hosts_silent_past_the_retention_are_forgotten_with_their_assignment() {
+        let admin = KeyPair::generate(KeyRole::User);
+        let mut s = state(&admin);
+        let host =
+            HostId::new(KeyPair::generate(KeyRole::Host).public_key().to_string()).expect("valid");
+        let hb = heartbeat(&host, Some(token(&admin, 5_000)));
+        decide(&mut s, Input::Heartbeat(hb), at(0));
+        s.written.insert(
+            host.clone(),
+            super::super::Written {
+                kv_revision: 7,
+                assignment: lattice_protocol::assignment::Assignment {
+                    lattice: s.settings.lattice.clone(),
+                    host: host.clone(),
+                    revision: 1,
+                    epoch: 1,
+                    issued_at: 0,
+                    expires_at: 10_000,
+                    workloads: Vec::new(),
+                    stop: false,
+                },
+            },
+        );
+        assert!(
+            decide(&mut s, Input::Tick, at(60))
+                .iter()
+                .all(|a| !matches!(a, Action::ClearAssignment { .. }))
+        );
+        let actions = decide(&mut s, Input::Tick, at(61));
+        assert!(actions.contains(&Action::ClearAssignment {
+            host: host.clone(),
+            revision: 7
+        }));
+        assert!(!s.hosts.contains_key(&host) && !s.written.contains_key(&host));
+        // Its admission stays: it is the operator's record, not memory of a heartbeat.
+        assert!(s.is_admitted(&host));
+    }
+}

@@ -57,7 +57,9 @@ impl State {
                 message,
             ));
         }
-        if changed || !self.ready.contains(&host) {
+        // A host that is not admitted cannot become ready: its heartbeats cost no host check
+        // unless something about it changed.
+        if changed || (!self.ready.contains(&host) && self.is_admitted(&host)) {
             // New labels or a stop change placement even when readiness does not.
             self.dirty |= changed;
             actions.extend(self.check_hosts(now));
