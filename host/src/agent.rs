@@ -18,8 +18,10 @@ use lattice_protocol::assignment::{
 };
 use lattice_protocol::claims::{Trust, verify_component};
 use lattice_protocol::envelope;
+use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{FailureReason, Heartbeat, WorkloadState, WorkloadStatus};
 use lattice_protocol::names::HostId;
+use lattice_protocol::signed::seal_heartbeat;
 use lattice_protocol::subject::{Buckets, Subject};
 use lattice_protocol::unix_now;
 use tokio::sync::{Notify, mpsc};
@@ -648,11 +650,12 @@ fn refuse(shared: &Shared, reason: String) {
     shared.changed.notify_one();
 }
 
-/// Publishes heartbeats every `interval`, and at once when the report changes.
+/// Publishes heartbeats, signed by the host's key `key` (which is its id: nobody else can
+/// speak for this host), every `interval`, and at once when the report changes.
 pub(crate) async fn heartbeats(
     client: async_nats::Client,
     config: Arc<(HostConfig, HostId)>,
-    name: String,
+    (name, key): (String, KeyPair),
     shared: Shared,
     shutdown: CancellationToken,
 ) {
@@ -688,6 +691,9 @@ pub(crate) async fn heartbeats(
             stopping,
             queues,
             clock_offset_ms: shared.clock.offset_ms(),
+            // Presented every time: the host cannot tell when it is admitted, and an
+            // admitted host's token is not looked at again.
+            join_token: config.join_token.clone(),
         }
     };
     let queue_stats = || async {
@@ -706,7 +712,7 @@ pub(crate) async fn heartbeats(
     loop {
         let hb = beat(false, queue_stats().await);
         if let Err(e) = client
-            .publish(subject.clone(), envelope::encode(&hb).into())
+            .publish(subject.clone(), seal_heartbeat(&hb, &key).into())
             .await
         {
             warn!(error = %e, "heartbeat not sent");
@@ -720,7 +726,7 @@ pub(crate) async fn heartbeats(
     }
     // The last word: this host is stopping, so its movable work can go elsewhere now rather
     // than after its tolerance.
-    let last = envelope::encode(&beat(true, queue_stats().await));
+    let last = seal_heartbeat(&beat(true, queue_stats().await), &key);
     if client.publish(subject, last.into()).await.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     }

@@ -106,6 +106,10 @@ pub struct HostConfig {
     pub storage: lattice_protocol::jetstream::Storage,
     /// The host's wall clock: the system's; a test runs a host whose clock is off.
     pub clock: lattice_protocol::clock::Clock,
+    /// The join token presented in heartbeats until the control plane admits the host
+    /// (`--join-token`; see [`lattice_protocol::signed::JoinToken`]). `None`: the host waits,
+    /// unadmitted, for an operator's `lattice ctl hosts admit`.
+    pub join_token: Option<String>,
 }
 
 /// The default of [`HostConfig::outbox_max_entries`]: sized for a gateway that queues calls
@@ -133,6 +137,7 @@ impl HostConfig {
             outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
             storage: lattice_protocol::jetstream::Storage::default(),
             clock: lattice_protocol::clock::Clock::system(),
+            join_token: None,
         }
     }
 
@@ -178,6 +183,7 @@ pub async fn run(
         agent.shared.clock.clone(),
         tasks.clone(),
     )));
+    let key = agent.store.host_key()?;
     let ids = Arc::new((config, agent.host.clone()));
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     // Both tasks end with this function, however it ends (even when its future is dropped).
@@ -190,7 +196,7 @@ pub async fn run(
     let beats = AbortOnDropHandle::new(tokio::spawn(agent::heartbeats(
         client.clone(),
         ids,
-        agent.name.clone(),
+        (agent.name.clone(), key),
         agent.shared.clone(),
         tasks.clone(),
     )));

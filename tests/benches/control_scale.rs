@@ -188,6 +188,9 @@ async fn part1(n: usize) -> anyhow::Result<Part1> {
     let mut config = ControlConfig::new(lattice.clone(), KeyPair::generate(KeyRole::Operator));
     config.host_tolerance = TOLERANCE;
     config.startup_grace = Duration::from_millis(500);
+    // The simulated hosts are admitted by a join token this admin signs.
+    let admin = KeyPair::generate(KeyRole::User);
+    config.admins = vec![admin.public_key()];
     let shutdown = CancellationToken::new();
     let control = tokio::spawn(lattice_control::run(
         config,
@@ -199,7 +202,7 @@ async fn part1(n: usize) -> anyhow::Result<Part1> {
     let image = push_hello(&nats, &lattice).await?;
 
     let sim_client = nats.client().await?;
-    let mut fleet = Fleet::start(&sim_client, &lattice, n).await?;
+    let mut fleet = Fleet::start(&sim_client, &lattice, n, &admin).await?;
     wait_hosts(&ctl, n).await?;
     println!("{n} simulated hosts seen by the control plane");
 
@@ -355,18 +358,19 @@ async fn part2(n: usize) -> anyhow::Result<Part2> {
         status.success(),
         "`lattice keys gen operator` failed: {status}"
     );
+    let admin = KeyPair::generate(KeyRole::User);
     let control = ControlProcess::start(
         &bin,
         &nats.url,
         &lattice,
-        &key,
+        (&key, &admin),
         &dir.path().join("control.log"),
     )?;
     let ctl = CtlClient::new(nats.client().await?, lattice.clone());
     wait_answers(&ctl).await?;
     let image = push_hello(&nats, &lattice).await?;
     let sim_client = nats.client().await?;
-    let mut fleet = Fleet::start(&sim_client, &lattice, n).await?;
+    let mut fleet = Fleet::start(&sim_client, &lattice, n, &admin).await?;
     wait_hosts(&ctl, n).await?;
     println!(
         "{n} simulated hosts seen by the control plane (pid {})",
@@ -407,7 +411,7 @@ impl ControlProcess {
         bin: &Path,
         url: &str,
         lattice: &LatticeName,
-        key: &Path,
+        (key, admin): (&Path, &KeyPair),
         log: &Path,
     ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log)?;
@@ -418,6 +422,8 @@ impl ControlProcess {
                 url,
                 "--lattice",
                 lattice.as_str(),
+                "--admin",
+                admin.public_key().as_str(),
                 "--key",
             ])
             .arg(key)

@@ -166,6 +166,7 @@ impl EdgeTopology {
             .args(["--js-domain", HUB_DOMAIN])
             .args(["--trust-issuer", t.issuer.public_key().as_str()])
             .args(["--trust-operator", t.operator.public_key().as_str()])
+            .env("LATTICE_JOIN_TOKEN", t.join_token())
             .args(["--heartbeat-secs", "1", "--state-dir"])
             .arg(state_dir);
         for (k, v) in labels {

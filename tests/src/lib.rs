@@ -35,6 +35,7 @@ use lattice_protocol::digest::Digest;
 use lattice_protocol::keys::{KeyPair, KeyRole};
 use lattice_protocol::messages::{AppState, AppStatus};
 use lattice_protocol::names::{AppName, LatticeName};
+use lattice_protocol::signed::{JoinGrant, JoinToken};
 use lattice_protocol::subject::Subject;
 use lattice_protocol::unix_now;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -415,7 +416,25 @@ impl TestLattice {
         .await
     }
 
-    /// A host configuration trusting this lattice's keys, with a fresh state directory.
+    /// A join token for any host of this lattice, valid for a day, signed by [`Self::admin`]
+    /// (as `lattice ctl hosts token` makes one).
+    pub fn join_token(&self) -> String {
+        self.join_token_with(JoinGrant {
+            lattice: self.lattice.clone(),
+            expires_at: unix_now() + 24 * 3600,
+            host: None,
+            labels: Default::default(),
+            note: "test hosts".into(),
+        })
+    }
+
+    /// A join token with `grant`, signed by [`Self::admin`].
+    pub fn join_token_with(&self, grant: JoinGrant) -> String {
+        JoinToken::sign(&grant, &self.admin).to_text()
+    }
+
+    /// A host configuration trusting this lattice's keys, with a fresh state directory and a
+    /// valid join token (so it is admitted when it first reports).
     pub fn host_config(&self, name: &str) -> HostConfig {
         let mut c = HostConfig::new(self.lattice.clone(), self.dir.path().join(name));
         c.name = Some(name.to_string());
@@ -423,6 +442,7 @@ impl TestLattice {
         c.trusted_operators = vec![self.operator.public_key()];
         c.heartbeat_interval = Duration::from_secs(1);
         c.providers.nats_url = Some(self.nats.url.clone());
+        c.join_token = Some(self.join_token());
         c
     }
 

@@ -39,6 +39,7 @@ impl HostProcess {
             .args(["--name", "gateway", "--heartbeat-secs", "1"])
             .args(["--trust-issuer", t.issuer.public_key().as_str()])
             .args(["--trust-operator", t.operator.public_key().as_str()])
+            .env("LATTICE_JOIN_TOKEN", t.join_token())
             .arg("--state-dir")
             .arg(state_dir)
             .env("RUST_LOG", "info")

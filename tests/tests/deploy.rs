@@ -489,7 +489,7 @@ async fn last_refusal(t: &TestLattice) -> anyhow::Result<Option<String>> {
     let msg = tokio::time::timeout(lattice_tests::WAIT, beats.next())
         .await?
         .ok_or_else(|| anyhow::anyhow!("heartbeat subscription closed"))?;
-    let hb: lattice_protocol::messages::Heartbeat = envelope::decode(&msg.payload)?;
+    let hb = lattice_protocol::signed::open_heartbeat_on(&msg.subject, &msg.payload)?;
     Ok(hb.last_refusal)
 }
 

@@ -32,6 +32,7 @@ impl HostProcess {
         ])
         .args(["--trust-issuer", t.issuer.public_key().as_str()])
         .args(["--trust-operator", t.operator.public_key().as_str()])
+        .env("LATTICE_JOIN_TOKEN", t.join_token())
         .args(["--heartbeat-secs", "1", "--state-dir"])
         .arg(state_dir)
         .env("RUST_LOG", "warn")
@@ -265,6 +266,8 @@ impl ControlProcess {
                     &t.nats.url,
                     "--lattice",
                     t.lattice.as_str(),
+                    "--admin",
+                    t.admin.public_key().as_str(),
                     "--key",
                 ])
                 .arg(key)

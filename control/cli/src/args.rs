@@ -168,6 +168,12 @@ pub enum CtlCommand {
         #[arg(long = "id")]
         ids: Vec<String>,
     },
+    /// Admit hosts: make a join token (`hosts token`), or admit or revoke one host.
+    Hosts {
+        /// The hosts command.
+        #[command(subcommand)]
+        what: HostsCommand,
+    },
     /// Deploy a stored version again: the previous one, or `--to VERSION`.
     Rollback {
         /// The app.
@@ -175,6 +181,41 @@ pub enum CtlCommand {
         /// The version to go back to.
         #[arg(long)]
         to: Option<String>,
+    },
+}
+
+/// `lattice ctl hosts ...`.
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Print a join token for `lattice-host --join-token` (or `LATTICE_JOIN_TOKEN`): hosts
+    /// presenting it are admitted. Signed here with an admin's user key; no lattice needed.
+    Token {
+        /// The admin's user key file (`lattice keys gen user -o FILE`). Default: the admin key
+        /// of `lattice up` in the state directory.
+        #[arg(long, env = "LATTICE_KEY")]
+        key: Option<PathBuf>,
+        /// Admit only this host (its full id, `N...`).
+        #[arg(long)]
+        host: Option<String>,
+        /// A label (`key=value`) a host must carry to be admitted with it (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// How long the token admits hosts (e.g. 1h, 7d); hosts admitted stay admitted.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        valid: std::time::Duration,
+        /// Who or what it is for, shown when a host is admitted with it.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Admit a host (by full id, even before it reports; or id prefix or name).
+    Admit {
+        /// The host.
+        host: String,
+    },
+    /// Revoke a host's admission: it loses its work, and its join token no longer admits it.
+    Revoke {
+        /// The host: id, id prefix or name.
+        host: String,
     },
 }
 
@@ -306,6 +347,10 @@ pub struct ControlArgs {
           default_value_t = lattice_protocol::jetstream::Storage::default().artifacts_max_bytes,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub artifacts_max_bytes: i64,
+    /// An admin's public user key (`U...`; repeatable, or comma-separated in the variable):
+    /// join tokens it signs admit hosts.
+    #[arg(long = "admin", env = "LATTICE_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
 }
 
 #[cfg(test)]

@@ -11,10 +11,13 @@ use lattice_control::client::CtlClient;
 use lattice_protocol::messages::{AppState, AppStatus, HostSummary, WorkloadState};
 use lattice_protocol::names::AppName;
 
-use crate::args::{CtlArgs, CtlCommand, GetWhat, Output, StopWhat};
+use crate::args::{CtlArgs, CtlCommand, GetWhat, HostsCommand, Output, StopWhat};
 use crate::output::{self, ago, table};
 
+mod hosts;
 mod queues;
+
+pub use hosts::up_admin_key;
 
 fn short(id: &str) -> String {
     id.chars().take(12).collect()
@@ -32,6 +35,28 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let target = nats::target(&args.nats, args.state_dir.as_deref())?;
+    // A join token is signed here, with no round trip to the lattice.
+    if let CtlCommand::Hosts {
+        what:
+            HostsCommand::Token {
+                key,
+                host,
+                labels,
+                valid,
+                note,
+            },
+    } = &args.command
+    {
+        return hosts::token(&hosts::TokenRequest {
+            key: key.as_deref(),
+            state_dir: args.state_dir.as_deref(),
+            lattice: target.lattice,
+            host: host.as_deref(),
+            labels,
+            valid: *valid,
+            note,
+        });
+    }
     let client = nats::connect(&args.nats, &target.url, "lattice ctl", Patience::FailFast).await?;
     let ctl = CtlClient::new(client.clone(), target.lattice.clone());
     match args.command {
@@ -161,6 +186,15 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Get {
             what: GetWhat::Deadletters { link },
         } => queues::get_dead_letters(&ctl, &link, args.output).await?,
+        CtlCommand::Hosts {
+            what: HostsCommand::Admit { host },
+        } => hosts::admission(&ctl, host, true).await?,
+        CtlCommand::Hosts {
+            what: HostsCommand::Revoke { host },
+        } => hosts::admission(&ctl, host, false).await?,
+        CtlCommand::Hosts {
+            what: HostsCommand::Token { .. },
+        } => anyhow::bail!("a join token is made before connecting"),
         CtlCommand::Requeue { link, ids } => {
             queues::requeue(&ctl, &link, ids, args.output).await?;
         }
@@ -332,7 +366,7 @@ pub fn hosts_table(hosts: &[HostSummary]) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &[
             "ID",
             "NAME",
@@ -344,7 +378,14 @@ pub fn hosts_table(hosts: &[HostSummary]) -> String {
             "LABELS",
         ],
         &rows,
-    )
+    );
+    // Never silently: each host that takes no part says why, and what to do.
+    for h in hosts {
+        if let Some(why) = &h.admission {
+            out += &format!("{} ({}) is not admitted: {why}\n", h.name, h.id);
+        }
+    }
+    out
 }
 
 fn status_table(s: &AppStatus) -> String {
@@ -484,7 +525,7 @@ async fn watch(
     output: Output,
 ) -> anyhow::Result<()> {
     use futures::StreamExt;
-    use lattice_protocol::messages::{Event, Heartbeat};
+    use lattice_protocol::messages::Event;
     use lattice_protocol::subject::Subject;
 
     let mut events = client
@@ -509,7 +550,8 @@ async fn watch(
             }
             msg = async { match beats.as_mut() { Some(b) => b.next().await, None => std::future::pending().await } } => {
                 let Some(msg) = msg else { return Ok(()) };
-                let Ok(hb) = lattice_protocol::envelope::decode::<Heartbeat>(&msg.payload) else { continue };
+                // Only heartbeats signed by the host their subject names, as the control plane.
+                let Ok(hb) = lattice_protocol::signed::open_heartbeat_on(&msg.subject, &msg.payload) else { continue };
                 match output {
                     Output::Json => println!("{}", serde_json::to_string(&hb)?),
                     Output::Table => println!(

@@ -113,6 +113,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let operator =
         crate::keys::read_or_create(&key_path(&state_dir, "operator"), KeyRole::Operator)?;
     let issuer = crate::keys::read_or_create(&key_path(&state_dir, "issuer"), KeyRole::Issuer)?;
+    // The local admin: its join token admits the local host, and `lattice ctl hosts token`
+    // signs with it by default.
+    let admin = crate::keys::read_or_create(&key_path(&state_dir, "admin"), KeyRole::User)?;
 
     let mut server = None;
     let url = match &args.nats_url {
@@ -154,6 +157,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         lattice_protocol::keys::KeyPair::from_seed(&operator.seed())?,
     );
     control_config.startup_grace = Duration::from_secs(1);
+    control_config.admins.push(admin.public_key());
+    // For this run's one host only; it is recorded as admitted when first presented.
+    let join_token = lattice_protocol::signed::JoinToken::sign(
+        &lattice_protocol::signed::JoinGrant {
+            lattice: lattice.clone(),
+            expires_at: lattice_protocol::unix_now() + 3600,
+            host: None,
+            labels: Default::default(),
+            note: "lattice up".into(),
+        },
+        &admin,
+    )
+    .to_text();
     let control = tokio::spawn(lattice_control::run(
         control_config,
         client.clone(),
@@ -166,6 +182,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         issuer: issuer.public_key().to_string(),
         operator: operator.public_key().to_string(),
         labels: &args.labels,
+        join_token,
     })?;
 
     let record = UpRecord {
@@ -220,6 +237,7 @@ struct LocalHost<'a> {
     issuer: String,
     operator: String,
     labels: &'a [(String, String)],
+    join_token: String,
 }
 
 /// Starts `lattice-host` on the local lattice's NATS, trusting its dev keys. It logs to this
@@ -258,6 +276,8 @@ fn start_host(host: &LocalHost<'_>) -> anyhow::Result<tokio::process::Child> {
     ] {
         command.env_remove(var);
     }
+    // In the environment rather than the arguments, which every user of the machine can read.
+    command.env("LATTICE_JOIN_TOKEN", &host.join_token);
     command
         .stdin(Stdio::null())
         .kill_on_drop(true)

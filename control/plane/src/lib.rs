@@ -15,7 +15,7 @@
 //! - [`rollout`]: pure rollout decisions: next batch, completion, rollback.
 //! - [`status`]: pure app status from the plan and host heartbeats.
 //! - `worker` (private): the I/O around `decide`: the one task that owns the state takes
-//!   heartbeats, requests and ticks, carries the actions out and feeds each write's outcome back;
+//!   heartbeats (believed only when signed by the host their subject names), requests and ticks, carries the actions out and feeds each write's outcome back;
 //!   deploys and scales are prepared (manifest parsed, artifacts read, links resolved) in tasks
 //!   of their own, so heartbeats never wait behind the object store.
 //! - `queues` (private): `ctl get queues`, `get deadletters`, `requeue` (read from JetStream and
@@ -83,6 +83,11 @@ pub struct ControlConfig {
     /// How long a leader's lease lasts without renewal: a standby takes over this long after
     /// the leader dies.
     pub lease_ttl: Duration,
+    /// How long a host may be silent before it is forgotten: dropped from `ctl get hosts` and
+    /// from planning, its assignment key cleared. A host not admitted is forgotten sooner,
+    /// after [`ControlConfig::host_tolerance`]: it holds no work, and invented host ids must
+    /// not grow memory or the cost of planning.
+    pub host_retention: Duration,
     /// Users (`U...` keys) who are admins from the start: the role table begins with them, so
     /// a new lattice has someone who may grant roles (`lattice up` passes its local admin key).
     pub admins: Vec<lattice_protocol::keys::PublicKey>,
@@ -105,6 +110,9 @@ impl ControlConfig {
             tick: Duration::from_secs(1),
             assignment_ttl: Duration::from_secs(7 * 24 * 3600),
             lease_ttl: Duration::from_secs(3),
+            // A day: a gateway off the network overnight is still known (and keeps its pinned
+            // work) when it returns.
+            host_retention: Duration::from_secs(24 * 3600),
             admins: Vec::new(),
             storage: lattice_protocol::jetstream::Storage::default(),
         }

@@ -6,6 +6,7 @@
 //!   when it returns, its copy is trimmed because the work now lives elsewhere.
 //! - Pinned spread entries and daemons stay on every matching known host however long it is
 //!   silent or stopped: an edge gateway off the network keeps its work.
+//! - Hosts not admitted (no join token, revoked) get nothing, pinned or not.
 //! - Stability: hosts that already run a component rank first, then rendezvous hashing orders
 //!   the rest, so adding a host moves nothing that runs, and losing one moves only its own work.
 
@@ -29,6 +30,9 @@ pub struct HostView {
     pub silent: Duration,
     /// It stopped gracefully (its movable work goes elsewhere at once).
     pub stopped: bool,
+    /// It is admitted to the lattice: a host that is not (no join token, revoked) gets no
+    /// work of any kind, and loses what it had.
+    pub admitted: bool,
 }
 
 impl HostView {
@@ -39,6 +43,7 @@ impl HostView {
             labels,
             silent: Duration::ZERO,
             stopped: false,
+            admitted: true,
         }
     }
 }
@@ -211,7 +216,9 @@ fn place_component(
         // Daemons and pinned entries keep their hosts through any silence.
         let stays = entry.pinned || c.scaler.kind == ScalerKind::Daemon;
         let is_candidate = |h: &HostView| {
-            entry.matches(&h.labels) && (stays || (!h.stopped && h.silent <= tolerance))
+            h.admitted
+                && entry.matches(&h.labels)
+                && (stays || (!h.stopped && h.silent <= tolerance))
         };
         let mut candidates: Vec<&HostView> = hosts.iter().filter(|h| is_candidate(h)).collect();
         if candidates.is_empty() && !stays {
@@ -220,7 +227,11 @@ fn place_component(
             // restarts must find its work still assigned).
             candidates = hosts
                 .iter()
-                .filter(|h| entry.matches(&h.labels) && running.is_some_and(|r| r.contains(&h.id)))
+                .filter(|h| {
+                    h.admitted
+                        && entry.matches(&h.labels)
+                        && running.is_some_and(|r| r.contains(&h.id))
+                })
                 .collect();
         }
         if candidates.is_empty() {

@@ -532,6 +532,7 @@ mod tests {
                     expired_total: *expired,
                 })
                 .collect(),
+            join_token: None,
         }
     }
 

@@ -211,6 +211,7 @@ mod tests {
                 last_refusal: None,
                 stopping: false,
                 queues: Vec::new(),
+                join_token: None,
             },
         )
     }

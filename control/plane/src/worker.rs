@@ -4,6 +4,7 @@
 //!
 //! - this file: the loop and the actions.
 //! - `api`: a `lattice ctl` request decoded by its verb ([`lattice_protocol::messages::verbs`]).
+//! - `intake`: heartbeats believed only when signed by the host their subject names.
 //! - `prepare`: deploys and scales prepared in tasks of their own (manifest parsed, artifacts
 //!   read, links resolved), so that heartbeats never wait behind the object store.
 
@@ -15,7 +16,7 @@ use async_nats::jetstream::{self, kv};
 use futures::{FutureExt, StreamExt};
 use lattice_protocol::assignment::{Assignment, SignedAssignment};
 use lattice_protocol::envelope;
-use lattice_protocol::messages::{Event, EventKind, Heartbeat};
+use lattice_protocol::messages::{Event, EventKind, HostAdmission};
 use lattice_protocol::names::{AppName, HostId};
 use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, Subject};
 use lattice_protocol::unix_now;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 mod api;
+mod intake;
 mod prepare;
 
 use crate::ControlConfig;
@@ -72,6 +74,8 @@ struct Stores {
     manifests: kv::Store,
     assignments: kv::Store,
     labels: kv::Store,
+    /// Host admissions ([`lattice_protocol::messages::HostAdmission`]).
+    hosts: kv::Store,
 }
 
 pub(crate) struct Worker {
@@ -86,6 +90,8 @@ pub(crate) struct Worker {
     prepared: (mpsc::UnboundedSender<Input>, mpsc::UnboundedReceiver<Input>),
     /// The apps as stored, for preparing deploys; rebuilt when one was stored since.
     catalog: Option<Arc<BTreeMap<AppName, StoredApp>>>,
+    /// Heartbeats refused (unsigned, spoofed), counted and reported.
+    intake: intake::Intake,
 }
 
 async fn load<T: serde::de::DeserializeOwned>(
@@ -157,12 +163,19 @@ impl Worker {
             manifests: bucket(&b.manifests(), "Lattice app manifests").await?,
             assignments: bucket(&b.assignments(), "Lattice signed host assignments").await?,
             labels: bucket(&b.labels(), "Lattice host label changes").await?,
+            hosts: bucket(&b.hosts(), "Lattice host admissions").await?,
         };
         let registry = Registry::open_limited(&js, &cfg.lattice, &cfg.storage).await?;
         let mut label_overrides = BTreeMap::new();
         for (key, overrides, _) in load::<LabelOverrides>(&stores.labels).await? {
             if let Ok(host) = HostId::new(key) {
                 label_overrides.insert(host, overrides);
+            }
+        }
+        let mut admissions = BTreeMap::new();
+        for (key, admission, _) in load::<HostAdmission>(&stores.hosts).await? {
+            if let Ok(host) = HostId::new(key) {
+                admissions.insert(host, admission);
             }
         }
         let mut apps = BTreeMap::new();
@@ -195,16 +208,19 @@ impl Worker {
             host_tolerance: cfg.host_tolerance,
             startup_grace: cfg.startup_grace,
             assignment_ttl: cfg.assignment_ttl,
+            host_retention: cfg.host_retention,
+            admins: cfg.admins.clone(),
         };
         Ok(Self {
             cfg,
             client,
             stores,
             registry,
-            state: State::new(settings, apps, written, label_overrides),
+            state: State::new(settings, apps, written, label_overrides, admissions),
             started: Instant::now(),
             prepared: mpsc::unbounded_channel(),
             catalog: None,
+            intake: intake::Intake::default(),
         })
     }
 
@@ -247,9 +263,12 @@ impl Worker {
                     let mut next = Some(msg);
                     let mut taken = 0;
                     while let Some(msg) = next.take() {
-                        match envelope::decode::<Heartbeat>(&msg.payload) {
-                            Ok(hb) => self.step(Input::Heartbeat(hb)).await,
-                            Err(e) => warn!(error = %e, "ignoring a heartbeat that does not decode"),
+                        match self.intake.take(&msg.subject, &msg.payload) {
+                            intake::Taken::Heartbeat(hb) => self.step(Input::Heartbeat(hb)).await,
+                            intake::Taken::Refused(Some(note)) => {
+                                let _ = self.act(Action::Emit(note)).await;
+                            }
+                            intake::Taken::Refused(None) => {}
                         }
                         taken += 1;
                         if taken < HEARTBEAT_BATCH {
@@ -357,6 +376,34 @@ impl Worker {
                     reply,
                     outcome,
                 })
+            }
+            Action::StoreAdmission {
+                host,
+                record,
+                reply,
+            } => {
+                let bytes = envelope::encode(&record);
+                let outcome = match self.stores.hosts.put(host.as_str(), bytes.into()).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                };
+                Some(Input::AdmissionStored {
+                    host,
+                    record,
+                    reply,
+                    outcome,
+                })
+            }
+            Action::ClearAssignment { host, revision } => {
+                // Only if nobody wrote it since: a rival's newer assignment is its to clear.
+                let store = &self.stores.assignments;
+                if let Err(e) = store
+                    .delete_expect_revision(host.as_str(), Some(revision))
+                    .await
+                {
+                    warn!(host = %host, error = %e, "could not clear a forgotten host's assignment");
+                }
+                None
             }
             Action::AnswerQueues { reply, job } => {
                 self.answer_queues(reply, job);

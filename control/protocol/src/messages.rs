@@ -175,8 +175,12 @@ pub struct HostSummary {
     pub name: String,
     /// Its labels, built-in (`arch`, `os`, `hostname`) and configured.
     pub labels: BTreeMap<String, String>,
-    /// `ready` or `lost`.
+    /// `ready`, `lost`, `stopped` or `unadmitted`.
     pub state: HostState,
+    /// Why it takes no part, when it is not admitted (no join token, an expired one, revoked,
+    /// ...) and what to do about it; absent when it is admitted.
+    #[serde(default)]
+    pub admission: Option<String>,
     /// Seconds since the host started.
     pub uptime_secs: u64,
     /// Seconds since its last heartbeat.
@@ -201,6 +205,8 @@ pub enum HostState {
     Lost,
     /// Stopped gracefully; its pinned work waits for it.
     Stopped,
+    /// Heard from, but not admitted: it gets no work (see [`HostSummary::admission`]).
+    Unadmitted,
 }
 
 impl std::fmt::Display for HostState {
@@ -209,6 +215,7 @@ impl std::fmt::Display for HostState {
             HostState::Ready => "ready",
             HostState::Lost => "lost",
             HostState::Stopped => "stopped",
+            HostState::Unadmitted => "unadmitted",
         })
     }
 }
@@ -249,6 +256,34 @@ pub struct Heartbeat {
     /// predate it).
     #[serde(default)]
     pub clock_offset_ms: i64,
+    /// The join token it was given (`lattice-host --join-token`, text form), presented so that
+    /// the control plane can admit it ([`crate::signed::JoinToken`]); ignored once admitted.
+    #[serde(default)]
+    pub join_token: Option<String>,
+}
+
+/// Whether a host is admitted, as the control plane records it (KV bucket
+/// [`Buckets::hosts`](crate::subject::Buckets::hosts), key: the host id), so that a new leader
+/// knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAdmission {
+    /// Admitted (`true`), or revoked by an operator (`false`: its join token no longer admits
+    /// it until an operator admits it again).
+    pub admitted: bool,
+    /// How, for people: the join token's signer and note, or the operator's verb.
+    pub how: String,
+    /// Unix seconds when it was decided.
+    pub at: u64,
+}
+
+/// `ctl.admission`: admit a host, or revoke its admission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionRequest {
+    /// The host: its full id (it may not have been heard from yet), or a unique id prefix or
+    /// name of a host heard from.
+    pub host: String,
+    /// Admit (`true`) or revoke (`false`).
+    pub admit: bool,
 }
 
 /// One workload as a host reports it.
@@ -401,6 +436,15 @@ pub enum EventKind {
     DeadLettered,
     /// The hub's queue stream refused a host's queued calls (full): they wait in its outbox.
     QueueStreamFull,
+    /// A host was admitted (by a join token or an operator) or its admission revoked.
+    HostAdmitted,
+    /// A host is heard from but not admitted (no token, an expired one, ...): it gets no work.
+    HostUnadmitted,
+    /// A heartbeat was dropped: unsigned, signed by another key than the host its subject
+    /// names, or naming another host than its subject.
+    HeartbeatRefused,
+    /// A host silent past the retention was forgotten, its assignment cleared.
+    HostForgotten,
 }
 
 impl std::fmt::Display for EventKind {
@@ -417,6 +461,10 @@ impl std::fmt::Display for EventKind {
             EventKind::QueueExpired => "queue-expired",
             EventKind::DeadLettered => "dead-lettered",
             EventKind::QueueStreamFull => "queue-stream-full",
+            EventKind::HostAdmitted => "host-admitted",
+            EventKind::HostUnadmitted => "host-unadmitted",
+            EventKind::HeartbeatRefused => "heartbeat-refused",
+            EventKind::HostForgotten => "host-forgotten",
         })
     }
 }
@@ -441,9 +489,9 @@ pub mod verbs {
     use std::collections::BTreeMap;
 
     use super::{
-        AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostSummary,
-        InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, Verb,
-        VersionSummary,
+        AdmissionRequest, AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat,
+        HostSummary, InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest,
+        StopHostRequest, Verb, VersionSummary,
     };
     use crate::queue::ops::{
         DeadLetter, DeadLettersRequest, LinkQueue, RequeueReply, RequeueRequest,
@@ -493,6 +541,8 @@ pub mod verbs {
         DeadLetters: DeadLettersRequest => Vec<DeadLetter>;
         /// `ctl.requeue`: put dead letters back in their queue.
         Requeue: RequeueRequest => RequeueReply;
+        /// `ctl.admission`: admit a host or revoke its admission; answers the host's full id.
+        Admission: AdmissionRequest => String;
     }
 }
 

@@ -27,6 +27,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{KeyPair, KeyRole, PublicKey};
+use crate::messages::Heartbeat;
 use crate::names::{HostId, LatticeName};
 
 /// What a host signs; part of what is signed, so one kind cannot pass for another.
@@ -130,6 +131,48 @@ pub enum Spoofed {
     /// Not a signed message at all (an older host, or a bare publish).
     #[error("unsigned")]
     Unsigned,
+    /// Signed by its host, but the heartbeat inside names another host.
+    #[error("signed by host {subject} but naming host {named}")]
+    NamesOtherHost {
+        /// The host the heartbeat names.
+        named: String,
+        /// The subject's (and signer's) host.
+        subject: String,
+    },
+    /// Signed by its host, but what is inside does not decode.
+    #[error("signed, but the heartbeat inside does not decode")]
+    Undecodable,
+}
+
+/// A heartbeat as a host publishes it: enveloped, signed with the host's key.
+pub fn seal_heartbeat(heartbeat: &Heartbeat, host: &KeyPair) -> Vec<u8> {
+    let signed = HostSigned::sign(Purpose::Heartbeat, crate::envelope::encode(heartbeat), host);
+    crate::envelope::encode(&signed)
+}
+
+/// The heartbeat in `bytes` received on `subject` (a host's heartbeat subject), if the host
+/// it names signed it ([`open_heartbeat`]).
+pub fn open_heartbeat_on(subject: &str, bytes: &[u8]) -> Result<Heartbeat, Spoofed> {
+    match crate::subject::Subject::parse(subject) {
+        Ok(crate::subject::Subject::Heartbeat { host, .. }) => open_heartbeat(bytes, &host),
+        _ => Err(Spoofed::Unsigned),
+    }
+}
+
+/// The heartbeat in `bytes` received on host `from`'s heartbeat subject, if that host signed it
+/// and it names that host.
+pub fn open_heartbeat(bytes: &[u8], from: &HostId) -> Result<Heartbeat, Spoofed> {
+    let signed: HostSigned = crate::envelope::decode(bytes).map_err(|_| Spoofed::Unsigned)?;
+    let payload = signed.open(Purpose::Heartbeat, from)?;
+    let heartbeat: Heartbeat =
+        crate::envelope::decode(payload).map_err(|_| Spoofed::Undecodable)?;
+    if &heartbeat.host != from {
+        return Err(Spoofed::NamesOtherHost {
+            named: heartbeat.host.to_string(),
+            subject: from.to_string(),
+        });
+    }
+    Ok(heartbeat)
 }
 
 /// What an admin signs to admit hosts: the lattice, an expiry, and optionally the one host and
@@ -336,6 +379,46 @@ mod tests {
             by_user.open(Purpose::Heartbeat, &id),
             Err(Spoofed::NotAHostKey)
         );
+    }
+
+    fn heartbeat(host: &HostId) -> Heartbeat {
+        Heartbeat {
+            host: host.clone(),
+            name: "gateway".into(),
+            labels: BTreeMap::new(),
+            started_at: 0,
+            sent_at_ms: 0,
+            version: String::new(),
+            assignment_revision: 0,
+            interval_secs: 5,
+            workloads: Vec::new(),
+            last_refusal: None,
+            stopping: false,
+            queues: Vec::new(),
+            join_token: None,
+            clock_offset_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_opens_only_on_its_own_hosts_subject() {
+        let (key, id) = host();
+        let (other_key, other) = host();
+        let sealed = seal_heartbeat(&heartbeat(&id), &key);
+        assert_eq!(open_heartbeat(&sealed, &id), Ok(heartbeat(&id)));
+        assert!(matches!(
+            open_heartbeat(&sealed, &other),
+            Err(Spoofed::OtherHost { .. })
+        ));
+        // A bare heartbeat, as any client can publish.
+        let bare = crate::envelope::encode(&heartbeat(&id));
+        assert_eq!(open_heartbeat(&bare, &id), Err(Spoofed::Unsigned));
+        // Signed by a host, naming another one.
+        let naming_other = seal_heartbeat(&heartbeat(&id), &other_key);
+        assert!(matches!(
+            open_heartbeat(&naming_other, &other),
+            Err(Spoofed::NamesOtherHost { .. })
+        ));
     }
 
     #[test]

@@ -61,10 +61,12 @@ pub enum CtlVerb {
     DeadLetters,
     /// Put dead letters back in their queue.
     Requeue,
+    /// Admit a host, or revoke its admission.
+    Admission,
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 14] = [
+    const ALL: [CtlVerb; 15] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
@@ -79,6 +81,7 @@ impl CtlVerb {
         CtlVerb::Queues,
         CtlVerb::DeadLetters,
         CtlVerb::Requeue,
+        CtlVerb::Admission,
     ];
 
     fn as_str(self) -> &'static str {
@@ -97,6 +100,7 @@ impl CtlVerb {
             CtlVerb::Queues => "queues",
             CtlVerb::DeadLetters => "deadletters",
             CtlVerb::Requeue => "requeue",
+            CtlVerb::Admission => "admission",
         }
     }
 
@@ -432,6 +436,12 @@ impl Buckets {
     /// KV: the control planes' leader lease.
     pub fn control(&self) -> String {
         self.name("control")
+    }
+
+    /// KV: host id -> whether it is admitted, and how
+    /// ([`HostAdmission`](crate::messages::HostAdmission)).
+    pub fn hosts(&self) -> String {
+        self.name("hosts")
     }
 
     /// KV: host id -> label changes made with `lattice ctl label`.

@@ -1,4 +1,5 @@
-//! Simulated hosts: heartbeats with real host keys and labels, and the workloads of their
+//! Simulated hosts: heartbeats signed with real host keys (as hosts send them, presenting one
+//! join token signed by the bench's admin) and labels, and the workloads of their
 //! assignment reported as running; no wasm. One shared NATS client for all, and one `watch_all`
 //! on the assignments bucket that hands every host its assignment and gives the bench its
 //! timings.
@@ -13,6 +14,7 @@ use lattice_protocol::envelope;
 use lattice_protocol::keys::{KeyPair, KeyRole};
 use lattice_protocol::messages::{Heartbeat, WorkloadState, WorkloadStatus};
 use lattice_protocol::names::{HostId, LatticeName};
+use lattice_protocol::signed::{JoinGrant, JoinToken, seal_heartbeat};
 use lattice_protocol::subject::{Buckets, Subject};
 use lattice_protocol::unix_now;
 use tokio::sync::mpsc;
@@ -52,7 +54,19 @@ impl Fleet {
         client: &async_nats::Client,
         lattice: &LatticeName,
         n: usize,
+        admin: &KeyPair,
     ) -> anyhow::Result<Self> {
+        let join_token = JoinToken::sign(
+            &JoinGrant {
+                lattice: lattice.clone(),
+                expires_at: unix_now() + 24 * 3600,
+                host: None,
+                labels: BTreeMap::new(),
+                note: "simulated hosts".into(),
+            },
+            admin,
+        )
+        .to_text();
         let js = async_nats::jetstream::new(client.clone());
         let kv = js
             .get_key_value(Buckets::new(lattice).assignments())
@@ -62,7 +76,8 @@ impl Fleet {
         let mut hosts = BTreeMap::new();
         let mut inboxes = BTreeMap::new();
         for i in 0..n {
-            let id = HostId::new(KeyPair::generate(KeyRole::Host).public_key().to_string())?;
+            let key = KeyPair::generate(KeyRole::Host);
+            let id = HostId::new(key.public_key().to_string())?;
             let name = format!("sim-{i:04}");
             let labels: BTreeMap<String, String> = [
                 ("arch", "x86_64".to_string()),
@@ -87,6 +102,7 @@ impl Fleet {
                 last_refusal: None,
                 stopping: false,
                 queues: Vec::new(),
+                join_token: Some(join_token.clone()),
             };
             let (tx, rx) = mpsc::unbounded_channel();
             let silence = CancellationToken::new();
@@ -96,7 +112,7 @@ impl Fleet {
             let task = tokio::spawn(simulate_host(
                 client.clone(),
                 subject,
-                hb,
+                (hb, key),
                 phase,
                 rx,
                 silence.clone(),
@@ -193,7 +209,7 @@ impl Fleet {
 async fn simulate_host(
     client: async_nats::Client,
     subject: String,
-    mut hb: Heartbeat,
+    (mut hb, key): (Heartbeat, KeyPair),
     phase: Duration,
     mut assignments: mpsc::UnboundedReceiver<Assignment>,
     silence: CancellationToken,
@@ -237,7 +253,7 @@ async fn simulate_host(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         if client
-            .publish(subject.clone(), envelope::encode(&hb).into())
+            .publish(subject.clone(), seal_heartbeat(&hb, &key).into())
             .await
             .is_ok()
         {

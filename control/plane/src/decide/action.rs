@@ -6,7 +6,7 @@ use std::time::Duration;
 use lattice_protocol::assignment::Assignment;
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::WireError;
-use lattice_protocol::messages::{EventKind, Verb};
+use lattice_protocol::messages::{EventKind, HostAdmission, Verb};
 use lattice_protocol::names::{AppName, HostId};
 use lattice_protocol::queue::ops::{DeadLettersRequest, QueueLink, RequeueRequest};
 
@@ -95,6 +95,15 @@ pub(crate) enum Action {
         overrides: LabelOverrides,
         reply: ReplyTo,
     },
+    /// Store a host's admission; then report [`Input::AdmissionStored`].
+    StoreAdmission {
+        host: HostId,
+        record: HostAdmission,
+        reply: Option<ReplyTo>,
+    },
+    /// Delete a forgotten host's assignment key (best effort: a host that comes back is
+    /// assigned afresh).
+    ClearAssignment { host: HostId, revision: u64 },
     /// Answer a queue verb from JetStream, in a task of its own.
     AnswerQueues { reply: ReplyTo, job: QueueJob },
 }

@@ -1,5 +1,6 @@
 //! Heartbeats and ticks: which hosts are ready, lost or stopping, when placement needs another
-//! look, and the events for what changed on a host.
+//! look, and the events for what changed on a host. Only admitted hosts are ever ready (see
+//! `admission`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -15,10 +16,13 @@ impl State {
     /// Takes a host's heartbeat: records it, re-checks readiness when the host is new, came
     /// back or changed, and emits the events for what changed.
     pub(super) fn on_heartbeat(&mut self, hb: Heartbeat, now: Time) -> Vec<Action> {
-        let changed = self
-            .hosts
-            .get(&hb.host)
-            .is_none_or(|o| o.heartbeat.labels != hb.labels || o.heartbeat.stopping != hb.stopping);
+        let (refusal, admitted) = self.admit_on_heartbeat(&hb, now);
+        let previous_refusal = self.hosts.get(&hb.host).and_then(|o| o.refusal.clone());
+        let changed = self.hosts.get(&hb.host).is_none_or(|o| {
+            o.heartbeat.labels != hb.labels
+                || o.heartbeat.stopping != hb.stopping
+                || o.refusal != refusal
+        });
         if changed {
             if hb.stopping {
                 info!(host = %hb.host, name = %hb.name, "host stopping: its movable work goes elsewhere");
@@ -35,10 +39,27 @@ impl State {
             Observed {
                 heartbeat: hb.clone(),
                 last_seen: now.since_start,
+                refusal: refusal.clone(),
             },
         );
         let mut actions = self.heartbeat_changes(previous.as_ref().map(|p| &p.heartbeat), &hb, now);
-        if changed || !self.ready.contains(&host) {
+        actions.extend(admitted);
+        if let Some(why) =
+            refusal.filter(|r| previous.is_none() || previous_refusal.as_ref() != Some(r))
+        {
+            // Said once per reason, never silently: the host is heard but gets no work.
+            warn!(host = %host, name = %hb.name, reason = %why, "host not admitted: it gets no work");
+            let message = format!("host {} ({}) not admitted: {why}", hb.name, short(&host));
+            actions.push(Action::emit(
+                EventKind::HostUnadmitted,
+                None,
+                Some(&host),
+                message,
+            ));
+        }
+        // A host that is not admitted cannot become ready: its heartbeats cost no host check
+        // unless something about it changed.
+        if changed || (!self.ready.contains(&host) && self.is_admitted(&host)) {
             // New labels or a stop change placement even when readiness does not.
             self.dirty |= changed;
             actions.extend(self.check_hosts(now));
@@ -49,17 +70,22 @@ impl State {
     /// Recomputes which hosts are ready, and whether placement needs another look; emits an
     /// event for each host just found lost.
     pub(super) fn check_hosts(&mut self, now: Time) -> Vec<Action> {
+        let mut forgotten = self.forget_silent(now);
         let tolerance = self.settings.host_tolerance;
         let ready: BTreeSet<HostId> = self
             .hosts
             .iter()
-            .filter(|(_, o)| !o.heartbeat.stopping && self.silent(o, now) <= tolerance)
+            .filter(|(id, o)| {
+                self.is_admitted(id) && !o.heartbeat.stopping && self.silent(o, now) <= tolerance
+            })
             .map(|(id, _)| id.clone())
             .collect();
         let lost: Vec<HostId> = self
             .ready
             .iter()
             .filter(|h| !ready.contains(h))
+            // Revoked or forgotten hosts are not lost: their own events said what happened.
+            .filter(|h| self.is_admitted(h))
             .filter(|h| self.hosts.get(*h).is_some_and(|o| !o.heartbeat.stopping))
             .cloned()
             .collect();
@@ -82,16 +108,16 @@ impl State {
         }
         self.ready = ready;
         self.silence = marks;
-        lost.into_iter()
-            .map(|host| {
-                warn!(host = %host, "host lost: no heartbeat within its tolerance");
-                let message = format!(
-                    "host {} lost: no heartbeat within its tolerance",
-                    short(&host)
-                );
-                Action::emit(EventKind::HostLost, None, Some(&host), message)
-            })
-            .collect()
+        let lost = lost.into_iter().map(|host| {
+            warn!(host = %host, "host lost: no heartbeat within its tolerance");
+            let message = format!(
+                "host {} lost: no heartbeat within its tolerance",
+                short(&host)
+            );
+            Action::emit(EventKind::HostLost, None, Some(&host), message)
+        });
+        forgotten.extend(lost);
+        forgotten
     }
 
     /// How long `o` has been silent at `now`.

@@ -4,7 +4,8 @@
 use lattice_protocol::assignment::Assignment;
 use lattice_protocol::envelope::Reply;
 use lattice_protocol::messages::{
-    AppRequest, Heartbeat, InventoryRequest, LabelRequest, RollbackRequest, StopHostRequest,
+    AdmissionRequest, AppRequest, Heartbeat, HostAdmission, InventoryRequest, LabelRequest,
+    RollbackRequest, StopHostRequest,
 };
 use lattice_protocol::names::{AppName, HostId};
 use lattice_protocol::queue::ops::{DeadLettersRequest, RequeueRequest};
@@ -32,6 +33,7 @@ pub(crate) enum Request {
     Queues,
     DeadLetters(DeadLettersRequest),
     Requeue(RequeueRequest),
+    Admission(AdmissionRequest),
 }
 
 /// A deploy (or scale) prepared off the state task: the manifest parsed and versioned, its
@@ -102,6 +104,13 @@ pub(crate) enum Input {
         host: HostId,
         overrides: LabelOverrides,
         reply: ReplyTo,
+        outcome: Result<(), String>,
+    },
+    /// How storing a host's admission went (`reply`: the operator's request, when it was one).
+    AdmissionStored {
+        host: HostId,
+        record: HostAdmission,
+        reply: Option<ReplyTo>,
         outcome: Result<(), String>,
     },
 }

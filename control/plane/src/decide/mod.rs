@@ -12,6 +12,8 @@
 //! - `input`: [`Input`]: heartbeats, ticks, requests, prepared deploys, outcomes of writes.
 //! - `action`: [`Action`]: answers, events, writes.
 //! - `hosts`: heartbeats and ticks: who is ready, lost or stopping, and the events for it.
+//! - `admission`: which hosts take part (join tokens, `ctl hosts admit|revoke`), and
+//!   forgetting hosts silent past the retention.
 //! - `reconcile`: re-planning (placement, rollouts) and the assignments that changed.
 //! - `requests`: the `lattice ctl` verbs, once their request is decoded (and, for a deploy or a
 //!   scale, prepared off this path: see [`Prepared`]).
@@ -20,6 +22,7 @@
 //! Logging goes through `tracing` here too: logs are for people and change nothing decided.
 
 mod action;
+mod admission;
 mod hosts;
 mod input;
 mod reconcile;
@@ -62,5 +65,11 @@ pub(crate) fn decide(state: &mut State, input: Input, now: Time) -> Vec<Action> 
             reply,
             outcome,
         } => state.labels_stored(host, overrides, &reply, outcome),
+        Input::AdmissionStored {
+            host,
+            record,
+            reply,
+            outcome,
+        } => state.admission_stored(host, record, reply, outcome),
     }
 }

@@ -55,6 +55,7 @@ impl State {
                 labels: self.labels_of(&o.heartbeat),
                 silent: self.silent(o, now),
                 stopped: o.heartbeat.stopping,
+                admitted: self.is_admitted(&o.heartbeat.host),
             })
             .collect();
         let current: BTreeMap<HostId, Vec<Workload>> = self

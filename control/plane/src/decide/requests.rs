@@ -70,6 +70,7 @@ impl State {
                 reply: to,
                 job: QueueJob::DeadLetters(r),
             },
+            Request::Admission(r) => return self.admission_request(&to, r, now),
             Request::Requeue(request) => Action::AnswerQueues {
                 reply: to,
                 job: QueueJob::Requeue {
@@ -231,7 +232,7 @@ impl State {
     }
 
     /// The host named by id, unique id prefix, or name.
-    fn find_host(&self, wanted: &str) -> Reply<&Heartbeat> {
+    pub(super) fn find_host(&self, wanted: &str) -> Reply<&Heartbeat> {
         let matches: Vec<&Heartbeat> = self
             .hosts
             .values()
@@ -391,17 +392,21 @@ impl State {
             .values()
             .map(|o| {
                 let hb = &o.heartbeat;
+                let admission = self.not_admitted_because(o);
                 HostSummary {
                     id: hb.host.clone(),
                     name: hb.name.clone(),
                     labels: self.labels_of(hb),
-                    state: if hb.stopping {
+                    state: if admission.is_some() {
+                        HostState::Unadmitted
+                    } else if hb.stopping {
                         HostState::Stopped
                     } else if self.ready.contains(&hb.host) {
                         HostState::Ready
                     } else {
                         HostState::Lost
                     },
+                    admission,
                     uptime_secs: now.unix_secs.saturating_sub(hb.started_at),
                     last_seen_secs: self.silent(o, now).as_secs(),
                     version: hb.version.clone(),

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use lattice_protocol::assignment::Assignment;
-use lattice_protocol::messages::Heartbeat;
+use lattice_protocol::keys::PublicKey;
+use lattice_protocol::messages::{Heartbeat, HostAdmission};
 use lattice_protocol::names::{AppName, HostId, LatticeName};
 
 use crate::model::StoredApp;
@@ -34,6 +35,10 @@ pub(crate) struct Settings {
     pub(crate) startup_grace: Duration,
     /// See [`crate::ControlConfig::assignment_ttl`].
     pub(crate) assignment_ttl: Duration,
+    /// See [`crate::ControlConfig::host_retention`].
+    pub(crate) host_retention: Duration,
+    /// See [`crate::ControlConfig::admins`]: whose join tokens admit hosts.
+    pub(crate) admins: Vec<PublicKey>,
 }
 
 /// A host as last heard from.
@@ -42,6 +47,8 @@ pub(crate) struct Observed {
     pub(crate) heartbeat: Heartbeat,
     /// [`Time::since_start`] of its last heartbeat.
     pub(crate) last_seen: Duration,
+    /// Why it was not admitted as of its last heartbeat (`None`: admitted).
+    pub(crate) refusal: Option<String>,
 }
 
 /// The assignment last written (or found) under a host's key.
@@ -62,7 +69,9 @@ pub(crate) struct State {
     /// Apps with the KV revision of their key.
     pub(crate) apps: BTreeMap<AppName, (StoredApp, u64)>,
     pub(crate) hosts: BTreeMap<HostId, Observed>,
-    /// Hosts heard from within the default tolerance and not stopping.
+    /// Admissions as stored (admitted or revoked), by host, heard from or not.
+    pub(crate) admissions: BTreeMap<HostId, HostAdmission>,
+    /// Admitted hosts heard from within the default tolerance and not stopping.
     pub(super) ready: BTreeSet<HostId>,
     /// `hosts::silence_marks` as of the last check.
     pub(super) silence: BTreeMap<HostId, usize>,
@@ -82,17 +91,20 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// The state a new leadership starts from: what the KV buckets hold, no host heard yet.
+    /// The state a new leadership starts from: what the KV buckets hold (apps, assignments,
+    /// label changes, admissions), no host heard yet.
     pub(crate) fn new(
         settings: Settings,
         apps: BTreeMap<AppName, (StoredApp, u64)>,
         written: BTreeMap<HostId, Written>,
         label_overrides: BTreeMap<HostId, LabelOverrides>,
+        admissions: BTreeMap<HostId, HostAdmission>,
     ) -> Self {
         Self {
             settings,
             apps,
             hosts: BTreeMap::new(),
+            admissions,
             ready: BTreeSet::new(),
             silence: BTreeMap::new(),
             grace_over: false,

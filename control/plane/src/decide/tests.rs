@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use lattice_protocol::assignment::Assignment;
 use lattice_protocol::digest::Digest;
-use lattice_protocol::messages::{AppRequest, Heartbeat, LabelRequest, StopHostRequest};
+use lattice_protocol::messages::{
+    AppRequest, Heartbeat, HostAdmission, LabelRequest, StopHostRequest,
+};
 use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
 use proptest::prelude::*;
 
@@ -31,7 +33,23 @@ fn settings() -> Settings {
         host_tolerance: TOLERANCE,
         startup_grace: Duration::from_secs(5),
         assignment_ttl: Duration::from_secs(24 * 3600),
+        host_retention: Duration::from_secs(24 * 3600),
+        admins: Vec::new(),
     }
+}
+
+/// Every simulated host admitted, as an operator would have.
+fn admissions() -> BTreeMap<HostId, HostAdmission> {
+    (0..HOSTS)
+        .map(|i| {
+            let record = HostAdmission {
+                admitted: true,
+                how: "admitted by an operator".into(),
+                at: 0,
+            };
+            (host_id(i), record)
+        })
+        .collect()
 }
 
 /// One component's placement, as generated.
@@ -162,6 +180,7 @@ fn heartbeat(host: usize, zone: usize, stopping: bool) -> Heartbeat {
         last_refusal: None,
         stopping,
         queues: Vec::new(),
+        join_token: None,
     }
 }
 
@@ -201,7 +220,13 @@ impl Sim {
                 .map(|(n, (a, r))| (n.clone(), (*r, a.clone())))
                 .collect(),
             kv_revision: apps.len() as u64,
-            state: State::new(settings(), apps, BTreeMap::new(), BTreeMap::new()),
+            state: State::new(
+                settings(),
+                apps,
+                BTreeMap::new(),
+                BTreeMap::new(),
+                admissions(),
+            ),
             now: Time {
                 since_start: Duration::ZERO,
                 unix_secs: 1_000_000,
@@ -351,6 +376,26 @@ impl Sim {
                 reply,
                 outcome: Ok(()),
             }),
+            Action::StoreAdmission {
+                host,
+                record,
+                reply,
+            } => Some(Input::AdmissionStored {
+                host,
+                record,
+                reply,
+                outcome: Ok(()),
+            }),
+            Action::ClearAssignment { host, revision } => {
+                if self
+                    .assignments
+                    .get(&host)
+                    .is_some_and(|(r, _)| *r == revision)
+                {
+                    self.assignments.remove(&host);
+                }
+                None
+            }
             Action::Reply { .. } | Action::Emit(_) | Action::AnswerQueues { .. } => None,
         }
     }

@@ -47,6 +47,9 @@ fn route(verb: CtlVerb, payload: &[u8]) -> Result<Route, WireError> {
             verb, payload,
         )?)),
         CtlVerb::Requeue => Decide(Request::Requeue(decode::<verbs::Requeue>(verb, payload)?)),
+        CtlVerb::Admission => Decide(Request::Admission(decode::<verbs::Admission>(
+            verb, payload,
+        )?)),
     })
 }
 
@@ -141,6 +144,10 @@ mod tests {
             sent::<verbs::Requeue>(&RequeueRequest {
                 link,
                 ids: Vec::new(),
+            }),
+            sent::<verbs::Admission>(&lattice_protocol::messages::AdmissionRequest {
+                host: "h".into(),
+                admit: true,
             }),
         ];
         for (verb, payload) in cases {

@@ -84,4 +84,9 @@ pub struct HostArgs {
     /// Limits of the hub's queue and dead-letter streams and buckets this host creates.
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// A join token (`LJT1....`, made by an admin with `lattice ctl hosts token`): presented in
+    /// this host's heartbeats so that the control plane admits it. Without one (or an operator's
+    /// `lattice ctl hosts admit ID`) the host is listed `unadmitted` and gets no work.
+    #[arg(long, env = "LATTICE_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
 }

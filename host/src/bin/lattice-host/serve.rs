@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use lattice_connect::Patience;
 use lattice_host::HostConfig;
 use lattice_host::compile::Compiler;
@@ -37,6 +38,11 @@ fn host_config(
     config.outbox_max_entries = args.outbox_max_entries;
     config.outbox_max_bytes = args.outbox_max_bytes;
     config.storage = args.storage.storage();
+    if let Some(token) = args.join_token.as_deref().filter(|t| !t.trim().is_empty()) {
+        // A token that is not one is refused now, not silently in every heartbeat.
+        lattice_protocol::signed::JoinToken::parse(token).context("--join-token")?;
+        config.join_token = Some(token.trim().to_string());
+    }
     config.engine.compiler = compiler_in_child();
     // Provider processes the host starts connect where it does, as it does.
     config.providers.nats_url = Some(nats_url.to_string());
