@@ -309,3 +309,40 @@ pub fn quiet_library_backtraces() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_blob_root_base_is_the_state_dirs_sibling() {
+        assert_eq!(
+            default_blob_root_base(Path::new("/var/lib/lattice/host")),
+            Path::new("/var/lib/lattice/host-blobs")
+        );
+        assert_eq!(
+            default_blob_root_base(Path::new("/")),
+            Path::new("/lattice-blobs")
+        );
+    }
+
+    #[test]
+    fn a_blob_root_base_around_or_inside_the_state_dir_is_refused() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let state = dir.path().join("host");
+        for (base, needle) in [
+            (dir.path().to_path_buf(), "contains the state directory"),
+            (state.clone(), "contains the state directory"),
+            (state.join("blobs"), "is inside the state directory"),
+        ] {
+            let e = check_blob_root_base(&state, &base).expect_err("refused");
+            let e = format!("{e:#}");
+            assert!(e.contains(needle) && e.contains("--blob-root-base"), "{e}");
+        }
+        // Through a symbolic link: compared as resolved.
+        std::os::unix::fs::symlink(&state, dir.path().join("alias")).expect("a symlink");
+        assert!(check_blob_root_base(&state, &dir.path().join("alias")).is_err());
+        check_blob_root_base(&state, &default_blob_root_base(&state)).expect("a sibling");
+        check_blob_root_base(&state, &dir.path().join("elsewhere/blobs")).expect("apart");
+    }
+}

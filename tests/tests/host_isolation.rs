@@ -168,6 +168,22 @@ async fn a_blob_root_at_the_state_directory_is_refused_and_the_keys_stay_unread(
     assert!(base.join("thief/box/x").is_file());
     assert!(!base.starts_with(&host.state_dir) && !host.state_dir.starts_with(&base));
     assert_neighbour_answers(&neighbour).await?;
+
+    // An operator's base that contains the state directory: a second host refuses to start.
+    let mut config = t.host_config("edge-2");
+    config.blob_root_base = t.host_config("edge-2").state_dir.join("..");
+    let refused = t.start_host(config).await?.finished().await;
+    let e = format!(
+        "{:#}",
+        refused.err().ok_or_else(|| {
+            anyhow::anyhow!("a host started with its state directory under its blob root base")
+        })?
+    );
+    assert!(
+        e.contains("contains the state directory") && e.contains("--blob-root-base"),
+        "{e}"
+    );
+    assert_neighbour_answers(&neighbour).await?;
     Ok(())
 }
 
