@@ -187,6 +187,86 @@ async fn a_blob_root_at_the_state_directory_is_refused_and_the_keys_stay_unread(
     Ok(())
 }
 
+/// The host checks a root again, whatever the control plane let through: an assignment signed
+/// by the operator key (as a control plane without the catalogue's check would write it) that
+/// points blob-store's root at the state directory fails that workload with `link_error`,
+/// saying why; the version already running keeps serving, and so does the neighbour.
+#[tokio::test]
+async fn the_host_refuses_a_blob_root_at_the_state_directory_itself() -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    use lattice_protocol::assignment::SignedAssignment;
+    use lattice_protocol::envelope;
+    use lattice_protocol::messages::{FailureReason, Heartbeat};
+    use lattice_protocol::subject::{Buckets, Subject};
+
+    let t = TestLattice::start().await?;
+    let host = t.add_host("edge-1").await?;
+    let neighbour = deploy_neighbour(&t).await?;
+    let image = push_blob_store(&t).await?;
+    t.ctl.deploy(&blob_manifest("thief", &image, None)).await?;
+    let addr = endpoint(&t.wait_deployed("thief").await?)?;
+    assert_eq!(http_request(&addr, "PUT", "/box/x", "1").await?.0, 200);
+
+    let kv = async_nats::jetstream::new(t.client.clone())
+        .get_key_value(Buckets::new(&t.lattice).assignments())
+        .await?;
+    let hosts = t.ctl.hosts().await?;
+    let id = hosts
+        .first()
+        .map(|h| h.id.clone())
+        .ok_or_else(|| anyhow::anyhow!("no host"))?;
+    let entry = kv
+        .get(id.as_str())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no assignment for {id}"))?;
+    let mut assignment = envelope::decode::<SignedAssignment>(&entry)?.decode_unverified()?;
+    let state = host.state_dir.display().to_string();
+    for w in assignment
+        .workloads
+        .iter_mut()
+        .filter(|w| w.app.as_str() == "thief")
+    {
+        for link in w.links.iter_mut().filter(|l| l.package == "blobstore") {
+            link.target_config.insert("root".into(), state.clone());
+        }
+    }
+    assignment.revision += 1;
+    let signed = SignedAssignment::sign(&assignment, &t.operator);
+    let mut beats = t
+        .client
+        .subscribe(Subject::all_heartbeats(&t.lattice))
+        .await?;
+    kv.put(id.as_str(), envelope::encode(&signed).into())
+        .await?;
+
+    let failed =
+        tokio::time::timeout(lattice_tests::WAIT, async {
+            while let Some(msg) = beats.next().await {
+                let hb: Heartbeat = envelope::decode(&msg.payload)?;
+                if let Some(w) = hb.workloads.into_iter().find(|w| {
+                    w.app.as_str() == "thief" && w.reason == Some(FailureReason::LinkError)
+                }) {
+                    return Ok(w);
+                }
+            }
+            anyhow::bail!("heartbeats ended")
+        })
+        .await??;
+    assert!(
+        failed.message.contains("`root`") && failed.message.contains("is an absolute path"),
+        "{}",
+        failed.message
+    );
+    // The running version keeps its own root; the seed is out of reach.
+    let seed = host_seed(&host.state_dir)?;
+    let (code, body) = http_get(&addr, "/box/x").await?;
+    assert_eq!((code, body.as_str()), (200, "1"));
+    let (code, body) = http_get(&addr, "/%2e%2e/host.nk").await?;
+    assert!(code != 200 && !body.contains(&seed), "{code} {body}");
+    assert_neighbour_answers(&neighbour).await?;
+    Ok(())
+}
+
 /// A symbolic link planted inside a blob root (a container's object, or a whole container)
 /// that leads to the state directory is refused, not followed: no read, no listing, no write
 /// through it.
