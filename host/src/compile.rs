@@ -357,6 +357,13 @@ fn compile_in_child(
     let output = child
         .wait_with_output()
         .map_err(|err| LoadError::Compiler(format!("waiting for {}: {err}", program.display())))?;
+    if output.status.success() && output.stdout.is_empty() {
+        return Err(LoadError::Compiler(format!(
+            "the compiler process wrote code this host cannot load: {} sent none on its \
+             standard output (it must be the same build as the host)",
+            program.display()
+        )));
+    }
     if output.status.success() {
         return Ok(output.stdout);
     }
