@@ -38,7 +38,7 @@ use crate::caps::providers::{Providers, link_id};
 use crate::caps::{
     HostServices, LatticeLink, Services, WorkloadCtx, WorkloadSpec, blobstore, messaging,
 };
-use crate::compile::CodeCache;
+use crate::compile::{CodeCache, CodeKey};
 use crate::engine::Runtime;
 use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
 use crate::queue::{self, OutboxLimits, Queue};
@@ -109,7 +109,9 @@ impl Agent {
         let host = HostId::new(key.public_key().to_string())?;
         let runtime = Runtime::new(&config.engine)?;
         let linker = Arc::new(new_linker(&runtime)?);
-        let code = Arc::new(CodeCache::new(store.subdir("compiled")?)?);
+        // Sealed with a key only this host can derive: the cache loads no code it did not write.
+        let code_key = CodeKey::derive(key.seed().as_bytes());
+        let code = Arc::new(CodeCache::with_key(store.subdir("compiled")?, code_key)?);
         let artifacts = ArtifactCache::new(
             store.subdir("artifacts")?,
             config.jetstream(client),
@@ -151,7 +153,11 @@ impl Agent {
         };
         let services = HostServices {
             router: Arc::new(Router::new(Some(lattice.clone()))),
-            providers: Arc::new(Providers::new(lattice.clone(), config.providers.clone())),
+            providers: Arc::new(Providers::new(
+                lattice.clone(),
+                config.providers.clone(),
+                config.blob_root_base.clone(),
+            )),
             queue,
             lattice,
         };
@@ -194,6 +200,19 @@ impl Agent {
             Err(e) => warn!(error = %e, "ignoring the saved assignment"),
         }
         Ok(())
+    }
+
+    /// Reports that assignment `revision` was accepted but could not be saved (`error`), so it
+    /// is not applied: the workloads running now keep running.
+    pub(crate) fn refuse_unsaved(&self, revision: u64, error: &anyhow::Error) {
+        refuse(
+            &self.shared,
+            format!(
+                "assignment revision {revision} could not be saved, so it is not applied (what \
+                 runs keeps running; retried every {}s): {error:#}",
+                crate::RETRY_FAILED.as_secs()
+            ),
+        );
     }
 
     /// Tries again to start the workloads of the current assignment that are not running (a
@@ -354,8 +373,8 @@ impl Agent {
     }
 
     /// The context `w`'s stores share: what the workload may use (buckets, blob root, outgoing
-    /// hosts) is worked out here, once, not on each call.
-    fn workload_ctx(&self, w: &Workload) -> WorkloadCtx {
+    /// hosts) is worked out here, once, not on each call; or why a link is refused.
+    fn workload_ctx(&self, w: &Workload) -> Result<WorkloadCtx, String> {
         let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
         env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
@@ -364,10 +383,10 @@ impl Agent {
             component: w.component.clone(),
             env,
             config: w.config.clone(),
-            // `blobstore-fs` links without a `root` keep their blobs in this host's state dir.
-            links: blobstore::with_default_root(w.links.clone(), &self.config.state_dir, &w.app),
+            // `blobstore-fs` links without a `root` keep their blobs in `<blob root base>/<app>`.
+            links: blobstore::with_default_root(w.links.clone(), &w.app)?,
         };
-        WorkloadCtx::new(spec, Services::from(&self.services))
+        Ok(WorkloadCtx::new(spec, Services::from(&self.services)))
     }
 
     /// Fetch, verify and compile a workload's component: refused before compilation when its
@@ -429,7 +448,11 @@ impl Agent {
         let mut linker = (*self.linker).clone();
         link_imports(&mut linker, &self.runtime, &component, &w.links)
             .because(FailureReason::LinkError)?;
-        let ctx = Arc::new(self.workload_ctx(w));
+        let ctx = Arc::new(
+            self.workload_ctx(w)
+                .map_err(anyhow::Error::msg)
+                .because(FailureReason::LinkError)?,
+        );
         // Providers learn the links (a provider process starts if needed) before the first call.
         self.services
             .providers

@@ -1,7 +1,9 @@
 //! The host's artifact cache: component bytes by digest, fetched from the lattice's object store
-//! when missing and checked against their digest before they are kept.
+//! when missing and checked against their digest before they are kept. A kept artifact is
+//! fsync'd (file and directory) before it is used; one that cannot be kept (a full disk) fails
+//! the workload that needed it, saying so.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use async_nats::jetstream;
@@ -56,8 +58,50 @@ impl ArtifactCache {
             anyhow::bail!("artifact {digest} fetched from the lattice does not match its digest");
         }
         let tmp = path.with_extension("tmp");
-        tokio::fs::write(&tmp, &bytes).await?;
-        tokio::fs::rename(&tmp, &path).await?;
-        Ok(bytes)
+        tokio::task::spawn_blocking(move || write_durably(&tmp, &path, &bytes).map(|()| bytes))
+            .await
+            .context("the artifact writer failed")?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "keeping artifact {digest} in {}: {e}{}",
+                    self.dir.display(),
+                    disk_full_advice(&e)
+                )
+            })
+    }
+}
+
+/// Writes `data` to `path` through `tmp`, durably: the file's contents and then its name (the
+/// directory) reach the disk before it is used, so a crash never leaves a name over missing
+/// bytes.
+pub(crate) fn write_durably(tmp: &Path, path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let written = (|| {
+        let mut file = std::fs::File::create(tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(tmp, path)?;
+        sync_dir(path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    written
+}
+
+/// What to do about `e` when it is a full disk (nothing otherwise).
+pub(crate) fn disk_full_advice(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        "; the state disk is full: free space there, or move the state directory to a larger disk"
+    } else {
+        ""
+    }
+}
+
+/// Makes the names in `path`'s directory durable (after a rename into it).
+pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }

@@ -11,12 +11,18 @@
 //! Every component is checked the same way whether or not it is cached (size,
 //! then header), so what the host accepts never depends on the cache.
 //!
+//! The host maps cached code as native code, so it loads only files it wrote:
+//! each is sealed with an HMAC under a key derived from the host's own key
+//! ([`seal`]), read into memory whole, checked, and deserialized from those
+//! very bytes. A file that fails the check is compiled again and replaced.
+//! Files reach the disk (file, then directory, fsync'd) before they count.
+//!
 //! Where the compiler runs is the engine's [`Compiler`] setting. In a
 //! long-running host it runs in a short-lived child process
 //! ([`Compiler::Subprocess`], which runs [`compiler_main`]): compiling
 //! in-process leaves ~6 MiB of compiler threads, heap and state behind, and
-//! ~5 MiB of compiler code mapped, for the rest of the host's life. The host
-//! then maps the compiled file from the cache like any cache hit.
+//! ~5 MiB of compiler code mapped, for the rest of the host's life. The child
+//! sends the code back on its standard output; the host seals and keeps it.
 //!
 //! ```no_run
 //! use lattice_host::compile::{CacheOutcome, CodeCache};
@@ -24,7 +30,7 @@
 //!
 //! # fn example(bytes: Vec<u8>, digest: lattice_protocol::digest::Digest) -> anyhow::Result<()> {
 //! let runtime = Runtime::new(&EngineConfig::default())?;
-//! let cache = CodeCache::new("/var/lib/lattice/code".into())?;
+//! let cache = CodeCache::new("/var/lib/lattice/code".into())?; // or `with_key`
 //! // CPU heavy: call from `tokio::task::spawn_blocking`.
 //! let (component, outcome) = cache.load(&runtime, &digest, &bytes)?;
 //! assert!(matches!(outcome, CacheOutcome::Hit | CacheOutcome::Compiled));
@@ -44,6 +50,10 @@ use lattice_protocol::digest::Digest;
 use wasmtime::component::Component;
 
 use crate::engine::{self, Runtime};
+
+pub mod seal;
+
+pub use seal::CodeKey;
 
 /// The preamble of every WebAssembly binary.
 const WASM_MAGIC: [u8; 4] = *b"\0asm";
@@ -136,18 +146,37 @@ pub enum LoadError {
     },
 }
 
-/// Compiled components on disk, keyed by digest and engine fingerprint.
+/// Compiled components on disk, keyed by digest and engine fingerprint, each
+/// file sealed with the cache's [`CodeKey`].
 #[derive(Debug)]
 pub struct CodeCache {
     dir: PathBuf,
+    key: CodeKey,
     /// Makes temporary file names unique within this process.
     next_temp: AtomicU64,
 }
 
 impl CodeCache {
-    /// Opens (creating if needed) the cache in `dir`, a directory private
-    /// to this host, and removes files left half-written by a crash.
+    /// Opens (creating if needed) the cache in `dir` with a random key of
+    /// this process (shared by its caches): what it finds from an earlier
+    /// process is compiled again. A host uses [`CodeCache::with_key`] with a
+    /// key derived from its own.
     pub fn new(dir: PathBuf) -> anyhow::Result<Self> {
+        static PROCESS_KEY: std::sync::OnceLock<CodeKey> = std::sync::OnceLock::new();
+        let key = match PROCESS_KEY.get() {
+            Some(key) => key.clone(),
+            None => {
+                let key = CodeKey::random().context("reading a random code cache key")?;
+                PROCESS_KEY.get_or_init(|| key).clone()
+            }
+        };
+        Self::with_key(dir, key)
+    }
+
+    /// Opens (creating if needed) the cache in `dir`, a directory private
+    /// to this host, whose files are sealed with `key`, and removes files
+    /// left half-written by a crash.
+    pub fn with_key(dir: PathBuf, key: CodeKey) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating the code cache directory {}", dir.display()))?;
         let entries = std::fs::read_dir(&dir)
@@ -160,6 +189,7 @@ impl CodeCache {
         }
         Ok(Self {
             dir,
+            key,
             next_temp: AtomicU64::new(0),
         })
     }
@@ -189,45 +219,47 @@ impl CodeCache {
             runtime.fingerprint()
         ));
 
-        match path.try_exists() {
-            Ok(true) => match deserialize(runtime, &path) {
+        match std::fs::read(&path) {
+            Ok(file) => match self.open(runtime, digest, &file) {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
-                // Written by an older host, or damaged on disk: compile again
-                // and replace it.
-                Err(err) => tracing::warn!(
+                // Planted, from another host or an older one, or damaged: compile
+                // again and replace it.
+                Err(why) => tracing::warn!(
                     path = %path.display(),
-                    error = %format!("{err:#}"),
-                    "ignoring an unusable compiled component"
+                    why = %why,
+                    "not loading a cached compiled component; compiling it again"
                 ),
             },
-            Ok(false) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(LoadError::Cache { path, source }),
         }
 
         let started = std::time::Instant::now();
-        let component = match &runtime.config().compiler {
+        let (component, code) = match &runtime.config().compiler {
             Compiler::InProcess => {
                 let component = Component::new(runtime.engine(), bytes)
                     .map_err(|err| LoadError::Invalid(err.into()))?;
-                // Failing to save only costs a compile next time: the
-                // component itself is good, so log and carry on.
-                if let Err(err) = self.store(&component, &path) {
-                    tracing::warn!(path = %path.display(), error = %format!("{err:#}"),
-                        "could not save a compiled component");
-                }
-                component
+                let code = component.serialize().map_err(|err| {
+                    LoadError::Compiler(format!("serializing the compiled component: {err:#}"))
+                })?;
+                (component, code)
             }
             Compiler::Subprocess { program, args } => {
-                compile_in_child(program, args, runtime, bytes, &path)?;
-                deserialize(runtime, &path).map_err(|err| {
-                    // Not worth keeping: the next load would only retry it.
-                    let _ = std::fs::remove_file(&path);
+                let code = compile_in_child(program, args, runtime, bytes)?;
+                let component = deserialize(runtime, &code).map_err(|err| {
                     LoadError::Compiler(format!(
                         "the compiler process wrote code this host cannot load: {err:#}"
                     ))
-                })?
+                })?;
+                (component, code)
             }
         };
+        // Failing to save (a full disk) only costs a compile next time: the
+        // component itself is good, so log and carry on.
+        if let Err(err) = self.store(runtime, digest, &code, &path) {
+            tracing::warn!(path = %path.display(), error = %format!("{err:#}"),
+                "could not save a compiled component; it runs, and is compiled again next time");
+        }
         tracing::info!(
             %digest,
             bytes = bytes.len(),
@@ -238,14 +270,24 @@ impl CodeCache {
         Ok((component, CacheOutcome::Compiled))
     }
 
-    /// Writes the compiled form of `component` to `path` atomically.
-    fn store(&self, component: &Component, path: &Path) -> anyhow::Result<()> {
-        let code = component
-            .serialize()
-            .map_err(anyhow::Error::from)
-            .context("serializing the compiled component")?;
+    /// The component in the cached `file`, if this host sealed it for
+    /// `digest` and this engine; or why not.
+    fn open(&self, runtime: &Runtime, digest: &Digest, file: &[u8]) -> Result<Component, String> {
+        let code = seal::unseal(&self.key, digest, &runtime.fingerprint(), file)?;
+        deserialize(runtime, code).map_err(|err| format!("{err:#}"))
+    }
+
+    /// Writes `code` compiled from `digest`, sealed, to `path` atomically.
+    fn store(
+        &self,
+        runtime: &Runtime,
+        digest: &Digest,
+        code: &[u8],
+        path: &Path,
+    ) -> anyhow::Result<()> {
+        let file = seal::seal(&self.key, digest, &runtime.fingerprint(), code);
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        write_atomically(path, &code, n)
+        write_atomically(path, &file, n)
     }
 }
 
@@ -262,23 +304,26 @@ fn write_atomically(path: &Path, code: &[u8], n: u64) -> anyhow::Result<()> {
         // Durable before the rename, so a crash cannot leave a complete
         // name over incomplete contents.
         file.sync_all()?;
-        std::fs::rename(&temp, path)
+        std::fs::rename(&temp, path)?;
+        crate::artifacts::sync_dir(path)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
-    written.with_context(|| format!("writing {}", path.display()))
+    written.map_err(|e| {
+        let advice = crate::artifacts::disk_full_advice(&e);
+        anyhow::anyhow!("writing {}: {e}{advice}", path.display())
+    })
 }
 
-/// Runs the compiler process on `bytes`, which writes the compiled form to
-/// `out`; returns once it has, or with why it did not.
+/// Runs the compiler process on `bytes`, which writes the compiled form on
+/// its standard output; returns that code, or why there is none.
 fn compile_in_child(
     program: &Path,
     args: &[OsString],
     runtime: &Runtime,
     bytes: &[u8],
-    out: &Path,
-) -> Result<(), LoadError> {
+) -> Result<Vec<u8>, LoadError> {
     let mut child = Command::new(program)
         .args(args)
         .arg("--fingerprint")
@@ -286,9 +331,9 @@ fn compile_in_child(
         .arg("--max-component-bytes")
         .arg(runtime.config().max_component_bytes.to_string())
         .arg("-")
-        .arg(out)
+        .arg("-")
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|err| LoadError::Compiler(format!("cannot start {}: {err}", program.display())))?;
@@ -312,8 +357,15 @@ fn compile_in_child(
     let output = child
         .wait_with_output()
         .map_err(|err| LoadError::Compiler(format!("waiting for {}: {err}", program.display())))?;
+    if output.status.success() && output.stdout.is_empty() {
+        return Err(LoadError::Compiler(format!(
+            "the compiler process wrote code this host cannot load: {} sent none on its \
+             standard output (it must be the same build as the host)",
+            program.display()
+        )));
+    }
     if output.status.success() {
-        return Ok(());
+        return Ok(output.stdout);
     }
     let message = child_message(&output.stderr);
     if output.status.code() == Some(i32::from(EXIT_INVALID_COMPONENT)) {
@@ -359,6 +411,7 @@ struct CompileJob {
     max_component_bytes: usize,
     /// The component's file, or `-` for standard input.
     input: PathBuf,
+    /// The code's file (written atomically), or `-` for standard output.
     output: PathBuf,
 }
 
@@ -412,6 +465,13 @@ impl CompileJob {
         let code = engine
             .precompile_component(&bytes)
             .map_err(|err| LoadError::Invalid(err.into()))?;
+        if self.output.as_os_str() == "-" {
+            let mut out = std::io::stdout().lock();
+            return out
+                .write_all(&code)
+                .and_then(|()| out.flush())
+                .map_err(|err| LoadError::Compiler(format!("writing the code: {err}")));
+        }
         write_atomically(&self.output, &code, 0)
             .map_err(|err| LoadError::Compiler(format!("{err:#}")))
     }
@@ -472,18 +532,17 @@ pub fn compiler_main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 #[expect(
     unsafe_code,
-    reason = "wasmtime maps compiled code from the file and must trust its contents"
+    reason = "wasmtime loads compiled code as native code and must trust it"
 )]
-fn deserialize(runtime: &Runtime, path: &Path) -> anyhow::Result<Component> {
-    // SAFETY: `deserialize_file` requires a file produced by
-    // `Component::serialize` (or `Engine::precompile_component`) for a
-    // compatible engine and not modified while mapped. Only this host and
-    // its compiler processes write to its private cache directory, always
-    // through a temporary file renamed into place (never rewritten in
-    // place), and the name carries the engine fingerprint, which a compiler
-    // process checks against its own; wasmtime also checks the header and
-    // engine compatibility itself.
-    let component = unsafe { Component::deserialize_file(runtime.engine(), path) }?;
+fn deserialize(runtime: &Runtime, code: &[u8]) -> anyhow::Result<Component> {
+    // SAFETY: `deserialize` requires bytes produced by `Component::serialize`
+    // (or `Engine::precompile_component`) for a compatible engine. `code` is
+    // either what this host's engine or its compiler process (which checks
+    // the engine fingerprint against its own) just produced, or a cached file
+    // whose HMAC under this host's secret key matched over these very bytes,
+    // read into memory first so nothing can change them after the check.
+    // wasmtime also checks the header and engine compatibility itself.
+    let component = unsafe { Component::deserialize(runtime.engine(), code) }?;
     Ok(component)
 }
 

@@ -56,7 +56,7 @@ pub mod state;
 pub mod wasi;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +76,11 @@ pub struct HostConfig {
     pub lattice: LatticeName,
     /// Where it keeps its key, its last assignment, artifacts and compiled code.
     pub state_dir: PathBuf,
+    /// The only directory `blobstore-fs` roots may live in (`--blob-root-base`): a link's
+    /// `root` is a path relative to it, by default the app's name. It may neither contain nor
+    /// lie inside [`HostConfig::state_dir`] ([`check_blob_root_base`]), so no link reaches the
+    /// host's keys or compiled code. Default: [`default_blob_root_base`].
+    pub blob_root_base: PathBuf,
     /// Its human name; the machine's hostname when `None`.
     pub name: Option<String>,
     /// Labels on top of the built-in `arch`, `os` and `hostname`.
@@ -124,6 +129,7 @@ impl HostConfig {
     pub fn new(lattice: LatticeName, state_dir: PathBuf) -> Self {
         Self {
             lattice,
+            blob_root_base: default_blob_root_base(&state_dir),
             state_dir,
             name: None,
             labels: BTreeMap::new(),
@@ -148,6 +154,47 @@ impl HostConfig {
     }
 }
 
+/// The default blob root base of a host whose state is in `state_dir`: its sibling
+/// `<state dir>-blobs` (`~/.lattice/host-blobs` for `~/.lattice/host`), outside the state
+/// directory and apart from any other host's on the same machine.
+pub fn default_blob_root_base(state_dir: &Path) -> PathBuf {
+    let mut name = state_dir
+        .file_name()
+        .map_or_else(|| "lattice".into(), ToOwned::to_owned);
+    name.push("-blobs");
+    state_dir.with_file_name(name)
+}
+
+/// Creates the blob root base and refuses it when it contains the state directory or lies
+/// inside it (the same directory included): a `blobstore-fs` link could then read the host's
+/// keys or plant compiled code. Both are compared as resolved (symbolic links followed).
+pub fn check_blob_root_base(state_dir: &Path, base: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let resolve = |dir: &Path, what: &str| {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| dir.canonicalize())
+            .with_context(|| format!("creating the {what} {}", dir.display()))
+    };
+    let state = resolve(state_dir, "state directory")?;
+    let blobs = resolve(base, "blob root base")?;
+    if state.starts_with(&blobs) || blobs.starts_with(&state) {
+        anyhow::bail!(
+            "the blob root base {} {} the state directory {}: blob links could read this host's \
+             keys and compiled code; give --blob-root-base a directory apart from the state \
+             directory (e.g. {})",
+            base.display(),
+            if state.starts_with(&blobs) {
+                "contains"
+            } else {
+                "is inside"
+            },
+            state_dir.display(),
+            default_blob_root_base(&state).display()
+        );
+    }
+    Ok(())
+}
+
 /// How often a host retries workloads that failed to start.
 const RETRY_FAILED: Duration = Duration::from_secs(30);
 
@@ -163,6 +210,7 @@ pub async fn run(
             "no trusted operator key: give the control plane's public key with --trust-operator"
         );
     }
+    check_blob_root_base(&config.state_dir, &config.blob_root_base)?;
     let mut agent = agent::Agent::new(config.clone(), &client)?;
     info!(
         host = %agent.host,
@@ -202,23 +250,43 @@ pub async fn run(
     )));
     let mut retry = tokio::time::interval(RETRY_FAILED);
     retry.tick().await;
+    // An accepted assignment the state disk could not take, tried again at each retry.
+    let mut unsaved: Option<agent::Accepted> = None;
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = retry.tick() => agent.retry_failed().await,
-            accepted = rx.recv() => {
-                let Some(accepted) = accepted else { break };
-                let agent::Accepted { signed, assignment } = accepted;
-                // Durable first: once accepted, this is what the host runs after a restart.
-                agent.store.save_assignment(&signed)?;
-                info!(revision = assignment.revision, workloads = assignment.workloads.len(), "applying assignment");
-                let stop = assignment.stop;
-                agent.apply(assignment).await;
-                if stop {
-                    info!("the control plane asked this host to stop");
-                    break;
+            _ = retry.tick() => match unsaved.take() {
+                Some(accepted) => accepted,
+                None => {
+                    agent.retry_failed().await;
+                    continue;
                 }
-            }
+            },
+            accepted = rx.recv() => match accepted {
+                Some(accepted) => accepted,
+                None => break,
+            },
+        };
+        // Durable first: once accepted, this is what the host runs after a restart. A disk that
+        // cannot take it fails this assignment only: what runs keeps running, the heartbeat
+        // says why, and the retry (or a newer revision) tries again.
+        if let Err(e) = agent.store.save_assignment(&accepted.signed) {
+            agent.refuse_unsaved(accepted.assignment.revision, &e);
+            unsaved = Some(accepted);
+            continue;
+        }
+        unsaved = None;
+        let assignment = accepted.assignment;
+        info!(
+            revision = assignment.revision,
+            workloads = assignment.workloads.len(),
+            "applying assignment"
+        );
+        let stop = assignment.stop;
+        agent.apply(assignment).await;
+        if stop {
+            info!("the control plane asked this host to stop");
+            break;
         }
     }
     watcher.abort();
@@ -262,5 +330,42 @@ pub fn quiet_library_backtraces() {
         unsafe {
             std::env::set_var("RUST_LIB_BACKTRACE", "0");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_blob_root_base_is_the_state_dirs_sibling() {
+        assert_eq!(
+            default_blob_root_base(Path::new("/var/lib/lattice/host")),
+            Path::new("/var/lib/lattice/host-blobs")
+        );
+        assert_eq!(
+            default_blob_root_base(Path::new("/")),
+            Path::new("/lattice-blobs")
+        );
+    }
+
+    #[test]
+    fn a_blob_root_base_around_or_inside_the_state_dir_is_refused() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let state = dir.path().join("host");
+        for (base, needle) in [
+            (dir.path().to_path_buf(), "contains the state directory"),
+            (state.clone(), "contains the state directory"),
+            (state.join("blobs"), "is inside the state directory"),
+        ] {
+            let e = check_blob_root_base(&state, &base).expect_err("refused");
+            let e = format!("{e:#}");
+            assert!(e.contains(needle) && e.contains("--blob-root-base"), "{e}");
+        }
+        // Through a symbolic link: compared as resolved.
+        std::os::unix::fs::symlink(&state, dir.path().join("alias")).expect("a symlink");
+        assert!(check_blob_root_base(&state, &dir.path().join("alias")).is_err());
+        check_blob_root_base(&state, &default_blob_root_base(&state)).expect("a sibling");
+        check_blob_root_base(&state, &dir.path().join("elsewhere/blobs")).expect("apart");
     }
 }

@@ -1,11 +1,12 @@
 //! `wasi:blobstore` end to end: a real nats-server, the control plane, a host, and the
 //! `examples/blob-store` guest linked to the built-in `blobstore-fs`, whose objects must be
-//! files under the link's root and nowhere else.
+//! files under the link's root (relative to the host's blob root base) and nowhere else.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use lattice_host::default_blob_root_base;
 use lattice_protocol::digest::Digest;
 use lattice_tests::{TestLattice, endpoint, http_get, http_request};
 
@@ -13,15 +14,14 @@ const ANY_PORT: &str = "127.0.0.1:0";
 
 /// blob-store behind the HTTP server; linked to `blobstore-fs` when `link` is given, with
 /// `root` as its target config when that is given too.
-fn manifest(app: &str, image: &Digest, link: bool, root: Option<&Path>) -> String {
+fn manifest(app: &str, image: &Digest, link: bool, root: Option<&str>) -> String {
     let config = root.map_or(String::new(), |root| {
         format!(
             r#"
               config:
                 - name: blobs
                   properties:
-                    root: "{}""#,
-            root.display()
+                    root: "{root}""#
         )
     });
     let (link, capability) = if link {
@@ -109,14 +109,13 @@ fn set(paths: &[&str]) -> BTreeSet<String> {
 #[tokio::test]
 async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _host = t.add_host("edge-1").await?;
+    let host = t.add_host("edge-1").await?;
     let image = t
         .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
         .await?;
-    let dir = tempfile::tempdir()?;
-    let root = dir.path().join("blobs");
+    let root = default_blob_root_base(&host.state_dir).join("shop/files");
     t.ctl
-        .deploy(&manifest("files", &image, true, Some(&root)))
+        .deploy(&manifest("files", &image, true, Some("shop/files")))
         .await?;
     let addr = endpoint(&t.wait_deployed("files").await?)?;
 
@@ -212,14 +211,13 @@ async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
 #[tokio::test]
 async fn names_that_would_leave_the_root_are_refused() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _host = t.add_host("edge-1").await?;
+    let host = t.add_host("edge-1").await?;
     let image = t
         .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
         .await?;
-    let dir = tempfile::tempdir()?;
-    let root = dir.path().join("blobs");
+    let base = default_blob_root_base(&host.state_dir);
     t.ctl
-        .deploy(&manifest("escape", &image, true, Some(&root)))
+        .deploy(&manifest("escape", &image, true, Some("blobs")))
         .await?;
     let addr = endpoint(&t.wait_deployed("escape").await?)?;
     assert_eq!(
@@ -258,14 +256,15 @@ async fn names_that_would_leave_the_root_are_refused() -> anyhow::Result<()> {
 
     // Nothing was written anywhere but the one object, inside the root.
     assert_eq!(
-        tree(dir.path()),
+        tree(&base),
         set(&["blobs", "blobs/box", "blobs/box/inside"])
     );
     Ok(())
 }
 
 #[tokio::test]
-async fn without_a_root_blobs_go_to_the_hosts_state_dir() -> anyhow::Result<()> {
+async fn without_a_root_blobs_go_to_the_apps_directory_under_the_blob_root_base()
+-> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let host = t.add_host("edge-1").await?;
     let image = t
@@ -280,9 +279,11 @@ async fn without_a_root_blobs_go_to_the_hosts_state_dir() -> anyhow::Result<()> 
         200
     );
     assert_eq!(
-        std::fs::read(host.state_dir.join("blobs/defaults/docs/readme"))?,
+        std::fs::read(default_blob_root_base(&host.state_dir).join("defaults/docs/readme"))?,
         b"hi"
     );
+    // Not in the state directory, where the host keeps its key and compiled code.
+    assert!(!host.state_dir.join("blobs").exists());
     Ok(())
 }
 

@@ -1,12 +1,15 @@
 //! `wasi:blobstore` (0.2.0-draft: types, container, blobstore) on the host's filesystem: the
 //! built-in capability `blobstore-fs`.
 //!
-//! A workload's link to `blobstore-fs` names a directory, its target config `root` (by default
-//! `<host state dir>/blobs/<app>`, see [`with_default_root`]). Each container is a directory
-//! directly under the root, each object a file directly in its container:
-//! `<root>/<container>/<object>`.
+//! A workload's link to `blobstore-fs` names a directory, its target config `root`: a relative
+//! path under the blob root base the host's operator configured (`--blob-root-base`, never the
+//! state directory), by default the app's name (see [`with_default_root`]). Each container is a
+//! directory directly under the root, each object a file directly in its container:
+//! `<base>/<root>/<container>/<object>`. A root that is absolute or contains `..` is refused at
+//! deploy (the catalogue's check) and again here: the workload fails to start, saying why.
 //!
-//! Nothing escapes the root: container and object names are single, plain path components. A
+//! Nothing escapes the root: paths are opened beneath it without following symbolic links out
+//! of it ([`fs`]), and container and object names are single, plain path components. A
 //! name is refused when it is empty, longer than 255 bytes, starts with `.` (so `.` and `..`,
 //! and the store's own temporary files), or contains `/`, `\`, a NUL or another control
 //! character. Objects are flat: a name with `/` is refused rather than mapped to
@@ -29,11 +32,12 @@
 
 pub mod fs;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use lattice_protocol::assignment::{LinkTarget, WorkloadLink};
 use lattice_protocol::names::{AppName, ComponentName};
+use lattice_protocol::provider::catalog::root_problem;
 use lattice_protocol::provider::{BlobCall, BlobRef, Call, LinkId, Reply};
 use tracing::instrument;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
@@ -111,21 +115,23 @@ pub fn add_to_linker<T: Send + 'static>(
     Ok(())
 }
 
-/// `links` with the default root, `<state_dir>/blobs/<app>`, on each `blobstore-fs` link that
-/// names none.
+/// `links` with the default root, the app's name, on each `blobstore-fs` link that names none,
+/// or why a link's root is refused (absolute, or with `..`): roots are relative to the host's
+/// blob root base.
 pub fn with_default_root(
     mut links: Vec<WorkloadLink>,
-    state_dir: &Path,
     app: &AppName,
-) -> Vec<WorkloadLink> {
+) -> Result<Vec<WorkloadLink>, String> {
     for link in links.iter_mut().filter(|l| blobstore_link(l)) {
-        if !link.target_config.contains_key(ROOT_KEY) {
-            let root = state_dir.join("blobs").join(app.as_str());
-            link.target_config
-                .insert(ROOT_KEY.to_string(), root.to_string_lossy().into_owned());
+        let root = link
+            .target_config
+            .entry(ROOT_KEY.to_string())
+            .or_insert_with(|| app.as_str().to_string());
+        if let Some(problem) = root_problem(root) {
+            return Err(format!("the `{NAME}` link `{}`'s {problem}", link.name));
         }
     }
-    links
+    Ok(links)
 }
 
 /// Whether `link` gives `wasi:blobstore` from `blobstore-fs`.
@@ -139,7 +145,7 @@ fn blobstore_link(link: &WorkloadLink) -> bool {
 /// first), whose root was checked, as the provider knows it.
 #[derive(Debug, Clone)]
 pub struct BlobGrant {
-    /// The link's root directory.
+    /// The link's root directory, relative to the host's blob root base.
     pub root: PathBuf,
     link: LinkId,
 }
@@ -183,14 +189,10 @@ fn root<'a>(
             link.name
         ));
     };
-    let root = PathBuf::from(root);
-    if !root.is_absolute() {
-        return Err(format!(
-            "the `{NAME}` link's `{ROOT_KEY}` `{}` is not an absolute path",
-            root.display()
-        ));
+    if let Some(problem) = root_problem(root) {
+        return Err(format!("the `{NAME}` link `{}`'s {problem}", link.name));
     }
-    Ok((link, root))
+    Ok((link, PathBuf::from(root)))
 }
 
 /// The bytes of a value the provider read (`Reply::Value`).
@@ -580,20 +582,27 @@ mod tests {
         let links = with_default_root(
             vec![
                 link(NAME, None),
-                link(NAME, Some("/srv/blobs")),
+                link(NAME, Some("photos/2026")),
                 link("keyvalue-nats", None),
             ],
-            Path::new("/var/lib/lattice"),
             &app,
-        );
+        )
+        .expect("valid roots");
         assert_eq!(
             links[0].target_config.get(ROOT_KEY).map(String::as_str),
-            Some("/var/lib/lattice/blobs/shop")
+            Some("shop")
         );
         assert_eq!(
             links[1].target_config.get(ROOT_KEY).map(String::as_str),
-            Some("/srv/blobs")
+            Some("photos/2026")
         );
         assert!(links[2].target_config.is_empty());
+        for bad in ["/var/lib/lattice/host", "../host", "shop/../.."] {
+            let e = with_default_root(vec![link(NAME, Some(bad))], &app).expect_err(bad);
+            assert!(
+                e.contains("the `blobstore-fs` link `default`'s `root`"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

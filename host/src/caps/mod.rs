@@ -283,7 +283,7 @@ mod tests {
                 &["blobstore", "container", "types"],
                 "default",
                 builtin("blobstore-fs"),
-                &[("root", "/srv/blobs")],
+                &[("root", "shop/photos")],
             ),
             link(
                 "wasmcloud:messaging",
@@ -320,7 +320,7 @@ mod tests {
         assert!(!ctx.outgoing_http.allows("example.org", Some(443)));
         assert_eq!(
             ctx.blob.as_ref().map(|g| g.root.as_path()),
-            Ok(std::path::Path::new("/srv/blobs"))
+            Ok(std::path::Path::new("shop/photos"))
         );
         let (consumer, id) = ctx.messaging.consumer.as_ref().expect("a consumer link");
         assert_eq!(consumer.name, "default");

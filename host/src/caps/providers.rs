@@ -83,11 +83,14 @@ struct Process {
 
 /// The providers a host runs in-process, by name: the one registration list of built-in
 /// providers (each also described in `lattice_protocol::provider::catalog`).
-fn in_host(lattice: &LatticeLink) -> HashMap<&'static str, Arc<dyn Provider>> {
+fn in_host(
+    lattice: &LatticeLink,
+    blob_root_base: PathBuf,
+) -> HashMap<&'static str, Arc<dyn Provider>> {
     let providers: [Arc<dyn Provider>; 3] = [
         Arc::new(NatsKv::new(lattice.jetstream.clone())),
         Arc::new(NatsMessaging::new(lattice.client.clone())),
-        Arc::new(FsBlobs::new()),
+        Arc::new(FsBlobs::new(blob_root_base)),
     ];
     providers
         .into_iter()
@@ -122,10 +125,11 @@ impl std::fmt::Debug for Providers {
 }
 
 impl Providers {
-    /// The providers of a host on `lattice`.
-    pub fn new(lattice: LatticeLink, launch: ProviderLaunch) -> Self {
+    /// The providers of a host on `lattice`; `blobstore-fs` keeps its roots under
+    /// `blob_root_base`.
+    pub fn new(lattice: LatticeLink, launch: ProviderLaunch, blob_root_base: PathBuf) -> Self {
         Self {
-            in_host: in_host(&lattice),
+            in_host: in_host(&lattice, blob_root_base),
             lattice,
             launch,
             processes: tokio::sync::Mutex::default(),

@@ -145,8 +145,8 @@ pub const ALLOWED_HOSTS_KEY: &str = "allowed_hosts";
 /// The source config key of a delivering link's subjects (or topic filters).
 pub const SUBSCRIPTIONS_KEY: &str = "subscriptions";
 
-/// The target config key of a `blobstore-fs` link's root directory (absolute; the host's
-/// `<state dir>/blobs/<app>` when not given).
+/// The target config key of a `blobstore-fs` link's root directory: relative to the host's
+/// blob root base (`--blob-root-base`); the app's name when not given.
 pub const ROOT_KEY: &str = "root";
 
 const KEYVALUE_INTERFACES: &[&str] = &[
@@ -274,29 +274,39 @@ pub const MQTT: ProviderDescription = ProviderDescription {
     config: &[],
 };
 
-/// Why `root` cannot be a `blobstore-fs` link's root directory, if it cannot.
+/// Why `root` cannot be a `blobstore-fs` link's root directory, if it cannot. A root is a
+/// relative path of plain names, taken under the blob root base each host's operator sets
+/// (`lattice-host --blob-root-base`), so no link names a directory the operator did not give
+/// out: not the host's state directory (keys, compiled code), not `/`.
 pub fn root_problem(root: &str) -> Option<String> {
-    let path = std::path::Path::new(root);
+    use std::path::{Component, Path};
+    let path = Path::new(root);
     if root.trim().is_empty() {
         return Some(format!(
-            "`{ROOT_KEY}` is empty: give an absolute directory, or leave it out for the host's default"
-        ));
-    }
-    if !path.is_absolute() {
-        return Some(format!(
-            "`{ROOT_KEY}` `{root}` is not an absolute path: a relative one would depend on where each host runs"
-        ));
-    }
-    if path
-        .components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Some(format!(
-            "`{ROOT_KEY}` `{root}` contains `..`: name the directory directly"
+            "`{ROOT_KEY}` is empty: name a directory under the host's blob root base (e.g. \
+             `photos`), or leave it out for the app's own"
         ));
     }
     if root.contains('\0') {
         return Some(format!("`{ROOT_KEY}` contains a NUL character"));
+    }
+    if path.has_root() {
+        return Some(format!(
+            "`{ROOT_KEY}` `{root}` is an absolute path: roots are relative to the blob root \
+             base each host's operator sets (--blob-root-base); give a relative one, e.g. \
+             `{}`",
+            root.trim_start_matches('/')
+        ));
+    }
+    if let Some(c) = path
+        .components()
+        .find(|c| !matches!(c, Component::Normal(_)))
+    {
+        let c = c.as_os_str().to_string_lossy();
+        return Some(format!(
+            "`{ROOT_KEY}` `{root}` contains `{c}`: a root stays under the host's blob root \
+             base; name its directories plainly"
+        ));
     }
     None
 }

@@ -51,6 +51,12 @@ pub struct HostArgs {
     /// Where the host keeps its key, assignment, artifacts and compiled code. Default: ~/.lattice/host
     #[arg(long, env = "LATTICE_HOST_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The only directory `blobstore-fs` links keep blobs in: a link's `root` is relative to
+    /// it (the app's name by default). It must not contain, nor lie inside, the state
+    /// directory: the host refuses to start otherwise. Default: the state directory's sibling
+    /// `<state dir>-blobs` (~/.lattice/host-blobs)
+    #[arg(long, env = "LATTICE_BLOB_ROOT_BASE")]
+    pub blob_root_base: Option<PathBuf>,
     /// The host's human name. Default: the machine's hostname.
     #[arg(long)]
     pub name: Option<String>,

@@ -29,6 +29,9 @@ fn host_config(
         .clone()
         .unwrap_or_else(|| lattice_connect::default_state_dir().join("host"));
     let mut config = HostConfig::new(lattice, state_dir);
+    if let Some(base) = &args.blob_root_base {
+        config.blob_root_base = base.clone();
+    }
     config.name = args.name.clone();
     config.labels = args.labels.iter().cloned().collect();
     config.trusted_issuers = keys(&args.trust_issuers, KeyRole::Issuer, "--trust-issuer")?;

@@ -1,41 +1,54 @@
 //! `blobstore-fs` as a provider: containers are directories directly under a link's root,
 //! objects files directly in their container (`<root>/<container>/<object>`).
 //!
+//! A link's root is a relative path under the blob root base the host's operator configured
+//! ([`crate::HostConfig::blob_root_base`]), never under the state directory. Every path is
+//! opened beneath a directory handle with `cap-primitives` (wasmtime-wasi's own sandboxing),
+//! one component at a time: a symbolic link planted inside a root (or on the way to it) that
+//! leads out of it is refused, not followed, so no link reaches the host's keys or code.
+//!
 //! It runs in-process ([`super::super::providers`] registers it), so a call is a method call:
-//! values pass as bytes, nothing is encoded. Every refusal is [`ProviderError::Other`] with the
-//! text the guest gets as its WIT `error`.
+//! values pass as bytes, nothing is encoded. The file operations block, so each call runs on
+//! tokio's blocking pool. Every refusal is [`ProviderError::Other`] with the text the guest
+//! gets as its WIT `error`.
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
+use std::fs::File;
+use std::io::{ErrorKind, Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use cap_primitives::fs::{self as cap, DirOptions, FollowSymlinks, OpenOptions};
+use lattice_protocol::provider::catalog::root_problem;
 use lattice_protocol::provider::{BlobCall, BlobRef, Call, LinkId, LinkInfo, ProviderError, Reply};
 use lattice_provider_sdk::{Provider, unsupported};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use super::{MAX_VALUE_BYTES, NAME, ROOT_KEY};
 
 /// The longest container or object name, in bytes (a file name's usual limit).
 const MAX_NAME_BYTES: usize = 255;
 
-/// The provider: each link's root directory.
-#[derive(Debug, Default)]
+/// The provider: the base directory roots live under, and each link's root (relative to it).
+#[derive(Debug)]
 pub struct FsBlobs {
-    roots: Mutex<HashMap<LinkId, PathBuf>>,
+    base: Arc<PathBuf>,
+    roots: Mutex<HashMap<LinkId, String>>,
 }
 
 type BlobResult<T> = Result<T, String>;
 
 impl FsBlobs {
-    /// A provider with no links yet.
-    pub fn new() -> Self {
-        Self::default()
+    /// A provider with no links yet, whose links' roots lie under `base`.
+    pub fn new(base: PathBuf) -> Self {
+        Self {
+            base: Arc::new(base),
+            roots: Mutex::default(),
+        }
     }
 
-    fn root(&self, link: &LinkId) -> Result<PathBuf, ProviderError> {
+    fn root(&self, link: &LinkId) -> Result<String, ProviderError> {
         self.roots
             .lock()
             .expect("not poisoned")
@@ -51,14 +64,14 @@ impl Provider for FsBlobs {
         NAME
     }
 
-    // A link without an absolute root is refused by the host before any call (its grant), so
-    // taking the link never fails: the workload starts and its calls say what is wrong.
+    // A link without a valid root is refused by the host before any call (the workload fails
+    // to start), so taking the link never fails; the root is checked again on every call.
     async fn link_put(&self, link: LinkInfo) -> Result<(), ProviderError> {
         if let Some(root) = link.target_config.get(ROOT_KEY) {
             self.roots
                 .lock()
                 .expect("not poisoned")
-                .insert(link.id, PathBuf::from(root));
+                .insert(link.id, root.clone());
         }
         Ok(())
     }
@@ -72,91 +85,103 @@ impl Provider for FsBlobs {
             return Err(unsupported(&call));
         };
         let root = self.root(link)?;
-        blob(&root, call).await.map_err(ProviderError::Other)
+        let base = self.base.clone();
+        tokio::task::spawn_blocking(move || blob(&open_root(&base, &root)?, call))
+            .await
+            .map_err(|e| ProviderError::Other(format!("the blob call failed: {e}")))?
+            .map_err(ProviderError::Other)
     }
 }
 
+/// The root directory `root` under `base`, created if needed, opened one component at a time
+/// beneath `base` so that no symbolic link leads out of it.
+fn open_root(base: &Path, root: &str) -> BlobResult<File> {
+    if let Some(problem) = root_problem(root) {
+        return Err(format!("the `{NAME}` link's {problem}"));
+    }
+    let what = || format!("opening the blob root `{root}`");
+    std::fs::create_dir_all(base).map_err(|e| io_error(what(), &e))?;
+    let mut dir = cap::open_ambient_dir(base, cap_primitives::ambient_authority())
+        .map_err(|e| io_error(what(), &e))?;
+    for component in Path::new(root).components() {
+        let name = Path::new(component.as_os_str());
+        match cap::create_dir(&dir, name, &DirOptions::new()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(what(), &e)),
+        }
+        dir = cap::open_dir(&dir, name).map_err(|e| io_error(what(), &e))?;
+    }
+    Ok(dir)
+}
+
 /// Performs `call` under `root`.
-async fn blob(root: &Path, call: BlobCall) -> BlobResult<Reply> {
+fn blob(root: &File, call: BlobCall) -> BlobResult<Reply> {
     let unit = |r: BlobResult<()>| r.map(|()| Reply::Unit);
     match call {
-        BlobCall::CreateContainer(name) => {
-            // Like wasmCloud's `blobstore-fs`: creating a container that exists opens it.
-            let dir = container_dir(root, &name)?;
-            unit(
-                tokio::fs::create_dir_all(&dir)
-                    .await
-                    .map_err(|e| io_error(format!("creating container `{name}`"), &e)),
-            )
-        }
-        BlobCall::GetContainer(name) => unit(existing_container(root, &name).await.map(drop)),
+        BlobCall::CreateContainer(name) => unit(create_container(root, &name)),
+        BlobCall::GetContainer(name) => unit(existing_container(root, &name).map(drop)),
         BlobCall::DeleteContainer(name) => {
-            let dir = existing_container(root, &name).await?;
+            let dir = existing_container(root, &name)?;
             unit(
-                tokio::fs::remove_dir_all(&dir)
-                    .await
+                cap::remove_dir_all(root, &dir)
                     .map_err(|e| io_error(format!("deleting container `{name}`"), &e)),
             )
         }
-        BlobCall::ContainerExists(name) => {
-            Ok(Reply::Bool(is_dir(&container_dir(root, &name)?).await))
-        }
-        BlobCall::ContainerInfo(name) => container_info(root, &name).await.map(Reply::Number),
-        BlobCall::CopyObject { src, dest } => unit(copy_object(root, &src, &dest).await),
-        BlobCall::MoveObject { src, dest } => unit(move_object(root, &src, &dest).await),
+        BlobCall::ContainerExists(name) => Ok(Reply::Bool(is_dir(root, &container_dir(&name)?))),
+        BlobCall::ContainerInfo(name) => container_info(root, &name).map(Reply::Number),
+        BlobCall::CopyObject { src, dest } => unit(copy_object(root, &src, &dest)),
+        BlobCall::MoveObject { src, dest } => unit(move_object(root, &src, &dest)),
         BlobCall::GetData { object, start, end } => {
-            let dir = container_dir(root, &object.container)?;
-            check_name("object", &object.object)?;
+            let path = object_path(&object)?;
             let what = format!("object `{}/{}`", object.container, object.object);
-            let data = read_range(&dir.join(&object.object), start, end, &what).await?;
+            let data = read_range(root, &path, start, end, &what)?;
             Ok(Reply::Value(Some(serde_bytes::ByteBuf::from(data))))
         }
         BlobCall::CheckWrite(object) => {
-            let dir = container_dir(root, &object.container)?;
-            check_name("object", &object.object)?;
-            if !is_dir(&dir).await {
+            object_path(&object)?;
+            if !is_dir(root, Path::new(&object.container)) {
                 return Err(format!("container `{}` does not exist", object.container));
             }
             Ok(Reply::Unit)
         }
-        BlobCall::WriteData { object, data } => {
-            let dir = container_dir(root, &object.container)?;
-            check_name("object", &object.object)?;
-            unit(store(&dir, &object.container, &object.object, &data).await)
-        }
+        BlobCall::WriteData { object, data } => unit(store(root, &object, &data)),
         BlobCall::ListObjects(name) => {
-            let dir = container_dir(root, &name)?;
-            let keys = object_names(&dir, &name).await?;
+            let dir = container_dir(&name)?;
+            let keys = object_names(root, &dir, &name)?;
             Ok(Reply::Keys { keys, cursor: None })
         }
         BlobCall::DeleteObject(object) => {
-            let dir = container_dir(root, &object.container)?;
-            unit(remove_object(&dir, &object.container, &object.object).await)
+            container_dir(&object.container)?;
+            unit(remove_object(root, &object))
         }
         BlobCall::DeleteObjects { container, objects } => {
-            let dir = container_dir(root, &container)?;
+            container_dir(&container)?;
             // Refuse a bad name before deleting anything.
             if let Some(e) = objects.iter().find_map(|n| check_name("object", n).err()) {
                 return Err(e);
             }
-            for name in &objects {
-                remove_object(&dir, &container, name).await?;
+            for name in objects {
+                remove_object(root, &blob_ref(&container, name))?;
             }
             Ok(Reply::Unit)
         }
-        BlobCall::HasObject(object) => {
-            let dir = container_dir(root, &object.container)?;
-            check_name("object", &object.object)?;
-            Ok(Reply::Bool(is_file(&dir.join(&object.object)).await))
-        }
-        BlobCall::ObjectInfo(object) => object_info(root, &object).await,
+        BlobCall::HasObject(object) => Ok(Reply::Bool(is_file(root, &object_path(&object)?))),
+        BlobCall::ObjectInfo(object) => object_info(root, &object),
         BlobCall::Clear(name) => {
-            let dir = container_dir(root, &name)?;
-            for object in &object_names(&dir, &name).await? {
-                remove_object(&dir, &name, object).await?;
+            let dir = container_dir(&name)?;
+            for object in object_names(root, &dir, &name)? {
+                remove_object(root, &blob_ref(&name, object))?;
             }
             Ok(Reply::Unit)
         }
+    }
+}
+
+fn blob_ref(container: &str, object: String) -> BlobRef {
+    BlobRef {
+        container: container.to_owned(),
+        object,
     }
 }
 
@@ -183,37 +208,58 @@ pub(super) fn check_name(kind: &str, name: &str) -> Result<(), String> {
     ))
 }
 
-/// `<root>/<name>`, the directory of container `name`.
-fn container_dir(root: &Path, name: &str) -> Result<PathBuf, String> {
+/// `<name>` under the root: the directory of container `name`.
+fn container_dir(name: &str) -> Result<PathBuf, String> {
     check_name("container", name)?;
-    Ok(root.join(name))
+    Ok(PathBuf::from(name))
+}
+
+/// `<container>/<object>` under the root.
+fn object_path(object: &BlobRef) -> Result<PathBuf, String> {
+    let dir = container_dir(&object.container)?;
+    check_name("object", &object.object)?;
+    Ok(dir.join(&object.object))
+}
+
+fn create_container(root: &File, name: &str) -> BlobResult<()> {
+    let dir = container_dir(name)?;
+    match cap::create_dir(root, &dir, &DirOptions::new()) {
+        Ok(()) => Ok(()),
+        // Like wasmCloud's `blobstore-fs`: creating a container that exists opens it.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && is_dir(root, &dir) => Ok(()),
+        Err(e) => Err(io_error(format!("creating container `{name}`"), &e)),
+    }
 }
 
 /// The directory of container `name`, which must exist.
-async fn existing_container(root: &Path, name: &str) -> Result<PathBuf, String> {
-    let dir = container_dir(root, name)?;
-    if is_dir(&dir).await {
+fn existing_container(root: &File, name: &str) -> BlobResult<PathBuf> {
+    let dir = container_dir(name)?;
+    if is_dir(root, &dir) {
         Ok(dir)
     } else {
         Err(format!("container `{name}` does not exist"))
     }
 }
 
-async fn is_dir(path: &Path) -> bool {
-    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_dir())
+fn metadata(root: &File, path: &Path) -> std::io::Result<cap::Metadata> {
+    cap::stat(root, path, FollowSymlinks::Yes)
 }
 
-async fn is_file(path: &Path) -> bool {
-    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file())
+fn is_dir(root: &File, path: &Path) -> bool {
+    metadata(root, path).is_ok_and(|m| m.is_dir())
+}
+
+fn is_file(root: &File, path: &Path) -> bool {
+    metadata(root, path).is_ok_and(|m| m.is_file())
 }
 
 /// When `meta`'s file was created (or last modified, where creation is not recorded), in
 /// seconds since the Unix epoch.
-fn created_at(meta: &std::fs::Metadata) -> u64 {
+fn created_at(meta: &cap::Metadata) -> u64 {
     meta.created()
         .or_else(|_| meta.modified())
         .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .and_then(|t| t.into_std().duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs())
 }
 
@@ -236,9 +282,9 @@ fn temporary_name() -> String {
 }
 
 /// When container `name` was created.
-async fn container_info(root: &Path, name: &str) -> BlobResult<u64> {
-    let dir = container_dir(root, name)?;
-    match tokio::fs::metadata(&dir).await {
+fn container_info(root: &File, name: &str) -> BlobResult<u64> {
+    let dir = container_dir(name)?;
+    match metadata(root, &dir) {
         Ok(meta) if meta.is_dir() => Ok(created_at(&meta)),
         Ok(_) => Err(format!("container `{name}` does not exist")),
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -249,11 +295,9 @@ async fn container_info(root: &Path, name: &str) -> BlobResult<u64> {
 }
 
 /// When `object` was created, and its size.
-async fn object_info(root: &Path, object: &BlobRef) -> BlobResult<Reply> {
+fn object_info(root: &File, object: &BlobRef) -> BlobResult<Reply> {
     let (container, name) = (&object.container, &object.object);
-    let dir = container_dir(root, container)?;
-    check_name("object", name)?;
-    match tokio::fs::metadata(dir.join(name)).await {
+    match metadata(root, &object_path(object)?) {
         Ok(meta) if meta.is_file() => Ok(Reply::ObjectInfo {
             created_at: created_at(&meta),
             size: meta.len(),
@@ -266,33 +310,36 @@ async fn object_info(root: &Path, object: &BlobRef) -> BlobResult<Reply> {
     }
 }
 
-/// Writes `data` to `<dir>/<object>` whole: to a temporary file first, then renamed into place.
-async fn store(dir: &Path, container: &str, object: &str, data: &[u8]) -> Result<(), String> {
+/// Writes `data` to `object` whole: to a temporary file first, then renamed into place.
+fn store(root: &File, object: &BlobRef, data: &[u8]) -> BlobResult<()> {
+    let path = object_path(object)?;
+    let (container, name) = (&object.container, &object.object);
     if data.len() > MAX_VALUE_BYTES {
         return Err(format!(
-            "object `{container}/{object}` is larger than {MAX_VALUE_BYTES} bytes"
+            "object `{container}/{name}` is larger than {MAX_VALUE_BYTES} bytes"
         ));
     }
-    if !is_dir(dir).await {
+    if !is_dir(root, Path::new(container)) {
         return Err(format!("container `{container}` does not exist"));
     }
-    let temporary = dir.join(temporary_name());
-    let what = || format!("storing object `{container}/{object}`");
-    if let Err(e) = tokio::fs::write(&temporary, data).await {
-        let _ = tokio::fs::remove_file(&temporary).await;
-        return Err(io_error(what(), &e));
-    }
-    if let Err(e) = tokio::fs::rename(&temporary, dir.join(object)).await {
-        let _ = tokio::fs::remove_file(&temporary).await;
-        return Err(io_error(what(), &e));
-    }
-    Ok(())
+    let temporary = Path::new(container).join(temporary_name());
+    let written = cap::open(
+        root,
+        &temporary,
+        OpenOptions::new().write(true).create_new(true),
+    )
+    .and_then(|mut f| f.write_all(data))
+    .and_then(|()| cap::rename(root, &temporary, root, &path));
+    written.map_err(|e| {
+        let _ = cap::remove_file(root, &temporary);
+        io_error(format!("storing object `{container}/{name}`"), &e)
+    })
 }
 
 /// The valid object names in `dir`, sorted.
-async fn object_names(dir: &Path, container: &str) -> Result<Vec<String>, String> {
+fn object_names(root: &File, dir: &Path, container: &str) -> BlobResult<Vec<String>> {
     let what = || format!("listing container `{container}`");
-    let mut entries = tokio::fs::read_dir(dir).await.map_err(|e| {
+    let entries = cap::read_dir(root, dir).map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
             format!("container `{container}` does not exist")
         } else {
@@ -300,15 +347,13 @@ async fn object_names(dir: &Path, container: &str) -> Result<Vec<String>, String
         }
     })?;
     let mut names = Vec::new();
-    while let Some(entry) = entries
-        .next_entry()
-        .await
-        .map_err(|e| io_error(what(), &e))?
-    {
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(what(), &e))?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let is_file = entry.file_type().await.is_ok_and(|t| t.is_file());
+        // A symbolic link is not an object, wherever it points.
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         if is_file && check_name("object", &name).is_ok() {
             names.push(name);
         }
@@ -317,56 +362,51 @@ async fn object_names(dir: &Path, container: &str) -> Result<Vec<String>, String
     Ok(names)
 }
 
-/// Removes `<dir>/<object>`; an absent object is no error.
-async fn remove_object(dir: &Path, container: &str, object: &str) -> Result<(), String> {
-    check_name("object", object)?;
-    match tokio::fs::remove_file(dir.join(object)).await {
+/// Removes `object`; an absent object is no error.
+fn remove_object(root: &File, object: &BlobRef) -> BlobResult<()> {
+    match cap::remove_file(root, &object_path(object)?) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error(
-            format!("deleting object `{container}/{object}`"),
+            format!("deleting object `{}/{}`", object.container, object.object),
             &e,
         )),
     }
 }
 
-/// The source file and destination directory of a copy or move, checked.
-async fn object_pair(root: &Path, src: &BlobRef, dest: &BlobRef) -> BlobResult<(PathBuf, PathBuf)> {
-    let src_dir = existing_container(root, &src.container).await?;
-    check_name("object", &src.object)?;
-    check_name("object", &dest.object)?;
-    let dest_dir = existing_container(root, &dest.container).await?;
-    let src_file = src_dir.join(&src.object);
-    if !is_file(&src_file).await {
+/// The source file and destination path of a copy or move, checked.
+fn object_pair(root: &File, src: &BlobRef, dest: &BlobRef) -> BlobResult<(PathBuf, PathBuf)> {
+    existing_container(root, &src.container)?;
+    let src_file = object_path(src)?;
+    let dest_file = object_path(dest)?;
+    existing_container(root, &dest.container)?;
+    if !is_file(root, &src_file) {
         return Err(format!(
             "object `{}/{}` does not exist",
             src.container, src.object
         ));
     }
-    Ok((src_file, dest_dir))
+    Ok((src_file, dest_file))
 }
 
-async fn copy_object(root: &Path, src: &BlobRef, dest: &BlobRef) -> BlobResult<()> {
-    let (src_file, dest_dir) = object_pair(root, src, dest).await?;
+fn copy_object(root: &File, src: &BlobRef, dest: &BlobRef) -> BlobResult<()> {
+    let (src_file, dest_file) = object_pair(root, src, dest)?;
     let what = format!(
         "copying object `{}/{}` to `{}/{}`",
         src.container, src.object, dest.container, dest.object
     );
     // Through a temporary file, so the destination is replaced whole.
-    let temporary = dest_dir.join(temporary_name());
-    let copied = match tokio::fs::copy(&src_file, &temporary).await {
-        Ok(_) => tokio::fs::rename(&temporary, dest_dir.join(&dest.object)).await,
-        Err(e) => Err(e),
-    };
+    let temporary = Path::new(&dest.container).join(temporary_name());
+    let copied = cap::copy(root, &src_file, root, &temporary)
+        .and_then(|_| cap::rename(root, &temporary, root, &dest_file));
     copied.map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
+        let _ = cap::remove_file(root, &temporary);
         io_error(what, &e)
     })
 }
 
-async fn move_object(root: &Path, src: &BlobRef, dest: &BlobRef) -> BlobResult<()> {
-    let (src_file, dest_dir) = object_pair(root, src, dest).await?;
-    let dest_file = dest_dir.join(&dest.object);
+fn move_object(root: &File, src: &BlobRef, dest: &BlobRef) -> BlobResult<()> {
+    let (src_file, dest_file) = object_pair(root, src, dest)?;
     if src_file == dest_file {
         return Ok(());
     }
@@ -374,42 +414,38 @@ async fn move_object(root: &Path, src: &BlobRef, dest: &BlobRef) -> BlobResult<(
         "moving object `{}/{}` to `{}/{}`",
         src.container, src.object, dest.container, dest.object
     );
-    match tokio::fs::rename(&src_file, &dest_file).await {
+    match cap::rename(root, &src_file, root, &dest_file) {
         Ok(()) => Ok(()),
         // Containers on different filesystems: copy, then remove the source.
         Err(e) if e.kind() == ErrorKind::CrossesDevices => {
-            copy_object(root, src, dest).await?;
-            remove_object(
-                src_file.parent().unwrap_or(Path::new("/")),
-                &src.container,
-                &src.object,
-            )
-            .await
-            .map_err(|e| format!("{what}: {e}"))
+            copy_object(root, src, dest)?;
+            remove_object(root, src).map_err(|e| format!("{what}: {e}"))
         }
         Err(e) => Err(io_error(what, &e)),
     }
 }
 
-/// Bytes `start..=end` of `file` (clamped to its length).
-async fn read_range(file: &Path, start: u64, end: u64, what: &str) -> Result<Vec<u8>, String> {
+/// Bytes `start..=end` of `path` under `root` (clamped to its length).
+fn read_range(root: &File, path: &Path, start: u64, end: u64, what: &str) -> BlobResult<Vec<u8>> {
     if start > end {
         return Err(format!(
             "reading {what}: the range starts ({start}) after it ends ({end}); both ends are included"
         ));
     }
-    let mut f = tokio::fs::File::open(file).await.map_err(|e| {
+    let mut f = cap::open(root, path, OpenOptions::new().read(true)).map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
             format!("{what} does not exist")
         } else {
             io_error(format!("reading {what}"), &e)
         }
     })?;
-    let len = f
+    let meta = f
         .metadata()
-        .await
-        .map_err(|e| io_error(format!("reading {what}"), &e))?
-        .len();
+        .map_err(|e| io_error(format!("reading {what}"), &e))?;
+    if !meta.is_file() {
+        return Err(format!("{what} does not exist"));
+    }
+    let len = meta.len();
     if start >= len {
         return Ok(Vec::new());
     }
@@ -420,12 +456,10 @@ async fn read_range(file: &Path, start: u64, end: u64, what: &str) -> Result<Vec
         ));
     }
     f.seek(std::io::SeekFrom::Start(start))
-        .await
         .map_err(|e| io_error(format!("reading {what}"), &e))?;
     let mut data = Vec::with_capacity(wanted as usize);
     f.take(wanted)
         .read_to_end(&mut data)
-        .await
         .map_err(|e| io_error(format!("reading {what}"), &e))?;
     Ok(data)
 }
@@ -467,6 +501,16 @@ mod tests {
         }
     }
 
+    fn link_info(root: &str) -> LinkInfo {
+        LinkInfo {
+            id: link(),
+            interfaces: vec!["blobstore".into()],
+            direction: Default::default(),
+            source_config: Default::default(),
+            target_config: [(ROOT_KEY.to_string(), root.to_string())].into(),
+        }
+    }
+
     fn object(container: &str, object: &str) -> BlobRef {
         BlobRef {
             container: container.into(),
@@ -477,22 +521,15 @@ mod tests {
     #[tokio::test]
     async fn the_provider_serves_a_links_root_and_nothing_else() {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let blobs = FsBlobs::new();
+        let blobs = FsBlobs::new(dir.path().into());
         let id = link();
         let call = |c: BlobCall| blobs.call(&id, Call::Blob(c));
         assert!(matches!(
             call(BlobCall::ContainerExists("photos".into())).await,
             Err(ProviderError::UnknownLink(_))
         ));
-        let root = dir.path().to_string_lossy().into_owned();
         blobs
-            .link_put(LinkInfo {
-                id: link(),
-                interfaces: vec!["blobstore".into()],
-                direction: Default::default(),
-                source_config: Default::default(),
-                target_config: [(ROOT_KEY.to_string(), root)].into(),
-            })
+            .link_put(link_info("shop/files"))
             .await
             .expect("the link");
         assert_eq!(
@@ -505,7 +542,7 @@ mod tests {
             data,
         };
         assert_eq!(call(write).await, Ok(Reply::Unit));
-        assert!(dir.path().join("photos/cat.txt").is_file());
+        assert!(dir.path().join("shop/files/photos/cat.txt").is_file());
         let read = BlobCall::GetData {
             object: object("photos", "cat.txt"),
             start: 6,
@@ -539,5 +576,75 @@ mod tests {
             call(BlobCall::ContainerExists("photos".into())).await,
             Err(ProviderError::UnknownLink(_))
         ));
+    }
+
+    /// A symbolic link planted in a container (or as the root itself) that leads out of the
+    /// root is refused, not followed: the secret next to the base stays unread.
+    #[tokio::test]
+    async fn links_out_of_the_root_are_refused() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let secret = dir.path().join("host.nk");
+        std::fs::write(&secret, "SECRET").expect("the secret");
+        let base = dir.path().join("blobs");
+        let blobs = FsBlobs::new(base.clone());
+        let id = link();
+        let call = |c: BlobCall| blobs.call(&id, Call::Blob(c));
+        blobs.link_put(link_info("shop")).await.expect("the link");
+        assert_eq!(
+            call(BlobCall::CreateContainer("photos".into())).await,
+            Ok(Reply::Unit)
+        );
+        std::os::unix::fs::symlink(&secret, base.join("shop/photos/key")).expect("a symlink");
+        std::os::unix::fs::symlink(dir.path(), base.join("shop/state")).expect("a symlink");
+        let read = |container: &str, name: &str| BlobCall::GetData {
+            object: object(container, name),
+            start: 0,
+            end: 100,
+        };
+        for (container, name) in [("photos", "key"), ("state", "host.nk")] {
+            let reply = call(read(container, name)).await;
+            assert!(
+                matches!(&reply, Err(ProviderError::Other(e)) if e.contains(&format!("`{container}/{name}`"))),
+                "{reply:?}"
+            );
+            assert_eq!(
+                call(BlobCall::HasObject(object(container, name))).await,
+                Ok(Reply::Bool(false))
+            );
+        }
+        assert_eq!(
+            call(BlobCall::ListObjects("photos".into())).await,
+            Ok(Reply::Keys {
+                keys: vec![],
+                cursor: None
+            })
+        );
+        let write = BlobCall::WriteData {
+            object: object("state", "planted.cwasm"),
+            data: b"code".to_vec().into(),
+        };
+        assert!(call(write).await.is_err());
+        assert!(!dir.path().join("planted.cwasm").exists());
+        // A root that is itself a link out of the base.
+        std::os::unix::fs::symlink(dir.path(), base.join("elsewhere")).expect("a symlink");
+        blobs
+            .link_put(link_info("elsewhere"))
+            .await
+            .expect("the link");
+        let reply = call(read("x", "host.nk")).await;
+        assert!(
+            matches!(&reply, Err(ProviderError::Other(e)) if e.contains("opening the blob root `elsewhere`")),
+            "{reply:?}"
+        );
+        // Absolute roots and `..` are refused on every call too.
+        for bad in ["/etc", "../host.nk", "a/../../b"] {
+            blobs.link_put(link_info(bad)).await.expect("the link");
+            let reply = call(BlobCall::ContainerExists("x".into())).await;
+            assert!(
+                matches!(&reply, Err(ProviderError::Other(e)) if e.contains("`root`")),
+                "{bad}: {reply:?}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&secret).expect("kept"), "SECRET");
     }
 }

@@ -44,14 +44,17 @@ fn images_name_builtins() {
 
 #[test]
 fn blob_roots() {
-    for ok in ["/var/lib/blobs", "/"] {
+    for ok in ["blobs", "shop/photos", "a b", "x..y"] {
         assert_eq!(root_problem(ok), None, "{ok}");
     }
     for (bad, needle) in [
         ("", "empty"),
-        ("blobs", "not an absolute path"),
-        ("./blobs", "not an absolute path"),
-        ("/var/../etc", "`..`"),
+        ("/var/lib/blobs", "is an absolute path"),
+        ("/", "is an absolute path"),
+        ("./blobs", "contains `.`"),
+        ("..", "contains `..`"),
+        ("shop/../../etc", "contains `..`"),
+        ("a\0b", "NUL"),
     ] {
         let problem = root_problem(bad).expect("refused");
         assert!(problem.contains(needle), "{bad}: {problem}");

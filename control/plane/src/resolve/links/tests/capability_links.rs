@@ -218,12 +218,12 @@ fn blobstore_links_serve_wasi_blobstore_and_check_their_root() {
     let all = ["blobstore", "container", "types"];
 
     let m = blobs(
-        link("wasi:blobstore", &all, "blobs").target("root", "/srv/blobs"),
+        link("wasi:blobstore", &all, "blobs").target("root", "shop/photos"),
         "builtin:blobstore-fs",
     );
     let l = &wired(&m, &f)[&name("store")].links[0];
     assert_eq!(l.target, LinkTarget::Builtin("blobstore-fs".into()));
-    assert_eq!(l.target_config, config(&[("root", "/srv/blobs")]));
+    assert_eq!(l.target_config, config(&[("root", "shop/photos")]));
 
     // No root: the host's default, left to the host; wasmCloud's image means the same.
     let m = blobs(
@@ -235,18 +235,24 @@ fn blobstore_links_serve_wasi_blobstore_and_check_their_root() {
     assert!(l.target_config.is_empty());
 
     let m = blobs(
-        link("wasi:blobstore", &all, "blobs").target("root", "blobs"),
+        link("wasi:blobstore", &all, "blobs").target("root", "/var/lib/lattice/host"),
         "builtin:blobstore-fs",
     );
     one_problem(
         &refused(&m, &f),
         &[
             "component `store` links to `blobs`",
-            "`blobs` is not an absolute path",
+            "`/var/lib/lattice/host` is an absolute path",
+            "--blob-root-base",
         ],
     );
     let m = blobs(
-        link("wasi:blobstore", &all, "blobs").source("root", "/srv/blobs"),
+        link("wasi:blobstore", &all, "blobs").target("root", "../host"),
+        "builtin:blobstore-fs",
+    );
+    one_problem(&refused(&m, &f), &["`../host` contains `..`"]);
+    let m = blobs(
+        link("wasi:blobstore", &all, "blobs").source("root", "srv/blobs"),
         "builtin:blobstore-fs",
     );
     one_problem(&refused(&m, &f), &["move it to `target.config`"]);
