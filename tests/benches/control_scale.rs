@@ -185,7 +185,11 @@ async fn part1(n: usize) -> anyhow::Result<Part1> {
     );
     let nats = NatsServer::start().await?;
     let lattice = LatticeName::new("scale1")?;
-    let mut config = ControlConfig::new(lattice.clone(), KeyPair::generate(KeyRole::Operator));
+    let operator = KeyPair::generate(KeyRole::Operator);
+    let admin = KeyPair::generate(KeyRole::User);
+    let trusted = vec![operator.public_key()];
+    let mut config = ControlConfig::new(lattice.clone(), operator);
+    config.admins = vec![admin.public_key()];
     config.host_tolerance = TOLERANCE;
     config.startup_grace = Duration::from_millis(500);
     let shutdown = CancellationToken::new();
@@ -194,7 +198,7 @@ async fn part1(n: usize) -> anyhow::Result<Part1> {
         nats.client().await?,
         shutdown.clone(),
     ));
-    let ctl = CtlClient::new(nats.client().await?, lattice.clone());
+    let ctl = CtlClient::new(nats.client().await?, lattice.clone(), admin, trusted);
     wait_answers(&ctl).await?;
     let image = push_hello(&nats, &lattice).await?;
 
@@ -355,14 +359,17 @@ async fn part2(n: usize) -> anyhow::Result<Part2> {
         status.success(),
         "`lattice keys gen operator` failed: {status}"
     );
+    let admin = KeyPair::generate(KeyRole::User);
+    let operator = KeyPair::from_seed_role(&std::fs::read_to_string(&key)?, KeyRole::Operator)?;
     let control = ControlProcess::start(
         &bin,
         &nats.url,
         &lattice,
-        &key,
+        (&key, &admin.public_key()),
         &dir.path().join("control.log"),
     )?;
-    let ctl = CtlClient::new(nats.client().await?, lattice.clone());
+    let trusted = vec![operator.public_key()];
+    let ctl = CtlClient::new(nats.client().await?, lattice.clone(), admin, trusted);
     wait_answers(&ctl).await?;
     let image = push_hello(&nats, &lattice).await?;
     let sim_client = nats.client().await?;
@@ -407,7 +414,7 @@ impl ControlProcess {
         bin: &Path,
         url: &str,
         lattice: &LatticeName,
-        key: &Path,
+        (key, admin): (&Path, &lattice_protocol::keys::PublicKey),
         log: &Path,
     ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log)?;
@@ -421,6 +428,8 @@ impl ControlProcess {
                 "--key",
             ])
             .arg(key)
+            .arg("--admin")
+            .arg(admin.as_str())
             .env_remove("RUST_LOG")
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Start a local lattice in the foreground: nats-server, control plane and one host, with dev keys.
     Up(UpArgs),
-    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback, requeue.
+    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback, requeue, users.
     Ctl(CtlArgs),
     /// Manage keys.
     Keys {
@@ -73,6 +73,19 @@ pub struct CtlArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    /// The user key file that signs every request (`lattice keys gen user -o FILE`). Default:
+    /// the admin key `lattice up` made in its state directory.
+    #[arg(long, env = "LATTICE_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// The control plane's public key (`O...`, or its key file): replies signed by any other
+    /// key are refused. Repeatable. Default: the one `lattice up` recorded.
+    #[arg(
+        long = "control-key",
+        env = "LATTICE_CONTROL_KEY",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub control_keys: Vec<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -176,6 +189,39 @@ pub enum CtlCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Who may operate the lattice: add, list and remove users and their roles (admins only).
+    Users {
+        /// The users command.
+        #[command(subcommand)]
+        what: UsersWhat,
+    },
+}
+
+/// `lattice ctl users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersWhat {
+    /// Give a user key a role (or change the role it has).
+    Add {
+        /// The user's public key (`U...`, printed by `lattice keys gen user`).
+        key: String,
+        /// Who this is, for people reading the table.
+        #[arg(long)]
+        name: String,
+        /// admin (everything, including roles), deployer (the apps of --apps) or viewer (read only).
+        #[arg(long)]
+        role: lattice_protocol::auth::Role,
+        /// For a deployer: the apps it may deploy, scale, roll back and undeploy, as patterns
+        /// (`*` matches anything), comma-separated, e.g. 'shop-*,blog'.
+        #[arg(long, value_delimiter = ',')]
+        apps: Vec<String>,
+    },
+    /// The role table: every user key, its name and role.
+    List,
+    /// Take a user key out of the role table (never the last admin).
+    Remove {
+        /// The user's public key.
+        key: String,
+    },
 }
 
 /// `lattice ctl stop ...`.
@@ -217,7 +263,7 @@ pub enum GetWhat {
 pub enum KeysCommand {
     /// Generate a key pair.
     Gen {
-        /// issuer (signs components), operator (the control plane) or host.
+        /// issuer (signs components), operator (the control plane), host, or user (signs `lattice ctl` requests).
         role: String,
         /// Write the key to this file (mode 0600) instead of printing the seed.
         #[arg(short, long)]
@@ -298,6 +344,10 @@ pub struct ControlArgs {
     /// The operator key file (`lattice keys gen operator -o FILE`).
     #[arg(long, env = "LATTICE_CONTROL_KEY")]
     pub key: PathBuf,
+    /// A user key (`U...`) that is an admin when the lattice's role table is new (repeatable):
+    /// someone must be able to grant roles. Ignored once the table exists.
+    #[arg(long = "admin", env = "LATTICE_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `lattice ctl`: deploy, undeploy, get, status, and the rest of the operator's verbs; queued
-//! delivery's (`get queues`, `get deadletters`, `requeue`) are in `ctl/queues.rs`.
+//! delivery's (`get queues`, `get deadletters`, `requeue`) are in `ctl/queues.rs`; who signs
+//! the requests and the role table's commands (`users`) in `ctl/users.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +16,7 @@ use crate::args::{CtlArgs, CtlCommand, GetWhat, Output, StopWhat};
 use crate::output::{self, ago, table};
 
 mod queues;
+mod users;
 
 fn short(id: &str) -> String {
     id.chars().take(12).collect()
@@ -33,7 +35,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     };
     let target = nats::target(&args.nats, args.state_dir.as_deref())?;
     let client = nats::connect(&args.nats, &target.url, "lattice ctl", Patience::FailFast).await?;
-    let ctl = CtlClient::new(client.clone(), target.lattice.clone());
+    // After connecting: an unreachable NATS is the first thing to fix.
+    let (key, trusted) = users::identity(&args)?;
+    let ctl = CtlClient::new(client.clone(), target.lattice.clone(), key, trusted);
     match args.command {
         CtlCommand::Deploy {
             file,
@@ -209,6 +213,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let status = ctl.status(&AppName::new(name)?).await?;
             output::print(args.output, &status, status_table);
         }
+        CtlCommand::Users { what } => users::users(&ctl, what, args.output).await?,
     }
     Ok(())
 }

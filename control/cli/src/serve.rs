@@ -58,12 +58,14 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         Patience::FailFast,
     )
     .await?;
-    lattice_control::run(
-        ControlConfig::new(target.lattice, key),
-        client,
-        lattice_connect::shutdown_on_signal(),
-    )
-    .await
+    let mut config = ControlConfig::new(target.lattice, key);
+    config.admins = args
+        .admins
+        .iter()
+        .map(|a| lattice_protocol::keys::PublicKey::parse_role(a, KeyRole::User))
+        .collect::<Result<_, _>>()
+        .context("--admin takes user public keys (`U...`, from `lattice keys gen user`)")?;
+    lattice_control::run(config, client, lattice_connect::shutdown_on_signal()).await
 }
 
 /// `~/.lattice/keys/<name>.nk`-style paths.

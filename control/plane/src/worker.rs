@@ -4,6 +4,8 @@
 //!
 //! - this file: the loop and the actions.
 //! - `api`: a `lattice ctl` request decoded by its verb ([`lattice_protocol::messages::verbs`]).
+//! - `users`: the role table: loaded (and started with the bootstrap admins), and the
+//!   `lattice ctl users` verbs.
 //! - `prepare`: deploys and scales prepared in tasks of their own (manifest parsed, artifacts
 //!   read, links resolved), so that heartbeats never wait behind the object store.
 
@@ -14,6 +16,7 @@ use std::time::Instant;
 use async_nats::jetstream::{self, kv};
 use futures::{FutureExt, StreamExt};
 use lattice_protocol::assignment::{Assignment, SignedAssignment};
+use lattice_protocol::auth::{Freshness, Roles};
 use lattice_protocol::envelope;
 use lattice_protocol::messages::{Event, EventKind, Heartbeat};
 use lattice_protocol::names::{AppName, HostId};
@@ -25,6 +28,7 @@ use tracing::{debug, info, warn};
 
 mod api;
 mod prepare;
+mod users;
 
 use crate::ControlConfig;
 use crate::decide::{
@@ -72,6 +76,8 @@ struct Stores {
     manifests: kv::Store,
     assignments: kv::Store,
     labels: kv::Store,
+    /// The role table (`lattice ctl users`).
+    users: kv::Store,
 }
 
 pub(crate) struct Worker {
@@ -86,6 +92,10 @@ pub(crate) struct Worker {
     prepared: (mpsc::UnboundedSender<Input>, mpsc::UnboundedReceiver<Input>),
     /// The apps as stored, for preparing deploys; rebuilt when one was stored since.
     catalog: Option<Arc<BTreeMap<AppName, StoredApp>>>,
+    /// Who may do what (`lattice ctl users`), as stored.
+    roles: Roles,
+    /// The requests seen within the clock window: stale ones and replays are refused.
+    freshness: Freshness,
 }
 
 async fn load<T: serde::de::DeserializeOwned>(
@@ -149,7 +159,9 @@ impl Worker {
             assignments: ensure_kv(&js, &b.assignments(), 5, "Lattice signed host assignments")
                 .await?,
             labels: ensure_kv(&js, &b.labels(), 5, "Lattice host label changes").await?,
+            users: ensure_kv(&js, &b.users(), 5, "Lattice role table: user key -> grant").await?,
         };
+        let roles = users::load(&stores.users, &cfg.admins).await?;
         let registry = Registry::open(&js, &cfg.lattice).await?;
         let mut label_overrides = BTreeMap::new();
         for (key, overrides, _) in load::<LabelOverrides>(&stores.labels).await? {
@@ -197,6 +209,8 @@ impl Worker {
             started: Instant::now(),
             prepared: mpsc::unbounded_channel(),
             catalog: None,
+            roles,
+            freshness: Freshness::default(),
         })
     }
 
@@ -286,7 +300,8 @@ impl Worker {
     async fn act(&mut self, action: Action) -> Option<Input> {
         match action {
             Action::Reply { to, body } => {
-                if let Err(e) = self.client.publish(to.0, body.into()).await {
+                let sealed = api::seal(&self.cfg.key, &to, body);
+                if let Err(e) = self.client.publish(to.subject, sealed.into()).await {
                     warn!(error = %e, "could not send a reply");
                 }
                 None
@@ -384,6 +399,7 @@ impl Worker {
         let client = self.client.clone();
         let lattice = self.cfg.lattice.clone();
         let js = async_nats::jetstream::new(client.clone());
+        let cfg = self.cfg.clone();
         tokio::spawn(async move {
             let action = match job {
                 QueueJob::Queues { deployed, reports } => Action::reply::<verbs::Queues>(
@@ -400,7 +416,9 @@ impl Worker {
                 ),
             };
             if let Action::Reply { to, body } = action
-                && let Err(e) = client.publish(to.0, body.into()).await
+                && let Err(e) = client
+                    .publish(to.subject.clone(), api::seal(&cfg.key, &to, body).into())
+                    .await
             {
                 warn!(error = %e, "could not send a reply");
             }

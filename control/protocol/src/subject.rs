@@ -61,10 +61,16 @@ pub enum CtlVerb {
     DeadLetters,
     /// Put dead letters back in their queue.
     Requeue,
+    /// Add a user to the role table (or change its grant).
+    UsersAdd,
+    /// List the role table.
+    UsersList,
+    /// Remove a user from the role table.
+    UsersRemove,
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 14] = [
+    const ALL: [CtlVerb; 17] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
@@ -79,9 +85,13 @@ impl CtlVerb {
         CtlVerb::Queues,
         CtlVerb::DeadLetters,
         CtlVerb::Requeue,
+        CtlVerb::UsersAdd,
+        CtlVerb::UsersList,
+        CtlVerb::UsersRemove,
     ];
 
-    fn as_str(self) -> &'static str {
+    /// The verb as it appears in its subject (and in a signed request).
+    pub fn as_str(self) -> &'static str {
         match self {
             CtlVerb::Deploy => "deploy",
             CtlVerb::Undeploy => "undeploy",
@@ -97,6 +107,9 @@ impl CtlVerb {
             CtlVerb::Queues => "queues",
             CtlVerb::DeadLetters => "deadletters",
             CtlVerb::Requeue => "requeue",
+            CtlVerb::UsersAdd => "users_add",
+            CtlVerb::UsersList => "users_list",
+            CtlVerb::UsersRemove => "users_remove",
         }
     }
 
@@ -437,6 +450,11 @@ impl Buckets {
     /// KV: host id -> label changes made with `lattice ctl label`.
     pub fn labels(&self) -> String {
         self.name("labels")
+    }
+
+    /// KV: user key (`U...`) -> its grant: the role table of `lattice ctl users`.
+    pub fn users(&self) -> String {
+        self.name("users")
     }
 
     /// KV: `name:version` tag -> digest of a pushed artifact.
