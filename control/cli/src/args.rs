@@ -203,7 +203,8 @@ pub enum UsersWhat {
     /// Give a user key a role (or change the role it has).
     Add {
         /// The user's public key (`U...`, printed by `lattice keys gen user`).
-        key: String,
+        #[arg(value_name = "USER_KEY")]
+        user: String,
         /// Who this is, for people reading the table.
         #[arg(long)]
         name: String,
@@ -220,7 +221,8 @@ pub enum UsersWhat {
     /// Take a user key out of the role table (never the last admin).
     Remove {
         /// The user's public key.
-        key: String,
+        #[arg(value_name = "USER_KEY")]
+        user: String,
     },
 }
 

@@ -63,12 +63,12 @@ fn control_key(given: &str) -> anyhow::Result<PublicKey> {
 pub(super) async fn users(ctl: &CtlClient, what: UsersWhat, out: Output) -> anyhow::Result<()> {
     match what {
         UsersWhat::Add {
-            key,
+            user,
             name,
             role,
             apps,
         } => {
-            let key = PublicKey::parse_role(&key, KeyRole::User).context(
+            let key = PublicKey::parse_role(&user, KeyRole::User).context(
                 "`users add` takes a user public key (`U...`, from `lattice keys gen user`)",
             )?;
             let grant = Grant::new(&name, role, &apps).map_err(anyhow::Error::msg)?;
@@ -93,8 +93,8 @@ pub(super) async fn users(ctl: &CtlClient, what: UsersWhat, out: Output) -> anyh
                 table(&["NAME", "ROLE", "APPS", "KEY"], &rows)
             });
         }
-        UsersWhat::Remove { key } => {
-            let key = PublicKey::parse_role(&key, KeyRole::User)
+        UsersWhat::Remove { user } => {
+            let key = PublicKey::parse_role(&user, KeyRole::User)
                 .context("`users remove` takes a user public key (`U...`)")?;
             ctl.users_remove(&key).await?;
             eprintln!("{key} removed from the role table");
