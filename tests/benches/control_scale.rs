@@ -185,19 +185,26 @@ async fn part1(n: usize) -> anyhow::Result<Part1> {
     );
     let nats = NatsServer::start().await?;
     let lattice = LatticeName::new("scale1")?;
-    let mut config = ControlConfig::new(lattice.clone(), KeyPair::generate(KeyRole::Operator));
+    let operator = KeyPair::generate(KeyRole::Operator);
+    // The admin signs the requests and the join token that admits the simulated hosts.
+    let admin = KeyPair::generate(KeyRole::User);
+    let trusted = vec![operator.public_key()];
+    let mut config = ControlConfig::new(lattice.clone(), operator);
+    config.admins = vec![admin.public_key()];
     config.host_tolerance = TOLERANCE;
     config.startup_grace = Duration::from_millis(500);
-    // The simulated hosts are admitted by a join token this admin signs.
-    let admin = KeyPair::generate(KeyRole::User);
-    config.admins = vec![admin.public_key()];
     let shutdown = CancellationToken::new();
     let control = tokio::spawn(lattice_control::run(
         config,
         nats.client().await?,
         shutdown.clone(),
     ));
-    let ctl = CtlClient::new(nats.client().await?, lattice.clone());
+    let ctl = CtlClient::new(
+        nats.client().await?,
+        lattice.clone(),
+        KeyPair::from_seed(&admin.seed())?,
+        trusted,
+    );
     wait_answers(&ctl).await?;
     let image = push_hello(&nats, &lattice).await?;
 
@@ -359,6 +366,7 @@ async fn part2(n: usize) -> anyhow::Result<Part2> {
         "`lattice keys gen operator` failed: {status}"
     );
     let admin = KeyPair::generate(KeyRole::User);
+    let operator = KeyPair::from_seed_role(&std::fs::read_to_string(&key)?, KeyRole::Operator)?;
     let control = ControlProcess::start(
         &bin,
         &nats.url,
@@ -366,7 +374,13 @@ async fn part2(n: usize) -> anyhow::Result<Part2> {
         (&key, &admin),
         &dir.path().join("control.log"),
     )?;
-    let ctl = CtlClient::new(nats.client().await?, lattice.clone());
+    let trusted = vec![operator.public_key()];
+    let ctl = CtlClient::new(
+        nats.client().await?,
+        lattice.clone(),
+        KeyPair::from_seed(&admin.seed())?,
+        trusted,
+    );
     wait_answers(&ctl).await?;
     let image = push_hello(&nats, &lattice).await?;
     let sim_client = nats.client().await?;

@@ -328,7 +328,7 @@ pub struct TestLattice {
     pub operator: KeyPair,
     /// A user key (`U...`) the control plane knows as an admin from the start.
     pub admin: KeyPair,
-    /// The control-plane API client.
+    /// The control-plane API client, signing as [`TestLattice::admin`].
     pub ctl: CtlClient,
     control: Option<ControlHandle>,
     dir: tempfile::TempDir,
@@ -354,14 +354,23 @@ impl TestLattice {
         let client = nats.client().await?;
         let lattice = LatticeName::new("test")?;
         let operator = KeyPair::generate(KeyRole::Operator);
+        let admin = KeyPair::generate(KeyRole::User);
+        // The test's own client signs as the bootstrap admin and believes only this lattice's
+        // control plane.
+        let ctl = CtlClient::new(
+            client.clone(),
+            lattice.clone(),
+            KeyPair::from_seed(&admin.seed())?,
+            vec![operator.public_key()],
+        );
         let mut t = Self {
-            ctl: CtlClient::new(client.clone(), lattice.clone()),
+            ctl,
             nats,
             client,
             lattice,
             issuer: KeyPair::generate(KeyRole::Issuer),
             operator,
-            admin: KeyPair::generate(KeyRole::User),
+            admin,
             control: None,
             dir: tempfile::tempdir()?,
         };

@@ -15,6 +15,8 @@ fn lattice(args: &[&str], state: &Path) -> anyhow::Result<Output> {
         .env("LATTICE_STATE_DIR", state)
         .env_remove("LATTICE_NATS_URL")
         .env_remove("LATTICE_LATTICE")
+        .env_remove("LATTICE_KEY")
+        .env_remove("LATTICE_CONTROL_KEY")
         .stdin(Stdio::null())
         .output()?;
     Ok(out)
@@ -347,6 +349,16 @@ async fn nkey_authentication_is_used_when_given() -> anyhow::Result<()> {
     );
 
     // Authenticated, the request reaches the lattice: there is simply no control plane yet.
+    // (Signed by a user key, as every `lattice ctl` request is.)
+    use lattice_protocol::keys::{KeyPair, KeyRole};
+    let user_key = dir.path().join("operator-user.nk");
+    std::fs::write(
+        &user_key,
+        KeyPair::generate(KeyRole::User).to_file_contents(),
+    )?;
+    let control_key = KeyPair::generate(KeyRole::Operator)
+        .public_key()
+        .to_string();
     let with = lattice(
         &[
             "ctl",
@@ -356,6 +368,10 @@ async fn nkey_authentication_is_used_when_given() -> anyhow::Result<()> {
             &nats.url,
             "--nkey",
             &seed,
+            "--key",
+            &user_key.display().to_string(),
+            "--control-key",
+            &control_key,
         ],
         dir.path(),
     )?;

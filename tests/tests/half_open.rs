@@ -41,6 +41,7 @@ async fn a_host_notices_a_silent_link_by_its_pings_and_reports_again_once_it_car
                 "--state-dir",
             ])
             .arg(state.path())
+            .env("LATTICE_JOIN_TOKEN", t.join_token())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Start a local lattice in the foreground: nats-server, control plane and one host, with dev keys.
     Up(UpArgs),
-    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback, requeue.
+    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback, requeue, users.
     Ctl(CtlArgs),
     /// Manage keys.
     Keys {
@@ -73,6 +73,19 @@ pub struct CtlArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
+    /// The user key file that signs every request (`lattice keys gen user -o FILE`). Default:
+    /// the admin key `lattice up` made in its state directory.
+    #[arg(long, env = "LATTICE_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// The control plane's public key (`O...`, or its key file): replies signed by any other
+    /// key are refused. Repeatable. Default: the one `lattice up` recorded.
+    #[arg(
+        long = "control-key",
+        env = "LATTICE_CONTROL_KEY",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub control_keys: Vec<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -182,18 +195,50 @@ pub enum CtlCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Who may operate the lattice: add, list and remove users and their roles (admins only).
+    Users {
+        /// The users command.
+        #[command(subcommand)]
+        what: UsersWhat,
+    },
+}
+
+/// `lattice ctl users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersWhat {
+    /// Give a user key a role (or change the role it has).
+    Add {
+        /// The user's public key (`U...`, printed by `lattice keys gen user`).
+        #[arg(value_name = "USER_KEY")]
+        user: String,
+        /// Who this is, for people reading the table.
+        #[arg(long)]
+        name: String,
+        /// admin (everything, including roles), deployer (the apps of --apps) or viewer (read only).
+        #[arg(long)]
+        role: lattice_protocol::auth::Role,
+        /// For a deployer: the apps it may deploy, scale, roll back and undeploy, as patterns
+        /// (`*` matches anything), comma-separated, e.g. 'shop-*,blog'.
+        #[arg(long, value_delimiter = ',')]
+        apps: Vec<String>,
+    },
+    /// The role table: every user key, its name and role.
+    List,
+    /// Take a user key out of the role table (never the last admin).
+    Remove {
+        /// The user's public key.
+        #[arg(value_name = "USER_KEY")]
+        user: String,
+    },
 }
 
 /// `lattice ctl hosts ...`.
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
     /// Print a join token for `lattice-host --join-token` (or `LATTICE_JOIN_TOKEN`): hosts
-    /// presenting it are admitted. Signed here with an admin's user key; no lattice needed.
+    /// presenting it are admitted. Signed here with an admin's user key (`--key`, default the
+    /// admin key of `lattice up` in the state directory); no lattice needed.
     Token {
-        /// The admin's user key file (`lattice keys gen user -o FILE`). Default: the admin key
-        /// of `lattice up` in the state directory.
-        #[arg(long, env = "LATTICE_KEY")]
-        key: Option<PathBuf>,
         /// Admit only this host (its full id, `N...`).
         #[arg(long)]
         host: Option<String>,
@@ -258,7 +303,7 @@ pub enum GetWhat {
 pub enum KeysCommand {
     /// Generate a key pair.
     Gen {
-        /// issuer (signs components), operator (the control plane) or host.
+        /// issuer (signs components), operator (the control plane), host, or user (signs `lattice ctl` requests).
         role: String,
         /// Write the key to this file (mode 0600) instead of printing the seed.
         #[arg(short, long)]
@@ -347,8 +392,9 @@ pub struct ControlArgs {
           default_value_t = lattice_protocol::jetstream::Storage::default().artifacts_max_bytes,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub artifacts_max_bytes: i64,
-    /// An admin's public user key (`U...`; repeatable, or comma-separated in the variable):
-    /// join tokens it signs admit hosts.
+    /// An admin's public user key (`U...`; repeatable, or comma-separated in the variable): an
+    /// admin of the role table when it is new (someone must be able to grant roles; ignored once
+    /// the table exists), and join tokens it signs admit hosts.
     #[arg(long = "admin", env = "LATTICE_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
 }

@@ -1,5 +1,6 @@
 //! `lattice ctl`: deploy, undeploy, get, status, and the rest of the operator's verbs; queued
-//! delivery's (`get queues`, `get deadletters`, `requeue`) are in `ctl/queues.rs`.
+//! delivery's (`get queues`, `get deadletters`, `requeue`) are in `ctl/queues.rs`; who signs
+//! the requests and the role table's commands (`users`) in `ctl/users.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,6 +17,7 @@ use crate::output::{self, ago, table};
 
 mod hosts;
 mod queues;
+mod users;
 
 pub use hosts::up_admin_key;
 
@@ -39,7 +41,6 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     if let CtlCommand::Hosts {
         what:
             HostsCommand::Token {
-                key,
                 host,
                 labels,
                 valid,
@@ -48,7 +49,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     } = &args.command
     {
         return hosts::token(&hosts::TokenRequest {
-            key: key.as_deref(),
+            key: args.key.as_deref(),
             state_dir: args.state_dir.as_deref(),
             lattice: target.lattice,
             host: host.as_deref(),
@@ -58,7 +59,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         });
     }
     let client = nats::connect(&args.nats, &target.url, "lattice ctl", Patience::FailFast).await?;
-    let ctl = CtlClient::new(client.clone(), target.lattice.clone());
+    // After connecting: an unreachable NATS is the first thing to fix.
+    let (key, trusted) = users::identity(&args)?;
+    let ctl = CtlClient::new(client.clone(), target.lattice.clone(), key, trusted);
     match args.command {
         CtlCommand::Deploy {
             file,
@@ -243,6 +246,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let status = ctl.status(&AppName::new(name)?).await?;
             output::print(args.output, &status, status_table);
         }
+        CtlCommand::Users { what } => users::users(&ctl, what, args.output).await?,
     }
     Ok(())
 }

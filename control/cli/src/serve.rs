@@ -63,14 +63,15 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         artifacts_max_bytes: args.artifacts_max_bytes,
         ..args.storage.storage()
     };
-    for admin in &args.admins {
-        let admin = lattice_protocol::keys::PublicKey::parse_role(admin.trim(), KeyRole::User)
-            .with_context(|| format!("--admin {admin}: give an admin's public user key (U...)"))?;
-        config.admins.push(admin);
-    }
+    config.admins = args
+        .admins
+        .iter()
+        .map(|a| lattice_protocol::keys::PublicKey::parse_role(a, KeyRole::User))
+        .collect::<Result<_, _>>()
+        .context("--admin takes user public keys (`U...`, from `lattice keys gen user`)")?;
     if config.admins.is_empty() {
         eprintln!(
-            "warning: no --admin given: no join token admits hosts; admit them with `lattice ctl hosts admit ID`"
+            "warning: no --admin given: nobody can grant roles on a new lattice, and no join token admits hosts (admit them with `lattice ctl hosts admit ID`)"
         );
     }
     lattice_control::run(config, client, lattice_connect::shutdown_on_signal()).await

@@ -113,9 +113,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let operator =
         crate::keys::read_or_create(&key_path(&state_dir, "operator"), KeyRole::Operator)?;
     let issuer = crate::keys::read_or_create(&key_path(&state_dir, "issuer"), KeyRole::Issuer)?;
-    // The local admin: its join token admits the local host, and `lattice ctl hosts token`
-    // signs with it by default.
-    let admin = crate::keys::read_or_create(&key_path(&state_dir, "admin"), KeyRole::User)?;
+    // The local admin: an admin of the role table from the start, so that `lattice ctl` works
+    // with no flag (it signs with this key, found through the record below); its join token
+    // admits the local host, and `lattice ctl hosts token` signs with it by default.
+    let admin_file = key_path(&state_dir, "admin");
+    let admin = crate::keys::read_or_create(&admin_file, KeyRole::User)?;
 
     let mut server = None;
     let url = match &args.nats_url {
@@ -157,7 +159,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         lattice_protocol::keys::KeyPair::from_seed(&operator.seed())?,
     );
     control_config.startup_grace = Duration::from_secs(1);
-    control_config.admins.push(admin.public_key());
+    control_config.admins = vec![admin.public_key()];
     // For this run's one host only; it is recorded as admitted when first presented.
     let join_token = lattice_protocol::signed::JoinToken::sign(
         &lattice_protocol::signed::JoinGrant {
@@ -190,6 +192,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         lattice: lattice.to_string(),
         issuer: issuer.public_key().to_string(),
         operator: operator.public_key().to_string(),
+        admin_key: Some(admin_file),
     };
     let record_path = nats::up_record_path(&state_dir);
     std::fs::write(&record_path, serde_json::to_string_pretty(&record)?)?;
@@ -217,14 +220,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 /// What `lattice up` prints once the lattice is up: where things are, and what to do next.
 fn banner(up: &UpRecord, state_dir: &Path) -> String {
     let issuer_file = key_path(state_dir, "issuer");
+    let admin_file = key_path(state_dir, "admin");
     format!(
-        "\nLattice `{}` is up.\n  NATS:          {}\n  state:         {}\n  issuer key:    {} ({})\n  control key:   {}\n\nIn another terminal:\n  lattice sign hello.wasm -o hello.signed.wasm --issuer {}\n  lattice push hello.signed.wasm\n  lattice ctl deploy app.yaml --wait\n  lattice ctl get hosts\n\nPress Ctrl-C to stop.\n",
+        "\nLattice `{}` is up.\n  NATS:          {}\n  state:         {}\n  issuer key:    {} ({})\n  control key:   {}\n  admin key:     {} (`lattice ctl` signs with it)\n\nIn another terminal:\n  lattice sign hello.wasm -o hello.signed.wasm --issuer {}\n  lattice push hello.signed.wasm\n  lattice ctl deploy app.yaml --wait\n  lattice ctl get hosts\n\nPress Ctrl-C to stop.\n",
         up.lattice,
         up.nats_url,
         state_dir.display(),
         issuer_file.display(),
         up.issuer,
         up.operator,
+        admin_file.display(),
         issuer_file.display(),
     )
 }

@@ -182,6 +182,10 @@ pub struct UpRecord {
     pub issuer: String,
     /// The control plane's public key.
     pub operator: String,
+    /// The local admin's user key file, which `lattice ctl` signs with by default. Absent from
+    /// records of a `lattice up` that predates signed requests.
+    #[serde(default)]
+    pub admin_key: Option<PathBuf>,
 }
 
 /// The file `lattice up` writes.

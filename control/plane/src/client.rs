@@ -1,14 +1,23 @@
 //! A typed client of the control-plane API, used by `lattice ctl` and by tests. Every method is
 //! [`CtlClient::call`] with the verb's [`Verb`] type, which names the request and the reply, so
 //! the client cannot pair a verb with types the control plane does not use.
+//!
+//! Every request is a [`SignedRequest`] signed with the client's user key at the time it is
+//! sent (with a fresh nonce); every reply must be a [`SignedReply`] bound to that nonce and
+//! signed by a control-plane key the client trusts, or it is refused: whoever else answers on
+//! the control subjects is not believed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use lattice_protocol::auth::{Grant, SignedReply, SignedRequest};
 use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
+use lattice_protocol::keys::{KeyPair, PublicKey};
 use lattice_protocol::messages::{
     AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostSummary,
-    InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, VersionSummary,
+    InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, UserEntry,
+    UsersAddRequest, UsersRemoveRequest, VersionSummary,
 };
 use lattice_protocol::messages::{Verb, verbs};
 use lattice_protocol::names::{AppName, LatticeName};
@@ -17,28 +26,68 @@ use lattice_protocol::queue::ops::{
 };
 use lattice_protocol::subject::Subject;
 
-/// Talks to whichever control plane of the lattice answers.
+/// Talks to whichever control plane of the lattice answers, as one user.
 #[derive(Debug, Clone)]
 pub struct CtlClient {
     client: async_nats::Client,
     lattice: LatticeName,
     timeout: Duration,
+    /// Signs every request: the user the control plane authorizes.
+    key: Arc<KeyPair>,
+    /// The control planes' keys whose replies are believed.
+    trusted: Arc<Vec<PublicKey>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl CtlClient {
-    /// A client for `lattice` over `client`.
-    pub fn new(client: async_nats::Client, lattice: LatticeName) -> Self {
+    /// A client for `lattice` over `client`, signing with the user key `key` and believing
+    /// replies signed by one of `trusted` (the control plane's operator keys).
+    pub fn new(
+        client: async_nats::Client,
+        lattice: LatticeName,
+        key: KeyPair,
+        trusted: Vec<PublicKey>,
+    ) -> Self {
         Self {
             client,
             lattice,
             timeout: Duration::from_secs(30),
+            key: Arc::new(key),
+            trusted: Arc::new(trusted),
         }
+    }
+
+    /// The same client (connection, lattice, trusted keys) signing as another user.
+    pub fn signing_as(&self, key: KeyPair) -> Self {
+        Self {
+            key: Arc::new(key),
+            ..self.clone()
+        }
+    }
+
+    /// The user key requests are signed with.
+    pub fn user(&self) -> PublicKey {
+        self.key.public_key()
     }
 
     /// Sends `V`'s request and decodes its reply: the verb names both types (see [`Verb`]).
     pub async fn call<V: Verb>(&self, body: &V::Request) -> Result<V::Reply, WireError> {
         let subject = Subject::ctl(&self.lattice, V::VERB).to_string();
-        let request = self.client.request(subject, envelope::encode(body).into());
+        let signed = SignedRequest::sign(
+            &self.lattice,
+            V::VERB.as_str(),
+            envelope::encode(body),
+            &self.key,
+            now_ms(),
+        );
+        let payload = envelope::encode(&signed);
+        let request = self.client.request(subject, payload.into());
         let msg = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return Err(WireError::new(
@@ -75,7 +124,17 @@ impl CtlClient {
             }
             Ok(Ok(msg)) => msg,
         };
-        envelope::decode::<Reply<V::Reply>>(&msg.payload)?
+        let reply: SignedReply = envelope::decode(&msg.payload).map_err(|e| {
+            WireError::new(
+                ErrorCode::NotAllowed,
+                format!(
+                    "the reply is not signed by a control plane ({e}): something on NATS answered in the control plane's place, or the control plane predates signed replies; check who may subscribe to lattice.{}.ctl.*",
+                    self.lattice
+                ),
+            )
+        })?;
+        reply.verify(&signed.nonce, &self.trusted)?;
+        envelope::decode::<Reply<V::Reply>>(&reply.body)?
     }
 
     /// Deploys a manifest (its YAML text).
@@ -196,5 +255,25 @@ impl CtlClient {
             ids,
         };
         self.call::<verbs::Requeue>(&request).await
+    }
+
+    /// Gives the user `key` a role (or changes its role); admins only.
+    pub async fn users_add(&self, key: &PublicKey, grant: Grant) -> Result<(), WireError> {
+        let request = UsersAddRequest {
+            key: key.clone(),
+            grant,
+        };
+        self.call::<verbs::UsersAdd>(&request).await
+    }
+
+    /// The role table; admins only.
+    pub async fn users_list(&self) -> Result<Vec<UserEntry>, WireError> {
+        self.call::<verbs::UsersList>(&()).await
+    }
+
+    /// Removes the user `key` from the role table (never the last admin); admins only.
+    pub async fn users_remove(&self, key: &PublicKey) -> Result<(), WireError> {
+        let request = UsersRemoveRequest { key: key.clone() };
+        self.call::<verbs::UsersRemove>(&request).await
     }
 }

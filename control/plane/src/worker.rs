@@ -5,6 +5,8 @@
 //! - this file: the loop and the actions.
 //! - `api`: a `lattice ctl` request decoded by its verb ([`lattice_protocol::messages::verbs`]).
 //! - `intake`: heartbeats believed only when signed by the host their subject names.
+//! - `users`: the role table: loaded (and started with the bootstrap admins), and the
+//!   `lattice ctl users` verbs.
 //! - `prepare`: deploys and scales prepared in tasks of their own (manifest parsed, artifacts
 //!   read, links resolved), so that heartbeats never wait behind the object store.
 
@@ -15,6 +17,7 @@ use std::time::Instant;
 use async_nats::jetstream::{self, kv};
 use futures::{FutureExt, StreamExt};
 use lattice_protocol::assignment::{Assignment, SignedAssignment};
+use lattice_protocol::auth::{Freshness, Roles};
 use lattice_protocol::envelope;
 use lattice_protocol::messages::{Event, EventKind, HostAdmission};
 use lattice_protocol::names::{AppName, HostId};
@@ -27,6 +30,7 @@ use tracing::{debug, info, warn};
 mod api;
 mod intake;
 mod prepare;
+mod users;
 
 use crate::ControlConfig;
 use crate::decide::{
@@ -76,6 +80,8 @@ struct Stores {
     labels: kv::Store,
     /// Host admissions ([`lattice_protocol::messages::HostAdmission`]).
     hosts: kv::Store,
+    /// The role table (`lattice ctl users`).
+    users: kv::Store,
 }
 
 pub(crate) struct Worker {
@@ -92,6 +98,10 @@ pub(crate) struct Worker {
     catalog: Option<Arc<BTreeMap<AppName, StoredApp>>>,
     /// Heartbeats refused (unsigned, spoofed), counted and reported.
     intake: intake::Intake,
+    /// Who may do what (`lattice ctl users`), as stored.
+    roles: Roles,
+    /// The requests seen within the clock window: stale ones and replays are refused.
+    freshness: Freshness,
 }
 
 async fn load<T: serde::de::DeserializeOwned>(
@@ -164,7 +174,9 @@ impl Worker {
             assignments: bucket(&b.assignments(), "Lattice signed host assignments").await?,
             labels: bucket(&b.labels(), "Lattice host label changes").await?,
             hosts: bucket(&b.hosts(), "Lattice host admissions").await?,
+            users: bucket(&b.users(), "Lattice role table: user key -> grant").await?,
         };
+        let roles = users::load(&stores.users, &cfg.admins).await?;
         let registry = Registry::open_limited(&js, &cfg.lattice, &cfg.storage).await?;
         let mut label_overrides = BTreeMap::new();
         for (key, overrides, _) in load::<LabelOverrides>(&stores.labels).await? {
@@ -221,6 +233,8 @@ impl Worker {
             prepared: mpsc::unbounded_channel(),
             catalog: None,
             intake: intake::Intake::default(),
+            roles,
+            freshness: Freshness::default(),
         })
     }
 
@@ -313,7 +327,8 @@ impl Worker {
     async fn act(&mut self, action: Action) -> Option<Input> {
         match action {
             Action::Reply { to, body } => {
-                if let Err(e) = self.client.publish(to.0, body.into()).await {
+                let sealed = api::seal(&self.cfg.key, &to, body);
+                if let Err(e) = self.client.publish(to.subject, sealed.into()).await {
                     warn!(error = %e, "could not send a reply");
                 }
                 None
@@ -438,8 +453,8 @@ impl Worker {
         use lattice_protocol::messages::verbs;
         let client = self.client.clone();
         let lattice = self.cfg.lattice.clone();
-        let cfg = self.cfg.clone();
         let js = async_nats::jetstream::new(client.clone());
+        let cfg = self.cfg.clone();
         tokio::spawn(async move {
             let action = match job {
                 QueueJob::Queues { deployed, reports } => Action::reply::<verbs::Queues>(
@@ -456,7 +471,9 @@ impl Worker {
                 ),
             };
             if let Action::Reply { to, body } = action
-                && let Err(e) = client.publish(to.0, body.into()).await
+                && let Err(e) = client
+                    .publish(to.subject.clone(), api::seal(&cfg.key, &to, body).into())
+                    .await
             {
                 warn!(error = %e, "could not send a reply");
             }

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ErrorCode, WireError};
 use crate::keys::{KeyPair, KeyRole, PublicKey};
 use crate::names::{AppName, LatticeName};
 
@@ -447,6 +448,10 @@ pub enum Access<'a> {
     App(&'a AppName),
     /// Changing the lattice itself (hosts, labels, the role table).
     Lattice,
+    /// Changing the app a manifest names (a deploy). The control plane reads the name from the
+    /// manifest and authorizes [`Access::App`] of it; [`Roles::authorize`], which cannot read
+    /// manifests, allows this only to admins.
+    Manifest(&'a str),
 }
 
 /// The lattice's role table: user key → grant.
@@ -474,7 +479,7 @@ impl Roles {
             (Role::Deployer, Access::App(app)) => {
                 grant.apps.iter().any(|p| p.matches(app.as_str()))
             }
-            (Role::Deployer, Access::Lattice) | (Role::Viewer, _) => false,
+            (Role::Deployer, Access::Lattice | Access::Manifest(_)) | (Role::Viewer, _) => false,
         };
         if allowed {
             Ok(())
@@ -486,10 +491,53 @@ impl Roles {
                     Access::Read => "read".into(),
                     Access::App(app) => format!("change app `{app}`"),
                     Access::Lattice => "change the lattice (hosts, labels, roles)".into(),
+                    Access::Manifest(_) => "deploy an app not named in the request".into(),
                 },
                 apps: grant.apps.iter().map(AppPattern::to_string).collect(),
             })
         }
+    }
+
+    /// The table with `key` granted `grant` (added, or its grant replaced). Refused for a key
+    /// that is not a user key, and when it would leave the lattice without an admin.
+    pub fn granted(&self, key: &PublicKey, grant: Grant) -> Result<Roles, WireError> {
+        if key.role() != KeyRole::User {
+            return Err(WireError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "{key} is not a user key (`U...`); make one with `lattice keys gen user` and add its public key"
+                ),
+            ));
+        }
+        let mut next = self.clone();
+        next.insert(key.clone(), grant);
+        next.keeps_an_admin(key)?;
+        Ok(next)
+    }
+
+    /// The table without `key`. Refused for a key not in it, and for the last admin.
+    pub fn revoked(&self, key: &PublicKey) -> Result<Roles, WireError> {
+        let mut next = self.clone();
+        if next.users.remove(key).is_none() {
+            return Err(WireError::new(
+                ErrorCode::NotFound,
+                format!("{key} is not in the role table; `lattice ctl users list` shows who is"),
+            ));
+        }
+        next.keeps_an_admin(key)?;
+        Ok(next)
+    }
+
+    fn keeps_an_admin(&self, changed: &PublicKey) -> Result<(), WireError> {
+        if self.admins().next().is_none() {
+            return Err(WireError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "{changed} is the last admin: the lattice would have nobody who may grant roles; add another admin first"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The admins' keys.
@@ -570,9 +618,15 @@ pub enum Refusal {
     },
 }
 
-impl From<Refusal> for crate::error::WireError {
+impl From<Refusal> for WireError {
     fn from(r: Refusal) -> Self {
-        crate::error::WireError::new(crate::error::ErrorCode::NotAllowed, r.to_string())
+        WireError::new(ErrorCode::NotAllowed, r.to_string())
+    }
+}
+
+impl From<ReplyRefusal> for WireError {
+    fn from(r: ReplyRefusal) -> Self {
+        WireError::new(ErrorCode::NotAllowed, r.to_string())
     }
 }
 
@@ -727,6 +781,32 @@ mod tests {
             roles.authorize(&stranger, Access::Read),
             Err(Refusal::UnknownUser { .. })
         ));
+    }
+
+    #[test]
+    fn the_last_admin_is_never_removed_nor_demoted() {
+        let root = KeyPair::generate(KeyRole::User).public_key();
+        let other = KeyPair::generate(KeyRole::User).public_key();
+        let admin = || Grant::new("root", Role::Admin, [""; 0]).expect("valid");
+        let viewer = || Grant::new("ops", Role::Viewer, [""; 0]).expect("valid");
+        let mut roles = Roles::default();
+        roles.insert(root.clone(), admin());
+        let code = |r: Result<Roles, WireError>| r.map(|_| ()).map_err(|e| e.code);
+        assert_eq!(code(roles.revoked(&root)), Err(ErrorCode::Conflict));
+        assert_eq!(
+            code(roles.granted(&root, viewer())),
+            Err(ErrorCode::Conflict)
+        );
+        assert_eq!(code(roles.revoked(&other)), Err(ErrorCode::NotFound));
+        let host = KeyPair::generate(KeyRole::Host).public_key();
+        assert_eq!(
+            code(roles.granted(&host, viewer())),
+            Err(ErrorCode::InvalidInput)
+        );
+        // With a second admin, the first may go.
+        let two = roles.granted(&other, admin()).expect("a second admin");
+        let one = two.revoked(&root).expect("not the last admin");
+        assert_eq!(one.admins().collect::<Vec<_>>(), vec![&other]);
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Access, Grant};
 use crate::digest::Digest;
+use crate::keys::PublicKey;
 use crate::names::{AppName, ComponentName, HostId};
 
 /// `ctl.deploy`: store a manifest as a new version of its app and reconcile.
@@ -474,6 +476,9 @@ impl std::fmt::Display for EventKind {
 /// the two ends cannot pair a verb with different types. A request travels on
 /// [`Subject::ctl`](crate::subject::Subject::ctl) with [`Verb::VERB`], enveloped; the reply is an
 /// enveloped [`Reply`](crate::envelope::Reply) of [`Verb::Reply`].
+///
+/// Each verb also states, beside its types, what its request needs of the signer's role
+/// ([`Verb::access`]): the control plane authorizes by it before acting.
 pub trait Verb {
     /// The verb, which names the subject.
     const VERB: crate::subject::CtlVerb;
@@ -481,6 +486,34 @@ pub trait Verb {
     type Request: Serialize + serde::de::DeserializeOwned + Send + 'static;
     /// What the control plane answers when it succeeds.
     type Reply: Serialize + serde::de::DeserializeOwned + Send + 'static;
+
+    /// What `request` needs: reading, changing one app, or changing the lattice.
+    fn access(request: &Self::Request) -> Access<'_>;
+}
+
+/// `ctl.users_add`: give a user key a role (or change the role it has).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsersAddRequest {
+    /// The user's public key (`U...`, made by `lattice keys gen user`).
+    pub key: PublicKey,
+    /// Its name and role.
+    pub grant: Grant,
+}
+
+/// `ctl.users_remove`: take a user key out of the role table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsersRemoveRequest {
+    /// The user's public key.
+    pub key: PublicKey,
+}
+
+/// One line of `ctl.users_list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserEntry {
+    /// The user's public key.
+    pub key: PublicKey,
+    /// Its name and role.
+    pub grant: Grant,
 }
 
 /// One zero-sized type per [`CtlVerb`](crate::subject::CtlVerb), pairing it with its request
@@ -491,15 +524,16 @@ pub mod verbs {
     use super::{
         AdmissionRequest, AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat,
         HostSummary, InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest,
-        StopHostRequest, Verb, VersionSummary,
+        StopHostRequest, UserEntry, UsersAddRequest, UsersRemoveRequest, Verb, VersionSummary,
     };
+    use crate::auth::Access;
     use crate::queue::ops::{
         DeadLetter, DeadLettersRequest, LinkQueue, RequeueReply, RequeueRequest,
     };
     use crate::subject::CtlVerb;
 
     macro_rules! verbs {
-        ($($(#[$doc:meta])* $name:ident: $request:ty => $reply:ty;)*) => {$(
+        ($($(#[$doc:meta])* $name:ident: $request:ty => $reply:ty, needs |$r:pat_param| $access:expr;)*) => {$(
             $(#[$doc])*
             #[derive(Debug, Clone, Copy, PartialEq, Eq)]
             pub struct $name;
@@ -508,41 +542,51 @@ pub mod verbs {
                 const VERB: CtlVerb = CtlVerb::$name;
                 type Request = $request;
                 type Reply = $reply;
+
+                fn access($r: &Self::Request) -> Access<'_> {
+                    $access
+                }
             }
         )*};
     }
 
     verbs! {
         /// `ctl.deploy`: store a manifest as a new version and reconcile it.
-        Deploy: DeployRequest => DeployReply;
+        Deploy: DeployRequest => DeployReply, needs |r| Access::Manifest(&r.manifest);
         /// `ctl.undeploy`: remove an app.
-        Undeploy: AppRequest => ();
+        Undeploy: AppRequest => (), needs |r| Access::App(&r.name);
         /// `ctl.apps`: list apps.
-        Apps: () => Vec<AppSummary>;
+        Apps: () => Vec<AppSummary>, needs |_| Access::Read;
         /// `ctl.status`: one app's status.
-        Status: AppRequest => AppStatus;
+        Status: AppRequest => AppStatus, needs |_| Access::Read;
         /// `ctl.hosts`: list hosts.
-        Hosts: () => Vec<HostSummary>;
+        Hosts: () => Vec<HostSummary>, needs |_| Access::Read;
         /// `ctl.history`: an app's stored versions, oldest first.
-        History: AppRequest => Vec<VersionSummary>;
+        History: AppRequest => Vec<VersionSummary>, needs |_| Access::Read;
         /// `ctl.rollback`: make a stored version desired again.
-        Rollback: RollbackRequest => DeployReply;
+        Rollback: RollbackRequest => DeployReply, needs |r| Access::App(&r.name);
         /// `ctl.inventory`: one host's latest report, with the operator's labels applied.
-        Inventory: InventoryRequest => Heartbeat;
+        Inventory: InventoryRequest => Heartbeat, needs |_| Access::Read;
         /// `ctl.stop_host`: stop a host gracefully.
-        StopHost: StopHostRequest => ();
+        StopHost: StopHostRequest => (), needs |_| Access::Lattice;
         /// `ctl.scale`: a new version with another instance count for one component.
-        Scale: ScaleRequest => DeployReply;
+        Scale: ScaleRequest => DeployReply, needs |r| Access::App(&r.name);
         /// `ctl.label`: set or remove host labels; answers the host's labels now.
-        Label: LabelRequest => BTreeMap<String, String>;
+        Label: LabelRequest => BTreeMap<String, String>, needs |_| Access::Lattice;
         /// `ctl.queues`: every queued link, its outboxes, in flight and dead-lettered.
-        Queues: () => Vec<LinkQueue>;
+        Queues: () => Vec<LinkQueue>, needs |_| Access::Read;
         /// `ctl.deadletters`: a queued link's dead letters, oldest first.
-        DeadLetters: DeadLettersRequest => Vec<DeadLetter>;
+        DeadLetters: DeadLettersRequest => Vec<DeadLetter>, needs |r| Access::App(&r.link.app);
         /// `ctl.requeue`: put dead letters back in their queue.
-        Requeue: RequeueRequest => RequeueReply;
+        Requeue: RequeueRequest => RequeueReply, needs |r| Access::App(&r.link.app);
+        /// `ctl.users_add`: give a user key a role (admins only).
+        UsersAdd: UsersAddRequest => (), needs |_| Access::Lattice;
+        /// `ctl.users_list`: the role table (admins only: it says who may do what).
+        UsersList: () => Vec<UserEntry>, needs |_| Access::Lattice;
+        /// `ctl.users_remove`: take a user key out of the role table (admins only).
+        UsersRemove: UsersRemoveRequest => (), needs |_| Access::Lattice;
         /// `ctl.admission`: admit a host or revoke its admission; answers the host's full id.
-        Admission: AdmissionRequest => String;
+        Admission: AdmissionRequest => String, needs |_| Access::Lattice;
     }
 }
 

@@ -63,10 +63,16 @@ pub enum CtlVerb {
     Requeue,
     /// Admit a host, or revoke its admission.
     Admission,
+    /// Add a user to the role table (or change its grant).
+    UsersAdd,
+    /// List the role table.
+    UsersList,
+    /// Remove a user from the role table.
+    UsersRemove,
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 15] = [
+    const ALL: [CtlVerb; 18] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
@@ -82,9 +88,13 @@ impl CtlVerb {
         CtlVerb::DeadLetters,
         CtlVerb::Requeue,
         CtlVerb::Admission,
+        CtlVerb::UsersAdd,
+        CtlVerb::UsersList,
+        CtlVerb::UsersRemove,
     ];
 
-    fn as_str(self) -> &'static str {
+    /// The verb as it appears in its subject (and in a signed request).
+    pub fn as_str(self) -> &'static str {
         match self {
             CtlVerb::Deploy => "deploy",
             CtlVerb::Undeploy => "undeploy",
@@ -101,6 +111,9 @@ impl CtlVerb {
             CtlVerb::DeadLetters => "deadletters",
             CtlVerb::Requeue => "requeue",
             CtlVerb::Admission => "admission",
+            CtlVerb::UsersAdd => "users_add",
+            CtlVerb::UsersList => "users_list",
+            CtlVerb::UsersRemove => "users_remove",
         }
     }
 
@@ -447,6 +460,11 @@ impl Buckets {
     /// KV: host id -> label changes made with `lattice ctl label`.
     pub fn labels(&self) -> String {
         self.name("labels")
+    }
+
+    /// KV: user key (`U...`) -> its grant: the role table of `lattice ctl users`.
+    pub fn users(&self) -> String {
+        self.name("users")
     }
 
     /// KV: `name:version` tag -> digest of a pushed artifact.

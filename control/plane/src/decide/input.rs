@@ -13,9 +13,23 @@ use lattice_protocol::queue::ops::{DeadLettersRequest, RequeueRequest};
 use super::{Action, LabelOverrides};
 use crate::model::{ResolvedApp, StoredApp};
 
-/// Where a request's answer goes (its NATS reply subject).
+/// Where a request's answer goes: its NATS reply subject, and the nonce of the signed request
+/// it answers (the worker signs the answer bound to it, so it cannot answer another request).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ReplyTo(pub(crate) String);
+pub(crate) struct ReplyTo {
+    pub(crate) subject: String,
+    pub(crate) nonce: Vec<u8>,
+}
+
+impl ReplyTo {
+    /// The answer to the request with `nonce`, sent to `subject`.
+    pub(crate) fn new(subject: impl Into<String>, nonce: Vec<u8>) -> Self {
+        Self {
+            subject: subject.into(),
+            nonce,
+        }
+    }
+}
 
 /// A `lattice ctl` request, decoded with its [`Verb`]'s request type. Deploy and scale are not
 /// here: they are prepared first and come in as [`Input::Prepared`].

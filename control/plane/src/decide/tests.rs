@@ -238,7 +238,7 @@ impl Sim {
     }
 
     fn input(&self, op: &Op) -> Option<Input> {
-        let reply = ReplyTo("_INBOX.test".into());
+        let reply = ReplyTo::new("_INBOX.test", Vec::new());
         let request = |request| {
             Some(Input::Request {
                 reply: reply.clone(),
@@ -597,7 +597,7 @@ fn a_deploy_is_answered_from_its_store_outcome() {
     use lattice_protocol::messages::DeployReply;
 
     let mut sim = Sim::new(&[]);
-    let reply = ReplyTo("_INBOX.deploy".into());
+    let reply = ReplyTo::new("_INBOX.deploy", Vec::new());
     let input = Input::Prepared {
         reply: reply.clone(),
         prepared: Ok(prepared("v2", "text v2")),
@@ -659,7 +659,7 @@ fn a_version_stored_meanwhile_with_other_content_is_a_conflict() {
         entries: Vec::new(),
     }]);
     let input = Input::Prepared {
-        reply: ReplyTo("_INBOX.deploy".into()),
+        reply: ReplyTo::new("_INBOX.deploy", Vec::new()),
         prepared: Ok(prepared("v1", "another text")),
     };
     let actions = decide(&mut sim.state, input, sim.now);

@@ -1,56 +1,123 @@
-//! A `lattice ctl` request, decoded by its verb: each verb's request type comes from its
-//! [`Verb`], the one pairing the client uses too. Deploys and scales go to preparation (see
-//! `prepare`); every other verb goes straight to the decisions.
+//! A `lattice ctl` request, checked and decoded by its verb. Before anything else the request
+//! must be a [`SignedRequest`] whose signature holds for this lattice and verb, fresh (neither
+//! stale nor a replay: [`Freshness`]), from a user whose role allows what the verb says it
+//! needs ([`Verb::access`]); each refusal is a `not_allowed` error saying which check failed.
+//! Each verb's request type comes from its [`Verb`], the one pairing the client uses too.
+//! Deploys and scales go to preparation (see `prepare`), the role table's verbs to `users`,
+//! every other verb straight to the decisions. Every answer is sealed ([`seal`]): signed by the
+//! control plane's key, bound to the request's nonce.
 
+use lattice_protocol::auth::{Access, Refusal, Roles, SignedReply, SignedRequest};
 use lattice_protocol::envelope;
 use lattice_protocol::error::WireError;
+use lattice_protocol::keys::{KeyPair, PublicKey};
 use lattice_protocol::messages::{Verb, verbs};
 use lattice_protocol::subject::{CtlVerb, Subject};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Worker;
 use super::prepare::{self, Job};
+use super::users::UsersJob;
 use crate::decide::{Action, Input, ReplyTo, Request};
 
 /// Where a decoded request goes.
 enum Route {
     Decide(Request),
     Prepare(Job),
+    Users(UsersJob),
 }
 
-/// Decodes a request of verb `V`.
-fn decode<V: Verb>(verb: CtlVerb, payload: &[u8]) -> Result<V::Request, WireError> {
-    debug_assert_eq!(verb, V::VERB, "a verb dispatched to another verb's types");
-    Ok(envelope::decode(payload)?)
+/// The answer `body` as it travels: signed by the control plane's `key`, bound to the nonce of
+/// the request it answers.
+pub(super) fn seal(key: &KeyPair, to: &ReplyTo, body: Vec<u8>) -> Vec<u8> {
+    envelope::encode(&SignedReply::sign(&to.nonce, body, key))
 }
 
-/// The route of a request with `verb` and `payload`. Verbs whose request is `()` are not
-/// decoded (they never were: any payload asks the same).
-fn route(verb: CtlVerb, payload: &[u8]) -> Result<Route, WireError> {
-    use Route::{Decide, Prepare};
+/// Who signed a request (its signature and freshness already checked), and the role table.
+struct Gate<'a> {
+    roles: &'a Roles,
+    signer: &'a PublicKey,
+}
+
+impl Gate<'_> {
+    /// Decodes a request of verb `V` and authorizes what it needs. An unknown key is refused
+    /// before its request is decoded.
+    fn admit<V: Verb>(&self, verb: CtlVerb, body: &[u8]) -> Result<V::Request, WireError> {
+        debug_assert_eq!(verb, V::VERB, "a verb dispatched to another verb's types");
+        self.roles.authorize(self.signer, Access::Read)?;
+        let request: V::Request = envelope::decode(body)?;
+        match V::access(&request) {
+            // A deploy changes the app its manifest names: read the name first. A manifest
+            // that does not parse changes nothing; preparing it reports every problem.
+            Access::Manifest(text) => {
+                if let Ok(manifest) = lattice_manifest::parse(text) {
+                    let name = &manifest.metadata.name;
+                    self.roles.authorize(self.signer, Access::App(name))?;
+                }
+            }
+            access => self.roles.authorize(self.signer, access)?,
+        }
+        Ok(request)
+    }
+}
+
+/// The route of a request with `verb` and `body`, once `gate` admits it.
+fn route(verb: CtlVerb, body: &[u8], gate: &Gate<'_>) -> Result<Route, WireError> {
+    use Route::{Decide, Prepare, Users};
     Ok(match verb {
-        CtlVerb::Deploy => Prepare(Job::Deploy(decode::<verbs::Deploy>(verb, payload)?)),
-        CtlVerb::Scale => Prepare(Job::Scale(decode::<verbs::Scale>(verb, payload)?)),
-        CtlVerb::Undeploy => Decide(Request::Undeploy(decode::<verbs::Undeploy>(verb, payload)?)),
-        CtlVerb::Apps => Decide(Request::Apps),
-        CtlVerb::Status => Decide(Request::Status(decode::<verbs::Status>(verb, payload)?)),
-        CtlVerb::Hosts => Decide(Request::Hosts),
-        CtlVerb::History => Decide(Request::History(decode::<verbs::History>(verb, payload)?)),
-        CtlVerb::Rollback => Decide(Request::Rollback(decode::<verbs::Rollback>(verb, payload)?)),
-        CtlVerb::Inventory => Decide(Request::Inventory(decode::<verbs::Inventory>(
-            verb, payload,
-        )?)),
-        CtlVerb::StopHost => Decide(Request::StopHost(decode::<verbs::StopHost>(verb, payload)?)),
-        CtlVerb::Label => Decide(Request::Label(decode::<verbs::Label>(verb, payload)?)),
-        CtlVerb::Queues => Decide(Request::Queues),
-        CtlVerb::DeadLetters => Decide(Request::DeadLetters(decode::<verbs::DeadLetters>(
-            verb, payload,
-        )?)),
-        CtlVerb::Requeue => Decide(Request::Requeue(decode::<verbs::Requeue>(verb, payload)?)),
-        CtlVerb::Admission => Decide(Request::Admission(decode::<verbs::Admission>(
-            verb, payload,
-        )?)),
+        CtlVerb::Deploy => Prepare(Job::Deploy(gate.admit::<verbs::Deploy>(verb, body)?)),
+        CtlVerb::Scale => Prepare(Job::Scale(gate.admit::<verbs::Scale>(verb, body)?)),
+        CtlVerb::Undeploy => Decide(Request::Undeploy(
+            gate.admit::<verbs::Undeploy>(verb, body)?,
+        )),
+        CtlVerb::Apps => {
+            gate.admit::<verbs::Apps>(verb, body)?;
+            Decide(Request::Apps)
+        }
+        CtlVerb::Status => Decide(Request::Status(gate.admit::<verbs::Status>(verb, body)?)),
+        CtlVerb::Hosts => {
+            gate.admit::<verbs::Hosts>(verb, body)?;
+            Decide(Request::Hosts)
+        }
+        CtlVerb::History => Decide(Request::History(gate.admit::<verbs::History>(verb, body)?)),
+        CtlVerb::Rollback => Decide(Request::Rollback(
+            gate.admit::<verbs::Rollback>(verb, body)?,
+        )),
+        CtlVerb::Inventory => Decide(Request::Inventory(
+            gate.admit::<verbs::Inventory>(verb, body)?,
+        )),
+        CtlVerb::StopHost => Decide(Request::StopHost(
+            gate.admit::<verbs::StopHost>(verb, body)?,
+        )),
+        CtlVerb::Label => Decide(Request::Label(gate.admit::<verbs::Label>(verb, body)?)),
+        CtlVerb::Queues => {
+            gate.admit::<verbs::Queues>(verb, body)?;
+            Decide(Request::Queues)
+        }
+        CtlVerb::DeadLetters => Decide(Request::DeadLetters(
+            gate.admit::<verbs::DeadLetters>(verb, body)?,
+        )),
+        CtlVerb::Requeue => Decide(Request::Requeue(gate.admit::<verbs::Requeue>(verb, body)?)),
+        CtlVerb::UsersAdd => Users(UsersJob::Add(gate.admit::<verbs::UsersAdd>(verb, body)?)),
+        CtlVerb::UsersList => {
+            gate.admit::<verbs::UsersList>(verb, body)?;
+            Users(UsersJob::List)
+        }
+        CtlVerb::UsersRemove => Users(UsersJob::Remove(
+            gate.admit::<verbs::UsersRemove>(verb, body)?,
+        )),
+        CtlVerb::Admission => Decide(Request::Admission(
+            gate.admit::<verbs::Admission>(verb, body)?,
+        )),
     })
+}
+
+/// The control plane's clock, in the unit requests are signed in.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Worker {
@@ -63,11 +130,33 @@ impl Worker {
             _ => return,
         };
         debug!(?verb, "control request");
-        let reply = ReplyTo(reply_to.to_string());
-        match route(verb, &msg.payload) {
+        let Ok(signed) = envelope::decode::<SignedRequest>(&msg.payload) else {
+            warn!(?verb, "refused an unsigned control request");
+            let reply = ReplyTo::new(reply_to.to_string(), Vec::new());
+            let _ = self
+                .act(Action::refuse(&reply, Refusal::Unsigned.into()))
+                .await;
+            return;
+        };
+        let reply = ReplyTo::new(reply_to.to_string(), signed.nonce.clone());
+        let checked = signed
+            .verify(&self.cfg.lattice, verb.as_str())
+            .and_then(|()| self.freshness.check(&signed, now_ms()));
+        let routed = checked.map_err(WireError::from).and_then(|()| {
+            let gate = Gate {
+                roles: &self.roles,
+                signer: &signed.signer,
+            };
+            route(verb, &signed.body, &gate)
+        });
+        match routed {
             Ok(Route::Decide(request)) => self.step(Input::Request { reply, request }).await,
             Ok(Route::Prepare(job)) => self.prepare(reply, job),
+            Ok(Route::Users(job)) => self.on_users(reply, job).await,
             Err(e) => {
+                if e.code == lattice_protocol::error::ErrorCode::NotAllowed {
+                    warn!(?verb, signer = %signed.signer, reason = %e, "refused a control request");
+                }
                 let _ = self.act(Action::refuse(&reply, e)).await;
             }
         }
@@ -92,14 +181,70 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    use lattice_protocol::auth::{Grant, Role};
+    use lattice_protocol::error::ErrorCode;
+    use lattice_protocol::keys::KeyRole;
     use lattice_protocol::messages::{
         AppRequest, DeployRequest, InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest,
         StopHostRequest,
     };
+    use lattice_protocol::messages::{UsersAddRequest, UsersRemoveRequest};
     use lattice_protocol::names::{AppName, ComponentName};
     use lattice_protocol::queue::ops::{DeadLettersRequest, LinkSelector, RequeueRequest};
 
     use super::*;
+
+    /// A role table with one user of `role` (limited to `apps`), and that user's key.
+    fn table(role: Role, apps: &[&str]) -> (Roles, PublicKey) {
+        let key = KeyPair::generate(KeyRole::User).public_key();
+        let mut roles = Roles::default();
+        roles.insert(key.clone(), Grant::new("u", role, apps).expect("valid"));
+        (roles, key)
+    }
+
+    fn manifest(name: &str) -> DeployRequest {
+        let request = DeployRequest {
+            manifest: format!(
+                "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: {name}\nspec:\n  components:\n    - name: web\n      type: component\n      properties:\n        image: web:1\n      traits:\n        - type: spreadscaler\n          properties:\n            instances: 1\n"
+            ),
+        };
+        assert!(
+            lattice_manifest::parse(&request.manifest).is_ok(),
+            "a valid manifest"
+        );
+        request
+    }
+
+    // A deploy is authorized for the app its manifest names, which the request never states
+    // apart (so it cannot say one app and deploy another).
+    #[test]
+    fn a_deploy_is_authorized_by_the_name_in_its_manifest() {
+        let (roles, deployer) = table(Role::Deployer, &["shop-*"]);
+        let gate = Gate {
+            roles: &roles,
+            signer: &deployer,
+        };
+        let deploy = |name| sent::<verbs::Deploy>(&manifest(name));
+        let (verb, inside) = deploy("shop-web");
+        assert!(matches!(route(verb, &inside, &gate), Ok(Route::Prepare(_))));
+        let (verb, outside) = deploy("blog");
+        let refused = route(verb, &outside, &gate).err().expect("refused");
+        assert_eq!(refused.code, ErrorCode::NotAllowed);
+        assert!(
+            refused.message.contains("may not change app `blog`"),
+            "{refused}"
+        );
+
+        let (roles, viewer) = table(Role::Viewer, &[]);
+        let gate = Gate {
+            roles: &roles,
+            signer: &viewer,
+        };
+        let refused = route(verb, &inside, &gate).err().expect("refused");
+        assert!(refused.message.contains("is a viewer"), "{refused}");
+        let (verb, read) = sent::<verbs::Apps>(&());
+        assert!(route(verb, &read, &gate).is_ok());
+    }
 
     /// What a client sends for verb `V`: its request, enveloped.
     fn sent<V: Verb>(request: &V::Request) -> (CtlVerb, Vec<u8>) {
@@ -149,13 +294,35 @@ mod tests {
                 host: "h".into(),
                 admit: true,
             }),
+            sent::<verbs::UsersAdd>(&UsersAddRequest {
+                key: KeyPair::generate(KeyRole::User).public_key(),
+                grant: Grant::new("ops", Role::Viewer, [""; 0]).expect("valid"),
+            }),
+            sent::<verbs::UsersList>(&()),
+            sent::<verbs::UsersRemove>(&UsersRemoveRequest {
+                key: KeyPair::generate(KeyRole::User).public_key(),
+            }),
         ];
+        let (roles, admin) = table(Role::Admin, &[]);
+        let gate = Gate {
+            roles: &roles,
+            signer: &admin,
+        };
         for (verb, payload) in cases {
-            let routed = route(verb, &payload).unwrap_or_else(|e| panic!("{verb:?}: {e}"));
+            let routed = route(verb, &payload, &gate).unwrap_or_else(|e| panic!("{verb:?}: {e}"));
             let prepared = matches!(routed, Route::Prepare(_));
             assert_eq!(
                 prepared,
                 matches!(verb, CtlVerb::Deploy | CtlVerb::Scale),
+                "{verb:?}"
+            );
+            let users = matches!(routed, Route::Users(_));
+            assert_eq!(
+                users,
+                matches!(
+                    verb,
+                    CtlVerb::UsersAdd | CtlVerb::UsersList | CtlVerb::UsersRemove
+                ),
                 "{verb:?}"
             );
         }
