@@ -319,6 +319,7 @@ async fn a_provider_exits_when_its_host_is_killed() -> anyhow::Result<()> {
             .args(["--trust-operator", t.operator.public_key().as_str()])
             .arg("--state-dir")
             .arg(state.path())
+            .env("LATTICE_JOIN_TOKEN", t.join_token())
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
