@@ -242,7 +242,8 @@ async fn the_host_refuses_a_blob_root_at_the_state_directory_itself() -> anyhow:
     let failed =
         tokio::time::timeout(lattice_tests::WAIT, async {
             while let Some(msg) = beats.next().await {
-                let hb: Heartbeat = envelope::decode(&msg.payload)?;
+                let hb: Heartbeat =
+                    lattice_protocol::signed::open_heartbeat_on(&msg.subject, &msg.payload)?;
                 if let Some(w) = hb.workloads.into_iter().find(|w| {
                     w.app.as_str() == "thief" && w.reason == Some(FailureReason::LinkError)
                 }) {
@@ -475,8 +476,7 @@ async fn last_refusal(t: &TestLattice) -> anyhow::Result<Option<String>> {
     let msg = tokio::time::timeout(lattice_tests::WAIT, beats.next())
         .await?
         .ok_or_else(|| anyhow::anyhow!("heartbeat subscription closed"))?;
-    let hb: lattice_protocol::messages::Heartbeat =
-        lattice_protocol::envelope::decode(&msg.payload)?;
+    let hb = lattice_protocol::signed::open_heartbeat_on(&msg.subject, &msg.payload)?;
     Ok(hb.last_refusal)
 }
 

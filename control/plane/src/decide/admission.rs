@@ -323,7 +323,8 @@ mod tests {
         // Admitted: the token is not looked at again.
         assert_eq!(stores(&decide(&mut s, Input::Heartbeat(hb), at(1))), 0);
 
-        let expired = heartbeat(&late, Some(token(&admin, 1_000)));
+        // Expired longer ago than the clock margin join tokens allow (`MAX_SKEW`).
+        let expired = heartbeat(&late, Some(token(&admin, 900)));
         let actions = decide(&mut s, Input::Heartbeat(expired), at(2));
         assert_eq!(stores(&actions), 0);
         assert!(!s.ready.contains(&late));
