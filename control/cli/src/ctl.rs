@@ -3,7 +3,7 @@
 //! the requests and the role table's commands (`users`) in `ctl/users.rs`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -39,24 +39,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let target = nats::target(&args.nats, args.state_dir.as_deref())?;
     // A join token is signed here, with no round trip to the lattice.
     if let CtlCommand::Hosts {
-        what:
-            HostsCommand::Token {
-                host,
-                labels,
-                valid,
-                note,
-            },
+        what: HostsCommand::Token { .. },
     } = &args.command
     {
-        return hosts::token(&hosts::TokenRequest {
-            key: args.key.as_deref(),
-            state_dir: args.state_dir.as_deref(),
-            lattice: target.lattice,
-            host: host.as_deref(),
-            labels,
-            valid: *valid,
-            note,
-        });
+        return token(&args, target.lattice);
     }
     let client = nats::connect(&args.nats, &target.url, "lattice ctl", Patience::FailFast).await?;
     // After connecting: an unreachable NATS is the first thing to fix.
@@ -69,33 +55,13 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             wait,
             timeout,
         } => {
-            let (reply, name) = match (version, manifest) {
-                // `deploy NAME --version V`: a stored version, deployed again.
-                (Some(version), _) => {
-                    let name = AppName::new(file.display().to_string())?;
-                    (ctl.rollback(&name, Some(&version)).await?, name)
-                }
-                (None, Some((yaml, name))) => (ctl.deploy(&yaml).await?, name),
-                (None, None) => anyhow::bail!("no manifest was read"),
+            let deploy = Deploy {
+                file,
+                version,
+                manifest,
+                wait: wait.then_some(timeout),
             };
-            if args.output == Output::Table {
-                eprintln!(
-                    "{} {} {}",
-                    reply.name,
-                    reply.version,
-                    if reply.changed {
-                        "deployed"
-                    } else {
-                        "is already the deployed version"
-                    }
-                );
-            }
-            if wait {
-                let status = wait_deployed(&ctl, &name, timeout, args.output).await?;
-                output::print(args.output, &status, status_table);
-            } else if args.output == Output::Json {
-                output::print(args.output, &reply, |_| String::new());
-            }
+            deploy.run(&ctl, args.output).await?;
         }
         CtlCommand::Undeploy { name } => {
             let name = AppName::new(name)?;
@@ -106,23 +72,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             what: GetWhat::Apps,
         } => {
             let apps = ctl.apps().await?;
-            output::print(args.output, &apps, |apps| {
-                let rows: Vec<Vec<String>> = apps
-                    .iter()
-                    .map(|a| {
-                        vec![
-                            a.name.to_string(),
-                            a.version.clone(),
-                            a.status.to_string(),
-                            a.message.clone(),
-                        ]
-                    })
-                    .collect();
-                if rows.is_empty() {
-                    return "no apps; deploy one with `lattice ctl deploy FILE.yaml`\n".into();
-                }
-                table(&["NAME", "VERSION", "STATUS", "MESSAGE"], &rows)
-            });
+            output::print(args.output, &apps, |apps| apps_table(apps));
         }
         CtlCommand::Get {
             what: GetWhat::Hosts,
@@ -132,49 +82,16 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         CtlCommand::History { name } => {
             let versions = ctl.history(&AppName::new(name)?).await?;
-            output::print(args.output, &versions, |versions| {
-                let rows: Vec<Vec<String>> = versions
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            v.version.clone(),
-                            v.deployed_at.to_string(),
-                            if v.current {
-                                "yes".into()
-                            } else {
-                                String::new()
-                            },
-                        ]
-                    })
-                    .collect();
-                table(&["VERSION", "DEPLOYED AT (UNIX)", "CURRENT"], &rows)
-            });
+            output::print(args.output, &versions, |versions| history_table(versions));
         }
         CtlCommand::Rollback { name, to } => {
             let reply = ctl.rollback(&AppName::new(name)?, to.as_deref()).await?;
-            if args.output == Output::Json {
-                output::print(args.output, &reply, |_| String::new());
-            } else if reply.changed {
-                eprintln!("{} rolled back to {}", reply.name, reply.version);
-            } else {
-                eprintln!(
-                    "{} {} is already the deployed version",
-                    reply.name, reply.version
-                );
-            }
+            print_rollback(args.output, &reply);
         }
         CtlCommand::Get {
             what: GetWhat::Components,
         } => {
-            let mut all = Vec::new();
-            for app in ctl.apps().await? {
-                let status = ctl.status(&app.name).await?;
-                all.extend(status.components.into_iter().map(|c| PlacedComponent {
-                    app: status.name.to_string(),
-                    version: status.version.clone(),
-                    component: c,
-                }));
-            }
+            let all = placed_components(&ctl).await?;
             output::print(args.output, &all, |all| components_table(all));
         }
         CtlCommand::Get {
@@ -205,34 +122,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             app,
             component,
             instances,
-        } => {
-            let component = lattice_protocol::names::ComponentName::new(component)?;
-            let reply = ctl
-                .scale(&AppName::new(app)?, &component, instances)
-                .await?;
-            eprintln!(
-                "{} {}: {component} scaled to {instances} (new version)",
-                reply.name, reply.version
-            );
-        }
+        } => scale(&ctl, app, component, instances).await?,
         CtlCommand::Label {
             host,
             labels,
             delete,
-        } => {
-            if labels.is_empty() && delete.is_empty() {
-                anyhow::bail!("give labels to set (`key=value`) or --delete KEY");
-            }
-            let now = ctl
-                .label(&host, labels.into_iter().collect(), delete)
-                .await?;
-            output::print(args.output, &now, |labels| {
-                labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}\n"))
-                    .collect::<String>()
-            });
-        }
+        } => label(&ctl, &host, labels, delete, args.output).await?,
         CtlCommand::Stop {
             what: StopWhat::Host { host },
         } => {
@@ -249,6 +144,174 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Users { what } => users::users(&ctl, what, args.output).await?,
     }
     Ok(())
+}
+
+/// `ctl hosts token`: a join token signed here with the user's key.
+fn token(args: &CtlArgs, lattice: lattice_protocol::names::LatticeName) -> anyhow::Result<()> {
+    let CtlCommand::Hosts {
+        what:
+            HostsCommand::Token {
+                host,
+                labels,
+                valid,
+                note,
+            },
+    } = &args.command
+    else {
+        anyhow::bail!("not a token command");
+    };
+    hosts::token(&hosts::TokenRequest {
+        key: args.key.as_deref(),
+        state_dir: args.state_dir.as_deref(),
+        lattice,
+        host: host.as_deref(),
+        labels,
+        valid: *valid,
+        note,
+    })
+}
+
+/// `ctl scale`.
+async fn scale(
+    ctl: &CtlClient,
+    app: String,
+    component: String,
+    instances: u32,
+) -> anyhow::Result<()> {
+    let component = lattice_protocol::names::ComponentName::new(component)?;
+    let reply = ctl
+        .scale(&AppName::new(app)?, &component, instances)
+        .await?;
+    eprintln!(
+        "{} {}: {component} scaled to {instances} (new version)",
+        reply.name, reply.version
+    );
+    Ok(())
+}
+
+/// `ctl label`: prints the host's labels after the change.
+async fn label(
+    ctl: &CtlClient,
+    host: &str,
+    labels: Vec<(String, String)>,
+    delete: Vec<String>,
+    out: Output,
+) -> anyhow::Result<()> {
+    if labels.is_empty() && delete.is_empty() {
+        anyhow::bail!("give labels to set (`key=value`) or --delete KEY");
+    }
+    let now = ctl
+        .label(host, labels.into_iter().collect(), delete)
+        .await?;
+    output::print(out, &now, |labels| {
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect::<String>()
+    });
+    Ok(())
+}
+
+/// `ctl deploy`: a manifest, or a stored version, deployed; with `wait`, until it runs.
+struct Deploy {
+    file: PathBuf,
+    version: Option<String>,
+    /// The manifest read (and checked) before connecting, with its app's name.
+    manifest: Option<(String, AppName)>,
+    /// How long to wait for it to be deployed, if at all.
+    wait: Option<Duration>,
+}
+
+impl Deploy {
+    async fn run(self, ctl: &CtlClient, output: Output) -> anyhow::Result<()> {
+        let (reply, name) = match (self.version, self.manifest) {
+            // `deploy NAME --version V`: a stored version, deployed again.
+            (Some(version), _) => {
+                let name = AppName::new(self.file.display().to_string())?;
+                (ctl.rollback(&name, Some(&version)).await?, name)
+            }
+            (None, Some((yaml, name))) => (ctl.deploy(&yaml).await?, name),
+            (None, None) => anyhow::bail!("no manifest was read"),
+        };
+        if output == Output::Table {
+            let what = if reply.changed {
+                "deployed"
+            } else {
+                "is already the deployed version"
+            };
+            eprintln!("{} {} {what}", reply.name, reply.version);
+        }
+        if let Some(timeout) = self.wait {
+            let status = wait_deployed(ctl, &name, timeout, output).await?;
+            output::print(output, &status, status_table);
+        } else if output == Output::Json {
+            output::print(output, &reply, |_| String::new());
+        }
+        Ok(())
+    }
+}
+
+/// `ctl get apps`' table.
+fn apps_table(apps: &[lattice_protocol::messages::AppSummary]) -> String {
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.to_string(),
+                a.version.clone(),
+                a.status.to_string(),
+                a.message.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no apps; deploy one with `lattice ctl deploy FILE.yaml`\n".into();
+    }
+    table(&["NAME", "VERSION", "STATUS", "MESSAGE"], &rows)
+}
+
+/// `ctl history`'s table.
+fn history_table(versions: &[lattice_protocol::messages::VersionSummary]) -> String {
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            let current = if v.current { "yes" } else { "" };
+            vec![
+                v.version.clone(),
+                v.deployed_at.to_string(),
+                current.to_string(),
+            ]
+        })
+        .collect();
+    table(&["VERSION", "DEPLOYED AT (UNIX)", "CURRENT"], &rows)
+}
+
+/// What `ctl rollback` says it did.
+fn print_rollback(out: Output, reply: &lattice_protocol::messages::DeployReply) {
+    if out == Output::Json {
+        output::print(out, reply, |_| String::new());
+    } else if reply.changed {
+        eprintln!("{} rolled back to {}", reply.name, reply.version);
+    } else {
+        eprintln!(
+            "{} {} is already the deployed version",
+            reply.name, reply.version
+        );
+    }
+}
+
+/// Every app's components where they run, for `ctl get components`.
+async fn placed_components(ctl: &CtlClient) -> anyhow::Result<Vec<PlacedComponent>> {
+    let mut all = Vec::new();
+    for app in ctl.apps().await? {
+        let status = ctl.status(&app.name).await?;
+        all.extend(status.components.into_iter().map(|c| PlacedComponent {
+            app: status.name.to_string(),
+            version: status.version.clone(),
+            component: c,
+        }));
+    }
+    Ok(all)
 }
 
 /// Reads and checks a manifest, printing every problem with its line.
