@@ -18,6 +18,7 @@ pub mod mosquitto;
 pub mod proxy;
 pub mod queued;
 pub mod redis;
+pub mod tmpfs;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -5,12 +5,12 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lattice_host::default_blob_root_base;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::messages::{AppStatus, WorkloadState};
 use lattice_protocol::names::AppName;
+use lattice_tests::tmpfs::Tmpfs;
 use lattice_tests::{TestLattice, endpoint, hello_manifest, hello_wasm, http_get, http_request};
 
 const ANY_PORT: &str = "127.0.0.1:0";
@@ -404,50 +404,6 @@ fn wasmtime_code(sealed: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(code.to_vec())
 }
 
-/// A tmpfs of `size` mounted on a directory for as long as this lives; unmounted on drop (also
-/// when the test fails), lazily if something still holds it.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (as `mount -o size=`, e.g. `64m`) on `dir`, creating it. Fails,
-    /// saying so, when the test does not run as root or may not mount.
-    fn mount(dir: &Path, size: &str) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Ok(Self {
-                dir: dir.to_path_buf(),
-            }),
-            Ok(out) => anyhow::bail!(
-                "this test needs root (it mounts a tmpfs to fill up): `mount -t tmpfs` on {} \
-                 failed: {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => anyhow::bail!(
-                "this test needs root and `mount` (it mounts a tmpfs to fill up): {e}"
-            ),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("--lazy").arg(&self.dir).status();
-        }
-    }
-}
-
 /// Writes zeros to `path` until the filesystem is full.
 fn fill(path: &Path) -> anyhow::Result<()> {
     let mut file = std::fs::File::create(path)?;
@@ -498,7 +454,7 @@ async fn a_full_state_disk_fails_the_new_assignment_and_the_host_keeps_serving()
     let host = t.add_host("edge-1").await?;
     let neighbour = deploy_neighbour(&t).await?;
     let image = push_blob_store(&t).await?;
-    let filler = disk.dir.join("filler");
+    let filler = disk.dir().join("filler");
     fill(&filler)?;
 
     t.ctl.deploy(&blob_manifest("late", &image, None)).await?;

@@ -5,8 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, setup_with_edge,
     start_cloud_host, stream_messages, wait_delivered, warm_up,
 };
+use lattice_tests::tmpfs::Tmpfs;
 use lattice_tests::{WAIT, eventually, free_port, http_get};
 
 /// Waits until `check` holds, for at most [`WAIT`]; on failure says what greeter's host logged.
@@ -454,50 +454,6 @@ async fn a_full_outbox_refuses_the_call_and_names_the_hosts_flag() -> anyhow::Re
     Ok(())
 }
 
-/// A tmpfs of `size` mounted on a directory for as long as this lives; unmounted on drop (also
-/// when the test fails), lazily if something still holds it.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (as `mount -o size=`, e.g. `2m`) on `dir`, creating it. Fails,
-    /// saying so, when the test does not run as root or may not mount.
-    fn mount(dir: &Path, size: &str) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(out) if out.status.success() => Ok(Self {
-                dir: dir.to_path_buf(),
-            }),
-            Ok(out) => anyhow::bail!(
-                "this test needs root (it mounts a tmpfs to fill up): `mount -t tmpfs` on {} \
-                 failed: {}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => anyhow::bail!(
-                "this test needs root and `mount` (it mounts a tmpfs to fill up): {e}"
-            ),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("--lazy").arg(&self.dir).status();
-        }
-    }
-}
-
 /// Writes zeros to `path` until the filesystem is full, then gives `headroom` bytes back;
 /// returns the file's size.
 fn fill(path: &Path, headroom: u64) -> anyhow::Result<u64> {
@@ -536,7 +492,7 @@ async fn a_full_disk_refuses_queued_calls_and_the_host_stays_up() -> anyhow::Res
     let disk = Tmpfs::mount(&dir.path().join("disk"), "2m")?;
     let state_dir = dir.path().join("edge-1");
     std::fs::create_dir_all(&state_dir)?;
-    let outbox = disk.dir.join("outbox");
+    let outbox = disk.dir().join("outbox");
     std::os::unix::fs::symlink(&outbox, state_dir.join("outbox"))?;
 
     let e = EdgeTopology::start().await?;
@@ -552,7 +508,7 @@ async fn a_full_disk_refuses_queued_calls_and_the_host_stays_up() -> anyhow::Res
 
     e.cut().await?;
     // Room for some tens of calls, then none.
-    let filler = disk.dir.join("filler");
+    let filler = disk.dir().join("filler");
     let filled = fill(&filler, 32 << 10)?;
     let mut accepted = Vec::new();
     let mut refusal = None;
