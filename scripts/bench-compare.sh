@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# `scripts/bench-compare.sh BASE [HEAD]`: two commits of Lattice measured in one run, so that what
+# a change costs shows as a ratio (after/before) with the machine's noise shared by both sides.
+#
+#   1. HTTP hello (BENCHMARKS.md section 1): each side brings up its own lattice with its own
+#      `lattice` and release `lattice-host` and deploys hello; wrk at each concurrency, the two
+#      hosts measured in turn (which goes first alternates by pass);
+#   2. links (section 5): each side's `links` bench, run in turn (base, head, base, head, ...);
+#      the p50 of every variant, and head/base per variant.
+#
+# BASE and HEAD are git revisions; HEAD defaults to the working tree as it is. A revision is built
+# in a git worktree under target/bench/compare/; both sides share one target directory
+# (BENCH_COMPARE_TARGET, default target/bench/compare/target) so dependencies build once. The
+# same hello component (the working tree's) is served by both sides: the host is measured.
+#
+# Settings (environment), as in scripts/bench.sh: BENCH_DURATION=10, BENCH_WARMUP=2,
+# BENCH_THREADS=1, BENCH_CONCURRENCY="1 16 64", BENCH_REPEATS=3; and BENCH_LINK_RUNS=2 (runs of
+# the links bench per side, 0 to skip), BENCH_LINK_CALLS (calls per round, the bench's default
+# when unset), BENCH_SKIP_BUILD=1 (use the binaries of the previous build).
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+[ $# -ge 1 ] && [ $# -le 2 ] || {
+    echo "usage: scripts/bench-compare.sh BASE [HEAD]   (git revisions; HEAD: the working tree)" >&2
+    exit 2
+}
+BASE_REV="$1"
+HEAD_REV="${2:-}"
+
+DURATION="${BENCH_DURATION:-10}"
+WARMUP="${BENCH_WARMUP:-2}"
+THREADS="${BENCH_THREADS:-1}"
+CONCURRENCY="${BENCH_CONCURRENCY:-1 16 64}"
+REPEATS="${BENCH_REPEATS:-3}"
+LINK_RUNS="${BENCH_LINK_RUNS:-2}"
+LINK_CALLS="${BENCH_LINK_CALLS:-}"
+
+OUT_DIR="$REPO_ROOT/target/bench/compare"
+RESULTS="$OUT_DIR/results.txt"
+export CARGO_TARGET_DIR="${BENCH_COMPARE_TARGET:-$OUT_DIR/target}"
+HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/hello.wasm"
+
+# shellcheck source=scripts/bench-lib.sh
+source "$REPO_ROOT/scripts/bench-lib.sh"
+git rev-parse --verify --quiet "$BASE_REV^{commit}" >/dev/null ||
+    die "$BASE_REV is not a commit of this repository (try: git log --oneline)"
+[ -z "$HEAD_REV" ] || git rev-parse --verify --quiet "$HEAD_REV^{commit}" >/dev/null ||
+    die "$HEAD_REV is not a commit of this repository (try: git log --oneline)"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/lattice-compare.XXXXXX")"
+bench_on_exit() {
+    rm -rf "$OUT_DIR/logs"
+    mkdir -p "$OUT_DIR/logs"
+    cp "$WORK"/*.txt "$OUT_DIR/logs/" 2>/dev/null || true
+    local side
+    for side in base head; do
+        [ -d "$WORK/$side" ] || continue
+        mkdir -p "$OUT_DIR/logs/$side"
+        cp "$WORK/$side"/*.log "$OUT_DIR/logs/$side/" 2>/dev/null || true
+    done
+}
+bench_traps
+ensure_wrk
+
+# --- Build: each side's binaries copied to $OUT_DIR/<side>/bin ------------------------------
+
+# The source tree of a side: a worktree of its revision, or the working tree.
+side_tree() {
+    local side="$1" rev="$2"
+    if [ -z "$rev" ]; then
+        echo "$REPO_ROOT"
+        return
+    fi
+    local tree="$OUT_DIR/$side-tree"
+    if [ -d "$tree" ]; then
+        git -C "$tree" checkout --quiet --detach "$rev" >&2
+    else
+        git worktree add --quiet --detach "$tree" "$rev" >&2
+    fi
+    echo "$tree"
+}
+
+build_side() {
+    local side="$1" rev="$2" tree bin
+    tree="$(side_tree "$side" "$rev")"
+    bin="$OUT_DIR/$side/bin"
+    mkdir -p "$bin"
+    say "Building $side ($([ -n "$rev" ] && git rev-parse --short "$rev" || echo 'the working tree')): lattice, lattice-host (release), the links bench"
+    # The host binary moved between packages over time: build it by name, workspace-wide.
+    (cd "$tree" && cargo build --release --bin lattice --bin lattice-host)
+    cp "$CARGO_TARGET_DIR/release/lattice" "$CARGO_TARGET_DIR/release/lattice-host" "$bin/"
+    if [ "$LINK_RUNS" -gt 0 ]; then
+        local exe
+        exe="$(cd "$tree" && cargo bench -p lattice-tests --bench links --no-run \
+            --message-format=json-render-diagnostics |
+            sed -n 's/.*"executable":"\([^"]*\/links-[^"]*\)".*/\1/p' | tail -n 1)"
+        [ -n "$exe" ] || die "$side: the links bench was not built"
+        cp "$exe" "$bin/links-bench"
+    fi
+    (cd "$tree" && git rev-parse --short HEAD && git diff --quiet HEAD || echo dirty) \
+        | paste -sd' ' >"$OUT_DIR/$side/commit"
+}
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    build_side base "$BASE_REV"
+    build_side head "$HEAD_REV"
+    say "Building the hello component"
+    cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -p hello
+fi
+for f in "$OUT_DIR"/{base,head}/bin/lattice "$OUT_DIR"/{base,head}/bin/lattice-host "$HELLO"; do
+    [ -f "$f" ] || die "$f is missing (run without BENCH_SKIP_BUILD=1)"
+done
+
+: >"$RESULTS"
+record_machine
+record "base $(cat "$OUT_DIR/base/commit") head $(cat "$OUT_DIR/head/commit")"
+record "load wrk -t $THREADS -c <c> -d ${DURATION}s --latency, after -d ${WARMUP}s warm-up; loopback; $REPEATS passes, sides alternated"
+record "load_before $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- 1. HTTP hello ------------------------------------------------------------------------------
+for side in base head; do
+    say "Bringing up the $side lattice with hello on its own lattice-host"
+    lattice_with_hello "$side" "$OUT_DIR/$side/bin/lattice" "$OUT_DIR/$side/bin/lattice-host" "$HELLO"
+done
+# Both hosts idle while the other is measured; a moment for both to settle.
+sleep 2
+say "HTTP load: wrk -t $THREADS, ${WARMUP}s warm-up + ${DURATION}s per point, $REPEATS passes"
+# shellcheck disable=SC2154 # set by lattice_with_hello
+alternate head "$head_HOST_PID" "$head_URL" base "$base_HOST_PID" "$base_URL"
+record "load_after_http $(cut -d' ' -f1-3 /proc/loadavg)"
+for side in base head; do
+    pid="${side}_HOST_PID"
+    stop "${!pid}"
+    pid="${side}_UP_PID"
+    stop "${!pid}"
+done
+
+# --- 2. Links -----------------------------------------------------------------------------------
+if [ "$LINK_RUNS" -gt 0 ]; then
+    say "Links: the links bench of each side, $LINK_RUNS runs each, in turn"
+    for run in $(seq 1 "$LINK_RUNS"); do
+        for side in base head; do
+            "$OUT_DIR/$side/bin/links-bench" $LINK_CALLS >"$WORK/links-$side-$run.txt" 2>&1 ||
+                die "the $side links bench failed (see $OUT_DIR/logs/links-$side-$run.txt)"
+            # "RESULT links.<variant> size=<n> ... p50_us=<x> ..." -> "links side=<side> run=<run> ..."
+            sed -n "s/^RESULT \(links\.[^ ]*\) \(.*p50_us=.*\)/links side=$side run=$run variant=\1 \2/p" \
+                "$WORK/links-$side-$run.txt" >>"$RESULTS"
+        done
+    done
+fi
+record "load_after_all $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- Tables --------------------------------------------------------------------------------------
+http_table "HTTP hello (release lattice-host): head $(cat "$OUT_DIR/head/commit") vs base $(cat "$OUT_DIR/base/commit")" \
+    head head base base <"$RESULTS" | tee "$OUT_DIR/table.txt"
+if [ "$LINK_RUNS" -gt 0 ]; then
+    awk '
+function kv(field,    i, x) { for (i = 1; i <= NF; i++) { split($i, x, "="); if (x[1] == field) return x[2] } return "" }
+function median(s,    v, n, i, j, x) {
+    n = split(s, v, " ")
+    if (n == 0) return "nan"
+    for (i = 2; i <= n; i++) { x = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+$1 == "links" {
+    key = kv("variant") " size=" kv("size")
+    p50[kv("side"), key] = p50[kv("side"), key] " " kv("p50_us")
+    if (!(key in seen)) { seen[key] = 1; order[++n] = key }
+}
+END {
+    printf "\nLinks: p50 per call (us), median of runs; speed head/base = base p50 / head p50 (>= 1: head is as fast or faster)\n"
+    printf "%-40s | %9s | %9s | %s\n", "variant", "base", "head", "head/base speed"
+    for (i = 1; i <= n; i++) {
+        k = order[i]; b = median(p50["base", k]); h = median(p50["head", k])
+        if (b == "nan" || h == "nan") { printf "%-40s | %9s | %9s | %s\n", k, b, h, "- (one side lacks it)"; continue }
+        printf "%-40s | %9.2f | %9.2f | %.2f\n", k, b, h, (h > 0 ? b / h : 0)
+    }
+}' "$RESULTS" | tee -a "$OUT_DIR/table.txt"
+fi
+printf '\nRaw results: %s\n' "$RESULTS"
