@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use lattice_connect::keyfile;
 use lattice_protocol::assignment::SignedAssignment;
 use lattice_protocol::envelope;
 use lattice_protocol::keys::{KeyPair, KeyRole};
@@ -43,17 +44,10 @@ impl HostStore {
 
     /// The host's identity key, generated on first start (file mode 0600).
     pub fn host_key(&self) -> anyhow::Result<KeyPair> {
-        let path = self.dir.join("host.nk");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => KeyPair::from_seed_role(&text, KeyRole::Host)
-                .with_context(|| format!("reading the host key {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = KeyPair::generate(KeyRole::Host);
-                write_secret(&path, &key.to_file_contents())?;
-                Ok(key)
-            }
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        Ok(keyfile::read_or_create(
+            &self.dir.join("host.nk"),
+            KeyRole::Host,
+        )?)
     }
 
     /// Durably records the accepted assignment. On failure the previous one stays recorded.
@@ -125,22 +119,4 @@ fn open_database(dir: &Path) -> anyhow::Result<Database> {
 /// Whether `error` (its whole chain, as text: redb wraps the I/O error) says the disk is full.
 pub fn is_disk_full(error: &str) -> bool {
     error.contains("os error 28") || error.contains("No space left") || error.contains("quota")
-}
-
-/// Writes a file only its owner can read (keys).
-pub fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
 }

@@ -63,22 +63,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             };
             deploy.run(&ctl, args.output).await?;
         }
+        CtlCommand::Get { what } => get(&ctl, what, args.output).await?,
         CtlCommand::Undeploy { name } => {
             let name = AppName::new(name)?;
             ctl.undeploy(&name).await?;
             eprintln!("{name} undeployed");
-        }
-        CtlCommand::Get {
-            what: GetWhat::Apps,
-        } => {
-            let apps = ctl.apps().await?;
-            output::print(args.output, &apps, |apps| apps_table(apps));
-        }
-        CtlCommand::Get {
-            what: GetWhat::Hosts,
-        } => {
-            let hosts = ctl.hosts().await?;
-            output::print(args.output, &hosts, |h| hosts_table(h));
         }
         CtlCommand::History { name } => {
             let versions = ctl.history(&AppName::new(name)?).await?;
@@ -88,24 +77,6 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let reply = ctl.rollback(&AppName::new(name)?, to.as_deref()).await?;
             print_rollback(args.output, &reply);
         }
-        CtlCommand::Get {
-            what: GetWhat::Components,
-        } => {
-            let all = placed_components(&ctl).await?;
-            output::print(args.output, &all, |all| components_table(all));
-        }
-        CtlCommand::Get {
-            what: GetWhat::Inventory { host },
-        } => {
-            let hb = ctl.inventory(&host).await?;
-            output::print(args.output, &hb, inventory_table);
-        }
-        CtlCommand::Get {
-            what: GetWhat::Queues,
-        } => queues::get_queues(&ctl, args.output).await?,
-        CtlCommand::Get {
-            what: GetWhat::Deadletters { link },
-        } => queues::get_dead_letters(&ctl, &link, args.output).await?,
         CtlCommand::Hosts {
             what: HostsCommand::Admit { host },
         } => hosts::admission(&ctl, host, true).await?,
@@ -142,6 +113,31 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             output::print(args.output, &status, status_table);
         }
         CtlCommand::Users { what } => users::users(&ctl, what, args.output).await?,
+    }
+    Ok(())
+}
+
+/// `ctl get ...`: a table (or JSON) of what the control plane knows.
+async fn get(ctl: &CtlClient, what: GetWhat, format: Output) -> anyhow::Result<()> {
+    match what {
+        GetWhat::Apps => {
+            let apps = ctl.apps().await?;
+            output::print(format, &apps, |apps| apps_table(apps));
+        }
+        GetWhat::Hosts => {
+            let hosts = ctl.hosts().await?;
+            output::print(format, &hosts, |h| hosts_table(h));
+        }
+        GetWhat::Components => {
+            let all = placed_components(ctl).await?;
+            output::print(format, &all, |all| components_table(all));
+        }
+        GetWhat::Inventory { host } => {
+            let hb = ctl.inventory(&host).await?;
+            output::print(format, &hb, inventory_table);
+        }
+        GetWhat::Queues => queues::get_queues(ctl, format).await?,
+        GetWhat::Deadletters { link } => queues::get_dead_letters(ctl, &link, format).await?,
     }
     Ok(())
 }

@@ -17,27 +17,3 @@ pub mod push;
 pub mod serve;
 pub mod sign;
 pub mod up;
-
-/// Builds the tokio runtime and runs `f` on it, printing an error the way every command does.
-pub fn main_with<F>(f: F) -> std::process::ExitCode
-where
-    F: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(f) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}

@@ -19,7 +19,7 @@ fn main() -> std::process::ExitCode {
             | Command::Push(_)
     );
     lattice_telemetry::init(if quiet { "warn" } else { "info" });
-    lattice_cli::main_with(async move {
+    lattice_telemetry::run(async move {
         match cli.command {
             Command::Up(args) => up::up(args).await,
             Command::Ctl(args) => ctl::run(args).await,

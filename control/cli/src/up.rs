@@ -101,6 +101,26 @@ fn read_ports_file(dir: &Path) -> Option<String> {
     json["nats"].get(0)?.as_str().map(str::to_string)
 }
 
+/// The NATS server of the lattice: the one `--nats-url` names, or one started here (returned,
+/// so that it stops with `lattice up`).
+async fn nats_server(
+    args: &UpArgs,
+    state_dir: &Path,
+) -> anyhow::Result<(String, Option<NatsServer>)> {
+    if let Some(url) = &args.nats_url {
+        return Ok((url.clone(), None));
+    }
+    // The distribution's nats-server service (without JetStream) often holds 4222 already;
+    // then take any free port: the URL is recorded for `lattice ctl` either way.
+    let mut port = args.nats_port;
+    if port == DEFAULT_PORT && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        eprintln!("port {port} is taken (a system nats-server?); starting ours on a free port");
+        port = 0;
+    }
+    let server = start_nats(state_dir, port).await?;
+    Ok((server.url.clone(), Some(server)))
+}
+
 /// Runs the local lattice until Ctrl-C.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let state_dir = args
@@ -119,25 +139,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let admin_file = key_path(&state_dir, "admin");
     let admin = crate::keys::read_or_create(&admin_file, KeyRole::User)?;
 
-    let mut server = None;
-    let url = match &args.nats_url {
-        Some(url) => url.clone(),
-        None => {
-            // The distribution's nats-server service (without JetStream) often holds 4222 already;
-            // then take any free port: the URL is recorded for `lattice ctl` either way.
-            let mut port = args.nats_port;
-            if port == DEFAULT_PORT && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                eprintln!(
-                    "port {port} is taken (a system nats-server?); starting ours on a free port"
-                );
-                port = 0;
-            }
-            let s = start_nats(&state_dir, port).await?;
-            let url = s.url.clone();
-            server = Some(s);
-            url
-        }
-    };
+    let (url, mut server) = nats_server(&args, &state_dir).await?;
     let nats_args = NatsArgs {
         nats_url: Some(url.clone()),
         lattice: Some(lattice.to_string()),

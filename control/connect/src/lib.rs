@@ -2,12 +2,15 @@
 //! takes ([`NatsArgs`]), where `lattice up` records the lattice it started ([`UpRecord`]) so
 //! that other commands find it, resolving and connecting ([`target`], [`connect`]), label flags
 //! ([`parse_label`]), the hub storage limits of the streams and buckets a program makes
-//! ([`StorageArgs`]) and stopping on Ctrl-C or SIGTERM ([`shutdown_on_signal`]).
+//! ([`StorageArgs`]) and stopping on Ctrl-C or SIGTERM ([`shutdown_on_signal`]); and the key
+//! files both read and write ([`keyfile`]).
 //!
 //! Both `lattice` and `lattice-host` build on it, which is why it is its own small crate: the
 //! operator's CLI must not link the host (wasmtime) and the host must not link the CLI, yet a
 //! flag must mean the same in both.
 #![deny(missing_docs)]
+
+pub mod keyfile;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

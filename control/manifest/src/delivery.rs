@@ -22,32 +22,9 @@ pub(crate) struct Settings {
 
 /// Reads the delivery properties of a link; `None` after reporting a problem.
 pub(crate) fn read(reader: &mut Reader, fields: &Fields<'_, '_>) -> Option<Settings> {
-    let mut ok = true;
-    let delivery = match fields.optional("delivery") {
-        None => None,
-        Some(node) => {
-            let path = fields.path("delivery");
-            match reader.string(node, &path).as_deref().map(str::trim) {
-                Some("direct") => Some(Delivery::Direct),
-                Some("queued") => Some(Delivery::Queued),
-                Some(other) => {
-                    reader.push(
-                        Diagnostic::new(
-                            pos(node),
-                            path,
-                            format!("`{other}` is not a delivery mode"),
-                        )
-                        .with_help("write `direct` (the default) or `queued`"),
-                    );
-                    ok = false;
-                    None
-                }
-                None => {
-                    ok = false;
-                    None
-                }
-            }
-        }
+    let (delivery, mut ok) = match read_mode(reader, fields) {
+        Ok(delivery) => (delivery, true),
+        Err(()) => (None, false),
     };
     let queued = delivery == Some(Delivery::Queued);
     let delivery_ok = ok;
@@ -72,43 +49,9 @@ pub(crate) fn read(reader: &mut Reader, fields: &Fields<'_, '_>) -> Option<Setti
     if let Some(node) = fields.optional("ttl") {
         ok &= only_queued(reader, "ttl", node);
         let path = fields.path("ttl");
-        settings.ttl = reader.non_empty_string(node, &path).and_then(|text| {
-            match humantime::parse_duration(text.trim()) {
-                Ok(d) if d > MAX_QUEUED_TTL => {
-                    reader.push(
-                        Diagnostic::new(
-                            pos(node),
-                            path.as_str(),
-                            format!(
-                                "must be at most {} days: the hub keeps queued items no longer",
-                                MAX_QUEUED_TTL.as_secs() / 86_400
-                            ),
-                        )
-                        .with_help("write a duration such as `24h` or `7days`"),
-                    );
-                    None
-                }
-                Ok(d) if d.as_secs() >= 1 => Some(text.trim().to_string()),
-                Ok(_) => {
-                    reader.push(
-                        Diagnostic::new(pos(node), path.as_str(), "must be at least 1s")
-                            .with_help("write a duration such as `1h` or `24h`"),
-                    );
-                    None
-                }
-                Err(e) => {
-                    reader.push(
-                        Diagnostic::new(
-                            pos(node),
-                            path.as_str(),
-                            format!("`{text}` is not a duration: {e}"),
-                        )
-                        .with_help("write a duration such as `1h` or `24h`"),
-                    );
-                    None
-                }
-            }
-        });
+        settings.ttl = reader
+            .non_empty_string(node, &path)
+            .and_then(|text| read_ttl(reader, node, &path, &text));
         ok &= settings.ttl.is_some();
     }
     for key in ["capacity", "max_attempts"] {
@@ -156,4 +99,59 @@ pub(crate) fn read(reader: &mut Reader, fields: &Fields<'_, '_>) -> Option<Setti
         ok &= settings.on_full.is_some();
     }
     ok.then_some(settings)
+}
+
+/// `delivery:` (absent: the default). `Err` after reporting a problem.
+fn read_mode(reader: &mut Reader, fields: &Fields<'_, '_>) -> Result<Option<Delivery>, ()> {
+    let Some(node) = fields.optional("delivery") else {
+        return Ok(None);
+    };
+    let path = fields.path("delivery");
+    match reader.string(node, &path).as_deref().map(str::trim) {
+        Some("direct") => Ok(Some(Delivery::Direct)),
+        Some("queued") => Ok(Some(Delivery::Queued)),
+        Some(other) => {
+            reader.push(
+                Diagnostic::new(pos(node), path, format!("`{other}` is not a delivery mode"))
+                    .with_help("write `direct` (the default) or `queued`"),
+            );
+            Err(())
+        }
+        None => Err(()),
+    }
+}
+
+/// A queued link's `ttl`: a duration from 1 s to the hub's longest; `None` after reporting why.
+fn read_ttl(reader: &mut Reader, node: &Node<'_>, path: &str, text: &str) -> Option<String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d > MAX_QUEUED_TTL => {
+            reader.push(
+                Diagnostic::new(
+                    pos(node),
+                    path,
+                    format!(
+                        "must be at most {} days: the hub keeps queued items no longer",
+                        MAX_QUEUED_TTL.as_secs() / 86_400
+                    ),
+                )
+                .with_help("write a duration such as `24h` or `7days`"),
+            );
+            None
+        }
+        Ok(d) if d.as_secs() >= 1 => Some(text.trim().to_string()),
+        Ok(_) => {
+            reader.push(
+                Diagnostic::new(pos(node), path, "must be at least 1s")
+                    .with_help("write a duration such as `1h` or `24h`"),
+            );
+            None
+        }
+        Err(e) => {
+            reader.push(
+                Diagnostic::new(pos(node), path, format!("`{text}` is not a duration: {e}"))
+                    .with_help("write a duration such as `1h` or `24h`"),
+            );
+            None
+        }
+    }
 }

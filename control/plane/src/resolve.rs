@@ -88,16 +88,14 @@ async fn image_facts(
     })
 }
 
-/// Resolves `manifest` as `version`, checking every image against the registry.
-pub async fn resolve(
-    manifest: &Manifest,
-    version: &str,
+/// The manifest's runnable components with their scaling and image digests. Many components
+/// share an image: each distinct reference is looked up once per deploy.
+async fn runnable<'m>(
+    manifest: &'m Manifest,
     registry: &Registry,
-) -> Result<ResolvedApp, WireError> {
-    let mut problems = Vec::new();
-    let mut runnable: Vec<(&Component, Scaling, Digest)> = Vec::new();
-    // Many components share an image: each distinct reference is looked up, and each distinct
-    // artifact fetched for its interfaces, once per deploy.
+    problems: &mut Vec<String>,
+) -> Vec<(&'m Component, Scaling, Digest)> {
+    let mut runnable = Vec::new();
     let mut digests: BTreeMap<&str, Result<Digest, WireError>> = BTreeMap::new();
     for c in manifest
         .spec
@@ -121,6 +119,35 @@ pub async fn resolve(
             Err(e) => problems.push(format!("component `{}`: {}", c.name, e.message)),
         }
     }
+    runnable
+}
+
+/// Why `manifest` cannot be deployed: every problem, one per line. Not found when the one
+/// problem is an image to push first.
+fn refusal(manifest: &Manifest, problems: &[String]) -> WireError {
+    let code = if problems.len() == 1 && problems[0].contains("push it first") {
+        ErrorCode::NotFound
+    } else {
+        ErrorCode::InvalidInput
+    };
+    WireError::new(
+        code,
+        format!(
+            "app `{}` cannot be deployed:\n  - {}",
+            manifest.metadata.name,
+            problems.join("\n  - ")
+        ),
+    )
+}
+
+/// Resolves `manifest` as `version`, checking every image against the registry.
+pub async fn resolve(
+    manifest: &Manifest,
+    version: &str,
+    registry: &Registry,
+) -> Result<ResolvedApp, WireError> {
+    let mut problems = Vec::new();
+    let runnable = runnable(manifest, registry, &mut problems).await;
     let involved = links::involved(manifest);
     let queued = manifest
         .spec
@@ -157,19 +184,7 @@ pub async fn resolve(
         })
         .collect();
     if !problems.is_empty() {
-        let code = if problems.len() == 1 && problems[0].contains("push it first") {
-            ErrorCode::NotFound
-        } else {
-            ErrorCode::InvalidInput
-        };
-        return Err(WireError::new(
-            code,
-            format!(
-                "app `{}` cannot be deployed:\n  - {}",
-                manifest.metadata.name,
-                problems.join("\n  - ")
-            ),
-        ));
+        return Err(refusal(manifest, &problems));
     }
     let rollout = manifest
         .spec

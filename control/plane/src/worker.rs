@@ -34,8 +34,8 @@ mod users;
 
 use crate::ControlConfig;
 use crate::decide::{
-    self, Action, Input, LabelOverrides, Note, Outcome, QueueJob, ReplyTo, Settings, State, Time,
-    Written,
+    self, Action, AfterStore, Input, LabelOverrides, Note, Outcome, QueueJob, ReplyTo, Settings,
+    State, Time, Written,
 };
 use crate::model::StoredApp;
 use crate::registry::Registry;
@@ -221,7 +221,7 @@ impl Worker {
             startup_grace: cfg.startup_grace,
             assignment_ttl: cfg.assignment_ttl,
             host_retention: cfg.host_retention,
-            admins: cfg.admins.clone(),
+            admins: roles.admins().cloned().collect(),
         };
         Ok(Self {
             cfg,
@@ -347,24 +347,7 @@ impl Worker {
                 app,
                 revision,
                 after,
-            } => {
-                let store = &self.stores.manifests;
-                let key = app.name.as_str();
-                let outcome =
-                    match compare_and_set(store, key, envelope::encode(&app), revision).await {
-                        Ok(rev) => Outcome::Written(rev),
-                        Err(error) => Outcome::Lost {
-                            current: current::<StoredApp>(store, key).await,
-                            error,
-                        },
-                    };
-                self.catalog = None;
-                Some(Input::AppStored {
-                    app: Box::new(app),
-                    outcome,
-                    after,
-                })
-            }
+            } => Some(self.store_app(app, revision, after).await),
             Action::WriteAssignment {
                 assignment,
                 revision,
@@ -424,6 +407,30 @@ impl Worker {
                 self.answer_queues(reply, job);
                 None
             }
+        }
+    }
+
+    /// Stores an app's new version if nobody stored one since `revision`.
+    async fn store_app(
+        &mut self,
+        app: StoredApp,
+        revision: Option<u64>,
+        after: AfterStore,
+    ) -> Input {
+        let store = &self.stores.manifests;
+        let key = app.name.as_str();
+        let outcome = match compare_and_set(store, key, envelope::encode(&app), revision).await {
+            Ok(rev) => Outcome::Written(rev),
+            Err(error) => Outcome::Lost {
+                current: current::<StoredApp>(store, key).await,
+                error,
+            },
+        };
+        self.catalog = None;
+        Input::AppStored {
+            app: Box::new(app),
+            outcome,
+            after,
         }
     }
 

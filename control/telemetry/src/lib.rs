@@ -2,7 +2,8 @@
 //! `lattice-provider-*` binary call [`init`] first thing, so their logs read alike and obey
 //! the same switches.
 //!
-//! Layout: one function today. Metrics and OTLP traces belong here too when they come, so that
+//! Layout: [`init`] sets up logging; [`run`] runs a binary's async main and reports how it
+//! ended, the same way for every binary. Metrics and OTLP traces belong here too when they come, so that
 //! a process keeps one line of setup and the switches stay in one place.
 //!
 //! The switches:
@@ -34,6 +35,31 @@ pub fn init(default_filter: &str) {
         ))
         .with_target(false)
         .try_init();
+}
+
+/// Runs `main` on a new multi-threaded tokio runtime and turns its outcome into the process's
+/// exit code, printing an error (with its causes) the way every Lattice binary does.
+pub fn run<F>(main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Whether to colour: on a terminal, unless `NO_COLOR` is set to anything but the empty string

@@ -197,10 +197,7 @@ pub(super) async fn settle(
             return Ok(Some(item.delivery));
         }
     };
-    let kind = match queued.item {
-        QueuedItem::Call(_) => "call",
-        QueuedItem::Message(_) => "message",
-    };
+    let kind = queued.item.kind();
     // Expired on its way (e.g. its target was not running): dead-lettered, not dropped, so that
     // the operator sees it (`ctl get deadletters`, the `dead-lettered` event) and may requeue it.
     // Both stamped and judged in the hub's time (`crate::clock`): a skewed clock on either host
@@ -224,15 +221,15 @@ pub(super) async fn settle(
         let key = ProcessedKey::new(&queued.item, &ctx.app, &ctx.component, &id).to_string();
         (processed, key)
     });
-    if let Some((processed, key)) = &record {
-        let seen = processed
+    if let Some((processed, key)) = &record
+        && processed
             .get(key)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if seen.is_some() {
-            debug!(%id, kind, "queued item already processed; skipping");
-            return Ok(Some(item.delivery));
-        }
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .is_some()
+    {
+        debug!(%id, kind, "queued item already processed; skipping");
+        return Ok(Some(item.delivery));
     }
     // Attempts made before this delivery (by this host or another, before a restart).
     let mut attempt = delivered.max(1);

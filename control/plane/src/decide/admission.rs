@@ -26,11 +26,15 @@ const NO_TOKEN: &str = "no join token: start the host with --join-token (make on
 const REVOKED: &str = "revoked by an operator: its join token no longer admits it; `lattice ctl hosts admit ID` admits it again";
 
 impl State {
-    /// The keys whose join tokens admit hosts. Today the bootstrap admins of the configuration
-    /// ([`crate::ControlConfig::admins`]); a role table of the lattice's admins plugs in here,
-    /// and only here.
+    /// The keys whose join tokens admit hosts: the role table's admins.
     pub(super) fn host_admins(&self) -> impl Iterator<Item = &PublicKey> {
         self.settings.admins.iter()
+    }
+
+    /// The role table changed: its admins are now the keys whose join tokens admit hosts.
+    /// Hosts already admitted stay admitted.
+    pub(crate) fn set_host_admins(&mut self, admins: Vec<PublicKey>) {
+        self.settings.admins = admins;
     }
 
     /// Whether `host` is admitted: it may be given work.
@@ -300,6 +304,26 @@ mod tests {
             note: "north".into(),
         };
         JoinToken::sign(&grant, admin).to_text()
+    }
+
+    #[test]
+    fn tokens_of_an_admin_added_to_the_role_table_admit_hosts() {
+        let (first, later) = (
+            KeyPair::generate(KeyRole::User),
+            KeyPair::generate(KeyRole::User),
+        );
+        let mut s = state(&first);
+        let host =
+            HostId::new(KeyPair::generate(KeyRole::Host).public_key().to_string()).expect("valid");
+        let hb = heartbeat(&host, Some(token(&later, 2_000)));
+        decide(&mut s, Input::Heartbeat(hb.clone()), at(0));
+        assert!(
+            !s.is_admitted(&host),
+            "signed by a key that is not an admin yet"
+        );
+        s.set_host_admins(vec![first.public_key(), later.public_key()]);
+        decide(&mut s, Input::Heartbeat(hb), at(1));
+        assert!(s.is_admitted(&host), "signed by an admin of the role table");
     }
 
     #[test]

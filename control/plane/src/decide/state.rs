@@ -37,7 +37,8 @@ pub(crate) struct Settings {
     pub(crate) assignment_ttl: Duration,
     /// See [`crate::ControlConfig::host_retention`].
     pub(crate) host_retention: Duration,
-    /// See [`crate::ControlConfig::admins`]: whose join tokens admit hosts.
+    /// The admins of the role table (at first [`crate::ControlConfig::admins`]): whose join
+    /// tokens admit hosts.
     pub(crate) admins: Vec<PublicKey>,
 }
 

@@ -117,6 +117,8 @@ impl Worker {
         })?;
         info!(user = %key, "role table changed");
         self.roles = next;
+        self.state
+            .set_host_admins(self.roles.admins().cloned().collect());
         Ok(())
     }
 }

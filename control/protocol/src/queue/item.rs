@@ -36,6 +36,16 @@ pub enum QueuedItem {
     Message(QueuedMessage),
 }
 
+impl QueuedItem {
+    /// `call` or `message`, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            QueuedItem::Call(_) => "call",
+            QueuedItem::Message(_) => "message",
+        }
+    }
+}
+
 /// A queued message: what `wasmcloud:messaging/consumer.publish` was given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedMessage {

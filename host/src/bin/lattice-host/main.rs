@@ -34,23 +34,7 @@ fn main() -> std::process::ExitCode {
         return lattice_host::compile::compiler_main(args.args);
     }
     lattice_telemetry::init("info");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve::host(cli.host)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    lattice_telemetry::run(serve::host(cli.host))
 }
 
 #[cfg(test)]
