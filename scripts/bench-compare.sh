@@ -9,14 +9,17 @@
 #      the p50 of every variant, and head/base per variant.
 #
 # BASE and HEAD are git revisions; HEAD defaults to the working tree as it is. A revision is built
-# in a git worktree under target/bench/compare/; both sides share one target directory
-# (BENCH_COMPARE_TARGET, default target/bench/compare/target) so dependencies build once. The
-# same hello component (the working tree's) is served by both sides: the host is measured.
+# in a git worktree under target/bench/compare/, each side in a target directory of its own
+# (BENCH_COMPARE_TARGET-base and -head, default target/bench/compare/target-base and -head):
+# cargo judges a workspace crate fresh by file times, and both sides' crates have the same names,
+# so one directory would hand one side's build to the other. The same hello component (the
+# working tree's) is served by both sides: the host is measured.
 #
 # Settings (environment), as in scripts/bench.sh: BENCH_DURATION=10, BENCH_WARMUP=2,
 # BENCH_THREADS=1, BENCH_CONCURRENCY="1 16 64", BENCH_REPEATS=3; and BENCH_LINK_RUNS=2 (runs of
 # the links bench per side, 0 to skip), BENCH_LINK_CALLS (calls per round, the bench's default
-# when unset), BENCH_SKIP_BUILD=1 (use the binaries of the previous build).
+# when unset), BENCH_SKIP_BUILD=1 (use the binaries of the previous build), BENCH_BUILD_ONLY=1
+# (build, measure nothing: e.g. `nice` the build, then measure with BENCH_SKIP_BUILD=1).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +42,7 @@ LINK_CALLS="${BENCH_LINK_CALLS:-}"
 
 OUT_DIR="$REPO_ROOT/target/bench/compare"
 RESULTS="$OUT_DIR/results.txt"
-export CARGO_TARGET_DIR="${BENCH_COMPARE_TARGET:-$OUT_DIR/target}"
+TARGET_PREFIX="${BENCH_COMPARE_TARGET:-$OUT_DIR/target}"
 HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/hello.wasm"
 
 # shellcheck source=scripts/bench-lib.sh
@@ -89,11 +92,12 @@ build_side() {
     mkdir -p "$bin"
     say "Building $side ($([ -n "$rev" ] && git rev-parse --short "$rev" || echo 'the working tree')): lattice, lattice-host (release), the links bench"
     # The host binary moved between packages over time: build it by name, workspace-wide.
-    (cd "$tree" && cargo build --release --bin lattice --bin lattice-host)
-    cp "$CARGO_TARGET_DIR/release/lattice" "$CARGO_TARGET_DIR/release/lattice-host" "$bin/"
+    local target="$TARGET_PREFIX-$side"
+    (cd "$tree" && CARGO_TARGET_DIR="$target" cargo build --release --bin lattice --bin lattice-host)
+    cp "$target/release/lattice" "$target/release/lattice-host" "$bin/"
     if [ "$LINK_RUNS" -gt 0 ]; then
         local exe
-        exe="$(cd "$tree" && cargo bench -p lattice-tests --bench links --no-run \
+        exe="$(cd "$tree" && CARGO_TARGET_DIR="$target" cargo bench -p lattice-tests --bench links --no-run \
             --message-format=json-render-diagnostics |
             sed -n 's/.*"executable":"\([^"]*\/links-[^"]*\)".*/\1/p' | tail -n 1)"
         [ -n "$exe" ] || die "$side: the links bench was not built"
@@ -109,6 +113,7 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     say "Building the hello component"
     cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -p hello
 fi
+[ "${BENCH_BUILD_ONLY:-0}" != 1 ] || exit 0
 for f in "$OUT_DIR"/{base,head}/bin/lattice "$OUT_DIR"/{base,head}/bin/lattice-host "$HELLO"; do
     [ -f "$f" ] || die "$f is missing (run without BENCH_SKIP_BUILD=1)"
 done
@@ -156,14 +161,7 @@ record "load_after_all $(cut -d' ' -f1-3 /proc/loadavg)"
 http_table "HTTP hello (release lattice-host): head $(cat "$OUT_DIR/head/commit") vs base $(cat "$OUT_DIR/base/commit")" \
     head head base base <"$RESULTS" | tee "$OUT_DIR/table.txt"
 if [ "$LINK_RUNS" -gt 0 ]; then
-    awk '
-function kv(field,    i, x) { for (i = 1; i <= NF; i++) { split($i, x, "="); if (x[1] == field) return x[2] } return "" }
-function median(s,    v, n, i, j, x) {
-    n = split(s, v, " ")
-    if (n == 0) return "nan"
-    for (i = 2; i <= n; i++) { x = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-}
+    awk "$AWK_RESULTS"'
 $1 == "links" {
     key = kv("variant") " size=" kv("size")
     p50[kv("side"), key] = p50[kv("side"), key] " " kv("p50_us")

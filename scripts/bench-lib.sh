@@ -295,10 +295,9 @@ alternate() {
     done
 }
 
-# http_table TITLE A_NAME A_LABEL B_NAME B_LABEL < results: medians over passes of each
-# (server, concurrency), and the ratio A/B in requests per second (median of per-pass ratios).
-http_table() {
-    awk -v title="$1" -v a="$2" -v al="$3" -v b="$4" -v bl="$5" '
+# awk functions for reading results lines: kv("name") is the value of a `name=value` field;
+# median("1 3 2") is the median of space-separated numbers.
+AWK_RESULTS='
 function kv(field,    i, x) { for (i = 1; i <= NF; i++) { split($i, x, "="); if (x[1] == field) return x[2] } return "" }
 function median(s,    v, n, i, j, x) {
     n = split(s, v, " ")
@@ -306,6 +305,12 @@ function median(s,    v, n, i, j, x) {
     for (i = 2; i <= n; i++) { x = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
     return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
 }
+'
+
+# http_table TITLE A_NAME A_LABEL B_NAME B_LABEL < results: medians over passes of each
+# (server, concurrency), and the ratio A/B in requests per second (median of per-pass ratios).
+http_table() {
+    awk -v title="$1" -v a="$2" -v al="$3" -v b="$4" -v bl="$5" "$AWK_RESULTS"'
 $1 == "http" {
     s = kv("server"); c = kv("c"); p = kv("pass")
     key = s SUBSEP c
