@@ -85,6 +85,9 @@ use machine::{cores, cpu_model, loadavg};
 const APP: &str = "bench";
 const IMPORT: &str = "example:greeter/greet@0.1.0";
 const INTERFACE: &str = "example:greeter/greet";
+/// [`INTERFACE`], parsed.
+static GREET: std::sync::LazyLock<lattice_protocol::wit::InterfaceName> =
+    std::sync::LazyLock::new(|| INTERFACE.parse().expect("an interface name"));
 const FUNCTION: &str = "greet";
 const DEFAULT_CALLS: usize = 2000;
 const ROUNDS: usize = 5;
@@ -349,7 +352,7 @@ impl Bench {
                                 .call(
                                     &caller_ctx,
                                     target,
-                                    INTERFACE,
+                                    &GREET,
                                     FUNCTION,
                                     ty,
                                     params,
@@ -670,7 +673,7 @@ impl Remote {
             Ok(out)
         };
         let call = RpcCall {
-            interface: INTERFACE.into(),
+            interface: GREET.clone(),
             function: FUNCTION.into(),
             args: array(&Val::String(name.into()), &param_ty)?,
             deadline_ms: lattice_protocol::unix_now() * 1000 + 10_000,
@@ -731,7 +734,7 @@ impl Remote {
                                 .call(
                                     &caller_ctx,
                                     target,
-                                    INTERFACE,
+                                    &GREET,
                                     FUNCTION,
                                     ty,
                                     params,

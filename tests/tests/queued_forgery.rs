@@ -91,7 +91,9 @@ fn forged_call(subject: &str, msg: &str) -> anyhow::Result<Vec<u8>> {
         )?,
         subject: subject.to_string(),
         item: QueuedItem::Call(RpcCall {
-            interface: "example:greeter/notifier".into(),
+            interface: "example:greeter/notifier"
+                .parse()
+                .expect("an interface name"),
             function: "notify".into(),
             args: [&[0x91, 0xa0 | msg.len() as u8][..], msg.as_bytes()].concat(),
             deadline_ms: 0,

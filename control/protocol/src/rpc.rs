@@ -6,11 +6,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::wit::InterfaceName;
+
 /// A call of `interface.function` on some instance of the target component.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RpcCall {
     /// The interface without version, e.g. `example:greeter/greet`.
-    pub interface: String,
+    pub interface: InterfaceName,
     /// The function, e.g. `greet`.
     pub function: String,
     /// The arguments: a MessagePack array, one element per parameter.

@@ -1,8 +1,12 @@
 //! What a component imports and exports, by WIT name (`wasi:http/incoming-handler@0.2.0`),
 //! read from its top-level import and export sections; and which imported functions return
 //! data (read from the validated component's types), since only one-way functions can be
-//! queued.
+//! queued. [`InterfaceName`] is an interface's name parsed once (namespace, package, interface,
+//! version).
 
+mod name;
+
+pub use name::{InterfaceName, InterfaceNameError};
 use wasmparser::component_types::{ComponentDefinedType, ComponentEntityType, ComponentValType};
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 

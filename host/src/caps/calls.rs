@@ -24,7 +24,7 @@ use lattice_protocol::envelope;
 use lattice_protocol::names::{AppName, ComponentName};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall, RpcReply};
 use lattice_protocol::subject::Subject;
-use lattice_protocol::wit::unversioned;
+use lattice_protocol::wit::{InterfaceName, unversioned};
 use tokio_util::task::AbortOnDropHandle;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, Func, InstancePre, Linker, Type, Val};
@@ -39,14 +39,6 @@ use crate::wasi::{HostState, Limits, new_store};
 /// Whether the host serves `name`'s package itself (so it is never a component link).
 fn host_provided(name: &str) -> bool {
     name.starts_with("wasi:") || name.starts_with("wasmcloud:messaging/")
-}
-
-/// `ns:pkg/iface@1.2.3` → (`ns`, `pkg`, `iface`); `None` for plain (non-interface) names.
-fn split_interface(name: &str) -> Option<(&str, &str, &str)> {
-    let unversioned = name.split('@').next()?;
-    let (ns, rest) = unversioned.split_once(':')?;
-    let (pkg, iface) = rest.split_once('/')?;
-    Some((ns, pkg, iface))
 }
 
 /// A workload ready to be instantiated: what the router, the RPC server and the messaging
@@ -251,7 +243,7 @@ impl Router {
         &self,
         caller: &WorkloadCtx,
         target: &ComponentName,
-        interface: &str,
+        interface: &InterfaceName,
         function: &str,
         ty: &ComponentFunc,
         params: &[Val],
@@ -260,7 +252,7 @@ impl Router {
     ) -> Result<(), CallError> {
         if let Some(loaded) = self.local(&caller.app, target) {
             return loaded
-                .invoke(interface, function, params, results, deadline)
+                .invoke(interface.unversioned(), function, params, results, deadline)
                 .await;
         }
         let Some(lattice) = &self.lattice else {
@@ -273,7 +265,7 @@ impl Router {
             CallError::new(CallErrorKind::InvalidPayload, format!("arguments: {e}"))
         })?;
         let call = RpcCall {
-            interface: interface.to_string(),
+            interface: interface.clone(),
             function: function.to_string(),
             args,
             deadline_ms: unix_ms_at(deadline),
@@ -402,19 +394,21 @@ pub fn link_imports(
         if host_provided(name) {
             continue;
         }
-        let Some((ns, pkg, iface)) = split_interface(name) else {
+        let Ok(parsed) = InterfaceName::parse(name) else {
             continue;
         };
         let (target, queued) = links
             .iter()
             .find_map(|l| match &l.target {
-                LinkTarget::Component(c) if l.serves(ns, pkg, iface) => {
+                LinkTarget::Component(c)
+                    if l.serves(parsed.namespace(), parsed.package(), parsed.interface()) =>
+                {
                     Some((Some(c.clone()), l.queued.clone().map(Arc::new)))
                 }
                 _ => None,
             })
             .unwrap_or((None, None));
-        let interface = Arc::new(unversioned(name).to_string());
+        let interface = Arc::new(parsed.without_version());
         let mut scope = linker.instance(name)?;
         for (function, item) in instance.exports(engine) {
             let ComponentItem::ComponentFunc(func) = item.ty else {
@@ -504,7 +498,7 @@ fn one_way(func: &ComponentFunc) -> bool {
 async fn enqueue(
     ctx: &WorkloadCtx,
     target: &ComponentName,
-    interface: &str,
+    interface: &InterfaceName,
     function: &str,
     ty: &ComponentFunc,
     params: &[Val],
@@ -519,7 +513,7 @@ async fn enqueue(
     let args = codec_array(params.iter().zip(ty.params().map(|(_, t)| t)))
         .map_err(|e| CallError::new(CallErrorKind::InvalidPayload, format!("arguments: {e}")))?;
     let call = RpcCall {
-        interface: interface.to_string(),
+        interface: interface.clone(),
         function: function.to_string(),
         args,
         deadline_ms: 0,
@@ -537,7 +531,12 @@ pub(crate) async fn deliver(
 ) -> Result<(), CallError> {
     let mut store = loaded.store(Some(deadline));
     let func = loaded
-        .instantiate_func(&mut store, &call.interface, &call.function, deadline)
+        .instantiate_func(
+            &mut store,
+            call.interface.unversioned(),
+            &call.function,
+            deadline,
+        )
         .await?;
     let ty = func.ty(&store);
     let mut params = vec![Val::Bool(false); ty.params().len()];
@@ -620,7 +619,12 @@ async fn answer_call(
 ) -> Result<Vec<u8>, CallError> {
     let mut store = loaded.store(Some(deadline));
     let func = loaded
-        .instantiate_func(&mut store, &call.interface, &call.function, deadline)
+        .instantiate_func(
+            &mut store,
+            call.interface.unversioned(),
+            &call.function,
+            deadline,
+        )
         .await?;
     let ty = func.ty(&store);
     let mut params = vec![Val::Bool(false); ty.params().len()];

@@ -39,7 +39,9 @@ pub async fn deliver_message(
         .unwrap_or_default()
         + timeout;
     let call = RpcCall {
-        interface: "wasmcloud:messaging/handler".into(),
+        interface: "wasmcloud:messaging/handler"
+            .parse()
+            .expect("an interface name"),
         function: "handle-message".into(),
         args,
         deadline_ms: deadline.as_millis() as u64,

@@ -30,7 +30,9 @@ pub fn payload(lattice: &LatticeName, app: &str, i: usize) -> Vec<u8> {
         expires_at_ms: in_a_day,
         subject: call_subject(lattice, app, "greeter"),
         item: QueuedItem::Call(RpcCall {
-            interface: "example:greeter/notifier".into(),
+            interface: "example:greeter/notifier"
+                .parse()
+                .expect("an interface name"),
             function: "notify".into(),
             args: rmp_serde::to_vec(&(format!("reading-{i:08}."),)).expect("encodes"),
             deadline_ms: in_a_day,

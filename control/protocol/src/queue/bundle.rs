@@ -54,7 +54,9 @@ mod tests {
             expires_at_ms: 1,
             subject: "lattice.edge.q.app.sink".into(),
             item: QueuedItem::Call(RpcCall {
-                interface: "example:greeter/notifier".into(),
+                interface: "example:greeter/notifier"
+                    .parse()
+                    .expect("an interface name"),
                 function: "notify".into(),
                 args: vec![0x91, 0xa1, b'x'],
                 deadline_ms: 0,

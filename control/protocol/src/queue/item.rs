@@ -66,7 +66,9 @@ mod tests {
 
     fn call() -> RpcCall {
         RpcCall {
-            interface: "example:greeter/notifier".into(),
+            interface: "example:greeter/notifier"
+                .parse()
+                .expect("an interface name"),
             function: "notify".into(),
             args: vec![0x91, 0xa1, b'x'],
             deadline_ms: 0,

@@ -209,7 +209,9 @@ mod tests {
     fn processed_keys_are_a_calls_id_or_a_messages_subscriber_and_id() {
         let (app, sink) = names();
         let call = QueuedItem::Call(RpcCall {
-            interface: "example:greeter/notifier".into(),
+            interface: "example:greeter/notifier"
+                .parse()
+                .expect("an interface name"),
             function: "notify".into(),
             args: Vec::new(),
             deadline_ms: 0,
