@@ -243,3 +243,76 @@ async fn lattices_on_one_server_cannot_reach_each_other() -> anyhow::Result<()> 
     control.refused(&events).await?;
     still_serves(&t, "v2").await
 }
+
+/// `lattice nats authz` writes the files `deploy/hub-authz.conf` and `deploy/leaf-authz.conf`
+/// include, and the server accepts both configurations as shipped.
+#[tokio::test]
+async fn the_command_writes_what_the_deploy_configurations_include() -> anyhow::Result<()> {
+    use lattice_protocol::keys::{KeyPair, KeyRole};
+    let dir = tempfile::tempdir()?;
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let mut args: Vec<String> = vec![
+        "nats".into(),
+        "authz".into(),
+        "--lattice".into(),
+        "default".into(),
+        "--js-domain".into(),
+        "hub".into(),
+        "--leaf".into(),
+        "edge".into(),
+        "--hub-url".into(),
+        "nats-leaf://nats-hub:7422".into(),
+        "-o".into(),
+        dir.path().join("authz").display().to_string(),
+    ];
+    for (flag, name, role) in [
+        ("--control-key", "operator", KeyRole::Operator),
+        ("--user-key", "admin", KeyRole::User),
+        ("--host-key", "cloud-1", KeyRole::Host),
+        ("--host-key", "edge-1", KeyRole::Host),
+    ] {
+        let path = keys.join(format!("{name}.nk"));
+        std::fs::write(&path, KeyPair::generate(role).to_file_contents())?;
+        args.extend([flag.to_string(), path.display().to_string()]);
+    }
+    let out = tokio::process::Command::new(lattice_bin())
+        .args(&args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await??;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("lattice-default.conf"), "{stdout}");
+    // A host key given as a file names that host's user.
+    let account = std::fs::read_to_string(dir.path().join("authz/lattice-default.conf"))?;
+    let edge = KeyPair::from_seed(&std::fs::read_to_string(keys.join("edge-1.nk"))?)?;
+    assert!(account.contains(&lattice_protocol::permissions::user_nkey(
+        &edge.public_key()
+    )));
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    for file in ["hub.conf", "hub-authz.conf", "leaf.conf", "leaf-authz.conf"] {
+        std::fs::copy(deploy.join(file), dir.path().join(file))?;
+    }
+    let server = lattice_cli::up::find_nats_server().expect("nats-server is installed");
+    for config in ["hub-authz.conf", "leaf-authz.conf"] {
+        let out = tokio::process::Command::new(&server)
+            .arg("-c")
+            .arg(dir.path().join(config))
+            .arg("-t")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(WAIT, out).await??;
+        assert!(
+            out.status.success(),
+            "{config}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
