@@ -17,7 +17,7 @@ use lattice_protocol::claims::{ClaimsOptions, sign_component};
 use lattice_protocol::digest::Digest;
 use lattice_protocol::keys::{KeyPair, KeyRole};
 use lattice_protocol::names::{AppName, LatticeName};
-use lattice_protocol::permissions::{self, LatticeAuthz, render_account};
+use lattice_protocol::permissions::{self, LatticeAuthz, LeafLink, render_account, render_leaf};
 use lattice_protocol::signed::{JoinGrant, JoinToken};
 use lattice_protocol::unix_now;
 use tokio::sync::mpsc;
@@ -38,6 +38,8 @@ pub struct LatticeKeys {
     pub hosts: Vec<(String, KeyPair)>,
     /// Signs components.
     pub issuer: KeyPair,
+    /// The hub's JetStream domain, when hosts reach it from a leaf node.
+    pub js_domain: Option<String>,
 }
 
 impl LatticeKeys {
@@ -51,6 +53,7 @@ impl LatticeKeys {
                 .map(|h| (h.to_string(), KeyPair::generate(KeyRole::Host)))
                 .collect(),
             issuer: KeyPair::generate(KeyRole::Issuer),
+            js_domain: None,
         })
     }
 
@@ -61,7 +64,7 @@ impl LatticeKeys {
             control: vec![self.control.public_key()],
             hosts: self.hosts.iter().map(|(_, k)| k.public_key()).collect(),
             operators: vec![self.admin.public_key()],
-            js_domain: None,
+            js_domain: self.js_domain.clone(),
             app_subjects: Vec::new(),
             app_buckets: Vec::new(),
         }
@@ -90,6 +93,8 @@ pub struct SecuredLattice {
     pub ctl: CtlClient,
     /// The admin's NATS connection.
     pub admin_client: async_nats::Client,
+    /// An edge leaf node of the server, when started with one: hosts connect there.
+    pub leaf: Option<NatsServer>,
     control: ControlHandle,
     dir: tempfile::TempDir,
 }
@@ -98,20 +103,56 @@ impl SecuredLattice {
     /// A server with the authorization of `lattices` (each `(name, hosts)`), and the first
     /// one's control plane.
     pub async fn start(lattices: &[(&str, &[&str])]) -> anyhow::Result<Self> {
-        let lattices: Vec<LatticeKeys> = lattices
+        Self::start_with(lattices, false).await
+    }
+
+    /// As [`SecuredLattice::start`], with an edge leaf node when `leaf` (the first lattice's
+    /// authorization then names the hub's JetStream domain, [`HUB_DOMAIN`], and a leaf link):
+    /// hosts connect to the leaf, as `deploy/leaf-authz.conf` has them.
+    pub async fn start_with(lattices: &[(&str, &[&str])], leaf: bool) -> anyhow::Result<Self> {
+        let mut lattices: Vec<LatticeKeys> = lattices
             .iter()
             .map(|(l, hosts)| LatticeKeys::new(l, hosts))
             .collect::<anyhow::Result<_>>()?;
+        if leaf {
+            lattices[0].js_domain = Some(HUB_DOMAIN.to_string());
+        }
+        let link = LeafLink {
+            name: "edge".into(),
+            password: random_password(),
+        };
         let mut files = Vec::new();
         let mut includes = String::new();
-        for keys in &lattices {
+        for (i, keys) in lattices.iter().enumerate() {
             let name = format!("lattice-{}.conf", keys.lattice);
             includes.push_str(&format!("  include \"{name}\"\n"));
-            files.push((name, render_account(&keys.authz(), &[])));
+            let links = if leaf && i == 0 {
+                std::slice::from_ref(&link)
+            } else {
+                &[]
+            };
+            files.push((name, render_account(&keys.authz(), links)));
         }
-        // As deploy/hub.conf: the generated accounts, included.
-        let config = format!("accounts {{\n{includes}}}\n");
-        let nats = NatsServer::start_with_files(&config, &files).await?;
+        // As deploy/hub-authz.conf: the generated accounts, included.
+        let accounts = format!("accounts {{\n{includes}}}\n");
+        let (nats, leaf) = if leaf {
+            let (hub, leaf_port) = crate::on_free_port(|port| {
+                let config = format!(
+                    "jetstream {{ domain: {HUB_DOMAIN} }}\nleafnodes {{ listen: \"127.0.0.1:{port}\" }}\n{accounts}"
+                );
+                let files = files.clone();
+                async move { anyhow::Ok((NatsServer::start_with_files(&config, &files).await?, port)) }
+            })
+            .await?;
+            let hub_url = format!("nats-leaf://127.0.0.1:{leaf_port}");
+            let leaf_config = render_leaf(&lattices[0].authz(), &link, &hub_url);
+            (
+                hub,
+                Some(NatsServer::start_with_config_no_js(&leaf_config).await?),
+            )
+        } else {
+            (NatsServer::start_with_files(&accounts, &files).await?, None)
+        };
         let dir = tempfile::tempdir()?;
         let first = &lattices[0];
         let admin_client = connect(&nats.url, &key_file(&dir, "admin", &first.admin)?).await?;
@@ -137,6 +178,7 @@ impl SecuredLattice {
             lattices,
             ctl,
             admin_client,
+            leaf,
             control: ControlHandle { token, task },
             dir,
         };
@@ -171,7 +213,10 @@ impl SecuredLattice {
         c.trusted_issuers = vec![keys.issuer.public_key()];
         c.trusted_operators = vec![keys.control.public_key()];
         c.heartbeat_interval = Duration::from_secs(1);
-        c.providers.nats_url = Some(self.nats.url.clone());
+        let url = self.leaf.as_ref().unwrap_or(&self.nats).url.clone();
+        c.js_domain = keys.js_domain.clone();
+        c.providers.js_domain = keys.js_domain.clone();
+        c.providers.nats_url = Some(url.clone());
         c.providers.nats = options(&key_path);
         c.join_token = Some(
             JoinToken::sign(
@@ -186,7 +231,7 @@ impl SecuredLattice {
             )
             .to_text(),
         );
-        let client = connect(&self.nats.url, &key_path).await?;
+        let client = connect(&url, &key_path).await?;
         let token = CancellationToken::new();
         let task = tokio::spawn(lattice_host::run(c, client, token.clone()));
         crate::eventually(WAIT, &format!("host {name} to report"), || async {
@@ -243,6 +288,14 @@ impl Drop for SecuredLattice {
     fn drop(&mut self) {
         self.control.token.cancel();
     }
+}
+
+/// The hub's JetStream domain when the lattice has an edge leaf node.
+pub const HUB_DOMAIN: &str = "hub";
+
+/// A password no one guesses (a fresh key's public half: 32 random bytes, base32).
+fn random_password() -> String {
+    KeyPair::generate(KeyRole::User).public_key().to_string()
 }
 
 fn key_file(dir: &tempfile::TempDir, name: &str, key: &KeyPair) -> anyhow::Result<PathBuf> {

@@ -316,3 +316,40 @@ async fn the_command_writes_what_the_deploy_configurations_include() -> anyhow::
     }
     Ok(())
 }
+
+/// An edge host on a leaf node under the generated leaf configuration: it reaches the hub's
+/// JetStream by domain across the link, serves, and the leaf itself refuses what its
+/// permissions do not grant.
+#[tokio::test]
+async fn an_edge_host_on_a_leaf_node_serves_under_the_generated_authorization() -> anyhow::Result<()>
+{
+    let t = SecuredLattice::start_with(&[("test", &["host-a", "host-b"])], true).await?;
+    let leaf = t.leaf.as_ref().expect("a leaf node");
+    let _host = t.start_host("host-a").await?;
+    let image = t.push(&hello_wasm(), "hello").await?;
+    let manifest = hello_manifest("hello", "v1", &image.to_string(), "Hello", ANY_PORT);
+    let addr = t.deploy_and_serve(&manifest, "hello").await?;
+    assert_eq!(
+        http_get(&addr, "/").await?,
+        (200, "Hello from Lattice (host host-a)\n".to_string())
+    );
+    // Another host's key on the leaf: refused there, as on the hub.
+    let mut b = lattice_tests::authz::Intruder::connect(
+        &leaf.url,
+        &t.key_path("host-b", t.keys().host("host-b"))?,
+    )
+    .await?;
+    let ctl = Subject::ctl(&t.keys().lattice, CtlVerb::Deploy).to_string();
+    b.client.publish(ctl.clone(), "x".into()).await?;
+    b.refused(&ctl).await?;
+    let assignment = format!(
+        "$KV.{}.{}",
+        Buckets::new(&t.keys().lattice).assignments(),
+        host_id(&t, "host-a")
+    );
+    b.client
+        .publish(assignment.clone(), "forged".into())
+        .await?;
+    b.refused(&assignment).await?;
+    still_serves(&t, "v2").await
+}
