@@ -112,11 +112,7 @@ impl NatsServer {
     /// Starts a server in a fresh temporary directory with a configuration file (for
     /// authorization, TLS, leaf nodes); the port stays random.
     pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("server.conf");
-        std::fs::write(&path, config)?;
-        let path = path.display().to_string();
-        Self::start_args(dir, None, &["-c", &path]).await
+        Self::start_with_files(config, &[]).await
     }
 
     /// As [`NatsServer::start_with_config`], with `files` (name, content) written beside the
