@@ -5,6 +5,7 @@
 //!   ports file), in its own temporary directory, killed on drop.
 //! - [`TestLattice`]: that server plus a control plane and any number of hosts, all in-process,
 //!   with fresh dev keys; helpers to sign, push, deploy and wait.
+//! - [`authz`]: a lattice behind the generated nats-server authorization, and intruders.
 //! - [`http_get`]: a minimal HTTP/1.1 client, so that tests see exactly what a user's curl sees.
 //!
 //! The example components are built for `wasm32-wasip2` by this crate's build script, once and
@@ -13,6 +14,7 @@
 //! Waiting is driven by events: [`TestLattice::wait_for`] re-checks its condition on every host
 //! heartbeat, and every wait is bounded.
 
+pub mod authz;
 pub mod edge;
 pub mod mosquitto;
 pub mod proxy;
@@ -110,7 +112,19 @@ impl NatsServer {
     /// Starts a server in a fresh temporary directory with a configuration file (for
     /// authorization, TLS, leaf nodes); the port stays random.
     pub async fn start_with_config(config: &str) -> anyhow::Result<Self> {
+        Self::start_with_files(config, &[]).await
+    }
+
+    /// As [`NatsServer::start_with_config`], with `files` (name, content) written beside the
+    /// configuration first, for it to include (a generated authorization).
+    pub async fn start_with_files(
+        config: &str,
+        files: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content)?;
+        }
         let path = dir.path().join("server.conf");
         std::fs::write(&path, config)?;
         let path = path.display().to_string();

@@ -39,6 +39,12 @@ pub enum Command {
     Host(HostArgs),
     /// Run the control plane.
     Control(ControlArgs),
+    /// Write the nats-server authorization of a lattice (`lattice nats authz`).
+    Nats {
+        /// The NATS command.
+        #[command(subcommand)]
+        command: crate::nats::NatsCommand,
+    },
 }
 
 /// `lattice up`.

@@ -4,14 +4,15 @@
 //! found beside this one or on `PATH` ([`serve::host_program`]).
 //!
 //! Layout: [`args`] (clap definitions; the NATS flags are `lattice_connect`'s, shared with
-//! `lattice-host`), one module per command ([`ctl`], [`keys`], [`sign`], [`push`], [`serve`],
-//! [`up`]) and [`output`] (tables and JSON). Logging is `lattice_telemetry`'s, the one setup
+//! `lattice-host`), one module per command ([`ctl`], [`keys`], [`nats`], [`sign`], [`push`],
+//! [`serve`], [`up`]) and [`output`] (tables and JSON). Logging is `lattice_telemetry`'s, the one setup
 //! of every Lattice process. The binary only parses arguments and calls into these modules.
 #![deny(missing_docs)]
 
 pub mod args;
 pub mod ctl;
 pub mod keys;
+pub mod nats;
 pub mod output;
 pub mod push;
 pub mod serve;

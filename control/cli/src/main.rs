@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use lattice_cli::args::{Cli, Command, KeysCommand};
-use lattice_cli::{ctl, keys, push, serve, sign, up};
+use lattice_cli::nats::NatsCommand;
+use lattice_cli::{ctl, keys, nats, push, serve, sign, up};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -17,6 +18,7 @@ fn main() -> std::process::ExitCode {
             | Command::Sign(_)
             | Command::Inspect(_)
             | Command::Push(_)
+            | Command::Nats { .. }
     );
     lattice_telemetry::init(if quiet { "warn" } else { "info" });
     lattice_telemetry::run(async move {
@@ -30,6 +32,9 @@ fn main() -> std::process::ExitCode {
             Command::Inspect(args) => sign::inspect(&args),
             Command::Push(args) => push::push(&args).await,
             Command::Control(args) => serve::control(args).await,
+            Command::Nats {
+                command: NatsCommand::Authz(args),
+            } => nats::write(&args),
             Command::Host(_) => unreachable!("handled above"),
         }
     })

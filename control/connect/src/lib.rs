@@ -33,7 +33,9 @@ pub struct NatsArgs {
     /// NATS credentials file (JWT + nkey seed).
     #[arg(long, env = "LATTICE_NATS_CREDS", global = true)]
     pub creds: Option<PathBuf>,
-    /// File with a NATS nkey seed (`SU...`) to authenticate with.
+    /// File with a NATS nkey seed (`SU...`), or a Lattice key file (a host's `host.nk`, the
+    /// control plane's or a user's key) whose key authenticates as a NATS user nkey (the one
+    /// `lattice nats authz` grants permissions to).
     #[arg(long, env = "LATTICE_NATS_NKEY", global = true)]
     pub nkey: Option<PathBuf>,
     /// CA certificate (PEM) to verify the NATS server with.
@@ -278,9 +280,20 @@ pub async fn connect_with(
             .with_context(|| format!("reading NATS credentials {}", creds.display()))?;
     }
     if let Some(nkey) = &args.nkey {
-        let seed = std::fs::read_to_string(nkey)
+        let text = std::fs::read_to_string(nkey)
             .with_context(|| format!("reading NATS nkey {}", nkey.display()))?;
-        options = options.nkey(seed.trim().to_string());
+        // A NATS seed (`SU...`) or a Lattice key file (host, control plane, user): the same
+        // ed25519 key, authenticating as the user nkey `lattice nats authz` names for it.
+        let (seed, user) = lattice_protocol::permissions::user_seed(&text).with_context(|| {
+            format!(
+                "{} holds no nkey seed; give a NATS seed (SU...) or a Lattice key file (`lattice keys gen`)",
+                nkey.display()
+            )
+        })?;
+        // Replies come under this user's own prefix: the only inbox its permissions let it read.
+        options = options
+            .nkey(seed)
+            .custom_inbox_prefix(lattice_protocol::permissions::inbox_prefix(&user));
     }
     if let Some(ca) = &args.tls_ca {
         options = options.add_root_certificates(ca.clone());

@@ -14,6 +14,8 @@
 //!   requests and replies, their freshness, and the role table that authorizes them.
 //!   [`signed`]: what hosts say (heartbeats, events), signed by the host, and the join tokens
 //!   that admit hosts.
+//! - [`permissions`]: the nats-server authorization of a lattice (an account, a user per
+//!   control plane, host and operator), derived from [`subject`]; keys as NATS user nkeys.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
@@ -52,6 +54,7 @@ pub mod keys;
 pub mod lease;
 pub mod messages;
 pub mod names;
+pub mod permissions;
 pub mod provider;
 pub mod queue;
 pub mod rpc;

@@ -318,6 +318,21 @@ impl Subject {
         format!("{ROOT}.{lattice}.ctl.*")
     }
 
+    /// The wildcard matching every event in `lattice`: heartbeats and the control plane's.
+    pub fn all_events(lattice: &LatticeName) -> String {
+        format!("{ROOT}.{lattice}.evt.>")
+    }
+
+    /// The wildcard matching every component call in `lattice`.
+    pub fn all_rpc(lattice: &LatticeName) -> String {
+        format!("{ROOT}.{lattice}.rpc.>")
+    }
+
+    /// The wildcard matching the calls to every provider process `host` runs.
+    pub fn all_provider_calls(lattice: &LatticeName, host: &HostId) -> String {
+        format!("{ROOT}.{lattice}.prov.{host}.>")
+    }
+
     /// Parses a subject received from NATS.
     pub fn parse(s: &str) -> Result<Self, SubjectError> {
         let err = || SubjectError(s.to_string());
