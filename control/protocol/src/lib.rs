@@ -14,6 +14,7 @@
 //!   requests and replies, their freshness, and the role table that authorizes them.
 //!   [`signed`]: what hosts say (heartbeats, events), signed by the host, and the join tokens
 //!   that admit hosts.
+//! - [`secret`]: config values marked secret, sealed to the key of whoever may read them.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
@@ -55,6 +56,7 @@ pub mod names;
 pub mod provider;
 pub mod queue;
 pub mod rpc;
+pub mod secret;
 pub mod signed;
 pub mod subject;
 pub mod wit;
