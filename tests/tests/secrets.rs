@@ -13,7 +13,7 @@ use lattice_protocol::messages::{FailureReason, WorkloadState};
 use lattice_protocol::names::AppName;
 use lattice_protocol::secret::{REDACTED, SEALED_PREFIX};
 use lattice_protocol::subject::Buckets;
-use lattice_tests::{TestLattice, endpoint, hello_manifest, hello_wasm, http_get};
+use lattice_tests::{TestLattice, endpoint, hello_manifest, hello_wasm, http_get, lattice_bin};
 
 const ANY_PORT: &str = "127.0.0.1:0";
 
@@ -251,5 +251,68 @@ async fn a_host_that_is_not_the_recipient_cannot_open_the_secret() -> anyhow::Re
     // The gateway keeps serving it.
     let (_, body) = http_get(&endpoint(&status)?, "/").await?;
     assert!(body.starts_with(&secret));
+    Ok(())
+}
+
+/// `lattice ctl ARGS` against `t`, signing as its admin; stdout, or the failure's stderr. Run
+/// without blocking: the control plane answering it runs on the test's own runtime.
+async fn ctl(t: &TestLattice, key_file: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let run = tokio::process::Command::new(lattice_bin())
+        .arg("ctl")
+        .args(args)
+        .args(["--nats-url", &t.nats.url, "--lattice", t.lattice.as_str()])
+        .arg("--key")
+        .arg(key_file)
+        .args(["--control-key", t.operator.public_key().as_str()])
+        .env_remove("LATTICE_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(120), run).await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "lattice ctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[tokio::test]
+async fn the_cli_seals_on_deploy_and_shows_secrets_redacted() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let dir = tempfile::tempdir()?;
+    let key_file = dir.path().join("admin.nk");
+    std::fs::write(&key_file, t.admin.to_file_contents())?;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+    let secret = plaintext();
+    let app = dir.path().join("app.yaml");
+    std::fs::write(&app, secret_manifest(&image.to_string(), "v1", &secret))?;
+
+    let app_arg = app.display().to_string();
+    ctl(&t, &key_file, &["deploy", &app_arg, "--wait"]).await?;
+    let status = t.wait_deployed("hello").await?;
+    let (_, body) = http_get(&endpoint(&status)?, "/").await?;
+    assert!(body.starts_with(&secret), "{body}");
+
+    let table = ctl(&t, &key_file, &["get", "manifest", "hello"]).await?;
+    assert!(
+        table.contains("GREETING") && table.contains(REDACTED),
+        "{table}"
+    );
+    let json = ctl(&t, &key_file, &["get", "manifest", "hello", "-o", "json"]).await?;
+    let json: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(json["version"], "v1");
+    let shown = &json["manifest"]["spec"]["components"][0]["properties"]["secrets"][0];
+    assert_eq!(shown["properties"]["GREETING"], REDACTED, "{json}");
+    for text in [table, json.to_string()] {
+        assert!(
+            !text.contains(&secret) && !text.contains(SEALED_PREFIX),
+            "{text}"
+        );
+    }
     Ok(())
 }
