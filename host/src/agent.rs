@@ -36,7 +36,7 @@ use crate::backoff::Backoff;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
 use crate::caps::{
-    HostServices, LatticeLink, Services, WorkloadCtx, WorkloadSpec, blobstore, messaging,
+    HostServices, LatticeLink, Services, WorkloadCtx, WorkloadSpec, blobstore, config, messaging,
 };
 use crate::compile::{CodeCache, CodeKey};
 use crate::engine::Runtime;
@@ -85,6 +85,8 @@ struct Running {
 pub(crate) struct Agent {
     pub(crate) config: HostConfig,
     pub(crate) host: HostId,
+    /// The host's key: opens the secrets sealed to it.
+    key: Arc<KeyPair>,
     pub(crate) name: String,
     pub(crate) store: HostStore,
     pub(crate) runtime: Runtime,
@@ -105,7 +107,7 @@ pub(crate) struct Agent {
 impl Agent {
     pub(crate) fn new(config: HostConfig, client: &async_nats::Client) -> anyhow::Result<Self> {
         let store = HostStore::open(&config.state_dir)?;
-        let key = store.host_key()?;
+        let key = Arc::new(store.host_key()?);
         let host = HostId::new(key.public_key().to_string())?;
         let runtime = Runtime::new(&config.engine)?;
         let linker = Arc::new(new_linker(&runtime)?);
@@ -137,7 +139,7 @@ impl Agent {
             &config.state_dir.join("outbox"),
             lattice.clone(),
             limits,
-            Arc::new(key),
+            key.clone(),
         ) {
             Ok((queue, forwarder)) => (Some(queue), Some(forwarder)),
             Err(e) => {
@@ -165,6 +167,7 @@ impl Agent {
             services,
             config,
             host,
+            key,
             name,
             store,
             runtime,
@@ -374,15 +377,19 @@ impl Agent {
 
     /// The context `w`'s stores share: what the workload may use (buckets, blob root, outgoing
     /// hosts) is worked out here, once, not on each call; or why a link is refused.
-    fn workload_ctx(&self, w: &Workload) -> Result<WorkloadCtx, String> {
-        let mut env: Vec<(String, String)> = w.config.clone().into_iter().collect();
+    fn workload_ctx(
+        &self,
+        w: &Workload,
+        config: BTreeMap<String, String>,
+    ) -> Result<WorkloadCtx, String> {
+        let mut env: Vec<(String, String)> = config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
         env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
         let spec = WorkloadSpec {
             app: w.app.clone(),
             component: w.component.clone(),
             env,
-            config: w.config.clone(),
+            config,
             // `blobstore-fs` links without a `root` keep their blobs in `<blob root base>/<app>`.
             links: blobstore::with_default_root(w.links.clone(), &w.app)?,
         };
@@ -448,8 +455,12 @@ impl Agent {
         let mut linker = (*self.linker).clone();
         link_imports(&mut linker, &self.runtime, &component, &w.links)
             .because(FailureReason::LinkError)?;
+        // Secrets are opened here, in memory: the saved assignment keeps them sealed.
+        let config = config::with_secrets(&self.key, &w.config, &w.secrets)
+            .map_err(anyhow::Error::msg)
+            .because(FailureReason::SecretRefused)?;
         let ctx = Arc::new(
-            self.workload_ctx(w)
+            self.workload_ctx(w, config)
                 .map_err(anyhow::Error::msg)
                 .because(FailureReason::LinkError)?,
         );

@@ -296,6 +296,15 @@ pub enum GetWhat {
     },
     /// Queued links: calls waiting on each sending host, in flight at the hub, dead-lettered.
     Queues,
+    /// An app's stored manifest (the desired version, or --version), secret values shown as
+    /// `<secret>`.
+    Manifest {
+        /// The app.
+        name: String,
+        /// A stored version (see `ctl history`).
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// A queued link's dead letters: id, when, attempts, function, last error.
     #[command(name = "deadletters", alias = "dead-letters")]
     Deadletters {

@@ -1,6 +1,7 @@
 //! `lattice ctl`: deploy, undeploy, get, status, and the rest of the operator's verbs; queued
 //! delivery's (`get queues`, `get deadletters`, `requeue`) are in `ctl/queues.rs`; who signs
-//! the requests and the role table's commands (`users`) in `ctl/users.rs`.
+//! the requests and the role table's commands (`users`) in `ctl/users.rs`; showing stored
+//! manifests, secrets redacted, in `ctl/secrets.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::output::{self, ago, table};
 
 mod hosts;
 mod queues;
+mod secrets;
 mod users;
 
 pub use hosts::up_admin_key;
@@ -137,6 +139,10 @@ async fn get(ctl: &CtlClient, what: GetWhat, format: Output) -> anyhow::Result<(
             output::print(format, &hb, inventory_table);
         }
         GetWhat::Queues => queues::get_queues(ctl, format).await?,
+        GetWhat::Manifest { name, version } => {
+            let name = AppName::new(name)?;
+            secrets::get_manifest(ctl, &name, version.as_deref(), format).await?;
+        }
         GetWhat::Deadletters { link } => queues::get_dead_letters(ctl, &link, format).await?,
     }
     Ok(())

@@ -12,6 +12,7 @@
 //!   [`Diagnostic`] instead of stopping.
 //! - `parse` (private): the manifest's shape, field by field; names go through the
 //!   [`lattice_protocol::names`] newtypes.
+//! - `secrets` (private): a component's `secrets`, named configs whose values are secret.
 //! - `validate` (private): checks across components (unique names, link targets, one scaler).
 //! - [`Diagnostic`] / [`Diagnostics`]: what a problem looks like and how it prints.
 //!
@@ -63,6 +64,7 @@ mod delivery;
 mod diagnostic;
 pub mod model;
 mod parse;
+mod secrets;
 mod validate;
 mod yaml;
 

@@ -56,6 +56,35 @@ impl Manifest {
             .map(String::as_str)
     }
 
+    /// Every secret value of every component, to seal or check each in place.
+    pub fn secret_values_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        self.spec
+            .components
+            .iter_mut()
+            .flat_map(|c| c.properties.secrets.iter_mut())
+            .flat_map(|s| s.properties.values_mut())
+    }
+
+    /// Whether some component has a secret.
+    pub fn has_secrets(&self) -> bool {
+        self.spec.components.iter().any(|c| {
+            c.properties
+                .secrets
+                .iter()
+                .any(|s| !s.properties.is_empty())
+        })
+    }
+
+    /// The manifest with every secret value replaced by
+    /// [`REDACTED`](lattice_protocol::secret::REDACTED), to show it.
+    pub fn redacted(&self) -> Manifest {
+        let mut shown = self.clone();
+        for value in shown.secret_values_mut() {
+            *value = lattice_protocol::secret::REDACTED.to_string();
+        }
+        shown
+    }
+
     /// The component called `name`, if there is one.
     pub fn component(&self, name: &str) -> Option<&Component> {
         self.spec
@@ -221,6 +250,11 @@ pub struct Properties {
     /// Named configuration handed to the component (merge with [`NamedConfig::merged`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config: Vec<NamedConfig>,
+    /// Named configs whose values are secret (the shape of `config`, beside it). Given to the
+    /// component like config; on the wire and at rest each value is sealed
+    /// ([`lattice_protocol::secret`]). A key here wins over the same key in `config`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<NamedConfig>,
 }
 
 /// A named, flat string map of configuration.

@@ -323,7 +323,7 @@ fn read_component(
 }
 
 fn read_properties(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Properties> {
-    let fields = reader.mapping(node, path, &["image", "id", "config"])?;
+    let fields = reader.mapping(node, path, &["image", "id", "config", "secrets"])?;
     let image = fields
         .required(reader, "image")
         .and_then(|node| read_image(reader, node, &fields.path("image")));
@@ -332,10 +332,12 @@ fn read_properties(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<P
         None => Some(None),
     };
     let config = optional_configs(reader, &fields, "config");
+    let secrets = crate::secrets::read_secrets(reader, &fields, config.as_deref());
     Some(Properties {
         image: image?,
         id: id?,
         config: config?,
+        secrets: secrets?,
     })
 }
 
@@ -389,7 +391,7 @@ fn read_configs(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Vec<
     configs.into_iter().collect()
 }
 
-fn read_config(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<NamedConfig> {
+pub(crate) fn read_config(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<NamedConfig> {
     let fields = reader.mapping(node, path, &["name", "properties"])?;
     let name = fields
         .required(reader, "name")

@@ -16,8 +16,8 @@ use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::keys::{KeyPair, PublicKey};
 use lattice_protocol::messages::{
     AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostSummary,
-    InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest, StopHostRequest, UserEntry,
-    UsersAddRequest, UsersRemoveRequest, VersionSummary,
+    InventoryRequest, LabelRequest, ManifestReply, ManifestRequest, RollbackRequest, ScaleRequest,
+    StopHostRequest, UserEntry, UsersAddRequest, UsersRemoveRequest, VersionSummary,
 };
 use lattice_protocol::messages::{Verb, verbs};
 use lattice_protocol::names::{AppName, LatticeName};
@@ -137,12 +137,16 @@ impl CtlClient {
         envelope::decode::<Reply<V::Reply>>(&reply.body)?
     }
 
-    /// Deploys a manifest (its YAML text).
+    /// Deploys a manifest (its YAML text). Its secret values are sealed here, to the first
+    /// trusted control-plane key, before the request leaves: the manifest then travels (and is
+    /// stored) as JSON, which is YAML, with only ciphertext in it.
     pub async fn deploy(&self, manifest: &str) -> Result<DeployReply, WireError> {
-        self.call::<verbs::Deploy>(&DeployRequest {
-            manifest: manifest.to_string(),
-        })
-        .await
+        let manifest = match self.trusted.first() {
+            Some(control) => crate::secrets::seal_manifest(manifest, control)?,
+            None => manifest.to_string(),
+        };
+        self.call::<verbs::Deploy>(&DeployRequest { manifest })
+            .await
     }
 
     /// Undeploys an app.
@@ -166,6 +170,19 @@ impl CtlClient {
     pub async fn history(&self, name: &AppName) -> Result<Vec<VersionSummary>, WireError> {
         self.call::<verbs::History>(&AppRequest { name: name.clone() })
             .await
+    }
+
+    /// A stored manifest of an app (`None`: the desired version), its secrets redacted.
+    pub async fn manifest(
+        &self,
+        name: &AppName,
+        version: Option<&str>,
+    ) -> Result<ManifestReply, WireError> {
+        self.call::<verbs::Manifest>(&ManifestRequest {
+            name: name.clone(),
+            version: version.map(str::to_string),
+        })
+        .await
     }
 
     /// Makes a stored version desired again (`None`: the one before the current).

@@ -24,6 +24,8 @@
 //!   ([`lattice_protocol::lease`]) under the key `leader`.
 //! - [`client`]: a typed client of the control-plane API (`lattice ctl`, tests), written, like
 //!   the worker's dispatch, against [`lattice_protocol::messages::Verb`].
+//! - `secrets` (private): secret config values, sealed to the control plane's key: checked at
+//!   deploy, compared by keyed hash, resealed to each host when its assignment is written.
 //! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
 //!
 //! # Key decision
@@ -60,6 +62,7 @@ mod queues;
 pub mod registry;
 pub mod resolve;
 pub mod rollout;
+mod secrets;
 pub mod status;
 mod worker;
 

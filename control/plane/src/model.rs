@@ -130,6 +130,10 @@ pub struct ResolvedComponent {
     pub scaler: Scaling,
     /// Its merged named config.
     pub config: BTreeMap<String, String>,
+    /// Its merged secrets, each value sealed to the control plane's key (resealed to each host
+    /// when its assignment is written).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Where the built-in HTTP server serves it.
     pub http: Option<HttpBinding>,
     /// What serves its linked imports.

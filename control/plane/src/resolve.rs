@@ -177,6 +177,7 @@ pub async fn resolve(
                 image,
                 scaler,
                 config: NamedConfig::merged(&c.properties.config),
+                secrets: NamedConfig::merged(&c.properties.secrets),
                 http: w.http,
                 links: w.links,
                 subscriptions: w.subscriptions,

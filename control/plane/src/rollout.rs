@@ -165,6 +165,7 @@ mod tests {
             image: Digest::of(version.as_bytes()),
             instances: 1,
             config: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             http: None,
             links: Vec::new(),
             subscriptions: Vec::new(),

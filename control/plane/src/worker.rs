@@ -441,7 +441,10 @@ impl Worker {
     ) -> Outcome<Assignment> {
         let store = &self.stores.assignments;
         let key = assignment.host.as_str();
-        let bytes = envelope::encode(&SignedAssignment::sign(assignment, &self.cfg.key));
+        // Secrets are resealed to the host here, at the last moment; the state keeps them as
+        // stored (sealed to this control plane) so that its comparisons stay stable.
+        let sent = crate::secrets::for_host(assignment, &self.cfg.key);
+        let bytes = envelope::encode(&SignedAssignment::sign(&sent, &self.cfg.key));
         match compare_and_set(store, key, bytes, revision).await {
             Ok(rev) => Outcome::Written(rev),
             Err(error) => {

@@ -54,6 +54,11 @@ pub struct Workload {
     pub instances: u32,
     /// Named config merged into one map; given to the component as its environment.
     pub config: BTreeMap<String, String>,
+    /// Config values marked secret, each sealed to this host's key ([`crate::secret`]); the
+    /// host opens them in memory and gives them to the component with [`Workload::config`]
+    /// (a secret wins over a config value of the same key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// Serve the component's `wasi:http/incoming-handler` on this address.
     pub http: Option<HttpBinding>,
     /// What serves each of the component's linked imports. An import not named here is not
@@ -358,6 +363,7 @@ mod tests {
                 image: Digest::of(b"x"),
                 instances: 1,
                 config: BTreeMap::new(),
+                secrets: BTreeMap::new(),
                 http: Some(HttpBinding {
                     address: "127.0.0.1:8080".into(),
                 }),

@@ -16,6 +16,7 @@
 //!   that admit hosts.
 //! - [`permissions`]: the nats-server authorization of a lattice (an account, a user per
 //!   control plane, host and operator), derived from [`subject`]; keys as NATS user nkeys.
+//! - [`secret`]: config values marked secret, sealed to the key of whoever may read them.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
@@ -58,6 +59,7 @@ pub mod permissions;
 pub mod provider;
 pub mod queue;
 pub mod rpc;
+pub mod secret;
 pub mod signed;
 pub mod subject;
 pub mod wit;

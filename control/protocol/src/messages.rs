@@ -35,6 +35,27 @@ pub struct AppRequest {
     pub name: AppName,
 }
 
+/// `ctl.manifest`: one stored manifest of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRequest {
+    /// The app.
+    pub name: AppName,
+    /// The version; `None`: the desired one (or, when undeployed, the latest).
+    pub version: Option<String>,
+}
+
+/// A stored manifest, as it may be shown: every secret value replaced by
+/// [`REDACTED`](crate::secret::REDACTED).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestReply {
+    /// The app.
+    pub name: AppName,
+    /// The version.
+    pub version: String,
+    /// The manifest's text (YAML as written, or JSON where secrets were sealed).
+    pub manifest: String,
+}
+
 /// `ctl.rollback`: make a stored version desired again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RollbackRequest {
@@ -356,6 +377,9 @@ pub enum FailureReason {
     /// Refused before compilation: unsigned, tampered, a bad signature, an issuer this host
     /// does not trust, expired or not yet valid claims.
     RefusedSignature,
+    /// A secret value of its config cannot be opened with this host's key (sealed to another
+    /// key, or altered).
+    SecretRefused,
     /// The compiler refused it (not a valid component for this engine) or failed.
     CompileError,
     /// Its imports cannot be linked: an interface the host does not provide, or its links'
@@ -380,6 +404,7 @@ impl FailureReason {
             FailureReason::Unplaced => "unplaced",
             FailureReason::FetchFailed => "fetch_failed",
             FailureReason::RefusedSignature => "refused_signature",
+            FailureReason::SecretRefused => "secret_refused",
             FailureReason::CompileError => "compile_error",
             FailureReason::LinkError => "link_error",
             FailureReason::ProviderFailed => "provider_failed",
@@ -523,8 +548,9 @@ pub mod verbs {
 
     use super::{
         AdmissionRequest, AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat,
-        HostSummary, InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest,
-        StopHostRequest, UserEntry, UsersAddRequest, UsersRemoveRequest, Verb, VersionSummary,
+        HostSummary, InventoryRequest, LabelRequest, ManifestReply, ManifestRequest,
+        RollbackRequest, ScaleRequest, StopHostRequest, UserEntry, UsersAddRequest,
+        UsersRemoveRequest, Verb, VersionSummary,
     };
     use crate::auth::Access;
     use crate::queue::ops::{
@@ -563,6 +589,8 @@ pub mod verbs {
         Hosts: () => Vec<HostSummary>, needs |_| Access::Read;
         /// `ctl.history`: an app's stored versions, oldest first.
         History: AppRequest => Vec<VersionSummary>, needs |_| Access::Read;
+        /// `ctl.manifest`: a stored manifest, its secrets redacted.
+        Manifest: ManifestRequest => ManifestReply, needs |_| Access::Read;
         /// `ctl.rollback`: make a stored version desired again.
         Rollback: RollbackRequest => DeployReply, needs |r| Access::App(&r.name);
         /// `ctl.inventory`: one host's latest report, with the operator's labels applied.
@@ -629,6 +657,7 @@ mod tests {
             FailureReason::Unplaced,
             FailureReason::FetchFailed,
             FailureReason::RefusedSignature,
+            FailureReason::SecretRefused,
             FailureReason::CompileError,
             FailureReason::LinkError,
             FailureReason::ProviderFailed,

@@ -45,6 +45,8 @@ pub enum CtlVerb {
     Hosts,
     /// An app's stored versions.
     History,
+    /// An app's stored manifest, its secrets redacted.
+    Manifest,
     /// Make a stored version the desired one again.
     Rollback,
     /// One host's latest report.
@@ -72,13 +74,14 @@ pub enum CtlVerb {
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 18] = [
+    const ALL: [CtlVerb; 19] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
         CtlVerb::Status,
         CtlVerb::Hosts,
         CtlVerb::History,
+        CtlVerb::Manifest,
         CtlVerb::Rollback,
         CtlVerb::Inventory,
         CtlVerb::StopHost,
@@ -102,6 +105,7 @@ impl CtlVerb {
             CtlVerb::Status => "status",
             CtlVerb::Hosts => "hosts",
             CtlVerb::History => "history",
+            CtlVerb::Manifest => "manifest",
             CtlVerb::Rollback => "rollback",
             CtlVerb::Inventory => "inventory",
             CtlVerb::StopHost => "stop_host",

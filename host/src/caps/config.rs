@@ -14,15 +14,26 @@
 
 use std::collections::BTreeMap;
 
+use lattice_protocol::keys::KeyPair;
+use lattice_protocol::secret;
 use tracing::instrument;
 use wasmtime::component::{HasData, Linker};
 
 use super::bindings::wasi::config::{runtime, store};
 
 /// A workload's config, as its guests read it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ConfigState {
     values: BTreeMap<String, String>,
+}
+
+// Values may be secrets opened by the host: `Debug` (and so any log of it) shows keys only.
+impl std::fmt::Debug for ConfigState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigState")
+            .field("keys", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl ConfigState {
@@ -35,6 +46,22 @@ impl ConfigState {
     pub fn values(&self) -> &BTreeMap<String, String> {
         &self.values
     }
+}
+
+/// A workload's config with its secrets opened by the host's `key` and added (a secret wins
+/// over a config value of the same key); or which secret cannot be opened, and why. The plain
+/// values live only in memory: the saved assignment keeps them sealed.
+pub fn with_secrets(
+    key: &KeyPair,
+    config: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut values = config.clone();
+    for (name, sealed) in secrets {
+        let plain = secret::open(key, sealed).map_err(|e| format!("secret `{name}`: {e}"))?;
+        values.insert(name.clone(), plain.to_string());
+    }
+    Ok(values)
 }
 
 /// One store's view of its workload's config.
@@ -97,5 +124,37 @@ impl runtime::Host for ConfigView<'_> {
         &mut self,
     ) -> wasmtime::Result<Result<Vec<(String, String)>, runtime::ConfigError>> {
         Ok(Ok(self.all()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lattice_protocol::keys::KeyRole;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_opened_and_win_over_config() {
+        let host = KeyPair::generate(KeyRole::Host);
+        let config = BTreeMap::from([
+            ("MODE".to_string(), "test".to_string()),
+            ("TOKEN".to_string(), "config".to_string()),
+        ]);
+        let sealed = secret::seal(&host.public_key(), "hunter2").expect("seal");
+        let secrets = BTreeMap::from([("TOKEN".to_string(), sealed)]);
+        let values = with_secrets(&host, &config, &secrets).expect("opens");
+        assert_eq!(values["MODE"], "test");
+        assert_eq!(values["TOKEN"], "hunter2");
+    }
+
+    #[test]
+    fn a_secret_sealed_to_another_host_is_refused_by_name() {
+        let host = KeyPair::generate(KeyRole::Host);
+        let other = KeyPair::generate(KeyRole::Host);
+        let sealed = secret::seal(&other.public_key(), "hunter2").expect("seal");
+        let secrets = BTreeMap::from([("TOKEN".to_string(), sealed)]);
+        let error = with_secrets(&host, &BTreeMap::new(), &secrets).expect_err("not ours");
+        assert!(error.starts_with("secret `TOKEN`"), "{error}");
+        assert!(error.contains("sealed to another key"), "{error}");
     }
 }

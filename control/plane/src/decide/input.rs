@@ -5,7 +5,7 @@ use lattice_protocol::assignment::Assignment;
 use lattice_protocol::envelope::Reply;
 use lattice_protocol::messages::{
     AdmissionRequest, AppRequest, Heartbeat, HostAdmission, InventoryRequest, LabelRequest,
-    RollbackRequest, StopHostRequest,
+    ManifestRequest, RollbackRequest, StopHostRequest,
 };
 use lattice_protocol::names::{AppName, HostId};
 use lattice_protocol::queue::ops::{DeadLettersRequest, RequeueRequest};
@@ -40,6 +40,7 @@ pub(crate) enum Request {
     Status(AppRequest),
     Hosts,
     History(AppRequest),
+    Manifest(ManifestRequest),
     Rollback(RollbackRequest),
     Inventory(InventoryRequest),
     StopHost(StopHostRequest),

@@ -10,7 +10,7 @@ use lattice_protocol::envelope::Reply;
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{
     AppState, AppStatus, AppSummary, DeployReply, EventKind, Heartbeat, HostState, HostSummary,
-    LabelRequest, RollbackRequest, VersionSummary, verbs,
+    LabelRequest, ManifestReply, ManifestRequest, RollbackRequest, VersionSummary, verbs,
 };
 use lattice_protocol::names::{AppName, ComponentName, HostId};
 use lattice_protocol::queue::ops::QueueLink;
@@ -53,6 +53,7 @@ impl State {
             Request::Status(r) => Action::reply::<verbs::Status>(&to, self.status(&r.name, now)),
             Request::Hosts => Action::reply::<verbs::Hosts>(&to, Ok(self.hosts_summary(now))),
             Request::History(r) => Action::reply::<verbs::History>(&to, self.history(&r.name)),
+            Request::Manifest(r) => Action::reply::<verbs::Manifest>(&to, self.manifest(&r)),
             Request::Rollback(r) => return self.rollback(&to, r),
             Request::Inventory(r) => {
                 Action::reply::<verbs::Inventory>(&to, self.inventory(&r.host))
@@ -324,6 +325,31 @@ impl State {
                 current: app.deployed.as_deref() == Some(v.version.as_str()),
             })
             .collect())
+    }
+
+    /// A stored manifest, its secrets redacted.
+    fn manifest(&self, r: &ManifestRequest) -> Reply<ManifestReply> {
+        let (app, _) = self.apps.get(&r.name).ok_or_else(|| not_found(&r.name))?;
+        let v = match &r.version {
+            Some(version) => app.version(version).ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "app `{}` has no version `{version}`; `lattice ctl history {}` lists them",
+                        r.name, r.name
+                    ),
+                )
+            })?,
+            None => app
+                .desired()
+                .or_else(|| app.latest())
+                .ok_or_else(|| not_found(&r.name))?,
+        };
+        Ok(ManifestReply {
+            name: r.name.clone(),
+            version: v.version.clone(),
+            manifest: crate::secrets::shown(&v.manifest),
+        })
     }
 
     fn status(&self, name: &AppName, now: Time) -> Reply<AppStatus> {

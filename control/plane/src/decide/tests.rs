@@ -103,6 +103,7 @@ fn stored_app(i: usize, shape: &Shape) -> StoredApp {
                 tolerance_secs: None,
             },
             config: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             http: None,
             links: Vec::new(),
             subscriptions: Vec::new(),

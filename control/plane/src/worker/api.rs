@@ -80,6 +80,9 @@ fn route(verb: CtlVerb, body: &[u8], gate: &Gate<'_>) -> Result<Route, WireError
             Decide(Request::Hosts)
         }
         CtlVerb::History => Decide(Request::History(gate.admit::<verbs::History>(verb, body)?)),
+        CtlVerb::Manifest => Decide(Request::Manifest(
+            gate.admit::<verbs::Manifest>(verb, body)?,
+        )),
         CtlVerb::Rollback => Decide(Request::Rollback(
             gate.admit::<verbs::Rollback>(verb, body)?,
         )),
@@ -170,8 +173,9 @@ impl Worker {
             .clone();
         let registry = self.registry.clone();
         let tx = self.prepared.0.clone();
+        let cfg = self.cfg.clone();
         tokio::spawn(async move {
-            let prepared = prepare::prepare(job, &catalog, &registry).await;
+            let prepared = prepare::prepare(job, &catalog, &registry, &cfg.key).await;
             // The worker is gone (leadership lost): the request goes unanswered, as it would
             // have with the worker.
             let _ = tx.send(Input::Prepared { reply, prepared });

@@ -12,9 +12,12 @@ use lattice_protocol::messages::{DeployRequest, ScaleRequest};
 use lattice_protocol::names::AppName;
 use sha2::{Digest as _, Sha256};
 
+use lattice_protocol::keys::KeyPair;
+
 use crate::decide::{Prepared, invalid, not_found, version_conflict};
 use crate::model::StoredApp;
 use crate::registry::Registry;
+use crate::secrets;
 
 /// What to prepare.
 pub(super) enum Job {
@@ -22,12 +25,26 @@ pub(super) enum Job {
     Scale(ScaleRequest),
 }
 
-/// The manifest's `version` annotation, or one derived from its text.
-fn version_of(manifest: &Manifest, yaml: &str) -> String {
+/// The manifest's `version` annotation, or one derived from its text (with secrets, from its
+/// [fingerprint](secrets::fingerprint), since their ciphertexts differ on every deploy).
+fn version_of(manifest: &Manifest, yaml: &str, key: &KeyPair) -> String {
     manifest.version().map(str::to_string).unwrap_or_else(|| {
-        let digest = hex::encode(Sha256::digest(yaml.as_bytes()));
-        format!("sha-{}", &digest[..12])
+        let digest = if manifest.has_secrets() {
+            Sha256::digest(secrets::fingerprint(manifest, key).as_bytes())
+        } else {
+            Sha256::digest(yaml.as_bytes())
+        };
+        format!("sha-{}", &hex::encode(digest)[..12])
     })
+}
+
+/// Whether a stored version's manifest is `manifest` with its secrets sealed again (same
+/// plain texts, other ciphertexts).
+fn same_but_resealed(stored: &str, manifest: &Manifest, key: &KeyPair) -> bool {
+    manifest.has_secrets()
+        && lattice_manifest::parse(stored).is_ok_and(|stored| {
+            secrets::fingerprint(&stored, key) == secrets::fingerprint(manifest, key)
+        })
 }
 
 /// Prepares `job` against the apps as stored when it was asked (`catalog`).
@@ -35,8 +52,9 @@ pub(super) async fn prepare(
     job: Job,
     catalog: &BTreeMap<AppName, StoredApp>,
     registry: &Registry,
+    key: &KeyPair,
 ) -> Reply<Prepared> {
-    let text = match job {
+    let mut text = match job {
         Job::Deploy(r) => r.manifest,
         Job::Scale(r) => scaled(catalog, &r)?,
     };
@@ -46,12 +64,18 @@ pub(super) async fn prepare(
             diags.len()
         ))
     })?;
+    secrets::check(&manifest, key)?;
     let name = manifest.metadata.name.clone();
-    let version = version_of(&manifest, &text);
+    let version = version_of(&manifest, &text, key);
     let known = catalog.get(&name).and_then(|a| a.version(&version));
     let resolved = match known {
         // Already stored as it is: nothing to read again.
         Some(v) if v.manifest == text => None,
+        // The same, its secrets sealed anew by the CLI: the stored text stays.
+        Some(v) if same_but_resealed(&v.manifest, &manifest, key) => {
+            text = v.manifest.clone();
+            None
+        }
         Some(_) => return Err(version_conflict(&name, &version)),
         None => Some(crate::resolve::resolve(&manifest, &version, registry).await?),
     };
