@@ -23,26 +23,26 @@ fn any_port() -> SocketAddr {
 fn hello(runtime: &Runtime, greeting: &str) -> anyhow::Result<Arc<HttpWorkload>> {
     let linker = new_linker(runtime)?;
     let component = hello_component(runtime)?;
-    Ok(Arc::new(HttpWorkload {
-        name: format!("test/{greeting}"),
-        pre: prepare_http(runtime, &linker, &component)?,
-        ctx: WorkloadCtx::detached(&[
+    Ok(Arc::new(HttpWorkload::new(
+        runtime,
+        format!("test/{greeting}"),
+        prepare_http(runtime, &linker, &component)?,
+        WorkloadCtx::detached(&[
             ("GREETING".to_owned(), greeting.to_owned()),
             ("LATTICE_HOST_NAME".to_owned(), "test-host".to_owned()),
         ]),
-        failures: Default::default(),
-    }))
+    )))
 }
 
 /// `bytes` (a component) as an HTTP workload.
 fn workload(runtime: &Runtime, name: &str, bytes: &[u8]) -> anyhow::Result<Arc<HttpWorkload>> {
     let component = Component::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
-    Ok(Arc::new(HttpWorkload {
-        name: name.to_owned(),
-        pre: prepare_http(runtime, &new_linker(runtime)?, &component)?,
-        ctx: WorkloadCtx::detached(&[]),
-        failures: Default::default(),
-    }))
+    Ok(Arc::new(HttpWorkload::new(
+        runtime,
+        name,
+        prepare_http(runtime, &new_linker(runtime)?, &component)?,
+        WorkloadCtx::detached(&[]),
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -312,6 +312,7 @@ pub fn plan(
                             app.components.iter().flat_map(|o| &o.links),
                             &c.subscriptions,
                         )),
+                        limits: c.limits,
                     });
                 }
             }
@@ -367,6 +368,7 @@ mod tests {
                 http: None,
                 links: Vec::new(),
                 subscriptions: Vec::new(),
+                limits: Default::default(),
             }],
             rollout: Default::default(),
             wait_for_hosts: false,

@@ -169,6 +169,7 @@ mod tests {
             links: Vec::new(),
             subscriptions: Vec::new(),
             queue: None,
+            limits: Default::default(),
         }
     }
 
