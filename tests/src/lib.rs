@@ -14,6 +14,7 @@
 //! heartbeat, and every wait is bounded.
 
 pub mod edge;
+pub mod guest_apps;
 pub mod mosquitto;
 pub mod proxy;
 pub mod queued;
