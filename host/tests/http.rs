@@ -334,3 +334,33 @@ async fn header_and_body_bombs_and_slow_heads_fail_only_their_own_request() -> a
     neighbour_answers().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_serves_at_most_its_connection_cap() -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    let server = HttpServer::with_options(
+        runtime.clone(),
+        HttpOptions {
+            max_connections: 1,
+            ..HttpOptions::default()
+        },
+    );
+    let addr = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
+    let mut first = Client::connect(addr).await?;
+    assert_eq!(first.get("/").await?.status, 200);
+
+    // The kernel completes the second connection, but the server takes it only once the
+    // first (kept alive) has closed.
+    let mut second = Client::connect(addr).await?;
+    let mut waiting = tokio::spawn(async move { second.get("/").await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "a connection over the cap was served"
+    );
+    drop(first);
+    let reply = within("the second connection, after the first closed", waiting).await???;
+    assert_eq!(reply.status, 200);
+    Ok(())
+}

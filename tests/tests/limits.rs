@@ -213,3 +213,119 @@ async fn a_small_gateway_stays_up_under_a_burst_of_memory_hungry_guests() -> any
     neighbour_answers(&neighbour).await?;
     Ok(())
 }
+
+/// Over NATS, a call to a component at its concurrency is answered at once with the typed
+/// `busy` kind (not a timeout, not a trap); once a slot is free the same call runs. greeter
+/// (the real example) served by `calls::serve` as a host serves it, with a concurrency of 1
+/// whose one slot the test holds.
+#[tokio::test]
+async fn a_call_beyond_the_targets_concurrency_is_busy() -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+
+    use lattice_host::caps::calls::{self, Loaded};
+    use lattice_host::caps::{LatticeLink, Services, WorkloadCtx, WorkloadSpec};
+    use lattice_host::engine::{EngineConfig, Runtime};
+    use lattice_host::http::FailureCount;
+    use lattice_host::limits::Gate;
+    use lattice_host::wasi::{Limits, new_linker};
+    use lattice_protocol::envelope;
+    use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
+    use lattice_protocol::rpc::{CallErrorKind, RpcCall, RpcReply};
+    use lattice_protocol::subject::Subject;
+    use wasmtime::component::Component;
+
+    let nats = lattice_tests::NatsServer::start().await?;
+    let client = nats.client().await?;
+    let lattice = LatticeName::new("default")?;
+    let link = LatticeLink {
+        jetstream: async_nats::jetstream::new(client.clone()),
+        client: client.clone(),
+        lattice: lattice.clone(),
+        host: HostId::new("host-a")?,
+        storage: Default::default(),
+        clock: Default::default(),
+    };
+    let runtime = Runtime::new(&EngineConfig {
+        pool: PoolSizing::OnDemand,
+        ..EngineConfig::default()
+    })?;
+    let greeter = Component::new(
+        runtime.engine(),
+        std::fs::read(env!("LATTICE_GREETER_WASM"))?,
+    )
+    .map_err(anyhow::Error::from)?;
+    let pre = new_linker(&runtime)?
+        .instantiate_pre(&greeter)
+        .map_err(anyhow::Error::from)?;
+    let (app, component) = (AppName::new("shop")?, ComponentName::new("greeter")?);
+    let ctx = Arc::new(WorkloadCtx::new(
+        WorkloadSpec {
+            app: app.clone(),
+            component: component.clone(),
+            env: Vec::new(),
+            config: BTreeMap::new(),
+            links: Vec::new(),
+        },
+        Services {
+            lattice: Some(link.clone()),
+            ..Services::default()
+        },
+    ));
+    let gate = Gate::new(1);
+    let loaded = Loaded::new(
+        runtime.clone(),
+        pre,
+        ctx,
+        Limits::from_config(runtime.config()),
+        FailureCount::default(),
+    )
+    .with_gate(gate.clone());
+    let _serving = calls::serve(Arc::new(loaded), &link).await?;
+    client.flush().await?;
+
+    let subject = Subject::rpc(&lattice, &app, &component).to_string();
+    let call = || {
+        let mut args = Vec::new();
+        rmpv::encode::write_value(
+            &mut args,
+            &rmpv::Value::Array(vec![rmpv::Value::from("Ada")]),
+        )
+        .expect("writing to a Vec cannot fail");
+        envelope::encode(&RpcCall {
+            interface: "example:greeter/greet".to_string(),
+            function: "greet".to_string(),
+            args,
+            deadline_ms: u64::try_from(
+                (std::time::SystemTime::now() + REQUEST)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or_default(),
+            )
+            .unwrap_or(u64::MAX),
+            caller: "shop/caller".to_string(),
+        })
+    };
+    let ask = || async {
+        let reply =
+            tokio::time::timeout(REQUEST, client.request(subject.clone(), call().into())).await??;
+        anyhow::Ok(envelope::decode::<RpcReply>(&reply.payload)?)
+    };
+
+    let held = gate.try_enter().expect("the one slot is free");
+    let started = Instant::now();
+    match ask().await? {
+        RpcReply::Err(e) => {
+            assert_eq!(e.kind, CallErrorKind::Busy, "{e}");
+            assert!(e.to_string().starts_with("busy: "), "{e}");
+            assert!(e.message.contains("concurrency"), "{e}");
+        }
+        other => panic!("a call beyond the concurrency was answered {other:?}"),
+    }
+    assert!(started.elapsed() < REQUEST / 2, "refused at once");
+    drop(held);
+    match ask().await? {
+        RpcReply::Ok(_) => {}
+        RpcReply::Err(e) => panic!("with its slot free the call failed: {e}"),
+    }
+    Ok(())
+}
