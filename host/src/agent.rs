@@ -43,7 +43,7 @@ use crate::engine::Runtime;
 use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
 use crate::queue::{self, OutboxLimits, Queue};
 use crate::state::HostStore;
-use crate::wasi::{HostState, Limits, new_linker};
+use crate::wasi::{HostState, new_linker};
 
 /// What the host reports about itself.
 #[derive(Debug, Default)]
@@ -486,14 +486,18 @@ impl Agent {
                 .context("linking the component")
                 .because(FailureReason::LinkError)?,
         };
-        let limits = Limits::from_config(self.runtime.config());
-        let loaded = Arc::new(Loaded::new(
-            self.runtime.clone(),
-            pre,
-            ctx.clone(),
-            limits,
-            FailureCount::default(),
-        ));
+        // The manifest's limits within the host's maxima; one gate for calls and requests.
+        let (limits, gate) = self.runtime.config().workload_limits(&w.limits);
+        let loaded = Arc::new(
+            Loaded::new(
+                self.runtime.clone(),
+                pre,
+                ctx.clone(),
+                limits,
+                FailureCount::default(),
+            )
+            .with_gate(gate.clone()),
+        );
         // One trial instantiation (microseconds) before serving anything: a component that
         // traps at start fails here, and the version it would replace keeps serving.
         loaded
@@ -536,6 +540,8 @@ impl Agent {
                     pre,
                     ctx,
                     failures: loaded.failures.clone(),
+                    limits,
+                    gate,
                 });
                 let bound = self.http.bind(addr, workload).await;
                 let reason = match &bound {

@@ -16,6 +16,11 @@
 //! - **Epoch interruption**, ticked every [`EPOCH_TICK`] by a background
 //!   thread, so a guest that loops yields to other requests on the same thread
 //!   and is stopped at its execution deadline.
+//! - **Limits**: the configuration holds the host's maxima (memory per
+//!   instance, time per call) and defaults (instances at once per workload);
+//!   a workload's own limits are clamped to them ([`EngineConfig::workload_limits`]).
+//!   The runtime owns the host's [`MemoryBudget`], from which every store
+//!   reserves its linear memory (see [`crate::limits`]).
 //!
 //! ```no_run
 //! use lattice_host::engine::{EngineConfig, Runtime};
@@ -34,6 +39,9 @@ use anyhow::Context as _;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::compile::Compiler;
+use crate::limits::{Gate, MemoryBudget};
+use crate::wasi::Limits;
+use lattice_protocol::assignment::ComponentLimits;
 
 /// How often the epoch advances: the granularity of execution deadlines and of
 /// the yields that keep a busy guest from starving its neighbours.
@@ -73,6 +81,20 @@ const TABLE_KEEP_RESIDENT: usize = 16 << 10;
 /// of the machine, so one runaway guest cannot take the host down.
 const MEMORY_LIMIT_DIVISOR: usize = 4;
 
+/// The share of the machine's memory all guests together may hold when the
+/// host is not told otherwise: half, leaving the rest to the host, the
+/// compiler and the system.
+const GUEST_MEMORY_DIVISOR: usize = 2;
+
+/// The guest memory budget when the machine's memory cannot be read.
+const FALLBACK_GUEST_MEMORY: usize = 1 << 30;
+
+/// Instances of one workload that may run at once on a host, unless its
+/// manifest or the host says otherwise: above what one busy workload needs
+/// (the HTTP benchmarks use 64 connections), low enough that one flooded
+/// workload cannot take a whole pool.
+pub const DEFAULT_CONCURRENCY: u32 = 100;
+
 /// How the engine allocates instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PoolSizing {
@@ -97,8 +119,15 @@ pub struct EngineConfig {
     /// Largest linear memory one instance may grow to. [`Runtime::new`] lowers
     /// it to a quarter of the machine's memory on small machines.
     pub memory_limit_bytes: usize,
-    /// Longest a single invocation (e.g. one HTTP request) may run.
+    /// Longest a single invocation (e.g. one HTTP request) may run: the
+    /// default and the maximum of a workload's `limits.timeout`.
     pub execution_timeout: Duration,
+    /// Instances of one workload that may run at once when its manifest
+    /// gives no `limits.concurrency`.
+    pub default_concurrency: u32,
+    /// Linear memory all guests together may hold; `None`: half of the
+    /// machine's memory.
+    pub guest_memory_total: Option<usize>,
     /// How instances are allocated.
     pub pool: PoolSizing,
     /// Where components are compiled for this engine: in-process by
@@ -107,12 +136,38 @@ pub struct EngineConfig {
     pub compiler: Compiler,
 }
 
+impl EngineConfig {
+    /// A workload's limits on this host: what its manifest asks, clamped to
+    /// the host's maxima (a manifest serves every host it is placed on, small
+    /// gateways included, so asking more than one of them allows is not an
+    /// error there), the host's values where it asks nothing.
+    pub fn workload_limits(&self, asked: &ComponentLimits) -> (Limits, Gate) {
+        let memory_bytes = asked
+            .memory_bytes
+            .and_then(|m| usize::try_from(m).ok())
+            .map_or(self.memory_limit_bytes, |m| m.min(self.memory_limit_bytes));
+        let execution_timeout = asked
+            .timeout_ms
+            .map(Duration::from_millis)
+            .map_or(self.execution_timeout, |t| t.min(self.execution_timeout));
+        let limits = Limits {
+            memory_bytes,
+            execution_timeout,
+            ..Limits::from_config(self)
+        };
+        let concurrency = asked.concurrency.unwrap_or(self.default_concurrency);
+        (limits, Gate::new(concurrency))
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             max_component_bytes: 50 * MIB,
             memory_limit_bytes: 256 * MIB,
             execution_timeout: Duration::from_secs(60),
+            default_concurrency: DEFAULT_CONCURRENCY,
+            guest_memory_total: None,
             pool: PoolSizing::Auto,
             compiler: Compiler::InProcess,
         }
@@ -131,6 +186,7 @@ struct Inner {
     config: EngineConfig,
     fingerprint: String,
     pool_description: String,
+    budget: Arc<MemoryBudget>,
     /// Dropping this (with the last `Runtime` clone) stops the epoch thread.
     _stop_ticker: mpsc::Sender<()>,
 }
@@ -155,17 +211,25 @@ impl Runtime {
             }
         }
 
+        let total = config.guest_memory_total.unwrap_or_else(|| {
+            machine_memory.map_or(FALLBACK_GUEST_MEMORY, |m| m / GUEST_MEMORY_DIVISOR)
+        });
+        config.guest_memory_total = Some(total);
+        let budget = Arc::new(MemoryBudget::new(total));
+
         let (engine, pool_description) = build_engine(&config, machine_memory)?;
         let fingerprint = fingerprint(&engine);
         let (stop_ticker, stopped) = mpsc::channel();
         spawn_epoch_ticker(engine.clone(), stopped)?;
-        tracing::info!(pool = %pool_description, %fingerprint, "wasm engine ready");
+        tracing::info!(pool = %pool_description, %fingerprint,
+            guest_memory_mib = total / MIB, "wasm engine ready");
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
                 config,
                 fingerprint,
                 pool_description,
+                budget,
                 _stop_ticker: stop_ticker,
             }),
         })
@@ -179,6 +243,11 @@ impl Runtime {
     /// The configuration in force (after adjusting to the machine).
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The linear memory all guests of this host may hold together.
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.inner.budget
     }
 
     /// A short hex hash of everything that makes compiled code compatible

@@ -6,6 +6,12 @@
 //! workload's [`ProxyPre`]: instances share nothing, so a guest that traps,
 //! loops or runs out of memory fails its own request (500) and nothing else.
 //!
+//! Each workload runs at most its `concurrency` requests at once (a [`Gate`]): beyond it a
+//! request is answered `503` with `Retry-After` at once, without an instance, so a flood of one
+//! workload takes neither the instances nor the threads its neighbours use. Each listener
+//! serves at most [`HttpOptions::max_connections`] connections; more wait in the kernel's
+//! accept queue.
+//!
 //! Binding an address that is already served swaps its workload in place, so
 //! a new version of a component takes over without the port ever closing;
 //! [`HttpServer::unbind`] closes the port before it returns.
@@ -20,12 +26,12 @@
 //! # async fn example(component: wasmtime::component::Component) -> anyhow::Result<()> {
 //! let runtime = Runtime::new(&EngineConfig::default())?;
 //! let linker = new_linker(&runtime)?;
-//! let workload = Arc::new(HttpWorkload {
-//!     name: "shop/frontend".to_owned(),
-//!     pre: prepare_http(&runtime, &linker, &component)?,
-//!     ctx: WorkloadCtx::detached(&[("GREETING".to_owned(), "Hello".to_owned())]),
-//!     failures: Default::default(),
-//! });
+//! let workload = Arc::new(HttpWorkload::new(
+//!     &runtime,
+//!     "shop/frontend",
+//!     prepare_http(&runtime, &linker, &component)?,
+//!     WorkloadCtx::detached(&[("GREETING".to_owned(), "Hello".to_owned())]),
+//! ));
 //! let server = HttpServer::new(runtime);
 //! let addr = server.bind("127.0.0.1:8080".parse()?, workload).await?;
 //! // ...
@@ -44,9 +50,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::CONTENT_LENGTH;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -56,7 +61,6 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{PoolConcurrencyLimitError, Trap};
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -64,10 +68,13 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::caps::WorkloadCtx;
 use crate::engine::Runtime;
+use crate::limits::Gate;
 use crate::wasi::{HostState, Limits, new_store};
 
+mod failure;
 mod workers;
 
+use failure::{Failure, busy_response, error_response};
 use workers::Workers;
 
 /// The interface a component must export to be served, at any 0.2.x version.
@@ -88,6 +95,9 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT_RESPONSE: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
+/// Default most connections one listener serves at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
 /// How long the accept loop pauses after an error such as running out of
 /// file descriptors, instead of spinning on it.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -102,6 +112,30 @@ pub struct HttpWorkload {
     pub ctx: Arc<WorkloadCtx>,
     /// Requests this workload failed (trap, timeout, failed instantiation), for heartbeats.
     pub failures: FailureCount,
+    /// Memory and time each request may use.
+    pub limits: Limits,
+    /// Requests that may run at once; shared with the workload's component calls.
+    pub gate: Gate,
+}
+
+impl HttpWorkload {
+    /// A workload with the host's limits and default concurrency.
+    pub fn new(
+        runtime: &Runtime,
+        name: impl Into<String>,
+        pre: ProxyPre<HostState>,
+        ctx: Arc<WorkloadCtx>,
+    ) -> Self {
+        let (limits, gate) = runtime.config().workload_limits(&Default::default());
+        Self {
+            name: name.into(),
+            pre,
+            ctx,
+            failures: FailureCount::default(),
+            limits,
+            gate,
+        }
+    }
 }
 
 /// A shared count of failed requests.
@@ -187,6 +221,9 @@ pub struct HttpOptions {
     /// Threads serving connections, each with its own single-threaded
     /// runtime; 0 means one per core this process may use.
     pub worker_threads: usize,
+    /// Most connections one listener serves at once; further clients wait to
+    /// be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for HttpOptions {
@@ -196,6 +233,7 @@ impl Default for HttpOptions {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             worker_threads: 0,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -287,7 +325,9 @@ impl HttpServer {
         tracing::info!(addr = %bound, component = %workload.name, "serving HTTP");
         let site = Arc::new(Site {
             runtime: self.inner.runtime.clone(),
-            limits: Limits::from_config(self.inner.runtime.config()),
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                self.inner.options.max_connections.max(1),
+            )),
             max_request_body: self.inner.options.max_request_body_bytes,
             max_header_bytes: self.inner.options.max_header_bytes,
             header_read_timeout: self.inner.options.header_read_timeout,
@@ -350,6 +390,13 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        // A connection slot first: at the cap, clients wait in the accept queue.
+        let connection = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            slot = site.connections.clone().acquire_owned() => slot,
+        };
+        let Ok(connection) = connection else { break };
         let accepted = tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
@@ -357,7 +404,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, _peer)) => {
-                workers.dispatch(stream, site.clone(), stop.clone());
+                workers.dispatch(stream, site.clone(), stop.clone(), connection);
             }
             Err(err) if is_connection_error(&err) => {}
             Err(err) => {
@@ -447,7 +494,8 @@ async fn answer_slow_client<S>(parts: hyper::server::conn::http1::Parts<TokioIo<
 #[derive(Debug)]
 struct Site {
     runtime: Runtime,
-    limits: Limits,
+    /// Slots for the connections served at once.
+    connections: Arc<tokio::sync::Semaphore>,
     max_request_body: u64,
     max_header_bytes: usize,
     header_read_timeout: Duration,
@@ -492,6 +540,12 @@ impl Site {
         workload: Arc<HttpWorkload>,
         request: Request<Incoming>,
     ) -> Response<HyperOutgoingBody> {
+        // Refused before anything is allocated for it: the workload is at its concurrency.
+        let Some(slot) = workload.gate.try_enter() else {
+            tracing::debug!(component = %workload.name, limit = workload.gate.limit(),
+                "refusing a request: the workload is at its concurrency");
+            return busy_response("the component is at its concurrency limit; retry shortly\n");
+        };
         if content_length(&request).is_some_and(|length| length > self.max_request_body) {
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
@@ -499,7 +553,7 @@ impl Site {
 
         let mut store = new_store(
             &self.runtime,
-            HostState::for_workload(workload.ctx.clone(), &self.limits),
+            HostState::for_workload(workload.ctx.clone(), &workload.limits),
         );
         let request = match store
             .data_mut()
@@ -524,10 +578,12 @@ impl Site {
 
         // The guest runs in its own task: after it has set the response it
         // may still be writing the body, which hyper streams meanwhile.
-        let timeout = self.limits.execution_timeout;
+        let timeout = workload.limits.execution_timeout;
         let component = workload.clone();
         let guest = tokio::spawn(
             async move {
+                // Held until the guest is done, body included.
+                let _slot = slot;
                 let call = async {
                     let proxy = workload
                         .pre
@@ -580,74 +636,6 @@ impl Site {
     }
 }
 
-/// Why a guest did not finish a request.
-#[derive(Debug)]
-enum Failure {
-    /// The pooling allocator has no free slot: the host is at capacity.
-    PoolFull(wasmtime::Error),
-    /// Instantiation failed for another reason (e.g. a memory limit).
-    Instantiate(wasmtime::Error),
-    /// The guest trapped (panic, out of bounds, unreachable, ...).
-    Trap(wasmtime::Error),
-    /// The guest ran past the execution timeout.
-    Timeout,
-}
-
-impl Failure {
-    fn instantiate(err: wasmtime::Error) -> Self {
-        if err.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-            Self::PoolFull(err)
-        } else {
-            Self::Instantiate(err)
-        }
-    }
-
-    fn guest(err: wasmtime::Error) -> Self {
-        // The epoch callback interrupts a guest that is past its deadline.
-        match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Self::Timeout,
-            _ => Self::Trap(err),
-        }
-    }
-
-    fn log(&self, component: &str) {
-        match self {
-            Self::PoolFull(err) => {
-                tracing::warn!(component, error = %err, "no instance slot free for the request");
-            }
-            Self::Instantiate(err) => tracing::warn!(
-                component,
-                error = format!("{err:#}"),
-                "instantiating the component failed"
-            ),
-            Self::Trap(err) => {
-                tracing::warn!(
-                    component,
-                    error = format!("{err:#}"),
-                    "the component trapped"
-                );
-            }
-            Self::Timeout => {
-                tracing::warn!(component, "the component exceeded its execution time");
-            }
-        }
-    }
-
-    fn response(&self) -> Response<HyperOutgoingBody> {
-        match self {
-            Self::PoolFull(_) => {
-                error_response(StatusCode::SERVICE_UNAVAILABLE, "host at capacity\n")
-            }
-            Self::Instantiate(_) | Self::Trap(_) => {
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "component failed\n")
-            }
-            Self::Timeout => {
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "component timed out\n")
-            }
-        }
-    }
-}
-
 /// The announced body length, if any and well formed.
 fn content_length<B>(request: &Request<B>) -> Option<u64> {
     request
@@ -657,20 +645,6 @@ fn content_length<B>(request: &Request<B>) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-/// A short plain-text response from the host itself.
-fn error_response(status: StatusCode, message: &'static str) -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from_static(message.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// A request body that fails once more than `limit` bytes have been read,

@@ -8,6 +8,8 @@
 //!   sized from the machine, epoch ticker) and the limits guests run under;
 //! - [`compile`]: components compiled once per digest, the compiled code
 //!   cached on disk;
+//! - [`limits`]: what one workload may take: memory per store and for all guests together,
+//!   instances at once;
 //! - [`wasi`]: the per-invocation [`wasmtime::Store`] data (WASI P2 and
 //!   `wasi:http` contexts, limits) and the linker that provides them;
 //! - [`caps`]: what guests get beyond WASI: logging, config, key-value, messaging and calls to
@@ -51,6 +53,7 @@ pub mod clock;
 pub mod compile;
 pub mod engine;
 pub mod http;
+pub mod limits;
 pub mod queue;
 pub mod state;
 pub mod wasi;

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -48,10 +48,7 @@ use crate::caps::messaging::MessagingView;
 use crate::caps::outgoing_http::OutgoingPolicy;
 use crate::caps::{WorkloadCtx, blobstore, config, keyvalue, logging, messaging};
 use crate::engine::{EngineConfig, Runtime};
-
-/// Table elements one instance may have; matches the pooling allocator's
-/// default, which is ample for compiled languages (debug-mode C# needs ~10k).
-const TABLE_ELEMENTS: usize = 20_000;
+use crate::limits::{StoreLimiter, TABLE_ELEMENTS};
 
 /// Resource limits for one [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +62,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits the engine configuration sets for every invocation.
+    /// The host's own limits (its maxima), for invocations of workloads that ask for none.
     pub fn from_config(config: &EngineConfig) -> Self {
         Self {
             memory_bytes: config.memory_limit_bytes,
@@ -81,7 +78,7 @@ pub struct HostState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
-    limits: StoreLimits,
+    limits: StoreLimiter,
     /// When this invocation must end: host calls (component calls, requests) wait no longer.
     deadline: Instant,
     hooks: OutgoingPolicy,
@@ -117,10 +114,7 @@ impl HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .table_elements(limits.table_elements)
-                .build(),
+            limits: StoreLimiter::new(limits.memory_bytes, limits.table_elements),
             deadline: Instant::now() + limits.execution_timeout,
             hooks: OutgoingPolicy::new(ctx.outgoing_http.clone()),
             ctx,
@@ -198,14 +192,17 @@ fn keyvalue_view(state: &mut HostState) -> KeyvalueView<'_> {
 }
 
 /// A fresh store for one invocation, enforcing the memory and table limits
-/// in `state` and its execution timeout.
+/// in `state` (its memory reserved from the host's budget) and its execution
+/// timeout.
 ///
 /// Every epoch tick the running guest yields to the async executor (so a
 /// guest in a loop cannot hold a thread that other requests share); once the
 /// timeout has passed the next tick traps it with
 /// [`wasmtime::Trap::Interrupt`].
-pub fn new_store(runtime: &Runtime, state: HostState) -> Store<HostState> {
+pub fn new_store(runtime: &Runtime, mut state: HostState) -> Store<HostState> {
     let deadline = state.deadline;
+    state.limits = std::mem::replace(&mut state.limits, StoreLimiter::new(0, 0))
+        .with_budget(runtime.memory_budget().clone());
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);

@@ -23,26 +23,26 @@ fn any_port() -> SocketAddr {
 fn hello(runtime: &Runtime, greeting: &str) -> anyhow::Result<Arc<HttpWorkload>> {
     let linker = new_linker(runtime)?;
     let component = hello_component(runtime)?;
-    Ok(Arc::new(HttpWorkload {
-        name: format!("test/{greeting}"),
-        pre: prepare_http(runtime, &linker, &component)?,
-        ctx: WorkloadCtx::detached(&[
+    Ok(Arc::new(HttpWorkload::new(
+        runtime,
+        format!("test/{greeting}"),
+        prepare_http(runtime, &linker, &component)?,
+        WorkloadCtx::detached(&[
             ("GREETING".to_owned(), greeting.to_owned()),
             ("LATTICE_HOST_NAME".to_owned(), "test-host".to_owned()),
         ]),
-        failures: Default::default(),
-    }))
+    )))
 }
 
 /// `bytes` (a component) as an HTTP workload.
 fn workload(runtime: &Runtime, name: &str, bytes: &[u8]) -> anyhow::Result<Arc<HttpWorkload>> {
     let component = Component::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
-    Ok(Arc::new(HttpWorkload {
-        name: name.to_owned(),
-        pre: prepare_http(runtime, &new_linker(runtime)?, &component)?,
-        ctx: WorkloadCtx::detached(&[]),
-        failures: Default::default(),
-    }))
+    Ok(Arc::new(HttpWorkload::new(
+        runtime,
+        name,
+        prepare_http(runtime, &new_linker(runtime)?, &component)?,
+        WorkloadCtx::detached(&[]),
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,5 +332,35 @@ async fn header_and_body_bombs_and_slow_heads_fail_only_their_own_request() -> a
         (200, "Hi from Lattice (host test-host)\n")
     );
     neighbour_answers().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_serves_at_most_its_connection_cap() -> anyhow::Result<()> {
+    let runtime = small_runtime()?;
+    let server = HttpServer::with_options(
+        runtime.clone(),
+        HttpOptions {
+            max_connections: 1,
+            ..HttpOptions::default()
+        },
+    );
+    let addr = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
+    let mut first = Client::connect(addr).await?;
+    assert_eq!(first.get("/").await?.status, 200);
+
+    // The kernel completes the second connection, but the server takes it only once the
+    // first (kept alive) has closed.
+    let mut second = Client::connect(addr).await?;
+    let mut waiting = tokio::spawn(async move { second.get("/").await });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "a connection over the cap was served"
+    );
+    drop(first);
+    let reply = within("the second connection, after the first closed", waiting).await???;
+    assert_eq!(reply.status, 200);
     Ok(())
 }

@@ -16,6 +16,7 @@
 
 pub mod authz;
 pub mod edge;
+pub mod guest_apps;
 pub mod mosquitto;
 pub mod proxy;
 pub mod queued;

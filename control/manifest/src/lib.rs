@@ -12,6 +12,7 @@
 //!   [`Diagnostic`] instead of stopping.
 //! - `parse` (private): the manifest's shape, field by field; names go through the
 //!   [`lattice_protocol::names`] newtypes.
+//! - `limits` (private): a component's `properties.limits` (memory, timeout, concurrency).
 //! - `secrets` (private): a component's `secrets`, named configs whose values are secret.
 //! - `validate` (private): checks across components (unique names, link targets, one scaler).
 //! - [`Diagnostic`] / [`Diagnostics`]: what a problem looks like and how it prints.
@@ -62,6 +63,7 @@
 
 mod delivery;
 mod diagnostic;
+mod limits;
 pub mod model;
 mod parse;
 mod secrets;
@@ -70,8 +72,9 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::{
-    Batch, Component, ComponentKind, Delivery, Link, LinkSource, LinkTarget, Manifest, Metadata,
-    NamedConfig, OnFull, Properties, QueuedDelivery, Rollout, Scaler, Spec, Spread, Trait,
+    Batch, Component, ComponentKind, ComponentLimits, Delivery, Limits, Link, LinkSource,
+    LinkTarget, Manifest, Metadata, NamedConfig, OnFull, Properties, QueuedDelivery, Rollout,
+    Scaler, Spec, Spread, Trait,
 };
 
 /// Parses and validates a manifest, returning every problem found, in source order.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-pub use lattice_protocol::assignment::{OnFull, QueuedDelivery};
+pub use lattice_protocol::assignment::{ComponentLimits, OnFull, QueuedDelivery};
 use lattice_protocol::names::{AppName, ComponentName, LabelKey};
 use serde::{Deserialize, Serialize};
 
@@ -255,6 +255,42 @@ pub struct Properties {
     /// ([`lattice_protocol::secret`]). A key here wins over the same key in `config`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<NamedConfig>,
+    /// Lattice addition: what one instance may use and how many may run at once on a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// A component's `properties.limits`, as written (validated at parse time). Each host clamps
+/// what is asked to its own maximum (`lattice-host --max-component-memory`, `--max-call-time`)
+/// and uses its defaults for what is not asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest linear memory of one instance: `64Mi`, `512Ki`, `1Gi` or bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Longest one call (an HTTP request, a component call, a message) may run: `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Instances that may run at once on one host; requests beyond are refused as busy (HTTP
+    /// `503` with `Retry-After`, a `busy` call error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+impl Limits {
+    /// The limits as they travel in an assignment.
+    pub fn component_limits(&self) -> ComponentLimits {
+        ComponentLimits {
+            memory_bytes: self.memory.as_deref().and_then(crate::limits::parse_memory),
+            timeout_ms: self
+                .timeout
+                .as_deref()
+                .and_then(|t| humantime::parse_duration(t).ok())
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            concurrency: self.concurrency,
+        }
+    }
 }
 
 /// A named, flat string map of configuration.

@@ -323,7 +323,7 @@ fn read_component(
 }
 
 fn read_properties(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Properties> {
-    let fields = reader.mapping(node, path, &["image", "id", "config", "secrets"])?;
+    let fields = reader.mapping(node, path, &["image", "id", "config", "secrets", "limits"])?;
     let image = fields
         .required(reader, "image")
         .and_then(|node| read_image(reader, node, &fields.path("image")));
@@ -333,11 +333,16 @@ fn read_properties(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<P
     };
     let config = optional_configs(reader, &fields, "config");
     let secrets = crate::secrets::read_secrets(reader, &fields, config.as_deref());
+    let limits = match fields.optional("limits") {
+        Some(node) => crate::limits::read(reader, node, &fields.path("limits")).map(Some),
+        None => Some(None),
+    };
     Some(Properties {
         image: image?,
         id: id?,
         config: config?,
         secrets: secrets?,
+        limits: limits?,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lattice_protocol::assignment::{HttpBinding, WorkloadLink};
+use lattice_protocol::assignment::{ComponentLimits, HttpBinding, WorkloadLink};
 use lattice_protocol::digest::Digest;
 use lattice_protocol::names::{AppName, ComponentName};
 use serde::{Deserialize, Serialize};
@@ -142,6 +142,9 @@ pub struct ResolvedComponent {
     /// Subjects delivered to its messaging handler.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subscriptions: Vec<String>,
+    /// Its manifest's `limits`, passed to every host it is placed on.
+    #[serde(default, skip_serializing_if = "ComponentLimits::is_empty")]
+    pub limits: ComponentLimits,
 }
 
 /// How instances of a component are placed.

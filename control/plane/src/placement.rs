@@ -313,6 +313,7 @@ pub fn plan(
                             app.components.iter().flat_map(|o| &o.links),
                             &c.subscriptions,
                         )),
+                        limits: c.limits,
                     });
                 }
             }
@@ -369,6 +370,7 @@ mod tests {
                 http: None,
                 links: Vec::new(),
                 subscriptions: Vec::new(),
+                limits: Default::default(),
             }],
             rollout: Default::default(),
             wait_for_hosts: false,

@@ -181,6 +181,12 @@ pub async fn resolve(
                 http: w.http,
                 links: w.links,
                 subscriptions: w.subscriptions,
+                limits: c
+                    .properties
+                    .limits
+                    .as_ref()
+                    .map(lattice_manifest::Limits::component_limits)
+                    .unwrap_or_default(),
             }
         })
         .collect();

@@ -170,6 +170,7 @@ mod tests {
             links: Vec::new(),
             subscriptions: Vec::new(),
             queue: None,
+            limits: Default::default(),
         }
     }
 

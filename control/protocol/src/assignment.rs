@@ -76,6 +76,33 @@ pub struct Workload {
     /// whenever the component exports interfaces others call, as those hosts did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueInbox>,
+    /// What one instance may use and how many may run at once on the host (the manifest's
+    /// `limits`); the host clamps each to its own maximum and fills in its defaults. Empty in
+    /// assignments from control planes that predate it.
+    #[serde(default, skip_serializing_if = "ComponentLimits::is_empty")]
+    pub limits: ComponentLimits,
+}
+
+/// A component's own limits, each `None` where its manifest gives none (the host's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentLimits {
+    /// Largest linear memory of one instance, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Longest one call (one HTTP request, one component call, one message) may run, in
+    /// milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Instances that may run at once on one host; more requests are refused as busy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+impl ComponentLimits {
+    /// Whether it asks for nothing (every value is the host's).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Which queued deliveries a workload consumes.
@@ -370,8 +397,32 @@ mod tests {
                 links: Vec::new(),
                 subscriptions: Vec::new(),
                 queue: Some(QueueInbox::default()),
+                limits: ComponentLimits::default(),
             }],
         }
+    }
+
+    #[test]
+    fn limits_travel_and_older_assignments_have_none() -> Result<(), Box<dyn std::error::Error>> {
+        let lattice = LatticeName::new("default")?;
+        let host = HostId::new("NHOST")?;
+        let mut assignment = sample(&lattice, &host);
+        // Without limits nothing is written: a workload without them reads as before.
+        let plain = rmp_serde::to_vec_named(&assignment.workloads[0])?;
+        let keys: BTreeMap<String, serde::de::IgnoredAny> = rmp_serde::from_slice(&plain)?;
+        assert!(keys.contains_key("image") && !keys.contains_key("limits"));
+        let decoded: Workload = rmp_serde::from_slice(&plain)?;
+        assert!(decoded.limits.is_empty());
+
+        assignment.workloads[0].limits = ComponentLimits {
+            memory_bytes: Some(64 << 20),
+            timeout_ms: Some(30_000),
+            concurrency: Some(4),
+        };
+        let bytes = rmp_serde::to_vec_named(&assignment)?;
+        let decoded: Assignment = rmp_serde::from_slice(&bytes)?;
+        assert_eq!(decoded, assignment);
+        Ok(())
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub enum CallErrorKind {
     /// A queued call was not queued: the link's queue is full (policy `refuse`) or the host's
     /// outbox could not store it.
     QueueFull,
+    /// The target runs as many instances as its `concurrency` allows on the host that got the
+    /// call: try again shortly (or raise the limit).
+    Busy,
 }
 
 impl std::fmt::Display for CallErrorKind {
@@ -83,6 +86,7 @@ impl std::fmt::Display for CallErrorKind {
             CallErrorKind::Trap => "trap",
             CallErrorKind::InvalidPayload => "invalid-payload",
             CallErrorKind::QueueFull => "queue-full",
+            CallErrorKind::Busy => "busy",
         })
     }
 }

@@ -13,6 +13,11 @@
 //! spreads the calls over them). The caller's deadline travels with the call.
 //!
 //! **Target side.** [`serve`] answers calls for one workload that exports such interfaces.
+//!
+//! **Concurrency.** A workload runs at most its `concurrency` instances at once on a host (its
+//! [`Gate`], shared with its HTTP requests): a direct call beyond that fails at once with the
+//! `busy` kind, before any task or instance is made for it; a queued delivery waits for a slot
+//! until its deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -34,6 +39,7 @@ use super::codec;
 use super::{LatticeLink, WorkloadCtx};
 use crate::engine::Runtime;
 use crate::http::FailureCount;
+use crate::limits::Gate;
 use crate::wasi::{HostState, Limits, new_store};
 
 /// Whether the host serves `name`'s package itself (so it is never a component link).
@@ -54,6 +60,8 @@ pub struct Loaded {
     pub limits: Limits,
     /// Invocations that failed, for heartbeats.
     pub failures: FailureCount,
+    /// Instances that may run at once (shared with the workload's HTTP requests).
+    pub gate: Gate,
     /// Exported interfaces: unversioned name → the export's full name.
     exports: HashMap<String, String>,
 }
@@ -67,7 +75,7 @@ impl std::fmt::Debug for Loaded {
 }
 
 impl Loaded {
-    /// Wraps a linked component.
+    /// Wraps a linked component, with the host's default concurrency (see [`Loaded::with_gate`]).
     pub fn new(
         runtime: Runtime,
         pre: InstancePre<HostState>,
@@ -82,14 +90,38 @@ impl Loaded {
             .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
             .map(|(name, _)| (unversioned(name).to_string(), name.to_string()))
             .collect();
+        let gate = Gate::new(runtime.config().default_concurrency);
         Self {
             runtime,
             pre,
             ctx,
             limits,
             failures,
+            gate,
             exports,
         }
+    }
+
+    /// The same, running at most as many instances at once as `gate` allows.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// A slot to run an instance in now, or the `busy` error.
+    fn enter(&self) -> Result<crate::limits::Slot, CallError> {
+        self.gate.try_enter().ok_or_else(|| self.busy())
+    }
+
+    fn busy(&self) -> CallError {
+        CallError::new(
+            CallErrorKind::Busy,
+            format!(
+                "`{}` runs {} calls at once on this host, its concurrency limit; retry shortly",
+                self.ctx.name(),
+                self.gate.limit()
+            ),
+        )
     }
 
     /// Whether it exports interfaces others call: the app's own, or the messaging handler
@@ -166,6 +198,7 @@ impl Loaded {
         results: &mut [Val],
         deadline: Instant,
     ) -> Result<(), CallError> {
+        let _slot = self.enter()?;
         let mut store = self.store(Some(deadline));
         let func = self
             .instantiate_func(&mut store, interface, function, deadline)
@@ -529,6 +562,10 @@ pub(crate) async fn deliver(
     call: &RpcCall,
     deadline: Instant,
 ) -> Result<(), CallError> {
+    // A queued call waits for a slot: failing it would only spend one of its attempts.
+    let Some(_slot) = loaded.gate.enter_by(deadline).await else {
+        return Err(loaded.busy());
+    };
     let mut store = loaded.store(Some(deadline));
     let func = loaded
         .instantiate_func(
@@ -580,8 +617,21 @@ pub async fn serve(
             let Some(reply_to) = message.reply else {
                 continue;
             };
+            // At the workload's concurrency the call is answered `busy` here, so calls in
+            // flight (and their tasks) never outnumber its slots.
+            let slot = match loaded.enter() {
+                Ok(slot) => slot,
+                Err(busy) => {
+                    let reply = envelope::encode(&RpcReply::Err(busy));
+                    if let Err(e) = client.publish(reply_to, reply.into()).await {
+                        tracing::debug!(error = %e, "could not send a call's reply");
+                    }
+                    continue;
+                }
+            };
             let (loaded, client) = (loaded.clone(), client.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let reply = answer(&loaded, &message.payload).await;
                 if let Err(e) = client
                     .publish(reply_to, envelope::encode(&reply).into())

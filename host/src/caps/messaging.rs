@@ -440,6 +440,16 @@ async fn handle(
     msg: &HandlerMessage,
     deadline: Option<Instant>,
 ) -> Result<(), HandlerError> {
+    // Messages wait for one of the workload's slots (its `concurrency`, shared with its HTTP
+    // requests and calls) rather than being dropped; no longer than the message may take.
+    let wait_until = deadline.unwrap_or_else(|| Instant::now() + loaded.limits.execution_timeout);
+    let Some(_slot) = loaded.gate.enter_by(wait_until).await else {
+        return Err(HandlerError::Refused(format!(
+            "busy: `{}` ran {} instances at once until the message's deadline",
+            loaded.ctx.name(),
+            loaded.gate.limit()
+        )));
+    };
     let mut store = loaded.store(deadline);
     let outcome = async {
         let handles: Handles = pre.instantiate_async(&mut store).await?;

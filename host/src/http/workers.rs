@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use super::{Site, serve_connection};
 
@@ -25,6 +25,8 @@ struct Job {
     stream: std::net::TcpStream,
     site: Arc<Site>,
     stop: watch::Receiver<bool>,
+    /// The connection's slot in its listener's cap, freed when it closes.
+    slot: OwnedSemaphorePermit,
 }
 
 /// The worker threads. Dropping this ends them, and with them every
@@ -68,7 +70,13 @@ impl Workers {
     }
 
     /// Hands a freshly accepted connection to the next worker.
-    pub(super) fn dispatch(&self, stream: TcpStream, site: Arc<Site>, stop: watch::Receiver<bool>) {
+    pub(super) fn dispatch(
+        &self,
+        stream: TcpStream,
+        site: Arc<Site>,
+        stop: watch::Receiver<bool>,
+        slot: OwnedSemaphorePermit,
+    ) {
         // Moving the socket between runtimes means leaving this one's
         // reactor; the worker registers it with its own.
         let stream = match stream.into_std() {
@@ -80,7 +88,14 @@ impl Workers {
         };
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         if let Some(queue) = self.queues.get(index)
-            && queue.send(Job { stream, site, stop }).is_err()
+            && queue
+                .send(Job {
+                    stream,
+                    site,
+                    stop,
+                    slot,
+                })
+                .is_err()
         {
             tracing::error!(worker = index, "an HTTP worker has stopped");
         }
@@ -90,10 +105,19 @@ impl Workers {
 /// A worker's loop: serve each connection it is given until the server
 /// is dropped.
 async fn serve_jobs(mut jobs: mpsc::UnboundedReceiver<Job>) {
-    while let Some(Job { stream, site, stop }) = jobs.recv().await {
+    while let Some(Job {
+        stream,
+        site,
+        stop,
+        slot,
+    }) = jobs.recv().await
+    {
         match TcpStream::from_std(stream) {
             Ok(stream) => {
-                tokio::spawn(serve_connection(stream, site, stop));
+                tokio::spawn(async move {
+                    serve_connection(stream, site, stop).await;
+                    drop(slot);
+                });
             }
             Err(err) => {
                 tracing::warn!(error = %err, "registering a connection with a worker failed");

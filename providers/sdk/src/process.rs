@@ -156,6 +156,9 @@ impl ProcessEnv {
     }
 }
 
+/// Most requests a provider process answers at once.
+const CONCURRENT_REQUESTS: usize = 256;
+
 /// Answers requests for `provider` on `subject` until the subscription ends.
 pub async fn serve(
     provider: Arc<dyn Provider>,
@@ -165,12 +168,19 @@ pub async fn serve(
     let mut requests = client.subscribe(subject).await?;
     client.flush().await?;
     let links = Arc::new(Mutex::new(BTreeSet::new()));
+    // Requests answered at once: beyond it the next waits (in the subscription's buffer)
+    // instead of a task per message without bound.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REQUESTS));
     while let Some(message) = requests.next().await {
         let Some(reply_to) = message.reply else {
             continue;
         };
+        let Ok(slot) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
         let (provider, client, links) = (provider.clone(), client.clone(), links.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let response = answer(provider.as_ref(), &links, &message.payload).await;
             if let Err(e) = client
                 .publish(reply_to, envelope::encode(&response).into())

@@ -3,6 +3,8 @@
 //! function body and never touches its arguments. Shared by the host's tests
 //! and the end-to-end suites, so each misbehaviour is written once.
 
+pub mod bombs;
+
 use wasm_encoder::{
     Alias, BlockType, CanonicalFunctionSection, CodeSection, Component, ComponentAliasSection,
     ComponentExportKind, ComponentExportSection, ComponentImportSection, ComponentInstanceSection,

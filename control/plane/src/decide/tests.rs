@@ -107,6 +107,7 @@ fn stored_app(i: usize, shape: &Shape) -> StoredApp {
             http: None,
             links: Vec::new(),
             subscriptions: Vec::new(),
+            limits: Default::default(),
         }],
         rollout: Default::default(),
         wait_for_hosts: false,

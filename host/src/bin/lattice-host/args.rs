@@ -90,9 +90,88 @@ pub struct HostArgs {
     /// Limits of the hub's queue and dead-letter streams and buckets this host creates.
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// The largest linear memory one instance may have (`256Mi`, `1Gi`): the default of
+    /// components whose manifest gives no `limits.memory`, and the most any may ask (more is
+    /// lowered to it). Never above a quarter of the machine's memory.
+    #[arg(long, env = "LATTICE_MAX_COMPONENT_MEMORY", default_value = "256Mi", value_parser = parse_size)]
+    pub max_component_memory: usize,
+    /// The longest one call may run (`60s`): the default of components whose manifest gives no
+    /// `limits.timeout`, and the most any may ask (more is lowered to it).
+    #[arg(long, env = "LATTICE_MAX_CALL_TIME", default_value = "60s", value_parser = parse_duration)]
+    pub max_call_time: std::time::Duration,
+    /// Instances of one component that may run at once on this host when its manifest gives no
+    /// `limits.concurrency`; requests beyond are refused as busy.
+    #[arg(
+        long,
+        env = "LATTICE_DEFAULT_CONCURRENCY",
+        default_value_t = lattice_host::engine::DEFAULT_CONCURRENCY,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub default_concurrency: u32,
+    /// The linear memory all components together may hold on this host (`512Mi`, `2Gi`); a
+    /// request whose instance would go over it fails alone. Default: half of the machine's
+    /// memory.
+    #[arg(long, env = "LATTICE_GUEST_MEMORY", value_parser = parse_size)]
+    pub guest_memory: Option<usize>,
     /// A join token (`LJT1....`, made by an admin with `lattice ctl hosts token`): presented in
     /// this host's heartbeats so that the control plane admits it. Without one (or an operator's
     /// `lattice ctl hosts admit ID`) the host is listed `unadmitted` and gets no work.
     #[arg(long, env = "LATTICE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+}
+
+/// A size in bytes: a number, or one with `Ki`, `Mi` or `Gi` (`256Mi`).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size: write e.g. `256Mi` or `1Gi`"
+            ));
+        }
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{text}` is not a size above 0: write e.g. `256Mi` or `1Gi`"))
+}
+
+/// A duration such as `60s` or `2m`, above 0.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be above 0: write e.g. `30s`".to_string()),
+        Err(e) => Err(format!(
+            "`{text}` is not a duration ({e}): write e.g. `30s` or `2m`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("256Mi"), Ok(256 << 20));
+        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0Mi").is_err());
+        assert!(parse_size("12MB").is_err());
+        assert_eq!(
+            parse_duration("2m"),
+            Ok(std::time::Duration::from_secs(120))
+        );
+        assert!(parse_duration("0s").is_err());
+    }
 }

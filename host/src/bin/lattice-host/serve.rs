@@ -47,6 +47,10 @@ fn host_config(
         config.join_token = Some(token.trim().to_string());
     }
     config.engine.compiler = compiler_in_child();
+    config.engine.memory_limit_bytes = args.max_component_memory;
+    config.engine.execution_timeout = args.max_call_time;
+    config.engine.default_concurrency = args.default_concurrency;
+    config.engine.guest_memory_total = args.guest_memory;
     // Provider processes the host starts connect where it does, as it does.
     config.providers.nats_url = Some(nats_url.to_string());
     config.providers.nats = args.nats.options();
