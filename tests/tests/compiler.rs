@@ -357,13 +357,29 @@ fn runs(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits (at most [`WAIT`]) for an event on `events` that `wanted` accepts.
+async fn next_event(
+    events: &mut async_nats::Subscriber,
+    wanted: impl Fn(&Event) -> bool,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(WAIT, async {
+        while let Some(msg) = events.next().await {
+            if envelope::decode::<Event>(&msg.payload).is_ok_and(|e| wanted(&e)) {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the event stream ended")
+    })
+    .await?
+}
+
 #[tokio::test]
 async fn a_compile_bomb_fails_alone_while_a_stop_and_a_start_apply() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let dir = tempfile::tempdir()?;
     let (state_dir, log) = (dir.path().join("gateway"), dir.path().join("host.log"));
     // hello compiles in well under a second; the bomb runs into the deadline.
-    let host = HostProcess::start_with(&t, &state_dir, &log, &["--compile-timeout-secs", "20"])?;
+    let host = HostProcess::start_with(&t, &state_dir, &log, &["--compile-timeout-secs", "30"])?;
     let host_pid = host.0.id();
     t.wait_for("the host to report", || async {
         Ok(t.ctl.hosts().await?.iter().any(|h| h.name == "gateway"))
@@ -433,25 +449,17 @@ async fn a_compile_bomb_fails_alone_while_a_stop_and_a_start_apply() -> anyhow::
     let reasons: Vec<_> = status.components.iter().map(|c| c.reason).collect();
     assert_eq!(reasons, [Some(FailureReason::CompileLimit)], "{status:?}");
     assert!(
-        status.message.contains("limit of 20s of wall-clock time")
+        status.message.contains("limit of 30s of wall-clock time")
             && status.message.contains("--compile-timeout-secs"),
         "{}",
         status.message
     );
-    let failed = |e: &Event| {
+    next_event(&mut events, |e| {
         e.kind == EventKind::Workload
             && e.app.as_ref().is_some_and(|a| a.as_str() == "bomb")
             && e.message.contains("failed")
-    };
-    tokio::time::timeout(WAIT, async {
-        while let Some(msg) = events.next().await {
-            if envelope::decode::<Event>(&msg.payload).is_ok_and(|e| failed(&e)) {
-                return Ok(());
-            }
-        }
-        anyhow::bail!("the event stream ended")
     })
-    .await??;
+    .await?;
     assert!(!runs(compiler), "the bomb's compiler process is gone");
     for (addr, greeting) in [(&neighbour, "Hi"), (&new, "New")] {
         assert_eq!(
