@@ -3,7 +3,9 @@
 //!
 //! Three tasks share a small [`Report`]: the watcher (verifies each assignment revision and hands
 //! accepted ones over), the applier (owns the running workloads: fetch, verify, compile, bind)
-//! and the heartbeat (publishes the report on a timer and at once after every change).
+//! and the heartbeat (publishes the report on a timer and at once after every change). The
+//! applier fetches, verifies and compiles in tasks of their own ([`load`]), so a slow or
+//! hostile compile holds up no other workload, and no stop.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +18,6 @@ use futures::StreamExt;
 use lattice_protocol::assignment::{
     Assignment, SignedAssignment, Workload, check_epoch, check_revision,
 };
-use lattice_protocol::claims::{Trust, verify_component};
 use lattice_protocol::envelope;
 use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{FailureReason, Heartbeat, WorkloadState, WorkloadStatus};
@@ -29,6 +30,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 use wasmtime::component::{Component, Linker};
+
+mod load;
+
+pub(crate) use load::LoadDone;
+use load::{Loader, Loads};
 
 use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
@@ -91,13 +97,13 @@ pub(crate) struct Agent {
     pub(crate) store: HostStore,
     pub(crate) runtime: Runtime,
     pub(crate) linker: Arc<Linker<HostState>>,
-    pub(crate) code: Arc<CodeCache>,
-    pub(crate) artifacts: ArtifactCache,
     pub(crate) http: HttpServer,
     pub(crate) shared: Shared,
     /// What workloads' capabilities use: NATS, the call router, providers.
     services: HostServices,
     running: BTreeMap<String, Running>,
+    /// Components being fetched, verified and compiled, off the applier's loop.
+    loads: Loads,
     /// The assignment being converged on, kept to retry what failed to start.
     current: Option<Assignment>,
     /// Moves queued calls from the outbox to the hub; stopped with the agent.
@@ -163,8 +169,15 @@ impl Agent {
             queue,
             lattice,
         };
+        let loads = Loads::new(Loader {
+            artifacts,
+            trusted_issuers: config.trusted_issuers.clone(),
+            runtime: runtime.clone(),
+            code,
+        });
         Ok(Self {
             services,
+            loads,
             config,
             host,
             key,
@@ -172,8 +185,6 @@ impl Agent {
             store,
             runtime,
             linker,
-            code,
-            artifacts,
             http,
             shared,
             running: BTreeMap::new(),
@@ -220,12 +231,14 @@ impl Agent {
 
     /// Tries again to start the workloads of the current assignment that are not running (a
     /// port that was busy, an artifact store that was unreachable). Refusals are retried too:
-    /// they are cheap, because verification comes before compilation.
+    /// they are cheap, because verification comes before compilation. Not those being loaded,
+    /// nor those whose compile went past a limit (it would again).
     pub(crate) async fn retry_failed(&mut self) {
         let pending = self.current.as_ref().is_some_and(|a| {
-            a.workloads
-                .iter()
-                .any(|w| self.running.get(&w.key()).is_none_or(|r| r.workload != *w))
+            a.workloads.iter().any(|w| {
+                self.running.get(&w.key()).is_none_or(|r| r.workload != *w)
+                    && !self.loads.is_loading_or_over_limit(w)
+            })
         });
         if let Some(assignment) = self.current.clone().filter(|_| pending) {
             info!("retrying workloads that failed to start");
@@ -252,6 +265,7 @@ impl Agent {
         for key in gone {
             self.stop(&key).await;
         }
+        self.loads.retain(|k| wanted.contains_key(k));
         {
             let mut report = self.shared.report();
             report.workloads.retain(|k, _| wanted.contains_key(k));
@@ -267,46 +281,71 @@ impl Agent {
                 if stale {
                     self.set_running(workload, running.http);
                 }
+                // Another version being compiled (rolled back meanwhile) is no longer wanted.
+                self.loads.forget(&key);
+                continue;
+            }
+            if self.loads.is_loading_or_over_limit(workload) {
                 continue;
             }
             self.set_status(workload, WorkloadState::Starting, String::new());
-            match self.start(workload).await {
-                Ok(Started { http, tasks }) => {
-                    let previous = self.running.insert(
-                        key,
-                        Running {
-                            workload: workload.clone(),
-                            http,
-                            _tasks: tasks,
-                        },
-                    );
-                    if let Some(old) = &previous {
-                        // Links the new version no longer has (a link it kept was put again).
-                        let id = |l| link_id(&workload.app, &workload.component, l);
-                        let kept: Vec<_> = workload.links.iter().map(id).collect();
-                        let dropped: Vec<_> = old
-                            .workload
-                            .links
-                            .iter()
-                            .filter(|l| !kept.contains(&id(l)))
-                            .cloned()
-                            .collect();
-                        self.services
-                            .providers
-                            .detach(&workload.app, &workload.component, &dropped)
-                            .await;
-                    }
-                    if let Some(old) = previous.and_then(|p| p.http).filter(|a| Some(*a) != http) {
-                        self.http.unbind(old).await;
-                    }
-                    self.set_running(workload, http);
-                    info!(workload = %workload.key(), version = %workload.app_version, "running");
+            self.loads.begin(workload);
+        }
+    }
+
+    /// The next component load to finish (cancel-safe), for [`Agent::finish_load`].
+    pub(crate) async fn next_loaded(&mut self) -> LoadDone {
+        self.loads.next().await
+    }
+
+    /// Starts the workload whose component `done` carries, or fails it with the load's reason;
+    /// nothing if the assignment no longer wants that version of it.
+    pub(crate) async fn finish_load(&mut self, done: LoadDone) {
+        let Some((workload, loaded)) = self.loads.take(done) else {
+            return;
+        };
+        let started = match loaded {
+            Ok(component) => self.start(&workload, component).await,
+            Err(e) => Err(e),
+        };
+        let key = workload.key();
+        let workload = &workload;
+        match started {
+            Ok(Started { http, tasks }) => {
+                let previous = self.running.insert(
+                    key,
+                    Running {
+                        workload: workload.clone(),
+                        http,
+                        _tasks: tasks,
+                    },
+                );
+                if let Some(old) = &previous {
+                    // Links the new version no longer has (a link it kept was put again).
+                    let id = |l| link_id(&workload.app, &workload.component, l);
+                    let kept: Vec<_> = workload.links.iter().map(id).collect();
+                    let dropped: Vec<_> = old
+                        .workload
+                        .links
+                        .iter()
+                        .filter(|l| !kept.contains(&id(l)))
+                        .cloned()
+                        .collect();
+                    self.services
+                        .providers
+                        .detach(&workload.app, &workload.component, &dropped)
+                        .await;
                 }
-                Err(StartError { reason, error }) => {
-                    let message = format!("{error:#}");
-                    warn!(workload = %workload.key(), %reason, error = %message, "workload failed to start");
-                    self.set_failed(workload, reason, message);
+                if let Some(old) = previous.and_then(|p| p.http).filter(|a| Some(*a) != http) {
+                    self.http.unbind(old).await;
                 }
+                self.set_running(workload, http);
+                info!(workload = %workload.key(), version = %workload.app_version, "running");
+            }
+            Err(StartError { reason, error }) => {
+                let message = format!("{error:#}");
+                warn!(workload = %workload.key(), %reason, error = %message, "workload failed to start");
+                self.set_failed(workload, reason, message);
             }
         }
     }
@@ -326,8 +365,9 @@ impl Agent {
         }
     }
 
-    /// Stops everything (shutdown).
+    /// Stops everything (shutdown), and forgets the loads under way.
     pub(crate) async fn stop_all(&mut self) {
+        self.loads.retain(|_| false);
         let keys: Vec<String> = self.running.keys().cloned().collect();
         for key in keys {
             self.stop(&key).await;
@@ -396,30 +436,6 @@ impl Agent {
         Ok(WorkloadCtx::new(spec, Services::from(&self.services)))
     }
 
-    /// Fetch, verify and compile a workload's component: refused before compilation when its
-    /// signature does not verify, so an untrusted component costs no CPU.
-    async fn load(&self, w: &Workload) -> Result<Component, StartError> {
-        let max = self.runtime.config().max_component_bytes;
-        let bytes = self
-            .artifacts
-            .get(&w.image, max)
-            .await
-            .because(FailureReason::FetchFailed)?;
-        let trust = Trust::new(self.config.trusted_issuers.clone());
-        let claims = verify_component(&bytes, &trust, unix_now())
-            .map_err(|e| anyhow::anyhow!("refused before compilation: {e}"))
-            .because(FailureReason::RefusedSignature)?;
-        let (runtime, code, digest) = (self.runtime.clone(), self.code.clone(), w.image.clone());
-        let (component, outcome) =
-            tokio::task::spawn_blocking(move || code.load(&runtime, &digest, &bytes))
-                .await
-                .context("the compiler task failed")
-                .because(FailureReason::CompileError)?
-                .because(FailureReason::CompileError)?;
-        info!(workload = %w.key(), component = %claims.name, ?outcome, "component loaded");
-        Ok(component)
-    }
-
     /// The address a workload asks to be served on, if any, unless another workload here
     /// already serves it.
     fn http_address(&self, w: &Workload) -> Result<Option<SocketAddr>, StartError> {
@@ -445,10 +461,9 @@ impl Agent {
         Ok(Some(addr))
     }
 
-    /// Fetch, verify, compile, link, try, and start serving one workload: its calls, its
+    /// Link, try, and start serving one workload whose `component` is loaded: its calls, its
     /// subscriptions and (for HTTP components) its address.
-    async fn start(&self, w: &Workload) -> Result<Started, StartError> {
-        let component = self.load(w).await?;
+    async fn start(&self, w: &Workload, component: Component) -> Result<Started, StartError> {
         let addr = self.http_address(w)?;
         // The host's linker plus this workload's own imports (component links, and failing
         // stand-ins for unlinked ones).

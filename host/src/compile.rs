@@ -23,6 +23,9 @@
 //! in-process leaves ~6 MiB of compiler threads, heap and state behind, and
 //! ~5 MiB of compiler code mapped, for the rest of the host's life. The child
 //! sends the code back on its standard output; the host seals and keeps it.
+//! The child is contained ([`CompileLimits`]: wall-clock, CPU and memory
+//! limits, and the first to go under memory pressure): a component that is
+//! costly to compile fails with [`LoadError::Limit`], naming the limit.
 //!
 //! ```no_run
 //! use lattice_host::compile::{CacheOutcome, CodeCache};
@@ -42,7 +45,7 @@
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
@@ -51,8 +54,12 @@ use wasmtime::component::Component;
 
 use crate::engine::{self, Runtime};
 
+mod child;
 pub mod seal;
 
+pub use child::{
+    CompileLimits, DEFAULT_COMPILE_CPU, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, LimitHit,
+};
 pub use seal::CodeKey;
 
 /// The preamble of every WebAssembly binary.
@@ -71,10 +78,6 @@ const TEMP_MARKER: &str = ".tmp-";
 /// (`EX_DATAERR`), as opposed to failing for any other reason.
 const EXIT_INVALID_COMPONENT: u8 = 65;
 
-/// At most this much of a compiler process's standard error goes into an
-/// error message: enough for any error of ours, bounded for a wild one.
-const MAX_CHILD_MESSAGE: usize = 2000;
-
 /// Where components are compiled.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Compiler {
@@ -91,6 +94,8 @@ pub enum Compiler {
         /// Arguments that select its compiler entry point, e.g. a hidden
         /// subcommand.
         args: Vec<OsString>,
+        /// What one compile may cost before the child is killed.
+        limits: CompileLimits,
     },
 }
 
@@ -136,6 +141,10 @@ pub enum LoadError {
     /// engine cannot load.
     #[error("compiling in a separate process failed: {0}")]
     Compiler(String),
+    /// The compiler process went past one of its [`CompileLimits`] and was stopped: the
+    /// component costs more to compile than this host allows.
+    #[error("{0}")]
+    Limit(LimitHit),
     /// The cache directory could not be read.
     #[error("code cache at {path}: {source}")]
     Cache {
@@ -244,8 +253,12 @@ impl CodeCache {
                 })?;
                 (component, code)
             }
-            Compiler::Subprocess { program, args } => {
-                let code = compile_in_child(program, args, runtime, bytes)?;
+            Compiler::Subprocess {
+                program,
+                args,
+                limits,
+            } => {
+                let code = child::compile_in_child((program, args), limits, runtime, bytes)?;
                 let component = deserialize(runtime, &code).map_err(|err| {
                     LoadError::Compiler(format!(
                         "the compiler process wrote code this host cannot load: {err:#}"
@@ -314,93 +327,6 @@ fn write_atomically(path: &Path, code: &[u8], n: u64) -> anyhow::Result<()> {
         let advice = crate::artifacts::disk_full_advice(&e);
         anyhow::anyhow!("writing {}: {e}{advice}", path.display())
     })
-}
-
-/// Runs the compiler process on `bytes`, which writes the compiled form on
-/// its standard output; returns that code, or why there is none.
-fn compile_in_child(
-    program: &Path,
-    args: &[OsString],
-    runtime: &Runtime,
-    bytes: &[u8],
-) -> Result<Vec<u8>, LoadError> {
-    let mut child = Command::new(program)
-        .args(args)
-        .arg("--fingerprint")
-        .arg(runtime.fingerprint())
-        .arg("--max-component-bytes")
-        .arg(runtime.config().max_component_bytes.to_string())
-        .arg("-")
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| LoadError::Compiler(format!("cannot start {}: {err}", program.display())))?;
-    // Writing all of stdin before reading stderr cannot deadlock: the child
-    // reads its whole input before it writes anything but a short usage
-    // error. A child that exits early closes the pipe; its status says why.
-    if let Some(mut stdin) = child.stdin.take() {
-        match stdin.write_all(bytes) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(err) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(LoadError::Compiler(format!(
-                    "sending the component to {}: {err}",
-                    program.display()
-                )));
-            }
-        }
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|err| LoadError::Compiler(format!("waiting for {}: {err}", program.display())))?;
-    if output.status.success() && output.stdout.is_empty() {
-        return Err(LoadError::Compiler(format!(
-            "the compiler process wrote code this host cannot load: {} sent none on its \
-             standard output (it must be the same build as the host)",
-            program.display()
-        )));
-    }
-    if output.status.success() {
-        return Ok(output.stdout);
-    }
-    let message = child_message(&output.stderr);
-    if output.status.code() == Some(i32::from(EXIT_INVALID_COMPONENT)) {
-        return Err(LoadError::Invalid(anyhow::anyhow!(message)));
-    }
-    let how = match exit_signal(&output.status) {
-        Some(9) => "was killed (SIGKILL: out of memory, or killed by an operator)".to_owned(),
-        Some(signal) => format!("was killed by signal {signal}"),
-        None => format!("failed ({})", output.status),
-    };
-    Err(LoadError::Compiler(if message.is_empty() {
-        format!("the compiler process {how}")
-    } else {
-        format!("the compiler process {how}: {message}")
-    }))
-}
-
-#[cfg(unix)]
-fn exit_signal(status: &std::process::ExitStatus) -> Option<i32> {
-    std::os::unix::process::ExitStatusExt::signal(status)
-}
-
-#[cfg(not(unix))]
-fn exit_signal(_: &std::process::ExitStatus) -> Option<i32> {
-    None
-}
-
-/// The gist of a child's standard error: trimmed, on one line, bounded.
-fn child_message(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match text.char_indices().nth(MAX_CHILD_MESSAGE) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
 }
 
 /// What a compiler process is asked to do: compile one component for the
@@ -518,7 +444,7 @@ pub fn compiler_main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             eprintln!("{message}");
             ExitCode::FAILURE
         }
-        Err(err @ LoadError::Cache { .. }) => {
+        Err(err @ (LoadError::Cache { .. } | LoadError::Limit(_))) => {
             eprintln!("{err}");
             ExitCode::FAILURE
         }
@@ -642,13 +568,6 @@ mod tests {
         ] {
             assert!(CompileJob::parse(args(bad)).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn child_messages_are_one_bounded_line() {
-        assert_eq!(child_message(b"  error:\n  bad\tbody\n"), "error: bad body");
-        let long = child_message("é".repeat(3 * MAX_CHILD_MESSAGE).as_bytes());
-        assert_eq!(long.chars().count(), MAX_CHILD_MESSAGE + 1);
     }
 
     /// The cache names files after `Digest::hex`: only a sha256 in lowercase hex parses, so

@@ -258,6 +258,11 @@ pub async fn run(
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
+            // Compiles run off this loop; a finished one is started (or failed) here.
+            done = agent.next_loaded() => {
+                agent.finish_load(done).await;
+                continue;
+            }
             _ = retry.tick() => match unsaved.take() {
                 Some(accepted) => accepted,
                 None => {

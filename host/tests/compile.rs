@@ -4,7 +4,11 @@
 mod common;
 
 use common::{digest, hello_wasm, small_runtime};
-use lattice_host::compile::{CacheOutcome, CodeCache, Compiler, LoadError};
+use std::time::Duration;
+
+use lattice_host::compile::{
+    CacheOutcome, CodeCache, CompileLimits, Compiler, LimitHit, LoadError,
+};
 use lattice_host::engine::{EngineConfig, PoolSizing, Runtime};
 
 #[test]
@@ -125,11 +129,17 @@ fn digests_that_are_not_sha256_are_refused() {
 /// A runtime whose compiler is `/bin/sh -c script`, standing in for a compiler
 /// process that misbehaves in a chosen way.
 fn runtime_compiling_with(script: &str) -> anyhow::Result<Runtime> {
+    runtime_compiling_within(script, CompileLimits::default())
+}
+
+/// [`runtime_compiling_with`], the compiler process held to `limits`.
+fn runtime_compiling_within(script: &str, limits: CompileLimits) -> anyhow::Result<Runtime> {
     Runtime::new(&EngineConfig {
         pool: PoolSizing::OnDemand,
         compiler: Compiler::Subprocess {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into(), "compiler".into()],
+            limits,
         },
         ..EngineConfig::default()
     })
@@ -193,6 +203,7 @@ fn a_compiler_that_cannot_start_is_reported() -> anyhow::Result<()> {
         compiler: Compiler::Subprocess {
             program: "/nonexistent/lattice-compiler".into(),
             args: Vec::new(),
+            limits: CompileLimits::default(),
         },
         ..EngineConfig::default()
     })?;
@@ -207,5 +218,63 @@ fn a_compiler_that_cannot_start_is_reported() -> anyhow::Result<()> {
     // What the host refuses by itself never reaches the compiler process.
     let (err, _) = load_error(&runtime, b"\0asm\x01\0\0\0")?;
     assert!(matches!(err, LoadError::CoreModule), "{err:?}");
+    Ok(())
+}
+
+/// Limits small enough to trip at once, each test raising the one it does not test.
+fn tight(timeout: u64, cpu: u64, memory_mib: u64) -> CompileLimits {
+    CompileLimits {
+        timeout: Duration::from_secs(timeout),
+        cpu: Duration::from_secs(cpu),
+        memory_bytes: memory_mib << 20,
+    }
+}
+
+#[test]
+fn a_compiler_process_past_its_deadline_is_stopped_and_named() -> anyhow::Result<()> {
+    // `exec`: the shell becomes the sleeper, which inherits the deadline (an alarm survives
+    // exec) and is the process whose end the host sees.
+    let limits = tight(1, 600, 1024);
+    let runtime = runtime_compiling_within("exec sleep 600", limits)?;
+    let (err, files) = load_error(&runtime, EMPTY_COMPONENT)?;
+    assert!(
+        matches!(err, LoadError::Limit(LimitHit::Time(t)) if t == limits.timeout),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("limit of 1s of wall-clock time")
+            && err.to_string().contains("--compile-timeout-secs"),
+        "{err}"
+    );
+    assert_eq!(files, 0);
+    Ok(())
+}
+
+#[test]
+fn a_compiler_process_past_its_cpu_time_is_stopped_and_named() -> anyhow::Result<()> {
+    let limits = tight(600, 1, 1024);
+    let runtime = runtime_compiling_within("while :; do :; done", limits)?;
+    let (err, _) = load_error(&runtime, EMPTY_COMPONENT)?;
+    assert!(
+        matches!(err, LoadError::Limit(LimitHit::Cpu(t)) if t == limits.cpu),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--compile-cpu-secs"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_compiler_process_is_the_first_to_go_and_holds_its_limits_from_the_start() -> anyhow::Result<()>
+{
+    // The child reports what it runs with, and fails so that its report comes back.
+    let limits = tight(7, 5, 300);
+    let script = "printf 'oom=%s cpu=%s data=%s core=%s' \"$(cat /proc/self/oom_score_adj)\" \
+                  \"$(ulimit -t)\" \"$(ulimit -d)\" \"$(ulimit -c)\" >&2; exit 1";
+    let runtime = runtime_compiling_within(script, limits)?;
+    let (err, _) = load_error(&runtime, EMPTY_COMPONENT)?;
+    assert!(matches!(err, LoadError::Compiler(_)), "{err:?}");
+    // `ulimit -d` is in KiB.
+    let expected = format!("oom=1000 cpu=5 data={} core=0", 300 * 1024);
+    assert!(err.to_string().ends_with(&expected), "{err}");
     Ok(())
 }

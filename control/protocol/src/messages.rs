@@ -395,6 +395,10 @@ pub enum FailureReason {
     TrapAtStart,
     /// Its call, message or queue servers could not start (NATS refused a subscription).
     ServeFailed,
+    /// Compiling it went past one of the host's compile limits (wall-clock time, CPU time or
+    /// memory, see `lattice-host --help`), or the kernel killed the compiler under memory
+    /// pressure: the component is too costly to compile on this host.
+    CompileLimit,
 }
 
 impl FailureReason {
@@ -412,6 +416,7 @@ impl FailureReason {
             FailureReason::AddressInUse => "address_in_use",
             FailureReason::TrapAtStart => "trap_at_start",
             FailureReason::ServeFailed => "serve_failed",
+            FailureReason::CompileLimit => "compile_limit",
         }
     }
 }
@@ -665,6 +670,7 @@ mod tests {
             FailureReason::AddressInUse,
             FailureReason::TrapAtStart,
             FailureReason::ServeFailed,
+            FailureReason::CompileLimit,
         ] {
             let name: String = rmp_serde::from_slice(&rmp_serde::to_vec(&reason)?)?;
             assert_eq!(name, reason.as_str());

@@ -59,6 +59,38 @@ pub fn silent() -> Vec<u8> {
     handler(&[], false)
 }
 
+/// A handler that is cheap to run and very costly to compile: `locals` i64
+/// locals, each changed inside `depth` nested loops that each branch back to
+/// their header. The compiler's SSA form gives every loop header a block
+/// parameter per local, `locals × depth` values all live at once, and its
+/// register allocator works on all of them: time and memory grow with the
+/// product while the component stays small (about 8 bytes per local).
+/// At most 49 998 locals (WebAssembly allows 50 000 with the two parameters).
+pub fn compile_bomb(locals: u32, depth: u32) -> Vec<u8> {
+    // Locals 0 and 1 are the handler's parameters.
+    let own = 2..locals + 2;
+    let mut body = Vec::new();
+    body.extend((0..depth).map(|_| Instruction::Loop(BlockType::Empty)));
+    for local in own {
+        body.extend([
+            Instruction::LocalGet(local),
+            Instruction::I64Const(1),
+            Instruction::I64Add,
+            Instruction::LocalSet(local),
+        ]);
+    }
+    // Back to the header while the first local is 0: never, once it ran.
+    for _ in 0..depth {
+        body.extend([
+            Instruction::LocalGet(2),
+            Instruction::I64Eqz,
+            Instruction::BrIf(0),
+            Instruction::End,
+        ]);
+    }
+    build_with_locals(&body, false, false, locals)
+}
+
 /// A component whose `handle(request, response-out)` is a core function
 /// with `body`, in a module with a one-page memory if `memory`.
 fn handler(body: &[Instruction<'_>], memory: bool) -> Vec<u8> {
@@ -67,6 +99,16 @@ fn handler(body: &[Instruction<'_>], memory: bool) -> Vec<u8> {
 
 /// [`handler`], with a start function that traps if `trap_at_start`.
 fn build(body: &[Instruction<'_>], memory: bool, trap_at_start: bool) -> Vec<u8> {
+    build_with_locals(body, memory, trap_at_start, 0)
+}
+
+/// [`build`], the handler having `locals` i64 locals besides its parameters.
+fn build_with_locals(
+    body: &[Instruction<'_>],
+    memory: bool,
+    trap_at_start: bool,
+    locals: u32,
+) -> Vec<u8> {
     let mut component = Component::new();
 
     // type 0: the part of `wasi:http/types` the handler's signature needs.
@@ -113,7 +155,12 @@ fn build(body: &[Instruction<'_>], memory: bool, trap_at_start: bool) -> Vec<u8>
     component.section(&types);
 
     // core module 0, core instance 0, core func 0.
-    component.section(&ModuleSection(&core_module(body, memory, trap_at_start)));
+    component.section(&ModuleSection(&core_module(
+        body,
+        memory,
+        trap_at_start,
+        locals,
+    )));
     let mut instances = InstanceSection::new();
     instances.instantiate(0, Vec::<(&str, ModuleArg)>::new());
     component.section(&instances);
@@ -144,9 +191,9 @@ fn build(body: &[Instruction<'_>], memory: bool, trap_at_start: bool) -> Vec<u8>
     component.finish()
 }
 
-/// A core module exporting `handle: (i32, i32) -> ()` with `body`, and with a
-/// trapping start function if `trap_at_start`.
-fn core_module(body: &[Instruction<'_>], memory: bool, trap_at_start: bool) -> Module {
+/// A core module exporting `handle: (i32, i32) -> ()` with `body` and
+/// `locals` i64 locals, and with a trapping start function if `trap_at_start`.
+fn core_module(body: &[Instruction<'_>], memory: bool, trap_at_start: bool, locals: u32) -> Module {
     let mut module = Module::new();
     let mut types = TypeSection::new();
     types.ty().function([ValType::I32, ValType::I32], []);
@@ -176,7 +223,7 @@ fn core_module(body: &[Instruction<'_>], memory: bool, trap_at_start: bool) -> M
         module.section(&StartSection { function_index: 1 });
     }
     let mut code = CodeSection::new();
-    let mut function = Function::new([]);
+    let mut function = Function::new((locals > 0).then_some((locals, ValType::I64)));
     for instruction in body {
         function.instruction(instruction);
     }

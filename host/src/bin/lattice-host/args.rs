@@ -118,6 +118,51 @@ pub struct HostArgs {
     /// `lattice ctl hosts admit ID`) the host is listed `unadmitted` and gets no work.
     #[arg(long, env = "LATTICE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// Limits of the child process each component is compiled in.
+    #[command(flatten)]
+    pub compile: CompileLimitArgs,
+}
+
+/// What compiling one component may cost: past a limit, the compiler process is killed and only
+/// that component's workload fails (`compile_limit`). The compiler is also the first process
+/// the kernel kills under memory pressure.
+#[derive(Debug, Args)]
+pub struct CompileLimitArgs {
+    /// Seconds of wall-clock time one compile may take.
+    #[arg(
+        long = "compile-timeout-secs",
+        env = "LATTICE_COMPILE_TIMEOUT_SECS",
+        default_value_t = lattice_host::compile::DEFAULT_COMPILE_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout_secs: u64,
+    /// Seconds of CPU time one compile may use, all its threads together.
+    #[arg(
+        long = "compile-cpu-secs",
+        env = "LATTICE_COMPILE_CPU_SECS",
+        default_value_t = lattice_host::compile::DEFAULT_COMPILE_CPU.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub cpu_secs: u64,
+    /// MiB of memory (heap and other private writable memory) one compile may use.
+    #[arg(
+        long = "compile-memory-mib",
+        env = "LATTICE_COMPILE_MEMORY_MIB",
+        default_value_t = lattice_host::compile::DEFAULT_COMPILE_MEMORY >> 20,
+        value_parser = clap::value_parser!(u64).range(16..(1 << 40))
+    )]
+    pub memory_mib: u64,
+}
+
+impl CompileLimitArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> lattice_host::compile::CompileLimits {
+        lattice_host::compile::CompileLimits {
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
+            cpu: std::time::Duration::from_secs(self.cpu_secs),
+            memory_bytes: self.memory_mib << 20,
+        }
+    }
 }
 
 /// A size in bytes: a number, or one with `Ki`, `Mi` or `Gi` (`256Mi`).

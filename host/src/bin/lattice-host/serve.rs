@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use lattice_connect::Patience;
 use lattice_host::HostConfig;
-use lattice_host::compile::Compiler;
+use lattice_host::compile::{CompileLimits, Compiler};
 use lattice_protocol::keys::{KeyRole, PublicKey};
 
 use crate::args::HostArgs;
@@ -46,7 +46,7 @@ fn host_config(
         lattice_protocol::signed::JoinToken::parse(token).context("--join-token")?;
         config.join_token = Some(token.trim().to_string());
     }
-    config.engine.compiler = compiler_in_child();
+    config.engine.compiler = compiler_in_child(args.compile.limits());
     config.engine.memory_limit_bytes = args.max_component_memory;
     config.engine.execution_timeout = args.max_call_time;
     config.engine.default_concurrency = args.default_concurrency;
@@ -62,8 +62,8 @@ fn host_config(
 }
 
 /// Compiling in a child process running this binary's hidden `__compile` subcommand, so that a
-/// long-running host keeps none of the compiler's memory.
-fn compiler_in_child() -> Compiler {
+/// long-running host keeps none of the compiler's memory, within `limits`.
+fn compiler_in_child(limits: CompileLimits) -> Compiler {
     // `/proc/self/exe` is this very build even after its file was replaced (an upgrade while
     // running), whose code would not fit this engine; the path is only the fallback.
     let program = Some(PathBuf::from("/proc/self/exe"))
@@ -73,6 +73,7 @@ fn compiler_in_child() -> Compiler {
         Some(program) => Compiler::Subprocess {
             program,
             args: vec!["__compile".into()],
+            limits,
         },
         None => {
             tracing::warn!("cannot find this program's executable: compiling in-process");
