@@ -292,7 +292,7 @@ async fn a_call_beyond_the_targets_concurrency_is_busy() -> anyhow::Result<()> {
         )
         .expect("writing to a Vec cannot fail");
         envelope::encode(&RpcCall {
-            interface: "example:greeter/greet".to_string(),
+            interface: "example:greeter/greet".parse().expect("an interface name"),
             function: "greet".to_string(),
             args,
             deadline_ms: u64::try_from(

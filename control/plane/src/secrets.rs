@@ -242,6 +242,7 @@ spec:
                 links: Vec::new(),
                 subscriptions: Vec::new(),
                 queue: None,
+                limits: Default::default(),
             }],
             stop: false,
         };
