@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
             | Command::Sign(_)
             | Command::Inspect(_)
             | Command::Push(_)
+            | Command::Pull(_)
     );
     lattice_telemetry::init(if quiet { "warn" } else { "info" });
     lattice_telemetry::run(async move {
@@ -29,6 +30,7 @@ fn main() -> std::process::ExitCode {
             Command::Sign(args) => sign::sign(&args),
             Command::Inspect(args) => sign::inspect(&args),
             Command::Push(args) => push::push(&args).await,
+            Command::Pull(args) => push::pull(&args).await,
             Command::Control(args) => serve::control(args).await,
             Command::Host(_) => unreachable!("handled above"),
         }
