@@ -83,7 +83,7 @@ pub fn check(what: &str, bytes: &[u8]) -> anyhow::Result<String> {
     let (claims, integrity) = claims::read_claims(bytes).with_context(|| {
         format!(
             "{what} is not signed: hosts run only signed components; sign it with \
-             `lattice sign` (or `wash build` with a signing key) and publish it again"
+             `lattice sign` and publish it again"
         )
     })?;
     integrity.with_context(|| {

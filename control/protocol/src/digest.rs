@@ -105,7 +105,7 @@ pub enum ImageRef {
     },
 }
 
-/// An `image` reference that is neither a digest nor a tag.
+/// An `image` reference of none of the forms [`ImageRef`] knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageRefError {
     /// It starts like a digest but is not one.
