@@ -9,6 +9,7 @@ use std::process::Stdio;
 use anyhow::ensure;
 use lattice_cli::args::RegistryArgs;
 use lattice_cli::oci::{Oci, OciRef};
+use lattice_control::registry::Registry;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::error::ErrorCode;
 use lattice_protocol::keys::{KeyPair, KeyRole};
@@ -139,17 +140,27 @@ async fn a_component_published_to_a_registry_deploys_from_its_reference() -> any
     let host = registry.host.as_str();
     let reference = format!("{host}/lattice/hello:0.1.0");
 
-    let printed = cli
-        .ok(&[
-            "push",
-            "--oci",
-            &reference,
-            &file,
-            "--insecure-registry",
-            host,
-        ])
-        .await?;
+    let push = [
+        "push",
+        "--oci",
+        &reference,
+        &file,
+        "--insecure-registry",
+        host,
+    ];
+    let (success, printed, stderr) = cli.run(&push, &[]).await?;
+    assert!(success, "{stderr}");
     assert_eq!(printed.trim(), Digest::of(&signed).to_string());
+    // It says the reference pinned to the manifest's digest, which pulls the same bytes.
+    let pinned = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("published "))
+        .expect("the pinned reference is printed")
+        .to_string();
+    assert!(
+        pinned.starts_with(&format!("{host}/lattice/hello@sha256:")),
+        "{pinned}"
+    );
 
     // The manifest names the registry reference; deploy pulls it into the lattice.
     let manifest = hello_manifest("hello", "v1", &reference, "Hello", ANY_PORT);
@@ -163,16 +174,13 @@ async fn a_component_published_to_a_registry_deploys_from_its_reference() -> any
         (200, "Hello from Lattice (host edge-1)\n")
     );
 
-    // `lattice pull` fetches the same bytes into the lattice (with `oci://` too).
-    let pulled = cli
-        .ok(&[
-            "pull",
-            &format!("oci://{reference}"),
-            "--insecure-registry",
-            host,
-        ])
-        .await?;
-    assert_eq!(pulled.trim(), Digest::of(&signed).to_string());
+    // `lattice pull` fetches the same bytes into the lattice (with `oci://`, and by digest).
+    for written in [format!("oci://{reference}"), pinned] {
+        let pulled = cli
+            .ok(&["pull", &written, "--insecure-registry", host])
+            .await?;
+        assert_eq!(pulled.trim(), Digest::of(&signed).to_string(), "{written}");
+    }
 
     // The control plane itself never reads a registry: a manifest sent with the reference
     // unresolved is refused with what to do.
@@ -205,7 +213,8 @@ async fn a_file_reference_deploys_relative_to_the_manifest() -> anyhow::Result<(
         (200, "Howdy from Lattice (host edge-1)\n")
     );
     // Stored by digest and tagged from its claims, as `lattice push` does.
-    assert_eq!(t.push(&signed).await?, Digest::of(&signed));
+    let store = Registry::open(&async_nats::jetstream::new(t.client.clone()), &t.lattice).await?;
+    assert_eq!(store.resolve("hello:0.1.0").await?, Digest::of(&signed));
 
     let missing = hello_manifest("gone", "v1", "file://build/gone.wasm", "Hi", ANY_PORT);
     let app = cli.file("app/gone.yaml", missing.as_bytes())?;

@@ -400,7 +400,7 @@ pub struct PullArgs {
 /// How to reach OCI registries: credentials (else those of `docker login`, from
 /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, else anonymous) and which registries
 /// speak plain HTTP.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Clone, Default, Args)]
 pub struct RegistryArgs {
     /// A registry (`host:port`) reached over plain HTTP instead of HTTPS. Repeatable.
     #[arg(
@@ -419,6 +419,16 @@ pub struct RegistryArgs {
     /// A bearer token for the registry (instead of a user and password).
     #[arg(long, env = "LATTICE_REGISTRY_TOKEN", hide_env_values = true)]
     pub registry_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password or the token.
+        f.debug_struct("RegistryArgs")
+            .field("insecure", &self.insecure)
+            .field("registry_user", &self.registry_user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `lattice host`: every argument goes to the `lattice-host` program as it is (see

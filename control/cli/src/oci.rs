@@ -149,7 +149,8 @@ impl Oci {
         }
     }
 
-    /// Publishes `component` as `image`; returns the manifest's URL.
+    /// Publishes `component` as `image`; returns the pinned reference,
+    /// `registry/repository@sha256:<manifest digest>`.
     pub async fn push(&self, image: &OciRef, component: &[u8]) -> anyhow::Result<String> {
         let auth = self.auth(image)?;
         let layer = ImageLayer::new(component.to_vec(), WASM_MEDIA_TYPE.to_string(), None);
@@ -165,12 +166,17 @@ impl Oci {
             CONFIG_MEDIA_TYPE.to_string(),
             None,
         );
-        let pushed = self
-            .client
+        self.client
             .push(&image.reference, &[layer], config, &auth, None)
             .await
             .map_err(|e| self.explain(image, "pushing", e))?;
-        Ok(pushed.manifest_url)
+        let digest = self
+            .client
+            .fetch_manifest_digest(&image.reference, &auth)
+            .await
+            .map_err(|e| self.explain(image, "reading back", e))?;
+        let r = &image.reference;
+        Ok(format!("{}/{}@{digest}", r.registry(), r.repository()))
     }
 
     /// A registry error said as what to do about it.

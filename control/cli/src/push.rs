@@ -53,8 +53,8 @@ async fn publish(args: &PushArgs, reference: &str, bytes: &[u8]) -> anyhow::Resu
         args.file.display(),
         bytes.len().div_ceil(1024)
     );
-    let url = Oci::new(&args.registry).push(&image, bytes).await?;
-    eprintln!("published {url}");
+    let pinned = Oci::new(&args.registry).push(&image, bytes).await?;
+    eprintln!("published {pinned}");
     println!("{}", lattice_protocol::digest::Digest::of(bytes));
     Ok(())
 }
