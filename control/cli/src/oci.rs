@@ -111,7 +111,14 @@ impl Oci {
             (None, None) => {}
         }
         use docker_credential::{CredentialRetrievalError as E, DockerCredential};
-        match docker_credential::get_credential(image.registry()) {
+        // `docker login` files Docker Hub's credentials under its v1 URL.
+        let server = match image.registry() {
+            "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+                "https://index.docker.io/v1/"
+            }
+            other => other,
+        };
+        match docker_credential::get_credential(server) {
             Ok(DockerCredential::UsernamePassword(user, password)) => {
                 Ok(RegistryAuth::Basic(user, password))
             }
