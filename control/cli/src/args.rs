@@ -33,8 +33,11 @@ pub enum Command {
     Sign(SignArgs),
     /// Show a component's claims, imports and exports, and whether its signature verifies.
     Inspect(InspectArgs),
-    /// Store a component in the lattice and print its reference.
+    /// Store a component in the lattice and print its reference, or with --oci publish it to an
+    /// OCI registry.
     Push(PushArgs),
+    /// Fetch a component from an OCI registry into the lattice and print its digest.
+    Pull(PullArgs),
     /// Run a host: starts the `lattice-host` program with these arguments.
     Host(HostArgs),
     /// Run the control plane.
@@ -123,6 +126,9 @@ pub enum CtlCommand {
         /// Give up waiting after this long (e.g. 90s, 5m).
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Registry access, for images that are OCI references.
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Stop and remove an app (its versions are kept).
     Undeploy {
@@ -375,9 +381,69 @@ pub struct PushArgs {
     /// Tag to point at it (`name:version`). Default: from its signed claims.
     #[arg(long)]
     pub tag: Option<String>,
+    /// Publish to this OCI reference (`registry/org/name:tag`) instead of the lattice, in the
+    /// media types wasmCloud uses; the component must be signed.
+    #[arg(long, value_name = "REF")]
+    pub oci: Option<String>,
+    /// Registry access (with --oci).
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// The state directory of `lattice up`, whose NATS URL is used when none is given.
     #[arg(long, env = "LATTICE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// `lattice pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The OCI reference (`registry/org/name:tag`, `...@sha256:<hex>`, `oci://...`).
+    pub reference: String,
+    /// Tag to point at it in the lattice (`name:version`). Default: from its signed claims.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Registry access.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The state directory of `lattice up`, whose NATS URL is used when none is given.
+    #[arg(long, env = "LATTICE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How to reach OCI registries: credentials (else those of `docker login`, from
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, else anonymous) and which registries
+/// speak plain HTTP.
+#[derive(Clone, Default, Args)]
+pub struct RegistryArgs {
+    /// A registry (`host:port`) reached over plain HTTP instead of HTTPS. Repeatable.
+    #[arg(
+        long = "insecure-registry",
+        env = "LATTICE_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub insecure: Vec<String>,
+    /// User name for the registry's basic authentication (with --registry-password).
+    #[arg(long, env = "LATTICE_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+    /// Password for the registry's basic authentication.
+    #[arg(long, env = "LATTICE_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub registry_password: Option<String>,
+    /// A bearer token for the registry (instead of a user and password).
+    #[arg(long, env = "LATTICE_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password or the token.
+        f.debug_struct("RegistryArgs")
+            .field("insecure", &self.insecure)
+            .field("registry_user", &self.registry_user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `lattice host`: every argument goes to the `lattice-host` program as it is (see

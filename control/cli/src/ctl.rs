@@ -56,7 +56,17 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             version,
             wait,
             timeout,
+            registry,
         } => {
+            // OCI and `file://` images become digests in the lattice before the manifest goes.
+            let manifest = match manifest {
+                Some((yaml, name)) => {
+                    let refs =
+                        crate::images::Resolve::new(&client, &target.lattice, &file, &registry);
+                    Some((refs.run(&yaml).await?, name))
+                }
+                None => None,
+            };
             let deploy = Deploy {
                 file,
                 version,

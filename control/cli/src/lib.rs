@@ -4,15 +4,18 @@
 //! found beside this one or on `PATH` ([`serve::host_program`]).
 //!
 //! Layout: [`args`] (clap definitions; the NATS flags are `lattice_connect`'s, shared with
-//! `lattice-host`), one module per command ([`ctl`], [`keys`], [`nats`], [`sign`], [`push`],
-//! [`serve`], [`up`]) and [`output`] (tables and JSON). Logging is `lattice_telemetry`'s, the one setup
+//! `lattice-host`), one module per command ([`ctl`], [`keys`], [`nats`], [`sign`], [`push`] with
+//! `pull`, [`serve`], [`up`]), [`oci`] (OCI registries), [`images`] (deploy's OCI and `file://`
+//! images) and [`output`] (tables and JSON). Logging is `lattice_telemetry`'s, the one setup
 //! of every Lattice process. The binary only parses arguments and calls into these modules.
 #![deny(missing_docs)]
 
 pub mod args;
 pub mod ctl;
+pub mod images;
 pub mod keys;
 pub mod nats;
+pub mod oci;
 pub mod output;
 pub mod push;
 pub mod serve;

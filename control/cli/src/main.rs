@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
             | Command::Inspect(_)
             | Command::Push(_)
             | Command::Nats { .. }
+            | Command::Pull(_)
     );
     lattice_telemetry::init(if quiet { "warn" } else { "info" });
     lattice_telemetry::run(async move {
@@ -31,6 +32,7 @@ fn main() -> std::process::ExitCode {
             Command::Sign(args) => sign::sign(&args),
             Command::Inspect(args) => sign::inspect(&args),
             Command::Push(args) => push::push(&args).await,
+            Command::Pull(args) => push::pull(&args).await,
             Command::Control(args) => serve::control(args).await,
             Command::Nats {
                 command: NatsCommand::Authz(args),

@@ -46,6 +46,18 @@ fn full(limit: i64, used: Option<u64>, size: usize) -> WireError {
     )
 }
 
+/// The refusal of a reference the control plane cannot fetch itself.
+fn not_resolved(what: &str) -> WireError {
+    WireError::new(
+        ErrorCode::InvalidInput,
+        format!(
+            "{what}; the control plane reads only the lattice's artifact store: deploy the \
+             manifest with `lattice ctl deploy`, which stores it there first, or store it with \
+             `lattice pull REF` / `lattice push FILE.wasm` and use the digest it prints"
+        ),
+    )
+}
+
 /// Whether a JetStream error says a limit refused the write.
 fn is_limit(e: &impl std::fmt::Display) -> bool {
     let text = e.to_string();
@@ -198,7 +210,8 @@ impl Registry {
         })
     }
 
-    /// Resolves an image reference (`sha256:...` or a `name:version` tag) to a stored digest.
+    /// Resolves an image reference (`sha256:...` or a `name:version` tag) to a stored digest; OCI
+    /// and `file://` references are refused (`lattice ctl deploy` stores them first).
     pub async fn resolve(&self, image: &str) -> Result<Digest, WireError> {
         let not_found = |what: String| {
             WireError::new(
@@ -220,6 +233,17 @@ impl Registry {
                 // Tags hold a digest's text (`push` writes them), so stored tags still read.
                 Digest::parse(&String::from_utf8_lossy(&value))
                     .map_err(|e| internal("a stored tag is corrupt", e))?
+            }
+            // Hosts fetch only from the lattice: the deploying CLI pulls or pushes these first.
+            ImageRef::Oci { reference } => {
+                return Err(not_resolved(&format!(
+                    "image `{image}` is an OCI registry reference ({reference})"
+                )));
+            }
+            ImageRef::File { path } => {
+                return Err(not_resolved(&format!(
+                    "image `{image}` is a file on the deploying machine ({path})"
+                )));
             }
         };
         match self.objects.info(digest.hex()).await {

@@ -72,8 +72,14 @@ impl fmt::Debug for Digest {
     }
 }
 
-/// What an `image` reference names: an artifact by its content, or a `name:version` tag that
-/// points at one. Parsed once where a reference comes in (a manifest, `lattice push --tag`).
+/// What an `image` reference names: an artifact by its content, a `name:version` tag that
+/// points at one, or (before `lattice ctl deploy` has pulled or pushed it into the lattice) an
+/// OCI registry reference or a file. Parsed once where a reference comes in (a manifest,
+/// `lattice push --tag`).
+///
+/// The control plane resolves only digests and tags: hosts fetch from the lattice's object
+/// store, never from a registry or a workstation's disk, so OCI and file references are turned
+/// into digests by the CLI that deploys them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// `sha256:<hex>`.
@@ -85,22 +91,59 @@ pub enum ImageRef {
         /// Its key in the lattice's tag bucket ([`crate::subject::tag_key`]).
         key: String,
     },
+    /// An OCI registry reference: `registry/org/name:tag`, `...@sha256:<hex>`, or either with
+    /// `oci://` in front.
+    Oci {
+        /// The reference without `oci://`.
+        reference: String,
+    },
+    /// `file://PATH`: a component on the deploying machine's disk, relative to the manifest's
+    /// directory unless absolute.
+    File {
+        /// The path as written (after `file://`).
+        path: String,
+    },
 }
 
-/// An `image` reference that is neither a digest nor a tag.
+/// An `image` reference of none of the forms [`ImageRef`] knows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageRefError {
     /// It starts like a digest but is not one.
     #[error(transparent)]
     Digest(#[from] DigestError),
     /// It is not a `name:version` tag either.
-    #[error("image `{0}` is neither `sha256:<hex>` nor a `name:version` tag")]
+    #[error(
+        "image `{0}` is neither `sha256:<hex>`, a `name:version` tag, an OCI reference \
+         (`registry/org/name:tag`) nor `file://PATH`"
+    )]
     Neither(String),
 }
 
 impl ImageRef {
-    /// Parses `sha256:<hex>` or `name:version`.
+    /// Parses `sha256:<hex>`, `name:version`, `file://PATH` or an OCI reference (`oci://...`,
+    /// or anything with a `/` or an `@`: `registry/org/name:tag`, `...@sha256:<hex>`).
     pub fn parse(image: &str) -> Result<Self, ImageRefError> {
+        if let Some(path) = image.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(ImageRefError::Neither(image.to_string()));
+            }
+            return Ok(Self::File {
+                path: path.to_string(),
+            });
+        }
+        if let Some(reference) = image.strip_prefix("oci://") {
+            if reference.is_empty() {
+                return Err(ImageRefError::Neither(image.to_string()));
+            }
+            return Ok(Self::Oci {
+                reference: reference.to_string(),
+            });
+        }
+        if image.contains('/') || image.contains('@') {
+            return Ok(Self::Oci {
+                reference: image.to_string(),
+            });
+        }
         if image.starts_with("sha256:") {
             return Ok(Self::Digest(Digest::parse(image)?));
         }
@@ -136,6 +179,31 @@ mod tests {
             ImageRef::parse("hello"),
             Err(ImageRefError::Neither(_))
         ));
+    }
+
+    #[test]
+    fn registry_and_file_references_are_recognised() {
+        let oci = |r: &str| ImageRef::Oci {
+            reference: r.to_string(),
+        };
+        assert_eq!(
+            ImageRef::parse("ghcr.io/org/hello:0.1.0"),
+            Ok(oci("ghcr.io/org/hello:0.1.0"))
+        );
+        assert_eq!(
+            ImageRef::parse("oci://localhost:5000/hello:1"),
+            Ok(oci("localhost:5000/hello:1"))
+        );
+        let pinned = format!("ghcr.io/org/hello@{}", Digest::of(b"x"));
+        assert_eq!(ImageRef::parse(&pinned), Ok(oci(&pinned)));
+        assert_eq!(
+            ImageRef::parse("file://./build/hello.wasm"),
+            Ok(ImageRef::File {
+                path: "./build/hello.wasm".into()
+            })
+        );
+        assert!(ImageRef::parse("file://").is_err());
+        assert!(ImageRef::parse("oci://").is_err());
     }
 
     #[test]
