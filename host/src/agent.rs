@@ -522,27 +522,7 @@ impl Agent {
             .map_err(anyhow::Error::from)
             .context("the component traps at start")
             .because(FailureReason::TrapAtStart)?;
-        let mut tasks = Vec::new();
-        let lattice = &self.services.lattice;
-        if loaded.serves_calls() {
-            tasks.push(
-                calls::serve(loaded.clone(), lattice)
-                    .await
-                    .because(FailureReason::ServeFailed)?,
-            );
-        }
-        if !w.subscriptions.is_empty() {
-            tasks.push(
-                messaging::serve(loaded.clone(), lattice, &w.subscriptions)
-                    .await
-                    .because(FailureReason::ServeFailed)?,
-            );
-        }
-        // Only what the assignment names it a queue target of (none: no consumer at all).
-        tasks.extend(
-            queue::consume(&loaded, lattice, w, &self.config.trusted_operators)
-                .because(FailureReason::ServeFailed)?,
-        );
+        let tasks = self.serve_lattice(&loaded, w).await?;
         self.services.router.insert(loaded.clone());
         self.shared
             .report()
@@ -568,6 +548,37 @@ impl Agent {
             _ => None,
         };
         Ok(Started { http, tasks })
+    }
+
+    /// What `loaded` serves on the lattice: calls to its exports, its subscriptions, and the
+    /// queues the assignment names it a target of.
+    async fn serve_lattice(
+        &self,
+        loaded: &Arc<Loaded>,
+        w: &Workload,
+    ) -> Result<Vec<AbortOnDropHandle<()>>, StartError> {
+        let mut tasks = Vec::new();
+        let lattice = &self.services.lattice;
+        if loaded.serves_calls() {
+            tasks.push(
+                calls::serve(loaded.clone(), lattice)
+                    .await
+                    .because(FailureReason::ServeFailed)?,
+            );
+        }
+        if !w.subscriptions.is_empty() {
+            tasks.push(
+                messaging::serve(loaded.clone(), lattice, &w.subscriptions)
+                    .await
+                    .because(FailureReason::ServeFailed)?,
+            );
+        }
+        // Only what the assignment names it a queue target of (none: no consumer at all).
+        tasks.extend(
+            queue::consume(loaded, lattice, w, &self.config.trusted_operators)
+                .because(FailureReason::ServeFailed)?,
+        );
+        Ok(tasks)
     }
 }
 

@@ -201,6 +201,57 @@ pub fn check_blob_root_base(state_dir: &Path, base: &Path) -> anyhow::Result<()>
 /// How often a host retries workloads that failed to start.
 const RETRY_FAILED: Duration = Duration::from_secs(30);
 
+/// What a running host does beside applying assignments. The tasks end with [`run`], however
+/// it ends (even when its future is dropped).
+struct Background {
+    /// Measures the clock's offset from the hub, for the heartbeats; ends with them.
+    _probe: AbortOnDropHandle<()>,
+    /// Watches the host's signed assignment and sends accepted ones to the apply loop.
+    watcher: AbortOnDropHandle<()>,
+    /// Heartbeats, until `tasks` is cancelled (the last one says "stopping").
+    beats: AbortOnDropHandle<()>,
+}
+
+impl Background {
+    fn start(
+        agent: &agent::Agent,
+        config: HostConfig,
+        client: &async_nats::Client,
+        accepted: tokio::sync::mpsc::Sender<agent::Accepted>,
+        tasks: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let js = config.jetstream(client);
+        let probe = tokio::spawn(clock::keep_measuring(
+            js.clone(),
+            config.lattice.clone(),
+            config.storage.clone(),
+            agent.host.clone(),
+            agent.shared.clock.clone(),
+            tasks.clone(),
+        ));
+        let key = agent.store.host_key()?;
+        let ids = Arc::new((config, agent.host.clone()));
+        let watcher = tokio::spawn(agent::watch_assignments(
+            js,
+            ids.clone(),
+            agent.shared.clone(),
+            accepted,
+        ));
+        let beats = tokio::spawn(agent::heartbeats(
+            client.clone(),
+            ids,
+            (agent.name.clone(), key),
+            agent.shared.clone(),
+            tasks.clone(),
+        ));
+        Ok(Self {
+            _probe: AbortOnDropHandle::new(probe),
+            watcher: AbortOnDropHandle::new(watcher),
+            beats: AbortOnDropHandle::new(beats),
+        })
+    }
+}
+
 /// Runs a host until `shutdown` is cancelled: re-applies its saved assignment, then follows the
 /// lattice.
 pub async fn run(
@@ -224,33 +275,12 @@ pub async fn run(
     );
     agent.boot_from_disk().await?;
     let tasks = CancellationToken::new();
-    let js = config.jetstream(&client);
-    // The clock's offset from the hub, for the heartbeats; ends with them (`tasks`).
-    let _probe = AbortOnDropHandle::new(tokio::spawn(clock::keep_measuring(
-        js.clone(),
-        config.lattice.clone(),
-        config.storage.clone(),
-        agent.host.clone(),
-        agent.shared.clock.clone(),
-        tasks.clone(),
-    )));
-    let key = agent.store.host_key()?;
-    let ids = Arc::new((config, agent.host.clone()));
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    // Both tasks end with this function, however it ends (even when its future is dropped).
-    let watcher = AbortOnDropHandle::new(tokio::spawn(agent::watch_assignments(
-        js,
-        ids.clone(),
-        agent.shared.clone(),
-        tx,
-    )));
-    let beats = AbortOnDropHandle::new(tokio::spawn(agent::heartbeats(
-        client.clone(),
-        ids,
-        (agent.name.clone(), key),
-        agent.shared.clone(),
-        tasks.clone(),
-    )));
+    let Background {
+        _probe,
+        watcher,
+        beats,
+    } = Background::start(&agent, config, &client, tx, &tasks)?;
     let mut retry = tokio::time::interval(RETRY_FAILED);
     retry.tick().await;
     // An accepted assignment the state disk could not take, tried again at each retry.

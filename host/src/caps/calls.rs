@@ -408,6 +408,29 @@ fn fail(ty: &ComponentFunc, results: &mut [Val], error: CallError) -> wasmtime::
     Err(wasmtime::Error::new(error))
 }
 
+/// The component a workload's links send `interface` to, and the link's queued delivery, if
+/// any; `(None, None)` when no link serves it.
+fn link_target(
+    links: &[WorkloadLink],
+    interface: &InterfaceName,
+) -> (Option<ComponentName>, Option<Arc<QueuedDelivery>>) {
+    links
+        .iter()
+        .find_map(|l| match &l.target {
+            LinkTarget::Component(c)
+                if l.serves(
+                    interface.namespace(),
+                    interface.package(),
+                    interface.interface(),
+                ) =>
+            {
+                Some((Some(c.clone()), l.queued.clone().map(Arc::new)))
+            }
+            _ => None,
+        })
+        .unwrap_or((None, None))
+}
+
 /// Defines, in `linker`, every function of `component`'s imports that the host does not serve
 /// itself: linked ones call their target component, the others fail as not linked.
 ///
@@ -430,17 +453,7 @@ pub fn link_imports(
         let Ok(parsed) = InterfaceName::parse(name) else {
             continue;
         };
-        let (target, queued) = links
-            .iter()
-            .find_map(|l| match &l.target {
-                LinkTarget::Component(c)
-                    if l.serves(parsed.namespace(), parsed.package(), parsed.interface()) =>
-                {
-                    Some((Some(c.clone()), l.queued.clone().map(Arc::new)))
-                }
-                _ => None,
-            })
-            .unwrap_or((None, None));
+        let (target, queued) = link_target(links, &parsed);
         let interface = Arc::new(parsed.without_version());
         let mut scope = linker.instance(name)?;
         for (function, item) in instance.exports(engine) {
