@@ -163,7 +163,7 @@ http_table "HTTP hello (release lattice-host): head $(cat "$OUT_DIR/head/commit"
 if [ "$LINK_RUNS" -gt 0 ]; then
     awk "$AWK_RESULTS"'
 $1 == "links" {
-    key = kv("variant") " size=" kv("size")
+    key = kv("variant") (kv("size") == "" ? "" : " size=" kv("size"))
     p50[kv("side"), key] = p50[kv("side"), key] " " kv("p50_us")
     if (!(key in seen)) { seen[key] = 1; order[++n] = key }
 }
