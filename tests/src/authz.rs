@@ -263,19 +263,12 @@ impl SecuredLattice {
     pub async fn deploy_and_serve(&self, manifest: &str, name: &str) -> anyhow::Result<String> {
         self.ctl.deploy(manifest).await?;
         let app = AppName::new(name)?;
-        let mut last = None;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let status = self.ctl.status(&app).await?;
-            if status.status == lattice_protocol::messages::AppState::Deployed {
-                return crate::endpoint(&status);
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("{name} was not deployed in time; last status {last:?}");
-            }
-            last = Some(status);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let ctl = &self.ctl;
+        crate::eventually(WAIT, &format!("app {name} to be deployed"), || async {
+            Ok(ctl.status(&app).await?.status == lattice_protocol::messages::AppState::Deployed)
+        })
+        .await?;
+        crate::endpoint(&ctl.status(&app).await?)
     }
 
     /// An intruder connected with `key` (a key of some lattice's authorization).

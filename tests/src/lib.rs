@@ -493,6 +493,79 @@ spec:
     )
 }
 
+/// blob-store behind the HTTP server; linked to `blobstore-fs` when `link` is given, with
+/// `root` as its target config when that is given too.
+pub fn blob_store_manifest(app: &str, image: &Digest, link: bool, root: Option<&str>) -> String {
+    let config = root.map_or(String::new(), |root| {
+        format!(
+            r#"
+              config:
+                - name: blobs
+                  properties:
+                    root: "{root}""#
+        )
+    });
+    let (link, capability) = if link {
+        (
+            format!(
+                r#"
+        - type: link
+          properties:
+            namespace: wasi
+            package: blobstore
+            interfaces: [blobstore, container, types]
+            target:
+              name: blobs{config}"#
+            ),
+            "
+    - name: blobs
+      type: capability
+      properties:
+        image: builtin:blobstore-fs",
+        )
+    } else {
+        (String::new(), "")
+    };
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: {app}
+  annotations:
+    version: v1
+spec:
+  rollout:
+    healthy_for: 0s
+  components:
+    - name: store
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1{link}{capability}
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: store
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: 127.0.0.1:0
+"#
+    )
+}
+
 /// kv-counter as app `app`, its `wasi:keyvalue` store and atomics linked to `provider`
 /// (`builtin:keyvalue-nats`, `provider:keyvalue-nats`, ...) with bucket `bucket`, served over
 /// HTTP on a port of its own.

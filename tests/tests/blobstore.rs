@@ -7,83 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lattice_host::default_blob_root_base;
-use lattice_protocol::digest::Digest;
-use lattice_tests::{TestLattice, endpoint, http_get, http_request};
-
-const ANY_PORT: &str = "127.0.0.1:0";
-
-/// blob-store behind the HTTP server; linked to `blobstore-fs` when `link` is given, with
-/// `root` as its target config when that is given too.
-fn manifest(app: &str, image: &Digest, link: bool, root: Option<&str>) -> String {
-    let config = root.map_or(String::new(), |root| {
-        format!(
-            r#"
-              config:
-                - name: blobs
-                  properties:
-                    root: "{root}""#
-        )
-    });
-    let (link, capability) = if link {
-        (
-            format!(
-                r#"
-        - type: link
-          properties:
-            namespace: wasi
-            package: blobstore
-            interfaces: [blobstore, container, types]
-            target:
-              name: blobs{config}"#
-            ),
-            "
-    - name: blobs
-      type: capability
-      properties:
-        image: builtin:blobstore-fs",
-        )
-    } else {
-        (String::new(), "")
-    };
-    format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: {app}
-  annotations:
-    version: v1
-spec:
-  rollout:
-    healthy_for: 0s
-  components:
-    - name: store
-      type: component
-      properties:
-        image: {image}
-      traits:
-        - type: spreadscaler
-          properties:
-            instances: 1{link}{capability}
-    - name: httpserver
-      type: capability
-      properties:
-        image: builtin:http-server
-      traits:
-        - type: link
-          properties:
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            target:
-              name: store
-            source:
-              config:
-                - name: http
-                  properties:
-                    address: {ANY_PORT}
-"#
-    )
-}
+use lattice_tests::{TestLattice, blob_store_manifest, endpoint, http_get, http_request};
 
 /// Every path under `dir`, relative to it.
 fn tree(dir: &Path) -> BTreeSet<String> {
@@ -115,7 +39,12 @@ async fn objects_are_files_under_the_links_root() -> anyhow::Result<()> {
         .await?;
     let root = default_blob_root_base(&host.state_dir).join("shop/files");
     t.ctl
-        .deploy(&manifest("files", &image, true, Some("shop/files")))
+        .deploy(&blob_store_manifest(
+            "files",
+            &image,
+            true,
+            Some("shop/files"),
+        ))
         .await?;
     let addr = endpoint(&t.wait_deployed("files").await?)?;
 
@@ -217,7 +146,7 @@ async fn names_that_would_leave_the_root_are_refused() -> anyhow::Result<()> {
         .await?;
     let base = default_blob_root_base(&host.state_dir);
     t.ctl
-        .deploy(&manifest("escape", &image, true, Some("blobs")))
+        .deploy(&blob_store_manifest("escape", &image, true, Some("blobs")))
         .await?;
     let addr = endpoint(&t.wait_deployed("escape").await?)?;
     assert_eq!(
@@ -271,7 +200,7 @@ async fn without_a_root_blobs_go_to_the_apps_directory_under_the_blob_root_base(
         .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
         .await?;
     t.ctl
-        .deploy(&manifest("defaults", &image, true, None))
+        .deploy(&blob_store_manifest("defaults", &image, true, None))
         .await?;
     let addr = endpoint(&t.wait_deployed("defaults").await?)?;
     assert_eq!(
@@ -295,7 +224,7 @@ async fn an_unlinked_blobstore_fails_at_once_with_a_wit_error() -> anyhow::Resul
         .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
         .await?;
     t.ctl
-        .deploy(&manifest("unlinked", &image, false, None))
+        .deploy(&blob_store_manifest("unlinked", &image, false, None))
         .await?;
     let addr = endpoint(&t.wait_deployed("unlinked").await?)?;
     let started = std::time::Instant::now();

@@ -11,71 +11,11 @@ use lattice_protocol::digest::Digest;
 use lattice_protocol::messages::{AppStatus, WorkloadState};
 use lattice_protocol::names::AppName;
 use lattice_tests::tmpfs::Tmpfs;
-use lattice_tests::{TestLattice, endpoint, hello_manifest, hello_wasm, http_get, http_request};
+use lattice_tests::{
+    TestLattice, blob_store_manifest, endpoint, hello_manifest, hello_wasm, http_get, http_request,
+};
 
 const ANY_PORT: &str = "127.0.0.1:0";
-
-/// blob-store behind the HTTP server, linked to `blobstore-fs` with `root` when given.
-fn blob_manifest(app: &str, image: &Digest, root: Option<&str>) -> String {
-    let config = root.map_or(String::new(), |root| {
-        format!(
-            r#"
-              config:
-                - name: blobs
-                  properties:
-                    root: "{root}""#
-        )
-    });
-    format!(
-        r#"apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: {app}
-  annotations:
-    version: v1
-spec:
-  rollout:
-    healthy_for: 0s
-  components:
-    - name: store
-      type: component
-      properties:
-        image: {image}
-      traits:
-        - type: spreadscaler
-          properties:
-            instances: 1
-        - type: link
-          properties:
-            namespace: wasi
-            package: blobstore
-            interfaces: [blobstore, container, types]
-            target:
-              name: blobs{config}
-    - name: blobs
-      type: capability
-      properties:
-        image: builtin:blobstore-fs
-    - name: httpserver
-      type: capability
-      properties:
-        image: builtin:http-server
-      traits:
-        - type: link
-          properties:
-            namespace: wasi
-            package: http
-            interfaces: [incoming-handler]
-            target:
-              name: store
-            source:
-              config:
-                - name: http
-                  properties:
-                    address: {ANY_PORT}
-"#
-    )
-}
 
 /// Deploys `hello` as app `neighbour` and returns its address once it answers.
 async fn deploy_neighbour(t: &TestLattice) -> anyhow::Result<String> {
@@ -134,7 +74,7 @@ async fn a_blob_root_at_the_state_directory_is_refused_and_the_keys_stay_unread(
     ] {
         let refused = t
             .ctl
-            .deploy(&blob_manifest("thief", &image, Some(root)))
+            .deploy(&blob_store_manifest("thief", &image, true, Some(root)))
             .await;
         let e = format!(
             "{:#}",
@@ -151,7 +91,7 @@ async fn a_blob_root_at_the_state_directory_is_refused_and_the_keys_stay_unread(
 
     // The same component with a root under the base: it serves, and cannot climb out.
     t.ctl
-        .deploy(&blob_manifest("thief", &image, Some("thief")))
+        .deploy(&blob_store_manifest("thief", &image, true, Some("thief")))
         .await?;
     let addr = endpoint(&t.wait_deployed("thief").await?)?;
     assert_eq!(http_request(&addr, "PUT", "/box/x", "1").await?.0, 200);
@@ -203,7 +143,9 @@ async fn the_host_refuses_a_blob_root_at_the_state_directory_itself() -> anyhow:
     let host = t.add_host("edge-1").await?;
     let neighbour = deploy_neighbour(&t).await?;
     let image = push_blob_store(&t).await?;
-    t.ctl.deploy(&blob_manifest("thief", &image, None)).await?;
+    t.ctl
+        .deploy(&blob_store_manifest("thief", &image, true, None))
+        .await?;
     let addr = endpoint(&t.wait_deployed("thief").await?)?;
     assert_eq!(http_request(&addr, "PUT", "/box/x", "1").await?.0, 200);
 
@@ -277,7 +219,9 @@ async fn a_symlink_out_of_a_blob_root_is_refused_not_followed() -> anyhow::Resul
     let host = t.add_host("edge-1").await?;
     let neighbour = deploy_neighbour(&t).await?;
     let image = push_blob_store(&t).await?;
-    t.ctl.deploy(&blob_manifest("thief", &image, None)).await?;
+    t.ctl
+        .deploy(&blob_store_manifest("thief", &image, true, None))
+        .await?;
     let addr = endpoint(&t.wait_deployed("thief").await?)?;
     assert_eq!(
         http_request(&addr, "PUT", "/box/inside", "ok").await?,
@@ -353,7 +297,9 @@ async fn a_planted_compiled_file_is_compiled_again_not_loaded() -> anyhow::Resul
     let host = t.add_host("edge-1").await?;
     let (_, hello_image) = deploy_neighbour_image(&t).await?;
     let image = push_blob_store(&t).await?;
-    t.ctl.deploy(&blob_manifest("store", &image, None)).await?;
+    t.ctl
+        .deploy(&blob_store_manifest("store", &image, true, None))
+        .await?;
     let addr = endpoint(&t.wait_deployed("store").await?)?;
     assert_eq!(http_request(&addr, "PUT", "/box/a", "x").await?.0, 200);
 
@@ -457,7 +403,9 @@ async fn a_full_state_disk_fails_the_new_assignment_and_the_host_keeps_serving()
     let filler = disk.dir().join("filler");
     fill(&filler)?;
 
-    t.ctl.deploy(&blob_manifest("late", &image, None)).await?;
+    t.ctl
+        .deploy(&blob_store_manifest("late", &image, true, None))
+        .await?;
     let app = AppName::new("late")?;
     let report = t
         .wait_until("the host to report the full disk", || async {

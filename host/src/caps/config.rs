@@ -4,11 +4,18 @@
 //! A unit on its own: [`ConfigState`] is worked out once when the workload starts and shared by
 //! its stores; [`add_to_linker`] takes a function giving a [`ConfigView`] of a store's data.
 //!
-//! ```no_run
-//! # use lattice_host::wasi::HostState;
-//! # fn view(state: &mut HostState) -> lattice_host::caps::config::ConfigView<'_> { todo!() }
-//! # let mut linker: wasmtime::component::Linker<HostState> = todo!();
-//! lattice_host::caps::config::add_to_linker(&mut linker, view)?;
+//! ```
+//! use lattice_host::caps::config::{ConfigState, ConfigView, add_to_linker};
+//!
+//! struct Data {
+//!     config: ConfigState,
+//! }
+//! fn view(data: &mut Data) -> ConfigView<'_> {
+//!     ConfigView(&data.config)
+//! }
+//! let engine = wasmtime::Engine::default();
+//! let mut linker = wasmtime::component::Linker::<Data>::new(&engine);
+//! add_to_linker(&mut linker, view)?;
 //! # anyhow::Ok(())
 //! ```
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::keys::KeyPair;
+use crate::names::ComponentName;
 
 /// Whether NATS pattern `pattern` matches the concrete subject `subject`.
 fn matches(pattern: &str, subject: &str) -> bool {
@@ -62,9 +63,23 @@ fn a_host_publishes_only_its_own_subjects_and_never_ctl() {
         |r| matches!(r, Role::Host(h) if h.as_str() == f.a.as_str()),
     );
     let (ka, kb) = (f.a.as_str(), f.b.as_str());
+    // A host's own subjects, as the protocol builds them.
+    let lattice = LatticeName::new("t").expect("valid");
+    let redis = ComponentName::new("keyvalue-redis").expect("valid");
+    let heartbeat = |key: &str| {
+        Subject::heartbeat(&lattice, &HostId::new(key.to_string()).expect("valid")).to_string()
+    };
+    let provider = |key: &str| {
+        Subject::provider(
+            &lattice,
+            &HostId::new(key.to_string()).expect("valid"),
+            &redis,
+        )
+        .to_string()
+    };
     for ok in [
-        format!("lattice.t.evt.heartbeat.{ka}"),
-        format!("lattice.t.prov.{ka}.keyvalue-redis"),
+        heartbeat(ka),
+        provider(ka),
         "lattice.t.rpc.app.sink".into(),
         "lattice.t.q.app.sink".into(),
         format!("$KV.LATTICE_t_clocks.{ka}"),
@@ -79,8 +94,8 @@ fn a_host_publishes_only_its_own_subjects_and_never_ctl() {
         assert!(may_publish(&a, &ok), "{ok}");
     }
     for refused in [
-        format!("lattice.t.evt.heartbeat.{kb}"),
-        format!("lattice.t.prov.{kb}.keyvalue-redis"),
+        heartbeat(kb),
+        provider(kb),
         "lattice.t.ctl.deploy".into(),
         "lattice.t.evt.control".into(),
         format!("$KV.LATTICE_t_assignments.{kb}"),
@@ -103,13 +118,13 @@ fn a_host_publishes_only_its_own_subjects_and_never_ctl() {
     }
     let inbox = format!("{}.abc.1", inbox_prefix(&user_nkey(&f.a)));
     assert!(may_subscribe(&a, &inbox));
-    assert!(may_subscribe(&a, &format!("lattice.t.prov.{ka}.kv")));
+    assert!(may_subscribe(&a, &provider(ka)));
     let other_inbox = format!("{}.abc.1", inbox_prefix(&user_nkey(&f.b)));
     for refused in [
         other_inbox.as_str(),
         "_INBOX.abc",
         "lattice.t.ctl.deploy",
-        &format!("lattice.t.prov.{kb}.kv"),
+        &provider(kb),
         "lattice.t.evt.heartbeat.x",
     ] {
         assert!(!may_subscribe(&a, refused), "{refused}");
