@@ -159,3 +159,20 @@ async fn an_untrusted_account_or_an_expired_token_is_refused_by_the_host() -> an
     assert_says(&message, &["expired component"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn lattice_up_takes_only_issuer_keys_to_trust() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let cli = Cli::new(&t)?;
+    // An operator key where an issuer (or wash account) key belongs: refused before anything
+    // starts, saying which flag and what it wants.
+    let (success, _, stderr) = cli
+        .run(
+            &["up", "--trust-issuer", t.operator.public_key().as_str()],
+            true,
+        )
+        .await?;
+    assert!(!success, "lattice up started with an operator key to trust");
+    assert_says(&stderr, &["--trust-issuer", "account public key (A...)"]);
+    Ok(())
+}
