@@ -17,6 +17,7 @@
 //! heartbeat, and every wait is bounded.
 
 pub mod authz;
+pub mod cli;
 pub mod edge;
 pub mod guest_apps;
 pub mod mosquitto;

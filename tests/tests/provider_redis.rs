@@ -733,3 +733,35 @@ async fn the_provider_process_serves_over_nats() -> anyhow::Result<()> {
     assert_eq!(denied, Err(ProviderError::AccessDenied));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_wildcard_url_under_wasmclouds_key_means_this_machine() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let port = redis.url.rsplit(':').next().expect("the URL has a port");
+    let kv = RedisKv::new();
+    // As wasmCloud's key-value examples write it: key `URL`, host `0.0.0.0`.
+    let id = link_id("counter", "default");
+    let wildcard = format!("redis://0.0.0.0:{port}");
+    kv.link_put(link(&id, None, &[("URL", &wildcard), ("bucket", "counts")]))
+        .await?;
+    set(&kv, &id, "counts", "visits", b"1").await;
+    assert_eq!(
+        raw(&redis, &["GET", "counts:visits"]).await?,
+        Some(b"1".to_vec())
+    );
+
+    // Failures name the loopback address the wildcard was taken for.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.port()
+    };
+    let gone = link_id("counter", "gone");
+    kv.link_put(link(
+        &gone,
+        Some(&format!("redis://0.0.0.0:{closed}")),
+        &[("bucket", "b")],
+    ))
+    .await?;
+    fails_quickly_naming(&kv, &gone, &format!("redis://127.0.0.1:{closed}")).await;
+    Ok(())
+}

@@ -68,6 +68,14 @@ pub struct UpArgs {
     /// Labels of the local host, `key=value`.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// More issuers (`A...`) whose components the local host runs, besides the dev issuer: a
+    /// `wash` account key, for components `wash build` signed. Repeatable.
+    #[arg(
+        long = "trust-issuer",
+        env = "LATTICE_TRUST_ISSUERS",
+        value_delimiter = ','
+    )]
+    pub trust_issuers: Vec<String>,
 }
 
 /// `lattice ctl`.

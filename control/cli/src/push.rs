@@ -24,7 +24,17 @@ pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
     let tag = match &args.tag {
         Some(t) => Some(t.clone()),
         None => match claims::read_claims(&bytes) {
-            Ok((c, _)) => Some(format!("{}:{}", c.name, c.version)),
+            Ok((c, Ok(()))) => Some(format!("{}:{}", c.name, c.version)),
+            // Signed, but not these bytes: refused here as hosts would refuse it.
+            Ok((_, Err(e))) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "{what} cannot be pushed: its signature does not verify (changed after \
+                         signing, or signed wrongly); sign it again (`lattice sign` or \
+                         `wash claims sign`) and push it again"
+                    )
+                });
+            }
             Err(_) => {
                 eprintln!(
                     "warning: {what} is not signed; hosts will refuse to run it (sign it with `lattice sign`)"

@@ -99,7 +99,11 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         if let Some(c) = &r.claims {
             let when = |t: Option<u64>| t.map_or_else(|| "-".to_string(), date);
             out += &format!(
-                "claims:\n  name:       {}\n  version:    {}\n  subject:    {}\n  issuer:     {}\n  module:     {}\n  issued at:  {}\n  not before: {}\n  expires:    {}\n  allow:      {}\n",
+                "claims:\n  format:     {}\n  name:       {}\n  version:    {}\n  subject:    {}\n  issuer:     {}\n  module:     {}\n  issued at:  {}\n  not before: {}\n  expires:    {}\n  allow:      {}\n",
+                match c.format {
+                    claims::ClaimsFormat::Lattice => "lattice (lattice-claims section)",
+                    claims::ClaimsFormat::Wash => "wash (wasmCloud JWT, no import allow list)",
+                },
                 c.name,
                 c.version,
                 c.subject,

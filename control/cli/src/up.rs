@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lattice_connect::{self as nats, NatsArgs, Patience, UpRecord};
 use lattice_control::ControlConfig;
-use lattice_protocol::keys::KeyRole;
+use lattice_protocol::keys::{KeyRole, PublicKey};
 use lattice_protocol::names::LatticeName;
 
 use crate::args::UpArgs;
@@ -133,6 +133,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let operator =
         crate::keys::read_or_create(&key_path(&state_dir, "operator"), KeyRole::Operator)?;
     let issuer = crate::keys::read_or_create(&key_path(&state_dir, "issuer"), KeyRole::Issuer)?;
+    let mut issuers = vec![issuer.public_key().to_string()];
+    for key in &args.trust_issuers {
+        let key = PublicKey::parse_role(key, KeyRole::Issuer).with_context(|| {
+            format!("--trust-issuer `{key}`: give an issuer or wash account public key (A...)")
+        })?;
+        issuers.push(key.to_string());
+    }
     // The local admin: an admin of the role table from the start, so that `lattice ctl` works
     // with no flag (it signs with this key, found through the record below); its join token
     // admits the local host, and `lattice ctl hosts token` signs with it by default.
@@ -183,7 +190,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         state_dir: state_dir.join("up-host"),
         lattice: &lattice,
         url: &url,
-        issuer: issuer.public_key().to_string(),
+        // `lattice-host` splits its `--trust-issuer` at commas.
+        issuer: issuers.join(","),
         operator: operator.public_key().to_string(),
         labels: &args.labels,
         join_token,

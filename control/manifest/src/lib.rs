@@ -15,6 +15,8 @@
 //! - `limits` (private): a component's `properties.limits` (memory, timeout, concurrency).
 //! - `secrets` (private): a component's `secrets`, named configs whose values are secret.
 //! - `validate` (private): checks across components (unique names, link targets, one scaler).
+//! - `wadm` (private): wadm shapes read but refused with what to do instead (`spec.policies`,
+//!   shared applications) and a link's `source.name`.
 //! - [`Diagnostic`] / [`Diagnostics`]: what a problem looks like and how it prints.
 //!
 //! # Key decision: a marked tree, not serde
@@ -68,6 +70,7 @@ pub mod model;
 mod parse;
 mod secrets;
 mod validate;
+mod wadm;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};

@@ -161,7 +161,10 @@ fn read_spec(
     path: &str,
     outline: &mut Outline,
 ) -> Option<Spec> {
-    let fields = reader.mapping(node, path, &["components", "rollout"])?;
+    let fields = reader.mapping(node, path, &["components", "rollout", "policies"])?;
+    if let Some(node) = fields.optional("policies") {
+        crate::wadm::refuse_policies(reader, node, &fields.path("policies"));
+    }
     let rollout = match fields.optional("rollout") {
         None => Some(None),
         Some(node) => read_rollout(reader, node, &fields.path("rollout")).map(Some),
@@ -323,10 +326,20 @@ fn read_component(
 }
 
 fn read_properties(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Properties> {
-    let fields = reader.mapping(node, path, &["image", "id", "config", "secrets", "limits"])?;
-    let image = fields
-        .required(reader, "image")
-        .and_then(|node| read_image(reader, node, &fields.path("image")));
+    let fields = reader.mapping(
+        node,
+        path,
+        &["image", "application", "id", "config", "secrets", "limits"],
+    )?;
+    crate::wadm::refuse_shared_application(reader, &fields);
+    // A shared application stands in for `image`: its refusal says what to write instead.
+    let image = if fields.has("application") && !fields.has("image") {
+        None
+    } else {
+        fields
+            .required(reader, "image")
+            .and_then(|node| read_image(reader, node, &fields.path("image")))
+    };
     let id = match fields.optional("id") {
         Some(node) => reader.non_empty_string(node, &fields.path("id")).map(Some),
         None => Some(None),
@@ -628,8 +641,11 @@ fn read_link(
         Some(node) => {
             let path = fields.path("source");
             reader
-                .mapping(node, &path, &["config"])
-                .and_then(|source| optional_configs(reader, &source, "config"))
+                .mapping(node, &path, &["name", "config"])
+                .and_then(|source| {
+                    crate::wadm::check_source_name(reader, &source, seen);
+                    optional_configs(reader, &source, "config")
+                })
         }
         None => Some(Vec::new()),
     };

@@ -17,8 +17,13 @@
 //! assert_eq!(claims.name, "hello");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Components signed by wasmCloud's `wash` carry a JWT instead; [`wash`] reads and verifies it,
+//! and [`read_claims`] and [`verify_component`] accept either (Lattice's section first).
 
 use serde::{Deserialize, Serialize};
+
+pub mod wash;
 
 use crate::digest::Digest;
 use crate::keys::{KeyPair, KeyRole, PublicKey};
@@ -58,6 +63,27 @@ pub struct Claims {
     pub not_before: Option<u64>,
     /// Unix seconds after which it is not valid.
     pub expires: Option<u64>,
+    /// Where the claims came from. Never part of Lattice's signed section (it is set when read).
+    #[serde(default, skip_serializing_if = "ClaimsFormat::is_lattice")]
+    pub format: ClaimsFormat,
+}
+
+/// How a component's claims were signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimsFormat {
+    /// Lattice's `lattice-claims` section (`lattice sign`).
+    #[default]
+    Lattice,
+    /// wasmCloud's JWT in a `wasmcloud_jwt` (or `jwt`) section (`wash build`, `wash claims sign`).
+    Wash,
+}
+
+impl ClaimsFormat {
+    /// Whether these are Lattice's own claims.
+    pub fn is_lattice(&self) -> bool {
+        *self == ClaimsFormat::Lattice
+    }
 }
 
 impl Claims {
@@ -155,7 +181,7 @@ pub enum VerifyError {
     Malformed(String),
     /// No claims section.
     #[error(
-        "unsigned component: it has no `{CLAIMS_SECTION}` section; sign it with `lattice sign`"
+        "unsigned component: it has no `{CLAIMS_SECTION}` section (nor a wasmCloud `wasmcloud_jwt`); sign it with `lattice sign` (or `wash claims sign`)"
     )]
     Unsigned,
     /// The claims section cannot be decoded.
@@ -181,7 +207,7 @@ pub enum VerifyError {
     },
     /// The issuer is not on the trust list.
     #[error(
-        "untrusted issuer {issuer}: add it to the host's trusted issuers (`--trust-issuer`) or sign with a trusted key"
+        "untrusted issuer {issuer}: add it to the host's trusted issuers (`--trust-issuer`; a wash account key `A...` goes there too) or sign with a trusted key"
     )]
     UntrustedIssuer {
         /// The issuer.
@@ -371,6 +397,7 @@ pub fn sign_component(
         issued_at: now,
         not_before: options.not_before,
         expires: options.expires,
+        format: ClaimsFormat::Lattice,
     };
     let claims_bytes = rmp_serde::to_vec_named(&claims).unwrap_or_default();
     let section = ClaimsSection {
@@ -383,14 +410,21 @@ pub fn sign_component(
 }
 
 /// The claims a component carries, without checking trust or time: for `lattice inspect`.
-/// Returns the claims and whether the signature and content hash verify.
+/// Returns the claims and whether the signature and content hash verify. Lattice's own section
+/// is read first; without one, a JWT that `wash` embedded ([`wash`]).
 pub fn read_claims(component: &[u8]) -> Result<(Claims, Result<(), VerifyError>), VerifyError> {
     let (stripped, section) = split_claims(component)?;
-    let section = section.ok_or(VerifyError::Unsigned)?;
+    let Some(section) = section else {
+        return match wash::find_token(component)? {
+            Some(jwt) => wash::read(component, jwt),
+            None => Err(VerifyError::Unsigned),
+        };
+    };
     let section: ClaimsSection =
         rmp_serde::from_slice(section).map_err(|e| VerifyError::MalformedClaims(e.to_string()))?;
-    let claims: Claims = rmp_serde::from_slice(&section.claims)
+    let mut claims: Claims = rmp_serde::from_slice(&section.claims)
         .map_err(|e| VerifyError::MalformedClaims(e.to_string()))?;
+    claims.format = ClaimsFormat::Lattice;
     let integrity = if !claims.issuer.verify(&section.claims, &section.signature)
         || claims.issuer.role() != KeyRole::Issuer
     {
@@ -421,10 +455,19 @@ pub fn verify_component(component: &[u8], trust: &Trust, now: u64) -> Result<Cla
             issuer: claims.issuer,
         });
     }
-    if let Some(expires) = claims.expires.filter(|e| now >= *e) {
+    // A wash token's window was set on the signer's machine, in whole days: it is judged with
+    // the lattice's skew margin. Lattice's own claims keep their exact window.
+    let margin = match claims.format {
+        ClaimsFormat::Lattice => 0,
+        ClaimsFormat::Wash => crate::clock::MAX_SKEW.as_secs(),
+    };
+    if let Some(expires) = claims.expires.filter(|e| now >= e.saturating_add(margin)) {
         return Err(VerifyError::Expired { expires });
     }
-    if let Some(not_before) = claims.not_before.filter(|nb| now < *nb) {
+    if let Some(not_before) = claims
+        .not_before
+        .filter(|nb| now.saturating_add(margin) < *nb)
+    {
         return Err(VerifyError::NotYetValid { not_before });
     }
     if !claims.allow.is_empty() {

@@ -4,7 +4,9 @@
 //! It behaves as `keyvalue-nats` does, so a component moves between the two by changing its
 //! link: each link names one bucket (target config `bucket`; the control plane writes the app's
 //! name when the manifest gives none) and one Redis (target config `url`, default
-//! [`DEFAULT_URL`]). `open(identifier)` hands out that bucket for `""`, `"default"`, the
+//! [`DEFAULT_URL`]; wasmCloud's `URL` is read too, and a wildcard host such as
+//! `redis://0.0.0.0:6379` means loopback, as it did there: [`loopback_for_wildcard`]).
+//! `open(identifier)` hands out that bucket for `""`, `"default"`, the
 //! bucket's name or the link's name, and `no-such-store` otherwise; calls on any other bucket are
 //! `access-denied`.
 //!
@@ -100,6 +102,28 @@ impl Bucket {
 /// Whether `e` is about reaching Redis rather than about the command.
 fn unreachable(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped()
+}
+
+/// `url` with a wildcard host (`0.0.0.0`, `[::]`) replaced by loopback (`127.0.0.1`, `[::1]`).
+/// wasmCloud's examples write `redis://0.0.0.0:6379` for "the Redis on this machine", which is
+/// what connecting to a wildcard address means on Linux; saying so keeps it working everywhere
+/// and in messages. Anything else (and anything that is not a URL) is left as written.
+pub fn loopback_for_wildcard(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    // `redis:` is not a scheme the url crate knows, so an IPv4 host comes back as a name.
+    let host = parsed.host_str().unwrap_or_default();
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) if ip.is_unspecified() => "127.0.0.1",
+        Ok(std::net::IpAddr::V6(ip)) if ip.is_unspecified() => "[::1]",
+        _ => return url.to_string(),
+    };
+    match parsed.set_host(Some(loopback)) {
+        Ok(()) => parsed.to_string(),
+        Err(_) => url.to_string(),
+    }
 }
 
 /// `url` without its password, for messages and logs.
@@ -358,7 +382,11 @@ impl Provider for RedisKv {
 
     async fn link_put(&self, link: LinkInfo) -> Result<(), ProviderError> {
         let config = |key: &str| link.target_config.get(key).cloned();
-        let url = config("url").unwrap_or_else(|| DEFAULT_URL.to_string());
+        // wasmCloud's provider read `URL`; wadm manifests written for it keep that spelling.
+        let url = config("url")
+            .or_else(|| config("URL"))
+            .map(|url| loopback_for_wildcard(&url))
+            .unwrap_or_else(|| DEFAULT_URL.to_string());
         // A URL that cannot be one is the link's mistake: say so now, not on every call.
         redis::Client::open(url.as_str()).map_err(|e| {
             ProviderError::Other(format!(
@@ -446,6 +474,25 @@ impl Provider for RedisKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcard_hosts_mean_loopback() {
+        assert_eq!(
+            loopback_for_wildcard("redis://0.0.0.0:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            loopback_for_wildcard("redis://:secret@0.0.0.0:6380/2"),
+            "redis://:secret@127.0.0.1:6380/2"
+        );
+        assert_eq!(
+            loopback_for_wildcard("redis://[::]:6379"),
+            "redis://[::1]:6379"
+        );
+        for kept in ["redis://10.1.2.3:6379", "redis://cache:6379", "not a url"] {
+            assert_eq!(loopback_for_wildcard(kept), kept);
+        }
+    }
 
     #[test]
     fn passwords_stay_out_of_messages() {

@@ -1,0 +1,113 @@
+//! The real `lattice` binary pointed at a test lattice, as an operator runs it: `ctl` commands
+//! sign as the lattice's admin and believe its control plane; files live in a directory of the
+//! test's own.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::ensure;
+
+use crate::{TestLattice, WAIT, lattice_bin};
+
+/// The `lattice` binary for one test lattice.
+#[derive(Debug)]
+pub struct Cli {
+    dir: tempfile::TempDir,
+    connect: Vec<String>,
+    ctl: Vec<String>,
+}
+
+impl Cli {
+    /// A CLI for `t`, with an empty directory of its own.
+    pub fn new(t: &TestLattice) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let key = dir.path().join("admin.nk");
+        std::fs::write(&key, t.admin.to_file_contents())?;
+        Ok(Self {
+            connect: vec![
+                "--nats-url".into(),
+                t.nats.url.clone(),
+                "--lattice".into(),
+                t.lattice.to_string(),
+            ],
+            ctl: vec![
+                "--key".into(),
+                key.display().to_string(),
+                "--control-key".into(),
+                t.operator.public_key().to_string(),
+            ],
+            dir,
+        })
+    }
+
+    /// Runs `lattice ARGS` (with the lattice's connection unless `local`), away from the test's
+    /// directory so relative paths are the manifest's; returns (success, stdout, stderr).
+    pub async fn run(&self, args: &[&str], local: bool) -> anyhow::Result<(bool, String, String)> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if !local {
+            all.extend(self.connect.iter().cloned());
+        }
+        if args.first() == Some(&"ctl") {
+            all.extend(self.ctl.iter().cloned());
+        }
+        let out = tokio::time::timeout(
+            WAIT,
+            tokio::process::Command::new(lattice_bin())
+                .args(&all)
+                .current_dir(std::env::temp_dir())
+                .env("LATTICE_STATE_DIR", self.dir.path())
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await??;
+        Ok((
+            out.status.success(),
+            String::from_utf8(out.stdout)?,
+            String::from_utf8(out.stderr)?,
+        ))
+    }
+
+    /// Runs a command against the lattice that must succeed; returns its stdout.
+    pub async fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (success, stdout, stderr) = self.run(args, false).await?;
+        ensure!(success, "lattice {args:?} failed: {stderr}");
+        Ok(stdout)
+    }
+
+    /// Runs a command that needs no lattice (`inspect`, `sign`); returns its stdout.
+    pub async fn local(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (success, stdout, stderr) = self.run(args, true).await?;
+        ensure!(success, "lattice {args:?} failed: {stderr}");
+        Ok(stdout)
+    }
+
+    /// Runs a command against the lattice that must fail; returns its stderr.
+    pub async fn refused(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (success, stdout, stderr) = self.run(args, false).await?;
+        ensure!(!success, "lattice {args:?} succeeded: {stdout}");
+        Ok(stderr)
+    }
+
+    /// Writes `bytes` as `name` (a relative path) in the test's directory; returns its path.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, bytes)?;
+        Ok(path)
+    }
+}
+
+/// A path as a command-line argument.
+pub fn arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Asserts that `text` contains every one of `needles`.
+pub fn assert_says(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "`{needle}` not in: {text}");
+    }
+}

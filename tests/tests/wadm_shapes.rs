@@ -1,0 +1,56 @@
+//! wadm-shaped manifests written for wasmCloud 1.x, deployed unchanged with the real `lattice`
+//! binary: the fixture `control/manifest/tests/ui/wasmcloud_http_hello.yaml` (a named link with
+//! `source: {name, config}` and `target: {name}`, a scaler on the capability, a `file://` image)
+//! deploys and answers; what Lattice cannot honour is refused by `lattice ctl deploy` with the
+//! field, the reason and what to do, before anything is sent.
+
+use lattice_tests::cli::{Cli, arg, assert_says};
+use lattice_tests::{TestLattice, endpoint, hello_wasm, http_get};
+
+const HELLO: &str = include_str!("../../control/manifest/tests/ui/wasmcloud_http_hello.yaml");
+const NOT_HONOURED: &str =
+    include_str!("../../control/manifest/tests/ui/wasmcloud_not_honoured.yaml");
+
+#[tokio::test]
+async fn a_wadm_manifest_deploys_unchanged_and_answers() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let cli = Cli::new(&t)?;
+    // Where the manifest's `file://build/http_hello_world_s.wasm` points, beside it.
+    cli.file(
+        "app/build/http_hello_world_s.wasm",
+        &t.sign(&hello_wasm(), "http-hello-world", "0.1.0"),
+    )?;
+    let manifest = cli.file("app/wadm.yaml", HELLO.as_bytes())?;
+
+    cli.ok(&["ctl", "deploy", &arg(&manifest)]).await?;
+    let status = t.wait_deployed("wasmcloud-hello").await?;
+    let (code, body) = http_get(&endpoint(&status)?, "/").await?;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "Wadm from Lattice (host edge-1)\n")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn what_lattice_cannot_honour_is_refused_with_what_to_do() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let cli = Cli::new(&t)?;
+    let manifest = cli.file("shared/wadm.yaml", NOT_HONOURED.as_bytes())?;
+    let stderr = cli.refused(&["ctl", "deploy", &arg(&manifest)]).await?;
+    assert_says(
+        &stderr,
+        &[
+            "spec.policies[0]",
+            "policy `nats-kv` cannot be honoured",
+            "secrets",
+            "spec.components[0].properties.application",
+            "cannot be shared",
+            "replace `application` with the `image`",
+            "source.name",
+        ],
+    );
+    assert!(t.ctl.apps().await?.is_empty(), "nothing was deployed");
+    Ok(())
+}
