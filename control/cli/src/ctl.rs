@@ -20,12 +20,11 @@ mod hosts;
 mod queues;
 mod secrets;
 mod users;
+pub(crate) mod watch;
 
 pub use hosts::up_admin_key;
 
-fn short(id: &str) -> String {
-    id.chars().take(12).collect()
-}
+use crate::output::short_id as short;
 
 /// Runs a `lattice ctl` command.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -117,8 +116,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             ctl.stop_host(&host).await?;
             eprintln!("host {host} asked to stop; its movable work moves to other hosts");
         }
-        CtlCommand::Watch { heartbeats } => {
-            watch(&client, &target.lattice, heartbeats, args.output).await?;
+        CtlCommand::Watch { heartbeats, since } => {
+            let watch = watch::Watch {
+                lattice: &target.lattice,
+                heartbeats,
+                since,
+                output: args.output,
+            };
+            watch.run(&client).await?;
         }
         CtlCommand::Status { name } => {
             let status = ctl.status(&AppName::new(name)?).await?;
@@ -594,63 +599,4 @@ fn inventory_table(hb: &lattice_protocol::messages::Heartbeat) -> String {
         );
     }
     out
-}
-
-/// Prints events (and heartbeats, if asked) until Ctrl-C.
-async fn watch(
-    client: &async_nats::Client,
-    lattice: &lattice_protocol::names::LatticeName,
-    heartbeats: bool,
-    output: Output,
-) -> anyhow::Result<()> {
-    use futures::StreamExt;
-    use lattice_protocol::messages::Event;
-    use lattice_protocol::subject::Subject;
-
-    let mut events = client
-        .subscribe(Subject::events(lattice).to_string())
-        .await?;
-    let mut beats = if heartbeats {
-        Some(client.subscribe(Subject::all_heartbeats(lattice)).await?)
-    } else {
-        None
-    };
-    eprintln!("watching lattice {lattice} (Ctrl-C to stop)");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            msg = events.next() => {
-                let Some(msg) = msg else { return Ok(()) };
-                let Ok(event) = lattice_protocol::envelope::decode::<Event>(&msg.payload) else { continue };
-                match output {
-                    Output::Json => println!("{}", serde_json::to_string(&event)?),
-                    Output::Table => println!("{}  {:<13} {}", clock(event.at_ms), event.kind.to_string(), event.message),
-                }
-            }
-            msg = async { match beats.as_mut() { Some(b) => b.next().await, None => std::future::pending().await } } => {
-                let Some(msg) = msg else { return Ok(()) };
-                // Only heartbeats signed by the host their subject names, as the control plane.
-                let Ok(hb) = lattice_protocol::signed::open_heartbeat_on(&msg.subject, &msg.payload) else { continue };
-                match output {
-                    Output::Json => println!("{}", serde_json::to_string(&hb)?),
-                    Output::Table => println!(
-                        "{}  {:<13} {} ({}): {} workload(s), revision {}",
-                        clock(hb.sent_at_ms), "heartbeat", hb.name, short(hb.host.as_str()), hb.workloads.len(), hb.assignment_revision
-                    ),
-                }
-            }
-        }
-    }
-}
-
-/// `HH:MM:SS.mmm` (UTC) of unix milliseconds.
-fn clock(ms: u64) -> String {
-    let secs = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60,
-        ms % 1000
-    )
 }

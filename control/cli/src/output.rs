@@ -41,6 +41,11 @@ pub fn print<T: Serialize>(output: Output, value: &T, human: impl FnOnce(&T) -> 
     }
 }
 
+/// The first 12 characters of a key or id: enough to tell them apart in a table.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
 /// `2h 5m`, `42s`: a short duration for tables.
 pub fn ago(secs: u64) -> String {
     match secs {
