@@ -107,6 +107,8 @@ pub enum Output {
     Table,
     /// JSON for scripts.
     Json,
+    /// YAML for scripts and people.
+    Yaml,
 }
 
 /// `lattice ctl ...`.

@@ -261,7 +261,7 @@ impl Deploy {
         if let Some(timeout) = self.wait {
             let status = wait_deployed(ctl, &name, timeout, output).await?;
             output::print(output, &status, status_table);
-        } else if output == Output::Json {
+        } else if output::for_scripts(output) {
             output::print(output, &reply, |_| String::new());
         }
         Ok(())
@@ -295,17 +295,17 @@ fn history_table(versions: &[lattice_protocol::messages::VersionSummary]) -> Str
             let current = if v.current { "yes" } else { "" };
             vec![
                 v.version.clone(),
-                v.deployed_at.to_string(),
+                output::when(v.deployed_at),
                 current.to_string(),
             ]
         })
         .collect();
-    table(&["VERSION", "DEPLOYED AT (UNIX)", "CURRENT"], &rows)
+    table(&["VERSION", "DEPLOYED AT", "CURRENT"], &rows)
 }
 
 /// What `ctl rollback` says it did.
 fn print_rollback(out: Output, reply: &lattice_protocol::messages::DeployReply) {
-    if out == Output::Json {
+    if output::for_scripts(out) {
         output::print(out, reply, |_| String::new());
     } else if reply.changed {
         eprintln!("{} rolled back to {}", reply.name, reply.version);
