@@ -85,7 +85,26 @@ impl Cli<'_> {
 
     /// Its table, filtered ([`filter`]) and compared with `expected`.
     fn table(&self, args: &[&str], expected: &str) -> anyhow::Result<()> {
-        let got = filter(&self.ok(args)?);
+        self.table_as(args, expected, |t| t)
+    }
+
+    /// [`Cli::table`] for a table whose rows come in no set order (ordered by random keys):
+    /// its rows are sorted before the comparison.
+    fn table_any_order(&self, args: &[&str], expected: &str) -> anyhow::Result<()> {
+        self.table_as(args, expected, |t| {
+            let mut lines: Vec<&str> = t.lines().collect();
+            lines[1..].sort_unstable();
+            lines.iter().map(|l| format!("{l}\n")).collect()
+        })
+    }
+
+    fn table_as(
+        &self,
+        args: &[&str],
+        expected: &str,
+        arrange: impl Fn(String) -> String,
+    ) -> anyhow::Result<()> {
+        let got = arrange(filter(&self.ok(args)?));
         ensure!(
             got == expected,
             "`lattice ctl {}` printed (filtered):\n{got}\nexpected:\n{expected}",
@@ -333,7 +352,7 @@ async fn every_ctl_verb_works_through_the_binary() -> anyhow::Result<()> {
     let viewer = lattice_protocol::keys::KeyPair::generate(lattice_protocol::keys::KeyRole::User);
     let viewer = viewer.public_key().to_string();
     cli.said(&["users", "add", &viewer, "--name", "ci", "--role", "viewer"])?;
-    cli.table(
+    cli.table_any_order(
         &["users", "list"],
         "NAME | ROLE | APPS | KEY\nbootstrap-admin-1 | admin | <key>\nci | viewer | <key>\n",
     )?;
