@@ -51,9 +51,10 @@ impl Cli<'_> {
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8(out.stdout)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(
-            !stdout.contains('\u{1b}'),
-            "no escape codes when stdout is not a terminal: {stdout:?}"
+            !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}') && !stderr.contains('\r'),
+            "no escape codes, colours or progress bars off a terminal: {stdout:?} {stderr:?}"
         );
         Ok(stdout)
     }
@@ -240,7 +241,7 @@ async fn every_ctl_verb_works_through_the_binary() -> anyhow::Result<()> {
         hello_manifest("hello", "v1", &image.to_string(), "Hi", ANY_PORT),
     )?;
 
-    // deploy --wait ends with the app's status.
+    // deploy --wait ends with the app's status (its progress, off a terminal, as plain lines).
     let manifest = manifest.display().to_string();
     let status = filter(&cli.ok(&["deploy", &manifest, "--wait"])?);
     const STATUS: &str = "hello v1: Deployed\n\

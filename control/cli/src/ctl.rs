@@ -15,6 +15,7 @@ use lattice_protocol::names::AppName;
 
 use crate::args::{CtlArgs, CtlCommand, GetWhat, HostsCommand, Output, StopWhat};
 use crate::output::{self, ago, table};
+use crate::progress::Progress;
 
 mod hosts;
 mod queues;
@@ -360,7 +361,8 @@ fn read_manifest(file: &Path) -> anyhow::Result<(String, AppName)> {
     }
 }
 
-/// Polls the app's status until it is deployed, failed for good, or `timeout` passes.
+/// Polls the app's status until it is deployed, failed for good, or `timeout` passes; on a
+/// terminal, with a bar of the components running.
 async fn wait_deployed(
     ctl: &CtlClient,
     name: &AppName,
@@ -368,32 +370,21 @@ async fn wait_deployed(
     output: Output,
 ) -> anyhow::Result<AppStatus> {
     let start = Instant::now();
+    let progress = (output == Output::Table).then(|| Progress::bar(0, format!("{name}")));
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut failing_since: Option<Instant> = None;
     loop {
         let status = ctl.status(name).await?;
-        if output == Output::Table {
-            for c in &status.components {
-                let key = format!(
-                    "{} on {}",
-                    c.name,
-                    c.host
-                        .as_ref()
-                        .map_or("-".to_string(), |h| short(h.as_str()))
-                );
-                let line = if c.message.is_empty() {
-                    c.state.to_string()
-                } else {
-                    format!("{} ({})", c.state, c.message)
-                };
-                if seen.get(&key) != Some(&line) {
-                    eprintln!("  [{:>5.1}s] {key}: {line}", start.elapsed().as_secs_f64());
-                    seen.insert(key, line);
-                }
-            }
+        if let Some(progress) = &progress {
+            show_changes(progress, &status, start, &mut seen);
         }
         match status.status {
-            AppState::Deployed => return Ok(status),
+            AppState::Deployed => {
+                if let Some(progress) = progress {
+                    progress.finish();
+                }
+                return Ok(status);
+            }
             // A failure may be brief (no host has joined yet); give it a moment to clear.
             AppState::Failed => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
@@ -412,6 +403,42 @@ async fn wait_deployed(
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Prints each component's state when it changed, and moves the bar.
+fn show_changes(
+    progress: &Progress,
+    status: &AppStatus,
+    start: Instant,
+    seen: &mut BTreeMap<String, String>,
+) {
+    let running = status
+        .components
+        .iter()
+        .filter(|c| c.state == WorkloadState::Running)
+        .count();
+    progress.set(running as u64, status.components.len() as u64);
+    for c in &status.components {
+        let key = format!(
+            "{} on {}",
+            c.name,
+            c.host
+                .as_ref()
+                .map_or("-".to_string(), |h| short(h.as_str()))
+        );
+        let line = if c.message.is_empty() {
+            c.state.to_string()
+        } else {
+            format!("{} ({})", c.state, c.message)
+        };
+        if seen.get(&key) != Some(&line) {
+            progress.line(&format!(
+                "  [{:>5.1}s] {key}: {line}",
+                start.elapsed().as_secs_f64()
+            ));
+            seen.insert(key, line);
+        }
     }
 }
 
