@@ -2,7 +2,7 @@
 //! `lattice ctl watch --since` (the real binary) reads what happened before it started, resumes
 //! after a sequence it printed without a gap or a repeat, and finds the stream still there after
 //! the control plane restarts. Without `--since` it prints only new events; `--heartbeats`
-//! still adds the live heartbeats.
+//! still adds the live heartbeats; `-o yaml` prints a YAML document per event.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -273,5 +273,27 @@ async fn without_since_only_new_events_and_heartbeats_are_live() -> anyhow::Resu
         "only events after the watcher started: {events:#?}"
     );
     w.kill().await?;
+
+    // `-o yaml`: one YAML document per event.
+    let mut y = Watcher::start(&t, &key, &["--since", "seq:1", "-o", "yaml"]).await?;
+    assert_eq!(y.line().await?, "---");
+    let mut document = String::new();
+    loop {
+        let line = y.line().await?;
+        if line == "---" {
+            break;
+        }
+        document += &line;
+        document.push('\n');
+    }
+    let first: serde_json::Value = serde_norway::from_str(&document)?;
+    assert_eq!(first["seq"], 1, "{document}");
+    assert!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("edge-1")),
+        "{document}"
+    );
+    y.kill().await?;
     Ok(())
 }

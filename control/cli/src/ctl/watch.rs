@@ -64,7 +64,7 @@ pub struct Watch<'a> {
     pub heartbeats: bool,
     /// Where to start; `None`: new events only.
     pub since: Option<Since>,
-    /// Table or JSON lines.
+    /// Table, JSON lines or YAML documents.
     pub output: Output,
 }
 
@@ -130,7 +130,7 @@ impl Watch<'_> {
                             "{:<10}{}  {:<17} {} ({}): {} workload(s), revision {}",
                             "-", stamp(hb.sent_at_ms), "heartbeat", hb.name, short_id(hb.host.as_str()), hb.workloads.len(), hb.assignment_revision
                         ),
-                        _ => println!("{}", serde_json::to_string(&hb)?),
+                        format => print_one(format, &hb)?,
                     }
                 }
             }
@@ -178,10 +178,19 @@ impl Watch<'_> {
                 event.kind.to_string(),
                 event.message
             ),
-            _ => println!("{}", serde_json::to_string(&Numbered { seq, event })?),
+            format => print_one(format, &Numbered { seq, event })?,
         }
         Ok(())
     }
+}
+
+/// One record for scripts: a JSON object on one line, or a YAML document (`---` first).
+fn print_one(format: Output, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    match format {
+        Output::Yaml => print!("---\n{}", serde_norway::to_string(value)?),
+        _ => println!("{}", serde_json::to_string(value)?),
+    }
+    Ok(())
 }
 
 fn stream_missing(e: &jetstream::context::GetStreamError) -> bool {
