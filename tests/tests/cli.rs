@@ -276,6 +276,9 @@ async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
         stopped.success(),
         "lattice up stops cleanly on SIGTERM: {stopped}"
     );
+    // Its log went to a file: no terminal colour codes in it.
+    let log = std::fs::read_to_string(state.with_extension("log"))?;
+    assert!(!log.is_empty() && !log.contains('\u{1b}'), "{log}");
     let _up = Up::start(&state)?;
     until(&["ctl", "status", "hello", "-o", "json"], &state, |s| {
         s.contains("\"Deployed\"")

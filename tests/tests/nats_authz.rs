@@ -7,6 +7,7 @@
 //!
 //! Run against both servers: `nats-server` (2.9) and `LATTICE_NATS_SERVER=<current>`.
 
+use anyhow::Context as _;
 use futures::StreamExt as _;
 use lattice_protocol::names::HostId;
 use lattice_protocol::subject::{Buckets, CtlVerb, Subject};
@@ -126,6 +127,48 @@ async fn an_unauthenticated_client_is_refused() -> anyhow::Result<()> {
         .await
         .expect_err("an unknown key, no connection");
     assert!(err.to_string().contains("cannot reach NATS"), "{err}");
+    still_serves(&t, "v2").await
+}
+
+/// `lattice ctl watch --since` reads the kept events with an operator's permissions; a host may
+/// not read them.
+#[tokio::test]
+async fn operators_read_the_kept_events_and_hosts_cannot() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let (t, _host, _addr) = serving().await?;
+    let admin = t.key_path("admin", &t.keys().admin)?;
+    let dir = tempfile::tempdir()?;
+    let mut watch = tokio::process::Command::new(lattice_bin())
+        .args(["ctl", "watch", "--since", "seq:1", "-o", "json"])
+        .args(["--nats-url", &t.nats.url, "--lattice", "test", "--nkey"])
+        .arg(&admin)
+        .arg("--key")
+        .arg(&admin)
+        .args(["--control-key", t.keys().control.public_key().as_str()])
+        .env("LATTICE_STATE_DIR", dir.path())
+        .env_remove("LATTICE_KEY")
+        .env_remove("LATTICE_CONTROL_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = watch.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .context("no kept event printed")??
+        .context("the watcher ended without printing an event")?;
+    let first: serde_json::Value = serde_json::from_str(&first)?;
+    assert_eq!(first["seq"], 1, "{first}");
+    watch.kill().await?;
+
+    let mut b = t.intruder("host-b", t.keys().host("host-b")).await?;
+    let info = format!(
+        "$JS.API.STREAM.INFO.{}",
+        Buckets::new(&t.keys().lattice).events()
+    );
+    let _ = b.client.publish(info.clone(), "".into()).await;
+    b.refused(&info).await?;
     still_serves(&t, "v2").await
 }
 

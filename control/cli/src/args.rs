@@ -115,6 +115,8 @@ pub enum Output {
     Table,
     /// JSON for scripts.
     Json,
+    /// YAML for scripts and people.
+    Yaml,
 }
 
 /// `lattice ctl ...`.
@@ -159,12 +161,18 @@ pub enum CtlCommand {
         /// The app.
         name: String,
     },
-    /// Print the lattice's events as they happen (deploys, hosts joining and leaving,
-    /// assignments, workload state changes) until Ctrl-C.
+    /// Print the lattice's events (deploys, hosts joining and leaving, assignments, workload
+    /// state changes, refusals), each with its sequence, as they happen until Ctrl-C; with
+    /// --since, the kept ones first.
     Watch {
-        /// Also print every host heartbeat.
+        /// Also print every host heartbeat (live only: heartbeats are not kept).
         #[arg(long)]
         heartbeats: bool,
+        /// Print kept events from here on: `seq:N` (a sequence `watch` printed; `seq:N+1`
+        /// resumes after it), an RFC 3339 time (`2026-12-07T08:00:00Z`) or an age (`10m`,
+        /// `3d`). Without it, only events from now on.
+        #[arg(long, value_parser = crate::ctl::watch::parse_since)]
+        since: Option<crate::ctl::watch::Since>,
     },
     /// Change how many instances of a component run (deploys a new version of the app).
     Scale {
@@ -481,6 +489,16 @@ pub struct ControlArgs {
           default_value_t = lattice_protocol::jetstream::Storage::default().artifacts_max_bytes,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub artifacts_max_bytes: i64,
+    /// The most bytes (a plain number) the events stream keeps (`lattice ctl watch --since`);
+    /// past it, the oldest events go.
+    #[arg(long, env = "LATTICE_EVENTS_MAX_BYTES",
+          default_value_t = lattice_protocol::jetstream::Storage::default().events_max_bytes,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub events_max_bytes: i64,
+    /// How long events are kept (`7d`, `12h`, ...).
+    #[arg(long, env = "LATTICE_EVENTS_MAX_AGE", default_value = "7d",
+          value_parser = humantime::parse_duration)]
+    pub events_max_age: std::time::Duration,
     /// An admin's public user key (`U...`; repeatable, or comma-separated in the variable): an
     /// admin of the role table when it is new (someone must be able to grant roles; ignored once
     /// the table exists), and join tokens it signs admit hosts.

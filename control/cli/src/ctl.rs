@@ -15,17 +15,17 @@ use lattice_protocol::names::AppName;
 
 use crate::args::{CtlArgs, CtlCommand, GetWhat, HostsCommand, Output, StopWhat};
 use crate::output::{self, ago, table};
+use crate::progress::Progress;
 
 mod hosts;
 mod queues;
 mod secrets;
 mod users;
+pub(crate) mod watch;
 
 pub use hosts::up_admin_key;
 
-fn short(id: &str) -> String {
-    id.chars().take(12).collect()
-}
+use crate::output::short_id as short;
 
 /// Runs a `lattice ctl` command.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -117,8 +117,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             ctl.stop_host(&host).await?;
             eprintln!("host {host} asked to stop; its movable work moves to other hosts");
         }
-        CtlCommand::Watch { heartbeats } => {
-            watch(&client, &target.lattice, heartbeats, args.output).await?;
+        CtlCommand::Watch { heartbeats, since } => {
+            let watch = watch::Watch {
+                lattice: &target.lattice,
+                heartbeats,
+                since,
+                output: args.output,
+            };
+            watch.run(&client).await?;
         }
         CtlCommand::Status { name } => {
             let status = ctl.status(&AppName::new(name)?).await?;
@@ -256,7 +262,7 @@ impl Deploy {
         if let Some(timeout) = self.wait {
             let status = wait_deployed(ctl, &name, timeout, output).await?;
             output::print(output, &status, status_table);
-        } else if output == Output::Json {
+        } else if output::for_scripts(output) {
             output::print(output, &reply, |_| String::new());
         }
         Ok(())
@@ -290,17 +296,17 @@ fn history_table(versions: &[lattice_protocol::messages::VersionSummary]) -> Str
             let current = if v.current { "yes" } else { "" };
             vec![
                 v.version.clone(),
-                v.deployed_at.to_string(),
+                output::when(v.deployed_at),
                 current.to_string(),
             ]
         })
         .collect();
-    table(&["VERSION", "DEPLOYED AT (UNIX)", "CURRENT"], &rows)
+    table(&["VERSION", "DEPLOYED AT", "CURRENT"], &rows)
 }
 
 /// What `ctl rollback` says it did.
 fn print_rollback(out: Output, reply: &lattice_protocol::messages::DeployReply) {
-    if out == Output::Json {
+    if output::for_scripts(out) {
         output::print(out, reply, |_| String::new());
     } else if reply.changed {
         eprintln!("{} rolled back to {}", reply.name, reply.version);
@@ -355,7 +361,8 @@ fn read_manifest(file: &Path) -> anyhow::Result<(String, AppName)> {
     }
 }
 
-/// Polls the app's status until it is deployed, failed for good, or `timeout` passes.
+/// Polls the app's status until it is deployed, failed for good, or `timeout` passes; on a
+/// terminal, with a bar of the components running.
 async fn wait_deployed(
     ctl: &CtlClient,
     name: &AppName,
@@ -363,32 +370,21 @@ async fn wait_deployed(
     output: Output,
 ) -> anyhow::Result<AppStatus> {
     let start = Instant::now();
+    let progress = (output == Output::Table).then(|| Progress::bar(0, format!("{name}")));
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut failing_since: Option<Instant> = None;
     loop {
         let status = ctl.status(name).await?;
-        if output == Output::Table {
-            for c in &status.components {
-                let key = format!(
-                    "{} on {}",
-                    c.name,
-                    c.host
-                        .as_ref()
-                        .map_or("-".to_string(), |h| short(h.as_str()))
-                );
-                let line = if c.message.is_empty() {
-                    c.state.to_string()
-                } else {
-                    format!("{} ({})", c.state, c.message)
-                };
-                if seen.get(&key) != Some(&line) {
-                    eprintln!("  [{:>5.1}s] {key}: {line}", start.elapsed().as_secs_f64());
-                    seen.insert(key, line);
-                }
-            }
+        if let Some(progress) = &progress {
+            show_changes(progress, &status, start, &mut seen);
         }
         match status.status {
-            AppState::Deployed => return Ok(status),
+            AppState::Deployed => {
+                if let Some(progress) = progress {
+                    progress.finish();
+                }
+                return Ok(status);
+            }
             // A failure may be brief (no host has joined yet); give it a moment to clear.
             AppState::Failed => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
@@ -407,6 +403,42 @@ async fn wait_deployed(
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Prints each component's state when it changed, and moves the bar.
+fn show_changes(
+    progress: &Progress,
+    status: &AppStatus,
+    start: Instant,
+    seen: &mut BTreeMap<String, String>,
+) {
+    let running = status
+        .components
+        .iter()
+        .filter(|c| c.state == WorkloadState::Running)
+        .count();
+    progress.set(running as u64, status.components.len() as u64);
+    for c in &status.components {
+        let key = format!(
+            "{} on {}",
+            c.name,
+            c.host
+                .as_ref()
+                .map_or("-".to_string(), |h| short(h.as_str()))
+        );
+        let line = if c.message.is_empty() {
+            c.state.to_string()
+        } else {
+            format!("{} ({})", c.state, c.message)
+        };
+        if seen.get(&key) != Some(&line) {
+            progress.line(&format!(
+                "  [{:>5.1}s] {key}: {line}",
+                start.elapsed().as_secs_f64()
+            ));
+            seen.insert(key, line);
+        }
     }
 }
 
@@ -594,63 +626,4 @@ fn inventory_table(hb: &lattice_protocol::messages::Heartbeat) -> String {
         );
     }
     out
-}
-
-/// Prints events (and heartbeats, if asked) until Ctrl-C.
-async fn watch(
-    client: &async_nats::Client,
-    lattice: &lattice_protocol::names::LatticeName,
-    heartbeats: bool,
-    output: Output,
-) -> anyhow::Result<()> {
-    use futures::StreamExt;
-    use lattice_protocol::messages::Event;
-    use lattice_protocol::subject::Subject;
-
-    let mut events = client
-        .subscribe(Subject::events(lattice).to_string())
-        .await?;
-    let mut beats = if heartbeats {
-        Some(client.subscribe(Subject::all_heartbeats(lattice)).await?)
-    } else {
-        None
-    };
-    eprintln!("watching lattice {lattice} (Ctrl-C to stop)");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            msg = events.next() => {
-                let Some(msg) = msg else { return Ok(()) };
-                let Ok(event) = lattice_protocol::envelope::decode::<Event>(&msg.payload) else { continue };
-                match output {
-                    Output::Json => println!("{}", serde_json::to_string(&event)?),
-                    Output::Table => println!("{}  {:<13} {}", clock(event.at_ms), event.kind.to_string(), event.message),
-                }
-            }
-            msg = async { match beats.as_mut() { Some(b) => b.next().await, None => std::future::pending().await } } => {
-                let Some(msg) = msg else { return Ok(()) };
-                // Only heartbeats signed by the host their subject names, as the control plane.
-                let Ok(hb) = lattice_protocol::signed::open_heartbeat_on(&msg.subject, &msg.payload) else { continue };
-                match output {
-                    Output::Json => println!("{}", serde_json::to_string(&hb)?),
-                    Output::Table => println!(
-                        "{}  {:<13} {} ({}): {} workload(s), revision {}",
-                        clock(hb.sent_at_ms), "heartbeat", hb.name, short(hb.host.as_str()), hb.workloads.len(), hb.assignment_revision
-                    ),
-                }
-            }
-        }
-    }
-}
-
-/// `HH:MM:SS.mmm` (UTC) of unix milliseconds.
-fn clock(ms: u64) -> String {
-    let secs = ms / 1000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60,
-        ms % 1000
-    )
 }

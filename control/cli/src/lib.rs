@@ -6,7 +6,8 @@
 //! Layout: [`args`] (clap definitions; the NATS flags are `lattice_connect`'s, shared with
 //! `lattice-host`), one module per command ([`ctl`], [`keys`], [`nats`], [`sign`], [`push`] with
 //! `pull`, [`serve`], [`up`]), [`oci`] (OCI registries), [`images`] (deploy's OCI and `file://`
-//! images) and [`output`] (tables and JSON). Logging is `lattice_telemetry`'s, the one setup
+//! images), [`output`] (tables, JSON and YAML, dates) and [`progress`] (spinners and bars, on a
+//! terminal only). Logging is `lattice_telemetry`'s, the one setup
 //! of every Lattice process. The binary only parses arguments and calls into these modules.
 #![deny(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod nats;
 pub mod oci;
 pub mod output;
+pub mod progress;
 pub mod push;
 pub mod serve;
 pub mod sign;

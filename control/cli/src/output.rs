@@ -1,4 +1,4 @@
-//! Printing for people (aligned tables) and for scripts (JSON).
+//! Printing for people (aligned tables, dates with how long ago) and for scripts (JSON, YAML).
 
 use serde::Serialize;
 
@@ -30,15 +30,46 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n") + "\n"
 }
 
-/// Prints `value` as JSON, or calls `human` for a table.
+/// Prints `value` as JSON or YAML, or calls `human` for a table.
 pub fn print<T: Serialize>(output: Output, value: &T, human: impl FnOnce(&T) -> String) {
     match output {
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string())
         ),
+        Output::Yaml => print!(
+            "{}",
+            serde_norway::to_string(value).unwrap_or_else(|_| "null\n".to_string())
+        ),
         Output::Table => print!("{}", human(value)),
     }
+}
+
+/// Whether `output` is for scripts (JSON or YAML) rather than people.
+pub fn for_scripts(output: Output) -> bool {
+    output != Output::Table
+}
+
+/// `2026-12-06T17:19:09Z (3d 2h ago)`: unix seconds as an RFC 3339 date in UTC, with how long
+/// ago (or how far ahead) that is.
+pub fn when(unix_secs: u64) -> String {
+    when_at(unix_secs, lattice_protocol::unix_now())
+}
+
+/// [`when`], seen from `now` (unix seconds).
+pub fn when_at(unix_secs: u64, now: u64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
+    let date = humantime::format_rfc3339_seconds(time);
+    match unix_secs.cmp(&now) {
+        std::cmp::Ordering::Less => format!("{date} ({} ago)", ago(now - unix_secs)),
+        std::cmp::Ordering::Equal => format!("{date} (now)"),
+        std::cmp::Ordering::Greater => format!("{date} (in {})", ago(unix_secs - now)),
+    }
+}
+
+/// The first 12 characters of a key or id: enough to tell them apart in a table.
+pub fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
 }
 
 /// `2h 5m`, `42s`: a short duration for tables.
@@ -65,6 +96,20 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME       STATE\na          ready\nlong-name  lost\n");
+    }
+
+    #[test]
+    fn dates_say_when_and_how_long_ago() {
+        let issued = 1_796_577_549;
+        assert_eq!(
+            when_at(issued, issued + 3 * 86400 + 60),
+            "2026-12-06T17:19:09Z (3d 0h ago)"
+        );
+        assert_eq!(when_at(issued, issued), "2026-12-06T17:19:09Z (now)");
+        assert_eq!(
+            when_at(issued + 7200, issued),
+            "2026-12-06T19:19:09Z (in 2h 0m)"
+        );
     }
 
     #[test]

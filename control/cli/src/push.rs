@@ -11,6 +11,7 @@ use lattice_protocol::names::LatticeName;
 
 use crate::args::{PullArgs, PushArgs};
 use crate::oci::{Oci, OciRef};
+use crate::progress::Progress;
 
 /// Pushes a component and prints its reference.
 pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
@@ -45,11 +46,13 @@ pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
     };
     let (client, lattice) = connect(&args.nats, args.state_dir.as_deref(), "lattice push").await?;
     let registry = open(&client, &lattice).await?;
-    eprintln!(
+    let progress = Progress::spinner(format!(
         "pushing {what} ({} KiB) to lattice {lattice}...",
         bytes.len().div_ceil(1024),
-    );
-    report(&registry.push(&bytes, tag.as_deref()).await?);
+    ));
+    let pushed = registry.push(&bytes, tag.as_deref()).await?;
+    progress.finish();
+    report(&pushed);
     client.flush().await?;
     Ok(())
 }
@@ -58,12 +61,13 @@ pub async fn push(args: &PushArgs) -> anyhow::Result<()> {
 async fn publish(args: &PushArgs, reference: &str, bytes: &[u8]) -> anyhow::Result<()> {
     let image = OciRef::parse(reference)?;
     check(&args.file.display().to_string(), bytes)?;
-    eprintln!(
+    let progress = Progress::spinner(format!(
         "publishing {} ({} KiB) as {image}...",
         args.file.display(),
         bytes.len().div_ceil(1024)
-    );
+    ));
     let pinned = Oci::new(&args.registry).push(&image, bytes).await?;
+    progress.finish();
     eprintln!("published {pinned}");
     println!("{}", lattice_protocol::digest::Digest::of(bytes));
     Ok(())
@@ -73,7 +77,9 @@ async fn publish(args: &PushArgs, reference: &str, bytes: &[u8]) -> anyhow::Resu
 /// lattice.
 pub async fn pull(args: &PullArgs) -> anyhow::Result<()> {
     let image = OciRef::parse(&args.reference)?;
+    let progress = Progress::spinner(format!("pulling {image}..."));
     let bytes = Oci::new(&args.registry).pull(&image).await?;
+    progress.finish();
     let claimed = check(&image.to_string(), &bytes)?;
     let tag = args.tag.clone().unwrap_or(claimed);
     let (client, lattice) = connect(&args.nats, args.state_dir.as_deref(), "lattice pull").await?;

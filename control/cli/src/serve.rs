@@ -61,6 +61,8 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
     let mut config = ControlConfig::new(target.lattice, key);
     config.storage = lattice_protocol::jetstream::Storage {
         artifacts_max_bytes: args.artifacts_max_bytes,
+        events_max_bytes: args.events_max_bytes,
+        events_max_age: args.events_max_age,
         ..args.storage.storage()
     };
     config.admins = args

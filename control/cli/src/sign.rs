@@ -64,12 +64,6 @@ struct Inspection {
     exports: Vec<String>,
 }
 
-/// Unix seconds as an RFC 3339 date in UTC, for people (`-o json` keeps the seconds).
-fn date(unix_secs: u64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
 /// Shows what a component carries.
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
     let bytes =
@@ -97,7 +91,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         let mut out = format!("{}  ({} bytes, {})\n", r.file, r.size, r.digest);
         out += &format!("signature: {}\n", r.signature);
         if let Some(c) = &r.claims {
-            let when = |t: Option<u64>| t.map_or_else(|| "-".to_string(), date);
+            let when = |t: Option<u64>| t.map_or_else(|| "-".to_string(), output::when);
             out += &format!(
                 "claims:\n  format:     {}\n  name:       {}\n  version:    {}\n  subject:    {}\n  issuer:     {}\n  module:     {}\n  issued at:  {}\n  not before: {}\n  expires:    {}\n  allow:      {}\n",
                 match c.format {
@@ -109,7 +103,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
                 c.subject,
                 c.issuer,
                 c.module_hash,
-                date(c.issued_at),
+                output::when(c.issued_at),
                 when(c.not_before),
                 when(c.expires),
                 if c.allow.is_empty() {
@@ -140,11 +134,14 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::date;
+    use crate::output::when_at;
 
     #[test]
     fn dates_are_for_people() {
-        assert_eq!(date(0), "1970-01-01T00:00:00Z");
-        assert_eq!(date(1_796_577_549), "2026-12-06T17:19:09Z");
+        assert!(when_at(0, 0).starts_with("1970-01-01T00:00:00Z"));
+        assert_eq!(
+            when_at(1_796_577_549, 1_796_577_549 + 3 * 86400),
+            "2026-12-06T17:19:09Z (3d 0h ago)"
+        );
     }
 }

@@ -27,6 +27,8 @@
 //! - `secrets` (private): secret config values, sealed to the control plane's key: checked at
 //!   deploy, compared by keyed hash, resealed to each host when its assignment is written.
 //! - [`registry`]: the artifact object store and tags, shared with `lattice push`.
+//! - [`events`]: the events stream (`LATTICE_<lattice>_events`), kept for `lattice ctl watch
+//!   --since`, and its publisher, which never holds the worker up.
 //!
 //! # Key decision
 //!
@@ -56,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod client;
 mod decide;
+pub mod events;
 pub mod model;
 pub mod placement;
 mod queues;

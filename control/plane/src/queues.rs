@@ -42,7 +42,7 @@ use lattice_protocol::queue::{
 use lattice_protocol::subject::Subject;
 use tracing::{debug, info};
 
-use crate::worker::publish_event;
+use crate::events::Events;
 
 /// The most dead letters one request reads.
 const MAX_DEAD_LETTERS: usize = 10_000;
@@ -387,13 +387,17 @@ fn describe(message: &StreamMessage) -> DeadLetter {
 /// Publishes a `dead-lettered` event for every dead letter that arrives from now on, until
 /// aborted (the worker runs it while it leads). Follows the dead-letter stream with an ordered
 /// consumer starting after its last message as of now; waits for the stream while there is none.
-pub(crate) async fn watch_dead_letters(client: async_nats::Client, lattice: LatticeName) {
+pub(crate) async fn watch_dead_letters(
+    client: async_nats::Client,
+    lattice: LatticeName,
+    events: Events,
+) {
     let js = jetstream::new(client.clone());
     // Dead letters stored before this leader started were announced by an earlier one (or
     // nobody listened); `get queues` counts them either way.
     let mut next: Option<u64> = None;
     loop {
-        if let Err(e) = follow(&js, &client, &lattice, &mut next).await {
+        if let Err(e) = follow(&js, &client, &lattice, &mut next, &events).await {
             debug!(error = %e, "following the dead-letter stream; retrying");
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -405,6 +409,7 @@ async fn follow(
     client: &async_nats::Client,
     lattice: &LatticeName,
     next: &mut Option<u64>,
+    events: &Events,
 ) -> anyhow::Result<()> {
     let mut dlq = match js.get_stream(deadletter_stream(lattice)).await {
         Ok(s) => s,
@@ -449,7 +454,7 @@ async fn follow(
             dead.call_id, dead.attempts, dead.error
         );
         let app = dead.link.as_ref().map(|l| &l.app);
-        publish_event(client, lattice, EventKind::DeadLettered, app, None, text).await;
+        events.emit(EventKind::DeadLettered, app, None, text);
     }
     Ok(())
 }

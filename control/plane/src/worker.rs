@@ -19,13 +19,13 @@ use futures::{FutureExt, StreamExt};
 use lattice_protocol::assignment::{Assignment, SignedAssignment};
 use lattice_protocol::auth::{Freshness, Roles};
 use lattice_protocol::envelope;
-use lattice_protocol::messages::{Event, EventKind, HostAdmission};
+use lattice_protocol::messages::HostAdmission;
 use lattice_protocol::names::{AppName, HostId};
 use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, Subject};
 use lattice_protocol::unix_now;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 mod api;
 mod intake;
@@ -37,37 +37,10 @@ use crate::decide::{
     self, Action, AfterStore, Input, LabelOverrides, Note, Outcome, QueueJob, ReplyTo, Settings,
     State, Time, Written,
 };
+use crate::events::Events;
 use crate::model::StoredApp;
 use crate::registry::Registry;
 use lattice_protocol::jetstream::{Bucket, open_kv};
-
-/// Publishes an event for `lattice ctl watch` (best effort: events are for people).
-pub(crate) async fn publish_event(
-    client: &async_nats::Client,
-    lattice: &lattice_protocol::names::LatticeName,
-    kind: EventKind,
-    app: Option<&AppName>,
-    host: Option<&HostId>,
-    message: String,
-) {
-    let event = Event {
-        at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        kind,
-        app: app.cloned(),
-        host: host.cloned(),
-        message,
-    };
-    let subject = Subject::events(lattice).to_string();
-    if let Err(e) = client
-        .publish(subject, envelope::encode(&event).into())
-        .await
-    {
-        debug!(error = %e, "event not published");
-    }
-}
 
 /// At most this many heartbeats are taken in a row before the worker re-plans and looks at
 /// requests again.
@@ -100,6 +73,8 @@ pub(crate) struct Worker {
     intake: intake::Intake,
     /// Who may do what (`lattice ctl users`), as stored.
     roles: Roles,
+    /// Where events go (the events stream), without waiting.
+    events: Events,
     /// The requests seen within the clock window: stale ones and replays are refused.
     freshness: Freshness,
 }
@@ -178,6 +153,8 @@ impl Worker {
         };
         let roles = users::load(&stores.users, &cfg.admins).await?;
         let registry = Registry::open_limited(&js, &cfg.lattice, &cfg.storage).await?;
+        crate::events::ensure(&js, &cfg.lattice, &cfg.storage).await?;
+        let events = Events::start(js.clone(), &cfg.lattice);
         let mut label_overrides = BTreeMap::new();
         for (key, overrides, _) in load::<LabelOverrides>(&stores.labels).await? {
             if let Ok(host) = HostId::new(key) {
@@ -234,6 +211,7 @@ impl Worker {
             catalog: None,
             intake: intake::Intake::default(),
             roles,
+            events,
             freshness: Freshness::default(),
         })
     }
@@ -258,7 +236,11 @@ impl Worker {
         let mut tick = tokio::time::interval(self.cfg.tick);
         // Only the leader announces dead letters; stopped when this leadership ends.
         let _dead_letters = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-            crate::queues::watch_dead_letters(self.client.clone(), lattice.clone()),
+            crate::queues::watch_dead_letters(
+                self.client.clone(),
+                lattice.clone(),
+                self.events.clone(),
+            ),
         ));
         loop {
             tokio::select! {
@@ -339,8 +321,7 @@ impl Worker {
                 host,
                 message,
             }) => {
-                let (lattice, client) = (&self.cfg.lattice, &self.client);
-                publish_event(client, lattice, kind, app.as_ref(), host.as_ref(), message).await;
+                self.events.emit(kind, app.as_ref(), host.as_ref(), message);
                 None
             }
             Action::StoreApp {

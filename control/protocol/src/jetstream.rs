@@ -41,6 +41,10 @@ pub struct Storage {
     pub artifacts_max_bytes: i64,
     /// Bytes each KV bucket may hold.
     pub kv_max_bytes: i64,
+    /// Bytes the events stream may hold (the oldest events go first at the limit).
+    pub events_max_bytes: i64,
+    /// How long an event is kept.
+    pub events_max_age: Duration,
 }
 
 impl Default for Storage {
@@ -52,6 +56,8 @@ impl Default for Storage {
             deadletter_max_age: Duration::from_secs(30 * 24 * 3600),
             artifacts_max_bytes: 2048 * MIB,
             kv_max_bytes: 256 * MIB,
+            events_max_bytes: 64 * MIB,
+            events_max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -477,6 +477,14 @@ pub enum EventKind {
     HeartbeatRefused,
     /// A host silent past the retention was forgotten, its assignment cleared.
     HostForgotten,
+    /// A request was refused: a deploy or scale that does not resolve (its reasons in the
+    /// message), or a verb the signer's role does not allow.
+    RequestRefused,
+    /// Writing a host's assignment failed (the store refused it, or another writer won); it is
+    /// tried again.
+    AssignmentFailed,
+    /// A rollout step or a host's admission could not be stored; it is tried again.
+    StoreFailed,
 }
 
 impl std::fmt::Display for EventKind {
@@ -497,6 +505,9 @@ impl std::fmt::Display for EventKind {
             EventKind::HostUnadmitted => "host-unadmitted",
             EventKind::HeartbeatRefused => "heartbeat-refused",
             EventKind::HostForgotten => "host-forgotten",
+            EventKind::RequestRefused => "request-refused",
+            EventKind::AssignmentFailed => "assignment-failed",
+            EventKind::StoreFailed => "store-failed",
         })
     }
 }

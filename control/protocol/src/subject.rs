@@ -3,7 +3,8 @@
 //! ```text
 //! lattice.<lattice>.ctl.<verb>                  control-plane API (request/reply, queue group)
 //! lattice.<lattice>.evt.heartbeat.<host>        host heartbeats with their inventory
-//! lattice.<lattice>.evt.control                 what the control plane did and saw (`ctl watch`)
+//! lattice.<lattice>.evt.control                 what the control plane did and saw (`ctl watch`;
+//!                                               kept in the stream `LATTICE_<lattice>_events`)
 //! lattice.<lattice>.rpc.<app>.<component>       calls to a component's exports (queue group)
 //! lattice.<lattice>.prov.<host>.<provider>      a host's calls to a provider process it runs
 //! lattice.<lattice>.q.<app>.<component>         queued calls to a component (queue stream)
@@ -499,6 +500,12 @@ impl Buckets {
     /// Object store: artifacts by digest hex.
     pub fn artifacts(&self) -> String {
         self.name("artifacts")
+    }
+
+    /// Stream: the control plane's events ([`Subject::events`]), kept for `lattice ctl watch
+    /// --since`.
+    pub fn events(&self) -> String {
+        self.name("events")
     }
 }
 

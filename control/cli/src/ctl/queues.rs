@@ -33,7 +33,7 @@ pub(super) async fn requeue(
     out: Output,
 ) -> anyhow::Result<()> {
     let reply = ctl.requeue(link, ids).await?;
-    if out == Output::Json {
+    if output::for_scripts(out) {
         output::print(out, &reply, |_| String::new());
     } else if reply.requeued.is_empty() {
         if reply.not_found.is_empty() {

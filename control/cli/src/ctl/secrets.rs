@@ -33,7 +33,7 @@ pub(super) async fn get_manifest(
                 println!();
             }
         }
-        Output::Json => {
+        Output::Json | Output::Yaml => {
             let manifest = lattice_manifest::parse(&reply.manifest)
                 .map_err(|d| anyhow::anyhow!("the stored manifest does not parse: {d}"))?;
             let shown = Shown {

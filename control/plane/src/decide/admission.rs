@@ -163,6 +163,15 @@ impl State {
                     self.admissions.remove(&host);
                     self.dirty = true;
                 }
+                let message = format!(
+                    "host {host}'s admission could not be stored ({e}); its next heartbeat tries again"
+                );
+                return vec![Action::emit(
+                    EventKind::StoreFailed,
+                    None,
+                    Some(&host),
+                    message,
+                )];
             }
             return Vec::new();
         };

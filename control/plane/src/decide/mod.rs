@@ -32,6 +32,8 @@ mod state;
 mod tests;
 
 pub(crate) use action::{Action, Note, QueueJob};
+use lattice_protocol::messages::EventKind;
+
 pub(crate) use input::{AfterStore, Input, Outcome, Prepared, ReplyTo, Request};
 pub(crate) use requests::{invalid, not_found, version_conflict};
 pub(crate) use state::{LabelOverrides, Observed, Settings, State, Time, Written};
@@ -48,7 +50,12 @@ pub(crate) fn decide(state: &mut State, input: Input, now: Time) -> Vec<Action> 
         Input::Request { reply, request } => state.on_request(reply, request, now),
         Input::Prepared { reply, prepared } => match prepared {
             Ok(p) => state.deploy(&reply, p, now),
-            Err(e) => vec![Action::refuse(&reply, e)],
+            Err(e) => {
+                // Said to whoever asked, and to everyone watching.
+                let message = format!("a deploy or scale was refused: {}", e.message);
+                let note = Action::emit(EventKind::RequestRefused, None, None, message);
+                vec![Action::refuse(&reply, e), note]
+            }
         },
         Input::AppStored {
             app,

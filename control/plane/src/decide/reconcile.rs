@@ -250,7 +250,17 @@ impl State {
                     )],
                     None => {
                         warn!(app = %app.name, %error, "could not record the rollout step; will retry");
-                        Vec::new()
+                        let message = format!(
+                            "{} {}: the rollout step could not be stored ({error}); retrying",
+                            app.name,
+                            app.deployed.as_deref().unwrap_or("-")
+                        );
+                        vec![Action::emit(
+                            EventKind::StoreFailed,
+                            Some(&app.name),
+                            None,
+                            message,
+                        )]
                     }
                 }
             }
@@ -295,6 +305,12 @@ impl State {
             }
             Outcome::Lost { current, error } => {
                 warn!(host = %host, %error, "writing an assignment failed; will retry");
+                let message = format!(
+                    "assignment revision {} for host {} not written ({error}); retrying",
+                    assignment.revision,
+                    short(&host)
+                );
+                let note = Action::emit(EventKind::AssignmentFailed, None, Some(&host), message);
                 if let Some((assignment, kv_revision)) = current.map(|c| *c) {
                     self.written.insert(
                         host,
@@ -305,7 +321,7 @@ impl State {
                     );
                 }
                 self.dirty = true;
-                Vec::new()
+                vec![note]
             }
         }
     }

@@ -11,7 +11,7 @@ use lattice_protocol::auth::{Access, Refusal, Roles, SignedReply, SignedRequest}
 use lattice_protocol::envelope;
 use lattice_protocol::error::WireError;
 use lattice_protocol::keys::{KeyPair, PublicKey};
-use lattice_protocol::messages::{Verb, verbs};
+use lattice_protocol::messages::{EventKind, Verb, verbs};
 use lattice_protocol::subject::{CtlVerb, Subject};
 use tracing::{debug, warn};
 
@@ -159,6 +159,15 @@ impl Worker {
             Err(e) => {
                 if e.code == lattice_protocol::error::ErrorCode::NotAllowed {
                     warn!(?verb, signer = %signed.signer, reason = %e, "refused a control request");
+                    // The signature held: a real user asked for more than its role allows.
+                    let message = format!(
+                        "{} refused to {}: {}",
+                        verb.as_str(),
+                        signed.signer,
+                        e.message
+                    );
+                    self.events
+                        .emit(EventKind::RequestRefused, None, None, message);
                 }
                 let _ = self.act(Action::refuse(&reply, e)).await;
             }

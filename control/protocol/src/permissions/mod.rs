@@ -9,7 +9,8 @@
 //!                                    provider processes connect as it), the queue streams and
 //!                                    buckets, the clocks key of its own, reading assignments and
 //!                                    artifacts; never ctl, manifests, users, admissions, labels
-//!   operator       U...              ctl.* (requests), evt.> (watch), pushing artifacts and tags
+//!   operator       U...              ctl.* (requests), evt.> (watch), reading the events stream
+//!                                    (`watch --since`), pushing artifacts and tags
 //!   leaf link      user + password   the account as a whole (the leaf enforces its users' rights)
 //! ```
 //!
@@ -303,9 +304,12 @@ impl LatticeAuthz {
         publish.extend(self.stream_api(&format!("KV_{}", b.tags())));
         publish.insert(object_subjects(&b.artifacts()));
         publish.insert(kv_subjects(&b.tags()));
+        // `ctl watch --since`: reading the events stream, which only the control plane makes.
+        publish.extend(self.stream_api(&b.events()));
         let mut publish_deny = BTreeSet::new();
         publish_deny.extend(self.stream_admin(&format!("OBJ_{}", b.artifacts()), false));
         publish_deny.extend(self.stream_admin(&format!("KV_{}", b.tags()), false));
+        publish_deny.extend(self.stream_admin(&b.events(), true));
         NatsUser {
             subscribe: [Subject::all_events(l), format!("{}.>", inbox_prefix(&nkey))].into(),
             nkey,

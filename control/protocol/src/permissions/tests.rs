@@ -105,6 +105,9 @@ fn a_host_publishes_only_its_own_subjects_and_never_ctl() {
         "$JS.API.STREAM.INFO.KV_LATTICE_t_manifests".into(),
         "$JS.API.DIRECT.GET.KV_LATTICE_t_manifests.$KV.LATTICE_t_manifests.app".into(),
         "$JS.API.CONSUMER.CREATE.KV_LATTICE_t_users".into(),
+        // Hosts do not read the lattice's events.
+        "$JS.API.STREAM.INFO.LATTICE_t_events".into(),
+        "$JS.API.CONSUMER.CREATE.LATTICE_t_events.w1.lattice.t.evt.control".into(),
         "$JS.API.STREAM.PURGE.KV_LATTICE_t_assignments".into(),
         "$JS.API.STREAM.UPDATE.KV_LATTICE_t_assignments".into(),
         "$JS.API.STREAM.DELETE.LATTICE_t_queue".into(),
@@ -142,6 +145,10 @@ fn operators_reach_ctl_and_the_artifact_store_only() {
         "$JS.API.STREAM.INFO.OBJ_LATTICE_t_artifacts",
         "$O.LATTICE_t_artifacts.C.abc",
         "$KV.LATTICE_t_tags.hello.0.1.0",
+        // `ctl watch --since`: an ordered pull consumer on the events stream.
+        "$JS.API.STREAM.INFO.LATTICE_t_events",
+        "$JS.API.CONSUMER.CREATE.LATTICE_t_events.w1.lattice.t.evt.control",
+        "$JS.API.CONSUMER.MSG.NEXT.LATTICE_t_events.w1",
     ] {
         assert!(may_publish(&op, ok), "{ok}");
     }
@@ -152,6 +159,10 @@ fn operators_reach_ctl_and_the_artifact_store_only() {
         "$KV.LATTICE_t_manifests.app",
         "$JS.API.STREAM.INFO.KV_LATTICE_t_manifests",
         "$JS.API.STREAM.DELETE.OBJ_LATTICE_t_artifacts",
+        "$JS.API.STREAM.PURGE.LATTICE_t_events",
+        "$JS.API.STREAM.UPDATE.LATTICE_t_events",
+        "$JS.API.STREAM.MSG.DELETE.LATTICE_t_events",
+        "lattice.t.evt.control",
         "lattice.u.ctl.deploy",
     ] {
         assert!(!may_publish(&op, refused), "{refused}");
@@ -172,6 +183,7 @@ fn the_control_plane_serves_ctl_and_keeps_every_bucket() {
     assert!(may_publish(&c, "lattice.t.evt.control"));
     assert!(!may_publish(&c, "lattice.t.ctl.deploy"));
     assert!(!may_publish(&c, "lattice.u.evt.control"));
+    assert!(may_publish(&c, "$JS.API.STREAM.CREATE.LATTICE_t_events"));
 }
 
 #[test]
