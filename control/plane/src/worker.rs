@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 mod api;
 mod intake;
+mod members;
 mod prepare;
 mod users;
 
@@ -102,6 +103,8 @@ pub(crate) struct Worker {
     roles: Roles,
     /// The requests seen within the clock window: stale ones and replays are refused.
     freshness: Freshness,
+    /// The hosts' signed memberships, which other hosts may read.
+    members: members::Members,
 }
 
 async fn load<T: serde::de::DeserializeOwned>(
@@ -169,14 +172,18 @@ impl Worker {
             };
             open_kv(&js, bucket, &cfg.storage)
         };
-        let stores = Stores {
-            manifests: bucket(&b.manifests(), "Lattice app manifests").await?,
-            assignments: bucket(&b.assignments(), "Lattice signed host assignments").await?,
-            labels: bucket(&b.labels(), "Lattice host label changes").await?,
-            hosts: bucket(&b.hosts(), "Lattice host admissions").await?,
-            users: bucket(&b.users(), "Lattice role table: user key -> grant").await?,
-        };
+        let (stores, members) = (
+            Stores {
+                manifests: bucket(&b.manifests(), "Lattice app manifests").await?,
+                assignments: bucket(&b.assignments(), "Lattice signed host assignments").await?,
+                labels: bucket(&b.labels(), "Lattice host label changes").await?,
+                hosts: bucket(&b.hosts(), "Lattice host admissions").await?,
+                users: bucket(&b.users(), "Lattice role table: user key -> grant").await?,
+            },
+            bucket(&b.members(), "Lattice hosts' signed memberships").await?,
+        );
         let roles = users::load(&stores.users, &cfg.admins).await?;
+        let mut members = members::Members::open(members).await?;
         let registry = Registry::open_limited(&js, &cfg.lattice, &cfg.storage).await?;
         let mut label_overrides = BTreeMap::new();
         for (key, overrides, _) in load::<LabelOverrides>(&stores.labels).await? {
@@ -205,6 +212,10 @@ impl Worker {
                     },
                 );
             }
+        }
+        // Hosts assigned before memberships were written get theirs now.
+        for host in written.keys() {
+            members.ensure(&cfg.lattice, host, &cfg.key).await;
         }
         info!(
             lattice = %cfg.lattice,
@@ -235,6 +246,7 @@ impl Worker {
             intake: intake::Intake::default(),
             roles,
             freshness: Freshness::default(),
+            members,
         })
     }
 
@@ -352,6 +364,10 @@ impl Worker {
                 assignment,
                 revision,
             } => {
+                // The membership first: the host's queued items may reach a target as soon as
+                // it runs what it is assigned.
+                let (lattice, key) = (&self.cfg.lattice, &self.cfg.key);
+                self.members.ensure(lattice, &assignment.host, key).await;
                 let outcome = self.write_assignment(&assignment, revision).await;
                 Some(Input::AssignmentWritten {
                     assignment,
@@ -395,11 +411,14 @@ impl Worker {
             Action::ClearAssignment { host, revision } => {
                 // Only if nobody wrote it since: a rival's newer assignment is its to clear.
                 let store = &self.stores.assignments;
-                if let Err(e) = store
+                match store
                     .delete_expect_revision(host.as_str(), Some(revision))
                     .await
                 {
-                    warn!(host = %host, error = %e, "could not clear a forgotten host's assignment");
+                    Ok(()) => self.members.remove(&host).await,
+                    Err(e) => {
+                        warn!(host = %host, error = %e, "could not clear a forgotten host's assignment");
+                    }
                 }
                 None
             }
