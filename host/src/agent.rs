@@ -13,32 +13,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
-use lattice_protocol::assignment::{
-    Assignment, SignedAssignment, Workload, check_epoch, check_revision,
-};
-use lattice_protocol::envelope;
+use lattice_protocol::assignment::{Assignment, Workload};
 use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{FailureReason, Heartbeat, WorkloadState, WorkloadStatus};
 use lattice_protocol::names::HostId;
 use lattice_protocol::signed::seal_heartbeat;
-use lattice_protocol::subject::{Buckets, Subject};
+use lattice_protocol::subject::Subject;
 use lattice_protocol::unix_now;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 use wasmtime::component::{Component, Linker};
 
 mod load;
+mod watch;
 
 pub(crate) use load::LoadDone;
 use load::{Loader, Loads};
+use watch::refuse;
+pub(crate) use watch::{Accepted, watch_assignments};
 
 use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
-use crate::backoff::Backoff;
 use crate::caps::calls::{self, Loaded, Router, link_imports};
 use crate::caps::providers::{Providers, link_id};
 use crate::caps::{
@@ -617,103 +614,6 @@ struct Started {
     http: Option<SocketAddr>,
     /// Call and subscription servers; dropping them stops them.
     tasks: Vec<AbortOnDropHandle<()>>,
-}
-
-/// An assignment the watcher accepted, with its signed form to persist.
-pub(crate) struct Accepted {
-    pub(crate) signed: SignedAssignment,
-    pub(crate) assignment: Assignment,
-}
-
-/// Watches this host's assignment key and sends each acceptable revision to the applier.
-pub(crate) async fn watch_assignments(
-    js: jetstream::Context,
-    config: Arc<(HostConfig, HostId)>,
-    shared: Shared,
-    tx: mpsc::Sender<Accepted>,
-) {
-    let (config, host) = (&config.0, &config.1);
-    let bucket = Buckets::new(&config.lattice).assignments();
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    loop {
-        match watch_once(&js, &bucket, config, host, &shared, &tx).await {
-            Ok(()) => backoff.reset(),
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "watching the assignment failed; retrying");
-            }
-        }
-        if tx.is_closed() {
-            return;
-        }
-        // Production retry with backoff (the bucket appears when a control plane starts).
-        backoff.sleep().await;
-    }
-}
-
-async fn watch_once(
-    js: &jetstream::Context,
-    bucket: &str,
-    config: &HostConfig,
-    host: &HostId,
-    shared: &Shared,
-    tx: &mpsc::Sender<Accepted>,
-) -> anyhow::Result<()> {
-    let store = js
-        .get_key_value(bucket)
-        .await
-        .context("no assignment bucket yet (is a control plane running?)")?;
-    let mut watch = store.watch_with_history(host.as_str()).await?;
-    // Revisions handed to the applier but perhaps not applied yet also count for replay checks.
-    let (mut accepted, mut accepted_epoch) = (0, 0);
-    while let Some(entry) = watch.next().await {
-        let entry = entry?;
-        if entry.operation != kv::Operation::Put {
-            continue;
-        }
-        let verdict = envelope::decode::<SignedAssignment>(&entry.value)
-            .map_err(|e| format!("malformed assignment: {e}"))
-            .and_then(|signed| {
-                let assignment = signed
-                    .verify(
-                        &config.trusted_operators,
-                        &config.lattice,
-                        host,
-                        Some(unix_now()),
-                    )
-                    .map_err(|e| e.to_string())?;
-                Ok((signed, assignment))
-            });
-        let (signed, assignment) = match verdict {
-            Ok(v) => v,
-            Err(reason) => {
-                refuse(shared, reason);
-                continue;
-            }
-        };
-        let applied = shared.report().applied_revision.max(accepted);
-        if assignment.revision == applied {
-            continue; // the one we run, seen again on (re)connect
-        }
-        let applied_epoch = shared.report().applied_epoch.max(accepted_epoch);
-        if let Err(e) = check_revision(assignment.revision, applied)
-            .and_then(|()| check_epoch(&assignment, applied_epoch))
-        {
-            refuse(shared, e.to_string());
-            continue;
-        }
-        accepted = assignment.revision;
-        accepted_epoch = assignment.epoch;
-        if tx.send(Accepted { signed, assignment }).await.is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-fn refuse(shared: &Shared, reason: String) {
-    warn!(reason = %reason, "assignment refused; keeping what runs");
-    shared.report().last_refusal = Some(reason);
-    shared.changed.notify_one();
 }
 
 /// Publishes heartbeats, signed by the host's key `key` (which is its id: nobody else can

@@ -55,7 +55,7 @@ use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
 use lattice_protocol::provider::{LinkDirection, LinkId, LinkInfo};
 use lattice_protocol::subject::Subject;
 use lattice_provider_keyvalue_nats::NatsKv;
-use lattice_provider_sdk::{Call, Provider, Remote, Reply};
+use lattice_provider_sdk::{Call, CallKey, Provider, Remote, Reply};
 use lattice_tests::{NatsServer, TestLattice, endpoint, kv_counter_manifest as manifest};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
@@ -306,19 +306,31 @@ async fn provider_level(program: &Path, ops: usize) -> anyhow::Result<Vec<String
     let inproc_bucket = open_bucket(&inproc, &inproc_link).await?;
 
     // The process, started with the environment a host gives it.
-    let process = Child(
+    let mut process = Child(
         std::process::Command::new(program)
             .env("LATTICE_NATS_URL", &nats.url)
             .env("LATTICE_LATTICE", lattice.as_str())
             .env("LATTICE_HOST_ID", host.as_str())
             .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?,
     );
     let subject = Subject::provider(&lattice, &host, &ComponentName::new(PROVIDER)?).to_string();
-    let remote = Remote::new(PROVIDER, client.clone(), subject, Duration::from_secs(10));
+    // Its call key, as a host hands it over.
+    let key = CallKey::generate();
+    std::io::Write::write_all(
+        process.0.stdin.as_mut().context("piped")?,
+        key.to_line().as_bytes(),
+    )?;
+    let remote = Remote::new(
+        PROVIDER,
+        client.clone(),
+        subject,
+        Duration::from_secs(10),
+        key,
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     while remote.ping().await.is_err() {
         anyhow::ensure!(

@@ -9,8 +9,10 @@
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
+use lattice_protocol::envelope;
+use lattice_protocol::membership::SignedMembership;
 use lattice_protocol::names::HostId;
-use lattice_protocol::subject::{Buckets, CtlVerb, Subject};
+use lattice_protocol::subject::{Buckets, CtlVerb, Subject, kv_key_subject, kv_stream};
 use lattice_tests::authz::{SecuredLattice, connect};
 use lattice_tests::{WAIT, hello_manifest, hello_wasm, http_get, lattice_bin};
 
@@ -184,6 +186,76 @@ async fn a_host_cannot_write_another_hosts_assignment() -> anyhow::Result<()> {
     let purge = format!("$JS.API.STREAM.PURGE.KV_{bucket}");
     let _ = b.client.publish(purge.clone(), "{}".into()).await;
     b.refused(&purge).await?;
+    still_serves(&t, "v2").await
+}
+
+/// A host reads only its own assignment: every way of reading another's key is refused by the
+/// server (a direct get, a watch whose filter is only in the body, one naming the other's key,
+/// a message get), and a watch naming its own key in the subject but another's in the body is
+/// refused by JetStream. The same watch of its own key is allowed: the refusals are about the
+/// key, not the form. Memberships, which the queue's sender check reads, are readable.
+#[tokio::test]
+async fn a_host_cannot_read_another_hosts_assignment() -> anyhow::Result<()> {
+    let (t, _host, _addr) = serving().await?;
+    let mut b = t.intruder("host-b", t.keys().host("host-b")).await?;
+    let lattice = &t.keys().lattice;
+    let bucket = Buckets::new(lattice).assignments();
+    let stream = kv_stream(&bucket);
+    let (a, own) = (host_id(&t, "host-a"), host_id(&t, "host-b"));
+    let theirs = kv_key_subject(&bucket, a.as_str());
+    for attempt in [
+        format!("$JS.API.DIRECT.GET.{stream}.{theirs}"),
+        format!("$JS.API.DIRECT.GET.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.watch.{theirs}"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+    ] {
+        let _ = b.client.publish(attempt.clone(), "{}".into()).await;
+        b.refused(&attempt).await?;
+    }
+    // A consumer request whose subject names its own key and whose body names another's.
+    let create = |name: &str, filter: &str| {
+        let body = serde_json::json!({
+            "stream_name": stream,
+            "config": {
+                "name": name,
+                "deliver_subject": format!("{}.watch", b.client.new_inbox()),
+                "filter_subject": filter,
+                "deliver_policy": "last_per_subject",
+                "ack_policy": "none",
+            },
+        });
+        let subject = format!(
+            "$JS.API.CONSUMER.CREATE.{stream}.{name}.{}",
+            kv_key_subject(&bucket, own.as_str())
+        );
+        let client = b.client.clone();
+        async move {
+            let reply = tokio::time::timeout(
+                WAIT,
+                client.request(subject, serde_json::to_vec(&body)?.into()),
+            )
+            .await??;
+            Ok::<_, anyhow::Error>(serde_json::from_slice::<serde_json::Value>(&reply.payload)?)
+        }
+    };
+    let mismatch = create("mismatch", &theirs).await?;
+    let refusal = mismatch["error"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(refusal.contains("filter"), "{mismatch}");
+    let allowed = create("own", &kv_key_subject(&bucket, own.as_str())).await?;
+    assert!(allowed.get("error").is_none(), "{allowed}");
+    // Memberships are every host's to read, and host-a's is there, signed.
+    let members = async_nats::jetstream::new(b.client.clone())
+        .get_key_value(Buckets::new(lattice).members())
+        .await?;
+    let membership = members.get(a.as_str()).await?.expect("host-a is a member");
+    envelope::decode::<SignedMembership>(&membership)?.verify(
+        &[t.keys().control.public_key()],
+        lattice,
+        &a,
+    )?;
     still_serves(&t, "v2").await
 }
 

@@ -13,7 +13,7 @@ use lattice_protocol::rpc::{RpcCall, RpcReply};
 use lattice_protocol::subject::Subject;
 use lattice_provider_mqtt::Mqtt;
 use lattice_provider_sdk::{
-    Call, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
+    Call, CallKey, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
 };
 use lattice_tests::mosquitto::{Mosquitto, TestMqtt};
 use lattice_tests::{NatsServer, eventually};
@@ -412,20 +412,28 @@ async fn the_provider_runs_as_a_process() -> anyhow::Result<()> {
     let broker = Mosquitto::start().await?;
     let client = nats.client().await?;
     let host = HostId::new("NTESTHOST")?;
-    let _process = Process(
+    let mut process = Process(
         std::process::Command::new(provider_bin())
             .env("LATTICE_NATS_URL", &nats.url)
             .env("LATTICE_LATTICE", lattice().to_string())
             .env("LATTICE_HOST_ID", host.to_string())
             .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
             .spawn()?,
     );
+    // Its call key, as a host hands it over.
+    let key = CallKey::generate();
+    std::io::Write::write_all(
+        process.0.stdin.as_mut().expect("piped"),
+        key.to_line().as_bytes(),
+    )?;
     let subject = Subject::provider(&lattice(), &host, &ComponentName::new("mqtt")?);
     let remote = Remote::new(
         "mqtt",
         client.clone(),
         subject.to_string(),
         Duration::from_secs(10),
+        key,
     );
     // Ready once it answers (no responders until it subscribed).
     eventually(ARRIVE, "the provider to answer", || async {

@@ -11,7 +11,7 @@ use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
 use lattice_protocol::subject::Subject;
 use lattice_provider_keyvalue_redis::RedisKv;
 use lattice_provider_sdk::{
-    Call, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
+    Call, CallKey, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
 };
 use lattice_tests::NatsServer;
 use lattice_tests::redis::RedisServer;
@@ -664,11 +664,17 @@ async fn the_provider_process_serves_over_nats() -> anyhow::Result<()> {
             .env("LATTICE_LATTICE", lattice.as_str())
             .env("LATTICE_HOST_ID", host.as_str())
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?,
     );
+    // Its call key, as a host hands it over.
+    let key = CallKey::generate();
+    std::io::Write::write_all(
+        process.0.stdin.as_mut().expect("piped"),
+        key.to_line().as_bytes(),
+    )?;
     let name = ComponentName::new("keyvalue-redis")?;
     let subject = Subject::provider(&lattice, &host, &name).to_string();
     let remote = Remote::new(
@@ -676,6 +682,7 @@ async fn the_provider_process_serves_over_nats() -> anyhow::Result<()> {
         nats.client().await?,
         subject,
         Duration::from_secs(5),
+        key,
     );
 
     // Ready once it has subscribed: ping until it answers.

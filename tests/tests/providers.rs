@@ -7,7 +7,8 @@ use futures::StreamExt as _;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::envelope;
 use lattice_protocol::names::{AppName, ComponentName, HostId};
-use lattice_protocol::provider::{Call, ProviderRequest};
+use lattice_protocol::provider::auth::{CALL_AUTH_HEADER, CallKey};
+use lattice_protocol::provider::{Call, ProviderError, ProviderRequest, ProviderResponse};
 use lattice_protocol::subject::Subject;
 use lattice_tests::{TestLattice, WAIT, endpoint, http_get, kv_counter_manifest};
 
@@ -177,6 +178,104 @@ async fn the_host_asks_a_provider_process_to_open_a_bucket_once() -> anyhow::Res
     }
     assert_eq!(increments, 5, "every request counted through the provider");
     assert_eq!(opens, ["default"], "one open for five requests");
+    Ok(())
+}
+
+/// What a provider process answers to `payload` sent with `headers` by `client` on `subject`.
+async fn ask(
+    client: &async_nats::Client,
+    subject: &Subject,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> anyhow::Result<ProviderResponse> {
+    let reply = tokio::time::timeout(
+        WAIT,
+        client.request_with_headers(subject.to_string(), headers, payload),
+    )
+    .await??;
+    Ok(envelope::decode(&reply.payload)?)
+}
+
+/// Being able to publish on a host's provider subject is not enough (dev mode: no NATS
+/// permissions stop anyone here): a well-formed call from another client, one with a tag under
+/// another key, and a replay of a request the host really sent are each refused, before they
+/// reach the provider, and the host's own calls keep counting, one by one.
+#[tokio::test]
+async fn a_provider_process_answers_only_its_host() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let host = HostId::new(host_id(&t, "edge-1").await?)?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
+    t.ctl
+        .deploy(&manifest("counter", &image, "guarded"))
+        .await?;
+    let addr = endpoint(&t.wait_deployed("counter").await?)?;
+    let subject = Subject::provider(&t.lattice, &host, &ComponentName::new("keyvalue-nats")?);
+    let mut requests = t.client.subscribe(subject.to_string()).await?;
+    t.client.flush().await?;
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 1\n".into()));
+    // The host's increment, captured with its headers.
+    let captured = loop {
+        let message = tokio::time::timeout(WAIT, requests.next())
+            .await?
+            .expect("the subscription lives");
+        if let ProviderRequest::Call {
+            call: Call::KvIncrement { .. },
+            ..
+        } = envelope::decode(&message.payload)?
+        {
+            break message;
+        }
+    };
+    let ProviderRequest::Call { link, call } = envelope::decode(&captured.payload)? else {
+        unreachable!("matched above");
+    };
+
+    // An outsider's well-formed call, on a connection of its own.
+    let outsider = async_nats::connect(&t.nats.url).await?;
+    let forged = envelope::encode(&ProviderRequest::Call { link, call });
+    let refused = |answer: ProviderResponse, what: &str| match answer {
+        ProviderResponse::Err(ProviderError::Unauthenticated(reason)) => {
+            assert!(reason.contains(what), "{reason}");
+        }
+        other => panic!("expected a refusal naming `{what}`, got {other:?}"),
+    };
+    refused(
+        ask(
+            &outsider,
+            &subject,
+            async_nats::HeaderMap::new(),
+            forged.clone().into(),
+        )
+        .await?,
+        "no Lattice-Provider-Auth header",
+    );
+    // A tag under a key of its own.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        CALL_AUTH_HEADER,
+        CallKey::generate().sign(1 << 40, &forged).as_str(),
+    );
+    refused(
+        ask(&outsider, &subject, headers, forged.into()).await?,
+        "tag is wrong",
+    );
+    // The host's own request, replayed whole.
+    refused(
+        ask(
+            &outsider,
+            &subject,
+            captured.headers.clone().expect("the host authenticates"),
+            captured.payload.clone(),
+        )
+        .await?,
+        "a replay",
+    );
+
+    // None of them counted; the host's calls still do.
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 2\n".into()));
     Ok(())
 }
 

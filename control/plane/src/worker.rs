@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 mod api;
 mod intake;
+mod members;
 mod prepare;
 mod users;
 
@@ -77,6 +78,8 @@ pub(crate) struct Worker {
     events: Events,
     /// The requests seen within the clock window: stale ones and replays are refused.
     freshness: Freshness,
+    /// The hosts' signed memberships, which other hosts may read.
+    members: members::Members,
 }
 
 async fn load<T: serde::de::DeserializeOwned>(
@@ -144,14 +147,18 @@ impl Worker {
             };
             open_kv(&js, bucket, &cfg.storage)
         };
-        let stores = Stores {
-            manifests: bucket(&b.manifests(), "Lattice app manifests").await?,
-            assignments: bucket(&b.assignments(), "Lattice signed host assignments").await?,
-            labels: bucket(&b.labels(), "Lattice host label changes").await?,
-            hosts: bucket(&b.hosts(), "Lattice host admissions").await?,
-            users: bucket(&b.users(), "Lattice role table: user key -> grant").await?,
-        };
+        let (stores, members) = (
+            Stores {
+                manifests: bucket(&b.manifests(), "Lattice app manifests").await?,
+                assignments: bucket(&b.assignments(), "Lattice signed host assignments").await?,
+                labels: bucket(&b.labels(), "Lattice host label changes").await?,
+                hosts: bucket(&b.hosts(), "Lattice host admissions").await?,
+                users: bucket(&b.users(), "Lattice role table: user key -> grant").await?,
+            },
+            bucket(&b.members(), "Lattice hosts' signed memberships").await?,
+        );
         let roles = users::load(&stores.users, &cfg.admins).await?;
+        let mut members = members::Members::open(members).await?;
         let registry = Registry::open_limited(&js, &cfg.lattice, &cfg.storage).await?;
         crate::events::ensure(&js, &cfg.lattice, &cfg.storage).await?;
         let events = Events::start(js.clone(), &cfg.lattice);
@@ -183,6 +190,10 @@ impl Worker {
                 );
             }
         }
+        // Hosts assigned before memberships were written get theirs now.
+        for host in written.keys() {
+            members.ensure(&cfg.lattice, host, &cfg.key).await;
+        }
         info!(
             lattice = %cfg.lattice,
             key = %cfg.key.public_key(),
@@ -213,6 +224,7 @@ impl Worker {
             roles,
             events,
             freshness: Freshness::default(),
+            members,
         })
     }
 
@@ -333,6 +345,10 @@ impl Worker {
                 assignment,
                 revision,
             } => {
+                // The membership first: the host's queued items may reach a target as soon as
+                // it runs what it is assigned.
+                let (lattice, key) = (&self.cfg.lattice, &self.cfg.key);
+                self.members.ensure(lattice, &assignment.host, key).await;
                 let outcome = self.write_assignment(&assignment, revision).await;
                 Some(Input::AssignmentWritten {
                     assignment,
@@ -376,11 +392,14 @@ impl Worker {
             Action::ClearAssignment { host, revision } => {
                 // Only if nobody wrote it since: a rival's newer assignment is its to clear.
                 let store = &self.stores.assignments;
-                if let Err(e) = store
+                match store
                     .delete_expect_revision(host.as_str(), Some(revision))
                     .await
                 {
-                    warn!(host = %host, error = %e, "could not clear a forgotten host's assignment");
+                    Ok(()) => self.members.remove(&host).await,
+                    Err(e) => {
+                        warn!(host = %host, error = %e, "could not clear a forgotten host's assignment");
+                    }
                 }
                 None
             }

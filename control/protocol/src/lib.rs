@@ -18,7 +18,8 @@
 //!   control plane, host and operator), derived from [`subject`]; keys as NATS user nkeys.
 //! - [`secret`]: config values marked secret, sealed to the key of whoever may read them.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
-//! - [`assignment`]: the signed, revisioned, expiring per-host assignment.
+//! - [`assignment`]: the signed, revisioned, expiring per-host assignment; [`membership`]: that
+//!   a host is one of the lattice, signed, which other hosts may read (unlike its assignment).
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
 //!   buckets every supported nats-server accepts; `lease`: leases in KV keys (the control
 //!   plane's leader, a queue target's consuming host).
@@ -53,6 +54,7 @@ pub mod jetstream;
 pub mod keys;
 #[cfg(feature = "jetstream")]
 pub mod lease;
+pub mod membership;
 pub mod messages;
 pub mod names;
 pub mod permissions;

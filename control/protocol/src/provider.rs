@@ -9,9 +9,16 @@
 //! Providers deliver to components (an MQTT message to a `wasmcloud:messaging/handler`) with an
 //! ordinary component call ([`crate::rpc::RpcCall`]).
 //!
+//! Every request carries the [`auth::CALL_AUTH_HEADER`] header: an HMAC under a key the host
+//! drew when it started the process and wrote on the process's standard input, over a counter
+//! and the request's bytes. A process checks it before decoding the request and answers
+//! anything else with [`ProviderError::Unauthenticated`] ([`auth`] says how, for a provider
+//! written in another language).
+//!
 //! [`catalog`] declares each provider once (name, how it runs, what it serves and delivers, its
 //! links' config keys and checks), for the control plane and hosts alike.
 
+pub mod auth;
 pub mod catalog;
 
 use std::collections::BTreeMap;
@@ -318,6 +325,10 @@ pub enum ProviderError {
     /// The provider could not be reached or is restarting.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
+    /// The request was not sent by the host that started the provider process (no or a wrong
+    /// [`auth::CALL_AUTH_HEADER`], or a replay): why.
+    #[error("refused: {0}")]
+    Unauthenticated(String),
     /// Anything else, described.
     #[error("{0}")]
     Other(String),

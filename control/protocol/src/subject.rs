@@ -497,6 +497,12 @@ impl Buckets {
         self.name("clocks")
     }
 
+    /// KV: host id -> its [`SignedMembership`](crate::membership::SignedMembership): the
+    /// hosts of the lattice, which every host may read (unlike their assignments).
+    pub fn members(&self) -> String {
+        self.name("members")
+    }
+
     /// Object store: artifacts by digest hex.
     pub fn artifacts(&self) -> String {
         self.name("artifacts")
@@ -507,6 +513,17 @@ impl Buckets {
     pub fn events(&self) -> String {
         self.name("events")
     }
+}
+
+/// The stream holding KV bucket `bucket`.
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The subject key `key` of KV bucket `bucket` is stored on: what a watch of that one key
+/// filters on, and what a direct get of it names.
+pub fn kv_key_subject(bucket: &str, key: &str) -> String {
+    format!("$KV.{bucket}.{key}")
 }
 
 /// Turns a tag `name:version` into a KV key (KV keys may not contain `:`).

@@ -10,6 +10,11 @@
 //! A process that exits (a crash, SIGKILL) is started again with backoff (250 ms doubling to
 //! 30 s, back to 250 ms after a minute of good health); once it answers a ping it is given every
 //! link again, and calls resume. Calls made meanwhile fail at once as unavailable.
+//!
+//! Each start draws a new call key, written as the first line on the process's standard input
+//! (the pipe that also tells it when this host dies); every request the [`Remote`] sends is
+//! authenticated with it (`lattice_protocol::provider::auth`), and the process answers nothing
+//! else.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -22,7 +27,7 @@ use lattice_protocol::names::{AppName, ComponentName};
 use lattice_protocol::provider::{LinkDirection, LinkId, LinkInfo};
 use lattice_protocol::subject::Subject;
 use lattice_provider_keyvalue_nats::NatsKv;
-use lattice_provider_sdk::{ProcessEnv, Provider, Remote};
+use lattice_provider_sdk::{CallKey, ProcessEnv, Provider, Remote};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::LatticeLink;
@@ -254,7 +259,14 @@ impl Providers {
         let provider = ComponentName::new(name)?;
         let subject =
             Subject::provider(&self.lattice.lattice, &self.lattice.host, &provider).to_string();
-        let remote = Remote::new(name, self.lattice.client.clone(), subject, CALL_TIMEOUT);
+        // Replaced by the supervisor with a fresh key each time it starts the process.
+        let remote = Remote::new(
+            name,
+            self.lattice.client.clone(),
+            subject,
+            CALL_TIMEOUT,
+            CallKey::generate(),
+        );
         let links = Arc::new(Mutex::new(BTreeMap::new()));
         let env = ProcessEnv {
             nats_url,
@@ -271,7 +283,8 @@ impl Providers {
                 None => command.env_remove(name),
             };
         }
-        // The process watches this pipe: it closes when this host dies, however it dies.
+        // The process reads its call key on this pipe, then watches it: it closes when this
+        // host dies, however it dies.
         command
             .stdin(std::process::Stdio::piped())
             .kill_on_drop(true);
@@ -329,7 +342,7 @@ async fn supervise(
         match command.spawn() {
             Ok(mut child) => {
                 // Held until the process exits; dropped with this host.
-                let _host_pipe = child.stdin.take();
+                let _host_pipe = hand_key(&remote, &mut child).await;
                 if ready(&remote, &mut child).await {
                     let all: Vec<LinkInfo> = links
                         .lock()
@@ -358,6 +371,23 @@ async fn supervise(
         }
         backoff.sleep().await;
     }
+}
+
+/// Draws a new call key for the process just started, writes it on its standard input and
+/// has `remote` use it; returns the pipe, which must stay open while the process runs.
+async fn hand_key(
+    remote: &Remote,
+    child: &mut tokio::process::Child,
+) -> Option<tokio::process::ChildStdin> {
+    use tokio::io::AsyncWriteExt as _;
+    let key = CallKey::generate();
+    let mut pipe = child.stdin.take()?;
+    if let Err(e) = pipe.write_all(key.to_line().as_bytes()).await {
+        // The process exited at once; the supervisor sees it and starts it again.
+        tracing::debug!(error = %e, "could not hand the provider its call key");
+    }
+    remote.set_key(key);
+    Some(pipe)
 }
 
 /// Waits until the process answers a ping (or exits, or takes too long).

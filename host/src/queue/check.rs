@@ -6,16 +6,18 @@
 //! lane: its sender's lane is only ever read and written under a key of the verified signer.
 //!
 //! Cost: one signature check per message (a bundle's 64 items share it), and per consumer one
-//! read of the assignments bucket for each signer first seen (remembered; a refusal for 10 s).
+//! read of the members bucket for each signer first seen (remembered; a refusal for 10 s). The
+//! members bucket rather than the signer's assignment: a host may read only its own assignment
+//! (`lattice_protocol::membership`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderName;
 use async_nats::jetstream::{self, kv};
-use lattice_protocol::assignment::SignedAssignment;
 use lattice_protocol::envelope;
 use lattice_protocol::keys::{KeyRole, PublicKey};
+use lattice_protocol::membership::SignedMembership;
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
     CALL_ID_HEADER, LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_MARKER_HEADER,
@@ -48,11 +50,11 @@ pub(super) enum Checked {
     Alone,
 }
 
-/// The hosts of the lattice, as far as one consumer has asked: a host is a key holding an
-/// assignment signed by a trusted operator (it may have run no workload since, its outbox
-/// still draining).
+/// The hosts of the lattice, as far as one consumer has asked: a host is a key holding a
+/// membership signed by a trusted operator (the control plane writes one for every host it
+/// assigns work to; it may have run no workload since, its outbox still draining).
 pub(super) struct Senders {
-    assignments: Option<kv::Store>,
+    members: Option<kv::Store>,
     trusted: Vec<PublicKey>,
     lattice: LatticeName,
     known: HashMap<PublicKey, Option<Instant>>,
@@ -66,12 +68,9 @@ impl Senders {
         trusted: &[PublicKey],
     ) -> Self {
         // Without the bucket (no control plane ever ran) no signer is a host.
-        let assignments = js
-            .get_key_value(Buckets::new(lattice).assignments())
-            .await
-            .ok();
+        let members = js.get_key_value(Buckets::new(lattice).members()).await.ok();
         Self {
-            assignments,
+            members,
             trusted: trusted.to_vec(),
             lattice: lattice.clone(),
             known: HashMap::new(),
@@ -86,17 +85,16 @@ impl Senders {
             _ => {}
         }
         let host = HostId::new(signer.to_string())?;
-        let entry = match &self.assignments {
+        let entry = match &self.members {
             Some(kv) => kv
                 .get(host.as_str())
                 .await
-                .map_err(|e| anyhow::anyhow!("reading the assignment of {host}: {e}"))?,
+                .map_err(|e| anyhow::anyhow!("reading the membership of {host}: {e}"))?,
             None => None,
         };
-        // Expired or not, an assignment signed for it makes it a host of this lattice.
         let is_host = entry.is_some_and(|bytes| {
-            envelope::decode::<SignedAssignment>(&bytes)
-                .is_ok_and(|a| a.verify(&self.trusted, &self.lattice, &host, None).is_ok())
+            envelope::decode::<SignedMembership>(&bytes)
+                .is_ok_and(|m| m.verify(&self.trusted, &self.lattice, &host).is_ok())
         });
         self.known
             .insert(signer.clone(), (!is_host).then(Instant::now));

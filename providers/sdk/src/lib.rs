@@ -16,15 +16,19 @@
 //! is its [`ProviderDescription`] in [`catalog`]; a provider takes its name from there.
 //!
 //! The wire types are in `lattice_protocol::provider`, so a provider in another language needs
-//! only that document: MessagePack envelopes on `lattice.<lattice>.prov.<host>.<provider>`.
+//! only that document: MessagePack envelopes on `lattice.<lattice>.prov.<host>.<provider>`, each
+//! request authenticated by the host with the key it writes on the process's standard input
+//! (`lattice_protocol::provider::auth`).
 
 mod deliver;
+mod guard;
 mod process;
 mod remote;
 
 /// The attribute a [`Provider`] implementation is written with, re-exported so that an
 /// in-process provider (the host's built-ins) needs no dependency of its own for it.
 pub use async_trait::async_trait;
+pub use lattice_protocol::provider::auth::CallKey;
 pub use lattice_protocol::provider::catalog::{self, ProviderDescription};
 pub use lattice_protocol::provider::{Call, LinkDirection, LinkId, LinkInfo, ProviderError, Reply};
 

@@ -6,6 +6,11 @@
 //! and keeps the write end of a pipe on its standard input: when the host dies, however it
 //! dies, the kernel closes that pipe and the provider exits ([`run_process`]), so a provider
 //! never outlives its host beside the next one.
+//!
+//! The first line the host writes on that pipe is the process's call key
+//! (`lattice_protocol::provider::auth`): [`serve`] answers only requests authenticated with
+//! it, so a client that can publish on the provider's subject (another host, a stranger in dev
+//! mode without the generated NATS authorization) gets `Unauthenticated` and nothing else.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -19,10 +24,12 @@ use futures::StreamExt as _;
 use lattice_connect::NatsOptions;
 use lattice_protocol::envelope;
 use lattice_protocol::names::{ComponentName, HostId, LatticeName};
+use lattice_protocol::provider::auth::CallKey;
 use lattice_protocol::provider::{LinkId, ProviderRequest, ProviderResponse, Reply};
 use lattice_protocol::subject::Subject;
 
 use crate::Provider;
+use crate::guard::Guard;
 
 /// What a host tells a provider process it starts, in environment variables (so a provider in
 /// any language reads them the same way). The host writes them with [`ProcessEnv::vars`], the
@@ -159,29 +166,41 @@ impl ProcessEnv {
 /// Most requests a provider process answers at once.
 const CONCURRENT_REQUESTS: usize = 256;
 
-/// Answers requests for `provider` on `subject` until the subscription ends.
+/// Answers requests for `provider` on `subject` until the subscription ends: those
+/// authenticated with `key`, the key its host gave it; every other one with
+/// `ProviderError::Unauthenticated`, before it is decoded.
 pub async fn serve(
     provider: Arc<dyn Provider>,
     client: async_nats::Client,
     subject: String,
+    key: CallKey,
 ) -> anyhow::Result<()> {
     let mut requests = client.subscribe(subject).await?;
     client.flush().await?;
     let links = Arc::new(Mutex::new(BTreeSet::new()));
+    let guard = Arc::new(Guard::new(key));
     // Requests answered at once: beyond it the next waits (in the subscription's buffer)
     // instead of a task per message without bound.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_REQUESTS));
     while let Some(message) = requests.next().await {
-        let Some(reply_to) = message.reply else {
+        let Some(reply_to) = message.reply.clone() else {
             continue;
         };
         let Ok(slot) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let (provider, client, links) = (provider.clone(), client.clone(), links.clone());
+        let (provider, client, links, guard) = (
+            provider.clone(),
+            client.clone(),
+            links.clone(),
+            guard.clone(),
+        );
         tokio::spawn(async move {
             let _slot = slot;
-            let response = answer(provider.as_ref(), &links, &message.payload).await;
+            let response = match guard.check(&message) {
+                Ok(()) => answer(provider.as_ref(), &links, &message.payload).await,
+                Err(refused) => ProviderResponse::Err(refused),
+            };
             if let Err(e) = client
                 .publish(reply_to, envelope::encode(&response).into())
                 .await
@@ -234,29 +253,48 @@ async fn answer(
     }
 }
 
+/// How long a process waits for its call key on standard input.
+const KEY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The rest of a provider process's `main` once `lattice_telemetry::init` (logging to stderr,
 /// which the host passes on), [`ProcessEnv::from_env`] and
-/// [`ProcessEnv::connect`] ran: serves `provider` on its subject with `client` (the same
-/// connection the provider may use itself) until SIGTERM or Ctrl-C.
+/// [`ProcessEnv::connect`] ran: reads the call key the host writes on standard input, then
+/// serves `provider` on its subject with `client` (the same connection the provider may use
+/// itself) until SIGTERM or Ctrl-C, or until the host's pipe closes.
 pub async fn run_process(
     env: &ProcessEnv,
     client: async_nats::Client,
     provider: Arc<dyn Provider>,
 ) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
     let name = ComponentName::new(provider.name())?;
     let subject = Subject::provider(&env.lattice, &env.host, &name).to_string();
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = String::new();
+    let read = tokio::time::timeout(KEY_TIMEOUT, stdin.read_line(&mut line))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    anyhow::ensure!(
+        read.is_some_and(|n| n > 0),
+        "no call key on standard input within {KEY_TIMEOUT:?}: a provider process is started by a \
+         Lattice host, which writes it there; to run one by hand, write the key the caller uses \
+         (64 hex digits) as the first line"
+    );
+    let key = CallKey::from_line(&line)?;
+    line.clear();
     tracing::info!(provider = %name, %subject, "provider serving");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let host_gone = async {
         if env.host_pipe {
-            host_pipe_closed().await;
+            host_pipe_closed(stdin).await;
             tracing::warn!(provider = %name, "the host that started this provider is gone; exiting");
         } else {
             std::future::pending::<()>().await;
         }
     };
     tokio::select! {
-        served = serve(provider, client, subject) => served,
+        served = serve(provider, client, subject, key) => served,
         () = host_gone => Ok(()),
         _ = terminate.recv() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -264,11 +302,10 @@ pub async fn run_process(
 }
 
 /// Returns once standard input, the host's pipe, reaches its end: the host closed it or died.
-async fn host_pipe_closed() {
+async fn host_pipe_closed(mut stdin: impl tokio::io::AsyncRead + Unpin) {
     use tokio::io::AsyncReadExt as _;
-    let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
-    // The host never writes; anything read is ignored.
+    // After the key the host writes nothing; anything read is ignored.
     while let Ok(n) = stdin.read(&mut buf).await {
         if n == 0 {
             return;

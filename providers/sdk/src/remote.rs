@@ -1,9 +1,13 @@
-//! A provider in another process, reached over NATS.
+//! A provider in another process, reached over NATS, each request authenticated with the key
+//! the process was started with (`lattice_protocol::provider::auth`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lattice_protocol::envelope;
+use lattice_protocol::provider::auth::{CALL_AUTH_HEADER, CallKey};
 use lattice_protocol::provider::{ProviderRequest, ProviderResponse};
 
 use crate::{Call, LinkId, LinkInfo, Provider, ProviderError, Reply};
@@ -15,22 +19,58 @@ pub struct Remote {
     client: async_nats::Client,
     subject: String,
     timeout: Duration,
+    signer: Arc<Signer>,
+}
+
+/// The current process's key and the counter of requests sent (shared by every clone).
+#[derive(Debug)]
+struct Signer {
+    key: RwLock<CallKey>,
+    counter: AtomicU64,
 }
 
 impl Remote {
-    /// Talks to provider `name` on `subject`, waiting at most `timeout` for each answer.
-    pub fn new(name: &str, client: async_nats::Client, subject: String, timeout: Duration) -> Self {
+    /// Talks to provider `name` on `subject`, authenticating each request with `key` (the one
+    /// written on the process's standard input) and waiting at most `timeout` for each answer.
+    pub fn new(
+        name: &str,
+        client: async_nats::Client,
+        subject: String,
+        timeout: Duration,
+        key: CallKey,
+    ) -> Self {
         Self {
             name: name.to_string(),
             client,
             subject,
             timeout,
+            signer: Arc::new(Signer {
+                key: RwLock::new(key),
+                counter: AtomicU64::new(0),
+            }),
         }
     }
 
-    async fn request(&self, request: &ProviderRequest) -> Result<Reply, ProviderError> {
+    /// Authenticates requests with `key` from now on (the process was started again with it);
+    /// every clone of this handle follows.
+    pub fn set_key(&self, key: CallKey) {
+        *self.signer.key.write().expect("not poisoned") = key;
+    }
+
+    async fn send(&self, request: &ProviderRequest) -> Result<ProviderResponse, ProviderError> {
+        let payload = envelope::encode(request);
+        let counter = self.signer.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let tag = self
+            .signer
+            .key
+            .read()
+            .expect("not poisoned")
+            .sign(counter, &payload);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(CALL_AUTH_HEADER, tag.as_str());
         let message = async_nats::Request::new()
-            .payload(envelope::encode(request).into())
+            .payload(payload.into())
+            .headers(headers)
             .timeout(Some(self.timeout));
         let reply = self
             .client
@@ -39,29 +79,27 @@ impl Remote {
             .map_err(|e| {
                 ProviderError::Unavailable(format!("provider `{}` did not answer: {e}", self.name))
             })?;
-        match envelope::decode::<ProviderResponse>(&reply.payload) {
-            Ok(ProviderResponse::Ok(reply)) => Ok(reply),
-            Ok(ProviderResponse::Err(e)) => Err(e),
-            Ok(ProviderResponse::Ready { .. }) => Ok(Reply::Unit),
-            Err(e) => Err(ProviderError::Other(format!(
+        envelope::decode::<ProviderResponse>(&reply.payload).map_err(|e| {
+            ProviderError::Other(format!(
                 "provider `{}` answered something unreadable: {e}",
                 self.name
-            ))),
+            ))
+        })
+    }
+
+    async fn request(&self, request: &ProviderRequest) -> Result<Reply, ProviderError> {
+        match self.send(request).await? {
+            ProviderResponse::Ok(reply) => Ok(reply),
+            ProviderResponse::Err(e) => Err(e),
+            ProviderResponse::Ready { .. } => Ok(Reply::Unit),
         }
     }
 
     /// Whether the process answers, and how many links it holds.
     pub async fn ping(&self) -> Result<usize, ProviderError> {
-        let message = async_nats::Request::new()
-            .payload(envelope::encode(&ProviderRequest::Ping).into())
-            .timeout(Some(self.timeout));
-        let reply = self
-            .client
-            .send_request(self.subject.clone(), message)
-            .await
-            .map_err(|e| ProviderError::Unavailable(e.to_string()))?;
-        match envelope::decode::<ProviderResponse>(&reply.payload) {
-            Ok(ProviderResponse::Ready { links, .. }) => Ok(links),
+        match self.send(&ProviderRequest::Ping).await? {
+            ProviderResponse::Ready { links, .. } => Ok(links),
+            ProviderResponse::Err(e) => Err(e),
             other => Err(ProviderError::Other(format!(
                 "unexpected answer to ping: {other:?}"
             ))),

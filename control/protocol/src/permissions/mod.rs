@@ -7,8 +7,9 @@
 //!                                    lattice stream and bucket
 //!   host           N... as U...      its own heartbeat, rpc.>, q.>, dlq.>, prov.<itself>.> (its
 //!                                    provider processes connect as it), the queue streams and
-//!                                    buckets, the clocks key of its own, reading assignments and
-//!                                    artifacts; never ctl, manifests, users, admissions, labels
+//!                                    buckets, the clocks key of its own, reading its own
+//!                                    assignment, the members and artifacts; never ctl,
+//!                                    manifests, users, admissions, labels
 //!   operator       U...              ctl.* (requests), evt.> (watch), reading the events stream
 //!                                    (`watch --since`), pushing artifacts and tags
 //!   leaf link      user + password   the account as a whole (the leaf enforces its users' rights)
@@ -23,11 +24,12 @@
 //! `CONSUMER.CREATE.S[.<name>.<filter>]`, `STREAM.MSG.GET.S`, `CONSUMER.MSG.NEXT.S.<consumer>`);
 //! with a JetStream domain the prefix is `$JS.<domain>.API` as well.
 //!
-//! What permissions cannot express (said in docs/architecture.md too): a KV watch creates its
-//! consumer with the key filter in the request's body, not its subject (async-nats, on every
-//! server version), so a host may read every host's assignment, not only its own (the queue's
-//! sender check reads them anyway); what protects an assignment is its signature, and a secret
-//! in it is encrypted to its host. Writes are another matter: no host may write any assignment.
+//! A host reads only its own assignment: a watch whose consumer names the key filter in the
+//! request's subject (`CONSUMER.CREATE.<stream>.<name>.<filter>`, which the host's watcher
+//! sends; nats-server 2.9 and later refuse a body whose filter differs) and a direct get of
+//! its own key; never a consumer whose filter is only in the body, nor `STREAM.MSG.GET`. What
+//! one host reads of the others is their signed membership (`crate::membership`, the members
+//! bucket), for the queue's sender check. No host may write any assignment or membership.
 
 mod nkey;
 mod render;
@@ -40,7 +42,7 @@ pub use render::{LeafLink, account_name, render_account, render_leaf};
 use crate::keys::{KeyRole, PublicKey};
 use crate::names::{HostId, LatticeName};
 use crate::queue;
-use crate::subject::{Buckets, Subject};
+use crate::subject::{Buckets, Subject, kv_key_subject, kv_stream};
 
 /// What `lattice nats authz` is asked for: the identities of one lattice.
 #[derive(Debug, Clone)]
@@ -260,9 +262,10 @@ impl LatticeAuthz {
             publish.insert(kv_subjects(bucket));
         }
         // Read only: its own clock key is its only write to these.
-        for kv in [b.clocks(), b.assignments()] {
-            publish.extend(self.stream_api(&format!("KV_{kv}")));
+        for kv in [b.clocks(), b.members()] {
+            publish.extend(self.stream_api(&kv_stream(&kv)));
         }
+        publish.extend(self.own_assignment(&host));
         publish.extend(self.stream_api(&format!("OBJ_{}", b.artifacts())));
         publish.extend(self.app_subjects.iter().cloned());
         let mut publish_deny = BTreeSet::new();
@@ -275,6 +278,7 @@ impl LatticeAuthz {
         }
         publish_deny.extend(self.stream_admin(&format!("KV_{}", b.clocks()), false));
         publish_deny.extend(self.stream_admin(&format!("KV_{}", b.assignments()), true));
+        publish_deny.extend(self.stream_admin(&kv_stream(&b.members()), true));
         publish_deny.extend(self.stream_admin(&format!("OBJ_{}", b.artifacts()), true));
         let mut subscribe: BTreeSet<String> = [
             format!("{}.>", inbox_prefix(&nkey)),
@@ -291,6 +295,25 @@ impl LatticeAuthz {
             subscribe,
             allow_responses: true,
         }
+    }
+
+    /// What a host may ask of the assignments stream: its information, a watch of its own key
+    /// (the filter in the subject, see `host/src/agent/watch.rs`), and a direct get of its
+    /// own key. Nothing that names another host's key, and no consumer without a filter.
+    fn own_assignment(&self, host: &HostId) -> Vec<String> {
+        let bucket = Buckets::new(&self.lattice).assignments();
+        let stream = kv_stream(&bucket);
+        let own = kv_key_subject(&bucket, host.as_str());
+        self.api_prefixes()
+            .iter()
+            .flat_map(|p| {
+                [
+                    format!("{p}.STREAM.INFO.{stream}"),
+                    format!("{p}.CONSUMER.CREATE.{stream}.*.{own}"),
+                    format!("{p}.DIRECT.GET.{stream}.{own}"),
+                ]
+            })
+            .collect()
     }
 
     fn operator_user(&self, key: &PublicKey) -> NatsUser {
@@ -327,6 +350,7 @@ fn kv_buckets(l: &LatticeName) -> Vec<String> {
     vec![
         b.manifests(),
         b.assignments(),
+        b.members(),
         b.control(),
         b.hosts(),
         b.labels(),

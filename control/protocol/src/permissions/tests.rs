@@ -83,7 +83,11 @@ fn a_host_publishes_only_its_own_subjects_and_never_ctl() {
         "lattice.t.rpc.app.sink".into(),
         "lattice.t.q.app.sink".into(),
         format!("$KV.LATTICE_t_clocks.{ka}"),
-        "$JS.API.CONSUMER.CREATE.KV_LATTICE_t_assignments".into(),
+        "$JS.API.STREAM.INFO.KV_LATTICE_t_assignments".into(),
+        // Its own assignment: a watch with the filter in the subject, a direct get.
+        format!(
+            "$JS.API.CONSUMER.CREATE.KV_LATTICE_t_assignments.w1.$KV.LATTICE_t_assignments.{ka}"
+        ),
         format!("$JS.API.DIRECT.GET.KV_LATTICE_t_assignments.$KV.LATTICE_t_assignments.{ka}"),
         "$JS.API.STREAM.INFO.OBJ_LATTICE_t_artifacts".into(),
         "$JS.API.CONSUMER.MSG.NEXT.LATTICE_t_queue.queue-app-sink".into(),
@@ -110,6 +114,16 @@ fn a_host_publishes_only_its_own_subjects_and_never_ctl() {
         "$JS.API.CONSUMER.CREATE.LATTICE_t_events.w1.lattice.t.evt.control".into(),
         "$JS.API.STREAM.PURGE.KV_LATTICE_t_assignments".into(),
         "$JS.API.STREAM.UPDATE.KV_LATTICE_t_assignments".into(),
+        // Another host's assignment, or a read whose filter is only in the body.
+        format!(
+            "$JS.API.CONSUMER.CREATE.KV_LATTICE_t_assignments.w1.$KV.LATTICE_t_assignments.{kb}"
+        ),
+        format!("$JS.API.DIRECT.GET.KV_LATTICE_t_assignments.$KV.LATTICE_t_assignments.{kb}"),
+        "$JS.API.CONSUMER.CREATE.KV_LATTICE_t_assignments".into(),
+        "$JS.API.CONSUMER.CREATE.KV_LATTICE_t_assignments.w1".into(),
+        "$JS.API.CONSUMER.DURABLE.CREATE.KV_LATTICE_t_assignments.w1".into(),
+        "$JS.API.DIRECT.GET.KV_LATTICE_t_assignments".into(),
+        "$JS.API.STREAM.MSG.GET.KV_LATTICE_t_assignments".into(),
         "$JS.API.STREAM.DELETE.LATTICE_t_queue".into(),
         "$JS.API.STREAM.DELETE.OBJ_LATTICE_t_artifacts".into(),
         "$O.LATTICE_t_artifacts.C.x".into(),
@@ -190,7 +204,16 @@ fn the_control_plane_serves_ctl_and_keeps_every_bucket() {
 fn a_domain_adds_its_api_prefix() {
     let f = fixture(Some("hub"));
     let a = user(&f.authz, |r| matches!(r, Role::Host(_)));
+    let Role::Host(host) = &a.role else {
+        unreachable!("a host")
+    };
     assert!(may_publish(
+        &a,
+        &format!(
+            "$JS.hub.API.CONSUMER.CREATE.KV_LATTICE_t_assignments.w.$KV.LATTICE_t_assignments.{host}"
+        )
+    ));
+    assert!(!may_publish(
         &a,
         "$JS.hub.API.CONSUMER.CREATE.KV_LATTICE_t_assignments"
     ));
