@@ -29,8 +29,12 @@ impl Remote {
     }
 
     async fn request(&self, request: &ProviderRequest) -> Result<Reply, ProviderError> {
+        // The provider process continues the caller's trace (`lattice.provider.serve`).
+        let mut headers = async_nats::HeaderMap::new();
+        lattice_telemetry::propagation::inject_nats(&mut headers);
         let message = async_nats::Request::new()
             .payload(envelope::encode(request).into())
+            .headers(headers)
             .timeout(Some(self.timeout));
         let reply = self
             .client

@@ -1,0 +1,305 @@
+//! OpenTelemetry traces across the lattice, with real `lattice-host` processes (each its own
+//! tracer, configured by the standard `OTEL_*` variables) exporting to an OTLP/HTTP receiver in
+//! the test ([`OtlpReceiver`]): one trace spans an HTTP request on an edge host, its call to a
+//! component on a cloud host, and a queued call made while the edge's link was cut and
+//! delivered after it healed. The hosts sample with `parentbased_traceidratio` at 0, so only
+//! the traces the test starts (with a sampled `traceparent`) may be exported at all.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context as _;
+use lattice_protocol::messages::AppState;
+use lattice_tests::edge::{EdgeTopology, HUB_DOMAIN};
+use lattice_tests::otlp::{ExportedSpan, OtlpReceiver};
+use lattice_tests::{WAIT, endpoint, eventually, http_get, lattice_bin};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// The trace the cross-host call runs in, and the caller's span the edge host continues.
+const CALL_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+/// The trace the queued call runs in.
+const QUEUED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+/// The test's own span, the parent of each request it makes.
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// A `lattice-host` process exporting its spans to the test's receiver; SIGKILLed on drop.
+struct TracedHost {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for TracedHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TracedHost {
+    /// Starts host `name` (label `role=<role>`) on the hub, or on the leaf when `edge`.
+    fn start(
+        e: &EdgeTopology,
+        otlp: &OtlpReceiver,
+        name: &str,
+        edge: bool,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let t = &e.hub;
+        let state_dir = dir.join(name);
+        let log = dir.join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log)?;
+        let role = if edge { "edge" } else { "cloud" };
+        let url = if edge { &e.leaf.url } else { &t.nats.url };
+        let mut command = Command::new(lattice_bin().with_file_name("lattice-host"));
+        command
+            .args(["--nats-url", url])
+            .args(["--lattice", t.lattice.as_str(), "--name", name])
+            .args(["--label", &format!("role={role}")])
+            .args(["--trust-issuer", t.issuer.public_key().as_str()])
+            .args(["--trust-operator", t.operator.public_key().as_str()])
+            .args(["--heartbeat-secs", "1", "--state-dir"])
+            .arg(&state_dir)
+            .env("LATTICE_JOIN_TOKEN", t.join_token())
+            .env("RUST_LOG", "warn")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
+            .env("OTEL_SERVICE_NAME", name)
+            // New traces are never sampled; a caller's sampled trace is followed.
+            .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+            .env("OTEL_TRACES_SAMPLER_ARG", "0")
+            // Exported within 100 ms rather than the default 5 s.
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if edge {
+            command.args(["--js-domain", HUB_DOMAIN]);
+        }
+        let child = command
+            .spawn()
+            .context("starting lattice-host (`cargo build --bins` builds it)")?;
+        Ok(Self { child, log })
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Greeter on the cloud host; the client, served over HTTP, pinned to the edge host, its
+/// `greet` linked to greeter directly and its `notifier` with queued delivery.
+fn manifest(client: &str, greeter: &str) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: greeter
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: greeter
+      type: component
+      properties:
+        image: {greeter}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+            spread:
+              - name: cloud
+                requirements:
+                  role: cloud
+    - name: client
+      type: component
+      properties:
+        image: {client}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+            spread:
+              - name: edge
+                pinned: true
+                requirements:
+                  role: edge
+        - type: link
+          properties:
+            namespace: example
+            package: greeter
+            interfaces: [greet]
+            target: greeter
+        - type: link
+          properties:
+            namespace: example
+            package: greeter
+            interfaces: [notifier]
+            target: greeter
+            delivery: queued
+            max_attempts: 3
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: client
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: 127.0.0.1:0
+"#
+    )
+}
+
+/// GET `path` with a sampled `traceparent` naming `trace` and the test's span: status and body.
+async fn traced_get(addr: &str, path: &str, trace: &str) -> anyhow::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\ntraceparent: 00-{trace}-{CALLER_SPAN}-01\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("no status code")?;
+        // The client's answers are short: the last line of a chunked body is the text.
+        let body = body.lines().nth(1).unwrap_or(body).to_string();
+        anyhow::Ok((code, body))
+    };
+    tokio::time::timeout(WAIT, exchange).await?
+}
+
+/// The one span named `name` from `service` in `trace`, once exported.
+async fn span(
+    otlp: &OtlpReceiver,
+    service: &str,
+    name: &str,
+    trace: &str,
+) -> anyhow::Result<ExportedSpan> {
+    let find = || {
+        otlp.spans()
+            .into_iter()
+            .find(|s| s.service == service && s.name == name && s.trace_id == trace)
+    };
+    eventually(
+        WAIT,
+        &format!("{service} to export `{name}` in trace {trace}"),
+        || async { Ok(find().is_some()) },
+    )
+    .await
+    .with_context(|| format!("exported: {:#?}", otlp.spans()))?;
+    find().context("found a moment ago")
+}
+
+#[tokio::test]
+async fn one_trace_spans_a_cross_host_call_and_a_queued_call_across_an_outage() -> anyhow::Result<()>
+{
+    let otlp = OtlpReceiver::start().await?;
+    let e = EdgeTopology::start().await?;
+    let dir = tempfile::tempdir()?;
+    let cloud = TracedHost::start(&e, &otlp, "cloud-1", false, dir.path())?;
+    let edge = TracedHost::start(&e, &otlp, "edge-1", true, dir.path())?;
+    let logs = || {
+        format!(
+            "cloud-1:\n{}\nedge-1:\n{}",
+            cloud.log_text(),
+            edge.log_text()
+        )
+    };
+    e.hub
+        .wait_for("both host processes to report", || async {
+            Ok(e.hub.ctl.hosts().await?.len() == 2)
+        })
+        .await
+        .with_context(logs)?;
+    let greeter = e
+        .hub
+        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
+        .await?;
+    let client = e
+        .hub
+        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
+        .await?;
+    e.hub
+        .ctl
+        .deploy(&manifest(&client.to_string(), &greeter.to_string()))
+        .await?;
+    let status = e
+        .hub
+        .wait_status("greeter", "greeter to be deployed, with an endpoint", |s| {
+            s.status == AppState::Deployed && s.components.iter().any(|c| c.endpoint.is_some())
+        })
+        .await
+        .with_context(logs)?;
+    let addr = endpoint(&status)?;
+
+    // Requests without a trace: at ratio 0 none of them starts one.
+    for _ in 0..3 {
+        assert_eq!(
+            http_get(&addr, "/greet?name=Ada").await?,
+            (200, "Hello, Ada!".into())
+        );
+    }
+
+    // (a) A cross-host call: the edge host continues the test's trace for the request, calls
+    // greeter on the cloud host in a child span, and the cloud host serves it in a child of
+    // that.
+    assert_eq!(
+        traced_get(&addr, "/greet?name=Ada", CALL_TRACE).await?,
+        (200, "Hello, Ada!".into())
+    );
+    let request = span(&otlp, "edge-1", "lattice.http.request", CALL_TRACE).await?;
+    let call = span(&otlp, "edge-1", "lattice.call", CALL_TRACE).await?;
+    let served = span(&otlp, "cloud-1", "lattice.call.serve", CALL_TRACE).await?;
+    assert_eq!(request.parent_span_id, CALLER_SPAN, "{request:?}");
+    assert_eq!(call.parent_span_id, request.span_id, "{call:?}");
+    assert_eq!(served.parent_span_id, call.span_id, "{served:?}");
+
+    // (b) A queued call made while the edge is cut off: queued on the edge host in the
+    // test's trace, delivered on the cloud host after the link heals, in the same trace.
+    e.cut().await?;
+    assert_eq!(
+        traced_get(&addr, "/notify?msg=cut-0.", QUEUED_TRACE).await?,
+        (200, "ok".into())
+    );
+    let enqueued = span(&otlp, "edge-1", "lattice.call.enqueue", QUEUED_TRACE).await?;
+    assert!(
+        !otlp
+            .spans()
+            .iter()
+            .any(|s| s.service == "cloud-1" && s.trace_id == QUEUED_TRACE),
+        "delivered while the link was cut: {:#?}",
+        otlp.spans()
+    );
+    e.heal().await?;
+    let delivered = span(&otlp, "cloud-1", "lattice.queue.deliver", QUEUED_TRACE)
+        .await
+        .with_context(logs)?;
+    assert_eq!(delivered.parent_span_id, enqueued.span_id, "{delivered:?}");
+
+    // (c) Sampling at 0: nothing outside the two traces the test started was exported (the
+    // untraced requests ended before the traced ones, so their spans, had they been sampled,
+    // would have been exported by now).
+    let strays: Vec<ExportedSpan> = otlp
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id != CALL_TRACE && s.trace_id != QUEUED_TRACE)
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "exported outside the test's traces: {strays:#?}"
+    );
+    Ok(())
+}
