@@ -3,7 +3,8 @@
 //! the test ([`OtlpReceiver`]): one trace spans an HTTP request on an edge host, its call to a
 //! component on a cloud host, and a queued call made while the edge's link was cut and
 //! delivered after it healed. The hosts sample with `parentbased_traceidratio` at 0, so only
-//! the traces the test starts (with a sampled `traceparent`) may be exported at all.
+//! the traces the test starts (with a sampled `traceparent`) may be exported at all. A guest's
+//! `wasi:logging` line names the trace it was written in.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -60,7 +61,8 @@ impl TracedHost {
             .args(["--heartbeat-secs", "1", "--state-dir"])
             .arg(&state_dir)
             .env("LATTICE_JOIN_TOKEN", t.join_token())
-            .env("RUST_LOG", "warn")
+            // Guests' log lines too: they name their trace.
+            .env("RUST_LOG", "warn,guest=info")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
             .env("OTEL_SERVICE_NAME", name)
             // New traces are never sampled; a caller's sampled trace is followed.
@@ -288,6 +290,16 @@ async fn one_trace_spans_a_cross_host_call_and_a_queued_call_across_an_outage() 
         .await
         .with_context(logs)?;
     assert_eq!(delivered.parent_span_id, enqueued.span_id, "{delivered:?}");
+    // Greeter logged the message (`wasi:logging`) during that delivery, naming the trace.
+    let log = cloud.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("cut-0."))
+        .with_context(|| format!("greeter logged no `cut-0.`:\n{log}"))?;
+    assert!(
+        line.contains(&format!("trace_id={QUEUED_TRACE}")),
+        "the guest's log line names no trace: {line}"
+    );
 
     // (c) Sampling at 0: nothing outside the two traces the test started was exported (the
     // untraced requests ended before the traced ones, so their spans, had they been sampled,

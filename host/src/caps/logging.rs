@@ -53,7 +53,7 @@ impl Host for LoggingView<'_> {
         // The trace the record was written in (a request, a call), so that logs and traces
         // meet; absent when traces are off.
         let trace_id = lattice_telemetry::propagation::current_trace_id();
-        let trace_id = trace_id.as_deref();
+        let trace_id = trace_id.as_deref().map(tracing::field::display);
         // tracing levels are static, so each level is its own call.
         match level {
             Level::Trace => {
