@@ -315,3 +315,138 @@ async fn one_trace_spans_a_cross_host_call_and_a_queued_call_across_an_outage() 
     );
     Ok(())
 }
+
+/// `lattice up` exporting its spans (control plane and host in one process, service
+/// `lattice-up`); SIGTERM on drop so that it stops its nats-server, SIGKILL if it hangs.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `lattice args` against the lattice of `state`, exporting as `lattice-cli` when `otlp`.
+async fn cli(
+    args: &[&str],
+    state: &Path,
+    otlp: Option<&OtlpReceiver>,
+) -> anyhow::Result<std::process::Output> {
+    let mut command = tokio::process::Command::new(lattice_bin());
+    command
+        .args(args)
+        .env("LATTICE_STATE_DIR", state)
+        .env_remove("LATTICE_NATS_URL")
+        .env_remove("LATTICE_LATTICE")
+        .env_remove("LATTICE_KEY")
+        .env_remove("LATTICE_CONTROL_KEY")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null());
+    if let Some(otlp) = otlp {
+        command
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
+            .env("OTEL_SERVICE_NAME", "lattice-cli");
+    }
+    let out = tokio::time::timeout(WAIT, command.output()).await??;
+    Ok(out)
+}
+
+/// `lattice ctl deploy` is one trace from the CLI into the control plane: the CLI's
+/// `lattice.deploy` (flushed as the CLI exits) is the parent of the control plane's. The host
+/// loads the component inside its `lattice.apply`.
+#[tokio::test]
+async fn a_deploy_from_the_cli_continues_into_the_control_plane() -> anyhow::Result<()> {
+    let otlp = OtlpReceiver::start().await?;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let log = std::fs::File::create(dir.path().join("up.log"))?;
+    let _up = Up(Command::new(lattice_bin())
+        .args(["up", "--nats-port", "0", "--state-dir"])
+        .arg(&state)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
+        .env("OTEL_SERVICE_NAME", "lattice-up")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?);
+    let up_log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+    // Each try is a new process: there is no event to wait on from outside.
+    eventually(WAIT, "`lattice up` to have a host", || async {
+        let out = cli(&["ctl", "get", "hosts", "-o", "json"], &state, None).await?;
+        Ok(out.status.success()
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty())))
+    })
+    .await
+    .with_context(up_log)?;
+    std::fs::write(p("hello.wasm"), lattice_tests::hello_wasm())?;
+    let issuer = state.join("keys/issuer.nk").display().to_string();
+    let sign = [
+        "sign",
+        &p("hello.wasm"),
+        "-o",
+        &p("signed.wasm"),
+        "--issuer",
+        &issuer,
+        "--name",
+        "hello",
+        "--version",
+        "0.1.0",
+    ];
+    anyhow::ensure!(cli(&sign, &state, None).await?.status.success(), "sign");
+    let push = cli(&["push", &p("signed.wasm")], &state, None).await?;
+    anyhow::ensure!(push.status.success(), "push: {push:?}");
+    std::fs::write(
+        p("app.yaml"),
+        lattice_tests::hello_manifest("hello", "v1", "hello:0.1.0", "Hello", "127.0.0.1:0"),
+    )?;
+    let deploy = cli(&["ctl", "deploy", &p("app.yaml")], &state, Some(&otlp)).await?;
+    anyhow::ensure!(deploy.status.success(), "deploy: {deploy:?}");
+
+    // Exported by the CLI before it exited.
+    let sent = otlp
+        .spans()
+        .into_iter()
+        .find(|s| s.service == "lattice-cli" && s.name == "lattice.deploy")
+        .with_context(|| format!("the CLI exported no lattice.deploy: {:#?}", otlp.spans()))?;
+    assert_eq!(sent.parent_span_id, "", "the CLI's deploy starts the trace");
+    let served = span(&otlp, "lattice-up", "lattice.deploy", &sent.trace_id).await?;
+    assert_eq!(served.parent_span_id, sent.span_id, "{served:?}");
+    // The reconciler writes the assignment on its next pass, in a trace of its own; the host
+    // applies it and loads the component inside its `lattice.apply`.
+    let named = |name: &str| {
+        otlp.spans()
+            .into_iter()
+            .filter(|s| s.service == "lattice-up" && s.name == name)
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        WAIT,
+        "lattice up to export lattice.assign and lattice.load",
+        || async { Ok(!named("lattice.assign").is_empty() && !named("lattice.load").is_empty()) },
+    )
+    .await
+    .with_context(|| format!("exported: {:#?}", otlp.spans()))?;
+    let applies = named("lattice.apply");
+    for load in named("lattice.load") {
+        assert!(
+            applies
+                .iter()
+                .any(|a| a.span_id == load.parent_span_id && a.trace_id == load.trace_id),
+            "{load:?} is no child of a lattice.apply: {applies:#?}"
+        );
+    }
+    Ok(())
+}
