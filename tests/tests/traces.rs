@@ -159,7 +159,8 @@ spec:
     )
 }
 
-/// GET `path` with a sampled `traceparent` naming `trace` and the test's span: status and body.
+/// GET `path` with a sampled `traceparent` naming `trace` and the test's span: status and body
+/// (its one line, without the line end).
 async fn traced_get(addr: &str, path: &str, trace: &str) -> anyhow::Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
@@ -176,8 +177,16 @@ async fn traced_get(addr: &str, path: &str, trace: &str) -> anyhow::Result<(u16,
             .nth(1)
             .and_then(|c| c.parse().ok())
             .context("no status code")?;
-        // The client's answers are short: the last line of a chunked body is the text.
-        let body = body.lines().nth(1).unwrap_or(body).to_string();
+        // The answers here are one short line: a chunked body is its size, the line, the end.
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body.lines().nth(1).unwrap_or_default()
+        } else {
+            body
+        };
+        let body = body.trim_end().to_string();
         anyhow::Ok((code, body))
     };
     tokio::time::timeout(WAIT, exchange).await?
@@ -363,9 +372,11 @@ async fn cli(
 
 /// `lattice ctl deploy` is one trace from the CLI into the control plane: the CLI's
 /// `lattice.deploy` (flushed as the CLI exits) is the parent of the control plane's. The host
-/// loads the component inside its `lattice.apply`.
+/// loads the component inside its `lattice.apply`. A traced request reaches the provider
+/// process the component's key-value link goes to, in the same trace.
 #[tokio::test]
-async fn a_deploy_from_the_cli_continues_into_the_control_plane() -> anyhow::Result<()> {
+async fn a_deploy_continues_into_the_control_plane_and_a_request_into_a_provider_process()
+-> anyhow::Result<()> {
     let otlp = OtlpReceiver::start().await?;
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
@@ -391,26 +402,29 @@ async fn a_deploy_from_the_cli_continues_into_the_control_plane() -> anyhow::Res
     })
     .await
     .with_context(up_log)?;
-    std::fs::write(p("hello.wasm"), lattice_tests::hello_wasm())?;
+    let wasm = std::fs::read(env!("LATTICE_KV_COUNTER_WASM"))?;
+    std::fs::write(p("counter.wasm"), wasm)?;
     let issuer = state.join("keys/issuer.nk").display().to_string();
     let sign = [
         "sign",
-        &p("hello.wasm"),
+        &p("counter.wasm"),
         "-o",
         &p("signed.wasm"),
         "--issuer",
         &issuer,
         "--name",
-        "hello",
+        "kv-counter",
         "--version",
         "0.1.0",
     ];
     anyhow::ensure!(cli(&sign, &state, None).await?.status.success(), "sign");
     let push = cli(&["push", &p("signed.wasm")], &state, None).await?;
     anyhow::ensure!(push.status.success(), "push: {push:?}");
+    let image = lattice_protocol::digest::Digest::parse(String::from_utf8(push.stdout)?.trim())?;
+    // kv-counter, its key-value link served by the `keyvalue-nats` provider *process*.
     std::fs::write(
         p("app.yaml"),
-        lattice_tests::hello_manifest("hello", "v1", "hello:0.1.0", "Hello", "127.0.0.1:0"),
+        lattice_tests::kv_counter_manifest("counter", &image, "provider:keyvalue-nats", "traced"),
     )?;
     let deploy = cli(&["ctl", "deploy", &p("app.yaml")], &state, Some(&otlp)).await?;
     anyhow::ensure!(deploy.status.success(), "deploy: {deploy:?}");
@@ -424,6 +438,30 @@ async fn a_deploy_from_the_cli_continues_into_the_control_plane() -> anyhow::Res
     assert_eq!(sent.parent_span_id, "", "the CLI's deploy starts the trace");
     let served = span(&otlp, "lattice-up", "lattice.deploy", &sent.trace_id).await?;
     assert_eq!(served.parent_span_id, sent.span_id, "{served:?}");
+    // A request with a trace: the host serves it and calls the provider process, which
+    // continues the trace under its own name.
+    let status = eventually_status(&state).await.with_context(up_log)?;
+    assert_eq!(
+        traced_get(&status, "/", CALL_TRACE).await?,
+        (200, "Hello hits: 1".into())
+    );
+    let request = span(&otlp, "lattice-up", "lattice.http.request", CALL_TRACE).await?;
+    assert_eq!(request.parent_span_id, CALLER_SPAN, "{request:?}");
+    let provided = span(
+        &otlp,
+        "lattice-provider-keyvalue-nats",
+        "lattice.provider.serve",
+        CALL_TRACE,
+    )
+    .await?;
+    assert!(
+        otlp.spans().iter().any(|s| s.service == "lattice-up"
+            && s.trace_id == CALL_TRACE
+            && s.span_id == provided.parent_span_id),
+        "{provided:?} is no child of a host span: {:#?}",
+        otlp.spans()
+    );
+
     // The reconciler writes the assignment on its next pass, in a trace of its own; the host
     // applies it and loads the component inside its `lattice.apply`.
     let named = |name: &str| {
@@ -449,4 +487,25 @@ async fn a_deploy_from_the_cli_continues_into_the_control_plane() -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// The HTTP endpoint of `counter` in the lattice of `state`, once it is deployed.
+async fn eventually_status(state: &Path) -> anyhow::Result<String> {
+    let endpoint = || async {
+        let out = cli(&["ctl", "status", "counter", "-o", "json"], state, None).await?;
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        anyhow::Ok(
+            status["components"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|c| c["endpoint"].as_str().map(str::to_owned)),
+        )
+    };
+    eventually(WAIT, "counter to be served", || async {
+        Ok(endpoint().await?.is_some())
+    })
+    .await?;
+    endpoint().await?.context("an endpoint a moment ago")
 }

@@ -271,6 +271,9 @@ impl Providers {
                 None => command.env_remove(name),
             };
         }
+        // The rest of the host's environment is inherited, OTLP settings included, but not the
+        // host's own service name: the process's traces are under its binary's name.
+        command.env_remove("OTEL_SERVICE_NAME");
         // The process watches this pipe: it closes when this host dies, however it dies.
         command
             .stdin(std::process::Stdio::piped())
