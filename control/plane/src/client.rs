@@ -100,11 +100,12 @@ impl CtlClient {
             now_ms(),
         );
         let payload = envelope::encode(&signed);
-        let mut headers = async_nats::HeaderMap::new();
-        lattice_telemetry::propagation::inject_nats(&mut headers);
-        let request = self
-            .client
-            .request_with_headers(subject, headers, payload.into());
+        let mut request = async_nats::Request::new().payload(payload.into());
+        // The control plane continues the trace (`lattice.deploy`, `lattice.ctl.serve`).
+        if let Some(headers) = lattice_telemetry::propagation::nats_headers() {
+            request = request.headers(headers);
+        }
+        let request = self.client.send_request(subject, request);
         let msg = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return Err(WireError::new(

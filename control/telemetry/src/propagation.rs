@@ -1,7 +1,7 @@
 //! W3C trace context (`traceparent`, `tracestate`) across the hops of a lattice: NATS message
 //! headers, HTTP request headers and the header pairs a queued item stores.
 //!
-//! The sender calls an `inject_*` function inside the span of the call it makes; the receiver
+//! The sender calls [`nats_headers`] (or [`current_pairs`]) inside the span of the call it makes; the receiver
 //! creates its span and hands it to a `continue_*` function before entering it, so that the
 //! receiver's span is a child of the sender's. With traces off (no OTLP layer) injection writes
 //! nothing and continuing does nothing, so the wire carries no headers nobody asked for.
@@ -13,9 +13,12 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// The header names trace context travels in (W3C Trace Context).
 pub const HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
-/// Writes the current span's context into NATS headers.
-pub fn inject_nats(headers: &mut async_nats::HeaderMap) {
-    inject(&mut NatsInjector(headers));
+/// The current span's context as NATS headers; `None` when there is none to send (traces off,
+/// or no span), so that the message goes without headers, as it did before traces.
+pub fn nats_headers() -> Option<async_nats::HeaderMap> {
+    let mut headers = async_nats::HeaderMap::new();
+    inject(&mut NatsInjector(&mut headers));
+    (!headers.is_empty()).then_some(headers)
 }
 
 /// The current span's context as header pairs, for a message that is stored before it is sent

@@ -307,13 +307,13 @@ impl Router {
         };
         let subject = Subject::rpc(&lattice.lattice, &caller.app, target).to_string();
         let wait = deadline.saturating_duration_since(Instant::now());
-        // The trace continues on the host that answers (`lattice.call.serve`).
-        let mut headers = async_nats::HeaderMap::new();
-        lattice_telemetry::propagation::inject_nats(&mut headers);
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(envelope::encode(&call).into())
-            .headers(headers)
             .timeout(Some(wait.max(Duration::from_millis(1))));
+        // The trace continues on the host that answers (`lattice.call.serve`).
+        if let Some(headers) = lattice_telemetry::propagation::nats_headers() {
+            request = request.headers(headers);
+        }
         let reply = match lattice.client.send_request(subject, request).await {
             Ok(reply) => reply,
             Err(e) => {

@@ -29,13 +29,13 @@ impl Remote {
     }
 
     async fn request(&self, request: &ProviderRequest) -> Result<Reply, ProviderError> {
-        // The provider process continues the caller's trace (`lattice.provider.serve`).
-        let mut headers = async_nats::HeaderMap::new();
-        lattice_telemetry::propagation::inject_nats(&mut headers);
-        let message = async_nats::Request::new()
+        let mut message = async_nats::Request::new()
             .payload(envelope::encode(request).into())
-            .headers(headers)
             .timeout(Some(self.timeout));
+        // The provider process continues the caller's trace (`lattice.provider.serve`).
+        if let Some(headers) = lattice_telemetry::propagation::nats_headers() {
+            message = message.headers(headers);
+        }
         let reply = self
             .client
             .send_request(self.subject.clone(), message)
