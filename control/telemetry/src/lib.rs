@@ -24,7 +24,8 @@
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing::Level;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -46,20 +47,32 @@ pub fn init(default_filter: &str) {
         ))
         .with_target(false)
         .with_filter(filter);
-    // Traces have their own filter: Lattice's spans (debug level and up, from every
-    // `lattice*` crate) are exported whatever RUST_LOG keeps on stderr.
+    // Traces have their own filter, whatever RUST_LOG keeps on stderr: Lattice's spans (debug
+    // level and up, from every `lattice*` crate), and its warnings and errors as span events.
+    // Debug and info log events stay out: recording each one in its span would cost the hot
+    // path for little.
     let traces = otlp::configured(|name| std::env::var(name).ok())
         .then(otlp::tracer)
         .flatten()
         .map(|tracer| {
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(Targets::new().with_target("lattice", LevelFilter::DEBUG))
+                .with_filter(filter_fn(traced))
         });
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(traces)
         .try_init();
+}
+
+/// What the OTLP layer sees: Lattice's spans at debug and up, its events at warn and up.
+fn traced(meta: &tracing::Metadata<'_>) -> bool {
+    let level = if meta.is_span() {
+        Level::DEBUG
+    } else {
+        Level::WARN
+    };
+    meta.target().starts_with("lattice") && *meta.level() <= level
 }
 
 /// Exports the spans still buffered and stops the exporter; [`run`] calls it when the binary's
