@@ -98,8 +98,8 @@ where
         }
     };
     let outcome = runtime.block_on(main);
-    // Outside the runtime: the exporter's flush blocks until the collector answered.
-    drop(runtime);
+    // On this thread, outside the runtime's context: the flush blocks until the collector
+    // answered (or its timeout), which a runtime thread must not.
     shutdown();
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
