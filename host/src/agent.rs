@@ -244,6 +244,7 @@ impl Agent {
     }
 
     /// Converges on `assignment`.
+    #[tracing::instrument(name = "lattice.apply", level = "debug", skip_all, fields(revision = assignment.revision))]
     pub(crate) async fn apply(&mut self, assignment: Assignment) {
         self.current = Some(assignment.clone());
         {

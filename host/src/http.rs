@@ -525,11 +525,12 @@ impl Site {
         // warn naming the component, span or not. No path, query or headers:
         // they may carry secrets.
         let span = tracing::debug_span!(
-            "lattice_host.http.request",
+            "lattice.http.request",
             component = %workload.name,
             method = %request.method(),
             status = tracing::field::Empty,
         );
+        lattice_telemetry::propagation::continue_http(&span, request.headers());
         let response = self.run(workload, request).instrument(span.clone()).await;
         span.record("status", response.status().as_u16());
         response

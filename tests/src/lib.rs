@@ -8,6 +8,7 @@
 //! - [`authz`]: a lattice behind the generated nats-server authorization, and intruders.
 //! - [`registry::OciRegistry`]: a real OCI registry (`docker-registry`), for component
 //!   references.
+//! - [`otlp::OtlpReceiver`]: an OTLP/HTTP trace receiver, for hosts exporting their spans.
 //! - [`http_get`]: a minimal HTTP/1.1 client, so that tests see exactly what a user's curl sees.
 //!
 //! The example components are built for `wasm32-wasip2` by this crate's build script, once and
@@ -22,6 +23,7 @@ pub mod edge;
 pub mod guest_apps;
 pub mod mosquitto;
 mod nats;
+pub mod otlp;
 pub mod proxy;
 pub mod queued;
 pub mod redis;

@@ -99,6 +99,7 @@ fn forged_call(subject: &str, msg: &str) -> anyhow::Result<Vec<u8>> {
             deadline_ms: 0,
             caller: "greeter/client".into(),
         }),
+        trace: None,
     };
     Ok(envelope::encode(&queued))
 }

@@ -24,7 +24,8 @@ use lattice_protocol::names::{AppName, LatticeName};
 use lattice_protocol::queue::ops::{
     DeadLetter, DeadLettersRequest, LinkQueue, LinkSelector, RequeueReply, RequeueRequest,
 };
-use lattice_protocol::subject::Subject;
+use lattice_protocol::subject::{CtlVerb, Subject};
+use tracing::Instrument as _;
 
 /// Talks to whichever control plane of the lattice answers, as one user.
 #[derive(Debug, Clone)]
@@ -77,7 +78,19 @@ impl CtlClient {
     }
 
     /// Sends `V`'s request and decodes its reply: the verb names both types (see [`Verb`]).
+    ///
+    /// In a span, `lattice.deploy` for a deploy and `lattice.ctl` (field `verb`) for the
+    /// others, whose trace the control plane continues.
     pub async fn call<V: Verb>(&self, body: &V::Request) -> Result<V::Reply, WireError> {
+        let span = if V::VERB == CtlVerb::Deploy {
+            tracing::debug_span!("lattice.deploy", lattice = %self.lattice)
+        } else {
+            tracing::debug_span!("lattice.ctl", verb = V::VERB.as_str(), lattice = %self.lattice)
+        };
+        self.send::<V>(body).instrument(span).await
+    }
+
+    async fn send<V: Verb>(&self, body: &V::Request) -> Result<V::Reply, WireError> {
         let subject = Subject::ctl(&self.lattice, V::VERB).to_string();
         let signed = SignedRequest::sign(
             &self.lattice,
@@ -87,7 +100,12 @@ impl CtlClient {
             now_ms(),
         );
         let payload = envelope::encode(&signed);
-        let request = self.client.request(subject, payload.into());
+        let mut request = async_nats::Request::new().payload(payload.into());
+        // The control plane continues the trace (`lattice.deploy`, `lattice.ctl.serve`).
+        if let Some(headers) = lattice_telemetry::propagation::nats_headers() {
+            request = request.headers(headers);
+        }
+        let request = self.client.send_request(subject, request);
         let msg = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return Err(WireError::new(

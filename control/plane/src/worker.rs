@@ -25,7 +25,7 @@ use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, Subject};
 use lattice_protocol::unix_now;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 mod api;
 mod intake;
@@ -58,6 +58,9 @@ struct Stores {
     users: kv::Store,
 }
 
+/// A prepared deploy or scale, with the span of the request it answers.
+type Traced = (Input, tracing::Span);
+
 pub(crate) struct Worker {
     cfg: Arc<ControlConfig>,
     client: async_nats::Client,
@@ -67,7 +70,12 @@ pub(crate) struct Worker {
     /// When this leadership began: [`Time::since_start`] counts from here.
     started: Instant,
     /// Prepared deploys come back through here.
-    prepared: (mpsc::UnboundedSender<Input>, mpsc::UnboundedReceiver<Input>),
+    /// With the span of the request they answer (`lattice.deploy`), which the writes they
+    /// lead to (`lattice.assign`) continue.
+    prepared: (
+        mpsc::UnboundedSender<Traced>,
+        mpsc::UnboundedReceiver<Traced>,
+    ),
     /// The apps as stored, for preparing deploys; rebuilt when one was stored since.
     catalog: Option<Arc<BTreeMap<AppName, StoredApp>>>,
     /// Heartbeats refused (unsigned, spoofed), counted and reported.
@@ -285,7 +293,9 @@ impl Worker {
                     }
                 }
                 Some(msg) = requests.next() => self.on_request(msg).await,
-                Some(input) = self.prepared.1.recv() => self.step(input).await,
+                Some((input, span)) = self.prepared.1.recv() => {
+                    self.step(input).instrument(span).await;
+                }
                 _ = tick.tick() => self.step(Input::Tick).await,
             }
             self.step(Input::Reconcile).await;
@@ -434,6 +444,7 @@ impl Worker {
         }
     }
 
+    #[tracing::instrument(name = "lattice.assign", level = "debug", skip_all, fields(host = %assignment.host))]
     async fn write_assignment(
         &self,
         assignment: &Assignment,

@@ -2,15 +2,20 @@
 //! `lattice-provider-*` binary call [`init`] first thing, so their logs read alike and obey
 //! the same switches.
 //!
-//! Layout: [`init`] sets up logging; [`run`] runs a binary's async main and reports how it
-//! ended, the same way for every binary. Metrics and OTLP traces belong here too when they come, so that
-//! a process keeps one line of setup and the switches stay in one place.
+//! Layout: [`init`] sets up logging and, when asked for, OpenTelemetry traces (`otlp`);
+//! [`run`] runs a binary's async main, reports how it ended and flushes the traces
+//! ([`shutdown`]), the same way for every binary; [`propagation`] carries trace context across
+//! NATS and HTTP hops. A process keeps one line of setup and the switches stay in one place.
 //!
 //! The switches:
 //! - `RUST_LOG` chooses what is logged (an [`EnvFilter`] directive); without it, the level the
 //!   binary asks for.
 //! - Colours only when stderr is a terminal and `NO_COLOR` is unset or empty: a log redirected
 //!   to a file, or a provider's stderr piped through its host, carries no escape codes.
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT` turns on OTLP/HTTP trace export of Lattice's spans (names
+//!   `lattice.*`, listed in docs/architecture.md, "Traces"), whatever `RUST_LOG` says;
+//!   `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` choose the sampling and
+//!   `OTEL_SERVICE_NAME` the service name (default: the binary's name).
 //!
 //! ```no_run
 //! lattice_telemetry::init("info");
@@ -19,22 +24,61 @@
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// Installs the process's subscriber: logs to stderr, `RUST_LOG` or else `default_filter`.
+mod otlp;
+pub mod propagation;
+
+/// Installs the process's subscriber: logs to stderr, `RUST_LOG` or else `default_filter`; and,
+/// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, Lattice's spans exported over OTLP.
 /// A second call does nothing (the first subscriber stays).
 pub fn init(default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour(
             std::io::stderr().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         ))
         .with_target(false)
+        .with_filter(filter);
+    // Traces have their own filter, whatever RUST_LOG keeps on stderr: Lattice's spans (debug
+    // level and up, from every `lattice*` crate), and its warnings and errors as span events.
+    // Debug and info log events stay out: recording each one in its span would cost the hot
+    // path for little.
+    let traces = otlp::configured(|name| std::env::var(name).ok())
+        .then(otlp::tracer)
+        .flatten()
+        .map(|tracer| {
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(filter_fn(traced))
+        });
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
         .try_init();
+}
+
+/// What the OTLP layer sees: Lattice's spans at debug and up, its events at warn and up.
+fn traced(meta: &tracing::Metadata<'_>) -> bool {
+    let level = if meta.is_span() {
+        Level::DEBUG
+    } else {
+        Level::WARN
+    };
+    meta.target().starts_with("lattice") && *meta.level() <= level
+}
+
+/// Exports the spans still buffered and stops the exporter; [`run`] calls it when the binary's
+/// main returns. Does nothing when traces are off.
+pub fn shutdown() {
+    otlp::shutdown();
 }
 
 /// Runs `main` on a new multi-threaded tokio runtime and turns its outcome into the process's
@@ -53,7 +97,11 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main) {
+    let outcome = runtime.block_on(main);
+    // On this thread, outside the runtime's context: the flush blocks until the collector
+    // answered (or its timeout), which a runtime thread must not.
+    shutdown();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -28,7 +28,7 @@ use lattice_protocol::messages::FailureReason;
 use lattice_protocol::unix_now;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::info;
+use tracing::{Instrument as _, info};
 use wasmtime::component::Component;
 
 use super::{Because as _, StartError};
@@ -47,6 +47,7 @@ pub(crate) struct Loader {
 impl Loader {
     /// Fetch, verify and compile a workload's component: refused before compilation when its
     /// signature does not verify, so an untrusted component costs no CPU.
+    #[tracing::instrument(name = "lattice.load", level = "debug", skip_all, fields(workload = %w.key()))]
     async fn load(&self, w: &Workload) -> Result<Component, StartError> {
         let max = self.runtime.config().max_component_bytes;
         let bytes = self
@@ -130,15 +131,21 @@ impl Loads {
         self.over_limit.remove(&key);
         let (loader, workload, done) = (self.loader.clone(), w.clone(), self.done_tx.clone());
         let task_key = key.clone();
-        let task = tokio::spawn(async move {
-            let result = loader.load(&workload).await;
-            // The receiver lives as long as the agent: a send fails only while it shuts down.
-            let _ = done.send(LoadDone {
-                key: task_key,
-                id,
-                result,
-            });
-        });
+        // Within the `lattice.apply` that began it.
+        let span = tracing::Span::current();
+        let task = tokio::spawn(
+            async move {
+                let result = loader.load(&workload).await;
+                // The receiver lives as long as the agent: a send fails only while it shuts
+                // down.
+                let _ = done.send(LoadDone {
+                    key: task_key,
+                    id,
+                    result,
+                });
+            }
+            .instrument(span),
+        );
         self.pending.insert(
             key,
             Pending {

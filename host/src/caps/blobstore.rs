@@ -270,50 +270,34 @@ fn blob_ref(id: types::ObjectId) -> BlobRef {
 }
 
 impl blobstore::Host for BlobstoreView<'_> {
-    #[instrument(
-        name = "lattice_host.blobstore.create_container",
-        level = "debug",
-        skip_all
-    )]
+    #[instrument(name = "lattice.blobstore.create_container", level = "debug", skip_all)]
     async fn create_container(&mut self, name: String) -> BlobResult<Resource<Container>> {
         self.open(name.clone(), BlobCall::CreateContainer(name))
             .await
     }
 
-    #[instrument(
-        name = "lattice_host.blobstore.get_container",
-        level = "debug",
-        skip_all
-    )]
+    #[instrument(name = "lattice.blobstore.get_container", level = "debug", skip_all)]
     async fn get_container(&mut self, name: String) -> BlobResult<Resource<Container>> {
         self.open(name.clone(), BlobCall::GetContainer(name)).await
     }
 
-    #[instrument(
-        name = "lattice_host.blobstore.delete_container",
-        level = "debug",
-        skip_all
-    )]
+    #[instrument(name = "lattice.blobstore.delete_container", level = "debug", skip_all)]
     async fn delete_container(&mut self, name: String) -> BlobResult<()> {
         Ok(unit(self.ctx, BlobCall::DeleteContainer(name)).await)
     }
 
-    #[instrument(
-        name = "lattice_host.blobstore.container_exists",
-        level = "debug",
-        skip_all
-    )]
+    #[instrument(name = "lattice.blobstore.container_exists", level = "debug", skip_all)]
     async fn container_exists(&mut self, name: String) -> BlobResult<bool> {
         Ok(bool(self.ctx, BlobCall::ContainerExists(name)).await)
     }
 
-    #[instrument(name = "lattice_host.blobstore.copy_object", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.copy_object", level = "debug", skip_all)]
     async fn copy_object(&mut self, src: types::ObjectId, dest: types::ObjectId) -> BlobResult<()> {
         let (src, dest) = (blob_ref(src), blob_ref(dest));
         Ok(unit(self.ctx, BlobCall::CopyObject { src, dest }).await)
     }
 
-    #[instrument(name = "lattice_host.blobstore.move_object", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.move_object", level = "debug", skip_all)]
     async fn move_object(&mut self, src: types::ObjectId, dest: types::ObjectId) -> BlobResult<()> {
         let (src, dest) = (blob_ref(src), blob_ref(dest));
         Ok(unit(self.ctx, BlobCall::MoveObject { src, dest }).await)
@@ -323,12 +307,12 @@ impl blobstore::Host for BlobstoreView<'_> {
 impl container::Host for BlobstoreView<'_> {}
 
 impl container::HostContainer for BlobstoreView<'_> {
-    #[instrument(name = "lattice_host.blobstore.name", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.name", level = "debug", skip_all)]
     async fn name(&mut self, c: Resource<Container>) -> BlobResult<String> {
         Ok(Ok(self.container(&c)?))
     }
 
-    #[instrument(name = "lattice_host.blobstore.info", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.info", level = "debug", skip_all)]
     async fn info(&mut self, c: Resource<Container>) -> BlobResult<types::ContainerMetadata> {
         let name = self.container(&c)?;
         Ok(
@@ -340,7 +324,7 @@ impl container::HostContainer for BlobstoreView<'_> {
         )
     }
 
-    #[instrument(name = "lattice_host.blobstore.get_data", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.get_data", level = "debug", skip_all)]
     async fn get_data(
         &mut self,
         c: Resource<Container>,
@@ -356,7 +340,7 @@ impl container::HostContainer for BlobstoreView<'_> {
         }
     }
 
-    #[instrument(name = "lattice_host.blobstore.write_data", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.write_data", level = "debug", skip_all)]
     async fn write_data(
         &mut self,
         c: Resource<Container>,
@@ -371,11 +355,7 @@ impl container::HostContainer for BlobstoreView<'_> {
         Ok(Ok(()))
     }
 
-    #[instrument(
-        name = "lattice_host.blobstore.list_objects",
-        level = "debug",
-        skip_all
-    )]
+    #[instrument(name = "lattice.blobstore.list_objects", level = "debug", skip_all)]
     async fn list_objects(&mut self, c: Resource<Container>) -> BlobResult<Resource<ObjectNames>> {
         let container = self.container(&c)?;
         match call(self.ctx, BlobCall::ListObjects(container)).await {
@@ -388,21 +368,13 @@ impl container::HostContainer for BlobstoreView<'_> {
         }
     }
 
-    #[instrument(
-        name = "lattice_host.blobstore.delete_object",
-        level = "debug",
-        skip_all
-    )]
+    #[instrument(name = "lattice.blobstore.delete_object", level = "debug", skip_all)]
     async fn delete_object(&mut self, c: Resource<Container>, name: String) -> BlobResult<()> {
         let object = self.object(&c, name)?;
         Ok(unit(self.ctx, BlobCall::DeleteObject(object)).await)
     }
 
-    #[instrument(
-        name = "lattice_host.blobstore.delete_objects",
-        level = "debug",
-        skip_all
-    )]
+    #[instrument(name = "lattice.blobstore.delete_objects", level = "debug", skip_all)]
     async fn delete_objects(
         &mut self,
         c: Resource<Container>,
@@ -416,13 +388,13 @@ impl container::HostContainer for BlobstoreView<'_> {
         Ok(unit(self.ctx, call).await)
     }
 
-    #[instrument(name = "lattice_host.blobstore.has_object", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.has_object", level = "debug", skip_all)]
     async fn has_object(&mut self, c: Resource<Container>, name: String) -> BlobResult<bool> {
         let object = self.object(&c, name)?;
         Ok(bool(self.ctx, BlobCall::HasObject(object)).await)
     }
 
-    #[instrument(name = "lattice_host.blobstore.object_info", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.object_info", level = "debug", skip_all)]
     async fn object_info(
         &mut self,
         c: Resource<Container>,
@@ -443,7 +415,7 @@ impl container::HostContainer for BlobstoreView<'_> {
         )
     }
 
-    #[instrument(name = "lattice_host.blobstore.clear", level = "debug", skip_all)]
+    #[instrument(name = "lattice.blobstore.clear", level = "debug", skip_all)]
     async fn clear(&mut self, c: Resource<Container>) -> BlobResult<()> {
         let container = self.container(&c)?;
         Ok(unit(self.ctx, BlobCall::Clear(container)).await)

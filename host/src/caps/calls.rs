@@ -31,6 +31,7 @@ use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall, RpcReply};
 use lattice_protocol::subject::Subject;
 use lattice_protocol::wit::{InterfaceName, unversioned};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument as _;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, Func, InstancePre, Linker, Type, Val};
 use wasmtime::{Store, Trap};
@@ -271,7 +272,7 @@ impl Router {
 
     /// Calls `interface.function` of `target` (a component of the caller's app).
     #[allow(clippy::too_many_arguments)]
-    #[tracing::instrument(name = "lattice_host.call", level = "debug", skip_all, fields(%target, interface, function))]
+    #[tracing::instrument(name = "lattice.call", level = "debug", skip_all, fields(%target, interface, function))]
     pub async fn call(
         &self,
         caller: &WorkloadCtx,
@@ -306,9 +307,13 @@ impl Router {
         };
         let subject = Subject::rpc(&lattice.lattice, &caller.app, target).to_string();
         let wait = deadline.saturating_duration_since(Instant::now());
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(envelope::encode(&call).into())
             .timeout(Some(wait.max(Duration::from_millis(1))));
+        // The trace continues on the host that answers (`lattice.call.serve`).
+        if let Some(headers) = lattice_telemetry::propagation::nats_headers() {
+            request = request.headers(headers);
+        }
         let reply = match lattice.client.send_request(subject, request).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -540,7 +545,7 @@ fn one_way(func: &ComponentFunc) -> bool {
 }
 
 /// Queues a call on a queued link in the host's outbox.
-#[tracing::instrument(name = "lattice_host.call.enqueue", level = "debug", skip_all, fields(%target, interface, function))]
+#[tracing::instrument(name = "lattice.call.enqueue", level = "debug", skip_all, fields(%target, interface, function))]
 async fn enqueue(
     ctx: &WorkloadCtx,
     target: &ComponentName,
@@ -643,16 +648,22 @@ pub async fn serve(
                 }
             };
             let (loaded, client) = (loaded.clone(), client.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                let reply = answer(&loaded, &message.payload).await;
-                if let Err(e) = client
-                    .publish(reply_to, envelope::encode(&reply).into())
-                    .await
-                {
-                    tracing::debug!(error = %e, "could not send a call's reply");
+            // A child of the caller's `lattice.call` span, on whichever host this is.
+            let span = tracing::debug_span!("lattice.call.serve", component = %loaded.ctx.name());
+            lattice_telemetry::propagation::continue_nats(&span, message.headers.as_ref());
+            tokio::spawn(
+                async move {
+                    let _slot = slot;
+                    let reply = answer(&loaded, &message.payload).await;
+                    if let Err(e) = client
+                        .publish(reply_to, envelope::encode(&reply).into())
+                        .await
+                    {
+                        tracing::debug!(error = %e, "could not send a call's reply");
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
     })))
 }

@@ -106,19 +106,19 @@ pub fn add_to_linker<T: Send + 'static>(
 
 // Values may be secrets: spans carry neither keys' values nor the config.
 impl store::Host for ConfigView<'_> {
-    #[instrument(name = "lattice_host.config.get", level = "debug", skip_all)]
+    #[instrument(name = "lattice.config.get", level = "debug", skip_all)]
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<String>, store::Error>> {
         Ok(Ok(ConfigView::get(self, &key)))
     }
 
-    #[instrument(name = "lattice_host.config.get_all", level = "debug", skip_all)]
+    #[instrument(name = "lattice.config.get_all", level = "debug", skip_all)]
     async fn get_all(&mut self) -> wasmtime::Result<Result<Vec<(String, String)>, store::Error>> {
         Ok(Ok(self.all()))
     }
 }
 
 impl runtime::Host for ConfigView<'_> {
-    #[instrument(name = "lattice_host.config.get", level = "debug", skip_all)]
+    #[instrument(name = "lattice.config.get", level = "debug", skip_all)]
     async fn get(
         &mut self,
         key: String,
@@ -126,7 +126,7 @@ impl runtime::Host for ConfigView<'_> {
         Ok(Ok(ConfigView::get(self, &key)))
     }
 
-    #[instrument(name = "lattice_host.config.get_all", level = "debug", skip_all)]
+    #[instrument(name = "lattice.config.get_all", level = "debug", skip_all)]
     async fn get_all(
         &mut self,
     ) -> wasmtime::Result<Result<Vec<(String, String)>, runtime::ConfigError>> {

@@ -10,7 +10,7 @@
 //!
 //! A unit on its own: [`KeyvalueGrant`] (the workload's key-value links, worked out once when it
 //! starts, and the buckets they opened) and [`add_to_linker`], which takes a function giving a
-//! [`KeyvalueView`] of a store's data. Each call is a `lattice_host.kv.<operation>` span (debug
+//! [`KeyvalueView`] of a store's data. Each call is a `lattice.kv.<operation>` span (debug
 //! level, so the hot path pays nothing unless asked), which never carries keys or values.
 
 use std::collections::HashMap;
@@ -230,7 +230,7 @@ impl KeyvalueView<'_> {
 }
 
 impl store::Host for KeyvalueView<'_> {
-    #[instrument(name = "lattice_host.kv.open", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.open", level = "debug", skip_all)]
     async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
         match open(self.ctx, identifier).await {
             Ok(bucket) => Ok(Ok(self.table.push(bucket)?)),
@@ -240,7 +240,7 @@ impl store::Host for KeyvalueView<'_> {
 }
 
 impl store::HostBucket for KeyvalueView<'_> {
-    #[instrument(name = "lattice_host.kv.get", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.get", level = "debug", skip_all)]
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
         Ok(
             match self
@@ -254,7 +254,7 @@ impl store::HostBucket for KeyvalueView<'_> {
         )
     }
 
-    #[instrument(name = "lattice_host.kv.set", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.set", level = "debug", skip_all)]
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
         let reply = self
             .kv(&bucket, |bucket| Call::KvSet { bucket, key, value })
@@ -262,7 +262,7 @@ impl store::HostBucket for KeyvalueView<'_> {
         Ok(reply.map(drop))
     }
 
-    #[instrument(name = "lattice_host.kv.delete", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.delete", level = "debug", skip_all)]
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
         let reply = self
             .kv(&bucket, |bucket| Call::KvDelete { bucket, key })
@@ -270,7 +270,7 @@ impl store::HostBucket for KeyvalueView<'_> {
         Ok(reply.map(drop))
     }
 
-    #[instrument(name = "lattice_host.kv.exists", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.exists", level = "debug", skip_all)]
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
         Ok(
             match self
@@ -284,7 +284,7 @@ impl store::HostBucket for KeyvalueView<'_> {
         )
     }
 
-    #[instrument(name = "lattice_host.kv.list_keys", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.list_keys", level = "debug", skip_all)]
     async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
@@ -309,7 +309,7 @@ impl store::HostBucket for KeyvalueView<'_> {
 }
 
 impl atomics::Host for KeyvalueView<'_> {
-    #[instrument(name = "lattice_host.kv.increment", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.increment", level = "debug", skip_all)]
     async fn increment(
         &mut self,
         bucket: Resource<Bucket>,
@@ -330,7 +330,7 @@ impl atomics::Host for KeyvalueView<'_> {
 }
 
 impl batch::Host for KeyvalueView<'_> {
-    #[instrument(name = "lattice_host.kv.get_many", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.get_many", level = "debug", skip_all)]
     async fn get_many(
         &mut self,
         bucket: Resource<Bucket>,
@@ -351,7 +351,7 @@ impl batch::Host for KeyvalueView<'_> {
         )
     }
 
-    #[instrument(name = "lattice_host.kv.set_many", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.set_many", level = "debug", skip_all)]
     async fn set_many(
         &mut self,
         bucket: Resource<Bucket>,
@@ -367,7 +367,7 @@ impl batch::Host for KeyvalueView<'_> {
         Ok(reply.map(drop))
     }
 
-    #[instrument(name = "lattice_host.kv.delete_many", level = "debug", skip_all)]
+    #[instrument(name = "lattice.kv.delete_many", level = "debug", skip_all)]
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
         let reply = self
             .kv(&bucket, |bucket| Call::KvDeleteMany { bucket, keys })

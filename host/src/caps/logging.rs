@@ -1,5 +1,6 @@
 //! `wasi:logging`: a component's log records go into the host's tracing, tagged with the
-//! component and the context the guest gave.
+//! component, the context the guest gave and the id of the trace it was written in (field
+//! `trace_id`, when traces are on).
 //!
 //! A unit on its own: [`LoggingState`] (who logs) is made once when the workload starts;
 //! [`add_to_linker`] takes a function giving a [`LoggingView`] of a store's data.
@@ -49,14 +50,26 @@ impl Host for LoggingView<'_> {
         message: String,
     ) -> wasmtime::Result<()> {
         let component = &self.0.component;
+        // The trace the record was written in (a request, a call), so that logs and traces
+        // meet; absent when traces are off.
+        let trace_id = lattice_telemetry::propagation::current_trace_id();
+        let trace_id = trace_id.as_deref().map(tracing::field::display);
         // tracing levels are static, so each level is its own call.
         match level {
-            Level::Trace => tracing::trace!(target: "guest", %component, %context, "{message}"),
-            Level::Debug => tracing::debug!(target: "guest", %component, %context, "{message}"),
-            Level::Info => tracing::info!(target: "guest", %component, %context, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", %component, %context, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "guest", %component, %context, trace_id, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "guest", %component, %context, trace_id, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "guest", %component, %context, trace_id, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "guest", %component, %context, trace_id, "{message}")
+            }
             Level::Error | Level::Critical => {
-                tracing::error!(target: "guest", %component, %context, critical = matches!(level, Level::Critical), "{message}")
+                tracing::error!(target: "guest", %component, %context, trace_id, critical = matches!(level, Level::Critical), "{message}")
             }
         }
         Ok(())

@@ -265,7 +265,7 @@ impl super::bindings::wasmcloud::messaging::types::Host for MessagingView<'_> {}
 
 // Spans name the subject, never the body.
 impl Host for MessagingView<'_> {
-    #[instrument(name = "lattice_host.messaging.request", level = "debug", skip_all, fields(%subject))]
+    #[instrument(name = "lattice.messaging.request", level = "debug", skip_all, fields(%subject))]
     async fn request(
         &mut self,
         subject: String,
@@ -308,7 +308,7 @@ impl Host for MessagingView<'_> {
         })
     }
 
-    #[instrument(name = "lattice_host.messaging.publish", level = "debug", skip_all, fields(subject = %msg.subject))]
+    #[instrument(name = "lattice.messaging.publish", level = "debug", skip_all, fields(subject = %msg.subject))]
     async fn publish(&mut self, msg: BrokerMessage) -> wasmtime::Result<Result<(), String>> {
         let via = match consumer(self.ctx).await {
             Ok(v) => v,

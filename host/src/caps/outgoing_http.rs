@@ -156,7 +156,7 @@ impl WasiHttpHooks for OutgoingPolicy {
             .map_or(raw.clone(), str::to_string);
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         // The span names the authority only: paths and queries may carry secrets.
-        let span = tracing::debug_span!("lattice_host.http.outgoing", %host, port);
+        let span = tracing::debug_span!("lattice.http.outgoing", %host, port);
         if !self.grant.allows(&host, Some(port)) {
             // The guest gets a WIT error it can handle, not a trap.
             tracing::debug!(parent: &span, %host, port, "outgoing HTTP request denied: the host is not on the link's allowed_hosts");

@@ -283,6 +283,9 @@ impl Providers {
                 None => command.env_remove(name),
             };
         }
+        // The rest of the host's environment is inherited, OTLP settings included, but not the
+        // host's own service name: the process's traces are under its binary's name.
+        command.env_remove("OTEL_SERVICE_NAME");
         // The process reads its call key on this pipe, then watches it: it closes when this
         // host dies, however it dies.
         command

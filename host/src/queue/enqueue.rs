@@ -13,7 +13,9 @@ use lattice_protocol::envelope;
 use lattice_protocol::keys::KeyPair;
 use lattice_protocol::names::{ComponentName, LatticeName};
 use lattice_protocol::queue::ops::{LinkOutboxStats, QueueLink};
-use lattice_protocol::queue::{Lane, MAX_QUEUED_MESSAGE_BYTES, Queued, QueuedItem, QueuedMessage};
+use lattice_protocol::queue::{
+    Lane, MAX_QUEUED_MESSAGE_BYTES, Queued, QueuedItem, QueuedMessage, TraceContext,
+};
 use lattice_protocol::rpc::{CallError, CallErrorKind, RpcCall};
 use lattice_protocol::subject::Subject;
 use tokio::sync::Notify;
@@ -206,6 +208,8 @@ impl Queue {
                 .saturating_add(ttl.as_millis() as u64),
             subject: subject.to_string(),
             item,
+            // The delivery, after however long an outage, continues this trace.
+            trace: TraceContext::from_pairs(&lattice_telemetry::propagation::current_pairs()),
         };
         let lane = Lane::new(subject, link).to_string();
         let envelope = envelope::encode(&queued);

@@ -20,13 +20,13 @@ use lattice_protocol::queue::{
 };
 use lattice_protocol::subject::Subject;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, warn};
 
 use super::stream::deadletter_stream_ready;
 use super::{DELIVERY_TIMEOUT, ITEM_RETRY};
 use crate::caps::bindings::handler::HandlesPre;
 use crate::caps::calls::{self, Loaded};
-use crate::caps::{LatticeLink, messaging};
+use crate::caps::{LatticeLink, WorkloadCtx, messaging};
 use crate::wasi::HostState;
 
 /// What queued items run in: the workload, and its message handler when it exports one.
@@ -234,7 +234,10 @@ pub(super) async fn settle(
     // Attempts made before this delivery (by this host or another, before a restart).
     let mut attempt = delivered.max(1);
     loop {
-        match run(target, &queued.item).await {
+        match run(target, &queued.item)
+            .instrument(delivery_span(ctx, &queued, attempt))
+            .await
+        {
             Ok(()) => break,
             Err(e) if attempt >= i64::from(queued.max_attempts) => {
                 warn!(workload = %ctx.name(), %id, kind, attempts = attempt, error = %e, "queued item failed for good; dead-lettered");
@@ -280,6 +283,21 @@ fn expired(expires_at_ms: u64) -> String {
         "expired before delivery: its ttl passed at {}; requeue it to try again with a fresh ttl, or raise the link's ttl",
         humantime::format_rfc3339_millis(at)
     )
+}
+
+/// The span of one delivery attempt (`lattice.queue.deliver`): a child of the span that queued
+/// the item, whose context travelled with it ([`Queued::trace`]), so one trace spans the outage.
+fn delivery_span(ctx: &WorkloadCtx, queued: &Queued, attempt: i64) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "lattice.queue.deliver",
+        component = %ctx.name(),
+        kind = queued.item.kind(),
+        attempt,
+    );
+    if let Some(trace) = &queued.trace {
+        lattice_telemetry::propagation::continue_pairs(&span, &trace.to_pairs());
+    }
+    span
 }
 
 /// Runs `item` in a fresh instance: `Ok` only when it returned without a trap and without its

@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     lattice_telemetry::init("info");
+    // `run` flushes the traces on the way out.
+    lattice_telemetry::run(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     let env = lattice_provider_sdk::ProcessEnv::from_env()?;
     let client = env.connect().await?;
     let provider = lattice_provider_keyvalue_redis::RedisKv::new();

@@ -27,6 +27,7 @@ use lattice_protocol::names::{ComponentName, HostId, LatticeName};
 use lattice_protocol::provider::auth::CallKey;
 use lattice_protocol::provider::{LinkId, ProviderRequest, ProviderResponse, Reply};
 use lattice_protocol::subject::Subject;
+use tracing::Instrument as _;
 
 use crate::Provider;
 use crate::guard::Guard;
@@ -195,19 +196,25 @@ pub async fn serve(
             links.clone(),
             guard.clone(),
         );
-        tokio::spawn(async move {
-            let _slot = slot;
-            let response = match guard.check(&message) {
-                Ok(()) => answer(provider.as_ref(), &links, &message.payload).await,
-                Err(refused) => ProviderResponse::Err(refused),
-            };
-            if let Err(e) = client
-                .publish(reply_to, envelope::encode(&response).into())
-                .await
-            {
-                tracing::debug!(error = %e, "could not answer the host");
+        // A child of the host's span that made the request (a capability call).
+        let span = tracing::debug_span!("lattice.provider.serve", provider = provider.name());
+        lattice_telemetry::propagation::continue_nats(&span, message.headers.as_ref());
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let response = match guard.check(&message) {
+                    Ok(()) => answer(provider.as_ref(), &links, &message.payload).await,
+                    Err(refused) => ProviderResponse::Err(refused),
+                };
+                if let Err(e) = client
+                    .publish(reply_to, envelope::encode(&response).into())
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not answer the host");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
     Ok(())
 }

@@ -66,7 +66,8 @@ impl Remote {
             .read()
             .expect("not poisoned")
             .sign(counter, &payload);
-        let mut headers = async_nats::HeaderMap::new();
+        // The provider process continues the caller's trace (`lattice.provider.serve`).
+        let mut headers = lattice_telemetry::propagation::nats_headers().unwrap_or_default();
         headers.insert(CALL_AUTH_HEADER, tag.as_str());
         let message = async_nats::Request::new()
             .payload(payload.into())

@@ -38,6 +38,7 @@ pub fn payload(lattice: &LatticeName, app: &str, i: usize) -> Vec<u8> {
             deadline_ms: in_a_day,
             caller: "bench/client".into(),
         }),
+        trace: None,
     })
 }
 

@@ -13,7 +13,7 @@ use lattice_protocol::error::WireError;
 use lattice_protocol::keys::{KeyPair, PublicKey};
 use lattice_protocol::messages::{EventKind, Verb, verbs};
 use lattice_protocol::subject::{CtlVerb, Subject};
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, warn};
 
 use super::Worker;
 use super::prepare::{self, Job};
@@ -124,7 +124,24 @@ fn now_ms() -> u64 {
 }
 
 impl Worker {
+    /// Answers one control request in a span that continues the client's trace:
+    /// `lattice.deploy` for a deploy, `lattice.ctl.serve` (field `verb`) for the others.
     pub(super) async fn on_request(&mut self, msg: async_nats::Message) {
+        let span = match Subject::parse(&msg.subject) {
+            Ok(Subject::Ctl {
+                verb: CtlVerb::Deploy,
+                ..
+            }) => tracing::debug_span!("lattice.deploy"),
+            Ok(Subject::Ctl { verb, .. }) => {
+                tracing::debug_span!("lattice.ctl.serve", verb = verb.as_str())
+            }
+            _ => return,
+        };
+        lattice_telemetry::propagation::continue_nats(&span, msg.headers.as_ref());
+        self.answer(msg).instrument(span).await;
+    }
+
+    async fn answer(&mut self, msg: async_nats::Message) {
         let Some(reply_to) = msg.reply.clone() else {
             return;
         };
@@ -183,12 +200,19 @@ impl Worker {
         let registry = self.registry.clone();
         let tx = self.prepared.0.clone();
         let cfg = self.cfg.clone();
-        tokio::spawn(async move {
-            let prepared = prepare::prepare(job, &catalog, &registry, &cfg.key).await;
-            // The worker is gone (leadership lost): the request goes unanswered, as it would
-            // have with the worker.
-            let _ = tx.send(Input::Prepared { reply, prepared });
-        });
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                let prepared = prepare::prepare(job, &catalog, &registry, &cfg.key).await;
+                // The worker is gone (leadership lost): the request goes unanswered, as it
+                // would have with the worker.
+                let _ = tx.send((
+                    Input::Prepared { reply, prepared },
+                    tracing::Span::current(),
+                ));
+            }
+            .instrument(span),
+        );
     }
 }
 

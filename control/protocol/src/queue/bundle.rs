@@ -62,6 +62,7 @@ mod tests {
                 deadline_ms: 0,
                 caller: "app/client".into(),
             }),
+            trace: None,
         });
         assert!(decode_bundle(&single).is_err());
     }

@@ -23,6 +23,50 @@ pub struct Queued {
     /// The call or the message.
     #[serde(flatten)]
     pub item: QueuedItem,
+    /// The trace the item was queued in, continued by its delivery, however long after.
+    ///
+    /// In the body, so inside what the sending host signs: a relay cannot graft a call onto
+    /// another trace, and the context stays with the item through the outbox, bundles, the
+    /// stream and a dead letter's requeue, where per-message NATS headers would not (a bundle
+    /// carries many items, each queued in its own trace). Absent when traces are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
+}
+
+/// W3C trace context (<https://www.w3.org/TR/trace-context/>) as it travels with a queued item:
+/// the `traceparent` and `tracestate` header values of the span that queued it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// The `traceparent` value: version, trace id, parent span id, flags.
+    pub traceparent: String,
+    /// The `tracestate` value (vendor entries), often empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tracestate: String,
+}
+
+impl TraceContext {
+    /// From header pairs (name, value): `None` without a `traceparent`.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Option<Self> {
+        let value = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        Some(Self {
+            traceparent: value("traceparent")?,
+            tracestate: value("tracestate").unwrap_or_default(),
+        })
+    }
+
+    /// As header pairs (name, value), `tracestate` only when it says something.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = vec![("traceparent".to_owned(), self.traceparent.clone())];
+        if !self.tracestate.is_empty() {
+            pairs.push(("tracestate".to_owned(), self.tracestate.clone()));
+        }
+        pairs
+    }
 }
 
 /// The payload of a [`Queued`] entry.
@@ -91,10 +135,43 @@ mod tests {
                 expires_at_ms: 42,
                 subject: "lattice.edge.q.x.y".into(),
                 item,
+                trace: None,
             };
             let back: Queued = envelope::decode(&envelope::encode(&queued)).expect("decodes");
             assert_eq!(back, queued);
         }
+    }
+
+    /// A queued item's trace context round-trips, and an item queued without one (traces
+    /// off, or a host from before traces) still decodes.
+    #[test]
+    fn the_trace_context_travels_with_the_item_and_may_be_absent() {
+        let pairs = vec![
+            (
+                "traceparent".to_owned(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+            ),
+            ("tracestate".to_owned(), "vendor=1".to_owned()),
+        ];
+        let trace = TraceContext::from_pairs(&pairs).expect("a traceparent");
+        assert_eq!(trace.to_pairs(), pairs);
+        assert_eq!(TraceContext::from_pairs(&pairs[1..]), None);
+        let queued = Queued {
+            max_attempts: 1,
+            expires_at_ms: 1,
+            subject: "lattice.edge.q.x.y".into(),
+            item: QueuedItem::Call(call()),
+            trace: Some(trace),
+        };
+        let back: Queued = envelope::decode(&envelope::encode(&queued)).expect("decodes");
+        assert_eq!(back, queued);
+        let untraced = Queued {
+            trace: None,
+            ..queued
+        };
+        let bytes = envelope::encode(&untraced);
+        let back: Queued = envelope::decode(&bytes).expect("decodes");
+        assert_eq!(back.trace, None);
     }
 
     /// An envelope without its subject (a shape of the development before queued messages,

@@ -67,7 +67,7 @@ mod sign;
 pub use crate::subject::MESSAGE_TOKEN;
 pub use bundle::{MAX_BUNDLE, MAX_BUNDLE_BYTES, bundle_msg_id, decode_bundle, encode_bundle};
 pub use headers::*;
-pub use item::{Queued, QueuedItem, QueuedMessage};
+pub use item::{Queued, QueuedItem, QueuedMessage, TraceContext};
 pub use keys::{
     ConsumerName, KeyError, ProcessedKey, deadletter_stream, lanes_bucket, leases_bucket,
     processed_bucket, queue_stream,
