@@ -19,6 +19,10 @@
 
 use std::io::IsTerminal as _;
 
+/// Serving a Prometheus scrape endpoint (`--metrics-addr`), for hosts and control planes.
+#[cfg(feature = "metrics")]
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the process's subscriber: logs to stderr, `RUST_LOG` or else `default_filter`.
