@@ -270,6 +270,7 @@ pub(super) async fn settle(
     {
         warn!(%key, error = %e, "could not record a processed item");
     }
+    target.loaded.metrics.delivered();
     Ok(Some(item.delivery))
 }
 
@@ -356,6 +357,7 @@ pub(super) async fn refuse(
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .await
         .map_err(|e| anyhow::anyhow!("dead-lettering a refused message: {e}"))?;
+    target.loaded.metrics.dead_lettered();
     Ok(())
 }
 
@@ -412,5 +414,6 @@ async fn deadletter(
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .await
         .map_err(|e| anyhow::anyhow!("dead-lettering: {e}"))?;
+    target.loaded.metrics.dead_lettered();
     Ok(())
 }
