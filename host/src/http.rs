@@ -535,9 +535,11 @@ impl Site {
             status = tracing::field::Empty,
         );
         let started = std::time::Instant::now();
-        let metrics = workload.metrics.clone();
-        let (response, outcome) = self.run(workload, request).instrument(span.clone()).await;
-        metrics.request(outcome, started.elapsed());
+        let (response, outcome) = self
+            .run(workload.clone(), request)
+            .instrument(span.clone())
+            .await;
+        workload.metrics.request(outcome, started.elapsed());
         span.record("status", response.status().as_u16());
         response
     }

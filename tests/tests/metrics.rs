@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lattice_control::metrics::MetricsEndpoint;
-use lattice_test_guests::{bombs, trapping};
+use lattice_test_guests::{bombs, greedy, looping, trapping};
 use lattice_tests::edge::EdgeTopology;
 use lattice_tests::guest_apps::{deploy_guest, get};
 use lattice_tests::queued::{
@@ -215,7 +215,8 @@ async fn n_requests_are_n_in_the_scrape_and_the_control_plane_sees_its_lattice()
 }
 
 /// A trapping request counts as an error and a trap; requests refused at a workload's
-/// concurrency count as busy and as concurrency-limit hits, one for each 503 a client saw.
+/// concurrency count as busy and as concurrency-limit hits, one for each 503 a client saw; a
+/// growth past the manifest's `memory` and a run past its `timeout` are limit hits too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trap_is_an_error_and_a_refusal_at_the_concurrency_a_limit_hit() -> anyhow::Result<()> {
     let (t, _host, host_metrics, _) = lattice_with_metrics().await?;
@@ -246,7 +247,34 @@ async fn a_trap_is_an_error_and_a_refusal_at_the_concurrency_a_limit_hit() -> an
     );
     assert!(ran >= 1.0, "one of them runs");
 
+    let tight = deploy_guest(&t, "tight", &greedy(32), &["memory: 1Mi"]).await?;
+    assert_eq!(get(&tight, Duration::from_secs(20)).await?.status, 500);
+    let spinner = deploy_guest(&t, "spinner", &looping(), &["timeout: 300ms"]).await?;
+    assert_eq!(get(&spinner, Duration::from_secs(20)).await?.status, 500);
+
     let s = scrape(host_metrics).await?;
+    let limit = |app: &'static str, limit: &'static str| [("workload", app), ("limit", limit)];
+    assert_eq!(
+        s.value(
+            "lattice_host_limit_hits_total",
+            &limit("tight/guest", "memory")
+        )?,
+        1.0
+    );
+    assert_eq!(
+        s.value(
+            "lattice_host_limit_hits_total",
+            &limit("spinner/guest", "timeout")
+        )?,
+        1.0
+    );
+    assert_eq!(
+        s.value(
+            "lattice_host_limit_hits_total",
+            &limit("spinner/guest", "memory")
+        )?,
+        0.0
+    );
     let trapper = |k: &'static str, v: &'static str| [("workload", "trapper/guest"), (k, v)];
     assert_eq!(
         s.value(
