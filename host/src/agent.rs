@@ -63,8 +63,10 @@ pub(crate) struct Report {
 pub(crate) struct Shared {
     report: Arc<Mutex<Report>>,
     changed: Arc<Notify>,
-    /// The host's queue, whose per-link outbox stats each heartbeat carries.
-    queue: Option<Arc<Queue>>,
+    /// The host's queue, whose per-link outbox stats each heartbeat (and scrape) carries.
+    pub(crate) queue: Option<Arc<Queue>>,
+    /// What the host exports for Prometheus (`metrics.rs`).
+    pub(crate) metrics: Arc<crate::metrics::HostMetrics>,
     /// The host's clock, whose measured offset from the hub each heartbeat carries.
     pub(crate) clock: crate::clock::HubClock,
 }
@@ -154,6 +156,7 @@ impl Agent {
             report: Arc::default(),
             changed: Arc::new(Notify::new()),
             queue: queue.clone(),
+            metrics: Arc::default(),
             clock: lattice.clock.clone(),
         };
         let services = HostServices {
@@ -509,7 +512,8 @@ impl Agent {
                 limits,
                 FailureCount::default(),
             )
-            .with_gate(gate.clone()),
+            .with_gate(gate.clone())
+            .with_metrics(self.shared.metrics.workload(&w.key())),
         );
         // One trial instantiation (microseconds) before serving anything: a component that
         // traps at start fails here, and the version it would replace keeps serving.
@@ -533,6 +537,7 @@ impl Agent {
                     pre,
                     ctx,
                     failures: loaded.failures.clone(),
+                    metrics: loaded.metrics.clone(),
                     limits,
                     gate,
                 });
@@ -678,11 +683,12 @@ pub(crate) async fn heartbeats(
     };
     loop {
         let hb = beat(false, queue_stats().await);
-        if let Err(e) = client
+        match client
             .publish(subject.clone(), seal_heartbeat(&hb, &key).into())
             .await
         {
-            warn!(error = %e, "heartbeat not sent");
+            Ok(()) => shared.metrics.heartbeat_sent(),
+            Err(e) => warn!(error = %e, "heartbeat not sent"),
         }
         tokio::select! {
             () = shutdown.cancelled() => break,

@@ -69,6 +69,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use crate::caps::WorkloadCtx;
 use crate::engine::Runtime;
 use crate::limits::Gate;
+use crate::metrics::{Limit, Outcome, WorkloadMetrics};
 use crate::wasi::{HostState, Limits, new_store};
 
 mod failure;
@@ -112,6 +113,8 @@ pub struct HttpWorkload {
     pub ctx: Arc<WorkloadCtx>,
     /// Requests this workload failed (trap, timeout, failed instantiation), for heartbeats.
     pub failures: FailureCount,
+    /// Its metric handles (the host's, resolved when it was loaded).
+    pub metrics: WorkloadMetrics,
     /// Memory and time each request may use.
     pub limits: Limits,
     /// Requests that may run at once; shared with the workload's component calls.
@@ -132,6 +135,7 @@ impl HttpWorkload {
             pre,
             ctx,
             failures: FailureCount::default(),
+            metrics: WorkloadMetrics::detached(),
             limits,
             gate,
         }
@@ -531,24 +535,34 @@ impl Site {
             status = tracing::field::Empty,
         );
         lattice_telemetry::propagation::continue_http(&span, request.headers());
-        let response = self.run(workload, request).instrument(span.clone()).await;
+        let started = std::time::Instant::now();
+        let (response, outcome) = self
+            .run(workload.clone(), request)
+            .instrument(span.clone())
+            .await;
+        workload.metrics.request(outcome, started.elapsed());
         span.record("status", response.status().as_u16());
         response
     }
 
+    /// Runs one request; its response and how it ended (for the metrics).
     async fn run(
         &self,
         workload: Arc<HttpWorkload>,
         request: Request<Incoming>,
-    ) -> Response<HyperOutgoingBody> {
+    ) -> (Response<HyperOutgoingBody>, Outcome) {
         // Refused before anything is allocated for it: the workload is at its concurrency.
         let Some(slot) = workload.gate.try_enter() else {
             tracing::debug!(component = %workload.name, limit = workload.gate.limit(),
                 "refusing a request: the workload is at its concurrency");
-            return busy_response("the component is at its concurrency limit; retry shortly\n");
+            workload.metrics.limit_hit(Limit::Concurrency);
+            let busy = busy_response("the component is at its concurrency limit; retry shortly\n");
+            return (busy, Outcome::Busy);
         };
         if content_length(&request).is_some_and(|length| length > self.max_request_body) {
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            let response =
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            return (response, Outcome::Rejected);
         }
         let request = request.map(|body| LimitedBody::new(body, self.max_request_body));
 
@@ -556,6 +570,9 @@ impl Site {
             &self.runtime,
             HostState::for_workload(workload.ctx.clone(), &workload.limits),
         );
+        store
+            .data_mut()
+            .count_memory_refusals(workload.metrics.memory_refusals());
         let request = match store
             .data_mut()
             .http()
@@ -565,7 +582,8 @@ impl Site {
             Err(err) => {
                 // E.g. no Host header: the client's mistake.
                 tracing::debug!(error = %err, "refusing a malformed request");
-                return error_response(StatusCode::BAD_REQUEST, "bad request\n");
+                let response = error_response(StatusCode::BAD_REQUEST, "bad request\n");
+                return (response, Outcome::Rejected);
             }
         };
         let (send_response, response) = oneshot::channel();
@@ -573,7 +591,9 @@ impl Site {
             Ok(out) => out,
             Err(err) => {
                 tracing::error!(error = %err, "creating the response slot failed");
-                return error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+                let response =
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+                return (response, Outcome::Error);
             }
         };
 
@@ -585,6 +605,7 @@ impl Site {
             async move {
                 // Held until the guest is done, body included.
                 let _slot = slot;
+                let _in_use = workload.metrics.in_use();
                 let call = async {
                     let proxy = workload
                         .pre
@@ -603,6 +624,7 @@ impl Site {
                 };
                 if let Err(failure) = &result {
                     failure.log(&workload.name);
+                    failure.count(&workload.metrics);
                     if !matches!(failure, Failure::PoolFull(_)) {
                         workload.failures.add();
                     }
@@ -612,28 +634,53 @@ impl Site {
             .in_current_span(),
         );
 
-        match response.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(code)) => {
-                tracing::warn!(component = %component.name, error = ?code,
-                    "the component answered with an error");
-                error_response(StatusCode::INTERNAL_SERVER_ERROR, "component error\n")
-            }
-            // The store is gone and no response was set: see why.
-            Err(_) => match guest.await {
-                Ok(Ok(())) => {
-                    tracing::warn!(component = %component.name,
-                        "the component returned without setting a response");
-                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "no response\n")
-                }
-                Ok(Err(failure)) => failure.response(),
-                Err(err) => {
-                    tracing::error!(component = %component.name, error = %err,
-                        "the request task failed");
-                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-                }
-            },
+        outcome(&component, response, guest).await
+    }
+}
+
+/// The response of a request whose guest runs in `guest`, once it set one (`response`) or
+/// ended without, and how the request ended.
+async fn outcome(
+    component: &HttpWorkload,
+    response: oneshot::Receiver<
+        Result<
+            Response<HyperOutgoingBody>,
+            wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+        >,
+    >,
+    guest: JoinHandle<Result<(), Failure>>,
+) -> (Response<HyperOutgoingBody>, Outcome) {
+    let error = |response| (response, Outcome::Error);
+    match response.await {
+        Ok(Ok(response)) => (response, Outcome::Ok),
+        Ok(Err(code)) => {
+            tracing::warn!(component = %component.name, error = ?code,
+                "the component answered with an error");
+            error(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "component error\n",
+            ))
         }
+        // The store is gone and no response was set: see why.
+        Err(_) => match guest.await {
+            Ok(Ok(())) => {
+                tracing::warn!(component = %component.name,
+                    "the component returned without setting a response");
+                error(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no response\n",
+                ))
+            }
+            Ok(Err(failure)) => (failure.response(), failure.outcome()),
+            Err(err) => {
+                tracing::error!(component = %component.name, error = %err,
+                    "the request task failed");
+                error(error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error\n",
+                ))
+            }
+        },
     }
 }
 

@@ -27,6 +27,7 @@
 //!   object store and kept on disk;
 //! - [`state`]: the host's identity key and its last accepted assignment in
 //!   an embedded redb database, so a restarted host serves at once, offline too;
+//! - [`metrics`]: what the host exports for Prometheus (`--metrics-addr`);
 //! - [`queue`]: queued delivery as one pipeline: enqueue → the durable outbox (appends committed
 //!   with fsync, group commit) → forwarder → the hub's stream → consumer → lanes → run.
 //!
@@ -54,6 +55,7 @@ pub mod compile;
 pub mod engine;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod queue;
 pub mod state;
 pub mod wasi;
@@ -118,6 +120,9 @@ pub struct HostConfig {
     /// (`--join-token`; see [`lattice_protocol::signed::JoinToken`]). `None`: the host waits,
     /// unadmitted, for an operator's `lattice ctl hosts admit`.
     pub join_token: Option<String>,
+    /// Where to serve Prometheus metrics (`--metrics-addr`; `None`: nowhere). The endpoint
+    /// tells the address it bound ([`lattice_telemetry::metrics::MetricsEndpoint::bound`]).
+    pub metrics: Option<lattice_telemetry::metrics::MetricsEndpoint>,
 }
 
 /// The default of [`HostConfig::outbox_max_entries`]: sized for a gateway that queues calls
@@ -147,6 +152,7 @@ impl HostConfig {
             storage: lattice_protocol::jetstream::Storage::default(),
             clock: lattice_protocol::clock::Clock::system(),
             join_token: None,
+            metrics: None,
         }
     }
 
@@ -273,6 +279,15 @@ pub async fn run(
         pool = %agent.runtime.pool_description(),
         "host starting"
     );
+    // Bound before anything is applied: a wrong address fails the start, and a scrape sees
+    // the workloads come up.
+    let _metrics = match &config.metrics {
+        Some(endpoint) => {
+            let render = agent.shared.metrics.render(agent.shared.queue.clone());
+            Some(lattice_telemetry::metrics::serve(endpoint, render).await?)
+        }
+        None => None,
+    };
     agent.boot_from_disk().await?;
     let tasks = CancellationToken::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);

@@ -98,6 +98,8 @@ pub struct StoreLimiter {
     reserved: usize,
     /// The reservation of the last approved growth, given back if the growth then fails.
     last_growth: usize,
+    /// Counts each growth refused (the workload's `limit_hits{limit="memory"}`).
+    refusals: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl StoreLimiter {
@@ -110,7 +112,20 @@ impl StoreLimiter {
             budget: None,
             reserved: 0,
             last_growth: 0,
+            refusals: None,
         }
+    }
+
+    /// Counts every refused growth into `refusals`.
+    pub fn count_refusals(&mut self, refusals: prometheus_client::metrics::counter::Counter) {
+        self.refusals = Some(refusals);
+    }
+
+    fn refuse(&self) -> wasmtime::Result<bool> {
+        if let Some(refusals) = &self.refusals {
+            refusals.inc();
+        }
+        Ok(false)
     }
 
     /// Reserves every growth of linear memory from `budget` first.
@@ -128,8 +143,11 @@ impl ResourceLimiter for StoreLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         self.last_growth = 0;
-        if desired > self.memory_bytes || maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false); // the module's own maximum, not a limit of ours
+        }
+        if desired > self.memory_bytes {
+            return self.refuse();
         }
         let growth = desired.saturating_sub(current);
         if let Some(budget) = &self.budget {
@@ -140,7 +158,7 @@ impl ResourceLimiter for StoreLimiter {
                     total = budget.total(),
                     "refusing a memory growth over the host's guest memory budget"
                 );
-                return Ok(false);
+                return self.refuse();
             }
             self.reserved += growth;
             self.last_growth = growth;

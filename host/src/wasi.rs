@@ -121,6 +121,14 @@ impl HostState {
         }
     }
 
+    /// Counts the memory growths this store's limiter refuses into `refusals`.
+    pub fn count_memory_refusals(
+        &mut self,
+        refusals: prometheus_client::metrics::counter::Counter,
+    ) {
+        self.limits.count_refusals(refusals);
+    }
+
     /// When this invocation must end.
     pub fn deadline(&self) -> Instant {
         self.deadline

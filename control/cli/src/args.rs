@@ -504,6 +504,10 @@ pub struct ControlArgs {
     /// the table exists), and join tokens it signs admit hosts.
     #[arg(long = "admin", env = "LATTICE_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
+    /// Serve Prometheus metrics on this address (`HOST:PORT`, port 0 for any free one: the
+    /// address bound is logged, `serving metrics addr=...`), at `/metrics`. Off by default.
+    #[arg(long, env = "LATTICE_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[cfg(test)]

@@ -71,6 +71,9 @@ pub async fn control(args: ControlArgs) -> anyhow::Result<()> {
         .map(|a| lattice_protocol::keys::PublicKey::parse_role(a, KeyRole::User))
         .collect::<Result<_, _>>()
         .context("--admin takes user public keys (`U...`, from `lattice keys gen user`)")?;
+    config.metrics = args
+        .metrics_addr
+        .map(lattice_control::metrics::MetricsEndpoint::new);
     if config.admins.is_empty() {
         eprintln!(
             "warning: no --admin given: nobody can grant roles on a new lattice, and no join token admits hosts (admit them with `lattice ctl hosts admit ID`)"

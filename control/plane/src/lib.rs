@@ -59,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 pub mod client;
 mod decide;
 pub mod events;
+pub mod metrics;
 pub mod model;
 pub mod placement;
 mod queues;
@@ -100,6 +101,9 @@ pub struct ControlConfig {
     /// Limits and replicas of the streams and buckets it makes or opens (existing ones are
     /// updated to them): `lattice control --replicas`, `--artifacts-max-bytes`, ...
     pub storage: lattice_protocol::jetstream::Storage,
+    /// Where to serve Prometheus metrics (`--metrics-addr`; `None`: nowhere). The endpoint
+    /// tells the address it bound ([`lattice_telemetry::metrics::MetricsEndpoint::bound`]).
+    pub metrics: Option<lattice_telemetry::metrics::MetricsEndpoint>,
 }
 
 impl ControlConfig {
@@ -121,6 +125,7 @@ impl ControlConfig {
             host_retention: Duration::from_secs(24 * 3600),
             admins: Vec::new(),
             storage: lattice_protocol::jetstream::Storage::default(),
+            metrics: None,
         }
     }
 }
@@ -133,6 +138,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = std::sync::Arc::new(config);
+    let metrics = std::sync::Arc::new(metrics::ControlMetrics::new());
+    // Served by standbys too: `lattice_control_leading` tells which one leads.
+    let _metrics = match &config.metrics {
+        Some(endpoint) => {
+            Some(lattice_telemetry::metrics::serve(endpoint, metrics.render()).await?)
+        }
+        None => None,
+    };
     let js = async_nats::jetstream::new(client.clone());
     let bucket = lattice_protocol::subject::Buckets::new(&config.lattice).control();
     let leases = lattice_protocol::jetstream::open_kv(
@@ -173,6 +186,8 @@ pub async fn run(
         // If this future is dropped (the process dies), renewal dies with it, as it would.
         let keeper = tokio_util::task::AbortOnDropHandle::new(keeper);
         let worker = worker::Worker::start(config.clone(), epoch, client.clone()).await;
+        metrics.set_leading(worker.is_ok());
+        let worker = worker.map(|w| w.with_metrics(metrics.clone()));
         let outcome = match worker {
             // A task of its own, not a part of this future: a binary blocks on this future in
             // its main thread, where every heartbeat delivered would cost a thread wake-up; a
@@ -187,6 +202,7 @@ pub async fn run(
             }
             Err(e) => Err(e),
         };
+        metrics.set_leading(false);
         stop_lease.cancel();
         let _ = keeper.await;
         match outcome {

@@ -88,6 +88,8 @@ pub(crate) struct Worker {
     freshness: Freshness,
     /// The hosts' signed memberships, which other hosts may read.
     members: members::Members,
+    /// What the control plane exports for Prometheus: set at each tick, timed and counted here.
+    metrics: Arc<crate::metrics::ControlMetrics>,
 }
 
 async fn load<T: serde::de::DeserializeOwned>(
@@ -233,7 +235,22 @@ impl Worker {
             events,
             freshness: Freshness::default(),
             members,
+            metrics: Arc::default(),
         })
+    }
+
+    /// Counts into `metrics` (the process's, which outlive a leadership).
+    pub(crate) fn with_metrics(mut self, metrics: Arc<crate::metrics::ControlMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Sets the metrics' gauges from the state: hosts by state, apps by status.
+    fn observe(&self) {
+        let now = self.now();
+        let hosts = self.state.hosts_summary(now).into_iter().map(|h| h.state);
+        let apps = self.state.apps_summary(now).into_iter().map(|a| a.status);
+        self.metrics.observe(hosts, apps);
     }
 
     /// Acts until `shutdown` (returns `Ok(true)`) or until the lease is lost (`Ok(false)`).
@@ -296,7 +313,10 @@ impl Worker {
                 Some((input, span)) = self.prepared.1.recv() => {
                     self.step(input).instrument(span).await;
                 }
-                _ = tick.tick() => self.step(Input::Tick).await,
+                _ = tick.tick() => {
+                    self.step(Input::Tick).await;
+                    self.observe();
+                }
             }
             self.step(Input::Reconcile).await;
         }
@@ -315,7 +335,11 @@ impl Worker {
     /// actions after it (so a store's answer goes out before the next write).
     async fn step(&mut self, input: Input) {
         let now = self.now();
+        let reconcile = matches!(input, Input::Reconcile).then(Instant::now);
         let mut pending = decide::decide(&mut self.state, input, now);
+        if let Some(started) = reconcile {
+            self.metrics.reconciled(started.elapsed());
+        }
         pending.reverse();
         while let Some(action) = pending.pop() {
             if let Some(outcome) = self.act(action).await {
@@ -360,6 +384,8 @@ impl Worker {
                 let (lattice, key) = (&self.cfg.lattice, &self.cfg.key);
                 self.members.ensure(lattice, &assignment.host, key).await;
                 let outcome = self.write_assignment(&assignment, revision).await;
+                let written = matches!(outcome, Outcome::Written(_));
+                self.metrics.assignment_written(written);
                 Some(Input::AssignmentWritten {
                     assignment,
                     outcome,

@@ -24,6 +24,10 @@
 
 use std::io::IsTerminal as _;
 
+/// Serving a Prometheus scrape endpoint (`--metrics-addr`), for hosts and control planes.
+#[cfg(feature = "metrics")]
+pub mod metrics;
+
 use tracing::Level;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt as _;

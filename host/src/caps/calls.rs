@@ -41,6 +41,7 @@ use super::{LatticeLink, WorkloadCtx};
 use crate::engine::Runtime;
 use crate::http::FailureCount;
 use crate::limits::Gate;
+use crate::metrics::Limit;
 use crate::wasi::{HostState, Limits, new_store};
 
 /// Whether the host serves `name`'s package itself (so it is never a component link).
@@ -63,6 +64,8 @@ pub struct Loaded {
     pub failures: FailureCount,
     /// Instances that may run at once (shared with the workload's HTTP requests).
     pub gate: Gate,
+    /// Its metric handles (shared with the workload's HTTP requests).
+    pub metrics: crate::metrics::WorkloadMetrics,
     /// Exported interfaces: unversioned name → the export's full name.
     exports: HashMap<String, String>,
 }
@@ -99,6 +102,7 @@ impl Loaded {
             limits,
             failures,
             gate,
+            metrics: crate::metrics::WorkloadMetrics::detached(),
             exports,
         }
     }
@@ -109,9 +113,18 @@ impl Loaded {
         self
     }
 
+    /// Counts into `metrics` (the host's, resolved for this workload) rather than nowhere.
+    pub fn with_metrics(mut self, metrics: crate::metrics::WorkloadMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// A slot to run an instance in now, or the `busy` error.
     fn enter(&self) -> Result<crate::limits::Slot, CallError> {
-        self.gate.try_enter().ok_or_else(|| self.busy())
+        self.gate.try_enter().ok_or_else(|| {
+            self.metrics.limit_hit(Limit::Concurrency);
+            self.busy()
+        })
     }
 
     fn busy(&self) -> CallError {
@@ -146,10 +159,14 @@ impl Loaded {
                 .execution_timeout
                 .min(deadline.saturating_duration_since(Instant::now()));
         }
-        new_store(
+        let mut store = new_store(
             &self.runtime,
             HostState::for_workload(self.ctx.clone(), &limits),
-        )
+        );
+        store
+            .data_mut()
+            .count_memory_refusals(self.metrics.memory_refusals());
+        store
     }
 
     /// `interface.function` of a fresh instance in `store`.
@@ -187,7 +204,13 @@ impl Loaded {
     /// Counts a failed invocation and says why it failed.
     fn failed(&self, e: &wasmtime::Error, deadline: Instant) -> CallError {
         self.failures.add();
-        classify(e, deadline, &self.ctx.name())
+        let error = classify(e, deadline, &self.ctx.name());
+        match error.kind {
+            CallErrorKind::Timeout => self.metrics.limit_hit(Limit::Timeout),
+            CallErrorKind::Trap => self.metrics.trap(),
+            _ => {}
+        }
+        error
     }
 
     /// Calls `interface.function` in a fresh instance.
@@ -200,6 +223,7 @@ impl Loaded {
         deadline: Instant,
     ) -> Result<(), CallError> {
         let _slot = self.enter()?;
+        let _in_use = self.metrics.in_use();
         let mut store = self.store(Some(deadline));
         let func = self
             .instantiate_func(&mut store, interface, function, deadline)

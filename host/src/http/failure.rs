@@ -8,6 +8,8 @@ use hyper::{Response, StatusCode};
 use wasmtime::{PoolConcurrencyLimitError, Trap};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::metrics::{Limit, Outcome, WorkloadMetrics};
+
 /// Seconds a refused client is asked to wait: instances of a busy workload free up within
 /// its requests' time, and a client retrying sooner only adds to the flood.
 const RETRY_AFTER_SECS: &str = "1";
@@ -62,6 +64,23 @@ impl Failure {
             Self::Timeout => {
                 tracing::warn!(component, "the component exceeded its execution time");
             }
+        }
+    }
+
+    /// How the request ended, for the metrics.
+    pub(super) fn outcome(&self) -> Outcome {
+        match self {
+            Self::PoolFull(_) => Outcome::Busy,
+            Self::Instantiate(_) | Self::Trap(_) | Self::Timeout => Outcome::Error,
+        }
+    }
+
+    /// Counts a trap or a timeout (memory refusals are counted by the store's limiter).
+    pub(super) fn count(&self, metrics: &WorkloadMetrics) {
+        match self {
+            Self::Trap(_) => metrics.trap(),
+            Self::Timeout => metrics.limit_hit(Limit::Timeout),
+            Self::PoolFull(_) | Self::Instantiate(_) => {}
         }
     }
 

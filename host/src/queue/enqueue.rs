@@ -132,6 +132,15 @@ impl Queue {
         stats::link_stats(&self.outbox, &self.waiting, &self.totals).await
     }
 
+    /// Entries forwarded to the hub per queued link since the host started (for metrics).
+    pub fn forwarded_totals(&self) -> std::collections::HashMap<QueueLink, u64> {
+        self.waiting
+            .forwarded_totals()
+            .into_iter()
+            .filter_map(|(key, n)| Some((key.parse().ok()?, n)))
+            .collect()
+    }
+
     /// Resolves when calls were dropped or expired since the last call, so that the heartbeat
     /// reports it at once.
     pub async fn stats_changed(&self) {

@@ -503,7 +503,7 @@ fn remove(
     tokio::spawn(async move {
         let (seqs, keys): (Vec<Sequence>, Vec<String>) = done.into_iter().unzip();
         outbox.remove(&seqs).await?;
-        waiting.forget(keys);
+        waiting.forwarded(keys);
         Ok(())
     })
 }

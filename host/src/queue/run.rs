@@ -273,6 +273,7 @@ pub(super) async fn settle(
     {
         warn!(%key, error = %e, "could not record a processed item");
     }
+    target.loaded.metrics.delivered();
     Ok(Some(item.delivery))
 }
 
@@ -374,6 +375,7 @@ pub(super) async fn refuse(
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .await
         .map_err(|e| anyhow::anyhow!("dead-lettering a refused message: {e}"))?;
+    target.loaded.metrics.dead_lettered();
     Ok(())
 }
 
@@ -430,5 +432,6 @@ async fn deadletter(
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .await
         .map_err(|e| anyhow::anyhow!("dead-lettering: {e}"))?;
+    target.loaded.metrics.dead_lettered();
     Ok(())
 }

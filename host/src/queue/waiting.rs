@@ -1,15 +1,20 @@
 //! How many entries wait in the outbox per stream key (per queued link), kept beside the outbox
 //! for each link's `capacity`: counted up by an append, down by the forwarder's removals and by
-//! the outbox's drops and expiries. Loaded from the outbox once, on first use.
+//! the outbox's drops and expiries. Loaded from the outbox once, on first use. The removals that
+//! were forwards are also tallied per key, for the host's metrics.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::outbox::{Outbox, OutboxError, Sequence};
 
-/// Entries waiting per stream key; clones share the counts. `None` inside until loaded.
+/// Entries waiting per stream key (`None` until loaded), and entries forwarded per stream key
+/// since the host started; clones share the counts.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Waiting(Arc<Mutex<Option<HashMap<String, u64>>>>);
+pub(super) struct Waiting(
+    Arc<Mutex<Option<HashMap<String, u64>>>>,
+    Arc<Mutex<HashMap<String, u64>>>,
+);
 
 impl Waiting {
     fn lock(&self) -> MutexGuard<'_, Option<HashMap<String, u64>>> {
@@ -68,6 +73,22 @@ impl Waiting {
         }
     }
 
+    /// One entry fewer per key given, each gone because it was forwarded to the hub.
+    pub(super) fn forwarded(&self, keys: Vec<String>) {
+        {
+            let mut forwarded = self.1.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &keys {
+                *forwarded.entry(key.clone()).or_default() += 1;
+            }
+        }
+        self.forget(keys);
+    }
+
+    /// Entries forwarded per key since the host started.
+    pub(super) fn forwarded_totals(&self) -> HashMap<String, u64> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Every key with its count, once loaded.
     pub(super) fn snapshot(&self) -> Option<HashMap<String, u64>> {
         self.lock().clone()
@@ -89,5 +110,8 @@ mod tests {
             (waiting.of("a"), waiting.of("b"), waiting.of("c")),
             (1, 0, 0)
         );
+        waiting.forwarded(vec!["a".to_string()]);
+        assert_eq!(waiting.of("a"), 0);
+        assert_eq!(waiting.forwarded_totals().get("a"), Some(&1));
     }
 }

@@ -400,7 +400,7 @@ impl State {
         Ok(s)
     }
 
-    fn apps_summary(&self, now: Time) -> Vec<AppSummary> {
+    pub(crate) fn apps_summary(&self, now: Time) -> Vec<AppSummary> {
         self.apps
             .keys()
             .filter_map(|name| self.status(name, now).ok())
@@ -413,7 +413,7 @@ impl State {
             .collect()
     }
 
-    fn hosts_summary(&self, now: Time) -> Vec<HostSummary> {
+    pub(crate) fn hosts_summary(&self, now: Time) -> Vec<HostSummary> {
         self.hosts
             .values()
             .map(|o| {

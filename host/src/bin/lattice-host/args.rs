@@ -118,6 +118,10 @@ pub struct HostArgs {
     /// `lattice ctl hosts admit ID`) the host is listed `unadmitted` and gets no work.
     #[arg(long, env = "LATTICE_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
+    /// Serve Prometheus metrics on this address (`HOST:PORT`, port 0 for any free one: the
+    /// address bound is logged, `serving metrics addr=...`), at `/metrics`. Off by default.
+    #[arg(long, env = "LATTICE_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Limits of the child process each component is compiled in.
     #[command(flatten)]
     pub compile: CompileLimitArgs,

@@ -46,6 +46,9 @@ fn host_config(
         lattice_protocol::signed::JoinToken::parse(token).context("--join-token")?;
         config.join_token = Some(token.trim().to_string());
     }
+    config.metrics = args
+        .metrics_addr
+        .map(lattice_telemetry::metrics::MetricsEndpoint::new);
     config.engine.compiler = compiler_in_child(args.compile.limits());
     config.engine.memory_limit_bytes = args.max_component_memory;
     config.engine.execution_timeout = args.max_call_time;
