@@ -405,6 +405,23 @@ mod tests {
     }
 
     #[test]
+    fn js_replicas_and_replicas_set_the_copies_of_every_stream() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            storage: StorageArgs,
+        }
+        for flag in ["--js-replicas", "--replicas"] {
+            let flags = Flags::try_parse_from(["lattice", flag, "3"]).expect("parses");
+            assert_eq!(flags.storage.storage().replicas, 3, "{flag}");
+        }
+        let flags = Flags::try_parse_from(["lattice"]).expect("parses");
+        assert_eq!(flags.storage.storage().replicas, 1);
+        assert!(Flags::try_parse_from(["lattice", "--js-replicas", "0"]).is_err());
+    }
+
+    #[test]
     fn labels_are_validated() {
         assert_eq!(
             parse_label("zone=edge"),
