@@ -369,6 +369,23 @@ fn node_config(name: &str, own: Ports, all: &[Ports], dir: &Path) -> String {
     )
 }
 
+/// The (major, minor) version of the nats-server the suites run (`nats-server --version`).
+pub fn server_version() -> anyhow::Result<(u32, u32)> {
+    let binary = lattice_cli::up::find_nats_server().context("nats-server")?;
+    let out = Command::new(binary).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // "nats-server: v2.9.10"
+    let version = text
+        .rsplit('v')
+        .next()
+        .with_context(|| format!("no version in {text:?}"))?;
+    let mut parts = version.trim().split('.').map(str::parse::<u32>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Ok((major, minor)),
+        _ => bail!("cannot read the version in {text:?}"),
+    }
+}
+
 /// The file `deploy/<name>` as shipped, for the nats-server the suites run (without
 /// `sync_interval: always` where it refuses that, see [`sync_always_supported`]).
 pub fn deploy_config(name: &str) -> String {
