@@ -229,7 +229,21 @@ async fn control_planes_fail_over_when_the_leaders_hub_node_dies() -> anyhow::Re
     let mut c = ClusterLattice::start().await?;
     let leader = c.start_control(ttl).await?;
     let standby = c.spawn_control(ttl).await?;
-    let _host = c.start_host(c.host_config("h")).await?;
+    let victim = c.cluster.index_of(&leader.node)?;
+    // The host is on the other nodes: this test is about the control planes (a host losing
+    // its node is the deploy test's case).
+    let others: Vec<String> = (0..lattice_tests::cluster::NODES)
+        .filter(|i| *i != victim)
+        .map(|i| c.cluster.url(i))
+        .collect();
+    let host_client = lattice_connect::connect_with(
+        &lattice_connect::NatsOptions::default(),
+        &others.join(","),
+        "lattice host",
+        lattice_connect::Patience::FailFast,
+    )
+    .await?;
+    let _host = c.start_host_on(c.host_config("h"), host_client)?;
     let image = c.push_signed(&hello_wasm(), "hello").await?;
     c.ctl
         .deploy(&hello_manifest(
@@ -246,7 +260,6 @@ async fn control_planes_fail_over_when_the_leaders_hub_node_dies() -> anyhow::Re
 
     // The node the leader is connected to dies: its connection moves, its lease's bucket may
     // lose its stream leader; one of the two leads afterwards.
-    let victim = c.cluster.index_of(&leader.node)?;
     c.cluster.kill(victim);
     let v2 = hello_manifest("hello", "v2", &image.to_string(), "Two", &addr);
     c.wait_for("a leader to accept a deploy", || async {
