@@ -302,7 +302,10 @@ pub fn leaf_config(hub: SocketAddr) -> String {
     )
 }
 
-fn deploy_file(name: &str, replacements: &[(&str, &str)]) -> String {
+/// The file `deploy/<name>` with `replacements` made (each must match), without its
+/// `sync_interval: always` line when this nats-server refuses it (2.9, see
+/// [`crate::cluster::sync_always_supported`]).
+pub(crate) fn deploy_file(name: &str, replacements: &[(&str, &str)]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy")
         .join(name);
@@ -315,6 +318,10 @@ fn deploy_file(name: &str, replacements: &[(&str, &str)]) -> String {
             path.display()
         );
         text = text.replace(from, to);
+    }
+    const SYNC_ALWAYS: &str = "  sync_interval: always\n";
+    if text.contains(SYNC_ALWAYS) && !crate::cluster::sync_always_supported() {
+        text = text.replace(SYNC_ALWAYS, "");
     }
     assert!(
         text.contains(&format!("domain: {HUB_DOMAIN}")) || name != "hub.conf",

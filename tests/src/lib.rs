@@ -6,6 +6,8 @@
 //! - [`TestLattice`]: that server plus a control plane and any number of hosts, all in-process,
 //!   with fresh dev keys; helpers to sign, push, deploy and wait.
 //! - [`authz`]: a lattice behind the generated nats-server authorization, and intruders.
+//! - [`cluster`]: a three-node JetStream hub (`deploy/cluster.conf`) with kill and restart of
+//!   each node, and a lattice on it at three replicas.
 //! - [`registry::OciRegistry`]: a real OCI registry (`docker-registry`), for component
 //!   references.
 //! - [`otlp::OtlpReceiver`]: an OTLP/HTTP trace receiver, for hosts exporting their spans.
@@ -19,6 +21,7 @@
 
 pub mod authz;
 pub mod cli;
+pub mod cluster;
 pub mod edge;
 pub mod guest_apps;
 pub mod mosquitto;

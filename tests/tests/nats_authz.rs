@@ -359,8 +359,9 @@ async fn lattices_on_one_server_cannot_reach_each_other() -> anyhow::Result<()> 
     still_serves(&t, "v2").await
 }
 
-/// `lattice nats authz` writes the files `deploy/hub-authz.conf` and `deploy/leaf-authz.conf`
-/// include, and the server accepts both configurations as shipped.
+/// `lattice nats authz` writes the files `deploy/hub-authz.conf`, `deploy/leaf-authz.conf` and
+/// the clustered hub's `deploy/cluster-<n>.conf` include, and the server accepts every one of
+/// those configurations as shipped.
 #[tokio::test]
 async fn the_command_writes_what_the_deploy_configurations_include() -> anyhow::Result<()> {
     use lattice_protocol::keys::{KeyPair, KeyRole};
@@ -409,12 +410,31 @@ async fn the_command_writes_what_the_deploy_configurations_include() -> anyhow::
     assert!(account.contains(&lattice_protocol::permissions::user_nkey(
         &edge.public_key()
     )));
-    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    for file in ["hub.conf", "hub-authz.conf", "leaf.conf", "leaf-authz.conf"] {
-        std::fs::copy(deploy.join(file), dir.path().join(file))?;
+    // As shipped (without `sync_interval` where this nats-server has no such setting).
+    let files = [
+        "hub.conf",
+        "hub-authz.conf",
+        "leaf.conf",
+        "leaf-authz.conf",
+        "cluster.conf",
+        "cluster-1.conf",
+        "cluster-2.conf",
+        "cluster-3.conf",
+    ];
+    for file in files {
+        std::fs::write(
+            dir.path().join(file),
+            lattice_tests::cluster::deploy_config(file),
+        )?;
     }
     let server = lattice_cli::up::find_nats_server().expect("nats-server is installed");
-    for config in ["hub-authz.conf", "leaf-authz.conf"] {
+    for config in [
+        "hub-authz.conf",
+        "leaf-authz.conf",
+        "cluster-1.conf",
+        "cluster-2.conf",
+        "cluster-3.conf",
+    ] {
         let out = tokio::process::Command::new(&server)
             .arg("-c")
             .arg(dir.path().join(config))

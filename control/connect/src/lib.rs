@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 /// How to reach NATS; every networked command takes these.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
-    /// NATS URL. Default: the lattice `lattice up` started, else nats://127.0.0.1:4222.
+    /// NATS URL, or several separated by commas (the servers of a clustered hub: the client
+    /// starts with any of them and moves to another when its server goes). Default: the
+    /// lattice `lattice up` started, else nats://127.0.0.1:4222.
     #[arg(long, env = "LATTICE_NATS_URL", global = true)]
     pub nats_url: Option<String>,
     /// Lattice name.
@@ -133,7 +135,7 @@ impl Default for NatsOptions {
 pub struct StorageArgs {
     /// Copies of every JetStream stream and bucket the lattice makes: 1 for a single
     /// nats-server, 3 for a three-node hub.
-    #[arg(long, env = "LATTICE_JS_REPLICAS", default_value_t = 1,
+    #[arg(long, alias = "js-replicas", env = "LATTICE_JS_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=5))]
     pub replicas: u8,
     /// The most bytes (a plain number) the hub's queue stream holds; at the limit it refuses
@@ -307,11 +309,33 @@ pub async fn connect_with(
     if patience == Patience::KeepTrying {
         options = options.retry_on_initial_connect();
     }
-    options.connect(url).await.map_err(|e| {
+    let servers = server_urls(url)?;
+    options.connect(servers).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach NATS at {url} ({e}); check that nats-server is running there (`lattice up` starts one) or pass --nats-url"
         )
     })
+}
+
+/// The servers of `urls`: one URL, or several separated by commas (spaces around each are
+/// ignored), as `--nats-url` takes them for a clustered hub. async-nats reads a string as one
+/// URL, so the list is split here.
+pub fn server_urls(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>().with_context(|| {
+                format!("`{u}` in --nats-url is not a NATS URL; give nats://host:port, several separated by commas")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(
+        !servers.is_empty(),
+        "--nats-url `{urls}` names no server; give nats://host:port, several separated by commas"
+    );
+    Ok(servers)
 }
 
 /// Parses `key=value`, validating the key as a label name.
@@ -351,6 +375,51 @@ pub fn shutdown_on_signal() -> CancellationToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_list_names_every_server_in_order() {
+        let servers = server_urls("nats://a:4222, nats://b:4223,nats://c:4224").expect("parses");
+        let hosts: Vec<(String, u16)> = servers
+            .iter()
+            .map(|s| (s.host().to_string(), s.port()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("a".to_string(), 4222),
+                ("b".to_string(), 4223),
+                ("c".to_string(), 4224)
+            ]
+        );
+        assert_eq!(
+            server_urls("nats://127.0.0.1:4222").expect("parses").len(),
+            1
+        );
+        let err = server_urls(" , ").unwrap_err().to_string();
+        assert!(err.contains("names no server"), "{err}");
+        let err = format!(
+            "{:#}",
+            server_urls("nats://a:4222,http://[::1").unwrap_err()
+        );
+        assert!(err.contains("is not a NATS URL"), "{err}");
+    }
+
+    #[test]
+    fn js_replicas_and_replicas_set_the_copies_of_every_stream() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            storage: StorageArgs,
+        }
+        for flag in ["--js-replicas", "--replicas"] {
+            let flags = Flags::try_parse_from(["lattice", flag, "3"]).expect("parses");
+            assert_eq!(flags.storage.storage().replicas, 3, "{flag}");
+        }
+        let flags = Flags::try_parse_from(["lattice"]).expect("parses");
+        assert_eq!(flags.storage.storage().replicas, 1);
+        assert!(Flags::try_parse_from(["lattice", "--js-replicas", "0"]).is_err());
+    }
 
     #[test]
     fn labels_are_validated() {

@@ -163,20 +163,38 @@ pub async fn run(
     let holder = format!("control-{}", uuid::Uuid::new_v4());
     let mut standby_logged = false;
     let mut claim = Claim::new(&leases, "leader", &holder, config.lease_ttl);
+    // Checked often, so that a lease given up gracefully is taken at once.
+    let pause = (config.lease_ttl / 3).min(Duration::from_millis(500));
+    let mut failing = false;
     loop {
         let lease = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            lease = claim.try_acquire() => lease?,
+            lease = claim.try_acquire() => lease,
+        };
+        // The lease's bucket can be briefly out of reach (a clustered hub electing a new
+        // leader for it, a reconnect): stand by and try again rather than exit. Errors that
+        // do not pass (no such hub, limits it refuses) ended `run` above, at the first open.
+        let lease = match lease {
+            Ok(lease) => {
+                failing = false;
+                lease
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("cannot read the leader lease ({e:#}); trying again");
+                    failing = true;
+                }
+                None
+            }
         };
         let Some(lease) = lease else {
-            if !standby_logged {
+            if !standby_logged && !failing {
                 tracing::info!("another control plane leads; standing by");
                 standby_logged = true;
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                // Checked often, so that a lease given up gracefully is taken at once.
-                () = tokio::time::sleep((config.lease_ttl / 3).min(Duration::from_millis(500))) => continue,
+                () = tokio::time::sleep(pause) => continue,
             }
         };
         standby_logged = false;
@@ -208,7 +226,19 @@ pub async fn run(
         match outcome {
             Ok(true) => return Ok(()),
             Ok(false) => continue,
-            Err(e) => return Err(e),
+            // Starting to lead reads and opens the hub's buckets: a failure there (the hub
+            // unreachable for a moment) gives the lease up to be taken again, by this control
+            // plane or another, rather than ending the process.
+            Err(e) => {
+                tracing::warn!(
+                    epoch,
+                    "could not lead ({e:#}); standing by and trying again"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
         }
     }
 }

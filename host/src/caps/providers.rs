@@ -93,7 +93,7 @@ fn in_host(
     blob_root_base: PathBuf,
 ) -> HashMap<&'static str, Arc<dyn Provider>> {
     let providers: [Arc<dyn Provider>; 3] = [
-        Arc::new(NatsKv::new(lattice.jetstream.clone())),
+        Arc::new(NatsKv::new(lattice.jetstream.clone()).with_replicas(lattice.storage.replicas)),
         Arc::new(NatsMessaging::new(lattice.client.clone())),
         Arc::new(FsBlobs::new(blob_root_base)),
     ];

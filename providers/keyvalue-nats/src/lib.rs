@@ -29,6 +29,7 @@ const INCREMENT_ATTEMPTS: usize = 64;
 #[derive(Debug)]
 pub struct NatsKv {
     jetstream: jetstream::Context,
+    replicas: usize,
     links: Mutex<HashMap<LinkId, (String, String)>>,
     buckets: Mutex<HashMap<String, kv::Store>>,
 }
@@ -38,13 +39,21 @@ fn other(what: impl std::fmt::Display) -> ProviderError {
 }
 
 impl NatsKv {
-    /// A provider storing in `jetstream`'s KV buckets.
+    /// A provider storing in `jetstream`'s KV buckets (made with one replica).
     pub fn new(jetstream: jetstream::Context) -> Self {
         Self {
             jetstream,
+            replicas: 1,
             links: Mutex::default(),
             buckets: Mutex::default(),
         }
+    }
+
+    /// Buckets it makes get `replicas` copies (3 on a three-node hub, as the lattice's own
+    /// buckets: the host passes its `--js-replicas`). Buckets that exist are used as they are.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
     }
 
     /// The link's bucket and link name.
@@ -67,14 +76,24 @@ impl NatsKv {
         if let Some(store) = self.buckets.lock().expect("not poisoned").get(bucket) {
             return Ok(store.clone());
         }
-        let store = lattice_protocol::jetstream::ensure_kv(
-            &self.jetstream,
-            bucket,
-            1,
-            "Lattice key-value storage (wasi:keyvalue)",
-        )
-        .await
-        .map_err(|e| other(format!("opening bucket `{bucket}`: {e:#}")))?;
+        let store = match self.jetstream.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => {
+                let storage = lattice_protocol::jetstream::Storage {
+                    replicas: self.replicas,
+                    ..Default::default()
+                };
+                let made = lattice_protocol::jetstream::Bucket {
+                    name: bucket,
+                    history: 1,
+                    max_age: std::time::Duration::ZERO,
+                    description: "Lattice key-value storage (wasi:keyvalue)",
+                };
+                lattice_protocol::jetstream::open_kv(&self.jetstream, made, &storage)
+                    .await
+                    .map_err(|e| other(format!("opening bucket `{bucket}`: {e:#}")))?
+            }
+        };
         self.buckets
             .lock()
             .expect("not poisoned")
