@@ -89,15 +89,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let reply = ctl.rollback(&AppName::new(name)?, to.as_deref()).await?;
             print_rollback(args.output, &reply);
         }
-        CtlCommand::Hosts {
-            what: HostsCommand::Admit { host },
-        } => hosts::admission(&ctl, host, true).await?,
-        CtlCommand::Hosts {
-            what: HostsCommand::Revoke { host },
-        } => hosts::admission(&ctl, host, false).await?,
-        CtlCommand::Hosts {
-            what: HostsCommand::Token { .. },
-        } => anyhow::bail!("a join token is made before connecting"),
+        CtlCommand::Hosts { what } => hosts::command(&ctl, what).await?,
         CtlCommand::Requeue { link, ids } => {
             queues::requeue(&ctl, &link, ids, args.output).await?;
         }

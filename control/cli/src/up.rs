@@ -121,6 +121,21 @@ async fn nats_server(
     Ok((server.url.clone(), Some(server)))
 }
 
+/// The issuers the local host trusts: `lattice up`'s own and those given with `--trust-issuer`.
+fn trusted_issuers(
+    own: &lattice_protocol::keys::KeyPair,
+    extra: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let mut issuers = vec![own.public_key().to_string()];
+    for key in extra {
+        let key = PublicKey::parse_role(key, KeyRole::Issuer).with_context(|| {
+            format!("--trust-issuer `{key}`: give an issuer or wash account public key (A...)")
+        })?;
+        issuers.push(key.to_string());
+    }
+    Ok(issuers)
+}
+
 /// Runs the local lattice until Ctrl-C.
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let state_dir = args
@@ -133,13 +148,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let operator =
         crate::keys::read_or_create(&key_path(&state_dir, "operator"), KeyRole::Operator)?;
     let issuer = crate::keys::read_or_create(&key_path(&state_dir, "issuer"), KeyRole::Issuer)?;
-    let mut issuers = vec![issuer.public_key().to_string()];
-    for key in &args.trust_issuers {
-        let key = PublicKey::parse_role(key, KeyRole::Issuer).with_context(|| {
-            format!("--trust-issuer `{key}`: give an issuer or wash account public key (A...)")
-        })?;
-        issuers.push(key.to_string());
-    }
+    let issuers = trusted_issuers(&issuer, &args.trust_issuers)?;
     // The local admin: an admin of the role table from the start, so that `lattice ctl` works
     // with no flag (it signs with this key, found through the record below); its join token
     // admits the local host, and `lattice ctl hosts token` signs with it by default.

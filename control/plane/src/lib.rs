@@ -199,30 +199,7 @@ pub async fn run(
         };
         standby_logged = false;
         let epoch = lease.epoch;
-        let stop_lease = CancellationToken::new();
-        let (leading, keeper) = lease.keep(stop_lease.clone());
-        // If this future is dropped (the process dies), renewal dies with it, as it would.
-        let keeper = tokio_util::task::AbortOnDropHandle::new(keeper);
-        let worker = worker::Worker::start(config.clone(), epoch, client.clone()).await;
-        metrics.set_leading(worker.is_ok());
-        let worker = worker.map(|w| w.with_metrics(metrics.clone()));
-        let outcome = match worker {
-            // A task of its own, not a part of this future: a binary blocks on this future in
-            // its main thread, where every heartbeat delivered would cost a thread wake-up; a
-            // runtime task is woken on the thread that read the message. Aborted if this
-            // future is dropped, like the lease keeper.
-            Ok(w) => {
-                let task = tokio::spawn(w.run(shutdown.clone(), leading));
-                match tokio_util::task::AbortOnDropHandle::new(task).await {
-                    Ok(outcome) => outcome,
-                    Err(e) => Err(anyhow::anyhow!("the control-plane worker failed: {e}")),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        metrics.set_leading(false);
-        stop_lease.cancel();
-        let _ = keeper.await;
+        let outcome = lead(&config, lease, &client, &shutdown, &metrics).await;
         match outcome {
             Ok(true) => return Ok(()),
             Ok(false) => continue,
@@ -241,4 +218,41 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Leads for as long as `lease` holds: starts the worker and runs it, keeping the lease
+/// renewed meanwhile. `Ok(true)`: shut down; `Ok(false)`: the lease was lost.
+async fn lead(
+    config: &std::sync::Arc<ControlConfig>,
+    lease: lattice_protocol::lease::Lease,
+    client: &async_nats::Client,
+    shutdown: &CancellationToken,
+    metrics: &std::sync::Arc<metrics::ControlMetrics>,
+) -> anyhow::Result<bool> {
+    let epoch = lease.epoch;
+    let stop_lease = CancellationToken::new();
+    let (leading, keeper) = lease.keep(stop_lease.clone());
+    // If this future is dropped (the process dies), renewal dies with it, as it would.
+    let keeper = tokio_util::task::AbortOnDropHandle::new(keeper);
+    let worker = worker::Worker::start(config.clone(), epoch, client.clone()).await;
+    metrics.set_leading(worker.is_ok());
+    let worker = worker.map(|w| w.with_metrics(metrics.clone()));
+    let outcome = match worker {
+        // A task of its own, not a part of this future: a binary blocks on this future in
+        // its main thread, where every heartbeat delivered would cost a thread wake-up; a
+        // runtime task is woken on the thread that read the message. Aborted if this
+        // future is dropped, like the lease keeper.
+        Ok(w) => {
+            let task = tokio::spawn(w.run(shutdown.clone(), leading));
+            match tokio_util::task::AbortOnDropHandle::new(task).await {
+                Ok(outcome) => outcome,
+                Err(e) => Err(anyhow::anyhow!("the control-plane worker failed: {e}")),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    metrics.set_leading(false);
+    stop_lease.cancel();
+    let _ = keeper.await;
+    outcome
 }

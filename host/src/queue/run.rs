@@ -221,13 +221,7 @@ pub(super) async fn settle(
         let key = ProcessedKey::new(&queued.item, &ctx.app, &ctx.component, &id).to_string();
         (processed, key)
     });
-    if let Some((processed, key)) = &record
-        && processed
-            .get(key)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .is_some()
-    {
+    if already_processed(record.as_ref()).await? {
         debug!(%id, kind, "queued item already processed; skipping");
         return Ok(Some(item.delivery));
     }
@@ -275,6 +269,18 @@ pub(super) async fn settle(
     }
     target.loaded.metrics.delivered();
     Ok(Some(item.delivery))
+}
+
+/// Whether the item recorded under `record`'s key (an item outside any lane) already ran.
+async fn already_processed(record: Option<&(&kv::Store, String)>) -> anyhow::Result<bool> {
+    let Some((processed, key)) = record else {
+        return Ok(false);
+    };
+    let entry = processed
+        .get(key)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(entry.is_some())
 }
 
 /// The error an item that expired (at `expires_at_ms`) before it could run is dead-lettered with.

@@ -13,6 +13,8 @@ use lattice_protocol::messages::{AdmissionRequest, verbs};
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::signed::{JoinGrant, JoinToken};
 
+use crate::args::HostsCommand;
+
 /// What `hosts token` signs.
 pub(super) struct TokenRequest<'a> {
     pub(super) key: Option<&'a Path>,
@@ -65,7 +67,16 @@ pub(super) fn token(req: &TokenRequest<'_>) -> anyhow::Result<()> {
 }
 
 /// `hosts admit HOST` (`admit`) or `hosts revoke HOST`.
-pub(super) async fn admission(ctl: &CtlClient, host: String, admit: bool) -> anyhow::Result<()> {
+/// `ctl hosts admit|revoke`; a join token (`hosts token`) is signed before connecting.
+pub(super) async fn command(ctl: &CtlClient, what: HostsCommand) -> anyhow::Result<()> {
+    match what {
+        HostsCommand::Admit { host } => admission(ctl, host, true).await,
+        HostsCommand::Revoke { host } => admission(ctl, host, false).await,
+        HostsCommand::Token { .. } => anyhow::bail!("a join token is made before connecting"),
+    }
+}
+
+async fn admission(ctl: &CtlClient, host: String, admit: bool) -> anyhow::Result<()> {
     let id = ctl
         .call::<verbs::Admission>(&AdmissionRequest { host, admit })
         .await?;
