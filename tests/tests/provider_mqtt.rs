@@ -619,3 +619,40 @@ async fn a_tls_broker_the_system_does_not_trust_is_not_used() -> anyhow::Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn messages_for_a_link_put_after_the_restart_are_held_for_it() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let host = HostId::new("NTESTHOST")?;
+    let mut first = component(&client, "first").await?;
+    let mut second = component(&client, "second").await?;
+    // Two links on one broker: one client, one session.
+    let first_link = handler_link("first", "meters/first", &broker);
+    let second_link = handler_link("second", "meters/second", &broker);
+    let (process, remote) = start_provider(&nats, &client, &host).await?;
+    remote.link_put(first_link.clone()).await?;
+    remote.link_put(second_link.clone()).await?;
+    drop(process); // SIGKILL
+
+    // While it is down: the second link's readings first (fewer than the broker's in-flight
+    // window of 20), then the first's.
+    let sensor = TestMqtt::connect(&broker, "meter-1").await;
+    for n in 0..10u32 {
+        sensor.publish("meters/second", &n.to_string()).await;
+    }
+    for n in 0..10u32 {
+        sensor.publish("meters/first", &n.to_string()).await;
+    }
+    // Started again, the first link connects the session, and the broker sends everything at
+    // once: the second link's readings arrive before that link is put again.
+    let (_process, remote) = start_provider(&nats, &client, &host).await?;
+    remote.link_put(first_link).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    collect(&mut first, 0..10, &mut seen).await;
+    remote.link_put(second_link).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    collect(&mut second, 0..10, &mut seen).await;
+    Ok(())
+}
