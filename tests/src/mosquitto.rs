@@ -31,11 +31,23 @@ struct Tls {
     /// The test CA's certificate (PEM), what clients trust.
     ca: PathBuf,
     ca_pem: String,
+    /// When the broker requires client certificates: one the CA signed, as PEM files (for a
+    /// link) and text (for the test's own clients).
+    client: Option<ClientCert>,
+}
+
+#[derive(Debug, Clone)]
+struct ClientCert {
+    cert: PathBuf,
+    key: PathBuf,
+    cert_pem: String,
+    key_pem: String,
 }
 
 /// Writes a fresh CA and a server certificate for `127.0.0.1` and `localhost` it signed into
-/// `dir`, as Mosquitto's `cafile`, `certfile` and `keyfile` name them.
-fn make_certificates(dir: &Path) -> anyhow::Result<Tls> {
+/// `dir`, as Mosquitto's `cafile`, `certfile` and `keyfile` name them; and with `client`, a
+/// client certificate it signed.
+fn make_certificates(dir: &Path, client: bool) -> anyhow::Result<Tls> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -51,9 +63,29 @@ fn make_certificates(dir: &Path) -> anyhow::Result<Tls> {
     std::fs::write(&ca_path, ca.pem())?;
     std::fs::write(dir.join("server.pem"), server.pem())?;
     std::fs::write(dir.join("server.key"), server_key.serialize_pem())?;
+    let client = if client {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "lattice-test-gateway");
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        let (cert_path, key_path) = (dir.join("client.pem"), dir.join("client.key"));
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        Some(ClientCert {
+            cert: cert_path,
+            key: key_path,
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    } else {
+        None
+    };
     Ok(Tls {
         ca: ca_path,
         ca_pem: ca.pem(),
+        client,
     })
 }
 
@@ -94,9 +126,19 @@ impl Mosquitto {
     /// Starts a broker whose only listener is TLS, with a server certificate for 127.0.0.1
     /// signed by a CA made for it ([`Mosquitto::ca_file`]).
     pub async fn start_tls() -> anyhow::Result<Self> {
+        Self::start_tls_with(false).await
+    }
+
+    /// Like [`Mosquitto::start_tls`], and the broker refuses clients without a certificate its
+    /// CA signed ([`Mosquitto::client_cert_files`] has one).
+    pub async fn start_tls_requiring_client_certs() -> anyhow::Result<Self> {
+        Self::start_tls_with(true).await
+    }
+
+    async fn start_tls_with(client_certs: bool) -> anyhow::Result<Self> {
         crate::on_free_port(|port| async move {
             let dir = tempfile::tempdir()?;
-            let tls = make_certificates(dir.path())?;
+            let tls = make_certificates(dir.path(), client_certs)?;
             let child = spawn(&dir, port, Some(&tls))?;
             let mut broker = Self {
                 child,
@@ -114,6 +156,12 @@ impl Mosquitto {
     pub fn uri(&self) -> String {
         let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
         format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// A client certificate and its key (PEM files) the broker accepts, when it requires one.
+    pub fn client_cert_files(&self) -> Option<(&Path, &Path)> {
+        let client = self.tls.as_ref()?.client.as_ref()?;
+        Some((client.cert.as_path(), client.key.as_path()))
     }
 
     /// The CA certificate (PEM) a TLS broker's clients trust.
@@ -169,7 +217,10 @@ fn spawn(
     let mut text = format!(
         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
     );
-    if tls.is_some() {
+    if let Some(tls) = tls {
+        if tls.client.is_some() {
+            text.push_str("require_certificate true\n");
+        }
         let d = dir.path();
         // `user root`: run as root, mosquitto would otherwise drop to its own user before
         // reading the certificates, which sit in this private directory (ignored as non-root).
@@ -195,20 +246,29 @@ fn spawn(
         .spawn()?)
 }
 
-/// A rustls client configuration trusting only `ca_pem` (ring, as in Lattice).
-fn client_tls(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
+/// A rustls client configuration trusting only the test CA (ring, as in Lattice), with the
+/// client certificate when the broker requires one.
+fn client_tls(tls: &Tls) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
-    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("the test CA parses");
+    let ca = CertificateDer::from_pem_slice(tls.ca_pem.as_bytes()).expect("the test CA parses");
     roots.add(ca).expect("the test CA is a CA");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("TLS 1.2 and 1.3")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match &tls.client {
+        None => config.with_no_client_auth(),
+        Some(client) => config
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).expect("parses")],
+                PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).expect("parses"),
+            )
+            .expect("a certificate and its key"),
+    };
     Arc::new(config)
 }
 
@@ -237,7 +297,7 @@ impl TestMqtt {
         let mut options = MqttOptions::new(id, "127.0.0.1", broker.port);
         if let Some(tls) = &broker.tls {
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                client_tls(&tls.ca_pem),
+                client_tls(tls),
             )));
         }
         let (client, mut eventloop) = AsyncClient::new(options, 100);

@@ -656,3 +656,53 @@ async fn messages_for_a_link_put_after_the_restart_are_held_for_it() -> anyhow::
     collect(&mut second, 0..10, &mut seen).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tls_broker_requiring_client_certificates_gets_the_links() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start_tls_requiring_client_certs().await?;
+    let ca = broker
+        .ca_file()
+        .expect("a TLS broker")
+        .display()
+        .to_string();
+    let (cert, key) = broker.client_cert_files().expect("a client certificate");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let client = nats.client().await?;
+    let provider = Mqtt::new(client.clone(), lattice());
+    let mut temps = component(&client, "temps").await?;
+    let link = tls_handler_link(
+        "temps",
+        &broker,
+        &[("tls_ca", &ca), ("tls_cert", &cert), ("tls_key", &key)],
+    );
+    provider.link_put(link).await?;
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    sensor.publish("sensors/a/temp", "19").await;
+    assert_eq!(
+        next(&mut temps).await,
+        ("sensors/a/temp".into(), "19".into())
+    );
+
+    // Without its certificate the provider's client is turned away: a publish finds no
+    // connection.
+    let mut anonymous = consumer_link("controller", &broker);
+    anonymous.target_config = config(&[("uri", &broker.uri()), ("tls_ca", &ca)]);
+    provider.link_put(anonymous.clone()).await?;
+    let publish = Call::Publish {
+        subject: "actuators/valve/1".into(),
+        body: b"open".to_vec(),
+        reply_to: None,
+    };
+    // Same broker address, so the same client (the first link's settings): a second provider
+    // shows the refusal instead.
+    let other = Mqtt::new(client.clone(), lattice());
+    other.link_put(anonymous.clone()).await?;
+    match other.call(&anonymous.id, publish.clone()).await {
+        Err(ProviderError::Unavailable(why)) => assert!(why.contains("not connected"), "{why}"),
+        other => panic!("expected no connection without a client certificate, got {other:?}"),
+    }
+    // While the provider with the certificate publishes on it.
+    assert_eq!(provider.call(&anonymous.id, publish).await?, Reply::Unit);
+    Ok(())
+}
