@@ -1,6 +1,8 @@
 //! The MQTT provider against a real Mosquitto and a real nats-server: deliveries to a
 //! component's handler (answered here as a host would answer them), publishes for a component,
-//! a broker restart, link deletion, and the provider as a process of its own.
+//! a broker restart, link deletion, the provider as a process of its own, SIGKILLed mid-stream
+//! (restarted here, and by a real host running the real messaging-echo guest) without losing a
+//! reading, and brokers over TLS.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +18,7 @@ use lattice_provider_sdk::{
     Call, CallKey, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
 };
 use lattice_tests::mosquitto::{Mosquitto, TestMqtt};
-use lattice_tests::{NatsServer, eventually};
+use lattice_tests::{NatsServer, TestLattice, eventually};
 use rmpv::Value;
 use tokio::sync::mpsc;
 
@@ -704,5 +706,139 @@ async fn a_tls_broker_requiring_client_certificates_gets_the_links() -> anyhow::
     }
     // While the provider with the certificate publishes on it.
     assert_eq!(provider.call(&anonymous.id, publish).await?, Reply::Unit);
+    Ok(())
+}
+
+/// messaging-echo fed by the `mqtt` provider process from `meters/#` of `broker`; its echoes go
+/// to NATS (`builtin:messaging-nats`), so they do not depend on the provider being up.
+fn meter_manifest(image: &lattice_protocol::digest::Digest, broker: &str) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: meters
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: echo
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+            target:
+              name: nats
+    - name: nats
+      type: capability
+      properties:
+        image: builtin:messaging-nats
+    - name: mqtt
+      type: capability
+      properties:
+        image: provider:mqtt
+      traits:
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            target:
+              name: echo
+            source:
+              config:
+                - name: topics
+                  properties:
+                    subscriptions: meters/#
+                    uri: {broker}
+"#
+    )
+}
+
+/// Pids of `lattice-provider-mqtt` processes started by host `host` (their environment says
+/// which).
+fn mqtt_provider_pids(host: &str) -> Vec<u32> {
+    let wanted = format!("LATTICE_HOST_ID={host}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv0 = cmd.split(|b| *b == 0).next().unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            String::from_utf8_lossy(argv0).ends_with("lattice-provider-mqtt")
+                && env.split(|b| *b == 0).any(|v| v == wanted.as_bytes())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_host_restarts_a_sigkilled_provider_and_every_reading_reaches_the_component()
+-> anyhow::Result<()> {
+    let broker = Mosquitto::start().await?;
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("gateway").await?;
+    let host = t
+        .ctl
+        .hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.name == "gateway")
+        .map(|h| h.id.to_string())
+        .expect("the host reported");
+    let image = t
+        .push_example(env!("LATTICE_MESSAGING_ECHO_WASM"), "messaging-echo")
+        .await?;
+    t.ctl.deploy(&meter_manifest(&image, &broker.uri())).await?;
+    t.wait_deployed("meters").await?;
+    let mut echoes = t.client.subscribe("meters/m1.echo").await?;
+    t.client.flush().await?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next_echo = async || -> u32 {
+        let message = tokio::time::timeout(ARRIVE * 2, echoes.next())
+            .await
+            .expect("an echo within the time limit")
+            .expect("subscribed");
+        std::str::from_utf8(&message.payload)
+            .expect("UTF-8")
+            .parse()
+            .expect("a sequence number")
+    };
+
+    let sensor = TestMqtt::connect(&broker, "meter-1").await;
+    for n in 0..100u32 {
+        sensor.publish("meters/m1", &n.to_string()).await;
+    }
+    while seen.len() < 10 {
+        seen.insert(next_echo().await);
+    }
+    let pids = mqtt_provider_pids(&host);
+    assert_eq!(pids.len(), 1, "one provider process: {pids:?}");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()?;
+    // Published while the host brings the provider back.
+    for n in 100..200u32 {
+        sensor.publish("meters/m1", &n.to_string()).await;
+    }
+    let mut deliveries = seen.len();
+    while (0..200).any(|n| !seen.contains(&n)) {
+        seen.insert(next_echo().await);
+        deliveries += 1;
+    }
+    println!("200 readings, {deliveries} echoes");
+    let now = mqtt_provider_pids(&host);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], pids[0], "a new process");
     Ok(())
 }
