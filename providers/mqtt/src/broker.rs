@@ -60,8 +60,8 @@ pub struct Session {
 pub struct LinkStats {
     /// Handled by the component.
     pub delivered: u64,
-    /// Delivery attempted and failed (no instance, a trap, the handler's error): logged and
-    /// dropped.
+    /// Delivery attempted and failed (no instance, a trap, the handler's error): logged,
+    /// acknowledged to the broker and dropped.
     pub failed: u64,
     /// Dropped unattempted because the link's queue was full.
     pub dropped: u64,

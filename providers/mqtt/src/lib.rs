@@ -206,8 +206,8 @@ impl Mqtt {
                 "`{subject}` is not an MQTT topic to publish to (no `+` or `#`, not empty)"
             )));
         }
-        // Failing fast while the broker is away tells the component; queueing would lose the
-        // message anyway when the clean session starts over.
+        // Failing fast while the broker is away tells the component, which knows whether the
+        // message is worth keeping; queued here it would sit in memory a crash loses.
         if !waiter.connected(PUBLISH_WAIT).await {
             return Err(ProviderError::Unavailable(format!(
                 "the MQTT broker at {} is not connected",
@@ -335,5 +335,26 @@ impl Provider for Mqtt {
             )),
             other => Err(unsupported(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_stable_short_and_distinct_per_host_and_broker() {
+        let lattice = LatticeName::new("default").expect("valid");
+        let (a, b) = (
+            HostId::new("NHOSTA").expect("valid"),
+            HostId::new("NHOSTB").expect("valid"),
+        );
+        let broker = BrokerAddr::parse("mqtt://127.0.0.1:1883").expect("valid");
+        let other = BrokerAddr::parse("mqtts://127.0.0.1:1883").expect("valid");
+        let id = stable_client_id(&lattice, &a, &broker);
+        assert_eq!(id, stable_client_id(&lattice, &a, &broker));
+        assert!(id.len() <= 23 && id.starts_with("lattice-"), "{id}");
+        assert_ne!(id, stable_client_id(&lattice, &b, &broker));
+        assert_ne!(id, stable_client_id(&lattice, &a, &other));
     }
 }
