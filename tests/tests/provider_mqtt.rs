@@ -1,6 +1,8 @@
 //! The MQTT provider against a real Mosquitto and a real nats-server: deliveries to a
 //! component's handler (answered here as a host would answer them), publishes for a component,
-//! a broker restart, link deletion, and the provider as a process of its own.
+//! a broker restart, link deletion, the provider as a process of its own, SIGKILLed mid-stream
+//! (restarted here, and by a real host running the real messaging-echo guest) without losing a
+//! reading, and brokers over TLS.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +18,7 @@ use lattice_provider_sdk::{
     Call, CallKey, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Remote, Reply,
 };
 use lattice_tests::mosquitto::{Mosquitto, TestMqtt};
-use lattice_tests::{NatsServer, eventually};
+use lattice_tests::{NatsServer, TestLattice, eventually};
 use rmpv::Value;
 use tokio::sync::mpsc;
 
@@ -406,12 +408,13 @@ fn provider_bin() -> std::path::PathBuf {
     bin
 }
 
-#[tokio::test]
-async fn the_provider_runs_as_a_process() -> anyhow::Result<()> {
-    let nats = NatsServer::start().await?;
-    let broker = Mosquitto::start().await?;
-    let client = nats.client().await?;
-    let host = HostId::new("NTESTHOST")?;
+/// Starts the provider process for `host`, as a host does (its environment, its call key on
+/// standard input), and waits until it answers.
+async fn start_provider(
+    nats: &NatsServer,
+    client: &async_nats::Client,
+    host: &HostId,
+) -> anyhow::Result<(Process, Remote)> {
     let mut process = Process(
         std::process::Command::new(provider_bin())
             .env("LATTICE_NATS_URL", &nats.url)
@@ -427,7 +430,7 @@ async fn the_provider_runs_as_a_process() -> anyhow::Result<()> {
         process.0.stdin.as_mut().expect("piped"),
         key.to_line().as_bytes(),
     )?;
-    let subject = Subject::provider(&lattice(), &host, &ComponentName::new("mqtt")?);
+    let subject = Subject::provider(&lattice(), host, &ComponentName::new("mqtt")?);
     let remote = Remote::new(
         "mqtt",
         client.clone(),
@@ -440,6 +443,16 @@ async fn the_provider_runs_as_a_process() -> anyhow::Result<()> {
         Ok(remote.ping().await.is_ok())
     })
     .await?;
+    Ok((process, remote))
+}
+
+#[tokio::test]
+async fn the_provider_runs_as_a_process() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let host = HostId::new("NTESTHOST")?;
+    let (_process, remote) = start_provider(&nats, &client, &host).await?;
 
     let mut temps = component(&client, "temps").await?;
     remote
@@ -465,5 +478,367 @@ async fn the_provider_runs_as_a_process() -> anyhow::Result<()> {
         remote.call(&consumer.id, request).await,
         Err(ProviderError::Unsupported(_))
     ));
+    Ok(())
+}
+
+/// Collects deliveries until every body of `wanted` arrived; returns how many arrived in all
+/// (duplicates included: QoS 1 is at least once).
+async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    wanted: std::ops::Range<u32>,
+    seen: &mut std::collections::BTreeSet<u32>,
+) -> usize {
+    let mut arrived = 0;
+    let deadline = tokio::time::Instant::now() + ARRIVE * 2;
+    while !wanted.clone().all(|n| seen.contains(&n)) {
+        let missing = wanted.clone().filter(|n| !seen.contains(n)).count();
+        let (_, body) = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{missing} readings of {wanted:?} never arrived"))
+            .expect("the component stand-in runs");
+        let n: u32 = String::from_utf8(body)
+            .expect("UTF-8")
+            .parse()
+            .expect("a sequence number");
+        seen.insert(n);
+        arrived += 1;
+    }
+    arrived
+}
+
+#[tokio::test]
+async fn a_sigkilled_provider_loses_nothing_a_sensor_published() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let host = HostId::new("NTESTHOST")?;
+    let mut readings = component(&client, "meter").await?;
+    let link = handler_link("meter", "meters/+/seq", &broker);
+    let (process, remote) = start_provider(&nats, &client, &host).await?;
+    remote.link_put(link.clone()).await?;
+
+    let sensor = TestMqtt::connect(&broker, "meter-1").await;
+    let mut seen = std::collections::BTreeSet::new();
+    // A first stretch, and the provider is SIGKILLed as soon as part of it has arrived: the
+    // rest is in flight (queued at the provider, being delivered, or not yet acknowledged).
+    for n in 0..150u32 {
+        sensor.publish("meters/m1/seq", &n.to_string()).await;
+    }
+    while seen.len() < 20 {
+        let (_, body) = next(&mut readings).await;
+        seen.insert(body.parse::<u32>()?);
+    }
+    drop(process); // SIGKILL
+    // Published while no provider runs: the broker keeps them for the persistent session.
+    for n in 150..300u32 {
+        sensor.publish("meters/m1/seq", &n.to_string()).await;
+    }
+
+    // The host starts the process again and puts its links again.
+    let (_process, remote) = start_provider(&nats, &client, &host).await?;
+    remote.link_put(link.clone()).await?;
+    for n in 300..350u32 {
+        sensor.publish("meters/m1/seq", &n.to_string()).await;
+    }
+    let arrived = seen.len() + collect(&mut readings, 0..350, &mut seen).await;
+    // At least once: what was delivered but not acknowledged before the kill comes again.
+    println!("350 readings, {arrived} deliveries");
+    assert!(arrived >= 350);
+    Ok(())
+}
+
+/// A handler link to a TLS broker, with `extra` config (e.g. `tls_ca`).
+fn tls_handler_link(component: &str, broker: &Mosquitto, extra: &[(&str, &str)]) -> LinkInfo {
+    let mut link = handler_link(component, "sensors/#", broker);
+    link.source_config.extend(config(extra));
+    link
+}
+
+#[tokio::test]
+async fn tls_brokers_are_reached_with_the_links_ca() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start_tls().await?;
+    assert!(broker.uri().starts_with("mqtts://"), "{}", broker.uri());
+    let ca = broker
+        .ca_file()
+        .expect("a TLS broker")
+        .display()
+        .to_string();
+    let client = nats.client().await?;
+    let provider = Mqtt::new(client.clone(), lattice());
+    let mut temps = component(&client, "temps").await?;
+    let link = tls_handler_link("temps", &broker, &[("tls_ca", &ca)]);
+    provider.link_put(link.clone()).await?;
+
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    sensor.publish("sensors/a/temp", "21").await;
+    assert_eq!(
+        next(&mut temps).await,
+        ("sensors/a/temp".into(), "21".into())
+    );
+
+    // A CA file that is not there is refused at once, naming the key to fix.
+    let missing = tls_handler_link("other", &broker, &[("tls_ca", "/nonexistent/ca.pem")]);
+    match provider.link_put(missing).await {
+        Err(ProviderError::Other(why)) => assert!(why.contains("tls_ca"), "{why}"),
+        other => panic!("expected a refusal naming tls_ca, got {other:?}"),
+    }
+    // And TLS files on a plain `mqtt://` broker are a mistake, not ignored.
+    let mut plain = handler_link("plain", "sensors/#", &broker);
+    plain.source_config = config(&[
+        ("subscriptions", "sensors/#"),
+        ("uri", &format!("mqtt://127.0.0.1:{}", broker.port)),
+        ("tls_ca", &ca),
+    ]);
+    match provider.link_put(plain).await {
+        Err(ProviderError::Other(why)) => assert!(why.contains("mqtts://"), "{why}"),
+        other => panic!("expected a refusal suggesting mqtts://, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tls_broker_the_system_does_not_trust_is_not_used() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start_tls().await?;
+    let provider = Mqtt::new(nats.client().await?, lattice());
+    // No `tls_ca`: the system's roots, which do not include the test's CA.
+    let mut link = consumer_link("controller", &broker);
+    link.target_config = config(&[("uri", &broker.uri())]);
+    if let Err(e) = provider.link_put(link.clone()).await {
+        // A machine without any system roots refuses at once, saying to name a CA.
+        assert!(e.to_string().contains("tls_ca"), "{e}");
+        return Ok(());
+    }
+    let publish = Call::Publish {
+        subject: "actuators/valve/1".into(),
+        body: b"open".to_vec(),
+        reply_to: None,
+    };
+    match provider.call(&link.id, publish).await {
+        Err(ProviderError::Unavailable(why)) => assert!(why.contains("not connected"), "{why}"),
+        other => panic!("expected the broker to stay unconnected, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_for_a_link_put_after_the_restart_are_held_for_it() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start().await?;
+    let client = nats.client().await?;
+    let host = HostId::new("NTESTHOST")?;
+    let mut first = component(&client, "first").await?;
+    let mut second = component(&client, "second").await?;
+    // Two links on one broker: one client, one session.
+    let first_link = handler_link("first", "meters/first", &broker);
+    let second_link = handler_link("second", "meters/second", &broker);
+    let (process, remote) = start_provider(&nats, &client, &host).await?;
+    remote.link_put(first_link.clone()).await?;
+    remote.link_put(second_link.clone()).await?;
+    drop(process); // SIGKILL
+
+    // While it is down: the second link's readings first (fewer than the broker's in-flight
+    // window of 20), then the first's.
+    let sensor = TestMqtt::connect(&broker, "meter-1").await;
+    for n in 0..10u32 {
+        sensor.publish("meters/second", &n.to_string()).await;
+    }
+    for n in 0..10u32 {
+        sensor.publish("meters/first", &n.to_string()).await;
+    }
+    // Started again, the first link connects the session, and the broker sends everything at
+    // once: the second link's readings arrive before that link is put again.
+    let (_process, remote) = start_provider(&nats, &client, &host).await?;
+    remote.link_put(first_link).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    collect(&mut first, 0..10, &mut seen).await;
+    remote.link_put(second_link).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    collect(&mut second, 0..10, &mut seen).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tls_broker_requiring_client_certificates_gets_the_links() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let broker = Mosquitto::start_tls_requiring_client_certs().await?;
+    let ca = broker
+        .ca_file()
+        .expect("a TLS broker")
+        .display()
+        .to_string();
+    let (cert, key) = broker.client_cert_files().expect("a client certificate");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let client = nats.client().await?;
+    let provider = Mqtt::new(client.clone(), lattice());
+    let mut temps = component(&client, "temps").await?;
+    let link = tls_handler_link(
+        "temps",
+        &broker,
+        &[("tls_ca", &ca), ("tls_cert", &cert), ("tls_key", &key)],
+    );
+    provider.link_put(link).await?;
+    let sensor = TestMqtt::connect(&broker, "sensor-1").await;
+    sensor.publish("sensors/a/temp", "19").await;
+    assert_eq!(
+        next(&mut temps).await,
+        ("sensors/a/temp".into(), "19".into())
+    );
+
+    // Without its certificate the provider's client is turned away: a publish finds no
+    // connection.
+    let mut anonymous = consumer_link("controller", &broker);
+    anonymous.target_config = config(&[("uri", &broker.uri()), ("tls_ca", &ca)]);
+    provider.link_put(anonymous.clone()).await?;
+    let publish = Call::Publish {
+        subject: "actuators/valve/1".into(),
+        body: b"open".to_vec(),
+        reply_to: None,
+    };
+    // Same broker address, so the same client (the first link's settings): a second provider
+    // shows the refusal instead.
+    let other = Mqtt::new(client.clone(), lattice());
+    other.link_put(anonymous.clone()).await?;
+    match other.call(&anonymous.id, publish.clone()).await {
+        Err(ProviderError::Unavailable(why)) => assert!(why.contains("not connected"), "{why}"),
+        other => panic!("expected no connection without a client certificate, got {other:?}"),
+    }
+    // While the provider with the certificate publishes on it.
+    assert_eq!(provider.call(&anonymous.id, publish).await?, Reply::Unit);
+    Ok(())
+}
+
+/// messaging-echo fed by the `mqtt` provider process from `meters/#` of `broker`; its echoes go
+/// to NATS (`builtin:messaging-nats`), so they do not depend on the provider being up.
+fn meter_manifest(image: &lattice_protocol::digest::Digest, broker: &str) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: meters
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: echo
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+            target:
+              name: nats
+    - name: nats
+      type: capability
+      properties:
+        image: builtin:messaging-nats
+    - name: mqtt
+      type: capability
+      properties:
+        image: provider:mqtt
+      traits:
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            target:
+              name: echo
+            source:
+              config:
+                - name: topics
+                  properties:
+                    subscriptions: meters/#
+                    uri: {broker}
+"#
+    )
+}
+
+/// Pids of `lattice-provider-mqtt` processes started by host `host` (their environment says
+/// which).
+fn mqtt_provider_pids(host: &str) -> Vec<u32> {
+    let wanted = format!("LATTICE_HOST_ID={host}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv0 = cmd.split(|b| *b == 0).next().unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            String::from_utf8_lossy(argv0).ends_with("lattice-provider-mqtt")
+                && env.split(|b| *b == 0).any(|v| v == wanted.as_bytes())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_host_restarts_a_sigkilled_provider_and_every_reading_reaches_the_component()
+-> anyhow::Result<()> {
+    let broker = Mosquitto::start().await?;
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("gateway").await?;
+    let host = t
+        .ctl
+        .hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.name == "gateway")
+        .map(|h| h.id.to_string())
+        .expect("the host reported");
+    let image = t
+        .push_example(env!("LATTICE_MESSAGING_ECHO_WASM"), "messaging-echo")
+        .await?;
+    t.ctl.deploy(&meter_manifest(&image, &broker.uri())).await?;
+    t.wait_deployed("meters").await?;
+    let mut echoes = t.client.subscribe("meters/m1.echo").await?;
+    t.client.flush().await?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next_echo = async || -> u32 {
+        let message = tokio::time::timeout(ARRIVE * 2, echoes.next())
+            .await
+            .expect("an echo within the time limit")
+            .expect("subscribed");
+        std::str::from_utf8(&message.payload)
+            .expect("UTF-8")
+            .parse()
+            .expect("a sequence number")
+    };
+
+    let sensor = TestMqtt::connect(&broker, "meter-1").await;
+    for n in 0..100u32 {
+        sensor.publish("meters/m1", &n.to_string()).await;
+    }
+    while seen.len() < 10 {
+        seen.insert(next_echo().await);
+    }
+    let pids = mqtt_provider_pids(&host);
+    assert_eq!(pids.len(), 1, "one provider process: {pids:?}");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()?;
+    // Published while the host brings the provider back.
+    for n in 100..200u32 {
+        sensor.publish("meters/m1", &n.to_string()).await;
+    }
+    let mut deliveries = seen.len();
+    while (0..200).any(|n| !seen.contains(&n)) {
+        seen.insert(next_echo().await);
+        deliveries += 1;
+    }
+    println!("200 readings, {deliveries} echoes");
+    let now = mqtt_provider_pids(&host);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], pids[0], "a new process");
     Ok(())
 }

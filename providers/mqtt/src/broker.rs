@@ -9,8 +9,8 @@ use std::time::Duration;
 use lattice_protocol::names::LatticeName;
 use lattice_provider_sdk::{LinkId, ProviderError};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    SubAck, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnAck, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
+    Publish, QoS, SubAck, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -30,17 +30,38 @@ const LINK_QUEUE: usize = 1024;
 /// NATS request.
 const MAX_PACKET: usize = 1024 * 1024;
 
+/// How long a message no link wants is held for a link yet to be put: after a restart, the
+/// broker sends what it kept for the session as soon as the first link connects the client,
+/// and the host puts the other links a moment later.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+/// The most such messages held; beyond it the oldest is acknowledged and dropped. The broker's
+/// in-flight window (20 for Mosquitto) keeps the number far lower.
+const ORPHANS: usize = 256;
+
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const LAST_RETRY: Duration = Duration::from_secs(5);
+
+/// How a broker's client connects: its id, whether its session outlives the connection, and
+/// TLS.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Stable for a persistent session: the broker finds the session by it.
+    pub client_id: String,
+    /// `clean_session: false`, so that nothing is lost while the provider is away.
+    pub persistent: bool,
+    /// The rustls configuration of an `mqtts://` broker.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
 
 /// What happened to the messages of one link.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
     /// Handled by the component.
     pub delivered: u64,
-    /// Delivery attempted and failed (no instance, a trap, the handler's error): logged and
-    /// dropped.
+    /// Delivery attempted and failed (no instance, a trap, the handler's error): logged,
+    /// acknowledged to the broker and dropped.
     pub failed: u64,
     /// Dropped unattempted because the link's queue was full.
     pub dropped: u64,
@@ -71,6 +92,25 @@ struct ExportLink {
     queue: mpsc::Sender<Delivery>,
     counters: Arc<Counters>,
     worker: JoinHandle<()>,
+}
+
+impl ExportLink {
+    fn wants(&self, topic: &str) -> bool {
+        self.filters.iter().any(|f| rumqttc::matches(topic, f))
+    }
+
+    /// Queues `publish` for this link's worker; never waits, since the event loop must keep
+    /// polling (pings, other links' messages).
+    fn enqueue(&self, id: &LinkId, publish: &Arc<Publish>, ack: &Arc<Ack>) {
+        let delivery = Delivery {
+            publish: publish.clone(),
+            _ack: ack.clone(),
+        };
+        if self.queue.try_send(delivery).is_err() {
+            self.counters.dropped.fetch_add(1, Relaxed);
+            tracing::warn!(link = %id, topic = %publish.topic, "the link's queue is full; message dropped");
+        }
+    }
 }
 
 impl Drop for ExportLink {
@@ -107,8 +147,10 @@ impl Drop for Ack {
         };
         {
             let state = shared.state.lock().expect("not poisoned");
-            // A packet id belongs to one connection: after a reconnect (a clean session) the
-            // broker has forgotten the message, and the same id may name a new one.
+            // A packet id belongs to one connection: after a reconnect the broker has either
+            // forgotten the message (clean session) or sends it again, and once the copy is
+            // acknowledged the same id may name a new message. The copy is delivered and
+            // acknowledged on its own (at least once: the component may see it twice).
             if !state.connected || state.generation != self.generation {
                 return;
             }
@@ -139,6 +181,17 @@ struct State {
     confirmed: HashSet<String>,
     /// Filters the broker refused on this connection.
     refused: HashSet<String>,
+    /// Messages of a persistent session that matched no link, oldest first, held for the
+    /// links still to be put ([`ORPHAN_GRACE`]).
+    orphans: VecDeque<Orphan>,
+}
+
+/// A message that arrived before the link that wants it was put.
+#[derive(Debug)]
+struct Orphan {
+    publish: Arc<Publish>,
+    ack: Arc<Ack>,
+    since: tokio::time::Instant,
 }
 
 impl State {
@@ -169,6 +222,8 @@ struct Shared {
     state: Mutex<State>,
     /// Bumped on every connection change and subscription answer, for waiters.
     changes: watch::Sender<u64>,
+    /// Whether the broker keeps the session (and so sends messages before every link is put).
+    persistent: bool,
 }
 
 impl Shared {
@@ -223,7 +278,7 @@ impl Shared {
         Ok(())
     }
 
-    fn on_connack(&self) {
+    fn on_connack(&self, ack: &ConnAck) {
         let mut state = self.state.lock().expect("not poisoned");
         state.connected = true;
         state.generation += 1;
@@ -231,13 +286,22 @@ impl Shared {
         state.sent_subscribes.clear();
         state.confirmed.clear();
         state.refused.clear();
-        // Clean session: the broker kept nothing, so every filter is subscribed again.
+        // Held messages of the last connection: the broker sends them again if it kept them.
+        let stale = std::mem::take(&mut state.orphans);
+        // Every filter is subscribed again, even when the broker kept the session: it may have
+        // lost it (a restart without persistence), and subscribing again is harmless. The
+        // answers are also what `Waiter::subscribed` waits for.
         let wanted: Vec<(String, QoS)> = state.wanted().into_iter().collect();
-        tracing::info!(broker = %self.addr, filters = wanted.len(), "connected to the MQTT broker");
+        tracing::info!(
+            broker = %self.addr, filters = wanted.len(), session_present = ack.session_present,
+            "connected to the MQTT broker"
+        );
         if let Err(e) = self.subscribe(&mut state, wanted) {
             tracing::warn!(broker = %self.addr, error = %e, "could not subscribe again");
         }
         drop(state);
+        // Dropped unlocked (their acknowledgements lock, and are skipped: an older connection).
+        drop(stale);
         self.changed();
     }
 
@@ -292,30 +356,36 @@ impl Shared {
 
     /// Hands `publish` to every link whose filters match its topic, in arrival order.
     fn dispatch(self: &Arc<Self>, publish: Publish) {
-        let state = self.state.lock().expect("not poisoned");
+        let mut state = self.state.lock().expect("not poisoned");
         let publish = Arc::new(publish);
         let ack = Arc::new(Ack {
             shared: Arc::downgrade(self),
             publish: publish.clone(),
             generation: state.generation,
         });
+        let mut matched = false;
         for (id, link) in &state.exports {
-            if !link
-                .filters
-                .iter()
-                .any(|f| rumqttc::matches(&publish.topic, f))
-            {
-                continue;
+            if link.wants(&publish.topic) {
+                matched = true;
+                link.enqueue(id, &publish, &ack);
             }
-            let delivery = Delivery {
-                publish: publish.clone(),
-                _ack: ack.clone(),
-            };
-            // Never waits: the event loop must keep polling (pings, other links' messages).
-            if link.queue.try_send(delivery).is_err() {
-                link.counters.dropped.fetch_add(1, Relaxed);
-                tracing::warn!(link = %id, topic = %publish.topic, "the link's queue is full; message dropped");
+        }
+        let mut expired = None;
+        if !matched && self.persistent && publish.qos != QoS::AtMostOnce {
+            if state.orphans.is_empty() {
+                tokio::spawn(expire_orphans(Arc::downgrade(self)));
             }
+            state.orphans.push_back(Orphan {
+                publish,
+                ack,
+                since: tokio::time::Instant::now(),
+            });
+            if state.orphans.len() > ORPHANS {
+                expired = state.orphans.pop_front();
+            }
+            drop(state);
+            drop(expired);
+            return;
         }
         // Unlock before `ack` may drop here (no link matched), since dropping it locks.
         drop(state);
@@ -338,24 +408,21 @@ impl Drop for Broker {
 
 impl Broker {
     /// A client for `addr`, connecting (and reconnecting) in the background from now on.
-    pub fn start(addr: BrokerAddr, client_id: Option<String>) -> Self {
-        // Unique by default: a broker disconnects the older of two clients with one id, and two
-        // hosts (or two brokers' clients here) must not take turns.
-        let client_id = client_id.unwrap_or_else(|| {
-            format!(
-                "lattice-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            )
-        });
-        let mut options = MqttOptions::new(client_id, addr.host.clone(), addr.port);
+    pub fn start(addr: BrokerAddr, session: Session) -> Self {
+        let mut options = MqttOptions::new(session.client_id.clone(), addr.host.clone(), addr.port);
         options
             .set_keep_alive(KEEP_ALIVE)
-            .set_clean_session(true)
+            // A persistent session: the broker keeps the subscriptions and queues QoS 1 messages
+            // while this client is away, and sends again those it did not acknowledge.
+            .set_clean_session(!session.persistent)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             // Acknowledged only after the delivery attempt (see `Ack`).
             .set_manual_acks(true);
         if let Some((user, password)) = &addr.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = session.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         }
         let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
         let shared = Arc::new(Shared {
@@ -363,6 +430,7 @@ impl Broker {
             client,
             state: Mutex::default(),
             changes: watch::Sender::new(0),
+            persistent: session.persistent,
         });
         let task = tokio::spawn(run(eventloop, Arc::downgrade(&shared)));
         Self { shared, task }
@@ -405,6 +473,14 @@ impl Broker {
                 counters,
                 worker,
             };
+            // What the broker sent for this link before it was put comes first, in order.
+            for orphan in state
+                .orphans
+                .iter()
+                .filter(|o| link.wants(&o.publish.topic))
+            {
+                link.enqueue(id, &orphan.publish, &orphan.ack);
+            }
             state.exports.insert(id.clone(), link);
         }
         self.shared.reconcile(&mut state, &before)
@@ -520,9 +596,9 @@ async fn run(mut eventloop: EventLoop, shared: Weak<Shared>) {
             return;
         };
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 retry = FIRST_RETRY;
-                shared.on_connack();
+                shared.on_connack(&ack);
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => shared.dispatch(publish),
             Ok(Event::Incoming(Packet::SubAck(ack))) => shared.on_suback(&ack),
@@ -535,6 +611,37 @@ async fn run(mut eventloop: EventLoop, shared: Weak<Shared>) {
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(LAST_RETRY);
             }
+        }
+    }
+}
+
+/// Acknowledges (by dropping) the held messages of `shared` once they are [`ORPHAN_GRACE`]
+/// old, until none is left; one such task runs while there are any.
+async fn expire_orphans(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(ORPHAN_GRACE / 4).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut state = shared.state.lock().expect("not poisoned");
+        let now = tokio::time::Instant::now();
+        let mut expired = Vec::new();
+        while state
+            .orphans
+            .front()
+            .is_some_and(|o| now.duration_since(o.since) >= ORPHAN_GRACE)
+        {
+            expired.extend(state.orphans.pop_front());
+        }
+        let done = state.orphans.is_empty();
+        drop(state);
+        if !expired.is_empty() {
+            tracing::debug!(broker = %shared.addr, messages = expired.len(), "no link took these messages; acknowledged");
+        }
+        // Dropped unlocked: acknowledging locks.
+        drop(expired);
+        if done {
+            return;
         }
     }
 }

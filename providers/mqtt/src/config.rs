@@ -2,6 +2,7 @@
 //! the topic filters.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use lattice_provider_sdk::ProviderError;
 use rumqttc::QoS;
@@ -9,23 +10,36 @@ use rumqttc::QoS;
 /// The broker when a link names none: the gateway's own.
 pub const DEFAULT_URI: &str = "mqtt://127.0.0.1:1883";
 
-/// A broker as a link names it: `mqtt://[user:password@]host[:port]` (or `tcp://`).
+/// A broker as a link names it: `mqtt://[user:password@]host[:port]` (or `tcp://`), and over
+/// TLS `mqtts://` (or `ssl://`).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct BrokerAddr {
     pub host: String,
     pub port: u16,
     pub credentials: Option<(String, String)>,
+    /// Whether the connection is TLS (`mqtts://`, `ssl://`).
+    pub tls: bool,
 }
 
 impl BrokerAddr {
     pub fn parse(uri: &str) -> Result<Self, ProviderError> {
         let invalid = |why: &str| ProviderError::Other(format!("MQTT uri `{uri}`: {why}"));
-        let rest = uri
+        let plain = uri
             .strip_prefix("mqtt://")
-            .or_else(|| uri.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                invalid("expected mqtt://host[:port] or tcp://host[:port] (TLS is not supported)")
-            })?;
+            .or_else(|| uri.strip_prefix("tcp://"));
+        let tls = uri
+            .strip_prefix("mqtts://")
+            .or_else(|| uri.strip_prefix("ssl://"));
+        let (rest, is_tls) = match (plain, tls) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => {
+                return Err(invalid(
+                    "expected mqtt://host[:port] (or tcp://), or mqtts://host[:port] (or ssl://) for TLS",
+                ));
+            }
+        };
+        let default_port = if is_tls { 8883 } else { 1883 };
         let rest = rest.trim_end_matches('/');
         if rest.contains(['/', '?', '#']) {
             return Err(invalid("a broker address has no path or query"));
@@ -45,7 +59,7 @@ impl BrokerAddr {
                     .map_err(|_| invalid("the port is not a number"))?;
                 (host, port)
             }
-            _ => (hostport, 1883),
+            _ => (hostport, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -55,6 +69,7 @@ impl BrokerAddr {
             host: host.to_string(),
             port,
             credentials,
+            tls: is_tls,
         })
     }
 }
@@ -62,7 +77,8 @@ impl BrokerAddr {
 // Written by hand so that a password never reaches a log line.
 impl std::fmt::Display for BrokerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
 }
 
@@ -72,12 +88,23 @@ impl std::fmt::Debug for BrokerAddr {
     }
 }
 
+/// The PEM files of a TLS connection, as a link's config names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `tls_ca`: the CA certificates to trust instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// `tls_cert` and `tls_key`: the client's certificate chain and key, for brokers that ask.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
 /// One end's configuration of a link.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub broker: BrokerAddr,
     pub client_id: Option<String>,
     pub qos: QoS,
+    /// Set for a TLS broker (`mqtts://`) only.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Settings {
@@ -96,8 +123,11 @@ impl Settings {
                 )));
             }
         };
+        let broker = BrokerAddr::parse(uri)?;
+        let tls = tls_files(config, &broker)?;
         Ok(Self {
-            broker: BrokerAddr::parse(uri)?,
+            broker,
+            tls,
             client_id: config
                 .get("client_id")
                 .map(|c| c.trim().to_string())
@@ -105,6 +135,43 @@ impl Settings {
             qos,
         })
     }
+}
+
+/// The TLS files of `config`: `None` for a plain broker, which must name none of them.
+fn tls_files(
+    config: &BTreeMap<String, String>,
+    broker: &BrokerAddr,
+) -> Result<Option<TlsFiles>, ProviderError> {
+    let path = |key: &str| {
+        config
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let (ca, cert, key) = (path("tls_ca"), path("tls_cert"), path("tls_key"));
+    if !broker.tls {
+        return match [("tls_ca", &ca), ("tls_cert", &cert), ("tls_key", &key)]
+            .into_iter()
+            .find(|(_, v)| v.is_some())
+        {
+            Some((name, _)) => Err(ProviderError::Other(format!(
+                "`{name}` is set but the uri `{broker}` is not TLS: use mqtts://{}:{} (or drop `{name}`)",
+                broker.host, broker.port
+            ))),
+            None => Ok(None),
+        };
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(ProviderError::Other(
+                "a client certificate needs both `tls_cert` and `tls_key` (PEM files); set both or neither".into(),
+            ));
+        }
+    };
+    Ok(Some(TlsFiles { ca, client }))
 }
 
 /// The comma-separated topic filters of `subscriptions`, checked.
@@ -151,7 +218,13 @@ mod tests {
         assert_eq!((a.host.as_str(), a.port), ("::1", 1884));
         assert_eq!(a.credentials, Some(("user".into(), "secret".into())));
         assert!(!a.to_string().contains("secret"));
-        assert!(BrokerAddr::parse("mqtts://x").is_err());
+        let a = BrokerAddr::parse("mqtts://broker.local").expect("valid");
+        assert_eq!((a.port, a.tls), (8883, true));
+        assert_eq!(a.to_string(), "mqtts://broker.local:8883");
+        let a = BrokerAddr::parse("ssl://broker.local:9883").expect("valid");
+        assert_eq!((a.port, a.tls), (9883, true));
+        assert!(!BrokerAddr::parse("tcp://x").expect("valid").tls);
+        assert!(BrokerAddr::parse("ws://x").is_err());
         assert!(BrokerAddr::parse("mqtt://x:notaport").is_err());
         assert!(BrokerAddr::parse("mqtt://x/path").is_err());
     }
@@ -167,6 +240,25 @@ mod tests {
             (s.qos, s.client_id.as_deref()),
             (QoS::AtMostOnce, Some("gw1"))
         );
+
+        assert_eq!(s.tls, None);
+
+        // TLS files belong to TLS brokers, and a client key comes with its certificate.
+        assert!(Settings::from_config(&config(&[("tls_ca", "/ca.pem")])).is_err());
+        let tls = Settings::from_config(&config(&[("uri", "mqtts://b"), ("tls_ca", "/ca.pem")]))
+            .expect("ok")
+            .tls
+            .expect("TLS");
+        assert_eq!((tls.ca, tls.client), (Some("/ca.pem".into()), None));
+        let one = config(&[("uri", "mqtts://b"), ("tls_cert", "/c.pem")]);
+        assert!(Settings::from_config(&one).is_err());
+        let both = config(&[
+            ("uri", "ssl://b"),
+            ("tls_cert", "/c.pem"),
+            ("tls_key", "/k.pem"),
+        ]);
+        let tls = Settings::from_config(&both).expect("ok").tls.expect("TLS");
+        assert_eq!((tls.ca, tls.client.is_some()), (None, true));
 
         let f = filters(&config(&[(
             "subscriptions",

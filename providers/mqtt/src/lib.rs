@@ -5,8 +5,10 @@
 //!
 //! - **Export** (the component exports `wasmcloud:messaging/handler`): the link's source config
 //!   names topic filters (`subscriptions`, comma-separated, `+` and `#` allowed), the broker
-//!   (`uri`, `mqtt://host:port` or `tcp://`, default `mqtt://127.0.0.1:1883`), an optional
-//!   `client_id`, and the `qos` of the subscriptions (0 or 1, default 1). Every message matching
+//!   (`uri`, `mqtt://host:port` or `tcp://`, over TLS `mqtts://` or `ssl://`; default
+//!   `mqtt://127.0.0.1:1883`), an optional `client_id`, the `qos` of the subscriptions (0 or 1,
+//!   default 1) and, for TLS, `tls_ca` (a PEM file of CAs to trust instead of the system's
+//!   roots) and `tls_cert` with `tls_key` (a client certificate, PEM). Every message matching
 //!   a filter is delivered to the component with [`lattice_provider_sdk::deliver_message`].
 //! - **Import** (the component imports `wasmcloud:messaging/consumer`): `publish` sends to the
 //!   MQTT topic named by the subject, on the broker of the target config's `uri` (`qos` as
@@ -17,34 +19,49 @@
 //! subscriptions (the union of its links' filters), and one delivery worker per export link;
 //! this file maps links to brokers and answers the host.
 //!
-//! Delivery semantics: each export link has one worker that delivers its messages one after
-//! the other, so a component sees a topic's messages in MQTT order. A QoS 1 message is
-//! acknowledged to the broker only after every link it matched has attempted its delivery,
-//! successful or not. That makes the broker's in-flight window the provider's flow control: a
-//! slow component holds messages back at the broker (which queues them) instead of in this
-//! process's memory. A message the component fails on (no instance, a trap, its own error) is
-//! logged, counted ([`Mqtt::stats`]) and dropped rather than retried, since one poisonous
-//! reading must not stop a sensor's stream. Sessions are clean and the client subscribes again
-//! on every connection: a broker restart costs the messages published while it was down and
-//! those not yet acknowledged, never the subscriptions. (Surviving a provider crash with its
-//! unacknowledged messages would take persistent sessions, with fixed client ids.)
+//! Delivery semantics (at least once): each export link has one worker that delivers its
+//! messages one after the other, so a component sees a topic's messages in MQTT order. A QoS 1
+//! message is acknowledged to the broker only after every link it matched has attempted its
+//! delivery, that is after [`lattice_provider_sdk::deliver_message`] returned: a provider
+//! delivery is a call of the component's handler, so `Ok` means the handler ran and returned
+//! `ok` (nothing is acknowledged before). That makes the broker's in-flight window the
+//! provider's flow control: a slow component holds messages back at the broker (which queues
+//! them) instead of in this process's memory.
+//!
+//! A message the component fails on (no instance, a trap, its own error) is logged, counted
+//! ([`Mqtt::stats`]), acknowledged and dropped rather than left for redelivery: MQTT 3.1.1
+//! redelivers an unacknowledged message only on the next connection, so an unacknowledged
+//! failure would hold one of the broker's few in-flight slots until then, and a poisonous
+//! reading would stop the sensor's stream.
+//!
+//! Sessions are persistent when the client id is stable: a link's `client_id`, or one derived
+//! from the lattice, the host and the broker ([`Mqtt::with_host`], which the provider process
+//! always sets). The broker then keeps the subscriptions and queues QoS 1 messages while the
+//! provider (or its host) is down, and sends again those not acknowledged, so a crash loses
+//! nothing a sensor published at QoS 1; a message delivered but not yet acknowledged when the
+//! provider died is delivered again (a duplicate: the handler should be idempotent, e.g. by a
+//! reading's sequence number or time). Messages the broker sends before the link that wants
+//! them is put again are held for a few seconds for it. Filters a restarted provider no
+//! longer wants stay in the session until a link unsubscribes them; their messages are
+//! acknowledged unseen. A broker restart without its own persistence loses what it held.
 
 mod broker;
 mod config;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lattice_protocol::names::LatticeName;
+use lattice_protocol::names::{HostId, LatticeName};
 use lattice_provider_sdk::{
     Call, LinkDirection, LinkId, LinkInfo, Provider, ProviderError, Reply, unsupported,
 };
 use rumqttc::QoS;
 
 pub use broker::LinkStats;
-use broker::{Broker, Deliverer};
+use broker::{Broker, Deliverer, Session};
 use config::{BrokerAddr, Settings};
 
 /// The provider's name in links.
@@ -64,6 +81,8 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Mqtt {
     deliverer: Deliverer,
+    /// The host this provider serves, which makes its client ids stable (see [`Mqtt::with_host`]).
+    host: Option<HostId>,
     inner: Mutex<Inner>,
 }
 
@@ -106,8 +125,44 @@ impl Mqtt {
                 lattice,
                 timeout: DELIVERY_TIMEOUT,
             },
+            host: None,
             inner: Mutex::default(),
         }
+    }
+
+    /// Serves `host`: each broker's client id is derived from the lattice, the host and the
+    /// broker's address, so a restarted provider resumes its persistent session. Without a host
+    /// (and without a link's `client_id`) the id is random and the session clean, since no one
+    /// could resume it.
+    pub fn with_host(mut self, host: HostId) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// How the client for `settings`' broker connects; reads the TLS files.
+    fn session(&self, settings: &Settings) -> Result<Session, ProviderError> {
+        let tls = settings.tls.as_ref().map(tls::client_config).transpose()?;
+        let (client_id, persistent) = match (&settings.client_id, &self.host) {
+            (Some(id), _) => (id.clone(), true),
+            (None, Some(host)) => (
+                stable_client_id(&self.deliverer.lattice, host, &settings.broker),
+                true,
+            ),
+            // Unique: a broker disconnects the older of two clients with one id, and two
+            // providers must not take turns.
+            (None, None) => (
+                format!(
+                    "lattice-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                ),
+                false,
+            ),
+        };
+        Ok(Session {
+            client_id,
+            persistent,
+            tls,
+        })
     }
 
     /// How long one delivery may take before it counts as failed (30 s unless set).
@@ -151,8 +206,8 @@ impl Mqtt {
                 "`{subject}` is not an MQTT topic to publish to (no `+` or `#`, not empty)"
             )));
         }
-        // Failing fast while the broker is away tells the component; queueing would lose the
-        // message anyway when the clean session starts over.
+        // Failing fast while the broker is away tells the component, which knows whether the
+        // message is worth keeping; queued here it would sit in memory a crash loses.
         if !waiter.connected(PUBLISH_WAIT).await {
             return Err(ProviderError::Unavailable(format!(
                 "the MQTT broker at {} is not connected",
@@ -169,6 +224,17 @@ impl Mqtt {
             ))),
         }
     }
+}
+
+/// `lattice-` and 14 hex digits of a hash of who connects where: short enough for any broker
+/// (MQTT 3.1.1 promises 23 characters), the same after a restart, and distinct per host and
+/// broker (the user is part of the address, so two accounts on one broker get two sessions).
+fn stable_client_id(lattice: &LatticeName, host: &HostId, broker: &BrokerAddr) -> String {
+    use sha2::Digest as _;
+    let user = broker.credentials.as_ref().map_or("", |(u, _)| u.as_str());
+    let digest = sha2::Sha256::digest(format!("{lattice}\n{host}\n{broker}\n{user}"));
+    let hex: String = digest[..7].iter().map(|b| format!("{b:02x}")).collect();
+    format!("lattice-{hex}")
 }
 
 #[async_trait]
@@ -188,6 +254,8 @@ impl Provider for Mqtt {
             LinkDirection::Import => (Settings::from_config(&link.target_config)?, None),
         };
         let id = link.id;
+        // Built before locking: TLS reads files. Used only if this link starts the client.
+        let session = self.session(&settings)?;
         let waiter = {
             let mut inner = self.inner.lock().expect("not poisoned");
             if inner
@@ -202,9 +270,7 @@ impl Provider for Mqtt {
             let broker = inner
                 .brokers
                 .entry(settings.broker.clone())
-                .or_insert_with(|| {
-                    Broker::start(settings.broker.clone(), settings.client_id.clone())
-                });
+                .or_insert_with(|| Broker::start(settings.broker.clone(), session));
             let put = match &filters {
                 Some(filters) => {
                     broker.put_export(&id, filters.clone(), settings.qos, self.deliverer.clone())
@@ -269,5 +335,26 @@ impl Provider for Mqtt {
             )),
             other => Err(unsupported(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_stable_short_and_distinct_per_host_and_broker() {
+        let lattice = LatticeName::new("default").expect("valid");
+        let (a, b) = (
+            HostId::new("NHOSTA").expect("valid"),
+            HostId::new("NHOSTB").expect("valid"),
+        );
+        let broker = BrokerAddr::parse("mqtt://127.0.0.1:1883").expect("valid");
+        let other = BrokerAddr::parse("mqtts://127.0.0.1:1883").expect("valid");
+        let id = stable_client_id(&lattice, &a, &broker);
+        assert_eq!(id, stable_client_id(&lattice, &a, &broker));
+        assert!(id.len() <= 23 && id.starts_with("lattice-"), "{id}");
+        assert_ne!(id, stable_client_id(&lattice, &b, &broker));
+        assert_ne!(id, stable_client_id(&lattice, &a, &other));
     }
 }

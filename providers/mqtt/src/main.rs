@@ -13,6 +13,8 @@ fn main() -> std::process::ExitCode {
 async fn serve() -> anyhow::Result<()> {
     let env = lattice_provider_sdk::ProcessEnv::from_env()?;
     let client = env.connect().await?;
-    let provider = lattice_provider_mqtt::Mqtt::new(client.clone(), env.lattice.clone());
+    // The host id makes the broker sessions stable: a restarted process resumes them.
+    let provider = lattice_provider_mqtt::Mqtt::new(client.clone(), env.lattice.clone())
+        .with_host(env.host.clone());
     lattice_provider_sdk::run_process(&env, client, Arc::new(provider)).await
 }
