@@ -25,7 +25,7 @@ use lattice_protocol::subject::{Buckets, CONTROL_QUEUE_GROUP, Subject};
 use lattice_protocol::unix_now;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, info, warn};
+use tracing::{Instrument as _, info, warn};
 
 mod api;
 mod intake;
