@@ -221,7 +221,8 @@ mod tests {
         let other = KeyPair::generate(KeyRole::Host);
         let error = links_with_secrets(&other, &[link]).expect_err("not ours");
         assert!(
-            error.contains("target") && error.contains("secret `url`"),
+            error.starts_with("link `default` (wasi:keyvalue), source: secret `token`")
+                && error.contains("sealed to another key"),
             "{error}"
         );
     }
