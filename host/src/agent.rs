@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use lattice_protocol::assignment::{Assignment, Workload};
+use lattice_protocol::assignment::{Assignment, Workload, WorkloadLink};
 use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{FailureReason, Heartbeat, WorkloadState, WorkloadStatus};
 use lattice_protocol::names::HostId;
@@ -422,6 +422,7 @@ impl Agent {
         &self,
         w: &Workload,
         config: BTreeMap<String, String>,
+        links: Vec<WorkloadLink>,
     ) -> Result<WorkloadCtx, String> {
         let mut env: Vec<(String, String)> = config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
@@ -432,7 +433,7 @@ impl Agent {
             env,
             config,
             // `blobstore-fs` links without a `root` keep their blobs in `<blob root base>/<app>`.
-            links: blobstore::with_default_root(w.links.clone(), &w.app)?,
+            links: blobstore::with_default_root(links, &w.app)?,
         };
         Ok(WorkloadCtx::new(spec, Services::from(&self.services)))
     }
@@ -475,8 +476,11 @@ impl Agent {
         let config = config::with_secrets(&self.key, &w.config, &w.secrets)
             .map_err(anyhow::Error::msg)
             .because(FailureReason::SecretRefused)?;
+        let links = config::links_with_secrets(&self.key, &w.links)
+            .map_err(anyhow::Error::msg)
+            .because(FailureReason::SecretRefused)?;
         let ctx = Arc::new(
-            self.workload_ctx(w, config)
+            self.workload_ctx(w, config, links)
                 .map_err(anyhow::Error::msg)
                 .because(FailureReason::LinkError)?,
         );

@@ -182,6 +182,8 @@ fn greeter_link() -> WorkloadLink {
         target: LinkTarget::Component(ComponentName::new("greeter").expect("a valid name")),
         source_config: BTreeMap::new(),
         target_config: BTreeMap::new(),
+        source_secrets: Default::default(),
+        target_secrets: Default::default(),
         queued: None,
     }
 }

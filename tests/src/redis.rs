@@ -1,5 +1,6 @@
 //! [`RedisServer`]: a real `redis-server` on a free port, in its own temporary directory, with
-//! nothing saved to disk, killed on drop (for the `keyvalue-redis` provider's suite).
+//! nothing saved to disk, killed on drop (for the `keyvalue-redis` provider's suite); with a
+//! password (`requirepass`) when asked, for link secrets.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -16,6 +17,8 @@ pub struct RedisServer {
     pub url: String,
     /// Its port.
     pub port: u16,
+    /// The password it requires (`requirepass`), if any; not in [`RedisServer::url`].
+    pub password: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -38,16 +41,38 @@ impl RedisServer {
             "redis-server is not installed: run `make deps` (or apt-get install redis-server)",
         )?;
         // redis-server cannot pick its own port and tell it (`--port 0` turns TCP off).
-        crate::on_free_port(|port| Self::start_on(&binary, port)).await
+        crate::on_free_port(|port| Self::start_on(&binary, port, None)).await
     }
 
-    async fn start_on(binary: &PathBuf, port: u16) -> anyhow::Result<Self> {
+    /// Starts a server that refuses every client not authenticated with `password`.
+    pub async fn start_with_password(password: &str) -> anyhow::Result<Self> {
+        let binary = find_redis_server().context(
+            "redis-server is not installed: run `make deps` (or apt-get install redis-server)",
+        )?;
+        crate::on_free_port(|port| Self::start_on(&binary, port, Some(password))).await
+    }
+
+    /// Its URL with the password in it (`redis://:<password>@127.0.0.1:<port>`), as a link
+    /// gives it to the `keyvalue-redis` provider.
+    pub fn url_with_password(&self) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => self.url.clone(),
+        }
+    }
+
+    async fn start_on(binary: &PathBuf, port: u16, password: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir.path());
+        if let Some(password) = password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
@@ -55,11 +80,12 @@ impl RedisServer {
             child,
             url: format!("redis://127.0.0.1:{port}"),
             port,
+            password: password.map(str::to_string),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if ping(port).await {
+            if ping(port, password).await {
                 return Ok(server);
             }
             if let Some(status) = server.child.try_wait()? {
@@ -81,14 +107,23 @@ impl RedisServer {
     }
 }
 
-/// Whether a Redis on `port` answers `PING` (inline command, `+PONG` reply).
-async fn ping(port: u16) -> bool {
+/// Whether a Redis on `port` answers `PING` (inline command, `+PONG` reply), after `AUTH`
+/// with `password` (`+OK`) when it has one.
+async fn ping(port: u16, password: Option<&str>) -> bool {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut expected = Vec::new();
+        if let Some(password) = password {
+            stream
+                .write_all(format!("AUTH {password}\r\n").as_bytes())
+                .await?;
+            expected.extend_from_slice(b"+OK\r\n");
+        }
         stream.write_all(b"PING\r\n").await?;
-        let mut answer = [0u8; 7];
+        expected.extend_from_slice(b"+PONG\r\n");
+        let mut answer = vec![0u8; expected.len()];
         stream.read_exact(&mut answer).await?;
-        std::io::Result::Ok(&answer == b"+PONG\r\n")
+        std::io::Result::Ok(answer == expected)
     };
     matches!(
         tokio::time::timeout(Duration::from_secs(1), attempt).await,

@@ -1,19 +1,26 @@
 //! Secrets end to end: a manifest's secret value reaches the component that reads it, and
 //! nothing else holds it in clear — no message on NATS, no KV bucket, stream or object store
 //! of the lattice, no file in the host's state directory; a host that is not its recipient
-//! cannot open it; `ctl get manifest` shows it redacted.
+//! cannot open it; `ctl get manifest` shows it redacted. A link's secret (a Redis password in
+//! `target.secrets`) reaches its provider the same way, and only through its host's
+//! authenticated provider call.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use lattice_protocol::assignment::SignedAssignment;
+use lattice_protocol::digest::Digest;
 use lattice_protocol::envelope;
 use lattice_protocol::messages::{FailureReason, WorkloadState};
 use lattice_protocol::names::AppName;
+use lattice_protocol::names::ComponentName;
 use lattice_protocol::secret::{REDACTED, SEALED_PREFIX};
-use lattice_protocol::subject::Buckets;
-use lattice_tests::{TestLattice, endpoint, hello_manifest, hello_wasm, http_get, lattice_bin};
+use lattice_protocol::subject::{Buckets, Subject};
+use lattice_tests::redis::RedisServer;
+use lattice_tests::{
+    TestLattice, endpoint, hello_manifest, hello_wasm, http_get, kv_counter_manifest, lattice_bin,
+};
 
 const ANY_PORT: &str = "127.0.0.1:0";
 
@@ -314,5 +321,146 @@ async fn the_cli_seals_on_deploy_and_shows_secrets_redacted() -> anyhow::Result<
             "{text}"
         );
     }
+    Ok(())
+}
+
+/// kv-counter linked to the `keyvalue-redis` provider process, the Redis URL (with its
+/// password) given as the link's target secret, beside the bucket in its target config.
+fn redis_secret_manifest(image: &Digest, url: &str) -> String {
+    let manifest = kv_counter_manifest("counter", image, "provider:keyvalue-redis", "counts");
+    let with_secret = manifest.replace(
+        "                    bucket: counts\n",
+        &format!(
+            "                    bucket: counts\n              secrets:\n                - name: redis\n                  properties:\n                    url: {url}\n"
+        ),
+    );
+    assert_ne!(
+        with_secret, manifest,
+        "the kv-counter manifest's bucket moved"
+    );
+    with_secret
+}
+
+/// What Redis answers to `commands` (its inline protocol), read until it closes (`QUIT`).
+async fn redis_says(redis: &RedisServer, commands: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let talk = async {
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", redis.port)).await?;
+        conn.write_all(format!("{commands}QUIT\r\n").as_bytes())
+            .await?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await?;
+        anyhow::Ok(answer)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), talk).await?
+}
+
+#[tokio::test]
+async fn a_link_secret_reaches_its_provider_and_is_nowhere_else_in_clear() -> anyhow::Result<()> {
+    let password = plaintext();
+    let redis = RedisServer::start_with_password(&password).await?;
+    let t = TestLattice::start().await?;
+    let wire = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let mut all = t.client.subscribe(">").await?;
+    let captured = wire.clone();
+    let capture = tokio::spawn(async move {
+        while let Some(m) = all.next().await {
+            let subject = m.subject.to_string();
+            let mut bytes = m.subject.as_bytes().to_vec();
+            bytes.extend_from_slice(&m.payload);
+            captured
+                .lock()
+                .expect("not poisoned")
+                .push((subject, bytes));
+        }
+    });
+    t.client.flush().await?;
+
+    let host = t.add_host("edge-1").await?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
+    let manifest = redis_secret_manifest(&image, &redis.url_with_password());
+    assert!(t.ctl.deploy(&manifest).await?.changed);
+    let addr = endpoint(&t.wait_deployed("counter").await?)?;
+
+    // The provider reached the Redis that requires the password: it counts there.
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 1\n".into()));
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 2\n".into()));
+    let unauthenticated = redis_says(&redis, "GET counts:hits\r\n").await?;
+    assert!(
+        unauthenticated.starts_with("-NOAUTH"),
+        "{unauthenticated:?}"
+    );
+    let counted = redis_says(&redis, &format!("AUTH {password}\r\nGET counts:hits\r\n")).await?;
+    assert!(counted.starts_with("+OK\r\n$1\r\n2\r\n"), "{counted:?}");
+
+    // Deployed again (sealed anew), it is the same version.
+    assert!(!t.ctl.deploy(&manifest).await?.changed);
+
+    // Shown redacted.
+    let shown = t.ctl.manifest(&AppName::new("counter")?, None).await?;
+    let text = &shown.manifest;
+    assert!(text.contains(REDACTED) && text.contains("url"), "{text}");
+    assert!(
+        !text.contains(&password) && !text.contains(SEALED_PREFIX),
+        "{text}"
+    );
+
+    // At rest on the hub and on the host: sealed only.
+    let stored = all_stream_messages(&t.client).await?;
+    assert!(
+        stored
+            .iter()
+            .filter(|m| contains(m, SEALED_PREFIX.as_bytes()))
+            .count()
+            >= 2,
+        "the manifest and the assignment hold it sealed"
+    );
+    assert!(
+        !stored.iter().any(|m| contains(m, password.as_bytes())),
+        "a stream holds the link's password in clear"
+    );
+    for (path, bytes) in &all_files(&host.state_dir)? {
+        assert!(
+            !contains(bytes, password.as_bytes()),
+            "{path} holds the link's password in clear"
+        );
+    }
+
+    // On the wire: sealed in the deploy and the assignment; in clear only inside the host's
+    // provider call (`prov.<host>.keyvalue-redis`, HMAC-authenticated, which under the
+    // generated NATS authorization only that host and its providers may read).
+    t.client.flush().await?;
+    capture.abort();
+    let wire = std::mem::take(&mut *wire.lock().expect("not poisoned"));
+    assert!(
+        wire.iter()
+            .any(|(_, m)| contains(m, SEALED_PREFIX.as_bytes())),
+        "the capture saw the sealed value"
+    );
+    let host_id = t
+        .ctl
+        .hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.name == "edge-1")
+        .map(|h| h.id)
+        .ok_or_else(|| anyhow::anyhow!("edge-1 reported no heartbeat"))?;
+    let provider_call =
+        Subject::provider(&t.lattice, &host_id, &ComponentName::new("keyvalue-redis")?).to_string();
+    let clear: Vec<&String> = wire
+        .iter()
+        .filter(|(_, m)| contains(m, password.as_bytes()))
+        .map(|(subject, _)| subject)
+        .collect();
+    assert!(
+        !clear.is_empty(),
+        "the provider learnt its link through its host's call"
+    );
+    assert!(
+        clear.iter().all(|subject| **subject == provider_call),
+        "the password went in clear on {clear:?}"
+    );
     Ok(())
 }

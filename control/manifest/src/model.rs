@@ -56,22 +56,31 @@ impl Manifest {
             .map(String::as_str)
     }
 
-    /// Every secret value of every component, to seal or check each in place.
+    /// Every secret value of every component and of every link's ends, to seal or check each
+    /// in place.
     pub fn secret_values_mut(&mut self) -> impl Iterator<Item = &mut String> {
         self.spec
             .components
             .iter_mut()
-            .flat_map(|c| c.properties.secrets.iter_mut())
+            .flat_map(|c| {
+                let links = c.traits.iter_mut().filter_map(|t| match t {
+                    Trait::Link(link) => Some(link),
+                    _ => None,
+                });
+                let ends =
+                    links.flat_map(|l| l.source.secrets.iter_mut().chain(&mut l.target.secrets));
+                c.properties.secrets.iter_mut().chain(ends)
+            })
             .flat_map(|s| s.properties.values_mut())
     }
 
-    /// Whether some component has a secret.
+    /// Whether some component or link has a secret.
     pub fn has_secrets(&self) -> bool {
+        let any = |secrets: &[NamedConfig]| secrets.iter().any(|s| !s.properties.is_empty());
         self.spec.components.iter().any(|c| {
-            c.properties
-                .secrets
-                .iter()
-                .any(|s| !s.properties.is_empty())
+            any(&c.properties.secrets)
+                || c.links()
+                    .any(|l| any(&l.source.secrets) || any(&l.target.secrets))
         })
     }
 
@@ -318,6 +327,9 @@ impl NamedConfig {
 /// One entry of a component's `traits`, serialized wadm-style as `{type, properties}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "properties", rename_all = "lowercase")]
+// A manifest holds a handful of traits, read once per deploy: boxing `Link` would cost every
+// match and construction for no measurable saving.
+#[allow(clippy::large_enum_variant)]
 pub enum Trait {
     /// Run `instances` copies spread over matching hosts.
     Spreadscaler(Scaler),
@@ -478,6 +490,11 @@ pub struct LinkTarget {
     /// Configuration for the target end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config: Vec<NamedConfig>,
+    /// Configuration for the target end whose values are secret (the shape of `config`, beside
+    /// it; no key in both): sealed like a component's [`Properties::secrets`] and given to the
+    /// target with `config`, opened only in the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<NamedConfig>,
 }
 
 /// The source end of a link.
@@ -487,12 +504,15 @@ pub struct LinkSource {
     /// Configuration for the source end.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config: Vec<NamedConfig>,
+    /// Configuration for the source end whose values are secret; see [`LinkTarget::secrets`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<NamedConfig>,
 }
 
 impl LinkSource {
     /// Whether there is nothing to configure.
     pub fn is_empty(&self) -> bool {
-        self.config.is_empty()
+        self.config.is_empty() && self.secrets.is_empty()
     }
 }
 
@@ -538,6 +558,7 @@ mod tests {
             target: LinkTarget {
                 name: ComponentName::new("hello").expect("valid name"),
                 config: vec![],
+                secrets: vec![],
             },
             source: LinkSource::default(),
             delivery: None,

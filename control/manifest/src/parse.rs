@@ -637,20 +637,23 @@ fn read_link(
     let target = fields
         .required(reader, "target")
         .and_then(|node| read_target(reader, node, &fields.path("target"), seen));
-    let source = match fields.optional("source") {
+    let (source, source_secrets) = match fields.optional("source") {
         Some(node) => {
             let path = fields.path("source");
-            reader
-                .mapping(node, &path, &["name", "config"])
-                .and_then(|source| {
+            match reader.mapping(node, &path, &["name", "config", "secrets"]) {
+                Some(source) => {
                     crate::wadm::check_source_name(reader, &source, seen);
-                    optional_configs(reader, &source, "config")
-                })
+                    let config = optional_configs(reader, &source, "config");
+                    let secrets = crate::secrets::read_secrets(reader, &source, config.as_deref());
+                    (config, secrets)
+                }
+                None => (None, None),
+            }
         }
-        None => Some(Vec::new()),
+        None => (Some(Vec::new()), Some(Vec::new())),
     };
     let source = merge_old_config(reader, &fields, "source_config", "source.config", source);
-    let target = target.and_then(|(name, config)| {
+    let target = target.and_then(|(name, config, secrets)| {
         let config = merge_old_config(
             reader,
             &fields,
@@ -661,6 +664,7 @@ fn read_link(
         Some(LinkTarget {
             name,
             config: config?,
+            secrets,
         })
     });
     Some(Link {
@@ -669,7 +673,10 @@ fn read_link(
         interfaces: interfaces?,
         name: name?,
         target: target?,
-        source: LinkSource { config: source? },
+        source: LinkSource {
+            config: source?,
+            secrets: source_secrets?,
+        },
         delivery: delivery.as_ref()?.delivery,
         ttl: delivery.as_ref()?.ttl.clone(),
         capacity: delivery.as_ref()?.capacity,
@@ -726,20 +733,21 @@ fn read_interfaces(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<V
     interfaces.into_iter().collect()
 }
 
-/// A link's `target`: a component name, or `{name, config}`.
+/// A link's `target`: a component name, or `{name, config, secrets}`.
 fn read_target(
     reader: &mut Reader,
     node: &Node<'_>,
     path: &str,
     seen: &mut ComponentOutline,
-) -> Option<(ComponentName, Vec<NamedConfig>)> {
-    let (name_node, name_path, config) = match view(node) {
-        View::Scalar(_) => (node, path.to_string(), Some(Vec::new())),
+) -> Option<(ComponentName, Vec<NamedConfig>, Vec<NamedConfig>)> {
+    let (name_node, name_path, config, secrets) = match view(node) {
+        View::Scalar(_) => (node, path.to_string(), Some(Vec::new()), Some(Vec::new())),
         View::Map(_) => {
-            let fields = reader.mapping(node, path, &["name", "config"])?;
+            let fields = reader.mapping(node, path, &["name", "config", "secrets"])?;
             let config = optional_configs(reader, &fields, "config");
+            let secrets = crate::secrets::read_secrets(reader, &fields, config.as_deref());
             let name_node = fields.required(reader, "name")?;
-            (name_node, fields.path("name"), config)
+            (name_node, fields.path("name"), config, secrets)
         }
         _ => {
             reader.wrong_type(node, path, "a component name or a mapping with `name`");
@@ -753,7 +761,7 @@ fn read_target(
         pos: pos(name_node),
         path: name_path,
     });
-    Some((name, config?))
+    Some((name, config?, secrets?))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! A component's `secrets`: named configs (the shape of `config`, beside it) whose values are
-//! secret.
+//! `secrets`: named configs (the shape of `config`, beside it) whose values are secret, on a
+//! component's properties and on each end (`source`, `target`) of a link.
 //!
 //! ```yaml
 //! properties:
@@ -11,6 +11,9 @@
 //!     - name: database
 //!       properties: { DB_PASSWORD: hunter2 }
 //! ```
+//!
+//! On a link the same shape sits beside `source.config` or `target.config`, and is given to
+//! that end with its config (a Redis password in the key-value link's `target.secrets`).
 //!
 //! wadm names a secret by a reference to a secrets backend (`properties: {policy, key}`);
 //! Lattice carries the value itself, sealed ([`lattice_protocol::secret`]) by `lattice ctl
@@ -25,8 +28,8 @@ use crate::yaml::{Fields, Reader, index};
 /// The keys of a wadm secret reference.
 const WADM_REFERENCE: [&str; 2] = ["policy", "key"];
 
-/// The optional `secrets` of a component's properties; `config` (when readable) for the keys
-/// that would be given twice.
+/// The optional `secrets` of a component's properties or of a link's end; `config` (when
+/// readable) for the keys that would be given twice.
 pub(crate) fn read_secrets(
     reader: &mut Reader,
     fields: &Fields<'_, '_>,

@@ -4,8 +4,8 @@
 //! assignment is written. Plain text never leaves memory, nor lives past the call.
 
 use hmac::{Hmac, Mac};
-use lattice_manifest::Manifest;
-use lattice_protocol::assignment::Assignment;
+use lattice_manifest::{Manifest, NamedConfig};
+use lattice_protocol::assignment::{Assignment, Workload};
 use lattice_protocol::envelope::Reply;
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::keys::{KeyPair, KeyRole, PublicKey};
@@ -37,16 +37,21 @@ pub(crate) fn seal_manifest(yaml: &str, control: &PublicKey) -> Reply<String> {
 /// Refuses a manifest with a secret value that is not sealed to `key`, naming the value.
 pub(crate) fn check(manifest: &Manifest, key: &KeyPair) -> Reply<()> {
     let mut problems = Vec::new();
-    for c in &manifest.spec.components {
-        for named in &c.properties.secrets {
+    let mut check_all = |at: &str, secrets: &[NamedConfig]| {
+        for named in secrets {
             for (name, value) in &named.properties {
                 if let Err(e) = secret::open(key, value) {
-                    problems.push(format!(
-                        "component `{}`, secret `{}` key `{name}`: {e}",
-                        c.name, named.name
-                    ));
+                    problems.push(format!("{at}, secret `{}` key `{name}`: {e}", named.name));
                 }
             }
+        }
+    };
+    for c in &manifest.spec.components {
+        check_all(&format!("component `{}`", c.name), &c.properties.secrets);
+        for link in c.links() {
+            let at = format!("component `{}`, link to `{}`", c.name, link.target.name);
+            check_all(&format!("{at}, source"), &link.source.secrets);
+            check_all(&format!("{at}, target"), &link.target.secrets);
         }
     }
     if problems.is_empty() {
@@ -98,7 +103,16 @@ pub(crate) fn shown(text: &str) -> String {
 /// and reports which secret, where an operator sees it.
 pub(crate) fn for_host(assignment: &Assignment, key: &KeyPair) -> Assignment {
     let mut out = assignment.clone();
-    if out.workloads.iter().all(|w| w.secrets.is_empty()) {
+    let link_secrets = |w: &Workload| {
+        w.links
+            .iter()
+            .any(|l| !l.source_secrets.is_empty() || !l.target_secrets.is_empty())
+    };
+    if out
+        .workloads
+        .iter()
+        .all(|w| w.secrets.is_empty() && !link_secrets(w))
+    {
         return out;
     }
     let recipient = match PublicKey::parse_role(assignment.host.as_str(), KeyRole::Host) {
@@ -110,7 +124,11 @@ pub(crate) fn for_host(assignment: &Assignment, key: &KeyPair) -> Assignment {
     };
     for w in &mut out.workloads {
         let workload = w.key();
-        for (name, value) in &mut w.secrets {
+        let links = w
+            .links
+            .iter_mut()
+            .flat_map(|l| l.source_secrets.iter_mut().chain(&mut l.target_secrets));
+        for (name, value) in w.secrets.iter_mut().chain(links) {
             match secret::reseal(key, value, &recipient) {
                 Ok(sealed) => *value = sealed,
                 Err(e) => warn!(
@@ -130,7 +148,7 @@ pub(crate) fn for_host(assignment: &Assignment, key: &KeyPair) -> Assignment {
 mod tests {
     use std::collections::BTreeMap;
 
-    use lattice_protocol::assignment::Workload;
+    use lattice_protocol::assignment::{LinkTarget, WorkloadLink};
     use lattice_protocol::digest::Digest;
     use lattice_protocol::names::{AppName, ComponentName, HostId, LatticeName};
 
@@ -188,6 +206,48 @@ spec:
         assert!(again.contains(&value));
     }
 
+    /// [`MANIFEST`] plus a key-value link whose target end has the secret `url`.
+    fn with_link_secret(url: &str) -> String {
+        MANIFEST.replace("VALUE", "v").replace(
+            "          properties: { instances: 1 }\n",
+            &format!(
+                "          properties: {{ instances: 1 }}\n        - type: link\n          properties:\n            namespace: wasi\n            package: keyvalue\n            interfaces: [store]\n            target:\n              name: kv\n              secrets:\n                - name: redis\n                  properties: {{ url: \"{url}\" }}\n    - name: kv\n      type: capability\n      properties: {{ image: provider:keyvalue-redis }}\n"
+            ),
+        )
+    }
+
+    #[test]
+    fn link_secrets_are_sealed_checked_and_redacted_like_components() {
+        let control = KeyPair::generate(KeyRole::Operator);
+        let clear = with_link_secret("redis://:hunter2@127.0.0.1:6379");
+        let parsed = lattice_manifest::parse(&clear).expect("valid");
+        let e = check(&parsed, &control).expect_err("clear");
+        assert!(
+            e.message
+                .contains("component `c`, link to `kv`, target, secret `redis` key `url`"),
+            "{}",
+            e.message
+        );
+        let sent = seal_manifest(&clear, &control.public_key()).expect("ok");
+        assert!(!sent.contains("hunter2"), "{sent}");
+        let sealed = lattice_manifest::parse(&sent).expect("JSON is YAML");
+        assert!(check(&sealed, &control).is_ok());
+        let link = sealed
+            .component("c")
+            .expect("c")
+            .links()
+            .next()
+            .expect("link");
+        let value = &link.target.secrets[0].properties["url"];
+        assert_eq!(
+            secret::open(&control, value).expect("opens").as_str(),
+            "redis://:hunter2@127.0.0.1:6379"
+        );
+        let shown = shown(&sent);
+        assert!(shown.contains(secret::REDACTED), "{shown}");
+        assert!(!shown.contains(secret::SEALED_PREFIX), "{shown}");
+    }
+
     #[test]
     fn check_refuses_clear_and_foreign_values() {
         let control = KeyPair::generate(KeyRole::Operator);
@@ -239,7 +299,21 @@ spec:
                     secret::seal(&control.public_key(), "hunter2").expect("seal"),
                 )]),
                 http: None,
-                links: Vec::new(),
+                links: vec![WorkloadLink {
+                    namespace: "wasi".into(),
+                    package: "keyvalue".into(),
+                    interfaces: vec!["store".into()],
+                    name: "default".into(),
+                    target: LinkTarget::Provider("keyvalue-redis".into()),
+                    source_config: BTreeMap::new(),
+                    target_config: BTreeMap::new(),
+                    source_secrets: BTreeMap::new(),
+                    target_secrets: BTreeMap::from([(
+                        "url".to_string(),
+                        secret::seal(&control.public_key(), "redis://:pw@x").expect("seal"),
+                    )]),
+                    queued: None,
+                }],
                 subscriptions: Vec::new(),
                 queue: None,
                 limits: Default::default(),
@@ -251,6 +325,14 @@ spec:
         assert_eq!(
             secret::open(&host, value).expect("open").as_str(),
             "hunter2"
+        );
+        let opened = |a: &Assignment| {
+            let link = &a.workloads[0].links[0];
+            secret::open(&host, &link.target_secrets["url"]).map(|p| p.to_string())
+        };
+        assert_eq!(
+            opened(&sent).expect("the link's secret too"),
+            "redis://:pw@x"
         );
         assert!(secret::open(&control, value).is_err());
         // Written again (re-signed), it is the same: the host does not restart the workload.

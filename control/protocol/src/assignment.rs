@@ -157,6 +157,15 @@ pub struct WorkloadLink {
     /// Configuration of the target end, e.g. `bucket` for key-value storage.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub target_config: BTreeMap<String, String>,
+    /// Secret configuration of the source end, each value sealed to this host's key
+    /// ([`crate::secret`]); the host opens them in memory and adds them to
+    /// [`WorkloadLink::source_config`] before anything serves the link.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_secrets: BTreeMap<String, String>,
+    /// Secret configuration of the target end (a Redis URL with its password), sealed and
+    /// opened as [`WorkloadLink::source_secrets`], added to [`WorkloadLink::target_config`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_secrets: BTreeMap<String, String>,
     /// Calls on this link are queued: written to the host's durable outbox and delivered later,
     /// exactly once in effect (only for one-way functions). `None`: direct calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,6 +445,8 @@ mod tests {
             target: LinkTarget::Component(ComponentName::new(target).expect("valid")),
             source_config: BTreeMap::new(),
             target_config: BTreeMap::new(),
+            source_secrets: Default::default(),
+            target_secrets: Default::default(),
             queued: queued.then_some(QueuedDelivery {
                 ttl_secs: 60,
                 capacity: 10,

@@ -548,6 +548,8 @@ mod tests {
             target_config: root
                 .map(|r| [(ROOT_KEY.to_string(), r.to_string())].into())
                 .unwrap_or_default(),
+            source_secrets: Default::default(),
+            target_secrets: Default::default(),
             queued: None,
         };
         let app = AppName::new("shop").expect("a valid name");

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 
+use lattice_protocol::assignment::WorkloadLink;
 use lattice_protocol::keys::KeyPair;
 use lattice_protocol::secret;
 use tracing::instrument;
@@ -69,6 +70,33 @@ pub fn with_secrets(
         values.insert(name.clone(), plain.to_string());
     }
     Ok(values)
+}
+
+/// A workload's links with each link's secrets opened by the host's `key` and added to that
+/// end's config (`source_secrets` to `source_config`, `target_secrets` to `target_config`),
+/// as its providers then receive them; or which secret of which link cannot be opened, and
+/// why. The sealed maps are emptied, so only the opened copy travels on.
+pub fn links_with_secrets(
+    key: &KeyPair,
+    links: &[WorkloadLink],
+) -> Result<Vec<WorkloadLink>, String> {
+    links
+        .iter()
+        .map(|link| {
+            let mut opened = link.clone();
+            let at = |end: &str| {
+                let package = format!("{}:{}", link.namespace, link.package);
+                format!("link `{}` ({package}), {end}", link.name)
+            };
+            opened.source_config = with_secrets(key, &link.source_config, &link.source_secrets)
+                .map_err(|e| format!("{}: {e}", at("source")))?;
+            opened.target_config = with_secrets(key, &link.target_config, &link.target_secrets)
+                .map_err(|e| format!("{}: {e}", at("target")))?;
+            opened.source_secrets.clear();
+            opened.target_secrets.clear();
+            Ok(opened)
+        })
+        .collect()
 }
 
 /// One store's view of its workload's config.
@@ -163,5 +191,39 @@ mod tests {
         let error = with_secrets(&host, &BTreeMap::new(), &secrets).expect_err("not ours");
         assert!(error.starts_with("secret `TOKEN`"), "{error}");
         assert!(error.contains("sealed to another key"), "{error}");
+    }
+
+    #[test]
+    fn link_secrets_are_opened_into_their_end_s_config() {
+        use lattice_protocol::assignment::LinkTarget;
+
+        let host = KeyPair::generate(KeyRole::Host);
+        let sealed = |v: &str| secret::seal(&host.public_key(), v).expect("seal");
+        let link = WorkloadLink {
+            namespace: "wasi".into(),
+            package: "keyvalue".into(),
+            interfaces: vec!["store".into()],
+            name: "default".into(),
+            target: LinkTarget::Provider("keyvalue-redis".into()),
+            source_config: BTreeMap::from([("prefix".to_string(), "c-".to_string())]),
+            target_config: BTreeMap::from([("bucket".to_string(), "b".to_string())]),
+            source_secrets: BTreeMap::from([("token".to_string(), sealed("t0k3n"))]),
+            target_secrets: BTreeMap::from([("url".to_string(), sealed("redis://:pw@x"))]),
+            queued: None,
+        };
+        let opened = links_with_secrets(&host, std::slice::from_ref(&link)).expect("opens");
+        assert_eq!(opened[0].source_config["prefix"], "c-");
+        assert_eq!(opened[0].source_config["token"], "t0k3n");
+        assert_eq!(opened[0].target_config["bucket"], "b");
+        assert_eq!(opened[0].target_config["url"], "redis://:pw@x");
+        assert!(opened[0].source_secrets.is_empty() && opened[0].target_secrets.is_empty());
+
+        let other = KeyPair::generate(KeyRole::Host);
+        let error = links_with_secrets(&other, &[link]).expect_err("not ours");
+        assert!(
+            error.starts_with("link `default` (wasi:keyvalue), source: secret `token`")
+                && error.contains("sealed to another key"),
+            "{error}"
+        );
     }
 }

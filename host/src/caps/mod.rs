@@ -256,6 +256,8 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            source_secrets: Default::default(),
+            target_secrets: Default::default(),
             queued: None,
         }
     }

@@ -154,6 +154,13 @@ fn capability_links(
                 ));
                 continue;
             }
+            if matches!(
+                provider.delivers,
+                Delivers::HttpRequests | Delivers::NatsMessages
+            ) {
+                let head = format!("capability `{}` links to `{target}`", cap.name);
+                secrets::refuse_any(&head, link, problems);
+            }
             match provider.delivers {
                 Delivers::HttpRequests => {
                     http_link(manifest, cap, link, &mut by_address, out, problems);
@@ -387,6 +394,7 @@ fn component_links(
         }
         let source_config = NamedConfig::merged(&link.source.config);
         let mut target_config = NamedConfig::merged(&link.target.config);
+        let (source_secrets, target_secrets) = secrets::merged(link);
         // The interfaces the target serves; only those are checked against the source's image.
         let mut served: Vec<&String> = Vec::new();
         let serving = match target.kind {
@@ -411,6 +419,9 @@ fn component_links(
                     &mut target_config,
                     problems,
                 );
+                let read: Vec<&str> = provider.config.iter().map(|k| k.key).collect();
+                let head = format!("component `{}` links to `{}`", c.name, target.name);
+                secrets::refuse_read_keys(&head, link, &read, problems);
                 provider.link_target()
             }
             ComponentKind::Component => {
@@ -437,6 +448,8 @@ fn component_links(
             target: serving,
             source_config,
             target_config,
+            source_secrets,
+            target_secrets,
             queued,
         });
     }
@@ -663,6 +676,12 @@ fn mqtt_link(
     if !targets_component(manifest, cap, link, problems) {
         return false;
     }
+    let head = format!(
+        "capability `{}` links {MESSAGING_HANDLER} to `{target}`",
+        cap.name
+    );
+    secrets::refuse_read_keys(&head, link, &[SUBSCRIPTIONS_KEY], problems);
+    let (source_secrets, target_secrets) = secrets::merged(link);
     let source_config = NamedConfig::merged(&link.source.config);
     let filters: Vec<&str> = source_config
         .get(SUBSCRIPTIONS_KEY)
@@ -697,10 +716,13 @@ fn mqtt_link(
             target: provider.link_target(),
             source_config,
             target_config: NamedConfig::merged(&link.target.config),
+            source_secrets,
+            target_secrets,
             queued: None,
         });
     true
 }
 
+mod secrets;
 #[cfg(test)]
 mod tests;

@@ -27,6 +27,8 @@ fn keyvalue_link_defaults_its_bucket_to_the_app_name() {
                 target: LinkTarget::Builtin("keyvalue-nats".into()),
                 source_config: config(&[("prefix", "c-")]),
                 target_config: config(&[("bucket", "shop")]),
+                source_secrets: Default::default(),
+                target_secrets: Default::default(),
                 queued: None,
             }],
             subscriptions: vec![],

@@ -152,6 +152,8 @@ fn components_serve_components_that_export_the_interface() {
             target: LinkTarget::Component(name("greeter")),
             source_config: BTreeMap::new(),
             target_config: config(&[("lang", "fr")]),
+            source_secrets: Default::default(),
+            target_secrets: Default::default(),
             queued: None,
         }]
     );
