@@ -384,12 +384,7 @@ fn component_links(
         let queued_messages = target.kind == ComponentKind::Capability
             && catalog::from_image(&target.properties.image).is_some_and(|p| p.queued);
         if queued.is_some() && target.kind == ComponentKind::Capability && !queued_messages {
-            problems.push(format!(
-                "component `{}` links `{}` to capability `{target_name}` with `delivery: queued`: only links between components, and links to {} (queued messages), can be queued; remove `delivery: queued`",
-                c.name,
-                wanted.join(", "),
-                queueable_images()
-            ));
+            problems.push(not_queueable(c, &wanted, target_name));
             continue;
         }
         let source_config = NamedConfig::merged(&link.source.config);
@@ -454,6 +449,16 @@ fn component_links(
         });
     }
     links
+}
+
+/// Why `c`'s queued link of `wanted` to capability `target` is refused.
+fn not_queueable(c: &Component, wanted: &[String], target: &ComponentName) -> String {
+    format!(
+        "component `{}` links `{}` to capability `{target}` with `delivery: queued`: only links between components, and links to {} (queued messages), can be queued; remove `delivery: queued`",
+        c.name,
+        wanted.join(", "),
+        queueable_images()
+    )
 }
 
 /// Why `c` cannot link `interface` under `link`'s name again, having linked it to `first`.
