@@ -138,8 +138,7 @@ async fn the_host_asks_a_provider_process_to_open_a_bucket_once() -> anyhow::Res
     // Subscribed once the provider answers (a subscriber that never answers would hold the
     // host's start-up pings until they time out).
     let subject = Subject::provider(&t.lattice, &host, &ComponentName::new("keyvalue-nats")?);
-    let mut requests = t.client.subscribe(subject.to_string()).await?;
-    t.client.flush().await?;
+    let mut requests = wiretap(&t.client, &subject.to_string()).await?;
     for n in 1..=5 {
         assert_eq!(
             http_get(&addr, "/").await?,
@@ -181,6 +180,22 @@ async fn the_host_asks_a_provider_process_to_open_a_bucket_once() -> anyhow::Res
     Ok(())
 }
 
+/// A subscription to `subject` that the server surely holds: a message of our own seen on it
+/// proves it before the host's next request (a flush alone does not wait for the server).
+/// Without a reply subject, a provider ignores that message.
+async fn wiretap(
+    client: &async_nats::Client,
+    subject: &str,
+) -> anyhow::Result<async_nats::Subscriber> {
+    let mut tap = client.subscribe(subject.to_string()).await?;
+    client.publish(subject.to_string(), "probe".into()).await?;
+    let probe = tokio::time::timeout(WAIT, tap.next())
+        .await?
+        .expect("the subscription lives");
+    anyhow::ensure!(&probe.payload[..] == b"probe", "the probe comes first");
+    Ok(tap)
+}
+
 /// What a provider process answers to `payload` sent with `headers` by `client` on `subject`.
 async fn ask(
     client: &async_nats::Client,
@@ -213,8 +228,7 @@ async fn a_provider_process_answers_only_its_host() -> anyhow::Result<()> {
         .await?;
     let addr = endpoint(&t.wait_deployed("counter").await?)?;
     let subject = Subject::provider(&t.lattice, &host, &ComponentName::new("keyvalue-nats")?);
-    let mut requests = t.client.subscribe(subject.to_string()).await?;
-    t.client.flush().await?;
+    let mut requests = wiretap(&t.client, &subject.to_string()).await?;
     assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 1\n".into()));
     // The host's increment, captured with its headers.
     let captured = loop {
