@@ -354,6 +354,17 @@ async fn an_edge_leaf_moves_to_a_surviving_hub_node() -> anyhow::Result<()> {
     })
     .await?;
 
+    // nats-server 2.9 leaves consumers of R3 streams timing out for minutes with a peer down
+    // (see the deploy test), so the control plane cannot lead again until the node is back. The
+    // leaf keeps the link it moved to either way.
+    if lattice_tests::cluster::server_version()? < (2, 10) {
+        eprintln!(
+            "nats-server 2.9 does not reliably fail over consumers of R3 streams: \
+             the dead node is restarted before the control plane takes v2"
+        );
+        c.cluster.restart(victim).await?;
+    }
+
     // Through the new link, the edge host takes a new version from the hub's JetStream.
     let v2 = hello_manifest("hello", "v2", &image.to_string(), "Two", &addr);
     c.wait_for("the control plane to accept v2", || async {
