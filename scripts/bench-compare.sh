@@ -6,7 +6,12 @@
 #      `lattice` and release `lattice-host` and deploys hello; wrk at each concurrency, the two
 #      hosts measured in turn (which goes first alternates by pass);
 #   2. links (section 5): each side's `links` bench, run in turn (base, head, base, head, ...);
-#      the p50 of every variant, and head/base per variant.
+#      the p50 of every variant, and head/base per variant;
+#   3. control plane at scale (section 4), when BENCH_SCALE_RUNS > 0: each side's
+#      `control_scale` bench in turn (its part 2 runs that side's release `lattice control`);
+#      deploy -> all assigned and the control plane's CPU, per side;
+#   4. queued drain (section 9), when BENCH_DRAIN_RUNS > 0: each side's `queue_drain` bench in
+#      turn; forwarder / raw and forwarded-and-delivered / raw, per side.
 #
 # BASE and HEAD are git revisions; HEAD defaults to the working tree as it is. A revision is built
 # in a git worktree under target/bench/compare/, each side in a target directory of its own
@@ -18,7 +23,10 @@
 # Settings (environment), as in scripts/bench.sh: BENCH_DURATION=10, BENCH_WARMUP=2,
 # BENCH_THREADS=1, BENCH_CONCURRENCY="1 16 64", BENCH_REPEATS=3; and BENCH_LINK_RUNS=2 (runs of
 # the links bench per side, 0 to skip), BENCH_LINK_CALLS (calls per round, the bench's default
-# when unset), BENCH_SKIP_BUILD=1 (use the binaries of the previous build), BENCH_BUILD_ONLY=1
+# when unset), BENCH_SCALE_RUNS=0 and BENCH_SCALE_HOSTS (runs of control_scale per side, its
+# hosts), BENCH_DRAIN_RUNS=0 and BENCH_DRAIN_ARGS="200000 2 200000" (runs of queue_drain per
+# side, its arguments: entries, rounds, entries delivered), BENCH_SKIP_HTTP=1 (no HTTP part),
+# BENCH_SKIP_BUILD=1 (use the binaries of the previous build), BENCH_BUILD_ONLY=1
 # (build, measure nothing: e.g. `nice` the build, then measure with BENCH_SKIP_BUILD=1).
 set -euo pipefail
 
@@ -39,6 +47,11 @@ CONCURRENCY="${BENCH_CONCURRENCY:-1 16 64}"
 REPEATS="${BENCH_REPEATS:-3}"
 LINK_RUNS="${BENCH_LINK_RUNS:-2}"
 LINK_CALLS="${BENCH_LINK_CALLS:-}"
+SCALE_RUNS="${BENCH_SCALE_RUNS:-0}"
+SCALE_HOSTS="${BENCH_SCALE_HOSTS:-}"
+DRAIN_RUNS="${BENCH_DRAIN_RUNS:-0}"
+DRAIN_ARGS="${BENCH_DRAIN_ARGS:-200000 2 200000}"
+SKIP_HTTP="${BENCH_SKIP_HTTP:-0}"
 
 OUT_DIR="$REPO_ROOT/target/bench/compare"
 RESULTS="$OUT_DIR/results.txt"
@@ -85,6 +98,16 @@ side_tree() {
     echo "$tree"
 }
 
+# The path of a side's bench executable, built with the bench profile.
+bench_exe() {
+    local tree="$1" target="$2" bench="$3" exe
+    exe="$(cd "$tree" && CARGO_TARGET_DIR="$target" cargo bench -p lattice-tests --bench "$bench" --no-run \
+        --message-format=json-render-diagnostics |
+        sed -n "s/.*\"executable\":\"\([^\"]*\/$bench-[^\"]*\)\".*/\1/p" | tail -n 1)"
+    [ -n "$exe" ] || die "the $bench bench was not built in $tree"
+    echo "$exe"
+}
+
 build_side() {
     local side="$1" rev="$2" tree bin
     tree="$(side_tree "$side" "$rev")"
@@ -103,6 +126,15 @@ build_side() {
         [ -n "$exe" ] || die "$side: the links bench was not built"
         cp "$exe" "$bin/links-bench"
     fi
+    # These two stay where cargo put them: control_scale finds its side's release `lattice`
+    # beside its own directory.
+    local bench runs
+    for bench in control_scale queue_drain; do
+        runs="$SCALE_RUNS"
+        [ "$bench" = control_scale ] || runs="$DRAIN_RUNS"
+        [ "$runs" -gt 0 ] || continue
+        bench_exe "$tree" "$target" "$bench" >"$bin/$bench.path"
+    done
     (cd "$tree" && git rev-parse --short HEAD && git diff --quiet HEAD || echo dirty) \
         | paste -sd' ' >"$OUT_DIR/$side/commit"
 }
@@ -125,6 +157,7 @@ record "load wrk -t $THREADS -c <c> -d ${DURATION}s --latency, after -d ${WARMUP
 record "load_before $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- 1. HTTP hello ------------------------------------------------------------------------------
+if [ "$SKIP_HTTP" != 1 ]; then
 for side in base head; do
     say "Bringing up the $side lattice with hello on its own lattice-host"
     lattice_with_hello "$side" "$OUT_DIR/$side/bin/lattice" "$OUT_DIR/$side/bin/lattice-host" "$HELLO"
@@ -141,6 +174,7 @@ for side in base head; do
     pid="${side}_UP_PID"
     stop "${!pid}"
 done
+fi
 
 # --- 2. Links -----------------------------------------------------------------------------------
 if [ "$LINK_RUNS" -gt 0 ]; then
@@ -155,11 +189,41 @@ if [ "$LINK_RUNS" -gt 0 ]; then
         done
     done
 fi
+
+# --- 3. Control plane at scale, 4. queued drain --------------------------------------------------
+# Each side's bench in turn; its RESULT lines (control_scale) or its summary lines (queue_drain)
+# go to the results with the side and run.
+if [ "$SCALE_RUNS" -gt 0 ]; then
+    say "Control plane at scale: each side's control_scale bench, $SCALE_RUNS runs each, in turn"
+    for run in $(seq 1 "$SCALE_RUNS"); do
+        for side in base head; do
+            # shellcheck disable=SC2086 # an empty setting means the bench's default
+            "$(cat "$OUT_DIR/$side/bin/control_scale.path")" $SCALE_HOSTS >"$WORK/scale-$side-$run.txt" 2>&1 ||
+                die "the $side control_scale bench failed (see $OUT_DIR/logs/scale-$side-$run.txt)"
+            sed -n "s/^RESULT \(control_scale\.[^ ]*\) \(.*\)/scale side=$side run=$run measure=\1 \2/p" \
+                "$WORK/scale-$side-$run.txt" >>"$RESULTS"
+        done
+    done
+fi
+if [ "$DRAIN_RUNS" -gt 0 ]; then
+    say "Queued drain: each side's queue_drain bench ($DRAIN_ARGS), $DRAIN_RUNS runs each, in turn"
+    for run in $(seq 1 "$DRAIN_RUNS"); do
+        for side in base head; do
+            # shellcheck disable=SC2086 # the bench's arguments, split on purpose
+            "$(cat "$OUT_DIR/$side/bin/queue_drain.path")" $DRAIN_ARGS >"$WORK/drain-$side-$run.txt" 2>&1 ||
+                die "the $side queue_drain bench failed (see $OUT_DIR/logs/drain-$side-$run.txt)"
+            grep -E '^round |^\| \*\*|^forwarded in' "$WORK/drain-$side-$run.txt" |
+                sed "s/^/drain side=$side run=$run | /" >>"$RESULTS"
+        done
+    done
+fi
 record "load_after_all $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- Tables --------------------------------------------------------------------------------------
-http_table "HTTP hello (release lattice-host): head $(cat "$OUT_DIR/head/commit") vs base $(cat "$OUT_DIR/base/commit")" \
-    head head base base <"$RESULTS" | tee "$OUT_DIR/table.txt"
+: >"$OUT_DIR/table.txt"
+[ "$SKIP_HTTP" = 1 ] ||
+    http_table "HTTP hello (release lattice-host): head $(cat "$OUT_DIR/head/commit") vs base $(cat "$OUT_DIR/base/commit")" \
+        head head base base <"$RESULTS" | tee "$OUT_DIR/table.txt"
 if [ "$LINK_RUNS" -gt 0 ]; then
     awk "$AWK_RESULTS"'
 $1 == "links" {
@@ -176,5 +240,9 @@ END {
         printf "%-40s | %9.2f | %9.2f | %.2f\n", k, b, h, (h > 0 ? b / h : 0)
     }
 }' "$RESULTS" | tee -a "$OUT_DIR/table.txt"
+fi
+if [ "$SCALE_RUNS" -gt 0 ] || [ "$DRAIN_RUNS" -gt 0 ]; then
+    printf '\nControl plane at scale and queued drain, per side and run:\n' | tee -a "$OUT_DIR/table.txt"
+    grep -E '^(scale|drain) ' "$RESULTS" | sort -s -k1,1 | tee -a "$OUT_DIR/table.txt"
 fi
 printf '\nRaw results: %s\n' "$RESULTS"
