@@ -103,6 +103,22 @@ where
     Ok(())
 }
 
+/// Returns once the server has handled everything `client` sent before: a message to a fresh
+/// inbox of its own has come back through the server, which handles one connection's commands in
+/// order. A subscription made before is then surely held, so a message another connection
+/// publishes next reaches it. (`flush` only writes to the socket; it does not wait for the
+/// server, and under load another client's message can overtake the subscription.)
+pub async fn synced(client: &async_nats::Client) -> anyhow::Result<()> {
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await?;
+    client.publish(inbox, "sync".into()).await?;
+    tokio::time::timeout(WAIT, echo.next())
+        .await
+        .context("the server did not echo a message to our own inbox")?
+        .context("the inbox subscription ended")?;
+    Ok(())
+}
+
 /// A host running in-process.
 #[derive(Debug)]
 pub struct TestHost {

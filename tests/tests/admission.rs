@@ -90,7 +90,7 @@ async fn spoofed_heartbeats_change_nothing_and_are_reported() -> anyhow::Result<
         .client
         .subscribe(Subject::events(&t.lattice).to_string())
         .await?;
-    t.client.flush().await?;
+    lattice_tests::synced(&t.client).await?;
 
     // 1. A plain client invents a host (an id of a fresh key), even with a valid join token:
     //    unsigned, so never believed.

@@ -400,7 +400,7 @@ async fn a_compile_bomb_fails_alone_while_a_stop_and_a_start_apply() -> anyhow::
         .client
         .subscribe(Subject::events(&t.lattice).to_string())
         .await?;
-    t.client.flush().await?;
+    lattice_tests::synced(&t.client).await?;
     let bomb = t.push(&t.sign(&bomb(), "bomb", "0.1.0")).await?;
     t.ctl
         .deploy(&hello_manifest(

@@ -569,7 +569,7 @@ async fn events_and_inventory_tell_what_happened() -> anyhow::Result<()> {
         .client
         .subscribe(lattice_protocol::subject::Subject::events(&t.lattice).to_string())
         .await?;
-    t.client.flush().await?;
+    lattice_tests::synced(&t.client).await?;
     let _host = t.add_host("edge-1").await?;
     let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
     t.ctl

@@ -117,7 +117,7 @@ async fn a_full_queue_stream_refuses_and_its_items_wait_in_the_outbox_until_room
         .client
         .subscribe(Subject::events(&e.hub.lattice).to_string())
         .await?;
-    e.hub.client.flush().await?;
+    lattice_tests::synced(&e.hub.client).await?;
     const N: u32 = 5;
     for i in 0..N {
         let answer = http_get(&addr, &format!("/notify?msg=full-{i}.")).await?;

@@ -299,7 +299,7 @@ async fn calls_stay_in_process_when_the_target_runs_on_the_same_host() -> anyhow
     let addr = endpoint(&t.wait_deployed("greeter").await?)?;
     // Watch the call subjects: a same-host call must not appear there.
     let mut rpc = t.client.subscribe("lattice.test.rpc.>").await?;
-    t.client.flush().await?;
+    lattice_tests::synced(&t.client).await?;
     assert_eq!(
         http_get(&addr, "/greet?name=Bob").await?,
         (200, "Hello, Bob!".into())
@@ -432,7 +432,7 @@ async fn messages_reach_the_handler_and_it_publishes_and_requests() -> anyhow::R
 
     // A plain message: the answer goes to `<subject>.echo`.
     let mut echoes = client.subscribe("demo.in.echo").await?;
-    client.flush().await?;
+    lattice_tests::synced(&client).await?;
     client.publish("demo.in", "quiet".into()).await?;
     let echo = tokio::time::timeout(Duration::from_secs(10), echoes.next())
         .await?
@@ -441,7 +441,7 @@ async fn messages_reach_the_handler_and_it_publishes_and_requests() -> anyhow::R
 
     // The guest's own request (consumer.request) to a responder this test runs.
     let mut pings = client.subscribe("demo.pong").await?;
-    client.flush().await?;
+    lattice_tests::synced(&client).await?;
     let responder = client.clone();
     tokio::spawn(async move {
         if let Some(m) = pings.next().await

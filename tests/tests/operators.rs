@@ -75,7 +75,7 @@ async fn a_replayed_request_is_refused() -> anyhow::Result<()> {
     // Someone who may subscribe captures a genuine request's bytes ...
     let subject = Subject::ctl(&t.lattice, CtlVerb::Apps).to_string();
     let mut wiretap = t.client.subscribe(subject).await?;
-    t.client.flush().await?;
+    lattice_tests::synced(&t.client).await?;
     t.ctl.apps().await?;
     let captured = tokio::time::timeout(WAIT, wiretap.next())
         .await?
@@ -246,7 +246,7 @@ async fn a_forged_reply_is_refused_by_the_client() -> anyhow::Result<()> {
             CONTROL_QUEUE_GROUP.to_string(),
         )
         .await?;
-    rogue_client.flush().await?;
+    lattice_tests::synced(&rogue_client).await?;
     let forger = KeyPair::generate(KeyRole::Operator);
     let answers: Vec<Vec<u8>> = vec![
         // Signed, but by a key the client does not trust.

@@ -84,7 +84,7 @@ async fn component(
         &ComponentName::new(component)?,
     );
     let mut calls = nats.subscribe(subject.to_string()).await?;
-    nats.flush().await?;
+    lattice_tests::synced(nats).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let nats = nats.clone();
     tokio::spawn(async move {
@@ -802,7 +802,7 @@ async fn the_host_restarts_a_sigkilled_provider_and_every_reading_reaches_the_co
     t.ctl.deploy(&meter_manifest(&image, &broker.uri())).await?;
     t.wait_deployed("meters").await?;
     let mut echoes = t.client.subscribe("meters/m1.echo").await?;
-    t.client.flush().await?;
+    lattice_tests::synced(&t.client).await?;
     let mut seen = std::collections::BTreeSet::new();
     let mut next_echo = async || -> u32 {
         let message = tokio::time::timeout(ARRIVE * 2, echoes.next())

@@ -180,19 +180,13 @@ async fn the_host_asks_a_provider_process_to_open_a_bucket_once() -> anyhow::Res
     Ok(())
 }
 
-/// A subscription to `subject` that the server surely holds: a message of our own seen on it
-/// proves it before the host's next request (a flush alone does not wait for the server).
-/// Without a reply subject, a provider ignores that message.
+/// A subscription to `subject` that the server surely holds before the host's next request.
 async fn wiretap(
     client: &async_nats::Client,
     subject: &str,
 ) -> anyhow::Result<async_nats::Subscriber> {
-    let mut tap = client.subscribe(subject.to_string()).await?;
-    client.publish(subject.to_string(), "probe".into()).await?;
-    let probe = tokio::time::timeout(WAIT, tap.next())
-        .await?
-        .expect("the subscription lives");
-    anyhow::ensure!(&probe.payload[..] == b"probe", "the probe comes first");
+    let tap = client.subscribe(subject.to_string()).await?;
+    lattice_tests::synced(client).await?;
     Ok(tap)
 }
 

@@ -70,7 +70,7 @@ impl Events {
             .client
             .subscribe(Subject::events(&e.hub.lattice).to_string())
             .await?;
-        e.hub.client.flush().await?;
+        lattice_tests::synced(&e.hub.client).await?;
         Ok(Self(sub))
     }
 

@@ -103,7 +103,7 @@ async fn mqtt_readings_are_filtered_on_the_edge_and_aggregated_in_the_cloud() ->
         .client
         .subscribe("lattice.test.rpc.sensor-pipeline.aggregator")
         .await?;
-    t.client.flush().await?;
+    lattice_tests::synced(&t.client).await?;
 
     // Until the provider has subscribed, readings may go nowhere: send a probe's reading until
     // the summary shows it, so that what follows is all counted.

@@ -24,10 +24,9 @@
 //!
 //! [sealed]: seal
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crypto_box::aead::OsRng;
 use curve25519_dalek::edwards::CompressedEdwardsY;
+use data_encoding::BASE64URL_NOPAD;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use sha2::{Digest as _, Sha256, Sha512};
@@ -76,7 +75,10 @@ pub fn seal(recipient: &PublicKey, plaintext: &str) -> Result<String, SecretErro
     let sealed = key
         .seal(&mut OsRng, plaintext.as_bytes())
         .map_err(|e| SecretError::BadKey(recipient.to_string(), e.to_string()))?;
-    Ok(format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(sealed)))
+    Ok(format!(
+        "{SEALED_PREFIX}{}",
+        BASE64URL_NOPAD.encode(&sealed)
+    ))
 }
 
 /// Opens a value sealed to `key`; the text is wiped from memory when dropped.
@@ -84,8 +86,8 @@ pub fn open(key: &KeyPair, sealed: &str) -> Result<Zeroizing<String>, SecretErro
     let body = sealed
         .strip_prefix(SEALED_PREFIX)
         .ok_or(SecretError::NotSealed)?;
-    let bytes = URL_SAFE_NO_PAD
-        .decode(body)
+    let bytes = BASE64URL_NOPAD
+        .decode(body.as_bytes())
         .map_err(|e| SecretError::Malformed(e.to_string()))?;
     let opened = x25519_secret(key)?
         .unseal(&bytes)
@@ -120,7 +122,7 @@ pub fn reseal(key: &KeyPair, sealed: &str, recipient: &PublicKey) -> Result<Stri
         .map_err(|e| SecretError::BadKey(recipient.to_string(), e.to_string()))?;
     Ok(format!(
         "{SEALED_PREFIX}{}",
-        URL_SAFE_NO_PAD.encode(sealed_again)
+        BASE64URL_NOPAD.encode(&sealed_again)
     ))
 }
 
@@ -201,13 +203,13 @@ mod tests {
     fn tampering_is_refused() {
         let host = KeyPair::generate(KeyRole::Host);
         let sealed = seal(&host.public_key(), "hunter2").expect("seal");
-        let mut bytes = URL_SAFE_NO_PAD
-            .decode(&sealed[SEALED_PREFIX.len()..])
+        let mut bytes = BASE64URL_NOPAD
+            .decode(&sealed.as_bytes()[SEALED_PREFIX.len()..])
             .expect("base64");
         // Every byte matters: the ephemeral key, and the ciphertext under its tag.
         for at in [0, 31, 32, bytes.len() - 1] {
             bytes[at] ^= 1;
-            let forged = format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(&bytes));
+            let forged = format!("{SEALED_PREFIX}{}", BASE64URL_NOPAD.encode(&bytes));
             assert!(
                 matches!(open(&host, &forged), Err(SecretError::WrongKey(_))),
                 "byte {at} flipped was accepted"
