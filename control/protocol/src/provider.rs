@@ -340,8 +340,12 @@ pub enum ProviderError {
 pub enum ProviderRequest {
     /// Are you there? Answered with [`ProviderResponse::Ready`].
     Ping,
-    /// A link to serve (again).
+    /// A link to serve (again), to a provider in the host's process.
     LinkPut(LinkInfo),
+    /// A link to serve (again), to a provider process: its [`LinkInfo`] in an envelope, sealed
+    /// with [`auth::CallKey::seal`] (its configuration may hold opened secrets). A process
+    /// takes links only this way.
+    SealedLinkPut(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A link that is gone.
     LinkDel(LinkId),
     /// An operation on a link.

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use async_nats::HeaderName;
-use lattice_protocol::provider::ProviderError;
+use lattice_protocol::envelope;
 use lattice_protocol::provider::auth::{CALL_AUTH_HEADER, CallAuthError, CallKey, ReplayWindow};
+use lattice_protocol::provider::{LinkInfo, ProviderError};
 
 /// How many senders a process remembers having warned about (beyond it, it stops warning).
 const WARNED_MAX: usize = 1024;
@@ -49,6 +50,19 @@ impl Guard {
             .ok_or(CallAuthError::Missing)?;
         let counter = self.key.verify(header.as_str(), &message.payload)?;
         self.window.lock().expect("not poisoned").accept(counter)
+    }
+
+    /// The link a [`ProviderRequest::SealedLinkPut`] carries, opened with this process's key.
+    ///
+    /// [`ProviderRequest::SealedLinkPut`]: lattice_protocol::provider::ProviderRequest::SealedLinkPut
+    pub(crate) fn open_link(&self, sealed: &[u8]) -> Result<LinkInfo, ProviderError> {
+        let bytes = self
+            .key
+            .open(sealed)
+            .map_err(|e| ProviderError::Unauthenticated(e.to_string()))?;
+        envelope::decode(&bytes).map_err(|e| {
+            ProviderError::Other(format!("a sealed link opened but does not read: {e}"))
+        })
     }
 }
 

@@ -25,7 +25,7 @@ use lattice_connect::NatsOptions;
 use lattice_protocol::envelope;
 use lattice_protocol::names::{ComponentName, HostId, LatticeName};
 use lattice_protocol::provider::auth::CallKey;
-use lattice_protocol::provider::{LinkId, ProviderRequest, ProviderResponse, Reply};
+use lattice_protocol::provider::{LinkId, ProviderError, ProviderRequest, ProviderResponse, Reply};
 use lattice_protocol::subject::Subject;
 use tracing::Instrument as _;
 
@@ -203,7 +203,7 @@ pub async fn serve(
             async move {
                 let _slot = slot;
                 let response = match guard.check(&message) {
-                    Ok(()) => answer(provider.as_ref(), &links, &message.payload).await,
+                    Ok(()) => answer(provider.as_ref(), &links, &guard, &message.payload).await,
                     Err(refused) => ProviderResponse::Err(refused),
                 };
                 if let Err(e) = client
@@ -219,10 +219,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers one request; `links` are the links held, for `Ping`'s answer.
+/// Answers one authenticated request; `links` are the links held, for `Ping`'s answer;
+/// `guard` opens sealed links.
 async fn answer(
     provider: &dyn Provider,
     links: &Mutex<BTreeSet<LinkId>>,
+    guard: &Guard,
     payload: &[u8],
 ) -> ProviderResponse {
     let request: ProviderRequest = match envelope::decode(payload) {
@@ -239,6 +241,17 @@ async fn answer(
             links: links.lock().expect("not poisoned").len(),
         },
         ProviderRequest::LinkPut(link) => {
+            ProviderResponse::Err(ProviderError::Unauthenticated(format!(
+                "link `{}` came unsealed: a provider process takes a link only sealed by its host \
+                 (its configuration may hold secrets); update the host and this provider together",
+                link.id
+            )))
+        }
+        ProviderRequest::SealedLinkPut(sealed) => {
+            let link = match guard.open_link(&sealed) {
+                Ok(link) => link,
+                Err(e) => return ProviderResponse::Err(e),
+            };
             let id = link.id.clone();
             match provider.link_put(link).await {
                 Ok(()) => {

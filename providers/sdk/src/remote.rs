@@ -115,7 +115,14 @@ impl Provider for Remote {
     }
 
     async fn link_put(&self, link: LinkInfo) -> Result<(), ProviderError> {
-        self.request(&ProviderRequest::LinkPut(link))
+        // Its configuration may hold secrets the host opened: only the process can read it.
+        let sealed = self
+            .signer
+            .key
+            .read()
+            .expect("not poisoned")
+            .seal(&envelope::encode(&link));
+        self.request(&ProviderRequest::SealedLinkPut(sealed))
             .await
             .map(drop)
     }

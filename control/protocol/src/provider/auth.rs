@@ -21,6 +21,12 @@
 //! - **Replays**: a process accepts each counter once, within a window of [`WINDOW`] counters
 //!   below the highest accepted (requests sent at once may arrive a little out of order).
 //!
+//! - **Link configuration is sealed** ([`CallKey::seal`]): a link's configuration may hold
+//!   secrets the host opened (a Redis password), so the request that gives a process its link
+//!   carries it encrypted (XSalsa20-Poly1305 under a key derived from the call key, a random
+//!   nonce in front), and a process takes a link only that way. Whoever may read the provider's
+//!   subject learns nothing of it.
+//!
 //! Cost per call: one HMAC-SHA256 over the request on each side (about a microsecond for a
 //! key-value call) and a bitmap lookup.
 //!
@@ -52,6 +58,8 @@ pub const CALL_AUTH_HEADER: &str = "Lattice-Provider-Auth";
 pub const WINDOW: u64 = 4096;
 
 const DOMAIN: &[u8] = b"lattice-provider-call/v1";
+const SEAL_DOMAIN: &[u8] = b"lattice-provider-seal/v1";
+const NONCE_BYTES: usize = 24;
 const KEY_BYTES: usize = 32;
 
 /// The secret a host shares with one provider process it started.
@@ -95,6 +103,11 @@ pub enum CallAuthError {
         /// The highest accepted.
         newest: u64,
     },
+    /// Sealed bytes that do not open under this key.
+    #[error(
+        "a sealed link configuration does not open under this provider's call key (not sealed by its host, or altered)"
+    )]
+    Unsealable,
     /// The key handed to the process does not read.
     #[error(
         "the provider's call key is not {KEY_BYTES} bytes in hex on the first line of standard input (the host writes it there)"
@@ -149,6 +162,44 @@ impl CallKey {
             .verify_slice(&tag)
             .map_err(|_| CallAuthError::BadTag)?;
         Ok(counter)
+    }
+
+    /// The encryption key: derived, so that no key serves both to tag and to encrypt.
+    fn seal_key(&self) -> crypto_secretbox::XSalsa20Poly1305 {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        mac.update(SEAL_DOMAIN);
+        let mut derived = mac.finalize().into_bytes();
+        let cipher =
+            <crypto_secretbox::XSalsa20Poly1305 as crypto_secretbox::KeyInit>::new(&derived);
+        derived.zeroize();
+        cipher
+    }
+
+    /// `plain` encrypted for the process holding this key: a random nonce, then the ciphertext
+    /// and its tag.
+    pub fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        use crypto_secretbox::aead::{Aead as _, AeadCore as _};
+        let nonce = crypto_secretbox::XSalsa20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self
+            .seal_key()
+            .encrypt(&nonce, plain)
+            .expect("encrypting in memory does not fail");
+        let mut out = Vec::with_capacity(NONCE_BYTES + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// What [`CallKey::seal`] sealed under this key.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CallAuthError> {
+        use crypto_secretbox::aead::Aead as _;
+        if sealed.len() < NONCE_BYTES {
+            return Err(CallAuthError::Unsealable);
+        }
+        let (nonce, body) = sealed.split_at(NONCE_BYTES);
+        self.seal_key()
+            .decrypt(crypto_secretbox::Nonce::from_slice(nonce), body)
+            .map_err(|_| CallAuthError::Unsealable)
     }
 }
 
@@ -227,6 +278,36 @@ mod tests {
             assert_eq!(key.verify(bad, b"get k"), Err(CallAuthError::Malformed));
         }
         assert_eq!(format!("{key:?}"), "CallKey(..)", "never printed");
+    }
+
+    #[test]
+    fn sealed_bytes_open_only_under_their_key_and_unaltered() {
+        let (key, other) = (CallKey::generate(), CallKey::generate());
+        let sealed = key.seal(b"redis://:hunter2@db");
+        assert!(!sealed.windows(7).any(|w| w == b"hunter2"), "not in clear");
+        assert_ne!(
+            sealed,
+            key.seal(b"redis://:hunter2@db"),
+            "a fresh nonce each time"
+        );
+        assert_eq!(
+            key.open(&sealed).as_deref(),
+            Ok(&b"redis://:hunter2@db"[..])
+        );
+        assert_eq!(other.open(&sealed), Err(CallAuthError::Unsealable));
+        for at in [0, NONCE_BYTES, sealed.len() - 1] {
+            let mut altered = sealed.clone();
+            altered[at] ^= 1;
+            assert_eq!(
+                key.open(&altered),
+                Err(CallAuthError::Unsealable),
+                "byte {at}"
+            );
+        }
+        assert_eq!(
+            key.open(&sealed[..NONCE_BYTES - 1]),
+            Err(CallAuthError::Unsealable)
+        );
     }
 
     #[test]
