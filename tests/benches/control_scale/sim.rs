@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{HEARTBEAT, WAIT};
+use super::WAIT;
 
 /// What the bench saw in the assignments bucket for one host.
 pub struct Seen {
@@ -49,11 +49,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts `n` hosts on `client`, with the watch that serves them their assignments.
+    /// Starts `n` hosts on `client`, each heartbeating every `interval`, with the watch that
+    /// serves them their assignments.
     pub async fn start(
         client: &async_nats::Client,
         lattice: &LatticeName,
         n: usize,
+        interval: Duration,
         admin: &KeyPair,
     ) -> anyhow::Result<Self> {
         let join_token = JoinToken::sign(
@@ -97,7 +99,7 @@ impl Fleet {
                 clock_offset_ms: 0,
                 version: "sim".to_string(),
                 assignment_revision: 0,
-                interval_secs: HEARTBEAT.as_secs(),
+                interval_secs: interval.as_secs().max(1),
                 workloads: Vec::new(),
                 last_refusal: None,
                 stopping: false,
@@ -107,13 +109,13 @@ impl Fleet {
             let (tx, rx) = mpsc::unbounded_channel();
             let silence = CancellationToken::new();
             // Spread the hosts' phases over one interval, as real hosts started at random would.
-            let phase = HEARTBEAT.mul_f64(i as f64 / n as f64);
+            let phase = interval.mul_f64(i as f64 / n as f64);
             let subject = Subject::heartbeat(lattice, &id).to_string();
             let task = tokio::spawn(simulate_host(
                 client.clone(),
                 subject,
                 (hb, key),
-                phase,
+                (phase, interval),
                 rx,
                 silence.clone(),
             ));
@@ -204,13 +206,14 @@ impl Fleet {
     }
 }
 
-/// One simulated host: a heartbeat every [`HEARTBEAT`], and at once when its assignment changes
-/// (reporting every assigned workload as running). Returns when it last sent a heartbeat.
+/// One simulated host: a heartbeat every `interval` (the first after `phase`), and at once when
+/// its assignment changes (reporting every assigned workload as running). Returns when it last
+/// sent a heartbeat.
 async fn simulate_host(
     client: async_nats::Client,
     subject: String,
     (mut hb, key): (Heartbeat, KeyPair),
-    phase: Duration,
+    (phase, interval): (Duration, Duration),
     mut assignments: mpsc::UnboundedReceiver<Assignment>,
     silence: CancellationToken,
 ) -> Option<Instant> {
@@ -218,7 +221,7 @@ async fn simulate_host(
         () = silence.cancelled() => return None,
         () = tokio::time::sleep(phase) => {}
     }
-    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = None;
     loop {
