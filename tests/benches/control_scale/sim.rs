@@ -80,32 +80,7 @@ impl Fleet {
         for i in 0..n {
             let key = KeyPair::generate(KeyRole::Host);
             let id = HostId::new(key.public_key().to_string())?;
-            let name = format!("sim-{i:04}");
-            let labels: BTreeMap<String, String> = [
-                ("arch", "x86_64".to_string()),
-                ("os", "linux".to_string()),
-                ("hostname", name.clone()),
-                ("zone", format!("z{}", i % 4)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            let hb = Heartbeat {
-                host: id.clone(),
-                name,
-                labels,
-                started_at: unix_now(),
-                sent_at_ms: 0,
-                clock_offset_ms: 0,
-                version: "sim".to_string(),
-                assignment_revision: 0,
-                interval_secs: interval.as_secs().max(1),
-                workloads: Vec::new(),
-                last_refusal: None,
-                stopping: false,
-                queues: Vec::new(),
-                join_token: Some(join_token.clone()),
-            };
+            let hb = first_heartbeat(&id, i, interval, &join_token);
             let (tx, rx) = mpsc::unbounded_channel();
             let silence = CancellationToken::new();
             // Spread the hosts' phases over one interval, as real hosts started at random would.
@@ -203,6 +178,36 @@ impl Fleet {
                 let _ = task.await;
             }
         }
+    }
+}
+
+/// Simulated host number `i`'s first heartbeat: its labels (a zone of four), no workloads yet.
+fn first_heartbeat(id: &HostId, i: usize, interval: Duration, join_token: &str) -> Heartbeat {
+    let name = format!("sim-{i:04}");
+    let labels: BTreeMap<String, String> = [
+        ("arch", "x86_64".to_string()),
+        ("os", "linux".to_string()),
+        ("hostname", name.clone()),
+        ("zone", format!("z{}", i % 4)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Heartbeat {
+        host: id.clone(),
+        name,
+        labels,
+        started_at: unix_now(),
+        sent_at_ms: 0,
+        clock_offset_ms: 0,
+        version: "sim".to_string(),
+        assignment_revision: 0,
+        interval_secs: interval.as_secs().max(1),
+        workloads: Vec::new(),
+        last_refusal: None,
+        stopping: false,
+        queues: Vec::new(),
+        join_token: Some(join_token.to_string()),
     }
 }
 
