@@ -53,7 +53,7 @@ use lattice_control::registry::Registry;
 use lattice_protocol::claims::{ClaimsOptions, sign_component};
 use lattice_protocol::digest::Digest;
 use lattice_protocol::keys::{KeyPair, KeyRole};
-use lattice_protocol::messages::{AppState, WorkloadState};
+use lattice_protocol::messages::{AppState, HostState, WorkloadState};
 use lattice_protocol::names::{AppName, LatticeName};
 use lattice_protocol::subject::Subject;
 use lattice_protocol::unix_now;
@@ -609,10 +609,24 @@ async fn wait_answers(ctl: &CtlClient) -> anyhow::Result<()> {
 }
 
 async fn wait_hosts(ctl: &CtlClient, n: usize) -> anyhow::Result<()> {
-    poll("every simulated host to be seen", || async {
-        ctl.hosts().await.is_ok_and(|h| h.len() >= n)
+    let last = std::sync::Mutex::new(String::new());
+    let result = poll("every simulated host to be seen", || async {
+        let (seen, why) = match ctl.hosts().await {
+            Ok(hosts) => {
+                let ready = hosts.iter().filter(|h| h.state == HostState::Ready).count();
+                (
+                    hosts.len(),
+                    format!("{} hosts known, {ready} ready", hosts.len()),
+                )
+            }
+            Err(e) => (0, format!("`ctl hosts` failed: {e}")),
+        };
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        seen >= n
     })
-    .await
+    .await;
+    let last = last.into_inner().unwrap_or_else(|p| p.into_inner());
+    result.with_context(|| format!("last seen: {last}"))
 }
 
 async fn wait_running(ctl: &CtlClient, n: usize) -> anyhow::Result<()> {
