@@ -51,7 +51,7 @@ pub async fn deliver(n: usize, raw_rate: f64, kind: HubKind) -> anyhow::Result<f
     // Signed by the host itself: a signer greeter's consumer takes (a host of the lattice).
     let key = queued::host_key(&t.host)?;
     let sender = key.public_key().to_string();
-    let (queue, _forwarder) = Queue::open(&path, link, Arc::new(key))?;
+    let (queue, forwarder) = Queue::open(&path, link, Arc::new(key))?;
     let lane = lane_key(
         &consumer_name,
         &sender,
@@ -86,6 +86,8 @@ pub async fn deliver(n: usize, raw_rate: f64, kind: HubKind) -> anyhow::Result<f
         kind.label(),
         delivered / raw_rate
     );
+    drop(forwarder);
+    t.end().await;
     Ok(delivered)
 }
 

@@ -5,7 +5,9 @@
 
 use lattice_protocol::jetstream::Storage;
 use lattice_protocol::names::LatticeName;
-use lattice_tests::cluster::{ClusterLattice, NatsCluster, REPLICAS, sync_always_supported};
+use lattice_tests::cluster::{
+    ClusterControl, ClusterLattice, NatsCluster, REPLICAS, sync_always_supported,
+};
 use lattice_tests::{NatsServer, TestHost, TestLattice, WAIT, eventually};
 
 /// A single server's configuration that makes JetStream fsync every write before acknowledging
@@ -121,7 +123,7 @@ pub struct DeliveryLattice {
 /// What keeps the lattice's servers and control plane alive.
 enum LatticeHandle {
     Single(Box<TestLattice>),
-    Cluster(Box<ClusterLattice>),
+    Cluster(Box<ClusterLattice>, ClusterControl),
 }
 
 impl DeliveryLattice {
@@ -129,7 +131,7 @@ impl DeliveryLattice {
     pub async fn start(kind: HubKind) -> anyhow::Result<Self> {
         if kind.cluster {
             let c = ClusterLattice::start_with_sync(kind.sync_always).await?;
-            c.start_control(|_| {}).await?;
+            let control = c.start_control(|_| {}).await?;
             let mut config = c.host_config("cloud-1");
             config.labels.insert("role".into(), "cloud".into());
             let host = c.start_host(config).await?;
@@ -142,7 +144,7 @@ impl DeliveryLattice {
                 lattice: c.lattice.clone(),
                 ctl: c.ctl.clone(),
                 host,
-                lattice_handle: LatticeHandle::Cluster(Box::new(c)),
+                lattice_handle: LatticeHandle::Cluster(Box::new(c), control),
             })
         } else {
             let nats = single_server(kind.sync_always).await?;
@@ -166,7 +168,17 @@ impl DeliveryLattice {
     ) -> anyhow::Result<lattice_protocol::digest::Digest> {
         match &self.lattice_handle {
             LatticeHandle::Single(t) => t.push_example(path, name).await,
-            LatticeHandle::Cluster(c) => c.push_signed(&std::fs::read(path)?, name).await,
+            LatticeHandle::Cluster(c, _) => c.push_signed(&std::fs::read(path)?, name).await,
+        }
+    }
+
+    /// Ends the host and the control plane (abruptly: their hub goes next), so that nothing of
+    /// this lattice runs beside the next measurement.
+    pub async fn end(self) {
+        self.host.kill().await;
+        match self.lattice_handle {
+            LatticeHandle::Single(mut t) => t.kill_control().await,
+            LatticeHandle::Cluster(_, control) => control.handle.kill().await,
         }
     }
 
