@@ -1,17 +1,28 @@
 //! Backlog drain after a long outage: an outbox holding N queued calls is forwarded to the hub's
 //! queue stream by the host's real forwarder, beside raw JetStream async publish of the same
-//! messages, in the same run on the same nats-server.
+//! messages, in the same run on the same hub.
 //!
-//! `cargo bench -p lattice-tests --bench queue_drain` (optional arguments: entries, default
-//! 1,000,000; rounds, default 2). Prints figures and ratios; asserts nothing about time.
+//! `cargo bench -p lattice-tests --bench queue_drain -- [entries [rounds [delivered]]]
+//! [--cluster] [--sync-cost]` (entries default 1,000,000; rounds default 2; entries delivered in
+//! part 2, default 20,000, 0 to skip it). Prints figures and ratios; asserts nothing about time.
 //!
-//! **Setup.** One nats-server (JetStream, file storage, random port, started by the bench); one
-//! NATS connection standing for the host's. Every message is the same kind of queued call a
-//! guest makes through `example:greeter/notifier.notify` on a queued link: an envelope-encoded
-//! `Queued` call (about 150 bytes) with the headers the forwarder sets (`Nats-Msg-Id`,
-//! `Lattice-Link` and the lane's `Lattice-Lane`, `-Seq`, `-Floor`), to a stream made like the forwarder's (`Limits`, file storage, 2-minute duplicate window).
+//! **Hubs.** By default one nats-server (JetStream, file storage, random port, started by the
+//! bench, JetStream's default sync). `--cluster`: the harness's three-node JetStream cluster
+//! (`lattice_tests::cluster`, `deploy/cluster.conf` as shipped, so `sync_interval: always` where
+//! the server accepts it), the queue stream at three replicas, the bench's client given every
+//! node's URL. `--sync-cost`: everything runs twice, on a hub without and then with
+//! `sync_interval: always` (JetStream fsyncs each write before acknowledging it), and the
+//! figures are compared (with / without); it needs nats-server 2.10 or later (2.9 refuses the
+//! setting: the bench says so and measures without it only). Set `LATTICE_NATS_SERVER` to choose
+//! the server.
 //!
-//! **Variants** (each on a fresh stream; their order alternates between rounds):
+//! **Messages.** Every message is the same kind of queued call a guest makes through
+//! `example:greeter/notifier.notify` on a queued link: an envelope-encoded `Queued` call (about
+//! 150 bytes) with the headers the forwarder sets (`Nats-Msg-Id`, `Lattice-Link` and the lane's
+//! `Lattice-Lane`, `-Seq`, `-Floor`), to a stream made as the forwarder makes it (`Limits`, file
+//! storage, the lattice's default limits, the hub's replicas).
+//!
+//! **Part 1 variants** (each on a fresh stream; their order alternates between rounds):
 //! - `raw` (**the baseline**): `jetstream::Context::publish_with_headers` of the N messages,
 //!   keeping at most [`RAW_WINDOW`] acknowledgements outstanding (nats.go's default for async
 //!   publish is 4,000), timed from the first publish to the last acknowledgement.
@@ -22,18 +33,22 @@
 //!
 //! Both variants end with the stream holding exactly N messages (checked).
 //!
-//! **Part 2, forwarded and delivered** (third argument: entries, default 20,000). A
-//! `TestLattice` (nats-server, control plane, one host, in this process) runs the real `greeter`
-//! component as the target of a queued link from `greeter-client` (the app of
-//! `tests/src/queued.rs`). An outbox holding the entries, made as above, is drained by the
-//! forwarder, and the host holding the consumer's lease runs `notifier.notify` in a fresh greeter
-//! instance for each, one at a time in lane order, with up to 20,000 in flight, remembering the
-//! lane once per chunk and acknowledging each chunk once. Timed from the forwarder's start to the consumer having acknowledged the last entry;
-//! compared with `raw` above (the raw figure has no delivery in it: the ratio says how far the
+//! **Part 2, forwarded and delivered** (`queue_drain/deliver.rs`): a control plane and one host
+//! in this process, on the same kind of hub, run the real `greeter` component as the target of a
+//! queued link from `greeter-client` (the app of `tests/src/queued.rs`). An outbox holding the
+//! entries, made as above, is drained by the forwarder, and the host holding the consumer's lease
+//! runs `notifier.notify` in a fresh greeter instance for each, one at a time in lane order, with
+//! up to 20,000 in flight, remembering the lane once per chunk and acknowledging each chunk once.
+//! Timed from the forwarder's start to the consumer having acknowledged the last entry; compared
+//! with part 1's median `raw` (the raw figure has no delivery in it: the ratio says how far the
 //! whole path is from publishing alone).
 
 #[path = "queue_drain/backlog.rs"]
 mod backlog;
+#[path = "queue_drain/deliver.rs"]
+mod deliver;
+#[path = "queue_drain/hub.rs"]
+mod hub;
 #[allow(dead_code)] // only some of the helpers are used here
 #[path = "control_scale/machine.rs"]
 mod machine;
@@ -48,16 +63,17 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use lattice_host::caps::LatticeLink;
 use lattice_host::queue::Queue;
+use lattice_protocol::jetstream::Storage;
 use lattice_protocol::keys::{KeyPair, KeyRole};
 use lattice_protocol::names::{HostId, LatticeName};
 use lattice_protocol::queue::{
-    LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, LaneState,
-    MSG_ID_HEADER, lanes_bucket, queue_stream,
+    LANE_COUNT_HEADER, LANE_FLOOR_HEADER, LANE_HEADER, LANE_SEQ_HEADER, LINK_HEADER, MSG_ID_HEADER,
+    queue_stream,
 };
-use lattice_tests::queued::names::{all_queued, call_consumer, call_subject, lane_id, lane_key};
-use lattice_tests::queued::{self, QueuedLink};
-use lattice_tests::{NatsServer, TestLattice};
+use lattice_tests::cluster::{server_version, sync_always_supported};
+use lattice_tests::queued::names::{all_queued, call_subject, lane_id};
 
+use hub::{Hub, HubKind};
 use machine::{cores, cpu_model, loadavg};
 
 const DEFAULT_ENTRIES: usize = 1_000_000;
@@ -66,47 +82,153 @@ const DEFAULT_DELIVERED: usize = 20_000;
 /// Outstanding acknowledgements of the raw publisher.
 const RAW_WINDOW: usize = 4_000;
 const APP: &str = "bench";
-/// How long a settled consumer may take to remember its last chunk.
-const STALLED: Duration = Duration::from_secs(30);
-/// The app of `tests/src/queued.rs`'s manifest.
-const APP_DEPLOYED: &str = "greeter";
+
+/// The command line.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    entries: usize,
+    rounds: usize,
+    delivered: usize,
+    cluster: bool,
+    sync_cost: bool,
+}
+
+impl Options {
+    fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Self> {
+        const USAGE: &str =
+            "usage: queue_drain [entries [rounds [delivered]]] [--cluster] [--sync-cost]";
+        let (mut numbers, mut cluster, mut sync_cost) = (Vec::new(), false, false);
+        for arg in args {
+            match arg.as_str() {
+                "--cluster" => cluster = true,
+                "--sync-cost" => sync_cost = true,
+                // `cargo bench` passes it to every bench.
+                "--bench" => {}
+                other if other.starts_with('-') => anyhow::bail!("unknown option {other}; {USAGE}"),
+                other => numbers.push(
+                    other
+                        .parse::<usize>()
+                        .with_context(|| format!("{other} is not a number; {USAGE}"))?,
+                ),
+            }
+        }
+        anyhow::ensure!(numbers.len() <= 3, "at most three numbers; {USAGE}");
+        let number = |i: usize, default: usize| numbers.get(i).copied().unwrap_or(default);
+        Ok(Self {
+            entries: number(0, DEFAULT_ENTRIES).max(1),
+            rounds: number(1, DEFAULT_ROUNDS).max(1),
+            delivered: number(2, DEFAULT_DELIVERED),
+            cluster,
+            sync_cost,
+        })
+    }
+
+    /// The hubs to measure, in order: one, or without and with `sync_interval: always`.
+    fn hubs(self) -> Vec<HubKind> {
+        if !self.sync_cost {
+            // The cluster as `deploy/cluster.conf` ships it; one server as `-js` starts it.
+            return vec![HubKind::new(self.cluster, self.cluster)];
+        }
+        if !sync_always_supported() {
+            let version = server_version()
+                .map_or_else(|e| format!("unknown ({e:#})"), |(a, b)| format!("{a}.{b}"));
+            println!(
+                "NOTE --sync-cost: this nats-server ({version}) refuses `sync_interval: always` (it needs 2.10 or later): \
+                 measuring without it only. Run again with LATTICE_NATS_SERVER=<path of a current nats-server>."
+            );
+            return vec![HubKind::new(self.cluster, false)];
+        }
+        vec![
+            HubKind::new(self.cluster, false),
+            HubKind::new(self.cluster, true),
+        ]
+    }
+}
+
+/// One hub's figures.
+struct Figures {
+    kind: HubKind,
+    part1: Part1,
+    /// Forwarded and delivered, msg/s (part 2; `None`: not run).
+    delivered: Option<f64>,
+}
 
 fn main() -> anyhow::Result<()> {
     lattice_host::quiet_library_backtraces();
-    let mut numbers = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .map(|a| a.parse::<usize>().context("arguments: entries [rounds]"));
-    let entries = numbers
-        .next()
-        .transpose()?
-        .unwrap_or(DEFAULT_ENTRIES)
-        .max(1);
-    let rounds = numbers.next().transpose()?.unwrap_or(DEFAULT_ROUNDS).max(1);
-    let delivered = numbers.next().transpose()?.unwrap_or(DEFAULT_DELIVERED);
+    let options = Options::parse(std::env::args().skip(1))?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(async {
-            let raw = run(entries, rounds).await?;
-            if delivered > 0 {
-                deliver(delivered, raw).await?;
+            let mut all = Vec::new();
+            for kind in options.hubs() {
+                let part1 = run(options.entries, options.rounds, kind).await?;
+                let delivered = if options.delivered > 0 {
+                    Some(deliver::deliver(options.delivered, part1.median_raw(), kind).await?)
+                } else {
+                    None
+                };
+                all.push(Figures {
+                    kind,
+                    part1,
+                    delivered,
+                });
+            }
+            if let [without, with] = all.as_slice() {
+                print_sync_cost(without, with);
             }
             Ok(())
         })
 }
 
-async fn fresh_stream(js: &jetstream::Context, lattice: &LatticeName) -> anyhow::Result<()> {
+/// The cost of `sync_interval: always`: medians with / without.
+fn print_sync_cost(without: &Figures, with: &Figures) {
+    println!();
+    println!("sync_interval: always, its cost (medians of the rounds; with / without):");
+    println!(
+        "| msg/s | {} | {} | with / without |",
+        without.kind.label(),
+        with.kind.label()
+    );
+    println!("|---|---:|---:|---:|");
+    let row = |name: &str, a: f64, b: f64| {
+        println!("| {name} | {a:.0} | {b:.0} | **{:.2}x** |", b / a);
+    };
+    row("`raw`", without.part1.median_raw(), with.part1.median_raw());
+    row(
+        "`outbox` (forwarder)",
+        without.part1.median_outbox(),
+        with.part1.median_outbox(),
+    );
+    if let (Some(a), Some(b)) = (without.delivered, with.delivered) {
+        row("forwarded and delivered", a, b);
+    }
+    println!(
+        "RESULT queue_drain.sync_cost cluster={} raw_ratio={:.3} outbox_ratio={:.3}",
+        with.kind.cluster,
+        with.part1.median_raw() / without.part1.median_raw(),
+        with.part1.median_outbox() / without.part1.median_outbox()
+    );
+}
+
+/// A new, empty queue stream, made as the forwarder makes it (its limits and the hub's
+/// replicas, so that the forwarder finds nothing to change).
+async fn fresh_stream(
+    js: &jetstream::Context,
+    lattice: &LatticeName,
+    storage: &Storage,
+) -> anyhow::Result<()> {
     let _ = js.delete_stream(queue_stream(lattice)).await;
-    js.create_stream(stream::Config {
+    let config = stream::Config {
         name: queue_stream(lattice),
         subjects: vec![all_queued(lattice)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("creating the stream: {e}"))?;
+    };
+    js.create_stream(storage.limit(config, storage.queue_max_bytes, Storage::QUEUE_MAX_AGE))
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the stream: {e}"))?;
     Ok(())
 }
 
@@ -205,15 +327,38 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-/// Part 1; returns the median raw rate.
-async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
+/// Part 1's rates per round.
+struct Part1 {
+    raw: Vec<f64>,
+    outbox: Vec<f64>,
+}
+
+impl Part1 {
+    fn median_raw(&self) -> f64 {
+        median(&self.raw)
+    }
+    fn median_outbox(&self) -> f64 {
+        median(&self.outbox)
+    }
+}
+
+/// The median (the higher middle one of an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// Part 1 on a fresh hub of `kind`.
+async fn run(n: usize, rounds: usize, kind: HubKind) -> anyhow::Result<Part1> {
     println!(
         "queue_drain: a backlog of {n} queued calls, forwarded vs raw JetStream async publish"
     );
+    println!("hub: {}", kind.describe());
     println!("machine: {} cores, {}", cores(), cpu_model());
     println!("{rounds} rounds; load average at start: {}", loadavg());
-    let server = NatsServer::start().await?;
-    let client = server.client().await?;
+    let hub = Hub::start(kind).await?;
+    let client = hub.client().await?;
     let js = jetstream::new(client.clone());
     let lattice = LatticeName::new("bench")?;
     let link = LatticeLink {
@@ -221,7 +366,7 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
         jetstream: js.clone(),
         lattice: lattice.clone(),
         host: HostId::new("bench-host")?,
-        storage: Default::default(),
+        storage: kind.storage(),
         clock: Default::default(),
     };
     let work = tempfile::tempdir()?;
@@ -230,7 +375,7 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
         let mut this = [0.0f64; 2];
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for variant in order {
-            fresh_stream(&js, &lattice).await?;
+            fresh_stream(&js, &lattice, &link.storage).await?;
             let took = if variant == 0 {
                 raw(&js, &lattice, n).await?
             } else {
@@ -268,7 +413,7 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
             .join(" / ")
     };
     println!();
-    println!("| Variant | msg/s per round |");
+    println!("| Variant ({}) | msg/s per round |", kind.label());
     println!("|---|---:|");
     println!("| `raw` (baseline) | {} |", fmt(&raw_rates, ""));
     println!("| `outbox` (forwarder) | {} |", fmt(&outbox_rates, ""));
@@ -276,126 +421,8 @@ async fn run(n: usize, rounds: usize) -> anyhow::Result<f64> {
         "| **outbox / raw** (target >= 0.5x) | {} |",
         fmt(&ratios, "x")
     );
-    raw_rates.sort_by(f64::total_cmp);
-    Ok(raw_rates[raw_rates.len() / 2])
-}
-
-/// Part 2: forwarded and delivered to greeter on a real host.
-async fn deliver(n: usize, raw_rate: f64) -> anyhow::Result<()> {
-    println!();
-    println!("part 2: {n} queued calls forwarded and delivered to greeter on a host");
-    let t = TestLattice::start().await?;
-    let host = t.add_labelled_host("cloud-1", "role", "cloud").await?;
-    let greeter = t
-        .push_example(env!("LATTICE_GREETER_WASM"), "greeter")
-        .await?;
-    let client = t
-        .push_example(env!("LATTICE_GREETER_CLIENT_WASM"), "greeter-client")
-        .await?;
-    let link = QueuedLink {
-        capacity: Some(u32::try_from(n)?.max(1)),
-        ..QueuedLink::default()
-    };
-    t.ctl
-        .deploy(&queued::manifest(&client, &greeter, &link))
-        .await?;
-    let js = jetstream::new(t.client.clone());
-    let consumer_name = call_consumer(APP_DEPLOYED, "greeter");
-    t.wait_for("greeter's queue consumer", || async {
-        let Ok(stream) = js.get_stream(queue_stream(&t.lattice)).await else {
-            return Ok(false);
-        };
-        Ok(stream.consumer_info(&consumer_name).await.is_ok())
+    Ok(Part1 {
+        raw: raw_rates,
+        outbox: outbox_rates,
     })
-    .await?;
-    let work = tempfile::tempdir()?;
-    let path = work.path().join("outbox");
-    backlog::fill(&path, &t.lattice, APP_DEPLOYED, n).await?;
-    let link = LatticeLink {
-        client: t.client.clone(),
-        jetstream: js.clone(),
-        lattice: t.lattice.clone(),
-        host: HostId::new("bench-sender")?,
-        storage: Default::default(),
-        clock: Default::default(),
-    };
-    let started = Instant::now();
-    // Signed by the host itself: a signer greeter's consumer takes (a host of the lattice).
-    let key = queued::host_key(&host)?;
-    let sender = key.public_key().to_string();
-    let (queue, _forwarder) = Queue::open(&path, link, Arc::new(key))?;
-    // When the outbox emptied, and how many had been delivered by then.
-    let mut forwarded: Option<(Duration, u64)> = None;
-    let mut last_report = Instant::now();
-    let stream = js
-        .get_stream(queue_stream(&t.lattice))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let lanes = js
-        .get_key_value(lanes_bucket(&t.lattice))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let lane = lane_key(
-        &consumer_name,
-        &sender,
-        &queue.outbox().id().simple().to_string(),
-        &backlog::lane(&t.lattice, APP_DEPLOYED),
-    );
-    // Calls run, as the consumer's lane remembers them (once per chunk).
-    let ran = || async {
-        let state: LaneState = match lanes.get(&lane).await.map_err(|e| anyhow::anyhow!("{e}"))? {
-            Some(bytes) => lattice_protocol::envelope::decode(&bytes)?,
-            None => LaneState::default(),
-        };
-        anyhow::Ok(state.last)
-    };
-    let mut settled_since: Option<Instant> = None;
-    loop {
-        let emptied = queue.outbox().stats().pending == 0;
-        let info = stream
-            .consumer_info(&consumer_name)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let settled = info.num_pending == 0 && info.num_ack_pending == 0;
-        let done = ran().await?;
-        if forwarded.is_none() && emptied {
-            forwarded = Some((started.elapsed(), done));
-        }
-        if forwarded.is_some() && settled && done >= n as u64 {
-            break;
-        }
-        // Everything forwarded and acknowledged for a while, yet the lane says fewer ran.
-        if !(settled && forwarded.is_some()) {
-            settled_since = None;
-        } else if settled_since.get_or_insert_with(Instant::now).elapsed() > STALLED {
-            anyhow::bail!(
-                "the consumer settled every message, but its lane remembers {done} of {n} calls run"
-            );
-        }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!(
-                "  ... {done} of {n} delivered after {:.0?}",
-                started.elapsed()
-            );
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = started.elapsed();
-    let (forwarded, by_then) = forwarded.expect("set before the loop ends");
-    let delivered = rate(n, took);
-    println!(
-        "forwarded in {forwarded:.2?} ({:.0} msg/s), {by_then} delivered by then; forwarded and delivered in {took:.2?}: {delivered:.0} msg/s (load {})",
-        rate(n, forwarded),
-        loadavg()
-    );
-    println!(
-        "delivery alone after forwarding: {:.0} msg/s",
-        (n as u64 - by_then) as f64 / (took - forwarded).as_secs_f64()
-    );
-    println!(
-        "| **forwarded and delivered / raw publish** | {:.3}x ({delivered:.0} / {raw_rate:.0} msg/s) |",
-        delivered / raw_rate
-    );
-    Ok(())
 }

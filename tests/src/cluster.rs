@@ -138,9 +138,17 @@ impl NatsCluster {
     /// answers `$JS.API.INFO`. A node that cannot bind its ports starts the cluster over on
     /// fresh ones (up to 5 times).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_sync(true).await
+    }
+
+    /// As [`NatsCluster::start`]; `sync_always: false` takes `sync_interval: always` out of
+    /// `deploy/cluster.conf` (JetStream's default sync, every two minutes), so that a benchmark
+    /// can measure what the setting costs. Where the server refuses the setting (2.9) it is out
+    /// either way ([`sync_always_supported`]).
+    pub async fn start_with_sync(sync_always: bool) -> anyhow::Result<Self> {
         let mut attempt = 1;
         loop {
-            match Self::start_once().await {
+            match Self::start_once(sync_always).await {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) if attempt < 5 => {
                     eprintln!("the cluster did not start, trying other ports: {e:#}");
@@ -151,7 +159,7 @@ impl NatsCluster {
         }
     }
 
-    async fn start_once() -> anyhow::Result<Self> {
+    async fn start_once(sync_always: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ports: Vec<Ports> = (0..NODES)
             .map(|_| Ports::pick())
@@ -160,7 +168,8 @@ impl NatsCluster {
         for (i, own) in ports.iter().enumerate() {
             let name = format!("hub-{}", i + 1);
             let config = dir.path().join(format!("{name}.conf"));
-            std::fs::write(&config, node_config(&name, *own, &ports, dir.path()))?;
+            let text = node_config(&name, *own, &ports, dir.path(), sync_always);
+            std::fs::write(&config, text)?;
             nodes.push(Node {
                 log: dir.path().join(format!("{name}.log")),
                 name,
@@ -237,56 +246,40 @@ impl NatsCluster {
     }
 
     /// Waits until every running node knows the JetStream meta leader (`/jsz`) and answers
-    /// `$JS.API.INFO` without an error.
+    /// `$JS.API.INFO` without an error; fails at once when a node exits by itself.
     pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut last;
-        loop {
-            for node in &mut self.nodes {
-                if let Some(exit) = node.exited()? {
-                    bail!("{exit}");
+        let nodes = &mut self.nodes;
+        let last = std::sync::Mutex::new(String::new());
+        // Nothing announces an election to an outside observer: polled.
+        let ready = crate::eventually(WAIT, "the cluster to be ready", || {
+            let exited = nodes.iter_mut().find_map(|node| node.exited().transpose());
+            // What the check needs of each running node, owned: the nodes stay borrowed here.
+            let running: Vec<(String, String, String)> = nodes
+                .iter()
+                .filter(|n| n.child.is_some())
+                .map(|n| (n.name.clone(), n.monitor(), n.url()))
+                .collect();
+            let last = &last;
+            async move {
+                if let Some(exit) = exited {
+                    bail!("{}", exit?);
                 }
+                let why = match not_ready(&running).await {
+                    Ok(None) => return Ok(true),
+                    Ok(Some(why)) => why,
+                    Err(e) => format!("{e:#}"),
+                };
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = why;
+                Ok(false)
             }
-            match self.not_ready().await {
-                Ok(None) => return Ok(()),
-                Ok(Some(why)) => last = why,
-                Err(e) => last = format!("{e:#}"),
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("the cluster was not ready within {WAIT:?}: {last}");
-            }
-            // Nothing announces an election to an outside observer; poll briefly.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Why the cluster is not ready yet, if it is not.
-    async fn not_ready(&self) -> anyhow::Result<Option<String>> {
-        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-            let jsz = monitor_json(&node.monitor(), "/jsz").await?;
-            if jsz["meta_cluster"]["leader"]
-                .as_str()
-                .unwrap_or("")
-                .is_empty()
-            {
-                return Ok(Some(format!("{} knows no meta leader yet", node.name)));
-            }
-            let client = async_nats::connect(node.url()).await?;
-            let reply = tokio::time::timeout(
-                Duration::from_secs(2),
-                client.request("$JS.API.INFO", "".into()),
+        })
+        .await;
+        ready.with_context(|| {
+            format!(
+                "last seen: {}",
+                last.lock().unwrap_or_else(|p| p.into_inner())
             )
-            .await
-            .context("$JS.API.INFO")??;
-            let info: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-            if !info["error"].is_null() {
-                return Ok(Some(format!(
-                    "{}: $JS.API.INFO: {}",
-                    node.name, info["error"]
-                )));
-            }
-        }
-        Ok(None)
+        })
     }
 
     /// How many leaf nodes are connected to node `i` (its `/leafz`); none when it is down.
@@ -313,6 +306,33 @@ impl Drop for NatsCluster {
     }
 }
 
+/// Why the cluster is not ready yet, if it is not, asking each running node (name, monitoring
+/// address, client URL).
+async fn not_ready(running: &[(String, String, String)]) -> anyhow::Result<Option<String>> {
+    for (name, monitor, url) in running {
+        let jsz = monitor_json(monitor, "/jsz").await?;
+        if jsz["meta_cluster"]["leader"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
+        {
+            return Ok(Some(format!("{name} knows no meta leader yet")));
+        }
+        let client = async_nats::connect(url.as_str()).await?;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request("$JS.API.INFO", "".into()),
+        )
+        .await
+        .context("$JS.API.INFO")??;
+        let info: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+        if !info["error"].is_null() {
+            return Ok(Some(format!("{name}: $JS.API.INFO: {}", info["error"])));
+        }
+    }
+    Ok(None)
+}
+
 async fn monitor_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     let (code, body) = http_get(addr, path).await?;
     anyhow::ensure!(code == 200, "GET {addr}{path}: {code} {body}");
@@ -321,8 +341,9 @@ async fn monitor_json(addr: &str, path: &str) -> anyhow::Result<serde_json::Valu
 
 /// `deploy/cluster.conf` as shipped, made local for node `name`: its name first (as
 /// `deploy/cluster-<n>.conf` gives it), loopback ports, routes to the nodes' route ports, its
-/// own store under `dir`. Panics when the file no longer has the expected shape.
-fn node_config(name: &str, own: Ports, all: &[Ports], dir: &Path) -> String {
+/// own store under `dir`; without `sync_interval: always` unless `sync_always`. Panics when the
+/// file no longer has the expected shape.
+fn node_config(name: &str, own: Ports, all: &[Ports], dir: &Path, sync_always: bool) -> String {
     let store = dir.join(name);
     let mut replacements = vec![
         (
@@ -346,6 +367,9 @@ fn node_config(name: &str, own: Ports, all: &[Ports], dir: &Path) -> String {
             format!("  listen: 127.0.0.1:{}\n", own.leaf),
         ),
     ];
+    if !sync_always {
+        replacements.push(("  sync_interval: always\n".to_string(), String::new()));
+    }
     for (i, ports) in all.iter().enumerate() {
         replacements.push((
             format!("nats-route://nats-hub-{}:6222", i + 1),
@@ -456,7 +480,12 @@ pub struct ClusterControl {
 impl ClusterLattice {
     /// A cluster and the lattice's keys and clients; no control plane yet.
     pub async fn start() -> anyhow::Result<Self> {
-        let cluster = NatsCluster::start().await?;
+        Self::start_with_sync(true).await
+    }
+
+    /// As [`ClusterLattice::start`], on a cluster started by [`NatsCluster::start_with_sync`].
+    pub async fn start_with_sync(sync_always: bool) -> anyhow::Result<Self> {
+        let cluster = NatsCluster::start_with_sync(sync_always).await?;
         let client = cluster.client("lattice test").await?;
         let lattice = LatticeName::new("test")?;
         let operator = KeyPair::generate(KeyRole::Operator);
@@ -605,26 +634,32 @@ impl ClusterLattice {
             })
     }
 
-    /// Waits until `check` holds, re-checking every 100 ms for at most [`WAIT`]; an error from
-    /// `check` (a request to a node that just went away) counts as "not yet".
+    /// Waits until `check` holds, re-checking it as [`crate::eventually`] does for at most
+    /// [`WAIT`]; an error from `check` (a request to a node that just went away) counts as "not
+    /// yet", and the last one is told when the wait times out.
     pub async fn wait_for<F, Fut>(&self, what: &str, mut check: F) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = anyhow::Result<bool>>,
     {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut last_err = None;
-        loop {
-            match check().await {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => last_err = Some(format!("{e:#}")),
+        let last_err = std::sync::Mutex::new(None::<String>);
+        let done = crate::eventually(WAIT, what, || {
+            let check = check();
+            let last_err = &last_err;
+            async move {
+                Ok(check.await.unwrap_or_else(|e| {
+                    *last_err.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
+                    false
+                }))
             }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out waiting for {what} (last error: {last_err:?})");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
+        done.with_context(|| {
+            format!(
+                "last error: {:?}",
+                last_err.lock().unwrap_or_else(|p| p.into_inner())
+            )
+        })
     }
 
     /// Waits until app `name`'s status satisfies `done`, and returns it.

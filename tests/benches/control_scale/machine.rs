@@ -1,4 +1,5 @@
-//! What the machine says: CPU time of a process, of all cores, the load average.
+//! What the machine says: CPU time and resident memory of a process, CPU time of all cores,
+//! the load average.
 
 use std::time::Duration;
 
@@ -63,4 +64,46 @@ pub fn cpu_model() -> String {
                 .map(|(_, m)| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+/// A process's resident memory, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    /// VmRSS: resident now.
+    pub rss_kib: u64,
+    /// VmHWM: the most it has been resident.
+    pub peak_kib: u64,
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RSS {:.1} MiB (peak {:.1} MiB)",
+            self.rss_kib as f64 / 1024.0,
+            self.peak_kib as f64 / 1024.0
+        )
+    }
+}
+
+/// VmRSS and VmHWM of a process.
+pub fn proc_memory(pid: u32) -> anyhow::Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kib = |field: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .with_context(|| format!("{field} in /proc/{pid}/status"))?;
+        // "VmRSS:     12345 kB"
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .with_context(|| format!("a number in {line:?}"))?
+            .parse()?)
+    };
+    Ok(Memory {
+        rss_kib: kib("VmRSS:")?,
+        peak_kib: kib("VmHWM:")?,
+    })
 }

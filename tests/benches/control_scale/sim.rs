@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use super::{HEARTBEAT, WAIT};
+use super::WAIT;
 
 /// What the bench saw in the assignments bucket for one host.
 pub struct Seen {
@@ -49,11 +49,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts `n` hosts on `client`, with the watch that serves them their assignments.
+    /// Starts `n` hosts on `client`, each heartbeating every `interval`, with the watch that
+    /// serves them their assignments.
     pub async fn start(
         client: &async_nats::Client,
         lattice: &LatticeName,
         n: usize,
+        interval: Duration,
         admin: &KeyPair,
     ) -> anyhow::Result<Self> {
         let join_token = JoinToken::sign(
@@ -78,42 +80,17 @@ impl Fleet {
         for i in 0..n {
             let key = KeyPair::generate(KeyRole::Host);
             let id = HostId::new(key.public_key().to_string())?;
-            let name = format!("sim-{i:04}");
-            let labels: BTreeMap<String, String> = [
-                ("arch", "x86_64".to_string()),
-                ("os", "linux".to_string()),
-                ("hostname", name.clone()),
-                ("zone", format!("z{}", i % 4)),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            let hb = Heartbeat {
-                host: id.clone(),
-                name,
-                labels,
-                started_at: unix_now(),
-                sent_at_ms: 0,
-                clock_offset_ms: 0,
-                version: "sim".to_string(),
-                assignment_revision: 0,
-                interval_secs: HEARTBEAT.as_secs(),
-                workloads: Vec::new(),
-                last_refusal: None,
-                stopping: false,
-                queues: Vec::new(),
-                join_token: Some(join_token.clone()),
-            };
+            let hb = first_heartbeat(&id, i, interval, &join_token);
             let (tx, rx) = mpsc::unbounded_channel();
             let silence = CancellationToken::new();
             // Spread the hosts' phases over one interval, as real hosts started at random would.
-            let phase = HEARTBEAT.mul_f64(i as f64 / n as f64);
+            let phase = interval.mul_f64(i as f64 / n as f64);
             let subject = Subject::heartbeat(lattice, &id).to_string();
             let task = tokio::spawn(simulate_host(
                 client.clone(),
                 subject,
                 (hb, key),
-                phase,
+                (phase, interval),
                 rx,
                 silence.clone(),
             ));
@@ -204,13 +181,44 @@ impl Fleet {
     }
 }
 
-/// One simulated host: a heartbeat every [`HEARTBEAT`], and at once when its assignment changes
-/// (reporting every assigned workload as running). Returns when it last sent a heartbeat.
+/// Simulated host number `i`'s first heartbeat: its labels (a zone of four), no workloads yet.
+fn first_heartbeat(id: &HostId, i: usize, interval: Duration, join_token: &str) -> Heartbeat {
+    let name = format!("sim-{i:04}");
+    let labels: BTreeMap<String, String> = [
+        ("arch", "x86_64".to_string()),
+        ("os", "linux".to_string()),
+        ("hostname", name.clone()),
+        ("zone", format!("z{}", i % 4)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Heartbeat {
+        host: id.clone(),
+        name,
+        labels,
+        started_at: unix_now(),
+        sent_at_ms: 0,
+        clock_offset_ms: 0,
+        version: "sim".to_string(),
+        assignment_revision: 0,
+        interval_secs: interval.as_secs().max(1),
+        workloads: Vec::new(),
+        last_refusal: None,
+        stopping: false,
+        queues: Vec::new(),
+        join_token: Some(join_token.to_string()),
+    }
+}
+
+/// One simulated host: a heartbeat every `interval` (the first after `phase`), and at once when
+/// its assignment changes (reporting every assigned workload as running). Returns when it last
+/// sent a heartbeat.
 async fn simulate_host(
     client: async_nats::Client,
     subject: String,
     (mut hb, key): (Heartbeat, KeyPair),
-    phase: Duration,
+    (phase, interval): (Duration, Duration),
     mut assignments: mpsc::UnboundedReceiver<Assignment>,
     silence: CancellationToken,
 ) -> Option<Instant> {
@@ -218,7 +226,7 @@ async fn simulate_host(
         () = silence.cancelled() => return None,
         () = tokio::time::sleep(phase) => {}
     }
-    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = None;
     loop {
