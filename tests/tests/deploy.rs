@@ -611,3 +611,53 @@ async fn events_and_inventory_tell_what_happened() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Workloads of one image starting together on one host fetch it once between them: none fails
+/// for the other's fetch (both used to write the same temporary file, and one lost the race).
+#[tokio::test]
+async fn workloads_of_one_image_start_together_on_one_host() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use lattice_protocol::messages::{Event, EventKind};
+
+    let t = TestLattice::start().await?;
+    let mut events = t
+        .client
+        .subscribe(lattice_protocol::subject::Subject::events(&t.lattice).to_string())
+        .await?;
+    lattice_tests::synced(&t.client).await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t.push(&t.sign(&hello_wasm(), "hello", "0.1.0")).await?;
+    let apps = ["one", "two", "three", "four"];
+    let deploys = apps.map(|app| hello_manifest(app, "v1", &image.to_string(), app, ANY_PORT));
+    futures::future::try_join_all(deploys.iter().map(|m| t.ctl.deploy(m))).await?;
+
+    let mut running = std::collections::BTreeSet::new();
+    while running.len() < apps.len() {
+        let msg = tokio::time::timeout(lattice_tests::WAIT, events.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("event stream closed"))?;
+        let event: Event = envelope::decode(&msg.payload)?;
+        if event.kind != EventKind::Workload {
+            continue;
+        }
+        assert!(!event.message.contains("failed"), "{}", event.message);
+        if event.message.contains("running") {
+            running.insert(
+                event
+                    .message
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+    }
+    for app in apps {
+        let addr = endpoint(&t.wait_deployed(app).await?)?;
+        assert_eq!(
+            http_get(&addr, "/").await?.1,
+            format!("{app} from Lattice (host edge-1)\n")
+        );
+    }
+    Ok(())
+}
