@@ -1,4 +1,5 @@
-# Shared by the whole-system benchmarks (scripts/bench.sh, scripts/bench-compare.sh): processes
+# Shared by the whole-system benchmarks (scripts/bench.sh, scripts/bench-compare.sh,
+# scripts/bench-observability.sh): processes
 # cleaned up whatever happens, waits, process and machine counters, one wrk point, and a lattice
 # brought up with hello deployed. Sourced, never run; the caller sets WORK (a scratch directory),
 # RESULTS (the raw results file), THREADS, WARMUP and DURATION, and calls `bench_traps`.
@@ -143,6 +144,10 @@ ensure_wrk() {
 # makes them), hello signed, pushed and deployed onto it at a fixed port (so that a restarted
 # host serves the same URL). Sets, for the caller: SIDE_UP_PID, SIDE_HOST_PID, SIDE_URL,
 # SIDE_PORT, and SIDE_HOST_ARGS (the host's arguments, to start it again).
+# The caller may set HOST_ENV (VAR=VALUE words, the environment of that host only) and
+# HOST_EXTRA_ARGS (more lattice-host arguments) before the call; both empty by default.
+HOST_ENV=()
+HOST_EXTRA_ARGS=()
 lattice_with_hello() {
     local side="$1" lattice="$2" host_bin="$3" hello="$4"
     local dir="$WORK/$side"
@@ -161,7 +166,9 @@ lattice_with_hello() {
     if token="$("${ctl[@]}" ctl hosts token --label role=bench --note bench 2>/dev/null)"; then
         host_args+=(--join-token "$token")
     fi
-    start "$dir/host.log" "$host_bin" "${host_args[@]}"
+    host_args+=("${HOST_EXTRA_ARGS[@]}")
+    # `env` execs the host: the pid recorded is the host's.
+    start "$dir/host.log" env "${HOST_ENV[@]}" "$host_bin" "${host_args[@]}"
     printf -v "${side}_HOST_PID" %s "$STARTED"
     host_joined() { "${ctl[@]}" ctl get hosts -o json | grep -q '"bench"'; }
     wait_until "$side: the lattice-host to join" 60 host_joined

@@ -23,7 +23,7 @@ use lattice_protocol::unix_now;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, warn};
 use wasmtime::component::{Component, Linker};
 
 mod load;
@@ -209,7 +209,12 @@ impl Agent {
                     revision = assignment.revision,
                     "re-applying the saved assignment"
                 );
-                self.apply(assignment).await;
+                // A restart is no part of the deploy that sent it: a trace of its own.
+                self.apply(Assignment {
+                    trace: None,
+                    ..assignment
+                })
+                .await;
             }
             Err(e) => warn!(error = %e, "ignoring the saved assignment"),
         }
@@ -246,10 +251,23 @@ impl Agent {
         }
     }
 
-    /// Converges on `assignment`.
-    #[tracing::instrument(name = "lattice.apply", level = "debug", skip_all, fields(revision = assignment.revision))]
+    /// Converges on `assignment`, in a `lattice.apply` span that continues the trace the
+    /// assignment carries (the control plane's `lattice.assign`, within the deploy's trace).
     pub(crate) async fn apply(&mut self, assignment: Assignment) {
-        self.current = Some(assignment.clone());
+        let span = tracing::debug_span!("lattice.apply", revision = assignment.revision);
+        if let Some(trace) = &assignment.trace {
+            lattice_telemetry::propagation::continue_pairs(&span, &trace.to_pairs());
+        }
+        self.converge(assignment).instrument(span).await;
+    }
+
+    async fn converge(&mut self, assignment: Assignment) {
+        // Kept without its trace: a retry minutes later, or a re-apply after a restart, is
+        // no part of the deploy that sent it.
+        self.current = Some(Assignment {
+            trace: None,
+            ..assignment.clone()
+        });
         {
             let mut report = self.shared.report();
             report.applied_revision = assignment.revision;
@@ -302,11 +320,16 @@ impl Agent {
     /// Starts the workload whose component `done` carries, or fails it with the load's reason;
     /// nothing if the assignment no longer wants that version of it.
     pub(crate) async fn finish_load(&mut self, done: LoadDone) {
+        let applied_in = done.applied_in().clone();
         let Some((workload, loaded)) = self.loads.take(done) else {
             return;
         };
+        // Linking, the trial instance and binding: the workload put in service, in the trace
+        // of the apply that loaded it.
+        let span =
+            tracing::debug_span!(parent: &applied_in, "lattice.serve", workload = %workload.key());
         let started = match loaded {
-            Ok(component) => self.start(&workload, component).await,
+            Ok(component) => self.start(&workload, component).instrument(span).await,
             Err(e) => Err(e),
         };
         let key = workload.key();

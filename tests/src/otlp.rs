@@ -1,6 +1,10 @@
 //! An OTLP/HTTP trace receiver inside the test: what hosts started with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at it export, decoded with the OTLP protobuf types
 //! (`opentelemetry-proto`), kept as [`ExportedSpan`]s for the test to look at.
+//!
+//! The same receiver is the `lattice-otlp-sink` program (`src/bin/lattice-otlp-sink.rs`) that
+//! `scripts/bench-observability.sh` exports to: it also answers `GET /stats` with what it
+//! counted ([`OtlpReceiver::stats`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,7 +47,12 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Listens on `127.0.0.1:0`.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::bind("127.0.0.1:0".parse()?).await
+    }
+
+    /// Listens on `addr` (port 0: any free one, see [`OtlpReceiver::addr`]).
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let spans = Arc::new(Mutex::new(Vec::new()));
         let kept = spans.clone();
@@ -77,6 +86,32 @@ impl OtlpReceiver {
     pub fn spans(&self) -> Vec<ExportedSpan> {
         self.spans.lock().expect("not poisoned").clone()
     }
+
+    /// What was received so far, counted (see [`stats`]).
+    pub fn stats(&self) -> String {
+        stats(&self.spans.lock().expect("not poisoned"))
+    }
+}
+
+/// One line counting `spans`: `spans=N traces=T roots=R`, then `name=count` for each span
+/// name in name order (e.g. `lattice.http.request=12`).
+pub fn stats(spans: &[ExportedSpan]) -> String {
+    let traces: std::collections::BTreeSet<&str> =
+        spans.iter().map(|s| s.trace_id.as_str()).collect();
+    let roots = spans.iter().filter(|s| s.parent_span_id.is_empty()).count();
+    let mut names = std::collections::BTreeMap::<&str, usize>::new();
+    for span in spans {
+        *names.entry(span.name.as_str()).or_default() += 1;
+    }
+    let mut line = format!(
+        "spans={} traces={} roots={roots}",
+        spans.len(),
+        traces.len()
+    );
+    for (name, count) in names {
+        line.push_str(&format!(" {name}={count}"));
+    }
+    line
 }
 
 /// Decodes one export request (`POST /v1/traces`, protobuf) into `kept`.
@@ -89,6 +124,10 @@ async fn receive(
         *response.status_mut() = status;
         response
     };
+    if request.uri().path() == "/stats" && request.method() == hyper::Method::GET {
+        let line = stats(&kept.lock().expect("not poisoned"));
+        return Response::new(Full::new(Bytes::from(line + "\n")));
+    }
     if request.uri().path() != "/v1/traces" {
         return answer(StatusCode::NOT_FOUND);
     }

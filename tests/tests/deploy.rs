@@ -448,6 +448,7 @@ async fn forged_and_replayed_assignments_are_refused_and_work_keeps_running() ->
         revision: 1000,
         epoch: 1,
         stop: false,
+        trace: None,
         issued_at: unix_now(),
         expires_at: unix_now() + 3600,
         workloads: Vec::new(),

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use lattice_protocol::messages::AppState;
 use lattice_tests::edge::{EdgeTopology, HUB_DOMAIN};
 use lattice_tests::otlp::{ExportedSpan, OtlpReceiver};
-use lattice_tests::{WAIT, endpoint, eventually, http_get, lattice_bin};
+use lattice_tests::{TestLattice, WAIT, endpoint, eventually, http_get, lattice_bin};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The trace the cross-host call runs in, and the caller's span the edge host continues.
@@ -45,12 +45,27 @@ impl TracedHost {
         edge: bool,
         dir: &Path,
     ) -> anyhow::Result<Self> {
-        let t = &e.hub;
+        let url = if edge { &e.leaf.url } else { &e.hub.nats.url };
+        Self::spawn(&e.hub, url, otlp, name, edge, dir)
+    }
+
+    /// Starts host `name` (label `role=cloud`) on the NATS of `t`.
+    fn on(t: &TestLattice, otlp: &OtlpReceiver, name: &str, dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn(t, &t.nats.url, otlp, name, false, dir)
+    }
+
+    fn spawn(
+        t: &TestLattice,
+        url: &str,
+        otlp: &OtlpReceiver,
+        name: &str,
+        edge: bool,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let state_dir = dir.join(name);
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log)?;
         let role = if edge { "edge" } else { "cloud" };
-        let url = if edge { &e.leaf.url } else { &t.nats.url };
         let mut command = Command::new(lattice_bin().with_file_name("lattice-host"));
         command
             .args(["--nats-url", url])
@@ -325,6 +340,153 @@ async fn one_trace_spans_a_cross_host_call_and_a_queued_call_across_an_outage() 
     Ok(())
 }
 
+/// The trace a message published by a guest runs in.
+const MESSAGE_TRACE: &str = "5cd3a2f1e0b94c7d8a6f1e2d3c4b5a69";
+
+/// `sender` (messenger) served over HTTP, publishing through a direct `messaging-nats` link;
+/// `sink` (messaging-echo) subscribed to `traced.orders` through that capability's handler
+/// link. (Two images: a host fetching one image for two workloads at once fails one of them
+/// until its retry, 30 s later.)
+fn messaging_manifest(messenger: &str, echo: &str) -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: relay
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: sender
+      type: component
+      properties:
+        image: {messenger}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+            target: nats
+    - name: sink
+      type: component
+      properties:
+        image: {echo}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+            target: nats
+    - name: nats
+      type: capability
+      properties:
+        image: builtin:messaging-nats
+      traits:
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            target:
+              name: sink
+            source:
+              config:
+                - name: sink-subjects
+                  properties:
+                    subscriptions: traced.orders
+    - name: httpserver
+      type: capability
+      properties:
+        image: builtin:http-server
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            target:
+              name: sender
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: 127.0.0.1:0
+"#
+    )
+}
+
+/// A message a guest publishes carries its trace (`traceparent` in the NATS headers): the
+/// handler of the component subscribed to its subject runs in a child of the publish, in the
+/// trace of the HTTP request that published it, and the handler's log line names that trace.
+#[tokio::test]
+async fn a_message_a_guest_publishes_is_handled_in_its_trace() -> anyhow::Result<()> {
+    let otlp = OtlpReceiver::start().await?;
+    let t = TestLattice::start().await?;
+    let dir = tempfile::tempdir()?;
+    let host = TracedHost::on(&t, &otlp, "cloud-1", dir.path())?;
+    t.wait_for("the host process to report", || async {
+        Ok(t.ctl.hosts().await?.len() == 1)
+    })
+    .await
+    .with_context(|| host.log_text())?;
+    let messenger = t
+        .push_example(env!("LATTICE_MESSENGER_WASM"), "messenger")
+        .await?;
+    let echo = t
+        .push_example(env!("LATTICE_MESSAGING_ECHO_WASM"), "messaging-echo")
+        .await?;
+    t.ctl
+        .deploy(&messaging_manifest(
+            &messenger.to_string(),
+            &echo.to_string(),
+        ))
+        .await?;
+    let status = t
+        .wait_status("relay", "relay to be deployed, with an endpoint", |s| {
+            s.status == AppState::Deployed && s.components.iter().any(|c| c.endpoint.is_some())
+        })
+        .await
+        .with_context(|| host.log_text())?;
+    let addr = endpoint(&status)?;
+
+    assert_eq!(
+        traced_get(
+            &addr,
+            "/publish?subject=traced.orders&body=traced-1",
+            MESSAGE_TRACE
+        )
+        .await?,
+        (200, "ok".into())
+    );
+    let request = span(&otlp, "cloud-1", "lattice.http.request", MESSAGE_TRACE).await?;
+    let publish = span(&otlp, "cloud-1", "lattice.messaging.publish", MESSAGE_TRACE).await?;
+    let handled = span(&otlp, "cloud-1", "lattice.messaging.handle", MESSAGE_TRACE)
+        .await
+        .with_context(|| host.log_text())?;
+    assert_eq!(request.parent_span_id, CALLER_SPAN, "{request:?}");
+    assert_eq!(publish.parent_span_id, request.span_id, "{publish:?}");
+    assert_eq!(handled.parent_span_id, publish.span_id, "{handled:?}");
+    // The sink logged the message (`wasi:logging`) while handling it, naming the trace.
+    let log = host.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("message on traced.orders"))
+        .with_context(|| format!("the sink logged no message on traced.orders:\n{log}"))?;
+    assert!(
+        line.contains(&format!("trace_id={MESSAGE_TRACE}")),
+        "the handler's log line names no trace: {line}"
+    );
+    Ok(())
+}
+
 /// `lattice up` exporting its spans (control plane and host in one process, service
 /// `lattice-up`); SIGTERM on drop so that it stops its nats-server, SIGKILL if it hangs.
 struct Up(Child);
@@ -370,10 +532,14 @@ async fn cli(
     Ok(out)
 }
 
-/// `lattice ctl deploy` is one trace from the CLI into the control plane: the CLI's
-/// `lattice.deploy` (flushed as the CLI exits) is the parent of the control plane's. The host
-/// loads the component inside its `lattice.apply`. A traced request reaches the provider
-/// process the component's key-value link goes to, in the same trace.
+/// `lattice ctl deploy` is one trace from the CLI to the component serving on the host: the
+/// CLI's `lattice.deploy` (flushed as the CLI exits) is the parent of the control plane's,
+/// which is the parent of the `lattice.assign` that writes the host's assignment; the host's
+/// `lattice.apply` continues that (the trace travels inside the signed assignment), and loads
+/// and puts the component in service (`lattice.load`, `lattice.serve`) inside it. A traced
+/// request reaches the provider process the component's key-value link goes to, in the same
+/// trace. `lattice up --metrics-addr --host-metrics-addr` serves the control plane's and the
+/// host's metrics, which count what happened.
 #[tokio::test]
 async fn a_deploy_continues_into_the_control_plane_and_a_request_into_a_provider_process()
 -> anyhow::Result<()> {
@@ -385,6 +551,10 @@ async fn a_deploy_continues_into_the_control_plane_and_a_request_into_a_provider
     let _up = Up(Command::new(lattice_bin())
         .args(["up", "--nats-port", "0", "--state-dir"])
         .arg(&state)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .args(["--host-metrics-addr", "127.0.0.1:0"])
+        // For the lines that say where metrics are served.
+        .env("RUST_LOG", "info")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
         .env("OTEL_SERVICE_NAME", "lattice-up")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -438,6 +608,15 @@ async fn a_deploy_continues_into_the_control_plane_and_a_request_into_a_provider
     assert_eq!(sent.parent_span_id, "", "the CLI's deploy starts the trace");
     let served = span(&otlp, "lattice-up", "lattice.deploy", &sent.trace_id).await?;
     assert_eq!(served.parent_span_id, sent.span_id, "{served:?}");
+    // On into the assignment and the host: one trace from the operator to the component.
+    let assigned = span(&otlp, "lattice-up", "lattice.assign", &sent.trace_id).await?;
+    assert_eq!(assigned.parent_span_id, served.span_id, "{assigned:?}");
+    let applied = span(&otlp, "lattice-up", "lattice.apply", &sent.trace_id).await?;
+    assert_eq!(applied.parent_span_id, assigned.span_id, "{applied:?}");
+    let loaded = span(&otlp, "lattice-up", "lattice.load", &sent.trace_id).await?;
+    assert_eq!(loaded.parent_span_id, applied.span_id, "{loaded:?}");
+    let serving = span(&otlp, "lattice-up", "lattice.serve", &sent.trace_id).await?;
+    assert_eq!(serving.parent_span_id, applied.span_id, "{serving:?}");
     // A request with a trace: the host serves it and calls the provider process, which
     // continues the trace under its own name.
     let status = eventually_status(&state).await.with_context(up_log)?;
@@ -462,8 +641,7 @@ async fn a_deploy_continues_into_the_control_plane_and_a_request_into_a_provider
         otlp.spans()
     );
 
-    // The reconciler writes the assignment on its next pass, in a trace of its own; the host
-    // applies it and loads the component inside its `lattice.apply`.
+    // Every load, in whatever trace, is inside a `lattice.apply`.
     let named = |name: &str| {
         otlp.spans()
             .into_iter()
@@ -486,7 +664,61 @@ async fn a_deploy_continues_into_the_control_plane_and_a_request_into_a_provider
             "{load:?} is no child of a lattice.apply: {applies:#?}"
         );
     }
+
+    // `lattice up`'s metrics: the control plane's and the host's, each where it said. The
+    // control plane's gauges are set at its next tick.
+    let has = |scrapes: &[String], prefix: &str, parts: &[&str], value: &str| {
+        scrapes.iter().any(|s| {
+            s.lines().any(|l| {
+                l.starts_with(prefix)
+                    && parts.iter().all(|p| l.contains(p))
+                    && l.ends_with(&format!(" {value}"))
+            })
+        })
+    };
+    let counted = |scrapes: &[String]| {
+        has(
+            scrapes,
+            "lattice_control_apps{",
+            &[r#"status="deployed""#],
+            "1",
+        ) && has(
+            scrapes,
+            "lattice_host_http_requests_total{",
+            &[r#"workload="counter/counter""#, r#"outcome="ok""#],
+            "1",
+        )
+    };
+    eventually(
+        WAIT,
+        "lattice up's metrics to show the app deployed and its one request",
+        || async { Ok(counted(&metrics_of_up(&up_log()).await?)) },
+    )
+    .await
+    .with_context(up_log)?;
     Ok(())
+}
+
+/// The metrics of each address `lattice up` logged (`serving metrics addr=...`): the control
+/// plane's and the host's, once both are bound.
+async fn metrics_of_up(log: &str) -> anyhow::Result<Vec<String>> {
+    let addrs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("serving metrics"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("addr=")))
+        .collect();
+    anyhow::ensure!(
+        addrs.len() == 2,
+        "`lattice up` logged {} metrics addresses, not 2 (control plane and host):\n{log}",
+        addrs.len()
+    );
+    let mut scrapes = Vec::new();
+    for addr in addrs {
+        let (code, body) = http_get(addr, "/metrics").await?;
+        anyhow::ensure!(code == 200, "{addr} answered {code}: {body}");
+        scrapes.push(body);
+    }
+    Ok(scrapes)
 }
 
 /// The HTTP endpoint of `counter` in the lattice of `state`, once it is deployed.

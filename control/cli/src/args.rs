@@ -76,6 +76,15 @@ pub struct UpArgs {
         value_delimiter = ','
     )]
     pub trust_issuers: Vec<String>,
+    /// Serve the control plane's Prometheus metrics on this address (`HOST:PORT`, port 0 for
+    /// any free one: the address bound is logged, `serving metrics addr=...`), at `/metrics`,
+    /// as `lattice control --metrics-addr` does. Off by default.
+    #[arg(long, env = "LATTICE_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the local host's Prometheus metrics on this address (its `--metrics-addr`), at
+    /// `/metrics`. Off by default.
+    #[arg(long, env = "LATTICE_HOST_METRICS_ADDR")]
+    pub host_metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `lattice ctl`.

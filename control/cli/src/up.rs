@@ -178,6 +178,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     control_config.startup_grace = Duration::from_secs(1);
     control_config.admins = vec![admin.public_key()];
+    control_config.metrics = args
+        .metrics_addr
+        .map(lattice_control::metrics::MetricsEndpoint::new);
     // For this run's one host only; it is recorded as admitted when first presented.
     let join_token = lattice_protocol::signed::JoinToken::sign(
         &lattice_protocol::signed::JoinGrant {
@@ -204,6 +207,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         operator: operator.public_key().to_string(),
         labels: &args.labels,
         join_token,
+        metrics_addr: args.host_metrics_addr,
     })?;
 
     let record = UpRecord {
@@ -262,6 +266,8 @@ struct LocalHost<'a> {
     operator: String,
     labels: &'a [(String, String)],
     join_token: String,
+    /// Where the host serves its metrics (`--host-metrics-addr`).
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Starts `lattice-host` on the local lattice's NATS, trusting its dev keys. It logs to this
@@ -285,6 +291,9 @@ fn start_host(host: &LocalHost<'_>) -> anyhow::Result<tokio::process::Child> {
     for (key, value) in host.labels {
         command.arg("--label").arg(format!("{key}={value}"));
     }
+    if let Some(addr) = host.metrics_addr {
+        command.arg("--metrics-addr").arg(addr.to_string());
+    }
     // The local lattice's NATS needs no credentials, TLS or domain: settings of the shell meant
     // for another lattice must not reach this host (the flags above win over the rest).
     for var in [
@@ -297,6 +306,8 @@ fn start_host(host: &LocalHost<'_>) -> anyhow::Result<tokio::process::Child> {
         "LATTICE_JS_DOMAIN",
         "LATTICE_OUTBOX_MAX_ENTRIES",
         "LATTICE_OUTBOX_MAX_BYTES",
+        // The control plane's address (`lattice up --metrics-addr`): the host has its own.
+        "LATTICE_METRICS_ADDR",
     ] {
         command.env_remove(var);
     }

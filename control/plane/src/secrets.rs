@@ -319,6 +319,7 @@ spec:
                 limits: Default::default(),
             }],
             stop: false,
+            trace: None,
         };
         let sent = for_host(&assignment, &control);
         let value = &sent.workloads[0].secrets["TOKEN"];

@@ -470,8 +470,24 @@ impl Worker {
         }
     }
 
-    #[tracing::instrument(name = "lattice.assign", level = "debug", skip_all, fields(host = %assignment.host))]
+    /// Writes `assignment` in a `lattice.assign` span, which continues the trace of the deploy
+    /// that changed it (when it carries one) and is the trace the host's `lattice.apply`
+    /// continues.
     async fn write_assignment(
+        &self,
+        assignment: &Assignment,
+        revision: Option<u64>,
+    ) -> Outcome<Assignment> {
+        let span = tracing::debug_span!("lattice.assign", host = %assignment.host);
+        if let Some(trace) = &assignment.trace {
+            lattice_telemetry::propagation::continue_pairs(&span, &trace.to_pairs());
+        }
+        self.write_assignment_traced(assignment, revision)
+            .instrument(span)
+            .await
+    }
+
+    async fn write_assignment_traced(
         &self,
         assignment: &Assignment,
         revision: Option<u64>,
@@ -480,7 +496,12 @@ impl Worker {
         let key = assignment.host.as_str();
         // Secrets are resealed to the host here, at the last moment; the state keeps them as
         // stored (sealed to this control plane) so that its comparisons stay stable.
-        let sent = crate::secrets::for_host(assignment, &self.cfg.key);
+        let mut sent = crate::secrets::for_host(assignment, &self.cfg.key);
+        // The host continues this span (none when traces are off or this pass was sampled
+        // out: then the host's apply starts a trace of its own).
+        sent.trace = lattice_protocol::queue::TraceContext::from_pairs(
+            &lattice_telemetry::propagation::current_pairs(),
+        );
         let bytes = envelope::encode(&SignedAssignment::sign(&sent, &self.cfg.key));
         match compare_and_set(store, key, bytes, revision).await {
             Ok(rev) => Outcome::Written(rev),

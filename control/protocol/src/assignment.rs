@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::keys::{KeyPair, PublicKey};
 use crate::names::{AppName, ComponentName, HostId, LatticeName};
+use crate::queue::TraceContext;
 
 /// Everything a host must run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,13 @@ pub struct Assignment {
     /// when a saved assignment is re-applied at start, so the host can be started again.
     #[serde(default)]
     pub stop: bool,
+    /// The trace of the request that changed what this host runs (a deploy, through the
+    /// control plane's `lattice.assign`): the host's `lattice.apply` continues it, so one trace
+    /// goes from the operator's deploy to the component serving. Inside the signed bytes, so
+    /// nobody can graft an assignment onto another trace; absent when traces are off, on a
+    /// re-signing that changes nothing, and in assignments from control planes that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 /// One component of one app on this host.
@@ -392,6 +400,7 @@ mod tests {
             issued_at: 10,
             expires_at: 100,
             stop: false,
+            trace: None,
             workloads: vec![Workload {
                 app: AppName::new("hello").expect("valid"),
                 app_version: "v1".into(),
@@ -431,6 +440,42 @@ mod tests {
         let bytes = rmp_serde::to_vec_named(&assignment)?;
         let decoded: Assignment = rmp_serde::from_slice(&bytes)?;
         assert_eq!(decoded, assignment);
+        Ok(())
+    }
+
+    #[test]
+    fn a_trace_is_signed_and_older_assignments_have_none() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let lattice = LatticeName::new("default")?;
+        let host = HostId::new("NHOST")?;
+        let op = KeyPair::generate(KeyRole::Operator);
+        let mut assignment = sample(&lattice, &host);
+        // Without a trace nothing is written: what older hosts and control planes read.
+        let plain = rmp_serde::to_vec_named(&assignment)?;
+        let keys: BTreeMap<String, serde::de::IgnoredAny> = rmp_serde::from_slice(&plain)?;
+        assert!(keys.contains_key("workloads") && !keys.contains_key("trace"));
+
+        assignment.trace = Some(TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: String::new(),
+        });
+        let signed = SignedAssignment::sign(&assignment, &op);
+        assert_eq!(
+            signed.verify(&[op.public_key()], &lattice, &host, Some(50)),
+            Ok(assignment.clone())
+        );
+        // In the signed bytes: grafting another trace breaks the signature.
+        let mut grafted = signed.clone();
+        let at = grafted
+            .payload
+            .windows(4)
+            .position(|w| w == b"4bf9")
+            .ok_or("the trace is in the payload")?;
+        grafted.payload[at] = b'5';
+        assert_eq!(
+            grafted.verify(&[op.public_key()], &lattice, &host, Some(50)),
+            Err(AssignmentError::BadSignature)
+        );
         Ok(())
     }
 

@@ -169,6 +169,7 @@ mod tests {
             expires_at: 0,
             workloads: Vec::new(),
             stop: false,
+            trace: None,
         };
         let signed = SignedAssignment::sign(&assignment, &control);
         let as_membership = SignedMembership {

@@ -82,6 +82,15 @@ pub(crate) struct LoadDone {
     key: String,
     id: u64,
     result: Result<Component, StartError>,
+    /// The `lattice.apply` that began the load: starting the workload is traced in it too.
+    applied_in: tracing::Span,
+}
+
+impl LoadDone {
+    /// The span of the `lattice.apply` that began the load.
+    pub(crate) fn applied_in(&self) -> &tracing::Span {
+        &self.applied_in
+    }
 }
 
 /// A load under way.
@@ -133,6 +142,7 @@ impl Loads {
         let task_key = key.clone();
         // Within the `lattice.apply` that began it.
         let span = tracing::Span::current();
+        let applied_in = span.clone();
         let task = tokio::spawn(
             async move {
                 let result = loader.load(&workload).await;
@@ -142,6 +152,7 @@ impl Loads {
                     key: task_key,
                     id,
                     result,
+                    applied_in,
                 });
             }
             .instrument(span),

@@ -31,7 +31,7 @@ use lattice_protocol::queue::QueuedMessage;
 use lattice_protocol::subject::Subject;
 use lattice_provider_sdk::{Provider, unsupported};
 use tokio_util::task::AbortOnDropHandle;
-use tracing::instrument;
+use tracing::{Instrument as _, instrument};
 use wasmtime::component::{HasData, Linker};
 
 use super::bindings::handler::wasmcloud::messaging::types::BrokerMessage as HandlerMessage;
@@ -114,13 +114,26 @@ impl NatsMessaging {
         body: Vec<u8>,
         reply_to: Option<String>,
     ) -> Result<Reply, ProviderError> {
-        let sent = match reply_to {
-            Some(reply) => {
+        // Called in the guest's `lattice.messaging.publish`: the message carries its trace
+        // context, which the handler of a subscribed component continues.
+        let headers = lattice_telemetry::propagation::nats_headers();
+        let sent = match (reply_to, headers) {
+            (Some(reply), Some(headers)) => {
+                self.client
+                    .publish_with_reply_and_headers(subject.clone(), reply, headers, body.into())
+                    .await
+            }
+            (Some(reply), None) => {
                 self.client
                     .publish_with_reply(subject.clone(), reply, body.into())
                     .await
             }
-            None => self.client.publish(subject.clone(), body.into()).await,
+            (None, Some(headers)) => {
+                self.client
+                    .publish_with_headers(subject.clone(), headers, body.into())
+                    .await
+            }
+            (None, None) => self.client.publish(subject.clone(), body.into()).await,
         };
         sent.map(|()| Reply::Unit)
             .map_err(|e| ProviderError::Other(format!("publish on `{subject}`: {e}")))
@@ -132,9 +145,12 @@ impl NatsMessaging {
         body: Vec<u8>,
         timeout_ms: u32,
     ) -> Result<Reply, ProviderError> {
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(body.into())
             .timeout(Some(Duration::from_millis(u64::from(timeout_ms))));
+        if let Some(headers) = lattice_telemetry::propagation::nats_headers() {
+            request = request.headers(headers);
+        }
         match self.client.send_request(subject.clone(), request).await {
             Ok(reply) => Ok(Reply::Message {
                 subject: reply.subject.to_string(),
@@ -399,7 +415,10 @@ pub async fn serve(
                     body: message.payload.to_vec(),
                     reply_to: message.reply.map(|r| r.to_string()),
                 };
-                match handle(&loaded, &pre, &msg, None).await {
+                // A child of the publisher's span when the message carries its trace.
+                let span = tracing::debug_span!("lattice.messaging.handle", component = %loaded.ctx.name(), subject = %msg.subject);
+                lattice_telemetry::propagation::continue_nats(&span, message.headers.as_ref());
+                match handle(&loaded, &pre, &msg, None).instrument(span).await {
                     Ok(()) => {}
                     Err(HandlerError::Refused(e)) => {
                         tracing::warn!(workload = %loaded.ctx.name(), subject = %msg.subject, error = %e, "the handler refused a message");

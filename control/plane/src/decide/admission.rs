@@ -391,6 +391,7 @@ mod tests {
                     expires_at: 10_000,
                     workloads: Vec::new(),
                     stop: false,
+                    trace: None,
                 },
             },
         );

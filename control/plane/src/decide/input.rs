@@ -8,6 +8,7 @@ use lattice_protocol::messages::{
     ManifestRequest, RollbackRequest, StopHostRequest,
 };
 use lattice_protocol::names::{AppName, HostId};
+use lattice_protocol::queue::TraceContext;
 use lattice_protocol::queue::ops::{DeadLettersRequest, RequeueRequest};
 
 use super::{Action, LabelOverrides};
@@ -62,6 +63,10 @@ pub(crate) struct Prepared {
     /// `None` when the app already had this version with this manifest when it was prepared
     /// (nothing was resolved again).
     pub(crate) resolved: Option<ResolvedApp>,
+    /// The trace the request was served in (its `lattice.deploy`, or the scale's
+    /// `lattice.ctl.serve`), carried on to the assignments it changes; `None` when traces are
+    /// off.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// How a compare-and-set write went.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use lattice_protocol::assignment::{Assignment, Workload};
 use lattice_protocol::messages::EventKind;
 use lattice_protocol::names::{AppName, HostId};
+use lattice_protocol::queue::TraceContext;
 use tracing::{info, warn};
 
 use super::{Action, AfterStore, Outcome, State, Time, Written};
@@ -146,6 +147,8 @@ impl State {
                     issued_at: now.unix_secs,
                     expires_at: now.unix_secs + self.settings.assignment_ttl.as_secs(),
                     workloads: workloads.clone(),
+                    trace: self
+                        .trace_of_change(previous.map(|w| &w.assignment.workloads[..]), workloads),
                 };
                 Action::WriteAssignment {
                     assignment,
@@ -153,6 +156,22 @@ impl State {
                 }
             })
             .collect()
+    }
+
+    /// The trace of the deploy that changed `before` into `after` (one host's workloads): that
+    /// of the first app, by name, with a deploy trace whose workloads there differ.
+    fn trace_of_change(
+        &self,
+        before: Option<&[Workload]>,
+        after: &[Workload],
+    ) -> Option<TraceContext> {
+        let of = |ws: &[Workload], app: &AppName| -> Vec<Workload> {
+            ws.iter().filter(|w| &w.app == app).cloned().collect()
+        };
+        self.deploy_traces
+            .iter()
+            .find(|(app, _)| of(before.unwrap_or_default(), app) != of(after, app))
+            .map(|(_, trace)| trace.clone())
     }
 
     /// Acts on a rollout decision: start or stop the health clock, or store the app with the
@@ -184,12 +203,14 @@ impl State {
             }
             Step::Complete => {
                 app.rollout = None;
+                self.deploy_traces.remove(&name);
                 format!("{name} {}: rollout complete", r.to)
             }
             Step::RollBack(reason) => {
                 warn!(app = %name, failed = %r.to, restored = %r.from, %reason, "rolling back");
                 app.deployed = Some(r.from.clone());
                 app.rollout = None;
+                self.deploy_traces.remove(&name);
                 let message = format!(
                     "{name} {} failed, rolled back to {}: {reason}",
                     r.to, r.from
@@ -283,6 +304,14 @@ impl State {
                     workloads = assignment.workloads.len(),
                     "assignment written"
                 );
+                // Its deploy's trace has reached the host; a rollout's next batches carry it
+                // on until the rollout ends.
+                if let Some(trace) = &assignment.trace {
+                    let apps = &self.apps;
+                    self.deploy_traces.retain(|app, t| {
+                        t != trace || apps.get(app).is_some_and(|(a, _)| a.rollout.is_some())
+                    });
+                }
                 let message = format!(
                     "assignment revision {} written for host {}: {} workload(s)",
                     assignment.revision,

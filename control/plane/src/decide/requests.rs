@@ -105,6 +105,7 @@ impl State {
             name,
             version,
             resolved,
+            trace,
         } = p;
         let mut app = self
             .apps
@@ -173,6 +174,10 @@ impl State {
             return vec![answer];
         }
         info!(app = %name, version, "deploying");
+        match trace {
+            Some(trace) => self.deploy_traces.insert(name.clone(), trace),
+            None => self.deploy_traces.remove(&name),
+        };
         let event = Action::emit(
             EventKind::Deployed,
             Some(&name),
@@ -193,6 +198,7 @@ impl State {
             return vec![answer];
         }
         info!(app = %name, "undeploying");
+        self.deploy_traces.remove(name);
         let event = Action::emit(
             EventKind::Undeployed,
             Some(name),

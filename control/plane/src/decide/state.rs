@@ -8,6 +8,7 @@ use lattice_protocol::assignment::Assignment;
 use lattice_protocol::keys::PublicKey;
 use lattice_protocol::messages::{Heartbeat, HostAdmission};
 use lattice_protocol::names::{AppName, HostId, LatticeName};
+use lattice_protocol::queue::TraceContext;
 
 use crate::model::StoredApp;
 use crate::placement::Plan;
@@ -89,6 +90,11 @@ pub(crate) struct State {
     pub(super) healthy_since: BTreeMap<AppName, Duration>,
     /// Something the plan depends on moved since the last plan.
     pub(super) dirty: bool,
+    /// The trace of each app's last deploy (or scale), while the assignments it changes are
+    /// still to be written: they carry it, so that the hosts' `lattice.apply` joins the
+    /// deploy's trace. Forgotten once written (or at the end of its rollout): a later
+    /// re-placement is no part of that deploy.
+    pub(super) deploy_traces: BTreeMap<AppName, TraceContext>,
 }
 
 impl State {
@@ -115,6 +121,7 @@ impl State {
             label_overrides,
             healthy_since: BTreeMap::new(),
             dirty: true,
+            deploy_traces: BTreeMap::new(),
         }
     }
 

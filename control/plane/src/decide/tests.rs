@@ -580,6 +580,7 @@ fn prepared(version: &str, text: &str) -> Prepared {
         name: AppName::new("app0").expect("valid"),
         version: version.into(),
         resolved: Some(resolved),
+        trace: None,
     }
 }
 
@@ -668,4 +669,53 @@ fn a_version_stored_meanwhile_with_other_content_is_a_conflict() {
     let decoded: Reply<DeployReply> =
         envelope::decode(reply_body(&actions).expect("answered")).expect("decodes");
     assert_eq!(decoded.expect_err("refused").code, ErrorCode::Conflict);
+}
+
+/// A deploy's trace goes with the assignments it changes, and with nothing written later: a
+/// re-signing carries none.
+#[test]
+fn assignments_a_deploy_changes_carry_its_trace_and_later_ones_none() {
+    use lattice_protocol::queue::TraceContext;
+
+    let trace = TraceContext {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        tracestate: String::new(),
+    };
+    let mut sim = Sim::new(&[]);
+    for host in 0..2 {
+        sim.apply(&Op::Heartbeat {
+            host,
+            zone: 0,
+            stopping: false,
+        });
+    }
+    sim.apply(&Op::Advance(10));
+    assert!(sim.attempts.is_empty(), "nothing to run yet");
+    let mut deploy = prepared("v1", "text v1");
+    deploy.trace = Some(trace.clone());
+    sim.step(Input::Prepared {
+        reply: ReplyTo::new("_INBOX.deploy", Vec::new()),
+        prepared: Ok(deploy),
+    });
+    sim.step(Input::Reconcile);
+    let written: Vec<_> = sim.attempts.drain(..).map(|(a, _)| a).collect();
+    assert!(!written.is_empty(), "the deploy placed its app");
+    assert!(
+        written.iter().all(|a| a.trace.as_ref() == Some(&trace)),
+        "{written:#?}"
+    );
+    assert!(sim.state.deploy_traces.is_empty(), "forgotten once written");
+
+    // Half the assignments' lifetime later they are signed again, outside any deploy.
+    sim.apply(&Op::Advance(settings().assignment_ttl.as_secs() / 2 + 1));
+    for host in 0..2 {
+        sim.apply(&Op::Heartbeat {
+            host,
+            zone: 0,
+            stopping: false,
+        });
+    }
+    let resigned: Vec<_> = sim.attempts.drain(..).map(|(a, _)| a).collect();
+    assert!(!resigned.is_empty(), "re-signed before expiry");
+    assert!(resigned.iter().all(|a| a.trace.is_none()), "{resigned:#?}");
 }

@@ -10,6 +10,7 @@ use lattice_protocol::envelope::Reply;
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::messages::{DeployRequest, ScaleRequest};
 use lattice_protocol::names::AppName;
+use lattice_protocol::queue::TraceContext;
 use sha2::{Digest as _, Sha256};
 
 use lattice_protocol::keys::KeyPair;
@@ -84,6 +85,8 @@ pub(super) async fn prepare(
         name,
         version,
         resolved,
+        // Run in the request's span: the assignments it leads to continue its trace.
+        trace: TraceContext::from_pairs(&lattice_telemetry::propagation::current_pairs()),
     })
 }
 
