@@ -21,7 +21,8 @@
 //!
 //! Memory is read 3 s after the last answer of each step (the host gives freed heap back every
 //! 2 s): `/proc/<pid>/status` (VmRSS, RssAnon, RssFile) and `smaps_rollup` (Pss, Private).
-//! **Per workload** = (reading with N + 1 workloads − reading with 1) / N.
+//! **Per workload** = (reading with N + 1 workloads − reading with 1) / N. With
+//! `LATTICE_DENSITY_SMAPS=<dir>` the host's `/proc/<pid>/smaps` after each step is copied there.
 
 #[allow(dead_code)] // only some of the helpers are used here
 #[path = "control_scale/machine.rs"]
@@ -151,12 +152,29 @@ async fn step(
     let firsts = first_requests(t, app, n, deployed, within).await?;
     let cpu = proc_cpu(host.pid())? - cpu_before;
     tokio::time::sleep(SETTLE).await;
+    keep_smaps(host.pid(), app)?;
     Ok(Step {
         name: format!("+{n} ({app})"),
         memory: Memory::of(host.pid())?,
         firsts: firsts.into_values().collect(),
         cpu,
     })
+}
+
+/// With `LATTICE_DENSITY_SMAPS=<dir>`, copies the host's `/proc/<pid>/smaps` there after each
+/// step (`<step>.smaps`), to see which mappings grew.
+fn keep_smaps(pid: u32, step: &str) -> anyhow::Result<()> {
+    let Some(dir) = std::env::var_os("LATTICE_DENSITY_SMAPS") else {
+        return Ok(());
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(
+        format!("/proc/{pid}/smaps"),
+        dir.join(format!("{step}.smaps")),
+    )
+    .with_context(|| format!("copying /proc/{pid}/smaps to {}", dir.display()))?;
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {
