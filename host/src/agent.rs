@@ -7,6 +7,7 @@
 //! applier fetches, verifies and compiles in tasks of their own ([`load`]), so a slow or
 //! hostile compile holds up no other workload, and no stop.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +27,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument as _, info, warn};
 use wasmtime::component::{Component, Linker};
 
+mod components;
 mod load;
 mod watch;
 
@@ -36,7 +38,7 @@ pub(crate) use watch::{Accepted, watch_assignments};
 
 use crate::HostConfig;
 use crate::artifacts::ArtifactCache;
-use crate::caps::calls::{self, Loaded, Router, link_imports};
+use crate::caps::calls::{self, Loaded, Router, imports_components, link_imports};
 use crate::caps::providers::{Providers, link_id};
 use crate::caps::{
     HostServices, LatticeLink, Services, WorkloadCtx, WorkloadSpec, blobstore, config, messaging,
@@ -174,6 +176,7 @@ impl Agent {
             trusted_issuers: config.trusted_issuers.clone(),
             runtime: runtime.clone(),
             code,
+            components: Default::default(),
         });
         Ok(Self {
             services,
@@ -285,6 +288,8 @@ impl Agent {
             self.stop(&key).await;
         }
         self.loads.retain(|k| wanted.contains_key(k));
+        self.loads
+            .retain_components(|digest| wanted.values().any(|w| w.image == *digest));
         {
             let mut report = self.shared.report();
             report.workloads.retain(|k, _| wanted.contains_key(k));
@@ -486,15 +491,29 @@ impl Agent {
         Ok(Some(addr))
     }
 
+    /// The host's linker, shared, for a component that imports only what the host serves; a
+    /// copy with this workload's own imports (component links, and failing stand-ins for
+    /// unlinked ones) for the others.
+    fn linker_for(
+        &self,
+        w: &Workload,
+        component: &Component,
+    ) -> Result<Cow<'_, Linker<HostState>>, StartError> {
+        if !imports_components(&self.runtime, component) {
+            return Ok(Cow::Borrowed(&*self.linker));
+        }
+        let mut linker = (*self.linker).clone();
+        link_imports(&mut linker, &self.runtime, component, &w.links)
+            .because(FailureReason::LinkError)?;
+        Ok(Cow::Owned(linker))
+    }
+
     /// Link, try, and start serving one workload whose `component` is loaded: its calls, its
     /// subscriptions and (for HTTP components) its address.
     async fn start(&self, w: &Workload, component: Component) -> Result<Started, StartError> {
         let addr = self.http_address(w)?;
-        // The host's linker plus this workload's own imports (component links, and failing
-        // stand-ins for unlinked ones).
-        let mut linker = (*self.linker).clone();
-        link_imports(&mut linker, &self.runtime, &component, &w.links)
-            .because(FailureReason::LinkError)?;
+        let linker = self.linker_for(w, &component)?;
+        let linker = linker.as_ref();
         // Secrets are opened here, in memory: the saved assignment keeps them sealed.
         let config = config::with_secrets(&self.key, &w.config, &w.secrets)
             .map_err(anyhow::Error::msg)
@@ -516,7 +535,7 @@ impl Agent {
             .because(FailureReason::ProviderFailed)?;
         let proxy = match addr {
             Some(_) => Some(
-                prepare_http(&self.runtime, &linker, &component)
+                prepare_http(&self.runtime, linker, &component)
                     .because(FailureReason::LinkError)?,
             ),
             None => None,

@@ -91,6 +91,28 @@ impl Claims {
     pub fn allows(&self, import: &str) -> bool {
         allow_list_allows(&self.allow, import)
     }
+
+    /// Whether the claims are valid at `now` (unix seconds): the part of [`verify_component`]
+    /// that changes with time, for a host that verified the rest once and starts the same
+    /// component again later.
+    pub fn check_window(&self, now: u64) -> Result<(), VerifyError> {
+        // A wash token's window was set on the signer's machine, in whole days: it is judged
+        // with the lattice's skew margin. Lattice's own claims keep their exact window.
+        let margin = match self.format {
+            ClaimsFormat::Lattice => 0,
+            ClaimsFormat::Wash => crate::clock::MAX_SKEW.as_secs(),
+        };
+        if let Some(expires) = self.expires.filter(|e| now >= e.saturating_add(margin)) {
+            return Err(VerifyError::Expired { expires });
+        }
+        if let Some(not_before) = self
+            .not_before
+            .filter(|nb| now.saturating_add(margin) < *nb)
+        {
+            return Err(VerifyError::NotYetValid { not_before });
+        }
+        Ok(())
+    }
 }
 
 /// Whether `import` (a WIT name like `wasi:http/types@0.2.0`) is allowed by the claims allow
@@ -455,21 +477,7 @@ pub fn verify_component(component: &[u8], trust: &Trust, now: u64) -> Result<Cla
             issuer: claims.issuer,
         });
     }
-    // A wash token's window was set on the signer's machine, in whole days: it is judged with
-    // the lattice's skew margin. Lattice's own claims keep their exact window.
-    let margin = match claims.format {
-        ClaimsFormat::Lattice => 0,
-        ClaimsFormat::Wash => crate::clock::MAX_SKEW.as_secs(),
-    };
-    if let Some(expires) = claims.expires.filter(|e| now >= e.saturating_add(margin)) {
-        return Err(VerifyError::Expired { expires });
-    }
-    if let Some(not_before) = claims
-        .not_before
-        .filter(|nb| now.saturating_add(margin) < *nb)
-    {
-        return Err(VerifyError::NotYetValid { not_before });
-    }
+    claims.check_window(now)?;
     if !claims.allow.is_empty() {
         for import in crate::wit::component_interfaces(component)?.imports {
             if !claims.allows(&import) {

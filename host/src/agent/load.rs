@@ -21,8 +21,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use lattice_protocol::assignment::Workload;
 use lattice_protocol::claims::{Trust, verify_component};
+use lattice_protocol::digest::Digest;
 use lattice_protocol::keys::PublicKey;
 use lattice_protocol::messages::FailureReason;
 use lattice_protocol::unix_now;
@@ -31,6 +33,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument as _, info};
 use wasmtime::component::Component;
 
+use super::components::{Components, Lookup, Verified};
 use super::{Because as _, StartError};
 use crate::artifacts::ArtifactCache;
 use crate::compile::{CodeCache, LoadError};
@@ -42,13 +45,44 @@ pub(crate) struct Loader {
     pub(crate) trusted_issuers: Vec<PublicKey>,
     pub(crate) runtime: Runtime,
     pub(crate) code: Arc<CodeCache>,
+    /// One loaded component per digest, shared by the workloads that run it.
+    pub(crate) components: Components,
 }
 
 impl Loader {
-    /// Fetch, verify and compile a workload's component: refused before compilation when its
-    /// signature does not verify, so an untrusted component costs no CPU.
+    /// A workload's component: the one loaded for its digest (its claims still valid now), or
+    /// loaded now (loads of one digest at the same time share one load).
     #[tracing::instrument(name = "lattice.load", level = "debug", skip_all, fields(workload = %w.key()))]
-    async fn load(&self, w: &Workload) -> Result<Component, StartError> {
+    async fn load(self: &Arc<Self>, w: &Workload) -> Result<Component, StartError> {
+        let (loader, workload) = (self.clone(), w.clone());
+        let lookup = self.components.lookup(&w.image, move || {
+            async move {
+                let outcome = loader.fetch_and_compile(&workload).await;
+                loader.components.finish(&workload.image, &outcome);
+                outcome
+            }
+            .boxed()
+        });
+        match lookup {
+            Lookup::Ready((component, claims)) => {
+                // Verified when it was loaded; whether it is still valid is a question of now.
+                claims
+                    .check_window(unix_now())
+                    .map_err(|e| anyhow::anyhow!("refused: {e}"))
+                    .because(FailureReason::RefusedSignature)?;
+                Ok(component)
+            }
+            Lookup::Wait(load) => load
+                .await
+                .map(|(component, _)| component)
+                .map_err(StartError::from),
+        }
+    }
+
+    /// Fetch, verify and compile (or load the cached code of) a workload's component: refused
+    /// before compilation when its signature does not verify, so an untrusted component costs
+    /// no CPU.
+    async fn fetch_and_compile(&self, w: &Workload) -> Result<Verified, StartError> {
         let max = self.runtime.config().max_component_bytes;
         let bytes = self
             .artifacts
@@ -73,7 +107,7 @@ impl Loader {
                     error: e.into(),
                 })?;
         info!(workload = %w.key(), component = %claims.name, ?outcome, "component loaded");
-        Ok(component)
+        Ok((component, Arc::new(claims)))
     }
 }
 
@@ -176,6 +210,11 @@ impl Loads {
     pub(crate) fn retain(&mut self, wanted: impl Fn(&str) -> bool) {
         self.pending.retain(|key, _| wanted(key));
         self.over_limit.retain(|key, _| wanted(key));
+    }
+
+    /// Forgets the loaded components whose digest `wanted` says no.
+    pub(crate) fn retain_components(&self, wanted: impl Fn(&Digest) -> bool) {
+        self.loader.components.retain(wanted);
     }
 
     /// The next load to finish, forgotten ones included (see [`Loads::take`]). Cancel-safe.

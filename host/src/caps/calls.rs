@@ -460,6 +460,19 @@ fn link_target(
         .unwrap_or((None, None))
 }
 
+/// Whether `component` imports an interface the host does not serve itself, which
+/// [`link_imports`] defines: only such a component needs a linker of its own.
+pub fn imports_components(runtime: &Runtime, component: &Component) -> bool {
+    component
+        .component_type()
+        .imports(runtime.engine())
+        .any(|(name, item)| {
+            matches!(item.ty, ComponentItem::ComponentInstance(_))
+                && !host_provided(name)
+                && InterfaceName::parse(name).is_ok()
+        })
+}
+
 /// Defines, in `linker`, every function of `component`'s imports that the host does not serve
 /// itself: linked ones call their target component, the others fail as not linked.
 ///

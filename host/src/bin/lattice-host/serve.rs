@@ -87,6 +87,7 @@ fn compiler_in_child(limits: CompileLimits) -> Compiler {
 
 /// Runs a host in the foreground.
 pub async fn host(args: HostArgs) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let target = lattice_connect::target(&args.nats, None)?;
     let config = host_config(&args, target.lattice.clone(), &target.url)?;
     // A host starts even when NATS is unreachable: it serves from its saved state meanwhile.
@@ -99,6 +100,55 @@ pub async fn host(args: HostArgs) -> anyhow::Result<()> {
     .await?;
     let _trimmer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(return_free_memory()));
     lattice_host::run(config, client, lattice_connect::shutdown_on_signal()).await
+}
+
+/// Raises this process's soft limit of open files to its hard limit. Each workload served over
+/// HTTP holds a listening socket, and each connection one more: a thousand workloads do not fit
+/// in the soft limit of 1,024 that many systems give a service (the hard limit is usually far
+/// higher), and binding fails with "Too many open files". Go programs do the same at start.
+fn raise_open_files_limit() {
+    match open_files_limit_raised() {
+        Ok((before, after)) if after > before => {
+            tracing::debug!(before, after, "raised the limit of open files");
+        }
+        Ok((limit, _)) => tracing::debug!(limit, "the limit of open files is already its maximum"),
+        Err(e) => tracing::warn!(error = %e,
+            "cannot raise the limit of open files: serving many workloads may fail with \
+             \"Too many open files\"; raise it for the host's service (`ulimit -n`, \
+             systemd's `LimitNOFILE`)"),
+    }
+}
+
+/// The soft limit of open files before and after setting it to the hard limit.
+#[cfg(unix)]
+#[expect(
+    unsafe_code,
+    reason = "getrlimit and setrlimit have no safe binding in the standard library"
+)]
+fn open_files_limit_raised() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes the struct it is given, which lives across the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur >= limit.rlim_max {
+        return Ok((before, before));
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: `setrlimit` reads the struct it is given, which lives across the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((before, limit.rlim_cur))
+}
+
+#[cfg(not(unix))]
+fn open_files_limit_raised() -> std::io::Result<(u64, u64)> {
+    Ok((0, 0))
 }
 
 /// How often a host gives the heap memory it no longer uses back to the system.
@@ -133,3 +183,15 @@ fn trim_heap() {
 /// Elsewhere there is no such call (musl's allocator unmaps freed memory itself).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_open_files_limit_is_raised_to_its_maximum() -> std::io::Result<()> {
+        let (before, after) = super::open_files_limit_raised()?;
+        assert!(after >= before, "{before} -> {after}");
+        // At its maximum now: nothing left to raise.
+        assert_eq!(super::open_files_limit_raised()?, (after, after));
+        Ok(())
+    }
+}
