@@ -187,25 +187,32 @@ pub(super) struct QueueRow {
     queue: LinkQueue,
     /// Its dead letters, oldest first.
     dead_letters: Vec<DeadLetter>,
+    /// Why they could not be listed (dead letters carry the calls' payloads: a viewer's role
+    /// may not read them), shown instead.
+    dead_letters_error: Option<String>,
 }
 
 /// `GET /api/queues`.
 pub(super) async fn queues(ctl: &CtlClient) -> Result<Vec<QueueRow>, WireError> {
     let mut rows = Vec::new();
     for queue in ctl.queues().await? {
-        let dead_letters = if queue.dead_lettered > 0 {
+        let (dead_letters, dead_letters_error) = if queue.dead_lettered > 0 {
             let link: LinkSelector = queue
                 .link
                 .to_string()
                 .parse()
                 .map_err(|e| WireError::new(ErrorCode::BadMessage, format!("{e}")))?;
-            ctl.dead_letters(&link).await?
+            match ctl.dead_letters(&link).await {
+                Ok(dead) => (dead, None),
+                Err(e) => (Vec::new(), Some(e.message)),
+            }
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         rows.push(QueueRow {
             queue,
             dead_letters,
+            dead_letters_error,
         });
     }
     Ok(rows)

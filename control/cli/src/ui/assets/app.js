@@ -207,6 +207,11 @@ async function refreshQueues() {
     "queues-empty");
   const dead = [];
   for (const q of queues) {
+    if (q.dead_letters_error) {
+      dead.push(el("tr", { class: "refused", "data-link": q.link },
+        el("td", { class: "mono", text: q.link }),
+        el("td", { colspan: "6", text: q.dead_lettered + " dead letter(s), not listed: " + q.dead_letters_error })));
+    }
     for (const d of q.dead_letters) {
       dead.push(el("tr", { "data-call": d.call_id },
         el("td", { class: "mono", text: q.link }),
