@@ -112,6 +112,27 @@ async fn an_app_deployed_from_the_cli_appears_and_a_killed_host_goes_lost() -> a
             |v| v == "lost",
         )
         .await?;
+    // The page, open since before the host was lost, got the event over its event stream.
+    let lost = browser
+        .wait_js(
+            "the host's loss as an event",
+            r#"const row = document.querySelector('#events-table tr[data-kind="host_lost"]');
+               return row ? row.cells[3].textContent : null;"#,
+            Value::is_string,
+        )
+        .await?;
+    let id = t
+        .ctl
+        .hosts()
+        .await?
+        .into_iter()
+        .find(|h| h.name == "gateway")
+        .map(|h| h.id.to_string())
+        .context("the gateway is listed")?;
+    assert!(
+        lost.as_str().is_some_and(|e| e.contains(&id[..12])),
+        "{lost}"
+    );
     browser.close().await?;
     Ok(())
 }
