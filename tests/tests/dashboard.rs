@@ -151,6 +151,21 @@ async fn fixed_manifest(e: &EdgeTopology, link: &QueuedLink) -> anyhow::Result<S
     ))
 }
 
+/// `GET /api/queues` from `addr` with the `Host` header `host`: the whole answer.
+async fn raw_get(addr: &str, host: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request =
+            format!("GET /api/queues HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        anyhow::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(WAIT, exchange).await?
+}
+
 /// The dead letters the queues view lists, by call id.
 const DEAD_LETTERS: &str = r#"return [...document.querySelectorAll('#dead-table tr[data-call]')].map(r => r.dataset.call);"#;
 
@@ -226,6 +241,10 @@ async fn a_dead_letter_is_requeued_from_the_page_and_a_viewer_is_refused() -> an
     .await?;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("x-lattice-ui"), "{body}");
+    // A request under another name (a site rebinding its name to 127.0.0.1) reads nothing.
+    let answer = raw_get(&ui.addr, "attacker.example").await?;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    assert!(!answer.contains("greeter"), "{answer}");
 
     // Fix the target, then requeue from the admin's page: delivered once, gone from the list.
     t.ctl.deploy(&fixed_manifest(&e, &link).await?).await?;
