@@ -151,13 +151,20 @@ async fn fixed_manifest(e: &EdgeTopology, link: &QueuedLink) -> anyhow::Result<S
     ))
 }
 
+/// A requeue of every dead letter of the greeter link, as the page's script sends it.
+const REQUEUE_ALL: &str = r#"{"link":"greeter/client->greeter","ids":[]}"#;
+
 /// `GET /api/queues` from `addr` with the `Host` header `host`: the whole answer.
 async fn raw_get(addr: &str, host: &str) -> anyhow::Result<String> {
+    let request = format!("GET /api/queues HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    raw(addr, &request).await
+}
+
+/// Sends `request` (whole, `Connection: close`) to `addr`; the whole answer.
+async fn raw(addr: &str, request: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request =
-            format!("GET /api/queues HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
@@ -213,20 +220,42 @@ async fn a_dead_letter_is_requeued_from_the_page_and_a_viewer_is_refused() -> an
             |v| v == "1",
         )
         .await?;
-    browser.click(&format!("{row} button.requeue-all")).await?;
-    let refusal = browser
+    // Listing them was refused for its role, so requeueing is too: the page disables the
+    // action and says why, in the control plane's words.
+    let shown = browser
         .wait_js(
-            "the refusal to be shown",
-            r#"const n = document.getElementById('notice');
-               return n.hidden ? null : [n.className, n.textContent];"#,
-            |v| v[0] == "error",
+            "the action disabled, with the reason",
+            &format!(
+                r#"const button = document.querySelector('{row} button.requeue-all');
+                   const why = document.querySelector('#dead-table tr.refused');
+                   return button && why ? [button.disabled, button.title, why.textContent] : null;"#
+            ),
+            |v| !v.is_null(),
         )
         .await?;
-    let refusal = refusal[1].as_str().unwrap_or_default();
+    let refusal = "ops is a viewer and may not change app `greeter`";
+    assert_eq!(shown[0], true, "{shown}");
     assert!(
-        refusal.contains("ops is a viewer and may not change app `greeter`"),
-        "{refusal}"
+        shown[1].as_str().is_some_and(|t| t.contains(refusal)),
+        "{shown}"
     );
+    assert!(
+        shown[2].as_str().is_some_and(|t| t.contains(refusal)),
+        "{shown}"
+    );
+    // The page's own request, made anyway, is refused by the control plane with that reason.
+    let answer = raw(
+        &viewer_ui.addr,
+        &format!(
+            "POST /api/requeue HTTP/1.1\r\nHost: {}\r\nx-lattice-ui: 1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nConnection: close\r\n\r\n{}",
+            viewer_ui.addr,
+            REQUEUE_ALL.len(),
+            REQUEUE_ALL
+        ),
+    )
+    .await?;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains(refusal), "{answer}");
     assert_eq!(t.ctl.dead_letters(&selector).await?.len(), 1);
     browser.close().await?;
 

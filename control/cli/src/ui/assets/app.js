@@ -203,7 +203,10 @@ async function refreshQueues() {
     el("td", { text: q.in_flight == null ? "-" : String(q.in_flight) }),
     el("td", { class: "dead", text: String(q.dead_lettered) }),
     el("td", { text: outboxes(q) + (q.note ? " (" + q.note + ")" : "") }),
-    el("td", {}, q.dead_lettered > 0 ? el("button", { class: "requeue-all", onclick: () => requeue(q.link, []) , text: "Requeue all" }) : null))),
+    // A role that may not list the link's dead letters may not requeue them either (both
+    // need the right to change the app): the button is disabled, with the control plane's reason.
+    el("td", {}, q.dead_lettered > 0 ? el("button", { class: "requeue-all", onclick: () => requeue(q.link, []),
+      disabled: Boolean(q.dead_letters_error), title: q.dead_letters_error, text: "Requeue all" }) : null))),
     "queues-empty");
   const dead = [];
   for (const q of queues) {
