@@ -7,6 +7,8 @@
 #   - redis-server (the keyvalue-redis provider's tests), likewise;
 #   - mosquitto (the mqtt provider's tests), likewise;
 #   - docker-registry (an OCI registry for the component-reference tests), likewise;
+#   - chromium and chromium-driver (chromedriver: the dashboard's browser tests), likewise,
+#     skipped with a note where apt-get is not available;
 #   - curl (the demo);
 #   - a C compiler (build-essential), which crates such as ring need.
 # Idempotent: installs nothing that is already there. Runs as root, or as a user with sudo.
@@ -157,6 +159,18 @@ command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] \
     || die "redis-server is still not found after installing it"
 command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] \
     || die "docker-registry is still not found after installing it"
+
+# --- chromium and chromedriver (tests/tests/dashboard.rs drives the dashboard over WebDriver) ---
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    say "chromium: found at $(command -v chromium); chromedriver: found at $(command -v chromedriver)"
+elif command -v apt-get >/dev/null 2>&1; then
+    say "chromium or chromedriver: missing"
+    apt_install chromium chromium-driver fonts-dejavu-core
+    command -v chromedriver >/dev/null 2>&1 \
+        || die "chromedriver is still not found after installing chromium-driver"
+else
+    say "chromium: skipped (no apt-get): install Chromium and its chromedriver with your package manager; the dashboard tests fail without them"
+fi
 
 # --- A current nats-server, beside the distribution's --------------------------------------
 # Debian ships 2.9; production NATS is 2.10 and later. The test suite runs against both

@@ -5,6 +5,7 @@
 //!   ports file), in its own temporary directory, killed on drop.
 //! - [`TestLattice`]: that server plus a control plane and any number of hosts, all in-process,
 //!   with fresh dev keys; helpers to sign, push, deploy and wait.
+//! - [`browser`]: `lattice ui` and headless Chromium over WebDriver, for the dashboard.
 //! - [`authz`]: a lattice behind the generated nats-server authorization, and intruders.
 //! - [`cluster`]: a three-node JetStream hub (`deploy/cluster.conf`) with kill and restart of
 //!   each node, and a lattice on it at three replicas.
@@ -20,6 +21,7 @@
 //! heartbeat, and every wait is bounded.
 
 pub mod authz;
+pub mod browser;
 pub mod cli;
 pub mod cluster;
 pub mod edge;

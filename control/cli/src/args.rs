@@ -42,6 +42,9 @@ pub enum Command {
     Host(HostArgs),
     /// Run the control plane.
     Control(ControlArgs),
+    /// Serve the live web dashboard of a lattice (hosts, apps, link graphs, queues, events) on
+    /// loopback, acting as the operator whose key it is given.
+    Ui(UiArgs),
     /// Write the nats-server authorization of a lattice (`lattice nats authz`).
     Nats {
         /// The NATS command.
@@ -115,6 +118,42 @@ pub struct CtlArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
+}
+
+/// `lattice ui`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The dashboard signs every request with the operator's key (--key): whoever can reach \
+its address acts as that operator. It therefore listens on loopback only (127.0.0.1:8470), and \
+refuses any other address unless --allow-remote is given; put it behind an authenticating proxy \
+if others must reach it."
+)]
+pub struct UiArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The state directory of `lattice up`, whose NATS URL, admin key and control-plane key are
+    /// used when none is given.
+    #[arg(long, env = "LATTICE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The user key file that signs every request the page makes, as `lattice ctl --key`: the
+    /// control plane allows what this user's role allows. Default: the admin key of `lattice up`.
+    #[arg(long, env = "LATTICE_KEY")]
+    pub key: Option<PathBuf>,
+    /// The control plane's public key (`O...`, or its key file), as `lattice ctl --control-key`.
+    #[arg(
+        long = "control-key",
+        env = "LATTICE_CONTROL_KEY",
+        value_delimiter = ','
+    )]
+    pub control_keys: Vec<String>,
+    /// Where to serve the dashboard (`HOST:PORT`; port 0 for any free one, printed at start).
+    /// Loopback only, unless --allow-remote: the page acts with the operator's key.
+    #[arg(long, env = "LATTICE_UI_ADDR", default_value = "127.0.0.1:8470")]
+    pub addr: std::net::SocketAddr,
+    /// Serve on a non-loopback --addr too: anyone who reaches it acts as the operator.
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 /// Output formats.

@@ -20,7 +20,7 @@ use crate::progress::Progress;
 mod hosts;
 mod queues;
 mod secrets;
-mod users;
+pub(crate) mod users;
 pub(crate) mod watch;
 
 pub use hosts::up_admin_key;

@@ -5,7 +5,7 @@
 //!
 //! Layout: [`args`] (clap definitions; the NATS flags are `lattice_connect`'s, shared with
 //! `lattice-host`), one module per command ([`ctl`], [`keys`], [`nats`], [`sign`], [`push`] with
-//! `pull`, [`serve`], [`up`]), [`oci`] (OCI registries), [`images`] (deploy's OCI and `file://`
+//! `pull`, [`serve`], [`up`], [`ui`] the web dashboard), [`oci`] (OCI registries), [`images`] (deploy's OCI and `file://`
 //! images), [`output`] (tables, JSON and YAML, dates) and [`progress`] (spinners and bars, on a
 //! terminal only). Logging is `lattice_telemetry`'s, the one setup
 //! of every Lattice process. The binary only parses arguments and calls into these modules.
@@ -22,4 +22,5 @@ pub mod progress;
 pub mod push;
 pub mod serve;
 pub mod sign;
+pub mod ui;
 pub mod up;

@@ -3,7 +3,7 @@
 use clap::Parser;
 use lattice_cli::args::{Cli, Command, KeysCommand};
 use lattice_cli::nats::NatsCommand;
-use lattice_cli::{ctl, keys, nats, push, serve, sign, up};
+use lattice_cli::{ctl, keys, nats, push, serve, sign, ui, up};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -26,6 +26,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => up::up(args).await,
             Command::Ctl(args) => ctl::run(args).await,
+            Command::Ui(args) => ui::run(args).await,
             Command::Keys {
                 command: KeysCommand::Gen { role, output },
             } => keys::generate(&role, output.as_deref()),

@@ -14,23 +14,36 @@ use crate::output::{self, table};
 /// The user key to sign with and the control-plane keys to trust: flags and environment
 /// first, then what `lattice up` recorded (its local admin key and its control plane's key).
 pub(super) fn identity(args: &CtlArgs) -> anyhow::Result<(KeyPair, Vec<PublicKey>)> {
-    let record = lattice_connect::read_up_record(args.state_dir.as_deref());
-    let key_file = args
-        .key
-        .clone()
+    identity_of(
+        args.key.as_deref(),
+        args.state_dir.as_deref(),
+        &args.control_keys,
+    )
+}
+
+/// [`identity`] from the flags themselves (`--key`, `--state-dir`, `--control-key`), for the
+/// commands that sign as `lattice ctl` does (`lattice ui`).
+pub(crate) fn identity_of(
+    key: Option<&Path>,
+    state_dir: Option<&Path>,
+    control_keys: &[String],
+) -> anyhow::Result<(KeyPair, Vec<PublicKey>)> {
+    let record = lattice_connect::read_up_record(state_dir);
+    let key_file = key
+        .map(Path::to_path_buf)
         .or_else(|| record.as_ref().and_then(|r| r.admin_key.clone()))
-        .or_else(|| Some(local_admin_key(args.state_dir.as_deref())).filter(|p| p.is_file()))
+        .or_else(|| Some(local_admin_key(state_dir)).filter(|p| p.is_file()))
         .context(
             "no user key to sign the request with: pass --key FILE (or set LATTICE_KEY); make a key with `lattice keys gen user -o FILE` and ask an admin to add its public key with `lattice ctl users add` (after `lattice up`, its local admin key is used)",
         )?;
     let key = crate::keys::read(&key_file, KeyRole::User)?;
-    let trusted = if args.control_keys.is_empty() {
+    let trusted = if control_keys.is_empty() {
         let operator = record.as_ref().map(|r| r.operator.clone()).context(
             "no control-plane key to check replies with: pass --control-key O... (or set LATTICE_CONTROL_KEY) with the public key `lattice control` logs at start (`lattice up` records its own)",
         )?;
         vec![PublicKey::parse_role(&operator, KeyRole::Operator)?]
     } else {
-        args.control_keys
+        control_keys
             .iter()
             .map(|k| control_key(k))
             .collect::<anyhow::Result<_>>()?
