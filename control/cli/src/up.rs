@@ -181,18 +181,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     control_config.metrics = args
         .metrics_addr
         .map(lattice_control::metrics::MetricsEndpoint::new);
-    // For this run's one host only; it is recorded as admitted when first presented.
-    let join_token = lattice_protocol::signed::JoinToken::sign(
-        &lattice_protocol::signed::JoinGrant {
-            lattice: lattice.clone(),
-            expires_at: lattice_protocol::unix_now() + 3600,
-            host: None,
-            labels: Default::default(),
-            note: "lattice up".into(),
-        },
-        &admin,
-    )
-    .to_text();
+    let join_token = local_join_token(&lattice, &admin);
     let control = tokio::spawn(lattice_control::run(
         control_config,
         client.clone(),
@@ -238,6 +227,22 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     eprintln!("Lattice stopped; state kept in {}", state_dir.display());
     result
+}
+
+/// A join token for this run's one host only (an hour); it is recorded as admitted when first
+/// presented.
+fn local_join_token(lattice: &LatticeName, admin: &lattice_protocol::keys::KeyPair) -> String {
+    lattice_protocol::signed::JoinToken::sign(
+        &lattice_protocol::signed::JoinGrant {
+            lattice: lattice.clone(),
+            expires_at: lattice_protocol::unix_now() + 3600,
+            host: None,
+            labels: Default::default(),
+            note: "lattice up".into(),
+        },
+        admin,
+    )
+    .to_text()
 }
 
 /// What `lattice up` prints once the lattice is up: where things are, and what to do next.
