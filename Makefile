@@ -27,6 +27,9 @@ build: deps
 # that `make deps` unpacks under target/tools (LATTICE_NATS_SERVER chooses the server).
 NATS_CURRENT := $(CURDIR)/target/tools/nats-server-current
 
+# An error a test returns is told without a backtrace (a panic still has one when RUST_BACKTRACE
+# asks), so that the reason is not lost in a shortened log.
+test: export RUST_LIB_BACKTRACE = 0
 test: deps build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "+ $(CARGO) nextest run --workspace $(TEST_ARGS)   # the distribution's nats-server"; \

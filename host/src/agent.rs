@@ -18,7 +18,7 @@ use lattice_protocol::assignment::{Assignment, Workload, WorkloadLink};
 use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{FailureReason, Heartbeat, WorkloadState, WorkloadStatus};
 use lattice_protocol::names::HostId;
-use lattice_protocol::signed::seal_heartbeat;
+use lattice_protocol::signed::{MacKey, seal_heartbeat};
 use lattice_protocol::subject::Subject;
 use lattice_protocol::unix_now;
 use tokio::sync::Notify;
@@ -669,7 +669,8 @@ struct Started {
 }
 
 /// Publishes heartbeats, signed by the host's key `key` (which is its id: nobody else can
-/// speak for this host), every `interval`, and at once when the report changes.
+/// speak for this host) and tagged for each trusted operator key (which the control plane checks
+/// far more cheaply than the signature), every `interval`, and at once when the report changes.
 pub(crate) async fn heartbeats(
     client: async_nats::Client,
     config: Arc<(HostConfig, HostId)>,
@@ -683,6 +684,15 @@ pub(crate) async fn heartbeats(
     let mut labels = crate::builtin_labels();
     labels.extend(config.labels.clone());
     let mut tick = tokio::time::interval(config.heartbeat_interval);
+    let macs: Vec<MacKey> = config
+        .trusted_operators
+        .iter()
+        .filter_map(|operator| {
+            MacKey::agree(&key, operator)
+                .inspect_err(|e| warn!(operator = %operator, error = %e, "heartbeats are not tagged for this operator key; it checks their signature"))
+                .ok()
+        })
+        .collect();
     let beat = |stopping: bool, queues| {
         let report = shared.report();
         Heartbeat {
@@ -730,7 +740,7 @@ pub(crate) async fn heartbeats(
     loop {
         let hb = beat(false, queue_stats().await);
         match client
-            .publish(subject.clone(), seal_heartbeat(&hb, &key).into())
+            .publish(subject.clone(), seal_heartbeat(&hb, &key, &macs).into())
             .await
         {
             Ok(()) => shared.metrics.heartbeat_sent(),
@@ -745,7 +755,7 @@ pub(crate) async fn heartbeats(
     }
     // The last word: this host is stopping, so its movable work can go elsewhere now rather
     // than after its tolerance.
-    let last = seal_heartbeat(&beat(true, queue_stats().await), &key);
+    let last = seal_heartbeat(&beat(true, queue_stats().await), &key, &macs);
     if client.publish(subject, last.into()).await.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     }

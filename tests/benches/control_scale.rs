@@ -239,13 +239,20 @@ async fn part1(settings: Settings) -> anyhow::Result<Part1> {
         nats.client().await?,
         lattice.clone(),
         KeyPair::from_seed(&admin.seed())?,
-        trusted,
+        trusted.clone(),
     );
     wait_answers(&ctl).await?;
     let image = push_hello(&nats, &lattice).await?;
 
     let sim_client = nats.client().await?;
-    let mut fleet = Fleet::start(&sim_client, &lattice, n, settings.heartbeat, &admin).await?;
+    let mut fleet = Fleet::start(
+        &sim_client,
+        &lattice,
+        n,
+        settings.heartbeat,
+        (&admin, &trusted),
+    )
+    .await?;
     wait_hosts(&ctl, n).await?;
     println!("{n} simulated hosts seen by the control plane");
 
@@ -321,12 +328,19 @@ async fn part2(settings: Settings) -> anyhow::Result<Part2> {
         nats.client().await?,
         lattice.clone(),
         KeyPair::from_seed(&admin.seed())?,
-        trusted,
+        trusted.clone(),
     );
     wait_answers(&ctl).await?;
     let image = push_hello(&nats, &lattice).await?;
     let sim_client = nats.client().await?;
-    let mut fleet = Fleet::start(&sim_client, &lattice, n, settings.heartbeat, &admin).await?;
+    let mut fleet = Fleet::start(
+        &sim_client,
+        &lattice,
+        n,
+        settings.heartbeat,
+        (&admin, &trusted),
+    )
+    .await?;
     wait_hosts(&ctl, n).await?;
     println!(
         "{n} simulated hosts seen by the control plane (pid {})",

@@ -13,7 +13,7 @@ use lattice_protocol::messages::{
     verbs,
 };
 use lattice_protocol::names::HostId;
-use lattice_protocol::signed::{JoinGrant, seal_heartbeat};
+use lattice_protocol::signed::{JoinGrant, MacKey, seal_heartbeat};
 use lattice_protocol::subject::{Buckets, Subject};
 use lattice_protocol::unix_now;
 use lattice_tests::{TestLattice, WAIT, hello_manifest, hello_wasm};
@@ -102,14 +102,16 @@ async fn spoofed_heartbeats_change_nothing_and_are_reported() -> anyhow::Result<
     t.client
         .publish(invented_subject.clone(), envelope::encode(&fake).into())
         .await?;
-    // 2. The real holder's id, signed by another host's key, saying it is stopping.
+    // 2. The real holder's id, signed by another host's key and tagged with the key that host
+    //    shares with the control plane, saying it is stopping.
     let other = KeyPair::generate(KeyRole::Host);
     let holder_subject = Subject::heartbeat(&t.lattice, &holder).to_string();
     let stopping = heartbeat(&holder, "a", true);
+    let other_mac = MacKey::agree(&other, &t.operator.public_key())?;
     t.client
         .publish(
             holder_subject.clone(),
-            seal_heartbeat(&stopping, &other).into(),
+            seal_heartbeat(&stopping, &other, &[other_mac]).into(),
         )
         .await?;
     // 3. The same, unsigned.

@@ -66,6 +66,14 @@ fn is_limit(e: &impl std::fmt::Display) -> bool {
         .any(|m| text.contains(m))
 }
 
+/// Whether a JetStream publish found no stream answering: the stream is electing a leader.
+fn is_leaderless(e: &impl std::fmt::Display) -> bool {
+    let text = e.to_string();
+    ["no stream found", "no responders"]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
 fn internal(what: &str, e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Internal, format!("{what}: {e}"))
 }
@@ -178,21 +186,7 @@ impl Registry {
             Ok(info) if !info.deleted && info.size == bytes.len() => false,
             _ => {
                 self.check_room(bytes.len()).await?;
-                let mut reader = bytes;
-                self.objects
-                    .put(digest.hex(), &mut reader)
-                    .await
-                    .map_err(|e| {
-                        if is_limit(&e) {
-                            full(
-                                self.backing.cached_info().config.max_bytes,
-                                None,
-                                bytes.len(),
-                            )
-                        } else {
-                            internal("storing the artifact", e)
-                        }
-                    })?;
+                self.put_object(&digest, bytes).await?;
                 true
             }
         };
@@ -208,6 +202,30 @@ impl Registry {
             stored,
             tag,
         })
+    }
+
+    /// Uploads `bytes` as object `digest`. A clustered hub's artifact stream answers nobody for
+    /// a moment while it elects a leader (just created, or its leader's node just died): such a
+    /// put is tried again for a few seconds rather than failing the push.
+    async fn put_object(&self, digest: &Digest, bytes: &[u8]) -> Result<(), WireError> {
+        let mut pause = std::time::Duration::from_millis(100);
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut reader = bytes;
+            let Err(e) = self.objects.put(digest.hex(), &mut reader).await else {
+                return Ok(());
+            };
+            if is_limit(&e) {
+                let limit = self.backing.cached_info().config.max_bytes;
+                return Err(full(limit, None, bytes.len()));
+            }
+            if !is_leaderless(&e) || tokio::time::Instant::now() + pause > give_up {
+                return Err(internal("storing the artifact", e));
+            }
+            tracing::debug!(error = %e, "the artifact store has no leader yet; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+        }
     }
 
     /// Resolves an image reference (`sha256:...` or a `name:version` tag) to a stored digest; OCI

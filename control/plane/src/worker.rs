@@ -221,6 +221,7 @@ impl Worker {
             host_retention: cfg.host_retention,
             admins: roles.admins().cloned().collect(),
         };
+        let intake = intake::Intake::new(&cfg.key);
         Ok(Self {
             cfg,
             client,
@@ -230,7 +231,7 @@ impl Worker {
             started: Instant::now(),
             prepared: mpsc::unbounded_channel(),
             catalog: None,
-            intake: intake::Intake::default(),
+            intake,
             roles,
             events,
             freshness: Freshness::default(),

@@ -26,6 +26,7 @@
 
 use crypto_box::aead::OsRng;
 use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::montgomery::MontgomeryPoint;
 use data_encoding::BASE64URL_NOPAD;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -126,6 +127,45 @@ pub fn reseal(key: &KeyPair, sealed: &str, recipient: &PublicKey) -> Result<Stri
     ))
 }
 
+/// A 32-byte key only the holders of `own`'s secret half and of `peer`'s can make: SHA-256 over
+/// `domain`, their X25519 agreement and both public keys (in sorted order, so that both sides
+/// make the same key).
+pub fn agree(
+    own: &KeyPair,
+    peer: &PublicKey,
+    domain: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, SecretError> {
+    let secret = Zeroizing::new(x25519_secret(own)?.to_bytes());
+    let public = x25519_public(peer)?;
+    let shared = Zeroizing::new(
+        MontgomeryPoint(*public.as_bytes())
+            .mul_clamped(*secret)
+            .to_bytes(),
+    );
+    // A low-order public key would make a key anybody can compute.
+    if *shared == [0u8; 32] {
+        return Err(SecretError::BadKey(
+            peer.to_string(),
+            "a low-order point".into(),
+        ));
+    }
+    let own_public = own.public_key();
+    let (first, second) = if own_public.as_str() < peer.as_str() {
+        (own_public.as_str(), peer.as_str())
+    } else {
+        (peer.as_str(), own_public.as_str())
+    };
+    let mut hash = Sha256::new();
+    hash.update(domain);
+    hash.update(*shared);
+    hash.update(first.as_bytes());
+    hash.update([0]);
+    hash.update(second.as_bytes());
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&hash.finalize());
+    Ok(key)
+}
+
 /// The X25519 public key of an ed25519 nkey (its Montgomery form).
 fn x25519_public(key: &PublicKey) -> Result<crypto_box::PublicKey, SecretError> {
     let bad = |why: &str| SecretError::BadKey(key.to_string(), why.to_string());
@@ -169,6 +209,20 @@ mod tests {
             let public = x25519_public(&pair.public_key()).expect("public");
             assert_eq!(secret.public_key(), public);
         }
+    }
+
+    #[test]
+    fn both_sides_agree_on_one_key_and_nobody_else_makes_it() {
+        let host = KeyPair::generate(KeyRole::Host);
+        let control = KeyPair::generate(KeyRole::Operator);
+        let other = KeyPair::generate(KeyRole::Operator);
+        let at_host = agree(&host, &control.public_key(), b"test").expect("agree");
+        let at_control = agree(&control, &host.public_key(), b"test").expect("agree");
+        assert_eq!(*at_host, *at_control);
+        let with_other = agree(&other, &host.public_key(), b"test").expect("agree");
+        assert_ne!(*with_other, *at_host);
+        let other_domain = agree(&host, &control.public_key(), b"another").expect("agree");
+        assert_ne!(*other_domain, *at_host);
     }
 
     #[test]

@@ -11,10 +11,10 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use lattice_protocol::assignment::{Assignment, SignedAssignment};
 use lattice_protocol::envelope;
-use lattice_protocol::keys::{KeyPair, KeyRole};
+use lattice_protocol::keys::{KeyPair, KeyRole, PublicKey};
 use lattice_protocol::messages::{Heartbeat, WorkloadState, WorkloadStatus};
 use lattice_protocol::names::{HostId, LatticeName};
-use lattice_protocol::signed::{JoinGrant, JoinToken, seal_heartbeat};
+use lattice_protocol::signed::{JoinGrant, JoinToken, MacKey, seal_heartbeat};
 use lattice_protocol::subject::{Buckets, Subject};
 use lattice_protocol::unix_now;
 use tokio::sync::mpsc;
@@ -49,14 +49,15 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts `n` hosts on `client`, each heartbeating every `interval`, with the watch that
-    /// serves them their assignments.
+    /// Starts `n` hosts on `client`, each heartbeating every `interval` (tagged for the keys of
+    /// `operators`, as a host tags for the operators it trusts), with the watch that serves them
+    /// their assignments.
     pub async fn start(
         client: &async_nats::Client,
         lattice: &LatticeName,
         n: usize,
         interval: Duration,
-        admin: &KeyPair,
+        (admin, operators): (&KeyPair, &[PublicKey]),
     ) -> anyhow::Result<Self> {
         let join_token = JoinToken::sign(
             &JoinGrant {
@@ -81,6 +82,10 @@ impl Fleet {
             let key = KeyPair::generate(KeyRole::Host);
             let id = HostId::new(key.public_key().to_string())?;
             let hb = first_heartbeat(&id, i, interval, &join_token);
+            let macs = operators
+                .iter()
+                .map(|operator| MacKey::agree(&key, operator))
+                .collect::<Result<Vec<_>, _>>()?;
             let (tx, rx) = mpsc::unbounded_channel();
             let silence = CancellationToken::new();
             // Spread the hosts' phases over one interval, as real hosts started at random would.
@@ -89,7 +94,7 @@ impl Fleet {
             let task = tokio::spawn(simulate_host(
                 client.clone(),
                 subject,
-                (hb, key),
+                (hb, key, macs),
                 (phase, interval),
                 rx,
                 silence.clone(),
@@ -217,7 +222,7 @@ fn first_heartbeat(id: &HostId, i: usize, interval: Duration, join_token: &str) 
 async fn simulate_host(
     client: async_nats::Client,
     subject: String,
-    (mut hb, key): (Heartbeat, KeyPair),
+    (mut hb, key, macs): (Heartbeat, KeyPair, Vec<MacKey>),
     (phase, interval): (Duration, Duration),
     mut assignments: mpsc::UnboundedReceiver<Assignment>,
     silence: CancellationToken,
@@ -261,7 +266,7 @@ async fn simulate_host(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         if client
-            .publish(subject.clone(), seal_heartbeat(&hb, &key).into())
+            .publish(subject.clone(), seal_heartbeat(&hb, &key, &macs).into())
             .await
             .is_ok()
         {

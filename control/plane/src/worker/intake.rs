@@ -1,13 +1,15 @@
 //! Heartbeat intake: a heartbeat is believed only when it is signed by the host its subject
-//! names and names that host itself ([`lattice_protocol::signed::open_heartbeat`]). Anything
+//! names, or tagged by it for this control plane's key ([`HeartbeatKeys`]: a MAC under a key the
+//! two agree, far cheaper to check than the signature), and names that host itself. Anything
 //! else (a bare publish, one signed by another key, one naming another host) is dropped before
 //! it reaches the decisions, counted, and reported once per subject as an event, so that a
 //! client inventing hosts or speaking for a real one changes nothing and is seen.
 
 use std::collections::BTreeSet;
 
+use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{EventKind, Heartbeat};
-use lattice_protocol::signed::open_heartbeat;
+use lattice_protocol::signed::HeartbeatKeys;
 use lattice_protocol::subject::Subject;
 use tracing::warn;
 
@@ -26,9 +28,11 @@ pub(super) enum Taken {
     Refused(Option<Note>),
 }
 
-/// Counts and remembers refused heartbeats.
-#[derive(Debug, Default)]
+/// Opens heartbeats; counts and remembers the refused ones.
+#[derive(Debug)]
 pub(super) struct Intake {
+    /// This control plane's key and the key it shares with each host.
+    keys: HeartbeatKeys,
     /// Heartbeats refused by this leadership.
     refused: u64,
     /// Subjects whose refusal was reported.
@@ -36,6 +40,16 @@ pub(super) struct Intake {
 }
 
 impl Intake {
+    /// Opens heartbeats tagged for `key` (the control plane's) by their tag, others by their
+    /// signature.
+    pub(super) fn new(key: &KeyPair) -> Self {
+        Self {
+            keys: HeartbeatKeys::new(key),
+            refused: 0,
+            reported: BTreeSet::new(),
+        }
+    }
+
     /// Opens the heartbeat that arrived on `subject`.
     pub(super) fn take(&mut self, subject: &str, payload: &[u8]) -> Taken {
         let host = match Subject::parse(subject) {
@@ -43,7 +57,7 @@ impl Intake {
             _ => None,
         };
         let why = match &host {
-            Some(host) => match open_heartbeat(payload, host) {
+            Some(host) => match self.keys.open(payload, host) {
                 Ok(hb) => return Taken::Heartbeat(hb),
                 Err(e) => e.to_string(),
             },
@@ -72,7 +86,7 @@ mod tests {
     use lattice_protocol::envelope;
     use lattice_protocol::keys::{KeyPair, KeyRole};
     use lattice_protocol::names::{HostId, LatticeName};
-    use lattice_protocol::signed::seal_heartbeat;
+    use lattice_protocol::signed::{MacKey, seal_heartbeat};
 
     use super::*;
 
@@ -96,14 +110,19 @@ mod tests {
     }
 
     #[test]
-    fn only_a_heartbeat_signed_by_its_subjects_host_is_taken_and_refusals_are_reported_once() {
+    fn only_a_heartbeat_signed_or_tagged_by_its_subjects_host_is_taken_and_refusals_are_reported_once()
+     {
         let lattice = LatticeName::new("default").expect("valid");
         let key = KeyPair::generate(KeyRole::Host);
         let id = HostId::new(key.public_key().to_string()).expect("valid");
         let subject = Subject::heartbeat(&lattice, &id).to_string();
-        let mut intake = Intake::default();
-        let sealed = seal_heartbeat(&heartbeat(&id), &key);
-        assert!(matches!(intake.take(&subject, &sealed), Taken::Heartbeat(hb) if hb.host == id));
+        let control = KeyPair::generate(KeyRole::Operator);
+        let mac = MacKey::agree(&key, &control.public_key()).expect("agree");
+        let mut intake = Intake::new(&control);
+        let signed = seal_heartbeat(&heartbeat(&id), &key, &[]);
+        assert!(matches!(intake.take(&subject, &signed), Taken::Heartbeat(hb) if hb.host == id));
+        let tagged = seal_heartbeat(&heartbeat(&id), &key, &[mac]);
+        assert!(matches!(intake.take(&subject, &tagged), Taken::Heartbeat(hb) if hb.host == id));
         let bare = envelope::encode(&heartbeat(&id));
         let first = intake.take(&subject, &bare);
         assert!(
