@@ -59,8 +59,17 @@ pub fn init(default_filter: &str) {
         .then(otlp::tracer)
         .flatten()
         .map(|tracer| {
+            // What the layer does by default on every span costs each HTTP request several
+            // microseconds, sampled or not (BENCHMARKS §12): the OpenTelemetry context attached
+            // and detached at every poll of the request's task (Lattice reads a span's context
+            // through the span, never the attached one), busy and idle clocks read at every
+            // poll, the thread's name copied into every span. Off; a span keeps its name, its
+            // fields, its code location and its target.
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                .with_context_activation(false)
+                .with_tracked_inactivity(false)
+                .with_threads(false)
                 .with_filter(filter_fn(traced))
         });
     let _ = tracing_subscriber::registry()
