@@ -64,6 +64,10 @@ git rev-parse --verify --quiet "$BASE_REV^{commit}" >/dev/null ||
     die "$BASE_REV is not a commit of this repository (try: git log --oneline)"
 [ -z "$HEAD_REV" ] || git rev-parse --verify --quiet "$HEAD_REV^{commit}" >/dev/null ||
     die "$HEAD_REV is not a commit of this repository (try: git log --oneline)"
+# As commits of this checkout: `HEAD` or a branch name read in a side's worktree would name
+# that worktree's own.
+BASE_REV="$(git rev-parse "$BASE_REV^{commit}")"
+[ -z "$HEAD_REV" ] || HEAD_REV="$(git rev-parse "$HEAD_REV^{commit}")"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/lattice-compare.XXXXXX")"
 bench_on_exit() {
