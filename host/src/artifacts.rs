@@ -3,9 +3,7 @@
 //! fsync'd (file and directory) before it is used; one that cannot be kept (a full disk) fails
 //! the workload that needed it, saying so.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use async_nats::jetstream;
@@ -20,9 +18,6 @@ pub struct ArtifactCache {
     dir: PathBuf,
     js: jetstream::Context,
     bucket: String,
-    /// One fetch per digest at a time: workloads of one image start together, and two writers
-    /// of one file would race for its temporary name.
-    fetching: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl ArtifactCache {
@@ -32,21 +27,11 @@ impl ArtifactCache {
             dir,
             js,
             bucket: Buckets::new(lattice).artifacts(),
-            fetching: Arc::default(),
         }
     }
 
     /// The bytes of `digest`, from disk or fetched (and then kept).
     pub async fn get(&self, digest: &Digest, max_bytes: usize) -> anyhow::Result<Vec<u8>> {
-        let lock = self
-            .fetching
-            .lock()
-            .expect("not poisoned")
-            .entry(digest.clone())
-            .or_default()
-            .clone();
-        // Whoever waited here finds the file the first one kept.
-        let _one_at_a_time = lock.lock().await;
         let path = self.dir.join(format!("{}.wasm", digest.hex()));
         if let Ok(bytes) = tokio::fs::read(&path).await
             && Digest::of(&bytes) == *digest

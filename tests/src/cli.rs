@@ -111,3 +111,55 @@ pub fn assert_says(text: &str, needles: &[&str]) {
         assert!(text.contains(needle), "`{needle}` not in: {text}");
     }
 }
+
+/// `lattice up` running in the background: SIGTERM on drop, so that it stops its nats-server,
+/// then SIGKILL if it has not exited within 10 s.
+#[derive(Debug)]
+pub struct UpProcess(pub std::process::Child);
+
+impl UpProcess {
+    /// `lattice up` with a NATS port of its own choosing and `state` as its state directory;
+    /// `more` adds arguments and environment; its stderr goes to `log`.
+    pub fn spawn(
+        state: &Path,
+        log: std::fs::File,
+        more: impl FnOnce(&mut std::process::Command),
+    ) -> anyhow::Result<Self> {
+        let mut command = std::process::Command::new(lattice_bin());
+        command
+            .args(["up", "--nats-port", "0", "--state-dir"])
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        more(&mut command);
+        Ok(Self(command.spawn()?))
+    }
+
+    /// Stops it with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.terminate()?;
+        Ok(self.0.wait()?)
+    }
+
+    fn terminate(&self) -> std::io::Result<std::process::ExitStatus> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+    }
+}
+
+impl Drop for UpProcess {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -7,6 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use lattice_tests::cli::UpProcess;
 use lattice_tests::{hello_manifest, hello_wasm, http_get, lattice_bin};
 
 fn lattice(args: &[&str], state: &Path) -> anyhow::Result<Output> {
@@ -32,46 +33,13 @@ fn ok(args: &[&str], state: &Path) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// `lattice up` in the background, stopped with SIGTERM on drop.
-struct Up(std::process::Child);
-
-impl Up {
-    fn start(state: &Path) -> anyhow::Result<Self> {
-        let log = std::fs::File::create(state.with_extension("log"))?;
-        let child = Command::new(lattice_bin())
-            .args(["up", "--nats-port", "0", "--state-dir"])
-            .arg(state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        Ok(Self(child))
-    }
-
-    fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
-        Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()?;
-        Ok(self.0.wait()?)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // SIGTERM first, so that `lattice up` stops its nats-server; SIGKILL if it hangs.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `lattice up` in the background with its stderr in `<state>.log`.
+fn start_up(state: &Path) -> anyhow::Result<UpProcess> {
+    UpProcess::spawn(
+        state,
+        std::fs::File::create(state.with_extension("log"))?,
+        |_| {},
+    )
 }
 
 /// Runs `lattice` until `done` accepts its output, for at most a minute (the lattice is starting).
@@ -147,7 +115,7 @@ async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
     );
 
     // Bring a lattice up, then sign with its dev issuer, push and deploy.
-    let up = Up::start(&state)?;
+    let up = start_up(&state)?;
     until(&["ctl", "get", "hosts", "-o", "json"], &state, |s| {
         serde_json::from_str::<serde_json::Value>(s)
             .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
@@ -279,7 +247,7 @@ async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
     // Its log went to a file: no terminal colour codes in it.
     let log = std::fs::read_to_string(state.with_extension("log"))?;
     assert!(!log.is_empty() && !log.contains('\u{1b}'), "{log}");
-    let _up = Up::start(&state)?;
+    let _up = start_up(&state)?;
     until(&["ctl", "status", "hello", "-o", "json"], &state, |s| {
         s.contains("\"Deployed\"")
     })?;

@@ -613,8 +613,9 @@ async fn events_and_inventory_tell_what_happened() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Workloads of one image starting together on one host fetch it once between them: none fails
-/// for the other's fetch (both used to write the same temporary file, and one lost the race).
+/// Workloads of one image starting together on one host fetch it once between them (one load
+/// per digest, `host/src/agent/components.rs`): none fails for the other's fetch (each used to
+/// fetch it, both wrote the same temporary file, and one lost the race).
 #[tokio::test]
 async fn workloads_of_one_image_start_together_on_one_host() -> anyhow::Result<()> {
     use futures::StreamExt;

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::Context as _;
 use lattice_protocol::messages::AppState;
+use lattice_tests::cli::UpProcess;
 use lattice_tests::edge::{EdgeTopology, HUB_DOMAIN};
 use lattice_tests::otlp::{ExportedSpan, OtlpReceiver};
 use lattice_tests::{TestLattice, WAIT, endpoint, eventually, http_get, lattice_bin};
@@ -487,26 +488,6 @@ async fn a_message_a_guest_publishes_is_handled_in_its_trace() -> anyhow::Result
     Ok(())
 }
 
-/// `lattice up` exporting its spans (control plane and host in one process, service
-/// `lattice-up`); SIGTERM on drop so that it stops its nats-server, SIGKILL if it hangs.
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `lattice args` against the lattice of `state`, exporting as `lattice-cli` when `otlp`.
 async fn cli(
     args: &[&str],
@@ -548,20 +529,17 @@ async fn a_deploy_continues_into_the_control_plane_and_a_request_into_a_provider
     let state = dir.path().join("state");
     let p = |name: &str| dir.path().join(name).display().to_string();
     let log = std::fs::File::create(dir.path().join("up.log"))?;
-    let _up = Up(Command::new(lattice_bin())
-        .args(["up", "--nats-port", "0", "--state-dir"])
-        .arg(&state)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .args(["--host-metrics-addr", "127.0.0.1:0"])
-        // For the lines that say where metrics are served.
-        .env("RUST_LOG", "info")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
-        .env("OTEL_SERVICE_NAME", "lattice-up")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?);
+    // `lattice up` exporting its spans (control plane and host in one process, service
+    // `lattice-up`).
+    let _up = UpProcess::spawn(&state, log, |up| {
+        up.args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--host-metrics-addr", "127.0.0.1:0"])
+            // For the lines that say where metrics are served.
+            .env("RUST_LOG", "info")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
+            .env("OTEL_SERVICE_NAME", "lattice-up")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    })?;
     let up_log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
     // Each try is a new process: there is no event to wait on from outside.
     eventually(WAIT, "`lattice up` to have a host", || async {
