@@ -54,7 +54,9 @@ pub fn init(default_filter: &str) {
     // Traces have their own filter, whatever RUST_LOG keeps on stderr: Lattice's spans (debug
     // level and up, from every `lattice*` crate), and its warnings and errors as span events.
     // Debug and info log events stay out: recording each one in its span would cost the hot
-    // path for little.
+    // path for little. The level hint matters as much: without one the process's maximum level
+    // is TRACE, and every `log::trace!` of a dependency (wasmtime logs several per
+    // instantiation) goes through the `log` bridge and the filters before it is dropped.
     let traces = otlp::configured(|name| std::env::var(name).ok())
         .then(otlp::tracer)
         .flatten()
@@ -70,7 +72,7 @@ pub fn init(default_filter: &str) {
                 .with_context_activation(false)
                 .with_tracked_inactivity(false)
                 .with_threads(false)
-                .with_filter(filter_fn(traced))
+                .with_filter(filter_fn(traced).with_max_level_hint(Level::DEBUG))
         });
     let _ = tracing_subscriber::registry()
         .with(logs)
