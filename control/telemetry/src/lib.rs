@@ -5,7 +5,7 @@
 //! Layout: [`init`] sets up logging and, when asked for, OpenTelemetry traces (`otlp`);
 //! [`run`] runs a binary's async main, reports how it ended and flushes the traces
 //! ([`shutdown`]), the same way for every binary; [`propagation`] carries trace context across
-//! NATS and HTTP hops. A process keeps one line of setup and the switches stay in one place.
+//! NATS and HTTP hops; [`sampling`] lets a busy path draw a new trace before making its span. A process keeps one line of setup and the switches stay in one place.
 //!
 //! The switches:
 //! - `RUST_LOG` chooses what is logged (an [`EnvFilter`] directive); without it, the level the
@@ -36,6 +36,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 mod otlp;
 pub mod propagation;
+pub mod sampling;
 
 /// Installs the process's subscriber: logs to stderr, `RUST_LOG` or else `default_filter`; and,
 /// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, Lattice's spans exported over OTLP.

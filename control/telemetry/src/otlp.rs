@@ -55,6 +55,7 @@ pub(crate) fn tracer() -> Option<SdkTracer> {
         resource = resource.with_service_name(default_service_name());
     }
     let provider = SdkTracerProvider::builder()
+        .with_sampler(crate::sampling::install(|name| std::env::var(name).ok()))
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build();
