@@ -377,7 +377,7 @@ mod tests {
 
     use super::*;
 
-    fn host() -> (KeyPair, HostId) {
+    pub(super) fn host() -> (KeyPair, HostId) {
         let key = KeyPair::generate(KeyRole::Host);
         let id = HostId::new(key.public_key().to_string()).expect("valid");
         (key, id)
@@ -408,7 +408,7 @@ mod tests {
         );
     }
 
-    fn heartbeat(host: &HostId) -> Heartbeat {
+    pub(super) fn heartbeat(host: &HostId) -> Heartbeat {
         Heartbeat {
             host: host.clone(),
             name: "gateway".into(),

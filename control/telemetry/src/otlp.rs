@@ -87,14 +87,7 @@ fn default_service_name() -> String {
 mod tests {
     use super::configured;
 
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use crate::test_env as env;
 
     #[test]
     fn traces_are_off_unless_an_endpoint_is_set() {

@@ -129,14 +129,7 @@ fn next_random() -> u64 {
 mod tests {
     use super::*;
 
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    }
+    use crate::test_env as env;
 
     #[test]
     fn the_ratio_is_read_as_the_sdk_reads_it() {

@@ -165,32 +165,8 @@ impl HeartbeatKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signed::tests::{heartbeat, host};
     use crate::signed::{open_heartbeat, seal_heartbeat};
-
-    fn host() -> (KeyPair, HostId) {
-        let key = KeyPair::generate(KeyRole::Host);
-        let id = HostId::new(key.public_key().to_string()).expect("a host key is a host id");
-        (key, id)
-    }
-
-    fn heartbeat(host: &HostId) -> Heartbeat {
-        Heartbeat {
-            host: host.clone(),
-            name: "gateway".into(),
-            labels: Default::default(),
-            started_at: 0,
-            sent_at_ms: 7,
-            version: String::new(),
-            assignment_revision: 0,
-            interval_secs: 1,
-            workloads: Vec::new(),
-            last_refusal: None,
-            stopping: false,
-            queues: Vec::new(),
-            join_token: None,
-            clock_offset_ms: 0,
-        }
-    }
 
     /// Re-encodes `bytes` after `change` to the signed message in it.
     fn altered(bytes: &[u8], change: impl FnOnce(&mut HostSigned)) -> Vec<u8> {
