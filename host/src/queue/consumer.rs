@@ -303,12 +303,19 @@ async fn receive(
             return committer.await?;
         };
         let mut done = Vec::with_capacity(chunk.len());
+        let mut failed = None;
         for message in chunk {
             if stop.is_cancelled() {
                 break;
             }
-            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-            take(&ctx, &mut lanes, &mut unfinished, message, &mut done).await?;
+            let taken = match message {
+                Ok(message) => take(&ctx, &mut lanes, &mut unfinished, message, &mut done).await,
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            };
+            if let Err(e) = taken {
+                failed = Some(e);
+                break;
+            }
         }
         let waiting = match (lanes.first_waiting(), unfinished) {
             (Some(w), Some(u)) => Some(w.min(u)),
@@ -324,6 +331,50 @@ async fn receive(
             committer.await??;
             anyhow::bail!("the lane committer stopped");
         }
+        if let Some(e) = failed {
+            // What ran is remembered before the consumer starts again (the stream's leader
+            // died, say): started again from the acknowledgement floor with the lanes' older
+            // states, it would run those items a second time.
+            drop(commits);
+            committer.await??;
+            return Err(e);
+        }
+    }
+}
+
+/// How long the committer keeps trying to write lane states that the hub does not take (a
+/// clustered bucket electing a new leader after its node died): the items ran, and giving up
+/// would have the next consumer run them again.
+const REMEMBER_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Writes each lane's latest state, all at once; the writes that fail are tried again (the same
+/// latest states) for up to [`REMEMBER_FOR`].
+async fn remember(kv: &kv::Store, changes: HashMap<String, bytes::Bytes>) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + REMEMBER_FOR;
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut left: Vec<(String, bytes::Bytes)> = changes.into_iter().collect();
+    loop {
+        let writes = left.iter().map(|(key, value)| kv.put(key, value.clone()));
+        let outcomes = futures::future::join_all(writes).await;
+        let mut failed = None;
+        left = left
+            .into_iter()
+            .zip(outcomes)
+            .filter_map(|(change, outcome)| {
+                let e = outcome.err()?;
+                failed = Some(format!("remembering lane {}: {e}", change.0));
+                Some(change)
+            })
+            .collect();
+        let Some(error) = failed else {
+            return Ok(());
+        };
+        if tokio::time::Instant::now() + pause > give_up {
+            anyhow::bail!("{error} (tried for {}s)", REMEMBER_FOR.as_secs());
+        }
+        tracing::warn!(%error, left = left.len(), "lane states not written yet; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
     }
 }
 
@@ -369,15 +420,7 @@ fn committer(kv: kv::Store) -> (mpsc::Sender<Commit>, JoinHandle<anyhow::Result<
                 }
                 next = queued.try_recv().ok();
             }
-            let writes = changes.into_iter().map(|(key, value)| {
-                let kv = &kv;
-                async move {
-                    kv.put(&key, value)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("remembering lane {key}: {e}"))
-                }
-            });
-            futures::future::try_join_all(writes).await?;
+            remember(&kv, changes).await?;
             if let Some(last) = ack {
                 last.message
                     .ack()
