@@ -534,22 +534,22 @@ impl Site {
         let continued = request
             .headers()
             .contains_key(lattice_telemetry::propagation::HEADERS[0]);
-        let span = match (continued, lattice_telemetry::sampling::new_root()) {
-            (false, NewRoot::Skip) => tracing::Span::none(),
-            (false, NewRoot::Drawn) => tracing::debug_span!(
+        let root = lattice_telemetry::sampling::new_root();
+        let span = if !continued && root == NewRoot::Skip {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(
                 "lattice.http.request",
                 component = %workload.name,
                 method = %request.method(),
                 status = tracing::field::Empty,
-                lattice.sampled = true,
-            ),
-            _ => tracing::debug_span!(
-                "lattice.http.request",
-                component = %workload.name,
-                method = %request.method(),
-                status = tracing::field::Empty,
-            ),
+                lattice.sampled = tracing::field::Empty,
+            )
         };
+        if !continued && root == NewRoot::Drawn {
+            // Recorded before the span starts, so the sampler sees it and does not draw again.
+            span.record(lattice_telemetry::sampling::DRAWN, true);
+        }
         lattice_telemetry::propagation::continue_http(&span, request.headers());
         let started = std::time::Instant::now();
         let (response, outcome) = self

@@ -345,13 +345,13 @@ async fn receive(
 /// How long the committer keeps trying to write lane states that the hub does not take (a
 /// clustered bucket electing a new leader after its node died): the items ran, and giving up
 /// would have the next consumer run them again.
-const REMEMBER_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+const REMEMBER_FOR: Duration = Duration::from_secs(60);
 
 /// Writes each lane's latest state, all at once; the writes that fail are tried again (the same
 /// latest states) for up to [`REMEMBER_FOR`].
 async fn remember(kv: &kv::Store, changes: HashMap<String, bytes::Bytes>) -> anyhow::Result<()> {
     let give_up = tokio::time::Instant::now() + REMEMBER_FOR;
-    let mut pause = std::time::Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut left: Vec<(String, bytes::Bytes)> = changes.into_iter().collect();
     loop {
         let writes = left.iter().map(|(key, value)| kv.put(key, value.clone()));
@@ -369,12 +369,11 @@ async fn remember(kv: &kv::Store, changes: HashMap<String, bytes::Bytes>) -> any
         let Some(error) = failed else {
             return Ok(());
         };
-        if tokio::time::Instant::now() + pause > give_up {
+        if tokio::time::Instant::now() >= give_up {
             anyhow::bail!("{error} (tried for {}s)", REMEMBER_FOR.as_secs());
         }
         tracing::warn!(%error, left = left.len(), "lane states not written yet; trying again");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+        backoff.sleep().await;
     }
 }
 
