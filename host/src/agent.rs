@@ -42,6 +42,7 @@ use crate::caps::calls::{self, Loaded, Router, imports_components, link_imports}
 use crate::caps::providers::{Providers, link_id};
 use crate::caps::{
     HostServices, LatticeLink, Services, WorkloadCtx, WorkloadSpec, blobstore, config, messaging,
+    secrets::SecretsState,
 };
 use crate::compile::{CodeCache, CodeKey};
 use crate::engine::Runtime;
@@ -449,9 +450,12 @@ impl Agent {
     fn workload_ctx(
         &self,
         w: &Workload,
-        config: BTreeMap<String, String>,
+        secrets: BTreeMap<String, String>,
         links: Vec<WorkloadLink>,
     ) -> Result<WorkloadCtx, String> {
+        // A secret wins over a config value of the same key.
+        let mut config = w.config.clone();
+        config.extend(secrets.clone());
         let mut env: Vec<(String, String)> = config.clone().into_iter().collect();
         env.push(("LATTICE_HOST_NAME".into(), self.name.clone()));
         env.push(("LATTICE_HOST_ID".into(), self.host.to_string()));
@@ -460,6 +464,7 @@ impl Agent {
             component: w.component.clone(),
             env,
             config,
+            secrets: SecretsState::new(secrets),
             // `blobstore-fs` links without a `root` keep their blobs in `<blob root base>/<app>`.
             links: blobstore::with_default_root(links, &w.app)?,
         };
@@ -515,14 +520,14 @@ impl Agent {
         let linker = self.linker_for(w, &component)?;
         let linker = linker.as_ref();
         // Secrets are opened here, in memory: the saved assignment keeps them sealed.
-        let config = config::with_secrets(&self.key, &w.config, &w.secrets)
+        let secrets = config::open_secrets(&self.key, &w.secrets)
             .map_err(anyhow::Error::msg)
             .because(FailureReason::SecretRefused)?;
         let links = config::links_with_secrets(&self.key, &w.links)
             .map_err(anyhow::Error::msg)
             .because(FailureReason::SecretRefused)?;
         let ctx = Arc::new(
-            self.workload_ctx(w, config, links)
+            self.workload_ctx(w, secrets, links)
                 .map_err(anyhow::Error::msg)
                 .because(FailureReason::LinkError)?,
         );

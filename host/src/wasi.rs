@@ -41,12 +41,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::caps::blobstore::BlobstoreView;
+use crate::caps::bus::{BusView, LinkNames};
 use crate::caps::config::ConfigView;
 use crate::caps::keyvalue::KeyvalueView;
 use crate::caps::logging::LoggingView;
 use crate::caps::messaging::MessagingView;
 use crate::caps::outgoing_http::OutgoingPolicy;
-use crate::caps::{WorkloadCtx, blobstore, config, keyvalue, logging, messaging};
+use crate::caps::secrets::SecretsView;
+use crate::caps::{WorkloadCtx, blobstore, bus, config, keyvalue, logging, messaging, secrets};
 use crate::engine::{EngineConfig, Runtime};
 use crate::limits::{StoreLimiter, TABLE_ELEMENTS};
 
@@ -82,6 +84,8 @@ pub struct HostState {
     /// When this invocation must end: host calls (component calls, requests) wait no longer.
     deadline: Instant,
     hooks: OutgoingPolicy,
+    /// The links the guest chose by name (`wasmcloud:bus`), for this invocation.
+    pub(crate) link_names: LinkNames,
     /// The workload this store runs: its config, links and capabilities.
     pub(crate) ctx: Arc<WorkloadCtx>,
 }
@@ -117,6 +121,7 @@ impl HostState {
             limits: StoreLimiter::new(limits.memory_bytes, limits.table_elements),
             deadline: Instant::now() + limits.execution_timeout,
             hooks: OutgoingPolicy::new(ctx.outgoing_http.clone()),
+            link_names: LinkNames::default(),
             ctx,
         }
     }
@@ -167,6 +172,8 @@ pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
     keyvalue::add_to_linker(&mut linker, keyvalue_view)?;
     messaging::add_to_linker(&mut linker, messaging_view)?;
     blobstore::add_to_linker(&mut linker, blobstore_view)?;
+    bus::add_to_linker(&mut linker, bus_view)?;
+    secrets::add_to_linker(&mut linker, secrets_view)?;
     Ok(linker)
 }
 
@@ -181,6 +188,7 @@ fn config_view(state: &mut HostState) -> ConfigView<'_> {
 fn messaging_view(state: &mut HostState) -> MessagingView<'_> {
     MessagingView {
         ctx: &state.ctx,
+        names: &state.link_names,
         deadline: state.deadline,
     }
 }
@@ -189,6 +197,7 @@ fn blobstore_view(state: &mut HostState) -> BlobstoreView<'_> {
     BlobstoreView {
         table: &mut state.table,
         ctx: &state.ctx,
+        names: &state.link_names,
     }
 }
 
@@ -196,6 +205,22 @@ fn keyvalue_view(state: &mut HostState) -> KeyvalueView<'_> {
     KeyvalueView {
         table: &mut state.table,
         ctx: &state.ctx,
+        names: &state.link_names,
+    }
+}
+
+fn bus_view(state: &mut HostState) -> BusView<'_> {
+    BusView {
+        table: &mut state.table,
+        names: &mut state.link_names,
+        links: state.ctx.links(),
+    }
+}
+
+fn secrets_view(state: &mut HostState) -> SecretsView<'_> {
+    SecretsView {
+        table: &mut state.table,
+        secrets: &state.ctx.secrets,
     }
 }
 

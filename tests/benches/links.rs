@@ -199,6 +199,7 @@ fn ctx(
         component: ComponentName::new(component)?,
         env: Vec::new(),
         config: BTreeMap::new(),
+        secrets: Default::default(),
         links,
     };
     let services = Services {

@@ -264,6 +264,7 @@ async fn a_call_beyond_the_targets_concurrency_is_busy() -> anyhow::Result<()> {
             component: component.clone(),
             env: Vec::new(),
             config: BTreeMap::new(),
+            secrets: Default::default(),
             links: Vec::new(),
         },
         Services {

@@ -2,7 +2,10 @@
 //! binary: the fixture `control/manifest/tests/ui/wasmcloud_http_hello.yaml` (a named link with
 //! `source: {name, config}` and `target: {name}`, a scaler on the capability, a `file://` image)
 //! deploys and answers; what Lattice cannot honour is refused by `lattice ctl deploy` with the
-//! field, the reason and what to do, before anything is sent.
+//! field, the reason and what to do, before anything is sent. A component built with the
+//! `wasmcloud-component` crate (`examples/wasmcloud-counter`) runs unchanged: it chooses
+//! between two key-value links by name with `wasmcloud:bus/lattice@2.0.0` and reads a secret
+//! through `wasmcloud:secrets`.
 
 use lattice_tests::cli::{Cli, arg, assert_says};
 use lattice_tests::{TestLattice, endpoint, hello_wasm, http_get};
@@ -10,6 +13,7 @@ use lattice_tests::{TestLattice, endpoint, hello_wasm, http_get};
 const HELLO: &str = include_str!("../../control/manifest/tests/ui/wasmcloud_http_hello.yaml");
 const NOT_HONOURED: &str =
     include_str!("../../control/manifest/tests/ui/wasmcloud_not_honoured.yaml");
+const COUNTER: &str = include_str!("../../control/manifest/tests/ui/wasmcloud_counter.yaml");
 
 #[tokio::test]
 async fn a_wadm_manifest_deploys_unchanged_and_answers() -> anyhow::Result<()> {
@@ -52,5 +56,70 @@ async fn what_lattice_cannot_honour_is_refused_with_what_to_do() -> anyhow::Resu
         ],
     );
     assert!(t.ctl.apps().await?.is_empty(), "nothing was deployed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wasmcloud_component_chooses_its_links_by_name_and_reads_its_secrets()
+-> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let cli = Cli::new(&t)?;
+    let wasm = std::fs::read(env!("LATTICE_WASMCLOUD_COUNTER_WASM"))?;
+    let file = cli.file(
+        "app/build/wasmcloud_counter.wasm",
+        &t.sign(&wasm, "wasmcloud-counter", "0.1.0"),
+    )?;
+    // Built as wasmCloud users build theirs: it imports wasmCloud's own interfaces.
+    let inspected = cli.local(&["inspect", &arg(&file)]).await?;
+    assert_says(
+        &inspected,
+        &[
+            "wasmcloud:bus/lattice@2.0.0",
+            "wasmcloud:secrets/store@0.1.0-draft",
+        ],
+    );
+    let manifest = cli.file("app/wadm.yaml", COUNTER.as_bytes())?;
+    cli.ok(&["ctl", "deploy", &arg(&manifest)]).await?;
+    let addr = endpoint(&t.wait_deployed("wasmcloud-counter").await?)?;
+
+    // No link chosen: the link named `default`, bucket `counts`.
+    let get = |path: &'static str| http_get(&addr, path);
+    assert_eq!(
+        get("/count/apples").await?,
+        (200, "Grüezi apples: 1\n".into())
+    );
+    // `cache` is another bucket: its own count, and `counts` is untouched.
+    assert_eq!(
+        get("/count/apples?link=cache").await?,
+        (200, "Grüezi apples: 1\n".into())
+    );
+    assert_eq!(
+        get("/count/apples?link=cache").await?,
+        (200, "Grüezi apples: 2\n".into())
+    );
+    assert_eq!(
+        get("/count/apples").await?,
+        (200, "Grüezi apples: 2\n".into())
+    );
+    // A name no link has is refused by set-link-name itself, saying which.
+    let (code, body) = get("/count/apples?link=nope").await?;
+    assert_eq!(code, 400, "{body}");
+    assert_says(&body, &["no link named `nope`", "wasi:keyvalue/store"]);
+
+    // The secret reaches the component, and only as a secret.
+    assert_eq!(
+        get("/secret/api-password?expect=opensesame").await?,
+        (200, "matches\n".into())
+    );
+    assert_eq!(
+        get("/secret/api-password?expect=guess").await?,
+        (403, "differs\n".into())
+    );
+    assert_eq!(
+        get("/secret/greeting").await?.0,
+        404,
+        "config is not a secret"
+    );
     Ok(())
 }

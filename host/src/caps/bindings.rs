@@ -64,3 +64,61 @@ pub mod handler {
         exports: { default: async },
     });
 }
+
+/// `wasmcloud:bus/lattice@1.0.0`: a guest chooses its links by name; nothing to report back.
+pub mod bus1 {
+    wasmtime::component::bindgen!({
+        path: ["../wit/deps/bus-1.wit"],
+        inline: "
+            package lattice:bus1;
+
+            world bus {
+                import wasmcloud:bus/lattice@1.0.0;
+            }
+        ",
+        world: "lattice:bus1/bus",
+        imports: { default: trappable },
+        with: {
+            "wasmcloud:bus/lattice.call-target-interface": crate::caps::bus::CallTarget,
+        },
+    });
+}
+
+/// `wasmcloud:bus/lattice@2.0.0`: the same, and a name no link has is an error at once.
+pub mod bus2 {
+    wasmtime::component::bindgen!({
+        path: ["../wit/deps/bus.wit"],
+        inline: "
+            package lattice:bus2;
+
+            world bus {
+                import wasmcloud:bus/lattice@2.0.0;
+            }
+        ",
+        world: "lattice:bus2/bus",
+        imports: { default: trappable },
+        with: {
+            "wasmcloud:bus/lattice.call-target-interface": crate::caps::bus::CallTarget,
+        },
+    });
+}
+
+/// `wasmcloud:secrets` (store, reveal): the workload's secrets, opened by the host.
+pub mod secrets {
+    wasmtime::component::bindgen!({
+        path: ["../wit/deps/secrets.wit"],
+        inline: "
+            package lattice:secrets;
+
+            world secrets {
+                import wasmcloud:secrets/store@0.1.0-draft;
+                import wasmcloud:secrets/reveal@0.1.0-draft;
+            }
+        ",
+        world: "lattice:secrets/secrets",
+        imports: { default: trappable },
+        with: {
+            "wasmcloud:secrets/store.secret": crate::caps::secrets::Secret,
+        },
+    });
+}

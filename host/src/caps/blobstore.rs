@@ -46,6 +46,7 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use super::WorkloadCtx;
 use super::bindings::blobstore::wasi::blobstore::{blobstore, container, types};
+use super::bus::LinkNames;
 use super::providers::link_id;
 
 /// The built-in capability's name in links.
@@ -95,6 +96,27 @@ pub struct BlobstoreView<'a> {
     pub table: &'a mut ResourceTable,
     /// The workload.
     pub ctx: &'a WorkloadCtx,
+    /// The links the guest chose by name.
+    pub names: &'a LinkNames,
+}
+
+impl<'a> BlobstoreView<'a> {
+    /// Where this store's calls go: the workload, and the link the guest chose, if any.
+    fn blobs(&self) -> Blobs<'a> {
+        Blobs {
+            ctx: self.ctx,
+            chosen: self.names.chosen("wasi", "blobstore", "blobstore"),
+        }
+    }
+}
+
+/// Where a store's blob calls go (what they borrow, rather than the view: its resource table
+/// is not `Sync`).
+#[derive(Debug, Clone, Copy)]
+struct Blobs<'a> {
+    ctx: &'a WorkloadCtx,
+    /// The link name the guest chose for `wasi:blobstore`, if any.
+    chosen: Option<&'a str>,
 }
 
 struct Blobstore;
@@ -159,7 +181,7 @@ impl BlobGrant {
         links: &[WorkloadLink],
         workload: &str,
     ) -> Result<Self, String> {
-        let (link, root) = root(links, workload)?;
+        let (link, root) = root(links, workload, None)?;
         Ok(Self {
             root,
             link: link_id(app, component, link),
@@ -167,18 +189,27 @@ impl BlobGrant {
     }
 }
 
-/// The `blobstore-fs` link of `workload` among `links` and its root directory, or why there
-/// is none.
+/// The `blobstore-fs` link of `workload` among `links` (the one named `chosen`, else the one
+/// named `default`, else the first) and its root directory, or why there is none.
 fn root<'a>(
     links: &'a [WorkloadLink],
     workload: &str,
+    chosen: Option<&str>,
 ) -> Result<(&'a WorkloadLink, PathBuf), String> {
     let links: Vec<&WorkloadLink> = links.iter().filter(|l| blobstore_link(l)).collect();
-    let Some(link) = links
-        .iter()
-        .find(|l| l.name == "default")
-        .or_else(|| links.first())
-    else {
+    let link = match chosen {
+        Some(name) => links.iter().find(|l| l.name == name).ok_or_else(|| {
+            format!(
+                "no `{NAME}` link named `{name}` (chosen with wasmcloud:bus/lattice.set-link-name) for `{workload}`: name one of its blob-store links"
+            )
+        })
+        .map(Some)?,
+        None => links
+            .iter()
+            .find(|l| l.name == "default")
+            .or_else(|| links.first()),
+    };
+    let Some(link) = link else {
         return Err(format!(
             "wasi:blobstore is not linked for `{workload}`: add a link trait from it to a blob-store capability (e.g. `builtin:{NAME}`)",
         ));
@@ -207,10 +238,23 @@ fn unexpected(reply: &Reply) -> String {
     format!("the `{NAME}` provider answered {reply:?}")
 }
 
-/// Sends `call` to `ctx`'s `blobstore-fs` provider, on its link. (A free function: the
-/// view's resource table is not `Sync`, so the call borrows only the workload.)
-async fn call(ctx: &WorkloadCtx, call: BlobCall) -> Result<Reply, String> {
-    let grant = ctx.blob.as_ref().map_err(Clone::clone)?;
+/// Sends `call` to the workload's `blobstore-fs` provider, on its link (the chosen one, when
+/// the guest chose one, checked as at start). (A free function: the view's resource table is
+/// not `Sync`, so the call borrows only the workload.)
+async fn call(at: Blobs<'_>, call: BlobCall) -> Result<Reply, String> {
+    let Blobs { ctx, chosen } = at;
+    let named;
+    let grant = match chosen {
+        None => ctx.blob.as_ref().map_err(Clone::clone)?,
+        Some(name) => {
+            let (link, root) = root(ctx.links(), &ctx.name(), Some(name))?;
+            named = BlobGrant {
+                root,
+                link: link_id(&ctx.app, &ctx.component, link),
+            };
+            &named
+        }
+    };
     let provider = ctx
         .providers()
         .and_then(|p| p.in_host(NAME))
@@ -224,16 +268,16 @@ async fn call(ctx: &WorkloadCtx, call: BlobCall) -> Result<Reply, String> {
 }
 
 /// `call`, answered `Unit`.
-async fn unit(ctx: &WorkloadCtx, call: BlobCall) -> Result<(), String> {
-    match self::call(ctx, call).await? {
+async fn unit(at: Blobs<'_>, call: BlobCall) -> Result<(), String> {
+    match self::call(at, call).await? {
         Reply::Unit => Ok(()),
         other => Err(unexpected(&other)),
     }
 }
 
 /// `call`, answered `Bool`.
-async fn bool(ctx: &WorkloadCtx, call: BlobCall) -> Result<bool, String> {
-    match self::call(ctx, call).await? {
+async fn bool(at: Blobs<'_>, call: BlobCall) -> Result<bool, String> {
+    match self::call(at, call).await? {
         Reply::Bool(b) => Ok(b),
         other => Err(unexpected(&other)),
     }
@@ -255,7 +299,7 @@ impl BlobstoreView<'_> {
 
     /// Opens container `name` once `call` says it may.
     async fn open(&mut self, name: String, call: BlobCall) -> BlobResult<Resource<Container>> {
-        match unit(self.ctx, call).await {
+        match unit(self.blobs(), call).await {
             Ok(()) => Ok(Ok(self.table.push(Container { name })?)),
             Err(e) => Ok(Err(e)),
         }
@@ -283,24 +327,24 @@ impl blobstore::Host for BlobstoreView<'_> {
 
     #[instrument(name = "lattice.blobstore.delete_container", level = "debug", skip_all)]
     async fn delete_container(&mut self, name: String) -> BlobResult<()> {
-        Ok(unit(self.ctx, BlobCall::DeleteContainer(name)).await)
+        Ok(unit(self.blobs(), BlobCall::DeleteContainer(name)).await)
     }
 
     #[instrument(name = "lattice.blobstore.container_exists", level = "debug", skip_all)]
     async fn container_exists(&mut self, name: String) -> BlobResult<bool> {
-        Ok(bool(self.ctx, BlobCall::ContainerExists(name)).await)
+        Ok(bool(self.blobs(), BlobCall::ContainerExists(name)).await)
     }
 
     #[instrument(name = "lattice.blobstore.copy_object", level = "debug", skip_all)]
     async fn copy_object(&mut self, src: types::ObjectId, dest: types::ObjectId) -> BlobResult<()> {
         let (src, dest) = (blob_ref(src), blob_ref(dest));
-        Ok(unit(self.ctx, BlobCall::CopyObject { src, dest }).await)
+        Ok(unit(self.blobs(), BlobCall::CopyObject { src, dest }).await)
     }
 
     #[instrument(name = "lattice.blobstore.move_object", level = "debug", skip_all)]
     async fn move_object(&mut self, src: types::ObjectId, dest: types::ObjectId) -> BlobResult<()> {
         let (src, dest) = (blob_ref(src), blob_ref(dest));
-        Ok(unit(self.ctx, BlobCall::MoveObject { src, dest }).await)
+        Ok(unit(self.blobs(), BlobCall::MoveObject { src, dest }).await)
     }
 }
 
@@ -316,7 +360,7 @@ impl container::HostContainer for BlobstoreView<'_> {
     async fn info(&mut self, c: Resource<Container>) -> BlobResult<types::ContainerMetadata> {
         let name = self.container(&c)?;
         Ok(
-            match call(self.ctx, BlobCall::ContainerInfo(name.clone())).await {
+            match call(self.blobs(), BlobCall::ContainerInfo(name.clone())).await {
                 Ok(Reply::Number(created_at)) => Ok(types::ContainerMetadata { name, created_at }),
                 Ok(other) => Err(unexpected(&other)),
                 Err(e) => Err(e),
@@ -333,7 +377,7 @@ impl container::HostContainer for BlobstoreView<'_> {
         end: u64,
     ) -> BlobResult<Resource<IncomingValue>> {
         let object = self.object(&c, name)?;
-        let read = call(self.ctx, BlobCall::GetData { object, start, end }).await;
+        let read = call(self.blobs(), BlobCall::GetData { object, start, end }).await;
         match read.and_then(value) {
             Ok(data) => Ok(Ok(self.table.push(IncomingValue { data })?)),
             Err(e) => Ok(Err(e)),
@@ -348,7 +392,7 @@ impl container::HostContainer for BlobstoreView<'_> {
         data: Resource<OutgoingValue>,
     ) -> BlobResult<()> {
         let object = self.object(&c, name)?;
-        if let Err(e) = unit(self.ctx, BlobCall::CheckWrite(object.clone())).await {
+        if let Err(e) = unit(self.blobs(), BlobCall::CheckWrite(object.clone())).await {
             return Ok(Err(e));
         }
         self.table.get_mut(&data)?.target = Some(object);
@@ -358,7 +402,7 @@ impl container::HostContainer for BlobstoreView<'_> {
     #[instrument(name = "lattice.blobstore.list_objects", level = "debug", skip_all)]
     async fn list_objects(&mut self, c: Resource<Container>) -> BlobResult<Resource<ObjectNames>> {
         let container = self.container(&c)?;
-        match call(self.ctx, BlobCall::ListObjects(container)).await {
+        match call(self.blobs(), BlobCall::ListObjects(container)).await {
             Ok(Reply::Keys { keys, .. }) => Ok(Ok(self.table.push(ObjectNames {
                 names: keys,
                 next: 0,
@@ -371,7 +415,7 @@ impl container::HostContainer for BlobstoreView<'_> {
     #[instrument(name = "lattice.blobstore.delete_object", level = "debug", skip_all)]
     async fn delete_object(&mut self, c: Resource<Container>, name: String) -> BlobResult<()> {
         let object = self.object(&c, name)?;
-        Ok(unit(self.ctx, BlobCall::DeleteObject(object)).await)
+        Ok(unit(self.blobs(), BlobCall::DeleteObject(object)).await)
     }
 
     #[instrument(name = "lattice.blobstore.delete_objects", level = "debug", skip_all)]
@@ -385,13 +429,13 @@ impl container::HostContainer for BlobstoreView<'_> {
             container,
             objects: names,
         };
-        Ok(unit(self.ctx, call).await)
+        Ok(unit(self.blobs(), call).await)
     }
 
     #[instrument(name = "lattice.blobstore.has_object", level = "debug", skip_all)]
     async fn has_object(&mut self, c: Resource<Container>, name: String) -> BlobResult<bool> {
         let object = self.object(&c, name)?;
-        Ok(bool(self.ctx, BlobCall::HasObject(object)).await)
+        Ok(bool(self.blobs(), BlobCall::HasObject(object)).await)
     }
 
     #[instrument(name = "lattice.blobstore.object_info", level = "debug", skip_all)]
@@ -402,7 +446,7 @@ impl container::HostContainer for BlobstoreView<'_> {
     ) -> BlobResult<types::ObjectMetadata> {
         let object = self.object(&c, name)?;
         Ok(
-            match call(self.ctx, BlobCall::ObjectInfo(object.clone())).await {
+            match call(self.blobs(), BlobCall::ObjectInfo(object.clone())).await {
                 Ok(Reply::ObjectInfo { created_at, size }) => Ok(types::ObjectMetadata {
                     name: object.object,
                     container: object.container,
@@ -418,7 +462,7 @@ impl container::HostContainer for BlobstoreView<'_> {
     #[instrument(name = "lattice.blobstore.clear", level = "debug", skip_all)]
     async fn clear(&mut self, c: Resource<Container>) -> BlobResult<()> {
         let container = self.container(&c)?;
-        Ok(unit(self.ctx, BlobCall::Clear(container)).await)
+        Ok(unit(self.blobs(), BlobCall::Clear(container)).await)
     }
 
     async fn drop(&mut self, c: Resource<Container>) -> wasmtime::Result<()> {
@@ -495,7 +539,7 @@ impl types::HostOutgoingValue for BlobstoreView<'_> {
         };
         // One copy, out of the pipe the guest wrote through (the provider takes owned bytes).
         let data = serde_bytes::ByteBuf::from(v.pipe.contents().to_vec());
-        Ok(unit(self.ctx, BlobCall::WriteData { object, data }).await)
+        Ok(unit(self.blobs(), BlobCall::WriteData { object, data }).await)
     }
 
     async fn drop(&mut self, value: Resource<OutgoingValue>) -> wasmtime::Result<()> {

@@ -46,7 +46,14 @@ use crate::wasi::{HostState, Limits, new_store};
 
 /// Whether the host serves `name`'s package itself (so it is never a component link).
 fn host_provided(name: &str) -> bool {
-    name.starts_with("wasi:") || name.starts_with("wasmcloud:messaging/")
+    [
+        "wasi:",
+        "wasmcloud:messaging/",
+        "wasmcloud:bus/",
+        "wasmcloud:secrets/",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// A workload ready to be instantiated: what the router, the RPC server and the messaging
@@ -437,27 +444,42 @@ fn fail(ty: &ComponentFunc, results: &mut [Val], error: CallError) -> wasmtime::
     Err(wasmtime::Error::new(error))
 }
 
-/// The component a workload's links send `interface` to, and the link's queued delivery, if
-/// any; `(None, None)` when no link serves it.
-fn link_target(
-    links: &[WorkloadLink],
-    interface: &InterfaceName,
-) -> (Option<ComponentName>, Option<Arc<QueuedDelivery>>) {
-    links
-        .iter()
-        .find_map(|l| match &l.target {
-            LinkTarget::Component(c)
-                if l.serves(
-                    interface.namespace(),
-                    interface.package(),
-                    interface.interface(),
-                ) =>
-            {
-                Some((Some(c.clone()), l.queued.clone().map(Arc::new)))
-            }
-            _ => None,
-        })
-        .unwrap_or((None, None))
+/// The components a workload's links send one interface to, by link name, in manifest order.
+#[derive(Debug, Default)]
+struct Targets(Vec<(String, ComponentName, Option<Arc<QueuedDelivery>>)>);
+
+impl Targets {
+    /// The links of `links` that send `interface` to a component.
+    fn of(links: &[WorkloadLink], interface: &InterfaceName) -> Self {
+        Self(
+            links
+                .iter()
+                .filter(|l| {
+                    l.serves(
+                        interface.namespace(),
+                        interface.package(),
+                        interface.interface(),
+                    )
+                })
+                .filter_map(|l| match &l.target {
+                    LinkTarget::Component(c) => {
+                        Some((l.name.clone(), c.clone(), l.queued.clone().map(Arc::new)))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
+    /// The target of the link named `chosen` (`wasmcloud:bus`), else of the first link, with
+    /// its queued delivery, if any; `None` when no such link sends it anywhere.
+    fn pick(&self, chosen: Option<&str>) -> Option<(&ComponentName, Option<&Arc<QueuedDelivery>>)> {
+        let found = match chosen {
+            Some(name) => self.0.iter().find(|(n, _, _)| n == name),
+            None => self.0.first(),
+        };
+        found.map(|(_, c, q)| (c, q.as_ref()))
+    }
 }
 
 /// Whether `component` imports an interface the host does not serve itself, which
@@ -495,7 +517,9 @@ pub fn link_imports(
         let Ok(parsed) = InterfaceName::parse(name) else {
             continue;
         };
-        let (target, queued) = link_target(links, &parsed);
+        let targets = Arc::new(Targets::of(links, &parsed));
+        let linked = !targets.0.is_empty();
+        let queued = targets.0.iter().any(|(_, _, q)| q.is_some());
         let interface = Arc::new(parsed.without_version());
         let mut scope = linker.instance(name)?;
         for (function, item) in instance.exports(engine) {
@@ -504,34 +528,37 @@ pub fn link_imports(
             };
             let crossable = func.params().all(|(_, t)| codec::crossable(&t))
                 && func.results().all(|t| codec::crossable(&t));
-            if target.is_some() && !crossable {
+            if linked && !crossable {
                 anyhow::bail!(
                     "{name}.{function} passes resources, streams or futures, which cannot cross components; link it to a capability instead"
                 );
             }
-            if queued.is_some() && !one_way(&func) {
+            if queued && !one_way(&func) {
                 anyhow::bail!(
                     "{name}.{function} is on a link with `delivery: queued` but returns data: only one-way operations qualify (functions without a return value other than `result<_, error>`); make the link direct"
                 );
             }
-            let (interface, function_name, target, queued) = (
+            let (interface, function_name, targets) = (
                 interface.clone(),
                 Arc::new(function.to_string()),
-                target.clone(),
-                queued.clone(),
+                targets.clone(),
             );
             scope.func_new_async(function, move |store, ty, params, results| {
-                let (interface, function_name, target, queued) = (
-                    interface.clone(),
-                    function_name.clone(),
-                    target.clone(),
-                    queued.clone(),
-                );
+                let (interface, function_name, targets) =
+                    (interface.clone(), function_name.clone(), targets.clone());
                 Box::new(async move {
-                    let ctx = store.data().ctx.clone();
-                    let deadline = store.data().deadline();
-                    let outcome = match (&target, ctx.router()) {
-                        (Some(t), _) if let Some(q) = &queued => {
+                    let data = store.data();
+                    let (ctx, deadline) = (data.ctx.clone(), data.deadline());
+                    let chosen = data.link_names.chosen(
+                        interface.namespace(),
+                        interface.package(),
+                        interface.interface(),
+                    );
+                    let chosen = chosen.map(str::to_owned);
+                    let picked = targets.pick(chosen.as_deref());
+                    let (target, queued) = (picked.map(|(t, _)| t), picked.and_then(|(_, q)| q));
+                    let outcome = match (target, ctx.router()) {
+                        (Some(t), _) if let Some(q) = queued => {
                             enqueue(&ctx, t, &interface, &function_name, &ty, params, q).await.map(
                                 |()| {
                                     if let Some(slot) = results.first_mut() {
@@ -540,6 +567,13 @@ pub fn link_imports(
                                 },
                             )
                         }
+                        (None, _) if let Some(name) = &chosen => Err(CallError::new(
+                            CallErrorKind::NotLinked,
+                            format!(
+                                "no link named `{name}` (chosen with wasmcloud:bus/lattice.set-link-name) sends {interface} anywhere for `{}`: name one of its links that does",
+                                ctx.name()
+                            ),
+                        )),
                         (None, _) => Err(CallError::new(
                             CallErrorKind::NotLinked,
                             format!(

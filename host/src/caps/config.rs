@@ -65,11 +65,22 @@ pub fn with_secrets(
     secrets: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, String> {
     let mut values = config.clone();
-    for (name, sealed) in secrets {
-        let plain = secret::open(key, sealed).map_err(|e| format!("secret `{name}`: {e}"))?;
-        values.insert(name.clone(), plain.to_string());
-    }
+    values.extend(open_secrets(key, secrets)?);
     Ok(values)
+}
+
+/// The `secrets` (sealed to the host's `key`) opened, or which one cannot be, and why.
+pub fn open_secrets(
+    key: &KeyPair,
+    secrets: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    secrets
+        .iter()
+        .map(|(name, sealed)| {
+            let plain = secret::open(key, sealed).map_err(|e| format!("secret `{name}`: {e}"))?;
+            Ok((name.clone(), plain.to_string()))
+        })
+        .collect()
 }
 
 /// A workload's links with each link's secrets opened by the host's `key` and added to that

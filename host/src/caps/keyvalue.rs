@@ -2,9 +2,9 @@
 //! the workload's link names: `keyvalue-nats` inside the host (NATS JetStream KV), or a provider
 //! process such as `keyvalue-redis`. The bucket resource stays here; the provider sees its name.
 //!
-//! `open(identifier)` picks the link: the one named `identifier`, else the only one, else the
-//! one whose `bucket` is `identifier`; the provider then says which bucket that is (or
-//! `no-such-store`). The answer depends on the link alone, so the workload's context remembers
+//! `open(identifier)` picks the link: the one the guest chose by name for `wasi:keyvalue/store`
+//! ([`super::bus`]), else the one named `identifier`, else the only one, else the one whose
+//! `bucket` is `identifier`; the provider then says which bucket that is (or `no-such-store`). The answer depends on the link alone, so the workload's context remembers
 //! it ([`OpenedBuckets`]): a guest opening its bucket on every request (instances are fresh per
 //! request) asks a provider process once, not once per request.
 //!
@@ -25,6 +25,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::WorkloadCtx;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
+use super::bus::LinkNames;
 use super::providers::link_id;
 
 /// The most answers to `open` one workload remembers (the providers here accept at most four
@@ -85,6 +86,8 @@ pub struct KeyvalueView<'a> {
     pub table: &'a mut ResourceTable,
     /// The workload, with its [`KeyvalueGrant`].
     pub ctx: &'a WorkloadCtx,
+    /// The links the guest chose by name.
+    pub names: &'a LinkNames,
 }
 
 struct Keyvalue;
@@ -153,7 +156,11 @@ fn keyvalue_link(link: &WorkloadLink) -> bool {
 fn choose<'a>(
     links: &'a [(WorkloadLink, LinkId)],
     identifier: &str,
+    chosen: Option<&str>,
 ) -> Option<&'a (WorkloadLink, LinkId)> {
+    if let Some(name) = chosen {
+        return links.iter().find(|(l, _)| l.name == name);
+    }
     links
         .iter()
         .find(|(l, _)| l.name == identifier)
@@ -165,7 +172,11 @@ fn choose<'a>(
         })
 }
 
-async fn open(ctx: &WorkloadCtx, identifier: String) -> Result<Bucket, store::Error> {
+async fn open(
+    ctx: &WorkloadCtx,
+    identifier: String,
+    chosen: Option<&str>,
+) -> Result<Bucket, store::Error> {
     let links = &ctx.keyvalue.links;
     if links.is_empty() {
         return Err(other(format!(
@@ -173,7 +184,15 @@ async fn open(ctx: &WorkloadCtx, identifier: String) -> Result<Bucket, store::Er
             ctx.name()
         )));
     }
-    let (link, id) = choose(links, &identifier).ok_or(store::Error::NoSuchStore)?;
+    let Some((link, id)) = choose(links, &identifier, chosen) else {
+        return Err(match chosen {
+            Some(name) => other(format!(
+                "no key-value link named `{name}` (chosen with wasmcloud:bus/lattice.set-link-name) for `{}`: name one of its links to a key-value capability",
+                ctx.name()
+            )),
+            None => store::Error::NoSuchStore,
+        });
+    };
     let providers = ctx.providers().ok_or_else(|| {
         other("this host is not connected to a lattice, so it has no key-value storage")
     })?;
@@ -232,7 +251,8 @@ impl KeyvalueView<'_> {
 impl store::Host for KeyvalueView<'_> {
     #[instrument(name = "lattice.kv.open", level = "debug", skip_all)]
     async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
-        match open(self.ctx, identifier).await {
+        let chosen = self.names.chosen("wasi", "keyvalue", "store");
+        match open(self.ctx, identifier, chosen).await {
             Ok(bucket) => Ok(Ok(self.table.push(bucket)?)),
             Err(e) => Ok(Err(e)),
         }

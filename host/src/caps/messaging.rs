@@ -38,6 +38,7 @@ use super::bindings::handler::wasmcloud::messaging::types::BrokerMessage as Hand
 use super::bindings::handler::{Handles, HandlesPre};
 use super::bindings::wasmcloud::messaging::consumer::Host;
 use super::bindings::wasmcloud::messaging::types::BrokerMessage;
+use super::bus::LinkNames;
 use super::calls::Loaded;
 use super::providers::link_id;
 use super::{LatticeLink, WorkloadCtx};
@@ -201,22 +202,24 @@ enum Via {
     Provider(Arc<dyn Provider>, LinkId),
 }
 
-/// What a workload may publish through: its `wasmcloud:messaging/consumer` link, found once
+/// What a workload may publish through: its `wasmcloud:messaging/consumer` links, found once
 /// when it starts.
 #[derive(Debug, Default)]
 pub struct MessagingGrant {
-    /// The link, and its id as providers know it.
-    pub(super) consumer: Option<(WorkloadLink, LinkId)>,
+    /// The links, and their ids as providers know them; the first serves unless the guest
+    /// chose another by name.
+    pub(super) consumers: Vec<(WorkloadLink, LinkId)>,
 }
 
 impl MessagingGrant {
     /// The grant of `app/component`, whose links are `links`.
     pub fn new(app: &AppName, component: &ComponentName, links: &[WorkloadLink]) -> Self {
         Self {
-            consumer: links
+            consumers: links
                 .iter()
-                .find(|l| l.serves("wasmcloud", "messaging", "consumer"))
-                .map(|l| (l.clone(), link_id(app, component, l))),
+                .filter(|l| l.serves("wasmcloud", "messaging", "consumer"))
+                .map(|l| (l.clone(), link_id(app, component, l)))
+                .collect(),
         }
     }
 }
@@ -226,6 +229,8 @@ impl MessagingGrant {
 pub struct MessagingView<'a> {
     /// The workload, with its [`MessagingGrant`].
     pub ctx: &'a WorkloadCtx,
+    /// The links the guest chose by name.
+    pub names: &'a LinkNames,
     /// When the invocation must end: a request waits no longer.
     pub deadline: Instant,
 }
@@ -245,9 +250,21 @@ pub fn add_to_linker<T: Send + 'static>(
     super::bindings::wasmcloud::messaging::consumer::add_to_linker::<T, Messaging>(linker, view)
 }
 
-/// The link serving `ctx`'s `wasmcloud:messaging/consumer`, and where it goes.
-async fn consumer(ctx: &WorkloadCtx) -> Result<Via, String> {
-    let Some((link, id)) = &ctx.messaging.consumer else {
+/// The link serving `ctx`'s `wasmcloud:messaging/consumer` (the one named `chosen`, else
+/// the first), and where it goes.
+async fn consumer(ctx: &WorkloadCtx, chosen: Option<&str>) -> Result<Via, String> {
+    let consumers = &ctx.messaging.consumers;
+    let found = match chosen {
+        Some(name) => consumers.iter().find(|(l, _)| l.name == name),
+        None => consumers.first(),
+    };
+    let Some((link, id)) = found else {
+        if let Some(name) = chosen {
+            return Err(format!(
+                "not-linked: no wasmcloud:messaging/consumer link named `{name}` (chosen with wasmcloud:bus/lattice.set-link-name) for `{}`: name one of its messaging links",
+                ctx.name()
+            ));
+        }
         return Err(format!(
             "not-linked: wasmcloud:messaging/consumer is not linked for `{}`: add a link trait from it to a messaging capability (e.g. `builtin:messaging-nats`)",
             ctx.name()
@@ -293,7 +310,8 @@ impl Host for MessagingView<'_> {
             self.deadline
                 .saturating_duration_since(std::time::Instant::now()),
         );
-        let via = match consumer(self.ctx).await {
+        let chosen = self.names.chosen("wasmcloud", "messaging", "consumer");
+        let via = match consumer(self.ctx, chosen).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
@@ -326,7 +344,8 @@ impl Host for MessagingView<'_> {
 
     #[instrument(name = "lattice.messaging.publish", level = "debug", skip_all, fields(subject = %msg.subject))]
     async fn publish(&mut self, msg: BrokerMessage) -> wasmtime::Result<Result<(), String>> {
-        let via = match consumer(self.ctx).await {
+        let chosen = self.names.chosen("wasmcloud", "messaging", "consumer");
+        let via = match consumer(self.ctx, chosen).await {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };

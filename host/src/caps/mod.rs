@@ -16,7 +16,10 @@
 //! - [`messaging`]: `wasmcloud:messaging/consumer` (publish, request) over NATS, and delivery of
 //!   subscribed subjects to a component's `handler` export;
 //! - [`calls`] and [`codec`]: component-to-component calls over the app's own WIT interfaces,
-//!   in-process when the target runs on this host, otherwise over NATS, values in MessagePack.
+//!   in-process when the target runs on this host, otherwise over NATS, values in MessagePack;
+//! - [`bus`]: `wasmcloud:bus/lattice`, a guest's choice of link by name for the capabilities
+//!   above (kept per store, read by each of them);
+//! - [`secrets`]: `wasmcloud:secrets`, the component's secrets as handles: always served.
 //!
 //! Each capability is a unit: its per-workload state (with the workload's grants, worked out
 //! once in [`WorkloadCtx::new`]), a view of a store's data, and one `add_to_linker`
@@ -28,6 +31,7 @@
 #[allow(missing_docs)] // generated from the WIT, whose comments are the documentation
 pub mod bindings;
 pub mod blobstore;
+pub mod bus;
 pub mod calls;
 pub mod codec;
 pub mod config;
@@ -36,6 +40,7 @@ pub mod logging;
 pub mod messaging;
 pub mod outgoing_http;
 pub mod providers;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +91,8 @@ pub struct WorkloadSpec {
     pub env: Vec<(String, String)>,
     /// The component's named config, served by `wasi:config`.
     pub config: BTreeMap<String, String>,
+    /// Its secrets, opened, served by `wasmcloud:secrets` (and in `config` too).
+    pub secrets: secrets::SecretsState,
     /// What serves its linked imports.
     pub links: Vec<WorkloadLink>,
 }
@@ -131,9 +138,11 @@ pub struct WorkloadCtx {
     pub(crate) config: config::ConfigState,
     /// `wasi:logging`.
     pub(crate) logging: logging::LoggingState,
+    /// `wasmcloud:secrets`.
+    pub(crate) secrets: secrets::SecretsState,
     /// `wasi:keyvalue`: the links it may open, and what they opened.
     pub(crate) keyvalue: keyvalue::KeyvalueGrant,
-    /// `wasmcloud:messaging/consumer`: the link it publishes through.
+    /// `wasmcloud:messaging/consumer`: the links it publishes through.
     pub(crate) messaging: messaging::MessagingGrant,
     /// `wasi:blobstore`: its `blobstore-fs` link and root, or why there is none.
     pub(crate) blob: Result<blobstore::BlobGrant, String>,
@@ -149,12 +158,14 @@ impl WorkloadCtx {
             component,
             env,
             config,
+            secrets,
             links,
         } = spec;
         let name = format!("{app}/{component}");
         Self {
             config: config::ConfigState::new(config),
             logging: logging::LoggingState::new(name.clone()),
+            secrets,
             keyvalue: keyvalue::KeyvalueGrant::new(&app, &component, &links),
             messaging: messaging::MessagingGrant::new(&app, &component, &links),
             blob: blobstore::BlobGrant::new(&app, &component, &links, &name),
@@ -176,6 +187,7 @@ impl WorkloadCtx {
                 component: ComponentName::new("local").expect("a valid name"),
                 env: env.to_vec(),
                 config: BTreeMap::new(),
+                secrets: Default::default(),
                 links: Vec::new(),
             },
             Services::default(),
@@ -307,6 +319,7 @@ mod tests {
             component: ComponentName::new("api").expect("a name"),
             env: Vec::new(),
             config: BTreeMap::from([("mode".to_string(), "test".to_string())]),
+            secrets: Default::default(),
             links,
         };
         let ctx = WorkloadCtx::new(spec, Services::default());
@@ -324,7 +337,7 @@ mod tests {
             ctx.blob.as_ref().map(|g| g.root.as_path()),
             Ok(std::path::Path::new("shop/photos"))
         );
-        let (consumer, id) = ctx.messaging.consumer.as_ref().expect("a consumer link");
+        let (consumer, id) = ctx.messaging.consumers.first().expect("a consumer link");
         assert_eq!(consumer.name, "default");
         assert_eq!(id.to_string(), "shop/api wasmcloud:messaging (default)");
         assert_eq!(ctx.config.values()["mode"], "test");
@@ -334,7 +347,7 @@ mod tests {
     fn a_detached_workload_is_granted_nothing() {
         let ctx = WorkloadCtx::detached(&[]);
         assert!(ctx.keyvalue.links.is_empty());
-        assert!(ctx.messaging.consumer.is_none());
+        assert!(ctx.messaging.consumers.is_empty());
         assert!(!ctx.outgoing_http.allows("example.com", Some(80)));
         assert!(
             ctx.blob
