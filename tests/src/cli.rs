@@ -47,7 +47,8 @@ impl Cli {
         if !local {
             all.extend(self.connect.iter().cloned());
         }
-        if args.first() == Some(&"ctl") {
+        // `lattice config` is `lattice ctl config`: it signs as `ctl` does.
+        if matches!(args.first(), Some(&"ctl" | &"config")) {
             all.extend(self.ctl.iter().cloned());
         }
         let out = tokio::time::timeout(

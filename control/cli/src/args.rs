@@ -21,8 +21,11 @@ pub struct Cli {
 pub enum Command {
     /// Start a local lattice in the foreground: nats-server, control plane and one host, with dev keys.
     Up(UpArgs),
-    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback, requeue, users.
+    /// Operate a lattice: deploy, undeploy, get, status, watch, scale, label, stop, history, rollback, requeue, users, config.
     Ctl(CtlArgs),
+    /// The lattice's named configs, which manifests take by name (as `wash config`): the same
+    /// as `lattice ctl config`.
+    Config(CtlArgs<ConfigWhat>),
     /// Manage keys.
     Keys {
         /// The key command.
@@ -90,9 +93,9 @@ pub struct UpArgs {
     pub host_metrics_addr: Option<std::net::SocketAddr>,
 }
 
-/// `lattice ctl`.
+/// `lattice ctl` (and `lattice config`, whose commands are `ctl config`'s).
 #[derive(Debug, Args)]
-pub struct CtlArgs {
+pub struct CtlArgs<C: Subcommand = CtlCommand> {
     /// Connection.
     #[command(flatten)]
     pub nats: NatsArgs,
@@ -117,7 +120,21 @@ pub struct CtlArgs {
     pub control_keys: Vec<String>,
     /// What to do.
     #[command(subcommand)]
-    pub command: CtlCommand,
+    pub command: C,
+}
+
+impl<C: Subcommand> CtlArgs<C> {
+    /// The same flags, with `command` made a `lattice ctl` command by `f`.
+    pub fn into_ctl(self, f: impl FnOnce(C) -> CtlCommand) -> CtlArgs {
+        CtlArgs {
+            nats: self.nats,
+            state_dir: self.state_dir,
+            output: self.output,
+            key: self.key,
+            control_keys: self.control_keys,
+            command: f(self.command),
+        }
+    }
 }
 
 /// `lattice ui`.
@@ -271,12 +288,45 @@ pub enum CtlCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// The lattice's named configs, which manifests take by name: put, get, del, list.
+    Config {
+        /// The config command.
+        #[command(subcommand)]
+        what: ConfigWhat,
+    },
     /// Who may operate the lattice: add, list and remove users and their roles (admins only).
     Users {
         /// The users command.
         #[command(subcommand)]
         what: UsersWhat,
     },
+}
+
+/// `lattice ctl config ...` (and `lattice config ...`).
+#[derive(Debug, Subcommand)]
+pub enum ConfigWhat {
+    /// Store a named config, replacing what the name held: manifests take it with a `config`
+    /// entry that has its name and no `properties`. Deployed apps that took it get a new
+    /// version with the new values (admins only).
+    Put {
+        /// The config's name.
+        name: String,
+        /// Its values, `KEY=VALUE` (at least one).
+        #[arg(value_name = "KEY=VALUE", required = true, value_parser = parse_config_pair)]
+        values: Vec<(String, String)>,
+    },
+    /// Print a named config's values.
+    Get {
+        /// The config's name.
+        name: String,
+    },
+    /// Remove a named config that no deployed app takes (admins only).
+    Del {
+        /// The config's name.
+        name: String,
+    },
+    /// Every named config, with the deployed apps that take it.
+    List,
 }
 
 /// `lattice ctl users ...`.
@@ -556,6 +606,15 @@ pub struct ControlArgs {
     /// address bound is logged, `serving metrics addr=...`), at `/metrics`. Off by default.
     #[arg(long, env = "LATTICE_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// A config value, `KEY=VALUE`: any non-empty key (config keys are the component's, such as
+/// `DB_URL` or `greeting`), the value as given (it may hold `=`).
+fn parse_config_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` must be `KEY=VALUE`, with a key")),
+    }
 }
 
 #[cfg(test)]

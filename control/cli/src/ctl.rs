@@ -1,7 +1,8 @@
 //! `lattice ctl`: deploy, undeploy, get, status, and the rest of the operator's verbs; queued
 //! delivery's (`get queues`, `get deadletters`, `requeue`) are in `ctl/queues.rs`; who signs
 //! the requests and the role table's commands (`users`) in `ctl/users.rs`; showing stored
-//! manifests, secrets redacted, in `ctl/secrets.rs`.
+//! manifests, secrets redacted, in `ctl/secrets.rs`; the named configs (`config`) in
+//! `ctl/configs.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::args::{CtlArgs, CtlCommand, GetWhat, HostsCommand, Output, StopWhat};
 use crate::output::{self, ago, table};
 use crate::progress::Progress;
 
+mod configs;
 mod hosts;
 mod queues;
 mod secrets;
@@ -123,6 +125,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             output::print(args.output, &status, status_table);
         }
         CtlCommand::Users { what } => users::users(&ctl, what, args.output).await?,
+        CtlCommand::Config { what } => configs::configs(&ctl, what, args.output).await?,
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `lattice`: parse the arguments, set up logging, run the command.
 
 use clap::Parser;
-use lattice_cli::args::{Cli, Command, KeysCommand};
+use lattice_cli::args::{Cli, Command, CtlCommand, KeysCommand};
 use lattice_cli::nats::NatsCommand;
 use lattice_cli::{ctl, keys, nats, push, serve, sign, ui, up};
 
@@ -14,6 +14,7 @@ fn main() -> std::process::ExitCode {
     let quiet = matches!(
         cli.command,
         Command::Ctl(_)
+            | Command::Config(_)
             | Command::Keys { .. }
             | Command::Sign(_)
             | Command::Inspect(_)
@@ -26,6 +27,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => up::up(args).await,
             Command::Ctl(args) => ctl::run(args).await,
+            Command::Config(args) => {
+                ctl::run(args.into_ctl(|what| CtlCommand::Config { what })).await
+            }
             Command::Ui(args) => ui::run(args).await,
             Command::Keys {
                 command: KeysCommand::Gen { role, output },

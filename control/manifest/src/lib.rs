@@ -13,6 +13,8 @@
 //! - `parse` (private): the manifest's shape, field by field; names go through the
 //!   [`lattice_protocol::names`] newtypes.
 //! - `limits` (private): a component's `properties.limits` (memory, timeout, concurrency).
+//! - [`configs`]: `config` entries that take their values from the lattice's config store
+//!   (`lattice ctl config put`), filled in when an app is deployed.
 //! - `secrets` (private): a component's `secrets`, named configs whose values are secret.
 //! - `validate` (private): checks across components (unique names, link targets, one scaler).
 //! - `wadm` (private): wadm shapes read but refused with what to do instead (`spec.policies`,
@@ -63,6 +65,7 @@
 
 #![deny(missing_docs)]
 
+pub mod configs;
 mod delivery;
 mod diagnostic;
 mod limits;

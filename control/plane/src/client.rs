@@ -7,6 +7,7 @@
 //! signed by a control-plane key the client trusts, or it is refused: whoever else answers on
 //! the control subjects is not believed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,10 @@ use lattice_protocol::envelope::{self, Reply};
 use lattice_protocol::error::{ErrorCode, WireError};
 use lattice_protocol::keys::{KeyPair, PublicKey};
 use lattice_protocol::messages::{
-    AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat, HostSummary,
-    InventoryRequest, LabelRequest, ManifestReply, ManifestRequest, RollbackRequest, ScaleRequest,
-    StopHostRequest, UserEntry, UsersAddRequest, UsersRemoveRequest, VersionSummary,
+    AppRequest, AppStatus, AppSummary, ConfigEntry, ConfigPutReply, ConfigPutRequest,
+    ConfigRequest, DeployReply, DeployRequest, Heartbeat, HostSummary, InventoryRequest,
+    LabelRequest, ManifestReply, ManifestRequest, RollbackRequest, ScaleRequest, StopHostRequest,
+    UserEntry, UsersAddRequest, UsersRemoveRequest, VersionSummary,
 };
 use lattice_protocol::messages::{Verb, verbs};
 use lattice_protocol::names::{AppName, LatticeName};
@@ -310,5 +312,40 @@ impl CtlClient {
     pub async fn users_remove(&self, key: &PublicKey) -> Result<(), WireError> {
         let request = UsersRemoveRequest { key: key.clone() };
         self.call::<verbs::UsersRemove>(&request).await
+    }
+
+    /// Stores the named config `name` (admins only); deployed apps that took it get a new
+    /// version with its new values.
+    pub async fn config_put(
+        &self,
+        name: &str,
+        values: BTreeMap<String, String>,
+    ) -> Result<ConfigPutReply, WireError> {
+        let request = ConfigPutRequest {
+            name: name.to_string(),
+            values,
+        };
+        self.call::<verbs::ConfigPut>(&request).await
+    }
+
+    /// The named config `name`'s values.
+    pub async fn config_get(&self, name: &str) -> Result<BTreeMap<String, String>, WireError> {
+        let request = ConfigRequest {
+            name: name.to_string(),
+        };
+        self.call::<verbs::ConfigGet>(&request).await
+    }
+
+    /// Deletes the named config `name` (admins only), unless a deployed app takes it.
+    pub async fn config_del(&self, name: &str) -> Result<(), WireError> {
+        let request = ConfigRequest {
+            name: name.to_string(),
+        };
+        self.call::<verbs::ConfigDel>(&request).await
+    }
+
+    /// Every named config, with the deployed apps that take it.
+    pub async fn config_list(&self) -> Result<Vec<ConfigEntry>, WireError> {
+        self.call::<verbs::ConfigList>(&()).await
     }
 }

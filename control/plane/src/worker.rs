@@ -7,6 +7,8 @@
 //! - `intake`: heartbeats believed only when signed by the host their subject names.
 //! - `users`: the role table: loaded (and started with the bootstrap admins), and the
 //!   `lattice ctl users` verbs.
+//! - `configs`: the config store of `lattice ctl config`, which deploys read named configs
+//!   from; a change reaches the apps that took it as a new version.
 //! - `prepare`: deploys and scales prepared in tasks of their own (manifest parsed, artifacts
 //!   read, links resolved), so that heartbeats never wait behind the object store.
 
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
 
 mod api;
+mod configs;
 mod intake;
 mod members;
 mod prepare;
@@ -56,6 +59,8 @@ struct Stores {
     hosts: kv::Store,
     /// The role table (`lattice ctl users`).
     users: kv::Store,
+    /// The config store (`lattice ctl config`).
+    configs: kv::Store,
 }
 
 /// A prepared deploy or scale, with the span of the request it answers.
@@ -82,6 +87,8 @@ pub(crate) struct Worker {
     intake: intake::Intake,
     /// Who may do what (`lattice ctl users`), as stored.
     roles: Roles,
+    /// The config store as stored, shared with the deploys being prepared.
+    configs: Arc<configs::Configs>,
     /// Where events go (the events stream), without waiting.
     events: Events,
     /// The requests seen within the clock window: stale ones and replays are refused.
@@ -167,10 +174,12 @@ impl Worker {
                 labels: bucket(&b.labels(), "Lattice host label changes").await?,
                 hosts: bucket(&b.hosts(), "Lattice host admissions").await?,
                 users: bucket(&b.users(), "Lattice role table: user key -> grant").await?,
+                configs: bucket(&b.configs(), "Lattice config store: name -> values").await?,
             },
             bucket(&b.members(), "Lattice hosts' signed memberships").await?,
         );
         let roles = users::load(&stores.users, &cfg.admins).await?;
+        let configs = Arc::new(configs::load(&stores.configs).await?);
         let mut members = members::Members::open(members).await?;
         let registry = Registry::open_limited(&js, &cfg.lattice, &cfg.storage).await?;
         crate::events::ensure(&js, &cfg.lattice, &cfg.storage).await?;
@@ -236,6 +245,7 @@ impl Worker {
             catalog: None,
             intake,
             roles,
+            configs,
             events,
             freshness: Freshness::default(),
             members,
@@ -360,6 +370,16 @@ impl Worker {
     /// Carries out one action; returns its outcome when [`decide`] must learn it.
     async fn act(&mut self, action: Action) -> Option<Input> {
         match action {
+            Action::Reply { to, body } if to.subject.is_empty() => {
+                // A deploy the control plane asked of itself: nobody to answer, but a refusal
+                // is worth a line.
+                if let Ok(Err(e)) =
+                    envelope::decode::<envelope::Reply<serde::de::IgnoredAny>>(&body)
+                {
+                    warn!(error = %e, "a deploy the control plane started itself was refused");
+                }
+                None
+            }
             Action::Reply { to, body } => {
                 let sealed = api::seal(&self.cfg.key, &to, body);
                 if let Err(e) = self.client.publish(to.subject, sealed.into()).await {

@@ -557,16 +557,54 @@ pub struct UserEntry {
     pub grant: Grant,
 }
 
+/// `ctl.config_put`: store a named config (`lattice ctl config put`), replacing what the name
+/// held; deployed apps that took it from the store get a new version with its new values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigPutRequest {
+    /// The config's name, as manifests refer to it.
+    pub name: String,
+    /// Its keys and values.
+    pub values: BTreeMap<String, String>,
+}
+
+/// The answer to `ctl.config_put`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigPutReply {
+    /// The config's revision in the store (it names the app versions that take it).
+    pub revision: u64,
+    /// The deployed apps given a new version with the new values: app and version.
+    pub redeployed: Vec<(AppName, String)>,
+}
+
+/// `ctl.config_get` and `ctl.config_del`: one named config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRequest {
+    /// The config's name.
+    pub name: String,
+}
+
+/// One line of `ctl.config_list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigEntry {
+    /// The config's name.
+    pub name: String,
+    /// Its keys and values.
+    pub values: BTreeMap<String, String>,
+    /// The deployed apps whose manifests take it from the store.
+    pub used_by: Vec<AppName>,
+}
+
 /// One zero-sized type per [`CtlVerb`](crate::subject::CtlVerb), pairing it with its request
 /// and reply types.
 pub mod verbs {
     use std::collections::BTreeMap;
 
     use super::{
-        AdmissionRequest, AppRequest, AppStatus, AppSummary, DeployReply, DeployRequest, Heartbeat,
-        HostSummary, InventoryRequest, LabelRequest, ManifestReply, ManifestRequest,
-        RollbackRequest, ScaleRequest, StopHostRequest, UserEntry, UsersAddRequest,
-        UsersRemoveRequest, Verb, VersionSummary,
+        AdmissionRequest, AppRequest, AppStatus, AppSummary, ConfigEntry, ConfigPutReply,
+        ConfigPutRequest, ConfigRequest, DeployReply, DeployRequest, Heartbeat, HostSummary,
+        InventoryRequest, LabelRequest, ManifestReply, ManifestRequest, RollbackRequest,
+        ScaleRequest, StopHostRequest, UserEntry, UsersAddRequest, UsersRemoveRequest, Verb,
+        VersionSummary,
     };
     use crate::auth::Access;
     use crate::queue::ops::{
@@ -631,6 +669,14 @@ pub mod verbs {
         UsersRemove: UsersRemoveRequest => (), needs |_| Access::Lattice;
         /// `ctl.admission`: admit a host or revoke its admission; answers the host's full id.
         Admission: AdmissionRequest => String, needs |_| Access::Lattice;
+        /// `ctl.config_put`: store a named config (admins only: every app may take it).
+        ConfigPut: ConfigPutRequest => ConfigPutReply, needs |_| Access::Lattice;
+        /// `ctl.config_get`: one named config's values.
+        ConfigGet: ConfigRequest => BTreeMap<String, String>, needs |_| Access::Read;
+        /// `ctl.config_del`: remove a named config no deployed app takes (admins only).
+        ConfigDel: ConfigRequest => (), needs |_| Access::Lattice;
+        /// `ctl.config_list`: every named config, with the apps that take it.
+        ConfigList: () => Vec<ConfigEntry>, needs |_| Access::Read;
     }
 }
 

@@ -72,10 +72,18 @@ pub enum CtlVerb {
     UsersList,
     /// Remove a user from the role table.
     UsersRemove,
+    /// Store a named config.
+    ConfigPut,
+    /// Read a named config.
+    ConfigGet,
+    /// Remove a named config.
+    ConfigDel,
+    /// List the named configs.
+    ConfigList,
 }
 
 impl CtlVerb {
-    const ALL: [CtlVerb; 19] = [
+    const ALL: [CtlVerb; 23] = [
         CtlVerb::Deploy,
         CtlVerb::Undeploy,
         CtlVerb::Apps,
@@ -95,6 +103,10 @@ impl CtlVerb {
         CtlVerb::UsersAdd,
         CtlVerb::UsersList,
         CtlVerb::UsersRemove,
+        CtlVerb::ConfigPut,
+        CtlVerb::ConfigGet,
+        CtlVerb::ConfigDel,
+        CtlVerb::ConfigList,
     ];
 
     /// The verb as it appears in its subject (and in a signed request).
@@ -119,6 +131,10 @@ impl CtlVerb {
             CtlVerb::UsersAdd => "users_add",
             CtlVerb::UsersList => "users_list",
             CtlVerb::UsersRemove => "users_remove",
+            CtlVerb::ConfigPut => "config_put",
+            CtlVerb::ConfigGet => "config_get",
+            CtlVerb::ConfigDel => "config_del",
+            CtlVerb::ConfigList => "config_list",
         }
     }
 
@@ -485,6 +501,12 @@ impl Buckets {
     /// KV: user key (`U...`) -> its grant: the role table of `lattice ctl users`.
     pub fn users(&self) -> String {
         self.name("users")
+    }
+
+    /// KV: config name -> its values: the named configs of `lattice ctl config`, which
+    /// manifests take by name.
+    pub fn configs(&self) -> String {
+        self.name("configs")
     }
 
     /// KV: `name:version` tag -> digest of a pushed artifact.

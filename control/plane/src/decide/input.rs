@@ -30,6 +30,12 @@ impl ReplyTo {
             nonce,
         }
     }
+
+    /// No one: for what the control plane asks of itself (the deploys a config change
+    /// starts), whose answers are not sent.
+    pub(crate) fn nobody() -> Self {
+        Self::new(String::new(), Vec::new())
+    }
 }
 
 /// A `lattice ctl` request, decoded with its [`Verb`]'s request type. Deploy and scale are not

@@ -16,6 +16,7 @@ use lattice_protocol::subject::{CtlVerb, Subject};
 use tracing::{Instrument as _, debug, warn};
 
 use super::Worker;
+use super::configs::ConfigJob;
 use super::prepare::{self, Job};
 use super::users::UsersJob;
 use crate::decide::{Action, Input, ReplyTo, Request};
@@ -25,6 +26,7 @@ enum Route {
     Decide(Request),
     Prepare(Job),
     Users(UsersJob),
+    Configs(ConfigJob),
 }
 
 /// The answer `body` as it travels: signed by the control plane's `key`, bound to the nonce of
@@ -63,7 +65,7 @@ impl Gate<'_> {
 
 /// The route of a request with `verb` and `body`, once `gate` admits it.
 fn route(verb: CtlVerb, body: &[u8], gate: &Gate<'_>) -> Result<Route, WireError> {
-    use Route::{Decide, Prepare, Users};
+    use Route::{Configs, Decide, Prepare, Users};
     Ok(match verb {
         CtlVerb::Deploy => Prepare(Job::Deploy(gate.admit::<verbs::Deploy>(verb, body)?)),
         CtlVerb::Scale => Prepare(Job::Scale(gate.admit::<verbs::Scale>(verb, body)?)),
@@ -112,6 +114,13 @@ fn route(verb: CtlVerb, body: &[u8], gate: &Gate<'_>) -> Result<Route, WireError
         CtlVerb::Admission => Decide(Request::Admission(
             gate.admit::<verbs::Admission>(verb, body)?,
         )),
+        CtlVerb::ConfigPut => Configs(ConfigJob::Put(gate.admit::<verbs::ConfigPut>(verb, body)?)),
+        CtlVerb::ConfigGet => Configs(ConfigJob::Get(gate.admit::<verbs::ConfigGet>(verb, body)?)),
+        CtlVerb::ConfigDel => Configs(ConfigJob::Del(gate.admit::<verbs::ConfigDel>(verb, body)?)),
+        CtlVerb::ConfigList => {
+            gate.admit::<verbs::ConfigList>(verb, body)?;
+            Configs(ConfigJob::List)
+        }
     })
 }
 
@@ -173,6 +182,7 @@ impl Worker {
             Ok(Route::Decide(request)) => self.step(Input::Request { reply, request }).await,
             Ok(Route::Prepare(job)) => self.prepare(reply, job),
             Ok(Route::Users(job)) => self.on_users(reply, job).await,
+            Ok(Route::Configs(job)) => self.on_configs(reply, job).await,
             Err(e) => {
                 if e.code == lattice_protocol::error::ErrorCode::NotAllowed {
                     warn!(?verb, signer = %signed.signer, reason = %e, "refused a control request");
@@ -192,18 +202,19 @@ impl Worker {
     }
 
     /// Prepares a deploy or scale in a task of its own; the result comes back as an input.
-    fn prepare(&mut self, reply: ReplyTo, job: Job) {
+    pub(super) fn prepare(&mut self, reply: ReplyTo, job: Job) {
         let catalog = self
             .catalog
             .get_or_insert_with(|| std::sync::Arc::new(self.state.catalog()))
             .clone();
         let registry = self.registry.clone();
+        let configs = self.configs.clone();
         let tx = self.prepared.0.clone();
         let cfg = self.cfg.clone();
         let span = tracing::Span::current();
         tokio::spawn(
             async move {
-                let prepared = prepare::prepare(job, &catalog, &registry, &cfg.key).await;
+                let prepared = prepare::prepare(job, &catalog, &registry, &configs, &cfg.key).await;
                 // The worker is gone (leadership lost): the request goes unanswered, as it
                 // would have with the worker.
                 let _ = tx.send((
@@ -225,7 +236,9 @@ mod tests {
         AppRequest, DeployRequest, InventoryRequest, LabelRequest, RollbackRequest, ScaleRequest,
         StopHostRequest,
     };
-    use lattice_protocol::messages::{UsersAddRequest, UsersRemoveRequest};
+    use lattice_protocol::messages::{
+        ConfigPutRequest, ConfigRequest, UsersAddRequest, UsersRemoveRequest,
+    };
     use lattice_protocol::names::{AppName, ComponentName};
     use lattice_protocol::queue::ops::{DeadLettersRequest, LinkSelector, RequeueRequest};
 
@@ -310,6 +323,10 @@ mod tests {
             sent::<verbs::Status>(&app()),
             sent::<verbs::Hosts>(&()),
             sent::<verbs::History>(&app()),
+            sent::<verbs::Manifest>(&lattice_protocol::messages::ManifestRequest {
+                name: AppName::new("hello").expect("valid"),
+                version: None,
+            }),
             sent::<verbs::Rollback>(&RollbackRequest {
                 name: AppName::new("hello").expect("valid"),
                 version: None,
@@ -339,7 +356,15 @@ mod tests {
             sent::<verbs::UsersRemove>(&UsersRemoveRequest {
                 key: KeyPair::generate(KeyRole::User).public_key(),
             }),
+            sent::<verbs::ConfigPut>(&ConfigPutRequest {
+                name: "db".into(),
+                values: [("url".to_string(), "x".to_string())].into(),
+            }),
+            sent::<verbs::ConfigGet>(&ConfigRequest { name: "db".into() }),
+            sent::<verbs::ConfigDel>(&ConfigRequest { name: "db".into() }),
+            sent::<verbs::ConfigList>(&()),
         ];
+        assert_eq!(cases.len(), 23, "every verb has a case");
         let (roles, admin) = table(Role::Admin, &[]);
         let gate = Gate {
             roles: &roles,
@@ -362,6 +387,8 @@ mod tests {
                 ),
                 "{verb:?}"
             );
+            let configs = matches!(routed, Route::Configs(_));
+            assert_eq!(configs, verb.as_str().starts_with("config_"), "{verb:?}");
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::model::StoredApp;
 use crate::registry::Registry;
 use crate::secrets;
 
+use super::configs::Configs;
+
 /// What to prepare.
 pub(super) enum Job {
     Deploy(DeployRequest),
@@ -53,19 +55,35 @@ pub(super) async fn prepare(
     job: Job,
     catalog: &BTreeMap<AppName, StoredApp>,
     registry: &Registry,
+    configs: &Configs,
     key: &KeyPair,
 ) -> Reply<Prepared> {
     let mut text = match job {
         Job::Deploy(r) => r.manifest,
         Job::Scale(r) => scaled(catalog, &r)?,
     };
-    let manifest = lattice_manifest::parse(&text).map_err(|diags| {
+    let mut manifest = lattice_manifest::parse(&text).map_err(|diags| {
         invalid(format!(
             "the manifest has {} problem(s):\n{diags}",
             diags.len()
         ))
     })?;
     secrets::check(&manifest, key)?;
+    // Configs named without values are the store's; what is stored is the manifest with them
+    // filled in, so that a version says what it ran with.
+    let taken = manifest
+        .fill_configs(|name| configs.get(name))
+        .map_err(|missing| {
+            let names: Vec<&str> = missing.iter().map(String::as_str).collect();
+            invalid(format!(
+                "config {} named without `properties` but not in the config store: store it with `lattice ctl config put NAME KEY=VALUE...`, or give its `properties` in the manifest",
+                names.join(", ")
+            ))
+        })?;
+    if !taken.is_empty() {
+        text = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?;
+    }
     let name = manifest.metadata.name.clone();
     let version = version_of(&manifest, &text, key);
     let known = catalog.get(&name).and_then(|a| a.version(&version));

@@ -9,7 +9,7 @@
 //!                                    provider processes connect as it), the queue streams and
 //!                                    buckets, the clocks key of its own, reading its own
 //!                                    assignment, the members and artifacts; never ctl,
-//!                                    manifests, users, admissions, labels
+//!                                    manifests, users, configs, admissions, labels
 //!   operator       U...              ctl.* (requests), evt.> (watch), reading the events stream
 //!                                    (`watch --since`), pushing artifacts and tags
 //!   leaf link      user + password   the account as a whole (the leaf enforces its users' rights)
@@ -355,6 +355,7 @@ fn kv_buckets(l: &LatticeName) -> Vec<String> {
         b.hosts(),
         b.labels(),
         b.users(),
+        b.configs(),
         b.tags(),
         b.clocks(),
         queue::lanes_bucket(l),
