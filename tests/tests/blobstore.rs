@@ -1,13 +1,17 @@
 //! `wasi:blobstore` end to end: a real nats-server, the control plane, a host, and the
 //! `examples/blob-store` guest linked to the built-in `blobstore-fs`, whose objects must be
-//! files under the link's root (relative to the host's blob root base) and nowhere else.
+//! files under the link's root (relative to the host's blob root base) and nowhere else; and
+//! the same guest, unchanged, linked to `blobstore-nats` (named by wasmCloud's image), whose
+//! objects must be in the link's NATS object store and on no disk of the host.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use lattice_host::default_blob_root_base;
 use lattice_tests::{TestLattice, blob_store_manifest, endpoint, http_get, http_request};
+use tokio::io::AsyncReadExt as _;
 
 /// Every path under `dir`, relative to it.
 fn tree(dir: &Path) -> BTreeSet<String> {
@@ -238,5 +242,99 @@ async fn an_unlinked_blobstore_fails_at_once_with_a_wit_error() -> anyhow::Resul
     assert_eq!(code, 500, "{body}");
     // "At once": far below any timeout a hang would run into.
     assert!(started.elapsed() < Duration::from_secs(10));
+    Ok(())
+}
+
+/// The names and contents of everything in object store `bucket`.
+async fn objects(t: &TestLattice, bucket: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let js = async_nats::jetstream::new(t.client.clone());
+    let store = js.get_object_store(bucket).await?;
+    let mut list = store.list().await?;
+    let mut out = Vec::new();
+    while let Some(info) = list.next().await {
+        let info = info?;
+        let mut body = String::new();
+        store
+            .get(&info.name)
+            .await?
+            .read_to_string(&mut body)
+            .await?;
+        out.push((info.name, body));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test]
+async fn a_blobstore_nats_link_keeps_objects_in_the_lattices_object_store() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.add_host("edge-1").await?;
+    let image = t
+        .push_example(env!("LATTICE_BLOB_STORE_WASM"), "blob-store")
+        .await?;
+    let fs = blob_store_manifest("archive", &image, true, None);
+    let manifest = fs.replace(
+        "image: builtin:blobstore-fs",
+        "image: ghcr.io/wasmcloud/blobstore-nats:0.2.0",
+    );
+    assert_ne!(manifest, fs, "the blob store manifest's capability moved");
+    t.ctl.deploy(&manifest).await?;
+    let addr = endpoint(&t.wait_deployed("archive").await?)?;
+
+    for (path, body) in [("/photos/cat.txt", "meow"), ("/photos/dog.txt", "woof")] {
+        assert_eq!(
+            http_request(&addr, "PUT", path, body).await?.0,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        http_get(&addr, "/photos/cat.txt").await?,
+        (200, "meow".into())
+    );
+    assert_eq!(
+        http_get(&addr, "/photos").await?,
+        (200, "cat.txt\ndog.txt\n".into())
+    );
+    assert_eq!(http_get(&addr, "/photos/bird.txt").await?.0, 404);
+    assert_eq!(http_get(&addr, "/videos").await?.0, 404);
+    let names = |o: Vec<(String, String)>| o.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    // In the link's store (the app's name, as no `bucket` is given), by container.
+    assert_eq!(
+        objects(&t, "archive").await?,
+        [
+            ("c/photos".to_string(), String::new()),
+            ("o/photos/cat.txt".to_string(), "meow".to_string()),
+            ("o/photos/dog.txt".to_string(), "woof".to_string()),
+        ]
+    );
+    // Not on the host's disk.
+    let base = default_blob_root_base(&host.state_dir);
+    assert!(
+        !base.join("archive").exists(),
+        "nothing under {}",
+        base.display()
+    );
+
+    assert_eq!(
+        http_request(&addr, "DELETE", "/photos/cat.txt", "")
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(http_request(&addr, "PUT", "/tmp/x", "1").await?.0, 200);
+    assert_eq!(
+        names(objects(&t, "archive").await?),
+        ["c/photos", "c/tmp", "o/photos/dog.txt", "o/tmp/x"]
+    );
+    assert_eq!(http_request(&addr, "DELETE", "/tmp", "").await?.0, 200);
+    assert_eq!(
+        names(objects(&t, "archive").await?),
+        ["c/photos", "o/photos/dog.txt"]
+    );
+    // Names the file store refuses are refused here too.
+    let (code, body) = http_request(&addr, "PUT", "/photos/..", "x").await?;
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("starts with `.`"), "{body}");
     Ok(())
 }

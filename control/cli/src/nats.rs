@@ -38,7 +38,8 @@ pub struct AuthzArgs {
     /// A NATS subject components use through messaging (e.g. `orders.>`); repeat.
     #[arg(long = "app-subject")]
     pub app_subjects: Vec<String>,
-    /// A KV bucket components use through key-value; repeat.
+    /// A KV bucket components use through key-value, or a `blobstore-nats` link's object
+    /// store (its `bucket`); repeat.
     #[arg(long = "app-bucket")]
     pub app_buckets: Vec<String>,
     /// The hub's JetStream domain, when hosts on leaf nodes reach it by domain.

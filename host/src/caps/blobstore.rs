@@ -31,6 +31,7 @@
 //! [`BlobCall`] (a method call: values pass as bytes, nothing is encoded).
 
 pub mod fs;
+pub mod nats;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,9 @@ use super::providers::link_id;
 
 /// The built-in capability's name in links.
 pub const NAME: &str = lattice_protocol::provider::catalog::BLOBSTORE_FS.name;
+
+/// The NATS object-store capability's name in links.
+pub const NATS_NAME: &str = lattice_protocol::provider::catalog::BLOBSTORE_NATS.name;
 
 /// The link's target config key naming the root directory.
 pub const ROOT_KEY: &str = lattice_protocol::provider::catalog::ROOT_KEY;
@@ -144,7 +148,7 @@ pub fn with_default_root(
     mut links: Vec<WorkloadLink>,
     app: &AppName,
 ) -> Result<Vec<WorkloadLink>, String> {
-    for link in links.iter_mut().filter(|l| blobstore_link(l)) {
+    for link in links.iter_mut().filter(|l| blobstore_link(l) == Some(NAME)) {
         let root = link
             .target_config
             .entry(ROOT_KEY.to_string())
@@ -156,64 +160,82 @@ pub fn with_default_root(
     Ok(links)
 }
 
-/// Whether `link` gives `wasi:blobstore` from `blobstore-fs`.
-fn blobstore_link(link: &WorkloadLink) -> bool {
-    link.namespace == "wasi"
-        && link.package == "blobstore"
-        && matches!(&link.target, LinkTarget::Builtin(b) if b == NAME)
+/// Which built-in blob store `link` gives `wasi:blobstore` from, if it does: `blobstore-fs` or
+/// `blobstore-nats`.
+fn blobstore_link(link: &WorkloadLink) -> Option<&'static str> {
+    if link.namespace != "wasi" || link.package != "blobstore" {
+        return None;
+    }
+    match &link.target {
+        LinkTarget::Builtin(b) => [NAME, NATS_NAME].into_iter().find(|n| b == n),
+        _ => None,
+    }
 }
 
-/// What a workload may use of `blobstore-fs`: its link (the one named `default`, else the
-/// first), whose root was checked, as the provider knows it.
+/// What a workload may use of its blob store: its link (the one named `default`, else the
+/// first), and for `blobstore-fs` its checked root, as the provider knows it.
 #[derive(Debug, Clone)]
 pub struct BlobGrant {
-    /// The link's root directory, relative to the host's blob root base.
-    pub root: PathBuf,
+    /// The provider: `blobstore-fs` or `blobstore-nats`.
+    pub provider: &'static str,
+    /// A `blobstore-fs` link's root directory, relative to the host's blob root base.
+    pub root: Option<PathBuf>,
     link: LinkId,
 }
 
 impl BlobGrant {
     /// The grant of `app/component` (named `workload` in errors), whose links are `links`, or
-    /// why it has none.
+    /// why it has none; through the link named `chosen` when the guest chose one.
     pub fn new(
         app: &AppName,
         component: &ComponentName,
         links: &[WorkloadLink],
         workload: &str,
+        chosen: Option<&str>,
     ) -> Result<Self, String> {
-        let (link, root) = root(links, workload, None)?;
+        let link = blob_link(links, workload, chosen)?;
+        let provider = blobstore_link(link).unwrap_or(NAME);
+        let root = match provider {
+            NAME => Some(fs_root(link)?),
+            _ => None,
+        };
         Ok(Self {
+            provider,
             root,
             link: link_id(app, component, link),
         })
     }
 }
 
-/// The `blobstore-fs` link of `workload` among `links` (the one named `chosen`, else the one
-/// named `default`, else the first) and its root directory, or why there is none.
-fn root<'a>(
+/// The blob-store link of `workload` among `links`: the one named `chosen`, else the one named
+/// `default`, else the first.
+fn blob_link<'a>(
     links: &'a [WorkloadLink],
     workload: &str,
     chosen: Option<&str>,
-) -> Result<(&'a WorkloadLink, PathBuf), String> {
-    let links: Vec<&WorkloadLink> = links.iter().filter(|l| blobstore_link(l)).collect();
-    let link = match chosen {
-        Some(name) => links.iter().find(|l| l.name == name).ok_or_else(|| {
+) -> Result<&'a WorkloadLink, String> {
+    let mut links = links.iter().filter(|l| blobstore_link(l).is_some());
+    let found = match chosen {
+        Some(name) => links.find(|l| l.name == name).ok_or_else(|| {
             format!(
-                "no `{NAME}` link named `{name}` (chosen with wasmcloud:bus/lattice.set-link-name) for `{workload}`: name one of its blob-store links"
+                "no blob-store link named `{name}` (chosen with wasmcloud:bus/lattice.set-link-name) for `{workload}`: name one of its blob-store links"
             )
-        })
-        .map(Some)?,
-        None => links
-            .iter()
-            .find(|l| l.name == "default")
-            .or_else(|| links.first()),
+        })?,
+        None => {
+            let links: Vec<&WorkloadLink> = links.collect();
+            let first = links.iter().find(|l| l.name == "default").or(links.first());
+            *first.ok_or_else(|| {
+                format!(
+                    "wasi:blobstore is not linked for `{workload}`: add a link trait from it to a blob-store capability (e.g. `builtin:{NAME}` or `builtin:{NATS_NAME}`)",
+                )
+            })?
+        }
     };
-    let Some(link) = link else {
-        return Err(format!(
-            "wasi:blobstore is not linked for `{workload}`: add a link trait from it to a blob-store capability (e.g. `builtin:{NAME}`)",
-        ));
-    };
+    Ok(found)
+}
+
+/// A `blobstore-fs` link's root directory, checked.
+fn fs_root(link: &WorkloadLink) -> Result<PathBuf, String> {
     let Some(root) = link.target_config.get(ROOT_KEY) else {
         return Err(format!(
             "the `{NAME}` link `{}` names no `{ROOT_KEY}` directory, and this host has no default",
@@ -223,7 +245,7 @@ fn root<'a>(
     if let Some(problem) = root_problem(root) {
         return Err(format!("the `{NAME}` link `{}`'s {problem}", link.name));
     }
-    Ok((link, PathBuf::from(root)))
+    Ok(PathBuf::from(root))
 }
 
 /// The bytes of a value the provider read (`Reply::Value`).
@@ -235,31 +257,36 @@ fn value(reply: Reply) -> Result<Bytes, String> {
 }
 
 fn unexpected(reply: &Reply) -> String {
-    format!("the `{NAME}` provider answered {reply:?}")
+    format!("the blob-store provider answered {reply:?}")
 }
 
-/// Sends `call` to the workload's `blobstore-fs` provider, on its link (the chosen one, when
-/// the guest chose one, checked as at start). (A free function: the view's resource table is
-/// not `Sync`, so the call borrows only the workload.)
+/// Sends `call` to the workload's blob-store provider, on its link (the chosen one, when the
+/// guest chose one, checked as at start). (A free function: the view's resource table is not
+/// `Sync`, so the call borrows only the workload.)
 async fn call(at: Blobs<'_>, call: BlobCall) -> Result<Reply, String> {
     let Blobs { ctx, chosen } = at;
     let named;
     let grant = match chosen {
         None => ctx.blob.as_ref().map_err(Clone::clone)?,
         Some(name) => {
-            let (link, root) = root(ctx.links(), &ctx.name(), Some(name))?;
-            named = BlobGrant {
-                root,
-                link: link_id(&ctx.app, &ctx.component, link),
-            };
+            named = BlobGrant::new(
+                &ctx.app,
+                &ctx.component,
+                ctx.links(),
+                &ctx.name(),
+                Some(name),
+            )?;
             &named
         }
     };
     let provider = ctx
         .providers()
-        .and_then(|p| p.in_host(NAME))
+        .and_then(|p| p.in_host(grant.provider))
         .ok_or_else(|| {
-            format!("this host has not joined a lattice, so it has no `{NAME}` provider")
+            format!(
+                "this host has not joined a lattice, so it has no `{}` provider",
+                grant.provider
+            )
         })?;
     provider
         .call(&grant.link, Call::Blob(call))

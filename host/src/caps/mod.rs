@@ -144,7 +144,8 @@ pub struct WorkloadCtx {
     pub(crate) keyvalue: keyvalue::KeyvalueGrant,
     /// `wasmcloud:messaging/consumer`: the links it publishes through.
     pub(crate) messaging: messaging::MessagingGrant,
-    /// `wasi:blobstore`: its `blobstore-fs` link and root, or why there is none.
+    /// `wasi:blobstore`: its blob-store link (and a `blobstore-fs` link's root), or why there
+    /// is none.
     pub(crate) blob: Result<blobstore::BlobGrant, String>,
     /// Outgoing `wasi:http`: the hosts its `http-client` links allow.
     pub(crate) outgoing_http: outgoing_http::OutgoingGrant,
@@ -168,7 +169,7 @@ impl WorkloadCtx {
             secrets,
             keyvalue: keyvalue::KeyvalueGrant::new(&app, &component, &links),
             messaging: messaging::MessagingGrant::new(&app, &component, &links),
-            blob: blobstore::BlobGrant::new(&app, &component, &links, &name),
+            blob: blobstore::BlobGrant::new(&app, &component, &links, &name, None),
             outgoing_http: outgoing_http::OutgoingGrant::new(&links),
             app,
             component,
@@ -334,8 +335,8 @@ mod tests {
         assert!(ctx.outgoing_http.allows("example.org", Some(8443)));
         assert!(!ctx.outgoing_http.allows("example.org", Some(443)));
         assert_eq!(
-            ctx.blob.as_ref().map(|g| g.root.as_path()),
-            Ok(std::path::Path::new("shop/photos"))
+            ctx.blob.as_ref().map(|g| g.root.as_deref()),
+            Ok(Some(std::path::Path::new("shop/photos")))
         );
         let (consumer, id) = ctx.messaging.consumers.first().expect("a consumer link");
         assert_eq!(consumer.name, "default");

@@ -3,7 +3,8 @@
 //!
 //! Every provider is an `Arc<dyn Provider>` (the SDK's trait): the built-in ones in-process
 //! (registered in one list, `in_host`: [`NatsKv`] for `keyvalue-nats`, [`NatsMessaging`] for
-//! `messaging-nats`, [`FsBlobs`] for `blobstore-fs`), a [`Remote`] for a process. One process
+//! `messaging-nats`, [`FsBlobs`] for `blobstore-fs`, [`NatsBlobs`] for `blobstore-nats`), a
+//! [`Remote`] for a process. One process
 //! per provider name per host serves every app that links to it; it stops when the last link on
 //! the host is gone, so undeploying one app never stops what another uses.
 //!
@@ -32,6 +33,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::LatticeLink;
 use super::blobstore::fs::FsBlobs;
+use super::blobstore::nats::NatsBlobs;
 use super::messaging::NatsMessaging;
 use crate::backoff::Backoff;
 
@@ -92,10 +94,14 @@ fn in_host(
     lattice: &LatticeLink,
     blob_root_base: PathBuf,
 ) -> HashMap<&'static str, Arc<dyn Provider>> {
-    let providers: [Arc<dyn Provider>; 3] = [
+    let providers: [Arc<dyn Provider>; 4] = [
         Arc::new(NatsKv::new(lattice.jetstream.clone()).with_replicas(lattice.storage.replicas)),
         Arc::new(NatsMessaging::new(lattice.client.clone())),
         Arc::new(FsBlobs::new(blob_root_base)),
+        Arc::new(NatsBlobs::new(
+            lattice.jetstream.clone(),
+            lattice.storage.clone(),
+        )),
     ];
     providers
         .into_iter()

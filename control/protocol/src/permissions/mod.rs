@@ -60,8 +60,8 @@ pub struct LatticeAuthz {
     /// NATS subjects components publish and subscribe to through the messaging capability or a
     /// messaging provider (e.g. `orders.>`); granted to hosts.
     pub app_subjects: Vec<String>,
-    /// KV buckets components use through the key-value capability or provider; granted to
-    /// hosts.
+    /// KV buckets components use through the key-value capability or provider, and object
+    /// stores of `blobstore-nats` links (its `bucket`); granted to hosts.
     pub app_buckets: Vec<String>,
 }
 
@@ -260,6 +260,11 @@ impl LatticeAuthz {
         for bucket in queue_buckets.iter().chain(&self.app_buckets) {
             publish.extend(self.stream_api(&format!("KV_{bucket}")));
             publish.insert(kv_subjects(bucket));
+        }
+        // An app bucket may be a `blobstore-nats` link's object store as well.
+        for bucket in &self.app_buckets {
+            publish.extend(self.stream_api(&format!("OBJ_{bucket}")));
+            publish.insert(object_subjects(bucket));
         }
         // Read only: its own clock key is its only write to these.
         for kv in [b.clocks(), b.members()] {

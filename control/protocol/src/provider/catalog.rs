@@ -121,6 +121,7 @@ pub const ALL: &[&ProviderDescription] = &[
     &MESSAGING_NATS,
     &HTTP_CLIENT,
     &BLOBSTORE_FS,
+    &BLOBSTORE_NATS,
     &KEYVALUE_NATS_PROCESS,
     &KEYVALUE_REDIS,
     &MQTT,
@@ -153,6 +154,12 @@ const KEYVALUE_INTERFACES: &[&str] = &[
     "wasi:keyvalue/store",
     "wasi:keyvalue/atomics",
     "wasi:keyvalue/batch",
+];
+
+const BLOBSTORE_INTERFACES: &[&str] = &[
+    "wasi:blobstore/blobstore",
+    "wasi:blobstore/container",
+    "wasi:blobstore/types",
 ];
 
 const BUCKET: ConfigKey = ConfigKey {
@@ -224,11 +231,7 @@ pub const BLOBSTORE_FS: ProviderDescription = ProviderDescription {
     name: "blobstore-fs",
     runs: Runs::InHost,
     wasmcloud_images: &["ghcr.io/wasmcloud/blobstore-fs"],
-    serves: &[
-        "wasi:blobstore/blobstore",
-        "wasi:blobstore/container",
-        "wasi:blobstore/types",
-    ],
+    serves: BLOBSTORE_INTERFACES,
     delivers: Delivers::Nothing,
     queued: false,
     config: &[ConfigKey {
@@ -238,6 +241,18 @@ pub const BLOBSTORE_FS: ProviderDescription = ProviderDescription {
         check: root_problem,
         defaults_to_app: false,
     }],
+};
+
+/// `wasi:blobstore` on a NATS JetStream object store, inside the host: one store per link
+/// (target config `bucket`, default the app's name), containers inside it.
+pub const BLOBSTORE_NATS: ProviderDescription = ProviderDescription {
+    name: "blobstore-nats",
+    runs: Runs::InHost,
+    wasmcloud_images: &["ghcr.io/wasmcloud/blobstore-nats"],
+    serves: BLOBSTORE_INTERFACES,
+    delivers: Delivers::Nothing,
+    queued: false,
+    config: &[BUCKET],
 };
 
 /// `keyvalue-nats` as a process of its own (isolation; the same code as the built-in).

@@ -38,7 +38,7 @@ fn images_name_builtins() {
     }
     assert_eq!(
         images(),
-        "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, builtin:blobstore-fs, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt"
+        "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, builtin:blobstore-fs, builtin:blobstore-nats, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt"
     );
 }
 

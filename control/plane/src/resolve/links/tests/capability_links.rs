@@ -393,7 +393,7 @@ fn unknown_capability_images_are_refused_once() {
         &refused(&m, &known(vec![("counter", counter_facts())])),
         &[
             "capability `blobs`: image `ghcr.io/wasmcloud/blobstore-s3:0.10.0` is not a capability this Lattice version knows",
-            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, builtin:blobstore-fs, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt",
+            "builtin:http-server, builtin:keyvalue-nats, builtin:messaging-nats, builtin:http-client, builtin:blobstore-fs, builtin:blobstore-nats, provider:keyvalue-nats, provider:keyvalue-redis, provider:mqtt",
         ],
     );
 }
