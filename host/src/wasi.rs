@@ -171,6 +171,7 @@ pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
     config::add_to_linker(&mut linker, config_view)?;
     keyvalue::add_to_linker(&mut linker, keyvalue_view)?;
     messaging::add_to_linker(&mut linker, messaging_view)?;
+    messaging::v0_3::add_to_linker(&mut linker, messaging3_view)?;
     blobstore::add_to_linker(&mut linker, blobstore_view)?;
     bus::add_to_linker(&mut linker, bus_view)?;
     secrets::add_to_linker(&mut linker, secrets_view)?;
@@ -189,6 +190,14 @@ fn messaging_view(state: &mut HostState) -> MessagingView<'_> {
     MessagingView {
         ctx: &state.ctx,
         names: &state.link_names,
+        deadline: state.deadline,
+    }
+}
+
+fn messaging3_view(state: &mut HostState) -> messaging::v0_3::MessagingView<'_> {
+    messaging::v0_3::MessagingView {
+        table: &mut state.table,
+        ctx: &state.ctx,
         deadline: state.deadline,
     }
 }

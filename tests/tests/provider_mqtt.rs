@@ -227,6 +227,7 @@ async fn consumer_links_publish_to_mqtt() -> anyhow::Result<()> {
                     subject: "actuators/valve/1".into(),
                     body: body.as_bytes().to_vec(),
                     reply_to: None,
+                    headers: Vec::new(),
                 },
             )
             .await?;
@@ -255,6 +256,7 @@ async fn consumer_links_publish_to_mqtt() -> anyhow::Result<()> {
         subject: "actuators/+".into(),
         body: Vec::new(),
         reply_to: None,
+        headers: Vec::new(),
     };
     assert!(provider.call(&link.id, wildcard).await.is_err());
     Ok(())
@@ -614,6 +616,7 @@ async fn a_tls_broker_the_system_does_not_trust_is_not_used() -> anyhow::Result<
         subject: "actuators/valve/1".into(),
         body: b"open".to_vec(),
         reply_to: None,
+        headers: Vec::new(),
     };
     match provider.call(&link.id, publish).await {
         Err(ProviderError::Unavailable(why)) => assert!(why.contains("not connected"), "{why}"),
@@ -695,6 +698,7 @@ async fn a_tls_broker_requiring_client_certificates_gets_the_links() -> anyhow::
         subject: "actuators/valve/1".into(),
         body: b"open".to_vec(),
         reply_to: None,
+        headers: Vec::new(),
     };
     // Same broker address, so the same client (the first link's settings): a second provider
     // shows the refusal instead.

@@ -487,6 +487,7 @@ async fn a_bucket_the_link_does_not_name_is_access_denied() -> anyhow::Result<()
         subject: "s".into(),
         body: vec![],
         reply_to: None,
+        headers: Vec::new(),
     };
     assert!(matches!(
         kv.call(&id, publish).await,

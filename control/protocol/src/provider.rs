@@ -175,6 +175,10 @@ pub enum Call {
         body: Vec<u8>,
         /// Where answers go.
         reply_to: Option<String>,
+        /// Headers (`wasmcloud:messaging@0.3.0` metadata and content type); only
+        /// `messaging-nats` carries them, others are refused them by the host.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        headers: Vec<(String, String)>,
     },
     /// `wasmcloud:messaging/consumer.request`.
     Request {

@@ -122,3 +122,28 @@ pub mod secrets {
         },
     });
 }
+
+/// `wasmcloud:messaging@0.3.0`: clients, messages as resources, `producer` and `request-reply`
+/// imported, `incoming-handler` exported by components that receive messages.
+pub mod messaging3 {
+    wasmtime::component::bindgen!({
+        path: ["../wit/deps/messaging-0.3.wit"],
+        inline: "
+            package lattice:messaging3;
+
+            world messaging {
+                import wasmcloud:messaging/producer@0.3.0;
+                import wasmcloud:messaging/request-reply@0.3.0;
+                export wasmcloud:messaging/incoming-handler@0.3.0;
+            }
+        ",
+        world: "lattice:messaging3/messaging",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "wasmcloud:messaging/types.client": crate::caps::messaging::v0_3::Client,
+            "wasmcloud:messaging/types.message": crate::caps::messaging::v0_3::Message,
+            "wasmcloud:messaging/request-reply.request-options": crate::caps::messaging::v0_3::RequestOptions,
+        },
+    });
+}

@@ -1,6 +1,7 @@
 //! Messaging over the lattice's NATS: `wasmcloud:messaging/consumer` (publish, request) for
 //! components linked to the `messaging-nats` capability, and delivery of subscribed subjects
-//! to a component's `wasmcloud:messaging/handler` export.
+//! to a component's `wasmcloud:messaging/handler` export; 0.3.0 (`producer`, `request-reply`,
+//! `incoming-handler`) in [`v0_3`], through the same [`send`] and [`ask`].
 //!
 //! Guests may not touch the lattice's own subjects (`lattice.`, `$JS.`, `$KV.`, `$O.`,
 //! `$SYS.`): a component that could publish there could forge control-plane requests. They may
@@ -43,6 +44,8 @@ use super::calls::Loaded;
 use super::providers::link_id;
 use super::{LatticeLink, WorkloadCtx};
 use crate::wasi::HostState;
+
+pub mod v0_3;
 
 /// The built-in capability's name in links.
 pub const BUILTIN: &str = lattice_protocol::provider::catalog::MESSAGING_NATS.name;
@@ -114,10 +117,17 @@ impl NatsMessaging {
         subject: String,
         body: Vec<u8>,
         reply_to: Option<String>,
+        extra: Vec<(String, String)>,
     ) -> Result<Reply, ProviderError> {
         // Called in the guest's `lattice.messaging.publish`: the message carries its trace
         // context, which the handler of a subscribed component continues.
-        let headers = lattice_telemetry::propagation::nats_headers();
+        let mut headers = lattice_telemetry::propagation::nats_headers();
+        if !extra.is_empty() {
+            let all = headers.get_or_insert_with(async_nats::HeaderMap::new);
+            for (key, value) in extra {
+                all.append(key.as_str(), value.as_str());
+            }
+        }
         let sent = match (reply_to, headers) {
             (Some(reply), Some(headers)) => {
                 self.client
@@ -181,7 +191,8 @@ impl Provider for NatsMessaging {
                 subject,
                 body,
                 reply_to,
-            } => self.publish(subject, body, reply_to).await,
+                headers,
+            } => self.publish(subject, body, reply_to, headers).await,
             Call::Request {
                 subject,
                 body,
@@ -217,7 +228,11 @@ impl MessagingGrant {
         Self {
             consumers: links
                 .iter()
-                .filter(|l| l.serves("wasmcloud", "messaging", "consumer"))
+                .filter(|l| {
+                    ["consumer", "producer", "request-reply"]
+                        .iter()
+                        .any(|i| l.serves("wasmcloud", "messaging", i))
+                })
                 .map(|l| (l.clone(), link_id(app, component, l)))
                 .collect(),
         }
@@ -294,6 +309,112 @@ async fn consumer(ctx: &WorkloadCtx, chosen: Option<&str>) -> Result<Via, String
     }
 }
 
+/// A message a guest sends.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    /// Its subject.
+    pub(super) subject: String,
+    /// Its body.
+    pub(super) body: Vec<u8>,
+    /// Where answers go.
+    pub(super) reply_to: Option<String>,
+    /// Its headers (0.3's metadata and content type); only a direct `messaging-nats` link
+    /// carries them.
+    pub(super) headers: Vec<(String, String)>,
+}
+
+/// Sends `msg` through `ctx`'s messaging link named `chosen` (else its first): published, or
+/// queued on a queued link.
+pub(super) async fn send(
+    ctx: &WorkloadCtx,
+    chosen: Option<&str>,
+    msg: Outgoing,
+) -> Result<(), String> {
+    let via = consumer(ctx, chosen).await?;
+    let nats = matches!(via, Via::Nats(..));
+    if !nats && !msg.headers.is_empty() {
+        return Err(format!(
+            "the message on `{}` has metadata or a content type, which only a direct link to {BUILTIN} carries; send it without them",
+            msg.subject
+        ));
+    }
+    match via {
+        Via::Queued(_, delivery) => {
+            if let Some(why) =
+                refuse_subject(&msg.subject).or_else(|| refuse_queued_subject(&msg.subject))
+            {
+                return Err(why);
+            }
+            let Some(queue) = ctx.queue() else {
+                return Err(
+                    "queue-full: this host has no outbox (see its log for why it could not be opened); the message was not queued".to_string(),
+                );
+            };
+            if let Some(why) = too_big(ctx, msg.body.len()) {
+                return Err(why);
+            }
+            let message = QueuedMessage {
+                subject: msg.subject,
+                body: msg.body,
+                reply_to: msg.reply_to,
+            };
+            queue
+                .enqueue_message(ctx, message, &delivery)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Via::Nats(provider, link) | Via::Provider(provider, link) => {
+            if nats && let Some(why) = refuse_subject(&msg.subject) {
+                return Err(why);
+            }
+            let call = Call::Publish {
+                subject: msg.subject,
+                body: msg.body,
+                reply_to: msg.reply_to,
+                headers: msg.headers,
+            };
+            provider
+                .call(&link, call)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Sends `body` on `subject` through `ctx`'s messaging link named `chosen` (else its first)
+/// and waits at most `wait` for the answer: its subject and body.
+pub(super) async fn ask(
+    ctx: &WorkloadCtx,
+    chosen: Option<&str>,
+    subject: String,
+    body: Vec<u8>,
+    wait: Duration,
+) -> Result<(String, Vec<u8>), String> {
+    let via = consumer(ctx, chosen).await?;
+    let nats = matches!(via, Via::Nats(..));
+    match via {
+        Via::Queued(link, _) => Err(format!(
+            "request on `{subject}`: link `{link}` to {BUILTIN} has `delivery: queued`, and a queued message cannot bring an answer now; publish instead (an answer can come back as a message to a subject you subscribe to), or make the link `delivery: direct`"
+        )),
+        Via::Nats(provider, link) | Via::Provider(provider, link) => {
+            if nats && let Some(why) = refuse_subject(&subject) {
+                return Err(why);
+            }
+            let call = Call::Request {
+                subject,
+                body,
+                timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            };
+            match provider.call(&link, call).await {
+                Ok(Reply::Message { subject, body }) => Ok((subject, body)),
+                Ok(other) => Err(format!("the provider answered {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}
+
 impl super::bindings::wasmcloud::messaging::types::Host for MessagingView<'_> {}
 
 // Spans name the subject, never the body.
@@ -311,86 +432,25 @@ impl Host for MessagingView<'_> {
                 .saturating_duration_since(std::time::Instant::now()),
         );
         let chosen = self.names.chosen("wasmcloud", "messaging", "consumer");
-        let via = match consumer(self.ctx, chosen).await {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
-        let nats = matches!(via, Via::Nats(..));
-        Ok(match via {
-            Via::Queued(link, _) => Err(format!(
-                "request on `{subject}`: link `{link}` to {BUILTIN} has `delivery: queued`, and a queued message cannot bring an answer now; publish instead (an answer can come back as a message to a subject you subscribe to), or make the link `delivery: direct`"
-            )),
-            Via::Nats(provider, link) | Via::Provider(provider, link) => {
-                if nats && let Some(why) = refuse_subject(&subject) {
-                    return Ok(Err(why));
-                }
-                let call = Call::Request {
-                    subject,
-                    body,
-                    timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-                };
-                match provider.call(&link, call).await {
-                    Ok(Reply::Message { subject, body }) => Ok(BrokerMessage {
-                        subject,
-                        body,
-                        reply_to: None,
-                    }),
-                    Ok(other) => Err(format!("the provider answered {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        })
+        Ok(ask(self.ctx, chosen, subject, body, wait)
+            .await
+            .map(|(subject, body)| BrokerMessage {
+                subject,
+                body,
+                reply_to: None,
+            }))
     }
 
     #[instrument(name = "lattice.messaging.publish", level = "debug", skip_all, fields(subject = %msg.subject))]
     async fn publish(&mut self, msg: BrokerMessage) -> wasmtime::Result<Result<(), String>> {
         let chosen = self.names.chosen("wasmcloud", "messaging", "consumer");
-        let via = match consumer(self.ctx, chosen).await {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
+        let msg = Outgoing {
+            subject: msg.subject,
+            body: msg.body,
+            reply_to: msg.reply_to,
+            headers: Vec::new(),
         };
-        let nats = matches!(via, Via::Nats(..));
-        Ok(match via {
-            Via::Queued(_, delivery) => {
-                if let Some(why) =
-                    refuse_subject(&msg.subject).or_else(|| refuse_queued_subject(&msg.subject))
-                {
-                    return Ok(Err(why));
-                }
-                let Some(queue) = self.ctx.queue() else {
-                    return Ok(Err(
-                        "queue-full: this host has no outbox (see its log for why it could not be opened); the message was not queued".to_string(),
-                    ));
-                };
-                if let Some(why) = too_big(self.ctx, msg.body.len()) {
-                    return Ok(Err(why));
-                }
-                let message = QueuedMessage {
-                    subject: msg.subject,
-                    body: msg.body,
-                    reply_to: msg.reply_to,
-                };
-                queue
-                    .enqueue_message(self.ctx, message, &delivery)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Via::Nats(provider, link) | Via::Provider(provider, link) => {
-                if nats && let Some(why) = refuse_subject(&msg.subject) {
-                    return Ok(Err(why));
-                }
-                let call = Call::Publish {
-                    subject: msg.subject,
-                    body: msg.body,
-                    reply_to: msg.reply_to,
-                };
-                provider
-                    .call(&link, call)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }
-        })
+        Ok(send(self.ctx, chosen, msg).await)
     }
 }
 
@@ -429,10 +489,18 @@ pub async fn serve(
             let (loaded, pre) = (loaded.clone(), pre.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                let msg = HandlerMessage {
+                let headers = message.headers.as_ref().map_or_else(Vec::new, |h| {
+                    h.iter()
+                        .flat_map(|(k, values)| {
+                            values.iter().map(move |v| (k.to_string(), v.to_string()))
+                        })
+                        .collect()
+                });
+                let msg = Incoming {
                     subject: message.subject.to_string(),
                     body: message.payload.to_vec(),
-                    reply_to: message.reply.map(|r| r.to_string()),
+                    reply_to: message.reply.as_ref().map(|r| r.to_string()),
+                    headers,
                 };
                 // A child of the publisher's span when the message carries its trace.
                 let span = tracing::debug_span!("lattice.messaging.handle", component = %loaded.ctx.name(), subject = %msg.subject);
@@ -451,13 +519,41 @@ pub async fn serve(
     })))
 }
 
+/// A message arriving for a component's handler.
+#[derive(Debug, Clone)]
+pub(crate) struct Incoming {
+    /// The subject it came on.
+    pub(crate) subject: String,
+    /// Its body.
+    pub(crate) body: Vec<u8>,
+    /// Where its answer goes, if it expects one.
+    pub(crate) reply_to: Option<String>,
+    /// Its headers (0.3's metadata).
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+/// A component's message handler export, ready to instantiate: `wasmcloud:messaging/handler`
+/// (0.2.0) or `/incoming-handler` (0.3.0).
+#[derive(Clone)]
+pub(crate) enum HandlerPre {
+    /// 0.2.0's `handle-message`.
+    V2(HandlesPre<HostState>),
+    /// 0.3.0's `handle`, with the message as a resource.
+    V3(v0_3::IncomingPre<HostState>),
+}
+
 /// The handler export of `loaded`, ready to instantiate.
-pub(crate) fn handler(loaded: &Loaded) -> anyhow::Result<HandlesPre<HostState>> {
-    HandlesPre::new(loaded.pre.clone()).map_err(|e| {
-        anyhow::anyhow!(
-            "the component has subscriptions but does not export wasmcloud:messaging/handler@0.2.0: {e:#}"
-        )
-    })
+pub(crate) fn handler(loaded: &Loaded) -> anyhow::Result<HandlerPre> {
+    if let Ok(pre) = HandlesPre::new(loaded.pre.clone()) {
+        return Ok(HandlerPre::V2(pre));
+    }
+    v0_3::IncomingPre::new(loaded.pre.clone())
+        .map(HandlerPre::V3)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the component has subscriptions but exports neither wasmcloud:messaging/handler@0.2.0 nor wasmcloud:messaging/incoming-handler@0.3.0: {e:#}"
+            )
+        })
 }
 
 /// Why a handler did not take a message.
@@ -474,8 +570,8 @@ pub(crate) enum HandlerError {
 /// Runs `msg` in a fresh instance of `loaded`'s handler, ended by `deadline` at the latest.
 async fn handle(
     loaded: &Loaded,
-    pre: &HandlesPre<HostState>,
-    msg: &HandlerMessage,
+    pre: &HandlerPre,
+    msg: &Incoming,
     deadline: Option<Instant>,
 ) -> Result<(), HandlerError> {
     // Messages wait for one of the workload's slots (its `concurrency`, shared with its HTTP
@@ -489,14 +585,24 @@ async fn handle(
         )));
     };
     let mut store = loaded.store(deadline);
-    let outcome = async {
-        let handles: Handles = pre.instantiate_async(&mut store).await?;
-        handles
-            .wasmcloud_messaging_handler()
-            .call_handle_message(&mut store, msg)
+    let outcome = match pre {
+        HandlerPre::V2(pre) => {
+            let msg = HandlerMessage {
+                subject: msg.subject.clone(),
+                body: msg.body.clone(),
+                reply_to: msg.reply_to.clone(),
+            };
+            async {
+                let handles: Handles = pre.instantiate_async(&mut store).await?;
+                handles
+                    .wasmcloud_messaging_handler()
+                    .call_handle_message(&mut store, &msg)
+                    .await
+            }
             .await
-    }
-    .await;
+        }
+        HandlerPre::V3(pre) => v0_3::handle(&mut store, pre, msg.clone()).await,
+    };
     match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(HandlerError::Refused(e)),
@@ -510,14 +616,15 @@ async fn handle(
 /// Delivers a queued message to `loaded`'s handler (see [`crate::queue`]).
 pub(crate) async fn deliver(
     loaded: &Loaded,
-    pre: &HandlesPre<HostState>,
+    pre: &HandlerPre,
     message: &QueuedMessage,
     deadline: Instant,
 ) -> Result<(), HandlerError> {
-    let msg = HandlerMessage {
+    let msg = Incoming {
         subject: message.subject.clone(),
         body: message.body.clone(),
         reply_to: message.reply_to.clone(),
+        headers: Vec::new(),
     };
     handle(loaded, pre, &msg, Some(deadline)).await
 }

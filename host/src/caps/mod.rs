@@ -13,7 +13,8 @@
 //!   for links to `blobstore-fs`: one directory per container under the link's `root`;
 //! - [`providers`]: the host's providers: built-in ones in-process, others as processes it
 //!   supervises;
-//! - [`messaging`]: `wasmcloud:messaging/consumer` (publish, request) over NATS, and delivery of
+//! - [`messaging`]: `wasmcloud:messaging/consumer` (publish, request), and 0.3.0's `producer`
+//!   and `request-reply` ([`messaging::v0_3`]), over NATS, and delivery of
 //!   subscribed subjects to a component's `handler` export;
 //! - [`calls`] and [`codec`]: component-to-component calls over the app's own WIT interfaces,
 //!   in-process when the target runs on this host, otherwise over NATS, values in MessagePack;

@@ -24,15 +24,13 @@ use tracing::{Instrument as _, debug, warn};
 
 use super::stream::deadletter_stream_ready;
 use super::{DELIVERY_TIMEOUT, ITEM_RETRY};
-use crate::caps::bindings::handler::HandlesPre;
 use crate::caps::calls::{self, Loaded};
 use crate::caps::{LatticeLink, WorkloadCtx, messaging};
-use crate::wasi::HostState;
 
 /// What queued items run in: the workload, and its message handler when it exports one.
 pub(super) struct Target {
     pub(super) loaded: Arc<Loaded>,
-    handler: Option<HandlesPre<HostState>>,
+    handler: Option<crate::caps::messaging::HandlerPre>,
     /// The operators whose assignments make a key a host of the lattice.
     pub(super) trusted: Vec<PublicKey>,
 }

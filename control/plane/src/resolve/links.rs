@@ -23,6 +23,14 @@ use lattice_protocol::provider::catalog::{
 /// The interface a component must export to receive messages from `messaging-nats`.
 pub const MESSAGING_HANDLER: &str = "wasmcloud:messaging/handler";
 
+/// `wasmcloud:messaging@0.3.0`'s name for the same export.
+pub const MESSAGING_INCOMING_HANDLER: &str = "wasmcloud:messaging/incoming-handler";
+
+/// Whether `interface` is a message handler export (0.2.0's or 0.3.0's).
+fn is_handler(interface: &str) -> bool {
+    interface == MESSAGING_HANDLER || interface == MESSAGING_INCOMING_HANDLER
+}
+
 /// What resolution reads from a component's artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFacts {
@@ -200,9 +208,11 @@ fn capability_links(
         let (Some(c), Some(f)) = (manifest.component(name.as_str()), facts.get(name)) else {
             continue;
         };
-        if !f.interfaces.exports_interface(MESSAGING_HANDLER) {
+        if !f.interfaces.exports_interface(MESSAGING_HANDLER)
+            && !f.interfaces.exports_interface(MESSAGING_INCOMING_HANDLER)
+        {
             problems.push(format!(
-                "component `{name}` is linked to receive messages but its image {} does not export {MESSAGING_HANDLER}",
+                "component `{name}` is linked to receive messages but its image {} exports neither {MESSAGING_HANDLER} (0.2.0) nor {MESSAGING_INCOMING_HANDLER} (0.3.0)",
                 image_of(c, f)
             ));
         }
@@ -299,9 +309,9 @@ fn messaging_link(
 ) -> bool {
     let target = &link.target.name;
     let wanted = qualified(link);
-    if wanted.iter().any(|w| w != MESSAGING_HANDLER) {
+    if wanted.iter().any(|w| !is_handler(w)) {
         problems.push(format!(
-            "capability `{}` ({}) links `{}` to `{target}`; it delivers messages to components only through {MESSAGING_HANDLER} (a component publishes by linking wasmcloud:messaging/consumer to `{}`)",
+            "capability `{}` ({}) links `{}` to `{target}`; it delivers messages to components only through {MESSAGING_HANDLER} (or 0.3.0's {MESSAGING_INCOMING_HANDLER}; a component publishes by linking wasmcloud:messaging/consumer, or 0.3.0's producer, to `{}`)",
             cap.name,
             provider.image(),
             wanted.join(", "),

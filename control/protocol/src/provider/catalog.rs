@@ -203,7 +203,12 @@ pub const MESSAGING_NATS: ProviderDescription = ProviderDescription {
     name: "messaging-nats",
     runs: Runs::InHost,
     wasmcloud_images: &["ghcr.io/wasmcloud/messaging-nats"],
-    serves: &["wasmcloud:messaging/consumer"],
+    // 0.2.0's `consumer`, 0.3.0's `producer` and `request-reply`.
+    serves: &[
+        "wasmcloud:messaging/consumer",
+        "wasmcloud:messaging/producer",
+        "wasmcloud:messaging/request-reply",
+    ],
     delivers: Delivers::NatsMessages,
     queued: true,
     config: &[],

@@ -348,7 +348,7 @@ fn messaging_handler_links_are_checked() {
         &[
             "component `echo` is linked to receive messages",
             "echo:0.1.0 (sha256:",
-            "does not export wasmcloud:messaging/handler",
+            "exports neither wasmcloud:messaging/handler",
         ],
     );
     one_problem(

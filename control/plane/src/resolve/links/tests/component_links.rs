@@ -221,7 +221,7 @@ fn every_problem_is_reported_at_once() {
     let expected = [
         "image `builtin:keyvalue-redis` is not a capability this Lattice version knows",
         "subject `$SYS.>` is a NATS system subject",
-        "does not export wasmcloud:messaging/handler",
+        "exports neither wasmcloud:messaging/handler",
         "links wasi:keyvalue/store under link name `default` twice",
         "bucket `a.b` is not a valid NATS KV bucket name",
         "does not import it",
