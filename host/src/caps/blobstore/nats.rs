@@ -9,7 +9,7 @@
 //! whole, so a host may only be allowed the stores the operator knows of (`lattice nats authz
 //! --app-bucket`), and containers are the guest's to invent.
 //!
-//! Names follow `blobstore-fs`'s rules ([`super::fs::check_name`]), so a component moves
+//! Names follow `blobstore-fs`'s rules (`fs::check_name`), so a component moves
 //! between the two unchanged. It runs in-process ([`super::super::providers`] registers it);
 //! every refusal is [`ProviderError::Other`] with the text the guest gets as its WIT `error`.
 
