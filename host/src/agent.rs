@@ -46,7 +46,7 @@ use crate::caps::{
 };
 use crate::compile::{CodeCache, CodeKey};
 use crate::engine::Runtime;
-use crate::http::{FailureCount, HttpServer, HttpWorkload, prepare_http};
+use crate::http::{FailureCount, HttpServer, HttpWorkload, Mount, prepare_http};
 use crate::queue::{self, OutboxLimits, Queue};
 use crate::state::HostStore;
 use crate::wasi::{HostState, new_linker};
@@ -84,7 +84,7 @@ impl Shared {
 
 struct Running {
     workload: Workload,
-    http: Option<SocketAddr>,
+    http: Option<Mount>,
     /// Its call and subscription servers, stopped when it is dropped.
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
@@ -304,7 +304,7 @@ impl Agent {
                     s.app_version != workload.app_version || s.state != WorkloadState::Running
                 });
                 if stale {
-                    self.set_running(workload, running.http);
+                    self.set_running(workload, running.http.as_ref().map(|m| m.addr));
                 }
                 // Another version being compiled (rolled back meanwhile) is no longer wanted.
                 self.loads.forget(&key);
@@ -346,7 +346,7 @@ impl Agent {
                     key,
                     Running {
                         workload: workload.clone(),
-                        http,
+                        http: http.clone(),
                         _tasks: tasks,
                     },
                 );
@@ -366,10 +366,13 @@ impl Agent {
                         .detach(&workload.app, &workload.component, &dropped)
                         .await;
                 }
-                if let Some(old) = previous.and_then(|p| p.http).filter(|a| Some(*a) != http) {
-                    self.http.unbind(old).await;
+                if let Some(old) = previous
+                    .and_then(|p| p.http)
+                    .filter(|m| Some(m) != http.as_ref())
+                {
+                    self.http.unbind(old.addr, old.route.as_ref()).await;
                 }
-                self.set_running(workload, http);
+                self.set_running(workload, http.as_ref().map(|m| m.addr));
                 info!(workload = %workload.key(), version = %workload.app_version, "running");
             }
             Err(StartError { reason, error }) => {
@@ -388,8 +391,8 @@ impl Agent {
                 .providers
                 .detach(&w.app, &w.component, &w.links)
                 .await;
-            if let Some(addr) = running.http {
-                self.http.unbind(addr).await;
+            if let Some(mount) = running.http {
+                self.http.unbind(mount.addr, mount.route.as_ref()).await;
             }
             info!(workload = key, "stopped");
         }
@@ -471,9 +474,9 @@ impl Agent {
         Ok(WorkloadCtx::new(spec, Services::from(&self.services)))
     }
 
-    /// The address a workload asks to be served on, if any, unless another workload here
-    /// already serves it.
-    fn http_address(&self, w: &Workload) -> Result<Option<SocketAddr>, StartError> {
+    /// The address (and route) a workload asks to be served on, if any, unless another
+    /// workload here already serves it.
+    fn http_address(&self, w: &Workload) -> Result<Option<Mount>, StartError> {
         let Some(binding) = &w.http else {
             return Ok(None);
         };
@@ -482,18 +485,24 @@ impl Agent {
             .parse()
             .with_context(|| format!("HTTP address `{}` is not ip:port", binding.address))
             .because(FailureReason::InvalidAddress)?;
-        // Another workload (of this or another app) already serving the address keeps it.
-        if let Some((other, _)) = self
-            .running
-            .iter()
-            .find(|(k, r)| **k != w.key() && addr.port() != 0 && r.http == Some(addr))
-        {
+        let route = binding.route.clone();
+        // Another workload (of this or another app) already serving the address (or, on a
+        // shared address, the route) keeps it.
+        let clashes = |m: &Mount| {
+            m.addr == addr && (m.route.is_none() || route.is_none() || m.route == route)
+        };
+        if let Some((other, _)) = self.running.iter().find(|(k, r)| {
+            **k != w.key() && addr.port() != 0 && r.http.as_ref().is_some_and(clashes)
+        }) {
+            let what = route
+                .as_ref()
+                .map_or_else(String::new, |r| format!(" ({r})"));
             return Err(anyhow::anyhow!(
-                "HTTP address {addr} is already served by {other} on this host; give each component its own address"
+                "HTTP address {addr}{what} is already served by {other} on this host; give each component its own address or route"
             ))
             .because(FailureReason::AddressInUse);
         }
-        Ok(Some(addr))
+        Ok(Some(Mount { addr, route }))
     }
 
     /// The host's linker, shared, for a component that imports only what the host serves; a
@@ -582,7 +591,7 @@ impl Agent {
             .failures
             .insert(w.key(), loaded.failures.clone());
         let http = match (addr, proxy) {
-            (Some(addr), Some(pre)) => {
+            (Some(mount), Some(pre)) => {
                 let workload = Arc::new(HttpWorkload {
                     name: w.key(),
                     pre,
@@ -592,12 +601,18 @@ impl Agent {
                     limits,
                     gate,
                 });
-                let bound = self.http.bind(addr, workload).await;
+                let bound = self
+                    .http
+                    .bind(mount.addr, mount.route.clone(), workload)
+                    .await;
                 let reason = match &bound {
                     Err(e) if address_taken(e) => FailureReason::AddressInUse,
                     _ => FailureReason::ServeFailed,
                 };
-                Some(bound.because(reason)?)
+                Some(Mount {
+                    addr: bound.because(reason)?,
+                    route: mount.route,
+                })
             }
             _ => None,
         };
@@ -668,7 +683,7 @@ fn address_taken(error: &anyhow::Error) -> bool {
 
 /// What [`Agent::start`] started.
 struct Started {
-    http: Option<SocketAddr>,
+    http: Option<Mount>,
     /// Call and subscription servers; dropping them stops them.
     tasks: Vec<AbortOnDropHandle<()>>,
 }

@@ -14,7 +14,10 @@
 //!
 //! Binding an address that is already served swaps its workload in place, so
 //! a new version of a component takes over without the port ever closing;
-//! [`HttpServer::unbind`] closes the port before it returns.
+//! [`HttpServer::unbind`] closes the port before it returns. An address may also be shared by
+//! workloads bound on routes (a path, or a host: [`HttpRoute`]), each request going to the most
+//! specific route that matches it (404 when none does); the port closes when its last route
+//! goes.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -33,9 +36,9 @@
 //!     WorkloadCtx::detached(&[("GREETING".to_owned(), "Hello".to_owned())]),
 //! ));
 //! let server = HttpServer::new(runtime);
-//! let addr = server.bind("127.0.0.1:8080".parse()?, workload).await?;
+//! let addr = server.bind("127.0.0.1:8080".parse()?, None, workload).await?;
 //! // ...
-//! server.unbind(addr).await;
+//! server.unbind(addr, None).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -74,9 +77,12 @@ use crate::metrics::{Limit, Outcome, WorkloadMetrics};
 use crate::wasi::{HostState, Limits, new_store};
 
 mod failure;
+mod routes;
 mod workers;
 
 use failure::{Failure, busy_response, error_response};
+use lattice_protocol::assignment::HttpRoute;
+use routes::Routes;
 use workers::Workers;
 
 /// The interface a component must export to be served, at any 0.2.x version.
@@ -243,6 +249,15 @@ impl Default for HttpOptions {
     }
 }
 
+/// Where a workload is served: an address, and its route there when the address is shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The address (as bound: a port 0 asked for is the port given).
+    pub addr: SocketAddr,
+    /// Its route on a shared address; `None`: the whole address.
+    pub route: Option<HttpRoute>,
+}
+
 /// The host's HTTP server: listeners by address, each serving one workload.
 /// Cheap to clone; listeners close when the last clone is dropped.
 #[derive(Clone, Debug)]
@@ -303,12 +318,13 @@ impl HttpServer {
     pub async fn bind(
         &self,
         addr: SocketAddr,
+        route: Option<HttpRoute>,
         workload: Arc<HttpWorkload>,
     ) -> anyhow::Result<SocketAddr> {
         let _changing = self.inner.changing.lock().await;
         if let Some(listener) = self.inner.listeners().get(&addr) {
-            tracing::info!(%addr, component = %workload.name, "swapping the HTTP workload");
-            listener.site.set_workload(workload);
+            tracing::info!(%addr, component = %workload.name, route = ?route, "serving HTTP on a bound address");
+            listener.site.set_workload(route, workload);
             return Ok(addr);
         }
 
@@ -327,7 +343,9 @@ impl HttpServer {
         let bound = socket
             .local_addr()
             .with_context(|| format!("reading the address bound for {addr}"))?;
-        tracing::info!(addr = %bound, component = %workload.name, "serving HTTP");
+        tracing::info!(addr = %bound, component = %workload.name, route = ?route, "serving HTTP");
+        let mut routes = Routes::default();
+        routes.set(route, workload);
         let site = Arc::new(Site {
             runtime: self.inner.runtime.clone(),
             connections: Arc::new(tokio::sync::Semaphore::new(
@@ -336,7 +354,7 @@ impl HttpServer {
             max_request_body: self.inner.options.max_request_body_bytes,
             max_header_bytes: self.inner.options.max_header_bytes,
             header_read_timeout: self.inner.options.header_read_timeout,
-            workload: RwLock::new(workload),
+            routes: RwLock::new(routes),
         });
         let (stop, stopped) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(socket, workers, site.clone(), stopped));
@@ -351,11 +369,23 @@ impl HttpServer {
         Ok(bound)
     }
 
-    /// Stops serving `addr`: when this returns the port is closed. Requests
-    /// in flight may finish; idle keep-alive connections are closed.
-    pub async fn unbind(&self, addr: SocketAddr) {
+    /// Stops serving `route` (`None`: the whole address) on `addr`; when nothing is left
+    /// there, the port is closed when this returns. Requests in flight may finish; idle
+    /// keep-alive connections are closed.
+    pub async fn unbind(&self, addr: SocketAddr, route: Option<&HttpRoute>) {
         let _changing = self.inner.changing.lock().await;
-        let Some(listener) = self.inner.listeners().remove(&addr) else {
+        let listener = {
+            let mut listeners = self.inner.listeners();
+            let Some(listener) = listeners.get(&addr) else {
+                return;
+            };
+            if !listener.site.remove(route) {
+                tracing::info!(%addr, route = ?route, "stopped serving an HTTP route");
+                return;
+            }
+            listeners.remove(&addr)
+        };
+        let Some(listener) = listener else {
             return;
         };
         // Ignored error: the loop has already ended if nobody receives.
@@ -504,27 +534,45 @@ struct Site {
     max_request_body: u64,
     max_header_bytes: usize,
     header_read_timeout: Duration,
-    workload: RwLock<Arc<HttpWorkload>>,
+    routes: RwLock<Routes>,
 }
 
 impl Site {
-    fn workload(&self) -> Arc<HttpWorkload> {
-        self.workload
+    /// The workload `request` goes to, if any.
+    fn workload(&self, request: &Request<Incoming>) -> Option<Arc<HttpWorkload>> {
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        self.routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .find(request.uri().path(), host)
     }
 
-    fn set_workload(&self, workload: Arc<HttpWorkload>) {
-        *self
-            .workload
+    fn set_workload(&self, route: Option<HttpRoute>, workload: Arc<HttpWorkload>) {
+        self.routes
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = workload;
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(route, workload);
     }
 
-    /// Answers one request with a fresh instance of the current workload.
+    /// Stops serving `route`; whether nothing is served any more.
+    fn remove(&self, route: Option<&HttpRoute>) -> bool {
+        self.routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(route)
+    }
+
+    /// Answers one request with a fresh instance of the workload it goes to.
     async fn handle(&self, request: Request<Incoming>) -> Response<HyperOutgoingBody> {
-        let workload = self.workload();
+        let Some(workload) = self.workload(&request) else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "no component serves this path or host here\n",
+            );
+        };
         // Debug level: with an info-level `fmt` subscriber an info span per
         // request cost ~20% of the throughput here. Failures are logged at
         // warn naming the component, span or not. No path, query or headers:

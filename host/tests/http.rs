@@ -50,7 +50,11 @@ async fn serves_the_component_with_its_environment() -> anyhow::Result<()> {
     // The default configuration: a pool sized from this machine.
     let runtime = Runtime::new(&EngineConfig::default())?;
     let server = HttpServer::new(runtime.clone());
-    let addr = within("bind", server.bind(any_port(), hello(&runtime, "Howdy")?)).await??;
+    let addr = within(
+        "bind",
+        server.bind(any_port(), None, hello(&runtime, "Howdy")?),
+    )
+    .await??;
     assert_ne!(addr.port(), 0, "bind returns the port actually bound");
     assert_eq!(server.addresses(), [addr]);
 
@@ -64,7 +68,7 @@ async fn serves_the_component_with_its_environment() -> anyhow::Result<()> {
     let health = client.get("/health?probe=1").await?;
     assert_eq!((health.status, health.body.as_str()), (200, "ok"));
 
-    within("unbind", server.unbind(addr)).await?;
+    within("unbind", server.unbind(addr, None)).await?;
     Ok(())
 }
 
@@ -73,14 +77,22 @@ async fn binding_a_served_address_swaps_the_workload_without_closing_the_port() 
 {
     let runtime = small_runtime()?;
     let server = HttpServer::new(runtime.clone());
-    let addr = within("bind", server.bind(any_port(), hello(&runtime, "Hello")?)).await??;
+    let addr = within(
+        "bind",
+        server.bind(any_port(), None, hello(&runtime, "Hello")?),
+    )
+    .await??;
     let mut client = Client::connect(addr).await?;
     assert_eq!(
         client.get("/").await?.body,
         "Hello from Lattice (host test-host)\n"
     );
 
-    let rebound = within("rebind", server.bind(addr, hello(&runtime, "Bonjour")?)).await??;
+    let rebound = within(
+        "rebind",
+        server.bind(addr, None, hello(&runtime, "Bonjour")?),
+    )
+    .await??;
     assert_eq!(rebound, addr);
     assert_eq!(server.addresses(), [addr]);
 
@@ -101,11 +113,15 @@ async fn binding_a_served_address_swaps_the_workload_without_closing_the_port() 
 async fn unbind_closes_the_port() -> anyhow::Result<()> {
     let runtime = small_runtime()?;
     let server = HttpServer::new(runtime.clone());
-    let addr = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
+    let addr = within(
+        "bind",
+        server.bind(any_port(), None, hello(&runtime, "Hi")?),
+    )
+    .await??;
     let mut idle = Client::connect(addr).await?;
     assert_eq!(idle.get("/").await?.status, 200);
 
-    within("unbind", server.unbind(addr)).await?;
+    within("unbind", server.unbind(addr, None)).await?;
     assert!(server.addresses().is_empty());
     let refused = within("connect", tokio::net::TcpStream::connect(addr)).await?;
     let err = refused
@@ -121,8 +137,12 @@ async fn unbind_closes_the_port() -> anyhow::Result<()> {
     .await?;
 
     // Unbinding again is a no-op, and the address can be bound again.
-    within("unbind again", server.unbind(addr)).await?;
-    let again = within("bind again", server.bind(addr, hello(&runtime, "Hi")?)).await??;
+    within("unbind again", server.unbind(addr, None)).await?;
+    let again = within(
+        "bind again",
+        server.bind(addr, None, hello(&runtime, "Hi")?),
+    )
+    .await??;
     assert_eq!(again, addr);
     Ok(())
 }
@@ -133,7 +153,7 @@ async fn an_address_in_use_is_an_error_naming_it() -> anyhow::Result<()> {
     let taken = std::net::TcpListener::bind(any_port())?;
     let addr = taken.local_addr()?;
     let server = HttpServer::new(runtime.clone());
-    let err = within("bind", server.bind(addr, hello(&runtime, "Hi")?))
+    let err = within("bind", server.bind(addr, None, hello(&runtime, "Hi")?))
         .await?
         .err()
         .ok_or_else(|| anyhow::anyhow!("bound {addr} although it is in use"))?;
@@ -146,7 +166,11 @@ async fn an_address_in_use_is_an_error_naming_it() -> anyhow::Result<()> {
 async fn bodies_over_the_limit_are_refused_before_the_guest_runs() -> anyhow::Result<()> {
     let runtime = small_runtime()?;
     let server = HttpServer::new(runtime.clone());
-    let addr = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
+    let addr = within(
+        "bind",
+        server.bind(any_port(), None, hello(&runtime, "Hi")?),
+    )
+    .await??;
     let mut client = Client::connect(addr).await?;
     let reply = client
         .send("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000000\r\n\r\n")
@@ -178,7 +202,7 @@ async fn a_failing_guest_gets_a_500_and_the_server_keeps_serving() -> anyhow::Re
     let runtime = small_runtime()?;
     let server = HttpServer::new(runtime.clone());
     let trapping = workload(&runtime, "test/trap", &guests::trapping())?;
-    let addr = within("bind", server.bind(any_port(), trapping)).await??;
+    let addr = within("bind", server.bind(any_port(), None, trapping)).await??;
     let mut client = Client::connect(addr).await?;
     for _ in 0..2 {
         // Twice on one connection: the trap ended the request, not the
@@ -191,11 +215,11 @@ async fn a_failing_guest_gets_a_500_and_the_server_keeps_serving() -> anyhow::Re
     }
 
     let silent = workload(&runtime, "test/silent", &guests::silent())?;
-    within("rebind", server.bind(addr, silent)).await??;
+    within("rebind", server.bind(addr, None, silent)).await??;
     let reply = client.get("/").await?;
     assert_eq!((reply.status, reply.body.as_str()), (500, "no response\n"));
 
-    within("rebind", server.bind(addr, hello(&runtime, "Still")?)).await??;
+    within("rebind", server.bind(addr, None, hello(&runtime, "Still")?)).await??;
     let reply = client.get("/").await?;
     assert_eq!(
         (reply.status, reply.body.as_str()),
@@ -220,8 +244,12 @@ async fn a_looping_guest_times_out_without_holding_up_its_thread() -> anyhow::Re
         },
     );
     let looping = workload(&runtime, "test/loop", &guests::looping())?;
-    let loop_addr = within("bind", server.bind(any_port(), looping)).await??;
-    let hello_addr = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
+    let loop_addr = within("bind", server.bind(any_port(), None, looping)).await??;
+    let hello_addr = within(
+        "bind",
+        server.bind(any_port(), None, hello(&runtime, "Hi")?),
+    )
+    .await??;
 
     // The looping request is written before the other connection exists, so
     // the worker takes it up first.
@@ -251,14 +279,14 @@ async fn a_guest_cannot_grow_past_the_memory_limit() -> anyhow::Result<()> {
     let server = HttpServer::new(runtime.clone());
     // 1 page + 8 pages = 576 KiB: allowed.
     let modest = workload(&runtime, "test/modest", &guests::greedy(8))?;
-    let addr = within("bind", server.bind(any_port(), modest)).await??;
+    let addr = within("bind", server.bind(any_port(), None, modest)).await??;
     let mut client = Client::connect(addr).await?;
     assert_eq!(client.get("/").await?.body, "no response\n");
 
     // 1 page + 16 pages = 1088 KiB: over the 1 MiB limit, so the growth
     // fails and the guest traps.
     let greedy = workload(&runtime, "test/greedy", &guests::greedy(16))?;
-    within("rebind", server.bind(addr, greedy)).await??;
+    within("rebind", server.bind(addr, None, greedy)).await??;
     assert_eq!(client.get("/").await?.body, "component failed\n");
     Ok(())
 }
@@ -285,8 +313,16 @@ async fn header_and_body_bombs_and_slow_heads_fail_only_their_own_request() -> a
             ..HttpOptions::default()
         },
     );
-    let target = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
-    let beside = within("bind", server.bind(any_port(), hello(&runtime, "Next")?)).await??;
+    let target = within(
+        "bind",
+        server.bind(any_port(), None, hello(&runtime, "Hi")?),
+    )
+    .await??;
+    let beside = within(
+        "bind",
+        server.bind(any_port(), None, hello(&runtime, "Next")?),
+    )
+    .await??;
     // A fresh connection each time: idle ones close after the (short) header-read timeout.
     let neighbour_answers = async || -> anyhow::Result<()> {
         let reply = Client::connect(beside).await?.get("/").await?;
@@ -345,7 +381,11 @@ async fn a_listener_serves_at_most_its_connection_cap() -> anyhow::Result<()> {
             ..HttpOptions::default()
         },
     );
-    let addr = within("bind", server.bind(any_port(), hello(&runtime, "Hi")?)).await??;
+    let addr = within(
+        "bind",
+        server.bind(any_port(), None, hello(&runtime, "Hi")?),
+    )
+    .await??;
     let mut first = Client::connect(addr).await?;
     assert_eq!(first.get("/").await?.status, 200);
 

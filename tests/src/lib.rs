@@ -668,12 +668,23 @@ pub async fn http_request(
     path: &str,
     body: &str,
 ) -> anyhow::Result<(u16, String)> {
+    http_request_for(addr, addr, method, path, body).await
+}
+
+/// [`http_request`] with `Host: {host}`, for servers that route by host.
+pub async fn http_request_for(
+    addr: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let fut = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream
             .write_all(
                 format!(
-                    "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 )
                 .as_bytes(),

@@ -241,6 +241,65 @@ impl Workload {
 pub struct HttpBinding {
     /// `ip:port` to listen on.
     pub address: String,
+    /// The requests of that address the component serves, when the address is shared
+    /// (wasmCloud's `path` and `host` routing modes); `None`: all of them, the address its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<HttpRoute>,
+}
+
+/// Which requests of a shared address a component serves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpRoute {
+    /// Those whose path is this one or under it (`/api` serves `/api` and `/api/orders`, not
+    /// `/apis`); the longest matching path wins.
+    Path(String),
+    /// Those whose `Host` header names this host (any port, any case).
+    Host(String),
+}
+
+impl HttpRoute {
+    /// Whether a request for `path` on `host` (its `Host` header, port included or not) is
+    /// this route's.
+    pub fn matches(&self, path: &str, host: Option<&str>) -> bool {
+        match self {
+            HttpRoute::Path(prefix) => {
+                let prefix = prefix.trim_end_matches('/');
+                prefix.is_empty()
+                    || path == prefix
+                    || path
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+            HttpRoute::Host(name) => host.is_some_and(|h| {
+                let h = h.rsplit_once(':').map_or(h, |(name, port)| {
+                    if port.chars().all(|c| c.is_ascii_digit()) {
+                        name
+                    } else {
+                        h
+                    }
+                });
+                h.eq_ignore_ascii_case(name)
+            }),
+        }
+    }
+
+    /// How specific it is: the longest path wins among paths.
+    pub fn specificity(&self) -> usize {
+        match self {
+            HttpRoute::Path(p) => p.trim_end_matches('/').len(),
+            HttpRoute::Host(h) => h.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for HttpRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpRoute::Path(p) => write!(f, "path {p}"),
+            HttpRoute::Host(h) => write!(f, "host {h}"),
+        }
+    }
 }
 
 /// An assignment with the control plane's signature.
@@ -388,6 +447,22 @@ pub fn check_epoch(a: &Assignment, applied_epoch: u64) -> Result<(), AssignmentE
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn routes_match_paths_by_segment_and_hosts_without_port() {
+        use super::HttpRoute;
+        let api = HttpRoute::Path("/api".into());
+        assert!(api.matches("/api", None));
+        assert!(api.matches("/api/orders", None));
+        assert!(!api.matches("/apis", None));
+        assert!(!api.matches("/", None));
+        assert!(HttpRoute::Path("/".into()).matches("/anything", None));
+        let host = HttpRoute::Host("shop.example".into());
+        assert!(host.matches("/", Some("Shop.Example:8080")));
+        assert!(host.matches("/x", Some("shop.example")));
+        assert!(!host.matches("/", Some("blog.example")));
+        assert!(!host.matches("/", None));
+    }
+
     use super::*;
     use crate::keys::KeyRole;
 
@@ -411,6 +486,7 @@ mod tests {
                 secrets: BTreeMap::new(),
                 http: Some(HttpBinding {
                     address: "127.0.0.1:8080".into(),
+                    route: None,
                 }),
                 links: Vec::new(),
                 subscriptions: Vec::new(),

@@ -15,7 +15,7 @@ use lattice_protocol::digest::Digest;
 use lattice_protocol::names::ComponentName;
 use lattice_protocol::wit::{Interfaces, unversioned};
 
-use super::{DEFAULT_HTTP_ADDRESS, INCOMING_HANDLER};
+use super::INCOMING_HANDLER;
 use lattice_protocol::provider::catalog::{
     self, Delivers, End, ProviderDescription, SUBSCRIPTIONS_KEY, subscriptions,
 };
@@ -133,7 +133,7 @@ fn capability_links(
     out: &mut BTreeMap<ComponentName, Wiring>,
     problems: &mut Vec<String>,
 ) {
-    let mut by_address: BTreeMap<String, ComponentName> = BTreeMap::new();
+    let mut by_address = http::Taken::new();
     // Components linked to a message handler, checked for the export once each.
     let mut handlers: BTreeSet<ComponentName> = BTreeSet::new();
     for cap in manifest
@@ -171,7 +171,7 @@ fn capability_links(
             }
             match provider.delivers {
                 Delivers::HttpRequests => {
-                    http_link(manifest, cap, link, &mut by_address, out, problems);
+                    http::http_link(manifest, cap, link, &mut by_address, out, problems);
                 }
                 Delivers::NatsMessages => {
                     if messaging_link(manifest, cap, provider, link, out, problems) {
@@ -238,63 +238,6 @@ fn targets_component(
         return false;
     }
     true
-}
-
-/// The built-in HTTP server serving `link`'s target on an address.
-fn http_link(
-    manifest: &Manifest,
-    cap: &Component,
-    link: &Link,
-    by_address: &mut BTreeMap<String, ComponentName>,
-    out: &mut BTreeMap<ComponentName, Wiring>,
-    problems: &mut Vec<String>,
-) {
-    let target = &link.target.name;
-    if (link.namespace.as_str(), link.package.as_str()) != ("wasi", "http")
-        || link.interfaces.iter().any(|i| i != "incoming-handler")
-    {
-        problems.push(format!(
-            "capability `{}` links `{}:{}/{}` to `{target}`; the built-in HTTP server serves only wasi:http/incoming-handler",
-            cap.name,
-            link.namespace,
-            link.package,
-            link.interfaces.join(",")
-        ));
-        return;
-    }
-    if !targets_component(manifest, cap, link, problems) {
-        return;
-    }
-    let address = NamedConfig::merged(&link.source.config)
-        .get("address")
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_HTTP_ADDRESS.to_string());
-    if address.parse::<std::net::SocketAddr>().is_err() {
-        problems.push(format!(
-            "capability `{}`: address `{address}` for `{target}` is not `ip:port` (e.g. 127.0.0.1:8080)",
-            cap.name
-        ));
-        return;
-    }
-    // Port 0 means "any free port": such bindings never collide.
-    if let Some(other) = by_address
-        .get(&address)
-        .filter(|o| *o != target && !address.ends_with(":0"))
-    {
-        problems.push(format!(
-            "address {address} is bound to both `{other}` and `{target}`; give each its own address"
-        ));
-        return;
-    }
-    by_address.insert(address.clone(), target.clone());
-    let wiring = out.entry(target.clone()).or_default();
-    match &wiring.http {
-        Some(previous) if previous.address != address => problems.push(format!(
-            "`{target}` is linked to two HTTP addresses ({} and {address}); one per component",
-            previous.address
-        )),
-        _ => wiring.http = Some(HttpBinding { address }),
-    }
 }
 
 /// `messaging-nats` delivering subjects to `link`'s target. Returns whether the link is a
@@ -738,6 +681,7 @@ fn mqtt_link(
     true
 }
 
+mod http;
 mod secrets;
 #[cfg(test)]
 mod tests;

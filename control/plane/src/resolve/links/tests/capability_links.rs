@@ -425,7 +425,8 @@ fn http_server_rules_are_kept() {
     assert_eq!(
         out[&name("b")].http,
         Some(HttpBinding {
-            address: "127.0.0.1:0".into()
+            address: "127.0.0.1:0".into(),
+            route: None,
         })
     );
 
@@ -454,7 +455,7 @@ fn http_server_rules_are_kept() {
     assert_eq!(
         problems,
         [
-            "address 127.0.0.1:8080 is bound to both `a` and `b`; give each its own address",
+            "address 127.0.0.1:8080 is bound to both `a` and `b`; give each its own address (or route them by path or host: `routing_mode` in the HTTP server's config)",
             "capability `web3`: address `localhost:80` for `a` is not `ip:port` (e.g. 127.0.0.1:8080)",
             "capability `web4` links `wasi:http/outgoing-handler` to `a`; the built-in HTTP server serves only wasi:http/incoming-handler",
             "capability `web5` links to `kv`, which is not a component",
