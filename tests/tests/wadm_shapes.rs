@@ -5,7 +5,8 @@
 //! field, the reason and what to do, before anything is sent. A component built with the
 //! `wasmcloud-component` crate (`examples/wasmcloud-counter`) runs unchanged: it chooses
 //! between two key-value links by name with `wasmcloud:bus/lattice@2.0.0` and reads a secret
-//! through `wasmcloud:secrets`.
+//! through `wasmcloud:secrets`; a component on `wasmcloud:bus/lattice@1.0.0` (`kv-counter`)
+//! chooses the same way.
 
 use lattice_tests::cli::{Cli, arg, assert_says};
 use lattice_tests::{TestLattice, endpoint, hello_wasm, http_get};
@@ -121,5 +122,99 @@ async fn a_wasmcloud_component_chooses_its_links_by_name_and_reads_its_secrets()
         404,
         "config is not a secret"
     );
+    Ok(())
+}
+
+/// kv-counter with two key-value links to one NATS capability: `default` (bucket `counts`)
+/// and `cache` (bucket `cache`).
+fn two_buckets(image: &str) -> String {
+    let link = |name: &str, bucket: &str| {
+        format!(
+            r#"
+        - type: link
+          properties:
+            name: {name}
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics]
+            target:
+              name: kv
+              config:
+                - name: {bucket}
+                  properties:
+                    bucket: {bucket}"#
+        )
+    };
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: counter-v1
+  annotations:
+    version: v1
+spec:
+  components:
+    - name: counter
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1{}{}
+    - name: kv
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/keyvalue-nats:0.3.1
+    - name: httpserver
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/http-server:0.23.0
+      traits:
+        - type: link
+          properties:
+            namespace: wasi
+            package: http
+            interfaces: [incoming-handler]
+            source:
+              config:
+                - name: http
+                  properties:
+                    address: 127.0.0.1:0
+            target:
+              name: counter
+"#,
+        link("default", "counts"),
+        link("cache", "cache"),
+    )
+}
+
+#[tokio::test]
+async fn a_bus_1_0_component_chooses_its_key_value_link_by_name() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
+    t.ctl.deploy(&two_buckets(&image.to_string())).await?;
+    let addr = endpoint(&t.wait_deployed("counter-v1").await?)?;
+    let get = |path: &'static str| http_get(&addr, path);
+    assert_eq!(get("/apples").await?, (200, "Hello apples: 1\n".into()));
+    assert_eq!(
+        get("/_via/cache/apples").await?,
+        (200, "Hello apples: 1\n".into())
+    );
+    assert_eq!(
+        get("/_via/cache/apples").await?,
+        (200, "Hello apples: 2\n".into())
+    );
+    assert_eq!(
+        get("/_via/default/apples").await?,
+        (200, "Hello apples: 2\n".into())
+    );
+    // @1.0.0 has no error to give: the next call through an unknown name fails, naming it.
+    let (code, body) = get("/_via/nope/apples").await?;
+    assert_eq!(code, 500, "{body}");
+    assert_says(&body, &["no key-value link named `nope`"]);
     Ok(())
 }

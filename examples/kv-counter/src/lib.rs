@@ -12,7 +12,10 @@
 //! - `GET /_keys`: every key, one a line;
 //! - `GET /_batch?keys=a,b`: `get-many`, one line per key: `k=v`, or `k` alone when absent;
 //! - `POST /_batch` with lines `k=v`: `set-many`;
-//! - `GET /_open/<identifier>`: opens that bucket and tells whether it could.
+//! - `GET /_open/<identifier>`: opens that bucket and tells whether it could;
+//! - `GET /_via/<link>/<key>`: chooses the key-value link named `<link>` with
+//!   `wasmcloud:bus/lattice@1.0.0`'s `set-link-name` (the older version, with no error of its
+//!   own), then counts `<key>` as above.
 //!
 //! A keyvalue error answers 500 with the error's `Debug` text (for example
 //! `Error::NoSuchStore` when nothing is linked), so a caller can see what the host said.
@@ -41,12 +44,14 @@ wit_bindgen::generate!({
             import wasi:keyvalue/batch@0.2.0-draft;
             import wasi:config/store@0.2.0-draft;
             import wasi:logging/logging@0.1.0-draft;
+            import wasmcloud:bus/lattice@1.0.0;
         }
     ",
     path: [
         "../../wit/deps/keyvalue.wit",
         "../../wit/deps/config.wit",
         "../../wit/deps/logging.wit",
+        "../../wit/deps/bus-1.wit",
     ],
     // The packages are not in this crate (nor in a crate to map them to): generate them here.
     generate_all,
@@ -169,17 +174,26 @@ fn route(request: IncomingRequest) -> Result<Answer, store::Error> {
             store::open(identifier)?;
             Ok(text(200, &format!("opened {identifier}\n")))
         }
-        // A malformed route is not a key to count.
-        ["_kv" | "_keys" | "_batch" | "_open", ..] => Ok(text(404, "no such route\n")),
-        _ => {
-            let key = segments.first().copied().unwrap_or(DEFAULT_KEY);
-            let bucket = store::open(BUCKET)?;
-            let n = atomics::increment(&bucket, key, 1)?;
-            log(Level::Info, LOG_CONTEXT, &format!("{key} is now {n}"));
-            let greeting = greeting();
-            Ok(text(200, &format!("{greeting} {key}: {n}\n")))
+        ["_via", link, key] => {
+            use wasmcloud::bus::lattice::{CallTargetInterface, set_link_name};
+            let interfaces = ["store", "atomics"]
+                .map(|i| CallTargetInterface::new("wasi", "keyvalue", i));
+            set_link_name(link, interfaces.into());
+            count(key)
         }
+        // A malformed route is not a key to count.
+        ["_kv" | "_keys" | "_batch" | "_open" | "_via", ..] => Ok(text(404, "no such route\n")),
+        _ => count(segments.first().copied().unwrap_or(DEFAULT_KEY)),
     }
+}
+
+/// Increments `key` and answers `<greeting> <key>: <n>`.
+fn count(key: &str) -> Result<Answer, store::Error> {
+    let bucket = store::open(BUCKET)?;
+    let n = atomics::increment(&bucket, key, 1)?;
+    log(Level::Info, LOG_CONTEXT, &format!("{key} is now {n}"));
+    let greeting = greeting();
+    Ok(text(200, &format!("{greeting} {key}: {n}\n")))
 }
 
 /// The configured `greeting`, or `Hello`.
