@@ -139,21 +139,28 @@ pub fn add_to_linker<T: Send + 'static>(
     bus2::wasmcloud::bus::lattice::add_to_linker::<T, Bus>(linker, view)
 }
 
-impl bus1::wasmcloud::bus::lattice::HostCallTargetInterface for BusView<'_> {
-    fn new(
-        &mut self,
-        namespace: String,
-        package: String,
-        interface: String,
-    ) -> wasmtime::Result<Resource<CallTarget>> {
-        self.target(namespace, package, interface)
-    }
+// The two versions' resource is the same: one implementation, for each version's trait.
+macro_rules! call_target_interface {
+    ($($version:ident),*) => {$(
+        impl $version::wasmcloud::bus::lattice::HostCallTargetInterface for BusView<'_> {
+            fn new(
+                &mut self,
+                namespace: String,
+                package: String,
+                interface: String,
+            ) -> wasmtime::Result<Resource<CallTarget>> {
+                self.target(namespace, package, interface)
+            }
 
-    fn drop(&mut self, target: Resource<CallTarget>) -> wasmtime::Result<()> {
-        self.table.delete(target)?;
-        Ok(())
-    }
+            fn drop(&mut self, target: Resource<CallTarget>) -> wasmtime::Result<()> {
+                self.table.delete(target)?;
+                Ok(())
+            }
+        }
+    )*};
 }
+
+call_target_interface!(bus1, bus2);
 
 impl bus1::wasmcloud::bus::lattice::Host for BusView<'_> {
     // No error to give: a name no link has fails the next call through it, which names it.
@@ -164,22 +171,6 @@ impl bus1::wasmcloud::bus::lattice::Host for BusView<'_> {
     ) -> wasmtime::Result<()> {
         self.set_link_name(name, targets, false)?
             .map_err(wasmtime::Error::msg)
-    }
-}
-
-impl bus2::wasmcloud::bus::lattice::HostCallTargetInterface for BusView<'_> {
-    fn new(
-        &mut self,
-        namespace: String,
-        package: String,
-        interface: String,
-    ) -> wasmtime::Result<Resource<CallTarget>> {
-        self.target(namespace, package, interface)
-    }
-
-    fn drop(&mut self, target: Resource<CallTarget>) -> wasmtime::Result<()> {
-        self.table.delete(target)?;
-        Ok(())
     }
 }
 
