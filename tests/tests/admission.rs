@@ -301,3 +301,26 @@ async fn a_host_silent_past_the_retention_is_forgotten() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// A join token admits hosts: once looked at, the control plane keeps no copy, so `ctl get
+/// inventory` (any viewer may ask it) never shows one.
+#[tokio::test]
+async fn a_hosts_join_token_is_not_kept_nor_shown() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    t.wait_for("edge-1 to be admitted", || async {
+        Ok(t.ctl
+            .hosts()
+            .await?
+            .iter()
+            .any(|h| h.name == "edge-1" && h.state == HostState::Ready))
+    })
+    .await?;
+    let report = t.ctl.inventory("edge-1").await?;
+    assert_eq!(report.name, "edge-1");
+    assert_eq!(
+        report.join_token, None,
+        "the token the host presented is not shown"
+    );
+    Ok(())
+}

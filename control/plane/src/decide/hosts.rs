@@ -15,14 +15,20 @@ use crate::status::short;
 impl State {
     /// Takes a host's heartbeat: records it, re-checks readiness when the host is new, came
     /// back or changed, and emits the events for what changed.
-    pub(super) fn on_heartbeat(&mut self, hb: Heartbeat, now: Time) -> Vec<Action> {
+    pub(super) fn on_heartbeat(&mut self, mut hb: Heartbeat, now: Time) -> Vec<Action> {
         let (refusal, admitted) = self.admit_on_heartbeat(&hb, now);
-        let previous_refusal = self.hosts.get(&hb.host).and_then(|o| o.refusal.clone());
-        let changed = self.hosts.get(&hb.host).is_none_or(|o| {
+        // The join token has done its work: kept, `ctl get inventory` would show a credential,
+        // and every host's record would carry it.
+        hb.join_token = None;
+        let previous = self.hosts.get(&hb.host);
+        let previous_refusal = previous.and_then(|o| o.refusal.clone());
+        let changed = previous.is_none_or(|o| {
             o.heartbeat.labels != hb.labels
                 || o.heartbeat.stopping != hb.stopping
                 || o.refusal != refusal
         });
+        let mut actions = self.heartbeat_changes(previous.map(|p| &p.heartbeat), &hb, now);
+        let known = previous.is_some();
         if changed {
             if hb.stopping {
                 info!(host = %hb.host, name = %hb.name, "host stopping: its movable work goes elsewhere");
@@ -34,18 +40,10 @@ impl State {
         if hb.stopping {
             self.stop_requested.remove(&host);
         }
-        let previous = self.hosts.insert(
-            host.clone(),
-            Observed {
-                heartbeat: hb.clone(),
-                last_seen: now.since_start,
-                refusal: refusal.clone(),
-            },
-        );
-        let mut actions = self.heartbeat_changes(previous.as_ref().map(|p| &p.heartbeat), &hb, now);
         actions.extend(admitted);
-        if let Some(why) =
-            refusal.filter(|r| previous.is_none() || previous_refusal.as_ref() != Some(r))
+        if let Some(why) = refusal
+            .as_ref()
+            .filter(|r| !known || previous_refusal.as_ref() != Some(*r))
         {
             // Said once per reason, never silently: the host is heard but gets no work.
             warn!(host = %host, name = %hb.name, reason = %why, "host not admitted: it gets no work");
@@ -57,6 +55,15 @@ impl State {
                 message,
             ));
         }
+        // Moved in, not copied: a heartbeat is taken thousands of times a second.
+        self.hosts.insert(
+            host.clone(),
+            Observed {
+                heartbeat: hb,
+                last_seen: now.since_start,
+                refusal,
+            },
+        );
         // A host that is not admitted cannot become ready: its heartbeats cost no host check
         // unless something about it changed.
         if changed || (!self.ready.contains(&host) && self.is_admitted(&host)) {
