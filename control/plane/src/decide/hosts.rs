@@ -13,8 +13,8 @@ use super::{Action, Observed, State, Time};
 use crate::status::short;
 
 impl State {
-    /// Takes a host's heartbeat: records it, re-checks readiness when the host is new, came
-    /// back or changed, and emits the events for what changed.
+    /// Takes a host's heartbeat: records it, marks readiness for a re-check when the host is
+    /// new, came back or changed, and emits the events for what changed.
     pub(super) fn on_heartbeat(&mut self, mut hb: Heartbeat, now: Time) -> Vec<Action> {
         let (refusal, admitted) = self.admit_on_heartbeat(&hb, now);
         // The join token has done its work: kept, `ctl get inventory` would show a credential,
@@ -65,11 +65,12 @@ impl State {
             },
         );
         // A host that is not admitted cannot become ready: its heartbeats cost no host check
-        // unless something about it changed.
+        // unless something about it changed. The check is made once per batch, at the next
+        // reconcile: it walks every host.
         if changed || (!self.ready.contains(&host) && self.is_admitted(&host)) {
             // New labels or a stop change placement even when readiness does not.
             self.dirty |= changed;
-            actions.extend(self.check_hosts(now));
+            self.hosts_moved = true;
         }
         actions
     }

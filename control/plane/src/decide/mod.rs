@@ -44,9 +44,20 @@ pub(crate) use state::{LabelOverrides, Observed, Settings, State, Time, Written}
 pub(crate) fn decide(state: &mut State, input: Input, now: Time) -> Vec<Action> {
     match input {
         Input::Heartbeat(hb) => state.on_heartbeat(hb, now),
-        Input::Tick => state.check_hosts(now),
-        Input::Reconcile if state.dirty => state.reconcile(now),
-        Input::Reconcile => Vec::new(),
+        Input::Tick => {
+            state.hosts_moved = false;
+            state.check_hosts(now)
+        }
+        Input::Reconcile => {
+            let mut actions = Vec::new();
+            if std::mem::take(&mut state.hosts_moved) {
+                actions.extend(state.check_hosts(now));
+            }
+            if state.dirty {
+                actions.extend(state.reconcile(now));
+            }
+            actions
+        }
         Input::Request { reply, request } => state.on_request(reply, request, now),
         Input::Prepared { reply, prepared } => match prepared {
             Ok(p) => state.deploy(&reply, p, now),

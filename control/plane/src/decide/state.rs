@@ -90,6 +90,10 @@ pub(crate) struct State {
     pub(super) healthy_since: BTreeMap<AppName, Duration>,
     /// Something the plan depends on moved since the last plan.
     pub(super) dirty: bool,
+    /// A host joined, changed or came back since readiness was last worked out: the next
+    /// [`Input::Reconcile`](super::Input::Reconcile) works it out again, once for the whole
+    /// batch of heartbeats (10,000 hosts joining cost one pass, not one each).
+    pub(super) hosts_moved: bool,
     /// The trace of each app's last deploy (or scale), while the assignments it changes are
     /// still to be written: they carry it, so that the hosts' `lattice.apply` joins the
     /// deploy's trace. Forgotten once written (or at the end of its rollout): a later
@@ -121,6 +125,7 @@ impl State {
             label_overrides,
             healthy_since: BTreeMap::new(),
             dirty: true,
+            hosts_moved: false,
             deploy_traces: BTreeMap::new(),
         }
     }
