@@ -46,15 +46,11 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::CONTENT_LENGTH;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -76,10 +72,12 @@ use crate::limits::Gate;
 use crate::metrics::{Limit, Outcome, WorkloadMetrics};
 use crate::wasi::{HostState, Limits, new_store};
 
+mod body;
 mod failure;
 mod routes;
 mod workers;
 
+use body::{LimitedBody, content_length};
 use failure::{Failure, busy_response, error_response};
 use lattice_protocol::assignment::HttpRoute;
 use routes::Routes;
@@ -745,73 +743,5 @@ async fn outcome(
                 ))
             }
         },
-    }
-}
-
-/// The announced body length, if any and well formed.
-fn content_length<B>(request: &Request<B>) -> Option<u64> {
-    request
-        .headers()
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// A request body that fails once more than `limit` bytes have been read,
-/// for bodies whose size was not announced up front.
-struct LimitedBody<B> {
-    inner: B,
-    remaining: u64,
-    limit: u64,
-}
-
-impl<B> LimitedBody<B> {
-    fn new(inner: B, limit: u64) -> Self {
-        Self {
-            inner,
-            remaining: limit,
-            limit,
-        }
-    }
-}
-
-impl<B> Body for LimitedBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<wasmtime_wasi_http::Error>,
-{
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => frame,
-            Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
-            None => return Poll::Ready(None),
-        };
-        if let Some(data) = frame.data_ref() {
-            let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-            if len > this.remaining {
-                return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpRequestBodySize(
-                    Some(this.limit),
-                ))));
-            }
-            this.remaining -= len;
-        }
-        Poll::Ready(Some(Ok(frame)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
