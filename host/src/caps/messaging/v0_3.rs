@@ -16,7 +16,7 @@ use wasmtime::Store;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 use super::super::WorkloadCtx;
-use super::{HandlerError, Incoming, Outgoing};
+use super::{Incoming, Outgoing};
 use crate::caps::bindings::messaging3::wasmcloud::messaging::{producer, request_reply, types};
 use crate::caps::bindings::messaging3::{Messaging, MessagingPre};
 use crate::wasi::HostState;
@@ -135,12 +135,6 @@ fn describe(e: &types::Error) -> String {
         types::Error::Connection(m) => format!("connection: {m}"),
         types::Error::PermissionDenied(m) => format!("permission denied: {m}"),
         types::Error::Other(m) => m.clone(),
-    }
-}
-
-impl From<HandlerError> for types::Error {
-    fn from(e: HandlerError) -> Self {
-        types::Error::Other(e.to_string())
     }
 }
 
