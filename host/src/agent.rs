@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use lattice_protocol::assignment::{Assignment, Workload, WorkloadLink};
+use lattice_protocol::assignment::{Assignment, HttpRoute, Workload, WorkloadLink};
 use lattice_protocol::keys::KeyPair;
 use lattice_protocol::messages::{FailureReason, Heartbeat, WorkloadState, WorkloadStatus};
 use lattice_protocol::names::HostId;
@@ -488,9 +488,8 @@ impl Agent {
         let route = binding.route.clone();
         // Another workload (of this or another app) already serving the address (or, on a
         // shared address, the route) keeps it.
-        let clashes = |m: &Mount| {
-            m.addr == addr && (m.route.is_none() || route.is_none() || m.route == route)
-        };
+        let clashes =
+            |m: &Mount| m.addr == addr && HttpRoute::clash(m.route.as_ref(), route.as_ref());
         if let Some((other, _)) = self.running.iter().find(|(k, r)| {
             **k != w.key() && addr.port() != 0 && r.http.as_ref().is_some_and(clashes)
         }) {

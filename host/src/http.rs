@@ -538,10 +538,12 @@ struct Site {
 impl Site {
     /// The workload `request` goes to, if any.
     fn workload(&self, request: &Request<Incoming>) -> Option<Arc<HttpWorkload>> {
-        let host = request
-            .headers()
-            .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok());
+        let host = || {
+            request
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        };
         self.routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)

@@ -35,12 +35,20 @@ impl Manifest {
         })
     }
 
+    /// Every `config` entry, read only (the same walk as `configs_mut`).
+    fn configs(&self) -> impl Iterator<Item = &NamedConfig> {
+        self.spec.components.iter().flat_map(|c| {
+            let ends = c
+                .links()
+                .flat_map(|l| l.source.config.iter().chain(&l.target.config));
+            c.properties.config.iter().chain(ends)
+        })
+    }
+
     /// The names of the `config` entries that take their values from the store (no
     /// `properties`).
     pub fn config_references(&self) -> BTreeSet<String> {
-        // `configs_mut` on a copy: one walk of the entries to maintain, not two.
-        let mut copy = self.clone();
-        copy.configs_mut()
+        self.configs()
             .filter(|c| c.properties.is_empty())
             .map(|c| c.name.clone())
             .collect()

@@ -254,6 +254,13 @@ impl Worker {
         })
     }
 
+    /// The apps as stored, made once and shared until one is stored again.
+    fn catalog(&mut self) -> Arc<BTreeMap<AppName, StoredApp>> {
+        self.catalog
+            .get_or_insert_with(|| Arc::new(self.state.catalog()))
+            .clone()
+    }
+
     /// Counts into `metrics` (the process's, which outlive a leadership).
     pub(crate) fn with_metrics(mut self, metrics: Arc<crate::metrics::ControlMetrics>) -> Self {
         self.metrics = metrics;

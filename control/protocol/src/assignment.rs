@@ -259,6 +259,12 @@ pub enum HttpRoute {
 }
 
 impl HttpRoute {
+    /// Whether two bindings of one address, on routes `a` and `b` (`None`: the whole address),
+    /// cannot both be served there: one takes the whole address, or both the same route.
+    pub fn clash(a: Option<&HttpRoute>, b: Option<&HttpRoute>) -> bool {
+        a.is_none() || b.is_none() || a == b
+    }
+
     /// Whether a request for `path` on `host` (its `Host` header, port included or not) is
     /// this route's.
     pub fn matches(&self, path: &str, host: Option<&str>) -> bool {

@@ -4,8 +4,9 @@
 //!
 //! `open(identifier)` picks the link: the one the guest chose by name for `wasi:keyvalue/store`
 //! ([`super::bus`]), else the one named `identifier`, else the only one, else the one whose
-//! `bucket` is `identifier`; the provider then says which bucket that is (or `no-such-store`). The answer depends on the link alone, so the workload's context remembers
-//! it ([`OpenedBuckets`]): a guest opening its bucket on every request (instances are fresh per
+//! `bucket` is `identifier`; the provider then says which bucket that is (or `no-such-store`).
+//! The answer depends on the link alone, so the workload's context remembers it
+//! ([`OpenedBuckets`]): a guest opening its bucket on every request (instances are fresh per
 //! request) asks a provider process once, not once per request.
 //!
 //! A unit on its own: [`KeyvalueGrant`] (the workload's key-value links, worked out once when it

@@ -489,13 +489,16 @@ pub async fn serve(
             let (loaded, pre) = (loaded.clone(), pre.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                let headers = message.headers.as_ref().map_or_else(Vec::new, |h| {
-                    h.iter()
+                // Only 0.3.0's handler sees headers (as metadata): 0.2.0's pays nothing.
+                let headers = match (&pre, message.headers.as_ref()) {
+                    (HandlerPre::V3(_), Some(h)) => h
+                        .iter()
                         .flat_map(|(k, values)| {
                             values.iter().map(move |v| (k.to_string(), v.to_string()))
                         })
-                        .collect()
-                });
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 let msg = Incoming {
                     subject: message.subject.to_string(),
                     body: message.payload.to_vec(),

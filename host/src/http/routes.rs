@@ -38,11 +38,18 @@ impl Routes {
         self.all.is_none() && self.routed.is_empty()
     }
 
-    /// The workload a request for `path` with `Host` header `host` goes to, if any.
-    pub(super) fn find(&self, path: &str, host: Option<&str>) -> Option<Arc<HttpWorkload>> {
+    /// The workload a request for `path` with `Host` header `host` goes to, if any. The
+    /// header is read only when the address is shared: a request to an address of its own
+    /// pays nothing for routing.
+    pub(super) fn find<'a>(
+        &self,
+        path: &str,
+        host: impl FnOnce() -> Option<&'a str>,
+    ) -> Option<Arc<HttpWorkload>> {
         if let Some(all) = &self.all {
             return Some(all.clone());
         }
+        let host = host();
         self.routed
             .iter()
             .filter(|(r, _)| r.matches(path, host))

@@ -203,10 +203,7 @@ impl Worker {
 
     /// Prepares a deploy or scale in a task of its own; the result comes back as an input.
     pub(super) fn prepare(&mut self, reply: ReplyTo, job: Job) {
-        let catalog = self
-            .catalog
-            .get_or_insert_with(|| std::sync::Arc::new(self.state.catalog()))
-            .clone();
+        let catalog = self.catalog();
         let registry = self.registry.clone();
         let configs = self.configs.clone();
         let tx = self.prepared.0.clone();

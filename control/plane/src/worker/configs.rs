@@ -98,7 +98,7 @@ impl Worker {
                     .ok_or_else(|| missing(&r.name)),
             ),
             ConfigJob::List => {
-                let catalog = self.state.catalog();
+                let catalog = self.catalog();
                 let entries = self
                     .configs
                     .iter()
@@ -162,7 +162,7 @@ impl Worker {
         values: &BTreeMap<String, String>,
         revision: u64,
     ) -> Vec<(AppName, String)> {
-        let catalog = self.state.catalog();
+        let catalog = self.catalog();
         let mut jobs = Vec::new();
         for (app, mut manifest) in takers(&catalog, name) {
             let Some(current) = app.desired() else {
@@ -195,7 +195,7 @@ impl Worker {
         if !self.configs.contains_key(name) {
             return Err(missing(name));
         }
-        let catalog = self.state.catalog();
+        let catalog = self.catalog();
         let users: BTreeSet<String> = takers(&catalog, name)
             .map(|(a, _)| a.name.to_string())
             .collect();

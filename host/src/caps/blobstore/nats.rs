@@ -159,10 +159,7 @@ async fn blob(store: &object_store::ObjectStore, call: BlobCall) -> BlobResult<R
         }
         BlobCall::GetContainer(name) => existing(store, &name).await.map(|_| Reply::Unit),
         BlobCall::DeleteContainer(name) => {
-            existing(store, &name).await?;
-            for key in keys(store, &prefix(&name)?).await? {
-                delete(store, &key).await?;
-            }
+            clear(store, &name).await?;
             delete(store, &marker(&name)?).await?;
             Ok(Reply::Unit)
         }
@@ -174,16 +171,12 @@ async fn blob(store: &object_store::ObjectStore, call: BlobCall) -> BlobResult<R
             Ok(Reply::Number(seconds(&created)))
         }
         BlobCall::CopyObject { src, dest } => {
-            let data = read(store, &src).await?;
-            existing(store, &dest.container).await?;
-            put(store, &object_key(&dest)?, &data, &describe(&dest)).await?;
+            copy(store, &src, &dest).await?;
             Ok(Reply::Unit)
         }
         BlobCall::MoveObject { src, dest } => {
             if src != dest {
-                let data = read(store, &src).await?;
-                existing(store, &dest.container).await?;
-                put(store, &object_key(&dest)?, &data, &describe(&dest)).await?;
+                copy(store, &src, &dest).await?;
                 delete(store, &object_key(&src)?).await?;
             }
             Ok(Reply::Unit)
@@ -263,13 +256,26 @@ async fn blob(store: &object_store::ObjectStore, call: BlobCall) -> BlobResult<R
             None => Err(format!("{} does not exist", describe(&object))),
         },
         BlobCall::Clear(name) => {
-            existing(store, &name).await?;
-            for key in keys(store, &prefix(&name)?).await? {
-                delete(store, &key).await?;
-            }
+            clear(store, &name).await?;
             Ok(Reply::Unit)
         }
     }
+}
+
+/// Replaces `dest` with a copy of `src`.
+async fn copy(store: &object_store::ObjectStore, src: &BlobRef, dest: &BlobRef) -> BlobResult<()> {
+    let data = read(store, src).await?;
+    existing(store, &dest.container).await?;
+    put(store, &object_key(dest)?, &data, &describe(dest)).await
+}
+
+/// Deletes every object of container `name`, which must exist.
+async fn clear(store: &object_store::ObjectStore, name: &str) -> BlobResult<()> {
+    existing(store, name).await?;
+    for key in keys(store, &prefix(name)?).await? {
+        delete(store, &key).await?;
+    }
+    Ok(())
 }
 
 fn describe(object: &BlobRef) -> String {
@@ -309,19 +315,19 @@ async fn existing(
 async fn read(store: &object_store::ObjectStore, object: &BlobRef) -> BlobResult<Vec<u8>> {
     let key = object_key(object)?;
     let what = describe(object);
-    match info(store, &key).await? {
-        Some(i) if i.size > MAX_VALUE_BYTES => {
-            return Err(format!(
-                "reading {what}: it is larger than the {MAX_VALUE_BYTES} bytes one value may carry"
-            ));
+    // `get` reads the object's info itself: its size is checked from there, not asked again.
+    let mut reader = match store.get(&key).await {
+        Ok(reader) => reader,
+        Err(e) if e.kind() == object_store::GetErrorKind::NotFound => {
+            return Err(format!("{what} does not exist"));
         }
-        Some(_) => {}
-        None => return Err(format!("{what} does not exist")),
+        Err(e) => return Err(nats_error(format!("reading {what}"), e)),
+    };
+    if reader.info().size > MAX_VALUE_BYTES {
+        return Err(format!(
+            "reading {what}: it is larger than the {MAX_VALUE_BYTES} bytes one value may carry"
+        ));
     }
-    let mut reader = store
-        .get(&key)
-        .await
-        .map_err(|e| nats_error(format!("reading {what}"), e))?;
     let mut data = Vec::new();
     reader
         .read_to_end(&mut data)

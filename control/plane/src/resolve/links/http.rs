@@ -174,8 +174,8 @@ fn clash(taken: &Taken, binding: &HttpBinding, target: &ComponentName) -> Option
         return None;
     }
     let other = taken.iter().find_map(|((address, route), other)| {
-        let same = *address == binding.address
-            && (route.is_none() || binding.route.is_none() || *route == binding.route);
+        let same =
+            *address == binding.address && HttpRoute::clash(route.as_ref(), binding.route.as_ref());
         (same && other != target).then_some((other, route))
     })?;
     let (other, route) = other;
