@@ -387,10 +387,10 @@ fn node_config(name: &str, own: Ports, all: &[Ports], dir: &Path, sync_always: b
         "deploy/cluster-{}.conf no longer names the node {name} and includes cluster.conf: update lattice_tests::cluster",
         &name[4..]
     );
-    format!(
+    crate::nats::with_declared_store(&format!(
         "server_name: {name}\n{}",
         crate::edge::deploy_file("cluster.conf", &replacements)
-    )
+    ))
 }
 
 /// The (major, minor) version of the nats-server the suites run (`nats-server --version`).

@@ -211,6 +211,14 @@ impl TestLattice {
         nats: NatsServer,
         configure: impl FnOnce(&mut ControlConfig),
     ) -> anyhow::Result<Self> {
+        // `RUST_LOG=warn cargo nextest run ... --no-capture` shows what the control plane and
+        // hosts log; quiet otherwise.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let client = nats.client().await?;
         let lattice = LatticeName::new("test")?;
         let operator = KeyPair::generate(KeyRole::Operator);
@@ -278,11 +286,24 @@ impl TestLattice {
         configure: impl FnOnce(&mut ControlConfig),
     ) -> anyhow::Result<()> {
         self.control = Some(self.spawn_control(configure).await?);
-        // The control plane answers once its subscriptions are in place.
-        self.wait_for("the control plane answers", || async {
-            Ok(self.ctl.apps().await.is_ok())
-        })
-        .await
+        // The control plane answers once its subscriptions are in place. One that ended (it
+        // could not open its buckets, say) is told with its reason, not waited for.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(control) = self.control.take_if(|c| c.task.is_finished()) {
+                let ended = control.task.await?.err();
+                return Err(ended
+                    .unwrap_or_else(|| anyhow::anyhow!("it returned without an error"))
+                    .context("the control plane ended before answering"));
+            }
+            if self.ctl.apps().await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("timed out waiting for the control plane to answer");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A join token for any host of this lattice, valid for a day, signed by [`Self::admin`]

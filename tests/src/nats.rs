@@ -8,6 +8,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// The JetStream storage every test server declares. Lattice's streams reserve their limits up
+/// front (about 6 GiB with the default limits, more on a cluster), and a server that declares
+/// nothing allows 75 % of its disk's free space: on a machine whose disk the build had filled,
+/// the control plane's buckets were refused and tests waited for it in vain. What the tests
+/// write is far less; a test that fills a disk does it for real (see [`crate::tmpfs`]).
+const DECLARED_STORE: &str = "max_file_store: 64G";
+
+/// `config` with [`DECLARED_STORE`] in its `jetstream` block (one added if it has none), unless
+/// it declares its own.
+pub(crate) fn with_declared_store(config: &str) -> String {
+    if config
+        .lines()
+        .any(|line| line.trim_start().starts_with("max_file_store"))
+    {
+        config.to_string()
+    } else if config.contains("jetstream {") {
+        config.replacen(
+            "jetstream {",
+            &format!("jetstream {{\n  {DECLARED_STORE}\n"),
+            1,
+        )
+    } else {
+        format!("{config}\njetstream {{\n  {DECLARED_STORE}\n}}\n")
+    }
+}
+
 /// A real nats-server with JetStream, on a random port, stopped on drop.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -43,7 +69,7 @@ impl NatsServer {
             std::fs::write(dir.path().join(name), content)?;
         }
         let path = dir.path().join("server.conf");
-        std::fs::write(&path, config)?;
+        std::fs::write(&path, with_declared_store(config))?;
         let path = path.display().to_string();
         Self::start_args(dir, None, &["-c", &path]).await
     }
@@ -60,7 +86,10 @@ impl NatsServer {
 
     /// Starts a server in `dir`, on `port` or a random one.
     pub async fn start_in(dir: tempfile::TempDir, port: Option<u16>) -> anyhow::Result<Self> {
-        Self::start_args(dir, port, &[]).await
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, with_declared_store(""))?;
+        let path = path.display().to_string();
+        Self::start_args(dir, port, &["-c", &path]).await
     }
 
     async fn start_args(

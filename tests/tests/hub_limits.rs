@@ -258,3 +258,32 @@ async fn the_control_plane_bounds_older_buckets_and_refuses_a_push_over_the_arti
     );
     Ok(())
 }
+
+/// A hub whose JetStream cannot reserve the lattice's limits (here it declares 1 GiB; a small
+/// or full disk gives the same) ends the control plane at once with what to do, rather than
+/// leaving it retrying unseen; lowered limits fit the same hub.
+#[tokio::test]
+async fn a_hub_too_small_for_the_limits_is_refused_saying_what_to_do() -> anyhow::Result<()> {
+    const SMALL_HUB: &str = "jetstream {\n  max_file_store: 1G\n}\n";
+    let nats = NatsServer::start_with_config(SMALL_HUB).await?;
+    let refused = TestLattice::start_on(nats, |_| {})
+        .await
+        .expect_err("the default limits reserve more than 1 GiB");
+    let text = format!("{refused:#}");
+    assert!(
+        text.contains("the control plane ended before answering")
+            && text.contains("cannot reserve")
+            && text.contains("max_file_store")
+            && text.contains("--kv-max-bytes"),
+        "{text}"
+    );
+
+    let nats = NatsServer::start_with_config(SMALL_HUB).await?;
+    let t = TestLattice::start_on(nats, |c| {
+        c.storage.kv_max_bytes = 16 * 1024 * 1024;
+        c.storage.artifacts_max_bytes = 256 * 1024 * 1024;
+    })
+    .await?;
+    assert!(t.ctl.apps().await?.is_empty());
+    Ok(())
+}

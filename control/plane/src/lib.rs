@@ -51,6 +51,7 @@
 
 use std::time::Duration;
 
+use lattice_protocol::jetstream::StorageRefused;
 use lattice_protocol::keys::KeyPair;
 use lattice_protocol::lease::Claim;
 use lattice_protocol::names::LatticeName;
@@ -173,7 +174,8 @@ pub async fn run(
         };
         // The lease's bucket can be briefly out of reach (a clustered hub electing a new
         // leader for it, a reconnect): stand by and try again rather than exit. Errors that
-        // do not pass (no such hub, limits it refuses) ended `run` above, at the first open.
+        // do not pass (no such hub, limits it refuses) ended `run` above, at the first open,
+        // or end it below.
         let lease = match lease {
             Ok(lease) => {
                 failing = false;
@@ -203,6 +205,9 @@ pub async fn run(
         match outcome {
             Ok(true) => return Ok(()),
             Ok(false) => continue,
+            // A hub without room for the lattice's buckets stays so until an operator acts:
+            // told once, as an error that ends the process, not every half second.
+            Err(e) if e.downcast_ref::<StorageRefused>().is_some() => return Err(e),
             // Starting to lead reads and opens the hub's buckets: a failure there (the hub
             // unreachable for a moment) gives the lease up to be taken again, by this control
             // plane or another, rather than ending the process.

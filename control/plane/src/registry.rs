@@ -125,16 +125,22 @@ impl Registry {
                 ensure_stream(js, config).await?;
                 objects
             }
-            Err(_) => {
-                js.create_object_store(object_store::Config {
+            Err(_) => js
+                .create_object_store(object_store::Config {
                     bucket,
                     description: Some("Lattice artifacts by sha256".into()),
                     max_bytes: storage.artifacts_max_bytes,
                     num_replicas: storage.replicas,
                     ..Default::default()
                 })
-                .await?
-            }
+                .await
+                .map_err(|e| {
+                    lattice_protocol::jetstream::refused(
+                        &format!("creating the artifact store {}", b.artifacts()),
+                        storage.artifacts_max_bytes,
+                        e,
+                    )
+                })?,
         };
         Self::with_backing(js, &b.artifacts(), tags, objects).await
     }

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv, stream};
 use tracing::info;
@@ -105,10 +106,11 @@ pub async fn ensure_stream(
     let mut stream = match js.get_stream(&name).await {
         Ok(stream) => stream,
         Err(_) => {
+            let max_bytes = config.max_bytes;
             return js
                 .get_or_create_stream(config)
                 .await
-                .map_err(|e| anyhow::anyhow!("creating the stream {name}: {e}"));
+                .map_err(|e| refused(&format!("creating the stream {name}"), max_bytes, e));
         }
     };
     let existing = stream.cached_info().config.clone();
@@ -121,12 +123,14 @@ pub async fn ensure_stream(
             ..existing.clone()
         };
         js.update_stream(&updated).await.map_err(|e| {
-            anyhow::anyhow!(
-                "updating the limits of the stream {name} (max bytes {}, max age {:?}, {} replicas): {e}; \
-                 check that the hub has that much JetStream storage and as many servers",
+            refused(
+                &format!(
+                    "updating the limits of the stream {name} (max age {:?}, {} replicas; check \
+                     that the hub has as many servers)",
+                    updated.max_age, updated.num_replicas
+                ),
                 updated.max_bytes,
-                updated.max_age,
-                updated.num_replicas
+                e,
             )
         })?;
         info!(
@@ -140,6 +144,42 @@ pub async fn ensure_stream(
         stream.info().await?;
     }
     Ok(stream)
+}
+
+/// A stream the hub refused to make or grow for want of room: JetStream reserves a stream's
+/// limit when the stream is made, within the server's `max_file_store`, which is 75 % of the
+/// disk's free space unless its configuration sets one. A hub on a small or full disk refuses
+/// Lattice's buckets long before anything is written to them, and trying again does not help
+/// until an operator acts; its message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{doing}: {reason}: the hub's JetStream cannot reserve the {mib} MiB this stream may hold. \
+     JetStream reserves every stream's limit up front, within the server's max_file_store (75 % \
+     of its disk's free space unless its configuration sets one); Lattice's streams reserve \
+     about 6 GiB in all with the default limits. Free disk space on the hub, set `jetstream {{ \
+     max_file_store: 16G }}` in its configuration, or lower Lattice's limits (--kv-max-bytes, \
+     --queue-max-bytes, --deadletter-max-bytes of the control plane and hosts; \
+     --artifacts-max-bytes, --events-max-bytes of the control plane)"
+)]
+pub struct StorageRefused {
+    doing: String,
+    reason: String,
+    mib: i64,
+}
+
+/// The error of `doing` (creating or updating a stream of `max_bytes`) that the server refused
+/// with `e`: a [`StorageRefused`] when it refused for room.
+pub fn refused(doing: &str, max_bytes: i64, e: impl std::fmt::Display) -> anyhow::Error {
+    let reason = e.to_string();
+    if reason.contains("insufficient storage") {
+        anyhow::Error::new(StorageRefused {
+            doing: doing.to_string(),
+            reason,
+            mib: max_bytes / MIB,
+        })
+    } else {
+        anyhow::anyhow!("{doing}: {reason}")
+    }
 }
 
 /// A KV bucket as Lattice makes it.
@@ -234,7 +274,7 @@ pub async fn open_kv(
     let config = storage.limit(config, storage.kv_max_bytes, bucket.max_age);
     ensure_stream(js, config)
         .await
-        .map_err(|e| anyhow::anyhow!("opening the bucket {name}: {e:#}"))?;
+        .with_context(|| format!("opening the bucket {name}"))?;
     Ok(js.get_key_value(name).await?)
 }
 

@@ -84,7 +84,10 @@ impl NatsBlobs {
                 })
                 .await
                 .map_err(|e| {
-                    ProviderError::Other(format!("opening object store `{bucket}`: {e}"))
+                    let doing = format!("opening object store `{bucket}`");
+                    let e =
+                        lattice_protocol::jetstream::refused(&doing, self.storage.kv_max_bytes, e);
+                    ProviderError::Other(format!("{e:#}"))
                 })?,
         };
         stores.insert(bucket, store.clone());
