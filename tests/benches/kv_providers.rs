@@ -300,7 +300,10 @@ async fn provider_level(program: &Path, ops: usize) -> anyhow::Result<Vec<String
 
     let raw = raw_store(&client, "raw").await?;
 
-    let inproc = NatsKv::new(async_nats::jetstream::new(client.clone()));
+    let inproc = NatsKv::new(
+        async_nats::jetstream::new(client.clone()),
+        Default::default(),
+    );
     let inproc_link = link_id("inproc")?;
     inproc.link_put(link_info(&inproc_link, "inproc")).await?;
     let inproc_bucket = open_bucket(&inproc, &inproc_link).await?;

@@ -145,7 +145,7 @@ impl SecuredLattice {
             })
             .await?;
             let hub_url = format!("nats-leaf://127.0.0.1:{leaf_port}");
-            let leaf_config = render_leaf(&lattices[0].authz(), &link, &hub_url);
+            let leaf_config = render_leaf(&lattices[0].authz(), &link, &[hub_url]);
             (
                 hub,
                 Some(NatsServer::start_with_config_no_js(&leaf_config).await?),

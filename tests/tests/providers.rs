@@ -84,6 +84,36 @@ async fn a_killed_provider_is_restarted_and_calls_resume() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A provider process makes the buckets it needs as its host makes its own: with the host's
+/// copies (`--js-replicas`, three on a clustered hub) and byte limit (`--kv-max-bytes`), which
+/// the host passes in its environment. One server here, so the limit shows it.
+#[tokio::test]
+async fn a_provider_process_makes_buckets_with_its_hosts_limits() -> anyhow::Result<()> {
+    const KV_BYTES: i64 = 8 * 1024 * 1024;
+    let t = TestLattice::start().await?;
+    let mut config = t.host_config("edge-1");
+    config.storage.kv_max_bytes = KV_BYTES;
+    let _host = t.start_host(config).await?;
+    let image = t
+        .push_example(env!("LATTICE_KV_COUNTER_WASM"), "kv-counter")
+        .await?;
+    t.ctl.deploy(&manifest("counter", &image, "sized")).await?;
+    let addr = endpoint(&t.wait_deployed("counter").await?)?;
+    assert_eq!(http_get(&addr, "/").await?, (200, "Hello hits: 1\n".into()));
+    let host = host_id(&t, "edge-1").await?;
+    assert_eq!(
+        provider_pids("keyvalue-nats", &host).len(),
+        1,
+        "made by the process"
+    );
+    let js = async_nats::jetstream::new(t.client.clone());
+    let mut stream = js.get_stream("KV_sized").await?;
+    let made = stream.info().await?.config.clone();
+    assert_eq!(made.max_bytes, KV_BYTES, "{made:?}");
+    assert_eq!(made.num_replicas, 1, "{made:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn two_apps_share_one_provider_and_undeploying_one_keeps_it() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;

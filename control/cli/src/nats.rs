@@ -49,9 +49,14 @@ pub struct AuthzArgs {
     /// hub); repeat for several.
     #[arg(long = "leaf")]
     pub leaves: Vec<String>,
-    /// Where leaf nodes reach the hub's leaf-node port.
-    #[arg(long, default_value = "nats-leaf://127.0.0.1:7422")]
-    pub hub_url: String,
+    /// Where leaf nodes reach the hub's leaf-node port: every node of a clustered hub
+    /// (repeat, or separate with commas), so that a leaf moves to a surviving one.
+    #[arg(
+        long = "hub-url",
+        value_delimiter = ',',
+        default_value = "nats-leaf://127.0.0.1:7422"
+    )]
+    pub hub_urls: Vec<String>,
     /// Directory to write the files to.
     #[arg(long, short = 'o', default_value = ".")]
     pub out_dir: PathBuf,
@@ -130,7 +135,7 @@ pub fn write(args: &AuthzArgs) -> anyhow::Result<()> {
     );
     for leaf in &leaves {
         let path = leaf_file(&args.out_dir, &args.lattice, &leaf.name);
-        write_private(&path, &render_leaf(&authz, leaf, &args.hub_url))?;
+        write_private(&path, &render_leaf(&authz, leaf, &args.hub_urls))?;
         println!(
             "wrote {}: include it at the top of leaf node {}'s configuration",
             path.display(),

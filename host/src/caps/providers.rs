@@ -95,7 +95,10 @@ fn in_host(
     blob_root_base: PathBuf,
 ) -> HashMap<&'static str, Arc<dyn Provider>> {
     let providers: [Arc<dyn Provider>; 4] = [
-        Arc::new(NatsKv::new(lattice.jetstream.clone()).with_replicas(lattice.storage.replicas)),
+        Arc::new(NatsKv::new(
+            lattice.jetstream.clone(),
+            lattice.storage.clone(),
+        )),
         Arc::new(NatsMessaging::new(lattice.client.clone())),
         Arc::new(FsBlobs::new(blob_root_base)),
         Arc::new(NatsBlobs::new(
@@ -281,6 +284,7 @@ impl Providers {
             nats: self.launch.nats.clone(),
             js_domain: self.launch.js_domain.clone(),
             host_pipe: true,
+            storage: self.lattice.storage.clone(),
         };
         let mut command = tokio::process::Command::new(&program);
         for (name, value) in env.vars() {

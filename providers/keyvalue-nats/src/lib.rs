@@ -29,7 +29,7 @@ const INCREMENT_ATTEMPTS: usize = 64;
 #[derive(Debug)]
 pub struct NatsKv {
     jetstream: jetstream::Context,
-    replicas: usize,
+    storage: lattice_protocol::jetstream::Storage,
     links: Mutex<HashMap<LinkId, (String, String)>>,
     buckets: Mutex<HashMap<String, kv::Store>>,
 }
@@ -39,21 +39,20 @@ fn other(what: impl std::fmt::Display) -> ProviderError {
 }
 
 impl NatsKv {
-    /// A provider storing in `jetstream`'s KV buckets (made with one replica).
-    pub fn new(jetstream: jetstream::Context) -> Self {
+    /// A provider storing in `jetstream`'s KV buckets, making those that are missing with the
+    /// copies and byte limit of `storage` (`replicas`, `kv_max_bytes`): the host's own, so that
+    /// they are as its buckets are (three copies on a three-node hub). Buckets that exist are
+    /// used as they are.
+    pub fn new(
+        jetstream: jetstream::Context,
+        storage: lattice_protocol::jetstream::Storage,
+    ) -> Self {
         Self {
             jetstream,
-            replicas: 1,
+            storage,
             links: Mutex::default(),
             buckets: Mutex::default(),
         }
-    }
-
-    /// Buckets it makes get `replicas` copies (3 on a three-node hub, as the lattice's own
-    /// buckets: the host passes its `--js-replicas`). Buckets that exist are used as they are.
-    pub fn with_replicas(mut self, replicas: usize) -> Self {
-        self.replicas = replicas.max(1);
-        self
     }
 
     /// The link's bucket and link name.
@@ -79,17 +78,13 @@ impl NatsKv {
         let store = match self.jetstream.get_key_value(bucket).await {
             Ok(store) => store,
             Err(_) => {
-                let storage = lattice_protocol::jetstream::Storage {
-                    replicas: self.replicas,
-                    ..Default::default()
-                };
                 let made = lattice_protocol::jetstream::Bucket {
                     name: bucket,
                     history: 1,
                     max_age: std::time::Duration::ZERO,
                     description: "Lattice key-value storage (wasi:keyvalue)",
                 };
-                lattice_protocol::jetstream::open_kv(&self.jetstream, made, &storage)
+                lattice_protocol::jetstream::open_kv(&self.jetstream, made, &self.storage)
                     .await
                     .map_err(|e| other(format!("opening bucket `{bucket}`: {e:#}")))?
             }

@@ -12,7 +12,9 @@ fn main() -> std::process::ExitCode {
 async fn serve() -> anyhow::Result<()> {
     let env = lattice_provider_sdk::ProcessEnv::from_env()?;
     let client = env.connect().await?;
-    // In the host's JetStream domain, when it has one (an edge host on a leaf node).
-    let provider = lattice_provider_keyvalue_nats::NatsKv::new(env.jetstream(&client));
+    // In the host's JetStream domain, when it has one (an edge host on a leaf node), making
+    // buckets as the host makes its own.
+    let provider =
+        lattice_provider_keyvalue_nats::NatsKv::new(env.jetstream(&client), env.storage.clone());
     lattice_provider_sdk::run_process(&env, client, Arc::new(provider)).await
 }

@@ -23,6 +23,7 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use lattice_connect::NatsOptions;
 use lattice_protocol::envelope;
+use lattice_protocol::jetstream::Storage;
 use lattice_protocol::names::{ComponentName, HostId, LatticeName};
 use lattice_protocol::provider::auth::CallKey;
 use lattice_protocol::provider::{LinkId, ProviderError, ProviderRequest, ProviderResponse, Reply};
@@ -54,6 +55,11 @@ pub struct ProcessEnv {
     /// `LATTICE_HOST_PIPE=1`: the host holds a pipe on the process's standard input, and the
     /// process exits when it closes (the host died). Unset when a provider is run by hand.
     pub host_pipe: bool,
+    /// `LATTICE_JS_REPLICAS` and `LATTICE_KV_MAX_BYTES`, the host's flags of those names: the
+    /// copies and byte limit of the buckets the process makes, as the host makes its own (three
+    /// copies on a clustered hub). The other limits are the defaults: a provider makes buckets
+    /// only.
+    pub storage: Storage,
 }
 
 const NATS_URL: &str = "LATTICE_NATS_URL";
@@ -68,6 +74,8 @@ const TLS: &str = "LATTICE_NATS_TLS";
 const PING_SECS: &str = "LATTICE_NATS_PING_SECS";
 const JS_DOMAIN: &str = "LATTICE_JS_DOMAIN";
 const HOST_PIPE: &str = "LATTICE_HOST_PIPE";
+const JS_REPLICAS: &str = "LATTICE_JS_REPLICAS";
+const KV_MAX_BYTES: &str = "LATTICE_KV_MAX_BYTES";
 
 impl ProcessEnv {
     /// Reads the environment.
@@ -102,6 +110,22 @@ impl ProcessEnv {
             ),
             None => NatsOptions::default().ping_interval,
         };
+        let defaults = Storage::default();
+        let number = |name: &str, default: i64| -> anyhow::Result<i64> {
+            match text(name)? {
+                Some(n) => n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("{name} is `{n}`, not a positive number")),
+                None => Ok(default),
+            }
+        };
+        let storage = Storage {
+            replicas: usize::try_from(number(JS_REPLICAS, defaults.replicas as i64)?)?,
+            kv_max_bytes: number(KV_MAX_BYTES, defaults.kv_max_bytes)?,
+            ..defaults
+        };
         Ok(Self {
             nats_url: var(NATS_URL)?,
             lattice: LatticeName::new(var(LATTICE)?)?,
@@ -117,6 +141,7 @@ impl ProcessEnv {
             },
             js_domain: text(JS_DOMAIN)?.filter(|d| !d.is_empty()),
             host_pipe: flag(HOST_PIPE)?,
+            storage,
         })
     }
 
@@ -142,6 +167,11 @@ impl ProcessEnv {
             ),
             (JS_DOMAIN, self.js_domain.clone().map(Into::into)),
             (HOST_PIPE, flag(self.host_pipe)),
+            (JS_REPLICAS, Some(self.storage.replicas.to_string().into())),
+            (
+                KV_MAX_BYTES,
+                Some(self.storage.kv_max_bytes.to_string().into()),
+            ),
         ]
     }
 
@@ -364,12 +394,18 @@ mod tests {
             },
             js_domain: Some("hub".into()),
             host_pipe: true,
+            storage: Storage {
+                replicas: 3,
+                kv_max_bytes: 8 << 20,
+                ..Storage::default()
+            },
         };
         assert_eq!(read(full.vars())?, full);
         let bare = ProcessEnv {
             nats: NatsOptions::default(),
             js_domain: None,
             host_pipe: false,
+            storage: Storage::default(),
             ..full
         };
         assert_eq!(read(bare.vars())?, bare);
@@ -392,6 +428,7 @@ mod tests {
             _ => None,
         })?;
         assert_eq!(env.js_domain, None);
+        assert_eq!(env.storage, Storage::default(), "a host that says nothing");
         let missing = ProcessEnv::from_vars(|_| None).unwrap_err().to_string();
         assert!(missing.contains("LATTICE_NATS_URL"), "{missing}");
         Ok(())

@@ -85,9 +85,10 @@ pub fn render_account(authz: &LatticeAuthz, leaves: &[LeafLink]) -> String {
 
 /// A leaf node's configuration for the lattice, to include at the top of its server
 /// configuration: the same users (the leaf enforces their permissions for the clients that
-/// connect to it), the link to the hub at `hub_url` (`nats-leaf://host:7422`), and the hub's
-/// JetStream domain for clients that name none.
-pub fn render_leaf(authz: &LatticeAuthz, leaf: &LeafLink, hub_url: &str) -> String {
+/// connect to it), the link to the hub at `hub_urls` (`nats-leaf://host:7422`: every node of a
+/// clustered hub, so that the leaf moves to a surviving one), and the hub's JetStream domain
+/// for clients that name none.
+pub fn render_leaf(authz: &LatticeAuthz, leaf: &LeafLink, hub_urls: &[String]) -> String {
     let account = account_name(&authz.lattice);
     let mut out = format!(
         "# Leaf node `{}` of lattice `{}`, written by `lattice nats authz --leaf`; include it at the\n\
@@ -96,10 +97,14 @@ pub fn render_leaf(authz: &LatticeAuthz, leaf: &LeafLink, hub_url: &str) -> Stri
     );
     out.push_str(&users_text(authz, "      "));
     out.push_str("    ]\n  }\n}\n");
-    let url = hub_url.replacen("://", &format!("://{}:{}@", leaf.user(), leaf.password), 1);
+    let credentials = format!("://{}:{}@", leaf.user(), leaf.password);
+    let urls: Vec<String> = hub_urls
+        .iter()
+        .map(|url| url.replacen("://", &credentials, 1))
+        .collect();
     out.push_str(&format!(
         "leafnodes {{\n  remotes: [\n    {}\n  ]\n}}\n",
-        json!({ "url": url, "account": account })
+        json!({ "urls": urls, "account": account })
     ));
     if let Some(domain) = &authz.js_domain {
         out.push_str(&format!(

@@ -261,7 +261,17 @@ fn the_account_renders_every_user_and_the_leaf_links() {
         assert!(text.contains(&u.nkey), "{}", u.nkey);
     }
     assert!(text.contains("\"user\":\"leaf-edge\""), "{text}");
-    let leaf_text = render_leaf(&f.authz, &leaf, "nats-leaf://hub:7422");
+    let leaf_text = render_leaf(&f.authz, &leaf, &["nats-leaf://hub:7422".into()]);
     assert!(leaf_text.contains("nats-leaf://leaf-edge:secret@hub:7422"));
     assert!(leaf_text.contains("default_js_domain"));
+    // A clustered hub: one remote listing every node, each with the link's credentials.
+    let nodes: Vec<String> = (1..=3)
+        .map(|n| format!("nats-leaf://hub-{n}:7422"))
+        .collect();
+    let leaf_text = render_leaf(&f.authz, &leaf, &nodes);
+    assert_eq!(leaf_text.matches("\"account\"").count(), 1, "{leaf_text}");
+    for n in 1..=3 {
+        let url = format!("\"nats-leaf://leaf-edge:secret@hub-{n}:7422\"");
+        assert!(leaf_text.contains(&url), "{leaf_text}");
+    }
 }
