@@ -17,7 +17,7 @@ use lattice_protocol::queue::ops::QueueLink;
 use tracing::info;
 
 use super::{
-    Action, AfterStore, LabelOverrides, Prepared, QueueJob, ReplyTo, Request, State, Time,
+    Action, AfterStore, LabelOverrides, Observed, Prepared, QueueJob, ReplyTo, Request, State, Time,
 };
 use crate::model::{MAX_VERSIONS, RolloutState, StoredApp, StoredVersion};
 use crate::queues::OutboxReport;
@@ -419,6 +419,26 @@ impl State {
             .collect()
     }
 
+    /// A host's state as `ctl get hosts` and the metrics tell it.
+    pub(crate) fn host_state(&self, o: &Observed) -> HostState {
+        let hb = &o.heartbeat;
+        if !self.is_admitted(&hb.host) {
+            HostState::Unadmitted
+        } else if hb.stopping {
+            HostState::Stopped
+        } else if self.ready.contains(&hb.host) {
+            HostState::Ready
+        } else {
+            HostState::Lost
+        }
+    }
+
+    /// Every host's state, for the metrics: [`Self::host_state`] of each, without the rest of
+    /// a summary (its labels and name copied for each of thousands of hosts).
+    pub(crate) fn host_states(&self) -> impl Iterator<Item = HostState> + '_ {
+        self.hosts.values().map(|o| self.host_state(o))
+    }
+
     pub(crate) fn hosts_summary(&self, now: Time) -> Vec<HostSummary> {
         self.hosts
             .values()
@@ -429,15 +449,7 @@ impl State {
                     id: hb.host.clone(),
                     name: hb.name.clone(),
                     labels: self.labels_of(hb),
-                    state: if admission.is_some() {
-                        HostState::Unadmitted
-                    } else if hb.stopping {
-                        HostState::Stopped
-                    } else if self.ready.contains(&hb.host) {
-                        HostState::Ready
-                    } else {
-                        HostState::Lost
-                    },
+                    state: self.host_state(o),
                     admission,
                     uptime_secs: now.unix_secs.saturating_sub(hb.started_at),
                     last_seen_secs: self.silent(o, now).as_secs(),
