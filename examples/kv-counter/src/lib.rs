@@ -176,8 +176,8 @@ fn route(request: IncomingRequest) -> Result<Answer, store::Error> {
         }
         ["_via", link, key] => {
             use wasmcloud::bus::lattice::{CallTargetInterface, set_link_name};
-            let interfaces = ["store", "atomics"]
-                .map(|i| CallTargetInterface::new("wasi", "keyvalue", i));
+            let interfaces =
+                ["store", "atomics"].map(|i| CallTargetInterface::new("wasi", "keyvalue", i));
             set_link_name(link, interfaces.into());
             count(key)
         }

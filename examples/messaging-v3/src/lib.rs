@@ -11,8 +11,8 @@
 //! Build with `cargo build --release --target wasm32-wasip2` in `examples/`.
 
 use exports::wasmcloud::messaging::incoming_handler::Guest;
-use wasmcloud::messaging::request_reply::{self, RequestOptions};
 use wasmcloud::messaging::producer;
+use wasmcloud::messaging::request_reply::{self, RequestOptions};
 use wasmcloud::messaging::types::{Client, Error, Message};
 
 wit_bindgen::generate!({
