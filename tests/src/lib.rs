@@ -285,25 +285,22 @@ impl TestLattice {
         &mut self,
         configure: impl FnOnce(&mut ControlConfig),
     ) -> anyhow::Result<()> {
-        self.control = Some(self.spawn_control(configure).await?);
+        let mut control = self.spawn_control(configure).await?;
         // The control plane answers once its subscriptions are in place. One that ended (it
         // could not open its buckets, say) is told with its reason, not waited for.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(control) = self.control.take_if(|c| c.task.is_finished()) {
-                let ended = control.task.await?.err();
+        tokio::select! {
+            answered = self.wait_for("the control plane answers", || async {
+                Ok(self.ctl.apps().await.is_ok())
+            }) => answered?,
+            ended = &mut control.task => {
+                let ended = ended?.err();
                 return Err(ended
                     .unwrap_or_else(|| anyhow::anyhow!("it returned without an error"))
                     .context("the control plane ended before answering"));
             }
-            if self.ctl.apps().await.is_ok() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("timed out waiting for the control plane to answer");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.control = Some(control);
+        Ok(())
     }
 
     /// A join token for any host of this lattice, valid for a day, signed by [`Self::admin`]
