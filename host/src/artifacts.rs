@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use async_nats::jetstream;
+use async_nats::jetstream::object_store::GetErrorKind;
+use lattice_protocol::code;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::subject::Buckets;
@@ -38,22 +40,12 @@ impl ArtifactCache {
         {
             return Ok(bytes);
         }
-        let store = self
-            .js
-            .get_object_store(&self.bucket)
-            .await
-            .context("the lattice's artifact store is not reachable")?;
-        let mut object = store.get(digest.hex()).await.with_context(|| {
-            format!("artifact {digest} is not in the lattice; push it with `lattice push`")
-        })?;
-        if object.info().size > max_bytes {
-            anyhow::bail!(
-                "artifact {digest} is {} bytes, more than the {max_bytes} bytes this host accepts",
-                object.info().size
-            );
-        }
-        let mut bytes = Vec::with_capacity(object.info().size);
-        object.read_to_end(&mut bytes).await?;
+        let bytes = self
+            .fetch(digest.hex(), &format!("artifact {digest}"), max_bytes)
+            .await?
+            .with_context(|| {
+                format!("artifact {digest} is not in the lattice; push it with `lattice push`")
+            })?;
         if Digest::of(&bytes) != *digest {
             anyhow::bail!("artifact {digest} fetched from the lattice does not match its digest");
         }
@@ -68,6 +60,54 @@ impl ArtifactCache {
                     disk_full_advice(&e)
                 )
             })
+    }
+}
+
+impl ArtifactCache {
+    /// The stored precompiled code of `digest` for the engine with `fingerprint`
+    /// (`lattice_protocol::code`), if the lattice has some; not kept (the code cache keeps what
+    /// it loads).
+    pub async fn precompiled(
+        &self,
+        digest: &Digest,
+        fingerprint: &str,
+        max_bytes: usize,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let name = code::object_name(digest, fingerprint);
+        self.fetch(&name, &format!("precompiled code {name}"), max_bytes)
+            .await
+    }
+
+    /// The object `name` of the artifact store, `None` if there is none; `what` names it in
+    /// errors.
+    async fn fetch(
+        &self,
+        name: &str,
+        what: &str,
+        max_bytes: usize,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let store = self
+            .js
+            .get_object_store(&self.bucket)
+            .await
+            .context("the lattice's artifact store is not reachable")?;
+        let mut object = match store.get(name).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("fetching {what}")),
+        };
+        if object.info().size > max_bytes {
+            anyhow::bail!(
+                "{what} is {} bytes, more than the {max_bytes} bytes this host accepts",
+                object.info().size
+            );
+        }
+        let mut bytes = Vec::with_capacity(object.info().size);
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .with_context(|| format!("reading {what}"))?;
+        Ok(Some(bytes))
     }
 }
 

@@ -56,6 +56,7 @@ use crate::engine::{self, Runtime};
 
 mod child;
 pub mod seal;
+pub mod target;
 
 pub use child::{
     CompileLimits, DEFAULT_COMPILE_CPU, DEFAULT_COMPILE_MEMORY, DEFAULT_COMPILE_TIMEOUT, LimitHit,
@@ -106,6 +107,9 @@ pub enum CacheOutcome {
     Hit,
     /// Compiled now (nothing usable was cached); the compiled form was saved.
     Compiled,
+    /// Loaded from code precompiled for this host's target and signed by a trusted issuer
+    /// ([`CodeCache::install`]); the code was saved.
+    Precompiled,
 }
 
 /// Why a component cannot be loaded. Every variant but [`LoadError::Cache`]
@@ -221,12 +225,7 @@ impl CodeCache {
         bytes: &[u8],
     ) -> Result<(Component, CacheOutcome), LoadError> {
         check_component(bytes, runtime.config().max_component_bytes)?;
-        // A `Digest` is 64 lowercase hex digits: its file name cannot leave the cache directory.
-        let path = self.dir.join(format!(
-            "{}-{}.{CACHE_EXTENSION}",
-            digest.hex(),
-            runtime.fingerprint()
-        ));
+        let path = self.path(runtime, digest);
 
         match std::fs::read(&path) {
             Ok(file) => match self.open(runtime, digest, &file) {
@@ -281,6 +280,46 @@ impl CodeCache {
             "compiled component"
         );
         Ok((component, CacheOutcome::Compiled))
+    }
+
+    /// Whether compiled code for `digest` is cached for this engine (then [`CodeCache::load`]
+    /// will most likely not compile).
+    pub fn has(&self, runtime: &Runtime, digest: &Digest) -> bool {
+        self.path(runtime, digest).exists()
+    }
+
+    /// The component with `digest` (whose bytes are `bytes`) from `code`, precompiled elsewhere
+    /// for this host's target; the code is then saved like code compiled here. The caller has
+    /// checked that a trusted issuer signed `code` as compiled from `digest` for this engine
+    /// (`lattice_protocol::code::Precompiled::open`). `Err` says why it cannot be used: the
+    /// caller then compiles.
+    pub fn install(
+        &self,
+        runtime: &Runtime,
+        digest: &Digest,
+        bytes: &[u8],
+        code: &[u8],
+    ) -> Result<(Component, CacheOutcome), LoadError> {
+        check_component(bytes, runtime.config().max_component_bytes)?;
+        let component = deserialize(runtime, code).map_err(|err| {
+            LoadError::Compiler(format!("precompiled code this host cannot load: {err:#}"))
+        })?;
+        let path = self.path(runtime, digest);
+        if let Err(err) = self.store(runtime, digest, code, &path) {
+            tracing::warn!(path = %path.display(), error = %format!("{err:#}"),
+                "could not save precompiled code; it runs, and is fetched again next time");
+        }
+        Ok((component, CacheOutcome::Precompiled))
+    }
+
+    /// Where the code of `digest` for this engine is cached.
+    fn path(&self, runtime: &Runtime, digest: &Digest) -> PathBuf {
+        // A `Digest` is 64 lowercase hex digits: its file name cannot leave the cache directory.
+        self.dir.join(format!(
+            "{}-{}.{CACHE_EXTENSION}",
+            digest.hex(),
+            runtime.fingerprint()
+        ))
     }
 
     /// The component in the cached `file`, if this host sealed it for
@@ -466,7 +505,9 @@ fn deserialize(runtime: &Runtime, code: &[u8]) -> anyhow::Result<Component> {
     // either what this host's engine or its compiler process (which checks
     // the engine fingerprint against its own) just produced, or a cached file
     // whose HMAC under this host's secret key matched over these very bytes,
-    // read into memory first so nothing can change them after the check.
+    // read into memory first so nothing can change them after the check, or
+    // precompiled code whose digest a trusted issuer signed, checked on these
+    // very bytes in memory (the same trust as running the issuer's component).
     // wasmtime also checks the header and engine compatibility itself.
     let component = unsafe { Component::deserialize(runtime.engine(), code) }?;
     Ok(component)

@@ -31,11 +31,11 @@
 //! ```
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use sha2::{Digest as _, Sha256};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::compile::Compiler;
@@ -185,6 +185,8 @@ struct Inner {
     engine: Engine,
     config: EngineConfig,
     fingerprint: String,
+    /// [`Runtime::baseline_fingerprint`], worked out when first asked for.
+    baseline: OnceLock<Option<String>>,
     pool_description: String,
     budget: Arc<MemoryBudget>,
     /// Dropping this (with the last `Runtime` clone) stops the epoch thread.
@@ -228,6 +230,7 @@ impl Runtime {
                 engine,
                 config,
                 fingerprint,
+                baseline: OnceLock::new(),
                 pool_description,
                 budget,
                 _stop_ticker: stop_ticker,
@@ -256,6 +259,26 @@ impl Runtime {
         self.inner.fingerprint.clone()
     }
 
+    /// The fingerprint of code compiled for this host's target with no CPU feature beyond the
+    /// architecture's baseline ([`crate::compile::target`]): precompiled code this engine can
+    /// load. `None` if no such engine can be made (then nothing precompiled is looked for).
+    pub fn baseline_fingerprint(&self) -> Option<String> {
+        self.inner
+            .baseline
+            .get_or_init(|| {
+                let triple = crate::compile::target::host_triple();
+                match target_engine(&triple) {
+                    Ok(engine) => Some(fingerprint(&engine)),
+                    Err(err) => {
+                        tracing::warn!(error = %format!("{err:#}"), %triple,
+                            "no baseline engine for this host: precompiled code is not used");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
     /// How instances are allocated, for logs and heartbeats, e.g.
     /// `pooling: 1536 instances, 256 MiB each` or `on-demand: <reason>`.
     pub fn pool_description(&self) -> String {
@@ -272,6 +295,23 @@ pub(crate) fn code_engine() -> anyhow::Result<Engine> {
     Engine::new(&wasm)
         .map_err(anyhow::Error::from)
         .context("creating the wasm engine")
+}
+
+/// An engine making code for `triple` with only the architecture's baseline CPU features (none
+/// inferred from this machine): what `lattice compile` uses, and what a host of that target can
+/// load whatever its CPU. It runs nothing.
+pub(crate) fn target_engine(triple: &str) -> anyhow::Result<Engine> {
+    let mut wasm = base_config();
+    let unknown = || {
+        format!("this build makes no code for target `{triple}` (it makes x86_64 and aarch64)")
+    };
+    wasm.target(triple)
+        .map_err(anyhow::Error::from)
+        .with_context(unknown)?;
+    wasm.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    Engine::new(&wasm)
+        .map_err(anyhow::Error::from)
+        .with_context(unknown)
 }
 
 /// Settings shared by the pooled, on-demand and compile-only engines: all
@@ -368,13 +408,28 @@ fn pooling_config(instances: u32, memory_limit: usize) -> PoolingAllocationConfi
     pool
 }
 
-/// A short, stable hex hash of the engine's compatibility hash.
+/// A short hex hash of the engine's compatibility hash, the same on every machine that builds
+/// the same engine: code precompiled on a workstation is found by a gateway under it.
 pub(crate) fn fingerprint(engine: &Engine) -> String {
-    // `DefaultHasher::new` is the same in every process of one build of the
-    // host, which is all a cache key needs: a new toolchain recompiles at worst.
-    let mut hasher = std::hash::DefaultHasher::new();
+    let mut hasher = StableHasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    hex::encode(&hasher.0.finalize()[..8])
+}
+
+/// A `Hasher` feeding sha256, whose result does not depend on the process (unlike
+/// `DefaultHasher`, whose algorithm Rust may change between releases). Integers are written as
+/// the platform's bytes: the targets Lattice builds for are all 64-bit little-endian.
+struct StableHasher(Sha256);
+
+impl Hasher for StableHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// Not used: `fingerprint` reads the digest.
+    fn finish(&self) -> u64 {
+        0
+    }
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until `stop` is

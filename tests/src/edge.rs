@@ -244,6 +244,27 @@ pub struct HostProcess {
 }
 
 impl HostProcess {
+    /// A real `lattice-host` process joining `t`'s NATS directly as `name`, its state in
+    /// `state_dir`, logging at `info` to `<state_dir>.log`.
+    pub fn start_direct(t: &TestLattice, name: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        let log = state_dir.with_extension("log");
+        let child = Command::new(lattice_bin().with_file_name("lattice-host"))
+            .args(["--nats-url", &t.nats.url, "--lattice", t.lattice.as_str()])
+            .args(["--name", name, "--heartbeat-secs", "1"])
+            .args(["--trust-issuer", t.issuer.public_key().as_str()])
+            .args(["--trust-operator", t.operator.public_key().as_str()])
+            .env("LATTICE_JOIN_TOKEN", t.join_token())
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting lattice-host (`cargo build --bins` builds it)")?;
+        Ok(Self { child, log })
+    }
+
     /// SIGKILLs the process and reaps it.
     pub fn kill(mut self) {
         self.kill_now();

@@ -41,6 +41,10 @@ pub enum Command {
     Push(PushArgs),
     /// Fetch a component from an OCI registry into the lattice and print its digest.
     Pull(PullArgs),
+    /// Compile a component ahead for the hosts of one or more targets and store the code,
+    /// signed, in the lattice: hosts that find code for their engine load it instead of
+    /// compiling.
+    Compile(CompileArgs),
     /// Run a host: starts the `lattice-host` program with these arguments.
     Host(HostArgs),
     /// Run the control plane.
@@ -502,6 +506,28 @@ pub struct PushArgs {
     /// Registry access (with --oci).
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// The state directory of `lattice up`, whose NATS URL is used when none is given.
+    #[arg(long, env = "LATTICE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `lattice compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// Connection.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The component: a file (pushed too, as `lattice push` would), or a digest or
+    /// `name:version` tag already in the lattice.
+    pub component: String,
+    /// The issuer key that signs the code (`lattice keys gen issuer -o FILE`); hosts load only
+    /// code an issuer they trust signed.
+    #[arg(long, env = "LATTICE_ISSUER_KEY")]
+    pub issuer: PathBuf,
+    /// A target to compile for (repeatable): `x86_64`, `aarch64` (Linux, glibc), `host`, or a
+    /// target triple. Default: x86_64 and aarch64.
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
     /// The state directory of `lattice up`, whose NATS URL is used when none is given.
     #[arg(long, env = "LATTICE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,

@@ -5,13 +5,14 @@
 //!
 //! Layout: [`args`] (clap definitions; the NATS flags are `lattice_connect`'s, shared with
 //! `lattice-host`), one module per command ([`ctl`], [`keys`], [`nats`], [`sign`], [`push`] with
-//! `pull`, [`serve`], [`up`], [`ui`] the web dashboard), [`oci`] (OCI registries), [`images`] (deploy's OCI and `file://`
+//! `pull`, [`compile`] (precompiled code, made by `lattice-host precompile`), [`serve`], [`up`], [`ui`] the web dashboard), [`oci`] (OCI registries), [`images`] (deploy's OCI and `file://`
 //! images), [`output`] (tables, JSON and YAML, dates) and [`progress`] (spinners and bars, on a
 //! terminal only). Logging is `lattice_telemetry`'s, the one setup
 //! of every Lattice process. The binary only parses arguments and calls into these modules.
 #![deny(missing_docs)]
 
 pub mod args;
+pub mod compile;
 pub mod ctl;
 pub mod images;
 pub mod keys;

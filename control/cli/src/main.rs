@@ -3,7 +3,7 @@
 use clap::Parser;
 use lattice_cli::args::{Cli, Command, CtlCommand, KeysCommand};
 use lattice_cli::nats::NatsCommand;
-use lattice_cli::{ctl, keys, nats, push, serve, sign, ui, up};
+use lattice_cli::{compile, ctl, keys, nats, push, serve, sign, ui, up};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
             | Command::Push(_)
             | Command::Nats { .. }
             | Command::Pull(_)
+            | Command::Compile(_)
     );
     lattice_telemetry::init(if quiet { "warn" } else { "info" });
     lattice_telemetry::run(async move {
@@ -38,6 +39,7 @@ fn main() -> std::process::ExitCode {
             Command::Inspect(args) => sign::inspect(&args),
             Command::Push(args) => push::push(&args).await,
             Command::Pull(args) => push::pull(&args).await,
+            Command::Compile(args) => compile::compile(&args).await,
             Command::Control(args) => serve::control(args).await,
             Command::Nats {
                 command: NatsCommand::Authz(args),

@@ -192,7 +192,7 @@ impl Registry {
             Ok(info) if !info.deleted && info.size == bytes.len() => false,
             _ => {
                 self.check_room(bytes.len()).await?;
-                self.put_object(&digest, bytes).await?;
+                self.put_object(digest.hex(), bytes).await?;
                 true
             }
         };
@@ -210,15 +210,22 @@ impl Registry {
         })
     }
 
-    /// Uploads `bytes` as object `digest`. A clustered hub's artifact stream answers nobody for
+    /// Stores precompiled code (`lattice_protocol::code`) as object `name`, replacing what was
+    /// there: the same component and engine always compile to code of the same use.
+    pub async fn put_code(&self, name: &str, bytes: &[u8]) -> Result<(), WireError> {
+        self.check_room(bytes.len()).await?;
+        self.put_object(name, bytes).await
+    }
+
+    /// Uploads `bytes` as object `name`. A clustered hub's artifact stream answers nobody for
     /// a moment while it elects a leader (just created, or its leader's node just died): such a
     /// put is tried again for a few seconds rather than failing the push.
-    async fn put_object(&self, digest: &Digest, bytes: &[u8]) -> Result<(), WireError> {
+    async fn put_object(&self, name: &str, bytes: &[u8]) -> Result<(), WireError> {
         let mut pause = std::time::Duration::from_millis(100);
         let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let mut reader = bytes;
-            let Err(e) = self.objects.put(digest.hex(), &mut reader).await else {
+            let Err(e) = self.objects.put(name, &mut reader).await else {
                 return Ok(());
             };
             if is_limit(&e) {

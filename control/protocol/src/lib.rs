@@ -18,6 +18,7 @@
 //!   control plane, host and operator), derived from [`subject`]; keys as NATS user nkeys.
 //! - [`secret`]: config values marked secret, sealed to the key of whoever may read them.
 //! - [`claims`]: signed component claims embedded in a custom section, and their verification.
+//!   [`code`]: a component's precompiled native code, signed by an issuer for one engine.
 //! - [`assignment`]: the signed, revisioned, expiring per-host assignment; [`membership`]: that
 //!   a host is one of the lattice, signed, which other hosts may read (unlike its assignment).
 //! - `jetstream` (feature `jetstream`): JetStream contexts (with a domain) and creating KV
@@ -45,6 +46,7 @@
 pub mod assignment;
 pub mod auth;
 pub mod claims;
+pub mod code;
 pub mod clock;
 pub mod digest;
 pub mod envelope;

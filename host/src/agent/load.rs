@@ -24,19 +24,20 @@ use anyhow::Context as _;
 use futures::FutureExt as _;
 use lattice_protocol::assignment::Workload;
 use lattice_protocol::claims::{Trust, verify_component};
+use lattice_protocol::code::Precompiled;
 use lattice_protocol::digest::Digest;
 use lattice_protocol::keys::PublicKey;
 use lattice_protocol::messages::FailureReason;
 use lattice_protocol::unix_now;
 use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{Instrument as _, info};
+use tracing::{Instrument as _, info, warn};
 use wasmtime::component::Component;
 
 use super::components::{Components, Lookup, Verified};
 use super::{Because as _, StartError};
 use crate::artifacts::ArtifactCache;
-use crate::compile::{CodeCache, LoadError};
+use crate::compile::{CacheOutcome, CodeCache, LoadError};
 use crate::engine::Runtime;
 
 /// What loading a component needs, shared by the load tasks.
@@ -93,6 +94,14 @@ impl Loader {
         let claims = verify_component(&bytes, &trust, unix_now())
             .map_err(|e| anyhow::anyhow!("refused before compilation: {e}"))
             .because(FailureReason::RefusedSignature)?;
+        let bytes = Arc::new(bytes);
+        if !self.code.has(&self.runtime, &w.image)
+            && let Some(loaded) = self.load_precompiled(&w.image, &bytes, &trust).await
+        {
+            info!(workload = %w.key(), component = %claims.name, outcome = ?loaded.1,
+                "component loaded");
+            return Ok((loaded.0, Arc::new(claims)));
+        }
         let (runtime, code, digest) = (self.runtime.clone(), self.code.clone(), w.image.clone());
         let (component, outcome) =
             tokio::task::spawn_blocking(move || code.load(&runtime, &digest, &bytes))
@@ -110,6 +119,67 @@ impl Loader {
         Ok((component, Arc::new(claims)))
     }
 }
+
+impl Loader {
+    /// The component from code precompiled for this host's target (`lattice compile`), if the
+    /// lattice has code for it that a trusted issuer signed and this engine loads. Anything
+    /// else (none stored, unsigned, changed, for another engine) is logged and `None`: the
+    /// host then compiles, as it would have without it.
+    async fn load_precompiled(
+        &self,
+        digest: &Digest,
+        bytes: &Arc<Vec<u8>>,
+        trust: &Trust,
+    ) -> Option<(Component, CacheOutcome)> {
+        let fingerprint = self.runtime.baseline_fingerprint()?;
+        let max = self
+            .runtime
+            .config()
+            .max_component_bytes
+            .saturating_mul(CODE_TO_COMPONENT_BYTES);
+        let object = match self.artifacts.precompiled(digest, &fingerprint, max).await {
+            Ok(Some(object)) => object,
+            Ok(None) => return None,
+            Err(err) => {
+                warn!(%digest, error = %format!("{err:#}"), "precompiled code not fetched; compiling");
+                return None;
+            }
+        };
+        let opened = Precompiled::decode(&object)
+            .and_then(|p| p.open(digest, &fingerprint, trust).map(<[u8]>::to_vec));
+        let code = match opened {
+            Ok(code) => code,
+            Err(err) => {
+                warn!(%digest, error = %err, "precompiled code refused; compiling");
+                return None;
+            }
+        };
+        let (runtime, cache, digest, bytes) = (
+            self.runtime.clone(),
+            self.code.clone(),
+            digest.clone(),
+            bytes.clone(),
+        );
+        let installed =
+            tokio::task::spawn_blocking(move || cache.install(&runtime, &digest, &bytes, &code))
+                .await;
+        match installed {
+            Ok(Ok(loaded)) => Some(loaded),
+            Ok(Err(err)) => {
+                warn!(error = %err, "precompiled code not used; compiling");
+                None
+            }
+            Err(err) => {
+                warn!(error = %err, "loading precompiled code failed; compiling");
+                None
+            }
+        }
+    }
+}
+
+/// How much larger than its component precompiled code may be (a component's code is a few
+/// times its size; this bounds what a host downloads).
+const CODE_TO_COMPONENT_BYTES: usize = 16;
 
 /// A load that finished, successfully or not.
 pub(crate) struct LoadDone {

@@ -8,12 +8,31 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use lattice_connect::{NatsArgs, StorageArgs};
 
-/// Subcommands a host runs its own binary with, in child processes; hidden from users.
+/// What `lattice-host` does besides running a host: precompiling for gateways, and (hidden)
+/// what a host runs its own binary for in child processes.
 #[derive(Debug, Subcommand)]
 pub enum Internal {
+    /// Compile a component for the hosts of a target (what `lattice compile` runs), write the
+    /// code to OUTPUT and print its target and engine fingerprint as JSON.
+    Precompile(PrecompileArgs),
     /// Compile one component for this build's engine and write the code atomically.
     #[command(name = "__compile", hide = true)]
     Compile(CompileArgs),
+}
+
+/// `lattice-host precompile`.
+#[derive(Debug, Args)]
+pub struct PrecompileArgs {
+    /// The hosts' target: `x86_64`, `aarch64` (Linux, glibc), `host`, or a target triple.
+    #[arg(long, default_value = "host")]
+    pub target: String,
+    /// The largest component accepted, in bytes (as `--max-component-bytes` of a host).
+    #[arg(long, default_value_t = lattice_host::engine::EngineConfig::default().max_component_bytes)]
+    pub max_component_bytes: usize,
+    /// The component (`-` for standard input).
+    pub input: PathBuf,
+    /// Where to write the code.
+    pub output: PathBuf,
 }
 
 /// `__compile`: passed through as they are to `lattice_host::compile::compiler_main`, which
