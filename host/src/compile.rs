@@ -289,14 +289,13 @@ impl CodeCache {
     }
 
     /// The component with `digest` (whose bytes are `bytes`) from `code`, precompiled elsewhere
-    /// for this host's target; the code is then saved like code compiled here. The caller has
-    /// checked that a trusted issuer signed `code` as compiled from `digest` for this engine
-    /// (`lattice_protocol::code::Precompiled::open`). `Err` says why it cannot be used: the
-    /// caller then compiles.
+    /// for this host's target. The caller has checked that a trusted issuer signed `code` as
+    /// compiled from `digest` for this engine (`lattice_protocol::code::Precompiled::open`),
+    /// and saves it with [`CodeCache::keep`] (off the path to serving: a write and two fsyncs).
+    /// `Err` says why it cannot be used: the caller then compiles.
     pub fn install(
         &self,
         runtime: &Runtime,
-        digest: &Digest,
         bytes: &[u8],
         code: &[u8],
     ) -> Result<(Component, CacheOutcome), LoadError> {
@@ -304,12 +303,17 @@ impl CodeCache {
         let component = deserialize(runtime, code).map_err(|err| {
             LoadError::Compiler(format!("precompiled code this host cannot load: {err:#}"))
         })?;
+        Ok((component, CacheOutcome::Precompiled))
+    }
+
+    /// Saves `code`, which this engine loaded for `digest`, as if compiled here. Failing (a full
+    /// disk) only costs fetching it again next time: logged.
+    pub fn keep(&self, runtime: &Runtime, digest: &Digest, code: &[u8]) {
         let path = self.path(runtime, digest);
         if let Err(err) = self.store(runtime, digest, code, &path) {
             tracing::warn!(path = %path.display(), error = %format!("{err:#}"),
                 "could not save precompiled code; it runs, and is fetched again next time");
         }
-        Ok((component, CacheOutcome::Precompiled))
     }
 
     /// Where the code of `digest` for this engine is cached.

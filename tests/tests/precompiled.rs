@@ -212,14 +212,16 @@ fn code_for_this_target_loads_and_code_for_another_does_not() -> anyhow::Result<
 
     let arm = precompile(&bytes, "aarch64-unknown-linux-gnu", max)?;
     let err = cache
-        .install(&runtime, &digest, &bytes, &arm.code)
+        .install(&runtime, &bytes, &arm.code)
         .err()
         .ok_or_else(|| anyhow::anyhow!("aarch64 code loaded on {}", host_triple()))?;
     assert!(matches!(err, LoadError::Compiler(_)), "{err:?}");
     assert!(!cache.has(&runtime, &digest), "nothing kept");
 
-    let (_, outcome) = cache.install(&runtime, &digest, &bytes, &ours.code)?;
+    let (_, outcome) = cache.install(&runtime, &bytes, &ours.code)?;
     assert_eq!(outcome, CacheOutcome::Precompiled);
+    assert!(!cache.has(&runtime, &digest), "kept only when asked");
+    cache.keep(&runtime, &digest, &ours.code);
     assert!(cache.has(&runtime, &digest));
     // Kept as this host's own code: the next load is a cache hit.
     let (_, outcome) = cache.load(&runtime, &digest, &bytes)?;

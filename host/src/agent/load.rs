@@ -160,9 +160,13 @@ impl Loader {
             digest.clone(),
             bytes.clone(),
         );
-        let installed =
-            tokio::task::spawn_blocking(move || cache.install(&runtime, &digest, &bytes, &code))
-                .await;
+        let installed = tokio::task::spawn_blocking(move || {
+            let loaded = cache.install(&runtime, &bytes, &code)?;
+            // Serving need not wait for the disk.
+            tokio::task::spawn_blocking(move || cache.keep(&runtime, &digest, &code));
+            Ok::<_, LoadError>(loaded)
+        })
+        .await;
         match installed {
             Ok(Ok(loaded)) => Some(loaded),
             Ok(Err(err)) => {
