@@ -191,21 +191,39 @@ lattice_with_hello() {
     eval "${side}_HOST_ARGS=(\"\${host_args[@]}\")"
 }
 
-# The hello app on the role=bench host, served at 127.0.0.1:$1.
+# deploy_on_bench_host SIDE LATTICE FILE APP PORT: signs FILE as APP 0.1.0 with SIDE's dev issuer,
+# pushes it and deploys it as app APP on the role=bench host at 127.0.0.1:PORT; sets ${SIDE}_<APP>_URL
+# (APP with `-` as `_`).
+deploy_on_bench_host() {
+    local side="$1" lattice="$2" file="$3" app="$4" port="$5"
+    local dir="$WORK/$side"
+    local ctl=(env LATTICE_STATE_DIR="$dir/up" "$lattice")
+    "$lattice" sign "$file" -o "$dir/$app.signed.wasm" --issuer "$dir/up/keys/issuer.nk" \
+        --name "$app" --version 0.1.0 --allow wasi:http >/dev/null
+    "${ctl[@]}" push "$dir/$app.signed.wasm" >/dev/null
+    hello_manifest "$port" "$app" >"$dir/$app.yaml"
+    "${ctl[@]}" ctl deploy "$dir/$app.yaml" --wait >/dev/null
+    wait_until "$side: $app to answer on http://127.0.0.1:$port/" 30 http_ok "http://127.0.0.1:$port/"
+    printf -v "${side}_${app//-/_}_URL" %s "http://127.0.0.1:$port/"
+}
+
+# An app (default hello; the image is `<app>:0.1.0`) on the role=bench host, served at
+# 127.0.0.1:$1.
 hello_manifest() {
+    local app="${2:-hello}"
     cat <<EOF
 apiVersion: core.oam.dev/v1beta1
 kind: Application
 metadata:
-  name: hello
+  name: $app
   annotations:
     version: bench
 spec:
   components:
-    - name: hello
+    - name: $app
       type: component
       properties:
-        image: hello:0.1.0
+        image: $app:0.1.0
         config:
           - name: greeting
             properties:
@@ -229,7 +247,7 @@ spec:
             package: http
             interfaces: [incoming-handler]
             target:
-              name: hello
+              name: $app
             source:
               config:
                 - name: default-http

@@ -302,9 +302,8 @@ pub(crate) fn code_engine() -> anyhow::Result<Engine> {
 /// load whatever its CPU. It runs nothing.
 pub(crate) fn target_engine(triple: &str) -> anyhow::Result<Engine> {
     let mut wasm = base_config();
-    let unknown = || {
-        format!("this build makes no code for target `{triple}` (it makes x86_64 and aarch64)")
-    };
+    let unknown =
+        || format!("this build makes no code for target `{triple}` (it makes x86_64 and aarch64)");
     wasm.target(triple)
         .map_err(anyhow::Error::from)
         .with_context(unknown)?;

@@ -364,7 +364,8 @@ async fn run(rounds: usize, marks: Marks) -> anyhow::Result<()> {
 async fn store_precompiled(t: &TestLattice, image: &Digest) -> anyhow::Result<()> {
     use lattice_host::compile::target::{host_triple, precompile};
     use lattice_protocol::code::{self, CodeClaim, Precompiled};
-    let registry = Registry::open(&async_nats::jetstream::new(t.client.clone()), &t.lattice).await?;
+    let registry =
+        Registry::open(&async_nats::jetstream::new(t.client.clone()), &t.lattice).await?;
     let bytes = registry.get(image).await?;
     let made = precompile(&bytes, &host_triple(), 64 << 20)?;
     let claim = CodeClaim::new(image, &made.target, &made.fingerprint, &made.code);

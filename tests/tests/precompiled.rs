@@ -138,8 +138,13 @@ async fn a_host_loads_code_compiled_ahead_instead_of_compiling() -> anyhow::Resu
     // Code whose bytes changed after signing is refused too.
     let third = t.sign(&hello_wasm(), "hello", "0.3.0");
     let third_digest = t.push(&third).await?;
-    cli.ok(&["compile", &third_digest.to_string(), "--issuer", &arg(&issuer)])
-        .await?;
+    cli.ok(&[
+        "compile",
+        &third_digest.to_string(),
+        "--issuer",
+        &arg(&issuer),
+    ])
+    .await?;
     let name = code::object_name(&third_digest, &ours);
     let mut stored = object(&t, &name)
         .await?
@@ -208,7 +213,10 @@ fn code_for_this_target_loads_and_code_for_another_does_not() -> anyhow::Result<
     let digest = Digest::of(&bytes);
     let max = runtime.config().max_component_bytes;
     let ours = precompile(&bytes, &host_triple(), max)?;
-    assert_eq!(Some(ours.fingerprint.clone()), runtime.baseline_fingerprint());
+    assert_eq!(
+        Some(ours.fingerprint.clone()),
+        runtime.baseline_fingerprint()
+    );
 
     let arm = precompile(&bytes, "aarch64-unknown-linux-gnu", max)?;
     let err = cache

@@ -6,7 +6,8 @@
 //! `wasmcloud-component` crate (`examples/wasmcloud-counter`) runs unchanged: it chooses
 //! between two key-value links by name with `wasmcloud:bus/lattice@2.0.0` and reads a secret
 //! through `wasmcloud:secrets`; a component on `wasmcloud:bus/lattice@1.0.0` (`kv-counter`)
-//! chooses the same way.
+//! chooses the same way. wasmCloud's own hello world template (`examples/wasmcloud-hello`) runs
+//! unchanged from the template's manifest.
 
 use lattice_tests::cli::{Cli, arg, assert_says};
 use lattice_tests::{TestLattice, endpoint, hello_wasm, http_get};
@@ -35,6 +36,28 @@ async fn a_wadm_manifest_deploys_unchanged_and_answers() -> anyhow::Result<()> {
         (code, body.as_str()),
         (200, "Wadm from Lattice (host edge-1)\n")
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn wasmclouds_own_hello_world_runs_unchanged() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let cli = Cli::new(&t)?;
+    // The template's component (`examples/wasmcloud-hello`, the `wasmcloud-component` crate),
+    // where the template's manifest expects it.
+    let wasm = std::fs::read(env!("LATTICE_WASMCLOUD_HELLO_WASM"))?;
+    let file = cli.file(
+        "app/build/http_hello_world_s.wasm",
+        &t.sign(&wasm, "http-hello-world", "0.1.0"),
+    )?;
+    let inspected = cli.local(&["inspect", &arg(&file)]).await?;
+    assert_says(&inspected, &["wasi:cli/environment", "wasi:http/types"]);
+    let manifest = cli.file("app/wadm.yaml", HELLO.as_bytes())?;
+    cli.ok(&["ctl", "deploy", &arg(&manifest)]).await?;
+    let status = t.wait_deployed("wasmcloud-hello").await?;
+    let (code, body) = http_get(&endpoint(&status)?, "/").await?;
+    assert_eq!((code, body.as_str()), (200, "Hello from Rust!\n"));
     Ok(())
 }
 

@@ -35,8 +35,8 @@ struct Made {
 pub async fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     let issuer = crate::keys::read(&args.issuer, KeyRole::Issuer)?;
     let program = crate::serve::host_program()?;
-    let (client, lattice) = push::connect(&args.nats, args.state_dir.as_deref(), "lattice compile")
-        .await?;
+    let (client, lattice) =
+        push::connect(&args.nats, args.state_dir.as_deref(), "lattice compile").await?;
     let registry = push::open(&client, &lattice).await?;
     let component = if Path::new(&args.component).is_file() {
         let bytes = std::fs::read(&args.component)
@@ -107,7 +107,10 @@ async fn precompile(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
-    let mut stdin = child.stdin.take().context("the compiler's standard input")?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .context("the compiler's standard input")?;
     let write = async move {
         stdin.write_all(component).await?;
         stdin.shutdown().await

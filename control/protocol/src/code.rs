@@ -281,9 +281,10 @@ mod tests {
         // One byte of the signed claim changed (inside the envelope's claim bytes).
         let (_, mut object) = signed(&issuer);
         object[40] ^= 1;
-        assert!(Precompiled::decode(&object).map_or(true, |code| code
-            .open(&component, FP, &trust)
-            .is_err()));
+        assert!(
+            Precompiled::decode(&object)
+                .map_or(true, |code| code.open(&component, FP, &trust).is_err())
+        );
     }
 
     #[test]

@@ -46,8 +46,8 @@
 pub mod assignment;
 pub mod auth;
 pub mod claims;
-pub mod code;
 pub mod clock;
+pub mod code;
 pub mod digest;
 pub mod envelope;
 pub mod error;
