@@ -49,6 +49,9 @@ say "Signing the component with the lattice's dev issuer key"
 say "Pushing it into the lattice"
 "$LATTICE" push "$STATE_DIR/hello.signed.wasm"
 
+say "Compiling it ahead for this machine's hosts (they load the signed code instead of compiling)"
+"$LATTICE" compile hello:0.1.0 --issuer "$STATE_DIR/keys/issuer.nk" --target host
+
 say "Deploying examples/manifests/hello.yaml"
 "$LATTICE" ctl deploy examples/manifests/hello.yaml --wait
 
