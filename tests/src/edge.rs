@@ -244,11 +244,17 @@ pub struct HostProcess {
 }
 
 impl HostProcess {
-    /// A real `lattice-host` process joining `t`'s NATS directly as `name`, its state in
-    /// `state_dir`, logging at `info` to `<state_dir>.log`.
-    pub fn start_direct(t: &TestLattice, name: &str, state_dir: &Path) -> anyhow::Result<Self> {
+    /// A real `lattice-host` process joining `t`'s NATS directly as `name`, with `flags`
+    /// besides, its state in `state_dir`, logging at `info` to `<state_dir>.log`.
+    pub fn start_direct(
+        t: &TestLattice,
+        name: &str,
+        state_dir: &Path,
+        flags: &[&str],
+    ) -> anyhow::Result<Self> {
         let log = state_dir.with_extension("log");
         let child = Command::new(lattice_bin().with_file_name("lattice-host"))
+            .args(flags)
             .args(["--nats-url", &t.nats.url, "--lattice", t.lattice.as_str()])
             .args(["--name", name, "--heartbeat-secs", "1"])
             .args(["--trust-issuer", t.issuer.public_key().as_str()])
@@ -263,6 +269,11 @@ impl HostProcess {
             .spawn()
             .context("starting lattice-host (`cargo build --bins` builds it)")?;
         Ok(Self { child, log })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILLs the process and reaps it.

@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use lattice_protocol::envelope;
 use lattice_protocol::messages::{AppState, Event, EventKind, FailureReason};
 use lattice_protocol::names::AppName;
 use lattice_protocol::subject::Subject;
+use lattice_tests::edge::HostProcess;
 use lattice_tests::{
     TestLattice, WAIT, endpoint, eventually, hello_manifest, hello_wasm, http_get, lattice_bin,
 };
@@ -39,46 +40,6 @@ fn uncompilable() -> Vec<u8> {
     // `unreachable` becomes `i32.add`, with an empty stack.
     bytes[places[0] + 2] = 0x6a;
     bytes
-}
-
-/// A `lattice-host` process logging at `info` to `log`, SIGKILLed on drop.
-struct HostProcess(Child);
-
-impl HostProcess {
-    fn start(t: &TestLattice, state_dir: &Path, log: &Path) -> anyhow::Result<Self> {
-        Self::start_with(t, state_dir, log, &[])
-    }
-
-    /// [`HostProcess::start`] with `flags` besides.
-    fn start_with(
-        t: &TestLattice,
-        state_dir: &Path,
-        log: &Path,
-        flags: &[&str],
-    ) -> anyhow::Result<Self> {
-        let child = Command::new(lattice_bin().with_file_name("lattice-host"))
-            .args(flags)
-            .args(["--nats-url", &t.nats.url, "--lattice", t.lattice.as_str()])
-            .args(["--name", "gateway", "--heartbeat-secs", "1"])
-            .args(["--trust-issuer", t.issuer.public_key().as_str()])
-            .args(["--trust-operator", t.operator.public_key().as_str()])
-            .env("LATTICE_JOIN_TOKEN", t.join_token())
-            .arg("--state-dir")
-            .arg(state_dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log)?)
-            .spawn()?;
-        Ok(Self(child))
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `text` without the terminal colour sequences the host's log may carry.
@@ -113,8 +74,8 @@ fn compiled_files(state_dir: &Path) -> anyhow::Result<Vec<String>> {
 async fn a_host_process_compiles_in_a_child_and_reports_what_it_refuses() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let dir = tempfile::tempdir()?;
-    let (state_dir, log) = (dir.path().join("gateway"), dir.path().join("host.log"));
-    let _host = HostProcess::start(&t, &state_dir, &log)?;
+    let state_dir = dir.path().join("gateway");
+    let host = HostProcess::start_direct(&t, "gateway", &state_dir, &[])?;
     t.wait_for("the host to report", || async {
         Ok(t.ctl.hosts().await?.iter().any(|h| h.name == "gateway"))
     })
@@ -136,7 +97,7 @@ async fn a_host_process_compiles_in_a_child_and_reports_what_it_refuses() -> any
         (code, body.as_str()),
         (200, "Hi from Lattice (host gateway)\n")
     );
-    let log_text = without_colours(&std::fs::read_to_string(&log)?);
+    let log_text = without_colours(&host.log_text());
     assert!(
         log_text
             .lines()
@@ -377,10 +338,11 @@ async fn next_event(
 async fn a_compile_bomb_fails_alone_while_a_stop_and_a_start_apply() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
     let dir = tempfile::tempdir()?;
-    let (state_dir, log) = (dir.path().join("gateway"), dir.path().join("host.log"));
+    let state_dir = dir.path().join("gateway");
     // hello compiles in well under a second; the bomb runs into the deadline.
-    let host = HostProcess::start_with(&t, &state_dir, &log, &["--compile-timeout-secs", "30"])?;
-    let host_pid = host.0.id();
+    let host =
+        HostProcess::start_direct(&t, "gateway", &state_dir, &["--compile-timeout-secs", "30"])?;
+    let host_pid = host.pid();
     t.wait_for("the host to report", || async {
         Ok(t.ctl.hosts().await?.iter().any(|h| h.name == "gateway"))
     })

@@ -93,7 +93,7 @@ async fn a_host_loads_code_compiled_ahead_instead_of_compiling() -> anyhow::Resu
 
     // A host that never saw it loads the code for its engine and compiles nothing.
     let dir = tempfile::tempdir()?;
-    let host = HostProcess::start_direct(&t, "gateway", &dir.path().join("gateway"))?;
+    let host = HostProcess::start_direct(&t, "gateway", &dir.path().join("gateway"), &[])?;
     t.wait_for("the host to report", || async {
         Ok(t.ctl.hosts().await?.iter().any(|h| h.name == "gateway"))
     })
