@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use async_nats::jetstream;
-use async_nats::jetstream::object_store::GetErrorKind;
 use lattice_protocol::code;
 use lattice_protocol::digest::Digest;
+use lattice_protocol::jetstream::get_object;
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::subject::Buckets;
 use tokio::io::AsyncReadExt;
@@ -61,9 +61,7 @@ impl ArtifactCache {
                 )
             })
     }
-}
 
-impl ArtifactCache {
     /// The stored precompiled code of `digest` for the engine with `fingerprint`
     /// (`lattice_protocol::code`), if the lattice has some; not kept (the code cache keeps what
     /// it loads).
@@ -91,10 +89,11 @@ impl ArtifactCache {
             .get_object_store(&self.bucket)
             .await
             .context("the lattice's artifact store is not reachable")?;
-        let mut object = match store.get(name).await {
-            Ok(object) => object,
-            Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("fetching {what}")),
+        let Some(mut object) = get_object(&self.js, &store, &self.bucket, name)
+            .await
+            .with_context(|| format!("fetching {what}"))?
+        else {
+            return Ok(None);
         };
         if object.info().size > max_bytes {
             anyhow::bail!(

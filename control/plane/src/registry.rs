@@ -7,7 +7,7 @@
 use async_nats::jetstream::{self, kv, object_store, stream};
 use lattice_protocol::digest::{Digest, ImageRef, ImageRefError};
 use lattice_protocol::error::{ErrorCode, WireError};
-use lattice_protocol::jetstream::{Bucket, Storage, ensure_stream};
+use lattice_protocol::jetstream::{Bucket, Storage, ensure_stream, get_object, object_stored};
 use lattice_protocol::names::LatticeName;
 use lattice_protocol::subject::{Buckets, tag_key};
 use lattice_protocol::wit::{Interfaces, component_interfaces};
@@ -20,6 +20,8 @@ pub struct Registry {
     objects: object_store::ObjectStore,
     /// The object store's backing stream, whose limit a push is checked against.
     backing: stream::Stream,
+    js: jetstream::Context,
+    bucket: String,
 }
 
 /// What a push did.
@@ -156,6 +158,8 @@ impl Registry {
             tags,
             objects,
             backing,
+            js: js.clone(),
+            bucket: bucket.to_owned(),
         })
     }
 
@@ -277,19 +281,29 @@ impl Registry {
                 )));
             }
         };
-        match self.objects.info(digest.hex()).await {
-            Ok(info) if !info.deleted => Ok(digest),
-            _ => Err(not_found(format!(
+        // Asked of the leader: on a clustered hub a replica may not have a fresh push yet.
+        let stored = object_stored(&self.js, &self.bucket, digest.hex())
+            .await
+            .map_err(|e| internal("reading the artifact store", format!("{e:#}")))?;
+        if stored {
+            Ok(digest)
+        } else {
+            Err(not_found(format!(
                 "artifact {digest} is not in the lattice"
-            ))),
+            )))
         }
     }
 
     /// The bytes of an artifact, checked against its digest.
     pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, WireError> {
-        let mut object =
-            self.objects.get(digest.hex()).await.map_err(|e| {
-                WireError::new(ErrorCode::NotFound, format!("artifact {digest}: {e}"))
+        let mut object = get_object(&self.js, &self.objects, &self.bucket, digest.hex())
+            .await
+            .map_err(|e| internal("reading the artifact store", format!("{e:#}")))?
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorCode::NotFound,
+                    format!("artifact {digest} is not in the lattice"),
+                )
             })?;
         let mut bytes = Vec::new();
         object

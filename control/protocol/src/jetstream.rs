@@ -1,6 +1,7 @@
 //! JetStream contexts (with the hub's domain, for edge hosts), creating KV buckets and streams
 //! in a way every supported nats-server accepts and within the lattice's [`Storage`] limits,
-//! and copying a message's headers.
+//! copying a message's headers, and reading objects consistently on a clustered hub
+//! ([`get_object`]).
 //!
 //! Every stream and bucket Lattice makes is bounded (bytes, and age where its contents expire)
 //! and refuses new messages at its limit (`discard: new`) rather than silently dropping old
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv, object_store, stream};
 use tracing::info;
 
 use crate::clock::{MAX_QUEUED_TTL, MAX_SKEW};
@@ -276,6 +277,71 @@ pub async fn open_kv(
         .await
         .with_context(|| format!("opening the bucket {name}"))?;
     Ok(js.get_key_value(name).await?)
+}
+
+/// How long [`get_object`] waits for a replica to catch up with an object its leader has.
+const REPLICA_CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Object `name` of `store` (the object store `bucket`), `None` if it has none.
+///
+/// `ObjectStore::get` reads the object's entry with a direct get, which on a clustered hub any
+/// replica answers: one that has not caught up yet says "not found" for an object just pushed.
+/// So a "not found" is checked with the stream's leader, and when the leader has the object the
+/// get is tried again until a replica has it too (a few milliseconds, at most
+/// [`REPLICA_CATCH_UP`]).
+pub async fn get_object(
+    js: &jetstream::Context,
+    store: &object_store::ObjectStore,
+    bucket: &str,
+    name: &str,
+) -> anyhow::Result<Option<object_store::Object>> {
+    use object_store::GetErrorKind;
+    let give_up = tokio::time::Instant::now() + REPLICA_CATCH_UP;
+    let mut checked = false;
+    loop {
+        match store.get(name).await {
+            Ok(object) => return Ok(Some(object)),
+            Err(e) if e.kind() == GetErrorKind::NotFound => {
+                if !checked && !object_stored(js, bucket, name).await? {
+                    return Ok(None);
+                }
+                checked = true;
+                if tokio::time::Instant::now() >= give_up {
+                    anyhow::bail!(
+                        "object {name} is stored but no replica of {bucket} serves it yet; \
+                         try again"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading object {name} of {bucket}")),
+        }
+    }
+}
+
+/// Whether the object store `bucket` holds `name` (not deleted), as its stream's leader says.
+pub async fn object_stored(
+    js: &jetstream::Context,
+    bucket: &str,
+    name: &str,
+) -> anyhow::Result<bool> {
+    use base64::Engine as _;
+    let stream = js
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .with_context(|| format!("opening the object store {bucket}"))?;
+    let subject = format!(
+        "$O.{bucket}.M.{}",
+        base64::engine::general_purpose::URL_SAFE.encode(name)
+    );
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => Ok(
+            serde_json::from_slice::<object_store::ObjectInfo>(&message.payload)
+                .is_ok_and(|info| !info.deleted),
+        ),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("reading object {name} of {bucket}")),
+    }
 }
 
 #[cfg(test)]

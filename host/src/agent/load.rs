@@ -118,9 +118,7 @@ impl Loader {
         info!(workload = %w.key(), component = %claims.name, ?outcome, "component loaded");
         Ok((component, Arc::new(claims)))
     }
-}
 
-impl Loader {
     /// The component from code precompiled for this host's target (`lattice compile`), if the
     /// lattice has code for it that a trusted issuer signed and this engine loads. Anything
     /// else (none stored, unsigned, changed, for another engine) is logged and `None`: the
