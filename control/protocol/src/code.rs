@@ -21,8 +21,8 @@
 //! let claim = CodeClaim::new(&component, "x86_64-unknown-linux-gnu", "0123456789abcdef", b"code");
 //! let object = Precompiled::sign(claim, b"code".to_vec(), &issuer).encode();
 //! let trust = Trust::new(vec![issuer.public_key()]);
-//! let code = Precompiled::decode(&object)?.open(&component, "0123456789abcdef", &trust)?;
-//! assert_eq!(code, b"code");
+//! let stored = Precompiled::decode(&object)?;
+//! assert_eq!(stored.open(&component, "0123456789abcdef", &trust)?, b"code");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
