@@ -282,7 +282,7 @@ impl Registry {
             }
         };
         // Asked of the leader: on a clustered hub a replica may not have a fresh push yet.
-        let stored = object_stored(&self.js, &self.bucket, digest.hex())
+        let stored = object_stored(&self.backing, digest.hex())
             .await
             .map_err(|e| internal("reading the artifact store", format!("{e:#}")))?;
         if stored {

@@ -302,8 +302,14 @@ pub async fn get_object(
         match store.get(name).await {
             Ok(object) => return Ok(Some(object)),
             Err(e) if e.kind() == GetErrorKind::NotFound => {
-                if !checked && !object_stored(js, bucket, name).await? {
-                    return Ok(None);
+                if !checked {
+                    let stream = js
+                        .get_stream(format!("OBJ_{bucket}"))
+                        .await
+                        .with_context(|| format!("opening the object store {bucket}"))?;
+                    if !object_stored(&stream, name).await? {
+                        return Ok(None);
+                    }
                 }
                 checked = true;
                 if tokio::time::Instant::now() >= give_up {
@@ -312,6 +318,7 @@ pub async fn get_object(
                          try again"
                     );
                 }
+                // Polled: a replica catching up announces nothing to wait for.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => return Err(e).with_context(|| format!("reading object {name} of {bucket}")),
@@ -319,17 +326,12 @@ pub async fn get_object(
     }
 }
 
-/// Whether the object store `bucket` holds `name` (not deleted), as its stream's leader says.
-pub async fn object_stored(
-    js: &jetstream::Context,
-    bucket: &str,
-    name: &str,
-) -> anyhow::Result<bool> {
+/// Whether the object store whose backing stream is `stream` (`OBJ_<bucket>`) holds `name` (not
+/// deleted), as the stream's leader says.
+pub async fn object_stored(stream: &stream::Stream, name: &str) -> anyhow::Result<bool> {
     use base64::Engine as _;
-    let stream = js
-        .get_stream(format!("OBJ_{bucket}"))
-        .await
-        .with_context(|| format!("opening the object store {bucket}"))?;
+    let stream_name = &stream.cached_info().config.name;
+    let bucket = stream_name.strip_prefix("OBJ_").unwrap_or(stream_name);
     let subject = format!(
         "$O.{bucket}.M.{}",
         base64::engine::general_purpose::URL_SAFE.encode(name)
