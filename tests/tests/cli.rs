@@ -42,6 +42,13 @@ fn start_up(state: &Path) -> anyhow::Result<UpProcess> {
     )
 }
 
+/// The last lines `lattice up` (started by [`start_up`]) wrote, to say why it is not answering.
+fn up_log(state: &Path) -> String {
+    let log = std::fs::read_to_string(state.with_extension("log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 /// Runs `lattice` until `done` accepts its output, for at most a minute (the lattice is starting).
 fn until(args: &[&str], state: &Path, done: impl Fn(&str) -> bool) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -53,8 +60,9 @@ fn until(args: &[&str], state: &Path, done: impl Fn(&str) -> bool) -> anyhow::Re
         }
         ensure!(
             Instant::now() < deadline,
-            "`lattice {args:?}` never gave what was expected; last: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
+            "`lattice {args:?}` never gave what was expected; last: {stdout} {}\n`lattice up` said:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            up_log(state)
         );
         // Each try is a new process: there is no event to wait on from outside.
         std::thread::sleep(Duration::from_millis(200));
@@ -251,6 +259,28 @@ async fn an_operator_walks_through_the_whole_cycle() -> anyhow::Result<()> {
     until(&["ctl", "status", "hello", "-o", "json"], &state, |s| {
         s.contains("\"Deployed\"")
     })?;
+    Ok(())
+}
+
+/// JetStream reserves Lattice's stream limits (about 6 GiB) up front, within 75 % of the disk's
+/// free space unless the server declares its room: `lattice up` declares it, so that a local
+/// lattice comes up on a machine with little free disk (it ended with "insufficient storage").
+#[tokio::test]
+async fn a_local_lattice_comes_up_on_a_small_disk() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let disk = lattice_tests::tmpfs::Tmpfs::mount(&dir.path().join("disk"), "512m")?;
+    let state = disk.dir().join("state");
+    let up = start_up(&state)?;
+    until(&["ctl", "get", "hosts", "-o", "json"], &state, |s| {
+        serde_json::from_str::<serde_json::Value>(s)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    })?;
+    let status = up.stop()?;
+    ensure!(
+        status.success(),
+        "`lattice up` ended with {status}: {}",
+        up_log(&state)
+    );
     Ok(())
 }
 

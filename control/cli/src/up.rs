@@ -34,6 +34,13 @@ pub fn find_nats_server() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The JetStream settings of the local lattice's nats-server. JetStream reserves every stream's
+/// limit up front (about 6 GiB for Lattice's defaults), within `max_file_store`, which is 75 % of
+/// the disk's free space unless declared: on a laptop or build machine with less free than that,
+/// the control plane's buckets were refused and `lattice up` ended. A local lattice writes far
+/// less than it reserves, so it declares room instead of depending on the disk's free space.
+const LOCAL_JETSTREAM: &str = "jetstream {\n  max_file_store: 64G\n}\n";
+
 /// A nats-server child, stopped on drop.
 struct NatsServer {
     child: tokio::process::Child,
@@ -53,12 +60,17 @@ async fn start_nats(state_dir: &Path, port: u16) -> anyhow::Result<NatsServer> {
         }
     }
     let log = std::fs::File::create(dir.join("nats-server.log"))?;
+    let config = dir.join("nats-server.conf");
+    std::fs::write(&config, LOCAL_JETSTREAM)
+        .with_context(|| format!("writing {}", config.display()))?;
     let port_arg = if port == 0 {
         "-1".to_string()
     } else {
         port.to_string()
     };
     let mut child = tokio::process::Command::new(&binary)
+        .arg("-c")
+        .arg(&config)
         .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
         .arg(&dir)
         .arg("--ports_file_dir")
