@@ -156,8 +156,10 @@ async fn a_queued_drain_runs_every_call_once_when_a_hub_node_dies() -> anyhow::R
 
     // A backlog: greeter's host is away, every call is acknowledged (200) and waits.
     cloud_host.stop().await?;
-    // Large enough that the drain is still running when a busy machine gets round to the kill.
-    const N: u32 = 1000;
+    // Large enough that the drain is still running when the test gets round to the kill (an
+    // idle machine drained 1000 within one 50 ms poll, and about 1000 before a 2 ms poll saw
+    // the first: the host shares the test's runtime).
+    const N: u32 = 3000;
     for i in 0..N {
         let answer = http_get(&addr, &format!("/notify?msg=drain-{i}.")).await?;
         assert_eq!(answer, (200, "ok".into()), "call {i}");
@@ -167,10 +169,16 @@ async fn a_queued_drain_runs_every_call_once_when_a_hub_node_dies() -> anyhow::R
 
     // Greeter's host comes back and drains; the queue stream's leader dies under the drain.
     let _cloud = c.start_host(cloud).await?;
-    lattice_tests::eventually(lattice_tests::WAIT, "the drain to begin", || async {
-        Ok(!delivered("drain").is_empty())
-    })
-    .await?;
+    // Watched closely: the kill must land while the drain runs.
+    let deadline = tokio::time::Instant::now() + lattice_tests::WAIT;
+    while delivered("drain").is_empty() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the drain did not begin within {:?}",
+            lattice_tests::WAIT
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     c.cluster.kill(victim);
     let at_kill = delivered("drain").len();
     eprintln!("{at_kill} of {N} calls had run when hub node {victim} died");
