@@ -2,9 +2,10 @@
 # `make bench`: the foundation benchmarks, printed as a table and written raw to
 # target/bench/results.txt. Figures are measured and reported, never asserted.
 #
-#   1. HTTP hello, and wasmCloud's hello template built with `wasmcloud-component`, through a
-#      `lattice-host` (built with the `edge` profile, as for gateways) beside `wasmtime serve` on
-#      the same component, with wrk at concurrency 1, 16 and 64, the two servers measured alternately;
+#   1. HTTP hello, wasmCloud's hello template built with `wasmcloud-component`, and hello for
+#      WASI 0.3 (`hello-p3`, instances reused), through a `lattice-host` (built with the `edge`
+#      profile, as for gateways) beside `wasmtime serve` on the same component, with wrk at
+#      concurrency 1, 16 and 64, the two servers measured alternately; and 0.3 against 0.2;
 #   2. assignment -> first HTTP 200 with cached compiled code (cargo bench, tests/benches/);
 #   3. lattice-host RSS idle, with hello deployed, and after a restart that serves hello from
 #      the saved assignment and cached compiled code (with the restart -> first 200 time);
@@ -47,6 +48,8 @@ HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/hello.wasm"
 # wasmCloud's HTTP hello world template, built with the `wasmcloud-component` crate: the
 # component wasmCloud users bring (larger, and importing the WASI CLI interfaces).
 WC_HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/wasmcloud_hello.wasm"
+# hello for WASI 0.3 (`wasi:http/handler@0.3.0`): served with instances reused.
+P3_HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/hello_p3.wasm"
 
 # shellcheck source=scripts/bench-lib.sh
 source "$REPO_ROOT/scripts/bench-lib.sh"
@@ -83,7 +86,7 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
         cargo build --profile "$HOST_PROFILE" -p lattice-host --bin lattice-host
     fi
     say "Building the hello component"
-    cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -p hello -p wasmcloud-hello
+    cargo build --release --target wasm32-wasip2 --manifest-path examples/Cargo.toml -p hello -p wasmcloud-hello -p hello-p3
     say "Building the assignment benchmark"
     cargo bench -p lattice-tests --bench assign_to_first_200 --no-run --message-format=json-render-diagnostics \
         | sed -n 's/.*"executable":"\([^"]*assign_to_first_200[^"]*\)".*/\1/p' | tail -n 1 >"$OUT_DIR/assign-bench-exe"
@@ -94,7 +97,7 @@ ASSIGN_BENCH="$(cat "$OUT_DIR/assign-bench-exe" 2>/dev/null || true)"
 if [ -z "$ASSIGN_BENCH" ] || [ ! -x "$ASSIGN_BENCH" ]; then
     ASSIGN_BENCH="$(ls -t "$REPO_ROOT"/target/release/deps/assign_to_first_200-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)"
 fi
-for f in "$LATTICE" "$LATTICE_HOST" "$HELLO" "$WC_HELLO" "$ASSIGN_BENCH"; do
+for f in "$LATTICE" "$LATTICE_HOST" "$HELLO" "$WC_HELLO" "$P3_HELLO" "$ASSIGN_BENCH"; do
     [ -f "$f" ] || die "$f is missing (run without BENCH_SKIP_BUILD=1)"
 done
 
@@ -132,6 +135,9 @@ record "lattice_url $LATTICE_URL body=\"$(curl -s "$LATTICE_URL" | tr -d '\n')\"
 deploy_on_bench_host lattice "$LATTICE" "$WC_HELLO" wasmcloud-hello "$(free_port)"
 LATTICE_WC_URL=$lattice_wasmcloud_hello_URL
 record "lattice_wc_url $LATTICE_WC_URL body=\"$(curl -s "$LATTICE_WC_URL" | tr -d '\n')\" component=\"$(stat -c %s "$WC_HELLO") bytes\""
+deploy_on_bench_host lattice "$LATTICE" "$P3_HELLO" hello-p3 "$(free_port)"
+LATTICE_P3_URL=$lattice_hello_p3_URL
+record "lattice_p3_url $LATTICE_P3_URL body=\"$(curl -s "$LATTICE_P3_URL" | tr -d '\n')\" component=\"$(stat -c %s "$P3_HELLO") bytes\""
 
 # --- wasmtime serve, same component, same environment for the guest ------------------------
 W_PID=""
@@ -150,12 +156,21 @@ if [ -n "$WASMTIME" ]; then
     W2_PID=$STARTED
     WASMTIME_WC_URL="http://127.0.0.1:$W2_PORT/"
     wait_until "wasmtime serve to answer on $WASMTIME_WC_URL" 60 http_ok "$WASMTIME_WC_URL"
+    # WASI 0.3: `-S p3` links WASI 0.3, `-W component-model-async` lets the guest use it.
+    W3_PORT="$(free_port)"
+    start "$WORK/wasmtime-p3.log" "$WASMTIME" serve -S cli -S p3 -W component-model-async \
+        --addr "127.0.0.1:$W3_PORT" --env GREETING=Hello --env LATTICE_HOST_NAME=bench \
+        "$P3_HELLO"
+    W3_PID=$STARTED
+    WASMTIME_P3_URL="http://127.0.0.1:$W3_PORT/"
+    wait_until "wasmtime serve to answer on $WASMTIME_P3_URL" 60 http_ok "$WASMTIME_P3_URL"
 fi
 
 # --- Load ----------------------------------------------------------------------------------
 say "HTTP load: wrk -t $THREADS, ${WARMUP}s warm-up + ${DURATION}s per point, $REPEATS passes (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
 alternate lattice "$HOST_PID" "$LATTICE_URL" wasmtime "$W_PID" "${WASMTIME_URL:-}"
 alternate lattice-wc "$HOST_PID" "$LATTICE_WC_URL" wasmtime-wc "${W2_PID:-}" "${WASMTIME_WC_URL:-}"
+alternate lattice-p3 "$HOST_PID" "$LATTICE_P3_URL" wasmtime-p3 "${W3_PID:-}" "${WASMTIME_P3_URL:-}"
 record "load_after_http $(cut -d' ' -f1-3 /proc/loadavg)"
 
 sleep 5
@@ -165,6 +180,7 @@ if [ -n "$W_PID" ]; then
     record "wasmtime_rss_after_load_kb $(rss_kb "$W_PID") peak_kb=$(hwm_kb "$W_PID")"
     stop "$W_PID"
     stop "$W2_PID"
+    stop "$W3_PID"
 fi
 
 # The same host restarted: it serves hello from its saved assignment and its cached compiled
@@ -226,6 +242,10 @@ http_table "HTTP hello (Lattice = lattice-host, $HOST_PROFILE profile; peer = wa
     lattice Lattice wasmtime wasmtime <"$RESULTS" | tee "$OUT_DIR/table.txt"
 http_table "HTTP hello of wasmCloud's template, wasmcloud-component crate (Lattice = lattice-host, $HOST_PROFILE profile; peer = wasmtime serve)" \
     lattice-wc Lattice wasmtime-wc wasmtime <"$RESULTS" | tee -a "$OUT_DIR/table.txt"
+http_table "HTTP hello for WASI 0.3, instances reused (Lattice = lattice-host, $HOST_PROFILE profile; peer = wasmtime serve)" \
+    lattice-p3 Lattice wasmtime-p3 wasmtime <"$RESULTS" | tee -a "$OUT_DIR/table.txt"
+http_table "Lattice: WASI 0.3 hello, reused instances / WASI 0.2 hello, fresh instances (same run)" \
+    lattice-p3 "0.3 reused" lattice "0.2 fresh" <"$RESULTS" | tee -a "$OUT_DIR/table.txt"
 awk '
 $1 == "rss_idle_kb" { idle = $2 }
 $1 == "rss_deployed_after_load_kb" { after = $2 }

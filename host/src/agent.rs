@@ -46,7 +46,7 @@ use crate::caps::{
 };
 use crate::compile::{CodeCache, CodeKey};
 use crate::engine::Runtime;
-use crate::http::{FailureCount, HttpServer, HttpWorkload, Mount, prepare_http};
+use crate::http::{FailureCount, HttpServer, HttpWorkload, Mount, Reuse, Serving, prepare_http};
 use crate::queue::{self, OutboxLimits, Queue};
 use crate::state::HostStore;
 use crate::wasi::{HostState, new_linker};
@@ -590,16 +590,20 @@ impl Agent {
             .failures
             .insert(w.key(), loaded.failures.clone());
         let http = match (addr, proxy) {
-            (Some(mount), Some(pre)) => {
-                let workload = Arc::new(HttpWorkload {
-                    name: w.key(),
-                    pre,
-                    ctx,
-                    failures: loaded.failures.clone(),
-                    metrics: loaded.metrics.clone(),
-                    limits,
-                    gate,
-                });
+            (Some(mount), Some(handler)) => {
+                let workload = Arc::new(HttpWorkload::serving(
+                    &self.runtime,
+                    handler,
+                    Serving {
+                        name: w.key(),
+                        ctx,
+                        failures: loaded.failures.clone(),
+                        metrics: loaded.metrics.clone(),
+                        limits,
+                        gate,
+                        reuse: Reuse::from_limits(&w.limits),
+                    },
+                ));
                 let bound = self
                     .http
                     .bind(mount.addr, mount.route.clone(), workload)

@@ -1,10 +1,13 @@
-//! The built-in HTTP server for `wasi:http/incoming-handler` components.
+//! The built-in HTTP server for `wasi:http` components.
 //!
 //! One [`HttpServer`] serves any number of addresses, each with one
 //! [`HttpWorkload`] (a pre-instantiated component and its environment).
-//! Every request gets a fresh [`Store`](wasmtime::Store) and instance from the
-//! workload's [`ProxyPre`]: instances share nothing, so a guest that traps,
-//! loops or runs out of memory fails its own request (500) and nothing else.
+//! A WASI 0.2 component (`wasi:http/incoming-handler@0.2.x`) gets a fresh
+//! [`Store`](wasmtime::Store) and instance per request from the workload's [`ProxyPre`]:
+//! instances share nothing, so a guest that traps, loops or runs out of memory fails its own
+//! request (500) and nothing else. A WASI 0.3 component (`wasi:http/handler@0.3.x`), built to
+//! serve requests concurrently, has its instances reused across requests and several requests
+//! at once in each ([`Reuse`], `reuse.rs`).
 //!
 //! Each workload runs at most its `concurrency` requests at once (a [`Gate`]): beyond it a
 //! request is answered `503` with `Retry-After` at once, without an instance, so a flood of one
@@ -60,11 +63,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::caps::WorkloadCtx;
 use crate::engine::Runtime;
@@ -74,8 +78,13 @@ use crate::wasi::{HostState, Limits, new_store};
 
 mod body;
 mod failure;
+mod reuse;
 mod routes;
 mod workers;
+
+pub use reuse::{
+    DEFAULT_INSTANCE_CONCURRENCY, DEFAULT_INSTANCE_IDLE, DEFAULT_INSTANCE_REQUESTS, Reuse,
+};
 
 use body::{LimitedBody, content_length};
 use failure::{Failure, busy_response, error_response};
@@ -83,9 +92,12 @@ use lattice_protocol::assignment::HttpRoute;
 use routes::Routes;
 use workers::Workers;
 
-/// The interface a component must export to be served, at any 0.2.x version.
+/// The interface a WASI 0.2 component exports to be served, at any 0.2.x version.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
 const INCOMING_HANDLER_VERSION: &str = "@0.2.";
+/// The interface a WASI 0.3 component exports to be served, at any 0.3.x version.
+const HANDLER: &str = "wasi:http/handler";
+const HANDLER_VERSION: &str = "@0.3.";
 
 /// Default largest request body passed to a guest.
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 << 20;
@@ -108,12 +120,66 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// file descriptors, instead of spinning on it.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A component linked and pre-instantiated for serving HTTP ([`prepare_http`]), by the
+/// version of `wasi:http` it exports.
+pub enum HttpHandler {
+    /// `wasi:http/incoming-handler@0.2.x`: a fresh instance per request.
+    Fresh(ProxyPre<HostState>),
+    /// `wasi:http/handler@0.3.x`: instances reused across requests.
+    Reused(ServicePre<HostState>),
+}
+
+impl std::fmt::Debug for HttpHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fresh(_) => "HttpHandler::Fresh",
+            Self::Reused(_) => "HttpHandler::Reused",
+        })
+    }
+}
+
+impl HttpHandler {
+    /// The linked component, for instances that serve something else (component calls).
+    pub fn instance_pre(&self) -> &InstancePre<HostState> {
+        match self {
+            Self::Fresh(pre) => pre.instance_pre(),
+            Self::Reused(pre) => pre.instance_pre(),
+        }
+    }
+}
+
+/// How a workload's requests are served.
+enum Serve {
+    /// Shared with each request's task.
+    Fresh(Arc<ProxyPre<HostState>>),
+    Reused(reuse::Handler),
+}
+
+/// What an [`HttpWorkload`] serves with, besides its component.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// Which component this is (`app/component`), for logs.
+    pub name: String,
+    /// The workload's context: environment, config, links.
+    pub ctx: Arc<WorkloadCtx>,
+    /// Requests this workload failed, for heartbeats.
+    pub failures: FailureCount,
+    /// Its metric handles.
+    pub metrics: WorkloadMetrics,
+    /// Memory and time each request may use.
+    pub limits: Limits,
+    /// Requests that may run at once; shared with the workload's component calls.
+    pub gate: Gate,
+    /// How instances of a WASI 0.3 component are reused.
+    pub reuse: Reuse,
+}
+
 /// A component ready to serve HTTP on an address.
 pub struct HttpWorkload {
     /// Which component this is (`app/component`), for logs.
     pub name: String,
-    /// The component, linked and pre-instantiated (see [`prepare_http`]).
-    pub pre: ProxyPre<HostState>,
+    /// How its requests are served.
+    serve: Serve,
     /// The workload's context: environment, config, links.
     pub ctx: Arc<WorkloadCtx>,
     /// Requests this workload failed (trap, timeout, failed instantiation), for heartbeats.
@@ -127,20 +193,50 @@ pub struct HttpWorkload {
 }
 
 impl HttpWorkload {
-    /// A workload with the host's limits and default concurrency.
+    /// A workload with the host's limits and default concurrency and reuse.
     pub fn new(
         runtime: &Runtime,
         name: impl Into<String>,
-        pre: ProxyPre<HostState>,
+        handler: HttpHandler,
         ctx: Arc<WorkloadCtx>,
     ) -> Self {
         let (limits, gate) = runtime.config().workload_limits(&Default::default());
-        Self {
-            name: name.into(),
-            pre,
+        Self::serving(
+            runtime,
+            handler,
+            Serving {
+                name: name.into(),
+                ctx,
+                failures: FailureCount::default(),
+                metrics: WorkloadMetrics::detached(),
+                limits,
+                gate,
+                reuse: Reuse::default(),
+            },
+        )
+    }
+
+    /// A workload serving `handler` with `serving`'s limits, metrics and reuse.
+    pub fn serving(runtime: &Runtime, handler: HttpHandler, serving: Serving) -> Self {
+        let serve = match handler {
+            HttpHandler::Fresh(pre) => Serve::Fresh(Arc::new(pre)),
+            HttpHandler::Reused(pre) => Serve::Reused(reuse::handler(runtime, pre, &serving)),
+        };
+        let Serving {
+            name,
             ctx,
-            failures: FailureCount::default(),
-            metrics: WorkloadMetrics::detached(),
+            failures,
+            metrics,
+            limits,
+            gate,
+            reuse: _,
+        } = serving;
+        Self {
+            name,
+            serve,
+            ctx,
+            failures,
+            metrics,
             limits,
             gate,
         }
@@ -180,24 +276,27 @@ impl std::fmt::Debug for HttpWorkload {
 
 /// Links `component` and pre-instantiates it for serving HTTP.
 ///
-/// Fails with a message naming what is wrong when the component does not
-/// export `wasi:http/incoming-handler@0.2.x` or imports something the
+/// Fails with a message naming what is wrong when the component exports neither
+/// `wasi:http/incoming-handler@0.2.x` nor `wasi:http/handler@0.3.x`, or imports something the
 /// linker does not provide.
 pub fn prepare_http(
     runtime: &Runtime,
     linker: &Linker<HostState>,
     component: &Component,
-) -> anyhow::Result<ProxyPre<HostState>> {
+) -> anyhow::Result<HttpHandler> {
     let ty = component.component_type();
     let exports: Vec<&str> = ty.exports(runtime.engine()).map(|(name, _)| name).collect();
-    let serves_http = exports.iter().any(|name| {
-        name.strip_prefix(INCOMING_HANDLER)
-            .is_some_and(|version| version.starts_with(INCOMING_HANDLER_VERSION))
-    });
-    if !serves_http {
+    let exports_at = |interface: &str, version: &str| {
+        exports.iter().any(|name| {
+            name.strip_prefix(interface)
+                .is_some_and(|v| v.starts_with(version))
+        })
+    };
+    let reused = exports_at(HANDLER, HANDLER_VERSION);
+    if !reused && !exports_at(INCOMING_HANDLER, INCOMING_HANDLER_VERSION) {
         anyhow::bail!(
-            "the component does not export {INCOMING_HANDLER}{INCOMING_HANDLER_VERSION}x, so it \
-             cannot serve HTTP (it exports: {})",
+            "the component exports neither {INCOMING_HANDLER}{INCOMING_HANDLER_VERSION}x nor \
+             {HANDLER}{HANDLER_VERSION}x, so it cannot serve HTTP (it exports: {})",
             if exports.is_empty() {
                 "nothing".to_owned()
             } else {
@@ -209,7 +308,12 @@ pub fn prepare_http(
         .instantiate_pre(component)
         .map_err(anyhow::Error::from)
         .context("linking the component")?;
-    ProxyPre::new(pre)
+    let prepared = if reused {
+        ServicePre::new(pre).map(HttpHandler::Reused)
+    } else {
+        ProxyPre::new(pre).map(HttpHandler::Fresh)
+    };
+    prepared
         .map_err(anyhow::Error::from)
         .context("preparing the component to serve HTTP")
 }
@@ -629,6 +733,22 @@ impl Site {
             return (response, Outcome::Rejected);
         }
         let request = request.map(|body| LimitedBody::new(body, self.max_request_body));
+        let pre = match &workload.serve {
+            Serve::Fresh(pre) => pre.clone(),
+            Serve::Reused(handler) => {
+                return match reuse::serve(&workload, handler, request, slot).await {
+                    Ok(response) => (response, Outcome::Ok),
+                    Err(failure) => {
+                        failure.log(&workload.name);
+                        failure.count(&workload.metrics);
+                        if !matches!(failure, Failure::PoolFull(_) | Failure::Answered(_)) {
+                            workload.failures.add();
+                        }
+                        (failure.response(), failure.outcome())
+                    }
+                };
+            }
+        };
 
         let mut store = new_store(
             &self.runtime,
@@ -671,8 +791,7 @@ impl Site {
                 let _slot = slot;
                 let _in_use = workload.metrics.in_use();
                 let call = async {
-                    let proxy = workload
-                        .pre
+                    let proxy = pre
                         .instantiate_async(&mut store)
                         .await
                         .map_err(Failure::instantiate)?;

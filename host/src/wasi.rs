@@ -138,6 +138,12 @@ impl HostState {
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
+
+    /// Moves the deadline: an instance reused across requests ends no sooner than its newest
+    /// request may run.
+    pub(crate) fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
 }
 
 impl WasiView for HostState {
@@ -161,12 +167,16 @@ impl WasiHttpView for HostState {
 
 pub use crate::caps::outgoing_http::HTTP_CLIENT;
 
-/// A linker with all of WASI P2 and `wasi:http` (async), shared by every
+/// A linker with all of WASI 0.2 and 0.3 and `wasi:http` (async), shared by every
 /// component of the host.
 pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(runtime.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    // WASI 0.3, for components that serve `wasi:http/handler@0.3.x`; such a component built
+    // from Rust `std` also imports WASI 0.2 (its environment, stderr), linked above.
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     logging::add_to_linker(&mut linker, logging_view)?;
     config::add_to_linker(&mut linker, config_view)?;
     keyvalue::add_to_linker(&mut linker, keyvalue_view)?;
@@ -242,14 +252,14 @@ fn secrets_view(state: &mut HostState) -> SecretsView<'_> {
 /// timeout has passed the next tick traps it with
 /// [`wasmtime::Trap::Interrupt`].
 pub fn new_store(runtime: &Runtime, mut state: HostState) -> Store<HostState> {
-    let deadline = state.deadline;
     state.limits = std::mem::replace(&mut state.limits, StoreLimiter::new(0, 0))
         .with_budget(runtime.memory_budget().clone());
     let mut store = Store::new(runtime.engine(), state);
     store.limiter(|state| &mut state.limits);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
+    // The deadline is read from the store: a reused instance moves it with each request.
+    store.epoch_deadline_callback(|store| {
+        Ok(if Instant::now() >= store.data().deadline {
             UpdateDeadline::Interrupt
         } else {
             UpdateDeadline::Yield(1)

@@ -191,7 +191,9 @@ fn a_component_without_an_http_handler_is_refused() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("an empty component was accepted"))?;
     let message = err.to_string();
     assert!(
-        message.contains("does not export wasi:http/incoming-handler@0.2.x"),
+        message.contains(
+            "exports neither wasi:http/incoming-handler@0.2.x nor wasi:http/handler@0.3.x"
+        ),
         "{message}"
     );
     Ok(())

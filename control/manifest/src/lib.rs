@@ -78,9 +78,9 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use model::{
-    Batch, Component, ComponentKind, ComponentLimits, Delivery, Limits, Link, LinkSource,
-    LinkTarget, Manifest, Metadata, NamedConfig, OnFull, Properties, QueuedDelivery, Rollout,
-    Scaler, Spec, Spread, Trait,
+    Batch, Component, ComponentKind, ComponentLimits, Delivery, InstanceReuse, Limits, Link,
+    LinkSource, LinkTarget, Manifest, Metadata, NamedConfig, OnFull, Properties, QueuedDelivery,
+    Rollout, Scaler, Spec, Spread, Trait,
 };
 
 /// Parses and validates a manifest, returning every problem found, in source order.

@@ -1,12 +1,13 @@
 //! A component's `properties.limits` (lattice addition): `memory` per instance (`64Mi`),
 //! `timeout` per call (`30s`) and `concurrency`, the instances that may run at once on one
-//! host. Each is optional (the host's default then applies) and each host clamps what is asked
-//! to its own maximum.
+//! host; and `instance`, how a WASI 0.3 HTTP component's instances are reused (`concurrency`
+//! requests at once, `requests` in all, kept `idle` so long). Each is optional (the host's
+//! default then applies) and each host clamps what is asked to its own maximum.
 
 use std::time::Duration;
 
 use crate::diagnostic::Diagnostic;
-use crate::model::Limits;
+use crate::model::{InstanceReuse, Limits};
 use crate::yaml::{Node, Reader, pos};
 
 /// One WebAssembly page: the smallest memory limit that lets an instance have memory at all.
@@ -19,6 +20,10 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// More instances at once than any host has slots for.
 pub(crate) const MAX_CONCURRENCY: u32 = 10_000;
+/// More requests at once than one instance's task table is meant for.
+const MAX_INSTANCE_CONCURRENCY: u32 = 1_000;
+/// Instances kept idle longer than this hold their memory for nothing.
+const MAX_IDLE: Duration = Duration::from_secs(3600);
 
 const MEMORY_HELP: &str = "write a size such as `64Mi`, `512Ki` or `1Gi` (or a number of bytes)";
 
@@ -42,7 +47,11 @@ pub(crate) fn parse_memory(text: &str) -> Option<u64> {
 
 /// Reads `limits`; `None` after reporting a problem.
 pub(crate) fn read(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<Limits> {
-    let fields = reader.mapping(node, path, &["memory", "timeout", "concurrency"])?;
+    let fields = reader.mapping(
+        node,
+        path,
+        &["memory", "timeout", "concurrency", "instance"],
+    )?;
     let mut ok = true;
     let mut limits = Limits::default();
     if let Some(node) = fields.optional("memory") {
@@ -98,7 +107,67 @@ pub(crate) fn read(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<L
         });
         ok &= limits.concurrency.is_some();
     }
+    if let Some(node) = fields.optional("instance") {
+        limits.instance = read_instance(reader, node, &fields.path("instance"));
+        ok &= limits.instance.is_some();
+    }
     ok.then_some(limits)
+}
+
+/// Reads `limits.instance`; `None` after reporting a problem.
+fn read_instance(reader: &mut Reader, node: &Node<'_>, path: &str) -> Option<InstanceReuse> {
+    let fields = reader.mapping(node, path, &["concurrency", "requests", "idle"])?;
+    let mut ok = true;
+    let mut reuse = InstanceReuse::default();
+    // `Err` after reporting a problem; `Ok(None)` when not written.
+    let number = |reader: &mut Reader, name: &str, max: u32, help: &str| {
+        let Some(node) = fields.optional(name) else {
+            return Ok(None);
+        };
+        let path = fields.path(name);
+        let n = reader.whole_number(node, &path).ok_or(())?;
+        if (1..=max).contains(&n) {
+            return Ok(Some(n));
+        }
+        reader.push(
+            Diagnostic::new(pos(node), path.as_str(), format!("must be from 1 to {max}"))
+                .with_help(help),
+        );
+        Err(())
+    };
+    let concurrency = number(
+        reader,
+        "concurrency",
+        MAX_INSTANCE_CONCURRENCY,
+        "the requests one instance serves at once, e.g. `16`",
+    );
+    let requests = number(
+        reader,
+        "requests",
+        u32::MAX,
+        "the requests one instance serves before a fresh one takes over, e.g. `128`",
+    );
+    ok &= concurrency.is_ok() && requests.is_ok();
+    reuse.concurrency = concurrency.unwrap_or_default();
+    reuse.requests = requests.unwrap_or_default();
+    if let Some(node) = fields.optional("idle") {
+        let path = fields.path("idle");
+        reuse.idle = reader.non_empty_string(node, &path).and_then(|text| {
+            let problem = match humantime::parse_duration(text.trim()) {
+                Err(e) => format!("`{text}` is not a duration: {e}"),
+                Ok(d) if d.is_zero() => "must be more than 0s".to_string(),
+                Ok(d) if d > MAX_IDLE => "must be at most 1h".to_string(),
+                Ok(_) => return Some(text.trim().to_string()),
+            };
+            reader.push(
+                Diagnostic::new(pos(node), path, problem)
+                    .with_help("write a duration such as `500ms`, `10s` or `2m`"),
+            );
+            None
+        });
+        ok &= reuse.idle.is_some();
+    }
+    ok.then_some(reuse)
 }
 
 #[cfg(test)]

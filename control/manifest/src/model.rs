@@ -285,6 +285,26 @@ pub struct Limits {
     /// `503` with `Retry-After`, a `busy` call error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// How instances of a WASI 0.3 HTTP component are reused across requests (a WASI 0.2
+    /// component gets a fresh instance per request whatever this says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceReuse>,
+}
+
+/// A component's `properties.limits.instance`, as written: how one instance of a WASI 0.3
+/// HTTP component is reused. Each is optional (the host's default then applies).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceReuse {
+    /// Requests one instance serves at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Requests one instance serves in all before a fresh one takes over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u32>,
+    /// How long an instance with nothing to do is kept: `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
 }
 
 impl Limits {
@@ -298,6 +318,14 @@ impl Limits {
                 .and_then(|t| humantime::parse_duration(t).ok())
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             concurrency: self.concurrency,
+            instance_concurrency: self.instance.as_ref().and_then(|i| i.concurrency),
+            instance_requests: self.instance.as_ref().and_then(|i| i.requests),
+            instance_idle_ms: self
+                .instance
+                .as_ref()
+                .and_then(|i| i.idle.as_deref())
+                .and_then(|t| humantime::parse_duration(t).ok())
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }

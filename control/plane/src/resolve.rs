@@ -33,8 +33,10 @@ pub use links::MESSAGING_HANDLER;
 /// The address the built-in HTTP server listens on when a link gives none (wasmCloud's default).
 pub const DEFAULT_HTTP_ADDRESS: &str = "0.0.0.0:8000";
 
-/// The interface a component must export to be served over HTTP.
+/// The interface a WASI 0.2 component exports to be served over HTTP.
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
+/// The interface a WASI 0.3 component exports to be served over HTTP.
+pub const HTTP_HANDLER: &str = "wasi:http/handler";
 
 fn scaling(c: &Component) -> Option<Scaling> {
     let (kind, scaler) = c.scaler()?;

@@ -104,6 +104,15 @@ pub struct ComponentLimits {
     /// Instances that may run at once on one host; more requests are refused as busy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// Requests one instance of a WASI 0.3 HTTP component serves at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_concurrency: Option<u32>,
+    /// Requests one instance of a WASI 0.3 HTTP component serves before a fresh one takes over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_requests: Option<u32>,
+    /// How long an idle instance of a WASI 0.3 HTTP component is kept, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_idle_ms: Option<u64>,
 }
 
 impl ComponentLimits {
@@ -518,6 +527,9 @@ mod tests {
             memory_bytes: Some(64 << 20),
             timeout_ms: Some(30_000),
             concurrency: Some(4),
+            instance_concurrency: Some(8),
+            instance_requests: Some(100),
+            instance_idle_ms: Some(5_000),
         };
         let bytes = rmp_serde::to_vec_named(&assignment)?;
         let decoded: Assignment = rmp_serde::from_slice(&bytes)?;

@@ -25,6 +25,8 @@ pub(super) enum Failure {
     Trap(wasmtime::Error),
     /// The guest ran past the execution timeout.
     Timeout,
+    /// The guest answered with a `wasi:http` error code instead of a response.
+    Answered(String),
 }
 
 impl Failure {
@@ -64,6 +66,9 @@ impl Failure {
             Self::Timeout => {
                 tracing::warn!(component, "the component exceeded its execution time");
             }
+            Self::Answered(code) => {
+                tracing::warn!(component, error = %code, "the component answered with an error");
+            }
         }
     }
 
@@ -71,7 +76,9 @@ impl Failure {
     pub(super) fn outcome(&self) -> Outcome {
         match self {
             Self::PoolFull(_) => Outcome::Busy,
-            Self::Instantiate(_) | Self::Trap(_) | Self::Timeout => Outcome::Error,
+            Self::Instantiate(_) | Self::Trap(_) | Self::Timeout | Self::Answered(_) => {
+                Outcome::Error
+            }
         }
     }
 
@@ -80,7 +87,7 @@ impl Failure {
         match self {
             Self::Trap(_) => metrics.trap(),
             Self::Timeout => metrics.limit_hit(Limit::Timeout),
-            Self::PoolFull(_) | Self::Instantiate(_) => {}
+            Self::PoolFull(_) | Self::Instantiate(_) | Self::Answered(_) => {}
         }
     }
 
@@ -92,6 +99,9 @@ impl Failure {
             }
             Self::Timeout => {
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, "component timed out\n")
+            }
+            Self::Answered(_) => {
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "component error\n")
             }
         }
     }

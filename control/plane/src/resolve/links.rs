@@ -15,7 +15,7 @@ use lattice_protocol::digest::Digest;
 use lattice_protocol::names::ComponentName;
 use lattice_protocol::wit::{Interfaces, unversioned};
 
-use super::INCOMING_HANDLER;
+use super::{HTTP_HANDLER, INCOMING_HANDLER};
 use lattice_protocol::provider::catalog::{
     self, Delivers, End, ProviderDescription, SUBSCRIPTIONS_KEY, subscriptions,
 };
@@ -197,9 +197,12 @@ fn capability_links(
         let (Some(c), Some(f)) = (manifest.component(name.as_str()), facts.get(name)) else {
             continue;
         };
-        if wiring.http.is_some() && !f.interfaces.exports_interface(INCOMING_HANDLER) {
+        if wiring.http.is_some()
+            && !f.interfaces.exports_interface(INCOMING_HANDLER)
+            && !f.interfaces.exports_interface(HTTP_HANDLER)
+        {
             problems.push(format!(
-                "component `{name}` is linked to the HTTP server but its image {} does not export {INCOMING_HANDLER}",
+                "component `{name}` is linked to the HTTP server but its image {} does not export {INCOMING_HANDLER} (WASI 0.2) or {HTTP_HANDLER} (WASI 0.3)",
                 c.properties.image
             ));
         }

@@ -67,10 +67,13 @@ pub(super) fn http_link(
 ) {
     let target = &link.target.name;
     if (link.namespace.as_str(), link.package.as_str()) != ("wasi", "http")
-        || link.interfaces.iter().any(|i| i != "incoming-handler")
+        || link
+            .interfaces
+            .iter()
+            .any(|i| i != "incoming-handler" && i != "handler")
     {
         problems.push(format!(
-            "capability `{}` links `{}:{}/{}` to `{target}`; the built-in HTTP server serves only wasi:http/incoming-handler",
+            "capability `{}` links `{}:{}/{}` to `{target}`; the built-in HTTP server serves only wasi:http/incoming-handler (WASI 0.2) and wasi:http/handler (WASI 0.3)",
             cap.name,
             link.namespace,
             link.package,

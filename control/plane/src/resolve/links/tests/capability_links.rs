@@ -457,7 +457,7 @@ fn http_server_rules_are_kept() {
         [
             "address 127.0.0.1:8080 is bound to both `a` and `b`; give each its own address (or route them by path or host: `routing_mode` in the HTTP server's config)",
             "capability `web3`: address `localhost:80` for `a` is not `ip:port` (e.g. 127.0.0.1:8080)",
-            "capability `web4` links `wasi:http/outgoing-handler` to `a`; the built-in HTTP server serves only wasi:http/incoming-handler",
+            "capability `web4` links `wasi:http/outgoing-handler` to `a`; the built-in HTTP server serves only wasi:http/incoming-handler (WASI 0.2) and wasi:http/handler (WASI 0.3)",
             "capability `web5` links to `kv`, which is not a component",
         ]
     );
@@ -469,7 +469,7 @@ fn http_server_rules_are_kept() {
     one_problem(
         &refused(&m, &known(vec![("a", facts(&[], &[], &[]))])),
         &[
-            "component `a` is linked to the HTTP server but its image other:0.1.0 does not export wasi:http/incoming-handler",
+            "component `a` is linked to the HTTP server but its image other:0.1.0 does not export wasi:http/incoming-handler (WASI 0.2) or wasi:http/handler (WASI 0.3)",
         ],
     );
 }
