@@ -1,15 +1,39 @@
 //! WASI 0.3 HTTP components (`examples/hello-p3`, `wasi:http/handler@0.3.0`) on a real host:
 //! instances reused across requests up to the manifest's `limits.instance.requests`, several
 //! requests at once in one instance, a fresh instance after a trap, a timeout or the idle
-//! time. (WASI 0.2 components keep a fresh instance per request: the other suites.)
+//! time; a capability (`wasi:keyvalue`) called by requests running at once. (WASI 0.2
+//! components keep a fresh instance per request: the other suites.)
 
 use std::time::Duration;
 
 use lattice_protocol::digest::Digest;
 use lattice_tests::{TestLattice, endpoint, http_get};
 
-/// hello-p3 behind the HTTP server, with `limits` (YAML, indented for `properties`).
-fn manifest(app: &str, image: &Digest, limits: &str) -> String {
+/// A `wasi:keyvalue` link from hello-p3 to `builtin:keyvalue-nats` (bucket `<app>-counts`), as
+/// `manifest`'s `more` (the `kv` capability included).
+fn kv_link(app: &str) -> String {
+    format!(
+        r#"        - type: link
+          properties:
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics]
+            target:
+              name: kv
+              config:
+                - name: bucket
+                  properties:
+                    bucket: {app}-counts
+    - name: kv
+      type: capability
+      properties:
+        image: builtin:keyvalue-nats"#
+    )
+}
+
+/// hello-p3 behind the HTTP server, with `limits` (YAML, indented for `properties`) and `more`
+/// after its traits (more traits, more components).
+fn manifest(app: &str, image: &Digest, limits: &str, more: &str) -> String {
     format!(
         r#"apiVersion: core.oam.dev/v1beta1
 kind: Application
@@ -30,6 +54,7 @@ spec:
         - type: spreadscaler
           properties:
             instances: 1
+{more}
     - name: httpserver
       type: capability
       properties:
@@ -81,7 +106,9 @@ async fn instances_serve_many_requests_and_several_at_once() -> anyhow::Result<(
         .push_example(env!("LATTICE_HELLO_P3_WASM"), "hello-p3")
         .await?;
     let limits = "        limits:\n          instance:\n            concurrency: 8\n            requests: 5\n            idle: 1m";
-    t.ctl.deploy(&manifest("reused", &image, limits)).await?;
+    t.ctl
+        .deploy(&manifest("reused", &image, limits, &kv_link("reused")))
+        .await?;
     let addr = endpoint(&t.wait_deployed("reused").await?)?;
 
     // Its config reaches it, as a WASI 0.2 component's does.
@@ -118,6 +145,25 @@ async fn instances_serve_many_requests_and_several_at_once() -> anyhow::Result<(
     let long = long.await??;
     assert_eq!(beside.0, long.0, "the same instance served both");
     assert!(beside.1 >= 2 && long.1 >= 2, "{beside:?} {long:?}");
+
+    // Capabilities answer async guests: requests at once, each counting in the linked bucket.
+    let counts = futures::future::try_join_all((0..12).map(|_| {
+        let addr = addr.clone();
+        async move { http_get(&addr, "/count/apples").await }
+    }))
+    .await?;
+    let mut seen: Vec<u64> = counts
+        .iter()
+        .map(|(code, body)| {
+            anyhow::ensure!(*code == 200, "{code} {body}");
+            body.trim()
+                .strip_prefix("apples: ")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("{body:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=12).collect::<Vec<_>>(), "each counted once");
     Ok(())
 }
 
@@ -131,7 +177,7 @@ async fn a_trap_a_timeout_or_idleness_ends_an_instance_and_the_next_request_gets
         .await?;
     let limits =
         "        limits:\n          timeout: 500ms\n          instance:\n            idle: 700ms";
-    t.ctl.deploy(&manifest("fresh", &image, limits)).await?;
+    t.ctl.deploy(&manifest("fresh", &image, limits, "")).await?;
     let addr = endpoint(&t.wait_deployed("fresh").await?)?;
 
     let (before, _) = get(&addr, "/instance").await?;

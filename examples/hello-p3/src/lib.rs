@@ -6,14 +6,32 @@
 //!   and the requests that instance has served, this one included;
 //! - `GET /wait?ms=<n>` waits `n` ms without blocking the instance, then answers
 //!   `instance=<id> together=<k>`: the most requests this instance ran at once so far;
-//! - `GET /trap` traps, which ends the instance.
+//! - `GET /trap` traps, which ends the instance;
+//! - `GET /count/<key>` increments `<key>` in the `wasi:keyvalue` bucket its link names and
+//!   answers `<key>: <n>`: a capability called from an async guest.
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` in `examples/`.
 
 use std::cell::Cell;
 
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
-use wasip3::{wit_bindgen, wit_future, wit_stream};
+use wasip3::{wit_future, wit_stream};
+
+use wasi::keyvalue::{atomics, store};
+
+// Only the capability imports are generated here; HTTP and the rest come from `wasip3`.
+wit_bindgen::generate!({
+    inline: "
+        package example:hello-p3;
+
+        world hello-p3 {
+            import wasi:keyvalue/store@0.2.0-draft;
+            import wasi:keyvalue/atomics@0.2.0-draft;
+        }
+    ",
+    path: ["../../wit/deps/keyvalue.wit"],
+    generate_all,
+});
 
 wasip3::http::service::export!(Hello);
 
@@ -52,14 +70,27 @@ impl wasip3::exports::http::handler::Guest for Hello {
                 format!("instance={instance:016x} together={most}\n")
             }
             "/trap" => panic!("asked to trap"),
+            _ if path.starts_with("/count/") => {
+                let key = &path["/count/".len()..];
+                match count(key) {
+                    Ok(n) => format!("{key}: {n}\n"),
+                    Err(e) => return Ok(respond(500, format!("{e:?}\n").into_bytes())),
+                }
+            }
             _ => {
                 let greeting = env_or("GREETING", "Hello");
                 let host = env_or("LATTICE_HOST_NAME", "unknown");
                 format!("{greeting} from Lattice (host {host})\n")
             }
         };
-        Ok(respond(body.into_bytes()))
+        Ok(respond(200, body.into_bytes()))
     }
+}
+
+/// Increments `key` in the bucket `default` (the link decides which store that is).
+fn count(key: &str) -> Result<u64, store::Error> {
+    let bucket = store::open("default")?;
+    atomics::increment(&bucket, key, 1)
 }
 
 /// One request running in this instance, for `/wait`'s count.
@@ -90,8 +121,8 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-/// A `200 text/plain` response with `body`, written after the response is returned.
-fn respond(body: Vec<u8>) -> Response {
+/// A `text/plain` response with `status` and `body`, written after the response is returned.
+fn respond(status: u16, body: Vec<u8>) -> Response {
     let headers = Fields::from_list(&[
         (
             "content-type".to_owned(),
@@ -106,8 +137,9 @@ fn respond(body: Vec<u8>) -> Response {
     let (mut contents, contents_rx) = wit_stream::new();
     let (trailers, trailers_rx) = wit_future::new(|| Ok(None));
     let (response, _sent) = Response::new(headers, Some(contents_rx), trailers_rx);
+    response.set_status_code(status).expect("a valid status");
     drop(trailers);
-    wit_bindgen::spawn_local(async move {
+    wasip3::spawn_local(async move {
         let rest = contents.write_all(body).await;
         debug_assert!(rest.is_empty());
     });
