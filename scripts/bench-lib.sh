@@ -191,15 +191,18 @@ lattice_with_hello() {
     eval "${side}_HOST_ARGS=(\"\${host_args[@]}\")"
 }
 
-# deploy_on_bench_host SIDE LATTICE FILE APP PORT: signs FILE as APP 0.1.0 with SIDE's dev issuer,
-# pushes it and deploys it as app APP on the role=bench host at 127.0.0.1:PORT; sets ${SIDE}_<APP>_URL
-# (APP with `-` as `_`).
+# deploy_on_bench_host SIDE LATTICE FILE APP PORT [ALLOW...]: signs FILE as APP 0.1.0 with
+# SIDE's dev issuer (allowed to import wasi:http and each ALLOW), pushes it and deploys it as app
+# APP on the role=bench host at 127.0.0.1:PORT; sets ${SIDE}_<APP>_URL (APP with `-` as `_`).
 deploy_on_bench_host() {
-    local side="$1" lattice="$2" file="$3" app="$4" port="$5"
+    local side="$1" lattice="$2" file="$3" app="$4" port="$5" allow
     local dir="$WORK/$side"
     local ctl=(env LATTICE_STATE_DIR="$dir/up" "$lattice")
+    # The interfaces it may import beyond WASI's base: wasi:http, and those given after the port.
+    local allows=(--allow wasi:http)
+    for allow in "${@:6}"; do allows+=(--allow "$allow"); done
     "$lattice" sign "$file" -o "$dir/$app.signed.wasm" --issuer "$dir/up/keys/issuer.nk" \
-        --name "$app" --version 0.1.0 --allow wasi:http >/dev/null
+        --name "$app" --version 0.1.0 "${allows[@]}" >/dev/null
     "${ctl[@]}" push "$dir/$app.signed.wasm" >/dev/null
     hello_manifest "$port" "$app" >"$dir/$app.yaml"
     "${ctl[@]}" ctl deploy "$dir/$app.yaml" --wait >/dev/null

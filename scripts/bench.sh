@@ -2,10 +2,11 @@
 # `make bench`: the foundation benchmarks, printed as a table and written raw to
 # target/bench/results.txt. Figures are measured and reported, never asserted.
 #
-#   1. HTTP hello, wasmCloud's hello template built with `wasmcloud-component`, and hello for
-#      WASI 0.3 (`hello-p3`, instances reused), through a `lattice-host` (built with the `edge`
-#      profile, as for gateways) beside `wasmtime serve` on the same component, with wrk at
-#      concurrency 1, 16 and 64, the two servers measured alternately; and 0.3 against 0.2;
+#   1. HTTP hello, and wasmCloud's hello template built with `wasmcloud-component`, through a
+#      `lattice-host` (built with the `edge` profile, as for gateways) beside `wasmtime serve` on
+#      the same component, with wrk at concurrency 1, 16 and 64, the two servers measured
+#      alternately; with BENCH_WASI_P3=1 the host runs with `--wasi-p3` and hello for WASI 0.3
+#      (`hello-p3`, instances reused) is measured too, and against the 0.2 hello;
 #   2. assignment -> first HTTP 200 with cached compiled code (cargo bench, tests/benches/);
 #   3. lattice-host RSS idle, with hello deployed, and after a restart that serves hello from
 #      the saved assignment and cached compiled code (with the restart -> first 200 time);
@@ -22,6 +23,8 @@
 #                          over passes, and the median of the per-pass ratios
 #   BENCH_ROUNDS=20        rounds of the assignment benchmark (cached case)
 #   BENCH_SKIP_BUILD=1     use the binaries already built
+#   BENCH_WASI_P3=1        the host with --wasi-p3, and hello-p3 measured (WASI 0.3 makes
+#                          every instance dearer: section 1's figures are without it)
 #   BENCH_HOST_PROFILE=edge  the cargo profile of the measured lattice-host (`release` to
 #                          compare; the `lattice` CLI driving the benchmark is always release)
 #   WASMTIME=/path         the wasmtime CLI (default: PATH, then ~/.cargo/bin/wasmtime);
@@ -48,8 +51,10 @@ HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/hello.wasm"
 # wasmCloud's HTTP hello world template, built with the `wasmcloud-component` crate: the
 # component wasmCloud users bring (larger, and importing the WASI CLI interfaces).
 WC_HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/wasmcloud_hello.wasm"
-# hello for WASI 0.3 (`wasi:http/handler@0.3.0`): served with instances reused.
+# hello for WASI 0.3 (`wasi:http/handler@0.3.0`): served with instances reused, on a host with
+# --wasi-p3 (BENCH_WASI_P3=1).
 P3_HELLO="$REPO_ROOT/examples/target/wasm32-wasip2/release/hello_p3.wasm"
+WASI_P3="${BENCH_WASI_P3:-0}"
 
 # shellcheck source=scripts/bench-lib.sh
 source "$REPO_ROOT/scripts/bench-lib.sh"
@@ -122,6 +127,7 @@ bench_host_joined() {
     record "rss_idle_kb $(rss_detail "$2") (lattice-host joined, nothing deployed)"
 }
 # Sets lattice_UP_PID, lattice_HOST_PID, lattice_URL, lattice_PORT, lattice_HOST_ARGS.
+[ "$WASI_P3" != 1 ] || HOST_EXTRA_ARGS=(--wasi-p3)
 lattice_with_hello lattice "$LATTICE" "$LATTICE_HOST" "$HELLO"
 export LATTICE_STATE_DIR="$WORK/lattice/up"
 UP_PID=$lattice_UP_PID
@@ -135,9 +141,11 @@ record "lattice_url $LATTICE_URL body=\"$(curl -s "$LATTICE_URL" | tr -d '\n')\"
 deploy_on_bench_host lattice "$LATTICE" "$WC_HELLO" wasmcloud-hello "$(free_port)"
 LATTICE_WC_URL=$lattice_wasmcloud_hello_URL
 record "lattice_wc_url $LATTICE_WC_URL body=\"$(curl -s "$LATTICE_WC_URL" | tr -d '\n')\" component=\"$(stat -c %s "$WC_HELLO") bytes\""
-deploy_on_bench_host lattice "$LATTICE" "$P3_HELLO" hello-p3 "$(free_port)"
-LATTICE_P3_URL=$lattice_hello_p3_URL
-record "lattice_p3_url $LATTICE_P3_URL body=\"$(curl -s "$LATTICE_P3_URL" | tr -d '\n')\" component=\"$(stat -c %s "$P3_HELLO") bytes\""
+if [ "$WASI_P3" = 1 ]; then
+    deploy_on_bench_host lattice "$LATTICE" "$P3_HELLO" hello-p3 "$(free_port)" wasi:keyvalue
+    LATTICE_P3_URL=$lattice_hello_p3_URL
+    record "lattice_p3_url $LATTICE_P3_URL body=\"$(curl -s "$LATTICE_P3_URL" | tr -d '\n')\" component=\"$(stat -c %s "$P3_HELLO") bytes\""
+fi
 
 # --- wasmtime serve, same component, same environment for the guest ------------------------
 W_PID=""
@@ -156,21 +164,26 @@ if [ -n "$WASMTIME" ]; then
     W2_PID=$STARTED
     WASMTIME_WC_URL="http://127.0.0.1:$W2_PORT/"
     wait_until "wasmtime serve to answer on $WASMTIME_WC_URL" 60 http_ok "$WASMTIME_WC_URL"
-    # WASI 0.3: `-S p3` links WASI 0.3, `-W component-model-async` lets the guest use it.
-    W3_PORT="$(free_port)"
-    start "$WORK/wasmtime-p3.log" "$WASMTIME" serve -S cli -S p3 -W component-model-async \
-        --addr "127.0.0.1:$W3_PORT" --env GREETING=Hello --env LATTICE_HOST_NAME=bench \
-        "$P3_HELLO"
-    W3_PID=$STARTED
-    WASMTIME_P3_URL="http://127.0.0.1:$W3_PORT/"
-    wait_until "wasmtime serve to answer on $WASMTIME_P3_URL" 60 http_ok "$WASMTIME_P3_URL"
+    # WASI 0.3: `-S p3` links WASI 0.3, `-W component-model-async` lets the guest use it;
+    # `-S keyvalue` links the wasi:keyvalue hello-p3 imports (its `/` route does not use it).
+    if [ "$WASI_P3" = 1 ]; then
+        W3_PORT="$(free_port)"
+        start "$WORK/wasmtime-p3.log" "$WASMTIME" serve -S cli -S p3 -S keyvalue \
+            -W component-model-async --addr "127.0.0.1:$W3_PORT" --env GREETING=Hello \
+            --env LATTICE_HOST_NAME=bench "$P3_HELLO"
+        W3_PID=$STARTED
+        WASMTIME_P3_URL="http://127.0.0.1:$W3_PORT/"
+        wait_until "wasmtime serve to answer on $WASMTIME_P3_URL" 60 http_ok "$WASMTIME_P3_URL"
+    fi
 fi
 
 # --- Load ----------------------------------------------------------------------------------
 say "HTTP load: wrk -t $THREADS, ${WARMUP}s warm-up + ${DURATION}s per point, $REPEATS passes (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
 alternate lattice "$HOST_PID" "$LATTICE_URL" wasmtime "$W_PID" "${WASMTIME_URL:-}"
 alternate lattice-wc "$HOST_PID" "$LATTICE_WC_URL" wasmtime-wc "${W2_PID:-}" "${WASMTIME_WC_URL:-}"
-alternate lattice-p3 "$HOST_PID" "$LATTICE_P3_URL" wasmtime-p3 "${W3_PID:-}" "${WASMTIME_P3_URL:-}"
+if [ "$WASI_P3" = 1 ]; then
+    alternate lattice-p3 "$HOST_PID" "$LATTICE_P3_URL" wasmtime-p3 "${W3_PID:-}" "${WASMTIME_P3_URL:-}"
+fi
 record "load_after_http $(cut -d' ' -f1-3 /proc/loadavg)"
 
 sleep 5
@@ -180,7 +193,7 @@ if [ -n "$W_PID" ]; then
     record "wasmtime_rss_after_load_kb $(rss_kb "$W_PID") peak_kb=$(hwm_kb "$W_PID")"
     stop "$W_PID"
     stop "$W2_PID"
-    stop "$W3_PID"
+    [ -z "${W3_PID:-}" ] || stop "$W3_PID"
 fi
 
 # The same host restarted: it serves hello from its saved assignment and its cached compiled
@@ -242,10 +255,12 @@ http_table "HTTP hello (Lattice = lattice-host, $HOST_PROFILE profile; peer = wa
     lattice Lattice wasmtime wasmtime <"$RESULTS" | tee "$OUT_DIR/table.txt"
 http_table "HTTP hello of wasmCloud's template, wasmcloud-component crate (Lattice = lattice-host, $HOST_PROFILE profile; peer = wasmtime serve)" \
     lattice-wc Lattice wasmtime-wc wasmtime <"$RESULTS" | tee -a "$OUT_DIR/table.txt"
-http_table "HTTP hello for WASI 0.3, instances reused (Lattice = lattice-host, $HOST_PROFILE profile; peer = wasmtime serve)" \
-    lattice-p3 Lattice wasmtime-p3 wasmtime <"$RESULTS" | tee -a "$OUT_DIR/table.txt"
-http_table "Lattice: WASI 0.3 hello, reused instances / WASI 0.2 hello, fresh instances (same run)" \
-    lattice-p3 "0.3 reused" lattice "0.2 fresh" <"$RESULTS" | tee -a "$OUT_DIR/table.txt"
+if [ "$WASI_P3" = 1 ]; then
+    http_table "HTTP hello for WASI 0.3, instances reused (Lattice = lattice-host --wasi-p3, $HOST_PROFILE profile; peer = wasmtime serve)" \
+        lattice-p3 Lattice wasmtime-p3 wasmtime <"$RESULTS" | tee -a "$OUT_DIR/table.txt"
+    http_table "Lattice --wasi-p3: WASI 0.3 hello, reused instances / WASI 0.2 hello, fresh instances (same run)" \
+        lattice-p3 "0.3 reused" lattice "0.2 fresh" <"$RESULTS" | tee -a "$OUT_DIR/table.txt"
+fi
 awk '
 $1 == "rss_idle_kb" { idle = $2 }
 $1 == "rss_deployed_after_load_kb" { after = $2 }

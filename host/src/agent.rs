@@ -127,7 +127,7 @@ impl Agent {
             config.jetstream(client),
             &config.lattice,
         );
-        let http = HttpServer::new(runtime.clone());
+        let http = HttpServer::with_options(runtime.clone(), config.http);
         let name = config.name.clone().unwrap_or_else(crate::hostname);
         let lattice = LatticeLink {
             client: client.clone(),

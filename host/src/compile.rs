@@ -421,8 +421,19 @@ impl CompileJob {
     fn run(&self) -> Result<(), LoadError> {
         let bytes = self.read_input()?;
         check_component(&bytes, self.max_component_bytes)?;
-        let engine = engine::code_engine()
-            .map_err(|err| LoadError::Compiler(format!("creating the engine: {err:#}")))?;
+        // The host's engine has WASI 0.3 on or off (`--wasi-p3`): the one whose fingerprint
+        // it sent is the one to compile for.
+        let mut engine = None;
+        for wasi_p3 in [false, true] {
+            let candidate = engine::code_engine(wasi_p3)
+                .map_err(|err| LoadError::Compiler(format!("creating the engine: {err:#}")))?;
+            if engine::fingerprint(&candidate) == self.fingerprint {
+                engine = Some(candidate);
+                break;
+            }
+            engine.get_or_insert(candidate);
+        }
+        let engine = engine.expect("two engines were made");
         let fingerprint = engine::fingerprint(&engine);
         if fingerprint != self.fingerprint {
             return Err(LoadError::Compiler(format!(

@@ -134,6 +134,11 @@ pub struct EngineConfig {
     /// default; a long-running host compiles in a child process, so the
     /// compiler's memory is not kept for its lifetime.
     pub compiler: Compiler,
+    /// Serve WASI 0.3 components (`lattice-host --wasi-p3`): wasmtime's concurrency support,
+    /// which WASI 0.3 needs, makes every store dearer, a fresh WASI 0.2 instance per request
+    /// included (about 14 µs more per request, BENCHMARKS.md §1c), so a host has it only
+    /// when asked. It is part of the engine's fingerprint.
+    pub wasi_p3: bool,
 }
 
 impl EngineConfig {
@@ -170,6 +175,7 @@ impl Default for EngineConfig {
             guest_memory_total: None,
             pool: PoolSizing::Auto,
             compiler: Compiler::InProcess,
+            wasi_p3: false,
         }
     }
 }
@@ -267,7 +273,7 @@ impl Runtime {
             .baseline
             .get_or_init(|| {
                 let triple = crate::compile::target::host_triple();
-                match target_engine(&triple) {
+                match target_engine(&triple, self.inner.config.wasi_p3) {
                     Ok(engine) => Some(fingerprint(&engine)),
                     Err(err) => {
                         tracing::warn!(error = %format!("{err:#}"), %triple,
@@ -289,8 +295,8 @@ impl Runtime {
 /// An on-demand engine, which produces the same code as every [`Runtime`]
 /// of this build (the pool does not affect code); a compiler process uses
 /// it without a ticker, since it runs nothing.
-pub(crate) fn code_engine() -> anyhow::Result<Engine> {
-    let mut wasm = base_config();
+pub(crate) fn code_engine(wasi_p3: bool) -> anyhow::Result<Engine> {
+    let mut wasm = base_config(wasi_p3);
     wasm.allocation_strategy(InstanceAllocationStrategy::OnDemand);
     Engine::new(&wasm)
         .map_err(anyhow::Error::from)
@@ -300,8 +306,8 @@ pub(crate) fn code_engine() -> anyhow::Result<Engine> {
 /// An engine making code for `triple` with only the architecture's baseline CPU features (none
 /// inferred from this machine): what `lattice compile` uses, and what a host of that target can
 /// load whatever its CPU. It runs nothing.
-pub(crate) fn target_engine(triple: &str) -> anyhow::Result<Engine> {
-    let mut wasm = base_config();
+pub(crate) fn target_engine(triple: &str, wasi_p3: bool) -> anyhow::Result<Engine> {
+    let mut wasm = base_config(wasi_p3);
     let unknown =
         || format!("this build makes no code for target `{triple}` (it makes x86_64 and aarch64)");
     wasm.target(triple)
@@ -314,10 +320,11 @@ pub(crate) fn target_engine(triple: &str) -> anyhow::Result<Engine> {
 }
 
 /// Settings shared by the pooled, on-demand and compile-only engines: all
-/// that decides what code is generated.
-fn base_config() -> Config {
+/// that decides what code is generated, and whether WASI 0.3 (concurrency support) is on.
+fn base_config(wasi_p3: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    config.concurrency_support(wasi_p3);
     config
 }
 
@@ -330,9 +337,9 @@ fn build_engine(
 ) -> anyhow::Result<(Engine, String)> {
     let instances = match pool_instances(config.pool, machine_memory) {
         Ok(instances) => instances,
-        Err(reason) => return on_demand(reason),
+        Err(reason) => return on_demand(config, reason),
     };
-    let mut wasm = base_config();
+    let mut wasm = base_config(config.wasi_p3);
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
         instances,
         config.memory_limit_bytes,
@@ -349,15 +356,16 @@ fn build_engine(
             // Typically a virtual address space limit (ulimit -v) or an
             // overcommit policy refusing the pool's reservation.
             tracing::warn!(error = %err, instances, "creating the pooling allocator failed");
-            on_demand(format!(
-                "creating a pool of {instances} instances failed: {err}"
-            ))
+            on_demand(
+                config,
+                format!("creating a pool of {instances} instances failed: {err}"),
+            )
         }
     }
 }
 
-fn on_demand(reason: String) -> anyhow::Result<(Engine, String)> {
-    Ok((code_engine()?, format!("on-demand: {reason}")))
+fn on_demand(config: &EngineConfig, reason: String) -> anyhow::Result<(Engine, String)> {
+    Ok((code_engine(config.wasi_p3)?, format!("on-demand: {reason}")))
 }
 
 /// How many concurrent instances to pool, or why not to pool at all.
@@ -525,7 +533,7 @@ mod tests {
         assert!(again.pool_description().starts_with("pooling: 8 instances"));
         assert_eq!(runtime.fingerprint(), again.fingerprint());
         // A compiler process's engine makes code both can load.
-        assert_eq!(fingerprint(&code_engine()?), runtime.fingerprint());
+        assert_eq!(fingerprint(&code_engine(false)?), runtime.fingerprint());
         Ok(())
     }
 }

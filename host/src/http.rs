@@ -99,6 +99,12 @@ const INCOMING_HANDLER_VERSION: &str = "@0.2.";
 const HANDLER: &str = "wasi:http/handler";
 const HANDLER_VERSION: &str = "@0.3.";
 
+/// Why a host without WASI 0.3 refuses a WASI 0.3 component, and what to do.
+pub const WASI_P3_OFF: &str = "the component is a WASI 0.3 component (it exports \
+    wasi:http/handler@0.3 or uses the component model's async ABI), and this host does not run \
+    WASI 0.3: start it with --wasi-p3 (LATTICE_WASI_P3=1), or place the component on hosts that \
+    have it (a label such as wasi-p3=yes and a spread requirement)";
+
 /// Default largest request body passed to a guest.
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 16 << 20;
 
@@ -152,7 +158,7 @@ impl HttpHandler {
 enum Serve {
     /// Shared with each request's task.
     Fresh(Arc<ProxyPre<HostState>>),
-    Reused(reuse::Handler),
+    Reused(reuse::Handlers),
 }
 
 /// What an [`HttpWorkload`] serves with, besides its component.
@@ -220,7 +226,9 @@ impl HttpWorkload {
     pub fn serving(runtime: &Runtime, handler: HttpHandler, serving: Serving) -> Self {
         let serve = match handler {
             HttpHandler::Fresh(pre) => Serve::Fresh(Arc::new(pre)),
-            HttpHandler::Reused(pre) => Serve::Reused(reuse::handler(runtime, pre, &serving)),
+            HttpHandler::Reused(pre) => {
+                Serve::Reused(reuse::Handlers::new(runtime, &pre, &serving))
+            }
         };
         let Serving {
             name,
@@ -293,6 +301,9 @@ pub fn prepare_http(
         })
     };
     let reused = exports_at(HANDLER, HANDLER_VERSION);
+    if reused && !runtime.config().wasi_p3 {
+        anyhow::bail!("{WASI_P3_OFF}");
+    }
     if !reused && !exports_at(INCOMING_HANDLER, INCOMING_HANDLER_VERSION) {
         anyhow::bail!(
             "the component exports neither {INCOMING_HANDLER}{INCOMING_HANDLER_VERSION}x nor \
@@ -735,8 +746,8 @@ impl Site {
         let request = request.map(|body| LimitedBody::new(body, self.max_request_body));
         let pre = match &workload.serve {
             Serve::Fresh(pre) => pre.clone(),
-            Serve::Reused(handler) => {
-                return match reuse::serve(&workload, handler, request, slot).await {
+            Serve::Reused(handlers) => {
+                return match reuse::serve(&workload, handlers, request, slot).await {
                     Ok(response) => (response, Outcome::Ok),
                     Err(failure) => {
                         failure.log(&workload.name);

@@ -98,6 +98,8 @@ pub struct HostConfig {
     pub heartbeat_interval: Duration,
     /// Engine limits and allocation.
     pub engine: EngineConfig,
+    /// The built-in HTTP server's settings.
+    pub http: http::HttpOptions,
     /// How provider processes are found and connected.
     pub providers: caps::providers::ProviderLaunch,
     /// The JetStream domain of the lattice's JetStream (`None`: the default API prefix,
@@ -145,6 +147,7 @@ impl HostConfig {
             trusted_operators: Vec::new(),
             heartbeat_interval: Duration::from_secs(5),
             engine: EngineConfig::default(),
+            http: http::HttpOptions::default(),
             providers: Default::default(),
             js_domain: None,
             outbox_max_entries: DEFAULT_OUTBOX_MAX_ENTRIES,

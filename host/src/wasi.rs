@@ -173,10 +173,13 @@ pub fn new_linker(runtime: &Runtime) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(runtime.engine());
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    // WASI 0.3, for components that serve `wasi:http/handler@0.3.x`; such a component built
-    // from Rust `std` also imports WASI 0.2 (its environment, stderr), linked above.
-    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    // WASI 0.3 on hosts that serve it (`--wasi-p3`), for components that serve
+    // `wasi:http/handler@0.3.x`; such a component built from Rust `std` also imports WASI 0.2
+    // (its environment, stderr), linked above.
+    if runtime.config().wasi_p3 {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+    }
     logging::add_to_linker(&mut linker, logging_view)?;
     config::add_to_linker(&mut linker, config_view)?;
     keyvalue::add_to_linker(&mut linker, keyvalue_view)?;

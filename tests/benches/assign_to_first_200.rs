@@ -367,7 +367,7 @@ async fn store_precompiled(t: &TestLattice, image: &Digest) -> anyhow::Result<()
     let registry =
         Registry::open(&async_nats::jetstream::new(t.client.clone()), &t.lattice).await?;
     let bytes = registry.get(image).await?;
-    let made = precompile(&bytes, &host_triple(), 64 << 20)?;
+    let made = precompile(&bytes, &host_triple(), 64 << 20, false)?;
     let claim = CodeClaim::new(image, &made.target, &made.fingerprint, &made.code);
     let object = Precompiled::sign(claim, made.code, &t.issuer).encode();
     registry

@@ -348,7 +348,14 @@ impl TestLattice {
 
     /// Starts a host named `name` and waits until the control plane sees it.
     pub async fn add_host(&self, name: &str) -> anyhow::Result<TestHost> {
-        let host = self.start_host(self.host_config(name)).await?;
+        self.add_host_with(self.host_config(name)).await
+    }
+
+    /// Starts a host with `config` (from [`TestLattice::host_config`]) and waits until it
+    /// reports.
+    pub async fn add_host_with(&self, config: HostConfig) -> anyhow::Result<TestHost> {
+        let name = config.name.clone().unwrap_or_default();
+        let host = self.start_host(config).await?;
         self.wait_for(&format!("host {name} to report"), || async {
             Ok(self.ctl.hosts().await?.iter().any(|h| h.name == name))
         })

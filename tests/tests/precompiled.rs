@@ -79,8 +79,8 @@ async fn a_host_loads_code_compiled_ahead_instead_of_compiling() -> anyhow::Resu
         ])
         .await?;
     assert_eq!(printed.trim(), digest.to_string());
-    let ours = target_fingerprint(&host_triple())?;
-    let arm = target_fingerprint("aarch64-unknown-linux-gnu")?;
+    let ours = target_fingerprint(&host_triple(), false)?;
+    let arm = target_fingerprint("aarch64-unknown-linux-gnu", false)?;
     let trust = lattice_protocol::claims::Trust::new(vec![t.issuer.public_key()]);
     for fingerprint in [&ours, &arm] {
         let stored = object(&t, &code::object_name(&digest, fingerprint))
@@ -212,13 +212,13 @@ fn code_for_this_target_loads_and_code_for_another_does_not() -> anyhow::Result<
     let bytes = hello_wasm();
     let digest = Digest::of(&bytes);
     let max = runtime.config().max_component_bytes;
-    let ours = precompile(&bytes, &host_triple(), max)?;
+    let ours = precompile(&bytes, &host_triple(), max, false)?;
     assert_eq!(
         Some(ours.fingerprint.clone()),
         runtime.baseline_fingerprint()
     );
 
-    let arm = precompile(&bytes, "aarch64-unknown-linux-gnu", max)?;
+    let arm = precompile(&bytes, "aarch64-unknown-linux-gnu", max, false)?;
     let err = cache
         .install(&runtime, &bytes, &arm.code)
         .err()

@@ -7,7 +7,17 @@
 use std::time::Duration;
 
 use lattice_protocol::digest::Digest;
-use lattice_tests::{TestLattice, endpoint, http_get};
+use lattice_tests::{TestHost, TestLattice, endpoint, http_get};
+
+/// Host `edge-1` with WASI 0.3 on (`lattice-host --wasi-p3`), serving HTTP on one thread:
+/// each HTTP thread has instances of its own, and one thread makes which instance serves a
+/// request something the test can expect.
+async fn wasi_p3_host(t: &TestLattice) -> anyhow::Result<TestHost> {
+    let mut config = t.host_config("edge-1");
+    config.engine.wasi_p3 = true;
+    config.http.worker_threads = 1;
+    t.add_host_with(config).await
+}
 
 /// A `wasi:keyvalue` link from hello-p3 to `builtin:keyvalue-nats` (bucket `<app>-counts`), as
 /// `manifest`'s `more` (the `kv` capability included).
@@ -101,7 +111,7 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<(String, u64)> {
 #[tokio::test]
 async fn instances_serve_many_requests_and_several_at_once() -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _host = t.add_host("edge-1").await?;
+    let _host = wasi_p3_host(&t).await?;
     let image = t
         .push_example(env!("LATTICE_HELLO_P3_WASM"), "hello-p3")
         .await?;
@@ -171,7 +181,7 @@ async fn instances_serve_many_requests_and_several_at_once() -> anyhow::Result<(
 async fn a_trap_a_timeout_or_idleness_ends_an_instance_and_the_next_request_gets_a_fresh_one()
 -> anyhow::Result<()> {
     let t = TestLattice::start().await?;
-    let _host = t.add_host("edge-1").await?;
+    let _host = wasi_p3_host(&t).await?;
     let image = t
         .push_example(env!("LATTICE_HELLO_P3_WASM"), "hello-p3")
         .await?;
@@ -201,5 +211,27 @@ async fn a_trap_a_timeout_or_idleness_ends_an_instance_and_the_next_request_gets
     let (after_idle, served) = get(&addr, "/instance").await?;
     assert_ne!(after_idle, after_timeout, "the idle instance was dropped");
     assert_eq!(served, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_host_without_wasi_0_3_refuses_the_component_saying_what_to_do() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.add_host("edge-1").await?;
+    let image = t
+        .push_example(env!("LATTICE_HELLO_P3_WASM"), "hello-p3")
+        .await?;
+    t.ctl.deploy(&manifest("plain", &image, "", "")).await?;
+    let failure = t
+        .wait_until("the workload to fail", || async {
+            let status = t.ctl.status(&"plain".parse()?).await?;
+            Ok(status
+                .components
+                .iter()
+                .find(|c| !c.message.is_empty() && c.reason.is_some())
+                .map(|c| c.message.clone()))
+        })
+        .await?;
+    assert!(failure.contains("--wasi-p3"), "{failure}");
     Ok(())
 }

@@ -528,6 +528,9 @@ pub struct CompileArgs {
     /// target triple. Default: x86_64 and aarch64.
     #[arg(long = "target")]
     pub targets: Vec<String>,
+    /// Code for hosts started with `--wasi-p3` (WASI 0.3 on: their engine differs).
+    #[arg(long)]
+    pub wasi_p3: bool,
     /// The state directory of `lattice up`, whose NATS URL is used when none is given.
     #[arg(long, env = "LATTICE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,

@@ -59,7 +59,7 @@ pub async fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     };
     for target in targets {
         let progress = Progress::spinner(format!("compiling {digest} for {target}..."));
-        let (made, code) = precompile(&program, target, &component).await?;
+        let (made, code) = precompile(&program, target, args.wasi_p3, &component).await?;
         let name = code::object_name(&digest, &made.fingerprint);
         let object = sign(&digest, &made, code, &issuer);
         registry
@@ -89,6 +89,7 @@ fn sign(digest: &Digest, made: &Made, code: Vec<u8>, issuer: &KeyPair) -> Vec<u8
 async fn precompile(
     program: &Path,
     target: &str,
+    wasi_p3: bool,
     component: &[u8],
 ) -> anyhow::Result<(Made, Vec<u8>)> {
     let output = std::env::temp_dir().join(format!(
@@ -96,10 +97,12 @@ async fn precompile(
         std::process::id(),
         target.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     ));
-    let mut child = tokio::process::Command::new(program)
-        .arg("precompile")
-        .arg("--target")
-        .arg(target)
+    let mut command = tokio::process::Command::new(program);
+    command.arg("precompile").arg("--target").arg(target);
+    if wasi_p3 {
+        command.arg("--wasi-p3");
+    }
+    let mut child = command
         .arg("-")
         .arg(&output)
         .stdin(Stdio::piped())

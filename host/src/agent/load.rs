@@ -103,6 +103,7 @@ impl Loader {
             return Ok((loaded.0, Arc::new(claims)));
         }
         let (runtime, code, digest) = (self.runtime.clone(), self.code.clone(), w.image.clone());
+        let wasi_p3 = self.runtime.config().wasi_p3;
         let (component, outcome) =
             tokio::task::spawn_blocking(move || code.load(&runtime, &digest, &bytes))
                 .await
@@ -113,7 +114,7 @@ impl Loader {
                         LoadError::Limit(_) => FailureReason::CompileLimit,
                         _ => FailureReason::CompileError,
                     },
-                    error: e.into(),
+                    error: wasi_p3_hint(e.into(), wasi_p3),
                 })?;
         info!(workload = %w.key(), component = %claims.name, ?outcome, "component loaded");
         Ok((component, Arc::new(claims)))
@@ -314,5 +315,15 @@ impl Loads {
                 .insert(done.key.clone(), pending.workload.clone());
         }
         Some((pending.workload, done.result))
+    }
+}
+
+/// `error` of a compile, with what to do when it failed for want of WASI 0.3 (the component
+/// model's async ABI, which a host has only with `--wasi-p3`).
+fn wasi_p3_hint(error: anyhow::Error, wasi_p3: bool) -> anyhow::Error {
+    if !wasi_p3 && format!("{error:#}").contains("component model async feature") {
+        error.context(crate::http::WASI_P3_OFF)
+    } else {
+        error
     }
 }

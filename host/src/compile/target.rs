@@ -36,9 +36,12 @@ pub fn resolve_target(name: &str) -> String {
     }
 }
 
-/// The fingerprint of code [`precompile`] makes for `triple`.
-pub fn target_fingerprint(triple: &str) -> anyhow::Result<String> {
-    Ok(engine::fingerprint(&engine::target_engine(triple)?))
+/// The fingerprint of code [`precompile`] makes for `triple` (for hosts with WASI 0.3 on when
+/// `wasi_p3`).
+pub fn target_fingerprint(triple: &str, wasi_p3: bool) -> anyhow::Result<String> {
+    Ok(engine::fingerprint(&engine::target_engine(
+        triple, wasi_p3,
+    )?))
 }
 
 /// A component compiled for a target.
@@ -52,14 +55,16 @@ pub struct TargetCode {
     pub code: Vec<u8>,
 }
 
-/// Compiles `component` for `triple` with that architecture's baseline CPU features.
+/// Compiles `component` for `triple` with that architecture's baseline CPU features, for hosts
+/// with WASI 0.3 on (`lattice-host --wasi-p3`) when `wasi_p3`, else for the others.
 pub fn precompile(
     component: &[u8],
     triple: &str,
     max_component_bytes: usize,
+    wasi_p3: bool,
 ) -> anyhow::Result<TargetCode> {
     check_component(component, max_component_bytes)?;
-    let engine = engine::target_engine(triple)?;
+    let engine = engine::target_engine(triple, wasi_p3)?;
     let code = engine
         .precompile_component(component)
         .map_err(|err| LoadError::Invalid(err.into()))?;
@@ -87,11 +92,19 @@ mod tests {
 
     #[test]
     fn each_target_has_its_own_fingerprint() {
-        let x86 = target_fingerprint("x86_64-unknown-linux-gnu").unwrap();
-        let arm = target_fingerprint("aarch64-unknown-linux-gnu").unwrap();
+        let x86 = target_fingerprint("x86_64-unknown-linux-gnu", false).unwrap();
+        let arm = target_fingerprint("aarch64-unknown-linux-gnu", false).unwrap();
         assert_ne!(x86, arm);
-        assert_eq!(x86, target_fingerprint("x86_64-unknown-linux-gnu").unwrap());
+        assert_eq!(
+            x86,
+            target_fingerprint("x86_64-unknown-linux-gnu", false).unwrap()
+        );
+        // WASI 0.3 hosts run other code: their fingerprint differs.
+        assert_ne!(
+            x86,
+            target_fingerprint("x86_64-unknown-linux-gnu", true).unwrap()
+        );
         assert_eq!(x86.len(), 16);
-        assert!(target_fingerprint("mips-unknown-linux-gnu").is_err());
+        assert!(target_fingerprint("mips-unknown-linux-gnu", false).is_err());
     }
 }

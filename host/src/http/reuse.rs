@@ -94,24 +94,37 @@ impl Reuse {
     }
 }
 
-/// The instances of one WASI 0.3 workload.
-pub(super) type Handler = ProxyHandler<Instances>;
+/// The instances of one WASI 0.3 workload: a [`ProxyHandler`] per HTTP worker thread, so that
+/// a request is served by an instance on its own thread. (One handler shared by the threads
+/// handed requests across them: each wait woke another thread, and a request that found every
+/// instance of its thread busy started one more.)
+pub(super) struct Handlers(Box<[ProxyHandler<Instances>]>);
 
-/// A handler for `pre`, making stores for `workload`'s requests.
-pub(super) fn handler(
-    runtime: &Runtime,
-    pre: ServicePre<HostState>,
-    workload: &Serving,
-) -> Handler {
-    ProxyHandler::new(Instances {
-        runtime: runtime.clone(),
-        pre,
-        ctx: workload.ctx.clone(),
-        limits: workload.limits,
-        reuse: workload.reuse,
-        metrics: workload.metrics.clone(),
-        name: workload.name.clone(),
-    })
+impl Handlers {
+    /// Handlers for `pre`, making stores for `workload`'s requests.
+    pub(super) fn new(runtime: &Runtime, pre: &ServicePre<HostState>, workload: &Serving) -> Self {
+        let threads = super::workers::threads(0);
+        Self(
+            (0..threads)
+                .map(|_| {
+                    ProxyHandler::new(Instances {
+                        runtime: runtime.clone(),
+                        pre: pre.clone(),
+                        ctx: workload.ctx.clone(),
+                        limits: workload.limits,
+                        reuse: workload.reuse,
+                        metrics: workload.metrics.clone(),
+                        name: workload.name.clone(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// The handler of the thread this runs on.
+    fn here(&self) -> &ProxyHandler<Instances> {
+        &self.0[super::workers::current() % self.0.len()]
+    }
 }
 
 /// Makes the stores and instances of one workload.
@@ -237,17 +250,17 @@ impl WorkerExpiration for Expiration {
     }
 }
 
-/// Answers one request with an instance of `handler`; `slot` (the workload's concurrency)
-/// is held until the response body has been sent.
+/// Answers one request with an instance of this thread's handler; `slot` (the workload's
+/// concurrency) is held until the response body has been sent.
 pub(super) async fn serve(
     workload: &HttpWorkload,
-    handler: &Handler,
+    handlers: &Handlers,
     request: hyper::Request<super::LimitedBody<hyper::body::Incoming>>,
     slot: Slot,
 ) -> Result<hyper::Response<wasmtime_wasi_http::WasiBody>, Failure> {
     let in_use = workload.metrics.in_use();
     let request = request.map(|body| body.boxed_unsync());
-    let response = handler.handle((), request).await.map_err(failure)?;
+    let response = handlers.here().handle((), request).await.map_err(failure)?;
     Ok(response.map(|body| {
         Held {
             body,

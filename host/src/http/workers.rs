@@ -11,6 +11,7 @@
 //! balanced slightly better than `SO_REUSEPORT` listeners and keeps one
 //! socket per address (so unbinding closes exactly one).
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,6 +20,25 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
 use super::{Site, serve_connection};
+
+thread_local! {
+    /// The index of the worker this thread is (0 on any other thread).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker thread this runs on (0 off the workers): per-thread state, such as
+/// a WASI 0.3 workload's instances, is kept by it so a request never waits on another thread.
+pub(super) fn current() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// The number of worker threads `count` asks for (0: one per core).
+pub(super) fn threads(count: usize) -> usize {
+    match count {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        count => count,
+    }
+}
 
 /// A connection on its way to a worker.
 struct Job {
@@ -46,10 +66,7 @@ impl std::fmt::Debug for Job {
 impl Workers {
     /// Starts `count` worker threads, or one per core if `count` is 0.
     pub(super) fn start(count: usize) -> anyhow::Result<Self> {
-        let count = match count {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            count => count,
-        };
+        let count = threads(count);
         let mut queues = Vec::with_capacity(count);
         for index in 0..count {
             let (queue, jobs) = mpsc::unbounded_channel();
@@ -59,7 +76,10 @@ impl Workers {
                 .context("creating an HTTP worker runtime")?;
             std::thread::Builder::new()
                 .name(format!("lattice-http-{index}"))
-                .spawn(move || runtime.block_on(serve_jobs(jobs)))
+                .spawn(move || {
+                    WORKER.with(|worker| worker.set(index));
+                    runtime.block_on(serve_jobs(jobs))
+                })
                 .context("starting an HTTP worker thread")?;
             queues.push(queue);
         }

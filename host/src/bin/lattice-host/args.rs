@@ -26,6 +26,9 @@ pub struct PrecompileArgs {
     /// The hosts' target: `x86_64`, `aarch64` (Linux, glibc), `host`, or a target triple.
     #[arg(long, default_value = "host")]
     pub target: String,
+    /// Code for hosts started with `--wasi-p3` (their engine differs).
+    #[arg(long)]
+    pub wasi_p3: bool,
     /// The largest component accepted, in bytes (as `--max-component-bytes` of a host).
     #[arg(long, default_value_t = lattice_host::engine::EngineConfig::default().max_component_bytes)]
     pub max_component_bytes: usize,
@@ -127,6 +130,12 @@ pub struct HostArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub default_concurrency: u32,
+    /// Run WASI 0.3 components (`wasi:http/handler@0.3`, instances reused across requests).
+    /// It makes every instance dearer, WASI 0.2 ones included (about 14 µs per HTTP request),
+    /// so it is off unless asked for; code made by `lattice compile` must then be made with
+    /// `--wasi-p3` too.
+    #[arg(long, env = "LATTICE_WASI_P3")]
+    pub wasi_p3: bool,
     /// The linear memory all components together may hold on this host (`512Mi`, `2Gi`); a
     /// request whose instance would go over it fails alone. Default: half of the machine's
     /// memory.

@@ -59,6 +59,7 @@ fn precompile(args: &args::PrecompileArgs) -> std::process::ExitCode {
             &component,
             &triple,
             args.max_component_bytes,
+            args.wasi_p3,
         )?;
         std::fs::write(&args.output, &code.code)
             .with_context(|| format!("writing {}", args.output.display()))?;

@@ -53,6 +53,7 @@ fn host_config(
     config.engine.memory_limit_bytes = args.max_component_memory;
     config.engine.execution_timeout = args.max_call_time;
     config.engine.default_concurrency = args.default_concurrency;
+    config.engine.wasi_p3 = args.wasi_p3;
     config.engine.guest_memory_total = args.guest_memory;
     // Provider processes the host starts connect where it does, as it does.
     config.providers.nats_url = Some(nats_url.to_string());
