@@ -11,7 +11,8 @@
 //! ```no_run
 //! use lattice_host::compile::target::{precompile, resolve_target};
 //! # fn example(component: &[u8]) -> anyhow::Result<()> {
-//! let code = precompile(component, &resolve_target("aarch64"), 64 << 20)?;
+//! // For aarch64 hosts without `--wasi-p3`.
+//! let code = precompile(component, &resolve_target("aarch64"), 64 << 20, false)?;
 //! println!("{} bytes for {} ({})", code.code.len(), code.target, code.fingerprint);
 //! # Ok(())
 //! # }
