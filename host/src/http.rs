@@ -3,7 +3,8 @@
 //! One [`HttpServer`] serves any number of addresses, each with one
 //! [`HttpWorkload`] (a pre-instantiated component and its environment).
 //! A WASI 0.2 component (`wasi:http/incoming-handler@0.2.x`) gets a fresh
-//! [`Store`](wasmtime::Store) and instance per request from the workload's [`ProxyPre`]:
+//! [`Store`](wasmtime::Store) and instance per request from the workload's
+//! [`ProxyPre`](wasmtime_wasi_http::p2::bindings::ProxyPre):
 //! instances share nothing, so a guest that traps, loops or runs out of memory fails its own
 //! request (500) and nothing else. A WASI 0.3 component (`wasi:http/handler@0.3.x`), built to
 //! serve requests concurrently, has its instances reused across requests and several requests
@@ -63,24 +64,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
-use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::p3::bindings::ServicePre;
 
-use crate::caps::WorkloadCtx;
 use crate::engine::Runtime;
-use crate::limits::Gate;
-use crate::metrics::{Limit, Outcome, WorkloadMetrics};
-use crate::wasi::{HostState, Limits, new_store};
+use crate::metrics::{Limit, Outcome};
+use crate::wasi::{HostState, new_store};
 
 mod body;
 mod failure;
 mod reuse;
 mod routes;
 mod workers;
+mod workload;
 
 pub use reuse::{
     DEFAULT_INSTANCE_CONCURRENCY, DEFAULT_INSTANCE_IDLE, DEFAULT_INSTANCE_REQUESTS, Reuse,
@@ -91,6 +88,8 @@ use failure::{Failure, busy_response, error_response};
 use lattice_protocol::assignment::HttpRoute;
 use routes::Routes;
 use workers::Workers;
+use workload::Serve;
+pub use workload::{FailureCount, HttpHandler, HttpWorkload, Serving, prepare_http};
 
 /// The interface a WASI 0.2 component exports to be served, at any 0.2.x version.
 const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
@@ -125,209 +124,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// How long the accept loop pauses after an error such as running out of
 /// file descriptors, instead of spinning on it.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// A component linked and pre-instantiated for serving HTTP ([`prepare_http`]), by the
-/// version of `wasi:http` it exports.
-pub enum HttpHandler {
-    /// `wasi:http/incoming-handler@0.2.x`: a fresh instance per request.
-    Fresh(ProxyPre<HostState>),
-    /// `wasi:http/handler@0.3.x`: instances reused across requests.
-    Reused(ServicePre<HostState>),
-}
-
-impl std::fmt::Debug for HttpHandler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Fresh(_) => "HttpHandler::Fresh",
-            Self::Reused(_) => "HttpHandler::Reused",
-        })
-    }
-}
-
-impl HttpHandler {
-    /// The linked component, for instances that serve something else (component calls).
-    pub fn instance_pre(&self) -> &InstancePre<HostState> {
-        match self {
-            Self::Fresh(pre) => pre.instance_pre(),
-            Self::Reused(pre) => pre.instance_pre(),
-        }
-    }
-}
-
-/// How a workload's requests are served.
-enum Serve {
-    /// Shared with each request's task.
-    Fresh(Arc<ProxyPre<HostState>>),
-    Reused(reuse::Handlers),
-}
-
-/// What an [`HttpWorkload`] serves with, besides its component.
-#[derive(Debug, Clone)]
-pub struct Serving {
-    /// Which component this is (`app/component`), for logs.
-    pub name: String,
-    /// The workload's context: environment, config, links.
-    pub ctx: Arc<WorkloadCtx>,
-    /// Requests this workload failed, for heartbeats.
-    pub failures: FailureCount,
-    /// Its metric handles.
-    pub metrics: WorkloadMetrics,
-    /// Memory and time each request may use.
-    pub limits: Limits,
-    /// Requests that may run at once; shared with the workload's component calls.
-    pub gate: Gate,
-    /// How instances of a WASI 0.3 component are reused.
-    pub reuse: Reuse,
-}
-
-/// A component ready to serve HTTP on an address.
-pub struct HttpWorkload {
-    /// Which component this is (`app/component`), for logs.
-    pub name: String,
-    /// How its requests are served.
-    serve: Serve,
-    /// The workload's context: environment, config, links.
-    pub ctx: Arc<WorkloadCtx>,
-    /// Requests this workload failed (trap, timeout, failed instantiation), for heartbeats.
-    pub failures: FailureCount,
-    /// Its metric handles (the host's, resolved when it was loaded).
-    pub metrics: WorkloadMetrics,
-    /// Memory and time each request may use.
-    pub limits: Limits,
-    /// Requests that may run at once; shared with the workload's component calls.
-    pub gate: Gate,
-}
-
-impl HttpWorkload {
-    /// A workload with the host's limits and default concurrency and reuse.
-    pub fn new(
-        runtime: &Runtime,
-        name: impl Into<String>,
-        handler: HttpHandler,
-        ctx: Arc<WorkloadCtx>,
-    ) -> Self {
-        let (limits, gate) = runtime.config().workload_limits(&Default::default());
-        Self::serving(
-            runtime,
-            handler,
-            Serving {
-                name: name.into(),
-                ctx,
-                failures: FailureCount::default(),
-                metrics: WorkloadMetrics::detached(),
-                limits,
-                gate,
-                reuse: Reuse::default(),
-            },
-        )
-    }
-
-    /// A workload serving `handler` with `serving`'s limits, metrics and reuse.
-    pub fn serving(runtime: &Runtime, handler: HttpHandler, serving: Serving) -> Self {
-        let serve = match handler {
-            HttpHandler::Fresh(pre) => Serve::Fresh(Arc::new(pre)),
-            HttpHandler::Reused(pre) => {
-                Serve::Reused(reuse::Handlers::new(runtime, &pre, &serving))
-            }
-        };
-        let Serving {
-            name,
-            ctx,
-            failures,
-            metrics,
-            limits,
-            gate,
-            reuse: _,
-        } = serving;
-        Self {
-            name,
-            serve,
-            ctx,
-            failures,
-            metrics,
-            limits,
-            gate,
-        }
-    }
-}
-
-/// A shared count of failed requests.
-#[derive(Debug, Clone, Default)]
-pub struct FailureCount(Arc<std::sync::atomic::AtomicU64>);
-
-impl FailureCount {
-    /// The count so far.
-    pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub(crate) fn add(&self) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl std::fmt::Debug for HttpWorkload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Environment values may be secrets: show only the names.
-        let env: Vec<&str> = self
-            .ctx
-            .env()
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect();
-        f.debug_struct("HttpWorkload")
-            .field("name", &self.name)
-            .field("env", &env)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Links `component` and pre-instantiates it for serving HTTP.
-///
-/// Fails with a message naming what is wrong when the component exports neither
-/// `wasi:http/incoming-handler@0.2.x` nor `wasi:http/handler@0.3.x`, or imports something the
-/// linker does not provide.
-pub fn prepare_http(
-    runtime: &Runtime,
-    linker: &Linker<HostState>,
-    component: &Component,
-) -> anyhow::Result<HttpHandler> {
-    let ty = component.component_type();
-    let exports: Vec<&str> = ty.exports(runtime.engine()).map(|(name, _)| name).collect();
-    let exports_at = |interface: &str, version: &str| {
-        exports.iter().any(|name| {
-            name.strip_prefix(interface)
-                .is_some_and(|v| v.starts_with(version))
-        })
-    };
-    let reused = exports_at(HANDLER, HANDLER_VERSION);
-    if reused && !runtime.config().wasi_p3 {
-        anyhow::bail!("{WASI_P3_OFF}");
-    }
-    if !reused && !exports_at(INCOMING_HANDLER, INCOMING_HANDLER_VERSION) {
-        anyhow::bail!(
-            "the component exports neither {INCOMING_HANDLER}{INCOMING_HANDLER_VERSION}x nor \
-             {HANDLER}{HANDLER_VERSION}x, so it cannot serve HTTP (it exports: {})",
-            if exports.is_empty() {
-                "nothing".to_owned()
-            } else {
-                exports.join(", ")
-            }
-        );
-    }
-    let pre = linker
-        .instantiate_pre(component)
-        .map_err(anyhow::Error::from)
-        .context("linking the component")?;
-    let prepared = if reused {
-        ServicePre::new(pre).map(HttpHandler::Reused)
-    } else {
-        ProxyPre::new(pre).map(HttpHandler::Fresh)
-    };
-    prepared
-        .map_err(anyhow::Error::from)
-        .context("preparing the component to serve HTTP")
-}
 
 /// Settings of an [`HttpServer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
