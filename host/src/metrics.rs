@@ -136,6 +136,7 @@ pub struct WorkloadMetrics {
     rejected: Counter,
     duration: Histogram,
     in_use: Gauge,
+    kept: Gauge,
     traps: Counter,
     memory: Counter,
     timeout: Counter,
@@ -160,6 +161,7 @@ impl WorkloadMetrics {
             rejected: Counter::default(),
             duration: latency_histogram(),
             in_use: Gauge::default(),
+            kept: Gauge::default(),
             traps: Counter::default(),
             memory: Counter::default(),
             timeout: Counter::default(),
@@ -209,6 +211,13 @@ impl WorkloadMetrics {
         InUse(self.in_use.clone())
     }
 
+    /// An instance kept for reuse across requests (WASI 0.3) is alive until the returned guard
+    /// is dropped, idle or serving.
+    pub fn kept(&self) -> InUse {
+        self.kept.inc();
+        InUse(self.kept.clone())
+    }
+
     /// A queued item ran to completion on this workload.
     pub fn delivered(&self) {
         self.delivered.inc();
@@ -220,7 +229,7 @@ impl WorkloadMetrics {
     }
 }
 
-/// An instance counted in use; dropping it counts it out.
+/// An instance counted in use (or kept); dropping it counts it out.
 #[derive(Debug)]
 pub struct InUse(Gauge);
 
@@ -237,6 +246,7 @@ pub struct HostMetrics {
     requests: Family<RequestLabel, Counter>,
     duration: HistogramFamily,
     in_use: Family<WorkloadLabel, Gauge>,
+    kept: Family<WorkloadLabel, Gauge>,
     traps: Family<WorkloadLabel, Counter>,
     limit_hits: Family<LimitLabel, Counter>,
     delivered: Family<WorkloadLabel, Counter>,
@@ -274,6 +284,12 @@ impl HostMetrics {
             "Instances running now, by workload (HTTP requests and component calls)",
             in_use.clone(),
         );
+        let kept = Family::<WorkloadLabel, Gauge>::default();
+        registry.register(
+            "lattice_host_instances_kept",
+            "Instances kept for reuse across requests (WASI 0.3 HTTP), idle or serving, by workload",
+            kept.clone(),
+        );
         let traps = Family::<WorkloadLabel, Counter>::default();
         registry.register(
             "lattice_host_traps",
@@ -305,6 +321,7 @@ impl HostMetrics {
             requests,
             duration,
             in_use,
+            kept,
             traps,
             limit_hits,
             delivered,
@@ -338,6 +355,7 @@ impl HostMetrics {
             rejected: request(Outcome::Rejected),
             duration: self.duration.get_or_create_owned(&label),
             in_use: self.in_use.get_or_create_owned(&label),
+            kept: self.kept.get_or_create_owned(&label),
             traps: self.traps.get_or_create_owned(&label),
             memory: limit(Limit::Memory),
             timeout: limit(Limit::Timeout),

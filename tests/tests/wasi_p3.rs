@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use lattice_control::metrics::MetricsEndpoint;
 use lattice_protocol::digest::Digest;
 use lattice_tests::{TestHost, TestLattice, endpoint, http_get};
 
@@ -211,6 +212,59 @@ async fn a_trap_a_timeout_or_idleness_ends_an_instance_and_the_next_request_gets
     let (after_idle, served) = get(&addr, "/instance").await?;
     assert_ne!(after_idle, after_timeout, "the idle instance was dropped");
     assert_eq!(served, 1);
+    Ok(())
+}
+
+/// The host's `lattice_host_instances_kept` for `workload`, from its metrics at `metrics`.
+async fn kept(metrics: std::net::SocketAddr, workload: &str) -> anyhow::Result<u64> {
+    let (code, body) = http_get(&metrics.to_string(), "/metrics").await?;
+    anyhow::ensure!(code == 200, "the scrape answered {code}: {body}");
+    let series = format!("lattice_host_instances_kept{{workload=\"{workload}\"}} ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .ok_or_else(|| anyhow::anyhow!("no {series} in {body}"))?
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{series}: {e}"))
+}
+
+#[tokio::test]
+async fn a_new_version_ends_the_old_versions_idle_instances_at_once() -> anyhow::Result<()> {
+    let t = TestLattice::start().await?;
+    let mut config = t.host_config("edge-1");
+    config.engine.wasi_p3 = true;
+    config.http.worker_threads = 1;
+    let metrics = MetricsEndpoint::new("127.0.0.1:0".parse()?);
+    config.metrics = Some(metrics.clone());
+    let _host = t.add_host_with(config).await?;
+    let metrics = tokio::time::timeout(Duration::from_secs(30), metrics.bound()).await?;
+    let image = t
+        .push_example(env!("LATTICE_HELLO_P3_WASM"), "hello-p3")
+        .await?;
+    // Idle instances are kept ten minutes: only the new version can end the old one's.
+    let limits = "        limits:\n          instance:\n            idle: 10m";
+    let v1 = manifest("swap", &image, limits, "");
+    t.ctl.deploy(&v1).await?;
+    let addr = endpoint(&t.wait_deployed("swap").await?)?;
+    get(&addr, "/instance").await?;
+    assert_eq!(kept(metrics, "swap/hello").await?, 1);
+
+    t.ctl.deploy(&v1.replace("Hej", "Hallo")).await?;
+    // The new version listens on a port of its own (the manifest asks for any).
+    let addr = t
+        .wait_until("the new version to answer", || async {
+            let addr = endpoint(&t.wait_deployed("swap").await?)?;
+            let (_, body) = http_get(&addr, "/").await?;
+            Ok(body.starts_with("Hallo").then_some(addr))
+        })
+        .await?;
+    // The new version's instance is kept; the old one's, idle, has ended.
+    t.wait_for("the old version's instance to end", || async {
+        Ok(kept(metrics, "swap/hello").await? == 1)
+    })
+    .await?;
+    let (_, served) = get(&addr, "/instance").await?;
+    assert_eq!(served, 2, "the new version's instance serves on");
     Ok(())
 }
 

@@ -10,7 +10,10 @@
 //! - [`Worker`] takes at most [`Reuse::concurrency`] requests at once and
 //!   [`Reuse::requests`] in all, and gives each request the workload's time limit;
 //! - [`Expiration`] ends an instance that has been idle for [`Reuse::idle`], or whose newest
-//!   request has run past the time limit.
+//!   request has run past the time limit, and an idle one at once when its workload is gone
+//!   (stopped, or replaced by a new version): the [`Handlers`] are dropped, which cancels
+//!   [`Instances::retired`]. The handler's own workers would otherwise keep the old version's
+//!   instances, and their memory, until their idle time ended.
 //!
 //! What reuse changes, and why it is confined to components built for it: requests of one
 //! instance share its memory (and its memory limit), so a request that traps or times out ends
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use wasmtime::component::GuestTaskId;
 use wasmtime::{Store, StoreContextMut};
 use wasmtime_wasi_http::WasiHttpView as _;
@@ -41,7 +45,7 @@ use super::{HttpWorkload, Serving};
 use crate::caps::WorkloadCtx;
 use crate::engine::Runtime;
 use crate::limits::Slot;
-use crate::metrics::WorkloadMetrics;
+use crate::metrics::{InUse, WorkloadMetrics};
 use crate::wasi::{HostState, Limits, new_store};
 
 /// Requests one instance serves at once, unless the manifest says otherwise.
@@ -98,32 +102,43 @@ impl Reuse {
 /// a request is served by an instance on its own thread. (One handler shared by the threads
 /// handed requests across them: each wait woke another thread, and a request that found every
 /// instance of its thread busy started one more.)
-pub(super) struct Handlers(Box<[ProxyHandler<Instances>]>);
+pub(super) struct Handlers {
+    handlers: Box<[ProxyHandler<Instances>]>,
+    /// Cancelled when these are dropped: their instances end once idle.
+    retired: CancellationToken,
+}
 
 impl Handlers {
     /// Handlers for `pre`, making stores for `workload`'s requests.
     pub(super) fn new(runtime: &Runtime, pre: &ServicePre<HostState>, workload: &Serving) -> Self {
         let threads = super::workers::threads(0);
-        Self(
-            (0..threads)
-                .map(|_| {
-                    ProxyHandler::new(Instances {
-                        runtime: runtime.clone(),
-                        pre: pre.clone(),
-                        ctx: workload.ctx.clone(),
-                        limits: workload.limits,
-                        reuse: workload.reuse,
-                        metrics: workload.metrics.clone(),
-                        name: workload.name.clone(),
-                    })
+        let retired = CancellationToken::new();
+        let handlers = (0..threads)
+            .map(|_| {
+                ProxyHandler::new(Instances {
+                    runtime: runtime.clone(),
+                    pre: pre.clone(),
+                    ctx: workload.ctx.clone(),
+                    limits: workload.limits,
+                    reuse: workload.reuse,
+                    metrics: workload.metrics.clone(),
+                    name: workload.name.clone(),
+                    retired: retired.clone(),
                 })
-                .collect(),
-        )
+            })
+            .collect();
+        Self { handlers, retired }
     }
 
     /// The handler of the thread this runs on.
     fn here(&self) -> &ProxyHandler<Instances> {
-        &self.0[super::workers::current() % self.0.len()]
+        &self.handlers[super::workers::current() % self.handlers.len()]
+    }
+}
+
+impl Drop for Handlers {
+    fn drop(&mut self) {
+        self.retired.cancel();
     }
 }
 
@@ -136,6 +151,8 @@ pub(super) struct Instances {
     reuse: Reuse,
     metrics: WorkloadMetrics,
     name: String,
+    /// Cancelled when the workload is gone.
+    retired: CancellationToken,
 }
 
 impl HandlerState for Instances {
@@ -165,12 +182,14 @@ impl HandlerState for Instances {
                 idle: self.reuse.idle,
                 timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
                 armed: None,
+                retired: Box::pin(self.retired.clone().cancelled_owned()),
             },
             state: Worker {
                 concurrency: usize::try_from(self.reuse.concurrency).unwrap_or(usize::MAX),
                 requests: usize::try_from(self.reuse.requests).unwrap_or(usize::MAX),
                 timeout,
                 name: self.name.clone(),
+                _kept: self.metrics.kept(),
             },
         })
     }
@@ -182,6 +201,8 @@ pub(super) struct Worker {
     requests: usize,
     timeout: Duration,
     name: String,
+    /// Counts the instance as kept while it lives.
+    _kept: InUse,
 }
 
 impl WorkerState for Worker {
@@ -220,13 +241,16 @@ impl WorkerState for Worker {
 }
 
 /// Ends an instance idle for longer than its idle time, or whose newest request has run
-/// past the time limit (the guest is then stuck, and the instance with it).
+/// past the time limit (the guest is then stuck, and the instance with it); and an idle one at
+/// once when its workload is gone.
 pub(super) struct Expiration {
     timeout: Duration,
     idle: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
     /// When the timer is set to fire.
     armed: Option<Instant>,
+    /// Ready once the workload is gone; requests running then are let finish.
+    retired: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl WorkerExpiration for Expiration {
@@ -237,6 +261,9 @@ impl WorkerExpiration for Expiration {
         since: Instant,
     ) -> Poll<()> {
         let this = self.get_mut();
+        if matches!(status, WorkerStatus::Idle) && this.retired.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
         let limit = match status {
             WorkerStatus::Idle => this.idle,
             WorkerStatus::Requests | WorkerStatus::PostReturn => this.timeout,
@@ -333,6 +360,7 @@ mod tests {
             requests: 3,
             timeout: Duration::from_secs(1),
             name: "app/web".into(),
+            _kept: WorkloadMetrics::detached().kept(),
         };
         assert!(matches!(
             worker.should_accept_request(0, 0),
