@@ -11,7 +11,7 @@ use crate::rpc::RpcCall;
 /// What one queued call or message carries, in an outbox entry and in the stream.
 ///
 /// Encoded with its item flattened: `{max_attempts, expires_at_ms, subject, call: ..}` or
-/// `{.., message: ..}`. Decoded by hand ([`QueuedVisitor`]): serde's `flatten` buffers every
+/// `{.., message: ..}`. Decoded by hand (`QueuedVisitor`): serde's `flatten` buffers every
 /// field before it decodes one, which cost a delivering host about 1 µs of each queued call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Queued {
