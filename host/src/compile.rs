@@ -377,6 +377,8 @@ fn write_atomically(path: &Path, code: &[u8], n: u64) -> anyhow::Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct CompileJob {
     fingerprint: String,
+    /// The host runs WASI 0.3 (`--wasi-p3`): its engine, and so its code, differ.
+    wasi_p3: bool,
     max_component_bytes: usize,
     /// The component's file, or `-` for standard input.
     input: PathBuf,
@@ -385,10 +387,11 @@ struct CompileJob {
 }
 
 impl CompileJob {
-    /// Reads `--fingerprint HEX --max-component-bytes N INPUT OUTPUT`, as
+    /// Reads `--fingerprint HEX [--wasi-p3] --max-component-bytes N INPUT OUTPUT`, as
     /// [`compile_in_child`] writes them.
     fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Self, String> {
         let mut fingerprint = None;
+        let mut wasi_p3 = false;
         let mut max = None;
         let mut paths = Vec::new();
         let mut args = args.into_iter();
@@ -397,6 +400,7 @@ impl CompileJob {
                 Some("--fingerprint") => {
                     fingerprint = args.next().and_then(|v| v.into_string().ok());
                 }
+                Some("--wasi-p3") => wasi_p3 = true,
                 Some("--max-component-bytes") => {
                     max = args
                         .next()
@@ -406,10 +410,11 @@ impl CompileJob {
                 _ => paths.push(PathBuf::from(arg)),
             }
         }
-        let usage = "usage: --fingerprint HEX --max-component-bytes N INPUT|- OUTPUT";
+        let usage = "usage: --fingerprint HEX [--wasi-p3] --max-component-bytes N INPUT|- OUTPUT";
         match (fingerprint, max, <[PathBuf; 2]>::try_from(paths)) {
             (Some(fingerprint), Some(max_component_bytes), Ok([input, output])) => Ok(Self {
                 fingerprint,
+                wasi_p3,
                 max_component_bytes,
                 input,
                 output,
@@ -421,19 +426,8 @@ impl CompileJob {
     fn run(&self) -> Result<(), LoadError> {
         let bytes = self.read_input()?;
         check_component(&bytes, self.max_component_bytes)?;
-        // The host's engine has WASI 0.3 on or off (`--wasi-p3`): the one whose fingerprint
-        // it sent is the one to compile for.
-        let mut engine = None;
-        for wasi_p3 in [false, true] {
-            let candidate = engine::code_engine(wasi_p3)
-                .map_err(|err| LoadError::Compiler(format!("creating the engine: {err:#}")))?;
-            if engine::fingerprint(&candidate) == self.fingerprint {
-                engine = Some(candidate);
-                break;
-            }
-            engine.get_or_insert(candidate);
-        }
-        let engine = engine.expect("two engines were made");
+        let engine = engine::code_engine(self.wasi_p3)
+            .map_err(|err| LoadError::Compiler(format!("creating the engine: {err:#}")))?;
         let fingerprint = engine::fingerprint(&engine);
         if fingerprint != self.fingerprint {
             return Err(LoadError::Compiler(format!(
@@ -596,11 +590,22 @@ mod tests {
             job,
             Ok(CompileJob {
                 fingerprint: "00ff".to_owned(),
+                wasi_p3: false,
                 max_component_bytes: 123,
                 input: "-".into(),
                 output: "out.cwasm".into(),
             })
         );
+        let job = CompileJob::parse(args(&[
+            "--fingerprint",
+            "00ff",
+            "--wasi-p3",
+            "--max-component-bytes",
+            "123",
+            "-",
+            "-",
+        ]));
+        assert!(job.is_ok_and(|job| job.wasi_p3));
         for bad in [
             &["--fingerprint", "00ff", "-", "out"][..],
             &[

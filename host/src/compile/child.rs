@@ -115,7 +115,11 @@ pub(super) fn compile_in_child(
     command
         .args(args)
         .arg("--fingerprint")
-        .arg(runtime.fingerprint())
+        .arg(runtime.fingerprint());
+    if runtime.config().wasi_p3 {
+        command.arg("--wasi-p3");
+    }
+    command
         .arg("--max-component-bytes")
         .arg(runtime.config().max_component_bytes.to_string())
         .arg("-")
