@@ -232,17 +232,12 @@ impl SecuredLattice {
             .to_text(),
         );
         let client = connect(&url, &key_path).await?;
-        let token = CancellationToken::new();
-        let task = tokio::spawn(lattice_host::run(c, client, token.clone()));
+        let host = TestHost::spawn(c, client);
         crate::eventually(WAIT, &format!("host {name} to report"), || async {
             Ok(self.ctl.hosts().await?.iter().any(|h| h.name == name))
         })
         .await?;
-        Ok(TestHost {
-            token,
-            task,
-            state_dir,
-        })
+        Ok(host)
     }
 
     /// Signs `component` as `name` 0.1.0 with the first lattice's issuer and pushes it as its

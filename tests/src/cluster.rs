@@ -592,14 +592,7 @@ impl ClusterLattice {
         config: HostConfig,
         client: async_nats::Client,
     ) -> anyhow::Result<TestHost> {
-        let token = CancellationToken::new();
-        let state_dir = config.state_dir.clone();
-        let task = tokio::spawn(lattice_host::run(config, client, token.clone()));
-        Ok(TestHost {
-            token,
-            task,
-            state_dir,
-        })
+        Ok(TestHost::spawn(config, client))
     }
 
     /// Signs `component` as `name` 0.1.0 with this lattice's issuer and pushes it.

@@ -25,7 +25,6 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use lattice_control::ControlConfig;
 use lattice_host::HostConfig;
-use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
 use crate::{NatsServer, TestHost, TestLattice, WAIT, lattice_bin, on_free_port};
@@ -113,14 +112,7 @@ impl EdgeTopology {
             .retry_on_initial_connect()
             .connect(&self.leaf.url)
             .await?;
-        let token = CancellationToken::new();
-        let state_dir = config.state_dir.clone();
-        let task = tokio::spawn(lattice_host::run(config, client, token.clone()));
-        Ok(TestHost {
-            token,
-            task,
-            state_dir,
-        })
+        Ok(TestHost::spawn(config, client))
     }
 
     /// Starts an edge host named `name` with `labels` and waits until the control plane sees

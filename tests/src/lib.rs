@@ -131,6 +131,18 @@ pub struct TestHost {
 }
 
 impl TestHost {
+    /// Runs a host with `config` on `client` (the hub's, a leaf node's, one through a proxy).
+    pub fn spawn(config: HostConfig, client: async_nats::Client) -> Self {
+        let token = CancellationToken::new();
+        let state_dir = config.state_dir.clone();
+        let task = tokio::spawn(lattice_host::run(config, client, token.clone()));
+        Self {
+            token,
+            task,
+            state_dir,
+        }
+    }
+
     /// Ends the host abruptly, as a crash or a cut cable would: no last heartbeat.
     pub async fn kill(self) {
         self.task.abort();
@@ -335,15 +347,7 @@ impl TestLattice {
 
     /// Starts a host with `config`.
     pub async fn start_host(&self, config: HostConfig) -> anyhow::Result<TestHost> {
-        let token = CancellationToken::new();
-        let client = self.nats.client().await?;
-        let state_dir = config.state_dir.clone();
-        let task = tokio::spawn(lattice_host::run(config, client, token.clone()));
-        Ok(TestHost {
-            token,
-            task,
-            state_dir,
-        })
+        Ok(TestHost::spawn(config, self.nats.client().await?))
     }
 
     /// Starts a host named `name` and waits until the control plane sees it.

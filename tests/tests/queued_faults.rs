@@ -1,10 +1,12 @@
 //! Queued delivery under real faults: duplicates forced into the hub's stream past its
-//! deduplication window, a SIGKILLed sending host, a full outbox, a full disk under a host
+//! deduplication window, deliveries lost with the delivering host's link, a SIGKILLed sending
+//! host, a full outbox, a full disk under a host
 //! process. The app, its setup and how deliveries are observed (greeter's log lines, captured
 //! in-process) are [`lattice_tests::queued`]'s; the happy path is `queued.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,13 +20,14 @@ use lattice_protocol::queue::{
     LANE_COUNT_HEADER, LaneState, MSG_ID_HEADER, decode_bundle, lanes_bucket, queue_stream,
 };
 use lattice_tests::edge::EdgeTopology;
+use lattice_tests::proxy::Proxy;
 use lattice_tests::queued::names::{all_queued, call_consumer};
 use lattice_tests::queued::{
     QueuedLink, captured, delivered, deploy, log_text, setup, setup_with, setup_with_edge,
-    start_cloud_host, stream_messages, wait_delivered, warm_up,
+    start_cloud_host, start_edge_host, stream_messages, wait_delivered, warm_up,
 };
 use lattice_tests::tmpfs::Tmpfs;
-use lattice_tests::{WAIT, eventually, free_port, http_get};
+use lattice_tests::{QUIET, TestHost, WAIT, eventually, free_port, http_get};
 
 /// Waits until `check` holds, for at most [`WAIT`]; on failure says what greeter's host logged.
 async fn poll<F, Fut>(what: &str, check: F) -> anyhow::Result<()>
@@ -195,6 +198,91 @@ async fn an_outage_past_the_duplicate_window_stores_copies_and_runs_each_call_on
 /// stretch before the kill (the stream stores those calls; their acks never come back): after
 /// the restart the forwarder publishes them again, and the stream's deduplication and the
 /// lane's remembered last call keep them to one run each.
+/// Greeter's host, connected to the hub through a proxy, drains a backlog. Deliveries on their
+/// way to it are held in the proxy, then dropped with the connection: the consumer goes on
+/// with later deliveries, and acknowledging one of those would acknowledge the lost ones too.
+#[tokio::test]
+async fn deliveries_lost_with_the_delivering_hosts_link_run_once_it_is_back() -> anyhow::Result<()>
+{
+    captured();
+    let e = EdgeTopology::start().await?;
+    let link = Proxy::start(SocketAddr::from(([127, 0, 0, 1], e.hub.nats.port))).await?;
+    let through_link = || {
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(format!("nats://{}", link.addr))
+    };
+    let mut cloud = e.hub.host_config("cloud-1");
+    cloud.labels.insert("role".into(), "cloud".into());
+    let greeter_host = TestHost::spawn(cloud.clone(), through_link().await?);
+    let _edge = start_edge_host(&e).await?;
+    let addr = deploy(&e, 2, &QueuedLink::default()).await?;
+    warm_up(&addr).await?;
+
+    // A backlog larger than one pull's batch, while greeter's host is away.
+    greeter_host.stop().await?;
+    const N: u32 = 3000;
+    for i in 0..N {
+        let answer = http_get(&addr, &format!("/notify?msg=lost-{i}.")).await?;
+        assert_eq!(answer, (200, "ok".into()), "call {i}");
+    }
+    // Forwarded (some calls bundled together) once the stream stops growing.
+    let stored = std::cell::Cell::new(0);
+    poll("the backlog to reach the hub's stream", || async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = stream_messages(&e).await?;
+        Ok(now > 1100 && stored.replace(now) == now)
+    })
+    .await?;
+
+    // Greeter's host comes back; once it runs the first call, what the hub sends it waits in
+    // the proxy. When the host has run all it received, and the hub has sent more, the link
+    // drops.
+    let _greeter_host = TestHost::spawn(cloud, through_link().await?);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while delivered("lost").is_empty() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the drain did not begin"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    link.hold_replies();
+    let js = jetstream::new(e.hub.client.clone());
+    let stream = js.get_stream(queue_stream(&e.hub.lattice)).await?;
+    let consumer = call_consumer("greeter", "greeter");
+    let ran = std::cell::Cell::new(0);
+    poll("the host to wait for deliveries the hub sent", || async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = stream
+            .consumer_info(&consumer)
+            .await?
+            .delivered
+            .consumer_sequence;
+        let now = delivered("lost").len();
+        Ok(ran.replace(now) == now && sent > now as u64 + 1)
+    })
+    .await?;
+    link.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    link.heal();
+
+    wait_delivered("lost", N as usize).await?;
+    tokio::time::sleep(QUIET).await;
+    let ran = delivered("lost");
+    assert_eq!(
+        ran.iter().copied().collect::<BTreeSet<_>>(),
+        (0..N).collect::<BTreeSet<_>>(),
+        "every acknowledged call ran"
+    );
+    assert_eq!(ran.len(), N as usize, "no call ran twice");
+    assert!(
+        log_text().contains("lost in transit"),
+        "the host did not notice deliveries lost in transit: the test lost none"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_sigkilled_sending_host_delivers_every_accepted_call_once_after_restart()
 -> anyhow::Result<()> {

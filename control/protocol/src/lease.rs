@@ -7,7 +7,12 @@
 //! makes every KV revision a deposed leader remembers stale, so its compare-and-set writes are
 //! refused, and (b) lets hosts refuse any assignment with an epoch lower than one they have seen.
 //!
-//! A holder stops acting when a renewal fails (every third of the TTL). Whether a lease has
+//! A holder renews every third of the TTL. A renewal the hub does not answer (a clustered hub
+//! electing a leader for the bucket, a link down for a moment) is tried again, each try bounded,
+//! until two thirds of a TTL have passed since the last write the hub acknowledged was sent;
+//! only then, or when someone else changed the key, does the holder stop acting. A renewal
+//! refused because the key moved on is checked first: when the record is the holder's own (an
+//! earlier try landed and its answer was lost), the holder goes on from it. Whether a lease has
 //! expired is judged on the **reader's monotonic clock**, never by comparing the holder's wall
 //! clock with the reader's: a [`Claim`] remembers the key's revision and when it first saw it,
 //! and takes the lease only once that revision has stood unchanged for the holder's TTL (or the
@@ -22,7 +27,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::envelope;
-use async_nats::jetstream::kv;
+use async_nats::jetstream::kv::{self, UpdateErrorKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -80,6 +85,7 @@ impl Claim {
     /// holder's TTL since this claim first saw it; `None` if someone else holds it.
     pub async fn try_acquire(&mut self) -> anyhow::Result<Option<Lease>> {
         let entry = self.kv.entry(&self.key).await?;
+        let sent = Instant::now();
         let (epoch, result) = match entry.filter(|e| e.operation == kv::Operation::Put) {
             None => {
                 let bytes = envelope::encode(&self.record(1));
@@ -110,6 +116,7 @@ impl Claim {
             ttl: self.ttl,
             clock: self.clock,
             revision,
+            written: sent,
             epoch,
         }))
     }
@@ -150,43 +157,90 @@ pub struct Lease {
     ttl: Duration,
     clock: Clock,
     revision: u64,
+    /// When the write of `revision` was sent: no rival takes the lease sooner than a TTL after.
+    written: Instant,
     /// The fencing epoch of this leadership.
     pub epoch: u64,
 }
 
 impl Lease {
-    /// Extends the lease; false if it was lost (someone else changed the key).
+    /// Extends the lease; false if it was lost: someone else changed the key, or no renewal got
+    /// through within two thirds of a TTL of the last acknowledged write (a rival may take the
+    /// lease a TTL after it; the last third is the holder's time to stop acting).
     pub async fn renew(&mut self) -> bool {
-        let record = LeaseRecord {
+        let give_up = self.written + self.ttl * 2 / 3;
+        // Bounded, so that a try whose answer was lost (a dropped connection) is followed by
+        // another before the margin is spent.
+        let each = self.ttl / 6;
+        let pause = (self.ttl / 30).max(Duration::from_millis(50));
+        loop {
+            let sent = Instant::now();
+            let record = self.record(self.clock.now_ms() + self.ttl.as_millis() as u64);
+            let write = self
+                .kv
+                .update(&self.key, envelope::encode(&record).into(), self.revision);
+            let error = match tokio::time::timeout_at(give_up.min(sent + each), write).await {
+                Ok(Ok(revision)) => {
+                    self.revision = revision;
+                    self.written = sent;
+                    return true;
+                }
+                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    match self.own_revision(give_up).await {
+                        Some(revision) => {
+                            // An earlier try landed unanswered: renew from it.
+                            self.revision = revision;
+                            continue;
+                        }
+                        None => {
+                            warn!(
+                                epoch = self.epoch,
+                                "lease taken by another holder: lease lost"
+                            );
+                            return false;
+                        }
+                    }
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer".to_string(),
+            };
+            if Instant::now() + pause >= give_up {
+                warn!(%error, epoch = self.epoch, "lease renewal not acknowledged in time: lease lost");
+                return false;
+            }
+            tracing::debug!(%error, epoch = self.epoch, "lease renewal failed; trying again");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// The key's revision when it still holds this holder's record of this epoch (a renewal
+    /// that landed though its answer was lost), read before `give_up`.
+    async fn own_revision(&self, give_up: Instant) -> Option<u64> {
+        let entry = tokio::time::timeout_at(give_up, self.kv.entry(&self.key))
+            .await
+            .ok()?
+            .ok()??;
+        if entry.operation != kv::Operation::Put {
+            return None;
+        }
+        let record: LeaseRecord = envelope::decode(&entry.value).ok()?;
+        (record.holder == self.holder && record.epoch == self.epoch && record.expires_at_ms != 0)
+            .then_some(entry.revision)
+    }
+
+    /// This holder's record at this epoch, free after `expires_at_ms` (0: released).
+    fn record(&self, expires_at_ms: u64) -> LeaseRecord {
+        LeaseRecord {
             holder: self.holder.clone(),
-            expires_at_ms: self.clock.now_ms() + self.ttl.as_millis() as u64,
+            expires_at_ms,
             epoch: self.epoch,
             ttl_ms: self.ttl.as_millis() as u64,
-        };
-        match self
-            .kv
-            .update(&self.key, envelope::encode(&record).into(), self.revision)
-            .await
-        {
-            Ok(revision) => {
-                self.revision = revision;
-                true
-            }
-            Err(e) => {
-                warn!(error = %e, epoch = self.epoch, "lease renewal refused: lease lost");
-                false
-            }
         }
     }
 
     /// Gives the lease up at once, so that another holder takes over without waiting.
     pub async fn release(self) {
-        let record = LeaseRecord {
-            holder: self.holder.clone(),
-            expires_at_ms: 0,
-            epoch: self.epoch,
-            ttl_ms: self.ttl.as_millis() as u64,
-        };
+        let record = self.record(0);
         let _ = self
             .kv
             .update(&self.key, envelope::encode(&record).into(), self.revision)
@@ -202,16 +256,16 @@ impl Lease {
     ) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(true);
         let handle = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(self.ttl / 3);
-            tick.tick().await;
             loop {
+                // A third of a TTL after the last acknowledged write was sent, however long
+                // that renewal took to get through.
                 tokio::select! {
                     () = stop.cancelled() => {
                         info!(epoch = self.epoch, "giving up the lease");
                         self.release().await;
                         return;
                     }
-                    _ = tick.tick() => {
+                    () = tokio::time::sleep_until(self.written + self.ttl / 3) => {
                         if !self.renew().await {
                             let _ = tx.send(false);
                             return;

@@ -70,6 +70,9 @@ const CHUNK: usize = 256;
 /// hub (a millisecond or more) then do not hold up delivery.
 const COMMITS: usize = 64;
 
+/// How often the hub tells an idle pull it is alive.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// How long a delivered item may stay unacknowledged before it is delivered again: its run, and
 /// the rest of its chunk.
 const DELIVERY_ACK_WAIT: Duration = Duration::from_secs(90);
@@ -161,9 +164,12 @@ async fn keep_consuming(
     stop: &CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), MAX_BACKOFF);
+    // Per task, not per host: two versions of a workload on one host must not share it. Kept
+    // across tries: a lease this task lost while no one else took it is its own again at once.
+    let holder = format!("{} {}", lattice.host, uuid::Uuid::new_v4());
     while !stop.is_cancelled() {
         let started = Instant::now();
-        if let Err(e) = consume_leased(target, lattice, inbox, stop).await {
+        if let Err(e) = consume_leased(target, lattice, inbox, &holder, stop).await {
             debug!(workload = %target.loaded.ctx.name(), what = %inbox.what, error = %format!("{e:#}"), "consuming queued items failed; retrying");
         }
         if started.elapsed() > Duration::from_secs(30) {
@@ -173,12 +179,13 @@ async fn keep_consuming(
     }
 }
 
-/// Delivers `inbox`'s items while this host holds its lease (waiting for it first).
+/// Delivers `inbox`'s items while `holder` holds its lease (waiting for it first).
 /// Returns `Ok` when `stop` came.
 async fn consume_leased(
     target: &Target,
     lattice: &LatticeLink,
     inbox: &Inbox,
+    holder: &str,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (js, l) = (&lattice.jetstream, &lattice.lattice);
@@ -190,9 +197,7 @@ async fn consume_leased(
         description: "the host delivering each queue consumer's items",
     };
     let leases = lattice_protocol::jetstream::open_kv(js, bucket, &lattice.storage).await?;
-    // Per task, not per host: two versions of a workload on one host must not share it.
-    let holder = format!("{} {}", lattice.host, uuid::Uuid::new_v4());
-    let mut claim = Claim::new(&leases, inbox.durable.as_str(), &holder, LEASE_TTL);
+    let mut claim = Claim::new(&leases, inbox.durable.as_str(), holder, LEASE_TTL);
     let lease = loop {
         if let Some(lease) = claim.try_acquire().await? {
             break lease;
@@ -276,7 +281,9 @@ async fn receive(
     let messages = consumer
         .stream()
         .max_messages_per_batch(PULL_BATCH)
-        .heartbeat(Duration::from_secs(15))
+        // Two missed (a pull whose hub node died, on nats-server 2.9 left waiting for good)
+        // end this consumer, and the next reads it again from its acknowledgement floor.
+        .heartbeat(PULL_HEARTBEAT)
         .messages()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -291,6 +298,8 @@ async fn receive(
     let (commits, committer) = committer(lanes.store());
     // The first message with an item left unsettled when `stop` came.
     let mut unfinished = None;
+    // The consumer is new (see `take_over`): its deliveries are numbered from 1.
+    let mut next_delivery = 1;
     loop {
         let chunk = tokio::select! {
             biased;
@@ -308,9 +317,16 @@ async fn receive(
             if stop.is_cancelled() {
                 break;
             }
-            let taken = match message {
-                Ok(message) => take(&ctx, &mut lanes, &mut unfinished, message, &mut done).await,
-                Err(e) => Err(anyhow::anyhow!("{e}")),
+            let taken = match message.map_err(|e| anyhow::anyhow!("{e}")) {
+                Ok(message) => match Delivery::of(message)
+                    .and_then(|d| in_order(&mut next_delivery, d.consumer_seq).map(|()| d))
+                {
+                    Ok(delivery) => {
+                        take(&ctx, &mut lanes, &mut unfinished, delivery, &mut done).await
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
             };
             if let Err(e) = taken {
                 failed = Some(e);
@@ -340,6 +356,24 @@ async fn receive(
             return Err(e);
         }
     }
+}
+
+/// Whether delivery number `seq` may be taken: no delivery before it is missing (`next` is the
+/// number expected). Deliveries lost in transit
+/// (with the connection to a hub node that died, while a pull's batch was on its way) leave a
+/// gap in the consumer's numbers, and the consumer goes on with later ones: acknowledging one
+/// of those would acknowledge the lost ones too (`AckPolicy::All`), and their items would never
+/// run. So the consumer is read again from its acknowledgement floor instead (its lanes know
+/// the items that ran). A number seen again (a new consumer leader delivering anew) is a copy.
+fn in_order(next: &mut u64, seq: u64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        seq <= *next,
+        "deliveries {next} to {} of the consumer were lost in transit; reading it again from its \
+         acknowledgement floor",
+        seq - 1
+    );
+    *next = (*next).max(seq + 1);
+    Ok(())
 }
 
 /// How long the committer keeps trying to write lane states that the hub does not take (a
@@ -430,4 +464,21 @@ fn committer(kv: kv::Store) -> (mpsc::Sender<Commit>, JoinHandle<anyhow::Result<
         Ok(())
     });
     (commits, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_order;
+
+    #[test]
+    fn a_missing_delivery_stops_the_consumer_and_a_repeated_one_is_taken() {
+        let mut next = 1;
+        for seq in [1, 2, 3, 2, 3, 4] {
+            in_order(&mut next, seq).expect("in order or a repeat");
+        }
+        assert_eq!(next, 5);
+        let gap = in_order(&mut next, 9).expect_err("deliveries 5 to 8 are missing");
+        assert!(gap.to_string().contains("deliveries 5 to 8"), "{gap}");
+        assert_eq!(next, 5, "a refused delivery moves nothing");
+    }
 }

@@ -62,6 +62,8 @@ pub(super) struct Delivery {
     pub(super) message: jetstream::Message,
     /// Its sequence in the queue stream.
     pub(super) stream_seq: u64,
+    /// The consumer's number for this delivery: one more than the last, redeliveries included.
+    pub(super) consumer_seq: u64,
     /// Deliveries of it so far, this one included.
     delivered: i64,
 }
@@ -69,10 +71,12 @@ pub(super) struct Delivery {
 impl Delivery {
     pub(super) fn of(message: jetstream::Message) -> anyhow::Result<Arc<Self>> {
         let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (stream_seq, delivered) = (info.stream_sequence, info.delivered);
+        let (stream_seq, consumer_seq, delivered) =
+            (info.stream_sequence, info.consumer_sequence, info.delivered);
         Ok(Arc::new(Self {
             message,
             stream_seq,
+            consumer_seq,
             delivered,
         }))
     }

@@ -37,7 +37,7 @@ pub(super) struct Ctx<'a> {
     pub(super) stop: &'a CancellationToken,
 }
 
-/// Takes one message: runs its items (and whatever waited for them) or holds them. The message
+/// Takes one delivered message: runs its items (and whatever waited for them) or holds them. The message
 /// goes to `acks`, to be acknowledged, once it is taken: one holding an item still waiting in
 /// its lane ([`Lanes::first_waiting`]) or left unsettled by a stop (`unfinished`) stays
 /// unacknowledged all the same, since acknowledgements stop short of it (see [`committer`]).
@@ -45,10 +45,9 @@ pub(super) async fn take(
     ctx: &Ctx<'_>,
     lanes: &mut Lanes,
     unfinished: &mut Option<u64>,
-    message: jetstream::Message,
+    delivery: Arc<Delivery>,
     acks: &mut Vec<Arc<Delivery>>,
 ) -> anyhow::Result<()> {
-    let delivery = Delivery::of(message)?;
     let (sender, place) = match check(&mut lanes.senders, &delivery.message).await? {
         Ok(Checked::Lane { sender, place }) => (sender, place),
         Ok(Checked::Alone) => return take_alone(ctx, delivery, acks).await,
