@@ -220,12 +220,21 @@ async fn consume_leased(
     )));
     let lanes = Lanes::open(js, l, &lattice.storage, &inbox.durable, &target.trusted).await?;
     info!(workload = %target.loaded.ctx.name(), what = %inbox.what, "delivering queued items");
+    // A lost lease halts delivery as a stop does: what ran is remembered before this returns,
+    // so that the next holder (this task at once, when no one else took the lease) reads the
+    // lanes as they are, not while a committer left behind still writes them.
+    let halt = stop.child_token();
+    let receiving = receive(target, lattice, consumer, lanes, &halt);
+    tokio::pin!(receiving);
     tokio::select! {
-        result = receive(target, lattice, consumer, lanes, stop) => result,
-        _ = leased.wait_for(|held| !held) => {
-            anyhow::bail!("lost the lease on {}: another host delivers its items now", inbox.durable)
-        }
+        result = &mut receiving => return result,
+        _ = leased.wait_for(|held| !held) => halt.cancel(),
     }
+    receiving.await?;
+    anyhow::bail!(
+        "lost the lease on {}: another host may deliver its items now",
+        inbox.durable
+    )
 }
 
 /// Recreates `inbox`'s durable consumer from its acknowledgement floor (see the module docs),
